@@ -1,0 +1,1357 @@
+//! The system configuration: Noslate's config keys (and a few of ours) with their defaults, a
+//! JSON file on top of them, then environment variable overrides.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::Problem;
+use super::problems::{
+    Fields, Int, Problems, boolean, byte_size, choice, describe, in_unit_interval, int, join,
+    lookup, one_of, read_json_file, set, string,
+};
+use super::profile::{MIN_MEMORY_LIMIT_BYTES, check_name, is_env_name};
+
+/// Default `http.maxRequestBodySize`, in bytes (32 MiB).
+pub const DEFAULT_MAX_REQUEST_BODY_SIZE_BYTES: u64 = 32 << 20;
+/// Default `http.maxHeaderBytes`: the largest request head, in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Smallest accepted `http.maxHeaderBytes`, in bytes.
+pub const MIN_MAX_HEADER_BYTES: u64 = 1024;
+/// Default `http.maxHeaders`: the most header lines in one request.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default `http.maxConnections`: the most client connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Default `worker.maxActivateRequests`: concurrent requests per worker.
+pub const DEFAULT_MAX_ACTIVATE_REQUESTS: u32 = 10;
+/// Default `worker.replicaCountLimit`: most starting + active workers per function.
+pub const DEFAULT_REPLICA_COUNT_LIMIT: u32 = 10;
+/// Default `worker.reservationCountPerFunction`: warm workers kept per function.
+pub const DEFAULT_RESERVATION_COUNT_PER_FUNCTION: u32 = 0;
+/// Default `worker.defaultInitializerTimeout`, in milliseconds.
+pub const DEFAULT_INITIALIZER_TIMEOUT_MS: u64 = 10_000;
+/// Default `worker.defaultInvokeTimeout`, in milliseconds: the deadline of a request that has
+/// no `x-fc-function-timeout` header.
+pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 10_000;
+/// Default `worker.defaultShrinkStrategy`.
+pub const DEFAULT_SHRINK_STRATEGY: ShrinkStrategy = ShrinkStrategy::Lcc;
+/// Default `worker.gcLogDelay`, in milliseconds: how long a stopped worker's logs are kept.
+pub const DEFAULT_GC_LOG_DELAY_MS: u64 = 5 * 60 * 1000;
+/// Default `worker.gcLogHighWaterMark`: queued log directories that force deletion at once.
+pub const DEFAULT_GC_LOG_HIGH_WATER_MARK: usize = 100;
+/// Default `worker.concurrencyStatsMode`.
+pub const DEFAULT_CONCURRENCY_STATS_MODE: ConcurrencyStatsMode = ConcurrencyStatsMode::Instant;
+
+/// Default `worker.concurrencySlidingWindowSize`, in milliseconds.
+pub const DEFAULT_CONCURRENCY_SLIDING_WINDOW_SIZE_MS: u64 = 60_000;
+/// Default `worker.concurrencySlidingBucketCount`.
+pub const DEFAULT_CONCURRENCY_SLIDING_BUCKET_COUNT: u32 = 6;
+/// Default `worker.emaConcurrencyAlpha`, a smoothing factor in (0, 1].
+pub const DEFAULT_EMA_CONCURRENCY_ALPHA: f64 = 0.5;
+/// Default `worker.concurrencyExpandThreshold`, a water level ratio.
+pub const DEFAULT_CONCURRENCY_EXPAND_THRESHOLD: f64 = 0.7;
+/// Default `worker.concurrencyShrinkThreshold`, a water level ratio.
+pub const DEFAULT_CONCURRENCY_SHRINK_THRESHOLD: f64 = 0.3;
+/// Default `worker.expandCooldown`, in milliseconds.
+pub const DEFAULT_EXPAND_COOLDOWN_MS: u64 = 1_000;
+/// Default `worker.shrinkCooldown`, in milliseconds.
+pub const DEFAULT_SHRINK_COOLDOWN_MS: u64 = 60_000;
+/// Default `worker.scaleFactor`, the water level ratio aimed at after scaling.
+pub const DEFAULT_SCALE_FACTOR: f64 = 0.5;
+/// Default `worker.precisionZeroThreshold`: EMA concurrency below it counts as 0.
+pub const DEFAULT_PRECISION_ZERO_THRESHOLD: f64 = 0.01;
+/// Default `worker.shrinkCooldownOnStartup`.
+pub const DEFAULT_SHRINK_COOLDOWN_ON_STARTUP: bool = true;
+
+/// Default `dataPlane.closeTrafficTimeout`, in milliseconds: the longest wait for a worker to
+/// drain.
+pub const DEFAULT_CLOSE_TRAFFIC_TIMEOUT_MS: u64 = 30_000;
+/// Default `dataPlane.requestQueueLimit`: most queued requests per function.
+pub const DEFAULT_REQUEST_QUEUE_LIMIT: usize = 1_000;
+/// Default `dataPlane.cancelGracePeriod`, in milliseconds.
+pub const DEFAULT_CANCEL_GRACE_PERIOD_MS: u64 = 1_000;
+
+/// Default `controlPlane.expandConcurrency`: concurrent worker launches.
+pub const DEFAULT_EXPAND_CONCURRENCY: u32 = 4;
+/// Default `controlPlane.workerTrafficStatsPullingMs`, in milliseconds.
+pub const DEFAULT_WORKER_TRAFFIC_STATS_PULLING_MS: u64 = 10_000;
+/// Default `controlPlane.workerTrafficStatsPullingMs` when `useEmaScaling` is on, in
+/// milliseconds.
+pub const DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS: u64 = 1_000;
+/// Default `controlPlane.workerRedundantVictimSpareTimes`: redundant polls before a shrink.
+pub const DEFAULT_WORKER_REDUNDANT_VICTIM_SPARE_TIMES: u32 = 6;
+/// Default `controlPlane.capacityScalingStage`, the water level ratio the legacy scaler aims at.
+pub const DEFAULT_CAPACITY_SCALING_STAGE: f64 = 0.7;
+/// Default `controlPlane.useEmaScaling`.
+pub const DEFAULT_USE_EMA_SCALING: bool = false;
+
+/// Default `virtualMemoryPoolSize`, in bytes (1 GiB).
+pub const DEFAULT_VIRTUAL_MEMORY_POOL_SIZE_BYTES: u64 = 1 << 30;
+
+/// Default `turf.gracefulExitPeriodMs`, in milliseconds: SIGTERM to SIGKILL.
+pub const DEFAULT_GRACEFUL_EXIT_PERIOD_MS: u64 = 3_000;
+
+/// Default `systemCircuitBreaker.requestCountLimit`: active + queued requests.
+pub const DEFAULT_REQUEST_COUNT_LIMIT: usize = 10_000;
+/// Default `systemCircuitBreaker.pendingRequestCountLimit`: queued requests.
+pub const DEFAULT_PENDING_REQUEST_COUNT_LIMIT: usize = 1_000;
+/// Default `systemCircuitBreaker.systemLoad1Limit`, a 1-minute load average.
+pub const DEFAULT_SYSTEM_LOAD1_LIMIT: f64 = 10.0;
+
+/// Default `logger.level`.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Which worker goes first when a function shrinks (`LCC`, `FIFO` or `FILO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShrinkStrategy {
+    /// `LCC`: the worker with the least current concurrency.
+    Lcc,
+    /// `FIFO`: the oldest worker.
+    Fifo,
+    /// `FILO`: the newest worker.
+    Filo,
+}
+
+/// The JSON names of [`ShrinkStrategy`].
+pub(super) const SHRINK_STRATEGIES: &[(&str, ShrinkStrategy)] = &[
+    ("LCC", ShrinkStrategy::Lcc),
+    ("FIFO", ShrinkStrategy::Fifo),
+    ("FILO", ShrinkStrategy::Filo),
+];
+
+/// How a function's concurrency is reported to the scaler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConcurrencyStatsMode {
+    /// `instant`: the concurrency at the moment of the poll.
+    Instant,
+    /// `periodic_max`: the highest concurrency since the previous poll.
+    PeriodicMax,
+    /// `periodic_avg`: the average concurrency since the previous poll (QPS × RT).
+    PeriodicAvg,
+}
+
+/// The JSON names of [`ConcurrencyStatsMode`].
+pub(super) const CONCURRENCY_STATS_MODES: &[(&str, ConcurrencyStatsMode)] = &[
+    ("instant", ConcurrencyStatsMode::Instant),
+    ("periodic_max", ConcurrencyStatsMode::PeriodicMax),
+    ("periodic_avg", ConcurrencyStatsMode::PeriodicAvg),
+];
+
+/// Accepted `logger.level` values (lowercase) and what they let through.
+const LOG_LEVELS: &[(&str, log::LevelFilter)] = &[
+    ("off", log::LevelFilter::Off),
+    ("none", log::LevelFilter::Off),
+    ("error", log::LevelFilter::Error),
+    ("warn", log::LevelFilter::Warn),
+    ("info", log::LevelFilter::Info),
+    ("debug", log::LevelFilter::Debug),
+    ("trace", log::LevelFilter::Trace),
+    ("all", log::LevelFilter::Trace),
+];
+
+/// Settings of the EMA scaler (`controlPlane.useEmaScaling`). The system config holds the
+/// defaults under `worker.*`; a function profile may override each under its own `worker`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmaSettings {
+    /// `concurrencySlidingWindowSize`, in milliseconds.
+    pub concurrency_sliding_window_size_ms: u64,
+    /// `concurrencySlidingBucketCount`: buckets in the sliding window.
+    pub concurrency_sliding_bucket_count: u32,
+    /// `emaConcurrencyAlpha`: smoothing factor in (0, 1].
+    pub ema_concurrency_alpha: f64,
+    /// `concurrencyExpandThreshold`: water level ratio above which the function expands.
+    pub concurrency_expand_threshold: f64,
+    /// `concurrencyShrinkThreshold`: water level ratio below which the function shrinks; always
+    /// below the expand threshold.
+    pub concurrency_shrink_threshold: f64,
+    /// `expandCooldown`, in milliseconds.
+    pub expand_cooldown_ms: u64,
+    /// `shrinkCooldown`, in milliseconds.
+    pub shrink_cooldown_ms: u64,
+    /// `scaleFactor`: water level ratio in (0, 1] aimed at after scaling.
+    pub scale_factor: f64,
+    /// `precisionZeroThreshold`: EMA concurrency below it counts as 0.
+    pub precision_zero_threshold: f64,
+    /// `shrinkCooldownOnStartup`: a new function starts inside a shrink cooldown.
+    pub shrink_cooldown_on_startup: bool,
+}
+
+impl Default for EmaSettings {
+    fn default() -> Self {
+        Self {
+            concurrency_sliding_window_size_ms: DEFAULT_CONCURRENCY_SLIDING_WINDOW_SIZE_MS,
+            concurrency_sliding_bucket_count: DEFAULT_CONCURRENCY_SLIDING_BUCKET_COUNT,
+            ema_concurrency_alpha: DEFAULT_EMA_CONCURRENCY_ALPHA,
+            concurrency_expand_threshold: DEFAULT_CONCURRENCY_EXPAND_THRESHOLD,
+            concurrency_shrink_threshold: DEFAULT_CONCURRENCY_SHRINK_THRESHOLD,
+            expand_cooldown_ms: DEFAULT_EXPAND_COOLDOWN_MS,
+            shrink_cooldown_ms: DEFAULT_SHRINK_COOLDOWN_MS,
+            scale_factor: DEFAULT_SCALE_FACTOR,
+            precision_zero_threshold: DEFAULT_PRECISION_ZERO_THRESHOLD,
+            shrink_cooldown_on_startup: DEFAULT_SHRINK_COOLDOWN_ON_STARTUP,
+        }
+    }
+}
+
+/// `http.*` (ours): limits of the HTTP front end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `http.maxRequestBodySize`, in bytes (a number or a size string such as `"32mb"`).
+    pub max_request_body_size: u64,
+    /// `http.maxHeaderBytes`: the largest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// `http.maxHeaders`: the most header lines in one request.
+    pub max_headers: usize,
+    /// `http.maxConnections`: the most client connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_request_body_size: DEFAULT_MAX_REQUEST_BODY_SIZE_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// `worker.*`: the defaults every function profile starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerDefaults {
+    /// `worker.maxActivateRequests`: concurrent requests per worker.
+    pub max_activate_requests: u32,
+    /// `worker.replicaCountLimit`: most starting + active workers per function.
+    pub replica_count_limit: u32,
+    /// `worker.reservationCountPerFunction`: warm workers kept per function; never above
+    /// `replica_count_limit`.
+    pub reservation_count_per_function: u32,
+    /// `worker.defaultInitializerTimeout`, in milliseconds.
+    pub default_initializer_timeout_ms: u64,
+    /// `worker.defaultInvokeTimeout` (ours), in milliseconds: the deadline of a request that
+    /// has no `x-fc-function-timeout` header.
+    pub default_invoke_timeout_ms: u64,
+    /// `worker.defaultShrinkStrategy`.
+    pub default_shrink_strategy: ShrinkStrategy,
+    /// `worker.gcLogDelay`, in milliseconds: how long a stopped worker's logs are kept.
+    pub gc_log_delay_ms: u64,
+    /// `worker.gcLogHighWaterMark`: queued log directories that force deletion at once.
+    pub gc_log_high_water_mark: usize,
+    /// `worker.concurrencyStatsMode`.
+    pub concurrency_stats_mode: ConcurrencyStatsMode,
+    /// The EMA scaler defaults (`worker.concurrencySlidingWindowSize` and friends).
+    pub ema: EmaSettings,
+}
+
+impl Default for WorkerDefaults {
+    fn default() -> Self {
+        Self {
+            max_activate_requests: DEFAULT_MAX_ACTIVATE_REQUESTS,
+            replica_count_limit: DEFAULT_REPLICA_COUNT_LIMIT,
+            reservation_count_per_function: DEFAULT_RESERVATION_COUNT_PER_FUNCTION,
+            default_initializer_timeout_ms: DEFAULT_INITIALIZER_TIMEOUT_MS,
+            default_invoke_timeout_ms: DEFAULT_INVOKE_TIMEOUT_MS,
+            default_shrink_strategy: DEFAULT_SHRINK_STRATEGY,
+            gc_log_delay_ms: DEFAULT_GC_LOG_DELAY_MS,
+            gc_log_high_water_mark: DEFAULT_GC_LOG_HIGH_WATER_MARK,
+            concurrency_stats_mode: DEFAULT_CONCURRENCY_STATS_MODE,
+            ema: EmaSettings::default(),
+        }
+    }
+}
+
+/// `dataPlane.*`: request routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPlaneConfig {
+    /// `dataPlane.closeTrafficTimeout`, in milliseconds: the longest wait for a worker to drain.
+    pub close_traffic_timeout_ms: u64,
+    /// `dataPlane.requestQueueLimit` (ours): most queued requests per function.
+    pub request_queue_limit: usize,
+    /// `dataPlane.cancelGracePeriod` (ours), in milliseconds.
+    pub cancel_grace_period_ms: u64,
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        Self {
+            close_traffic_timeout_ms: DEFAULT_CLOSE_TRAFFIC_TIMEOUT_MS,
+            request_queue_limit: DEFAULT_REQUEST_QUEUE_LIMIT,
+            cancel_grace_period_ms: DEFAULT_CANCEL_GRACE_PERIOD_MS,
+        }
+    }
+}
+
+/// `controlPlane.*`: worker launching and scaling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlPlaneConfig {
+    /// `controlPlane.expandConcurrency`: concurrent worker launches.
+    pub expand_concurrency: u32,
+    /// `controlPlane.workerTrafficStatsPullingMs`, in milliseconds: the scaling tick. Defaults
+    /// to [`DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS`] when `use_ema_scaling` is on and the
+    /// key is not set.
+    pub worker_traffic_stats_pulling_ms: u64,
+    /// `controlPlane.workerRedundantVictimSpareTimes`: consecutive redundant ticks before the
+    /// legacy scaler shrinks.
+    pub worker_redundant_victim_spare_times: u32,
+    /// `controlPlane.capacityScalingStage`: water level ratio in (0, 1] the legacy scaler aims at.
+    pub capacity_scaling_stage: f64,
+    /// `controlPlane.useEmaScaling`: the EMA scaler instead of the legacy one.
+    pub use_ema_scaling: bool,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            expand_concurrency: DEFAULT_EXPAND_CONCURRENCY,
+            worker_traffic_stats_pulling_ms: DEFAULT_WORKER_TRAFFIC_STATS_PULLING_MS,
+            worker_redundant_victim_spare_times: DEFAULT_WORKER_REDUNDANT_VICTIM_SPARE_TIMES,
+            capacity_scaling_stage: DEFAULT_CAPACITY_SCALING_STAGE,
+            use_ema_scaling: DEFAULT_USE_EMA_SCALING,
+        }
+    }
+}
+
+/// `turf.*`: the process sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurfConfig {
+    /// `turf.gracefulExitPeriodMs`, in milliseconds: SIGTERM to SIGKILL.
+    pub graceful_exit_period_ms: u64,
+}
+
+impl Default for TurfConfig {
+    fn default() -> Self {
+        Self {
+            graceful_exit_period_ms: DEFAULT_GRACEFUL_EXIT_PERIOD_MS,
+        }
+    }
+}
+
+/// `starter.*`: how workers of each runtime are started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StarterConfig {
+    /// `starter.nodejs.bin` (ours): the `node` executable; `None` means look it up in `PATH`.
+    pub nodejs_bin: Option<String>,
+    /// `starter.aworker.defaultSeedScript`: script the aworker seed runs, if any.
+    pub aworker_default_seed_script: Option<String>,
+    /// `starter.aworker.defaultEnvirons`: extra environment of aworker workers, sorted by name.
+    pub aworker_default_environs: Vec<(String, String)>,
+}
+
+/// `systemCircuitBreaker.*`: when the whole runtime stops accepting requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitBreakerConfig {
+    /// `systemCircuitBreaker.requestCountLimit`: active + queued requests.
+    pub request_count_limit: usize,
+    /// `systemCircuitBreaker.pendingRequestCountLimit`: queued requests.
+    pub pending_request_count_limit: usize,
+    /// `systemCircuitBreaker.systemLoad1Limit`: 1-minute load average.
+    pub system_load1_limit: f64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            request_count_limit: DEFAULT_REQUEST_COUNT_LIMIT,
+            pending_request_count_limit: DEFAULT_PENDING_REQUEST_COUNT_LIMIT,
+            system_load1_limit: DEFAULT_SYSTEM_LOAD1_LIMIT,
+        }
+    }
+}
+
+/// `logger.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggerConfig {
+    /// `logger.level`, lowercase: `off`, `none`, `error`, `warn`, `info`, `debug`, `trace` or
+    /// `all`.
+    pub level: String,
+    /// `logger.dir`: where log files go; `None` means standard error only.
+    pub dir: Option<String>,
+}
+
+impl LoggerConfig {
+    /// The `log` filter for [`LoggerConfig::level`] (`none` is `Off`, `all` is `Trace`).
+    pub fn level_filter(&self) -> log::LevelFilter {
+        lookup(LOG_LEVELS, &self.level).unwrap_or(log::LevelFilter::Info)
+    }
+}
+
+impl Default for LoggerConfig {
+    fn default() -> Self {
+        Self {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+            dir: None,
+        }
+    }
+}
+
+/// The whole system configuration. `Default` gives the built-in defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemConfig {
+    /// `defaultFunction` (ours): the function that serves requests naming none.
+    pub default_function: Option<String>,
+    /// `http.*` (ours).
+    pub http: HttpConfig,
+    /// `worker.*`.
+    pub worker: WorkerDefaults,
+    /// `dataPlane.*`.
+    pub data_plane: DataPlaneConfig,
+    /// `controlPlane.*`.
+    pub control_plane: ControlPlaneConfig,
+    /// `virtualMemoryPoolSize`, in bytes: the most memory the active workers' limits may add up
+    /// to.
+    pub virtual_memory_pool_size: u64,
+    /// `turf.*`.
+    pub turf: TurfConfig,
+    /// `starter.*`.
+    pub starter: StarterConfig,
+    /// `systemCircuitBreaker.*`.
+    pub system_circuit_breaker: CircuitBreakerConfig,
+    /// `logger.*`.
+    pub logger: LoggerConfig,
+    /// Noslate keys and environment variables that were given but mean nothing to this runtime
+    /// (file keys as dotted paths, variables by name), for the caller to log once.
+    pub ignored_keys: Vec<String>,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            default_function: None,
+            http: HttpConfig::default(),
+            worker: WorkerDefaults::default(),
+            data_plane: DataPlaneConfig::default(),
+            control_plane: ControlPlaneConfig::default(),
+            virtual_memory_pool_size: DEFAULT_VIRTUAL_MEMORY_POOL_SIZE_BYTES,
+            turf: TurfConfig::default(),
+            starter: StarterConfig::default(),
+            system_circuit_breaker: CircuitBreakerConfig::default(),
+            logger: LoggerConfig::default(),
+            ignored_keys: Vec::new(),
+        }
+    }
+}
+
+/// Loads the system configuration: the defaults, then the JSON object in `file` (if given),
+/// then the environment overrides read through `env`.
+///
+/// Which file to load (Noslate: `NOSLATED_CONFIG_PATH`) is the caller's choice. Every problem
+/// found is returned, not just the first. Unknown keys are problems; keys Noslate defines but
+/// this runtime does not use are type-checked and listed in
+/// [`SystemConfig::ignored_keys`].
+///
+/// Environment overrides (an empty value counts as unset): `NOSLATED_MAX_ACTIVATE_REQUESTS`,
+/// `NOSLATED_REPLICA_COUNT_LIMIT_PER_FUNCTION`, `NOSLATED_RESERVATION_WORKER_COUNT_PER_FUNCTION`,
+/// `NOSLATED_VIRTUAL_MEMORY_POOL_SIZE`, `NOSLATED_DEFAULT_SHRINK_STRATEGY`,
+/// `NOSLATED_LOG_LEVEL` and `NOSLATE_LOGDIR`. Noslate's other variables are listed in
+/// `ignored_keys` when set.
+pub fn load_system_config(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SystemConfig, Vec<Problem>> {
+    let mut p = Problems::default();
+    let mut cfg = SystemConfig::default();
+    if let Some(file) = file {
+        match read_json_file(file) {
+            Ok(root) => apply_file(&mut cfg, &root, &mut p),
+            Err(problem) => p.add(problem.path, problem.reason),
+        }
+    }
+    apply_env(&mut cfg, env, &mut p);
+    check(&cfg, &mut p);
+    p.finish(cfg)
+}
+
+/// What an ignored key must hold.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A non-negative integer.
+    Int,
+    /// A boolean.
+    Bool,
+    /// A string.
+    Str,
+    /// An object with any content.
+    Object,
+    /// Anything.
+    Any,
+}
+
+/// Reads each of `keys`, checks its type and notes it in `ignored`.
+fn ignore(
+    f: &mut Fields<'_>,
+    keys: &[(&'static str, Kind)],
+    ignored: &mut Vec<String>,
+    p: &mut Problems,
+) {
+    for &(key, kind) in keys {
+        let Some((value, path)) = f.get(key) else {
+            continue;
+        };
+        let expected = match kind {
+            Kind::Int => int::<u64>(value, &path, 0, p).is_some(),
+            Kind::Bool => boolean(value, &path, p).is_some(),
+            Kind::Str => string(value, &path, p).is_some(),
+            Kind::Object => Fields::new(value, &path, p).is_some(),
+            Kind::Any => true,
+        };
+        if expected {
+            ignored.push(path);
+        }
+    }
+}
+
+/// Reads the EMA settings found in a `worker` object over `ema`.
+pub(super) fn read_ema(f: &mut Fields<'_>, ema: &mut EmaSettings, p: &mut Problems) {
+    set(
+        &mut ema.concurrency_sliding_window_size_ms,
+        f.int("concurrencySlidingWindowSize", 1, p),
+    );
+    set(
+        &mut ema.concurrency_sliding_bucket_count,
+        f.int("concurrencySlidingBucketCount", 1, p),
+    );
+    set(
+        &mut ema.ema_concurrency_alpha,
+        f.number(
+            "emaConcurrencyAlpha",
+            "a number in (0, 1]",
+            in_unit_interval,
+            p,
+        ),
+    );
+    set(
+        &mut ema.concurrency_expand_threshold,
+        f.number("concurrencyExpandThreshold", "a number > 0", |x| x > 0.0, p),
+    );
+    set(
+        &mut ema.concurrency_shrink_threshold,
+        f.number(
+            "concurrencyShrinkThreshold",
+            "a number >= 0",
+            |x| x >= 0.0,
+            p,
+        ),
+    );
+    set(&mut ema.expand_cooldown_ms, f.int("expandCooldown", 0, p));
+    set(&mut ema.shrink_cooldown_ms, f.int("shrinkCooldown", 0, p));
+    set(
+        &mut ema.scale_factor,
+        f.number("scaleFactor", "a number in (0, 1]", in_unit_interval, p),
+    );
+    set(
+        &mut ema.precision_zero_threshold,
+        f.number("precisionZeroThreshold", "a number >= 0", |x| x >= 0.0, p),
+    );
+    set(
+        &mut ema.shrink_cooldown_on_startup,
+        f.boolean("shrinkCooldownOnStartup", p),
+    );
+}
+
+/// Checks the EMA settings of the `worker` object at `path` against each other.
+pub(super) fn check_ema(ema: &EmaSettings, path: &str, p: &mut Problems) {
+    if ema.concurrency_shrink_threshold >= ema.concurrency_expand_threshold {
+        p.add(
+            join(path, "concurrencyShrinkThreshold"),
+            format!(
+                "must be below concurrencyExpandThreshold ({}), got {}",
+                ema.concurrency_expand_threshold, ema.concurrency_shrink_threshold
+            ),
+        );
+    }
+}
+
+/// Applies the configuration file's object over `cfg`.
+fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
+    let Some(mut f) = Fields::new(root, "", p) else {
+        return;
+    };
+    let ignored = &mut cfg.ignored_keys;
+
+    if let Some((value, path)) = f.get("defaultFunction")
+        && let Some(name) = string(value, &path, p)
+        && check_name(&name, &path, p)
+    {
+        cfg.default_function = Some(name);
+    }
+
+    if let Some(mut s) = f.object("http", p) {
+        let http = &mut cfg.http;
+        set(
+            &mut http.max_request_body_size,
+            s.byte_size("maxRequestBodySize", 0, p),
+        );
+        set(
+            &mut http.max_header_bytes,
+            s.int("maxHeaderBytes", MIN_MAX_HEADER_BYTES, p),
+        );
+        set(&mut http.max_headers, s.int("maxHeaders", 1, p));
+        set(&mut http.max_connections, s.int("maxConnections", 1, p));
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("plane", p) {
+        ignore(
+            &mut s,
+            &[
+                ("dataPlaneCount", Kind::Int),
+                ("controlPlaneCount", Kind::Int),
+                ("planeFirstConnectionTimeout", Kind::Int),
+            ],
+            ignored,
+            p,
+        );
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("controlPlane", p) {
+        let cp = &mut cfg.control_plane;
+        set(&mut cp.expand_concurrency, s.int("expandConcurrency", 1, p));
+        let pulling = s.int("workerTrafficStatsPullingMs", 1, p);
+        set(
+            &mut cp.worker_redundant_victim_spare_times,
+            s.int("workerRedundantVictimSpareTimes", 1, p),
+        );
+        set(
+            &mut cp.capacity_scaling_stage,
+            s.number(
+                "capacityScalingStage",
+                "a number in (0, 1]",
+                in_unit_interval,
+                p,
+            ),
+        );
+        set(&mut cp.use_ema_scaling, s.boolean("useEmaScaling", p));
+        // Noslate forces 1 s under EMA scaling even when the key is set; we only default it.
+        if cp.use_ema_scaling {
+            cp.worker_traffic_stats_pulling_ms = DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS;
+        }
+        set(&mut cp.worker_traffic_stats_pulling_ms, pulling);
+        ignore(
+            &mut s,
+            &[("dumpWorkerTrafficStats", Kind::Bool)],
+            ignored,
+            p,
+        );
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("dataPlane", p) {
+        let dp = &mut cfg.data_plane;
+        set(
+            &mut dp.close_traffic_timeout_ms,
+            s.int("closeTrafficTimeout", 0, p),
+        );
+        set(
+            &mut dp.request_queue_limit,
+            s.int("requestQueueLimit", 1, p),
+        );
+        set(
+            &mut dp.cancel_grace_period_ms,
+            s.int("cancelGracePeriod", 0, p),
+        );
+        ignore(
+            &mut s,
+            &[
+                ("daprAdaptorModulePath", Kind::Str),
+                ("daprAdaptorModuleOptions", Kind::Any),
+                ("beaconHostModulePath", Kind::Str),
+            ],
+            ignored,
+            p,
+        );
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("dirs", p) {
+        ignore(
+            &mut s,
+            &[("noslatedSock", Kind::Str), ("noslatedWork", Kind::Str)],
+            ignored,
+            p,
+        );
+        s.finish(p);
+    }
+
+    set(
+        &mut cfg.virtual_memory_pool_size,
+        f.byte_size("virtualMemoryPoolSize", MIN_MEMORY_LIMIT_BYTES, p),
+    );
+
+    if let Some(mut s) = f.object("worker", p) {
+        let w = &mut cfg.worker;
+        set(
+            &mut w.max_activate_requests,
+            s.int("maxActivateRequests", 1, p),
+        );
+        set(&mut w.replica_count_limit, s.int("replicaCountLimit", 1, p));
+        set(
+            &mut w.reservation_count_per_function,
+            s.int("reservationCountPerFunction", 0, p),
+        );
+        set(
+            &mut w.default_initializer_timeout_ms,
+            s.int("defaultInitializerTimeout", 1, p),
+        );
+        set(
+            &mut w.default_invoke_timeout_ms,
+            s.int("defaultInvokeTimeout", 1, p),
+        );
+        set(
+            &mut w.default_shrink_strategy,
+            s.choice("defaultShrinkStrategy", SHRINK_STRATEGIES, p),
+        );
+        set(&mut w.gc_log_delay_ms, s.int("gcLogDelay", 0, p));
+        set(
+            &mut w.gc_log_high_water_mark,
+            s.int("gcLogHighWaterMark", 0, p),
+        );
+        set(
+            &mut w.concurrency_stats_mode,
+            s.choice("concurrencyStatsMode", CONCURRENCY_STATS_MODES, p),
+        );
+        read_ema(&mut s, &mut w.ema, p);
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("starter", p) {
+        if let Some(mut n) = s.object("nodejs", p) {
+            set(
+                &mut cfg.starter.nodejs_bin,
+                n.non_empty_string("bin", p).map(Some),
+            );
+            n.finish(p);
+        }
+        if let Some(mut a) = s.object("aworker", p) {
+            set(
+                &mut cfg.starter.aworker_default_seed_script,
+                a.non_empty_string("defaultSeedScript", p).map(Some),
+            );
+            if let Some(environs) = a.get("defaultEnvirons") {
+                set(
+                    &mut cfg.starter.aworker_default_environs,
+                    env_map(environs.0, &environs.1, p),
+                );
+            }
+            a.finish(p);
+        }
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("turf", p) {
+        set(
+            &mut cfg.turf.graceful_exit_period_ms,
+            s.int("gracefulExitPeriodMs", 0, p),
+        );
+        ignore(
+            &mut s,
+            &[
+                ("bin", Kind::Str),
+                ("socketPath", Kind::Str),
+                ("socketSession", Kind::Bool),
+                ("reconcilingInterval", Kind::Int),
+            ],
+            ignored,
+            p,
+        );
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("delegate", p) {
+        ignore(
+            &mut s,
+            &[
+                ("sockConnectTimeout", Kind::Int),
+                ("resourceAcquisitionTimeout", Kind::Int),
+                ("kvStoragePerNamespaceCapacity", Kind::Int),
+                ("kvStoragePerNamespaceMaxSize", Kind::Int),
+                ("kvStoragePerNamespaceMaxByteLength", Kind::Int),
+            ],
+            ignored,
+            p,
+        );
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("systemCircuitBreaker", p) {
+        let cb = &mut cfg.system_circuit_breaker;
+        set(
+            &mut cb.request_count_limit,
+            s.int("requestCountLimit", 1, p),
+        );
+        set(
+            &mut cb.pending_request_count_limit,
+            s.int("pendingRequestCountLimit", 1, p),
+        );
+        set(
+            &mut cb.system_load1_limit,
+            s.number("systemLoad1Limit", "a number > 0", |x| x > 0.0, p),
+        );
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("logger", p) {
+        if let Some((value, path)) = s.get("level") {
+            set(&mut cfg.logger.level, log_level(value, &path, p));
+        }
+        set(&mut cfg.logger.dir, s.non_empty_string("dir", p).map(Some));
+        ignore(
+            &mut s,
+            &[
+                ("enableConsole", Kind::Bool),
+                ("timestampFormat", Kind::Str),
+                ("customFactoryPath", Kind::Str),
+            ],
+            ignored,
+            p,
+        );
+        s.finish(p);
+    }
+
+    if let Some(mut s) = f.object("grpc", p) {
+        ignore(&mut s, &[("channelOptions", Kind::Object)], ignored, p);
+        s.finish(p);
+    }
+
+    // `projectRoot` is not documented, but Noslate's defaults have it, so every config it dumps
+    // (`run/*.config.json`) does too.
+    ignore(
+        &mut f,
+        &[("noslatedAddonType", Kind::Str), ("projectRoot", Kind::Str)],
+        ignored,
+        p,
+    );
+    f.finish(p);
+}
+
+/// A JSON object of string values (`starter.aworker.defaultEnvirons`) as sorted pairs.
+fn env_map(value: &Value, path: &str, p: &mut Problems) -> Option<Vec<(String, String)>> {
+    let map = value.as_object();
+    if map.is_none() {
+        p.add(
+            path,
+            format!(
+                "expected an object of string values, got {}",
+                describe(value)
+            ),
+        );
+    }
+    let mut pairs = Vec::new();
+    let mut all_ok = true;
+    for (key, item) in map? {
+        let item_path = join(path, key);
+        if !is_env_name(key) {
+            all_ok = false;
+            p.add(
+                &item_path,
+                "not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+            );
+        }
+        match string(item, &item_path, p) {
+            Some(s) => pairs.push((key.clone(), s)),
+            None => all_ok = false,
+        }
+    }
+    all_ok.then_some(pairs)
+}
+
+/// A `logger.level`, lowercased.
+fn log_level(value: &Value, path: &str, p: &mut Problems) -> Option<String> {
+    let level = value
+        .as_str()
+        .map(str::to_ascii_lowercase)
+        .filter(|level| lookup(LOG_LEVELS, level).is_some());
+    if level.is_none() {
+        p.add(
+            path,
+            format!("expected {}, got {}", one_of(LOG_LEVELS), describe(value)),
+        );
+    }
+    level
+}
+
+/// Environment variables Noslate reads that this runtime ignores.
+const IGNORED_ENV: &[&str] = &[
+    "NOSLATED_DATA_PLANE_COUNT",
+    "NOSLATED_CONTROL_PLANE_COUNT",
+    "NOSLATED_WORKDIR",
+    "TURF_WORKDIR",
+    "NOSLATED_LOG_CONSOLE",
+    "NOSLATED_SOCK_CONN_TIMEOUT",
+    "NOSLATED_DELEGATE_RAT",
+    "NATIVE_DEBUG",
+    "NOSLATED_WORKER_SHRINK_REDUNDANT_TIMES",
+];
+
+/// An integer from the environment variable `name`.
+fn env_int<T: Int>(name: &str, text: &str, min: u64, p: &mut Problems) -> Option<T> {
+    let value = text
+        .trim()
+        .parse::<u64>()
+        .map_or_else(|_| Value::String(text.to_owned()), Value::from);
+    int(&value, name, min, p)
+}
+
+/// Applies the environment overrides.
+fn apply_env(cfg: &mut SystemConfig, env: &dyn Fn(&str) -> Option<String>, p: &mut Problems) {
+    let get = |name: &str| env(name).filter(|value| !value.is_empty());
+    const MAX_ACTIVATE: &str = "NOSLATED_MAX_ACTIVATE_REQUESTS";
+    const REPLICA_LIMIT: &str = "NOSLATED_REPLICA_COUNT_LIMIT_PER_FUNCTION";
+    const RESERVATION: &str = "NOSLATED_RESERVATION_WORKER_COUNT_PER_FUNCTION";
+    const POOL_SIZE: &str = "NOSLATED_VIRTUAL_MEMORY_POOL_SIZE";
+    const SHRINK: &str = "NOSLATED_DEFAULT_SHRINK_STRATEGY";
+    const LOG_LEVEL: &str = "NOSLATED_LOG_LEVEL";
+    const LOG_DIR: &str = "NOSLATE_LOGDIR";
+
+    if let Some(text) = get(MAX_ACTIVATE) {
+        set(
+            &mut cfg.worker.max_activate_requests,
+            env_int(MAX_ACTIVATE, &text, 1, p),
+        );
+    }
+    if let Some(text) = get(REPLICA_LIMIT) {
+        set(
+            &mut cfg.worker.replica_count_limit,
+            env_int(REPLICA_LIMIT, &text, 1, p),
+        );
+    }
+    if let Some(text) = get(RESERVATION) {
+        set(
+            &mut cfg.worker.reservation_count_per_function,
+            env_int(RESERVATION, &text, 0, p),
+        );
+    }
+    if let Some(text) = get(POOL_SIZE) {
+        set(
+            &mut cfg.virtual_memory_pool_size,
+            byte_size(&Value::String(text), POOL_SIZE, MIN_MEMORY_LIMIT_BYTES, p),
+        );
+    }
+    if let Some(text) = get(SHRINK) {
+        set(
+            &mut cfg.worker.default_shrink_strategy,
+            choice(&Value::String(text), SHRINK, SHRINK_STRATEGIES, p),
+        );
+    }
+    if let Some(text) = get(LOG_LEVEL) {
+        set(
+            &mut cfg.logger.level,
+            log_level(&Value::String(text), LOG_LEVEL, p),
+        );
+    }
+    if let Some(text) = get(LOG_DIR) {
+        cfg.logger.dir = Some(text);
+    }
+    for name in IGNORED_ENV {
+        if get(name).is_some() {
+            cfg.ignored_keys.push((*name).to_owned());
+        }
+    }
+}
+
+/// Checks settings against each other once everything is applied.
+fn check(cfg: &SystemConfig, p: &mut Problems) {
+    let w = &cfg.worker;
+    if w.reservation_count_per_function > w.replica_count_limit {
+        p.add(
+            "worker.reservationCountPerFunction",
+            format!(
+                "must be <= worker.replicaCountLimit ({}), got {}",
+                w.replica_count_limit, w.reservation_count_per_function
+            ),
+        );
+    }
+    check_ema(&w.ema, "worker", p);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::fs;
+    use std::path::PathBuf;
+
+    use super::super::bytes::parse_byte_size;
+    use super::super::test_support::TempDir;
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn temp_file(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
+        let file = dir.join(name);
+        fs::write(&file, contents).unwrap();
+        file
+    }
+
+    fn load_json(json: &str) -> Result<SystemConfig, Vec<Problem>> {
+        let root: Value = serde_json::from_str(json).unwrap();
+        let mut p = Problems::default();
+        let mut cfg = SystemConfig::default();
+        apply_file(&mut cfg, &root, &mut p);
+        check(&cfg, &mut p);
+        p.finish(cfg)
+    }
+
+    fn shown(problems: &[Problem]) -> Vec<String> {
+        problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let cfg = load_system_config(None, &no_env).unwrap();
+        assert_eq!(cfg, SystemConfig::default());
+        assert_eq!(cfg.default_function, None);
+        assert_eq!(cfg.http.max_request_body_size, 32 * 1024 * 1024);
+        assert_eq!(cfg.http.max_header_bytes, 16384);
+        assert_eq!(cfg.http.max_headers, 100);
+        assert_eq!(cfg.http.max_connections, 10_000);
+        assert_eq!(cfg.worker.max_activate_requests, 10);
+        assert_eq!(cfg.worker.replica_count_limit, 10);
+        assert_eq!(cfg.worker.reservation_count_per_function, 0);
+        assert_eq!(cfg.worker.default_initializer_timeout_ms, 10_000);
+        assert_eq!(cfg.worker.default_invoke_timeout_ms, 10_000);
+        assert_eq!(cfg.worker.default_shrink_strategy, ShrinkStrategy::Lcc);
+        assert_eq!(cfg.worker.gc_log_delay_ms, 300_000);
+        assert_eq!(cfg.worker.gc_log_high_water_mark, 100);
+        assert_eq!(
+            cfg.worker.concurrency_stats_mode,
+            ConcurrencyStatsMode::Instant
+        );
+        assert_eq!(cfg.worker.ema.concurrency_sliding_window_size_ms, 60_000);
+        assert_eq!(cfg.worker.ema.concurrency_sliding_bucket_count, 6);
+        assert!(cfg.worker.ema.shrink_cooldown_on_startup);
+        assert_eq!(cfg.data_plane.close_traffic_timeout_ms, 30_000);
+        assert_eq!(cfg.data_plane.request_queue_limit, 1000);
+        assert_eq!(cfg.data_plane.cancel_grace_period_ms, 1000);
+        assert_eq!(cfg.control_plane.expand_concurrency, 4);
+        assert_eq!(cfg.control_plane.worker_traffic_stats_pulling_ms, 10_000);
+        assert_eq!(cfg.control_plane.worker_redundant_victim_spare_times, 6);
+        assert!(!cfg.control_plane.use_ema_scaling);
+        assert_eq!(cfg.virtual_memory_pool_size, 1 << 30);
+        assert_eq!(cfg.turf.graceful_exit_period_ms, 3000);
+        assert_eq!(cfg.starter, StarterConfig::default());
+        assert_eq!(cfg.system_circuit_breaker.request_count_limit, 10_000);
+        assert_eq!(cfg.system_circuit_breaker.pending_request_count_limit, 1000);
+        assert_eq!(cfg.logger.level, "info");
+        assert_eq!(cfg.logger.level_filter(), log::LevelFilter::Info);
+        assert!(cfg.ignored_keys.is_empty());
+    }
+
+    #[test]
+    fn file_values_merge_over_defaults() {
+        let cfg = load_json(
+            r#"{
+                "defaultFunction": "hello",
+                "http": {"maxRequestBodySize": "1mb", "maxHeaders": 50},
+                "worker": {"maxActivateRequests": 3, "defaultShrinkStrategy": "FIFO",
+                           "emaConcurrencyAlpha": 0.25, "concurrencyStatsMode": "periodic_max"},
+                "controlPlane": {"capacityScalingStage": 0.5},
+                "dataPlane": {"requestQueueLimit": 7, "closeTrafficTimeout": 0},
+                "virtualMemoryPoolSize": "2gb",
+                "turf": {"gracefulExitPeriodMs": 500},
+                "starter": {"nodejs": {"bin": "/usr/bin/node"},
+                            "aworker": {"defaultSeedScript": null,
+                                        "defaultEnvirons": {"B": "2", "A": "1"}}},
+                "systemCircuitBreaker": {"systemLoad1Limit": 2.5},
+                "logger": {"level": "DEBUG", "dir": "/var/log/noslate"}
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.default_function.as_deref(), Some("hello"));
+        assert_eq!(cfg.http.max_request_body_size, 1 << 20);
+        assert_eq!(cfg.http.max_headers, 50);
+        assert_eq!(cfg.http.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(cfg.worker.max_activate_requests, 3);
+        assert_eq!(cfg.worker.replica_count_limit, 10);
+        assert_eq!(cfg.worker.default_shrink_strategy, ShrinkStrategy::Fifo);
+        assert_eq!(cfg.worker.ema.ema_concurrency_alpha, 0.25);
+        assert_eq!(cfg.worker.ema.scale_factor, DEFAULT_SCALE_FACTOR);
+        assert_eq!(
+            cfg.worker.concurrency_stats_mode,
+            ConcurrencyStatsMode::PeriodicMax
+        );
+        assert_eq!(cfg.control_plane.capacity_scaling_stage, 0.5);
+        assert_eq!(cfg.data_plane.request_queue_limit, 7);
+        assert_eq!(cfg.data_plane.close_traffic_timeout_ms, 0);
+        assert_eq!(cfg.virtual_memory_pool_size, 2 << 30);
+        assert_eq!(cfg.turf.graceful_exit_period_ms, 500);
+        assert_eq!(cfg.starter.nodejs_bin.as_deref(), Some("/usr/bin/node"));
+        assert_eq!(cfg.starter.aworker_default_seed_script, None);
+        assert_eq!(
+            cfg.starter.aworker_default_environs,
+            [
+                ("A".to_owned(), "1".to_owned()),
+                ("B".to_owned(), "2".to_owned())
+            ]
+        );
+        assert_eq!(cfg.system_circuit_breaker.system_load1_limit, 2.5);
+        assert_eq!(cfg.logger.level, "debug");
+        assert_eq!(cfg.logger.level_filter(), log::LevelFilter::Debug);
+        assert_eq!(cfg.logger.dir.as_deref(), Some("/var/log/noslate"));
+    }
+
+    #[test]
+    fn noslate_keys_we_do_not_use_are_accepted_and_listed() {
+        let cfg = load_json(
+            r#"{
+                "projectRoot": "/opt/noslated",
+                "plane": {"dataPlaneCount": 1, "controlPlaneCount": 1, "planeFirstConnectionTimeout": 10000},
+                "controlPlane": {"dumpWorkerTrafficStats": true},
+                "dataPlane": {"daprAdaptorModulePath": "/x.js", "daprAdaptorModuleOptions": {"a": 1}},
+                "dirs": {"noslatedSock": "/s", "noslatedWork": "/w"},
+                "turf": {"bin": "/bin/turf", "socketSession": true, "reconcilingInterval": 1000},
+                "delegate": {"kvStoragePerNamespaceCapacity": 8},
+                "logger": {"enableConsole": false, "timestampFormat": "YYYY"},
+                "grpc": {"channelOptions": {"grpc.max_send_message_length": 10485760}},
+                "noslatedAddonType": "Release"
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.ignored_keys,
+            [
+                "plane.dataPlaneCount",
+                "plane.controlPlaneCount",
+                "plane.planeFirstConnectionTimeout",
+                "controlPlane.dumpWorkerTrafficStats",
+                "dataPlane.daprAdaptorModulePath",
+                "dataPlane.daprAdaptorModuleOptions",
+                "dirs.noslatedSock",
+                "dirs.noslatedWork",
+                "turf.bin",
+                "turf.socketSession",
+                "turf.reconcilingInterval",
+                "delegate.kvStoragePerNamespaceCapacity",
+                "logger.enableConsole",
+                "logger.timestampFormat",
+                "grpc.channelOptions",
+                "noslatedAddonType",
+                "projectRoot",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let problems = load_json(
+            r#"{
+                "foo": {"bar": 1},
+                "http": {"maxHeaderBytes": 10, "maxHeaders": "many"},
+                "worker": {"maxActivateRequests": 0, "replicaCountLimit": 2,
+                           "reservationCountPerFunction": 3, "defaultShrinkStrategy": "lcc",
+                           "concurrencyShrinkThreshold": 0.9, "maxActivateRequest": 5},
+                "controlPlane": {"capacityScalingStage": 1.5, "expandInterval": 0},
+                "plane": {"dataPlaneCount": "2"},
+                "virtualMemoryPoolSize": "lots",
+                "logger": {"level": "loud"},
+                "systemCircuitBreaker": 5,
+                "defaultFunction": "../etc"
+            }"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            shown(&problems),
+            [
+                "defaultFunction: must be 1 to 64 characters of [A-Za-z0-9_.-], not \".\" or \"..\", \
+                 got \"../etc\"",
+                "http.maxHeaderBytes: expected an integer >= 1024, got 10",
+                "http.maxHeaders: expected an integer >= 1, got \"many\"",
+                "plane.dataPlaneCount: expected an integer >= 0, got \"2\"",
+                "controlPlane.capacityScalingStage: expected a number in (0, 1], got 1.5",
+                "controlPlane.expandInterval: unknown key",
+                "virtualMemoryPoolSize: expected a size of at least 16777216 bytes (a number of \
+                 bytes or a string such as \"512mb\"), got \"lots\"",
+                "worker.maxActivateRequests: expected an integer >= 1, got 0",
+                "worker.defaultShrinkStrategy: expected \"LCC\", \"FIFO\" or \"FILO\", got \"lcc\"",
+                "worker.maxActivateRequest: unknown key (did you mean \"maxActivateRequests\"?)",
+                "systemCircuitBreaker: expected an object, got 5",
+                "logger.level: expected \"off\", \"none\", \"error\", \"warn\", \"info\", \
+                 \"debug\", \"trace\" or \"all\", got \"loud\"",
+                "foo: unknown key",
+                "worker.reservationCountPerFunction: must be <= worker.replicaCountLimit (2), got 3",
+                "worker.concurrencyShrinkThreshold: must be below concurrencyExpandThreshold \
+                 (0.7), got 0.9",
+            ]
+        );
+    }
+
+    #[test]
+    fn ema_scaling_defaults_the_pull_interval_to_one_second() {
+        let cfg = load_json(r#"{"controlPlane": {"useEmaScaling": true}}"#).unwrap();
+        assert_eq!(cfg.control_plane.worker_traffic_stats_pulling_ms, 1000);
+        let cfg = load_json(
+            r#"{"controlPlane": {"useEmaScaling": true, "workerTrafficStatsPullingMs": 2000}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.control_plane.worker_traffic_stats_pulling_ms, 2000);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = TempDir::new("system-env");
+        let file = temp_file(
+            &dir,
+            "env_overrides.json",
+            r#"{"worker": {"maxActivateRequests": 3, "replicaCountLimit": 4}, "logger": {"level": "warn"}}"#,
+        );
+        let vars: HashMap<&str, &str> = HashMap::from([
+            ("NOSLATED_MAX_ACTIVATE_REQUESTS", "5"),
+            ("NOSLATED_RESERVATION_WORKER_COUNT_PER_FUNCTION", "2"),
+            ("NOSLATED_VIRTUAL_MEMORY_POOL_SIZE", "512MB"),
+            ("NOSLATED_DEFAULT_SHRINK_STRATEGY", "FILO"),
+            ("NOSLATED_LOG_LEVEL", "Trace"),
+            ("NOSLATE_LOGDIR", "/tmp/logs"),
+            ("NOSLATED_DATA_PLANE_COUNT", "2"),
+            ("NOSLATED_CONTROL_PLANE_COUNT", ""),
+        ]);
+        let env = |name: &str| vars.get(name).map(|v| (*v).to_owned());
+        let cfg = load_system_config(Some(&file), &env).unwrap();
+        assert_eq!(cfg.worker.max_activate_requests, 5);
+        assert_eq!(cfg.worker.replica_count_limit, 4);
+        assert_eq!(cfg.worker.reservation_count_per_function, 2);
+        assert_eq!(cfg.virtual_memory_pool_size, 512 << 20);
+        assert_eq!(cfg.worker.default_shrink_strategy, ShrinkStrategy::Filo);
+        assert_eq!(cfg.logger.level, "trace");
+        assert_eq!(cfg.logger.dir.as_deref(), Some("/tmp/logs"));
+        assert_eq!(cfg.ignored_keys, ["NOSLATED_DATA_PLANE_COUNT"]);
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let vars: HashMap<&str, &str> = HashMap::from([
+            ("NOSLATED_MAX_ACTIVATE_REQUESTS", "ten"),
+            ("NOSLATED_REPLICA_COUNT_LIMIT_PER_FUNCTION", "0"),
+            ("NOSLATED_RESERVATION_WORKER_COUNT_PER_FUNCTION", "-1"),
+            ("NOSLATED_VIRTUAL_MEMORY_POOL_SIZE", "1kb"),
+            ("NOSLATED_DEFAULT_SHRINK_STRATEGY", "LIFO"),
+            ("NOSLATED_LOG_LEVEL", "verbose"),
+        ]);
+        let env = |name: &str| vars.get(name).map(|v| (*v).to_owned());
+        let problems = load_system_config(None, &env).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|q| q.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "NOSLATED_MAX_ACTIVATE_REQUESTS",
+                "NOSLATED_REPLICA_COUNT_LIMIT_PER_FUNCTION",
+                "NOSLATED_RESERVATION_WORKER_COUNT_PER_FUNCTION",
+                "NOSLATED_VIRTUAL_MEMORY_POOL_SIZE",
+                "NOSLATED_DEFAULT_SHRINK_STRATEGY",
+                "NOSLATED_LOG_LEVEL",
+            ]
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            "NOSLATED_MAX_ACTIVATE_REQUESTS: expected an integer >= 1, got \"ten\""
+        );
+    }
+
+    #[test]
+    fn env_cross_check_uses_final_values() {
+        let env = |name: &str| {
+            (name == "NOSLATED_RESERVATION_WORKER_COUNT_PER_FUNCTION").then(|| "11".to_owned())
+        };
+        let problems = load_system_config(None, &env).unwrap_err();
+        assert_eq!(
+            shown(&problems),
+            [
+                "worker.reservationCountPerFunction: must be <= worker.replicaCountLimit (10), got 11"
+            ]
+        );
+    }
+
+    #[test]
+    fn unreadable_and_invalid_files_name_the_file() {
+        let missing = std::env::temp_dir().join("noslate-config-does-not-exist.json");
+        let problems = load_system_config(Some(&missing), &no_env).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, missing.display().to_string());
+        assert!(
+            problems[0].reason.starts_with("cannot read: "),
+            "{}",
+            problems[0]
+        );
+
+        let dir = TempDir::new("system-files");
+        let broken = temp_file(&dir, "broken.json", "{\"worker\": ");
+        let problems = load_system_config(Some(&broken), &no_env).unwrap_err();
+        assert_eq!(problems[0].path, broken.display().to_string());
+        assert!(
+            problems[0].reason.starts_with("invalid JSON: "),
+            "{}",
+            problems[0]
+        );
+
+        let array = temp_file(&dir, "array.json", "[]");
+        let problems = load_system_config(Some(&array), &no_env).unwrap_err();
+        assert_eq!(
+            shown(&problems),
+            ["(root): expected an object, got an array"]
+        );
+    }
+
+    #[test]
+    fn byte_size_strings_and_numbers() {
+        for (json, bytes) in [
+            (r#""1gb""#, 1u64 << 30),
+            (r#""512mb""#, 512 << 20),
+            (r#""1.5GiB""#, 3 << 29),
+            (r#""16777216""#, 16 << 20),
+            ("33554432", 32 << 20),
+        ] {
+            let cfg = load_json(&format!("{{\"virtualMemoryPoolSize\": {json}}}")).unwrap();
+            assert_eq!(cfg.virtual_memory_pool_size, bytes, "{json}");
+        }
+        assert_eq!(
+            parse_byte_size("1gb"),
+            Some(DEFAULT_VIRTUAL_MEMORY_POOL_SIZE_BYTES)
+        );
+    }
+
+    #[test]
+    fn null_means_default() {
+        let cfg =
+            load_json(r#"{"worker": {"maxActivateRequests": null}, "logger": {"dir": null}}"#)
+                .unwrap();
+        assert_eq!(
+            cfg.worker.max_activate_requests,
+            DEFAULT_MAX_ACTIVATE_REQUESTS
+        );
+        assert_eq!(cfg.logger.dir, None);
+    }
+
+    #[test]
+    fn empty_paths_are_rejected() {
+        let problems = load_json(
+            r#"{"starter": {"nodejs": {"bin": ""}, "aworker": {"defaultSeedScript": ""}},
+                "logger": {"dir": ""}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            shown(&problems),
+            [
+                "starter.nodejs.bin: must not be empty",
+                "starter.aworker.defaultSeedScript: must not be empty",
+                "logger.dir: must not be empty",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_default_environs_are_reported() {
+        let problems =
+            load_json(r#"{"starter": {"aworker": {"defaultEnvirons": {"1X": "a", "Y": 2}}}}"#)
+                .unwrap_err();
+        assert_eq!(
+            shown(&problems),
+            [
+                "starter.aworker.defaultEnvirons.1X: not a valid environment variable name \
+                 ([A-Za-z_][A-Za-z0-9_]*)",
+                "starter.aworker.defaultEnvirons.Y: expected a string, got 2",
+            ]
+        );
+    }
+}
