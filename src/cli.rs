@@ -1,0 +1,324 @@
+//! The command line: `noslate [serve] [options]`, `noslate check`, `--help`, `--version`.
+//!
+//! Hand-rolled (no clap in the dependency budget). Every flag has an environment variable, and
+//! the flag wins. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+
+use crate::config::{self, Problem, SystemConfig};
+use crate::server::{Server, ServerOptions};
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The port FC calls when nothing else is configured.
+pub const DEFAULT_PORT: u16 = 9000;
+
+/// Environment variables that name the port, in priority order.
+pub const PORT_ENV: [&str; 3] = ["FC_CUSTOM_LISTEN_PORT", "FC_SERVER_PORT", "SERVER_PORT"];
+
+const USAGE: &str = "\
+noslate: a single-binary serverless runtime for Function Compute custom containers
+
+USAGE:
+    noslate [serve] [OPTIONS]     run the FC server (the default command)
+    noslate check [OPTIONS]       validate the function profiles and system config, then exit
+    noslate --help | --version
+
+OPTIONS:
+    --port N            port to listen on, on 0.0.0.0 (0 picks a free port)
+                        env: FC_CUSTOM_LISTEN_PORT, then FC_SERVER_PORT, then SERVER_PORT;
+                        default 9000
+    --functions FILE    function profiles: a JSON array of Noslate function profiles, or
+                        {\"functions\": [...], \"services\": [...]}       env: NOSLATE_FUNCTIONS
+    --config FILE       system config in Noslate's format (unknown keys are errors)
+                                                               env: NOSLATED_CONFIG_PATH
+    --workdir DIR       work directory (bootstraps, sockets)   env: NOSLATE_WORKDIR
+                        default: $TMPDIR/noslate
+    --logdir DIR        log directory (worker stdout/stderr under <function>/<worker>/)
+                                                               env: NOSLATE_LOGDIR
+                        default: <workdir>/logs
+
+ENVIRONMENT:
+    RUST_LOG                  log filter for the runtime's own log on stderr (default: info,
+                              or logger.level / NOSLATED_LOG_LEVEL)
+    NOSLATED_MAX_ACTIVATE_REQUESTS, NOSLATED_REPLICA_COUNT_LIMIT_PER_FUNCTION,
+    NOSLATED_RESERVATION_WORKER_COUNT_PER_FUNCTION, NOSLATED_VIRTUAL_MEMORY_POOL_SIZE,
+    NOSLATED_DEFAULT_SHRINK_STRATEGY, NOSLATED_LOG_LEVEL
+                              override the matching system config keys, as in Noslate
+
+SIGNALS:
+    SIGTERM, SIGINT           drain in-flight invocations (like GET /pre-stop), stop the
+                              workers, exit 0; a second signal exits at once
+
+See README.md for the routes and the configuration reference.
+";
+
+/// Parsed command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Args {
+    check_only: bool,
+    port: Option<String>,
+    functions: Option<PathBuf>,
+    config: Option<PathBuf>,
+    workdir: Option<PathBuf>,
+    logdir: Option<PathBuf>,
+}
+
+enum Parsed {
+    Run(Args),
+    Help,
+    Version,
+}
+
+fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
+    let mut args = Args::default();
+    let mut it = raw.into_iter().peekable();
+    match it.peek().and_then(|a| a.to_str()) {
+        Some("serve") => {
+            it.next();
+        }
+        Some("check") => {
+            args.check_only = true;
+            it.next();
+        }
+        _ => {}
+    }
+    while let Some(arg) = it.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(OsString::from(v))),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<OsString, String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" | "help" => return Ok(Parsed::Help),
+            "-V" | "--version" => return Ok(Parsed::Version),
+            "--port" => {
+                args.port = Some(
+                    value("--port")?
+                        .into_string()
+                        .map_err(|_| "--port must be a number".to_owned())?,
+                );
+            }
+            "--functions" => args.functions = Some(value("--functions")?.into()),
+            "--config" => args.config = Some(value("--config")?.into()),
+            "--workdir" => args.workdir = Some(value("--workdir")?.into()),
+            "--logdir" => args.logdir = Some(value("--logdir")?.into()),
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    Ok(Parsed::Run(args))
+}
+
+/// Resolves the port from the flag or the environment.
+fn resolve_port(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<u16, String> {
+    if let Some(value) = flag {
+        return value
+            .trim()
+            .parse()
+            .map_err(|_| format!("--port {value:?} is not a port number (0-65535)"));
+    }
+    for name in PORT_ENV {
+        if let Some(value) = env(name).filter(|v| !v.trim().is_empty()) {
+            return value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name}={value:?} is not a port number (0-65535)"));
+        }
+    }
+    Ok(DEFAULT_PORT)
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn print_problems(what: &str, problems: &[Problem]) {
+    eprintln!("noslate: invalid {what}:");
+    for p in problems {
+        eprintln!("  {p}");
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main(raw: Vec<OsString>) -> ExitCode {
+    let args = match parse_args(raw) {
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("noslate {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("noslate: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let config_file = args
+        .config
+        .clone()
+        .or_else(|| env_var("NOSLATED_CONFIG_PATH").map(PathBuf::from));
+    let config: SystemConfig = match config::load_system_config(config_file.as_deref(), &env_var) {
+        Ok(c) => c,
+        Err(problems) => {
+            print_problems("system config", &problems);
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    for key in &config.ignored_keys {
+        log::info!(
+            "system config key {key} is accepted for Noslate compatibility and has no effect here"
+        );
+    }
+
+    let Some(functions_file) = args
+        .functions
+        .clone()
+        .or_else(|| env_var("NOSLATE_FUNCTIONS").map(PathBuf::from))
+    else {
+        eprintln!("noslate: no function profiles: pass --functions FILE or set NOSLATE_FUNCTIONS");
+        return ExitCode::from(2);
+    };
+    let profiles = match config::load_functions(&functions_file, &config) {
+        Ok(p) => p,
+        Err(problems) => {
+            print_problems(
+                &format!("function profiles in {}", functions_file.display()),
+                &problems,
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if profiles.functions.is_empty() {
+        eprintln!("noslate: {} defines no functions", functions_file.display());
+        return ExitCode::from(2);
+    }
+    let port = match resolve_port(args.port.as_deref(), &env_var) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("noslate: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_only {
+        println!(
+            "noslate: configuration OK: {} function(s), {} service(s), port {port}",
+            profiles.functions.len(),
+            profiles.services.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+
+    let workdir = args
+        .workdir
+        .or_else(|| env_var("NOSLATE_WORKDIR").map(PathBuf::from))
+        .unwrap_or_else(|| std::env::temp_dir().join("noslate"));
+    let logdir = args
+        .logdir
+        .or_else(|| env_var("NOSLATE_LOGDIR").map(PathBuf::from))
+        .unwrap_or_else(|| workdir.join("logs"));
+    for dir in [&workdir, &logdir] {
+        if let Err(err) = std::fs::create_dir_all(dir) {
+            eprintln!("noslate: cannot create {}: {err}", dir.display());
+            return ExitCode::from(2);
+        }
+    }
+
+    let options = ServerOptions {
+        addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        config,
+        functions: profiles.functions,
+        workdir,
+        logdir,
+    };
+    let server = match Server::bind(options) {
+        Ok(s) => s,
+        Err(err) => {
+            log::error!("{err}");
+            eprintln!("noslate: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    log::info!("listening on {}", server.local_addr());
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("{err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &SystemConfig) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(config.logger.level_filter());
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&filter);
+    }
+    builder.target(env_logger::Target::Stderr);
+    // Tests may initialise twice in one process; the second call is harmless.
+    let _ = builder.try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Parsed, String> {
+        parse_args(list.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn serve_is_the_default_command() {
+        let Ok(Parsed::Run(a)) = args(&["--port", "8080"]) else {
+            panic!("expected run");
+        };
+        let Ok(Parsed::Run(b)) = args(&["serve", "--port=8080"]) else {
+            panic!("expected run");
+        };
+        assert_eq!(a, b);
+        assert_eq!(a.port.as_deref(), Some("8080"));
+        assert!(!a.check_only);
+    }
+
+    #[test]
+    fn rejects_unknown_and_incomplete_arguments() {
+        assert!(args(&["--bogus"]).is_err());
+        assert!(args(&["--functions"]).is_err());
+        assert!(matches!(args(&["--help"]), Ok(Parsed::Help)));
+        assert!(matches!(
+            args(&["check"]),
+            Ok(Parsed::Run(Args {
+                check_only: true,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn port_precedence_is_flag_then_fc_variables_then_default() {
+        let env = |name: &str| match name {
+            "FC_SERVER_PORT" => Some("7000".to_owned()),
+            "SERVER_PORT" => Some("6000".to_owned()),
+            _ => None,
+        };
+        assert_eq!(resolve_port(Some("8000"), &env), Ok(8000));
+        assert_eq!(resolve_port(None, &env), Ok(7000));
+        assert_eq!(resolve_port(None, &|_| None), Ok(DEFAULT_PORT));
+        let bad = |name: &str| (name == "FC_CUSTOM_LISTEN_PORT").then(|| "http".to_owned());
+        let err = resolve_port(None, &bad).unwrap_err();
+        assert!(err.contains("FC_CUSTOM_LISTEN_PORT"), "{err}");
+    }
+}

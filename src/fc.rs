@@ -1,0 +1,480 @@
+//! Function Compute's side of the contract: which route a request is, which function it targets,
+//! the context built from FC's `x-fc-*` headers, request ids, and the log lines FC expects.
+
+use serde::Serialize;
+use std::io::Write;
+
+/// What an incoming request asks the runtime to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /initialize`: wait for reserved workers and their initializers.
+    Initialize,
+    /// `GET /pre-freeze`.
+    PreFreeze,
+    /// `GET /pre-stop`: drain and stop.
+    PreStop,
+    /// `GET /healthz`: answered by the runtime itself.
+    Healthz,
+    /// An invocation of a function.
+    Invoke {
+        /// Event (`POST /invoke`) or HTTP trigger.
+        kind: InvokeKind,
+        /// The function named by `/invoke/NAME`, if any.
+        function_from_path: Option<String>,
+    },
+}
+
+/// The two invocation styles FC has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvokeKind {
+    /// Event function: the body is the payload; success is 200 with `x-fc-status: 200`.
+    Event,
+    /// HTTP trigger: the request is forwarded as-is and the function's status passes through.
+    Http,
+}
+
+impl InvokeKind {
+    /// The name used in the wire protocol's request head.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvokeKind::Event => "event",
+            InvokeKind::Http => "http",
+        }
+    }
+}
+
+/// A request's route could not be decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError(pub String);
+
+/// Decides the route. `x-fc-control-path` wins when present; otherwise the method and path do,
+/// and any request that is not one of the runtime's own routes is an HTTP-trigger invocation.
+pub fn route(method: &str, path: &str, control_path: Option<&str>) -> Result<Route, RouteError> {
+    let function_from_path = invoke_path_function(path);
+    if let Some(control) = control_path {
+        return match control {
+            "/invoke" => Ok(Route::Invoke {
+                kind: InvokeKind::Event,
+                function_from_path,
+            }),
+            "/http-invoke" => Ok(Route::Invoke {
+                kind: InvokeKind::Http,
+                function_from_path: None,
+            }),
+            "/initialize" => Ok(Route::Initialize),
+            "/pre-freeze" => Ok(Route::PreFreeze),
+            "/pre-stop" => Ok(Route::PreStop),
+            other => Err(RouteError(format!(
+                "unknown x-fc-control-path {other:?}; expected /invoke, /http-invoke, \
+                 /initialize, /pre-freeze or /pre-stop"
+            ))),
+        };
+    }
+    Ok(match (method, path) {
+        ("POST", "/initialize") => Route::Initialize,
+        ("GET", "/pre-freeze") => Route::PreFreeze,
+        ("GET", "/pre-stop") => Route::PreStop,
+        ("GET" | "HEAD", "/healthz") => Route::Healthz,
+        ("POST", "/invoke") => Route::Invoke {
+            kind: InvokeKind::Event,
+            function_from_path: None,
+        },
+        ("POST", _) if function_from_path.is_some() => Route::Invoke {
+            kind: InvokeKind::Event,
+            function_from_path,
+        },
+        _ => Route::Invoke {
+            kind: InvokeKind::Http,
+            function_from_path: None,
+        },
+    })
+}
+
+/// `NAME` from `/invoke/NAME` (one non-empty segment).
+fn invoke_path_function(path: &str) -> Option<String> {
+    let name = path.strip_prefix("/invoke/")?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+/// The context FC's own runtimes hand to handlers, built from the request's `x-fc-*` headers
+/// (docs/PROTOCOL.md "context"). It borrows from the request head.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Context<'a> {
+    /// The invocation's request id.
+    pub request_id: &'a str,
+    /// Temporary credentials, when FC was given a role.
+    #[serde(skip_serializing_if = "Credentials::is_empty")]
+    pub credentials: Credentials<'a>,
+    /// The function as FC describes it.
+    pub function: FunctionInfo<'a>,
+    /// FC 2.0's service (empty in FC 3.0).
+    #[serde(skip_serializing_if = "ServiceInfo::is_empty")]
+    pub service: ServiceInfo<'a>,
+    /// Region, such as `cn-hangzhou`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<&'a str>,
+    /// The owner's account id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<&'a str>,
+    /// How many times FC retried this (async) invocation.
+    pub retry_count: u32,
+}
+
+/// STS credentials from `x-fc-access-key-*` and `x-fc-security-token`.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_secret: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security_token: Option<&'a str>,
+}
+
+impl Credentials<'_> {
+    fn is_empty(&self) -> bool {
+        self.access_key_id.is_none()
+            && self.access_key_secret.is_none()
+            && self.security_token.is_none()
+    }
+}
+
+/// `context.function`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionInfo<'a> {
+    /// FC's function name, or the profile's.
+    pub name: &'a str,
+    /// FC's handler header, or the profile's handler.
+    pub handler: &'a str,
+    /// Memory in MB.
+    pub memory: u64,
+    /// Timeout in seconds.
+    pub timeout: u64,
+    /// Initializer name, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initializer: Option<&'a str>,
+    /// Initializer timeout in seconds, if FC sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initialization_timeout: Option<u64>,
+}
+
+/// `context.service` (FC 2.0).
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInfo<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_project: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_store: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qualifier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version_id: Option<&'a str>,
+}
+
+impl ServiceInfo<'_> {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.log_project.is_none()
+            && self.log_store.is_none()
+            && self.qualifier.is_none()
+            && self.version_id.is_none()
+    }
+}
+
+/// What the runtime knows about the target function, used where FC sent no header.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileFacts<'a> {
+    /// Profile name.
+    pub name: &'a str,
+    /// Profile handler.
+    pub handler: &'a str,
+    /// Profile initializer.
+    pub initializer: Option<&'a str>,
+    /// Memory limit in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Finds a header by (lowercase) name, case-insensitively. Non-empty values only: FC 3.0 sends
+/// some `x-fc-*` headers as empty strings.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// Builds the context for one invocation or initialization.
+pub fn context<'a>(
+    headers: &'a [(String, String)],
+    request_id: &'a str,
+    timeout_ms: u64,
+    facts: ProfileFacts<'a>,
+) -> Context<'a> {
+    let h = |name| header(headers, name);
+    let number = |name| h(name).and_then(|v| v.trim().parse::<u64>().ok());
+    Context {
+        request_id,
+        credentials: Credentials {
+            access_key_id: h("x-fc-access-key-id"),
+            access_key_secret: h("x-fc-access-key-secret"),
+            security_token: h("x-fc-security-token"),
+        },
+        function: FunctionInfo {
+            name: h("x-fc-function-name").unwrap_or(facts.name),
+            handler: h("x-fc-function-handler").unwrap_or(facts.handler),
+            memory: number("x-fc-function-memory").unwrap_or(facts.memory_bytes >> 20),
+            timeout: number("x-fc-function-timeout").unwrap_or(timeout_ms.div_ceil(1000)),
+            initializer: h("x-fc-function-initializer").or(facts.initializer),
+            initialization_timeout: number("x-fc-initialization-timeout"),
+        },
+        service: ServiceInfo {
+            name: h("x-fc-service-name"),
+            log_project: h("x-fc-service-logproject"),
+            log_store: h("x-fc-service-logstore"),
+            qualifier: h("x-fc-qualifier"),
+            version_id: h("x-fc-version-id"),
+        },
+        region: h("x-fc-region"),
+        account_id: h("x-fc-account-id"),
+        retry_count: number("x-fc-retry-count")
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+    }
+}
+
+/// The per-invocation timeout FC sent in `x-fc-function-timeout` (seconds), in milliseconds.
+pub fn timeout_header_ms(headers: &[(String, String)]) -> Option<u64> {
+    let secs: f64 = header(headers, "x-fc-function-timeout")?
+        .trim()
+        .parse()
+        .ok()?;
+    if secs.is_finite() && secs > 0.0 {
+        Some((secs * 1000.0).round() as u64)
+    } else {
+        None
+    }
+}
+
+/// Generates request ids for requests that arrive without `x-fc-request-id`: UUID-shaped,
+/// unique per process (a random seed mixed with a counter).
+#[derive(Debug)]
+pub struct RequestIds {
+    seed: u64,
+    counter: u64,
+}
+
+impl RequestIds {
+    /// A generator seeded from the kernel's randomness.
+    pub fn new() -> Self {
+        RequestIds {
+            seed: crate::sys::random_u64(),
+            counter: 0,
+        }
+    }
+
+    /// The next id.
+    pub fn next_id(&mut self) -> String {
+        self.counter += 1;
+        let a = splitmix(self.seed ^ self.counter);
+        let b = splitmix(a ^ self.counter.rotate_left(32));
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The phases FC prints Start/End lines for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// An invocation.
+    Invoke,
+    /// `/initialize`.
+    Initialize,
+    /// `/pre-freeze`.
+    PreFreeze,
+    /// `/pre-stop`.
+    PreStop,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Invoke => "Invoke",
+            Phase::Initialize => "Initialize",
+            Phase::PreFreeze => "PreFreeze",
+            Phase::PreStop => "PreStop",
+        }
+    }
+}
+
+/// Prints `FC <Phase> Start RequestId: <id>` to stdout, which FC collects as function logs.
+pub fn log_start(phase: Phase, request_id: &str) {
+    log_line(phase, "Start", request_id);
+}
+
+/// Prints `FC <Phase> End RequestId: <id>`.
+pub fn log_end(phase: Phase, request_id: &str) {
+    log_line(phase, "End", request_id);
+}
+
+fn log_line(phase: Phase, edge: &str, request_id: &str) {
+    // One write per line on a locked handle: lines never interleave, and a closed stdout
+    // (EPIPE) must not take the runtime down.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "FC {} {edge} RequestId: {request_id}", phase.as_str());
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn control_path_decides_over_method_and_path() {
+        assert_eq!(
+            route("GET", "/anything", Some("/invoke")),
+            Ok(Route::Invoke {
+                kind: InvokeKind::Event,
+                function_from_path: None
+            })
+        );
+        assert_eq!(
+            route("POST", "/invoke", Some("/http-invoke")),
+            Ok(Route::Invoke {
+                kind: InvokeKind::Http,
+                function_from_path: None
+            })
+        );
+        assert_eq!(
+            route("POST", "/x", Some("/initialize")),
+            Ok(Route::Initialize)
+        );
+        assert!(route("GET", "/", Some("/bogus")).is_err());
+    }
+
+    #[test]
+    fn paths_route_hooks_events_and_everything_else_to_http() {
+        assert_eq!(route("POST", "/initialize", None), Ok(Route::Initialize));
+        assert_eq!(route("GET", "/pre-freeze", None), Ok(Route::PreFreeze));
+        assert_eq!(route("GET", "/pre-stop", None), Ok(Route::PreStop));
+        assert_eq!(route("GET", "/healthz", None), Ok(Route::Healthz));
+        assert_eq!(
+            route("POST", "/invoke/echo", None),
+            Ok(Route::Invoke {
+                kind: InvokeKind::Event,
+                function_from_path: Some("echo".into())
+            })
+        );
+        // The wrong method for a hook is somebody's HTTP function.
+        for (method, path) in [
+            ("GET", "/initialize"),
+            ("POST", "/pre-stop"),
+            ("PUT", "/a/b"),
+        ] {
+            assert_eq!(
+                route(method, path, None),
+                Ok(Route::Invoke {
+                    kind: InvokeKind::Http,
+                    function_from_path: None
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn context_comes_from_fc_headers_with_profile_fallbacks() {
+        let h = headers(&[
+            ("X-Fc-Access-Key-Id", "AK"),
+            ("x-fc-access-key-secret", "SK"),
+            ("x-fc-function-memory", "1024"),
+            ("x-fc-region", "cn-hangzhou"),
+            ("x-fc-service-name", ""),
+            ("x-fc-retry-count", "2"),
+        ]);
+        let facts = ProfileFacts {
+            name: "hello",
+            handler: "index.handler",
+            initializer: None,
+            memory_bytes: 512 << 20,
+        };
+        let ctx = context(&h, "rid", 3000, facts);
+        let json = serde_json::to_value(&ctx).unwrap();
+        assert_eq!(json["requestId"], "rid");
+        assert_eq!(json["credentials"]["accessKeyId"], "AK");
+        assert_eq!(json["credentials"]["accessKeySecret"], "SK");
+        assert_eq!(json["function"]["name"], "hello");
+        assert_eq!(json["function"]["memory"], 1024);
+        assert_eq!(json["function"]["timeout"], 3);
+        assert_eq!(json["region"], "cn-hangzhou");
+        assert_eq!(json["retryCount"], 2);
+        assert!(
+            json.get("service").is_none(),
+            "empty FC 3.0 service headers are dropped"
+        );
+    }
+
+    #[test]
+    fn timeout_header_is_seconds() {
+        assert_eq!(
+            timeout_header_ms(&headers(&[("x-fc-function-timeout", "3")])),
+            Some(3000)
+        );
+        assert_eq!(
+            timeout_header_ms(&headers(&[("x-fc-function-timeout", "0.5")])),
+            Some(500)
+        );
+        assert_eq!(
+            timeout_header_ms(&headers(&[("x-fc-function-timeout", "-1")])),
+            None
+        );
+        assert_eq!(
+            timeout_header_ms(&headers(&[("x-fc-function-timeout", "x")])),
+            None
+        );
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_uuid_shaped() {
+        let mut ids = RequestIds::new();
+        let a = ids.next_id();
+        let b = ids.next_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+    }
+}

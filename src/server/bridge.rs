@@ -1,0 +1,611 @@
+//! The bridge between connections and workers: dispatching queued requests onto worker
+//! streams, forwarding request bodies within the worker's credit, turning worker frames into
+//! HTTP responses, deadlines and cancellation.
+
+use super::client::InvokeError;
+use super::conn::{BodyLeft, Resp, Sink};
+use super::{Server, Timer};
+use crate::fc;
+use crate::http::chunked::Chunk;
+use crate::pool::{self, WorkerLoad};
+use crate::reactor::slab::Key;
+use crate::turf::worker::{ConnRef, ReadResult, WorkerState};
+use crate::wire::{self, Kind};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `REQUEST_HEAD` payload (docs/PROTOCOL.md "request head").
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestHeadMsg<'a> {
+    kind: &'a str,
+    method: &'a str,
+    url: &'a str,
+    headers: &'a [(String, String)],
+    request_id: &'a str,
+    deadline: u64,
+    timeout_ms: u64,
+    context: fc::Context<'a>,
+}
+
+/// `RESPONSE_HEAD` payload.
+#[derive(Deserialize)]
+struct ResponseHeadMsg {
+    status: u16,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+/// `RESPONSE_ERROR` / `INIT_ERROR` payload. Lenient: a worker's error must always become an
+/// error response, whatever shape it came in.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ErrorMsg {
+    #[serde(default)]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub stack_trace: Option<serde_json::Value>,
+}
+
+impl ErrorMsg {
+    /// Parses an error payload; garbage becomes a generic error that says so.
+    pub(super) fn parse(payload: &[u8]) -> ErrorMsg {
+        serde_json::from_slice(payload).unwrap_or_else(|_| ErrorMsg {
+            error_message: Some(format!(
+                "the worker reported an error that is not valid JSON: {}",
+                String::from_utf8_lossy(payload.get(..200).unwrap_or(payload))
+            )),
+            error_type: Some("WorkerProtocolError".to_owned()),
+            stack_trace: None,
+        })
+    }
+
+    /// The stack as lines.
+    pub(super) fn stack_lines(&self) -> Vec<String> {
+        match &self.stack_trace {
+            Some(serde_json::Value::Array(lines)) => lines
+                .iter()
+                .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+                .collect(),
+            Some(serde_json::Value::String(s)) => s.lines().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn unix_millis(at: std::time::Instant) -> u64 {
+    let now = std::time::Instant::now();
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let wall_at = if at >= now {
+        wall + (at - now)
+    } else {
+        wall.saturating_sub(now - at)
+    };
+    u64::try_from(wall_at.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Server {
+    /// Hands queued requests of `function` to ready workers, oldest first.
+    pub(super) fn dispatch_queue(&mut self, function: usize) {
+        let max_active = self.max_active(function);
+        loop {
+            let Some(&client) = self.functions[function].pool.queue.front() else {
+                return;
+            };
+            // Skip entries whose connection closed or moved on (they were cancelled).
+            let live = self
+                .request_mut(client)
+                .is_some_and(|r| matches!(r.sink, Sink::Hold) && r.resp == Resp::NotStarted);
+            if !live {
+                self.functions[function].pool.queue.pop_front();
+                continue;
+            }
+            let loads: Vec<WorkerLoad> = self.functions[function]
+                .pool
+                .workers
+                .iter()
+                .filter_map(|&key| {
+                    self.workers.get(key).map(|w| WorkerLoad {
+                        key,
+                        state: w.state,
+                        active: w.active(),
+                    })
+                })
+                .collect();
+            let Some(worker) = pool::pick_worker(&loads, max_active) else {
+                return;
+            };
+            self.functions[function].pool.queue.pop_front();
+            self.dispatch(client, worker);
+        }
+    }
+
+    pub(super) fn max_active(&self, function: usize) -> usize {
+        usize::try_from(
+            self.functions[function]
+                .profile
+                .worker
+                .max_activate_requests,
+        )
+        .unwrap_or(1)
+        .max(1)
+    }
+
+    /// Opens a stream on `worker` for the request and sends its head.
+    fn dispatch(&mut self, client: ConnRef, worker_key: Key) {
+        let Some(conn) = self.conns.get_mut(client.conn) else {
+            return;
+        };
+        let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
+            return;
+        };
+        let Some(worker) = self.workers.get_mut(worker_key) else {
+            return;
+        };
+        let Some(function) = req.function else {
+            return;
+        };
+        let Some(head) = req.head.take() else {
+            return;
+        };
+        let profile = &self.functions[function].profile;
+        let stream = worker.open_stream(client);
+        let facts = fc::ProfileFacts {
+            name: &profile.name,
+            handler: profile.handler.as_deref().unwrap_or(""),
+            initializer: profile.initializer.as_deref(),
+            memory_bytes: profile.resource_limit.memory,
+        };
+        let msg = RequestHeadMsg {
+            kind: req.kind.as_str(),
+            method: &head.method,
+            url: &head.target,
+            headers: &head.headers,
+            request_id: &req.id,
+            deadline: unix_millis(req.deadline),
+            timeout_ms: req.timeout_ms,
+            context: fc::context(&head.headers, &req.id, req.timeout_ms, facts),
+        };
+        let payload = match serde_json::to_vec(&msg) {
+            Ok(p) if p.len() <= wire::MAX_PAYLOAD => p,
+            Ok(p) => {
+                // Only a pathological head (16 KiB of headers cannot get here) could; fail it.
+                worker.streams.remove(&stream);
+                let err = InvokeError::new(
+                    431,
+                    "RequestHeaderFieldsTooLarge",
+                    format!(
+                        "request head encodes to {} bytes, over the worker protocol's frame limit",
+                        p.len()
+                    ),
+                );
+                self.respond_error(client, &err, false);
+                return;
+            }
+            Err(e) => {
+                worker.streams.remove(&stream);
+                let err = InvokeError::new(
+                    500,
+                    "InternalError",
+                    format!("cannot encode request head: {e}"),
+                );
+                self.respond_error(client, &err, false);
+                return;
+            }
+        };
+        let no_body = req.body.is_done();
+        wire::put_frame(
+            &mut worker.wbuf,
+            Kind::RequestHead,
+            if no_body { wire::FLAG_END } else { 0 },
+            stream,
+            &payload,
+        );
+        req.sink = Sink::Worker {
+            worker: worker_key,
+            stream,
+        };
+        let send_continue = req.expect_continue && !no_body && !req.continue_sent;
+        if send_continue {
+            req.continue_sent = true;
+        }
+        log::trace!(
+            "[dp] request {} -> worker {} stream {stream}",
+            req.id,
+            worker.id
+        );
+        if send_continue {
+            conn.wbuf
+                .extend_from_slice(crate::http::response::CONTINUE_100);
+            self.mark_conn_dirty(client.conn);
+        }
+        self.mark_worker_dirty(worker_key);
+        // Body bytes may already be buffered.
+        self.schedule_drive(client.conn);
+    }
+
+    /// Forwards buffered body bytes to the worker, within the stream's credit. Returns whether
+    /// the body is now fully sent.
+    pub(super) fn pump_body_to_worker(&mut self, key: Key, worker_key: Key, stream: u32) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let super::conn::Conn {
+            inbuf,
+            req,
+            close_when_flushed,
+            ..
+        } = conn;
+        let Some(req) = req.as_mut() else {
+            return false;
+        };
+        let Some(worker) = self.workers.get_mut(worker_key) else {
+            return req.body.is_done();
+        };
+        let Some(state) = worker.streams.get_mut(&stream) else {
+            // The worker already answered and closed the stream: drop the rest of the body.
+            req.sink = Sink::Discard;
+            return req.body.is_done();
+        };
+        let mut sent_any = false;
+        loop {
+            if req.body.is_done() {
+                break;
+            }
+            let input = inbuf.data();
+            if input.is_empty() || state.request_credit == 0 {
+                break;
+            }
+            let credit = usize::try_from(state.request_credit).unwrap_or(usize::MAX);
+            let limit = input.len().min(credit).min(wire::MAX_BODY_CHUNK);
+            let (used, data_len, done) = match &mut req.body {
+                BodyLeft::Done => break,
+                BodyLeft::Length(left) => {
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(limit);
+                    *left -= n as u64;
+                    let done = *left == 0;
+                    let flags = if done { wire::FLAG_END } else { 0 };
+                    wire::put_frame(
+                        &mut worker.wbuf,
+                        Kind::RequestBody,
+                        flags,
+                        stream,
+                        &input[..n],
+                    );
+                    (n, n, done)
+                }
+                BodyLeft::Chunked(decoder) => {
+                    // Truncating the decoder's input to the credit is safe: it keeps line state
+                    // across calls, and data never exceeds the input it is given.
+                    match decoder.decode(&input[..limit]) {
+                        Ok((used, Chunk::Data(data))) => {
+                            wire::put_frame(&mut worker.wbuf, Kind::RequestBody, 0, stream, data);
+                            (used, data.len(), false)
+                        }
+                        Ok((used, Chunk::NeedMore)) => {
+                            inbuf.consume(used);
+                            if used == 0 {
+                                break;
+                            }
+                            continue;
+                        }
+                        Ok((used, Chunk::Done)) => {
+                            wire::put_frame(
+                                &mut worker.wbuf,
+                                Kind::RequestBody,
+                                wire::FLAG_END,
+                                stream,
+                                &[],
+                            );
+                            (used, 0, true)
+                        }
+                        Err(err) => {
+                            // A broken chunked body: the worker sees the stream cancelled, the
+                            // client gets the 400 if nothing was answered yet, and the
+                            // connection closes (its framing is lost).
+                            log::debug!("[http conn={}] bad chunked body: {err}", key.idx);
+                            req.keep_alive = false;
+                            req.body = BodyLeft::Done;
+                            *close_when_flushed = true;
+                            inbuf.clear();
+                            let status = err.status();
+                            let error_type = err.error_type();
+                            let message = err.to_string();
+                            let client = ConnRef {
+                                conn: key,
+                                seq: req.seq,
+                            };
+                            self.cancel_stream(worker_key, stream, "request body was malformed");
+                            self.fail_invocation(
+                                client,
+                                &InvokeError::new(status, error_type, message),
+                            );
+                            return true;
+                        }
+                    }
+                }
+            };
+            inbuf.consume(used);
+            state.request_credit -= u32::try_from(data_len).unwrap_or(u32::MAX);
+            sent_any = true;
+            if done {
+                req.body = BodyLeft::Done;
+            }
+        }
+        if sent_any {
+            self.mark_worker_dirty(worker_key);
+        }
+        self.conns
+            .get(key)
+            .and_then(|c| c.req.as_ref())
+            .is_some_and(|r| r.body.is_done())
+    }
+
+    /// Reads and handles everything a worker sent.
+    pub(super) fn on_worker_readable(&mut self, key: Key) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        let result = worker.fill();
+        // Decode frames one at a time; the payload is copied out only when it must outlive the
+        // worker borrow (JSON heads are parsed in place, bodies go straight to a connection).
+        loop {
+            let Some(worker) = self.workers.get_mut(key) else {
+                return;
+            };
+            let buffered = worker.rbuf.get(worker.rstart..).unwrap_or_default();
+            let header = match wire::decode_header(buffered) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(err) => {
+                    self.worker_protocol_error(key, &err.to_string());
+                    return;
+                }
+            };
+            if buffered.len() < wire::HEADER_LEN + header.len {
+                break;
+            }
+            let start = worker.rstart + wire::HEADER_LEN;
+            let payload = worker.rbuf[start..start + header.len].to_vec();
+            worker.rstart = start + header.len;
+            self.on_frame(key, header, &payload);
+        }
+        if let Some(worker) = self.workers.get_mut(key) {
+            worker.compact();
+        }
+        match result {
+            Ok(ReadResult::Open) => {}
+            Ok(ReadResult::Closed) => self.on_worker_pipe_closed(key),
+            Err(err) => {
+                log::warn!("[turf] reading worker pipe failed: {err}");
+                self.on_worker_pipe_closed(key);
+            }
+        }
+    }
+
+    fn on_frame(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
+        match header.kind {
+            Kind::Ready => self.on_worker_ready(key, payload),
+            Kind::InitDone => self.on_worker_init_done(key),
+            Kind::InitError => self.on_worker_init_error(key, payload),
+            Kind::ResponseHead => self.on_response_head(key, header, payload),
+            Kind::ResponseBody => self.on_response_body(key, header, payload),
+            Kind::ResponseError => self.on_response_error(key, header.stream, payload),
+            Kind::WindowToRuntime => match wire::window_credit(payload) {
+                Ok(credit) => self.on_request_window(key, header.stream, credit),
+                Err(err) => self.worker_protocol_error(key, &err.to_string()),
+            },
+            Kind::Init
+            | Kind::RequestHead
+            | Kind::RequestBody
+            | Kind::Cancel
+            | Kind::WindowToWorker => {
+                // decode_header only yields worker-bound kinds; nothing to do.
+            }
+        }
+    }
+
+    /// The client of a stream, if the stream exists and is still bound to a live request.
+    fn stream_client(&self, key: Key, stream: u32) -> Option<ConnRef> {
+        self.workers.get(key)?.streams.get(&stream)?.client
+    }
+
+    fn on_response_head(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
+        let head: ResponseHeadMsg = match serde_json::from_slice(payload) {
+            Ok(h) => h,
+            Err(err) => {
+                self.worker_protocol_error(key, &format!("invalid RESPONSE_HEAD JSON: {err}"));
+                return;
+            }
+        };
+        if let Some(client) = self.stream_client(key, header.stream) {
+            self.write_response_head(client, head.status, head.headers, header.is_end());
+            if header.is_end() {
+                self.write_response_body(client, &[], true);
+            }
+        }
+        if header.is_end() {
+            self.close_stream(key, header.stream);
+        }
+    }
+
+    fn on_response_body(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
+        if let Some(client) = self.stream_client(key, header.stream) {
+            let started = self
+                .request_mut(client)
+                .is_some_and(|r| matches!(r.resp, Resp::Streaming { .. }));
+            if !started {
+                self.worker_protocol_error(key, "RESPONSE_BODY before RESPONSE_HEAD");
+                return;
+            }
+            if !self.write_response_body(client, payload, header.is_end()) {
+                self.cancel_stream(key, header.stream, "response exceeded its Content-Length");
+                self.fail_invocation(
+                    client,
+                    &InvokeError::new(
+                        502,
+                        "InvalidResponse",
+                        "the function wrote more bytes than its Content-Length",
+                    ),
+                );
+                return;
+            }
+        }
+        if header.is_end() {
+            self.close_stream(key, header.stream);
+        }
+    }
+
+    fn on_response_error(&mut self, key: Key, stream: u32, payload: &[u8]) {
+        if let Some(client) = self.stream_client(key, stream) {
+            let msg = ErrorMsg::parse(payload);
+            let err = InvokeError {
+                status: 404,
+                error_type: msg.error_type.clone().unwrap_or_else(|| "Error".to_owned()),
+                message: msg.error_message.clone().unwrap_or_default(),
+                stack: Some(msg.stack_lines()),
+            };
+            self.fail_invocation(client, &err);
+        }
+        self.close_stream(key, stream);
+    }
+
+    fn on_request_window(&mut self, key: Key, stream: u32, credit: u32) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        let Some(state) = worker.streams.get_mut(&stream) else {
+            return;
+        };
+        state.request_credit = state.request_credit.saturating_add(credit);
+        if let Some(client) = state.client {
+            self.schedule_drive(client.conn);
+        }
+    }
+
+    /// The worker sent its terminal frame: free the slot and give it the next queued request.
+    fn close_stream(&mut self, key: Key, stream: u32) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        let Some(state) = worker.streams.remove(&stream) else {
+            return;
+        };
+        if let Some(timer) = state.cancel_timer {
+            self.timers.cancel(timer);
+        }
+        worker.served += 1;
+        worker.last_active = std::time::Instant::now();
+        let function = worker.function;
+        let idle = worker.streams.is_empty();
+        let draining = worker.state == WorkerState::Draining;
+        if let Some(client) = state.client {
+            // The response may be complete while the request body is still arriving: keep the
+            // connection in sync by discarding the rest.
+            if let Some(req) = self.request_mut(client)
+                && matches!(req.sink, Sink::Worker { .. })
+            {
+                req.sink = Sink::Discard;
+            }
+            self.schedule_drive(client.conn);
+        }
+        if draining && idle {
+            self.stop_worker(key, "drained");
+        }
+        self.dispatch_queue(function);
+    }
+
+    /// Tells the worker to abandon a stream; it must send its terminal frame within the cancel
+    /// grace period or it is killed.
+    pub(super) fn cancel_stream(&mut self, key: Key, stream: u32, reason: &str) {
+        let grace = Duration::from_millis(self.config.data_plane.cancel_grace_period_ms);
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        let Some(state) = worker.streams.get_mut(&stream) else {
+            return;
+        };
+        if state.client.take().is_none() {
+            return;
+        }
+        log::debug!("[dp] cancel worker {} stream {stream}: {reason}", worker.id);
+        let payload = serde_json::json!({ "reason": reason }).to_string();
+        wire::put_frame(
+            &mut worker.wbuf,
+            Kind::Cancel,
+            0,
+            stream,
+            payload.as_bytes(),
+        );
+        let timer = self.timers.schedule(
+            std::time::Instant::now() + grace,
+            Timer::CancelGrace {
+                worker: key,
+                stream,
+            },
+        );
+        if let Some(state) = self
+            .workers
+            .get_mut(key)
+            .and_then(|w| w.streams.get_mut(&stream))
+        {
+            state.cancel_timer = Some(timer);
+        }
+        self.mark_worker_dirty(key);
+    }
+
+    /// A cancelled stream was not closed in time: the worker is stuck, kill it.
+    pub(super) fn on_cancel_grace(&mut self, key: Key, stream: u32) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        if let Some(state) = worker.streams.get_mut(&stream) {
+            state.cancel_timer = None;
+            let reason = format!(
+                "worker {} did not close cancelled stream {stream} within dataPlane.cancelGracePeriod ({} ms)",
+                worker.id, self.config.data_plane.cancel_grace_period_ms
+            );
+            log::warn!("[dp] {reason}; killing it");
+            self.kill_worker(key, &reason);
+        }
+    }
+
+    /// An invocation's deadline passed.
+    pub(super) fn on_request_deadline(&mut self, client: ConnRef) {
+        let Some(req) = self.request_mut(client) else {
+            return;
+        };
+        req.deadline_timer = None;
+        let timeout_ms = req.timeout_ms;
+        let queued = matches!(req.sink, Sink::Hold);
+        let sink = req.sink;
+        let function = req.function;
+        let name = function
+            .map(|f| self.functions[f].profile.name.clone())
+            .unwrap_or_default();
+        if let Sink::Worker { worker, stream } = sink {
+            self.cancel_stream(worker, stream, "deadline exceeded");
+        }
+        let message = if queued {
+            format!("waiting for a worker of function {name} timed out after {timeout_ms} ms")
+        } else {
+            format!("function {name} did not answer within its timeout of {timeout_ms} ms")
+        };
+        self.fail_invocation(client, &InvokeError::new(404, "FunctionTimeout", message));
+    }
+
+    fn worker_protocol_error(&mut self, key: Key, detail: &str) {
+        let id = self
+            .workers
+            .get(key)
+            .map(|w| w.id.clone())
+            .unwrap_or_default();
+        let reason = format!("worker {id} broke the wire protocol: {detail}");
+        log::warn!("[turf] {reason}");
+        self.kill_worker(key, &reason);
+    }
+}

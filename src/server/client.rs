@@ -1,0 +1,779 @@
+//! The client side: reading and parsing requests, routing them, writing responses, keep-alive,
+//! pipelining and closing.
+
+use super::conn::{BodyLeft, Conn, Filled, Request, Resp, Sink};
+use super::{Lifecycle, Server, Timer};
+use crate::fc::{self, InvokeKind, Phase, Route};
+use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
+use crate::http::error::HttpError;
+use crate::http::request::{BodyKind, Parsed, parse_request};
+use crate::http::response::{self, Framing};
+use crate::reactor::slab::Key;
+use crate::turf::worker::ConnRef;
+use crate::wire;
+use std::time::{Duration, Instant};
+
+/// Bound on parse/pump rounds per readiness event, so one connection cannot starve the loop
+/// (a client pipelining thousands of tiny requests is served in slices).
+const MAX_ROUNDS_PER_EVENT: usize = 64;
+/// Unsent response bytes above which a connection stops starting pipelined requests.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// An error the runtime answers an invocation with.
+#[derive(Debug, Clone)]
+pub struct InvokeError {
+    /// HTTP status.
+    pub status: u16,
+    /// FC-style error type.
+    pub error_type: String,
+    /// What went wrong.
+    pub message: String,
+    /// Stack trace lines, for function errors.
+    pub stack: Option<Vec<String>>,
+}
+
+impl InvokeError {
+    /// An error with no stack trace.
+    pub fn new(status: u16, error_type: &str, message: impl Into<String>) -> Self {
+        InvokeError {
+            status,
+            error_type: error_type.to_owned(),
+            message: message.into(),
+            stack: None,
+        }
+    }
+}
+
+/// Answers a connection over `http.maxConnections` with 503 and drops it.
+pub fn refuse_connection(sock: &mut mio::net::TcpStream, limit: usize) {
+    let mut out = Vec::new();
+    let body = response::error_body(
+        "TooManyConnections",
+        &format!("the runtime already holds http.maxConnections ({limit}) connections"),
+    );
+    let mut date = crate::http::date::DateCache::new();
+    response::write_json_response(&mut out, 503, &[], &body, false, date.get());
+    // Best effort: the socket is fresh, so a short response fits in its buffer.
+    let _ = std::io::Write::write(sock, &out);
+}
+
+impl Server {
+    /// Makes all the progress a connection can make: parse requests, forward body bytes, finish
+    /// requests, and read more when (and only when) the current state can use more input.
+    pub(super) fn drive_conn(&mut self, key: Key) {
+        for _ in 0..MAX_ROUNDS_PER_EVENT {
+            self.step_conn(key);
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.close_when_flushed && conn.req.is_none() {
+                break;
+            }
+            if !wants_input(conn, &self.workers) || conn.input_full() {
+                break;
+            }
+            match conn.fill() {
+                Filled::Bytes(0) => break,
+                Filled::Bytes(_) => {}
+                Filled::Closed => break,
+            }
+        }
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if conn.peer_closed {
+            self.on_peer_closed(key);
+        } else if !self.conns.get(key).is_some_and(|c| c.input().is_empty()) {
+            // Work left in the buffer (the round limit was hit): continue next iteration.
+            self.mark_conn_dirty(key);
+        }
+    }
+
+    /// One round on buffered input, without reading the socket.
+    fn step_conn(&mut self, key: Key) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let Some(req) = conn.req.as_ref() else {
+                // Pipelined requests wait while earlier responses are unsent, so a client that
+                // sends without reading cannot grow the write buffer without bound.
+                let backlog = conn.wbuf.len() - conn.wstart;
+                if conn.close_when_flushed || conn.input().is_empty() || backlog > WRITE_HIGH_WATER
+                {
+                    return;
+                }
+                match parse_request(conn.input(), &self.limits) {
+                    Ok(Parsed::Partial) => return,
+                    Ok(Parsed::Complete { head, head_len }) => {
+                        conn.consume(head_len);
+                        self.start_request(key, head);
+                        continue;
+                    }
+                    Err(err) => {
+                        self.reject_head(key, &err);
+                        return;
+                    }
+                }
+            };
+            match req.sink {
+                Sink::Hold => return,
+                Sink::Worker { worker, stream } => {
+                    if !self.pump_body_to_worker(key, worker, stream) {
+                        return;
+                    }
+                }
+                Sink::Discard => {
+                    if !self.discard_body(key) {
+                        return;
+                    }
+                }
+            }
+            if !self.try_complete(key) {
+                return;
+            }
+        }
+    }
+
+    /// A head that could not be parsed: answer and close, since the stream cannot be resynced.
+    fn reject_head(&mut self, key: Key, err: &HttpError) {
+        log::debug!("[http conn={}] bad request: {err}", key.idx);
+        let date = self.date.get().to_vec();
+        if let Some(conn) = self.conns.get_mut(key) {
+            response::write_error(&mut conn.wbuf, err, false, &date);
+            conn.close_when_flushed = true;
+            conn.consume(conn.input().len());
+        }
+        self.mark_conn_dirty(key);
+    }
+
+    /// Routes a freshly parsed request.
+    fn start_request(&mut self, key: Key, head: crate::http::request::RequestHead) {
+        let request_id = head
+            .header("x-fc-request-id")
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.ids.next_id());
+        let route = fc::route(&head.method, head.path(), head.header("x-fc-control-path"));
+        let explicit_function = head.header("x-noslate-function").map(str::to_owned);
+        let max_body = self.config.http.max_request_body_size;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.seq += 1;
+        let body = match head.body {
+            BodyKind::None | BodyKind::Length(0) => BodyLeft::Done,
+            BodyKind::Length(n) => BodyLeft::Length(n),
+            BodyKind::Chunked => BodyLeft::Chunked(ChunkedDecoder::new(max_body)),
+        };
+        let timeout_ms = 0;
+        conn.req = Some(Request {
+            seq: conn.seq,
+            id: request_id,
+            phase: None,
+            function: None,
+            kind: InvokeKind::Http,
+            is_head: head.is_head(),
+            minor_version: head.minor_version,
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            continue_sent: false,
+            body,
+            sink: Sink::Hold,
+            resp: Resp::NotStarted,
+            deadline_timer: None,
+            timeout_ms,
+            deadline: Instant::now(),
+            counted: false,
+            head: Some(head),
+        });
+        let client = ConnRef {
+            conn: key,
+            seq: conn.seq,
+        };
+        match route {
+            Err(err) => self.respond_error(
+                client,
+                &InvokeError::new(400, "InvalidControlPath", err.0),
+                false,
+            ),
+            Ok(Route::Healthz) => {
+                let body = serde_json::json!({
+                    "status": "ok",
+                    "lifecycle": self.lifecycle_name(),
+                    "workers": self.workers.len(),
+                });
+                self.respond_json(client, 200, &[], body.to_string().as_bytes());
+            }
+            Ok(Route::Initialize) => self.on_initialize(client),
+            Ok(Route::PreFreeze) => self.on_pre_freeze(client),
+            Ok(Route::PreStop) => self.on_pre_stop(client),
+            Ok(Route::Invoke {
+                kind,
+                function_from_path,
+            }) => self.start_invocation(client, kind, explicit_function.or(function_from_path)),
+        }
+    }
+
+    /// Accepts an invocation: picks the function, arms its deadline and queues it.
+    fn start_invocation(&mut self, client: ConnRef, kind: InvokeKind, name: Option<String>) {
+        let function = match &name {
+            Some(name) => self.by_name.get(name).copied(),
+            None => self.default_function,
+        };
+        if let Some(req) = self.request_mut(client) {
+            req.kind = kind;
+            req.phase = Some(Phase::Invoke);
+            fc::log_start(Phase::Invoke, &req.id);
+        }
+        let Some(function) = function else {
+            let message = match name {
+                Some(name) => format!("function {name} not found"),
+                None => format!(
+                    "no function named in x-noslate-function or /invoke/NAME, and no default: \
+                     set defaultFunction (functions: {})",
+                    self.function_names()
+                ),
+            };
+            self.respond_error(
+                client,
+                &InvokeError::new(404, "FunctionNotFound", message),
+                true,
+            );
+            return;
+        };
+        if self.lifecycle != Lifecycle::Running {
+            self.respond_error(
+                client,
+                &InvokeError::new(
+                    503,
+                    "RuntimeStopped",
+                    "the runtime is stopping (pre-stop or SIGTERM) and accepts no new invocations",
+                ),
+                true,
+            );
+            return;
+        }
+        let profile_timeout = self.functions[function].profile.worker.invoke_timeout_ms;
+        let queue_limit = self.config.data_plane.request_queue_limit;
+        let queued = self.functions[function].pool.queue.len();
+        let Some(req) = self.request_mut(client) else {
+            return;
+        };
+        let header_timeout = req
+            .head
+            .as_ref()
+            .and_then(|h| fc::timeout_header_ms(&h.headers));
+        let timeout_ms = header_timeout.unwrap_or(profile_timeout).max(1);
+        req.function = Some(function);
+        req.timeout_ms = timeout_ms;
+        req.deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        if queued >= queue_limit {
+            self.respond_error(
+                client,
+                &InvokeError::new(
+                    429,
+                    "TooManyRequests",
+                    format!(
+                        "too many requests: {queued} are already waiting for a worker of \
+                         function {} (dataPlane.requestQueueLimit = {queue_limit})",
+                        self.functions[function].profile.name
+                    ),
+                ),
+                true,
+            );
+            return;
+        }
+        let deadline = req.deadline;
+        req.counted = true;
+        self.inflight += 1;
+        let timer = self.timers.schedule(deadline, Timer::Request(client));
+        if let Some(req) = self.request_mut(client) {
+            req.deadline_timer = Some(timer);
+        }
+        self.functions[function].pool.queue.push_back(client);
+        self.dispatch_queue(function);
+        self.scale(function);
+    }
+
+    /// The request `client` refers to, if it is still the connection's current one.
+    pub(super) fn request_mut(&mut self, client: ConnRef) -> Option<&mut Request> {
+        self.conns
+            .get_mut(client.conn)
+            .and_then(|c| c.req.as_mut())
+            .filter(|r| r.seq == client.seq)
+    }
+
+    /// Drops body bytes of a request whose answer no longer needs them. Returns whether the
+    /// body is now fully consumed.
+    fn discard_body(&mut self, key: Key) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Conn {
+            inbuf,
+            req,
+            close_when_flushed,
+            ..
+        } = conn;
+        let Some(req) = req.as_mut() else {
+            return false;
+        };
+        loop {
+            let input = inbuf.data();
+            if input.is_empty() {
+                return req.body.is_done();
+            }
+            let used = match &mut req.body {
+                BodyLeft::Done => return true,
+                BodyLeft::Length(left) => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    *left -= n as u64;
+                    if *left == 0 {
+                        req.body = BodyLeft::Done;
+                    }
+                    n
+                }
+                BodyLeft::Chunked(decoder) => match decoder.decode(input) {
+                    Ok((used, crate::http::chunked::Chunk::Done)) => {
+                        req.body = BodyLeft::Done;
+                        used
+                    }
+                    Ok((used, _)) => used,
+                    Err(err) => {
+                        // The framing is broken: nothing after it can be trusted.
+                        log::debug!("[http conn={}] discarding body: {err}", key.idx);
+                        req.keep_alive = false;
+                        req.body = BodyLeft::Done;
+                        *close_when_flushed = true;
+                        input.len()
+                    }
+                },
+            };
+            inbuf.consume(used);
+        }
+    }
+
+    /// Completes the current request if its response is fully buffered and its body consumed.
+    /// Returns whether the connection moved on to the next request.
+    fn try_complete(&mut self, key: Key) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Some(req) = conn.req.as_ref() else {
+            return false;
+        };
+        if req.resp != Resp::Done || !req.body.is_done() {
+            return false;
+        }
+        let keep_alive = req.keep_alive;
+        self.end_request(key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !keep_alive {
+                conn.close_when_flushed = true;
+                return false;
+            }
+            conn.shrink_if_idle();
+        }
+        true
+    }
+
+    /// Forgets the connection's current request: timers, accounting, FC's End line.
+    pub(super) fn end_request(&mut self, key: Key) {
+        let Some(req) = self.conns.get_mut(key).and_then(|c| c.req.take()) else {
+            return;
+        };
+        if let Some(timer) = req.deadline_timer {
+            self.timers.cancel(timer);
+        }
+        if req.counted {
+            self.inflight -= 1;
+        }
+        if let Some(phase) = req.phase {
+            fc::log_end(phase, &req.id);
+        }
+        if self.lifecycle == Lifecycle::Draining && self.inflight == 0 {
+            self.on_drained();
+        }
+    }
+
+    /// Writes a complete JSON response for the current request.
+    pub(super) fn respond_json(
+        &mut self,
+        client: ConnRef,
+        status: u16,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) {
+        let date = self.date.get().to_vec();
+        let Some(conn) = self.conns.get_mut(client.conn) else {
+            return;
+        };
+        let Conn {
+            inbuf,
+            req,
+            wbuf,
+            close_when_flushed,
+            ..
+        } = conn;
+        let Some(req) = req.as_mut().filter(|r| r.seq == client.seq) else {
+            return;
+        };
+        if req.resp != Resp::NotStarted {
+            return;
+        }
+        // A client still waiting for `100 Continue` will not send its body; the connection
+        // cannot be reused safely, so it closes after this answer.
+        if req.expect_continue && !req.continue_sent && !req.body.is_done() {
+            req.keep_alive = false;
+            req.body = BodyLeft::Done;
+            inbuf.clear();
+            *close_when_flushed = true;
+        }
+        let body = if req.is_head { &[][..] } else { body };
+        response::write_json_response(wbuf, status, extra, body, req.keep_alive, &date);
+        // For HEAD, write_json_response announced the length of the body a GET would get,
+        // which is right, and no body follows.
+        req.resp = Resp::Done;
+        req.sink = Sink::Discard;
+        self.mark_conn_dirty(client.conn);
+        // Consume the rest of the body and move on to the next request.
+        self.schedule_drive(client.conn);
+    }
+
+    /// Answers the current request with an error. `function_error` marks errors FC should count
+    /// as the function's failure (`x-fc-status: 404`).
+    pub(super) fn respond_error(
+        &mut self,
+        client: ConnRef,
+        err: &InvokeError,
+        function_error: bool,
+    ) {
+        let mut body = serde_json::json!({
+            "errorMessage": err.message,
+            "errorType": err.error_type,
+        });
+        if let Some(stack) = &err.stack {
+            body["stackTrace"] = serde_json::json!(stack);
+        }
+        let extra: &[(&str, &str)] = if function_error {
+            &[("x-fc-status", "404")]
+        } else {
+            &[]
+        };
+        self.respond_json(client, err.status, extra, body.to_string().as_bytes());
+    }
+
+    /// Fails an invocation: a proper error response if nothing was sent yet, otherwise the
+    /// connection is cut (the client sees a truncated body, which is the only honest signal left).
+    pub(super) fn fail_invocation(&mut self, client: ConnRef, err: &InvokeError) {
+        let Some(req) = self.request_mut(client) else {
+            return;
+        };
+        match req.resp {
+            Resp::NotStarted => {
+                if let Sink::Worker { .. } = req.sink {
+                    req.sink = Sink::Discard;
+                }
+                self.respond_error(client, err, true);
+            }
+            Resp::Streaming { .. } => {
+                log::info!(
+                    "[http conn={}] aborting response: {}",
+                    client.conn.idx,
+                    err.message
+                );
+                req.resp = Resp::Done;
+                req.keep_alive = false;
+                req.body = BodyLeft::Done;
+                req.sink = Sink::Discard;
+                self.end_request(client.conn);
+                if let Some(conn) = self.conns.get_mut(client.conn) {
+                    conn.close_when_flushed = true;
+                }
+                self.mark_conn_dirty(client.conn);
+                self.schedule_drive(client.conn);
+            }
+            Resp::Done => {}
+        }
+    }
+
+    /// Writes the response head a worker sent.
+    pub(super) fn write_response_head(
+        &mut self,
+        client: ConnRef,
+        status: u16,
+        mut headers: Vec<(String, String)>,
+        no_body: bool,
+    ) {
+        let date = self.date.get().to_vec();
+        let Some(conn) = self.conns.get_mut(client.conn) else {
+            return;
+        };
+        let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
+            return;
+        };
+        if req.resp != Resp::NotStarted {
+            return;
+        }
+        let status = match req.kind {
+            InvokeKind::Event => {
+                headers.push(("x-fc-status".to_owned(), "200".to_owned()));
+                200
+            }
+            InvokeKind::Http => status,
+        };
+        let declared = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+        let length = if no_body { Some(0) } else { declared };
+        let mut framing =
+            response::response_framing(status, req.is_head, length, req.minor_version);
+        if req.is_head {
+            // HEAD keeps the worker's Content-Length (what a GET would return) but sends no body.
+            if let Some(len) = declared {
+                framing = Framing::Length(len);
+                response::write_head(
+                    &mut conn.wbuf,
+                    status,
+                    &headers,
+                    &framing,
+                    req.keep_alive,
+                    req.minor_version,
+                    &date,
+                );
+                framing = Framing::NoBody;
+            } else {
+                response::write_head(
+                    &mut conn.wbuf,
+                    status,
+                    &headers,
+                    &framing,
+                    req.keep_alive,
+                    req.minor_version,
+                    &date,
+                );
+            }
+        } else {
+            response::write_head(
+                &mut conn.wbuf,
+                status,
+                &headers,
+                &framing,
+                req.keep_alive,
+                req.minor_version,
+                &date,
+            );
+        }
+        if framing == Framing::Close {
+            req.keep_alive = false;
+        }
+        let remaining = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        req.resp = Resp::Streaming { framing, remaining };
+        self.mark_conn_dirty(client.conn);
+    }
+
+    /// Appends response-body bytes from a worker. Returns false when the worker broke the
+    /// framing it declared (more bytes than its Content-Length).
+    pub(super) fn write_response_body(&mut self, client: ConnRef, data: &[u8], end: bool) -> bool {
+        let Some(conn) = self.conns.get_mut(client.conn) else {
+            return true;
+        };
+        let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
+            return true;
+        };
+        let Resp::Streaming { framing, remaining } = &mut req.resp else {
+            return true;
+        };
+        match framing {
+            Framing::NoBody => {}
+            Framing::Length(_) => {
+                if data.len() as u64 > *remaining {
+                    return false;
+                }
+                *remaining -= data.len() as u64;
+                conn.wbuf.extend_from_slice(data);
+                conn.body_in_wbuf += data.len();
+            }
+            Framing::Chunked => {
+                if !data.is_empty() {
+                    crate::http::chunked::encode_chunk_header(data.len(), &mut conn.wbuf);
+                    conn.wbuf.extend_from_slice(data);
+                    conn.wbuf.extend_from_slice(b"\r\n");
+                    conn.body_in_wbuf += data.len();
+                }
+            }
+            Framing::Close => {
+                conn.wbuf.extend_from_slice(data);
+                conn.body_in_wbuf += data.len();
+            }
+        }
+        if end {
+            match *framing {
+                Framing::Chunked => conn.wbuf.extend_from_slice(LAST_CHUNK),
+                Framing::Length(_) if *remaining > 0 => {
+                    // Fewer bytes than announced: the client must not take this as complete.
+                    log::warn!(
+                        "[http conn={}] worker ended the body {} bytes short of its Content-Length",
+                        client.conn.idx,
+                        remaining
+                    );
+                    req.keep_alive = false;
+                    conn.close_when_flushed = true;
+                }
+                Framing::Close => {
+                    req.keep_alive = false;
+                }
+                _ => {}
+            }
+            req.resp = Resp::Done;
+            self.schedule_drive(client.conn);
+        }
+        self.mark_conn_dirty(client.conn);
+        true
+    }
+
+    /// Writes a connection's buffered output, returns response credit to its worker, and closes
+    /// it when it is done.
+    pub(super) fn flush_conn(&mut self, key: Key) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let result = conn.flush();
+        let written = match result {
+            Ok(n) => n,
+            Err(err) => {
+                log::debug!("[http conn={}] write failed: {err}", key.idx);
+                conn.peer_closed = true;
+                self.on_peer_closed(key);
+                return;
+            }
+        };
+        let credited = written.min(conn.body_in_wbuf);
+        conn.body_in_wbuf -= credited;
+        conn.credit_owed = conn
+            .credit_owed
+            .saturating_add(u32::try_from(credited).unwrap_or(u32::MAX));
+        let stream = conn.req.as_ref().and_then(|r| match (r.sink, r.resp) {
+            (Sink::Worker { worker, stream }, Resp::Streaming { .. }) => Some((worker, stream)),
+            _ => None,
+        });
+        if let Some((worker, stream)) = stream {
+            let owed = conn.credit_owed;
+            if owed >= wire::INITIAL_WINDOW / 2 || (owed > 0 && !conn.has_output()) {
+                conn.credit_owed = 0;
+                if let Some(w) = self.workers.get_mut(worker)
+                    && w.streams.contains_key(&stream)
+                {
+                    wire::put_window(&mut w.wbuf, stream, owed);
+                    self.mark_worker_dirty(worker);
+                }
+            }
+        } else {
+            conn.credit_owed = 0;
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.has_output() {
+            if conn.close_when_flushed {
+                self.close_conn(key);
+                return;
+            }
+            // Finished a response with pipelined requests behind it: serve them.
+            if conn.req.is_none() && !conn.input().is_empty() {
+                self.schedule_drive(key);
+            }
+        }
+    }
+
+    /// The client closed its side or the socket failed.
+    fn on_peer_closed(&mut self, key: Key) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(req) = conn.req.as_ref() else {
+            // Between requests: nothing is lost. Send what is buffered, then close.
+            conn.close_when_flushed = true;
+            if !conn.has_output() {
+                self.close_conn(key);
+            }
+            return;
+        };
+        if req.resp == Resp::Done && req.body.is_done() {
+            conn.close_when_flushed = true;
+            return;
+        }
+        // Mid-request: the client went away. Cancel its work and drop the connection.
+        log::debug!(
+            "[http conn={}] client went away during request {}",
+            key.idx,
+            req.id
+        );
+        self.close_conn(key);
+    }
+
+    /// Closes a connection now, cancelling whatever it was waiting for.
+    pub(super) fn close_conn(&mut self, key: Key) {
+        let sink = self
+            .conns
+            .get(key)
+            .and_then(|c| c.req.as_ref())
+            .map(|r| r.sink);
+        if let Some(Sink::Worker { worker, stream }) = sink {
+            self.cancel_stream(worker, stream, "client closed the connection");
+        }
+        // Queue entries for this connection go stale (their key no longer resolves).
+        self.end_request(key);
+        if let Some(mut conn) = self.conns.remove(key) {
+            if let Err(err) = self.poll.registry().deregister(&mut conn.sock) {
+                log::debug!("[http conn={}] deregister failed: {err}", key.idx);
+            }
+            log::trace!("[http conn={}] closed", key.idx);
+        }
+    }
+
+    fn lifecycle_name(&self) -> &'static str {
+        match self.lifecycle {
+            Lifecycle::Running => "running",
+            Lifecycle::Draining => "draining",
+            Lifecycle::StoppingWorkers => "stopping",
+            Lifecycle::Stopped => "stopped",
+        }
+    }
+
+    fn function_names(&self) -> String {
+        self.functions
+            .iter()
+            .map(|f| f.profile.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Whether the connection's state can use more input right now.
+fn wants_input(
+    conn: &Conn,
+    workers: &crate::reactor::slab::Slab<crate::turf::worker::Worker>,
+) -> bool {
+    let Some(req) = conn.req.as_ref() else {
+        return !conn.close_when_flushed;
+    };
+    if req.body.is_done() {
+        return false;
+    }
+    match req.sink {
+        Sink::Hold => false,
+        Sink::Discard => true,
+        Sink::Worker { worker, stream } => workers
+            .get(worker)
+            .and_then(|w| w.streams.get(&stream))
+            .is_some_and(|s| s.request_credit > 0),
+    }
+}

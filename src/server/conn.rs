@@ -1,0 +1,319 @@
+//! A client connection: its socket, buffers and the request it is serving.
+//!
+//! ```text
+//!            ┌───────────────────────────── keep-alive ──────────────────────────────┐
+//!            ▼                                                                       │
+//!       ReadingHead ──head──▶ Request{ sink: Hold ──dispatch──▶ Worker ──▶ Discard } ─┤
+//!            │                      │ local answer (hooks, errors) ─────────────────▶│
+//!            └── EOF / error / Connection: close / protocol error ──▶ Closing ◀──────┘
+//! ```
+//!
+//! A connection serves one request at a time; pipelined requests wait in the read buffer and are
+//! parsed once the current one is complete (its response sent and its body consumed), so
+//! responses always go out in order.
+
+use crate::fc::{InvokeKind, Phase};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::request::RequestHead;
+use crate::http::response::Framing;
+use crate::reactor::slab::Key;
+use crate::reactor::timer::TimerKey;
+use mio::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+/// Write-buffer capacity kept by an idle connection; larger buffers are released.
+const IDLE_WRITE_BUFFER: usize = 16 * 1024;
+
+/// Where request-body bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// Not dispatched yet: bytes stay in the read buffer (which is bounded), so a queued request
+    /// exerts backpressure on its client.
+    Hold,
+    /// Forwarded to a worker stream, within its credit.
+    Worker {
+        /// The worker.
+        worker: Key,
+        /// The stream on it.
+        stream: u32,
+    },
+    /// Read and dropped: the answer is already decided, but the connection must stay in sync.
+    Discard,
+}
+
+/// How much of the request body is left.
+#[derive(Debug)]
+pub enum BodyLeft {
+    /// Nothing (no body, or fully consumed).
+    Done,
+    /// This many bytes of a Content-Length body.
+    Length(u64),
+    /// A chunked body being decoded.
+    Chunked(ChunkedDecoder),
+}
+
+impl BodyLeft {
+    /// Whether the whole body has been consumed.
+    pub fn is_done(&self) -> bool {
+        matches!(self, BodyLeft::Done)
+    }
+}
+
+/// The response's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resp {
+    /// Nothing sent yet: an error can still become a proper response.
+    NotStarted,
+    /// The head is out; body bytes follow with this framing.
+    Streaming {
+        /// How the body is delimited.
+        framing: Framing,
+        /// Bytes still owed for a Content-Length body.
+        remaining: u64,
+    },
+    /// Fully written to the buffer.
+    Done,
+}
+
+/// The request a connection is serving.
+#[derive(Debug)]
+pub struct Request {
+    /// Sequence number on this connection (stale timers and queue entries compare it).
+    pub seq: u64,
+    /// FC request id.
+    pub id: String,
+    /// The FC phase whose End line is printed when the request completes (none for the
+    /// runtime's own routes and requests rejected before routing).
+    pub phase: Option<Phase>,
+    /// The target function, for invocations.
+    pub function: Option<usize>,
+    /// Event or HTTP.
+    pub kind: InvokeKind,
+    /// The parsed head, kept until it is sent to a worker.
+    pub head: Option<RequestHead>,
+    /// A HEAD request: responses carry no body.
+    pub is_head: bool,
+    /// The client's HTTP minor version.
+    pub minor_version: u8,
+    /// Whether the connection stays open after this request.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+    /// Whether `100 Continue` was sent.
+    pub continue_sent: bool,
+    /// Remaining request body.
+    pub body: BodyLeft,
+    /// Where body bytes go.
+    pub sink: Sink,
+    /// Response progress.
+    pub resp: Resp,
+    /// The invocation deadline's timer.
+    pub deadline_timer: Option<TimerKey>,
+    /// The invocation's budget in milliseconds.
+    pub timeout_ms: u64,
+    /// The absolute deadline.
+    pub deadline: Instant,
+    /// Counted in the server's in-flight invocations.
+    pub counted: bool,
+}
+
+/// A client connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub sock: TcpStream,
+    /// Bytes read and not yet consumed.
+    pub inbuf: InBuf,
+    /// Bytes to write, from `wstart`.
+    pub wbuf: Vec<u8>,
+    /// Start of unwritten bytes.
+    pub wstart: usize,
+    /// The client closed its side (or the socket failed).
+    pub peer_closed: bool,
+    /// Requests started on this connection.
+    pub seq: u64,
+    /// The request in progress.
+    pub req: Option<Request>,
+    /// Close once the write buffer is flushed.
+    pub close_when_flushed: bool,
+    /// Response-body bytes in `wbuf` not yet written to the socket.
+    pub body_in_wbuf: usize,
+    /// Response-body bytes written to the socket and not yet returned to the worker as credit.
+    pub credit_owed: u32,
+}
+
+/// The outcome of reading from the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    /// This many new bytes; 0 means nothing was available.
+    Bytes(usize),
+    /// End of stream or a socket error.
+    Closed,
+}
+
+/// A fixed-size read buffer, allocated on first use and reused, so a read never zero-fills
+/// memory. `start..end` is unconsumed input.
+#[derive(Debug)]
+pub struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    size: usize,
+}
+
+impl InBuf {
+    /// An empty buffer that will hold up to `size` bytes.
+    pub fn new(size: usize) -> Self {
+        InBuf {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            size,
+        }
+    }
+
+    /// Unconsumed input.
+    pub fn data(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Marks `n` bytes consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops all unconsumed input.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Whether there is no free space left.
+    pub fn is_full(&self) -> bool {
+        !self.buf.is_empty() && self.end - self.start >= self.buf.len()
+    }
+
+    /// Reads from `sock` until it would block or the buffer is full. Returns the bytes read and
+    /// whether the peer closed (or the socket failed).
+    fn fill_from(&mut self, sock: &mut TcpStream) -> (usize, bool) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.size];
+        }
+        if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let mut total = 0;
+        while self.end < self.buf.len() {
+            let want = self.buf.len() - self.end;
+            match sock.read(&mut self.buf[self.end..]) {
+                Ok(0) => return (total, true),
+                Ok(n) => {
+                    self.end += n;
+                    total += n;
+                    if n < want {
+                        break;
+                    }
+                }
+                Err(err) => match err.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock => break,
+                    _ => {
+                        log::debug!("[http] read error: {err}");
+                        return (total, true);
+                    }
+                },
+            }
+        }
+        (total, false)
+    }
+}
+
+impl Conn {
+    /// A new connection whose read buffer holds up to `rbuf_size` bytes.
+    pub fn new(sock: TcpStream, rbuf_size: usize) -> Self {
+        Conn {
+            sock,
+            inbuf: InBuf::new(rbuf_size),
+            wbuf: Vec::new(),
+            wstart: 0,
+            peer_closed: false,
+            seq: 0,
+            req: None,
+            close_when_flushed: false,
+            body_in_wbuf: 0,
+            credit_owed: 0,
+        }
+    }
+
+    /// Unconsumed input.
+    pub fn input(&self) -> &[u8] {
+        self.inbuf.data()
+    }
+
+    /// Marks `n` input bytes consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.inbuf.consume(n);
+    }
+
+    /// Reads what the socket has, up to the buffer's capacity.
+    pub fn fill(&mut self) -> Filled {
+        if self.peer_closed {
+            return Filled::Closed;
+        }
+        let (n, closed) = self.inbuf.fill_from(&mut self.sock);
+        if closed {
+            self.peer_closed = true;
+            if n == 0 {
+                return Filled::Closed;
+            }
+        }
+        Filled::Bytes(n)
+    }
+
+    /// Whether the read buffer has no free space left.
+    pub fn input_full(&self) -> bool {
+        self.inbuf.is_full()
+    }
+
+    /// Writes buffered output. Returns the number of bytes written, or an error when the client
+    /// is gone.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let mut written = 0;
+        while self.wstart < self.wbuf.len() {
+            match self.sock.write(&self.wbuf[self.wstart..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.wstart += n;
+                    written += n;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(err),
+            }
+        }
+        if self.wstart == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wstart = 0;
+        }
+        Ok(written)
+    }
+
+    /// Whether output is waiting.
+    pub fn has_output(&self) -> bool {
+        self.wstart < self.wbuf.len()
+    }
+
+    /// Gives large write buffers back while the connection idles between requests.
+    pub fn shrink_if_idle(&mut self) {
+        if self.req.is_none() && self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_WRITE_BUFFER {
+            self.wbuf = Vec::new();
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! FC's lifecycle hooks and the runtime's own shutdown.
+//!
+//! ```text
+//!  Running ──/pre-stop or SIGTERM──▶ Draining ──in-flight = 0──▶ StoppingWorkers ──all reaped──▶ Stopped
+//! ```
+//!
+//! Draining refuses new invocations (503 `RuntimeStopped`) while accepted ones finish, each
+//! bounded by its own deadline. Hooks never answer 500: FC restarts the instance on a 500.
+
+use super::client::InvokeError;
+use super::{Lifecycle, Server};
+use crate::fc::{self, Phase};
+use crate::reactor::token::{self, Source};
+use crate::turf::worker::{ConnRef, WorkerState};
+
+/// What `/initialize` can say right now.
+enum InitStatus {
+    Ready,
+    Pending,
+    Failed(InvokeError),
+}
+
+impl Server {
+    fn begin_hook(&mut self, client: ConnRef, phase: Phase) {
+        if let Some(req) = self.request_mut(client) {
+            req.phase = Some(phase);
+            fc::log_start(phase, &req.id);
+        }
+    }
+
+    /// `POST /initialize`: answers once every function's reserved workers are up and their
+    /// initializers succeeded, or with the start error (404) when one failed.
+    pub(super) fn on_initialize(&mut self, client: ConnRef) {
+        self.begin_hook(client, Phase::Initialize);
+        if self.lifecycle != Lifecycle::Running {
+            let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
+            self.respond_error(client, &err, true);
+            return;
+        }
+        self.init_waiters.push(client);
+        self.check_init_waiters();
+    }
+
+    fn init_status(&mut self) -> InitStatus {
+        let mut pending = false;
+        for index in 0..self.functions.len() {
+            let f = &self.functions[index];
+            let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
+            let mut ready = 0;
+            let mut starting = 0;
+            for &key in &f.pool.workers {
+                match self.workers.get(key).map(|w| w.state) {
+                    Some(WorkerState::Ready) => ready += 1,
+                    Some(s) if s.is_starting() => starting += 1,
+                    _ => {}
+                }
+            }
+            if ready >= reservation {
+                continue;
+            }
+            if starting == 0
+                && let Some(error) = &f.pool.last_start_error
+            {
+                return InitStatus::Failed(InvokeError {
+                    status: 404,
+                    error_type: error.error_type.clone(),
+                    message: format!(
+                        "function {} failed to initialize: {}",
+                        f.profile.name, error.message
+                    ),
+                    stack: (!error.stack.is_empty()).then(|| error.stack.clone()),
+                });
+            }
+            pending = true;
+        }
+        if pending {
+            InitStatus::Pending
+        } else {
+            InitStatus::Ready
+        }
+    }
+
+    /// Answers waiting `/initialize` calls if the outcome is known.
+    pub(super) fn check_init_waiters(&mut self) {
+        if self.init_waiters.is_empty() {
+            return;
+        }
+        let status = self.init_status();
+        let waiters = match status {
+            InitStatus::Pending => return,
+            _ => std::mem::take(&mut self.init_waiters),
+        };
+        for client in waiters {
+            match &status {
+                InitStatus::Ready => self.respond_json(client, 200, &[], br#"{"status":"ok"}"#),
+                InitStatus::Failed(err) => self.respond_error(client, err, true),
+                InitStatus::Pending => {}
+            }
+            self.mark_conn_dirty(client.conn);
+        }
+    }
+
+    /// `GET /pre-freeze`: nothing to flush in the runtime; FC freezes the instance after it.
+    pub(super) fn on_pre_freeze(&mut self, client: ConnRef) {
+        self.begin_hook(client, Phase::PreFreeze);
+        self.respond_json(client, 200, &[], br#"{"status":"ok"}"#);
+    }
+
+    /// `GET /pre-stop`: drain, stop the workers, then answer.
+    pub(super) fn on_pre_stop(&mut self, client: ConnRef) {
+        self.begin_hook(client, Phase::PreStop);
+        if self.lifecycle == Lifecycle::Stopped {
+            self.respond_json(client, 200, &[], br#"{"status":"stopped"}"#);
+            return;
+        }
+        self.stop_waiters.push(client);
+        self.begin_drain("pre-stop");
+    }
+
+    /// SIGTERM or SIGINT: drain like `/pre-stop`, then exit. A second signal exits at once.
+    pub(super) fn on_shutdown_signal(&mut self, signo: i32) {
+        let name = crate::sys::signal_name(signo);
+        if self.exit_when_stopped {
+            log::warn!("{name} again: killing workers and exiting now");
+            self.kill_all_workers();
+            self.lifecycle = Lifecycle::Stopped;
+            return;
+        }
+        log::info!("{name}: draining in-flight invocations, then exiting");
+        self.exit_when_stopped = true;
+        // New connections would only be refused later; leave them in the backlog.
+        if let Err(err) = self.poll.registry().deregister(&mut self.listener) {
+            log::debug!("cannot deregister listener: {err}");
+        }
+        let _ = token::token(Source::Listener);
+        self.begin_drain(&name);
+        self.check_workers_stopped();
+    }
+
+    fn begin_drain(&mut self, why: &str) {
+        if self.lifecycle == Lifecycle::Running {
+            log::info!(
+                "draining ({why}): {} invocation(s) in flight",
+                self.inflight
+            );
+            self.lifecycle = Lifecycle::Draining;
+            // /initialize callers would wait for workers that will never come.
+            for client in std::mem::take(&mut self.init_waiters) {
+                let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
+                self.respond_error(client, &err, true);
+            }
+        }
+        if self.lifecycle == Lifecycle::Draining && self.inflight == 0 {
+            self.on_drained();
+        }
+    }
+
+    /// No invocation is in flight any more: stop every worker.
+    pub(super) fn on_drained(&mut self) {
+        if self.lifecycle != Lifecycle::Draining {
+            return;
+        }
+        self.lifecycle = Lifecycle::StoppingWorkers;
+        for key in self.workers.keys() {
+            self.stop_worker(key, "runtime stopping");
+        }
+        self.check_workers_stopped();
+    }
+
+    /// Answers `/pre-stop` once every worker has been reaped.
+    pub(super) fn check_workers_stopped(&mut self) {
+        if self.lifecycle != Lifecycle::StoppingWorkers || !self.workers.is_empty() {
+            return;
+        }
+        log::info!("all workers stopped");
+        self.lifecycle = Lifecycle::Stopped;
+        for client in std::mem::take(&mut self.stop_waiters) {
+            self.respond_json(client, 200, &[], br#"{"status":"stopped"}"#);
+            self.mark_conn_dirty(client.conn);
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The server: one `mio` event loop that owns the FC listener, every client connection, every
+//! worker's pipes, the signal pipe and all deadlines.
+//!
+//! The loop body is: poll → handle each event → fire due timers → flush everything that has
+//! output. Flushing once per iteration batches all frames for a worker (and all bytes for a
+//! client) produced by one batch of events into a single `write`.
+//!
+//! Submodules split the work by side: [`client`] drives HTTP connections, [`bridge`] moves
+//! invocations between connections and workers, [`supervise`] starts, stops and reaps workers,
+//! [`lifecycle`] answers FC's hooks and handles shutdown.
+
+mod bridge;
+mod client;
+mod conn;
+mod lifecycle;
+mod supervise;
+
+use crate::config::{FunctionProfile, SystemConfig};
+use crate::fc::RequestIds;
+use crate::http::date::DateCache;
+use crate::http::request::Limits;
+use crate::pool::Pool;
+use crate::reactor::slab::{Key, Slab};
+use crate::reactor::timer::Timers;
+use crate::reactor::token::{self, Source};
+use crate::runtime::Runtimes;
+use crate::turf::worker::{ConnRef, Worker};
+use conn::Conn;
+use mio::net::TcpListener;
+use mio::unix::pipe::Receiver;
+use mio::{Events, Interest, Poll};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Events handled per poll call.
+const EVENTS_CAPACITY: usize = 1024;
+/// Upper bound on how long the loop sleeps with nothing scheduled, so that housekeeping (idle
+/// buffer release, the RSS of an idle runtime) still happens.
+const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Everything the server needs to start.
+#[derive(Debug)]
+pub struct ServerOptions {
+    /// Address to bind (0.0.0.0:port; FC cannot reach loopback).
+    pub addr: SocketAddr,
+    /// System configuration.
+    pub config: SystemConfig,
+    /// Validated function profiles.
+    pub functions: Vec<FunctionProfile>,
+    /// Work directory (bootstraps are written here).
+    pub workdir: PathBuf,
+    /// Log directory (worker stdout/stderr live under it).
+    pub logdir: PathBuf,
+}
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug)]
+pub enum ServerError {
+    /// Binding the FC port failed.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Preparing the worker runtimes failed (for example, writing the bootstrap).
+    Runtime(String),
+    /// The event loop itself failed.
+    Poll(io::Error),
+    /// `defaultFunction` names no function.
+    UnknownDefault(String),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            ServerError::Runtime(msg) => write!(f, "{msg}"),
+            ServerError::Poll(source) => write!(f, "event loop failed: {source}"),
+            ServerError::UnknownDefault(name) => {
+                write!(
+                    f,
+                    "defaultFunction {name:?} is not one of the configured functions"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// A deadline's purpose.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// An invocation's deadline.
+    Request(ConnRef),
+    /// A worker has not finished starting in time.
+    WorkerInit(Key),
+    /// A stopping worker's grace period is over: SIGKILL.
+    WorkerKill(Key),
+    /// A cancelled stream was not closed by its worker in time.
+    CancelGrace {
+        /// The worker.
+        worker: Key,
+        /// The stream.
+        stream: u32,
+    },
+    /// A function's start back-off has passed.
+    SpawnRetry(usize),
+}
+
+/// A configured function and its pool.
+#[derive(Debug)]
+struct Function {
+    profile: FunctionProfile,
+    pool: Pool,
+}
+
+/// Where the runtime is in its own life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// Serving.
+    Running,
+    /// `/pre-stop` or a signal: no new invocations; in-flight ones finish, then workers stop.
+    Draining,
+    /// Workers are being stopped.
+    StoppingWorkers,
+    /// Everything is stopped.
+    Stopped,
+}
+
+/// The server state. All of it is owned by the one thread running [`Server::run`].
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    signals: Receiver,
+    conns: Slab<Conn>,
+    workers: Slab<Worker>,
+    pids: HashMap<i32, Key>,
+    functions: Vec<Function>,
+    by_name: HashMap<String, usize>,
+    default_function: Option<usize>,
+    timers: Timers<Timer>,
+    config: SystemConfig,
+    limits: Limits,
+    rbuf_size: usize,
+    runtimes: Runtimes,
+    logdir: PathBuf,
+    ids: RequestIds,
+    date: DateCache,
+    /// Connections to drive again this iteration (answered from outside their own event).
+    pending_drive: Vec<Key>,
+    /// Connections and workers with output to flush at the end of this iteration.
+    dirty_conns: Vec<Key>,
+    dirty_workers: Vec<Key>,
+    lifecycle: Lifecycle,
+    /// Exit the loop once stopped (a signal asked for it, not just `/pre-stop`).
+    exit_when_stopped: bool,
+    /// Invocations accepted and not yet finished (queued or dispatched).
+    inflight: usize,
+    /// `/initialize` requests waiting for reserved workers.
+    init_waiters: Vec<ConnRef>,
+    /// `/pre-stop` requests waiting for the drain.
+    stop_waiters: Vec<ConnRef>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.local_addr)
+            .field("conns", &self.conns.len())
+            .field("workers", &self.workers.len())
+            .field("lifecycle", &self.lifecycle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds the FC port, writes the worker bootstraps and installs signal handling. Workers are
+    /// started by [`Server::run`].
+    pub fn bind(options: ServerOptions) -> Result<Server, ServerError> {
+        let ServerOptions {
+            addr,
+            config,
+            functions,
+            workdir,
+            logdir,
+        } = options;
+        let poll = Poll::new().map_err(ServerError::Poll)?;
+        let mut listener =
+            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(ServerError::Poll)?;
+        poll.registry()
+            .register(
+                &mut listener,
+                token::token(Source::Listener),
+                Interest::READABLE,
+            )
+            .map_err(ServerError::Poll)?;
+        let mut signals = crate::sys::install_signal_pipe().map_err(ServerError::Poll)?;
+        poll.registry()
+            .register(
+                &mut signals,
+                token::token(Source::Signals),
+                Interest::READABLE,
+            )
+            .map_err(ServerError::Poll)?;
+        let runtimes =
+            Runtimes::prepare(&workdir, &config, &functions).map_err(ServerError::Runtime)?;
+
+        let by_name: HashMap<String, usize> = functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let default_function = match &config.default_function {
+            Some(name) => Some(
+                *by_name
+                    .get(name)
+                    .ok_or_else(|| ServerError::UnknownDefault(name.clone()))?,
+            ),
+            None if functions.len() == 1 => Some(0),
+            None => None,
+        };
+        let limits = Limits {
+            max_head_bytes: config.http.max_header_bytes,
+            max_headers: config.http.max_headers,
+            max_body_bytes: config.http.max_request_body_size,
+        };
+        // The read buffer must hold the largest allowed head plus a little, to tell "too large"
+        // from "incomplete".
+        let rbuf_size = (config.http.max_header_bytes + 1024).max(16 * 1024);
+        Ok(Server {
+            poll,
+            listener,
+            local_addr,
+            signals,
+            conns: Slab::default(),
+            workers: Slab::default(),
+            pids: HashMap::new(),
+            functions: functions
+                .into_iter()
+                .map(|profile| Function {
+                    profile,
+                    pool: Pool::new(),
+                })
+                .collect(),
+            by_name,
+            default_function,
+            timers: Timers::default(),
+            config,
+            limits,
+            rbuf_size,
+            runtimes,
+            logdir,
+            ids: RequestIds::new(),
+            date: DateCache::new(),
+            pending_drive: Vec::new(),
+            dirty_conns: Vec::new(),
+            dirty_workers: Vec::new(),
+            lifecycle: Lifecycle::Running,
+            exit_when_stopped: false,
+            inflight: 0,
+            init_waiters: Vec::new(),
+            stop_waiters: Vec::new(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts the reserved workers and runs the event loop until a signal-initiated shutdown
+    /// has completed.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        for index in 0..self.functions.len() {
+            self.scale(index);
+        }
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let now = Instant::now();
+            let timeout = self
+                .timers
+                .next_timeout(now)
+                .map_or(MAX_POLL_TIMEOUT, |t| t.min(MAX_POLL_TIMEOUT));
+            if let Err(err) = self.poll.poll(&mut events, Some(timeout))
+                && err.kind() != io::ErrorKind::Interrupted
+            {
+                self.kill_all_workers();
+                return Err(ServerError::Poll(err));
+            }
+            for event in events.iter() {
+                match token::source(event.token()) {
+                    Some(Source::Listener) => self.accept(),
+                    Some(Source::Signals) => self.on_signals(),
+                    Some(Source::Conn(key)) => {
+                        if event.is_writable() {
+                            self.mark_conn_dirty(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.drive_conn(key);
+                        }
+                    }
+                    Some(Source::WorkerOut(key)) => self.on_worker_readable(key),
+                    Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
+                    None => log::trace!("event for unknown token {:?}", event.token()),
+                }
+            }
+            self.fire_timers();
+            self.flush_dirty();
+            if self.lifecycle == Lifecycle::Stopped && self.exit_when_stopped {
+                log::info!("stopped; exiting");
+                return Ok(());
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Request(client) => self.on_request_deadline(client),
+                Timer::WorkerInit(worker) => self.on_worker_init_timeout(worker),
+                Timer::WorkerKill(worker) => self.on_worker_kill_timer(worker),
+                Timer::CancelGrace { worker, stream } => self.on_cancel_grace(worker, stream),
+                Timer::SpawnRetry(function) => self.scale(function),
+            }
+        }
+    }
+
+    /// Writes out everything buffered this iteration: worker frames first, so that workers
+    /// start on new requests while the client writes happen.
+    fn flush_dirty(&mut self) {
+        while !self.pending_drive.is_empty()
+            || !self.dirty_workers.is_empty()
+            || !self.dirty_conns.is_empty()
+        {
+            for key in std::mem::take(&mut self.pending_drive) {
+                self.drive_conn(key);
+            }
+            for key in std::mem::take(&mut self.dirty_workers) {
+                self.flush_worker(key);
+            }
+            for key in std::mem::take(&mut self.dirty_conns) {
+                self.flush_conn(key);
+            }
+        }
+    }
+
+    /// Runs [`Server::drive_conn`] for `key` later in this iteration, instead of recursing
+    /// into it from a worker event or a timer.
+    fn schedule_drive(&mut self, key: Key) {
+        if !self.pending_drive.contains(&key) {
+            self.pending_drive.push(key);
+        }
+    }
+
+    fn mark_conn_dirty(&mut self, key: Key) {
+        if !self.dirty_conns.contains(&key) {
+            self.dirty_conns.push(key);
+        }
+    }
+
+    fn mark_worker_dirty(&mut self, key: Key) {
+        if !self.dirty_workers.contains(&key) {
+            self.dirty_workers.push(key);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut sock, peer)) => {
+                    if self.conns.len() >= self.config.http.max_connections {
+                        log::warn!(
+                            "[http] refusing {peer}: http.maxConnections ({}) reached",
+                            self.config.http.max_connections
+                        );
+                        client::refuse_connection(&mut sock, self.config.http.max_connections);
+                        continue;
+                    }
+                    if let Err(err) = sock.set_nodelay(true) {
+                        log::debug!("[http] set_nodelay failed for {peer}: {err}");
+                    }
+                    let key = self.conns.insert(Conn::new(sock, self.rbuf_size));
+                    let registered = match self.conns.get_mut(key) {
+                        Some(conn) => self.poll.registry().register(
+                            &mut conn.sock,
+                            token::token(Source::Conn(key)),
+                            Interest::READABLE | Interest::WRITABLE,
+                        ),
+                        None => Ok(()),
+                    };
+                    if let Err(err) = registered {
+                        log::warn!("[http] cannot register connection from {peer}: {err}");
+                        self.conns.remove(key);
+                        continue;
+                    }
+                    log::trace!("[http conn={}] accepted {peer}", key.idx);
+                    // Data may already be waiting (the edge happened before registration).
+                    self.drive_conn(key);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    // EMFILE and friends: log and retry on the next readiness event rather than
+                    // spinning; the pending connection stays in the backlog.
+                    log::warn!("[http] accept failed: {err}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let mut buf = [0u8; 64];
+        let mut seen = Vec::new();
+        loop {
+            match io::Read::read(&mut self.signals, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        // Reap first: a SIGTERM handled below may wait for workers that already exited.
+        if seen.contains(&(libc::SIGCHLD as u8)) {
+            self.reap_children();
+        }
+        for signo in [libc::SIGTERM, libc::SIGINT] {
+            if seen.contains(&(signo as u8)) {
+                self.on_shutdown_signal(signo);
+            }
+        }
+    }
+}

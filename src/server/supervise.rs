@@ -1,0 +1,554 @@
+//! Worker supervision: launching toward the pool's target, the READY/INIT handshake, stopping,
+//! killing, reaping, and failing a dead worker's invocations.
+
+use super::bridge::ErrorMsg;
+use super::client::InvokeError;
+use super::{Lifecycle, Server, Timer};
+use crate::fc;
+use crate::pool::{self, ScaleInput, StartError};
+use crate::reactor::slab::Key;
+use crate::reactor::token::{self, Source};
+use crate::sys;
+use crate::turf::spawn;
+use crate::turf::worker::{Worker, WorkerState};
+use crate::wire::{self, Kind};
+use mio::Interest;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// `INIT` payload (docs/PROTOCOL.md "init").
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitMsg<'a> {
+    function: InitFunction<'a>,
+    request_id: &'a str,
+    context: fc::Context<'a>,
+    timeout_ms: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitFunction<'a> {
+    name: &'a str,
+    handler: Option<&'a str>,
+    initializer: Option<&'a str>,
+    code_dir: &'a str,
+    memory: u64,
+    timeout_ms: u64,
+}
+
+impl Server {
+    /// Launches workers for `function` as the queue and the reservation need, within the replica
+    /// limit, `controlPlane.expandConcurrency` and the start back-off. Fails queued requests
+    /// with the last start error when no worker can come.
+    pub(super) fn scale(&mut self, function: usize) {
+        if self.lifecycle != Lifecycle::Running {
+            return;
+        }
+        let now = Instant::now();
+        let (starting, alive) = self.worker_counts(function);
+        let profile = &self.functions[function].profile;
+        let input = ScaleInput {
+            queued: self.functions[function].pool.queue.len(),
+            starting,
+            alive,
+            max_active: self.max_active(function),
+            replica_limit: usize::try_from(profile.worker.replica_count_limit)
+                .unwrap_or(usize::MAX),
+            reservation: usize::try_from(profile.worker.reservation_count).unwrap_or(usize::MAX),
+            expand_concurrency: usize::try_from(self.config.control_plane.expand_concurrency)
+                .unwrap_or(1)
+                .max(1),
+        };
+        let launch = pool::workers_to_launch(input);
+        if launch > 0 && !self.functions[function].pool.may_launch(now) {
+            // Backing off after failed starts. With nothing running or coming, queued requests
+            // would only wait for their deadline: tell them why instead.
+            if starting == 0 && alive == 0 {
+                self.fail_queue_with_start_error(function);
+            }
+            return;
+        }
+        for _ in 0..launch {
+            if !self.spawn_worker(function) {
+                break;
+            }
+        }
+    }
+
+    /// (starting, alive) workers of a function; alive counts starting and ready ones.
+    fn worker_counts(&self, function: usize) -> (usize, usize) {
+        let mut starting = 0;
+        let mut alive = 0;
+        for &key in &self.functions[function].pool.workers {
+            if let Some(w) = self.workers.get(key) {
+                if w.state.is_starting() {
+                    starting += 1;
+                }
+                if w.state <= WorkerState::Ready {
+                    alive += 1;
+                }
+            }
+        }
+        (starting, alive)
+    }
+
+    /// Forks one worker. Returns false when it could not be started (the failure is recorded).
+    fn spawn_worker(&mut self, function: usize) -> bool {
+        let f = &mut self.functions[function];
+        f.pool.next_worker_no += 1;
+        let id = format!("{}-{}", f.profile.name, f.pool.next_worker_no);
+        let log_dir = self.logdir.join(&f.profile.name).join(&id);
+        let launch = match self.runtimes.launch_spec(&f.profile, &id) {
+            Ok(launch) => launch,
+            Err(message) => {
+                self.on_start_failure(
+                    function,
+                    StartError {
+                        error_type: "WorkerStartFailed".into(),
+                        message,
+                        stack: Vec::new(),
+                    },
+                );
+                return false;
+            }
+        };
+        let spec = spawn::SpawnSpec {
+            program: &launch.program,
+            args: launch.args,
+            env: launch.env,
+            cwd: &f.profile.code_dir,
+            log_dir,
+        };
+        let spawned = match spawn::spawn(&spec) {
+            Ok(s) => s,
+            Err(err) => {
+                let message = format!(
+                    "cannot start a worker for function {}: {err}",
+                    f.profile.name
+                );
+                log::error!("[turf] {message}");
+                self.on_start_failure(
+                    function,
+                    StartError {
+                        error_type: "WorkerStartFailed".into(),
+                        message,
+                        stack: Vec::new(),
+                    },
+                );
+                return false;
+            }
+        };
+        let pid = spawned.pid;
+        let init_timeout = Duration::from_millis(f.profile.worker.initialization_timeout_ms);
+        let key = self.workers.insert(Worker::new(
+            id.clone(),
+            function,
+            pid,
+            spawned.to_worker,
+            spawned.from_worker,
+        ));
+        let registry = self.poll.registry();
+        let registered = self.workers.get_mut(key).map(|w| {
+            let out = w.from_worker.as_mut().map(|p| {
+                registry.register(p, token::token(Source::WorkerOut(key)), Interest::READABLE)
+            });
+            let inp = w.to_worker.as_mut().map(|p| {
+                registry.register(p, token::token(Source::WorkerIn(key)), Interest::WRITABLE)
+            });
+            out.transpose().and(inp.transpose())
+        });
+        self.pids.insert(pid, key);
+        self.functions[function].pool.workers.push(key);
+        if let Some(Err(err)) = registered {
+            log::error!("[turf w={id} pid={pid}] cannot watch worker pipes: {err}");
+            self.kill_worker(key, &format!("cannot watch worker pipes: {err}"));
+            return false;
+        }
+        let timer = self
+            .timers
+            .schedule(Instant::now() + init_timeout, Timer::WorkerInit(key));
+        if let Some(w) = self.workers.get_mut(key) {
+            w.timer = Some(timer);
+        }
+        log::info!("[turf w={id} pid={pid}] started");
+        true
+    }
+
+    /// READY: the bootstrap runs; send INIT.
+    pub(super) fn on_worker_ready(&mut self, key: Key, payload: &[u8]) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        if worker.state != WorkerState::Starting {
+            let reason = format!("READY in state {}", worker.state.as_str());
+            self.kill_worker(key, &reason);
+            return;
+        }
+        log::debug!(
+            "[turf w={} pid={}] ready: {}",
+            worker.id,
+            worker.pid,
+            String::from_utf8_lossy(payload)
+        );
+        let profile = &self.functions[worker.function].profile;
+        let request_id = self.ids.next_id();
+        let code_dir = profile.code_dir.to_string_lossy();
+        let facts = fc::ProfileFacts {
+            name: &profile.name,
+            handler: profile.handler.as_deref().unwrap_or(""),
+            initializer: profile.initializer.as_deref(),
+            memory_bytes: profile.resource_limit.memory,
+        };
+        let timeout_ms = profile.worker.initialization_timeout_ms;
+        let msg = InitMsg {
+            function: InitFunction {
+                name: &profile.name,
+                handler: profile.handler.as_deref(),
+                initializer: profile.initializer.as_deref(),
+                code_dir: &code_dir,
+                memory: profile.resource_limit.memory,
+                timeout_ms: profile.worker.invoke_timeout_ms,
+            },
+            request_id: &request_id,
+            context: fc::context(&[], &request_id, timeout_ms, facts),
+            timeout_ms,
+        };
+        match serde_json::to_vec(&msg) {
+            Ok(payload) => {
+                wire::put_frame(&mut worker.wbuf, Kind::Init, 0, 0, &payload);
+                worker.advance(WorkerState::Initializing);
+                self.mark_worker_dirty(key);
+            }
+            Err(err) => self.kill_worker(key, &format!("cannot encode INIT: {err}")),
+        }
+    }
+
+    /// INIT_DONE: the worker serves from now on.
+    pub(super) fn on_worker_init_done(&mut self, key: Key) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        if worker.state != WorkerState::Initializing {
+            let reason = format!("INIT_DONE in state {}", worker.state.as_str());
+            self.kill_worker(key, &reason);
+            return;
+        }
+        if let Some(timer) = worker.timer.take() {
+            self.timers.cancel(timer);
+        }
+        worker.advance(WorkerState::Ready);
+        worker.last_active = Instant::now();
+        let function = worker.function;
+        log::info!(
+            "[turf w={} pid={}] ready to serve after {} ms",
+            worker.id,
+            worker.pid,
+            worker.spawned_at.elapsed().as_millis()
+        );
+        self.functions[function].pool.record_start_success();
+        self.dispatch_queue(function);
+        self.check_init_waiters();
+    }
+
+    /// INIT_ERROR: loading the code or the initializer failed.
+    pub(super) fn on_worker_init_error(&mut self, key: Key, payload: &[u8]) {
+        let Some(worker) = self.workers.get(key) else {
+            return;
+        };
+        let function = worker.function;
+        let msg = ErrorMsg::parse(payload);
+        let error = StartError {
+            error_type: msg
+                .error_type
+                .clone()
+                .unwrap_or_else(|| "InitializationError".into()),
+            message: msg
+                .error_message
+                .clone()
+                .unwrap_or_else(|| "initializer failed".into()),
+            stack: msg.stack_lines(),
+        };
+        log::warn!(
+            "[turf w={}] initialization failed: {}: {}",
+            worker.id,
+            error.error_type,
+            error.message
+        );
+        let reason = format!("initialization failed: {}", error.message);
+        self.on_start_failure(function, error);
+        self.stop_worker(key, &reason);
+    }
+
+    /// The init deadline passed.
+    pub(super) fn on_worker_init_timeout(&mut self, key: Key) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        worker.timer = None;
+        if !worker.state.is_starting() {
+            return;
+        }
+        let function = worker.function;
+        let timeout = self.functions[function]
+            .profile
+            .worker
+            .initialization_timeout_ms;
+        let message = format!(
+            "worker {} of function {} did not finish initializing within worker.initializationTimeout ({timeout} ms)",
+            worker.id, self.functions[function].profile.name
+        );
+        log::warn!("[turf] {message}");
+        self.on_start_failure(
+            function,
+            StartError {
+                error_type: "InitializationTimeout".into(),
+                message: message.clone(),
+                stack: Vec::new(),
+            },
+        );
+        self.kill_worker(key, &message);
+    }
+
+    /// Records a failed start, schedules the retry and tells waiting requests.
+    fn on_start_failure(&mut self, function: usize, error: StartError) {
+        let until = self.functions[function]
+            .pool
+            .record_start_failure(error, Instant::now());
+        self.timers.schedule(until, Timer::SpawnRetry(function));
+        let (starting, alive) = self.worker_counts(function);
+        // Only the dying worker may still be counted; nothing else will serve the queue soon.
+        if starting <= 1 && alive <= 1 {
+            self.fail_queue_with_start_error(function);
+        }
+        self.check_init_waiters();
+    }
+
+    fn fail_queue_with_start_error(&mut self, function: usize) {
+        let Some(error) = self.functions[function].pool.last_start_error.clone() else {
+            return;
+        };
+        let err = InvokeError {
+            status: 404,
+            error_type: error.error_type,
+            message: error.message,
+            stack: (!error.stack.is_empty()).then_some(error.stack),
+        };
+        let queued: Vec<_> = self.functions[function].pool.queue.drain(..).collect();
+        for client in queued {
+            self.fail_invocation(client, &err);
+        }
+    }
+
+    /// Stops a worker gracefully: close its input (EOF asks it to exit), SIGTERM its group, and
+    /// SIGKILL after `turf.gracefulExitPeriodMs`.
+    pub(super) fn stop_worker(&mut self, key: Key, reason: &str) {
+        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        if worker.state >= WorkerState::Stopping {
+            return;
+        }
+        log::info!(
+            "[turf w={} pid={}] stopping: {reason}",
+            worker.id,
+            worker.pid
+        );
+        worker.exit_reason.get_or_insert_with(|| reason.to_owned());
+        worker.advance(WorkerState::Stopping);
+        if let Some(mut pipe) = worker.to_worker.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        spawn::kill(worker.pid, libc::SIGTERM);
+        if let Some(timer) = worker.timer.take() {
+            self.timers.cancel(timer);
+        }
+        let timer = self
+            .timers
+            .schedule(Instant::now() + grace, Timer::WorkerKill(key));
+        if let Some(w) = self.workers.get_mut(key) {
+            w.timer = Some(timer);
+        }
+        self.worker_gone(key, reason);
+    }
+
+    /// The grace period of a stopping worker is over.
+    pub(super) fn on_worker_kill_timer(&mut self, key: Key) {
+        if let Some(worker) = self.workers.get_mut(key) {
+            worker.timer = None;
+            log::warn!(
+                "[turf w={} pid={}] still running after turf.gracefulExitPeriodMs; killing",
+                worker.id,
+                worker.pid
+            );
+            spawn::kill(worker.pid, libc::SIGKILL);
+        }
+    }
+
+    /// Kills a worker's process group at once and fails its invocations with `reason`.
+    pub(super) fn kill_worker(&mut self, key: Key, reason: &str) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        worker.exit_reason.get_or_insert_with(|| reason.to_owned());
+        spawn::kill(worker.pid, libc::SIGKILL);
+        self.worker_gone(key, reason);
+    }
+
+    /// The worker's output pipe reached EOF: it exited or is exiting.
+    pub(super) fn on_worker_pipe_closed(&mut self, key: Key) {
+        // The exit status is often already there; reaping first gives errors the real cause.
+        self.reap_children();
+        let reason = match self.workers.get(key) {
+            Some(w) => w
+                .exit_reason
+                .clone()
+                .unwrap_or_else(|| format!("worker {} (pid {}) exited unexpectedly", w.id, w.pid)),
+            None => return,
+        };
+        self.worker_gone(key, &reason);
+    }
+
+    /// Takes a worker out of service for good: its pipes are closed, its streams fail with
+    /// `reason`, and the pool is topped up. Idempotent. The record itself stays until the pid is
+    /// reaped.
+    fn worker_gone(&mut self, key: Key, reason: &str) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        let was_starting = worker.state.is_starting();
+        let was_stopping = worker.state >= WorkerState::Stopping;
+        let already_gone = worker.from_worker.is_none() && worker.to_worker.is_none();
+        if let Some(mut pipe) = worker.from_worker.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        if let Some(mut pipe) = worker.to_worker.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        worker.wbuf.clear();
+        worker.wstart = 0;
+        let function = worker.function;
+        let id = worker.id.clone();
+        let streams: Vec<_> = worker.streams.drain().collect();
+        if !was_stopping {
+            worker.advance(WorkerState::Exited);
+        }
+        for (_, stream) in streams {
+            if let Some(timer) = stream.cancel_timer {
+                self.timers.cancel(timer);
+            }
+            if let Some(client) = stream.client {
+                self.fail_invocation(
+                    client,
+                    &InvokeError::new(404, "WorkerCrashed", reason.to_owned()),
+                );
+            }
+        }
+        if already_gone {
+            return;
+        }
+        self.functions[function].pool.workers.retain(|k| *k != key);
+        if was_starting && self.functions[function].pool.last_start_error.is_none() {
+            self.on_start_failure(
+                function,
+                StartError {
+                    error_type: "WorkerStartFailed".into(),
+                    message: format!("{reason} while starting"),
+                    stack: Vec::new(),
+                },
+            );
+        }
+        log::debug!("[turf w={id}] out of service: {reason}");
+        self.scale(function);
+        self.dispatch_queue(function);
+        self.check_init_waiters();
+        self.check_workers_stopped();
+    }
+
+    /// Reaps every exited child and retires its record.
+    pub(super) fn reap_children(&mut self) {
+        loop {
+            let reaped = match sys::reap_one() {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(err) => {
+                    log::warn!("[turf] wait4 failed: {err}");
+                    return;
+                }
+            };
+            let Some(key) = self.pids.remove(&reaped.pid) else {
+                log::debug!("[turf] reaped unknown child {}", reaped.pid);
+                continue;
+            };
+            // The group may hold grandchildren that outlived the worker: they go too.
+            spawn::kill(reaped.pid, libc::SIGKILL);
+            let (id, expected) = match self.workers.get_mut(key) {
+                Some(w) => {
+                    if w.exit_reason.is_none() {
+                        w.exit_reason = Some(format!(
+                            "worker {} (pid {}) exited unexpectedly with {}",
+                            w.id, w.pid, reaped.exit
+                        ));
+                    }
+                    (w.id.clone(), w.state >= WorkerState::Stopping)
+                }
+                None => continue,
+            };
+            let level = if expected {
+                log::Level::Info
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
+                "[turf w={id} pid={}] exited with {} (user {} ms, sys {} ms, max rss {} KiB)",
+                reaped.pid,
+                reaped.exit,
+                reaped.user_cpu_us / 1000,
+                reaped.system_cpu_us / 1000,
+                reaped.max_rss_kib
+            );
+            let reason = self
+                .workers
+                .get(key)
+                .and_then(|w| w.exit_reason.clone())
+                .unwrap_or_default();
+            self.worker_gone(key, &reason);
+            if let Some(w) = self.workers.remove(key)
+                && let Some(timer) = w.timer
+            {
+                self.timers.cancel(timer);
+            }
+            self.check_workers_stopped();
+        }
+    }
+
+    /// Writes a worker's queued frames.
+    pub(super) fn flush_worker(&mut self, key: Key) {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return;
+        };
+        match worker.flush() {
+            Ok(_) => {}
+            Err(err) => {
+                let reason = format!("writing to worker {} failed: {err}", worker.id);
+                self.on_worker_pipe_closed_with(key, &reason);
+            }
+        }
+    }
+
+    fn on_worker_pipe_closed_with(&mut self, key: Key, reason: &str) {
+        if let Some(w) = self.workers.get_mut(key) {
+            w.exit_reason.get_or_insert_with(|| reason.to_owned());
+        }
+        self.on_worker_pipe_closed(key);
+    }
+
+    /// SIGKILLs every worker group: the runtime is exiting.
+    pub(super) fn kill_all_workers(&mut self) {
+        for w in self.workers.iter() {
+            spawn::kill(w.pid, libc::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The only place with `unsafe`: thin wrappers over the libc calls the runtime needs.
+//!
+//! Each wrapper turns the C return convention into `io::Result` and documents why the call is
+//! sound. Everything above this module is safe Rust.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Maps a `-1` return value to the thread's `errno`.
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The write end of the signal self-pipe; -1 until [`install_signal_pipe`] ran.
+static SIGNAL_PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(signo: libc::c_int) {
+    let fd = SIGNAL_PIPE_WRITE.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    // Signal numbers fit in a byte on Linux (at most 64).
+    let byte = signo as u8;
+    // SAFETY: write(2) is async-signal-safe; `byte` lives on this stack frame for the call, and
+    // `fd` is the non-blocking write end of a pipe that stays open for the life of the process.
+    // A full pipe (EAGAIN) loses nothing: the loop drains all signals on any single wake-up.
+    // errno is saved and restored so the interrupted code never sees it change.
+    unsafe {
+        let saved = *libc::__errno_location();
+        libc::write(fd, std::ptr::addr_of!(byte).cast(), 1);
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// Routes SIGCHLD, SIGTERM and SIGINT into a non-blocking pipe, so that the event loop
+/// sees signals as ordinary readable events. Returns the read end.
+pub fn install_signal_pipe() -> io::Result<mio::unix::pipe::Receiver> {
+    let (sender, receiver) = mio::unix::pipe::new()?;
+    let write_fd: OwnedFd = sender.into();
+    // The write end must live for the whole process: the handler may run at any time.
+    SIGNAL_PIPE_WRITE.store(write_fd.as_raw_fd(), Ordering::Relaxed);
+    std::mem::forget(write_fd);
+    for signo in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: `action` is fully initialised (zeroed, then the handler, mask and flags set)
+        // before sigaction reads it. `on_signal` only calls async-signal-safe functions.
+        // SA_RESTART keeps blocking syscalls elsewhere from failing with EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+            libc::sigemptyset(&mut action.sa_mask);
+            cvt(libc::sigaction(signo, &action, std::ptr::null_mut()))?;
+        }
+    }
+    Ok(receiver)
+}
+
+/// How a reaped child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitKind::Code(code) => write!(f, "exit code {code}"),
+            ExitKind::Signal(sig) => write!(f, "signal {}", signal_name(*sig)),
+        }
+    }
+}
+
+/// A reaped child: its pid, how it ended and what it used.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    /// The child's pid.
+    pub pid: i32,
+    /// Exit code or signal.
+    pub exit: ExitKind,
+    /// User CPU time in microseconds.
+    pub user_cpu_us: u64,
+    /// System CPU time in microseconds.
+    pub system_cpu_us: u64,
+    /// Peak resident set size in KiB.
+    pub max_rss_kib: u64,
+}
+
+/// Reaps one exited child without blocking. `Ok(None)` when no child is waiting to be reaped
+/// (or there are no children at all).
+pub fn reap_one() -> io::Result<Option<Reaped>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data that the kernel fills in; zeroed is a valid initial value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both out-pointers point to live, properly aligned locals for the whole call.
+    let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    if pid < 0 {
+        let err = io::Error::last_os_error();
+        return if err.raw_os_error() == Some(libc::ECHILD) {
+            Ok(None)
+        } else {
+            Err(err)
+        };
+    }
+    let exit = if libc::WIFSIGNALED(status) {
+        ExitKind::Signal(libc::WTERMSIG(status))
+    } else {
+        ExitKind::Code(libc::WEXITSTATUS(status))
+    };
+    let micros = |tv: libc::timeval| {
+        u64::try_from(tv.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(tv.tv_usec).unwrap_or(0)
+    };
+    Ok(Some(Reaped {
+        pid,
+        exit,
+        user_cpu_us: micros(usage.ru_utime),
+        system_cpu_us: micros(usage.ru_stime),
+        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    }))
+}
+
+/// Sends `signal` to every process in the group `pgid`. A group that is already gone is not an
+/// error.
+pub fn kill_group(pgid: i32, signal: i32) -> io::Result<()> {
+    if pgid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to signal pgid <= 1",
+        ));
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group; it touches no memory.
+    match cvt(unsafe { libc::kill(-pgid, signal) }) {
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// The runtime's own pid.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid(2) cannot fail and touches no memory.
+    unsafe { libc::getpid() }
+}
+
+/// The fd numbers a worker finds its protocol pipes on (see docs/PROTOCOL.md).
+pub const WORKER_FD_IN: RawFd = 3;
+/// See [`WORKER_FD_IN`].
+pub const WORKER_FD_OUT: RawFd = 4;
+
+/// Arranges for the child of `command` to run in its own session (and so its own process group),
+/// to die with the runtime, and to find `fd_in`/`fd_out` on fds 3 and 4 with every other
+/// inherited descriptor closed at exec.
+///
+/// `fd_in` and `fd_out` are the worker's ends of its pipes; they must stay open until spawn
+/// returns.
+pub fn prepare_worker_exec(command: &mut Command, fd_in: &OwnedFd, fd_out: &OwnedFd) {
+    let fd_in = fd_in.as_raw_fd();
+    let fd_out = fd_out.as_raw_fd();
+    let parent = getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // syscalls (fcntl, dup2, setsid, prctl, getppid, close_range); it allocates nothing and
+    // touches no lock that another thread could hold (the runtime has a single thread anyway).
+    unsafe {
+        command.pre_exec(move || {
+            // Move both ends above the target numbers first, so that placing one on 3 can never
+            // clobber the other when the parent happened to allocate them as 3 or 4.
+            let high_in = cvt(libc::fcntl(fd_in, libc::F_DUPFD_CLOEXEC, 10))?;
+            let high_out = cvt(libc::fcntl(fd_out, libc::F_DUPFD_CLOEXEC, 10))?;
+            // dup2 clears FD_CLOEXEC on the new descriptor, so these two survive exec.
+            cvt(libc::dup2(high_in, WORKER_FD_IN))?;
+            cvt(libc::dup2(high_out, WORKER_FD_OUT))?;
+            cvt(libc::setsid())?;
+            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            // The runtime may have died between fork and prctl; then nobody would kill us.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("runtime exited during worker spawn"));
+            }
+            // Everything from 5 up is closed at exec: stray descriptors never leak into user
+            // code, while std's own exec-error pipe still works until the exec itself.
+            let first = u32::try_from(WORKER_FD_OUT + 1).unwrap_or(5);
+            cvt(libc::syscall(
+                libc::SYS_close_range,
+                first,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) as libc::c_int)?;
+            Ok(())
+        });
+    }
+}
+
+/// Resident set size of this process, in bytes, from /proc/self/statm.
+pub fn own_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf touches no memory.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Reads up to 8 bytes of kernel randomness for seeding request-id generation.
+pub fn random_u64() -> u64 {
+    let mut value: u64 = 0;
+    // SAFETY: the buffer is the 8 bytes of `value`, valid and writable for the call.
+    let n = unsafe { libc::getrandom(std::ptr::addr_of_mut!(value).cast(), 8, 0) };
+    if n != 8 {
+        // getrandom cannot fail on a modern kernel; fall back to time and pid just in case.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        value = nanos ^ (u64::from(getpid().unsigned_abs()) << 32);
+    }
+    value
+}
+
+/// A short name for a signal number, for logs and error messages.
+pub fn signal_name(signo: i32) -> String {
+    match signo {
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGILL => "SIGILL".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGPIPE => "SIGPIPE".into(),
+        libc::SIGALRM => "SIGALRM".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGCHLD => "SIGCHLD".into(),
+        libc::SIGXCPU => "SIGXCPU".into(),
+        other => format!("signal {other}"),
+    }
+}

@@ -1,0 +1,6 @@
+//! Turf: the runtime's own process supervisor. It forks workers with their protocol pipes on
+//! fixed fds, a clean environment, their own session and log files, and keeps the per-worker
+//! record the event loop drives (state, pipes, buffers, open streams).
+
+pub mod spawn;
+pub mod worker;

@@ -1,0 +1,272 @@
+//! The runtime's record of one worker process: its state, its pipes and their buffers, and the
+//! invocation streams open on it.
+//!
+//! ```text
+//!  Starting ──READY──▶ Initializing ──INIT_DONE──▶ Ready ──drain──▶ Draining ──idle──▶ Stopping
+//!     │                    │                         │                                 │
+//!     └──── crash / INIT_ERROR / init timeout ───────┴──── crash ──────────────────────┴──▶ Exited
+//! ```
+//!
+//! States only move forward. A worker in `Exited` is kept until its pid has been reaped.
+
+use crate::reactor::slab::Key;
+use crate::reactor::timer::TimerKey;
+use crate::wire;
+use mio::unix::pipe::{Receiver, Sender};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WorkerState {
+    /// Forked; waiting for READY.
+    Starting,
+    /// INIT sent; waiting for INIT_DONE.
+    Initializing,
+    /// Serving invocations.
+    Ready,
+    /// Taking no new invocations; stopped once its streams are done.
+    Draining,
+    /// Its input is closed and it has been sent SIGTERM; SIGKILL follows after the grace period.
+    Stopping,
+    /// The process is gone (pipe closed or reaped).
+    Exited,
+}
+
+impl WorkerState {
+    /// Lowercase name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Initializing => "initializing",
+            WorkerState::Ready => "ready",
+            WorkerState::Draining => "draining",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Exited => "exited",
+        }
+    }
+
+    /// Whether the worker is still coming up.
+    pub fn is_starting(self) -> bool {
+        matches!(self, WorkerState::Starting | WorkerState::Initializing)
+    }
+}
+
+/// The client side of a stream: a connection and the request sequence number on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    /// The connection.
+    pub conn: Key,
+    /// Which request on that connection (connections serve requests one after another).
+    pub seq: u64,
+}
+
+/// One invocation open on this worker.
+#[derive(Debug)]
+pub struct Stream {
+    /// The request it serves; `None` once cancelled (the worker still owes its terminal frame).
+    pub client: Option<ConnRef>,
+    /// Request-body bytes the runtime may still send before the worker grants more.
+    pub request_credit: u32,
+    /// Armed after CANCEL: the worker is killed if the terminal frame has not come by then.
+    pub cancel_timer: Option<TimerKey>,
+}
+
+/// What a read from the worker's pipe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadResult {
+    /// Bytes may have been appended to the buffer; the pipe is drained for now.
+    Open,
+    /// The worker closed its end: it is exiting or has died.
+    Closed,
+}
+
+/// The runtime's record of one worker.
+#[derive(Debug)]
+pub struct Worker {
+    /// Name used in logs and the log directory, e.g. `hello-3`.
+    pub id: String,
+    /// Index of its function.
+    pub function: usize,
+    /// Process id (and process-group id).
+    pub pid: i32,
+    /// Life-cycle state.
+    pub state: WorkerState,
+    /// Runtime → worker pipe; `None` once closed to ask the worker to exit.
+    pub to_worker: Option<Sender>,
+    /// Worker → runtime pipe; `None` once it reached EOF.
+    pub from_worker: Option<Receiver>,
+    /// Bytes read from the worker, not yet decoded, from `rstart`.
+    pub rbuf: Vec<u8>,
+    /// Start of undecoded bytes in `rbuf`.
+    pub rstart: usize,
+    /// Frames waiting to be written to the worker, from `wstart`.
+    pub wbuf: Vec<u8>,
+    /// Start of unwritten bytes in `wbuf`.
+    pub wstart: usize,
+    /// Open invocation streams by id.
+    pub streams: HashMap<u32, Stream>,
+    next_stream: u32,
+    /// When it was forked.
+    pub spawned_at: Instant,
+    /// When it last finished an invocation (or became ready), for idle accounting.
+    pub last_active: Instant,
+    /// The pending init deadline or stop grace period.
+    pub timer: Option<TimerKey>,
+    /// Invocations completed.
+    pub served: u64,
+    /// Why it is being stopped or why it died, for the errors of its streams.
+    pub exit_reason: Option<String>,
+}
+
+/// Read chunk size for worker pipes.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Worker {
+    /// A freshly forked worker.
+    pub fn new(id: String, function: usize, pid: i32, to: Sender, from: Receiver) -> Self {
+        let now = Instant::now();
+        Worker {
+            id,
+            function,
+            pid,
+            state: WorkerState::Starting,
+            to_worker: Some(to),
+            from_worker: Some(from),
+            rbuf: Vec::new(),
+            rstart: 0,
+            wbuf: Vec::new(),
+            wstart: 0,
+            streams: HashMap::new(),
+            next_stream: 0,
+            spawned_at: now,
+            last_active: now,
+            timer: None,
+            served: 0,
+            exit_reason: None,
+        }
+    }
+
+    /// Moves to `next`; states never move backwards.
+    pub fn advance(&mut self, next: WorkerState) {
+        debug_assert!(
+            next >= self.state,
+            "{} -> {}",
+            self.state.as_str(),
+            next.as_str()
+        );
+        if next > self.state {
+            log::debug!(
+                "[turf w={} pid={}] {} -> {}",
+                self.id,
+                self.pid,
+                self.state.as_str(),
+                next.as_str()
+            );
+            self.state = next;
+        }
+    }
+
+    /// Invocations in flight, including cancelled ones the worker has not yet closed.
+    pub fn active(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Opens a stream for `client` and returns its id.
+    pub fn open_stream(&mut self, client: ConnRef) -> u32 {
+        loop {
+            self.next_stream = self.next_stream.wrapping_add(1);
+            if self.next_stream != 0 && !self.streams.contains_key(&self.next_stream) {
+                break;
+            }
+        }
+        self.streams.insert(
+            self.next_stream,
+            Stream {
+                client: Some(client),
+                request_credit: wire::INITIAL_WINDOW,
+                cancel_timer: None,
+            },
+        );
+        self.next_stream
+    }
+
+    /// Bytes queued for the worker and not yet written.
+    pub fn pending_output(&self) -> usize {
+        self.wbuf.len() - self.wstart
+    }
+
+    /// Writes queued frames until done or the pipe is full. Returns whether everything was
+    /// written. A worker whose input pipe is closed silently drops output.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        let Some(pipe) = self.to_worker.as_mut() else {
+            self.wbuf.clear();
+            self.wstart = 0;
+            return Ok(true);
+        };
+        while self.wstart < self.wbuf.len() {
+            match pipe.write(&self.wbuf[self.wstart..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wstart += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) => return Err(err),
+            }
+        }
+        self.wbuf.clear();
+        self.wstart = 0;
+        Ok(true)
+    }
+
+    /// Reads everything the pipe has into `rbuf`.
+    pub fn fill(&mut self) -> io::Result<ReadResult> {
+        let Some(pipe) = self.from_worker.as_mut() else {
+            return Ok(ReadResult::Closed);
+        };
+        // Drop decoded bytes before growing, so the buffer stays near one frame's size.
+        if self.rstart > 0 {
+            self.rbuf.drain(..self.rstart);
+            self.rstart = 0;
+        }
+        loop {
+            let len = self.rbuf.len();
+            self.rbuf.resize(len + READ_CHUNK, 0);
+            match pipe.read(&mut self.rbuf[len..]) {
+                Ok(0) => {
+                    self.rbuf.truncate(len);
+                    return Ok(ReadResult::Closed);
+                }
+                Ok(n) => {
+                    self.rbuf.truncate(len + n);
+                    if n < READ_CHUNK {
+                        // A short read means the pipe is empty; skip the WouldBlock syscall.
+                        return Ok(ReadResult::Open);
+                    }
+                }
+                Err(err) => {
+                    self.rbuf.truncate(len);
+                    match err.kind() {
+                        io::ErrorKind::Interrupted => {}
+                        io::ErrorKind::WouldBlock => return Ok(ReadResult::Open),
+                        _ => return Err(err),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases buffer memory once everything is consumed (idle workers hold nothing).
+    pub fn compact(&mut self) {
+        if self.rstart >= self.rbuf.len() {
+            self.rbuf.clear();
+            self.rstart = 0;
+            if self.rbuf.capacity() > READ_CHUNK * 2 {
+                self.rbuf.shrink_to(READ_CHUNK);
+            }
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > READ_CHUNK * 4 {
+            self.wbuf.shrink_to(READ_CHUNK);
+        }
+    }
+}
