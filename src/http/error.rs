@@ -64,13 +64,22 @@ impl fmt::Display for HttpError {
         match self {
             Self::Malformed(what) => write!(f, "malformed request: {what}"),
             Self::HeadTooLarge { limit } => {
-                write!(f, "request line and headers exceed {limit} bytes")
+                write!(
+                    f,
+                    "request line and headers exceed http.maxHeaderBytes ({limit} bytes)"
+                )
             }
             Self::TooManyHeaders { limit } => {
-                write!(f, "request has more than {limit} header fields")
+                write!(
+                    f,
+                    "request has more than http.maxHeaders ({limit}) header fields"
+                )
             }
             Self::BodyTooLarge { limit } => {
-                write!(f, "request body exceeds maxRequestBodySize ({limit} bytes)")
+                write!(
+                    f,
+                    "request body exceeds http.maxRequestBodySize ({limit} bytes)"
+                )
             }
             Self::BadChunk(what) => write!(f, "invalid chunked body: {what}"),
             Self::NotImplemented(what) => write!(f, "not implemented: {what}"),
@@ -118,15 +127,15 @@ mod tests {
     fn messages_name_problem_and_limit() {
         assert_eq!(
             HttpError::BodyTooLarge { limit: 33_554_432 }.to_string(),
-            "request body exceeds maxRequestBodySize (33554432 bytes)"
+            "request body exceeds http.maxRequestBodySize (33554432 bytes)"
         );
         assert_eq!(
             HttpError::HeadTooLarge { limit: 16_384 }.to_string(),
-            "request line and headers exceed 16384 bytes"
+            "request line and headers exceed http.maxHeaderBytes (16384 bytes)"
         );
         assert_eq!(
             HttpError::TooManyHeaders { limit: 100 }.to_string(),
-            "request has more than 100 header fields"
+            "request has more than http.maxHeaders (100) header fields"
         );
         assert_eq!(
             HttpError::Malformed("invalid header name".into()).to_string(),

@@ -485,7 +485,7 @@ mod tests {
         let mut out = Vec::new();
         let err = HttpError::BodyTooLarge { limit: 33_554_432 };
         write_error(&mut out, &err, false, DATE);
-        let body = r#"{"errorMessage":"request body exceeds maxRequestBodySize (33554432 bytes)","errorType":"PayloadTooLarge"}"#;
+        let body = r#"{"errorMessage":"request body exceeds http.maxRequestBodySize (33554432 bytes)","errorType":"PayloadTooLarge"}"#;
         let expected = format!(
             "HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n\
              Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: {}\r\n\

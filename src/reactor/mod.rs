@@ -2,6 +2,7 @@
 //! generational slab that owns connections and workers, and the deadline set that drives the
 //! poll timeout.
 
+pub mod buffer;
 pub mod slab;
 pub mod timer;
 pub mod token;

@@ -8,6 +8,7 @@ use super::{Server, Timer};
 use crate::fc;
 use crate::http::chunked::Chunk;
 use crate::pool::{self, WorkerLoad};
+use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::turf::worker::{ConnRef, ReadResult, WorkerState};
 use crate::wire::{self, Kind};
@@ -347,44 +348,63 @@ impl Server {
 
     /// Reads and handles everything a worker sent.
     pub(super) fn on_worker_readable(&mut self, key: Key) {
-        let Some(worker) = self.workers.get_mut(key) else {
-            return;
-        };
-        let result = worker.fill();
-        // Decode frames one at a time; the payload is copied out only when it must outlive the
-        // worker borrow (JSON heads are parsed in place, bodies go straight to a connection).
         loop {
             let Some(worker) = self.workers.get_mut(key) else {
                 return;
             };
-            let buffered = worker.rbuf.get(worker.rstart..).unwrap_or_default();
-            let header = match wire::decode_header(buffered) {
+            let result = worker.fill();
+            if !self.decode_worker_frames(key) {
+                return;
+            }
+            match result {
+                Ok(ReadResult::More) => {}
+                Ok(ReadResult::Drained) => return,
+                Ok(ReadResult::Closed) => return self.on_worker_pipe_closed(key),
+                Err(err) => {
+                    log::warn!("[turf] reading worker pipe failed: {err}");
+                    return self.on_worker_pipe_closed(key);
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in the worker's read buffer. Returns false when the worker
+    /// is gone (killed for a protocol error, or while handling a frame).
+    fn decode_worker_frames(&mut self, key: Key) -> bool {
+        let Some(worker) = self.workers.get_mut(key) else {
+            return false;
+        };
+        // Frames are handled straight from the read buffer, which is taken out of the worker
+        // record meanwhile so that handlers may touch the worker (and any connection) freely.
+        let mut buf = std::mem::replace(&mut worker.rbuf, ReadBuf::new(0, 0));
+        loop {
+            let rest = buf.data();
+            let header = match wire::decode_header(rest) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(err) => {
                     self.worker_protocol_error(key, &err.to_string());
-                    return;
+                    return false;
                 }
             };
-            if buffered.len() < wire::HEADER_LEN + header.len {
+            let Some(payload) = rest.get(wire::HEADER_LEN..wire::HEADER_LEN + header.len) else {
                 break;
+            };
+            self.on_frame(key, header, payload);
+            buf.consume(wire::HEADER_LEN + header.len);
+            if self
+                .workers
+                .get(key)
+                .is_none_or(|w| w.from_worker.is_none())
+            {
+                return false;
             }
-            let start = worker.rstart + wire::HEADER_LEN;
-            let payload = worker.rbuf[start..start + header.len].to_vec();
-            worker.rstart = start + header.len;
-            self.on_frame(key, header, &payload);
         }
         if let Some(worker) = self.workers.get_mut(key) {
+            worker.rbuf = buf;
             worker.compact();
         }
-        match result {
-            Ok(ReadResult::Open) => {}
-            Ok(ReadResult::Closed) => self.on_worker_pipe_closed(key),
-            Err(err) => {
-                log::warn!("[turf] reading worker pipe failed: {err}");
-                self.on_worker_pipe_closed(key);
-            }
-        }
+        true
     }
 
     fn on_frame(&mut self, key: Key, header: wire::Header, payload: &[u8]) {

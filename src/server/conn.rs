@@ -16,10 +16,11 @@ use crate::fc::{InvokeKind, Phase};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::request::RequestHead;
 use crate::http::response::Framing;
+use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
 use mio::net::TcpStream;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Instant;
 
 /// Write-buffer capacity kept by an idle connection; larger buffers are released.
@@ -124,7 +125,7 @@ pub struct Conn {
     /// The socket.
     pub sock: TcpStream,
     /// Bytes read and not yet consumed.
-    pub inbuf: InBuf,
+    pub inbuf: ReadBuf,
     /// Bytes to write, from `wstart`.
     pub wbuf: Vec<u8>,
     /// Start of unwritten bytes.
@@ -152,95 +153,12 @@ pub enum Filled {
     Closed,
 }
 
-/// A fixed-size read buffer, allocated on first use and reused, so a read never zero-fills
-/// memory. `start..end` is unconsumed input.
-#[derive(Debug)]
-pub struct InBuf {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    size: usize,
-}
-
-impl InBuf {
-    /// An empty buffer that will hold up to `size` bytes.
-    pub fn new(size: usize) -> Self {
-        InBuf {
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            size,
-        }
-    }
-
-    /// Unconsumed input.
-    pub fn data(&self) -> &[u8] {
-        self.buf.get(self.start..self.end).unwrap_or_default()
-    }
-
-    /// Marks `n` bytes consumed.
-    pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Drops all unconsumed input.
-    pub fn clear(&mut self) {
-        self.start = 0;
-        self.end = 0;
-    }
-
-    /// Whether there is no free space left.
-    pub fn is_full(&self) -> bool {
-        !self.buf.is_empty() && self.end - self.start >= self.buf.len()
-    }
-
-    /// Reads from `sock` until it would block or the buffer is full. Returns the bytes read and
-    /// whether the peer closed (or the socket failed).
-    fn fill_from(&mut self, sock: &mut TcpStream) -> (usize, bool) {
-        if self.buf.is_empty() {
-            self.buf = vec![0; self.size];
-        }
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let mut total = 0;
-        while self.end < self.buf.len() {
-            let want = self.buf.len() - self.end;
-            match sock.read(&mut self.buf[self.end..]) {
-                Ok(0) => return (total, true),
-                Ok(n) => {
-                    self.end += n;
-                    total += n;
-                    if n < want {
-                        break;
-                    }
-                }
-                Err(err) => match err.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock => break,
-                    _ => {
-                        log::debug!("[http] read error: {err}");
-                        return (total, true);
-                    }
-                },
-            }
-        }
-        (total, false)
-    }
-}
-
 impl Conn {
     /// A new connection whose read buffer holds up to `rbuf_size` bytes.
     pub fn new(sock: TcpStream, rbuf_size: usize) -> Self {
         Conn {
             sock,
-            inbuf: InBuf::new(rbuf_size),
+            inbuf: ReadBuf::new(rbuf_size, rbuf_size),
             wbuf: Vec::new(),
             wstart: 0,
             peer_closed: false,
@@ -267,14 +185,14 @@ impl Conn {
         if self.peer_closed {
             return Filled::Closed;
         }
-        let (n, closed) = self.inbuf.fill_from(&mut self.sock);
-        if closed {
+        let fill = self.inbuf.fill_from(&mut self.sock);
+        if fill.closed {
             self.peer_closed = true;
-            if n == 0 {
+            if fill.bytes == 0 {
                 return Filled::Closed;
             }
         }
-        Filled::Bytes(n)
+        Filled::Bytes(fill.bytes)
     }
 
     /// Whether the read buffer has no free space left.

@@ -9,12 +9,13 @@
 //!
 //! States only move forward. A worker in `Exited` is kept until its pid has been reaped.
 
+use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
 use crate::wire;
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Instant;
 
 /// Where a worker is in its life.
@@ -76,8 +77,10 @@ pub struct Stream {
 /// What a read from the worker's pipe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadResult {
-    /// Bytes may have been appended to the buffer; the pipe is drained for now.
-    Open,
+    /// The pipe is drained for now.
+    Drained,
+    /// The buffer filled up first: decode, then read again.
+    More,
     /// The worker closed its end: it is exiting or has died.
     Closed,
 }
@@ -97,10 +100,8 @@ pub struct Worker {
     pub to_worker: Option<Sender>,
     /// Worker → runtime pipe; `None` once it reached EOF.
     pub from_worker: Option<Receiver>,
-    /// Bytes read from the worker, not yet decoded, from `rstart`.
-    pub rbuf: Vec<u8>,
-    /// Start of undecoded bytes in `rbuf`.
-    pub rstart: usize,
+    /// Bytes read from the worker and not yet decoded.
+    pub rbuf: ReadBuf,
     /// Frames waiting to be written to the worker, from `wstart`.
     pub wbuf: Vec<u8>,
     /// Start of unwritten bytes in `wbuf`.
@@ -134,8 +135,7 @@ impl Worker {
             state: WorkerState::Starting,
             to_worker: Some(to),
             from_worker: Some(from),
-            rbuf: Vec::new(),
-            rstart: 0,
+            rbuf: ReadBuf::new(READ_CHUNK, wire::HEADER_LEN + wire::MAX_PAYLOAD),
             wbuf: Vec::new(),
             wstart: 0,
             streams: HashMap::new(),
@@ -219,52 +219,24 @@ impl Worker {
         Ok(true)
     }
 
-    /// Reads everything the pipe has into `rbuf`.
+    /// Reads everything the pipe has into `rbuf`. The buffer grows to hold the largest frame.
     pub fn fill(&mut self) -> io::Result<ReadResult> {
         let Some(pipe) = self.from_worker.as_mut() else {
             return Ok(ReadResult::Closed);
         };
-        // Drop decoded bytes before growing, so the buffer stays near one frame's size.
-        if self.rstart > 0 {
-            self.rbuf.drain(..self.rstart);
-            self.rstart = 0;
-        }
-        loop {
-            let len = self.rbuf.len();
-            self.rbuf.resize(len + READ_CHUNK, 0);
-            match pipe.read(&mut self.rbuf[len..]) {
-                Ok(0) => {
-                    self.rbuf.truncate(len);
-                    return Ok(ReadResult::Closed);
-                }
-                Ok(n) => {
-                    self.rbuf.truncate(len + n);
-                    if n < READ_CHUNK {
-                        // A short read means the pipe is empty; skip the WouldBlock syscall.
-                        return Ok(ReadResult::Open);
-                    }
-                }
-                Err(err) => {
-                    self.rbuf.truncate(len);
-                    match err.kind() {
-                        io::ErrorKind::Interrupted => {}
-                        io::ErrorKind::WouldBlock => return Ok(ReadResult::Open),
-                        _ => return Err(err),
-                    }
-                }
-            }
-        }
+        let fill = self.rbuf.fill_from(pipe);
+        Ok(if fill.closed {
+            ReadResult::Closed
+        } else if fill.drained {
+            ReadResult::Drained
+        } else {
+            ReadResult::More
+        })
     }
 
     /// Releases buffer memory once everything is consumed (idle workers hold nothing).
     pub fn compact(&mut self) {
-        if self.rstart >= self.rbuf.len() {
-            self.rbuf.clear();
-            self.rstart = 0;
-            if self.rbuf.capacity() > READ_CHUNK * 2 {
-                self.rbuf.shrink_to(READ_CHUNK);
-            }
-        }
+        self.rbuf.shrink_if_empty();
         if self.wbuf.is_empty() && self.wbuf.capacity() > READ_CHUNK * 4 {
             self.wbuf.shrink_to(READ_CHUNK);
         }

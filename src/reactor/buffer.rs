@@ -1,0 +1,165 @@
+//! A read buffer that is allocated once and reused: reads go straight into its free tail, so
+//! no read ever zero-fills memory, and consumed bytes are reclaimed by moving the (usually
+//! short) unconsumed rest to the front only when the tail is full.
+
+use std::io::{self, Read};
+
+/// What one [`ReadBuf::fill_from`] call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    /// Bytes appended.
+    pub bytes: usize,
+    /// The source reached end of file or failed.
+    pub closed: bool,
+    /// The source has nothing more right now. When false and not closed, the buffer filled up
+    /// first: the caller must read again after consuming, because no new readiness edge will
+    /// come for data that is already waiting.
+    pub drained: bool,
+}
+
+/// Unconsumed input lives in `buf[start..end]`.
+#[derive(Debug)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    initial: usize,
+    max: usize,
+}
+
+impl ReadBuf {
+    /// A buffer that starts at `initial` bytes (allocated on first read) and may grow up to
+    /// `max` bytes when one unit of input (a head, a frame) needs more room.
+    pub fn new(initial: usize, max: usize) -> Self {
+        ReadBuf {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            initial,
+            max: max.max(initial),
+        }
+    }
+
+    /// Unconsumed input.
+    pub fn data(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Marks `n` bytes consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops all unconsumed input.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Whether the buffer is at its maximum size and holds no free space.
+    pub fn is_full(&self) -> bool {
+        !self.buf.is_empty() && self.end - self.start >= self.max
+    }
+
+    /// Releases memory above the initial size once everything is consumed.
+    pub fn shrink_if_empty(&mut self) {
+        if self.start == self.end && self.buf.len() > self.initial {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Makes room at the tail: reclaim consumed bytes, else grow (up to `max`).
+    fn make_room(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.initial];
+        }
+        if self.end < self.buf.len() {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        } else if self.buf.len() < self.max {
+            let size = (self.buf.len() * 2).min(self.max);
+            self.buf.resize(size, 0);
+        }
+    }
+
+    /// Reads from `source` until it would block, ends, or the buffer is full.
+    pub fn fill_from<R: Read>(&mut self, source: &mut R) -> Fill {
+        let mut fill = Fill {
+            bytes: 0,
+            closed: false,
+            drained: false,
+        };
+        loop {
+            self.make_room();
+            if self.end >= self.buf.len() {
+                return fill;
+            }
+            let want = self.buf.len() - self.end;
+            match source.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    fill.closed = true;
+                    return fill;
+                }
+                Ok(n) => {
+                    self.end += n;
+                    fill.bytes += n;
+                    if n < want {
+                        // A short read means the source is drained for now; edge-triggered
+                        // readiness reports anything that arrives later.
+                        fill.drained = true;
+                        return fill;
+                    }
+                }
+                Err(err) => match err.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::WouldBlock => {
+                        fill.drained = true;
+                        return fill;
+                    }
+                    _ => {
+                        log::debug!("read error: {err}");
+                        fill.closed = true;
+                        return fill;
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_and_grows_up_to_max() {
+        let mut buf = ReadBuf::new(4, 8);
+        let mut src: &[u8] = b"abcdefghij";
+        let fill = buf.fill_from(&mut src);
+        assert_eq!(
+            (fill.bytes, fill.closed, fill.drained),
+            (8, false, false),
+            "grew to 8"
+        );
+        assert!(buf.is_full());
+        assert_eq!(buf.data(), b"abcdefgh");
+        buf.consume(6);
+        assert_eq!(buf.fill_from(&mut src).bytes, 2);
+        assert_eq!(buf.data(), b"ghij");
+        let fill = buf.fill_from(&mut src);
+        assert_eq!((fill.bytes, fill.closed), (0, true));
+        buf.consume(4);
+        buf.shrink_if_empty();
+        assert!(buf.data().is_empty());
+    }
+}
