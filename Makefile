@@ -1,0 +1,43 @@
+# noslate: every target a developer or CI needs. `make run` and `make test` are the two
+# commands a fresh machine needs (see README.md).
+
+CARGO ?= cargo
+PORT ?= 9000
+FUNCTIONS ?= examples/functions.json
+# The only crates allowed as runtime dependencies (see README.md, "Dependencies").
+ALLOWED_DEPS := env_logger httparse libc log mio serde serde_json
+
+.PHONY: build run test bench lint fmt deps-check clean
+
+build:
+	$(CARGO) build --release
+
+# Serves the bundled example functions on port $(PORT).
+run: build
+	./target/release/noslate serve --port $(PORT) --functions $(FUNCTIONS)
+
+# Unit tests beside the code, integration tests in tests/ (real binary, real Node.js workers).
+test:
+	$(CARGO) test --all-targets
+
+# End-to-end benchmark: the runtime vs Node's own http server, side by side (benches/README.md).
+bench:
+	$(CARGO) bench --bench e2e
+
+lint: deps-check
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+# Fails when a runtime dependency outside ALLOWED_DEPS appears.
+deps-check:
+	@extra=$$($(CARGO) tree --depth 1 -e normal --prefix none --format '{p}' \
+		| awk 'NR > 1 {print $$1}' | sort -u \
+		| grep -vxF $(foreach d,$(ALLOWED_DEPS),-e $(d))); \
+	if [ -n "$$extra" ]; then echo "runtime dependencies not allowed: $$extra"; exit 1; fi; \
+	echo "deps-check: only $(ALLOWED_DEPS)"
+
+clean:
+	$(CARGO) clean
