@@ -335,12 +335,20 @@ async function onInit(init) {
   initializing = false;
 }
 
+// A stack trace as lines, cut where this file's frames start: what lies below (frame dispatch,
+// module loading) is the same for every error and only shows the worker's internals to the client.
+function userStack(stack) {
+  const lines = stack.split('\n');
+  const cut = lines.findIndex((line) => line.includes(__filename));
+  return cut < 0 ? lines : lines.slice(0, cut);
+}
+
 function errorPayload(err) {
   if (err instanceof Error || (err !== null && typeof err === 'object' && typeof err.message === 'string')) {
     return {
       errorMessage: err.message,
       errorType: typeof err.name === 'string' && err.name ? err.name : 'Error',
-      stackTrace: typeof err.stack === 'string' ? err.stack.split('\n') : [],
+      stackTrace: typeof err.stack === 'string' ? userStack(err.stack) : [],
     };
   }
   // A thrown string, number, plain object...: its text is the message.
