@@ -295,10 +295,19 @@ impl Server {
                 self.kill_all_workers();
                 return Err(ServerError::Poll(err));
             }
+            // Worker and signal events first: a worker that died before a request arrived in
+            // the same batch must be out of service before that request is dispatched.
+            for event in events.iter() {
+                match token::source(event.token()) {
+                    Some(Source::Signals) => self.on_signals(),
+                    Some(Source::WorkerOut(key)) => self.on_worker_readable(key),
+                    Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
+                    _ => {}
+                }
+            }
             for event in events.iter() {
                 match token::source(event.token()) {
                     Some(Source::Listener) => self.accept(),
-                    Some(Source::Signals) => self.on_signals(),
                     Some(Source::Conn(key)) => {
                         if event.is_writable() {
                             self.mark_conn_dirty(key);
@@ -307,8 +316,7 @@ impl Server {
                             self.drive_conn(key);
                         }
                     }
-                    Some(Source::WorkerOut(key)) => self.on_worker_readable(key),
-                    Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
+                    Some(Source::Signals | Source::WorkerOut(_) | Source::WorkerIn(_)) => {}
                     None => log::trace!("event for unknown token {:?}", event.token()),
                 }
             }
