@@ -8,7 +8,7 @@ use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
 use crate::http::error::HttpError;
 use crate::http::request::{BodyKind, Parsed, parse_request};
 use crate::http::response::{self, Framing};
-use crate::reactor::slab::Key;
+use crate::reactor::slab::{Key, Slab};
 use crate::turf::worker::ConnRef;
 use crate::wire;
 use std::time::{Duration, Instant};
@@ -221,10 +221,10 @@ impl Server {
             Some(name) => self.by_name.get(name).copied(),
             None => self.default_function,
         };
-        if let Some(req) = self.request_mut(client) {
+        if let Some(req) = request_in(&mut self.conns, client) {
             req.kind = kind;
             req.phase = Some(Phase::Invoke);
-            fc::log_start(Phase::Invoke, &req.id);
+            self.fc_log.start(Phase::Invoke, &req.id);
         }
         let Some(function) = function else {
             let message = match name {
@@ -298,10 +298,7 @@ impl Server {
 
     /// The request `client` refers to, if it is still the connection's current one.
     pub(super) fn request_mut(&mut self, client: ConnRef) -> Option<&mut Request> {
-        self.conns
-            .get_mut(client.conn)
-            .and_then(|c| c.req.as_mut())
-            .filter(|r| r.seq == client.seq)
+        request_in(&mut self.conns, client)
     }
 
     /// Drops body bytes of a request whose answer no longer needs them. Returns whether the
@@ -392,7 +389,7 @@ impl Server {
             self.inflight -= 1;
         }
         if let Some(phase) = req.phase {
-            fc::log_end(phase, &req.id);
+            self.fc_log.end(phase, &req.id);
         }
         if self.lifecycle == Lifecycle::Draining && self.inflight == 0 {
             self.on_drained();
@@ -755,6 +752,14 @@ impl Server {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The request `client` refers to, borrowing only the connection slab.
+pub(super) fn request_in(conns: &mut Slab<Conn>, client: ConnRef) -> Option<&mut Request> {
+    conns
+        .get_mut(client.conn)
+        .and_then(|c| c.req.as_mut())
+        .filter(|r| r.seq == client.seq)
 }
 
 /// Whether the connection's state can use more input right now.

@@ -132,6 +132,10 @@ pub struct Conn {
     pub wstart: usize,
     /// The client closed its side (or the socket failed).
     pub peer_closed: bool,
+    /// The socket may hold unread bytes: set by a readable event, cleared by a read that drained
+    /// it. A drained edge-triggered socket reports new bytes with a new event, so reading it
+    /// again before that would only cost a syscall that returns EAGAIN.
+    pub maybe_readable: bool,
     /// Requests started on this connection.
     pub seq: u64,
     /// The request in progress.
@@ -162,6 +166,7 @@ impl Conn {
             wbuf: Vec::new(),
             wstart: 0,
             peer_closed: false,
+            maybe_readable: true,
             seq: 0,
             req: None,
             close_when_flushed: false,
@@ -185,7 +190,11 @@ impl Conn {
         if self.peer_closed {
             return Filled::Closed;
         }
+        if !self.maybe_readable {
+            return Filled::Bytes(0);
+        }
         let fill = self.inbuf.fill_from(&mut self.sock);
+        self.maybe_readable = !fill.drained;
         if fill.closed {
             self.peer_closed = true;
             if fill.bytes == 0 {

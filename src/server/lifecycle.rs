@@ -9,7 +9,7 @@
 
 use super::client::InvokeError;
 use super::{Lifecycle, Server};
-use crate::fc::{self, Phase};
+use crate::fc::Phase;
 use crate::reactor::token::{self, Source};
 use crate::turf::worker::{ConnRef, WorkerState};
 
@@ -22,9 +22,9 @@ enum InitStatus {
 
 impl Server {
     fn begin_hook(&mut self, client: ConnRef, phase: Phase) {
-        if let Some(req) = self.request_mut(client) {
+        if let Some(req) = super::client::request_in(&mut self.conns, client) {
             req.phase = Some(phase);
-            fc::log_start(phase, &req.id);
+            self.fc_log.start(phase, &req.id);
         }
     }
 

@@ -16,7 +16,7 @@ mod lifecycle;
 mod supervise;
 
 use crate::config::{FunctionProfile, SystemConfig};
-use crate::fc::RequestIds;
+use crate::fc::{FcLog, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::Limits;
 use crate::pool::Pool;
@@ -152,6 +152,7 @@ pub struct Server {
     runtimes: Runtimes,
     logdir: PathBuf,
     ids: RequestIds,
+    fc_log: FcLog,
     date: DateCache,
     /// Connections to drive again this iteration (answered from outside their own event).
     pending_drive: Vec<Key>,
@@ -259,6 +260,7 @@ impl Server {
             runtimes,
             logdir,
             ids: RequestIds::new(),
+            fc_log: FcLog::default(),
             date: DateCache::new(),
             pending_drive: Vec::new(),
             dirty_conns: Vec::new(),
@@ -313,6 +315,9 @@ impl Server {
                             self.mark_conn_dirty(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.maybe_readable = true;
+                            }
                             self.drive_conn(key);
                         }
                     }
@@ -322,6 +327,7 @@ impl Server {
             }
             self.fire_timers();
             self.flush_dirty();
+            self.fc_log.flush();
             if self.lifecycle == Lifecycle::Stopped && self.exit_when_stopped {
                 log::info!("stopped; exiting");
                 return Ok(());
