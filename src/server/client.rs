@@ -81,7 +81,9 @@ impl Server {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        if conn.peer_closed {
+        // A hang-up seen while a request is in progress means the client left, even if its
+        // last bytes were not read (a queued request is not read, for backpressure).
+        if conn.peer_closed || (conn.hung_up && conn.req.is_some()) {
             self.on_peer_closed(key);
         } else if !self.conns.get(key).is_some_and(|c| c.input().is_empty()) {
             // Work left in the buffer (the round limit was hit): continue next iteration.
@@ -388,6 +390,15 @@ impl Server {
         if req.counted {
             self.inflight -= 1;
         }
+        if let (Sink::Hold, Some(function)) = (req.sink, req.function) {
+            // Still queued (the client left, or it was answered while waiting): free its place,
+            // so that stale entries never count against dataPlane.requestQueueLimit.
+            let client = ConnRef {
+                conn: key,
+                seq: req.seq,
+            };
+            self.functions[function].pool.queue.retain(|c| *c != client);
+        }
         if let Some(phase) = req.phase {
             self.fc_log.end(phase, &req.id);
         }
@@ -434,7 +445,14 @@ impl Server {
         // For HEAD, write_json_response announced the length of the body a GET would get,
         // which is right, and no body follows.
         req.resp = Resp::Done;
+        let was_queued = matches!(req.sink, Sink::Hold)
+            .then_some(req.function)
+            .flatten();
         req.sink = Sink::Discard;
+        if let Some(function) = was_queued {
+            // Answered while waiting (deadline, start failure): leave the queue now.
+            self.functions[function].pool.queue.retain(|c| *c != client);
+        }
         self.mark_conn_dirty(client.conn);
         // Consume the rest of the body and move on to the next request.
         self.schedule_drive(client.conn);

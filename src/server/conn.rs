@@ -136,6 +136,10 @@ pub struct Conn {
     /// it. A drained edge-triggered socket reports new bytes with a new event, so reading it
     /// again before that would only cost a syscall that returns EAGAIN.
     pub maybe_readable: bool,
+    /// The poller reported the peer's side closed (or an error) before the bytes were read.
+    /// A connection that is not being read (a queued request) learns of a departed client this
+    /// way.
+    pub hung_up: bool,
     /// Requests started on this connection.
     pub seq: u64,
     /// The request in progress.
@@ -167,6 +171,7 @@ impl Conn {
             wstart: 0,
             peer_closed: false,
             maybe_readable: true,
+            hung_up: false,
             seq: 0,
             req: None,
             close_when_flushed: false,

@@ -317,6 +317,7 @@ impl Server {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             if let Some(conn) = self.conns.get_mut(key) {
                                 conn.maybe_readable = true;
+                                conn.hung_up |= event.is_read_closed() || event.is_error();
                             }
                             self.drive_conn(key);
                         }
