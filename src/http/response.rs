@@ -243,7 +243,13 @@ fn write_field_checked(out: &mut Vec<u8>, name: &str, value: &str) {
     }
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
+    // Values are latin1 strings, as in Node (see request::latin1): a char up to U+00FF is that
+    // byte. Anything wider cannot be latin1 and is sent as UTF-8 rather than dropped.
+    if value.chars().all(|c| u32::from(c) <= 0xff) {
+        out.extend(value.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')));
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -398,7 +404,7 @@ mod tests {
                 ("", "v"),
                 ("X-Ünicode-Name", "v"),
                 ("X-Tab", "a\tb"),
-                ("X-Utf8", "café"),
+                ("X-Utf8", "snow \u{2603}"),
                 ("X-Trim", "  padded \t"),
                 ("X-Empty", ""),
                 ("x!#$%&'*+-.^_`|~9", "token chars"),
@@ -409,10 +415,19 @@ mod tests {
         );
         assert_eq!(
             text,
-            "HTTP/1.1 200 OK\r\nX-Tab: a\tb\r\nX-Utf8: café\r\nX-Trim: padded\r\nX-Empty: \r\n\
+            "HTTP/1.1 200 OK\r\nX-Tab: a\tb\r\nX-Utf8: snow \u{2603}\r\nX-Trim: padded\r\nX-Empty: \r\n\
              x!#$%&'*+-.^_`|~9: token chars\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
         );
         assert_eq!(text.matches("\r\n\r\n").count(), 1);
+    }
+
+    #[test]
+    fn latin1_values_go_out_as_single_bytes() {
+        let mut out = Vec::new();
+        let headers = [("X-Latin1".to_owned(), "caf\u{e9}".to_owned())];
+        write_head(&mut out, 200, &headers, &Framing::NoBody, true, 1, b"d");
+        let needle: &[u8] = b"X-Latin1: caf\xe9\r\n";
+        assert!(out.windows(needle.len()).any(|w| w == needle));
     }
 
     #[test]
