@@ -22,9 +22,10 @@ pub use bytes::parse_byte_size;
 pub use problems::{Problem, ROOT_PATH};
 pub use profile::{
     DEFAULT_DISABLE_REQUEST_QUEUE, DEFAULT_DISABLE_SEED, DEFAULT_DISPATCH_MODE, DEFAULT_DISPOSABLE,
-    DEFAULT_FAST_FAIL_REQUESTS_ON_STARTING, DEFAULT_MEMORY_LIMIT_BYTES, DispatchMode,
-    FunctionProfile, MAX_NAME_CHARS, MIN_MEMORY_LIMIT_BYTES, ProfileSet, RESERVED_ENV_PREFIXES,
-    RateLimit, ResourceLimit, Runtime, WorkerProfile, load_functions, parse_functions,
+    DEFAULT_FAST_FAIL_REQUESTS_ON_STARTING, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_NOFILE_LIMIT,
+    DEFAULT_PIDS_LIMIT, DispatchMode, FunctionProfile, HandlerStyle, MAX_NAME_CHARS,
+    MIN_MEMORY_LIMIT_BYTES, ProfileSet, RESERVED_ENV_PREFIXES, RateLimit, ResourceLimit, Runtime,
+    WorkerProfile, load_functions, parse_functions,
 };
 pub use service::{PROPORTION_SUM_TOLERANCE, ServiceKind, ServiceProfile};
 pub use system::{

@@ -61,6 +61,41 @@ const RUNTIME_NAMES: &[(&str, ())] = &[
     ("process", ()),
 ];
 
+/// `handlerStyle` (ours): which calling convention the function's code uses. It is chosen in
+/// the profile, never guessed from the handler's arity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerStyle {
+    /// Noslate's `handler(ctx, req, res)` (Node.js; the default there).
+    Noslate,
+    /// FC's event handler: `handler(event, context[, callback])` (the default for Python).
+    FcEvent,
+    /// FC's HTTP handler: `handler(req, resp, context)` in Node.js, WSGI in Python.
+    FcHttp,
+}
+
+impl HandlerStyle {
+    /// The name in profiles and in the worker protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerStyle::Noslate => "noslate",
+            HandlerStyle::FcEvent => "fc-event",
+            HandlerStyle::FcHttp => "fc-http",
+        }
+    }
+}
+
+const HANDLER_STYLES: &[(&str, HandlerStyle)] = &[
+    ("noslate", HandlerStyle::Noslate),
+    ("fc-event", HandlerStyle::FcEvent),
+    ("fc-http", HandlerStyle::FcHttp),
+];
+
+/// Default `resourceLimit.pids`: tasks (processes and threads) a worker may have.
+pub const DEFAULT_PIDS_LIMIT: u64 = 1024;
+/// Default `resourceLimit.nofile`: open files per worker process (capped by the runtime's own
+/// hard limit when it is not root).
+pub const DEFAULT_NOFILE_LIMIT: u64 = 65_536;
+
 /// How requests are spread over a function's workers (ignored when `disposable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatchMode {
@@ -96,6 +131,10 @@ pub struct ResourceLimit {
     pub memory: u64,
     /// `cpu`: share of one CPU in (0, 1]; `None` means no CPU limit.
     pub cpu: Option<f64>,
+    /// `pids` (ours): most tasks (processes and threads) of one worker.
+    pub pids: u64,
+    /// `nofile` (ours): `RLIMIT_NOFILE` of a worker.
+    pub nofile: u64,
 }
 
 /// `worker`: how the function's workers are run and scaled, with the system defaults applied.
@@ -163,6 +202,8 @@ pub struct FunctionProfile {
     pub resource_limit: ResourceLimit,
     /// `worker`.
     pub worker: WorkerProfile,
+    /// `handlerStyle` (ours).
+    pub handler_style: HandlerStyle,
 }
 
 /// The content of a profile file: functions and the services that route to them.
@@ -391,6 +432,27 @@ fn parse_function(
     let resource_limit = parse_resource_limit(f.get("resourceLimit"), &resource_limit_path, sys, p);
     let worker_path = f.child("worker");
     let worker = parse_worker(f.get("worker"), &worker_path, sys, p);
+    let style_path = f.child("handlerStyle");
+    let handler_style = f.choice("handlerStyle", HANDLER_STYLES, p);
+    let handler_style = match (runtime, handler_style) {
+        (Some(Runtime::Aworker | Runtime::Native | Runtime::Process), Some(_)) => {
+            p.add(
+                &style_path,
+                "only runtimes nodejs and python3 have handler styles",
+            );
+            None
+        }
+        (Some(Runtime::Python3), Some(HandlerStyle::Noslate)) => {
+            p.add(
+                &style_path,
+                "\"noslate\" is a Node.js signature; python3 takes \"fc-event\" or \"fc-http\"",
+            );
+            None
+        }
+        (_, Some(style)) => Some(style),
+        (Some(Runtime::Python3), None) => Some(HandlerStyle::FcEvent),
+        (_, None) => Some(HandlerStyle::Noslate),
+    };
     f.finish(p);
 
     Some(FunctionProfile {
@@ -407,6 +469,7 @@ fn parse_function(
         rate_limit,
         resource_limit,
         worker,
+        handler_style: handler_style?,
     })
 }
 
@@ -628,6 +691,8 @@ fn parse_resource_limit(
     let mut limit = ResourceLimit {
         memory: DEFAULT_MEMORY_LIMIT_BYTES,
         cpu: None,
+        pids: DEFAULT_PIDS_LIMIT,
+        nofile: DEFAULT_NOFILE_LIMIT,
     };
     if let Some(mut f) = given.and_then(|(v, at)| Fields::new(v, &at, p)) {
         set(
@@ -635,6 +700,10 @@ fn parse_resource_limit(
             f.byte_size("memory", MIN_MEMORY_LIMIT_BYTES, p),
         );
         limit.cpu = f.number("cpu", "a number in (0, 1]", in_unit_interval, p);
+        // A worker needs a few tasks (Node.js runs several threads) and descriptors (its pipes,
+        // stdio, the runtime's own files) just to start.
+        set(&mut limit.pids, f.int("pids", 8, p));
+        set(&mut limit.nofile, f.int("nofile", 16, p));
         f.finish(p);
     }
     if limit.memory > sys.virtual_memory_pool_size {
@@ -778,9 +847,12 @@ mod tests {
             f.resource_limit,
             ResourceLimit {
                 memory: 536_870_912,
-                cpu: None
+                cpu: None,
+                pids: DEFAULT_PIDS_LIMIT,
+                nofile: DEFAULT_NOFILE_LIMIT,
             }
         );
+        assert_eq!(f.handler_style, HandlerStyle::Noslate);
         let w = &f.worker;
         assert_eq!(w.reservation_count, 0);
         assert_eq!(w.replica_count_limit, 10);
@@ -1241,6 +1313,39 @@ mod tests {
               virtualMemoryPoolSize (268435456 bytes), so no worker could start"
             ]
         );
+    }
+
+    #[test]
+    fn handler_styles_and_process_limits() {
+        let dir = fixture("styles");
+        let json = r#"[
+            {"name": "a", "runtime": "nodejs", "url": ".", "handler": "i.h", "signature": "s",
+             "handlerStyle": "fc-http", "resourceLimit": {"pids": 64, "nofile": 256}},
+            {"name": "b", "runtime": "python3", "url": ".", "handler": "i.h", "signature": "s"},
+            {"name": "c", "runtime": "python3", "url": ".", "handler": "i.h", "signature": "s",
+             "handlerStyle": "noslate"},
+            {"name": "d", "runtime": "nodejs", "url": ".", "handler": "i.h", "signature": "s",
+             "handlerStyle": "guess", "resourceLimit": {"pids": 0, "nofile": -1}}
+        ]"#;
+        let problems = shown(&parse(json, &dir).unwrap_err());
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("functions[2].handlerStyle: "),
+            "{problems:#?}"
+        );
+        assert!(problems[1].starts_with("functions[3].resourceLimit.pids: "));
+        assert!(problems[2].starts_with("functions[3].resourceLimit.nofile: "));
+        assert!(problems[3].starts_with("functions[3].handlerStyle: "));
+        let ok = r#"[
+            {"name": "a", "runtime": "nodejs", "url": ".", "handler": "i.h", "signature": "s",
+             "handlerStyle": "fc-http", "resourceLimit": {"pids": 64, "nofile": 256}},
+            {"name": "b", "runtime": "python3", "url": ".", "handler": "i.h", "signature": "s"}
+        ]"#;
+        let set = parse(ok, &dir).unwrap();
+        assert_eq!(set.functions[0].handler_style, HandlerStyle::FcHttp);
+        assert_eq!(set.functions[0].resource_limit.pids, 64);
+        assert_eq!(set.functions[0].resource_limit.nofile, 256);
+        assert_eq!(set.functions[1].handler_style, HandlerStyle::FcEvent);
     }
 
     #[test]

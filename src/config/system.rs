@@ -316,14 +316,28 @@ impl Default for ControlPlaneConfig {
 /// `turf.*`: the process sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurfConfig {
-    /// `turf.gracefulExitPeriodMs`, in milliseconds: SIGTERM to SIGKILL.
+    /// `turf.stopGracePeriod` (ours), or Noslate's `turf.gracefulExitPeriodMs`, in
+    /// milliseconds: SIGTERM to SIGKILL when a worker is stopped.
     pub graceful_exit_period_ms: u64,
+    /// `turf.isolation` (ours): run workers as `turf.user` in their own pid, ipc, uts and mount
+    /// namespaces with a seccomp filter, wherever the start-up probe says the machine allows it.
+    pub isolation: bool,
+    /// `turf.user` (ours): the user (name, uid, or uid:gid) isolated workers run as when the
+    /// runtime is root.
+    pub user: String,
 }
+
+/// Default `turf.isolation`: off (opt-in).
+pub const DEFAULT_ISOLATION: bool = false;
+/// Default `turf.user`.
+pub const DEFAULT_TURF_USER: &str = "nobody";
 
 impl Default for TurfConfig {
     fn default() -> Self {
         Self {
             graceful_exit_period_ms: DEFAULT_GRACEFUL_EXIT_PERIOD_MS,
+            isolation: DEFAULT_ISOLATION,
+            user: DEFAULT_TURF_USER.to_owned(),
         }
     }
 }
@@ -333,6 +347,8 @@ impl Default for TurfConfig {
 pub struct StarterConfig {
     /// `starter.nodejs.bin` (ours): the `node` executable; `None` means look it up in `PATH`.
     pub nodejs_bin: Option<String>,
+    /// `starter.python3.bin` (ours): the `python3` executable; `None` means look it up in `PATH`.
+    pub python3_bin: Option<String>,
     /// `starter.aworker.defaultSeedScript`: script the aworker seed runs, if any.
     pub aworker_default_seed_script: Option<String>,
     /// `starter.aworker.defaultEnvirons`: extra environment of aworker workers, sorted by name.
@@ -724,6 +740,13 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
             );
             n.finish(p);
         }
+        if let Some(mut n) = s.object("python3", p) {
+            set(
+                &mut cfg.starter.python3_bin,
+                n.non_empty_string("bin", p).map(Some),
+            );
+            n.finish(p);
+        }
         if let Some(mut a) = s.object("aworker", p) {
             set(
                 &mut cfg.starter.aworker_default_seed_script,
@@ -741,10 +764,23 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
     }
 
     if let Some(mut s) = f.object("turf", p) {
+        if s.has("stopGracePeriod") && s.has("gracefulExitPeriodMs") {
+            p.add(
+                s.child("stopGracePeriod"),
+                "set either turf.stopGracePeriod or its Noslate name turf.gracefulExitPeriodMs, \
+                 not both",
+            );
+        }
         set(
             &mut cfg.turf.graceful_exit_period_ms,
             s.int("gracefulExitPeriodMs", 0, p),
         );
+        set(
+            &mut cfg.turf.graceful_exit_period_ms,
+            s.int("stopGracePeriod", 0, p),
+        );
+        set(&mut cfg.turf.isolation, s.boolean("isolation", p));
+        set(&mut cfg.turf.user, s.non_empty_string("user", p));
         ignore(
             &mut s,
             &[
