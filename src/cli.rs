@@ -22,6 +22,8 @@ noslate: a single-binary serverless runtime for Function Compute custom containe
 USAGE:
     noslate [serve] [OPTIONS]     run the FC server (the default command)
     noslate check [OPTIONS]       validate the function profiles and system config, then exit
+    noslate ps [--json]           list the running runtime's workers (over its admin socket)
+    noslate stats                 the running runtime's counters, as JSON
     noslate --help | --version
 
 OPTIONS:
@@ -37,6 +39,8 @@ OPTIONS:
     --logdir DIR        log directory (worker stdout/stderr under <function>/<worker>/)
                                                                env: NOSLATE_LOGDIR
                         default: <workdir>/logs
+    --socket PATH       (ps, stats) the admin socket; default <workdir>/noslated.sock
+    --json              (ps) print JSON instead of a table
 
 ENVIRONMENT:
     RUST_LOG                  log filter for the runtime's own log on stderr (default: info,
@@ -53,10 +57,26 @@ SIGNALS:
 See README.md for the routes and the configuration reference.
 ";
 
+/// What the command line asks for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Run the server.
+    #[default]
+    Serve,
+    /// Validate the configuration.
+    Check,
+    /// List workers.
+    Ps,
+    /// Print counters.
+    Stats,
+}
+
 /// Parsed command line.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Args {
-    check_only: bool,
+    command: Command,
+    json: bool,
+    socket: Option<PathBuf>,
     port: Option<String>,
     functions: Option<PathBuf>,
     config: Option<PathBuf>,
@@ -73,15 +93,16 @@ enum Parsed {
 fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
     let mut args = Args::default();
     let mut it = raw.into_iter().peekable();
-    match it.peek().and_then(|a| a.to_str()) {
-        Some("serve") => {
-            it.next();
-        }
-        Some("check") => {
-            args.check_only = true;
-            it.next();
-        }
-        _ => {}
+    let command = match it.peek().and_then(|a| a.to_str()) {
+        Some("serve") => Some(Command::Serve),
+        Some("check") => Some(Command::Check),
+        Some("ps") => Some(Command::Ps),
+        Some("stats") => Some(Command::Stats),
+        _ => None,
+    };
+    if let Some(command) = command {
+        args.command = command;
+        it.next();
     }
     while let Some(arg) = it.next() {
         let arg = arg
@@ -111,6 +132,8 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
             "--config" => args.config = Some(value("--config")?.into()),
             "--workdir" => args.workdir = Some(value("--workdir")?.into()),
             "--logdir" => args.logdir = Some(value("--logdir")?.into()),
+            "--socket" => args.socket = Some(value("--socket")?.into()),
+            "--json" => args.json = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
@@ -164,6 +187,9 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(args.command, Command::Ps | Command::Stats) {
+        return admin_command(&args);
+    }
 
     let config_file = args
         .config
@@ -212,7 +238,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.check_only {
+    if args.command == Command::Check {
         println!(
             "noslate: configuration OK: {} function(s), {} service(s), port {port}",
             profiles.functions.len(),
@@ -221,10 +247,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let workdir = args
-        .workdir
-        .or_else(|| env_var("NOSLATE_WORKDIR").map(PathBuf::from))
-        .unwrap_or_else(|| std::env::temp_dir().join("noslate"));
+    let workdir = resolve_workdir(args.workdir.clone());
     let logdir = args
         .logdir
         .or_else(|| env_var("NOSLATE_LOGDIR").map(PathBuf::from))
@@ -261,6 +284,45 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// The work directory: the flag, `NOSLATE_WORKDIR`, or `$TMPDIR/noslate`.
+fn resolve_workdir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| env_var("NOSLATE_WORKDIR").map(PathBuf::from))
+        .unwrap_or_else(|| std::env::temp_dir().join("noslate"))
+}
+
+/// `noslate ps` and `noslate stats`: one request on the admin socket.
+fn admin_command(args: &Args) -> ExitCode {
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| crate::admin::socket_path(&resolve_workdir(args.workdir.clone())));
+    let path = match args.command {
+        Command::Ps => "/v1/workers",
+        _ => "/v1/stats",
+    };
+    match crate::admin::client::request(&socket, "GET", path) {
+        Ok((200, body)) => {
+            if args.command == Command::Ps && !args.json {
+                print!("{}", crate::admin::client::ps_table(&body));
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("noslate: the runtime answered {status}: {body}");
+            ExitCode::from(1)
+        }
+        Err(msg) => {
+            eprintln!("noslate: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn init_logging(config: &SystemConfig) {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(config.logger.level_filter());
@@ -290,7 +352,7 @@ mod tests {
         };
         assert_eq!(a, b);
         assert_eq!(a.port.as_deref(), Some("8080"));
-        assert!(!a.check_only);
+        assert_eq!(a.command, Command::Serve);
     }
 
     #[test]
@@ -301,10 +363,16 @@ mod tests {
         assert!(matches!(
             args(&["check"]),
             Ok(Parsed::Run(Args {
-                check_only: true,
+                command: Command::Check,
                 ..
             }))
         ));
+        let Ok(Parsed::Run(ps)) = args(&["ps", "--json", "--socket", "/s"]) else {
+            panic!("expected ps");
+        };
+        assert_eq!(ps.command, Command::Ps);
+        assert!(ps.json);
+        assert_eq!(ps.socket, Some(PathBuf::from("/s")));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! and queues ([`pool`]). Configuration uses Noslate's JSON formats ([`config`]). All `unsafe`
 //! lives in [`sys`]. See docs/ARCHITECTURE.md for the map and the state machines.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod fc;

@@ -246,7 +246,11 @@ fn write_field_checked(out: &mut Vec<u8>, name: &str, value: &str) {
     // Values are latin1 strings, as in Node (see request::latin1): a char up to U+00FF is that
     // byte. Anything wider cannot be latin1 and is sent as UTF-8 rather than dropped.
     if value.chars().all(|c| u32::from(c) <= 0xff) {
-        out.extend(value.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')));
+        out.extend(
+            value
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')),
+        );
     } else {
         out.extend_from_slice(value.as_bytes());
     }

@@ -1,7 +1,7 @@
 //! mio tokens: a role in the top bits, and for slab-owned sources the slab key below it.
 //!
 //! ```text
-//! bits 63..60  role      (listener, signal pipe, connection, worker pipe in/out)
+//! bits 63..60  role      (listener, signal pipe, admin listener, connection, worker pipes)
 //! bits 59..32  generation of the slab key
 //! bits 31..0   slab index
 //! ```
@@ -16,6 +16,8 @@ pub enum Source {
     Listener,
     /// The signal self-pipe.
     Signals,
+    /// The admin Unix socket's listener.
+    Admin,
     /// A client connection.
     Conn(Key),
     /// The pipe the runtime reads worker frames from.
@@ -31,6 +33,7 @@ pub fn token(source: Source) -> Token {
     let (role, key) = match source {
         Source::Listener => (0u64, None),
         Source::Signals => (1, None),
+        Source::Admin => (5, None),
         Source::Conn(key) => (2, Some(key)),
         Source::WorkerOut(key) => (3, Some(key)),
         Source::WorkerIn(key) => (4, Some(key)),
@@ -52,6 +55,7 @@ pub fn source(token: Token) -> Option<Source> {
         2 => Source::Conn(key),
         3 => Source::WorkerOut(key),
         4 => Source::WorkerIn(key),
+        5 => Source::Admin,
         _ => return None,
     })
 }
@@ -69,6 +73,7 @@ mod tests {
         for s in [
             Source::Listener,
             Source::Signals,
+            Source::Admin,
             Source::Conn(key),
             Source::WorkerOut(key),
             Source::WorkerIn(key),

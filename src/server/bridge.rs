@@ -10,6 +10,7 @@ use crate::http::chunked::Chunk;
 use crate::pool::{self, WorkerLoad};
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
+use crate::turf::accounting::ExitReason;
 use crate::turf::worker::{ConnRef, ReadResult, WorkerState};
 use crate::wire::{self, Kind};
 use serde::{Deserialize, Serialize};
@@ -590,7 +591,7 @@ impl Server {
                 worker.id, self.config.data_plane.cancel_grace_period_ms
             );
             log::warn!("[dp] {reason}; killing it");
-            self.kill_worker(key, &reason);
+            self.kill_worker(key, &reason, ExitReason::TimeoutKill);
         }
     }
 
@@ -626,6 +627,6 @@ impl Server {
             .unwrap_or_default();
         let reason = format!("worker {id} broke the wire protocol: {detail}");
         log::warn!("[turf] {reason}");
-        self.kill_worker(key, &reason);
+        self.kill_worker(key, &reason, ExitReason::Crashed);
     }
 }

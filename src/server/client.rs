@@ -193,6 +193,17 @@ impl Server {
             conn: key,
             seq: conn.seq,
         };
+        if conn.sock.is_admin() {
+            // The admin socket has its own routes; FC's never apply there.
+            let (method, path) = conn
+                .req
+                .as_ref()
+                .and_then(|r| r.head.as_ref())
+                .map(|h| (h.method.clone(), h.path().to_owned()))
+                .unwrap_or_default();
+            self.on_admin_request(client, &method, &path);
+            return;
+        }
         match route {
             Err(err) => self.respond_error(
                 client,

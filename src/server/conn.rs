@@ -19,12 +19,86 @@ use crate::http::response::Framing;
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
-use mio::net::TcpStream;
-use std::io::{self, Write};
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::io::{self, Read, Write};
 use std::time::Instant;
 
 /// Write-buffer capacity kept by an idle connection; larger buffers are released.
 const IDLE_WRITE_BUFFER: usize = 16 * 1024;
+
+/// A connection's socket: FC's TCP port, or the admin Unix socket. Both speak HTTP/1.1 through
+/// the same code; only routing differs.
+#[derive(Debug)]
+pub enum Socket {
+    /// A connection on the FC port.
+    Tcp(TcpStream),
+    /// A connection on the admin socket.
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// Whether this is an admin connection.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Socket::Unix(_))
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Socket {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.register(registry, token, interests),
+            Socket::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.reregister(registry, token, interests),
+            Socket::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.deregister(registry),
+            Socket::Unix(s) => s.deregister(registry),
+        }
+    }
+}
 
 /// Where request-body bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +197,7 @@ pub struct Request {
 #[derive(Debug)]
 pub struct Conn {
     /// The socket.
-    pub sock: TcpStream,
+    pub sock: Socket,
     /// Bytes read and not yet consumed.
     pub inbuf: ReadBuf,
     /// Bytes to write, from `wstart`.
@@ -163,7 +237,7 @@ pub enum Filled {
 
 impl Conn {
     /// A new connection whose read buffer holds up to `rbuf_size` bytes.
-    pub fn new(sock: TcpStream, rbuf_size: usize) -> Self {
+    pub fn new(sock: Socket, rbuf_size: usize) -> Self {
         Conn {
             sock,
             inbuf: ReadBuf::new(rbuf_size, rbuf_size),

@@ -9,6 +9,7 @@
 //! invocations between connections and workers, [`supervise`] starts, stops and reaps workers,
 //! [`lifecycle`] answers FC's hooks and handles shutdown.
 
+mod admin;
 mod bridge;
 mod client;
 mod conn;
@@ -24,9 +25,10 @@ use crate::reactor::slab::{Key, Slab};
 use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
 use crate::runtime::Runtimes;
+use crate::turf::accounting::Accounting;
 use crate::turf::worker::{ConnRef, Worker};
-use conn::Conn;
-use mio::net::TcpListener;
+use conn::{Conn, Socket};
+use mio::net::{TcpListener, UnixListener};
 use mio::unix::pipe::Receiver;
 use mio::{Events, Interest, Poll};
 use std::collections::HashMap;
@@ -60,6 +62,8 @@ pub struct ServerOptions {
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug)]
 pub enum ServerError {
+    /// The admin socket could not be created.
+    Admin(String),
     /// Binding the FC port failed.
     Bind {
         /// The address.
@@ -79,7 +83,7 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            ServerError::Runtime(msg) => write!(f, "{msg}"),
+            ServerError::Runtime(msg) | ServerError::Admin(msg) => write!(f, "{msg}"),
             ServerError::Poll(source) => write!(f, "event loop failed: {source}"),
             ServerError::UnknownDefault(name) => {
                 write!(
@@ -138,6 +142,8 @@ pub struct Server {
     poll: Poll,
     listener: TcpListener,
     local_addr: SocketAddr,
+    admin: UnixListener,
+    admin_path: PathBuf,
     signals: Receiver,
     conns: Slab<Conn>,
     workers: Slab<Worker>,
@@ -152,6 +158,7 @@ pub struct Server {
     runtimes: Runtimes,
     logdir: PathBuf,
     ids: RequestIds,
+    accounting: Accounting,
     fc_log: FcLog,
     date: DateCache,
     /// Connections to drive again this iteration (answered from outside their own event).
@@ -192,6 +199,7 @@ impl Server {
             workdir,
             logdir,
         } = options;
+        let accounting_dir = logdir.clone();
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let mut listener =
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
@@ -213,6 +221,11 @@ impl Server {
             .map_err(ServerError::Poll)?;
         let runtimes =
             Runtimes::prepare(&workdir, &config, &functions).map_err(ServerError::Runtime)?;
+        let admin_path = crate::admin::socket_path(&workdir);
+        let mut admin = bind_admin(&admin_path)?;
+        poll.registry()
+            .register(&mut admin, token::token(Source::Admin), Interest::READABLE)
+            .map_err(ServerError::Poll)?;
 
         let by_name: HashMap<String, usize> = functions
             .iter()
@@ -240,6 +253,8 @@ impl Server {
             poll,
             listener,
             local_addr,
+            admin,
+            admin_path,
             signals,
             conns: Slab::default(),
             workers: Slab::default(),
@@ -260,6 +275,7 @@ impl Server {
             runtimes,
             logdir,
             ids: RequestIds::new(),
+            accounting: Accounting::new(&accounting_dir),
             fc_log: FcLog::default(),
             date: DateCache::new(),
             pending_drive: Vec::new(),
@@ -310,6 +326,7 @@ impl Server {
             for event in events.iter() {
                 match token::source(event.token()) {
                     Some(Source::Listener) => self.accept(),
+                    Some(Source::Admin) => self.accept_admin(),
                     Some(Source::Conn(key)) => {
                         if event.is_writable() {
                             self.mark_conn_dirty(key);
@@ -331,6 +348,7 @@ impl Server {
             self.fc_log.flush();
             if self.lifecycle == Lifecycle::Stopped && self.exit_when_stopped {
                 log::info!("stopped; exiting");
+                let _ = std::fs::remove_file(&self.admin_path);
                 return Ok(());
             }
         }
@@ -403,7 +421,9 @@ impl Server {
                     if let Err(err) = sock.set_nodelay(true) {
                         log::debug!("[http] set_nodelay failed for {peer}: {err}");
                     }
-                    let key = self.conns.insert(Conn::new(sock, self.rbuf_size));
+                    let key = self
+                        .conns
+                        .insert(Conn::new(Socket::Tcp(sock), self.rbuf_size));
                     let registered = match self.conns.get_mut(key) {
                         Some(conn) => self.poll.registry().register(
                             &mut conn.sock,
@@ -433,6 +453,38 @@ impl Server {
         }
     }
 
+    fn accept_admin(&mut self) {
+        loop {
+            match self.admin.accept() {
+                Ok((sock, _)) => {
+                    let key = self
+                        .conns
+                        .insert(Conn::new(Socket::Unix(sock), self.rbuf_size));
+                    let registered = match self.conns.get_mut(key) {
+                        Some(conn) => self.poll.registry().register(
+                            &mut conn.sock,
+                            token::token(Source::Conn(key)),
+                            Interest::READABLE | Interest::WRITABLE,
+                        ),
+                        None => Ok(()),
+                    };
+                    if let Err(err) = registered {
+                        log::warn!("[admin] cannot register connection: {err}");
+                        self.conns.remove(key);
+                        continue;
+                    }
+                    self.drive_conn(key);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::warn!("[admin] accept failed: {err}");
+                    return;
+                }
+            }
+        }
+    }
+
     fn on_signals(&mut self) {
         let mut buf = [0u8; 64];
         let mut seen = Vec::new();
@@ -454,4 +506,27 @@ impl Server {
             }
         }
     }
+}
+
+/// Creates the admin socket, mode 0600. A socket file left by a runtime that is gone is
+/// replaced; one that still answers belongs to a live runtime sharing this work directory,
+/// which is refused.
+fn bind_admin(path: &std::path::Path) -> Result<UnixListener, ServerError> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServerError::Admin(format!(
+                "another noslate runtime is serving {}; give each runtime its own NOSLATE_WORKDIR",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(|e| {
+            ServerError::Admin(format!("cannot remove stale {}: {e}", path.display()))
+        })?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| ServerError::Admin(format!("cannot create {}: {e}", path.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ServerError::Admin(format!("cannot chmod {}: {e}", path.display())))?;
+    Ok(listener)
 }

@@ -9,6 +9,7 @@ use crate::pool::{self, ScaleInput, StartError};
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sys;
+use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::spawn;
 use crate::turf::worker::{Worker, WorkerState};
 use crate::wire::{self, Kind};
@@ -162,7 +163,11 @@ impl Server {
         self.functions[function].pool.workers.push(key);
         if let Some(Err(err)) = registered {
             log::error!("[turf w={id} pid={pid}] cannot watch worker pipes: {err}");
-            self.kill_worker(key, &format!("cannot watch worker pipes: {err}"));
+            self.kill_worker(
+                key,
+                &format!("cannot watch worker pipes: {err}"),
+                ExitReason::Crashed,
+            );
             return false;
         }
         let timer = self
@@ -182,7 +187,7 @@ impl Server {
         };
         if worker.state != WorkerState::Starting {
             let reason = format!("READY in state {}", worker.state.as_str());
-            self.kill_worker(key, &reason);
+            self.kill_worker(key, &reason, ExitReason::Crashed);
             return;
         }
         log::debug!(
@@ -220,7 +225,11 @@ impl Server {
                 worker.advance(WorkerState::Initializing);
                 self.mark_worker_dirty(key);
             }
-            Err(err) => self.kill_worker(key, &format!("cannot encode INIT: {err}")),
+            Err(err) => self.kill_worker(
+                key,
+                &format!("cannot encode INIT: {err}"),
+                ExitReason::Crashed,
+            ),
         }
     }
 
@@ -231,7 +240,7 @@ impl Server {
         };
         if worker.state != WorkerState::Initializing {
             let reason = format!("INIT_DONE in state {}", worker.state.as_str());
-            self.kill_worker(key, &reason);
+            self.kill_worker(key, &reason, ExitReason::Crashed);
             return;
         }
         if let Some(timer) = worker.timer.take() {
@@ -307,7 +316,7 @@ impl Server {
                 stack: Vec::new(),
             },
         );
-        self.kill_worker(key, &message);
+        self.kill_worker(key, &message, ExitReason::TimeoutKill);
     }
 
     /// Records a failed start, schedules the retry and tells waiting requests.
@@ -356,6 +365,7 @@ impl Server {
             worker.pid
         );
         worker.exit_reason.get_or_insert_with(|| reason.to_owned());
+        worker.imposed.get_or_insert(ExitReason::Stopped);
         worker.advance(WorkerState::Stopping);
         if let Some(mut pipe) = worker.to_worker.take() {
             let _ = self.poll.registry().deregister(&mut pipe);
@@ -386,12 +396,14 @@ impl Server {
         }
     }
 
-    /// Kills a worker's process group at once and fails its invocations with `reason`.
-    pub(super) fn kill_worker(&mut self, key: Key, reason: &str) {
+    /// Kills a worker's process group at once and fails its invocations with `reason`;
+    /// `accounted` is the reason recorded in `resource_usage.log`.
+    pub(super) fn kill_worker(&mut self, key: Key, reason: &str, accounted: ExitReason) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
         worker.exit_reason.get_or_insert_with(|| reason.to_owned());
+        worker.imposed.get_or_insert(accounted);
         spawn::kill(worker.pid, libc::SIGKILL);
         self.worker_gone(key, reason);
     }
@@ -431,8 +443,15 @@ impl Server {
         let function = worker.function;
         let id = worker.id.clone();
         let streams: Vec<_> = worker.streams.drain().collect();
+        let in_flight = streams.iter().find_map(|(_, s)| s.client);
         if !was_stopping {
             worker.advance(WorkerState::Exited);
+        }
+        if let Some(client) = in_flight {
+            let id = self.request_mut(client).map(|r| r.id.clone());
+            if let Some(w) = self.workers.get_mut(key) {
+                w.request_at_exit = w.request_at_exit.take().or(id);
+            }
         }
         for (_, stream) in streams {
             if let Some(timer) = stream.cancel_timer {
@@ -515,10 +534,21 @@ impl Server {
                 .and_then(|w| w.exit_reason.clone())
                 .unwrap_or_default();
             self.worker_gone(key, &reason);
-            if let Some(w) = self.workers.remove(key)
-                && let Some(timer) = w.timer
-            {
-                self.timers.cancel(timer);
+            if let Some(w) = self.workers.remove(key) {
+                if let Some(timer) = w.timer {
+                    self.timers.cancel(timer);
+                }
+                let accounted = ExitReason::decide(w.imposed, false, reaped.exit);
+                let function = &self.functions[w.function].profile.name;
+                let record = ExitRecord::new(
+                    &reaped,
+                    &w.id,
+                    function,
+                    accounted,
+                    w.request_at_exit.as_deref(),
+                    w.served,
+                );
+                self.accounting.record(&record);
             }
             self.check_workers_stopped();
         }

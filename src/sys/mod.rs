@@ -200,6 +200,20 @@ pub fn prepare_worker_exec(command: &mut Command, fd_in: &OwnedFd, fd_out: &Owne
     }
 }
 
+/// The memory page size in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf touches no memory.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// Clock ticks per second, the unit of CPU times in /proc.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf touches no memory.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
 /// Resident set size of this process, in bytes, from /proc/self/statm.
 pub fn own_rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

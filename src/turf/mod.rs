@@ -2,5 +2,7 @@
 //! fixed fds, a clean environment, their own session and log files, and keeps the per-worker
 //! record the event loop drives (state, pipes, buffers, open streams).
 
+pub mod accounting;
 pub mod spawn;
+pub mod stats;
 pub mod worker;

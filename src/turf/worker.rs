@@ -12,6 +12,7 @@
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
+use crate::turf::accounting::ExitReason;
 use crate::wire;
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashMap;
@@ -119,6 +120,12 @@ pub struct Worker {
     pub served: u64,
     /// Why it is being stopped or why it died, for the errors of its streams.
     pub exit_reason: Option<String>,
+    /// The accounting reason the runtime imposed by stopping or killing it, if it did.
+    pub imposed: Option<ExitReason>,
+    /// The request that was in flight when it left service, for the accounting line.
+    pub request_at_exit: Option<String>,
+    /// Which mechanism enforces each limit (shown by `noslate ps`).
+    pub enforcement: serde_json::Value,
 }
 
 /// Read chunk size for worker pipes.
@@ -145,6 +152,9 @@ impl Worker {
             timer: None,
             served: 0,
             exit_reason: None,
+            imposed: None,
+            request_at_exit: None,
+            enforcement: serde_json::Value::Null,
         }
     }
 

@@ -1,0 +1,150 @@
+//! The CLI side of the admin socket: one blocking HTTP/1.1 request per call, and the
+//! `noslate ps` table.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long the CLI waits for the runtime.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer the CLI accepts.
+const MAX_RESPONSE: u64 = 16 << 20;
+
+/// Sends one request and returns the status and the JSON body.
+pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, Value), String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "cannot connect to the runtime's admin socket {}: {e} (is `noslate serve` running \
+             with the same NOSLATE_WORKDIR? --socket PATH names another socket)",
+            socket.display()
+        )
+    })?;
+    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    let _ = stream.set_write_timeout(Some(TIMEOUT));
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: noslate\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_RESPONSE)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the runtime's answer has no HTTP head")?;
+    let status_line = String::from_utf8_lossy(raw.get(..split).unwrap_or_default());
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("the runtime's answer has no status")?;
+    let body = raw.get(split + 4..).unwrap_or_default();
+    let json = serde_json::from_slice(body)
+        .map_err(|e| format!("the runtime's answer is not JSON: {e}"))?;
+    Ok((status, json))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn mib(bytes: &Value) -> String {
+    bytes.as_u64().map_or_else(
+        || "-".to_owned(),
+        |b| format!("{:.1}M", b as f64 / f64::from(1 << 20)),
+    )
+}
+
+fn duration(ms: &Value) -> String {
+    let Some(ms) = ms.as_u64() else {
+        return "-".to_owned();
+    };
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{}s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{}h{}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+/// Renders `GET /v1/workers` as the `noslate ps` table.
+pub fn ps_table(workers: &Value) -> String {
+    let mut rows = vec![
+        [
+            "ID", "FUNCTION", "PID", "STATE", "INFLIGHT", "RSS", "CPU", "AGE", "LIMITS",
+        ]
+        .map(str::to_owned),
+    ];
+    for w in workers.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let limits = w["enforcement"]
+            .as_object()
+            .map(|e| {
+                ["memory", "cpu", "pids", "nofile"]
+                    .iter()
+                    .map(|k| format!("{k}={}", e.get(*k).map_or("-".to_owned(), text)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        rows.push([
+            text(&w["id"]),
+            text(&w["function"]),
+            text(&w["pid"]),
+            text(&w["state"]),
+            text(&w["inflight"]),
+            mib(&w["rssBytes"]),
+            duration(&w["cpuMs"]),
+            duration(&w["ageMs"]),
+            limits,
+        ]);
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ps_table_has_one_row_per_worker_and_aligned_columns() {
+        let workers = json!([
+            {"id": "hello-1", "function": "hello", "pid": 42, "state": "ready", "inflight": 0,
+             "rssBytes": 41_943_040u64, "cpuMs": 120, "ageMs": 65_000,
+             "enforcement": {"memory": "cgroup", "cpu": "none", "pids": "cgroup", "nofile": "rlimit"}},
+            {"id": "echo-12", "function": "echo", "pid": 4242, "state": "starting", "inflight": 3,
+             "rssBytes": null, "cpuMs": null, "ageMs": 5}
+        ]);
+        let table = ps_table(&workers);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID "));
+        assert!(lines[1].contains("hello-1") && lines[1].contains("40.0M"));
+        assert!(lines[1].contains("1m5s") && lines[1].contains("memory=cgroup"));
+        assert!(lines[2].contains("starting") && lines[2].contains("5ms"));
+        let col = lines[0].find("FUNCTION").unwrap();
+        assert_eq!(&lines[1][col..col + 5], "hello");
+        assert_eq!(&lines[2][col..col + 4], "echo");
+    }
+}

@@ -1,0 +1,107 @@
+//! Requests on the admin socket (see `crate::admin` for the routes). Answers are built from
+//! the live server state; nothing here blocks the loop beyond reading a few `/proc` files.
+
+use super::Server;
+use super::client::InvokeError;
+use crate::admin::{self, Route};
+use crate::turf::accounting::ExitReason;
+use crate::turf::stats;
+use crate::turf::worker::ConnRef;
+use serde_json::{Value, json};
+
+impl Server {
+    /// Answers one admin request.
+    pub(super) fn on_admin_request(&mut self, client: ConnRef, method: &str, path: &str) {
+        match admin::route(method, path) {
+            Route::Workers => {
+                let body = self.workers_view().to_string();
+                self.respond_json(client, 200, &[], body.as_bytes());
+            }
+            Route::Stats => {
+                let body = self.stats_view().to_string();
+                self.respond_json(client, 200, &[], body.as_bytes());
+            }
+            Route::MethodNotAllowed(allowed) => {
+                let err = InvokeError::new(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{path} accepts {allowed}, not {method}"),
+                );
+                self.respond_error(client, &err, false);
+            }
+            Route::NotFound => {
+                let err = InvokeError::new(
+                    404,
+                    "NotFound",
+                    format!("no admin route {method} {path}; see GET /v1/workers, GET /v1/stats"),
+                );
+                self.respond_error(client, &err, false);
+            }
+        }
+    }
+
+    /// One object per worker, as `noslate ps` shows it.
+    fn workers_view(&self) -> Value {
+        let mut rows: Vec<(&str, Value)> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let live = stats::read(w.pid);
+                let view = json!({
+                    "id": w.id,
+                    "function": self.functions[w.function].profile.name,
+                    "pid": w.pid,
+                    "state": w.state.as_str(),
+                    "inflight": w.active(),
+                    "served": w.served,
+                    "rssBytes": live.map(|s| s.rss_bytes),
+                    "cpuMs": live.map(|s| s.cpu_ms),
+                    "ageMs": u64::try_from(w.spawned_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "enforcement": w.enforcement,
+                });
+                (w.id.as_str(), view)
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        Value::Array(rows.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Exit counters and per-function counts.
+    fn stats_view(&self) -> Value {
+        let exits: serde_json::Map<String, Value> = ExitReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), json!(self.accounting.count(*r))))
+            .collect();
+        let functions: serde_json::Map<String, Value> = self
+            .functions
+            .iter()
+            .map(|f| {
+                let mut states = serde_json::Map::new();
+                for &key in &f.pool.workers {
+                    if let Some(w) = self.workers.get(key) {
+                        let n = states
+                            .entry(w.state.as_str())
+                            .or_insert(json!(0))
+                            .as_u64()
+                            .unwrap_or(0);
+                        states.insert(w.state.as_str().to_owned(), json!(n + 1));
+                    }
+                }
+                (
+                    f.profile.name.clone(),
+                    json!({
+                        "workers": states,
+                        "queued": f.pool.queue.len(),
+                        "startFailures": f.pool.start_failures,
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "inflight": self.inflight,
+            "connections": self.conns.len(),
+            "exits": exits,
+            "functions": functions,
+        })
+    }
+}
