@@ -358,7 +358,8 @@ impl BlockingClient {
         r
     }
 
-    fn try_exchange(&mut self, req: &[u8], expect: Option<&[u8]>) -> Result<(Resp, usize), String> {
+    /// Opens the keep-alive connection unless it is open.
+    fn connect(&mut self) -> Result<&mut TcpStream, String> {
         if self.stream.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
                 .map_err(|e| format!("connect: {e}"))?;
@@ -367,6 +368,11 @@ impl BlockingClient {
                 .map_err(|e| e.to_string())?;
             self.stream = Some(s);
         }
+        Ok(self.stream.as_mut().expect("connected above"))
+    }
+
+    fn try_exchange(&mut self, req: &[u8], expect: Option<&[u8]>) -> Result<(Resp, usize), String> {
+        self.connect()?;
         let s = self.stream.as_mut().expect("connected above");
         s.write_all(req).map_err(|e| format!("write: {e}"))?;
         let mut filled = 0;
@@ -404,6 +410,8 @@ fn run_latency(addr: SocketAddr, req: &[u8], expect: Option<&[u8]>, dur: Duratio
     let mut client = BlockingClient::new(addr);
     let mut samples = Vec::with_capacity(64 * 1024);
     let mut counts = Counts::default();
+    // The connection is opened outside the measured exchanges (a failure shows up below).
+    let _ = client.connect();
     let start = Instant::now();
     let end = start + dur;
     loop {
