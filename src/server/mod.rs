@@ -14,6 +14,7 @@ mod bridge;
 mod client;
 mod conn;
 mod lifecycle;
+mod limits;
 mod supervise;
 
 use crate::config::{FunctionProfile, SystemConfig};
@@ -115,6 +116,8 @@ enum Timer {
     },
     /// A function's start back-off has passed.
     SpawnRetry(usize),
+    /// Poll the limits the runtime enforces itself.
+    LimitPoll,
 }
 
 /// A configured function and its pool.
@@ -171,6 +174,8 @@ pub struct Server {
     exit_when_stopped: bool,
     /// Invocations accepted and not yet finished (queued or dispatched).
     inflight: usize,
+    /// Whether the limit poll timer is scheduled.
+    limit_poll_armed: bool,
     /// `/initialize` requests waiting for reserved workers.
     init_waiters: Vec<ConnRef>,
     /// `/pre-stop` requests waiting for the drain.
@@ -284,6 +289,7 @@ impl Server {
             lifecycle: Lifecycle::Running,
             exit_when_stopped: false,
             inflight: 0,
+            limit_poll_armed: false,
             init_waiters: Vec::new(),
             stop_waiters: Vec::new(),
         })
@@ -363,6 +369,7 @@ impl Server {
                 Timer::WorkerKill(worker) => self.on_worker_kill_timer(worker),
                 Timer::CancelGrace { worker, stream } => self.on_cancel_grace(worker, stream),
                 Timer::SpawnRetry(function) => self.scale(function),
+                Timer::LimitPoll => self.on_limit_poll(),
             }
         }
     }

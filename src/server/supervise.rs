@@ -10,6 +10,7 @@ use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
+use crate::turf::poll::PolledLimits;
 use crate::turf::spawn;
 use crate::turf::worker::{Worker, WorkerState};
 use crate::wire::{self, Kind};
@@ -173,9 +174,21 @@ impl Server {
         let timer = self
             .timers
             .schedule(Instant::now() + init_timeout, Timer::WorkerInit(key));
+        let limits = &self.functions[function].profile.resource_limit;
+        // Without a cgroup, memory and CPU are the runtime's to enforce by polling.
+        let polled = PolledLimits::new(Some(limits.memory), limits.cpu);
+        let enforcement = serde_json::json!({
+            "memory": "poll",
+            "cpu": if limits.cpu.is_some() { "poll" } else { "none" },
+            "pids": "none",
+            "nofile": "none",
+        });
         if let Some(w) = self.workers.get_mut(key) {
             w.timer = Some(timer);
+            w.polled = polled;
+            w.enforcement = enforcement;
         }
+        self.arm_limit_poll();
         log::info!("[turf w={id} pid={pid}] started");
         true
     }
@@ -444,6 +457,7 @@ impl Server {
         let id = worker.id.clone();
         let streams: Vec<_> = worker.streams.drain().collect();
         let in_flight = streams.iter().find_map(|(_, s)| s.client);
+        let imposed = worker.imposed;
         if !was_stopping {
             worker.advance(WorkerState::Exited);
         }
@@ -453,15 +467,22 @@ impl Server {
                 w.request_at_exit = w.request_at_exit.take().or(id);
             }
         }
+        // The in-flight requests learn why their worker is gone.
+        let (error_type, reason) = match imposed {
+            Some(ExitReason::MemOverload) => {
+                ("MemoryLimitExceeded", format!("{reason} (mem_overload)"))
+            }
+            Some(ExitReason::CpuOverload) => {
+                ("CpuLimitExceeded", format!("{reason} (cpu_overload)"))
+            }
+            _ => ("WorkerCrashed", reason.to_owned()),
+        };
         for (_, stream) in streams {
             if let Some(timer) = stream.cancel_timer {
                 self.timers.cancel(timer);
             }
             if let Some(client) = stream.client {
-                self.fail_invocation(
-                    client,
-                    &InvokeError::new(404, "WorkerCrashed", reason.to_owned()),
-                );
+                self.fail_invocation(client, &InvokeError::new(404, error_type, reason.clone()));
             }
         }
         if already_gone {

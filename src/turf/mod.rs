@@ -3,6 +3,7 @@
 //! record the event loop drives (state, pipes, buffers, open streams).
 
 pub mod accounting;
+pub mod poll;
 pub mod spawn;
 pub mod stats;
 pub mod worker;

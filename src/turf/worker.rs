@@ -126,6 +126,8 @@ pub struct Worker {
     pub request_at_exit: Option<String>,
     /// Which mechanism enforces each limit (shown by `noslate ps`).
     pub enforcement: serde_json::Value,
+    /// Limits the runtime polls itself because no cgroup enforces them.
+    pub polled: crate::turf::poll::PolledLimits,
 }
 
 /// Read chunk size for worker pipes.
@@ -155,6 +157,7 @@ impl Worker {
             imposed: None,
             request_at_exit: None,
             enforcement: serde_json::Value::Null,
+            polled: crate::turf::poll::PolledLimits::default(),
         }
     }
 
