@@ -263,6 +263,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         config,
         functions: profiles.functions,
+        services: profiles.services,
         workdir,
         logdir,
     };

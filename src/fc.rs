@@ -19,9 +19,19 @@ pub enum Route {
     Invoke {
         /// Event (`POST /invoke`) or HTTP trigger.
         kind: InvokeKind,
-        /// The function named by `/invoke/NAME`, if any.
-        function_from_path: Option<String>,
+        /// The function or service named by the path (`/invoke/NAME`,
+        /// `/invoke/service/NAME`), if any.
+        function_from_path: Option<Target>,
     },
+}
+
+/// What an invocation names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A function, by name.
+    Function(String),
+    /// A service (which picks a function), by name.
+    Service(String),
 }
 
 /// The two invocation styles FC has.
@@ -90,13 +100,14 @@ pub fn route(method: &str, path: &str, control_path: Option<&str>) -> Result<Rou
     })
 }
 
-/// `NAME` from `/invoke/NAME` (one non-empty segment).
-fn invoke_path_function(path: &str) -> Option<String> {
-    let name = path.strip_prefix("/invoke/")?;
-    if name.is_empty() || name.contains('/') {
-        return None;
+/// The target named by `/invoke/NAME` or `/invoke/service/NAME` (non-empty single segments).
+fn invoke_path_function(path: &str) -> Option<Target> {
+    let rest = path.strip_prefix("/invoke/")?;
+    let single = |name: &str| (!name.is_empty() && !name.contains('/')).then(|| name.to_owned());
+    match rest.strip_prefix("service/") {
+        Some(service) => single(service).map(Target::Service),
+        None => single(rest).map(Target::Function),
     }
-    Some(name.to_owned())
 }
 
 /// The context FC's own runtimes hand to handlers, built from the request's `x-fc-*` headers
@@ -265,28 +276,25 @@ pub fn timeout_header_ms(headers: &[(String, String)]) -> Option<u64> {
     }
 }
 
-/// Generates request ids for requests that arrive without `x-fc-request-id`: UUID-shaped,
-/// unique per process (a random seed mixed with a counter).
+/// Generates request ids for requests that arrive without `x-fc-request-id`: UUID-shaped
+/// (version 4 layout), from a generator seeded by the kernel.
 #[derive(Debug)]
 pub struct RequestIds {
-    seed: u64,
-    counter: u64,
+    rng: crate::rand::Rng,
 }
 
 impl RequestIds {
     /// A generator seeded from the kernel's randomness.
     pub fn new() -> Self {
         RequestIds {
-            seed: crate::sys::random_u64(),
-            counter: 0,
+            rng: crate::rand::Rng::from_entropy(),
         }
     }
 
     /// The next id.
     pub fn next_id(&mut self) -> String {
-        self.counter += 1;
-        let a = splitmix(self.seed ^ self.counter);
-        let b = splitmix(a ^ self.counter.rotate_left(32));
+        let a = self.rng.next_u64();
+        let b = self.rng.next_u64();
         format!(
             "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
             a >> 32,
@@ -302,13 +310,6 @@ impl Default for RequestIds {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// The phases FC prints Start/End lines for.
@@ -430,7 +431,14 @@ mod tests {
             route("POST", "/invoke/echo", None),
             Ok(Route::Invoke {
                 kind: InvokeKind::Event,
-                function_from_path: Some("echo".into())
+                function_from_path: Some(Target::Function("echo".into()))
+            })
+        );
+        assert_eq!(
+            route("POST", "/invoke/service/front", None),
+            Ok(Route::Invoke {
+                kind: InvokeKind::Event,
+                function_from_path: Some(Target::Service("front".into()))
             })
         );
         // The wrong method for a hook is somebody's HTTP function.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod fc;
 pub mod http;
 pub mod pool;
+pub mod rand;
 pub mod reactor;
 pub mod runtime;
 pub mod server;

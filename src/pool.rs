@@ -12,6 +12,10 @@ pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Back-off ceiling for a function whose workers keep failing to start.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// A worker that dies this soon after it was forked counts as a failed start, even if it had
+/// finished initializing: a crash loop must back off like a start-up failure.
+pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(10);
+
 /// An error that a worker start produced, kept to answer requests and `/initialize` with.
 #[derive(Debug, Clone)]
 pub struct StartError {
@@ -21,6 +25,8 @@ pub struct StartError {
     pub message: String,
     /// Stack trace lines, when the initializer threw.
     pub stack: Vec<String>,
+    /// The worker had finished initializing before it died (a crash, not a start-up error).
+    pub after_ready: bool,
 }
 
 /// The pool state of one function.
@@ -62,11 +68,27 @@ impl Pool {
         until
     }
 
-    /// Records a successful start.
-    pub fn record_start_success(&mut self) {
+    /// A worker finished initializing: the function can start, so the last error no longer
+    /// describes it. The failure count stays until a worker proves stable, so that a worker
+    /// crashing right after start-up still backs the function off.
+    pub fn record_initialized(&mut self) {
+        self.last_start_error = None;
+    }
+
+    /// A worker proved stable (it completed an invocation, or lived past
+    /// [`CRASH_LOOP_WINDOW`]): start-up failures are forgiven.
+    pub fn record_stable(&mut self) {
         self.start_failures = 0;
         self.backoff_until = None;
-        self.last_start_error = None;
+    }
+
+    /// Whether waiting requests should be failed with the last error instead of waiting for the
+    /// next launch: always after a start-up error (the code cannot start), and after a crash
+    /// only once it repeats (one crash is an accident; a replacement is coming).
+    pub fn fails_fast(&self) -> bool {
+        self.last_start_error
+            .as_ref()
+            .is_some_and(|e| !e.after_ready || self.start_failures >= 2)
     }
 
     /// Whether a launch is allowed at `now`.
@@ -230,12 +252,30 @@ mod tests {
             error_type: "Error".into(),
             message: "boom".into(),
             stack: vec![],
+            after_ready: false,
         };
-        let until = pool.record_start_failure(error, now);
+        let until = pool.record_start_failure(error.clone(), now);
         assert!(!pool.may_launch(now));
+        assert!(
+            pool.fails_fast(),
+            "a start-up error fails waiting requests at once"
+        );
         assert!(pool.may_launch(until));
-        pool.record_start_success();
-        assert!(pool.may_launch(now));
+        pool.record_initialized();
         assert!(pool.last_start_error.is_none());
+        assert!(!pool.may_launch(now), "initialized is not yet stable");
+        pool.record_stable();
+        assert!(pool.may_launch(now));
+        let crash = StartError {
+            after_ready: true,
+            ..error
+        };
+        pool.record_start_failure(crash.clone(), now);
+        assert!(
+            !pool.fails_fast(),
+            "one crash after start-up lets requests wait"
+        );
+        pool.record_start_failure(crash, now);
+        assert!(pool.fails_fast(), "a crash loop fails them");
     }
 }

@@ -522,6 +522,10 @@ impl Server {
         worker.served += 1;
         worker.last_active = std::time::Instant::now();
         let function = worker.function;
+        if worker.served == 1 {
+            // A completed invocation proves the function can run: forgive start-up failures.
+            self.functions[function].pool.record_stable();
+        }
         let idle = worker.streams.is_empty();
         let draining = worker.state == WorkerState::Draining;
         if let Some(client) = state.client {

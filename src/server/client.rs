@@ -3,7 +3,7 @@
 
 use super::conn::{BodyLeft, Conn, Filled, Request, Resp, Sink};
 use super::{Lifecycle, Server, Timer};
-use crate::fc::{self, InvokeKind, Phase, Route};
+use crate::fc::{self, InvokeKind, Phase, Route, Target};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
 use crate::http::error::HttpError;
 use crate::http::request::{BodyKind, Parsed, parse_request};
@@ -157,7 +157,17 @@ impl Server {
             .map(str::to_owned)
             .unwrap_or_else(|| self.ids.next_id());
         let route = fc::route(&head.method, head.path(), head.header("x-fc-control-path"));
-        let explicit_function = head.header("x-noslate-function").map(str::to_owned);
+        let explicit_target = match (
+            head.header("x-noslate-function"),
+            head.header("x-noslate-service"),
+        ) {
+            (Some(_), Some(_)) => {
+                Err("name either x-noslate-function or x-noslate-service, not both".to_owned())
+            }
+            (Some(f), None) => Ok(Some(Target::Function(f.to_owned()))),
+            (None, Some(s)) => Ok(Some(Target::Service(s.to_owned()))),
+            (None, None) => Ok(None),
+        };
         let max_body = self.config.http.max_request_body_size;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -224,36 +234,30 @@ impl Server {
             Ok(Route::Invoke {
                 kind,
                 function_from_path,
-            }) => self.start_invocation(client, kind, explicit_function.or(function_from_path)),
+            }) => match explicit_target {
+                Ok(target) => self.start_invocation(client, kind, target.or(function_from_path)),
+                Err(message) => self.respond_error(
+                    client,
+                    &InvokeError::new(400, "AmbiguousTarget", message),
+                    false,
+                ),
+            },
         }
     }
 
     /// Accepts an invocation: picks the function, arms its deadline and queues it.
-    fn start_invocation(&mut self, client: ConnRef, kind: InvokeKind, name: Option<String>) {
-        let function = match &name {
-            Some(name) => self.by_name.get(name).copied(),
-            None => self.default_function,
-        };
+    fn start_invocation(&mut self, client: ConnRef, kind: InvokeKind, target: Option<Target>) {
         if let Some(req) = request_in(&mut self.conns, client) {
             req.kind = kind;
             req.phase = Some(Phase::Invoke);
             self.fc_log.start(Phase::Invoke, &req.id);
         }
-        let Some(function) = function else {
-            let message = match name {
-                Some(name) => format!("function {name} not found"),
-                None => format!(
-                    "no function named in x-noslate-function or /invoke/NAME, and no default: \
-                     set defaultFunction (functions: {})",
-                    self.function_names()
-                ),
-            };
-            self.respond_error(
-                client,
-                &InvokeError::new(404, "FunctionNotFound", message),
-                true,
-            );
-            return;
+        let function = match self.resolve_target(target) {
+            Ok(function) => function,
+            Err(err) => {
+                self.respond_error(client, &err, true);
+                return;
+            }
         };
         if self.lifecycle != Lifecycle::Running {
             self.respond_error(
@@ -307,6 +311,54 @@ impl Server {
         self.functions[function].pool.queue.push_back(client);
         self.dispatch_queue(function);
         self.scale(function);
+    }
+
+    /// The function an invocation goes to: the named function, a function picked by the named
+    /// service, or the default.
+    fn resolve_target(&mut self, target: Option<Target>) -> Result<usize, InvokeError> {
+        let name = match target {
+            Some(Target::Function(name)) => name,
+            Some(Target::Service(service)) => {
+                let draw = self.rng.next_f64();
+                let Some(profile) = self.services.iter().find(|s| s.name == service) else {
+                    return Err(InvokeError::new(
+                        404,
+                        "ServiceNotFound",
+                        format!("service {service} not found"),
+                    ));
+                };
+                match profile.select(draw) {
+                    Some(function) => function.to_owned(),
+                    None => {
+                        return Err(InvokeError::new(
+                            404,
+                            "ServiceNotFound",
+                            format!("service {service} routes to no function"),
+                        ));
+                    }
+                }
+            }
+            None => {
+                return self.default_function.ok_or_else(|| {
+                    InvokeError::new(
+                        404,
+                        "FunctionNotFound",
+                        format!(
+                            "no function named in x-noslate-function, x-noslate-service or \
+                             /invoke/NAME, and no default: set defaultFunction (functions: {})",
+                            self.function_names()
+                        ),
+                    )
+                });
+            }
+        };
+        self.by_name.get(&name).copied().ok_or_else(|| {
+            InvokeError::new(
+                404,
+                "FunctionNotFound",
+                format!("function {name} not found"),
+            )
+        })
     }
 
     /// The request `client` refers to, if it is still the connection's current one.

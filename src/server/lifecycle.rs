@@ -59,6 +59,7 @@ impl Server {
                 continue;
             }
             if starting == 0
+                && f.pool.fails_fast()
                 && let Some(error) = &f.pool.last_start_error
             {
                 return InitStatus::Failed(InvokeError {

@@ -17,11 +17,12 @@ mod lifecycle;
 mod limits;
 mod supervise;
 
-use crate::config::{FunctionProfile, SystemConfig};
+use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
 use crate::fc::{FcLog, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::Limits;
 use crate::pool::Pool;
+use crate::rand::Rng;
 use crate::reactor::slab::{Key, Slab};
 use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
@@ -54,6 +55,8 @@ pub struct ServerOptions {
     pub config: SystemConfig,
     /// Validated function profiles.
     pub functions: Vec<FunctionProfile>,
+    /// Validated service profiles (their targets exist among `functions`).
+    pub services: Vec<ServiceProfile>,
     /// Work directory (bootstraps are written here).
     pub workdir: PathBuf,
     /// Log directory (worker stdout/stderr live under it).
@@ -118,6 +121,8 @@ enum Timer {
     SpawnRetry(usize),
     /// Poll the limits the runtime enforces itself.
     LimitPoll,
+    /// Delete exited workers' log directories that are due.
+    LogGc,
 }
 
 /// A configured function and its pool.
@@ -154,6 +159,8 @@ pub struct Server {
     functions: Vec<Function>,
     by_name: HashMap<String, usize>,
     default_function: Option<usize>,
+    services: Vec<ServiceProfile>,
+    rng: Rng,
     timers: Timers<Timer>,
     config: SystemConfig,
     limits: Limits,
@@ -176,6 +183,10 @@ pub struct Server {
     inflight: usize,
     /// Whether the limit poll timer is scheduled.
     limit_poll_armed: bool,
+    /// Exited workers' log directories and when to delete them, oldest first.
+    log_gc: std::collections::VecDeque<(Instant, PathBuf)>,
+    /// Whether the log GC timer is scheduled.
+    log_gc_armed: bool,
     /// `/initialize` requests waiting for reserved workers.
     init_waiters: Vec<ConnRef>,
     /// `/pre-stop` requests waiting for the drain.
@@ -201,6 +212,7 @@ impl Server {
             addr,
             config,
             functions,
+            services,
             workdir,
             logdir,
         } = options;
@@ -273,6 +285,8 @@ impl Server {
                 .collect(),
             by_name,
             default_function,
+            services,
+            rng: Rng::from_entropy(),
             timers: Timers::default(),
             config,
             limits,
@@ -290,6 +304,8 @@ impl Server {
             exit_when_stopped: false,
             inflight: 0,
             limit_poll_armed: false,
+            log_gc: std::collections::VecDeque::new(),
+            log_gc_armed: false,
             init_waiters: Vec::new(),
             stop_waiters: Vec::new(),
         })
@@ -370,6 +386,7 @@ impl Server {
                 Timer::CancelGrace { worker, stream } => self.on_cancel_grace(worker, stream),
                 Timer::SpawnRetry(function) => self.scale(function),
                 Timer::LimitPoll => self.on_limit_poll(),
+                Timer::LogGc => self.on_log_gc(),
             }
         }
     }

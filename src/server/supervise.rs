@@ -5,7 +5,7 @@ use super::bridge::ErrorMsg;
 use super::client::InvokeError;
 use super::{Lifecycle, Server, Timer};
 use crate::fc;
-use crate::pool::{self, ScaleInput, StartError};
+use crate::pool::{self, CRASH_LOOP_WINDOW, ScaleInput, StartError};
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sys;
@@ -66,7 +66,7 @@ impl Server {
         if launch > 0 && !self.functions[function].pool.may_launch(now) {
             // Backing off after failed starts. With nothing running or coming, queued requests
             // would only wait for their deadline: tell them why instead.
-            if starting == 0 && alive == 0 {
+            if starting == 0 && alive == 0 && self.functions[function].pool.fails_fast() {
                 self.fail_queue_with_start_error(function);
             }
             return;
@@ -110,6 +110,7 @@ impl Server {
                         error_type: "WorkerStartFailed".into(),
                         message,
                         stack: Vec::new(),
+                        after_ready: false,
                     },
                 );
                 return false;
@@ -120,7 +121,7 @@ impl Server {
             args: launch.args,
             env: launch.env,
             cwd: &f.profile.code_dir,
-            log_dir,
+            log_dir: log_dir.clone(),
         };
         let spawned = match spawn::spawn(&spec) {
             Ok(s) => s,
@@ -136,6 +137,7 @@ impl Server {
                         error_type: "WorkerStartFailed".into(),
                         message,
                         stack: Vec::new(),
+                        after_ready: false,
                     },
                 );
                 return false;
@@ -187,6 +189,7 @@ impl Server {
             w.timer = Some(timer);
             w.polled = polled;
             w.enforcement = enforcement;
+            w.log_dir = log_dir;
         }
         self.arm_limit_poll();
         log::info!("[turf w={id} pid={pid}] started");
@@ -268,7 +271,7 @@ impl Server {
             worker.pid,
             worker.spawned_at.elapsed().as_millis()
         );
-        self.functions[function].pool.record_start_success();
+        self.functions[function].pool.record_initialized();
         self.dispatch_queue(function);
         self.check_init_waiters();
     }
@@ -290,6 +293,7 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| "initializer failed".into()),
             stack: msg.stack_lines(),
+            after_ready: false,
         };
         log::warn!(
             "[turf w={}] initialization failed: {}: {}",
@@ -327,6 +331,7 @@ impl Server {
                 error_type: "InitializationTimeout".into(),
                 message: message.clone(),
                 stack: Vec::new(),
+                after_ready: false,
             },
         );
         self.kill_worker(key, &message, ExitReason::TimeoutKill);
@@ -340,7 +345,7 @@ impl Server {
         self.timers.schedule(until, Timer::SpawnRetry(function));
         let (starting, alive) = self.worker_counts(function);
         // Only the dying worker may still be counted; nothing else will serve the queue soon.
-        if starting <= 1 && alive <= 1 {
+        if starting <= 1 && alive <= 1 && self.functions[function].pool.fails_fast() {
             self.fail_queue_with_start_error(function);
         }
         self.check_init_waiters();
@@ -443,6 +448,7 @@ impl Server {
             return;
         };
         let was_starting = worker.state.is_starting();
+        let lifetime = worker.spawned_at.elapsed();
         let was_stopping = worker.state >= WorkerState::Stopping;
         let already_gone = worker.from_worker.is_none() && worker.to_worker.is_none();
         if let Some(mut pipe) = worker.from_worker.take() {
@@ -496,6 +502,18 @@ impl Server {
                     error_type: "WorkerStartFailed".into(),
                     message: format!("{reason} while starting"),
                     stack: Vec::new(),
+                    after_ready: false,
+                },
+            );
+        } else if !was_starting && !was_stopping && lifetime < CRASH_LOOP_WINDOW {
+            // Died on its own soon after start: a crash loop backs off like a failed start.
+            self.on_start_failure(
+                function,
+                StartError {
+                    error_type: "WorkerCrashed".into(),
+                    message: format!("{reason} {} ms after it started", lifetime.as_millis()),
+                    stack: Vec::new(),
+                    after_ready: true,
                 },
             );
         }
@@ -570,8 +588,46 @@ impl Server {
                     w.served,
                 );
                 self.accounting.record(&record);
+                self.schedule_log_gc(w.log_dir);
             }
             self.check_workers_stopped();
+        }
+    }
+
+    /// Queues an exited worker's log directory for deletion after `worker.gcLogDelay`; beyond
+    /// `worker.gcLogHighWaterMark` pending directories, the oldest go at once, so a crash loop
+    /// cannot fill the disk.
+    fn schedule_log_gc(&mut self, dir: std::path::PathBuf) {
+        if dir.as_os_str().is_empty() {
+            return;
+        }
+        let delay = Duration::from_millis(self.config.worker.gc_log_delay_ms);
+        self.log_gc.push_back((Instant::now() + delay, dir));
+        while self.log_gc.len() > self.config.worker.gc_log_high_water_mark {
+            if let Some((_, oldest)) = self.log_gc.pop_front() {
+                remove_log_dir(&oldest);
+            }
+        }
+        if !self.log_gc_armed
+            && let Some((at, _)) = self.log_gc.front()
+        {
+            self.log_gc_armed = true;
+            self.timers.schedule(*at, Timer::LogGc);
+        }
+    }
+
+    /// Deletes the log directories that are due.
+    pub(super) fn on_log_gc(&mut self) {
+        self.log_gc_armed = false;
+        let now = Instant::now();
+        while self.log_gc.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, dir)) = self.log_gc.pop_front() {
+                remove_log_dir(&dir);
+            }
+        }
+        if let Some((at, _)) = self.log_gc.front() {
+            self.log_gc_armed = true;
+            self.timers.schedule(*at, Timer::LogGc);
         }
     }
 
@@ -601,5 +657,16 @@ impl Server {
         for w in self.workers.iter() {
             spawn::kill(w.pid, libc::SIGKILL);
         }
+    }
+}
+
+fn remove_log_dir(dir: &std::path::Path) {
+    if let Err(err) = std::fs::remove_dir_all(dir)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        log::warn!(
+            "[turf] cannot remove log directory {}: {err}",
+            dir.display()
+        );
     }
 }

@@ -126,6 +126,8 @@ pub struct Worker {
     pub request_at_exit: Option<String>,
     /// Which mechanism enforces each limit (shown by `noslate ps`).
     pub enforcement: serde_json::Value,
+    /// Its stdout/stderr directory, removed `worker.gcLogDelay` after it exits.
+    pub log_dir: std::path::PathBuf,
     /// Limits the runtime polls itself because no cgroup enforces them.
     pub polled: crate::turf::poll::PolledLimits,
 }
@@ -158,6 +160,7 @@ impl Worker {
             request_at_exit: None,
             enforcement: serde_json::Value::Null,
             polled: crate::turf::poll::PolledLimits::default(),
+            log_dir: std::path::PathBuf::new(),
         }
     }
 
