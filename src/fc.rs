@@ -15,6 +15,8 @@ pub enum Route {
     PreStop,
     /// `GET /healthz`: answered by the runtime itself.
     Healthz,
+    /// `GET <readinessPath>`: whether the runtime can serve.
+    Ready,
     /// An invocation of a function.
     Invoke {
         /// Event (`POST /invoke`) or HTTP trigger.
@@ -57,9 +59,19 @@ impl InvokeKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteError(pub String);
 
-/// Decides the route. `x-fc-control-path` wins when present; otherwise the method and path do,
-/// and any request that is not one of the runtime's own routes is an HTTP-trigger invocation.
-pub fn route(method: &str, path: &str, control_path: Option<&str>) -> Result<Route, RouteError> {
+/// Decides the route. The readiness path (GET/HEAD) is always the runtime's: FC's HTTP health
+/// check may reach it with any headers. Otherwise `x-fc-control-path` wins when present, then
+/// the method and path, and any request that is not one of the runtime's own routes is an
+/// HTTP-trigger invocation.
+pub fn route(
+    method: &str,
+    path: &str,
+    control_path: Option<&str>,
+    readiness_path: &str,
+) -> Result<Route, RouteError> {
+    if path == readiness_path && matches!(method, "GET" | "HEAD") {
+        return Ok(Route::Ready);
+    }
     let function_from_path = invoke_path_function(path);
     if let Some(control) = control_path {
         return match control {
@@ -401,41 +413,50 @@ mod tests {
     #[test]
     fn control_path_decides_over_method_and_path() {
         assert_eq!(
-            route("GET", "/anything", Some("/invoke")),
+            route("GET", "/anything", Some("/invoke"), "/ready"),
             Ok(Route::Invoke {
                 kind: InvokeKind::Event,
                 function_from_path: None
             })
         );
         assert_eq!(
-            route("POST", "/invoke", Some("/http-invoke")),
+            route("POST", "/invoke", Some("/http-invoke"), "/ready"),
             Ok(Route::Invoke {
                 kind: InvokeKind::Http,
                 function_from_path: None
             })
         );
         assert_eq!(
-            route("POST", "/x", Some("/initialize")),
+            route("POST", "/x", Some("/initialize"), "/ready"),
             Ok(Route::Initialize)
         );
-        assert!(route("GET", "/", Some("/bogus")).is_err());
+        assert!(route("GET", "/", Some("/bogus"), "/ready").is_err());
     }
 
     #[test]
     fn paths_route_hooks_events_and_everything_else_to_http() {
-        assert_eq!(route("POST", "/initialize", None), Ok(Route::Initialize));
-        assert_eq!(route("GET", "/pre-freeze", None), Ok(Route::PreFreeze));
-        assert_eq!(route("GET", "/pre-stop", None), Ok(Route::PreStop));
-        assert_eq!(route("GET", "/healthz", None), Ok(Route::Healthz));
         assert_eq!(
-            route("POST", "/invoke/echo", None),
+            route("POST", "/initialize", None, "/ready"),
+            Ok(Route::Initialize)
+        );
+        assert_eq!(
+            route("GET", "/pre-freeze", None, "/ready"),
+            Ok(Route::PreFreeze)
+        );
+        assert_eq!(
+            route("GET", "/pre-stop", None, "/ready"),
+            Ok(Route::PreStop)
+        );
+        assert_eq!(route("GET", "/healthz", None, "/ready"), Ok(Route::Healthz));
+        assert_eq!(
+            route("POST", "/invoke/echo", None, "/ready"),
             Ok(Route::Invoke {
                 kind: InvokeKind::Event,
                 function_from_path: Some(Target::Function("echo".into()))
             })
         );
         assert_eq!(
-            route("POST", "/invoke/service/front", None),
+            route("POST", "/invoke/service/front", None, "/ready"),
             Ok(Route::Invoke {
                 kind: InvokeKind::Event,
                 function_from_path: Some(Target::Service("front".into()))
@@ -448,13 +469,27 @@ mod tests {
             ("PUT", "/a/b"),
         ] {
             assert_eq!(
-                route(method, path, None),
+                route(method, path, None, "/ready"),
                 Ok(Route::Invoke {
                     kind: InvokeKind::Http,
                     function_from_path: None
                 })
             );
         }
+    }
+
+    #[test]
+    fn the_readiness_path_shadows_functions_for_get_and_head_only() {
+        assert_eq!(
+            route("GET", "/ready", Some("/http-invoke"), "/ready"),
+            Ok(Route::Ready)
+        );
+        assert_eq!(route("HEAD", "/ready", None, "/ready"), Ok(Route::Ready));
+        assert_eq!(route("GET", "/health", None, "/health"), Ok(Route::Ready));
+        assert!(matches!(
+            route("POST", "/ready", None, "/ready"),
+            Ok(Route::Invoke { .. })
+        ));
     }
 
     #[test]

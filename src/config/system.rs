@@ -89,6 +89,9 @@ pub const DEFAULT_USE_EMA_SCALING: bool = false;
 /// Default `virtualMemoryPoolSize`, in bytes (1 GiB).
 pub const DEFAULT_VIRTUAL_MEMORY_POOL_SIZE_BYTES: u64 = 1 << 30;
 
+/// Default `readinessPath`.
+pub const DEFAULT_READINESS_PATH: &str = "/ready";
+
 /// Default `turf.gracefulExitPeriodMs`, in milliseconds: SIGTERM to SIGKILL.
 pub const DEFAULT_GRACEFUL_EXIT_PERIOD_MS: u64 = 3_000;
 
@@ -407,6 +410,9 @@ impl Default for LoggerConfig {
 pub struct SystemConfig {
     /// `defaultFunction` (ours): the function that serves requests naming none.
     pub default_function: Option<String>,
+    /// `readinessPath` (ours): the path on the FC port answered by the runtime's readiness check
+    /// (GET/HEAD); it shadows that path for HTTP functions.
+    pub readiness_path: String,
     /// `http.*` (ours).
     pub http: HttpConfig,
     /// `worker.*`.
@@ -435,6 +441,7 @@ impl Default for SystemConfig {
     fn default() -> Self {
         Self {
             default_function: None,
+            readiness_path: DEFAULT_READINESS_PATH.to_owned(),
             http: HttpConfig::default(),
             worker: WorkerDefaults::default(),
             data_plane: DataPlaneConfig::default(),
@@ -591,6 +598,19 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
         && check_name(&name, &path, p)
     {
         cfg.default_function = Some(name);
+    }
+
+    if let Some((value, path)) = f.get("readinessPath")
+        && let Some(ready) = string(value, &path, p)
+    {
+        if ready.starts_with('/') && !ready.contains(['?', '#', ' ']) && ready.len() > 1 {
+            cfg.readiness_path = ready;
+        } else {
+            p.add(
+                path,
+                format!("must be an absolute path such as /ready, got {ready:?}"),
+            );
+        }
     }
 
     if let Some(mut s) = f.object("http", p) {

@@ -156,7 +156,12 @@ impl Server {
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
             .unwrap_or_else(|| self.ids.next_id());
-        let route = fc::route(&head.method, head.path(), head.header("x-fc-control-path"));
+        let route = fc::route(
+            &head.method,
+            head.path(),
+            head.header("x-fc-control-path"),
+            &self.config.readiness_path,
+        );
         let explicit_target = match (
             head.header("x-noslate-function"),
             head.header("x-noslate-service"),
@@ -228,6 +233,7 @@ impl Server {
                 });
                 self.respond_json(client, 200, &[], body.to_string().as_bytes());
             }
+            Ok(Route::Ready) => self.on_ready(client),
             Ok(Route::Initialize) => self.on_initialize(client),
             Ok(Route::PreFreeze) => self.on_pre_freeze(client),
             Ok(Route::PreStop) => self.on_pre_stop(client),

@@ -101,6 +101,45 @@ impl Server {
         }
     }
 
+    /// `GET <readinessPath>`: 200 when the runtime serves and every function has its reserved
+    /// workers ready; otherwise 503 with the reasons.
+    pub(super) fn on_ready(&mut self, client: ConnRef) {
+        let mut reasons = Vec::new();
+        if self.lifecycle != Lifecycle::Running {
+            reasons.push("the runtime is stopping".to_owned());
+        }
+        for f in &self.functions {
+            let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
+            let ready = f
+                .pool
+                .workers
+                .iter()
+                .filter(|&&k| {
+                    self.workers
+                        .get(k)
+                        .is_some_and(|w| w.state == WorkerState::Ready)
+                })
+                .count();
+            if ready < reservation {
+                reasons.push(format!(
+                    "function {} has {ready} of its {reservation} reserved workers ready",
+                    f.profile.name
+                ));
+            }
+        }
+        if reasons.is_empty() {
+            self.respond_json(client, 200, &[], br#"{"ready":true}"#);
+        } else {
+            let body = serde_json::json!({
+                "ready": false,
+                "errorType": "NotReady",
+                "errorMessage": reasons.join("; "),
+                "reasons": reasons,
+            });
+            self.respond_json(client, 503, &[], body.to_string().as_bytes());
+        }
+    }
+
     /// `GET /pre-freeze`: nothing to flush in the runtime; FC freezes the instance after it.
     pub(super) fn on_pre_freeze(&mut self, client: ConnRef) {
         self.begin_hook(client, Phase::PreFreeze);
