@@ -16,6 +16,7 @@ pub mod pool;
 pub mod rand;
 pub mod reactor;
 pub mod runtime;
+pub mod sched;
 pub mod server;
 pub mod sys;
 pub mod turf;
