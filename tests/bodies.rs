@@ -1,0 +1,243 @@
+//! Large and chunked bodies in both directions, verified by CRC-32 or against the generator,
+//! never by holding two copies of a large body.
+
+mod common;
+
+use std::io::Write;
+use std::thread;
+
+use common::{
+    Client, Crc32, Framing, MIB, Noslate, Pattern, PatternCheck, Req, assert_invoke_ok, profile,
+};
+use serde_json::{Value, json};
+
+fn bytes_fn() -> Noslate {
+    Noslate::start(&json!([profile("bytes", "bytes")]))
+}
+
+/// Streams `len` pattern bytes as the Content-Length body of `POST path` (from a writer thread,
+/// so an early answer cannot dead-lock the test) and returns (response, CRC of what was sent).
+fn post_pattern(c: &mut Client, path: &str, mode: &str, seed: u32, len: usize) -> (Value, u32) {
+    let head = Req::new("POST", path)
+        .header("x-bytes-mode", mode)
+        .header("Content-Length", len.to_string())
+        .head_bytes();
+    c.send(&head);
+    let mut w = c.stream().try_clone().unwrap();
+    let writer = thread::spawn(move || Pattern::new(seed).write_to(&mut w, len).unwrap());
+    let resp = c.read_response();
+    let crc = writer.join().unwrap();
+    assert_eq!(resp.status, 200, "body: {}", resp.brief());
+    (resp.json(), crc)
+}
+
+fn assert_sink(answer: &Value, len: usize, crc: u32) {
+    assert_eq!(answer["length"], len, "bytes the function read: {answer}");
+    assert_eq!(
+        answer["crc32"], crc,
+        "CRC-32 of what the function read: {answer}"
+    );
+}
+
+/// Asks the function for `len` pattern bytes and checks them as they arrive.
+fn get_pattern(c: &mut Client, seed: u32, len: usize, with_length: bool) -> Framing {
+    let req = Req::new("GET", "/source")
+        .header("x-bytes-mode", "source")
+        .header("x-bytes-size", len.to_string())
+        .header("x-bytes-seed", seed.to_string())
+        .header("x-bytes-length", if with_length { "1" } else { "0" });
+    c.send(&req.to_bytes());
+    let mut check = PatternCheck::new(seed);
+    let resp = c.read_response_with(false, &mut |b| check.feed(b));
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        check.received,
+        u64::try_from(len).unwrap(),
+        "response body length"
+    );
+    assert_eq!(
+        check.first_mismatch, None,
+        "first wrong byte of the response body"
+    );
+    resp.framing
+}
+
+#[test]
+fn crc32_helper_gives_the_standard_check_value() {
+    // CRC-32/ISO-HDLC of "123456789" is 0xCBF43926 (the catalogue's check value).
+    let mut crc = Crc32::new();
+    crc.update(b"123456789");
+    assert_eq!(crc.finish(), 0xCBF4_3926);
+}
+
+#[test]
+fn pattern_and_crc_match_the_javascript_fixture_on_a_small_body() {
+    // Guards the checksum helpers themselves: 10 bytes, compared byte for byte.
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let resp = c.request(
+        &Req::new("GET", "/s")
+            .header("x-bytes-mode", "source")
+            .header("x-bytes-size", "10")
+            .header("x-bytes-seed", "7")
+            .header("x-bytes-length", "1"),
+    );
+    let mut expected = [0u8; 10];
+    Pattern::new(7).fill(&mut expected);
+    assert_eq!(resp.body, expected);
+    let (answer, crc) = post_pattern(&mut c, "/s", "sink", 7, 10);
+    let mut direct = Crc32::new();
+    direct.update(&expected);
+    assert_eq!(crc, direct.finish());
+    assert_sink(&answer, 10, crc);
+}
+
+#[test]
+fn one_mib_request_body_http_trigger_and_event() {
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let (answer, crc) = post_pattern(&mut c, "/upload", "sink", 11, MIB);
+    assert_sink(&answer, MIB, crc);
+
+    let head = Req::new("POST", "/invoke")
+        .header("x-bytes-mode", "sink")
+        .header("Content-Length", MIB.to_string())
+        .head_bytes();
+    c.send(&head);
+    let mut w = c.stream().try_clone().unwrap();
+    let writer = thread::spawn(move || Pattern::new(12).write_to(&mut w, MIB).unwrap());
+    let answer = assert_invoke_ok(&c.read_response());
+    assert_sink(&answer, MIB, writer.join().unwrap());
+}
+
+#[test]
+fn thirty_two_mib_request_body() {
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let (answer, crc) = post_pattern(&mut c, "/upload", "sink", 32, 32 * MIB);
+    assert_sink(&answer, 32 * MIB, crc);
+}
+
+#[test]
+fn chunked_request_body() {
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let head = Req::new("POST", "/upload")
+        .header("x-bytes-mode", "sink")
+        .header("Transfer-Encoding", "chunked")
+        .head_bytes();
+    c.send(&head);
+    // Odd chunk sizes, one with a chunk extension, then a trailer field.
+    let sizes = [1usize, 2, 4095, 4096, 65_537, 300_000, 1, 700_000];
+    let mut pattern = Pattern::new(99);
+    let mut crc = Crc32::new();
+    let mut total = 0;
+    for (i, &n) in sizes.iter().enumerate() {
+        let mut data = vec![0u8; n];
+        pattern.fill(&mut data);
+        crc.update(&data);
+        total += n;
+        let ext = if i == 2 { ";name=value" } else { "" };
+        c.send(format!("{n:x}{ext}\r\n").as_bytes());
+        c.send(&data);
+        c.send(b"\r\n");
+    }
+    c.send(b"0\r\nX-Trailer: done\r\n\r\n");
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200, "body: {}", resp.brief());
+    assert_sink(&resp.json(), total, crc.finish());
+}
+
+#[test]
+fn one_mib_response_body_with_content_length() {
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let framing = get_pattern(&mut c, 5, MIB, true);
+    let expected = u64::try_from(MIB).unwrap();
+    assert_eq!(
+        framing,
+        Framing::Length(expected),
+        "the function set Content-Length"
+    );
+    // The connection is reusable afterwards.
+    get_pattern(&mut c, 6, 1000, true);
+}
+
+#[test]
+fn thirty_two_mib_response_body() {
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    get_pattern(&mut c, 33, 32 * MIB, true);
+}
+
+#[test]
+fn chunked_response_body() {
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let framing = get_pattern(&mut c, 8, 3 * MIB + 17, false);
+    assert_eq!(
+        framing,
+        Framing::Chunked,
+        "no Content-Length from the function: chunked"
+    );
+    get_pattern(&mut c, 9, 10, false);
+}
+
+#[test]
+fn chunked_response_of_a_small_multi_write_answer() {
+    let ns = Noslate::start(&json!([profile("echo", "echo")]));
+    let mut c = ns.client();
+    let resp = c.request(&Req::new("GET", "/pieces").header("x-echo-chunks", "5"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.framing, Framing::Chunked);
+    assert_eq!(resp.json()["url"], "/pieces");
+}
+
+#[test]
+fn eight_mib_streamed_through_the_function_both_ways_at_once() {
+    // The function pipes the request body into the response while the client is still sending:
+    // flow control in both directions must keep this from dead-locking.
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let len = 8 * MIB;
+    let head = Req::new("POST", "/pipe")
+        .header("x-bytes-mode", "pipe")
+        .header("Content-Length", len.to_string())
+        .head_bytes();
+    c.send(&head);
+    let mut w = c.stream().try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        Pattern::new(77).write_to(&mut w, len).unwrap();
+        w.flush().unwrap();
+    });
+    let mut check = PatternCheck::new(77);
+    let resp = c.read_response_with(false, &mut |b| check.feed(b));
+    writer.join().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(check.received, u64::try_from(len).unwrap());
+    assert_eq!(check.first_mismatch, None);
+}
+
+#[test]
+fn client_closing_during_a_large_response_frees_the_worker() {
+    // The client reads 1 MiB of a 32 MiB response and leaves; the single slot must come back.
+    let mut p = profile("bytes", "bytes");
+    p["worker"]["maxActivateRequests"] = json!(1);
+    let ns = Noslate::start(&json!([p]));
+    let mut c = ns.client();
+    let req = Req::new("GET", "/big")
+        .header("x-bytes-mode", "source")
+        .header("x-bytes-size", (32 * MIB).to_string())
+        .header("x-bytes-length", "1");
+    c.send(&req.to_bytes());
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < MIB {
+        let n = std::io::Read::read(&mut c.stream(), &mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        got += n;
+    }
+    drop(c);
+    let mut c = ns.client();
+    assert_eq!(get_pattern(&mut c, 3, 1000, true), Framing::Length(1000));
+}

@@ -1,0 +1,147 @@
+//! What a worker can see of its surroundings: only the profile's environment, the runtime's
+//! `NOSLATE_*` variables, `PATH` and `HOME`; never the server's environment or FC credentials.
+
+mod common;
+
+use common::{Noslate, assert_invoke_ok, fixture_dir, profile};
+use serde_json::{Value, json};
+
+const CANARY: &str = "canary-value-from-the-server-environment";
+
+/// The runtime started with a canary and FC-style credentials in its own environment.
+fn envdump() -> Noslate {
+    let mut p = profile("envdump", "envdump");
+    p["environments"] = json!([
+        {"key": "LABEL", "value": "isolated"},
+        {"key": "WITH_SPACES", "value": "a b=c"}
+    ]);
+    Noslate::builder()
+        .functions(&json!([p]))
+        .env("NOSLATE_TEST_SERVER_CANARY_ONLY", CANARY)
+        .env("SERVER_CANARY", CANARY)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "server-ak-id")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "server-ak-secret")
+        .env("ALIBABA_CLOUD_SECURITY_TOKEN", "server-sts-token")
+        .env("FC_ACCESS_KEY_ID", "server-fc-ak")
+        .start()
+}
+
+const HEADER_CREDENTIALS: [(&str, &str); 3] = [
+    ("x-fc-access-key-id", "header-ak-id"),
+    ("x-fc-access-key-secret", "header-ak-secret"),
+    ("x-fc-security-token", "header-sts-token"),
+];
+
+fn env_of(body: &Value) -> Vec<(String, String)> {
+    let env = body["env"].as_object().expect("env object");
+    env.iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+#[test]
+fn worker_env_holds_only_profile_and_runtime_variables() {
+    let ns = envdump();
+    let body = assert_invoke_ok(&ns.invoke(b"", &HEADER_CREDENTIALS));
+    let env = env_of(&body);
+    let get = |k: &str| {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+
+    assert_eq!(get("LABEL"), Some("isolated"), "env: {env:?}");
+    assert_eq!(get("WITH_SPACES"), Some("a b=c"), "env: {env:?}");
+    assert!(
+        get("PATH").is_some_and(|p| !p.is_empty()),
+        "PATH is set: {env:?}"
+    );
+    assert!(
+        get("HOME").is_some_and(|p| !p.is_empty()),
+        "HOME is set: {env:?}"
+    );
+    assert_eq!(
+        get("NOSLATE_FUNCTION_NAME"),
+        Some("envdump"),
+        "env: {env:?}"
+    );
+
+    let allowed = ["LABEL", "WITH_SPACES", "PATH", "HOME"];
+    let strays: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| !allowed.contains(&k.as_str()) && !k.starts_with("NOSLATE_"))
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "variables from outside the profile leaked in: {strays:?}"
+    );
+}
+
+#[test]
+fn server_environment_does_not_reach_the_worker() {
+    let ns = envdump();
+    let body = assert_invoke_ok(&ns.invoke(b"", &[]));
+    for (k, v) in env_of(&body) {
+        assert!(
+            !v.contains(CANARY),
+            "server canary leaked into the worker as {k}={v}"
+        );
+        assert!(
+            !v.starts_with("server-"),
+            "server credential leaked into the worker as {k}={v}"
+        );
+        assert_ne!(k, "SERVER_CANARY");
+        assert_ne!(
+            k, "NOSLATE_TEST_SERVER_CANARY_ONLY",
+            "a server NOSLATE_* variable leaked"
+        );
+        assert!(
+            !k.starts_with("ALIBABA_CLOUD_"),
+            "{k} leaked into the worker"
+        );
+    }
+}
+
+#[test]
+fn fc_credentials_travel_in_the_context_not_the_environment() {
+    let ns = envdump();
+    let body = assert_invoke_ok(&ns.invoke(b"", &HEADER_CREDENTIALS));
+    for (k, v) in env_of(&body) {
+        for (_, secret) in HEADER_CREDENTIALS {
+            assert!(
+                !v.contains(secret),
+                "credential {secret} is in the worker env as {k}"
+            );
+        }
+    }
+    let creds = &body["credentials"];
+    assert_eq!(
+        creds["accessKeyId"], "header-ak-id",
+        "ctx.credentials: {creds}"
+    );
+    assert_eq!(
+        creds["accessKeySecret"], "header-ak-secret",
+        "ctx.credentials: {creds}"
+    );
+    assert_eq!(
+        creds["securityToken"], "header-sts-token",
+        "ctx.credentials: {creds}"
+    );
+
+    // The next invocation without credentials does not see the previous ones.
+    let body = assert_invoke_ok(&ns.invoke(b"", &[]));
+    let text = body["credentials"].to_string();
+    assert!(
+        !text.contains("header-ak"),
+        "credentials of an earlier request: {text}"
+    );
+}
+
+#[test]
+fn worker_runs_in_its_code_directory() {
+    let ns = envdump();
+    let body = assert_invoke_ok(&ns.invoke(b"", &[]));
+    let cwd = body["cwd"].as_str().unwrap();
+    let expected = fixture_dir("envdump").canonicalize().unwrap();
+    assert_eq!(std::path::Path::new(cwd).canonicalize().unwrap(), expected);
+}

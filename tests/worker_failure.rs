@@ -1,0 +1,275 @@
+//! Function and worker failures: thrown errors, rejected promises, a worker killed or exiting
+//! mid-request (error, replacement, no zombie), and deadlines.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::{
+    Noslate, Req, WAIT, assert_function_error, assert_invoke_ok, descendants_of, is_alive,
+    proc_state, profile, signal, wait_until,
+};
+use serde_json::{Value, json};
+
+fn faulty(invoke_timeout_ms: Option<u64>) -> Noslate {
+    let mut p = profile("faulty", "faulty");
+    if let Some(ms) = invoke_timeout_ms {
+        p["worker"]["invokeTimeout"] = json!(ms);
+    }
+    Noslate::start(&json!([p]))
+}
+
+fn assert_stack_trace(body: &Value, needle: &str) {
+    let text = match &body["stackTrace"] {
+        Value::Array(lines) => lines
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::String(s) => s.clone(),
+        other => panic!("stackTrace is neither an array nor a string: {other}"),
+    };
+    assert!(text.contains(needle), "stackTrace lacks {needle:?}: {text}");
+}
+
+fn pid_of(resp: &common::Response) -> i64 {
+    assert_invoke_ok(resp)["pid"]
+        .as_i64()
+        .expect("the fixture answers its pid")
+}
+
+#[test]
+fn thrown_error_gives_404_error_json_and_the_worker_keeps_serving() {
+    let ns = faulty(None);
+    let before = pid_of(&ns.invoke(b"", &[]));
+    let resp = ns.invoke(b"", &[("x-faulty-mode", "throw")]);
+    let body = assert_function_error(&resp, "Error");
+    assert_eq!(body["errorMessage"], "boom on purpose");
+    assert_stack_trace(&body, "boom on purpose");
+    let after = pid_of(&ns.invoke(b"", &[]));
+    assert_eq!(before, after, "a thrown error must not cost the worker");
+}
+
+#[test]
+fn rejected_promise_gives_404_error_json() {
+    let ns = faulty(None);
+    let resp = ns.invoke(b"", &[("x-faulty-mode", "reject")]);
+    let body = assert_function_error(&resp, "TypeError");
+    assert_eq!(body["errorMessage"], "rejected on purpose");
+    assert_stack_trace(&body, "TypeError");
+    assert_invoke_ok(&ns.invoke(b"", &[]));
+}
+
+#[test]
+fn thrown_error_in_an_http_trigger_is_a_function_error_too() {
+    let ns = faulty(None);
+    let resp = ns.send(&Req::new("GET", "/page").header("x-faulty-mode", "throw"));
+    let body = assert_function_error(&resp, "Error");
+    assert_eq!(body["errorMessage"], "boom on purpose");
+}
+
+#[test]
+fn worker_killed_mid_request_is_reported_replaced_and_reaped() {
+    let ns = faulty(None);
+    let marker = ns.dir().join("hang.pid");
+    let mut c = ns.client();
+    c.send(
+        &Req::new("POST", "/invoke")
+            .header("x-faulty-mode", "hang")
+            .header("x-faulty-marker", marker.to_str().unwrap())
+            .to_bytes(),
+    );
+    wait_until(WAIT, "the handler has written its pid", || marker.exists());
+    let pid: i32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    assert!(
+        descendants_of(ns.pid()).contains(&pid),
+        "worker {pid} is not forked by noslate"
+    );
+
+    signal(pid, libc::SIGKILL);
+    let resp = c.read_response();
+    let body = assert_function_error(&resp, "WorkerCrashed");
+    assert!(body["errorMessage"].as_str().is_some_and(|m| !m.is_empty()));
+
+    // A replacement serves the next request.
+    let new_pid = pid_of(&ns.invoke(b"", &[]));
+    assert_ne!(new_pid, i64::from(pid), "the killed worker answered");
+    // The dead worker was reaped: it neither runs nor lingers as a zombie.
+    wait_until(WAIT, "the killed worker is reaped", || {
+        proc_state(pid).is_none()
+    });
+    ns.wait_no_zombies();
+}
+
+#[test]
+fn worker_exiting_mid_request_is_reported_and_replaced() {
+    let ns = faulty(None);
+    let old = pid_of(&ns.invoke(b"", &[]));
+    let resp = ns.invoke(b"", &[("x-faulty-mode", "exit")]);
+    assert_function_error(&resp, "WorkerCrashed");
+    let new = pid_of(&ns.invoke(b"", &[]));
+    assert_ne!(old, new);
+    ns.wait_no_zombies();
+}
+
+#[test]
+fn other_requests_on_a_crashed_worker_fail_and_the_runtime_recovers() {
+    // Two requests on the same worker when it dies: both fail, neither hangs.
+    let ns = faulty(None);
+    let marker = ns.dir().join("hang.pid");
+    let mut first = ns.client();
+    first.send(
+        &Req::new("POST", "/invoke")
+            .header("x-faulty-mode", "hang")
+            .header("x-faulty-marker", marker.to_str().unwrap())
+            .to_bytes(),
+    );
+    wait_until(WAIT, "the first handler has written its pid", || {
+        marker.exists()
+    });
+    let pid: i32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    let second_marker = ns.dir().join("second.pid");
+    let mut second = ns.client();
+    second.send(
+        &Req::new("POST", "/invoke")
+            .header("x-faulty-mode", "sleep")
+            .header("x-faulty-ms", "20000")
+            .header("x-faulty-marker", second_marker.to_str().unwrap())
+            .to_bytes(),
+    );
+    wait_until(WAIT, "the second handler has started", || {
+        second_marker.exists()
+    });
+    let second_pid: i32 = fs::read_to_string(&second_marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, second_pid, "one worker only: both requests share it");
+    signal(pid, libc::SIGKILL);
+    assert_function_error(&first.read_response(), "WorkerCrashed");
+    assert_function_error(&second.read_response(), "WorkerCrashed");
+    assert_invoke_ok(&ns.invoke(b"", &[]));
+    ns.wait_no_zombies();
+}
+
+#[test]
+fn deadline_from_the_timeout_header_gives_function_timeout() {
+    let ns = faulty(None);
+    let started = Instant::now();
+    let resp = ns.invoke(
+        b"",
+        &[
+            ("x-fc-function-timeout", "1"),
+            ("x-faulty-mode", "sleep"),
+            ("x-faulty-ms", "20000"),
+        ],
+    );
+    let took = started.elapsed();
+    assert_function_error(&resp, "FunctionTimeout");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}, before the deadline"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "answered after {took:?}, long after the 1 s deadline"
+    );
+    // Still serving.
+    assert_invoke_ok(&ns.invoke(b"", &[]));
+    ns.wait_no_zombies();
+}
+
+#[test]
+fn deadline_from_the_profile_gives_function_timeout() {
+    let ns = faulty(Some(500));
+    let started = Instant::now();
+    let resp = ns.invoke(b"", &[("x-faulty-mode", "sleep"), ("x-faulty-ms", "20000")]);
+    let took = started.elapsed();
+    assert_function_error(&resp, "FunctionTimeout");
+    assert!(
+        took >= Duration::from_millis(400),
+        "answered after {took:?}, before the deadline"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "answered after {took:?}, long after the deadline"
+    );
+    // A request that fits the budget succeeds.
+    let resp = ns.invoke(b"", &[("x-faulty-mode", "sleep"), ("x-faulty-ms", "10")]);
+    assert_invoke_ok(&resp);
+}
+
+#[test]
+fn timed_out_http_trigger_is_a_function_timeout() {
+    let ns = faulty(None);
+    let resp = ns.send(
+        &Req::new("GET", "/slow")
+            .header("x-fc-function-timeout", "1")
+            .header("x-faulty-mode", "sleep")
+            .header("x-faulty-ms", "20000"),
+    );
+    assert_function_error(&resp, "FunctionTimeout");
+    let resp = ns.send(&Req::new("GET", "/fast"));
+    assert_eq!(resp.status, 200, "body: {}", resp.brief());
+}
+
+#[test]
+fn killed_idle_worker_is_replaced() {
+    let ns = faulty(None);
+    let old = pid_of(&ns.invoke(b"", &[]));
+    signal(i32::try_from(old).unwrap(), libc::SIGKILL);
+    wait_until(WAIT, "the killed idle worker is reaped", || {
+        !is_alive(i32::try_from(old).unwrap())
+    });
+    let new = pid_of(&ns.invoke(b"", &[]));
+    assert_ne!(old, new);
+    ns.wait_no_zombies();
+}
+
+/// Starts a request that hangs in the handler, closes its connection (`how`), then checks that
+/// the only slot comes back: the next request must run within 5 s although the hung one's own
+/// deadline is a minute away.
+fn client_going_away_frees_the_slot(how: fn(common::Client)) {
+    let mut p = profile("faulty", "faulty");
+    p["worker"]["maxActivateRequests"] = json!(1);
+    p["worker"]["invokeTimeout"] = json!(60_000);
+    let ns = Noslate::start(&json!([p]));
+    let before = pid_of(&ns.invoke(b"", &[]));
+    for round in 0..2 {
+        let marker = ns.dir().join(format!("gone-{round}.pid"));
+        let mut c = ns.client();
+        c.send(
+            &Req::new("POST", "/invoke")
+                .header("x-faulty-mode", "hang")
+                .header("x-faulty-marker", marker.to_str().unwrap())
+                .to_bytes(),
+        );
+        wait_until(WAIT, "the handler has started", || marker.exists());
+        how(c);
+        let resp = ns.invoke(b"", &[("x-fc-function-timeout", "5")]);
+        assert_eq!(
+            resp.status,
+            200,
+            "round {round}: the abandoned request still holds the slot: {}",
+            resp.brief()
+        );
+        // The worker survives the cancellation.
+        assert_eq!(
+            before,
+            pid_of(&resp),
+            "the worker was replaced after a cancellation"
+        );
+    }
+}
+
+#[test]
+fn client_closing_mid_request_cancels_it_and_frees_the_slot() {
+    client_going_away_frees_the_slot(drop);
+}
+
+#[test]
+fn client_resetting_mid_request_cancels_it_and_frees_the_slot() {
+    client_going_away_frees_the_slot(common::Client::reset);
+}
