@@ -34,10 +34,14 @@ fn usage_lines(ns: &Noslate) -> Vec<Value> {
 
 #[test]
 fn ps_lists_every_worker_as_a_table_and_as_json() {
+    // Three workers: small ones, since Noslate's default pool holds two of 512 MiB.
     let mut two = profile("pair", "faulty");
     two["worker"]["reservationCount"] = json!(2);
     two["worker"]["replicaCountLimit"] = json!(2);
-    let ns = Noslate::start(&json!([two, profile("solo", "echo")]));
+    two["resourceLimit"] = json!({ "memory": 128 << 20 });
+    let mut solo = profile("solo", "echo");
+    solo["resourceLimit"] = json!({ "memory": 128 << 20 });
+    let ns = Noslate::start(&json!([two, solo]));
     assert_eq!(
         ns.send(&common::Req::new("POST", "/initialize")).status,
         200

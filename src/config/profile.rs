@@ -151,6 +151,9 @@ pub struct WorkerProfile {
     /// `invokeTimeout` (ours), in milliseconds: deadline of a request that has no
     /// `x-fc-function-timeout` header.
     pub invoke_timeout_ms: u64,
+    /// `idleTimeout` (ours), in milliseconds: a worker idle this long is drained and stopped,
+    /// never below `reservationCount`.
+    pub idle_timeout_ms: u64,
     /// `shrinkStrategy`.
     pub shrink_strategy: ShrinkStrategy,
     /// `fastFailRequestsOnStarting`: fail queued requests when a worker fails to start.
@@ -732,6 +735,7 @@ fn parse_worker(
         max_activate_requests: d.max_activate_requests,
         initialization_timeout_ms: d.default_initializer_timeout_ms,
         invoke_timeout_ms: d.default_invoke_timeout_ms,
+        idle_timeout_ms: d.default_idle_timeout_ms,
         shrink_strategy: d.default_shrink_strategy,
         fast_fail_requests_on_starting: DEFAULT_FAST_FAIL_REQUESTS_ON_STARTING,
         disable_request_queue: DEFAULT_DISABLE_REQUEST_QUEUE,
@@ -754,6 +758,7 @@ fn parse_worker(
             f.int("initializationTimeout", 1, p),
         );
         set(&mut w.invoke_timeout_ms, f.int("invokeTimeout", 1, p));
+        set(&mut w.idle_timeout_ms, f.int("idleTimeout", 1, p));
         set(
             &mut w.shrink_strategy,
             f.choice("shrinkStrategy", SHRINK_STRATEGIES, p),

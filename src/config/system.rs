@@ -34,6 +34,9 @@ pub const DEFAULT_INITIALIZER_TIMEOUT_MS: u64 = 10_000;
 /// Default `worker.defaultInvokeTimeout`, in milliseconds: the deadline of a request that has
 /// no `x-fc-function-timeout` header.
 pub const DEFAULT_INVOKE_TIMEOUT_MS: u64 = 10_000;
+/// Default `worker.defaultIdleTimeout`, in milliseconds: a worker idle this long is drained and
+/// stopped, down to the function's reservation.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Default `worker.defaultShrinkStrategy`.
 pub const DEFAULT_SHRINK_STRATEGY: ShrinkStrategy = ShrinkStrategy::Lcc;
 /// Default `worker.gcLogDelay`, in milliseconds: how long a stopped worker's logs are kept.
@@ -236,6 +239,9 @@ pub struct WorkerDefaults {
     /// `worker.defaultInvokeTimeout` (ours), in milliseconds: the deadline of a request that
     /// has no `x-fc-function-timeout` header.
     pub default_invoke_timeout_ms: u64,
+    /// `worker.defaultIdleTimeout` (ours), in milliseconds: how long a worker may idle before it
+    /// is drained and stopped (never below the reservation).
+    pub default_idle_timeout_ms: u64,
     /// `worker.defaultShrinkStrategy`.
     pub default_shrink_strategy: ShrinkStrategy,
     /// `worker.gcLogDelay`, in milliseconds: how long a stopped worker's logs are kept.
@@ -256,6 +262,7 @@ impl Default for WorkerDefaults {
             reservation_count_per_function: DEFAULT_RESERVATION_COUNT_PER_FUNCTION,
             default_initializer_timeout_ms: DEFAULT_INITIALIZER_TIMEOUT_MS,
             default_invoke_timeout_ms: DEFAULT_INVOKE_TIMEOUT_MS,
+            default_idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             default_shrink_strategy: DEFAULT_SHRINK_STRATEGY,
             gc_log_delay_ms: DEFAULT_GC_LOG_DELAY_MS,
             gc_log_high_water_mark: DEFAULT_GC_LOG_HIGH_WATER_MARK,
@@ -734,6 +741,10 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
         set(
             &mut w.default_invoke_timeout_ms,
             s.int("defaultInvokeTimeout", 1, p),
+        );
+        set(
+            &mut w.default_idle_timeout_ms,
+            s.int("defaultIdleTimeout", 1, p),
         );
         set(
             &mut w.default_shrink_strategy,

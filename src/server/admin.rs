@@ -93,11 +93,18 @@ impl Server {
                         "workers": states,
                         "queued": f.pool.queue.len(),
                         "startFailures": f.pool.start_failures,
+                        "rejected": {
+                            "rateLimited": f.rejected.rate_limited,
+                            "breakerOpen": f.rejected.breaker_open,
+                            "queueFull": f.rejected.queue_full,
+                            "noFreeWorker": f.rejected.no_free_worker,
+                        },
                     }),
                 )
             })
             .collect();
         json!({
+            "breakerOpen": self.breaker.is_open(),
             "inflight": self.inflight,
             "connections": self.conns.len(),
             "exits": exits,

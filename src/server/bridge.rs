@@ -7,9 +7,10 @@ use super::conn::{BodyLeft, Resp, Sink};
 use super::{Server, Timer};
 use crate::fc;
 use crate::http::chunked::Chunk;
-use crate::pool::{self, WorkerLoad};
+use crate::pool::WorkerLoad;
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
+use crate::sched::dispatch::{self, DisposableCandidate, StreamEnd};
 use crate::turf::accounting::ExitReason;
 use crate::turf::worker::{ConnRef, ReadResult, WorkerState};
 use crate::wire::{self, Kind};
@@ -118,9 +119,37 @@ impl Server {
                     })
                 })
                 .collect();
-            let Some(worker) = pool::pick_worker(&loads, max_active) else {
+            let f = &mut self.functions[function];
+            let picked = if f.profile.worker.disposable {
+                let candidates: Vec<DisposableCandidate> = f
+                    .pool
+                    .workers
+                    .iter()
+                    .filter_map(|&key| {
+                        self.workers.get(key).map(|w| DisposableCandidate {
+                            key,
+                            state: w.state,
+                            life: w.life,
+                        })
+                    })
+                    .collect();
+                dispatch::pick_disposable(&candidates)
+            } else {
+                dispatch::pick(
+                    f.profile.worker.dispatch_mode,
+                    &mut f.round_robin,
+                    &loads,
+                    max_active,
+                )
+            };
+            let Some(worker) = picked else {
                 return;
             };
+            if self.functions[function].profile.worker.disposable
+                && let Some(w) = self.workers.get_mut(worker)
+            {
+                w.life.take();
+            }
             self.functions[function].pool.queue.pop_front();
             self.dispatch(client, worker);
         }
@@ -538,7 +567,15 @@ impl Server {
             }
             self.schedule_drive(client.conn);
         }
-        if draining && idle {
+        let spent = self.functions[function].profile.worker.disposable
+            && self
+                .workers
+                .get_mut(key)
+                .is_some_and(|w| w.life.finish(StreamEnd::Completed));
+        if spent {
+            // Disposable: one request per worker; it goes once that request is done.
+            self.drain_worker(key, "disposable worker served its request");
+        } else if draining && idle {
             self.stop_worker(key, "drained");
         }
         self.dispatch_queue(function);

@@ -277,6 +277,10 @@ impl Server {
             );
             return;
         }
+        if let Err((err, function_error)) = self.admit(function, kind) {
+            self.respond_error(client, &err, function_error);
+            return;
+        }
         let profile_timeout = self.functions[function].profile.worker.invoke_timeout_ms;
         let queue_limit = self.config.data_plane.request_queue_limit;
         let queued = self.functions[function].pool.queue.len();
@@ -292,6 +296,7 @@ impl Server {
         req.timeout_ms = timeout_ms;
         req.deadline = Instant::now() + Duration::from_millis(timeout_ms);
         if queued >= queue_limit {
+            self.functions[function].rejected.queue_full += 1;
             self.respond_error(
                 client,
                 &InvokeError::new(
@@ -314,8 +319,10 @@ impl Server {
         if let Some(req) = self.request_mut(client) {
             req.deadline_timer = Some(timer);
         }
+        self.functions[function].meter.start(Instant::now());
         self.functions[function].pool.queue.push_back(client);
         self.dispatch_queue(function);
+        self.reject_if_queue_disabled(function, client);
         self.scale(function);
     }
 
@@ -458,6 +465,9 @@ impl Server {
         }
         if req.counted {
             self.inflight -= 1;
+            if let Some(function) = req.function {
+                self.functions[function].meter.finish(Instant::now());
+            }
         }
         if let (Sink::Hold, Some(function)) = (req.sink, req.function) {
             // Still queued (the client left, or it was answered while waiting): free its place,

@@ -108,6 +108,7 @@ impl Server {
         if self.lifecycle != Lifecycle::Running {
             reasons.push("the runtime is stopping".to_owned());
         }
+        reasons.extend(self.breaker.open_trips().map(|t| t.message()));
         for f in &self.functions {
             let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
             let ready = f

@@ -15,6 +15,7 @@ mod client;
 mod conn;
 mod lifecycle;
 mod limits;
+mod schedule;
 mod supervise;
 
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
@@ -27,6 +28,10 @@ use crate::reactor::slab::{Key, Slab};
 use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
 use crate::runtime::Runtimes;
+use crate::sched::breaker::CircuitBreaker;
+use crate::sched::dispatch::RoundRobin;
+use crate::sched::ema::{ConcurrencyMeter, EmaScaler};
+use crate::sched::ratelimit::TokenBucket;
 use crate::turf::accounting::Accounting;
 use crate::turf::worker::{ConnRef, Worker};
 use conn::{Conn, Socket};
@@ -123,13 +128,44 @@ enum Timer {
     LimitPoll,
     /// Delete exited workers' log directories that are due.
     LogGc,
+    /// The scheduler's tick: breaker and scale-down.
+    SchedTick,
+    /// A draining worker's `dataPlane.closeTrafficTimeout` passed.
+    DrainTimeout(Key),
 }
 
-/// A configured function and its pool.
+/// A configured function, its pool and its scheduling state.
 #[derive(Debug)]
 struct Function {
     profile: FunctionProfile,
     pool: Pool,
+    /// Its `rateLimit`, if any.
+    bucket: Option<TokenBucket>,
+    /// Cursor for `dispatchMode: round-robin`.
+    round_robin: RoundRobin,
+    /// Concurrency over time, for the EMA scaler.
+    meter: ConcurrencyMeter,
+    /// The EMA scaler, when `controlPlane.useEmaScaling` is on.
+    ema: Option<EmaScaler>,
+    /// Requests turned away, by cause.
+    rejected: schedule::Rejections,
+}
+
+impl Function {
+    fn new(profile: FunctionProfile, use_ema: bool, now: Instant) -> Function {
+        Function {
+            bucket: profile
+                .rate_limit
+                .as_ref()
+                .map(|limit| TokenBucket::new(limit, now)),
+            round_robin: RoundRobin::new(),
+            meter: ConcurrencyMeter::new(now),
+            ema: use_ema.then(|| EmaScaler::new(&profile.worker.ema, now)),
+            rejected: schedule::Rejections::default(),
+            pool: Pool::new(),
+            profile,
+        }
+    }
 }
 
 /// Where the runtime is in its own life.
@@ -187,6 +223,10 @@ pub struct Server {
     log_gc: std::collections::VecDeque<(Instant, PathBuf)>,
     /// Whether the log GC timer is scheduled.
     log_gc_armed: bool,
+    /// The system circuit breaker.
+    breaker: CircuitBreaker,
+    /// Whether the scheduler tick is scheduled.
+    sched_tick_armed: bool,
     /// `/initialize` requests waiting for reserved workers.
     init_waiters: Vec<ConnRef>,
     /// `/pre-stop` requests waiting for the drain.
@@ -276,13 +316,14 @@ impl Server {
             conns: Slab::default(),
             workers: Slab::default(),
             pids: HashMap::new(),
-            functions: functions
-                .into_iter()
-                .map(|profile| Function {
-                    profile,
-                    pool: Pool::new(),
-                })
-                .collect(),
+            functions: {
+                let now = Instant::now();
+                let use_ema = config.control_plane.use_ema_scaling;
+                functions
+                    .into_iter()
+                    .map(|profile| Function::new(profile, use_ema, now))
+                    .collect()
+            },
             by_name,
             default_function,
             services,
@@ -306,6 +347,8 @@ impl Server {
             limit_poll_armed: false,
             log_gc: std::collections::VecDeque::new(),
             log_gc_armed: false,
+            breaker: CircuitBreaker::new(),
+            sched_tick_armed: false,
             init_waiters: Vec::new(),
             stop_waiters: Vec::new(),
         })
@@ -322,6 +365,7 @@ impl Server {
         for index in 0..self.functions.len() {
             self.scale(index);
         }
+        self.arm_sched_tick();
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let now = Instant::now();
@@ -387,6 +431,8 @@ impl Server {
                 Timer::SpawnRetry(function) => self.scale(function),
                 Timer::LimitPoll => self.on_limit_poll(),
                 Timer::LogGc => self.on_log_gc(),
+                Timer::SchedTick => self.on_sched_tick(),
+                Timer::DrainTimeout(worker) => self.on_drain_timeout(worker),
             }
         }
     }

@@ -5,9 +5,12 @@ use super::bridge::ErrorMsg;
 use super::client::InvokeError;
 use super::{Lifecycle, Server, Timer};
 use crate::fc;
-use crate::pool::{self, CRASH_LOOP_WINDOW, ScaleInput, StartError};
+use crate::pool::{CRASH_LOOP_WINDOW, ScaleInput, StartError};
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
+use crate::sched::capacity::{self, LaunchBlock, LaunchLimits};
+use crate::sched::dispatch;
+use crate::sched::{self, ScaleAction};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::poll::PolledLimits;
@@ -40,30 +43,53 @@ struct InitFunction<'a> {
 }
 
 impl Server {
-    /// Launches workers for `function` as the queue and the reservation need, within the replica
-    /// limit, `controlPlane.expandConcurrency` and the start back-off. Fails queued requests
-    /// with the last start error when no worker can come.
+    /// Launches workers for `function` as the queue and the reservation need.
     pub(super) fn scale(&mut self, function: usize) {
+        self.scale_with(function, ScaleAction::Hold);
+    }
+
+    /// Launches workers for the queue, the reservation and the scaler's `action`, within
+    /// `controlPlane.expandConcurrency`, the start back-off, `replicaCountLimit` and
+    /// `virtualMemoryPoolSize`. Fails queued requests when no worker can come: with the last
+    /// start error, or with the capacity limit that blocks the launch (always for the memory
+    /// pool; for the replica limit only with `worker.fastFailRequestsOnStarting`).
+    pub(super) fn scale_with(&mut self, function: usize, action: ScaleAction) {
         if self.lifecycle != Lifecycle::Running {
             return;
         }
         let now = Instant::now();
         let (starting, alive) = self.worker_counts(function);
         let profile = &self.functions[function].profile;
-        let input = ScaleInput {
-            queued: self.functions[function].pool.queue.len(),
-            starting,
-            alive,
-            max_active: self.max_active(function),
-            replica_limit: usize::try_from(profile.worker.replica_count_limit)
-                .unwrap_or(usize::MAX),
-            reservation: usize::try_from(profile.worker.reservation_count).unwrap_or(usize::MAX),
-            expand_concurrency: usize::try_from(self.config.control_plane.expand_concurrency)
-                .unwrap_or(1)
-                .max(1),
+        let queued = self.functions[function].pool.queue.len();
+        let replica_limit =
+            usize::try_from(profile.worker.replica_count_limit).unwrap_or(usize::MAX);
+        let expand = usize::try_from(self.config.control_plane.expand_concurrency)
+            .unwrap_or(1)
+            .max(1);
+        let fast_fail = profile.worker.fast_fail_requests_on_starting;
+        let memory = profile.resource_limit.memory;
+        // The demand before any capacity limit, so that a blocked launch can say which limit.
+        let demand = if profile.worker.disposable {
+            dispatch::disposable_launches(queued, starting, alive, usize::MAX, usize::MAX)
+        } else {
+            sched::launches(
+                ScaleInput {
+                    queued,
+                    starting,
+                    alive,
+                    max_active: self.max_active(function),
+                    replica_limit: usize::MAX,
+                    reservation: usize::try_from(profile.worker.reservation_count)
+                        .unwrap_or(usize::MAX),
+                    expand_concurrency: usize::MAX,
+                },
+                action,
+            )
         };
-        let launch = pool::workers_to_launch(input);
-        if launch > 0 && !self.functions[function].pool.may_launch(now) {
+        if demand == 0 {
+            return;
+        }
+        if !self.functions[function].pool.may_launch(now) {
             // Backing off after failed starts. With nothing running or coming, queued requests
             // would only wait for their deadline: tell them why instead.
             if starting == 0 && alive == 0 && self.functions[function].pool.fails_fast() {
@@ -71,11 +97,44 @@ impl Server {
             }
             return;
         }
-        for _ in 0..launch {
+        let limits = LaunchLimits {
+            alive,
+            replica_limit,
+            memory_per_worker: memory,
+            pool_used: self.memory_reserved(),
+            pool_size: self.config.virtual_memory_pool_size,
+        };
+        let (admitted, block) = capacity::admit_launches(demand, limits);
+        if let Some(block) = block {
+            log::warn!(
+                "[cp] function {}: {block}",
+                self.functions[function].profile.name
+            );
+            let fatal = matches!(block, LaunchBlock::MemoryPool { .. });
+            if admitted == 0 && queued > 0 && starting == 0 && (fatal || fast_fail) {
+                let err = InvokeError::new(503, block.error_type(), block.to_string());
+                let waiting: Vec<_> = self.functions[function].pool.queue.drain(..).collect();
+                for client in waiting {
+                    self.fail_invocation(client, &err);
+                }
+            }
+        }
+        let slots = expand.saturating_sub(starting);
+        for _ in 0..admitted.min(slots) {
             if !self.spawn_worker(function) {
                 break;
             }
         }
+    }
+
+    /// Memory reserved in `virtualMemoryPoolSize` by every worker that has not exited, starting
+    /// ones included (so concurrent starts cannot overcommit the pool).
+    fn memory_reserved(&self) -> u64 {
+        self.workers
+            .iter()
+            .filter(|w| w.state < WorkerState::Exited)
+            .map(|w| self.functions[w.function].profile.resource_limit.memory)
+            .sum()
     }
 
     /// (starting, alive) workers of a function; alive counts starting and ready ones.

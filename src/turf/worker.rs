@@ -126,6 +126,8 @@ pub struct Worker {
     pub request_at_exit: Option<String>,
     /// Which mechanism enforces each limit (shown by `noslate ps`).
     pub enforcement: serde_json::Value,
+    /// For disposable functions: whether it has taken its one request.
+    pub life: crate::sched::dispatch::DisposableLife,
     /// Its stdout/stderr directory, removed `worker.gcLogDelay` after it exits.
     pub log_dir: std::path::PathBuf,
     /// Limits the runtime polls itself because no cgroup enforces them.
@@ -161,6 +163,7 @@ impl Worker {
             enforcement: serde_json::Value::Null,
             polled: crate::turf::poll::PolledLimits::default(),
             log_dir: std::path::PathBuf::new(),
+            life: crate::sched::dispatch::DisposableLife::default(),
         }
     }
 
