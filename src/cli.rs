@@ -24,6 +24,11 @@ USAGE:
     noslate check [OPTIONS]       validate the function profiles and system config, then exit
     noslate ps [--json]           list the running runtime's workers (over its admin socket)
     noslate stats                 the running runtime's counters, as JSON
+    noslate functions get|set FILE   read or replace the running function profile set
+    noslate services get|set FILE    read or replace the running service profiles
+    noslate env get|set FILE         read or replace the platform environment (a JSON object)
+    noslate invoke NAME [--service] [--data TEXT|@FILE] [--header K:V]...
+                                  invoke a function (or service) through the admin socket
     noslate --help | --version
 
 OPTIONS:
@@ -41,6 +46,8 @@ OPTIONS:
                         default: <workdir>/logs
     --socket PATH       (ps, stats) the admin socket; default <workdir>/noslated.sock
     --json              (ps) print JSON instead of a table
+    --probe             (serve) print what the sandbox can enforce on this machine, as JSON,
+                        and exit
 
 ENVIRONMENT:
     RUST_LOG                  log filter for the runtime's own log on stderr (default: info,
@@ -69,6 +76,10 @@ enum Command {
     Ps,
     /// Print counters.
     Stats,
+    /// `functions|services|env get|set`.
+    Config,
+    /// `invoke NAME`.
+    Invoke,
 }
 
 /// Parsed command line.
@@ -76,6 +87,15 @@ enum Command {
 struct Args {
     command: Command,
     json: bool,
+    probe: bool,
+    /// Positional words after the command (`functions set FILE`, `invoke NAME`).
+    words: Vec<String>,
+    /// `--data TEXT|@FILE`.
+    data: Option<String>,
+    /// `--header K:V`, repeated.
+    headers: Vec<String>,
+    /// `--service`: `invoke` names a service.
+    service: bool,
     socket: Option<PathBuf>,
     port: Option<String>,
     functions: Option<PathBuf>,
@@ -85,7 +105,7 @@ struct Args {
 }
 
 enum Parsed {
-    Run(Args),
+    Run(Box<Args>),
     Help,
     Version,
 }
@@ -98,11 +118,19 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
         Some("check") => Some(Command::Check),
         Some("ps") => Some(Command::Ps),
         Some("stats") => Some(Command::Stats),
+        Some("functions" | "services" | "env") => Some(Command::Config),
+        Some("invoke") => Some(Command::Invoke),
         _ => None,
     };
     if let Some(command) = command {
         args.command = command;
-        it.next();
+        // `functions|services|env` keep their word: it says which configuration.
+        let word = it.next().and_then(|w| w.into_string().ok());
+        if command == Command::Config
+            && let Some(word) = word
+        {
+            args.words.push(word);
+        }
     }
     while let Some(arg) = it.next() {
         let arg = arg
@@ -134,10 +162,28 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
             "--logdir" => args.logdir = Some(value("--logdir")?.into()),
             "--socket" => args.socket = Some(value("--socket")?.into()),
             "--json" => args.json = true,
+            "--probe" => args.probe = true,
+            "--service" => args.service = true,
+            "--data" | "-d" => {
+                args.data =
+                    Some(value("--data")?.into_string().map_err(|_| {
+                        "--data must be UTF-8; use --data @FILE for bytes".to_owned()
+                    })?);
+            }
+            "--header" | "-H" => args.headers.push(
+                value("--header")?
+                    .into_string()
+                    .map_err(|_| "--header must be UTF-8".to_owned())?,
+            ),
+            word if matches!(args.command, Command::Config | Command::Invoke)
+                && !word.starts_with('-') =>
+            {
+                args.words.push(word.to_owned());
+            }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
-    Ok(Parsed::Run(args))
+    Ok(Parsed::Run(Box::new(args)))
 }
 
 /// Resolves the port from the flag or the environment.
@@ -159,6 +205,14 @@ fn resolve_port(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Res
     Ok(DEFAULT_PORT)
 }
 
+/// Writes to stdout; a closed pipe (`noslate ps | head`) is not an error worth a panic.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -175,11 +229,11 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     let args = match parse_args(raw) {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Help) => {
-            print!("{USAGE}");
+            out(USAGE);
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Version) => {
-            println!("noslate {}", env!("CARGO_PKG_VERSION"));
+            out(&(format!("noslate {}", env!("CARGO_PKG_VERSION")) + "\n"));
             return ExitCode::SUCCESS;
         }
         Err(msg) => {
@@ -189,6 +243,17 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     };
     if matches!(args.command, Command::Ps | Command::Stats) {
         return admin_command(&args);
+    }
+    if args.command == Command::Config {
+        return config_command(&args);
+    }
+    if args.command == Command::Invoke {
+        return invoke_command(&args);
+    }
+    if args.probe {
+        let caps = crate::turf::probe::probe(&crate::turf::cgroup::instance_name());
+        out(&(serde_json::to_string_pretty(&caps).unwrap_or_default() + "\n"));
+        return ExitCode::SUCCESS;
     }
 
     let config_file = args
@@ -227,6 +292,21 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The profiles as written, for GET /v1/functions (the file parsed above, so it is JSON).
+    let raw: (Vec<serde_json::Value>, Vec<serde_json::Value>) = match std::fs::read(&functions_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        Some(serde_json::Value::Array(items)) => (items, Vec::new()),
+        Some(serde_json::Value::Object(mut map)) => {
+            let take = |v: Option<serde_json::Value>| match v {
+                Some(serde_json::Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            (take(map.remove("functions")), take(map.remove("services")))
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
     if profiles.functions.is_empty() {
         eprintln!("noslate: {} defines no functions", functions_file.display());
         return ExitCode::from(2);
@@ -239,11 +319,11 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         }
     };
     if args.command == Command::Check {
-        println!(
-            "noslate: configuration OK: {} function(s), {} service(s), port {port}",
+        out(&format!(
+            "noslate: configuration OK: {} function(s), {} service(s), port {port}\n",
             profiles.functions.len(),
             profiles.services.len()
-        );
+        ));
         return ExitCode::SUCCESS;
     }
 
@@ -264,6 +344,8 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         config,
         functions: profiles.functions,
         services: profiles.services,
+        raw_functions: raw.0,
+        raw_services: raw.1,
         workdir,
         logdir,
     };
@@ -304,18 +386,132 @@ fn admin_command(args: &Args) -> ExitCode {
     match crate::admin::client::request(&socket, "GET", path) {
         Ok((200, body)) => {
             if args.command == Command::Ps && !args.json {
-                print!("{}", crate::admin::client::ps_table(&body));
+                out(&crate::admin::client::ps_table(&body));
             } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_default()
-                );
+                out(&(serde_json::to_string_pretty(&body).unwrap_or_default() + "\n"));
             }
             ExitCode::SUCCESS
         }
         Ok((status, body)) => {
             eprintln!("noslate: the runtime answered {status}: {body}");
             ExitCode::from(1)
+        }
+        Err(msg) => {
+            eprintln!("noslate: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn admin_socket(args: &Args) -> PathBuf {
+    args.socket
+        .clone()
+        .unwrap_or_else(|| crate::admin::socket_path(&resolve_workdir(args.workdir.clone())))
+}
+
+/// `noslate functions|services|env get|set [FILE]`.
+fn config_command(args: &Args) -> ExitCode {
+    let (what, verb, file) = (
+        args.words.first().map(String::as_str).unwrap_or_default(),
+        args.words.get(1).map(String::as_str).unwrap_or_default(),
+        args.words.get(2),
+    );
+    let path = match what {
+        "functions" => "/v1/functions",
+        "services" => "/v1/services",
+        _ => "/v1/env",
+    };
+    let socket = admin_socket(args);
+    let result = match (verb, file) {
+        ("get", None) => crate::admin::client::request(&socket, "GET", path),
+        ("set", Some(file)) => {
+            let body = match std::fs::read(file) {
+                Ok(body) => body,
+                Err(err) => {
+                    eprintln!("noslate: cannot read {file}: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            // Relative code urls resolve against the file's directory, as at start-up.
+            let dir = std::path::absolute(file)
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            let headers = vec![("x-noslate-base-dir".to_owned(), dir)];
+            crate::admin::client::request_json(&socket, "PUT", path, &headers, &body)
+        }
+        _ => {
+            eprintln!("noslate: usage: noslate {what} get | noslate {what} set FILE");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok((200, body)) => {
+            out(&(serde_json::to_string_pretty(&body).unwrap_or_default() + "\n"));
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            let message = body["errorMessage"]
+                .as_str()
+                .map_or_else(|| body.to_string(), str::to_owned);
+            eprintln!("noslate: the runtime refused it ({status}): {message}");
+            if let Some(lines) = body["stackTrace"].as_array() {
+                for line in lines {
+                    eprintln!("  {}", line.as_str().unwrap_or_default());
+                }
+            }
+            ExitCode::from(1)
+        }
+        Err(msg) => {
+            eprintln!("noslate: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `noslate invoke NAME [--service] [--data TEXT|@FILE] [--header K:V]...`: prints the body;
+/// exits 1 when the invocation failed.
+fn invoke_command(args: &Args) -> ExitCode {
+    let Some(name) = args.words.first() else {
+        eprintln!(
+            "noslate: usage: noslate invoke NAME [--service] [--data TEXT|@FILE] [--header K:V]"
+        );
+        return ExitCode::from(2);
+    };
+    let body = match args.data.as_deref() {
+        Some(data) if data.starts_with('@') => match std::fs::read(&data[1..]) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                eprintln!("noslate: cannot read {}: {err}", &data[1..]);
+                return ExitCode::from(2);
+            }
+        },
+        Some(data) => data.as_bytes().to_vec(),
+        None => Vec::new(),
+    };
+    let mut headers = Vec::new();
+    for header in &args.headers {
+        let Some((k, v)) = header.split_once(':') else {
+            eprintln!("noslate: --header {header:?} must be NAME:VALUE");
+            return ExitCode::from(2);
+        };
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let path = if args.service {
+        format!("/v1/invoke/service/{name}")
+    } else {
+        format!("/v1/invoke/{name}")
+    };
+    match crate::admin::client::request_raw(&admin_socket(args), "POST", &path, &headers, &body) {
+        Ok(answer) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&answer.body);
+            if answer.status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("\nnoslate: the invocation answered {}", answer.status);
+                ExitCode::from(1)
+            }
         }
         Err(msg) => {
             eprintln!("noslate: {msg}");
@@ -363,11 +559,21 @@ mod tests {
         assert!(matches!(args(&["--help"]), Ok(Parsed::Help)));
         assert!(matches!(
             args(&["check"]),
-            Ok(Parsed::Run(Args {
-                command: Command::Check,
-                ..
-            }))
+            Ok(Parsed::Run(a)) if a.command == Command::Check
         ));
+        let Ok(Parsed::Run(set)) = args(&["functions", "set", "f.json"]) else {
+            panic!("expected functions set");
+        };
+        assert_eq!(set.command, Command::Config);
+        assert_eq!(set.words, ["functions", "set", "f.json"]);
+        let Ok(Parsed::Run(inv)) = args(&["invoke", "hello", "-d", "x", "-H", "a:b", "--service"])
+        else {
+            panic!("expected invoke");
+        };
+        assert_eq!(inv.words, ["hello"]);
+        assert_eq!(inv.data.as_deref(), Some("x"));
+        assert_eq!(inv.headers, ["a:b"]);
+        assert!(inv.service);
         let Ok(Parsed::Run(ps)) = args(&["ps", "--json", "--socket", "/s"]) else {
             panic!("expected ps");
         };

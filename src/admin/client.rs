@@ -12,8 +12,23 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer the CLI accepts.
 const MAX_RESPONSE: u64 = 16 << 20;
 
-/// Sends one request and returns the status and the JSON body.
-pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, Value), String> {
+/// An answer from the runtime.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes (de-chunked).
+    pub body: Vec<u8>,
+}
+
+/// Sends one request with optional extra headers and body, and returns the answer.
+pub fn request_raw(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Answer, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         format!(
             "cannot connect to the runtime's admin socket {}: {e} (is `noslate serve` running \
@@ -23,9 +38,17 @@ pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, Value), 
     })?;
     let _ = stream.set_read_timeout(Some(TIMEOUT));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: noslate\r\nConnection: close\r\n\r\n");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: noslate\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     stream
         .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
         .map_err(|e| format!("cannot send the request: {e}"))?;
     let mut raw = Vec::new();
     stream
@@ -36,16 +59,63 @@ pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, Value), 
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or("the runtime's answer has no HTTP head")?;
-    let status_line = String::from_utf8_lossy(raw.get(..split).unwrap_or_default());
-    let status = status_line
+    let head = String::from_utf8_lossy(raw.get(..split).unwrap_or_default()).into_owned();
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or("the runtime's answer has no status")?;
-    let body = raw.get(split + 4..).unwrap_or_default();
-    let json = serde_json::from_slice(body)
+    let rest = raw.get(split + 4..).unwrap_or_default();
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
+    Ok(Answer { status, body })
+}
+
+/// Decodes a complete chunked body.
+fn dechunk(mut input: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = input
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunked answer")?;
+        let size_text = String::from_utf8_lossy(&input[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size in the answer")?;
+        input = &input[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = input.get(..size).ok_or("truncated chunk in the answer")?;
+        out.extend_from_slice(chunk);
+        input = input.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// Sends one request and returns the status and the JSON body.
+pub fn request(socket: &Path, method: &str, path: &str) -> Result<(u16, Value), String> {
+    request_json(socket, method, path, &[], b"")
+}
+
+/// Sends one request with a body and returns the status and the JSON answer.
+pub fn request_json(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(u16, Value), String> {
+    let answer = request_raw(socket, method, path, headers, body)?;
+    let json = serde_json::from_slice(&answer.body)
         .map_err(|e| format!("the runtime's answer is not JSON: {e}"))?;
-    Ok((status, json))
+    Ok((answer.status, json))
 }
 
 fn text(v: &Value) -> String {

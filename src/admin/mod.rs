@@ -5,7 +5,11 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | GET | `/v1/workers` | one object per worker: id, function, pid, state, in-flight, RSS, CPU, age, enforcement |
-//! | GET | `/v1/stats` | exit counters by reason, and per-function worker and queue counts |
+//! | GET | `/v1/stats` | exit counters by reason, per-function worker states, queue lengths, rejections |
+//! | GET, PUT | `/v1/functions` | the function profile set (PUT replaces it whole, Noslate's `setFunctionProfile`) |
+//! | GET, PUT | `/v1/services` | the service profiles |
+//! | GET, PUT | `/v1/env` | the platform environment variables given to every new worker |
+//! | POST | `/v1/invoke/NAME`, `/v1/invoke/service/NAME` | an event invocation, answered as on the FC port |
 //!
 //! This module holds what both sides share (the path, the routes) and the CLI's client.
 
@@ -28,23 +32,72 @@ pub enum Route {
     Workers,
     /// `GET /v1/stats`.
     Stats,
-    /// A known path with the wrong method; carries the allowed one.
+    /// `GET /v1/functions`.
+    GetFunctions,
+    /// `PUT /v1/functions`.
+    SetFunctions,
+    /// `GET /v1/services`.
+    GetServices,
+    /// `PUT /v1/services`.
+    SetServices,
+    /// `GET /v1/env`.
+    GetEnv,
+    /// `PUT /v1/env`.
+    SetEnv,
+    /// `POST /v1/invoke/...`: invoke a function or service.
+    Invoke(crate::fc::Target),
+    /// A known path with the wrong method; carries the allowed ones.
     MethodNotAllowed(&'static str),
     /// No such path.
     NotFound,
 }
 
+impl Route {
+    /// Whether the request carries a JSON body to collect before it is handled.
+    pub fn takes_body(&self) -> bool {
+        matches!(
+            self,
+            Route::SetFunctions | Route::SetServices | Route::SetEnv
+        )
+    }
+}
+
 /// Routes an admin request.
 pub fn route(method: &str, path: &str) -> Route {
-    let (want, route) = match path.trim_end_matches('/') {
-        "/v1/workers" => ("GET", Route::Workers),
-        "/v1/stats" => ("GET", Route::Stats),
-        _ => return Route::NotFound,
+    let path = path.trim_end_matches('/');
+    let get = matches!(method, "GET" | "HEAD");
+    let put = method == "PUT";
+    let pick = |get_route: Route, put_route: Route| {
+        if get {
+            get_route
+        } else if put {
+            put_route
+        } else {
+            Route::MethodNotAllowed("GET, PUT")
+        }
     };
-    if method == want || (method == "HEAD" && want == "GET") {
-        route
-    } else {
-        Route::MethodNotAllowed(want)
+    match path {
+        "/v1/workers" if get => Route::Workers,
+        "/v1/stats" if get => Route::Stats,
+        "/v1/workers" | "/v1/stats" => Route::MethodNotAllowed("GET"),
+        "/v1/functions" => pick(Route::GetFunctions, Route::SetFunctions),
+        "/v1/services" => pick(Route::GetServices, Route::SetServices),
+        "/v1/env" => pick(Route::GetEnv, Route::SetEnv),
+        _ => match path.strip_prefix("/v1/invoke/") {
+            Some(rest) if method == "POST" => {
+                let single = |n: &str| (!n.is_empty() && !n.contains('/')).then(|| n.to_owned());
+                match rest.strip_prefix("service/") {
+                    Some(service) => single(service).map_or(Route::NotFound, |n| {
+                        Route::Invoke(crate::fc::Target::Service(n))
+                    }),
+                    None => single(rest).map_or(Route::NotFound, |n| {
+                        Route::Invoke(crate::fc::Target::Function(n))
+                    }),
+                }
+            }
+            Some(_) => Route::MethodNotAllowed("POST"),
+            None => Route::NotFound,
+        },
     }
 }
 
@@ -54,10 +107,29 @@ mod tests {
 
     #[test]
     fn routes_by_method_and_path() {
+        use crate::fc::Target;
         assert_eq!(route("GET", "/v1/workers"), Route::Workers);
         assert_eq!(route("GET", "/v1/workers/"), Route::Workers);
         assert_eq!(route("POST", "/v1/stats"), Route::MethodNotAllowed("GET"));
         assert_eq!(route("GET", "/v2/workers"), Route::NotFound);
+        assert_eq!(route("PUT", "/v1/functions"), Route::SetFunctions);
+        assert!(route("PUT", "/v1/env").takes_body());
+        assert_eq!(
+            route("DELETE", "/v1/services"),
+            Route::MethodNotAllowed("GET, PUT")
+        );
+        assert_eq!(
+            route("POST", "/v1/invoke/hello"),
+            Route::Invoke(Target::Function("hello".into()))
+        );
+        assert_eq!(
+            route("POST", "/v1/invoke/service/front"),
+            Route::Invoke(Target::Service("front".into()))
+        );
+        assert_eq!(
+            route("GET", "/v1/invoke/hello"),
+            Route::MethodNotAllowed("POST")
+        );
         assert_eq!(
             socket_path(Path::new("/w")),
             PathBuf::from("/w/noslated.sock")

@@ -3,6 +3,7 @@
 
 use super::Server;
 use super::client::InvokeError;
+use super::conn::Sink;
 use crate::admin::{self, Route};
 use crate::turf::accounting::ExitReason;
 use crate::turf::stats;
@@ -21,6 +22,29 @@ impl Server {
                 let body = self.stats_view().to_string();
                 self.respond_json(client, 200, &[], body.as_bytes());
             }
+            Route::GetFunctions => {
+                let body = self.functions_view().to_string();
+                self.respond_json(client, 200, &[], body.as_bytes());
+            }
+            Route::GetServices => {
+                let body = serde_json::json!({ "services": self.raw_services }).to_string();
+                self.respond_json(client, 200, &[], body.as_bytes());
+            }
+            Route::GetEnv => {
+                let body = self.platform_env_view().to_string();
+                self.respond_json(client, 200, &[], body.as_bytes());
+            }
+            route @ (Route::SetFunctions | Route::SetServices | Route::SetEnv) => {
+                // The body is collected first; `on_admin_body` answers.
+                if let Some(req) = self.request_mut(client) {
+                    req.admin = Some(route);
+                    req.sink = Sink::Collect;
+                }
+                self.schedule_drive(client.conn);
+            }
+            Route::Invoke(target) => {
+                self.start_invocation(client, crate::fc::InvokeKind::Event, Some(target));
+            }
             Route::MethodNotAllowed(allowed) => {
                 let err = InvokeError::new(
                     405,
@@ -33,7 +57,10 @@ impl Server {
                 let err = InvokeError::new(
                     404,
                     "NotFound",
-                    format!("no admin route {method} {path}; see GET /v1/workers, GET /v1/stats"),
+                    format!(
+                        "no admin route {method} {path}; see /v1/workers, /v1/stats, \
+                         /v1/functions, /v1/services, /v1/env, /v1/invoke/NAME"
+                    ),
                 );
                 self.respond_error(client, &err, false);
             }

@@ -107,16 +107,26 @@ impl Server {
                 self.functions[function].pool.queue.pop_front();
                 continue;
             }
+            // The current generation serves; an older one only until the new one is ready.
+            let generation = self.functions[function].generation;
+            let current_ready = self.functions[function].pool.workers.iter().any(|&k| {
+                self.workers
+                    .get(k)
+                    .is_some_and(|w| w.generation == generation && w.state == WorkerState::Ready)
+            });
             let loads: Vec<WorkerLoad> = self.functions[function]
                 .pool
                 .workers
                 .iter()
                 .filter_map(|&key| {
-                    self.workers.get(key).map(|w| WorkerLoad {
-                        key,
-                        state: w.state,
-                        active: w.active(),
-                    })
+                    self.workers
+                        .get(key)
+                        .filter(|w| !current_ready || w.generation == generation)
+                        .map(|w| WorkerLoad {
+                            key,
+                            state: w.state,
+                            active: w.active(),
+                        })
                 })
                 .collect();
             let f = &mut self.functions[function];
@@ -579,6 +589,7 @@ impl Server {
             self.stop_worker(key, "drained");
         }
         self.dispatch_queue(function);
+        self.retire_if_removed(function);
     }
 
     /// Tells the worker to abandon a stream; it must send its terminal frame within the cancel

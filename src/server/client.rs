@@ -1,7 +1,7 @@
 //! The client side: reading and parsing requests, routing them, writing responses, keep-alive,
 //! pipelining and closing.
 
-use super::conn::{BodyLeft, Conn, Filled, Request, Resp, Sink};
+use super::conn::{BodyLeft, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink};
 use super::{Lifecycle, Server, Timer};
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
@@ -18,6 +18,16 @@ use std::time::{Duration, Instant};
 const MAX_ROUNDS_PER_EVENT: usize = 64;
 /// Unsent response bytes above which a connection stops starting pipelined requests.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// Progress of a collected body.
+enum Collected {
+    /// Wait for more bytes.
+    More,
+    /// The whole body is in `Request::collected`.
+    Done,
+    /// Over the limit (or broken framing): answered with 413 and closed.
+    TooLarge,
+}
 
 /// An error the runtime answers an invocation with.
 #[derive(Debug, Clone)]
@@ -130,6 +140,34 @@ impl Server {
                         return;
                     }
                 }
+                Sink::Collect => {
+                    match self.collect_body(key) {
+                        Collected::More => return,
+                        Collected::TooLarge => {
+                            let client = self.current_client(key);
+                            let err = InvokeError::new(
+                                413,
+                                "PayloadTooLarge",
+                                format!(
+                                    "admin request bodies are limited to {MAX_COLLECTED_BODY} bytes"
+                                ),
+                            );
+                            if let Some(client) = client {
+                                self.respond_error(client, &err, false);
+                            }
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.close_when_flushed = true;
+                            }
+                            return;
+                        }
+                        Collected::Done => {
+                            if let Some(client) = self.current_client(key) {
+                                self.on_admin_body(client);
+                            }
+                        }
+                    }
+                    continue;
+                }
             }
             if !self.try_complete(key) {
                 return;
@@ -202,6 +240,8 @@ impl Server {
             timeout_ms,
             deadline: Instant::now(),
             counted: false,
+            collected: Vec::new(),
+            admin: None,
             head: Some(head),
         });
         let client = ConnRef {
@@ -252,7 +292,12 @@ impl Server {
     }
 
     /// Accepts an invocation: picks the function, arms its deadline and queues it.
-    fn start_invocation(&mut self, client: ConnRef, kind: InvokeKind, target: Option<Target>) {
+    pub(super) fn start_invocation(
+        &mut self,
+        client: ConnRef,
+        kind: InvokeKind,
+        target: Option<Target>,
+    ) {
         if let Some(req) = request_in(&mut self.conns, client) {
             req.kind = kind;
             req.phase = Some(Phase::Invoke);
@@ -428,6 +473,66 @@ impl Server {
                 },
             };
             inbuf.consume(used);
+        }
+    }
+
+    /// The current request of a connection, as a reference.
+    pub(super) fn current_client(&self, key: Key) -> Option<ConnRef> {
+        let req = self.conns.get(key)?.req.as_ref()?;
+        Some(ConnRef {
+            conn: key,
+            seq: req.seq,
+        })
+    }
+
+    /// Appends body bytes to the request's collection buffer.
+    fn collect_body(&mut self, key: Key) -> Collected {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Collected::More;
+        };
+        let Conn { inbuf, req, .. } = conn;
+        let Some(req) = req.as_mut() else {
+            return Collected::More;
+        };
+        loop {
+            let input = inbuf.data();
+            let used = match &mut req.body {
+                BodyLeft::Done => return Collected::Done,
+                _ if input.is_empty() => return Collected::More,
+                BodyLeft::Length(left) => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    req.collected.extend_from_slice(&input[..n]);
+                    *left -= n as u64;
+                    if *left == 0 {
+                        req.body = BodyLeft::Done;
+                    }
+                    n
+                }
+                BodyLeft::Chunked(decoder) => match decoder.decode(input) {
+                    Ok((used, crate::http::chunked::Chunk::Data(data))) => {
+                        req.collected.extend_from_slice(data);
+                        used
+                    }
+                    Ok((used, crate::http::chunked::Chunk::Done)) => {
+                        req.body = BodyLeft::Done;
+                        used
+                    }
+                    Ok((used, crate::http::chunked::Chunk::NeedMore)) => used,
+                    Err(_) => {
+                        req.body = BodyLeft::Done;
+                        req.keep_alive = false;
+                        return Collected::TooLarge;
+                    }
+                },
+            };
+            inbuf.consume(used);
+            if req.collected.len() > MAX_COLLECTED_BODY {
+                req.body = BodyLeft::Done;
+                req.keep_alive = false;
+                return Collected::TooLarge;
+            }
         }
     }
 
@@ -872,7 +977,7 @@ fn wants_input(
     }
     match req.sink {
         Sink::Hold => false,
-        Sink::Discard => true,
+        Sink::Discard | Sink::Collect => true,
         Sink::Worker { worker, stream } => workers
             .get(worker)
             .and_then(|w| w.streams.get(&stream))

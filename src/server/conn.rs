@@ -100,6 +100,9 @@ impl Source for Socket {
     }
 }
 
+/// Largest body an admin request may carry (a profile set is a few KiB; this is generous).
+pub const MAX_COLLECTED_BODY: usize = 16 << 20;
+
 /// Where request-body bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sink {
@@ -115,6 +118,9 @@ pub enum Sink {
     },
     /// Read and dropped: the answer is already decided, but the connection must stay in sync.
     Discard,
+    /// Collected into [`Request::collected`] (admin requests with a JSON body), up to
+    /// [`MAX_COLLECTED_BODY`].
+    Collect,
 }
 
 /// How much of the request body is left.
@@ -191,6 +197,10 @@ pub struct Request {
     pub deadline: Instant,
     /// Counted in the server's in-flight invocations.
     pub counted: bool,
+    /// The body, for [`Sink::Collect`].
+    pub collected: Vec<u8>,
+    /// The admin route whose body is being collected.
+    pub admin: Option<crate::admin::Route>,
 }
 
 /// A client connection.

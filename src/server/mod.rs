@@ -15,6 +15,7 @@ mod client;
 mod conn;
 mod lifecycle;
 mod limits;
+mod reconfig;
 mod schedule;
 mod supervise;
 
@@ -33,6 +34,9 @@ use crate::sched::dispatch::RoundRobin;
 use crate::sched::ema::{ConcurrencyMeter, EmaScaler};
 use crate::sched::ratelimit::TokenBucket;
 use crate::turf::accounting::Accounting;
+use crate::turf::cgroup::{self, WorkerCgroup};
+use crate::turf::probe::{self, Capabilities};
+use crate::turf::spawn::{Isolation, resolve_user};
 use crate::turf::worker::{ConnRef, Worker};
 use conn::{Conn, Socket};
 use mio::net::{TcpListener, UnixListener};
@@ -62,6 +66,10 @@ pub struct ServerOptions {
     pub functions: Vec<FunctionProfile>,
     /// Validated service profiles (their targets exist among `functions`).
     pub services: Vec<ServiceProfile>,
+    /// The function profiles as written (answered by `GET /v1/functions`).
+    pub raw_functions: Vec<serde_json::Value>,
+    /// The service profiles as written.
+    pub raw_services: Vec<serde_json::Value>,
     /// Work directory (bootstraps are written here).
     pub workdir: PathBuf,
     /// Log directory (worker stdout/stderr live under it).
@@ -149,6 +157,12 @@ struct Function {
     ema: Option<EmaScaler>,
     /// Requests turned away, by cause.
     rejected: schedule::Rejections,
+    /// Removed from the profile set: takes no new requests; its workers drain.
+    removed: bool,
+    /// Bumped when its code or resources change; older workers are replaced.
+    generation: u64,
+    /// Ready workers of the current generation needed before the older ones are drained.
+    rollout_target: usize,
 }
 
 impl Function {
@@ -162,6 +176,9 @@ impl Function {
             meter: ConcurrencyMeter::new(now),
             ema: use_ema.then(|| EmaScaler::new(&profile.worker.ema, now)),
             rejected: schedule::Rejections::default(),
+            removed: false,
+            generation: 0,
+            rollout_target: 0,
             pool: Pool::new(),
             profile,
         }
@@ -196,6 +213,10 @@ pub struct Server {
     by_name: HashMap<String, usize>,
     default_function: Option<usize>,
     services: Vec<ServiceProfile>,
+    raw_functions: Vec<serde_json::Value>,
+    raw_services: Vec<serde_json::Value>,
+    /// Platform environment variables given to every new worker (after its own).
+    platform_env: Vec<(String, String)>,
     rng: Rng,
     timers: Timers<Timer>,
     config: SystemConfig,
@@ -227,6 +248,14 @@ pub struct Server {
     breaker: CircuitBreaker,
     /// Whether the scheduler tick is scheduled.
     sched_tick_armed: bool,
+    /// What the machine lets the sandbox enforce (probed once at start-up).
+    caps: Capabilities,
+    /// The isolation every worker gets (`turf.isolation`), where the probe allows it.
+    isolation: Option<Isolation>,
+    /// The runtime's own hard `RLIMIT_NOFILE`: workers cannot get more.
+    nofile_cap: Option<u64>,
+    /// Worker cgroups that could not be removed at reap time, retried every tick.
+    stale_cgroups: Vec<WorkerCgroup>,
     /// `/initialize` requests waiting for reserved workers.
     init_waiters: Vec<ConnRef>,
     /// `/pre-stop` requests waiting for the drain.
@@ -253,10 +282,13 @@ impl Server {
             config,
             functions,
             services,
+            raw_functions,
+            raw_services,
             workdir,
             logdir,
         } = options;
         let accounting_dir = logdir.clone();
+        let (caps, isolation, nofile_cap) = prepare_sandbox(&config, &workdir)?;
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let mut listener =
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
@@ -327,6 +359,9 @@ impl Server {
             by_name,
             default_function,
             services,
+            raw_functions,
+            raw_services,
+            platform_env: Vec::new(),
             rng: Rng::from_entropy(),
             timers: Timers::default(),
             config,
@@ -349,6 +384,10 @@ impl Server {
             log_gc_armed: false,
             breaker: CircuitBreaker::new(),
             sched_tick_armed: false,
+            caps,
+            isolation,
+            nofile_cap,
+            stale_cgroups: Vec::new(),
             init_waiters: Vec::new(),
             stop_waiters: Vec::new(),
         })
@@ -415,6 +454,7 @@ impl Server {
             if self.lifecycle == Lifecycle::Stopped && self.exit_when_stopped {
                 log::info!("stopped; exiting");
                 let _ = std::fs::remove_file(&self.admin_path);
+                cgroup::remove_instance(&self.caps.cgroup);
                 return Ok(());
             }
         }
@@ -599,4 +639,51 @@ fn bind_admin(path: &std::path::Path) -> Result<UnixListener, ServerError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| ServerError::Admin(format!("cannot chmod {}: {e}", path.display())))?;
     Ok(listener)
+}
+
+/// Probes what the sandbox can enforce, logs it in one line, removes cgroups left by a runtime
+/// that crashed, and resolves `turf.isolation`.
+fn prepare_sandbox(
+    config: &SystemConfig,
+    workdir: &std::path::Path,
+) -> Result<(Capabilities, Option<Isolation>, Option<u64>), ServerError> {
+    let caps = probe::probe(&cgroup::instance_name());
+    log::info!("{}", caps.summary());
+    let cleanup = cgroup::cleanup_stale(&caps);
+    for dir in &cleanup.removed {
+        log::info!(
+            "[turf] removed cgroup {} left by a runtime that is gone",
+            dir.display()
+        );
+    }
+    for dir in &cleanup.left {
+        log::warn!("[turf] cannot remove stale cgroup {}", dir.display());
+    }
+    let isolation = if config.turf.isolation {
+        let user = if caps.setuid.available {
+            Some(resolve_user(&config.turf.user).map_err(|e| {
+                ServerError::Runtime(format!("turf.user {:?}: {e}", config.turf.user))
+            })?)
+        } else {
+            log::warn!(
+                "[turf] turf.isolation: workers keep the runtime's user ({})",
+                caps.setuid
+                    .reason
+                    .as_deref()
+                    .unwrap_or("cannot switch users")
+            );
+            None
+        };
+        // The bootstraps live in the work directory; isolated workers must still see them.
+        Some(Isolation::full(user, vec![workdir.join("runtime")]))
+    } else {
+        None
+    };
+    // Raising RLIMIT_NOFILE above the runtime's own hard limit needs CAP_SYS_RESOURCE, which
+    // even root lacks in many containers (this CI machine's among them): workers get at most
+    // what the runtime has.
+    let nofile_cap = crate::sys::sandbox::nofile_limit()
+        .ok()
+        .map(|(_, hard)| hard);
+    Ok((caps, isolation, nofile_cap))
 }

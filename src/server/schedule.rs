@@ -116,6 +116,8 @@ impl Server {
     pub(super) fn on_sched_tick(&mut self) {
         self.sched_tick_armed = false;
         self.check_breaker();
+        // Cgroups whose processes were still dying at reap time.
+        self.stale_cgroups.retain(|cg| !cg.try_remove());
         if self.lifecycle == Lifecycle::Running {
             let now = Instant::now();
             for function in 0..self.functions.len() {
@@ -167,7 +169,7 @@ impl Server {
     /// reservation).
     fn scale_tick(&mut self, function: usize, now: Instant) {
         let profile = &self.functions[function].profile;
-        if profile.worker.disposable {
+        if profile.worker.disposable || self.functions[function].removed {
             return;
         }
         let strategy = profile.worker.shrink_strategy;

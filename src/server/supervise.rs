@@ -14,7 +14,7 @@ use crate::sched::{self, ScaleAction};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::poll::PolledLimits;
-use crate::turf::spawn;
+use crate::turf::spawn::{self, Mechanism};
 use crate::turf::worker::{Worker, WorkerState};
 use crate::wire::{self, Kind};
 use mio::Interest;
@@ -54,7 +54,7 @@ impl Server {
     /// start error, or with the capacity limit that blocks the launch (always for the memory
     /// pool; for the replica limit only with `worker.fastFailRequestsOnStarting`).
     pub(super) fn scale_with(&mut self, function: usize, action: ScaleAction) {
-        if self.lifecycle != Lifecycle::Running {
+        if self.lifecycle != Lifecycle::Running || self.functions[function].removed {
             return;
         }
         let now = Instant::now();
@@ -79,8 +79,10 @@ impl Server {
                     alive,
                     max_active: self.max_active(function),
                     replica_limit: usize::MAX,
+                    // During a rollout, the new generation replaces the old one's workers.
                     reservation: usize::try_from(profile.worker.reservation_count)
-                        .unwrap_or(usize::MAX),
+                        .unwrap_or(usize::MAX)
+                        .max(self.functions[function].rollout_target),
                     expand_concurrency: usize::MAX,
                 },
                 action,
@@ -141,8 +143,10 @@ impl Server {
     fn worker_counts(&self, function: usize) -> (usize, usize) {
         let mut starting = 0;
         let mut alive = 0;
+        let generation = self.functions[function].generation;
         for &key in &self.functions[function].pool.workers {
-            if let Some(w) = self.workers.get(key) {
+            // Workers of an older generation are being replaced: they do not count.
+            if let Some(w) = self.workers.get(key).filter(|w| w.generation == generation) {
                 if w.state.is_starting() {
                     starting += 1;
                 }
@@ -175,12 +179,27 @@ impl Server {
                 return false;
             }
         };
+        let mut env = launch.env;
+        for (key, value) in &self.platform_env {
+            // The function's own environments win over the platform's.
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.clone(), value.clone()));
+            }
+        }
+        let rl = &f.profile.resource_limit;
+        let limits = spawn::Limits {
+            memory: Some(rl.memory),
+            cpu: rl.cpu,
+            pids: Some(rl.pids),
+            nofile: Some(self.nofile_cap.map_or(rl.nofile, |cap| rl.nofile.min(cap))),
+        };
         let spec = spawn::SpawnSpec {
             program: &launch.program,
             args: launch.args,
-            env: launch.env,
+            env,
             cwd: &f.profile.code_dir,
             log_dir: log_dir.clone(),
+            sandbox: spawn::SandboxPlan::build(&self.caps, &id, limits, self.isolation.as_ref()),
         };
         let spawned = match spawn::spawn(&spec) {
             Ok(s) => s,
@@ -203,6 +222,10 @@ impl Server {
             }
         };
         let pid = spawned.pid;
+        let generation = f.generation;
+        let mut enforcement = spawned.enforcement;
+        enforcement.poll_fallback(&limits);
+        let cgroup = spawned.cgroup;
         let init_timeout = Duration::from_millis(f.profile.worker.initialization_timeout_ms);
         let key = self.workers.insert(Worker::new(
             id.clone(),
@@ -235,20 +258,21 @@ impl Server {
         let timer = self
             .timers
             .schedule(Instant::now() + init_timeout, Timer::WorkerInit(key));
-        let limits = &self.functions[function].profile.resource_limit;
-        // Without a cgroup, memory and CPU are the runtime's to enforce by polling.
-        let polled = PolledLimits::new(Some(limits.memory), limits.cpu);
-        let enforcement = serde_json::json!({
-            "memory": "poll",
-            "cpu": if limits.cpu.is_some() { "poll" } else { "none" },
-            "pids": "none",
-            "nofile": "none",
-        });
+        // What no cgroup enforces, the runtime polls.
+        let polled = PolledLimits::new(
+            limits
+                .memory
+                .filter(|_| enforcement.memory == Mechanism::Poll),
+            limits.cpu.filter(|_| enforcement.cpu == Mechanism::Poll),
+        );
+        log::debug!("[turf w={id}] enforcement: {}", enforcement.summary());
         if let Some(w) = self.workers.get_mut(key) {
             w.timer = Some(timer);
             w.polled = polled;
-            w.enforcement = enforcement;
+            w.enforcement = serde_json::to_value(&enforcement).unwrap_or_default();
             w.log_dir = log_dir;
+            w.generation = generation;
+            w.cgroup = cgroup;
         }
         self.arm_limit_poll();
         log::info!("[turf w={id} pid={pid}] started");
@@ -331,6 +355,7 @@ impl Server {
             worker.spawned_at.elapsed().as_millis()
         );
         self.functions[function].pool.record_initialized();
+        self.check_rollout(function);
         self.dispatch_queue(function);
         self.check_init_waiters();
     }
@@ -485,10 +510,28 @@ impl Server {
         self.worker_gone(key, reason);
     }
 
+    /// A worker the kernel killed for exceeding its cgroup memory limit is accounted (and its
+    /// requests failed) as `mem_overload`, like one the poller killed.
+    fn note_oom(&mut self, key: Key) {
+        let Some(w) = self.workers.get_mut(key) else {
+            return;
+        };
+        if w.imposed.is_none() && w.cgroup.as_ref().is_some_and(|cg| cg.oom_killed()) {
+            let limit = self.functions[w.function].profile.resource_limit.memory;
+            w.imposed = Some(ExitReason::MemOverload);
+            w.exit_reason = Some(format!(
+                "worker {} was killed by the kernel for exceeding resourceLimit.memory \
+                 ({limit} bytes, enforced by its cgroup)",
+                w.id
+            ));
+        }
+    }
+
     /// The worker's output pipe reached EOF: it exited or is exiting.
     pub(super) fn on_worker_pipe_closed(&mut self, key: Key) {
         // The exit status is often already there; reaping first gives errors the real cause.
         self.reap_children();
+        self.note_oom(key);
         let reason = match self.workers.get(key) {
             Some(w) => w
                 .exit_reason
@@ -598,6 +641,7 @@ impl Server {
                 log::debug!("[turf] reaped unknown child {}", reaped.pid);
                 continue;
             };
+            self.note_oom(key);
             // The group may hold grandchildren that outlived the worker: they go too.
             spawn::kill(reaped.pid, libc::SIGKILL);
             let (id, expected) = match self.workers.get_mut(key) {
@@ -636,7 +680,14 @@ impl Server {
                 if let Some(timer) = w.timer {
                     self.timers.cancel(timer);
                 }
-                let accounted = ExitReason::decide(w.imposed, false, reaped.exit);
+                let oom = w.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
+                let accounted = ExitReason::decide(w.imposed, oom, reaped.exit);
+                if let Some(cg) = w.cgroup
+                    && let Err(busy) = cg.remove()
+                {
+                    // Processes that escaped the group may still be dying; retry on the tick.
+                    self.stale_cgroups.push(busy);
+                }
                 let function = &self.functions[w.function].profile.name;
                 let record = ExitRecord::new(
                     &reaped,

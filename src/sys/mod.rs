@@ -3,10 +3,10 @@
 //! Each wrapper turns the C return convention into `io::Result` and documents why the call is
 //! sound. Everything above this module is safe Rust.
 
+pub mod sandbox;
+
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Maps a `-1` return value to the thread's `errno`.
@@ -157,48 +157,6 @@ pub fn getpid() -> i32 {
 pub const WORKER_FD_IN: RawFd = 3;
 /// See [`WORKER_FD_IN`].
 pub const WORKER_FD_OUT: RawFd = 4;
-
-/// Arranges for the child of `command` to run in its own session (and so its own process group),
-/// to die with the runtime, and to find `fd_in`/`fd_out` on fds 3 and 4 with every other
-/// inherited descriptor closed at exec.
-///
-/// `fd_in` and `fd_out` are the worker's ends of its pipes; they must stay open until spawn
-/// returns.
-pub fn prepare_worker_exec(command: &mut Command, fd_in: &OwnedFd, fd_out: &OwnedFd) {
-    let fd_in = fd_in.as_raw_fd();
-    let fd_out = fd_out.as_raw_fd();
-    let parent = getpid();
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // syscalls (fcntl, dup2, setsid, prctl, getppid, close_range); it allocates nothing and
-    // touches no lock that another thread could hold (the runtime has a single thread anyway).
-    unsafe {
-        command.pre_exec(move || {
-            // Move both ends above the target numbers first, so that placing one on 3 can never
-            // clobber the other when the parent happened to allocate them as 3 or 4.
-            let high_in = cvt(libc::fcntl(fd_in, libc::F_DUPFD_CLOEXEC, 10))?;
-            let high_out = cvt(libc::fcntl(fd_out, libc::F_DUPFD_CLOEXEC, 10))?;
-            // dup2 clears FD_CLOEXEC on the new descriptor, so these two survive exec.
-            cvt(libc::dup2(high_in, WORKER_FD_IN))?;
-            cvt(libc::dup2(high_out, WORKER_FD_OUT))?;
-            cvt(libc::setsid())?;
-            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
-            // The runtime may have died between fork and prctl; then nobody would kill us.
-            if libc::getppid() != parent {
-                return Err(io::Error::other("runtime exited during worker spawn"));
-            }
-            // Everything from 5 up is closed at exec: stray descriptors never leak into user
-            // code, while std's own exec-error pipe still works until the exec itself.
-            let first = u32::try_from(WORKER_FD_OUT + 1).unwrap_or(5);
-            cvt(libc::syscall(
-                libc::SYS_close_range,
-                first,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) as libc::c_int)?;
-            Ok(())
-        });
-    }
-}
 
 /// The memory page size in bytes.
 pub fn page_size() -> u64 {

@@ -3,7 +3,10 @@
 //! record the event loop drives (state, pipes, buffers, open streams).
 
 pub mod accounting;
+pub mod cgroup;
 pub mod poll;
+pub mod probe;
+pub mod seccomp;
 pub mod spawn;
 pub mod stats;
 pub mod worker;

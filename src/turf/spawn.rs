@@ -1,15 +1,103 @@
-//! Forking a worker: fds 3/4 carry the protocol, stdout/stderr go to per-worker log files, the
-//! environment is exactly what the caller lists, and the child gets its own session and dies
-//! with the runtime. The unsafe part (what runs between fork and exec) is `sys::prepare_worker_exec`.
+//! Forking a worker inside its sandbox: fds 3/4 carry the protocol, stdout/stderr go to
+//! per-worker log files, the environment is exactly what the caller lists, the child gets its own
+//! session and dies with the runtime, and the [`SandboxPlan`] decides the limits and isolation.
+//! The unsafe part (what runs between fork and exec) is `sys::sandbox`.
+//!
+//! # Two paths
+//!
+//! - **Plain** (no namespaces): `std::process::Command` with a `pre_exec` hook
+//!   (`sys::sandbox::prepare_command`). std places stdio, changes directory and resets the signal
+//!   mask before the hook runs, and reports an exec failure as an error.
+//! - **Isolated** (namespaces): a raw `clone(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS)`
+//!   (`sys::sandbox::spawn_isolated`), because a process can only be created *in* a new PID
+//!   namespace by the clone that makes it. A close-on-exec error pipe carries `[step, errno]` to
+//!   the parent when a step fails; EOF without a report means the exec succeeded.
+//!
+//! # Before the fork (in the runtime)
+//!
+//! 1. The log directory and files, the two protocol pipes; the working directory must exist.
+//! 2. The worker's cgroup: `<hierarchy>/noslate/<instance>/<worker>` per hierarchy, limits
+//!    written, `cgroup.procs` opened close-on-exec at fd ≥ 10 ([`WorkerCgroup`]). If that fails
+//!    the worker starts without a cgroup (logged; those limits fall back, see [`Enforcement`]).
+//! 3. Everything the child needs, built now because the child may not allocate: rlimits, the
+//!    seccomp program, and on the isolated path the C strings of argv/envp/program/cwd, `O_PATH`
+//!    descriptors of the read-only directories and the list of mount points to create.
+//!
+//! # In the child, in this order (each failure names its step)
+//!
+//! Plain path (std has already placed stdio on 0–2, changed to the working directory, unblocked
+//! signals and restored SIGPIPE):
+//!
+//! 1. `join cgroup (write cgroup.procs)`: "0" to each pre-opened `cgroup.procs`, so everything
+//!    from here on (and every process the worker forks) is limited;
+//! 2. `dup2 stdio and protocol pipes`: the pipes onto fds 3 and 4;
+//! 3. `setsid`: its own session and process group;
+//! 4. `close_range`: every fd from 5 up close-on-exec;
+//! 5. `setrlimit(RLIMIT_CORE)` = 0, `setrlimit(RLIMIT_NOFILE)`, and `setrlimit(RLIMIT_NPROC)`
+//!    when pids has no cgroup;
+//! 6. `setgroups`, `setgid`, `setuid` to `turf.user` (raw syscalls);
+//! 7. `prctl(PR_SET_PDEATHSIG)` — after 6, because a credential change clears it — then
+//!    `runtime exited during worker spawn` if `getppid` is no longer the runtime;
+//! 8. `prctl(PR_SET_NO_NEW_PRIVS)`;
+//! 9. `install seccomp filter`: last, so none of the set-up above is filtered;
+//! 10. `execve` (by std).
+//!
+//! Isolated path (a raw clone into new pid, mount, ipc and uts namespaces):
+//!
+//! 1. `reset signal mask` (and SIGPIPE back to its default);
+//! 2. `join cgroup (write cgroup.procs)`;
+//! 3. `setsid`;
+//! 4. mounts: `make / private (mount MS_REC|MS_PRIVATE)`; `open read-only directory in the mount
+//!    namespace` for each read-only directory (before /tmp is covered); `mount private tmpfs on
+//!    /tmp`; `mkdir under the private /tmp` for read-only directories that lived under the
+//!    host's /tmp; `bind-mount read-only directory` and `remount bind read-only` for each;
+//!    `mount /proc` (the namespace's own);
+//! 5. `dup2 stdio and protocol pipes`: `/dev/null` and the two log files onto 0–2, the pipes
+//!    onto 3 and 4;
+//! 6. `close_range`;
+//! 7. the rlimits, as above;
+//! 8. `setgroups`, `setgid`, `setuid`;
+//! 9. `prctl(PR_SET_PDEATHSIG)`, then `runtime exited during worker spawn` if the error pipe
+//!    reports POLLERR (its read end, held by the runtime until the exec, is gone; `getppid` is
+//!    0 across a PID namespace and tells nothing);
+//! 10. `chdir` — after the mounts, so the cwd is inside the read-only bind;
+//! 11. `prctl(PR_SET_NO_NEW_PRIVS)`;
+//! 12. `install seccomp filter`;
+//! 13. `execve`.
+//!
+//! A failed step is [`SpawnError::Sandbox`] with the step's name and errno; a failed `execve` is
+//! [`SpawnError::Exec`] naming the program. The failed child is reaped before `spawn` returns,
+//! and a cgroup created for it is removed.
+//!
+//! # Consequences of a PID namespace
+//!
+//! The worker is PID 1 of its namespace. The kernel delivers a signal from outside the namespace
+//! to its PID 1 only if PID 1 has a handler for it (SIGKILL and SIGSTOP excepted). So the
+//! runtime's stop sequence — close fd 3 (the bootstrap exits on EOF), SIGTERM to the process
+//! group, SIGKILL after `turf.gracefulExitPeriodMs` — works as follows: EOF is the graceful path;
+//! SIGTERM reaches the worker only if it installed a SIGTERM handler (Node.js does not by
+//! default), but still reaches its other processes; SIGKILL always works. When PID 1 exits, the
+//! kernel SIGKILLs everything else in the namespace, so no grandchild outlives the worker. PID 1
+//! also inherits orphaned grandchildren: a worker that does not reap them accumulates zombies
+//! until it exits.
+//!
+//! The private `/tmp` hides the host's `/tmp`: any directory the worker needs from there (its
+//! code, the bootstrap's directory) must be in [`Isolation::read_only_dirs`] (the working
+//! directory always is). `/proc` is the namespace's own, so host processes are invisible.
 
 use crate::sys;
+use crate::sys::sandbox::{self as sb, ChildFailure, ChildSetup, Rlimit, Step};
+use crate::turf::cgroup::{CgroupPlan, Controller, WorkerCgroup};
+use crate::turf::probe::Capabilities;
+use crate::turf::seccomp;
 use mio::unix::pipe::{Receiver, Sender};
+use serde::{Serialize, Serializer};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Everything needed to start one worker process.
@@ -17,7 +105,7 @@ use std::process::{Command, Stdio};
 pub struct SpawnSpec<'a> {
     /// Absolute path of the program to exec.
     pub program: &'a Path,
-    /// Its arguments (without argv[0]).
+    /// Its arguments (without `argv[0]`).
     pub args: Vec<OsString>,
     /// The complete environment: nothing else is inherited.
     pub env: Vec<(String, String)>,
@@ -25,17 +113,23 @@ pub struct SpawnSpec<'a> {
     pub cwd: &'a Path,
     /// Directory that receives `stdout` and `stderr`.
     pub log_dir: PathBuf,
+    /// Limits and isolation ([`SandboxPlan::build`]; [`SandboxPlan::default`] for the minimum).
+    pub sandbox: SandboxPlan,
 }
 
 /// A running worker process and the runtime's ends of its pipes.
 #[derive(Debug)]
 pub struct Spawned {
-    /// Its pid, which is also its process-group id.
+    /// Its pid (in the runtime's PID namespace), which is also its process-group id.
     pub pid: i32,
     /// Runtime → worker (the worker reads it on fd 3).
     pub to_worker: Sender,
     /// Worker → runtime (the worker writes it on fd 4).
     pub from_worker: Receiver,
+    /// Its cgroup, to check for an OOM kill when it exits and to remove once it is reaped.
+    pub cgroup: Option<WorkerCgroup>,
+    /// What was actually enforced.
+    pub enforcement: Enforcement,
 }
 
 /// Why a worker could not be started.
@@ -57,6 +151,28 @@ pub enum SpawnError {
     },
     /// Creating or configuring a pipe failed.
     Pipe(io::Error),
+    /// The working directory is missing or not a directory.
+    Cwd {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Preparing the sandbox in the runtime failed (a read-only directory, `/dev/null`, a C
+    /// string).
+    Prepare {
+        /// What was being prepared.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A sandbox step failed in the child (see the module documentation for the steps).
+    Sandbox {
+        /// The step's name.
+        step: &'static str,
+        /// Its errno.
+        source: io::Error,
+    },
     /// fork or exec failed (for example, the program does not exist).
     Exec {
         /// The program.
@@ -80,6 +196,19 @@ impl fmt::Display for SpawnError {
                 write!(f, "cannot open log file {}: {source}", path.display())
             }
             SpawnError::Pipe(source) => write!(f, "cannot create worker pipes: {source}"),
+            SpawnError::Cwd { path, source } => {
+                write!(
+                    f,
+                    "code directory {} is not usable: {source}",
+                    path.display()
+                )
+            }
+            SpawnError::Prepare { what, source } => {
+                write!(f, "cannot prepare the worker sandbox ({what}): {source}")
+            }
+            SpawnError::Sandbox { step, source } => {
+                write!(f, "worker sandbox step failed: {step}: {source}")
+            }
             SpawnError::Exec { program, source } => {
                 write!(f, "cannot execute {}: {source}", program.display())
             }
@@ -93,10 +222,423 @@ impl std::error::Error for SpawnError {
             SpawnError::LogDir { source, .. }
             | SpawnError::LogFile { source, .. }
             | SpawnError::Pipe(source)
+            | SpawnError::Cwd { source, .. }
+            | SpawnError::Prepare { source, .. }
+            | SpawnError::Sandbox { source, .. }
             | SpawnError::Exec { source, .. } => Some(source),
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The plan
+// ---------------------------------------------------------------------------------------------
+
+/// A worker's resource limits (from its function profile's `resourceLimit`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limits {
+    /// Memory in bytes.
+    pub memory: Option<u64>,
+    /// CPU as a fraction of one CPU, in (0, 1].
+    pub cpu: Option<f64>,
+    /// Most tasks (processes and threads).
+    pub pids: Option<u64>,
+    /// `RLIMIT_NOFILE`.
+    pub nofile: Option<u64>,
+}
+
+/// A uid and gid to run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Credentials {
+    /// User id.
+    pub uid: u32,
+    /// Group id (also the only supplementary group).
+    pub gid: u32,
+}
+
+/// Resolves `turf.user`: a name from `/etc/passwd`, a numeric uid (its passwd gid, or the same
+/// number), or `uid:gid`.
+pub fn resolve_user(spec: &str) -> Result<Credentials, String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    resolve_user_in(spec, &passwd)
+}
+
+fn resolve_user_in(spec: &str, passwd: &str) -> Result<Credentials, String> {
+    let spec = spec.trim();
+    if let Some((u, g)) = spec.split_once(':') {
+        return match (u.parse(), g.parse()) {
+            (Ok(uid), Ok(gid)) => Ok(Credentials { uid, gid }),
+            _ => Err(format!("{spec:?} is not uid:gid")),
+        };
+    }
+    let entries = passwd.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        Some((
+            *f.first()?,
+            f.get(2)?.parse::<u32>().ok()?,
+            f.get(3)?.parse::<u32>().ok()?,
+        ))
+    });
+    if let Ok(uid) = spec.parse::<u32>() {
+        let gid = entries
+            .filter(|(_, u, _)| *u == uid)
+            .map(|(_, _, g)| g)
+            .next()
+            .unwrap_or(uid);
+        return Ok(Credentials { uid, gid });
+    }
+    entries
+        .filter(|(name, _, _)| *name == spec)
+        .map(|(_, uid, gid)| Credentials { uid, gid })
+        .next()
+        .ok_or_else(|| format!("no user named {spec:?} in /etc/passwd"))
+}
+
+/// The isolation asked for (system config `turf.isolation`, `turf.user`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Isolation {
+    /// Run as this user (only when the runtime can switch users).
+    pub user: Option<Credentials>,
+    /// New pid, ipc, uts and mount namespaces with a read-only working directory, a private
+    /// `/tmp` and the namespace's own `/proc`.
+    pub namespaces: bool,
+    /// More directories that must stay visible (read-only) in the mount namespace, such as the
+    /// bootstrap's directory when it lives under `/tmp`. The working directory always is.
+    pub read_only_dirs: Vec<PathBuf>,
+    /// Size of the private `/tmp` in bytes (`None`: tmpfs's default, half of RAM; the worker's
+    /// memory cgroup is charged for what it writes there either way).
+    pub tmp_size: Option<u64>,
+    /// The seccomp deny-list (`turf/seccomp.rs`).
+    pub seccomp: bool,
+}
+
+impl Isolation {
+    /// Everything: user (when given), namespaces and seccomp.
+    pub fn full(user: Option<Credentials>, read_only_dirs: Vec<PathBuf>) -> Isolation {
+        Isolation {
+            user,
+            namespaces: true,
+            read_only_dirs,
+            tmp_size: None,
+            seccomp: true,
+        }
+    }
+}
+
+/// How one limit is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mechanism {
+    /// By the kernel, through the worker's cgroup.
+    Cgroup,
+    /// By the runtime polling `/proc` and killing the process group when over. Never set here:
+    /// the supervisor upgrades memory and CPU from `None` to `Poll` when it polls them.
+    Poll,
+    /// By a resource limit of the process (`RLIMIT_NOFILE`, `RLIMIT_NPROC`).
+    Rlimit,
+    /// Not enforced (no limit configured, or no mechanism available).
+    None,
+}
+
+impl Mechanism {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::Cgroup => "cgroup",
+            Mechanism::Poll => "poll",
+            Mechanism::Rlimit => "rlimit",
+            Mechanism::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether an isolation feature was applied. Serialises as `"applied"` or `"skipped: <reason>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied.
+    Applied,
+    /// Not applied, and why.
+    Skipped(String),
+}
+
+impl Applied {
+    /// Whether it was applied.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Applied::Applied)
+    }
+}
+
+impl fmt::Display for Applied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Applied::Applied => f.write_str("applied"),
+            Applied::Skipped(why) => write!(f, "skipped: {why}"),
+        }
+    }
+}
+
+impl Serialize for Applied {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What was enforced on one worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enforcement {
+    /// Memory limit. `none` without a cgroup: the supervisor sets `poll` when it polls RSS.
+    pub memory: Mechanism,
+    /// CPU limit. `none` without a cgroup: the supervisor sets `poll` when it polls CPU time.
+    pub cpu: Mechanism,
+    /// pids: `cgroup`, else `rlimit` (`RLIMIT_NPROC`, which counts every process of the
+    /// worker's real uid and which the kernel ignores for root: then `none`).
+    pub pids: Mechanism,
+    /// `RLIMIT_NOFILE`: `rlimit` whenever configured.
+    pub nofile: Mechanism,
+    /// Running as `turf.user`.
+    pub user: Applied,
+    /// pid/ipc/uts/mount namespaces.
+    pub namespaces: Applied,
+    /// The seccomp filter.
+    pub seccomp: Applied,
+}
+
+impl Enforcement {
+    /// Marks memory and CPU limits that have no cgroup as `poll`: call it when the supervisor
+    /// polls `/proc` for this worker's limits.
+    pub fn poll_fallback(&mut self, limits: &Limits) {
+        if self.memory == Mechanism::None && limits.memory.is_some() {
+            self.memory = Mechanism::Poll;
+        }
+        if self.cpu == Mechanism::None && limits.cpu.is_some() {
+            self.cpu = Mechanism::Poll;
+        }
+    }
+
+    /// One short line for tables: `mem=cgroup cpu=poll pids=cgroup nofile=rlimit user=yes
+    /// ns=no seccomp=yes` (reasons are in the JSON form).
+    pub fn summary(&self) -> String {
+        let yn = |a: &Applied| if a.is_applied() { "yes" } else { "no" };
+        format!(
+            "mem={} cpu={} pids={} nofile={} user={} ns={} seccomp={}",
+            self.memory,
+            self.cpu,
+            self.pids,
+            self.nofile,
+            yn(&self.user),
+            yn(&self.namespaces),
+            yn(&self.seccomp)
+        )
+    }
+}
+
+impl Default for Enforcement {
+    fn default() -> Self {
+        let off = || Applied::Skipped("turf.isolation is off".into());
+        Enforcement {
+            memory: Mechanism::None,
+            cpu: Mechanism::None,
+            pids: Mechanism::None,
+            nofile: Mechanism::None,
+            user: off(),
+            namespaces: off(),
+            seccomp: off(),
+        }
+    }
+}
+
+/// The decisions for one worker, made in the runtime from the probe's [`Capabilities`] before
+/// the fork: which limits go to a cgroup, which fall back to rlimits, and which isolation
+/// features apply. [`spawn`] carries it out.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxPlan {
+    limits: Limits,
+    cgroup: Option<CgroupPlan>,
+    credentials: Option<Credentials>,
+    namespaces: Option<(Vec<PathBuf>, Option<u64>)>,
+    seccomp: Option<seccomp::Filter>,
+    /// The uid the worker will run with (RLIMIT_NPROC is ignored for root).
+    worker_uid: u32,
+    enforcement: Enforcement,
+}
+
+impl SandboxPlan {
+    /// Plans worker `worker_id` with `limits`, and `isolation` when `turf.isolation` is on.
+    /// Every feature the probe found unavailable is skipped with the probe's reason.
+    pub fn build(
+        caps: &Capabilities,
+        worker_id: &str,
+        limits: Limits,
+        isolation: Option<&Isolation>,
+    ) -> SandboxPlan {
+        let mut enforcement = Enforcement::default();
+        let mut credentials = None;
+        let mut namespaces = None;
+        let mut filter = None;
+        if let Some(iso) = isolation {
+            enforcement.user = match iso.user {
+                None => Applied::Skipped("no turf.user".into()),
+                Some(_) if !caps.setuid.available => {
+                    Applied::Skipped(caps.setuid.reason().to_owned())
+                }
+                Some(c) => {
+                    credentials = Some(c);
+                    Applied::Applied
+                }
+            };
+            enforcement.namespaces = if !iso.namespaces {
+                Applied::Skipped("not requested".into())
+            } else if !caps.namespaces.available {
+                Applied::Skipped(caps.namespaces.reason().to_owned())
+            } else {
+                namespaces = Some((iso.read_only_dirs.clone(), iso.tmp_size));
+                Applied::Applied
+            };
+            enforcement.seccomp = if !iso.seccomp {
+                Applied::Skipped("not requested".into())
+            } else if !caps.seccomp.available {
+                Applied::Skipped(caps.seccomp.reason().to_owned())
+            } else {
+                match seccomp::Filter::native() {
+                    Some(f) => {
+                        filter = Some(f);
+                        Applied::Applied
+                    }
+                    None => Applied::Skipped(format!("no syscall table for {}", caps.arch)),
+                }
+            };
+        }
+        let cgroup = CgroupPlan::new(
+            &caps.cgroup,
+            worker_id,
+            limits.memory,
+            limits.cpu,
+            limits.pids,
+        );
+        let worker_uid = credentials.map_or(caps.euid, |c| c.uid);
+        let mut plan = SandboxPlan {
+            limits,
+            cgroup: (!cgroup.is_empty()).then_some(cgroup),
+            credentials,
+            namespaces,
+            seccomp: filter,
+            worker_uid,
+            enforcement,
+        };
+        let mut e = plan.enforcement.clone();
+        plan.fill_limit_mechanisms(&mut e, |c| plan_has(plan.cgroup.as_ref(), c));
+        plan.enforcement = e;
+        plan
+    }
+
+    /// The enforcement this plan intends (before the cgroup is actually created).
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.enforcement
+    }
+
+    /// The limits it was built with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Fills in the four limit mechanisms, given which controllers the worker's cgroup has.
+    fn fill_limit_mechanisms(&self, e: &mut Enforcement, in_cgroup: impl Fn(Controller) -> bool) {
+        let l = self.limits;
+        let cg = |set: bool, c: Controller| {
+            if set && in_cgroup(c) {
+                Mechanism::Cgroup
+            } else {
+                Mechanism::None
+            }
+        };
+        e.memory = cg(l.memory.is_some(), Controller::Memory);
+        e.cpu = cg(l.cpu.is_some(), Controller::Cpu);
+        e.pids = match l.pids {
+            None => Mechanism::None,
+            Some(_) if in_cgroup(Controller::Pids) => Mechanism::Cgroup,
+            // RLIMIT_NPROC is set, but the kernel does not apply it to root.
+            Some(_) if self.worker_uid == 0 => Mechanism::None,
+            Some(_) => Mechanism::Rlimit,
+        };
+        e.nofile = if l.nofile.is_some() {
+            Mechanism::Rlimit
+        } else {
+            Mechanism::None
+        };
+    }
+
+    /// The rlimits the child sets, given whether pids landed in a cgroup.
+    fn rlimits(&self, pids_in_cgroup: bool) -> Vec<Rlimit> {
+        let mut out = vec![Rlimit::Core(0)];
+        if let Some(n) = self.limits.nofile {
+            out.push(Rlimit::Nofile(n));
+        }
+        if let Some(n) = self.limits.pids
+            && !pids_in_cgroup
+        {
+            out.push(Rlimit::Nproc(n));
+        }
+        out
+    }
+}
+
+fn plan_has(cg: Option<&CgroupPlan>, c: Controller) -> bool {
+    cg.is_some_and(|p| match c {
+        Controller::Memory => p.memory.is_some(),
+        Controller::Cpu => p.cpu.is_some(),
+        Controller::Pids => p.pids.is_some(),
+    })
+}
+
+/// The directories to create in the private `/tmp` so that each of `dirs` that lives under the
+/// host's `/tmp` has a mount point: every ancestor below `/tmp`, and the directory itself,
+/// parents first, without duplicates.
+pub fn tmp_mount_points(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let tmp = Path::new("/tmp");
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        let Ok(rest) = dir.strip_prefix(tmp) else {
+            continue;
+        };
+        let mut at = tmp.to_path_buf();
+        for part in rest.components() {
+            if let Component::Normal(p) = part {
+                at.push(p);
+                if !out.contains(&at) {
+                    out.push(at.clone());
+                }
+            }
+        }
+    }
+    out.sort_by_key(|p| p.components().count());
+    out
+}
+
+/// Canonical read-only directories, outermost first, without duplicates.
+fn read_only_dirs(cwd: &Path, extra: &[PathBuf]) -> Result<Vec<PathBuf>, SpawnError> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in std::iter::once(cwd).chain(extra.iter().map(PathBuf::as_path)) {
+        let real = std::fs::canonicalize(dir).map_err(|source| SpawnError::Prepare {
+            what: format!("read-only directory {}", dir.display()),
+            source,
+        })?;
+        if !out.contains(&real) {
+            out.push(real);
+        }
+    }
+    out.sort_by_key(|p| p.components().count());
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spawning
+// ---------------------------------------------------------------------------------------------
 
 fn open_log(dir: &Path, name: &str) -> Result<File, SpawnError> {
     let path = dir.join(name);
@@ -115,8 +657,28 @@ fn worker_pipe() -> Result<(Sender, Receiver), SpawnError> {
     Ok((sender, receiver))
 }
 
-/// Forks and execs a worker.
+fn prepare_err(what: &str) -> impl FnOnce(io::Error) -> SpawnError {
+    let what = what.to_owned();
+    move |source| SpawnError::Prepare { what, source }
+}
+
+/// Forks and execs a worker in its sandbox.
 pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
+    match std::fs::metadata(spec.cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(SpawnError::Cwd {
+                path: spec.cwd.to_path_buf(),
+                source: io::Error::from_raw_os_error(libc::ENOTDIR),
+            });
+        }
+        Err(source) => {
+            return Err(SpawnError::Cwd {
+                path: spec.cwd.to_path_buf(),
+                source,
+            });
+        }
+    }
     std::fs::create_dir_all(&spec.log_dir).map_err(|source| SpawnError::LogDir {
         path: spec.log_dir.clone(),
         source,
@@ -133,6 +695,89 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     let worker_in: OwnedFd = worker_in.into();
     let worker_out: OwnedFd = worker_out.into();
 
+    let plan = &spec.sandbox;
+    let mut enforcement = plan.enforcement.clone();
+    let mut cgroup = plan
+        .cgroup
+        .as_ref()
+        .and_then(|p| match WorkerCgroup::create(p) {
+            Ok(cg) => Some(cg),
+            Err(e) => {
+                log::warn!("[turf] {e}; the worker starts without a cgroup");
+                None
+            }
+        });
+    let mut procs = Vec::new();
+    if let Some(cg) = cgroup.take() {
+        match cg.open_procs() {
+            Ok(fds) => {
+                procs = fds;
+                cgroup = Some(cg);
+            }
+            Err(e) => {
+                log::warn!("[turf] {e}; the worker starts without a cgroup");
+                let _ = cg.remove();
+            }
+        }
+    }
+    plan.fill_limit_mechanisms(&mut enforcement, |c| {
+        cgroup.as_ref().is_some_and(|cg| cg.has(c))
+    });
+    let pids_in_cgroup = cgroup.as_ref().is_some_and(|cg| cg.has(Controller::Pids));
+    let setup = ChildSetup {
+        cgroup_procs: procs,
+        rlimits: plan.rlimits(pids_in_cgroup),
+        credentials: plan.credentials.map(|c| (c.uid, c.gid)),
+        mounts: None,
+        seccomp: plan.seccomp.as_ref().map(seccomp::Filter::sock_filters),
+    };
+
+    let result = match &plan.namespaces {
+        Some((extra, tmp_size)) => spawn_isolated(
+            spec,
+            setup,
+            extra,
+            *tmp_size,
+            stdout,
+            stderr,
+            &worker_in,
+            &worker_out,
+        ),
+        None => spawn_plain(spec, setup, stdout, stderr, &worker_in, &worker_out),
+    };
+    // The worker's ends now live in the child; closing ours lets EOF propagate when it dies.
+    drop(worker_in);
+    drop(worker_out);
+    match result {
+        Ok(pid) => Ok(Spawned {
+            pid,
+            to_worker,
+            from_worker,
+            cgroup,
+            enforcement,
+        }),
+        Err(e) => {
+            if let Some(cg) = cgroup
+                && let Err(cg) = cg.remove()
+            {
+                log::warn!(
+                    "[turf] cannot remove the cgroup of a worker that failed to start: {:?}",
+                    cg.paths().collect::<Vec<_>>()
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+fn spawn_plain(
+    spec: &SpawnSpec<'_>,
+    setup: ChildSetup,
+    stdout: File,
+    stderr: File,
+    worker_in: &OwnedFd,
+    worker_out: &OwnedFd,
+) -> Result<i32, SpawnError> {
     let mut command = Command::new(spec.program);
     command
         .args(&spec.args)
@@ -142,25 +787,87 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
-    sys::prepare_worker_exec(&mut command, &worker_in, &worker_out);
-    let child = command.spawn().map_err(|source| SpawnError::Exec {
-        program: spec.program.to_path_buf(),
-        source,
-    })?;
-    // The worker's ends now live in the child; closing ours lets EOF propagate when it dies.
-    drop(worker_in);
-    drop(worker_out);
+    let report = sb::prepare_command(&mut command, worker_in, worker_out, setup)
+        .map_err(SpawnError::Pipe)?;
+    let spawned = command.spawn();
+    // Drop the hook (and the report pipe's write end it owns) before reading the report.
+    drop(command);
+    let child = match spawned {
+        Ok(child) => child,
+        Err(source) => {
+            return Err(match report.failed_step() {
+                Some(step) => SpawnError::Sandbox {
+                    step: step.name(),
+                    source,
+                },
+                None => SpawnError::Exec {
+                    program: spec.program.to_path_buf(),
+                    source,
+                },
+            });
+        }
+    };
     let pid = i32::try_from(child.id()).map_err(|_| SpawnError::Exec {
         program: spec.program.to_path_buf(),
         source: io::Error::other("pid out of range"),
     })?;
     // `Child` neither waits nor kills on drop: reaping is the event loop's SIGCHLD handler.
     drop(child);
-    Ok(Spawned {
-        pid,
-        to_worker,
-        from_worker,
-    })
+    Ok(pid)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_isolated(
+    spec: &SpawnSpec<'_>,
+    mut setup: ChildSetup,
+    extra: &[PathBuf],
+    tmp_size: Option<u64>,
+    stdout: File,
+    stderr: File,
+    worker_in: &OwnedFd,
+    worker_out: &OwnedFd,
+) -> Result<i32, SpawnError> {
+    let dirs = read_only_dirs(spec.cwd, extra)?;
+    let points = tmp_mount_points(&dirs);
+    let opened = dirs
+        .iter()
+        .map(|d| sb::ReadOnlyDir::open(d))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(prepare_err("open read-only directories"))?;
+    let points: Vec<&Path> = points.iter().map(PathBuf::as_path).collect();
+    setup.mounts =
+        Some(sb::Mounts::new(tmp_size, &points, opened).map_err(prepare_err("mount options"))?);
+    let image = sb::ExecImage::new(
+        spec.program,
+        spec.args.iter().map(OsString::as_os_str),
+        spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        spec.cwd,
+    )
+    .map_err(prepare_err("argv, environment and paths as C strings"))?;
+    let high = |f: File, what: &str| sb::fd_above(OwnedFd::from(f)).map_err(prepare_err(what));
+    let null = File::open("/dev/null").map_err(prepare_err("/dev/null"))?;
+    let fds = sb::ChildFds {
+        stdin: high(null, "/dev/null")?,
+        stdout: high(stdout, "stdout log")?,
+        stderr: high(stderr, "stderr log")?,
+        worker_in: std::os::fd::AsRawFd::as_raw_fd(worker_in),
+        worker_out: std::os::fd::AsRawFd::as_raw_fd(worker_out),
+    };
+    sb::spawn_isolated(&image, &fds, &setup, sb::WORKER_NAMESPACES)
+        .map_err(|failure| child_error(spec.program, failure))
+}
+
+fn child_error(program: &Path, failure: ChildFailure) -> SpawnError {
+    match failure.step {
+        Step::Execve | Step::Clone | Step::Pipe => SpawnError::Exec {
+            program: program.to_path_buf(),
+            source: failure.error(),
+        },
+        step => SpawnError::Sandbox {
+            step: step.name(),
+            source: failure.error(),
+        },
+    }
 }
 
 /// Finds `name` on `PATH` (the runtime's own), for runtime binaries such as `node`.
@@ -195,13 +902,120 @@ pub fn kill(pid: i32, signal: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::turf::cgroup::{self, Version};
+    use crate::turf::probe::{self, Feature};
     use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("noslate-spawn-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn instance(name: &str) -> String {
+        format!("rt-{}-{name}", sys::getpid())
+    }
+
+    /// The real interpreter (PATH may hold a pyenv shim, a shell script that needs its own
+    /// environment).
+    fn python() -> PathBuf {
+        ["/usr/bin/python3", "/usr/local/bin/python3"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| is_executable(p))
+            .or_else(|| find_on_path("python3"))
+            .expect("python3 is installed")
+    }
+
+    fn spec<'a>(
+        program: &'a Path,
+        args: &[&str],
+        dir: &'a Path,
+        sandbox: SandboxPlan,
+    ) -> SpawnSpec<'a> {
+        SpawnSpec {
+            program,
+            args: args.iter().map(OsString::from).collect(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: dir,
+            log_dir: dir.join("logs"),
+            sandbox,
+        }
+    }
+
+    /// Reads the worker's fd 4 until EOF or until `lines` lines have arrived.
+    fn read_lines(spawned: &mut Spawned, lines: usize) -> String {
+        spawned.from_worker.set_nonblocking(false).unwrap();
+        let mut out = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.iter().filter(|b| **b == b'\n').count() < lines {
+            match spawned.from_worker.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => out.push(byte[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("read from worker: {e}"),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn wait(pid: i32) -> sys::ExitKind {
+        sb::wait_pid(pid, true).unwrap().expect("exited")
+    }
+
+    fn wait_timeout(pid: i32, timeout: Duration) -> Option<sys::ExitKind> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exit) = sb::wait_pid(pid, false).unwrap() {
+                return Some(exit);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn remove_cgroup(cg: Option<WorkerCgroup>) {
+        if let Some(cg) = cg {
+            let paths: Vec<PathBuf> = cg.paths().map(Path::to_path_buf).collect();
+            let mut cg = cg;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match cg.remove() {
+                    Ok(()) => break,
+                    Err(back) => cg = back,
+                }
+                assert!(Instant::now() < deadline, "cgroup not removable: {paths:?}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            for p in paths {
+                assert!(!p.exists(), "{} was removed", p.display());
+            }
+        }
+    }
+
+    /// Removes this test's instance cgroups and scratch directory.
+    fn finish(caps: &Capabilities, dir: &Path) {
+        let left = cgroup::remove_instance(&caps.cgroup);
+        assert!(left.is_empty(), "cgroups left: {left:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn limits(memory: Option<u64>, pids: Option<u64>, nofile: Option<u64>) -> Limits {
+        Limits {
+            memory,
+            cpu: None,
+            pids,
+            nofile,
+        }
+    }
 
     #[test]
     fn child_sees_only_given_env_and_fds_3_and_4() {
-        let dir = std::env::temp_dir().join(format!("noslate-spawn-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("env");
         let sh = find_on_path("sh").unwrap();
         // The child lists its open fds and environment on its protocol pipe (fd 4).
         let script = "{ ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; env | sort; } >&4";
@@ -211,8 +1025,11 @@ mod tests {
             env: vec![("ONLY".into(), "this".into())],
             cwd: &dir,
             log_dir: dir.join("logs"),
+            sandbox: SandboxPlan::default(),
         };
         let spawned = spawn(&spec).unwrap();
+        assert!(spawned.cgroup.is_none());
+        assert_eq!(spawned.enforcement, Enforcement::default());
         drop(spawned.to_worker);
         spawned.from_worker.set_nonblocking(false).unwrap();
         let mut out = String::new();
@@ -234,21 +1051,575 @@ mod tests {
             !env.iter()
                 .any(|l| l.starts_with("HOME=") || l.starts_with("CARGO"))
         );
-        // Reap it so the test leaves no zombie.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let status = loop {
-            if let Some(r) = sys::reap_one().unwrap()
-                && r.pid == spawned.pid
-            {
-                break r.exit;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "child was never reaped"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
-        assert_eq!(status, sys::ExitKind::Code(0));
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Code(0));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn core_nofile_and_no_new_privs_always_apply() {
+        let dir = scratch("rlimits");
+        let caps = Capabilities::none(&instance("rlimits"), "not probed");
+        let plan = SandboxPlan::build(&caps, "w1", limits(None, None, Some(64)), None);
+        let sh = find_on_path("sh").unwrap();
+        let script = "{ ulimit -n; ulimit -Hn; ulimit -c; grep NoNewPrivs /proc/self/status; } >&4";
+        let mut spawned = spawn(&spec(&sh, &["-c", script], &dir, plan)).unwrap();
+        let out = read_lines(&mut spawned, 4);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "64", "{out}");
+        assert_eq!(lines[1], "64", "{out}");
+        assert_eq!(lines[2], "0", "{out}");
+        assert!(lines[3].ends_with("\t1"), "{out}");
+        assert_eq!(spawned.enforcement.nofile, Mechanism::Rlimit);
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Code(0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn memory_cgroup_oom_kills_the_worker_and_says_so() {
+        let dir = scratch("oom");
+        let caps = probe::probe(&instance("oom"));
+        let plan = SandboxPlan::build(&caps, "oom-1", limits(Some(32 << 20), None, None), None);
+        let py = python();
+        let script = "import os\nos.write(4, b'started\\n')\nx = b'x' * (100 << 20)\nos.write(4, b'survived\\n')\n";
+        let mut spawned = spawn(&spec(&py, &["-c", script], &dir, plan)).unwrap();
+        if !caps.cgroup.memory.available {
+            // No memory cgroup here: the limit is left to the supervisor's polling.
+            eprintln!(
+                "memory cgroup unavailable ({:?}): checking the fallback report",
+                caps.cgroup.memory.reason
+            );
+            assert_eq!(spawned.enforcement.memory, Mechanism::None);
+            assert!(spawned.cgroup.is_none());
+            let _ = read_lines(&mut spawned, 2);
+            let _ = wait(spawned.pid);
+            finish(&caps, &dir);
+            return;
+        }
+        assert_eq!(spawned.enforcement.memory, Mechanism::Cgroup);
+        let cg = spawned.cgroup.take().expect("a cgroup");
+        assert!(cg.has(Controller::Memory));
+        let out = read_lines(&mut spawned, 2);
+        assert_eq!(out, "started\n", "the allocation must not succeed");
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Signal(libc::SIGKILL));
+        assert!(cg.oom_killed(), "oom_killed() after an OOM kill");
+        remove_cgroup(Some(cg));
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn a_worker_within_its_memory_limit_is_not_reported_as_oom_killed() {
+        let dir = scratch("nooom");
+        let caps = probe::probe(&instance("nooom"));
+        if !caps.cgroup.memory.available {
+            eprintln!("memory cgroup unavailable: {:?}", caps.cgroup.memory.reason);
+            finish(&caps, &dir);
+            return;
+        }
+        let plan = SandboxPlan::build(&caps, "ok-1", limits(Some(64 << 20), None, None), None);
+        let sh = find_on_path("sh").unwrap();
+        let mut spawned = spawn(&spec(&sh, &["-c", "echo ok >&4"], &dir, plan)).unwrap();
+        assert_eq!(read_lines(&mut spawned, 1), "ok\n");
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Code(0));
+        let cg = spawned.cgroup.take().unwrap();
+        assert!(!cg.oom_killed());
+        remove_cgroup(Some(cg));
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn pids_limit_stops_a_fork_loop() {
+        let dir = scratch("pids");
+        let caps = probe::probe(&instance("pids"));
+        let plan = SandboxPlan::build(&caps, "pids-1", limits(None, Some(16), None), None);
+        let py = python();
+        // Fork sleepers (which close fd 4 at once) until fork fails; report count and errno.
+        let script = r#"
+import os, time
+n = 0
+err = 0
+for i in range(64):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        err = e.errno
+        break
+    if pid == 0:
+        os.close(4)
+        time.sleep(30)
+        os._exit(0)
+    n += 1
+os.write(4, ('%d %d\n' % (n, err)).encode())
+"#;
+        let mut spawned = spawn(&spec(&py, &["-c", script], &dir, plan)).unwrap();
+        let out = read_lines(&mut spawned, 1);
+        let mut words = out.split_whitespace().map(|w| w.parse::<i32>().unwrap());
+        let (n, err) = (words.next().unwrap(), words.next().unwrap());
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Code(0));
+        if caps.cgroup.pids.available {
+            assert_eq!(spawned.enforcement.pids, Mechanism::Cgroup);
+            assert!(n < 16, "forks: {n}");
+            assert_eq!(err, libc::EAGAIN, "{out}");
+            // Removing the cgroup kills the orphaned sleepers it still holds.
+            let cg = spawned.cgroup.take().unwrap();
+            assert!(!cg.pids().is_empty(), "the sleepers are in the cgroup");
+            remove_cgroup(Some(cg));
+        } else if caps.euid != 0 {
+            eprintln!("pids cgroup unavailable: RLIMIT_NPROC fallback");
+            assert_eq!(spawned.enforcement.pids, Mechanism::Rlimit);
+            assert_eq!(err, libc::EAGAIN, "{out}");
+        } else {
+            // Root ignores RLIMIT_NPROC: the report must say so rather than claim a limit.
+            eprintln!("pids cgroup unavailable and root: pids reported as none");
+            assert_eq!(spawned.enforcement.pids, Mechanism::None);
+        }
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn cpu_quota_is_written_when_a_cpu_cgroup_exists() {
+        let dir = scratch("cpu");
+        let caps = probe::probe(&instance("cpu"));
+        let l = Limits {
+            cpu: Some(0.25),
+            ..Limits::default()
+        };
+        let plan = SandboxPlan::build(&caps, "cpu-1", l, None);
+        let sh = find_on_path("sh").unwrap();
+        let mut spawned = spawn(&spec(&sh, &["-c", "echo ok >&4"], &dir, plan)).unwrap();
+        assert_eq!(read_lines(&mut spawned, 1), "ok\n");
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Code(0));
+        if !caps.cgroup.cpu.available {
+            eprintln!("cpu cgroup unavailable: {:?}", caps.cgroup.cpu.reason);
+            assert_eq!(spawned.enforcement.cpu, Mechanism::None);
+            finish(&caps, &dir);
+            return;
+        }
+        assert_eq!(spawned.enforcement.cpu, Mechanism::Cgroup);
+        let cg = spawned.cgroup.take().unwrap();
+        let d = cg.paths().next().unwrap().to_path_buf();
+        let quota = match caps.cgroup.cpu.version {
+            Some(Version::V2) => std::fs::read_to_string(d.join("cpu.max")).unwrap(),
+            _ => std::fs::read_to_string(d.join("cpu.cfs_quota_us")).unwrap(),
+        };
+        assert!(quota.starts_with("25000"), "quota: {quota}");
+        remove_cgroup(Some(cg));
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn seccomp_denies_listed_syscalls_with_eperm() {
+        let dir = scratch("seccomp");
+        let caps = probe::probe(&instance("seccomp"));
+        let iso = Isolation {
+            seccomp: true,
+            ..Isolation::default()
+        };
+        let plan = SandboxPlan::build(&caps, "sc-1", Limits::default(), Some(&iso));
+        let py = python();
+        // unshare(CLONE_NEWUTS) and ptrace(PTRACE_TRACEME) succeed for root without the filter.
+        let script = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+r1 = libc.unshare(0x04000000); e1 = ctypes.get_errno()
+r2 = libc.ptrace(0, 0, 0, 0); e2 = ctypes.get_errno()
+mode = [l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')][0]
+os.write(4, ('%d %d %d %d %s %d\n' % (r1, e1, r2, e2, mode, os.getpid() > 0)).encode())
+"#;
+        let mut spawned = spawn(&spec(&py, &["-c", script], &dir, plan)).unwrap();
+        let out = read_lines(&mut spawned, 1);
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Code(0), "{out}");
+        if !caps.seccomp.available {
+            eprintln!("seccomp unavailable: {:?}", caps.seccomp.reason);
+            assert!(matches!(spawned.enforcement.seccomp, Applied::Skipped(_)));
+            finish(&caps, &dir);
+            return;
+        }
+        assert_eq!(spawned.enforcement.seccomp, Applied::Applied);
+        assert_eq!(
+            out, "-1 1 -1 1 2 1\n",
+            "unshare and ptrace fail with EPERM under the filter"
+        );
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn namespaces_give_pid_1_a_private_tmp_and_a_read_only_code_dir() {
+        let dir = scratch("ns");
+        std::fs::write(dir.join("handler.js"), "code").unwrap();
+        let caps = probe::probe(&instance("ns"));
+        let nobody = resolve_user("nobody").ok();
+        let iso = Isolation::full(nobody, Vec::new());
+        let plan = SandboxPlan::build(
+            &caps,
+            "ns-1",
+            limits(Some(64 << 20), Some(32), Some(128)),
+            Some(&iso),
+        );
+        let marker = format!("noslate-ns-marker-{}", std::process::id());
+        let sh = find_on_path("sh").unwrap();
+        let script = format!(
+            "{{ echo $$; id -u; cat handler.js; echo; \
+             if touch ./w 2>/dev/null; then echo code=rw; else echo code=ro; fi; \
+             if echo x > /tmp/{marker}; then echo tmp=rw; else echo tmp=ro; fi; \
+             ls /proc | grep -c '^[0-9]'; }} >&4; echo to-stdout; echo to-stderr >&2"
+        );
+        let mut spawned = spawn(&spec(&sh, &["-c", &script], &dir, plan)).unwrap();
+        let out = read_lines(&mut spawned, 7);
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Code(0), "{out}");
+        let cg = spawned.cgroup.take();
+        if !caps.namespaces.available {
+            eprintln!("namespaces unavailable: {:?}", caps.namespaces.reason);
+            assert!(matches!(
+                spawned.enforcement.namespaces,
+                Applied::Skipped(_)
+            ));
+            remove_cgroup(cg);
+            finish(&caps, &dir);
+            return;
+        }
+        assert_eq!(spawned.enforcement.namespaces, Applied::Applied);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "1", "the worker is pid 1: {out}");
+        if caps.setuid.available && nobody.is_some() {
+            assert_eq!(spawned.enforcement.user, Applied::Applied);
+            assert_eq!(lines[1], "65534", "{out}");
+        } else {
+            assert!(matches!(spawned.enforcement.user, Applied::Skipped(_)));
+        }
+        assert_eq!(lines[2], "code", "the code dir is visible: {out}");
+        assert_eq!(lines[3], "code=ro", "{out}");
+        assert_eq!(lines[4], "tmp=rw", "{out}");
+        let visible: u32 = lines[5].parse().unwrap();
+        assert!(
+            visible <= 4,
+            "only the namespace's processes in /proc: {out}"
+        );
+        assert!(
+            !Path::new("/tmp").join(&marker).exists(),
+            "the private /tmp is not the host's"
+        );
+        assert!(!dir.join("w").exists());
+        let log = |name: &str| std::fs::read_to_string(dir.join("logs").join(name)).unwrap();
+        assert_eq!(log("stdout"), "to-stdout\n");
+        assert_eq!(log("stderr"), "to-stderr\n");
+        remove_cgroup(cg);
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn node_runs_under_every_limit_and_all_isolation() {
+        let dir = scratch("node");
+        let caps = probe::probe(&instance("node"));
+        let node = find_on_path("node").expect("node is installed");
+        let iso = Isolation::full(resolve_user("nobody").ok(), Vec::new());
+        let l = Limits {
+            memory: Some(256 << 20),
+            cpu: Some(1.0),
+            pids: Some(64),
+            nofile: Some(256),
+        };
+        let plan = SandboxPlan::build(&caps, "node-1", l, Some(&iso));
+        // Threads, a child process, timers and file I/O: what a bootstrap needs.
+        let script = r#"
+const fs = require('fs');
+const cp = require('child_process');
+fs.writeFileSync('/tmp/x', 'y');
+const child = cp.spawnSync('sh', ['-c', 'echo hi']).stdout.toString().trim();
+setTimeout(() => fs.writeSync(4, `${process.pid} ${child} ${fs.readFileSync('/tmp/x')}\n`), 10);
+"#;
+        let mut spawned = spawn(&spec(&node, &["-e", script], &dir, plan)).unwrap();
+        let out = read_lines(&mut spawned, 1);
+        let exit = wait(spawned.pid);
+        let stderr = std::fs::read_to_string(dir.join("logs/stderr")).unwrap_or_default();
+        assert_eq!(exit, sys::ExitKind::Code(0), "{out} {stderr}");
+        let words: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(words[1..], ["hi", "y"], "{out} {stderr}");
+        let e = &spawned.enforcement;
+        eprintln!("node enforcement: {}", e.summary());
+        if caps.namespaces.available {
+            assert_eq!(words[0], "1", "{out}");
+        }
+        assert_eq!(e.seccomp.is_applied(), caps.seccomp.available);
+        remove_cgroup(spawned.cgroup.take());
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn pid_1_in_a_namespace_ignores_sigterm_but_not_sigkill() {
+        let dir = scratch("pid1");
+        let caps = probe::probe(&instance("pid1"));
+        if !caps.namespaces.available {
+            eprintln!("namespaces unavailable: {:?}", caps.namespaces.reason);
+            finish(&caps, &dir);
+            return;
+        }
+        let iso = Isolation {
+            namespaces: true,
+            ..Isolation::default()
+        };
+        let plan = SandboxPlan::build(&caps, "pid1-1", Limits::default(), Some(&iso));
+        let sh = find_on_path("sh").unwrap();
+        let mut spawned = spawn(&spec(
+            &sh,
+            &["-c", "echo up >&4; exec sleep 30"],
+            &dir,
+            plan,
+        ))
+        .unwrap();
+        assert_eq!(read_lines(&mut spawned, 1), "up\n");
+        kill(spawned.pid, libc::SIGTERM);
+        assert_eq!(
+            wait_timeout(spawned.pid, Duration::from_millis(200)),
+            None,
+            "PID 1 without a SIGTERM handler ignores SIGTERM from outside"
+        );
+        kill(spawned.pid, libc::SIGKILL);
+        assert_eq!(
+            wait_timeout(spawned.pid, Duration::from_secs(5)),
+            Some(sys::ExitKind::Signal(libc::SIGKILL))
+        );
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn failures_name_the_step_or_the_program_and_leave_no_cgroup() {
+        let dir = scratch("fail");
+        let caps = probe::probe(&instance("fail"));
+        let sh = find_on_path("sh").unwrap();
+        // Above the kernel's nr_open: setrlimit fails even for root.
+        let too_many = limits(Some(32 << 20), None, Some(1 << 40));
+        let plain = SandboxPlan::build(&caps, "fail-1", too_many, None);
+        let err = spawn(&spec(&sh, &["-c", "true"], &dir, plain)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SpawnError::Sandbox {
+                    step: "setrlimit(RLIMIT_NOFILE)",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let missing = Path::new("/nonexistent/program");
+        let err = spawn(&spec(
+            missing,
+            &[],
+            &dir,
+            SandboxPlan::build(&caps, "fail-2", Limits::default(), None),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&err, SpawnError::Exec { program, .. } if program == missing),
+            "{err}"
+        );
+        let gone = dir.join("no-such-dir");
+        let err = spawn(&spec(&sh, &[], &gone, SandboxPlan::default())).unwrap_err();
+        assert!(matches!(err, SpawnError::Cwd { .. }), "{err}");
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+        if caps.namespaces.available {
+            let iso = Isolation {
+                namespaces: true,
+                ..Isolation::default()
+            };
+            let plan = SandboxPlan::build(&caps, "fail-3", too_many, Some(&iso));
+            let err = spawn(&spec(&sh, &["-c", "true"], &dir, plan)).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SpawnError::Sandbox {
+                        step: "setrlimit(RLIMIT_NOFILE)",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            let plan = SandboxPlan::build(&caps, "fail-4", Limits::default(), Some(&iso));
+            let err = spawn(&spec(missing, &[], &dir, plan)).unwrap_err();
+            assert!(matches!(err, SpawnError::Exec { .. }), "{err}");
+            assert_eq!(
+                match &err {
+                    SpawnError::Exec { source, .. } => source.raw_os_error(),
+                    _ => None,
+                },
+                Some(libc::ENOENT)
+            );
+        }
+        // No cgroup of a failed start is left behind.
+        if let Some(inst) = &caps.cgroup.memory.path {
+            for w in ["fail-1", "fail-2", "fail-3", "fail-4"] {
+                assert!(!inst.join(w).exists(), "{w}");
+            }
+        }
+        finish(&caps, &dir);
+    }
+
+    #[test]
+    fn stale_instances_are_cleaned_up_and_live_ones_kept() {
+        let caps = probe::probe(&instance("stale"));
+        let Some(inst) = caps.cgroup.pids.path.clone() else {
+            eprintln!("pids cgroup unavailable: {:?}", caps.cgroup.pids.reason);
+            let report = cgroup::cleanup_stale(&caps);
+            assert!(report.removed.is_empty());
+            return;
+        };
+        let parent = inst.parent().unwrap().to_path_buf();
+        // A dead runtime's instance (pids above pid_max never run), holding a worker cgroup.
+        let dead = parent.join("rt-2147483646-stale");
+        let mut fake = caps.cgroup.clone();
+        fake.pids.path = Some(dead.clone());
+        let plan = CgroupPlan::new(&fake, "w-1", None, None, Some(8));
+        let cg = WorkerCgroup::create(&plan).unwrap();
+        assert!(dead.join("w-1").is_dir());
+        // Our own live instance (another name for this pid) must survive.
+        let live = parent.join(instance("stale-live"));
+        std::fs::create_dir_all(&live).unwrap();
+        let report = cgroup::cleanup_stale(&caps);
+        assert!(report.removed.contains(&dead), "{report:?}");
+        assert!(!dead.exists());
+        assert!(live.exists(), "a live runtime's instance is kept");
+        std::fs::remove_dir(&live).unwrap();
+        drop(cg);
+    }
+
+    fn fake_caps() -> Capabilities {
+        let mut caps = Capabilities::none("rt-1", "not here");
+        let yes = |c: &str| cgroup::ControllerCaps {
+            available: true,
+            version: Some(Version::V2),
+            path: Some(PathBuf::from(format!("/cg/noslate/rt-1/{c}"))),
+            reason: None,
+        };
+        caps.cgroup.memory = yes("m");
+        caps.cgroup.pids = yes("p");
+        caps.seccomp = Feature::yes();
+        caps.euid = 0;
+        caps
+    }
+
+    #[test]
+    fn plan_picks_a_mechanism_per_limit_and_says_why_isolation_is_skipped() {
+        let caps = fake_caps();
+        let l = Limits {
+            memory: Some(1 << 30),
+            cpu: Some(0.5),
+            pids: Some(64),
+            nofile: Some(1024),
+        };
+        let plan = SandboxPlan::build(&caps, "f-1", l, None);
+        let e = plan.enforcement();
+        assert_eq!(e.memory, Mechanism::Cgroup);
+        assert_eq!(
+            e.cpu,
+            Mechanism::None,
+            "no cpu controller: the supervisor polls"
+        );
+        assert_eq!(e.pids, Mechanism::Cgroup);
+        assert_eq!(e.nofile, Mechanism::Rlimit);
+        assert_eq!(e.seccomp, Applied::Skipped("turf.isolation is off".into()));
+        assert_eq!(
+            plan.rlimits(true),
+            vec![Rlimit::Core(0), Rlimit::Nofile(1024)]
+        );
+        assert_eq!(
+            plan.rlimits(false),
+            vec![Rlimit::Core(0), Rlimit::Nofile(1024), Rlimit::Nproc(64)]
+        );
+
+        // Without a pids cgroup: RLIMIT_NPROC, which root ignores (so `none`), unless the
+        // worker runs as another user.
+        let mut caps = fake_caps();
+        caps.cgroup.pids = cgroup::ControllerCaps::unavailable("no pids");
+        let plan = SandboxPlan::build(&caps, "f-1", l, None);
+        assert_eq!(plan.enforcement().pids, Mechanism::None);
+        caps.setuid = Feature::yes();
+        let iso = Isolation::full(
+            Some(Credentials {
+                uid: 65534,
+                gid: 65534,
+            }),
+            Vec::new(),
+        );
+        let plan = SandboxPlan::build(&caps, "f-1", l, Some(&iso));
+        let e = plan.enforcement();
+        assert_eq!(e.pids, Mechanism::Rlimit);
+        assert_eq!(e.user, Applied::Applied);
+        assert_eq!(e.namespaces, Applied::Skipped("not here".into()));
+        assert_eq!(e.seccomp, Applied::Applied);
+        assert!(plan.seccomp.is_some() && plan.namespaces.is_none());
+
+        let mut polled = e.clone();
+        polled.poll_fallback(&l);
+        assert_eq!(polled.cpu, Mechanism::Poll, "cpu has no cgroup here");
+        assert_eq!(polled.memory, Mechanism::Cgroup);
+        assert_eq!(
+            polled.summary(),
+            "mem=cgroup cpu=poll pids=rlimit nofile=rlimit user=yes ns=no seccomp=yes"
+        );
+        let json = serde_json::to_value(e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "memory": "cgroup", "cpu": "none", "pids": "rlimit", "nofile": "rlimit",
+                "user": "applied", "namespaces": "skipped: not here", "seccomp": "applied"
+            })
+        );
+    }
+
+    #[test]
+    fn users_resolve_by_name_number_or_pair() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/:/sbin/nologin\n\
+                      app:x:1000:100::/home/app:/bin/sh\n";
+        let r = |s| resolve_user_in(s, passwd);
+        assert_eq!(
+            r("nobody"),
+            Ok(Credentials {
+                uid: 65534,
+                gid: 65534
+            })
+        );
+        assert_eq!(
+            r("app"),
+            Ok(Credentials {
+                uid: 1000,
+                gid: 100
+            })
+        );
+        assert_eq!(
+            r("1000"),
+            Ok(Credentials {
+                uid: 1000,
+                gid: 100
+            })
+        );
+        assert_eq!(
+            r("4242"),
+            Ok(Credentials {
+                uid: 4242,
+                gid: 4242
+            })
+        );
+        assert_eq!(r("7:8"), Ok(Credentials { uid: 7, gid: 8 }));
+        assert!(r("ghost").unwrap_err().contains("ghost"));
+        assert!(r("a:b").is_err());
+    }
+
+    #[test]
+    fn mount_points_cover_every_level_under_tmp_parents_first() {
+        let dirs = vec![
+            PathBuf::from("/tmp/a/b/code"),
+            PathBuf::from("/srv/code"),
+            PathBuf::from("/tmp/a/boot"),
+            PathBuf::from("/tmpx/y"),
+        ];
+        assert_eq!(
+            tmp_mount_points(&dirs),
+            vec![
+                PathBuf::from("/tmp/a"),
+                PathBuf::from("/tmp/a/b"),
+                PathBuf::from("/tmp/a/boot"),
+                PathBuf::from("/tmp/a/b/code"),
+            ]
+        );
+        assert!(tmp_mount_points(&[PathBuf::from("/tmp")]).is_empty());
     }
 }

@@ -126,6 +126,10 @@ pub struct Worker {
     pub request_at_exit: Option<String>,
     /// Which mechanism enforces each limit (shown by `noslate ps`).
     pub enforcement: serde_json::Value,
+    /// Its cgroup, when one enforces its limits.
+    pub cgroup: Option<crate::turf::cgroup::WorkerCgroup>,
+    /// The function's generation (code and resources) it was started with.
+    pub generation: u64,
     /// For disposable functions: whether it has taken its one request.
     pub life: crate::sched::dispatch::DisposableLife,
     /// Its stdout/stderr directory, removed `worker.gcLogDelay` after it exits.
@@ -164,6 +168,8 @@ impl Worker {
             polled: crate::turf::poll::PolledLimits::default(),
             log_dir: std::path::PathBuf::new(),
             life: crate::sched::dispatch::DisposableLife::default(),
+            generation: 0,
+            cgroup: None,
         }
     }
 
