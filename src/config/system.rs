@@ -335,6 +335,9 @@ pub struct TurfConfig {
     /// `turf.user` (ours): the user (name, uid, or uid:gid) isolated workers run as when the
     /// runtime is root.
     pub user: String,
+    /// `turf.enforceLimits` (ours): enforce each worker's memory, cpu and pids limits. Off when
+    /// the container's own limits are the only ones wanted (nofile and core still apply).
+    pub enforce_limits: bool,
 }
 
 /// Default `turf.isolation`: off (opt-in).
@@ -348,6 +351,7 @@ impl Default for TurfConfig {
             graceful_exit_period_ms: DEFAULT_GRACEFUL_EXIT_PERIOD_MS,
             isolation: DEFAULT_ISOLATION,
             user: DEFAULT_TURF_USER.to_owned(),
+            enforce_limits: true,
         }
     }
 }
@@ -811,6 +815,7 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
             s.int("stopGracePeriod", 0, p),
         );
         set(&mut cfg.turf.isolation, s.boolean("isolation", p));
+        set(&mut cfg.turf.enforce_limits, s.boolean("enforceLimits", p));
         set(&mut cfg.turf.user, s.non_empty_string("user", p));
         ignore(
             &mut s,

@@ -187,10 +187,11 @@ impl Server {
             }
         }
         let rl = &f.profile.resource_limit;
+        let enforce = self.config.turf.enforce_limits;
         let limits = spawn::Limits {
-            memory: Some(rl.memory),
-            cpu: rl.cpu,
-            pids: Some(rl.pids),
+            memory: Some(rl.memory).filter(|_| enforce),
+            cpu: rl.cpu.filter(|_| enforce),
+            pids: Some(rl.pids).filter(|_| enforce),
             nofile: Some(self.nofile_cap.map_or(rl.nofile, |cap| rl.nofile.min(cap))),
         };
         let spec = spawn::SpawnSpec {
@@ -349,10 +350,10 @@ impl Server {
         worker.last_active = Instant::now();
         let function = worker.function;
         log::info!(
-            "[turf w={} pid={}] ready to serve after {} ms",
+            "[turf w={} pid={}] ready to serve after {:.3} ms",
             worker.id,
             worker.pid,
-            worker.spawned_at.elapsed().as_millis()
+            worker.spawned_at.elapsed().as_secs_f64() * 1000.0
         );
         self.functions[function].pool.record_initialized();
         self.check_rollout(function);
