@@ -160,6 +160,8 @@ impl Server {
 
     /// Forks one worker. Returns false when it could not be started (the failure is recorded).
     fn spawn_worker(&mut self, function: usize) -> bool {
+        // Start-up is timed from here, the launch decision, through fork/exec to INIT_DONE.
+        let decided = Instant::now();
         let f = &mut self.functions[function];
         f.pool.next_worker_no += 1;
         let id = format!("{}-{}", f.profile.name, f.pool.next_worker_no);
@@ -274,6 +276,7 @@ impl Server {
             w.log_dir = log_dir;
             w.generation = generation;
             w.cgroup = cgroup;
+            w.spawned_at = decided;
         }
         self.arm_limit_poll();
         log::info!("[turf w={id} pid={pid}] started");
