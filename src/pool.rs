@@ -44,6 +44,9 @@ pub struct Pool {
     pub backoff_until: Option<Instant>,
     /// The most recent start failure, until a start succeeds.
     pub last_start_error: Option<StartError>,
+    /// Why the last wanted launch could not happen (replica limit, memory pool), until a launch
+    /// succeeds: `/initialize` and `/ready` report it instead of waiting.
+    pub launch_blocked: Option<String>,
 }
 
 impl Pool {
@@ -56,6 +59,7 @@ impl Pool {
             start_failures: 0,
             backoff_until: None,
             last_start_error: None,
+            launch_blocked: None,
         }
     }
 

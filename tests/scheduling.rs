@@ -295,3 +295,26 @@ fn ready_follows_the_reservation() {
     let resp = ns.send(&Req::new("GET", "/ready").header("x-fc-control-path", "/http-invoke"));
     assert_eq!(resp.json()["ready"], true);
 }
+
+#[test]
+fn initialize_reports_reserved_workers_the_memory_pool_cannot_hold() {
+    let mut a = profile("first", "faulty");
+    a["resourceLimit"] = json!({ "memory": 400 << 20 });
+    let mut b = profile("second", "faulty");
+    b["resourceLimit"] = json!({ "memory": 400 << 20 });
+    let ns = Noslate::builder()
+        .functions(&json!([a, b]))
+        .config(&json!({ "virtualMemoryPoolSize": "600mb" }))
+        .start();
+    let resp = ns.send(&Req::new("POST", "/initialize"));
+    let body = assert_error_json(&resp, 404, Some("WorkerStartFailed"));
+    let message = body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("No enough virtual memory"), "{message}");
+    let ready = ns.send(&Req::new("GET", "/ready"));
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.text().contains("No enough virtual memory"),
+        "{}",
+        ready.text()
+    );
+}

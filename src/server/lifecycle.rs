@@ -59,6 +59,18 @@ impl Server {
                 continue;
             }
             if starting == 0
+                && let Some(block) = &f.pool.launch_blocked
+            {
+                return InitStatus::Failed(InvokeError::new(
+                    404,
+                    "WorkerStartFailed",
+                    format!(
+                        "function {} cannot start its reserved workers: {block}",
+                        f.profile.name
+                    ),
+                ));
+            }
+            if starting == 0
                 && f.pool.fails_fast()
                 && let Some(error) = &f.pool.last_start_error
             {
@@ -122,8 +134,14 @@ impl Server {
                 })
                 .count();
             if ready < reservation {
+                let why = f
+                    .pool
+                    .launch_blocked
+                    .as_deref()
+                    .map(|b| format!(" ({b})"))
+                    .unwrap_or_default();
                 reasons.push(format!(
-                    "function {} has {ready} of its {reservation} reserved workers ready",
+                    "function {} has {ready} of its {reservation} reserved workers ready{why}",
                     f.profile.name
                 ));
             }

@@ -107,6 +107,8 @@ impl Server {
             pool_size: self.config.virtual_memory_pool_size,
         };
         let (admitted, block) = capacity::admit_launches(demand, limits);
+        self.functions[function].pool.launch_blocked =
+            block.filter(|_| admitted == 0).map(|b| b.to_string());
         if let Some(block) = block {
             log::warn!(
                 "[cp] function {}: {block}",
