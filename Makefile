@@ -41,3 +41,15 @@ deps-check:
 
 clean:
 	$(CARGO) clean
+
+.PHONY: image image-test
+
+# The Function Compute container image, with podman or docker (docs/DEPLOY.md). BASE_IMAGE,
+# IMAGE and CONTAINER_ENGINE can be overridden from the environment.
+image: build
+	scripts/image.sh build
+
+# Builds the image fully offline (a debootstrap'd Debian base, cached in ~/.cache/noslate), runs
+# it with podman and drives it like FC: hooks, invocations, errors, stop. Prints sizes and times.
+image-test: build
+	scripts/image.sh test

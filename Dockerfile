@@ -1,0 +1,86 @@
+# noslate: the Function Compute custom-container image.
+#
+#   make build && make image          # or: podman|docker build -t noslate .
+#   docker run --rm -p 9000:9000 noslate
+#
+# The binary is built on the host first (`make build`, glibc of Debian bookworm or older) and copied
+# in; nothing is compiled inside the image. To build inside Docker instead, see the multi-stage
+# variant at the end of this file. docs/DEPLOY.md covers FC, the `/code` layout, Kubernetes and
+# Knative.
+#
+# BASE_IMAGE must be Debian bookworm (or a rootfs of it, as `make image-test` builds offline with
+# debootstrap): Node.js 18 and Python 3.11 come from its archive.
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
+
+# The runtimes the workers exec, from the distribution: Node.js 18 (`nodejs`) and Python 3.11
+# (`python3`). ca-certificates: functions call HTTPS APIs (OSS, SLS, ...) with the system's trust
+# store. No recommends, no build tools, no apt lists or caches left in the layer.
+RUN set -eux; \
+    apt-get update; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        nodejs python3 ca-certificates; \
+    apt-get clean; \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/lib/dpkg/*-old \
+        /var/log/apt /var/log/dpkg.log /var/log/alternatives.log; \
+    node --version; python3 --version
+
+# Where the runtime writes the worker bootstrap and the worker logs (both must be writable; FC's
+# writable layer is enough), the port FC calls, and the function profiles: the default code is the
+# repository's examples/, laid out as /code/functions.json and /code/<function>/ (docs/DEPLOY.md).
+ENV NOSLATE_WORKDIR=/tmp/noslate \
+    NOSLATE_LOGDIR=/tmp/noslate/logs \
+    NOSLATE_FUNCTIONS=/code/functions.json \
+    SERVER_PORT=9000
+
+COPY target/release/noslate start.sh /usr/local/bin/
+COPY examples/ /code/
+
+# Declared after the heavy layer so that a new version does not invalidate the apt layer.
+# `make image` passes the version from Cargo.toml, the git remote and the commit.
+ARG BASE_IMAGE
+ARG NOSLATE_VERSION=0.0.0
+ARG NOSLATE_SOURCE=unknown
+ARG NOSLATE_REVISION=unknown
+LABEL org.opencontainers.image.title="noslate" \
+      org.opencontainers.image.description="Single-binary serverless runtime for Function Compute custom containers" \
+      org.opencontainers.image.version="${NOSLATE_VERSION}" \
+      org.opencontainers.image.source="${NOSLATE_SOURCE}" \
+      org.opencontainers.image.revision="${NOSLATE_REVISION}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
+
+EXPOSE 9000
+WORKDIR /code
+# start.sh checks the environment and execs the binary: noslate is PID 1, receives SIGTERM itself,
+# drains and exits 0. It reaps every child, orphans included, so no init shim is needed.
+ENTRYPOINT ["/usr/local/bin/start.sh", "start"]
+
+# ---------------------------------------------------------------------------------------------
+# Multi-stage variant, for building without a Rust toolchain on the host. Replace everything
+# above with the following (the builder image needs registry access; the result is the same):
+#
+#   FROM rust:1-bookworm AS build
+#   WORKDIR /src
+#   COPY Cargo.toml Cargo.lock ./
+#   COPY src/ src/
+#   COPY benches/ benches/
+#   RUN cargo build --release --locked && strip target/release/noslate
+#
+#   FROM debian:bookworm-slim
+#   RUN set -eux; apt-get update; \
+#       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+#           nodejs python3 ca-certificates; \
+#       apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+#   ENV NOSLATE_WORKDIR=/tmp/noslate NOSLATE_LOGDIR=/tmp/noslate/logs \
+#       NOSLATE_FUNCTIONS=/code/functions.json SERVER_PORT=9000
+#   COPY --from=build /src/target/release/noslate /usr/local/bin/
+#   COPY start.sh /usr/local/bin/
+#   COPY examples/ /code/
+#   ARG NOSLATE_VERSION=0.0.0
+#   LABEL org.opencontainers.image.version="${NOSLATE_VERSION}" \
+#         org.opencontainers.image.source="https://github.com/noslate-project/noslate"
+#   EXPOSE 9000
+#   WORKDIR /code
+#   ENTRYPOINT ["/usr/local/bin/start.sh", "start"]
+#
+# (with that variant, .dockerignore must also let Cargo.toml, Cargo.lock, src/ and benches/ in.)
