@@ -119,6 +119,8 @@ impl Server {
                     json!({
                         "workers": states,
                         "queued": f.pool.queue.len(),
+                        "inflight": f.meter.current(),
+                        "removed": f.removed,
                         "startFailures": f.pool.start_failures,
                         "rejected": {
                             "rateLimited": f.rejected.rate_limited,
