@@ -145,3 +145,36 @@ fn worker_runs_in_its_code_directory() {
     let expected = fixture_dir("envdump").canonicalize().unwrap();
     assert_eq!(std::path::Path::new(cwd).canonicalize().unwrap(), expected);
 }
+
+#[test]
+fn worker_output_can_go_to_the_runtime_console_for_fc_logs() {
+    let ns = Noslate::builder()
+        .functions(&json!([profile("loud", "talk")]))
+        .config(&json!({ "logger": { "workerOutput": "console" } }))
+        .start();
+    let resp = ns.invoke(b"", &[("x-say", "marker-7f3a")]);
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    // FC collects the container's stdout: the function's lines land there, between the
+    // runtime's FC Invoke Start/End lines.
+    ns.wait_stdout("out:marker-7f3a");
+    assert!(
+        !ns.dir().join("logs").join("loud").exists(),
+        "no per-worker log files with workerOutput: console"
+    );
+}
+
+#[test]
+fn worker_output_goes_to_per_worker_files_by_default() {
+    let ns = Noslate::start(&json!([profile("quiet", "talk")]));
+    let resp = ns.invoke(b"", &[("x-say", "marker-91c2")]);
+    assert_eq!(resp.status, 200);
+    let dir = ns.dir().join("logs").join("quiet").join("quiet-1");
+    common::wait_until(
+        common::WAIT,
+        "the line reaches the worker's stdout file",
+        || std::fs::read_to_string(dir.join("stdout")).is_ok_and(|s| s.contains("out:marker-91c2")),
+    );
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    assert!(stderr.contains("err:marker-91c2"), "{stderr}");
+    assert!(!ns.stdout_lines().iter().any(|l| l.contains("marker-91c2")));
+}

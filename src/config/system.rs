@@ -398,6 +398,10 @@ pub struct LoggerConfig {
     pub level: String,
     /// `logger.dir`: where log files go; `None` means standard error only.
     pub dir: Option<String>,
+    /// `logger.workerOutput` (ours): where workers' stdout and stderr go: `false` (the
+    /// default) for per-worker files under `NOSLATE_LOGDIR`, `true` for the runtime's own stdout
+    /// and stderr, which is what Function Compute collects into the function's logs.
+    pub worker_output_to_console: bool,
 }
 
 impl LoggerConfig {
@@ -412,6 +416,7 @@ impl Default for LoggerConfig {
         Self {
             level: DEFAULT_LOG_LEVEL.to_owned(),
             dir: None,
+            worker_output_to_console: false,
         }
     }
 }
@@ -869,6 +874,16 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
             set(&mut cfg.logger.level, log_level(value, &path, p));
         }
         set(&mut cfg.logger.dir, s.non_empty_string("dir", p).map(Some));
+        if let Some((value, path)) = s.get("workerOutput") {
+            match value.as_str() {
+                Some("files") => cfg.logger.worker_output_to_console = false,
+                Some("console") => cfg.logger.worker_output_to_console = true,
+                _ => p.add(
+                    path,
+                    format!("expected \"files\" or \"console\", got {value}"),
+                ),
+            }
+        }
         ignore(
             &mut s,
             &[

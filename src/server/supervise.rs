@@ -19,6 +19,7 @@ use crate::turf::worker::{Worker, WorkerState};
 use crate::wire::{self, Kind};
 use mio::Interest;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// `INIT` payload (docs/PROTOCOL.md "init").
@@ -167,7 +168,11 @@ impl Server {
         let f = &mut self.functions[function];
         f.pool.next_worker_no += 1;
         let id = format!("{}-{}", f.profile.name, f.pool.next_worker_no);
-        let log_dir = self.logdir.join(&f.profile.name).join(&id);
+        let log_dir = if self.config.logger.worker_output_to_console {
+            PathBuf::new()
+        } else {
+            self.logdir.join(&f.profile.name).join(&id)
+        };
         let launch = match self.runtimes.launch_spec(&f.profile, &id) {
             Ok(launch) => launch,
             Err(message) => {

@@ -96,6 +96,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -111,7 +112,8 @@ pub struct SpawnSpec<'a> {
     pub env: Vec<(String, String)>,
     /// Working directory (the function's code directory).
     pub cwd: &'a Path,
-    /// Directory that receives `stdout` and `stderr`.
+    /// Directory that receives `stdout` and `stderr`; empty to share the runtime's own stdout
+    /// and stderr instead (what Function Compute collects as the function's logs).
     pub log_dir: PathBuf,
     /// Limits and isolation ([`SandboxPlan::build`]; [`SandboxPlan::default`] for the minimum).
     pub sandbox: SandboxPlan,
@@ -640,6 +642,16 @@ fn read_only_dirs(cwd: &Path, extra: &[PathBuf]) -> Result<Vec<PathBuf>, SpawnEr
 // Spawning
 // ---------------------------------------------------------------------------------------------
 
+/// A copy of one of the runtime's own standard streams, for a worker to write to.
+fn console(fd: std::os::fd::BorrowedFd<'_>) -> Result<File, SpawnError> {
+    fd.try_clone_to_owned()
+        .map(File::from)
+        .map_err(|source| SpawnError::LogFile {
+            path: PathBuf::from("(the runtime's stdout/stderr)"),
+            source,
+        })
+}
+
 fn open_log(dir: &Path, name: &str) -> Result<File, SpawnError> {
     let path = dir.join(name);
     OpenOptions::new()
@@ -679,12 +691,21 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
             });
         }
     }
-    std::fs::create_dir_all(&spec.log_dir).map_err(|source| SpawnError::LogDir {
-        path: spec.log_dir.clone(),
-        source,
-    })?;
-    let stdout = open_log(&spec.log_dir, "stdout")?;
-    let stderr = open_log(&spec.log_dir, "stderr")?;
+    let (stdout, stderr) = if spec.log_dir.as_os_str().is_empty() {
+        (
+            console(std::io::stdout().as_fd())?,
+            console(std::io::stderr().as_fd())?,
+        )
+    } else {
+        std::fs::create_dir_all(&spec.log_dir).map_err(|source| SpawnError::LogDir {
+            path: spec.log_dir.clone(),
+            source,
+        })?;
+        (
+            open_log(&spec.log_dir, "stdout")?,
+            open_log(&spec.log_dir, "stderr")?,
+        )
+    };
 
     let (to_worker, worker_in) = worker_pipe()?;
     let (worker_out, from_worker) = worker_pipe()?;
