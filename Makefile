@@ -9,8 +9,15 @@ ALLOWED_DEPS := env_logger httparse libc log mio serde serde_json
 
 .PHONY: build run test bench lint fmt deps-check clean
 
+# Cargo's output directory; `make build` always leaves the binary at target/release/noslate,
+# where `make run`, the Dockerfile and start.sh look for it.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+
 build:
 	$(CARGO) build --release
+	@if [ "$(TARGET_DIR)" != "target" ]; then \
+		mkdir -p target/release && cp "$(TARGET_DIR)/release/noslate" target/release/noslate; \
+	fi
 
 # Serves the bundled example functions on port $(PORT).
 run: build
