@@ -1,14 +1,19 @@
-//! Worker runtimes: how to exec a worker for a function profile. The Node.js bootstrap is
-//! embedded in the binary and written to the work directory at start-up, so the single binary is
-//! all a container needs besides `node` itself.
+//! Worker runtimes: how to exec a worker for a function profile. The worker bootstraps (Node.js
+//! for `nodejs` and `aworker`, Python for `python3`) are embedded in the binary and written to the
+//! work directory at start-up, so the single binary is all a container needs besides the
+//! interpreters themselves.
 
-use crate::config::{FunctionProfile, Runtime, SystemConfig};
+use crate::config::{FunctionProfile, RESERVED_ENV_PREFIXES, Runtime, SystemConfig};
 use crate::turf::spawn;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-/// The Node.js worker bootstrap (docs/PROTOCOL.md, Noslate's `handler(ctx, req, res)`).
+/// The Node.js worker bootstrap (docs/PROTOCOL.md): Noslate's `handler(ctx, req, res)`, FC's
+/// event and HTTP handlers, and aworker's `fetch` events.
 pub const NODE_BOOTSTRAP: &str = include_str!("node/bootstrap.js");
+/// The Python worker bootstrap (docs/PROTOCOL.md): FC's event handlers and WSGI apps.
+pub const PYTHON_BOOTSTRAP: &str = include_str!("python/bootstrap.py");
 
 /// `PATH` a worker gets unless its profile sets one.
 pub const DEFAULT_WORKER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -16,6 +21,8 @@ pub const DEFAULT_WORKER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub const DEFAULT_WORKER_HOME: &str = "/tmp";
 /// Share of the memory limit given to V8's old space, as Noslate does (`floor(MiB × 0.8)`).
 const NODE_HEAP_SHARE: f64 = 0.8;
+/// The oldest Python the bootstrap runs on.
+const MIN_PYTHON: (u32, u32) = (3, 8);
 
 /// How to exec one worker.
 #[derive(Debug)]
@@ -33,6 +40,10 @@ pub struct LaunchSpec {
 pub struct Runtimes {
     node: Option<PathBuf>,
     node_bootstrap: PathBuf,
+    python: Option<PathBuf>,
+    python_bootstrap: PathBuf,
+    /// `starter.aworker.defaultEnvirons`, minus reserved names.
+    aworker_environs: Vec<(String, String)>,
 }
 
 impl Runtimes {
@@ -44,9 +55,10 @@ impl Runtimes {
         functions: &[FunctionProfile],
     ) -> Result<Runtimes, String> {
         let mut node = None;
+        let mut python = None;
         for f in functions {
             match f.runtime {
-                Runtime::Nodejs => {
+                Runtime::Nodejs | Runtime::Aworker => {
                     if node.is_none() {
                         let wanted = config.starter.nodejs_bin.as_deref().unwrap_or("node");
                         node = Some(spawn::find_on_path(wanted).ok_or_else(|| {
@@ -58,21 +70,48 @@ impl Runtimes {
                         })?);
                     }
                 }
+                Runtime::Python3 => {
+                    if python.is_none() {
+                        let wanted = config.starter.python3_bin.as_deref().unwrap_or("python3");
+                        python = Some(resolve_python(wanted).map_err(|why| {
+                            format!(
+                                "function {} needs Python 3.8+: {why} \
+                                 (install python3 or set starter.python3.bin)",
+                                f.name
+                            )
+                        })?);
+                    }
+                }
                 ref other => {
                     return Err(format!(
                         "function {}: runtime {other:?} is not supported by this build yet \
-                         (supported: nodejs)",
+                         (supported: nodejs, aworker, python3)",
                         f.name
                     ));
                 }
             }
         }
-        let dir = workdir.join("runtime").join("node");
-        let node_bootstrap = dir.join("bootstrap.js");
-        write_if_changed(&dir, &node_bootstrap, NODE_BOOTSTRAP)?;
+        let node_dir = workdir.join("runtime").join("node");
+        let node_bootstrap = node_dir.join("bootstrap.js");
+        write_if_changed(&node_dir, &node_bootstrap, NODE_BOOTSTRAP)?;
+        let python_dir = workdir.join("runtime").join("python");
+        let python_bootstrap = python_dir.join("bootstrap.py");
+        if python.is_some() {
+            write_if_changed(&python_dir, &python_bootstrap, PYTHON_BOOTSTRAP)?;
+        }
+        let aworker_environs = config
+            .starter
+            .aworker_default_environs
+            .iter()
+            .filter(|(k, _)| !RESERVED_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .cloned()
+            .collect();
         Ok(Runtimes {
             node,
             node_bootstrap,
+            python,
+            python_bootstrap,
+            aworker_environs,
         })
     }
 
@@ -83,7 +122,7 @@ impl Runtimes {
         worker_id: &str,
     ) -> Result<LaunchSpec, String> {
         match profile.runtime {
-            Runtime::Nodejs => {
+            Runtime::Nodejs | Runtime::Aworker => {
                 let program = self
                     .node
                     .clone()
@@ -96,6 +135,25 @@ impl Runtimes {
                 }
                 args.extend(profile.worker.exec_argv.iter().map(OsString::from));
                 args.push(self.node_bootstrap.clone().into_os_string());
+                let mut env = worker_env(profile, worker_id);
+                if profile.runtime == Runtime::Aworker {
+                    // The starter's defaults come first, so the profile's own values win.
+                    let defaults = self
+                        .aworker_environs
+                        .iter()
+                        .filter(|(k, _)| !profile.environments.iter().any(|(pk, _)| pk == k));
+                    env.splice(0..0, defaults.cloned());
+                }
+                Ok(LaunchSpec { program, args, env })
+            }
+            Runtime::Python3 => {
+                let program = self
+                    .python
+                    .clone()
+                    .ok_or_else(|| "Python was not resolved at start-up".to_owned())?;
+                let mut args: Vec<OsString> = Vec::new();
+                args.extend(profile.worker.exec_argv.iter().map(OsString::from));
+                args.push(self.python_bootstrap.clone().into_os_string());
                 Ok(LaunchSpec {
                     program,
                     args,
@@ -107,6 +165,60 @@ impl Runtimes {
             )),
         }
     }
+}
+
+/// The name of a runtime in `NOSLATE_RUNTIME`.
+fn runtime_name(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Nodejs => "nodejs",
+        Runtime::Aworker => "aworker",
+        Runtime::Python3 => "python3",
+        Runtime::Native => "native",
+        Runtime::Process => "process",
+    }
+}
+
+/// Finds `wanted` (a name on `PATH` or a path) and asks it for the interpreter it really is
+/// (`sys.executable`): version managers put shell-script shims on `PATH` that would cost every
+/// worker start a shell and need the server's environment, which workers do not get.
+fn resolve_python(wanted: &str) -> Result<PathBuf, String> {
+    let found =
+        spawn::find_on_path(wanted).ok_or_else(|| format!("{wanted:?} was not found on PATH"))?;
+    let out = Command::new(&found)
+        .args([
+            "-c",
+            "import sys; print(sys.version_info[0], sys.version_info[1]); print(sys.executable)",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", found.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let version: Option<(u32, u32)> = lines.next().and_then(|l| {
+        let mut parts = l.split_whitespace().map(|n| n.parse().ok());
+        Some((parts.next()??, parts.next()??))
+    });
+    let executable = lines.next().map(str::trim).filter(|l| !l.is_empty());
+    let (Some(version), true) = (version, out.status.success()) else {
+        return Err(format!(
+            "{} did not run as a Python interpreter ({})",
+            found.display(),
+            out.status
+        ));
+    };
+    if version < MIN_PYTHON {
+        return Err(format!(
+            "{} is Python {}.{}",
+            found.display(),
+            version.0,
+            version.1
+        ));
+    }
+    Ok(executable
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.is_file())
+        .unwrap_or(found))
 }
 
 /// A worker's environment: the profile's `environments`, then the documented runtime
@@ -140,6 +252,20 @@ pub fn worker_env(profile: &FunctionProfile, worker_id: &str) -> Vec<(String, St
     if let Some(initializer) = &profile.initializer {
         env.push(("NOSLATE_INITIALIZER".into(), initializer.clone()));
     }
+    env.push((
+        "NOSLATE_RUNTIME".into(),
+        runtime_name(profile.runtime).into(),
+    ));
+    match profile.runtime {
+        Runtime::Nodejs | Runtime::Python3 => env.push((
+            "NOSLATE_HANDLER_STYLE".into(),
+            profile.handler_style.as_str().into(),
+        )),
+        _ => {}
+    }
+    if let Some(source_file) = &profile.source_file {
+        env.push(("NOSLATE_SOURCE_FILE".into(), source_file.clone()));
+    }
     env
 }
 
@@ -153,4 +279,115 @@ fn write_if_changed(dir: &Path, path: &Path, contents: &str) -> Result<(), Strin
     let tmp = dir.join(format!(".bootstrap.{}.tmp", std::process::id()));
     std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_functions;
+
+    /// Parses `json` against a throw-away code directory `code` holding `main.js`.
+    fn profiles(json: &str) -> Vec<FunctionProfile> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("noslate-runtime-ut-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(dir.join("code")).unwrap();
+        std::fs::write(dir.join("code").join("main.js"), "").unwrap();
+        let set = parse_functions(json, &dir, &SystemConfig::default());
+        let _ = std::fs::remove_dir_all(&dir);
+        set.unwrap().functions
+    }
+
+    fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn env_names_the_runtime_style_and_source_file() {
+        let fs = profiles(
+            r#"[
+              {"name": "n", "runtime": "nodejs", "url": "code", "handler": "index.h",
+               "signature": "s", "handlerStyle": "fc-http"},
+              {"name": "p", "runtime": "python3", "url": "code", "handler": "index.h",
+               "signature": "s"},
+              {"name": "a", "runtime": "aworker", "url": "code", "sourceFile": "main.js",
+               "signature": "s"}
+            ]"#,
+        );
+        let n = worker_env(&fs[0], "n-1");
+        assert_eq!(get(&n, "NOSLATE_RUNTIME"), Some("nodejs"));
+        assert_eq!(get(&n, "NOSLATE_HANDLER_STYLE"), Some("fc-http"));
+        assert_eq!(get(&n, "NOSLATE_SOURCE_FILE"), None);
+        let p = worker_env(&fs[1], "p-1");
+        assert_eq!(get(&p, "NOSLATE_RUNTIME"), Some("python3"));
+        assert_eq!(
+            get(&p, "NOSLATE_HANDLER_STYLE"),
+            Some("fc-event"),
+            "python's default"
+        );
+        let a = worker_env(&fs[2], "a-1");
+        assert_eq!(get(&a, "NOSLATE_RUNTIME"), Some("aworker"));
+        assert_eq!(get(&a, "NOSLATE_HANDLER_STYLE"), None);
+        assert_eq!(get(&a, "NOSLATE_SOURCE_FILE"), Some("main.js"));
+        assert_eq!(get(&a, "NOSLATE_HANDLER"), None);
+    }
+
+    #[test]
+    fn aworker_gets_the_starter_environs_below_its_own() {
+        let fs = profiles(
+            r#"[{"name": "a", "runtime": "aworker", "url": "code", "sourceFile": "main.js",
+                 "signature": "s", "environments": [{"key": "B", "value": "profile"}]}]"#,
+        );
+        let runtimes = Runtimes {
+            node: Some(PathBuf::from("/usr/bin/node")),
+            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
+            python: None,
+            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
+            aworker_environs: vec![
+                ("A".into(), "starter".into()),
+                ("B".into(), "starter".into()),
+            ],
+        };
+        let spec = runtimes.launch_spec(&fs[0], "a-1").unwrap();
+        assert_eq!(get(&spec.env, "A"), Some("starter"));
+        assert_eq!(get(&spec.env, "B"), Some("profile"));
+        assert_eq!(spec.env.iter().filter(|(k, _)| k == "B").count(), 1);
+        assert_eq!(
+            spec.args.last().map(|a| a.to_string_lossy().into_owned()),
+            Some("/w/runtime/node/bootstrap.js".to_owned())
+        );
+    }
+
+    #[test]
+    fn python_launch_runs_the_python_bootstrap_with_exec_argv() {
+        let fs = profiles(
+            r#"[{"name": "p", "runtime": "python3", "url": "code", "handler": "index.h",
+                 "signature": "s", "worker": {"execArgv": ["-X", "dev"]}}]"#,
+        );
+        let runtimes = Runtimes {
+            node: None,
+            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
+            python: Some(PathBuf::from("/usr/bin/python3")),
+            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
+            aworker_environs: Vec::new(),
+        };
+        let spec = runtimes.launch_spec(&fs[0], "p-1").unwrap();
+        assert_eq!(spec.program, PathBuf::from("/usr/bin/python3"));
+        let args: Vec<String> = spec
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args, ["-X", "dev", "/w/runtime/python/bootstrap.py"]);
+    }
+
+    #[test]
+    fn a_missing_python_is_named() {
+        let err = resolve_python("/nonexistent/python3").unwrap_err();
+        assert!(err.contains("/nonexistent/python3"), "{err}");
+        // Something that runs but is not Python.
+        let err = resolve_python("/bin/true").unwrap_err();
+        assert!(err.contains("did not run as a Python interpreter"), "{err}");
+    }
 }

@@ -1152,3 +1152,33 @@ impl Default for Crc32 {
         Crc32::new()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Python (tests/conformance.rs)
+
+/// Panics with a clear message when `python3` (3.8 or newer) is not on PATH (CI installs it).
+pub fn require_python() {
+    static PYTHON: OnceLock<Result<String, String>> = OnceLock::new();
+    let found = PYTHON.get_or_init(|| {
+        match Command::new("python3")
+            .args([
+                "-c",
+                "import sys; assert sys.version_info >= (3, 8); print(sys.version)",
+            ])
+            .output()
+        {
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            Ok(out) => Err(format!(
+                "`python3` is not 3.8 or newer ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Err(e) => Err(format!("cannot run `python3`: {e}")),
+        }
+    });
+    if let Err(why) = found {
+        panic!("these integration tests need Python 3.8+ as `python3` on PATH ({why}); install it");
+    }
+}

@@ -2,8 +2,17 @@
 // noslate Node.js worker bootstrap: the worker side of docs/PROTOCOL.md.
 //
 // The runtime execs `node [execArgv...] bootstrap.js` with the code directory as cwd, frames from
-// the runtime on fd 3 and frames to the runtime on fd 4. This file loads the user's module on INIT
-// and serves Noslate-style `handler(ctx, req, res)` invocations, one protocol stream each.
+// the runtime on fd 3 and frames to the runtime on fd 4. This file loads the user's code on INIT
+// and serves each invocation as one protocol stream, in one of four calling conventions:
+//
+//   NOSLATE_RUNTIME=nodejs, NOSLATE_HANDLER_STYLE=noslate   handler(ctx, req, res)       (Noslate)
+//   NOSLATE_RUNTIME=nodejs, NOSLATE_HANDLER_STYLE=fc-event  handler(event, context[, callback])
+//   NOSLATE_RUNTIME=nodejs, NOSLATE_HANDLER_STYLE=fc-http   handler(req, resp, context)  (FC HTTP)
+//   NOSLATE_RUNTIME=aworker, NOSLATE_SOURCE_FILE=main.js    addEventListener('fetch', ...)
+//
+// The style comes from the profile (handlerStyle), never from the handler's arity. All of them sit
+// on the same stream machinery: a Readable request body that returns credit as it is read and a
+// Writable response that waits for credit (the Noslate style hands those two to the handler as is).
 //
 // Hot-path notes: incoming frames are parsed in place from the socket's chunks; outgoing frames are
 // serialised into one shared buffer (the "arena") and written with a single write per event-loop
@@ -232,10 +241,17 @@ function dispatch(buf, at) {
 // ---- Worker lifecycle ----------------------------------------------------------------------
 
 const workerId = env.NOSLATE_WORKER_ID || `pid-${process.pid}`;
+const runtimeName = env.NOSLATE_RUNTIME || 'nodejs';
+const handlerStyle = env.NOSLATE_HANDLER_STYLE || 'noslate';
+// The user's handler (or, for aworker, null) and the style's way of calling it for one stream:
+// serve(ctx, req, res, head, flags). Both are set once INIT succeeded.
 let handler = null;
+let serve = null;
 let initializing = false;
 let shuttingDown = false;
 let exiting = false;
+// Promises handed to waitUntil() that have not settled: shutdown waits for them.
+let backgroundTasks = 0;
 // Open streams by id; the Response object carries the stream's state.
 const streams = new Map();
 
@@ -249,15 +265,35 @@ function protocolError(message) {
 }
 
 // Anything that escapes user code outside a handler's own promise leaves the worker in an unknown
-// state: report it and die, and let the runtime fail the open streams and start a replacement.
+// state: report it as the error of every open stream (with its stack: it may well come from one of
+// them), then die, and let the runtime start a replacement.
 function crash(what, err) {
   logWorker(`${what}: ${err instanceof Error ? err.stack : util.inspect(err)}`);
-  process.exit(1);
+  if (exiting) return;
+  exiting = true;
+  const payload = errorPayload(err);
+  payload.errorMessage = `${what}: ${payload.errorMessage}`;
+  for (const res of streams.values()) {
+    if (!res._done) sendJson(res._id, RESPONSE_ERROR, 0, payload);
+    res._done = true;
+  }
+  streams.clear();
+  if (initializing) {
+    initializing = false;
+    sendJson(0, INIT_ERROR, 0, payload);
+  }
+  if (flushScheduled) flush();
+  // Exit once the kernel has every byte (or give up after a second: the runtime fails whatever
+  // is still open with WorkerCrashed).
+  if (output.writableLength === 0) process.exit(1);
+  output.once('drain', () => process.exit(1));
+  setTimeout(() => process.exit(1), 1000).unref();
 }
 
-// Shutdown (EOF on fd 3): exit once no stream or initializer is left and every frame is written.
+// Shutdown (EOF on fd 3): exit once no stream, initializer or waitUntil() task is left and every
+// frame is written.
 function maybeExit() {
-  if (exiting || streams.size > 0 || initializing) return;
+  if (exiting || streams.size > 0 || initializing || backgroundTasks > 0) return;
   if (flushScheduled) return; // flush() calls back here after writing
   exiting = true;
   output.end(() => process.exit(0));
@@ -278,6 +314,54 @@ function splitHandler(spec, notFoundType) {
   return [spec.slice(0, dot), spec.slice(dot + 1)];
 }
 
+// Where in the user's code an error comes from, as "file:line": a SyntaxError's stack starts with
+// that line; other errors have it in their first frame outside node's own modules and this file.
+function errorLocation(err) {
+  const stack = err !== null && typeof err === 'object' && typeof err.stack === 'string' ? err.stack : '';
+  const first = /^((?:file:\/\/)?\/[^\n]*?):(\d+)\n/.exec(stack);
+  if (first) return `${first[1].replace(/^file:\/\//, '')}:${first[2]}`;
+  for (const m of stack.matchAll(/^\s*at (?:.*\()?((?:file:\/\/)?\/[^\s():]+):(\d+):\d+\)?$/gm)) {
+    const file = m[1].replace(/^file:\/\//, '');
+    if (file !== __filename) return `${file}:${m[2]}`;
+  }
+  return null;
+}
+
+// Loads a CommonJS or ES module; a failure names the file and line it comes from.
+async function loadModule(resolved) {
+  try {
+    if (resolved.endsWith('.mjs')) return await import(pathToFileURL(resolved).href);
+    try {
+      return require(resolved);
+    } catch (err) {
+      if (err && err.code === 'ERR_REQUIRE_ESM') return await import(pathToFileURL(resolved).href);
+      throw err;
+    }
+  } catch (err) {
+    if (err instanceof Error) {
+      // A missing dependency's message lists the require stack, this file included: the first
+      // line says it all.
+      if (err.code === 'MODULE_NOT_FOUND') err.message = err.message.split('\n')[0];
+      const at = errorLocation(err);
+      const where = at === null ? resolved : at.startsWith(`${resolved}:`) ? at : `${resolved} (at ${at})`;
+      err.message = `failed to load ${where}: ${err.message}`;
+      // The message is the stack's first line (after a SyntaxError's source excerpt); keep the two
+      // in step for the log and the client.
+      if (typeof err.stack === 'string') {
+        const lines = err.stack.split('\n');
+        const headAt = lines.findIndex((l) => l.startsWith(`${err.name}:`));
+        if (headAt >= 0) {
+          let framesAt = lines.findIndex((l, i) => i > headAt && /^\s+at /.test(l));
+          if (framesAt < 0) framesAt = lines.length;
+          lines.splice(0, framesAt, `${err.name}: ${err.message}`);
+        }
+        err.stack = lines.join('\n');
+      }
+    }
+    throw err;
+  }
+}
+
 async function loadExport(codeDir, spec, notFoundType) {
   const [file, name] = splitHandler(spec, notFoundType);
   const base = path.resolve(codeDir, file);
@@ -291,20 +375,11 @@ async function loadExport(codeDir, spec, notFoundType) {
     }
     resolved = `${base}.mjs`;
   }
-  let mod;
-  try {
-    mod = resolved.endsWith('.mjs') ? await import(pathToFileURL(resolved).href) : require(resolved);
-  } catch (err) {
-    if (err && err.code === 'ERR_REQUIRE_ESM') {
-      mod = await import(pathToFileURL(resolved).href);
-    } else {
-      if (err instanceof Error) err.message = `failed to load ${resolved}: ${err.message}`;
-      throw err;
-    }
-  }
+  const mod = await loadModule(resolved);
   const fn = mod == null ? undefined : mod[name];
   if (typeof fn !== 'function') {
-    throw namedError(notFoundType, `${resolved} does not export a function named "${name}" (for ${spec})`);
+    const what = fn === undefined ? 'no export' : `an export of type ${typeof fn}`;
+    throw namedError(notFoundType, `${resolved} has ${what} named "${name}" where a function is expected (for ${spec})`);
   }
   return fn;
 }
@@ -315,24 +390,65 @@ function namedError(name, message) {
   return err;
 }
 
+function isThenable(value) {
+  return value !== null && typeof value === 'object' && typeof value.then === 'function';
+}
+
+// Calls an FC-style `fn(...args, callback)`: done when the callback is called or, if fn returns a
+// promise, when that settles, whichever comes first.
+function callWithCallback(fn, args) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const callback = (err, data) => {
+      if (settled) return;
+      settled = true;
+      if (err !== undefined && err !== null) reject(err);
+      else resolve(data);
+    };
+    const result = fn(...args, callback);
+    if (isThenable(result)) {
+      result.then((data) => {
+        if (!settled) { settled = true; resolve(data); }
+      }, (err) => {
+        if (!settled) { settled = true; reject(err === undefined ? new Error('promise rejected with undefined') : err); }
+      });
+    }
+  });
+}
+
 async function onInit(init) {
   const fn = init.function || {};
   const codeDir = fn.codeDir || env.NOSLATE_CODE_DIR || process.cwd();
   initializing = true;
   try {
-    const loaded = await loadExport(codeDir, fn.handler || env.NOSLATE_HANDLER, 'HandlerNotFound');
-    const initializerSpec = fn.initializer || env.NOSLATE_INITIALIZER;
-    if (initializerSpec) {
-      const initializer = await loadExport(codeDir, initializerSpec, 'InitializerNotFound');
-      await initializer(new Context(init.context, init.requestId));
+    const ctx = new Context(init.context, init.requestId);
+    if (runtimeName === 'aworker') {
+      await initAworker(codeDir, ctx);
+      serve = serveFetch;
+    } else {
+      const styles = { noslate: serveNoslate, 'fc-event': serveFcEvent, 'fc-http': serveFcHttp };
+      if (!Object.prototype.hasOwnProperty.call(styles, handlerStyle)) {
+        throw namedError('InvalidHandlerStyle', `unknown NOSLATE_HANDLER_STYLE ${JSON.stringify(handlerStyle)}`);
+      }
+      const loaded = await loadExport(codeDir, fn.handler || env.NOSLATE_HANDLER, 'HandlerNotFound');
+      const initializerSpec = fn.initializer || env.NOSLATE_INITIALIZER;
+      if (initializerSpec) {
+        const initializer = await loadExport(codeDir, initializerSpec, 'InitializerNotFound');
+        // FC's initializer(context, callback) finishes by callback or promise; Noslate's by
+        // returning (a promise or not).
+        if (handlerStyle === 'noslate') await initializer(ctx);
+        else await callWithCallback(initializer, [ctx]);
+      }
+      handler = loaded;
+      serve = styles[handlerStyle];
     }
-    handler = loaded;
-    sendEmpty(0, INIT_DONE, 0);
+    if (initializing) sendEmpty(0, INIT_DONE, 0);
   } catch (err) {
     logWorker(`initialization failed: ${err instanceof Error ? err.stack : util.inspect(err)}`);
-    sendJson(0, INIT_ERROR, 0, errorPayload(err));
+    if (initializing) sendJson(0, INIT_ERROR, 0, errorPayload(err));
   }
   initializing = false;
+  if (shuttingDown) maybeExit();
 }
 
 // A stack trace as lines, cut where this file's frames start: what lies below (frame dispatch,
@@ -429,6 +545,7 @@ class Request extends Readable {
     // Not in the v1 request head; accepted as pairs or an object should the runtime send it.
     this.baggage = Array.isArray(head.baggage) ? Object.fromEntries(head.baggage) : (head.baggage || {});
     this._headerPairs = head.headers || [];
+    this._clientIp = head.clientIp;
     this._headers = null; // built on first use: most handlers never look
     this._rawHeaders = null;
     this._res = res;
@@ -453,6 +570,54 @@ class Request extends Readable {
 
   set rawHeaders(value) {
     this._rawHeaders = value;
+  }
+
+  // FC's HTTP request fields (the fc-http style); computed on use.
+
+  get path() {
+    const q = this.url.indexOf('?');
+    return q < 0 ? this.url : this.url.slice(0, q);
+  }
+
+  get queries() {
+    const q = this.url.indexOf('?');
+    const queries = {};
+    if (q < 0) return queries;
+    for (const [key, value] of new URLSearchParams(this.url.slice(q + 1))) {
+      const prev = queries[key];
+      if (prev === undefined) queries[key] = value;
+      else if (Array.isArray(prev)) prev.push(value);
+      else queries[key] = [prev, value];
+    }
+    return queries;
+  }
+
+  // The runtime's clientIp when it sends one, else the first X-Forwarded-For hop, else X-Real-IP.
+  get clientIP() {
+    if (typeof this._clientIp === 'string' && this._clientIp) return this._clientIp;
+    const forwarded = this.headers['x-forwarded-for'];
+    if (typeof forwarded === 'string' && forwarded) return forwarded.split(',')[0].trim();
+    const real = this.headers['x-real-ip'];
+    return typeof real === 'string' ? real : '';
+  }
+
+  // The whole body as a Buffer: a promise, or node-style through `callback(err, body)`.
+  getBody(callback) {
+    const body = new Promise((resolve, reject) => {
+      if (this.readableEnded) {
+        resolve(EMPTY);
+        return;
+      }
+      const chunks = [];
+      this.on('data', (chunk) => chunks.push(chunk));
+      this.once('end', () => resolve(Buffer.concat(chunks)));
+      this.once('error', reject);
+      this.once('close', () => {
+        if (!this.readableEnded) reject(namedError('Cancelled', 'the request was cancelled before its body ended'));
+      });
+    });
+    if (typeof callback === 'function') body.then((b) => callback(null, b), (err) => callback(err));
+    return body;
   }
 
   // Every way of consuming a Readable (flowing mode, pipe, async iteration, 'readable' + read())
@@ -526,6 +691,8 @@ class Response extends Writable {
     this._waiting = null;
     this._waitingAt = 0;
     this._waitingCb = null;
+    // Called after a CANCEL (aworker aborts the request's signal with it).
+    this._onCancel = null;
     this.on('error', ignoreError);
   }
 
@@ -719,7 +886,7 @@ function fail(res, err) {
 }
 
 function onRequestHead(stream, flags, head) {
-  if (handler === null) protocolError(`REQUEST_HEAD for stream ${stream} before INIT_DONE`);
+  if (serve === null) protocolError(`REQUEST_HEAD for stream ${stream} before INIT_DONE`);
   if (stream === 0 || streams.has(stream)) protocolError(`REQUEST_HEAD reuses open stream id ${stream}`);
   const ctx = new Context(head.context, head.requestId);
   const res = new Response(stream, ctx.requestId);
@@ -730,16 +897,7 @@ function onRequestHead(stream, flags, head) {
     req.push(null);
   }
   streams.set(stream, res);
-  let result;
-  try {
-    result = handler(ctx, req, res);
-  } catch (err) {
-    fail(res, err);
-    return;
-  }
-  if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
-    result.then(undefined, (err) => fail(res, err));
-  }
+  serve(ctx, req, res, head);
 }
 
 function onRequestBody(stream, flags, buf, start, end) {
@@ -775,6 +933,525 @@ function onCancel(stream, reason) {
   abort(res);
   // After the destroy, so that a listener writing to res cannot reach the wire.
   res._req.emit('aborted');
+  if (res._onCancel !== null) res._onCancel(reason);
+}
+
+// ---- Noslate style: handler(ctx, req, res) -------------------------------------------------
+
+function serveNoslate(ctx, req, res) {
+  let result;
+  try {
+    result = handler(ctx, req, res);
+  } catch (err) {
+    fail(res, err);
+    return;
+  }
+  if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+    result.then(undefined, (err) => fail(res, err));
+  }
+}
+
+// ---- FC event style: handler(event, context[, callback]) -----------------------------------
+//
+// FC's Node.js event handler. `event` is the request body as a Buffer (for event and HTTP-trigger
+// invocations alike); the handler answers through the callback or, when it returns a promise,
+// with what that resolves to, whichever comes first. The result is the 200 body: a string or
+// Buffer as is, undefined/null as nothing, anything else as JSON.
+
+function readWhole(req, done) {
+  if (req.readableEnded || (req._bodyEnded && req.readableLength === 0)) {
+    done(EMPTY);
+    return;
+  }
+  const chunks = [];
+  let size = 0;
+  req.on('data', (chunk) => {
+    chunks.push(chunk);
+    size += chunk.length;
+  });
+  req.on('end', () => done(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function resultBody(data) {
+  if (data === undefined || data === null) return EMPTY;
+  if (typeof data === 'string' || Buffer.isBuffer(data)) return data;
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (data instanceof ArrayBuffer) return Buffer.from(data);
+  const json = JSON.stringify(data);
+  return json === undefined ? EMPTY : json;
+}
+
+function serveFcEvent(ctx, req, res) {
+  readWhole(req, (event) => {
+    if (res._done) return; // cancelled while the body arrived
+    callFcHandler(handler, [event, ctx], res, (data) => {
+      if (res._done) return;
+      let body;
+      try {
+        body = resultBody(data);
+      } catch (err) {
+        fail(res, err);
+        return;
+      }
+      res.end(body);
+    });
+  });
+}
+
+// Calls fn(...args, callback) and hands its result to `answer` (or its error to fail()).
+function callFcHandler(fn, args, res, answer) {
+  let settled = false;
+  const callback = (err, data) => {
+    if (settled) return;
+    settled = true;
+    if (err !== undefined && err !== null) fail(res, err);
+    else answer(data);
+  };
+  let result;
+  try {
+    result = fn(...args, callback);
+  } catch (err) {
+    if (settled) fail(res, err); // logged: the answer already went out
+    else {
+      settled = true;
+      fail(res, err);
+    }
+    return;
+  }
+  if (isThenable(result)) {
+    result.then((data) => callback(null, data), (err) => {
+      if (settled) fail(res, err); // logged only
+      else callback(err === undefined || err === null ? new Error(`handler rejected with ${err}`) : err);
+    });
+  }
+}
+
+// ---- FC HTTP style: handler(req, resp, context) --------------------------------------------
+//
+// FC's Node.js HTTP handler. `req` is the request body as a Readable (getRawBody(req) works) with
+// FC's fields: headers, path, queries, method, clientIP, url, and getBody(). `resp` is FC's
+// response: setStatusCode, setHeader, deleteHeader, send(body) with body a string, a Buffer, a
+// Readable or a web ReadableStream (streamed to the client as it is produced).
+
+class FcResponse {
+  constructor(res) {
+    this._res = res;
+    this._sent = false;
+  }
+
+  setStatusCode(code) {
+    const status = Number(code);
+    if (!Number.isInteger(status) || status < 100 || status > 999) {
+      throw new RangeError(`invalid status code: ${code}`);
+    }
+    this._res.statusCode = status;
+  }
+
+  setHeader(name, value) {
+    this._res.setHeader(name, typeof value === 'number' ? String(value) : value);
+  }
+
+  getHeader(name) {
+    return this._res.getHeader(name);
+  }
+
+  hasHeader(name) {
+    return this._res.hasHeader(name);
+  }
+
+  deleteHeader(name) {
+    this._res.removeHeader(name);
+  }
+
+  get headersSent() {
+    return this._res.headersSent;
+  }
+
+  send(body) {
+    if (this._sent) throw new Error('resp.send() was already called for this request');
+    this._sent = true;
+    const res = this._res;
+    if (res._done) return;
+    if (body !== null && typeof body === 'object' && typeof body.pipe === 'function') {
+      body.once('error', (err) => fail(res, err));
+      body.pipe(res);
+      return;
+    }
+    if (body !== null && typeof body === 'object' && typeof body.getReader === 'function') {
+      pumpWebBody(res, body.getReader(), false);
+      return;
+    }
+    res.end(resultBody(body));
+  }
+}
+
+function serveFcHttp(ctx, req, res) {
+  let result;
+  try {
+    result = handler(req, new FcResponse(res), ctx);
+  } catch (err) {
+    fail(res, err);
+    return;
+  }
+  if (isThenable(result)) result.then(undefined, (err) => fail(res, err));
+}
+
+// ---- aworker: addEventListener('fetch' | 'install', listener) ------------------------------
+//
+// aworker's Service-Worker-style API on stock Node.js. The source file runs as a script (CommonJS,
+// or an ES module for .mjs) with a global addEventListener. On INIT the 'install' listeners run and
+// their waitUntil() promises are awaited: that is the initializer. Each invocation is a FetchEvent
+// whose `request` is a WHATWG Request with a streaming body, answered by respondWith(Response or
+// a promise of one); the Response body is streamed to the client chunk by chunk.
+
+// Node's fetch classes, looked up only when an aworker function starts: merely touching
+// globalThis.Request loads undici, which costs every request of the worker ~2.5 µs of CPU
+// (measured on the Noslate-style hello handler), so the other styles never do.
+let WebRequest = null;
+let WebResponse = null;
+let WebHeaders = null;
+
+const listeners = { fetch: [], install: [] };
+
+function addEventListener(type, listener, options) {
+  if (listener === null || listener === undefined) return;
+  const list = listeners[type];
+  if (list === undefined) return; // other events never fire here
+  if (list.some((l) => l.listener === listener)) return;
+  const once = options !== null && typeof options === 'object' && options.once === true;
+  list.push({ listener, once });
+}
+
+function removeEventListener(type, listener) {
+  const list = listeners[type];
+  if (list === undefined) return;
+  const at = list.findIndex((l) => l.listener === listener);
+  if (at >= 0) list.splice(at, 1);
+}
+
+function invalidState(message) {
+  return new DOMException(message, 'InvalidStateError');
+}
+
+class ExtendableEvent extends Event {
+  constructor(type) {
+    super(type);
+    this._dispatching = true;
+    this._stopped = false;
+    this._lifetime = [];
+  }
+
+  // Extends the event's lifetime: an install event's promises must settle before the worker
+  // serves; a fetch event's keep the worker from exiting at shutdown until they settle.
+  waitUntil(promise) {
+    const p = Promise.resolve(promise);
+    if (this._lifetime !== null) this._lifetime.push(p);
+    else trackBackground(p, this);
+  }
+
+  stopImmediatePropagation() {
+    this._stopped = true;
+    super.stopImmediatePropagation();
+  }
+}
+
+class InstallEvent extends ExtendableEvent {
+  constructor(ctx) {
+    super('install');
+    this.context = ctx;
+  }
+}
+
+class FetchEvent extends ExtendableEvent {
+  constructor(ctx, req, res, head) {
+    super('fetch');
+    this._lifetime = null; // fetch events hand waitUntil() promises to the background
+    this._req = req;
+    this._res = res;
+    this._head = head;
+    this._request = null;
+    this._responded = false;
+    this._response = undefined;
+    // Not in the Service Worker API: FC's context of this invocation.
+    this.context = ctx;
+    this.requestId = ctx.requestId;
+  }
+
+  get request() {
+    if (this._request === null) this._request = webRequest(this._req, this._res, this._head);
+    return this._request;
+  }
+
+  respondWith(response) {
+    if (!this._dispatching) throw invalidState('respondWith() must be called synchronously in the fetch listener');
+    if (this._responded) throw invalidState('respondWith() was already called');
+    this._responded = true;
+    this._response = response;
+    this.stopImmediatePropagation();
+  }
+}
+
+function trackBackground(promise, event) {
+  backgroundTasks += 1;
+  promise.then(undefined, (err) => {
+    const id = event instanceof FetchEvent ? event.requestId : 'install';
+    logWorker(`request ${id}: waitUntil() promise rejected: ${err instanceof Error ? err.stack : util.inspect(err)}`);
+  }).finally(() => {
+    backgroundTasks -= 1;
+    if (shuttingDown) maybeExit();
+  });
+}
+
+// Calls the listeners of one event in order, as EventTarget does, but with their exceptions and
+// rejections handed to `onError` instead of being reported asynchronously.
+function fireEvent(event, list, onError) {
+  for (const entry of list.slice()) {
+    if (entry.once) removeEventListener(event.type, entry.listener);
+    const l = entry.listener;
+    try {
+      const result = typeof l === 'function' ? l.call(globalThis, event) : l.handleEvent(event);
+      if (isThenable(result)) result.then(undefined, onError);
+    } catch (err) {
+      onError(err);
+    }
+    if (event._stopped) break;
+  }
+  event._dispatching = false;
+}
+
+async function initAworker(codeDir, ctx) {
+  const sourceFile = env.NOSLATE_SOURCE_FILE;
+  if (!sourceFile) throw namedError('HandlerNotFound', 'NOSLATE_SOURCE_FILE is not set (sourceFile of an aworker function)');
+  const resolved = path.resolve(codeDir, sourceFile);
+  if (!fs.existsSync(resolved)) throw namedError('HandlerNotFound', `source file ${resolved} does not exist`);
+  WebRequest = globalThis.Request;
+  WebResponse = globalThis.Response;
+  WebHeaders = globalThis.Headers;
+  globalThis.addEventListener = addEventListener;
+  globalThis.removeEventListener = removeEventListener;
+  globalThis.FetchEvent = FetchEvent;
+  globalThis.ExtendableEvent = ExtendableEvent;
+  if (globalThis.self === undefined) globalThis.self = globalThis;
+  await loadModule(resolved);
+  if (listeners.fetch.length === 0) {
+    throw namedError('HandlerNotFound', `${resolved} registered no 'fetch' event listener (addEventListener('fetch', ...))`);
+  }
+  const event = new InstallEvent(ctx);
+  let failed = null;
+  fireEvent(event, listeners.install, (err) => { if (failed === null) failed = err; });
+  // waitUntil() may be called again while the first promises run: wait for those too.
+  const lifetime = event._lifetime;
+  for (let awaited = 0; failed === null && awaited < lifetime.length;) {
+    const batch = lifetime.slice(awaited);
+    awaited = lifetime.length;
+    await Promise.all(batch);
+  }
+  event._lifetime = null;
+  if (failed !== null) throw failed;
+}
+
+// The WHATWG Request of an invocation. Its body is a ReadableStream pulled from the stream's
+// Readable, so request credit goes back to the runtime only as the function reads.
+function webRequest(req, res, head) {
+  const headers = new WebHeaders();
+  for (const [name, value] of head.headers || []) {
+    try {
+      headers.append(name, value);
+    } catch {
+      // A value fetch's Headers refuses (a control character): leave it out.
+    }
+  }
+  const method = head.method || 'GET';
+  const init = { method, headers, duplex: 'half' };
+  const bodyless = method === 'GET' || method === 'HEAD';
+  if (bodyless) req.resume(); // a body on GET is not offered to the function; drain it
+  else if (!(req._bodyEnded && req.readableLength === 0)) init.body = webBody(req);
+  const controller = new AbortController();
+  init.signal = controller.signal;
+  res._onCancel = (reason) => controller.abort(new DOMException(`invocation cancelled: ${reason || 'no reason given'}`, 'AbortError'));
+  const url = head.url || '/';
+  let absolute;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) absolute = url;
+  else {
+    const host = req.headers.host;
+    absolute = `http://${typeof host === 'string' && /^[A-Za-z0-9.:[\]_-]+$/.test(host) ? host : 'localhost'}${url.startsWith('/') ? '' : '/'}${url}`;
+  }
+  try {
+    return new WebRequest(absolute, init);
+  } catch {
+    return new WebRequest(`http://localhost${url.startsWith('/') ? '' : '/'}${url}`, init);
+  }
+}
+
+// A ReadableStream over the request Readable with no buffer of its own (highWaterMark 0): a chunk
+// is taken from the Readable (returning its credit) only when the function asks for one.
+function webBody(req) {
+  let wake = null;
+  const onEvent = () => {
+    if (wake !== null) {
+      const w = wake;
+      wake = null;
+      w();
+    }
+  };
+  let listening = false;
+  const pull = (controller) => {
+    const chunk = req.read();
+    if (chunk !== null) {
+      controller.enqueue(chunk);
+      return undefined;
+    }
+    if (req.readableEnded) {
+      controller.close();
+      return undefined;
+    }
+    if (req.destroyed) {
+      controller.error(new DOMException('the invocation was cancelled', 'AbortError'));
+      return undefined;
+    }
+    if (!listening) {
+      listening = true;
+      req.on('readable', onEvent);
+      req.on('end', onEvent);
+      req.on('close', onEvent);
+    }
+    return new Promise((resolve) => { wake = resolve; }).then(() => pull(controller));
+  };
+  return new ReadableStream({
+    pull,
+    cancel() {
+      req.destroy();
+    },
+  }, { highWaterMark: 0 });
+}
+
+function serveFetch(ctx, req, res, head) {
+  const event = new FetchEvent(ctx, req, res, head);
+  const onError = (err) => fail(res, err);
+  fireEvent(event, listeners.fetch, onError);
+  if (res._done) return; // a listener threw
+  if (!event._responded) {
+    fail(res, namedError('Error', 'no fetch listener called event.respondWith() (it must be called synchronously, before any await; pass it a promise of the Response)'));
+    return;
+  }
+  const response = event._response;
+  if (response instanceof WebResponse) {
+    sendWebResponse(res, response);
+  } else {
+    Promise.resolve(response).then((r) => sendWebResponse(res, r), onError);
+  }
+}
+
+function sendWebResponse(res, response) {
+  try {
+    startWebResponse(res, response);
+  } catch (err) {
+    fail(res, err);
+  }
+}
+
+function startWebResponse(res, response) {
+  if (!(response instanceof WebResponse)) {
+    fail(res, new TypeError(`respondWith() needs a Response, got ${util.inspect(response, { depth: 0 })}`));
+    return;
+  }
+  if (res._done) {
+    if (response.body !== null) response.body.cancel().catch(() => {});
+    return;
+  }
+  res.statusCode = response.status;
+  if (response.statusText) res.statusMessage = response.statusText;
+  const headers = response.headers;
+  let cookies = null;
+  for (const [name, value] of headers) {
+    if (name === 'set-cookie') cookies = cookies || setCookies(headers, value);
+    else res.setHeader(name, value);
+  }
+  if (cookies !== null) res.setHeader('set-cookie', cookies);
+  if (response.body === null) {
+    res.end();
+    return;
+  }
+  pumpWebBody(res, response.body.getReader(), true);
+}
+
+// Every Set-Cookie value of a Headers, which iteration joins with ", " (a comma that a cookie's
+// Expires holds too). Node 20 has getSetCookie(); Node 18's undici keeps them in its header list.
+function setCookies(headers, joined) {
+  if (typeof headers.getSetCookie === 'function') return headers.getSetCookie();
+  for (const key of Object.getOwnPropertySymbols(headers)) {
+    const list = key.description === 'headers list' ? headers[key] : null;
+    if (list !== null && typeof list === 'object' && Array.isArray(list.cookies)) {
+      return list.cookies.map((c) => (Array.isArray(c) ? String(c[1]) : String(c)));
+    }
+  }
+  return [joined];
+}
+
+const TURN_END = Symbol('turn end');
+
+function turnEnd() {
+  return new Promise((resolve) => setImmediate(resolve, TURN_END));
+}
+
+function waitDrain(res) {
+  if (res.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+function asBuffer(chunk) {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (typeof chunk === 'string') return Buffer.from(chunk);
+  if (ArrayBuffer.isView(chunk)) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (chunk instanceof ArrayBuffer) return Buffer.from(chunk);
+  throw new TypeError(`a response body chunk must be a Uint8Array, got ${util.inspect(chunk, { depth: 0 })}`);
+}
+
+// Streams a web ReadableStream into the response. A body that is complete within the current
+// loop turn (a string, a buffer) goes out whole with a Content-Length; any other is streamed, each
+// chunk as soon as it is produced, within the stream's credit.
+async function pumpWebBody(res, reader, peek) {
+  let finished = false;
+  res.once('close', () => {
+    if (!finished) reader.cancel().catch(() => {});
+  });
+  try {
+    let r = await reader.read();
+    if (!r.done && peek && !res.hasHeader('content-length')) {
+      const first = asBuffer(r.value);
+      const next = reader.read();
+      const ready = await Promise.race([next, turnEnd()]);
+      if (ready !== TURN_END && ready.done) {
+        finished = true;
+        if (!res._done) res.end(first);
+        return;
+      }
+      if (res._done) return;
+      if (!res.write(first)) await waitDrain(res);
+      r = ready === TURN_END ? await next : ready;
+    }
+    while (!r.done) {
+      if (res._done) return;
+      if (!res.write(asBuffer(r.value))) await waitDrain(res);
+      r = await reader.read();
+    }
+    finished = true;
+    if (!res._done) res.end();
+  } catch (err) {
+    finished = true;
+    fail(res, err);
+    reader.cancel(err).catch(() => {});
+  }
 }
 
 // ---- Start ---------------------------------------------------------------------------------
@@ -787,4 +1464,4 @@ input.on('end', onEof);
 input.on('error', (err) => crash('read from runtime failed', err));
 output.on('error', (err) => crash('write to runtime failed', err));
 
-sendJson(0, READY, 0, { pid: process.pid, runtime: 'nodejs', version: process.version, protocol: 1 });
+sendJson(0, READY, 0, { pid: process.pid, runtime: runtimeName, version: process.version, protocol: 1 });

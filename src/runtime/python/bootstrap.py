@@ -1,0 +1,969 @@
+"""noslate Python worker bootstrap: the worker side of docs/PROTOCOL.md, stdlib only.
+
+The runtime execs `python3 [execArgv...] bootstrap.py` with the code directory as cwd, frames from
+the runtime on fd 3 and frames to the runtime on fd 4. On INIT this file imports the handler's
+module, runs the initializer, and then serves each invocation (one protocol stream) in one of two
+calling conventions, chosen by NOSLATE_HANDLER_STYLE (the profile's handlerStyle):
+
+  fc-event  FC's event handler: handler(event, context) -> str | bytes | dict | list | None,
+            with `event` the request body as bytes; the result is the 200 body (JSON for dict
+            and list).
+  fc-http   FC's HTTP handler, a WSGI app: handler(environ, start_response) -> iterable of bytes,
+            with environ['wsgi.input'] streaming the request body and environ['fc.context'] the
+            context. The body is streamed to the client as the iterable yields it.
+
+`initializer(context)` runs once, before the first request. `context` carries FC's fields as
+attributes: request_id, credentials, function, service, region, account_id, retry_count and a
+logger whose lines carry the request id.
+
+Threads: the main thread only reads frames (so CANCEL and WINDOW frames are seen at once, whatever
+the handlers do), each open stream runs its handler in a thread of its own, and frames are written
+whole under one lock. The runtime opens up to `maxActivateRequests` streams per worker, so that
+many handler calls may run at once in one process (like FC's instance concurrency); a function
+whose code is not thread-safe sets `maxActivateRequests: 1`. Frames of streams that are not
+running yet are still read and kept, within each stream's credit.
+"""
+
+import collections
+import io
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import struct
+import sys
+import threading
+import time
+import traceback
+from urllib.parse import unquote_to_bytes
+
+# ---- Wire constants (PROTOCOL.md "Framing") ------------------------------------------------------
+
+HEADER = struct.Struct("<IIBBH")
+HEADER_SIZE = HEADER.size
+MAX_PAYLOAD = 1024 * 1024
+FLAG_END = 0x01
+
+INIT = 0x01
+REQUEST_HEAD = 0x02
+REQUEST_BODY = 0x03
+CANCEL = 0x04
+WINDOW_IN = 0x05
+READY = 0x81
+INIT_DONE = 0x82
+INIT_ERROR = 0x83
+RESPONSE_HEAD = 0x84
+RESPONSE_BODY = 0x85
+RESPONSE_ERROR = 0x86
+WINDOW_OUT = 0x87
+
+INITIAL_WINDOW = 256 * 1024
+GRANT_THRESHOLD = INITIAL_WINDOW // 2
+MAX_BODY_FRAME = 64 * 1024
+U32 = struct.Struct("<I")
+
+FD_IN = int(os.environ.get("NOSLATE_IPC_IN") or 3)
+FD_OUT = int(os.environ.get("NOSLATE_IPC_OUT") or 4)
+WORKER_ID = os.environ.get("NOSLATE_WORKER_ID") or "pid-%d" % os.getpid()
+STYLE = os.environ.get("NOSLATE_HANDLER_STYLE") or "fc-event"
+THIS_FILE = os.path.abspath(__file__)
+IMPORTLIB_DIR = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
+
+
+def log_worker(message):
+    sys.stderr.write("%s [noslate worker %s] %s\n" % (_iso_now(), WORKER_ID, message))
+    sys.stderr.flush()
+
+
+def _iso_now():
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+
+
+def protocol_error(message):
+    log_worker("protocol error: " + message)
+    os._exit(1)
+
+
+# ---- Outgoing frames -----------------------------------------------------------------------------
+
+_write_lock = threading.Lock()
+
+
+def _write_all(parts):
+    """Writes every byte of `parts` to fd 4, whatever os.writev() takes at a time."""
+    views = [memoryview(p) for p in parts if len(p) > 0]
+    while views:
+        try:
+            n = os.writev(FD_OUT, views)
+        except InterruptedError:
+            continue
+        while n > 0:
+            first = views[0]
+            if n >= len(first):
+                n -= len(first)
+                views.pop(0)
+            else:
+                views[0] = first[n:]
+                n = 0
+
+
+def send_frame(stream, kind, flags=0, payload=b""):
+    header = HEADER.pack(len(payload), stream, kind, flags, 0)
+    try:
+        with _write_lock:
+            _write_all((header, payload))
+    except OSError as err:
+        log_worker("write to runtime failed: %s" % err)
+        os._exit(1)
+
+
+def send_json(stream, kind, value, flags=0):
+    send_frame(stream, kind, flags, json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+# ---- Errors --------------------------------------------------------------------------------------
+
+
+class Cancelled(BaseException):
+    """Raised in a handler thread whose invocation was cancelled (timeout, client gone).
+
+    A BaseException, so that `except Exception` in user code does not swallow it."""
+
+
+class HandlerNotFound(Exception):
+    pass
+
+
+class InitializerNotFound(Exception):
+    pass
+
+
+def _user_frames(tb):
+    """The traceback's frames without this file's and importlib's own."""
+    frames = traceback.extract_tb(tb)
+    return [
+        f
+        for f in frames
+        if os.path.abspath(f.filename) != THIS_FILE
+        and not f.filename.startswith("<frozen ")
+        and not f.filename.startswith(IMPORTLIB_DIR)
+    ]
+
+
+def error_payload(err):
+    """The PROTOCOL.md error of an exception: FC's errorMessage, errorType and stackTrace lines."""
+    frames = _user_frames(err.__traceback__)
+    lines = ["Traceback (most recent call last):"] if frames else []
+    for line in traceback.format_list(frames):
+        lines.extend(line.rstrip("\n").split("\n"))
+    lines.extend(
+        "".join(traceback.format_exception_only(type(err), err)).rstrip("\n").split("\n")
+    )
+    return {
+        "errorMessage": str(err),
+        "errorType": type(err).__name__,
+        "stackTrace": lines,
+    }
+
+
+def _format(err):
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip()
+
+
+def _location(err):
+    """'file:line' where an exception raised while importing user code comes from."""
+    if isinstance(err, SyntaxError) and err.filename:
+        return "%s:%s" % (err.filename, err.lineno)
+    frames = _user_frames(err.__traceback__)
+    if frames:
+        return "%s:%s" % (frames[-1].filename, frames[-1].lineno)
+    return None
+
+
+# ---- Context -------------------------------------------------------------------------------------
+
+
+class _Attrs(object):
+    """A read-mostly record with attribute access, as FC's context parts are."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def __repr__(self):
+        return "%s(%s)" % (
+            type(self).__name__,
+            ", ".join("%s=%r" % kv for kv in sorted(self.__dict__.items())),
+        )
+
+
+class Credentials(_Attrs):
+    pass
+
+
+class FunctionMeta(_Attrs):
+    pass
+
+
+class ServiceMeta(_Attrs):
+    pass
+
+
+_local = threading.local()
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record):
+        if not hasattr(record, "request_id"):
+            record.request_id = getattr(_local, "request_id", "")
+        return True
+
+
+def _setup_logging():
+    """FC's log format on stdout: `<time> <request id> [LEVEL] message`."""
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter("%(asctime)s %(request_id)s [%(levelname)s] %(message)s")
+    formatter.converter = time.gmtime
+    formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
+    formatter.default_msec_format = "%s.%03dZ"
+    handler.setFormatter(formatter)
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+_fc_logger = logging.getLogger("fc")
+
+
+class Context(object):
+    """FC's context, from the `context` object of the INIT payload or request head."""
+
+    def __init__(self, c, request_id):
+        c = c or {}
+        self.request_id = c.get("requestId") or request_id or ""
+        cred = c.get("credentials") or {}
+        self.credentials = Credentials(
+            access_key_id=cred.get("accessKeyId"),
+            access_key_secret=cred.get("accessKeySecret"),
+            security_token=cred.get("securityToken"),
+        )
+        fn = c.get("function") or {}
+        self.function = FunctionMeta(
+            name=fn.get("name"),
+            handler=fn.get("handler"),
+            memory=fn.get("memory"),
+            timeout=fn.get("timeout"),
+            initializer=fn.get("initializer"),
+            initialization_timeout=fn.get("initializationTimeout"),
+        )
+        svc = c.get("service") or {}
+        self.service = ServiceMeta(
+            name=svc.get("name"),
+            log_project=svc.get("logProject"),
+            log_store=svc.get("logStore"),
+            qualifier=svc.get("qualifier"),
+            version_id=svc.get("versionId"),
+        )
+        self.region = c.get("region")
+        self.account_id = c.get("accountId")
+        self.retry_count = c.get("retryCount") or 0
+        self._logger = None
+
+    @property
+    def logger(self):
+        """A logger whose lines carry this request's id (made on first use)."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(_fc_logger, {"request_id": self.request_id})
+        return self._logger
+
+
+# ---- Streams -------------------------------------------------------------------------------------
+
+
+class Stream(object):
+    """One invocation: the request body received so far, the response credit, the terminal state.
+
+    The reader thread fills it; the handler thread consumes it. `lock` guards every field and is
+    held while this stream's frames are written, so that a CANCEL's terminal frame can never
+    interleave with a body frame of the same stream."""
+
+    def __init__(self, sid, head, ended):
+        self.id = sid
+        self.head = head
+        self.lock = threading.Condition(threading.Lock())
+        self.chunks = collections.deque()
+        self.body_ended = ended
+        self.consumed = 0  # body bytes read by the handler and not yet returned as credit
+        self.credit = INITIAL_WINDOW
+        self.done = False  # the terminal frame went out
+        self.cancelled = False
+        self.head_sent = False
+        self.thread_ident = None  # the handler thread, while it runs user code
+
+    # -- request body (handler thread) --
+
+    def read_chunk(self):
+        """The next body chunk, b"" at the end (or once the response is complete: the rest of the
+        request is dropped then); raises Cancelled once the stream is cancelled."""
+        with self.lock:
+            while not self.chunks and not self.body_ended and not self.done:
+                self.lock.wait()
+            if self.cancelled:
+                raise Cancelled("the invocation was cancelled")
+            if not self.chunks:
+                return b""
+            chunk = self.chunks.popleft()
+            if not self.body_ended and not self.done:
+                self.consumed += len(chunk)
+                if self.consumed >= GRANT_THRESHOLD:
+                    send_frame(self.id, WINDOW_OUT, 0, U32.pack(self.consumed))
+                    self.consumed = 0
+            return chunk
+
+    def read_all(self):
+        parts = []
+        while True:
+            chunk = self.read_chunk()
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+
+    # -- response (handler thread) --
+
+    def send_head(self, status, headers, end=False):
+        with self.lock:
+            if self.done:
+                raise Cancelled("the invocation was cancelled")
+            self.head_sent = True
+            flags = FLAG_END if end else 0
+            if end:
+                self._close()  # first: once the frame is out, the runtime may reuse the id
+            send_json(self.id, RESPONSE_HEAD, {"status": status, "headers": headers}, flags)
+
+    def send_whole(self, status, headers, body):
+        """The whole response: head and body in one write when the body fits in one frame and
+        the credit, else head, then body within the credit."""
+        with self.lock:
+            if self.done:
+                raise Cancelled("the invocation was cancelled")
+            if len(body) > min(self.credit, MAX_BODY_FRAME):
+                whole = False
+            else:
+                whole = True
+                self.head_sent = True
+                self.credit -= len(body)
+                self._close()
+                head = json.dumps({"status": status, "headers": headers}, separators=(",", ":"))
+                head = head.encode("utf-8")
+                parts = (
+                    HEADER.pack(len(head), self.id, RESPONSE_HEAD, FLAG_END if not body else 0, 0),
+                    head,
+                )
+                if body:
+                    parts += (HEADER.pack(len(body), self.id, RESPONSE_BODY, FLAG_END, 0), body)
+                try:
+                    with _write_lock:
+                        _write_all(parts)
+                except OSError as err:
+                    log_worker("write to runtime failed: %s" % err)
+                    os._exit(1)
+        if not whole:
+            self.send_head(status, headers, end=not body)
+            if body:
+                self.send_body(body, end=True)
+
+    def send_body(self, data, end=False):
+        """Sends `data` within the credit, waiting for WINDOW frames as needed."""
+        view = memoryview(data)
+        at = 0
+        total = len(view)
+        while True:
+            with self.lock:
+                while self.credit <= 0 and not self.done and at < total:
+                    self.lock.wait()
+                if self.done:
+                    raise Cancelled("the invocation was cancelled")
+                n = min(total - at, self.credit, MAX_BODY_FRAME)
+                last = at + n == total
+                flags = FLAG_END if end and last else 0
+                if flags:
+                    self._close()  # first: once the frame is out, the runtime may reuse the id
+                if n > 0 or flags:
+                    send_frame(self.id, RESPONSE_BODY, flags, view[at : at + n])
+                self.credit -= n
+                at += n
+                if last:
+                    return
+
+    def fail(self, err):
+        """Sends the error as the terminal frame, if the stream is still open."""
+        with self.lock:
+            if self.done:
+                return False
+            self._close()
+            send_json(self.id, RESPONSE_ERROR, error_payload(err))
+            return True
+
+    def _close(self):
+        """Marks the stream done and forgets it; called just before its terminal frame is
+        written, under `lock`."""
+        self.done = True
+        self.chunks.clear()
+        self.lock.notify_all()
+        _streams.pop(self.id, None)
+
+
+_streams = {}  # id -> Stream; touched by the reader thread, and by _close under the stream's lock
+
+
+# ---- Handler threads -----------------------------------------------------------------------------
+
+_idle = []  # idle handler threads' mailboxes
+_idle_lock = threading.Lock()
+
+
+class _Mailbox(object):
+    def __init__(self):
+        self.cond = threading.Condition(threading.Lock())
+        self.task = None
+
+
+def _submit(task):
+    """Runs `task` on an idle handler thread, or a new one."""
+    with _idle_lock:
+        box = _idle.pop() if _idle else None
+    if box is None:
+        box = _Mailbox()
+        t = threading.Thread(target=_thread_main, args=(box, task), daemon=True)
+        t.start()
+        return
+    with box.cond:
+        box.task = task
+        box.cond.notify()
+
+
+def _thread_main(box, task):
+    while True:
+        try:
+            task()
+        except BaseException as err:  # noqa: BLE001 - a Cancelled landing late, or a bug here
+            if not isinstance(err, Cancelled):
+                log_worker("handler thread: %s" % _format(err))
+        with box.cond:
+            box.task = None
+            with _idle_lock:
+                _idle.append(box)
+            while box.task is None:
+                box.cond.wait()
+            task = box.task
+
+
+def _raise_in_thread(ident):
+    """Interrupts a handler that ignores cancellation: raises Cancelled in its thread at its next
+    Python instruction (not inside a blocking C call such as time.sleep)."""
+    try:
+        import ctypes
+
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(Cancelled))
+    except Exception as err:  # noqa: BLE001
+        log_worker("cannot interrupt a cancelled handler: %s" % err)
+
+
+def _clear_async_exc(ident):
+    try:
+        import ctypes
+
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _run_user(st, fn, *args):
+    """Calls user code for stream `st`, interruptible by a CANCEL."""
+    ident = threading.get_ident()
+    with st.lock:
+        if st.done:
+            raise Cancelled("the invocation was cancelled")
+        st.thread_ident = ident
+    try:
+        return fn(*args)
+    finally:
+        with st.lock:
+            interrupted = st.thread_ident is None
+            st.thread_ident = None
+        if interrupted:
+            _clear_async_exc(ident)
+
+
+# ---- Styles --------------------------------------------------------------------------------------
+
+_handler = None
+
+
+def _result_bytes(result):
+    if result is None:
+        return b""
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return bytes(result)
+    if isinstance(result, str):
+        return result.encode("utf-8")
+    if isinstance(result, (dict, list, tuple, int, float, bool)):
+        return json.dumps(result).encode("utf-8")
+    return str(result).encode("utf-8")
+
+
+def serve_event(st, ctx):
+    event = st.read_all()
+    result = _run_user(st, _handler, event, ctx)
+    body = _result_bytes(result)
+    st.send_whole(200, [["content-length", str(len(body))]], body)
+
+
+class _BodyRaw(io.RawIOBase):
+    """wsgi.input's raw stream: the request body, chunk by chunk as the runtime sends it."""
+
+    def __init__(self, st):
+        self._st = st
+        self._rest = b""
+        self._eof = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if not self._rest:
+            if self._eof:
+                return 0
+            self._rest = self._st.read_chunk()
+            if not self._rest:
+                self._eof = True
+                return 0
+        n = min(len(b), len(self._rest))
+        b[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+def _status_code(status):
+    try:
+        code = int(str(status).split(" ", 1)[0])
+    except ValueError:
+        raise ValueError("invalid WSGI status %r: expected '200 OK'" % (status,))
+    if not 100 <= code <= 999:
+        raise ValueError("invalid WSGI status %r" % (status,))
+    return code
+
+
+def _header_str(value):
+    """A WSGI header value (a native str of latin-1 characters) as sent on the wire."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
+
+
+def wsgi_environ(st, ctx):
+    head = st.head
+    url = head.get("url") or "/"
+    path, _, query = url.partition("?")
+    # PEP 3333: PATH_INFO is the decoded path, its bytes as latin-1 characters.
+    path_info = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    environ = {
+        "REQUEST_METHOD": head.get("method") or "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path_info,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "9000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": head.get("clientIp") or "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BufferedReader(_BodyRaw(st), MAX_BODY_FRAME),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "fc.context": ctx,
+        "fc.request_uri": url,
+    }
+    for name, value in head.get("headers") or []:
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+            environ.setdefault(key, value)
+            continue
+        key = "HTTP_" + key
+        if key in environ:
+            environ[key] = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
+        else:
+            environ[key] = value
+    if "HTTP_HOST" in environ:
+        host, _, port = environ["HTTP_HOST"].partition(":")
+        environ["SERVER_NAME"] = host or "localhost"
+        if port:
+            environ["SERVER_PORT"] = port
+    if not environ["REMOTE_ADDR"]:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("HTTP_X_REAL_IP") or ""
+        environ["REMOTE_ADDR"] = forwarded.split(",")[0].strip()
+    return environ
+
+
+def serve_wsgi(st, ctx):
+    environ = wsgi_environ(st, ctx)
+    state = {"status": None, "headers": None}
+
+    def start_response(status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if st.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif state["status"] is not None:
+            raise AssertionError("start_response() was already called")
+        state["status"] = _status_code(status)
+        state["headers"] = [[_header_str(k), _header_str(v)] for k, v in headers]
+        return write
+
+    def write(data):
+        if state["status"] is None:
+            raise AssertionError("write() before start_response()")
+        if not st.head_sent:
+            st.send_head(state["status"], state["headers"])
+        if data:
+            st.send_body(data)
+
+    result = _run_user(st, _handler, environ, start_response)
+    try:
+        if isinstance(result, (list, tuple)) and not st.head_sent:
+            # A whole body: one head with its length, then the body with END.
+            body = b"".join(result)
+            if state["status"] is None:
+                raise AssertionError("the WSGI app returned without calling start_response()")
+            headers = state["headers"]
+            if not any(k.lower() == "content-length" for k, _ in headers):
+                headers = headers + [["content-length", str(len(body))]]
+            st.send_whole(state["status"], headers, body)
+            return
+        iterator = iter(result)
+        while True:
+            chunk = _run_user(st, next, iterator, None)
+            if chunk is None:
+                break
+            if not chunk:
+                continue
+            if not st.head_sent:
+                if state["status"] is None:
+                    raise AssertionError("the WSGI app yielded a body before calling start_response()")
+                st.send_head(state["status"], state["headers"])
+            st.send_body(chunk)
+        if not st.head_sent:
+            if state["status"] is None:
+                raise AssertionError("the WSGI app returned without calling start_response()")
+            st.send_head(state["status"], state["headers"], end=True)
+        else:
+            st.send_body(b"", end=True)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+
+_serve = None
+
+
+def run_stream(st):
+    _local.request_id = st.head.get("requestId") or ""
+    try:
+        ctx = Context(st.head.get("context"), st.head.get("requestId"))
+        _serve(st, ctx)
+    except Cancelled:
+        pass  # the reader thread sent the terminal frame
+    except BaseException as err:  # noqa: BLE001 - SystemExit in a handler is its error too
+        if st.fail(err):
+            log_worker(
+                "request %s failed: %s"
+                % (st.head.get("requestId"), _format(err).rstrip())
+            )
+    finally:
+        _local.request_id = ""
+        _stream_finished()
+
+
+# ---- Loading user code ---------------------------------------------------------------------------
+
+
+def _split_spec(spec, not_found):
+    if not isinstance(spec, str) or "." not in spec or spec.startswith(".") or spec.endswith("."):
+        raise not_found('invalid handler %s: expected "file.function"' % json.dumps(spec))
+    module, _, name = spec.rpartition(".")
+    return module, name
+
+
+_modules = {}
+
+
+def load_module(code_dir, module, spec, not_found):
+    """Imports `module` ('index', 'dir/index' or 'pkg.mod') from the code directory."""
+    if module in _modules:
+        return _modules[module]
+    candidates = [module]
+    if "/" not in module and "." in module:
+        candidates.append(module.replace(".", "/"))
+    path = None
+    for cand in candidates:
+        for p in (os.path.join(code_dir, cand + ".py"), os.path.join(code_dir, cand, "__init__.py")):
+            if os.path.isfile(p):
+                path = p
+                break
+        if path:
+            break
+    if path is None:
+        raise not_found(
+            "cannot find module %s (for %s) in %s" % (json.dumps("./" + module + ".py"), spec, code_dir)
+        )
+    try:
+        if os.path.dirname(os.path.relpath(path, code_dir)) == "":
+            # A module at the top of the code directory, imported by name as FC does.
+            mod = importlib.import_module(os.path.splitext(os.path.basename(path))[0])
+        else:
+            # Deeper (dir/index.handler): loaded from its file.
+            name = module.strip("/").replace("/", ".")
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = mod
+            loader_spec.loader.exec_module(mod)
+    except BaseException as err:  # noqa: BLE001 - SystemExit at import is a load failure too
+        at = _location(err)
+        where = at if at is None or at.startswith(path + ":") else "%s (at %s)" % (path, at)
+        raise _LoadError(err, "failed to load %s: %s: %s" % (where or path, type(err).__name__, err))
+    _modules[module] = mod
+    return mod
+
+
+class _LoadError(Exception):
+    """Wraps an exception raised by importing user code, keeping its type name and traceback."""
+
+    def __init__(self, cause, message):
+        Exception.__init__(self, message)
+        self.cause = cause
+
+
+def load_function(code_dir, spec, not_found):
+    module, name = _split_spec(spec, not_found)
+    mod = load_module(code_dir, module, spec, not_found)
+    fn = getattr(mod, name, None)
+    if not callable(fn):
+        what = "no attribute" if fn is None else "an attribute of type %s" % type(fn).__name__
+        raise not_found(
+            "%s has %s named %s where a function is expected (for %s)"
+            % (getattr(mod, "__file__", module), what, json.dumps(name), spec)
+        )
+    return fn
+
+
+def init_error_payload(err):
+    if isinstance(err, _LoadError):
+        payload = error_payload(err.cause)
+        payload["errorMessage"] = str(err)
+        return payload
+    return error_payload(err)
+
+
+def on_init(init):
+    global _handler, _serve
+    fn = init.get("function") or {}
+    code_dir = fn.get("codeDir") or os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
+    _local.request_id = init.get("requestId") or ""
+    try:
+        styles = {"fc-event": serve_event, "fc-http": serve_wsgi}
+        if STYLE not in styles:
+            raise ValueError("unknown NOSLATE_HANDLER_STYLE %s for python3" % json.dumps(STYLE))
+        if code_dir not in sys.path:
+            sys.path.insert(0, code_dir)
+        spec = fn.get("handler") or os.environ.get("NOSLATE_HANDLER")
+        if not spec:
+            raise HandlerNotFound("the function has no handler (the profile's \"handler\")")
+        handler = load_function(code_dir, spec, HandlerNotFound)
+        init_spec = fn.get("initializer") or os.environ.get("NOSLATE_INITIALIZER")
+        if init_spec:
+            initializer = load_function(code_dir, init_spec, InitializerNotFound)
+            initializer(Context(init.get("context"), init.get("requestId")))
+        _handler = handler
+        _serve = styles[STYLE]
+        send_frame(0, INIT_DONE)
+    except BaseException as err:  # noqa: BLE001
+        log_worker("initialization failed: %s" % _format(err).rstrip())
+        send_json(0, INIT_ERROR, init_error_payload(err))
+    finally:
+        _local.request_id = ""
+
+
+# ---- Incoming frames -----------------------------------------------------------------------------
+
+_shutting_down = False
+_open_count = 0  # streams whose handler has not finished
+_open_lock = threading.Condition(threading.Lock())
+
+
+def _stream_finished():
+    global _open_count
+    with _open_lock:
+        _open_count -= 1
+        _open_lock.notify_all()
+
+
+def on_request_head(sid, flags, payload):
+    global _open_count
+    if _serve is None:
+        protocol_error("REQUEST_HEAD for stream %d before INIT_DONE" % sid)
+    if sid == 0 or sid in _streams:
+        protocol_error("REQUEST_HEAD reuses open stream id %d" % sid)
+    head = json.loads(payload.decode("utf-8"))
+    st = Stream(sid, head, bool(flags & FLAG_END))
+    _streams[sid] = st
+    with _open_lock:
+        _open_count += 1
+    _submit(lambda: run_stream(st))
+
+
+def on_request_body(sid, flags, payload):
+    st = _streams.get(sid)
+    if st is None:
+        return  # answered or cancelled: the rest of the request is ignored
+    with st.lock:
+        if st.done or st.body_ended:
+            return
+        if payload:
+            st.chunks.append(payload)
+        if flags & FLAG_END:
+            st.body_ended = True
+        st.lock.notify_all()
+
+
+def on_window(sid, increment):
+    st = _streams.get(sid)
+    if st is None:
+        return
+    with st.lock:
+        st.credit += increment
+        st.lock.notify_all()
+
+
+def on_cancel(sid, payload):
+    st = _streams.get(sid)
+    if st is None:
+        return  # the terminal frame already went out
+    reason = None
+    if payload:
+        try:
+            reason = json.loads(payload.decode("utf-8")).get("reason")
+        except Exception:  # noqa: BLE001
+            pass
+    with st.lock:
+        if st.done:
+            return
+        st.cancelled = True
+        st._close()
+        send_json(
+            sid,
+            RESPONSE_ERROR,
+            {
+                "errorMessage": "invocation cancelled: %s" % (reason or "no reason given"),
+                "errorType": "Cancelled",
+                "stackTrace": [],
+            },
+        )
+        # Under the lock: the handler thread clears a pending interruption when it leaves user
+        # code, so one set here can never land in its next task.
+        if st.thread_ident is not None:
+            _raise_in_thread(st.thread_ident)
+            st.thread_ident = None
+
+
+def dispatch(kind, sid, flags, payload):
+    if kind == REQUEST_HEAD:
+        on_request_head(sid, flags, payload)
+    elif kind == REQUEST_BODY:
+        on_request_body(sid, flags, payload)
+    elif kind == WINDOW_IN:
+        if len(payload) < 4:
+            protocol_error("WINDOW frame of %d bytes" % len(payload))
+        on_window(sid, U32.unpack_from(payload)[0])
+    elif kind == CANCEL:
+        on_cancel(sid, payload)
+    elif kind == INIT:
+        on_init(json.loads(payload.decode("utf-8")))
+    else:
+        protocol_error("unknown frame kind 0x%x" % kind)
+
+
+def read_loop():
+    """Reads frames from fd 3 until EOF; partial reads of a frame are buffered."""
+    buf = bytearray()
+    while True:
+        try:
+            data = os.read(FD_IN, 256 * 1024)
+        except InterruptedError:
+            continue
+        except OSError as err:
+            log_worker("read from runtime failed: %s" % err)
+            os._exit(1)
+        if not data:
+            if buf:
+                protocol_error("EOF inside a frame (%d bytes buffered)" % len(buf))
+            return
+        buf += data
+        at = 0
+        end = len(buf)
+        frames = []
+        with memoryview(buf) as view:
+            while end - at >= HEADER_SIZE:
+                length, sid, kind, flags, _ = HEADER.unpack_from(buf, at)
+                if length > MAX_PAYLOAD:
+                    protocol_error("frame payload of %d bytes exceeds 1 MiB" % length)
+                frame_end = at + HEADER_SIZE + length
+                if frame_end > end:
+                    break
+                frames.append((kind, sid, flags, view[at + HEADER_SIZE : frame_end].tobytes()))
+                at = frame_end
+        if at:
+            del buf[:at]
+        for frame in frames:
+            dispatch(*frame)
+
+
+def main():
+    # stdout and stderr are log files: write lines as they come rather than in 8 KiB blocks.
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
+    except Exception:  # noqa: BLE001
+        pass
+    # The code directory, not this file's, is where `import` looks first.
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(THIS_FILE):
+        sys.path.pop(0)
+    _setup_logging()
+    send_json(
+        0,
+        READY,
+        {
+            "pid": os.getpid(),
+            "runtime": "python3",
+            "version": "%d.%d.%d" % sys.version_info[:3],
+            "protocol": 1,
+        },
+    )
+    read_loop()
+    # EOF: the runtime has no stream open on this worker; let running handlers finish.
+    with _open_lock:
+        while _open_count > 0 and any(not st.done for st in list(_streams.values())):
+            _open_lock.wait(0.1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1313 @@
+//! One conformance suite for every worker runtime and handler style (issue 5, item 8).
+//!
+//! The same cases run against each style, through the real binary and real workers:
+//!
+//! | style | runtime | calling convention | fixture |
+//! |---|---|---|---|
+//! | `node_noslate` | `nodejs` | Noslate's `handler(ctx, req, res)` | `conformance/node-noslate` |
+//! | `node_fc_event` | `nodejs` | FC's `handler(event, context[, callback])` | `conformance/node-fc-event` |
+//! | `node_fc_http` | `nodejs` | FC's `handler(req, resp, context)` | `conformance/node-fc-http` |
+//! | `aworker` | `aworker` | `addEventListener('fetch', ...)` | `conformance/aworker` |
+//! | `python_event` | `python3` | FC's `handler(event, context)` | `conformance/python-event` |
+//! | `python_wsgi` | `python3` | WSGI `handler(environ, start_response)` | `conformance/python-wsgi` |
+//!
+//! Every case is a test in every style's module (`node_noslate::echo`, `python_wsgi::stream`,
+//! ...), generated from one list, so no pair can go missing. A style that cannot support a case
+//! says so in [`SKIPS`], with the reason; its test then checks that limitation instead (for
+//! example that an event handler's answer is always 200, sent whole), and
+//! `skips_are_exactly_the_documented_limitations` asserts the list itself. The fixtures'
+//! contract is in tests/fixtures/conformance/README.md.
+//!
+//! The last section drives the bootstraps directly over their pipes, one byte per write, to
+//! check the framing under partial reads and the credit windows in both directions.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    Client, Framing, MIB, Noslate, Pattern, PatternCheck, Req, Response, assert_function_error,
+    fixture_dir, require_node, require_python,
+};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Styles and cases
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    NodeNoslate,
+    NodeFcEvent,
+    NodeFcHttp,
+    Aworker,
+    PythonEvent,
+    PythonWsgi,
+}
+
+const STYLES: [Style; 6] = [
+    Style::NodeNoslate,
+    Style::NodeFcEvent,
+    Style::NodeFcHttp,
+    Style::Aworker,
+    Style::PythonEvent,
+    Style::PythonWsgi,
+];
+
+impl Style {
+    /// The style's name, also its fixture directory under `tests/fixtures/conformance`.
+    fn name(self) -> &'static str {
+        match self {
+            Style::NodeNoslate => "node-noslate",
+            Style::NodeFcEvent => "node-fc-event",
+            Style::NodeFcHttp => "node-fc-http",
+            Style::Aworker => "aworker",
+            Style::PythonEvent => "python-event",
+            Style::PythonWsgi => "python-wsgi",
+        }
+    }
+
+    fn runtime(self) -> &'static str {
+        match self {
+            Style::NodeNoslate | Style::NodeFcEvent | Style::NodeFcHttp => "nodejs",
+            Style::Aworker => "aworker",
+            Style::PythonEvent | Style::PythonWsgi => "python3",
+        }
+    }
+
+    /// `handlerStyle` in the profile (aworker has none).
+    fn handler_style(self) -> Option<&'static str> {
+        match self {
+            Style::NodeNoslate => Some("noslate"),
+            Style::NodeFcEvent | Style::PythonEvent => Some("fc-event"),
+            Style::NodeFcHttp | Style::PythonWsgi => Some("fc-http"),
+            Style::Aworker => None,
+        }
+    }
+
+    /// FC event functions are called with `POST /invoke/NAME`; the others with HTTP-trigger
+    /// requests.
+    fn is_event(self) -> bool {
+        matches!(self, Style::NodeFcEvent | Style::PythonEvent)
+    }
+
+    fn is_python(self) -> bool {
+        matches!(self, Style::PythonEvent | Style::PythonWsgi)
+    }
+
+    /// The fixture file user frames of a stack trace are in.
+    fn main_file(self) -> &'static str {
+        match self {
+            Style::Aworker => "main.js",
+            Style::PythonEvent | Style::PythonWsgi => "index.py",
+            _ => "index.js",
+        }
+    }
+
+    fn ext(self) -> &'static str {
+        if self.is_python() { "py" } else { "js" }
+    }
+
+    /// Where the broken code of the bad-input cases lives.
+    fn bad_dir(self) -> &'static str {
+        match self {
+            Style::Aworker => "aworker-bad",
+            Style::PythonEvent | Style::PythonWsgi => "python-bad",
+            _ => "node-bad",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Echo,
+    Status,
+    Init,
+    Error,
+    Stream,
+    BigBody,
+    Concurrency,
+    Env,
+    Timeout,
+    SyntaxError,
+    MissingFile,
+    NotAFunction,
+    ImportError,
+}
+
+const CASES: [Case; 13] = [
+    Case::Echo,
+    Case::Status,
+    Case::Init,
+    Case::Error,
+    Case::Stream,
+    Case::BigBody,
+    Case::Concurrency,
+    Case::Env,
+    Case::Timeout,
+    Case::SyntaxError,
+    Case::MissingFile,
+    Case::NotAFunction,
+    Case::ImportError,
+];
+
+impl Case {
+    /// The case's name: the fixture export (and `CONF_CASE` for aworker).
+    fn name(self) -> &'static str {
+        match self {
+            Case::Echo => "echo",
+            Case::Status => "status",
+            Case::Init => "init",
+            Case::Error => "error",
+            Case::Stream => "stream",
+            Case::BigBody => "bigbody",
+            Case::Concurrency => "concurrency",
+            Case::Env => "env",
+            Case::Timeout => "timeout",
+            Case::SyntaxError => "syntax_error",
+            Case::MissingFile => "missing_file",
+            Case::NotAFunction => "not_a_function",
+            Case::ImportError => "import_error",
+        }
+    }
+}
+
+const EVENT_STATUS: &str = "an FC event handler returns only a body: the invocation answers 200 \
+    with x-fc-status: 200, and there is no status or header for the function to set";
+const EVENT_STREAM: &str = "an FC event handler's result is one value: the response goes out \
+    whole, with a Content-Length, when the handler has returned";
+const AWORKER_MISSING: &str = "an aworker function's sourceFile is checked when the profiles \
+    load: the runtime refuses to start (exit status 2) and names the file";
+
+/// The (style, case) pairs that cannot run, and why. Each one's test checks the limitation.
+const SKIPS: &[(Style, Case, &str)] = &[
+    (Style::NodeFcEvent, Case::Status, EVENT_STATUS),
+    (Style::PythonEvent, Case::Status, EVENT_STATUS),
+    (Style::NodeFcEvent, Case::Stream, EVENT_STREAM),
+    (Style::PythonEvent, Case::Stream, EVENT_STREAM),
+    (Style::Aworker, Case::MissingFile, AWORKER_MISSING),
+];
+
+fn skip_reason(style: Style, case: Case) -> Option<&'static str> {
+    SKIPS
+        .iter()
+        .find(|(s, c, _)| *s == style && *c == case)
+        .map(|(_, _, why)| *why)
+}
+
+#[test]
+fn skips_are_exactly_the_documented_limitations() {
+    // Exactly these pairs are skipped: the event styles have no status, headers or streaming,
+    // and aworker's missing source file never reaches a worker. Everything else must run.
+    let expected = [
+        ("node-fc-event", "status"),
+        ("python-event", "status"),
+        ("node-fc-event", "stream"),
+        ("python-event", "stream"),
+        ("aworker", "missing_file"),
+    ];
+    let mut listed: Vec<(&str, &str)> =
+        SKIPS.iter().map(|(s, c, _)| (s.name(), c.name())).collect();
+    let mut want = expected.to_vec();
+    listed.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(listed, want, "the skip list changed");
+    for (style, case, why) in SKIPS {
+        assert!(
+            why.len() > 20,
+            "{}/{}: a skip needs a reason",
+            style.name(),
+            case.name()
+        );
+    }
+    // The matrix, for the log.
+    let mut table = String::from("style           ");
+    for case in CASES {
+        table.push_str(&format!(" {:>14}", case.name()));
+    }
+    for style in STYLES {
+        table.push_str(&format!("\n{:<16}", style.name()));
+        for case in CASES {
+            let mark = if skip_reason(style, case).is_some() {
+                "skip"
+            } else {
+                "run"
+            };
+            table.push_str(&format!(" {mark:>14}"));
+        }
+    }
+    eprintln!("{table}");
+    let runnable = STYLES.len() * CASES.len() - SKIPS.len();
+    assert_eq!(runnable, 73);
+}
+
+/// Runs one cell of the matrix.
+fn run(style: Style, case: Case) {
+    if style.is_python() {
+        require_python();
+    }
+    if let Some(why) = skip_reason(style, case) {
+        eprintln!(
+            "SKIP {}/{}: {why}; checking that limitation instead",
+            style.name(),
+            case.name()
+        );
+        check_limitation(style, case);
+        return;
+    }
+    match case {
+        Case::Echo => echo(style),
+        Case::Status => status(style),
+        Case::Init => init(style),
+        Case::Error => error(style),
+        Case::Stream => stream(style),
+        Case::BigBody => big_body(style),
+        Case::Concurrency => concurrency(style),
+        Case::Env => env(style),
+        Case::Timeout => timeout(style),
+        Case::SyntaxError => bad_input(style, case, "bad_syntax", "handler", &[":4"]),
+        Case::ImportError => bad_input(style, case, "bad_import", "handler", &[":4"]),
+        Case::MissingFile => bad_input(style, case, "nonexistent", "handler", &[]),
+        Case::NotAFunction => match style {
+            Style::Aworker => bad_input(style, case, "no_listener", "", &["fetch"]),
+            _ if style.is_python() => {
+                bad_input(style, case, "index", "not_a_function", &["not_a_function"])
+            }
+            _ => bad_input(style, case, "index", "notAFunction", &["notAFunction"]),
+        },
+    }
+}
+
+macro_rules! style_tests {
+    ($module:ident, $style:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn echo() {
+                run($style, Case::Echo);
+            }
+            #[test]
+            fn status() {
+                run($style, Case::Status);
+            }
+            #[test]
+            fn init() {
+                run($style, Case::Init);
+            }
+            #[test]
+            fn error() {
+                run($style, Case::Error);
+            }
+            #[test]
+            fn stream() {
+                run($style, Case::Stream);
+            }
+            #[test]
+            fn bigbody() {
+                run($style, Case::BigBody);
+            }
+            #[test]
+            fn concurrency() {
+                run($style, Case::Concurrency);
+            }
+            #[test]
+            fn env() {
+                run($style, Case::Env);
+            }
+            #[test]
+            fn timeout() {
+                run($style, Case::Timeout);
+            }
+            #[test]
+            fn syntax_error() {
+                run($style, Case::SyntaxError);
+            }
+            #[test]
+            fn missing_file() {
+                run($style, Case::MissingFile);
+            }
+            #[test]
+            fn not_a_function() {
+                run($style, Case::NotAFunction);
+            }
+            #[test]
+            fn import_error() {
+                run($style, Case::ImportError);
+            }
+        }
+    };
+}
+
+style_tests!(node_noslate, Style::NodeNoslate);
+style_tests!(node_fc_event, Style::NodeFcEvent);
+style_tests!(node_fc_http, Style::NodeFcHttp);
+style_tests!(aworker, Style::Aworker);
+style_tests!(python_event, Style::PythonEvent);
+style_tests!(python_wsgi, Style::PythonWsgi);
+
+// ---------------------------------------------------------------------------------------------
+// Profiles and requests
+
+fn fn_name(style: Style, case: Case) -> String {
+    format!("{}-{}", style.name(), case.name().replace('_', "-"))
+}
+
+/// The case's function: the style's fixture, export `index.<case>` (aworker: `main.js` with
+/// `CONF_CASE`), the fixture initializer, one worker taking up to 4 requests at once.
+fn profile(style: Style, case: Case) -> Value {
+    let mut p = json!({
+        "name": fn_name(style, case),
+        "runtime": style.runtime(),
+        "url": fixture_dir(&format!("conformance/{}", style.name())),
+        "signature": "conformance",
+        "environments": [
+            {"key": "CONF_ENV", "value": "conf-value"},
+            {"key": "CONF_CASE", "value": case.name()}
+        ],
+        "worker": {
+            "reservationCount": 1,
+            "replicaCountLimit": 1,
+            "maxActivateRequests": 4,
+            "initializationTimeout": 10000
+        },
+        // Room for a 32 MiB body held whole (event styles), while several functions fit the
+        // default memory pool (1 GiB).
+        "resourceLimit": {"memory": 256 << 20}
+    });
+    if let Some(handler_style) = style.handler_style() {
+        p["handlerStyle"] = json!(handler_style);
+    }
+    if style == Style::Aworker {
+        p["sourceFile"] = json!("main.js");
+    } else {
+        p["handler"] = json!(format!("index.{}", case.name()));
+        p["initializer"] = json!("index.initializer");
+    }
+    p
+}
+
+fn start(style: Style, case: Case) -> Noslate {
+    Noslate::start(&json!([profile(style, case)]))
+}
+
+/// A request to the case's function as its style is called: `POST /invoke/NAME` for the event
+/// styles (whatever `method`), otherwise an HTTP-trigger request to `/conf/path?q=1&q=2`.
+fn request(style: Style, case: Case, method: &str, body: &[u8]) -> Req {
+    let name = fn_name(style, case);
+    if style.is_event() {
+        Req::new("POST", &format!("/invoke/{name}")).body(body)
+    } else {
+        Req::new(method, "/conf/path?q=1&q=2")
+            .header("x-noslate-function", &name)
+            .body(body)
+    }
+}
+
+/// A successful answer: 200, and for event invocations `x-fc-status: 200`.
+#[track_caller]
+fn assert_ok(style: Style, resp: &Response) {
+    assert_eq!(resp.status, 200, "status; body: {}", resp.brief());
+    if style.is_event() {
+        assert_eq!(
+            resp.header("x-fc-status"),
+            Some("200"),
+            "{:?}",
+            resp.headers
+        );
+    }
+}
+
+fn stack_text(body: &Value) -> String {
+    body["stackTrace"]
+        .as_array()
+        .unwrap_or_else(|| panic!("stackTrace is not an array in {body}"))
+        .iter()
+        .map(|l| l.as_str().expect("stackTrace lines are strings"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases
+
+fn echo(style: Style) {
+    let case = Case::Echo;
+    let ns = start(style, case);
+    let req = request(style, case, "POST", b"hello conformance")
+        .header("x-conf", "abc")
+        .header("x-fc-request-id", "conf-request-1");
+    let resp = ns.send(&req);
+    assert_ok(style, &resp);
+    let v = resp.json();
+    assert_eq!(v["body"], "hello conformance", "{v}");
+    assert_eq!(v["requestId"], "conf-request-1", "{v}");
+    assert_eq!(v["functionName"], fn_name(style, case), "{v}");
+    if style.is_event() {
+        // An event handler sees the body and the context, no HTTP request.
+        for key in ["method", "path", "query", "header"] {
+            assert!(v[key].is_null(), "{key} in {v}");
+        }
+    } else {
+        assert_eq!(v["method"], "POST", "{v}");
+        assert_eq!(v["path"], "/conf/path", "{v}");
+        assert_eq!(v["query"], "q=1&q=2", "{v}");
+        assert_eq!(v["header"], "abc", "{v}");
+    }
+    if style == Style::NodeFcHttp {
+        assert_eq!(v["queries"], json!({"q": ["1", "2"]}), "{v}");
+    }
+}
+
+fn status(style: Style) {
+    let case = Case::Status;
+    let ns = start(style, case);
+    let resp = ns.send(&request(style, case, "GET", b""));
+    assert_eq!(resp.status, 201, "body: {}", resp.brief());
+    assert_eq!(
+        resp.header("x-conf-status"),
+        Some("set"),
+        "{:?}",
+        resp.headers
+    );
+    assert_eq!(
+        resp.header_all("set-cookie"),
+        ["a=1", "b=2"],
+        "{:?}",
+        resp.headers
+    );
+    assert_eq!(resp.text(), "created");
+    if style == Style::NodeFcHttp {
+        assert_eq!(resp.header("x-conf-deleted"), None, "deleteHeader");
+    }
+}
+
+fn init(style: Style) {
+    let case = Case::Init;
+    let ns = start(style, case);
+    for _ in 0..2 {
+        let resp = ns.send(&request(style, case, "POST", b"x"));
+        assert_ok(style, &resp);
+        assert_eq!(
+            resp.json(),
+            json!({"initCount": 1}),
+            "the initializer ran once, first"
+        );
+    }
+}
+
+fn error(style: Style) {
+    let case = Case::Error;
+    let ns = start(style, case);
+    for _ in 0..2 {
+        // Twice: a function error leaves the worker serving.
+        let resp = ns.send(&request(style, case, "POST", b"x"));
+        let body = assert_function_error(&resp, "ConfError");
+        let message = body["errorMessage"].as_str().unwrap();
+        assert!(message.contains("conf boom"), "errorMessage {message:?}");
+        let stack = stack_text(&body);
+        let thrower = if style.is_python() {
+            "conf_fail"
+        } else {
+            "confFail"
+        };
+        assert!(
+            stack.contains(style.main_file()) && stack.contains(thrower),
+            "the stack names {} and {thrower}:\n{stack}",
+            style.main_file()
+        );
+        assert!(
+            !stack.contains("bootstrap."),
+            "the stack shows the bootstrap's own frames:\n{stack}"
+        );
+    }
+}
+
+fn stream(style: Style) {
+    let case = Case::Stream;
+    let ns = start(style, case);
+    let marker = ns.dir().join("stream-marker");
+    let req = request(style, case, "GET", b"").header("x-conf-marker", marker.to_str().unwrap());
+    let mut c = ns.client();
+    c.send(&req.to_bytes());
+    // The function writes `first`, then waits for the marker before it writes `second` and ends.
+    // The marker is only created once `first` has arrived here: the first chunk must reach the
+    // client while the function is still running.
+    let mut seen = Vec::new();
+    let mut marked = false;
+    let resp = c.read_response_with(false, &mut |piece| {
+        seen.extend_from_slice(piece);
+        if !marked && seen.starts_with(b"first\n") {
+            fs::write(&marker, b"go").unwrap();
+            marked = true;
+        }
+    });
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        "first\nsecond\n",
+        "the function saw the marker only after the client got the first chunk"
+    );
+    assert_eq!(resp.framing, Framing::Chunked, "{:?}", resp.headers);
+}
+
+fn big_body(style: Style) {
+    let case = Case::BigBody;
+    let ns = start(style, case);
+    let len = 32 * MIB;
+    let seed = 0x5eed_0032;
+    let mut c = ns.client();
+    let head = request(style, case, "POST", b"")
+        .header("Content-Length", len.to_string())
+        .head_bytes();
+    c.send(&head);
+    let mut w = c.stream().try_clone().unwrap();
+    let writer = thread::spawn(move || Pattern::new(seed).write_to(&mut w, len).unwrap());
+    let mut check = PatternCheck::new(seed);
+    let started = Instant::now();
+    let resp = c.read_response_with(false, &mut |b| check.feed(b));
+    writer.join().unwrap();
+    assert_ok(style, &resp);
+    assert_eq!(check.received, u64::try_from(len).unwrap(), "bytes echoed");
+    assert_eq!(check.first_mismatch, None, "first wrong byte of the echo");
+    eprintln!(
+        "{}: 32 MiB up and back in {:?}",
+        style.name(),
+        started.elapsed()
+    );
+}
+
+fn concurrency(style: Style) {
+    let case = Case::Concurrency;
+    let ns = start(style, case);
+    let port = ns.port();
+    // Four requests at once; each waits in the function until all four have arrived in the
+    // same process. They can only all succeed if one worker runs them concurrently.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = Client::connect(port);
+                c.request(&request(style, case, "POST", b"x"))
+            })
+        })
+        .collect();
+    let answers: Vec<Value> = calls
+        .into_iter()
+        .map(|t| {
+            let resp = t.join().unwrap();
+            assert_ok(style, &resp);
+            resp.json()
+        })
+        .collect();
+    for a in &answers {
+        assert_eq!(
+            a["reached"], true,
+            "all four were in the function at once: {a}"
+        );
+        assert_eq!(a["pid"], answers[0]["pid"], "one worker: {answers:?}");
+    }
+}
+
+fn env(style: Style) {
+    let case = Case::Env;
+    let ns = start(style, case);
+    let resp = ns.send(&request(style, case, "POST", b"x"));
+    assert_ok(style, &resp);
+    let v = resp.json();
+    assert_eq!(v["env"], "conf-value", "{v}");
+    let cwd = PathBuf::from(v["cwd"].as_str().unwrap());
+    let code_dir = fixture_dir(&format!("conformance/{}", style.name()));
+    assert_eq!(
+        cwd.canonicalize().unwrap(),
+        code_dir.canonicalize().unwrap(),
+        "the worker's cwd is its code directory"
+    );
+}
+
+fn timeout(style: Style) {
+    let case = Case::Timeout;
+    let ns = start(style, case);
+    let started = Instant::now();
+    let resp =
+        ns.send(&request(style, case, "POST", b"sleep").header("x-fc-function-timeout", "1"));
+    let took = started.elapsed();
+    assert_function_error(&resp, "FunctionTimeout");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "the deadline of 1 s was kept: {took:?}"
+    );
+    // The function keeps serving.
+    let resp = ns.send(&request(style, case, "POST", b"quick"));
+    assert_ok(style, &resp);
+    assert_eq!(resp.text(), "quick");
+}
+
+/// Broken code: every request fails with a function error whose message names the file (and
+/// each of `needles`, e.g. the line), and the runtime keeps serving its other functions.
+fn bad_input(style: Style, case: Case, file: &str, export: &str, needles: &[&str]) {
+    let mut bad = profile(style, case);
+    bad["url"] = json!(fixture_dir(&format!("conformance/{}", style.bad_dir())));
+    let filename = format!("{file}.{}", style.ext());
+    if style == Style::Aworker {
+        bad["sourceFile"] = json!(filename);
+    } else {
+        bad["handler"] = json!(format!("{file}.{export}"));
+        bad.as_object_mut().unwrap().remove("initializer");
+    }
+    let good = profile(style, Case::Echo);
+    let ns = Noslate::start(&json!([bad, good]));
+    for _ in 0..2 {
+        let resp = ns.send(&request(style, case, "POST", b"x"));
+        assert_eq!(resp.status, 404, "body: {}", resp.brief());
+        assert_eq!(resp.header("x-fc-status"), Some("404"));
+        let body = resp.json();
+        let message = body["errorMessage"].as_str().unwrap_or_default();
+        let wanted_file = if case == Case::MissingFile {
+            file.to_owned()
+        } else {
+            filename.clone()
+        };
+        assert!(
+            message.contains(&wanted_file),
+            "the error names {wanted_file}: {body}"
+        );
+        for needle in needles {
+            let needle = if needle.starts_with(':') {
+                format!("{filename}{needle}")
+            } else {
+                (*needle).to_owned()
+            };
+            assert!(
+                message.contains(&needle),
+                "the error names {needle}: {body}"
+            );
+        }
+    }
+    let resp = ns.send(&request(style, Case::Echo, "POST", b"still here"));
+    assert_ok(style, &resp);
+    assert_eq!(resp.json()["body"], "still here");
+}
+
+/// What a skipped pair checks instead: that the limitation is real and behaves as documented.
+fn check_limitation(style: Style, case: Case) {
+    match (style, case) {
+        (Style::NodeFcEvent | Style::PythonEvent, Case::Status) => {
+            let ns = start(style, Case::Echo);
+            let resp = ns.send(&request(style, Case::Echo, "POST", b"x"));
+            assert_ok(style, &resp);
+        }
+        (Style::NodeFcEvent | Style::PythonEvent, Case::Stream) => {
+            let ns = start(style, Case::Stream);
+            let resp = ns.send(&request(style, Case::Stream, "POST", b""));
+            assert_ok(style, &resp);
+            assert_eq!(resp.text(), "first\nsecond\n");
+            assert_eq!(resp.framing, Framing::Length(13), "sent whole");
+        }
+        (Style::Aworker, Case::MissingFile) => {
+            let mut p = profile(style, case);
+            p["sourceFile"] = json!("nonexistent.js");
+            let exited = Noslate::builder().functions(&json!([p])).run_to_exit();
+            assert_eq!(exited.status.code(), Some(2), "stderr: {}", exited.stderr);
+            assert!(
+                exited.stderr.contains("nonexistent.js"),
+                "names the file: {}",
+                exited.stderr
+            );
+        }
+        _ => panic!("no limitation check for {style:?}/{case:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Style-specific behaviour beyond the shared cases
+
+fn aworker_fixture(dir: &Path, source: &str) -> Value {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("main.js"), source).unwrap();
+    json!({
+        "name": "aw",
+        "runtime": "aworker",
+        "url": dir,
+        "sourceFile": "main.js",
+        "signature": "t",
+        "worker": {"reservationCount": 1, "replicaCountLimit": 1, "maxActivateRequests": 4},
+        "resourceLimit": {"memory": 128 << 20}
+    })
+}
+
+#[test]
+fn aworker_uncaught_exception_fails_open_requests_with_its_stack() {
+    let dir = common::TempDir::new();
+    let p = aworker_fixture(
+        dir.path(),
+        r"
+        function explode() { throw new RangeError('uncaught on purpose'); }
+        addEventListener('fetch', (event) => {
+          if (event.request.url.endsWith('/boom')) {
+            setTimeout(explode, 10); // escapes every handler
+            event.respondWith(new Promise(() => {}));
+            return;
+          }
+          event.respondWith(new Response('pid ' + process.pid));
+        });
+        ",
+    );
+    let ns = Noslate::start(&json!([p]));
+    let resp = ns.send(&Req::new("GET", "/boom").header("x-noslate-function", "aw"));
+    let body = assert_function_error(&resp, "RangeError");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("uncaught on purpose"),
+        "{body}"
+    );
+    assert!(stack_text(&body).contains("explode"), "{body}");
+    // The worker exits after reporting; once the runtime has seen that, it starts another.
+    common::wait_until(Duration::from_secs(10), "the worker exited", || {
+        ns.stderr_lines()
+            .iter()
+            .any(|l| l.contains("w=aw-1") && l.contains("exited"))
+    });
+    let resp = ns.send(&Req::new("GET", "/ok").header("x-noslate-function", "aw"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+}
+
+#[test]
+fn aworker_without_respond_with_is_a_function_error() {
+    let dir = common::TempDir::new();
+    let p = aworker_fixture(dir.path(), "addEventListener('fetch', () => {});");
+    let ns = Noslate::start(&json!([p]));
+    let resp = ns.send(&Req::new("GET", "/").header("x-noslate-function", "aw"));
+    let body = assert_function_error(&resp, "Error");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("respondWith"),
+        "{body}"
+    );
+}
+
+#[test]
+fn aworker_request_signal_aborts_on_timeout_and_wait_until_runs_on() {
+    let dir = common::TempDir::new();
+    let marker = dir.path().join("aborted");
+    let after = dir.path().join("after");
+    let source = format!(
+        r"
+        const fs = require('fs');
+        addEventListener('fetch', (event) => {{
+          const request = event.request;
+          if (request.url.endsWith('/hang')) {{
+            request.signal.addEventListener('abort', () => fs.writeFileSync({marker:?}, 'x'));
+            event.respondWith(new Promise(() => {{}}));
+            return;
+          }}
+          event.waitUntil(new Promise((resolve) => setTimeout(resolve, 100))
+            .then(() => fs.writeFileSync({after:?}, 'x')));
+          event.respondWith(new Response('now'));
+        }});
+        "
+    );
+    let p = aworker_fixture(&dir.path().join("code"), &source);
+    let ns = Noslate::start(&json!([p]));
+    let resp = ns.send(
+        &Req::new("GET", "/hang")
+            .header("x-noslate-function", "aw")
+            .header("x-fc-function-timeout", "1"),
+    );
+    assert_function_error(&resp, "FunctionTimeout");
+    common::wait_until(Duration::from_secs(5), "request.signal aborted", || {
+        marker.exists()
+    });
+    let resp = ns.send(&Req::new("GET", "/bg").header("x-noslate-function", "aw"));
+    assert_eq!(resp.text(), "now");
+    assert!(!after.exists(), "waitUntil work runs after the response");
+    common::wait_until(Duration::from_secs(5), "waitUntil work done", || {
+        after.exists()
+    });
+}
+
+#[test]
+fn fc_event_callback_error_and_thrown_string_are_function_errors() {
+    let dir = common::TempDir::new();
+    fs::write(
+        dir.path().join("index.js"),
+        r"
+        exports.cb = (event, context, callback) => callback(new TypeError('via callback'));
+        exports.str = async () => { throw 'just a string'; };
+        exports.buf = (event, context, callback) => callback(null, Buffer.from([0, 1, 2, 255]));
+        ",
+    )
+    .unwrap();
+    let mk = |name: &str| {
+        json!({
+            "name": name, "runtime": "nodejs", "handlerStyle": "fc-event", "url": dir.path(),
+            "handler": format!("index.{name}"), "signature": "t",
+            "worker": {"reservationCount": 0, "replicaCountLimit": 1},
+            "resourceLimit": {"memory": 128 << 20}
+        })
+    };
+    let ns = Noslate::start(&json!([mk("cb"), mk("str"), mk("buf")]));
+    let resp = ns.send(&Req::new("POST", "/invoke/cb").body(b"x"));
+    assert_function_error(&resp, "TypeError");
+    let resp = ns.send(&Req::new("POST", "/invoke/str").body(b"x"));
+    let body = assert_function_error(&resp, "Error");
+    assert_eq!(body["errorMessage"], "just a string");
+    let resp = ns.send(&Req::new("POST", "/invoke/buf").body(b"x"));
+    assert_eq!(resp.body, [0, 1, 2, 255]);
+}
+
+#[test]
+fn python_wsgi_environ_and_input_follow_pep_3333() {
+    require_python();
+    let dir = common::TempDir::new();
+    fs::write(
+        dir.path().join("app.py"),
+        r#"
+import json
+
+def handler(environ, start_response):
+    inp = environ["wsgi.input"]
+    first = inp.readline()
+    rest = [line for line in inp]
+    keys = sorted(k for k in environ if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH"))
+    start_response("202 Accepted", [("Content-Type", "application/json")])
+    return [json.dumps({
+        "first": first.decode(), "rest": [l.decode() for l in rest], "keys": keys,
+        "multi": environ.get("HTTP_X_MULTI"), "path": environ["PATH_INFO"],
+        "version": list(environ["wsgi.version"]), "uri": environ["fc.request_uri"],
+        "server": [environ["SERVER_NAME"], environ["SERVER_PORT"]],
+    }).encode()]
+"#,
+    )
+    .unwrap();
+    let p = json!({
+        "name": "wsgi", "runtime": "python3", "handlerStyle": "fc-http", "url": dir.path(),
+        "handler": "app.handler", "signature": "t",
+        "worker": {"reservationCount": 1, "replicaCountLimit": 1},
+        "resourceLimit": {"memory": 128 << 20}
+    });
+    let ns = Noslate::start(&json!([p]));
+    let resp = ns.send(
+        &Req::new("PUT", "/a%20b/c?x=1")
+            .header("x-noslate-function", "wsgi")
+            .header("Host", "example.com:8080")
+            .header("Content-Type", "text/plain")
+            .header("X-Multi", "1")
+            .header("X-Multi", "2")
+            .body(b"line one\nline two\nline three"),
+    );
+    assert_eq!(resp.status, 202, "{}", resp.brief());
+    let v = resp.json();
+    assert_eq!(v["first"], "line one\n");
+    assert_eq!(v["rest"], json!(["line two\n", "line three"]));
+    assert_eq!(v["multi"], "1,2");
+    assert_eq!(v["path"], "/a b/c");
+    assert_eq!(v["version"], json!([1, 0]));
+    assert_eq!(v["uri"], "/a%20b/c?x=1");
+    assert_eq!(v["server"], json!(["example.com", "8080"]));
+    let keys: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"CONTENT_TYPE") && keys.contains(&"CONTENT_LENGTH"),
+        "{keys:?}"
+    );
+    assert!(!keys.contains(&"HTTP_CONTENT_TYPE"), "{keys:?}");
+}
+
+#[test]
+fn python_runaway_handler_is_interrupted_on_timeout() {
+    require_python();
+    let dir = common::TempDir::new();
+    fs::write(
+        dir.path().join("index.py"),
+        r#"
+import os, time
+state = {"spins": 0}
+
+def handler(event, context):
+    if event == b"spin":
+        while True:          # never yields, never reads: only an interruption stops it
+            state["spins"] += 1
+    return {"pid": os.getpid(), "threads": __import__("threading").active_count()}
+"#,
+    )
+    .unwrap();
+    let p = json!({
+        "name": "spin", "runtime": "python3", "url": dir.path(), "handler": "index.handler",
+        "signature": "t", "worker": {"reservationCount": 1, "replicaCountLimit": 1},
+        "resourceLimit": {"memory": 128 << 20}
+    });
+    let ns = Noslate::start(&json!([p]));
+    let resp = ns.send(
+        &Req::new("POST", "/invoke/spin")
+            .header("x-fc-function-timeout", "1")
+            .body(b"spin"),
+    );
+    assert_function_error(&resp, "FunctionTimeout");
+    let resp = ns.send(&Req::new("POST", "/invoke/spin").body(b"ok"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    let first = resp.json();
+    // The spinning thread stopped: the worker's CPU time stops growing.
+    let pid = first["pid"].as_i64().unwrap();
+    let cpu = |pid: i64| -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = cpu(pid);
+    thread::sleep(Duration::from_millis(500));
+    let after = cpu(pid);
+    assert!(
+        after - before < 20,
+        "the worker still burns CPU after the timeout ({} ticks in 0.5 s)",
+        after - before
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bootstraps on their own: partial reads and writes, credit
+
+const HEADER: usize = 12;
+const INIT: u8 = 0x01;
+const REQUEST_HEAD: u8 = 0x02;
+const REQUEST_BODY: u8 = 0x03;
+const WINDOW_IN: u8 = 0x05;
+const READY: u8 = 0x81;
+const INIT_DONE: u8 = 0x82;
+const RESPONSE_HEAD: u8 = 0x84;
+const RESPONSE_BODY: u8 = 0x85;
+const WINDOW_OUT: u8 = 0x87;
+const END: u8 = 0x01;
+const WINDOW: usize = 256 * 1024;
+
+fn frame(kind: u8, stream: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(HEADER + payload.len());
+    f.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
+    f.extend_from_slice(&stream.to_le_bytes());
+    f.push(kind);
+    f.push(flags);
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[derive(Debug)]
+struct Frame {
+    kind: u8,
+    stream: u32,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+/// A bootstrap started by hand, as the runtime would: pipes on fds 3 and 4, the code directory
+/// as cwd, only the documented environment.
+struct Bare {
+    child: Child,
+    to: File,
+    frames: mpsc::Receiver<Frame>,
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array we own; we take ownership of both.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just created and are owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+impl Bare {
+    fn start(program: &str, script: &str, code_dir: &Path, env: &[(&str, &str)]) -> Bare {
+        use std::os::fd::AsRawFd;
+        let (worker_in, to) = pipe();
+        let (from, worker_out) = pipe();
+        let (in_fd, out_fd) = (worker_in.as_raw_fd(), worker_out.as_raw_fd());
+        let mut cmd = Command::new(program);
+        cmd.arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/runtime")
+                .join(script),
+        )
+        .current_dir(code_dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NOSLATE_IPC_IN", "3")
+        .env("NOSLATE_IPC_OUT", "4")
+        .env("NOSLATE_WORKER_ID", "bare-1")
+        .env("NOSLATE_CODE_DIR", code_dir)
+        .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec. The pipe
+        // ends are first moved above fd 9 (either may be 3 or 4 itself), then dup2 puts them on
+        // 3 and 4 without FD_CLOEXEC, so exactly those survive the exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let high_in = libc::fcntl(in_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let high_out = libc::fcntl(out_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high_in < 0
+                    || high_out < 0
+                    || libc::dup2(high_in, 3) < 0
+                    || libc::dup2(high_out, 4) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn the bootstrap");
+        drop(worker_in);
+        drop(worker_out);
+        let (tx, frames) = mpsc::channel();
+        let mut from = File::from(from);
+        thread::spawn(move || {
+            loop {
+                let mut head = [0u8; HEADER];
+                if from.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let len = u32::from_le_bytes(head[0..4].try_into().unwrap()) as usize;
+                let mut payload = vec![0; len];
+                if from.read_exact(&mut payload).is_err() {
+                    return;
+                }
+                let f = Frame {
+                    kind: head[8],
+                    stream: u32::from_le_bytes(head[4..8].try_into().unwrap()),
+                    flags: head[9],
+                    payload,
+                };
+                if tx.send(f).is_err() {
+                    return;
+                }
+            }
+        });
+        Bare {
+            child,
+            to: File::from(to),
+            frames,
+        }
+    }
+
+    /// Writes `bytes` one byte per write, pausing now and then so the worker really reads
+    /// partial headers and payloads.
+    fn trickle(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            self.to.write_all(std::slice::from_ref(b)).unwrap();
+            if i % 7 == 3 {
+                thread::sleep(Duration::from_micros(300));
+            }
+        }
+    }
+
+    fn next(&self) -> Frame {
+        self.frames
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a frame from the worker within 10 s")
+    }
+
+    /// The next frame within `wait`, if any.
+    fn maybe_next(&self, wait: Duration) -> Option<Frame> {
+        self.frames.recv_timeout(wait).ok()
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn init_payload(handler: &str, code_dir: &Path) -> Vec<u8> {
+    json!({
+        "function": {"name": "bare", "handler": handler, "codeDir": code_dir,
+                     "memory": 536870912, "timeoutMs": 10000},
+        "requestId": "init-1",
+        "context": {"requestId": "init-1", "function": {"name": "bare"}},
+        "timeoutMs": 10000
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn head_payload(request_id: &str) -> Vec<u8> {
+    json!({
+        "kind": "event", "method": "POST", "url": "/invoke", "headers": [["x-a", "1"]],
+        "requestId": request_id, "deadline": 0, "timeoutMs": 10000,
+        "context": {"requestId": request_id, "function": {"name": "bare"}}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// READY, INIT (trickled) and INIT_DONE. `handler` is `index.<case>`; aworker gets
+/// `main.js` with the case in `CONF_CASE`.
+fn bare_ready(program: &str, script: &str, style: Style, handler: &str) -> Bare {
+    let code_dir = fixture_dir(&format!("conformance/{}", style.name()));
+    let mut env = vec![("NOSLATE_HANDLER", handler)];
+    env.push(("NOSLATE_RUNTIME", style.runtime()));
+    if let Some(s) = style.handler_style() {
+        env.push(("NOSLATE_HANDLER_STYLE", s));
+    }
+    if style == Style::Aworker {
+        env.push(("NOSLATE_SOURCE_FILE", "main.js"));
+        env.push(("CONF_CASE", handler.trim_start_matches("index.")));
+    }
+    let mut w = Bare::start(program, script, &code_dir, &env);
+    let ready = w.next();
+    assert_eq!(ready.kind, READY, "{ready:?}");
+    w.trickle(&frame(INIT, 0, 0, &init_payload(handler, &code_dir)));
+    let done = w.next();
+    assert_eq!(
+        done.kind,
+        INIT_DONE,
+        "{done:?}: {}",
+        String::from_utf8_lossy(&done.payload)
+    );
+    w
+}
+
+/// Two interleaved streams, every byte in its own write: both echo answers come back whole.
+fn trickled_streams(program: &str, script: &str, style: Style) {
+    let mut w = bare_ready(program, script, style, "index.echo");
+    let mut bytes = frame(REQUEST_HEAD, 1, 0, &head_payload("r-1"));
+    bytes.extend(frame(REQUEST_HEAD, 2, 0, &head_payload("r-2")));
+    bytes.extend(frame(REQUEST_BODY, 1, 0, b"one, "));
+    bytes.extend(frame(REQUEST_BODY, 2, 0, b"two, "));
+    bytes.extend(frame(REQUEST_BODY, 2, END, b"end two"));
+    bytes.extend(frame(REQUEST_BODY, 1, END, b"end one"));
+    w.trickle(&bytes);
+    let mut bodies = [Vec::new(), Vec::new()];
+    let mut ended = [false, false];
+    while !(ended[0] && ended[1]) {
+        let f = w.next();
+        let i = usize::try_from(f.stream).unwrap() - 1;
+        match f.kind {
+            RESPONSE_HEAD => {
+                let head: Value = serde_json::from_slice(&f.payload).unwrap();
+                assert_eq!(head["status"], 200, "{head}");
+            }
+            RESPONSE_BODY => bodies[i].extend_from_slice(&f.payload),
+            other => panic!("unexpected frame kind {other:#x}: {f:?}"),
+        }
+        ended[i] |= f.flags & END != 0;
+    }
+    for (i, want) in ["one, end one", "two, end two"].iter().enumerate() {
+        let v: Value = serde_json::from_slice(&bodies[i]).unwrap();
+        assert_eq!(v["body"], *want, "{v}");
+        assert_eq!(v["requestId"], format!("r-{}", i + 1), "{v}");
+    }
+}
+
+/// The worker takes at most the initial window of request body before it returns credit as it
+/// reads, and sends at most the credit we gave it of response body; an echo of 3 windows comes
+/// back intact.
+fn credit_both_ways(program: &str, script: &str, style: Style) {
+    let mut w = bare_ready(program, script, style, "index.bigbody");
+    let len = 3 * WINDOW + 1234;
+    let mut body = vec![0u8; len];
+    Pattern::new(7).fill(&mut body);
+    w.trickle(&frame(REQUEST_HEAD, 1, 0, &head_payload("c-1")));
+    let mut credit = WINDOW; // request body we may still send
+    let mut granted = WINDOW; // response body the worker may send in all
+    let mut sent = 0;
+    let mut received = Vec::new();
+    let mut head_seen = false;
+    let mut ended = false;
+    while !ended {
+        if sent < len && credit > 0 {
+            let n = credit.min(len - sent).min(64 * 1024);
+            let end = if sent + n == len { END } else { 0 };
+            w.to.write_all(&frame(REQUEST_BODY, 1, end, &body[sent..sent + n]))
+                .unwrap();
+            sent += n;
+            credit -= n;
+            continue;
+        }
+        let Some(f) = w.maybe_next(Duration::from_millis(500)) else {
+            // Quiet: the only good reason is that the worker used up its response credit.
+            assert_eq!(
+                received.len(),
+                granted,
+                "the worker went quiet with response credit left ({sent} of {len} request \
+                 bytes sent, {credit} request credit left)"
+            );
+            w.to.write_all(&frame(
+                WINDOW_IN,
+                1,
+                0,
+                &u32::try_from(WINDOW).unwrap().to_le_bytes(),
+            ))
+            .unwrap();
+            granted += WINDOW;
+            continue;
+        };
+        match f.kind {
+            WINDOW_OUT => {
+                credit += u32::from_le_bytes(f.payload[..4].try_into().unwrap()) as usize;
+                assert!(
+                    sent + credit <= len + WINDOW,
+                    "more request credit than body"
+                );
+            }
+            RESPONSE_HEAD => head_seen = true,
+            RESPONSE_BODY => {
+                received.extend_from_slice(&f.payload);
+                assert!(
+                    received.len() <= granted,
+                    "the worker sent {} bytes with {granted} of credit",
+                    received.len()
+                );
+                ended = f.flags & END != 0;
+            }
+            other => panic!("unexpected frame kind {other:#x}: {f:?}"),
+        }
+    }
+    assert!(head_seen);
+    assert_eq!(sent, len);
+    assert_eq!(received.len(), len);
+    assert!(received == body, "the echoed body differs");
+}
+
+#[test]
+fn python_bootstrap_reassembles_frames_from_single_byte_writes() {
+    require_python();
+    trickled_streams("python3", "python/bootstrap.py", Style::PythonEvent);
+}
+
+#[test]
+fn node_bootstrap_reassembles_frames_from_single_byte_writes() {
+    require_node();
+    trickled_streams("node", "node/bootstrap.js", Style::NodeFcEvent);
+}
+
+#[test]
+fn python_bootstrap_keeps_the_credit_windows() {
+    require_python();
+    credit_both_ways("python3", "python/bootstrap.py", Style::PythonWsgi);
+}
+
+#[test]
+fn node_bootstrap_keeps_the_credit_windows_in_every_style() {
+    require_node();
+    credit_both_ways("node", "node/bootstrap.js", Style::NodeNoslate);
+    credit_both_ways("node", "node/bootstrap.js", Style::NodeFcHttp);
+    credit_both_ways("node", "node/bootstrap.js", Style::Aworker);
+}
