@@ -10,9 +10,27 @@ use std::io::Write;
 use std::net::TcpStream;
 
 fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    fd_targets(pid).len()
+}
+
+/// The runtime's descriptors and what they point at, for a readable failure.
+fn fd_targets(pid: i32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut fds: Vec<String> = dir
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            )
+        })
+        .collect();
+    fds.sort();
+    fds
 }
 
 #[test]
@@ -23,6 +41,7 @@ fn bad_and_abandoned_requests_leak_no_fd_worker_or_zombie() {
     // Warm up: one request so that every lazily created fd exists.
     assert_eq!(ns.invoke(b"", &[]).status, 200);
     let baseline = open_fds(ns.pid());
+    let baseline_fds = fd_targets(ns.pid());
 
     for round in 0..20 {
         // A normal request on a fresh connection.
@@ -58,9 +77,15 @@ fn bad_and_abandoned_requests_leak_no_fd_worker_or_zombie() {
         ns.invoke(b"", &[]).status == 200
     });
 
-    wait_until(WAIT, "the runtime is back to its baseline fds", || {
-        open_fds(ns.pid()) <= baseline
-    });
+    let back = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open_fds(ns.pid()) > baseline && std::time::Instant::now() < back {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let now = fd_targets(ns.pid());
+    assert!(
+        now.len() <= baseline,
+        "fds leaked: before {baseline_fds:#?}\nafter {now:#?}"
+    );
     ns.wait_no_zombies();
     let live: Vec<i32> = ns
         .children()

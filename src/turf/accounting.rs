@@ -152,11 +152,20 @@ pub struct Accounting {
 }
 
 impl Accounting {
-    /// Accounting into `logdir/resource_usage.log` (opened on the first exit).
+    /// Accounting into `logdir/resource_usage.log`, opened now so that an unwritable log
+    /// directory is reported at start-up (and retried at the next exit).
     pub fn new(logdir: &Path) -> Self {
+        let path = logdir.join(LOG_NAME);
+        let file = match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(file) => Some(file),
+            Err(err) => {
+                log::warn!("[turf] cannot open {}: {err}", path.display());
+                None
+            }
+        };
         Accounting {
-            path: logdir.join(LOG_NAME),
-            file: None,
+            path,
+            file,
             counts: [0; 6],
         }
     }
