@@ -35,70 +35,36 @@ pub struct LaunchSpec {
     pub env: Vec<(String, String)>,
 }
 
-/// The runtimes available to this server, resolved once at start-up.
+/// The runtimes available to this server. Interpreters are resolved when a function first needs
+/// them; one that is missing is kept as an error that fails that function's workers (and so its
+/// requests) with a message naming it, while the other functions keep serving.
 #[derive(Debug)]
 pub struct Runtimes {
-    node: Option<PathBuf>,
+    node_wanted: String,
+    python_wanted: String,
+    node: Option<Result<PathBuf, String>>,
     node_bootstrap: PathBuf,
-    python: Option<PathBuf>,
+    python: Option<Result<PathBuf, String>>,
     python_bootstrap: PathBuf,
     /// `starter.aworker.defaultEnvirons`, minus reserved names.
     aworker_environs: Vec<(String, String)>,
 }
 
 impl Runtimes {
-    /// Writes the bootstraps into `workdir` and resolves the runtime binaries the configured
-    /// functions need. Fails with a message naming what is missing.
+    /// Writes the bootstraps into `workdir` and resolves the interpreters the configured
+    /// functions need. Fails only for what no configuration can fix: an unsupported runtime, or
+    /// a work directory that cannot be written.
     pub fn prepare(
         workdir: &Path,
         config: &SystemConfig,
         functions: &[FunctionProfile],
     ) -> Result<Runtimes, String> {
-        let mut node = None;
-        let mut python = None;
-        for f in functions {
-            match f.runtime {
-                Runtime::Nodejs | Runtime::Aworker => {
-                    if node.is_none() {
-                        let wanted = config.starter.nodejs_bin.as_deref().unwrap_or("node");
-                        node = Some(spawn::find_on_path(wanted).ok_or_else(|| {
-                            format!(
-                                "function {} needs Node.js, but {wanted:?} was not found on PATH \
-                                 (install Node.js 18+ or set starter.nodejs.bin)",
-                                f.name
-                            )
-                        })?);
-                    }
-                }
-                Runtime::Python3 => {
-                    if python.is_none() {
-                        let wanted = config.starter.python3_bin.as_deref().unwrap_or("python3");
-                        python = Some(resolve_python(wanted).map_err(|why| {
-                            format!(
-                                "function {} needs Python 3.8+: {why} \
-                                 (install python3 or set starter.python3.bin)",
-                                f.name
-                            )
-                        })?);
-                    }
-                }
-                ref other => {
-                    return Err(format!(
-                        "function {}: runtime {other:?} is not supported by this build yet \
-                         (supported: nodejs, aworker, python3)",
-                        f.name
-                    ));
-                }
-            }
-        }
         let node_dir = workdir.join("runtime").join("node");
         let node_bootstrap = node_dir.join("bootstrap.js");
         write_if_changed(&node_dir, &node_bootstrap, NODE_BOOTSTRAP)?;
         let python_dir = workdir.join("runtime").join("python");
         let python_bootstrap = python_dir.join("bootstrap.py");
-        if python.is_some() {
-            write_if_changed(&python_dir, &python_bootstrap, PYTHON_BOOTSTRAP)?;
-        }
+        write_if_changed(&python_dir, &python_bootstrap, PYTHON_BOOTSTRAP)?;
         let aworker_environs = config
             .starter
             .aworker_default_environs
@@ -106,13 +72,73 @@ impl Runtimes {
             .filter(|(k, _)| !RESERVED_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
             .cloned()
             .collect();
-        Ok(Runtimes {
-            node,
+        let mut runtimes = Runtimes {
+            node_wanted: config
+                .starter
+                .nodejs_bin
+                .clone()
+                .unwrap_or_else(|| "node".into()),
+            python_wanted: config
+                .starter
+                .python3_bin
+                .clone()
+                .unwrap_or_else(|| "python3".into()),
+            node: None,
             node_bootstrap,
-            python,
+            python: None,
             python_bootstrap,
             aworker_environs,
-        })
+        };
+        runtimes.ensure(functions)?;
+        Ok(runtimes)
+    }
+
+    /// Resolves the interpreters `functions` need and have not been resolved yet (at start-up,
+    /// and for a new profile set). Missing ones are logged and kept as errors.
+    pub fn ensure(&mut self, functions: &[FunctionProfile]) -> Result<(), String> {
+        for f in functions {
+            match f.runtime {
+                Runtime::Nodejs | Runtime::Aworker => {
+                    if self.node.is_none() {
+                        let wanted = &self.node_wanted;
+                        let found = spawn::find_on_path(wanted).ok_or_else(|| {
+                            format!(
+                                "Node.js ({wanted:?}) was not found on PATH; install Node.js 18+ \
+                                 or set starter.nodejs.bin"
+                            )
+                        });
+                        if let Err(why) = &found {
+                            log::error!("function {} cannot start workers: {why}", f.name);
+                        }
+                        self.node = Some(found);
+                    }
+                }
+                Runtime::Python3 => {
+                    if self.python.is_none() {
+                        let found = resolve_python(&self.python_wanted).map_err(|why| {
+                            format!(
+                                "Python 3.8+ ({:?}) is not usable: {why}; install python3 or \
+                                 set starter.python3.bin",
+                                self.python_wanted
+                            )
+                        });
+                        if let Err(why) = &found {
+                            log::error!("function {} cannot start workers: {why}", f.name);
+                        }
+                        self.python = Some(found);
+                    }
+                }
+                Runtime::Native => {}
+                Runtime::Process => {
+                    return Err(format!(
+                        "function {}: runtime process is not supported by this build yet \
+                         (supported: nodejs, aworker, python3, native)",
+                        f.name
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The program, arguments and environment of a worker for `profile`.
@@ -121,12 +147,14 @@ impl Runtimes {
         profile: &FunctionProfile,
         worker_id: &str,
     ) -> Result<LaunchSpec, String> {
+        let resolved = |slot: &Option<Result<PathBuf, String>>, what: &str| match slot {
+            Some(Ok(path)) => Ok(path.clone()),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(format!("{what} was not resolved for this function")),
+        };
         match profile.runtime {
             Runtime::Nodejs | Runtime::Aworker => {
-                let program = self
-                    .node
-                    .clone()
-                    .ok_or_else(|| "Node.js was not resolved at start-up".to_owned())?;
+                let program = resolved(&self.node, "Node.js")?;
                 let heap_mib =
                     ((profile.resource_limit.memory >> 20) as f64 * NODE_HEAP_SHARE) as u64;
                 let mut args: Vec<OsString> = Vec::new();
@@ -147,10 +175,7 @@ impl Runtimes {
                 Ok(LaunchSpec { program, args, env })
             }
             Runtime::Python3 => {
-                let program = self
-                    .python
-                    .clone()
-                    .ok_or_else(|| "Python was not resolved at start-up".to_owned())?;
+                let program = resolved(&self.python, "Python")?;
                 let mut args: Vec<OsString> = Vec::new();
                 args.extend(profile.worker.exec_argv.iter().map(OsString::from));
                 args.push(self.python_bootstrap.clone().into_os_string());
@@ -160,9 +185,35 @@ impl Runtimes {
                     env: worker_env(profile, worker_id),
                 })
             }
-            ref other => Err(format!(
-                "runtime {other:?} is not supported by this build yet"
-            )),
+            Runtime::Native => {
+                // Any executable that speaks docs/PROTOCOL.md: `sourceFile` (else `handler`),
+                // relative to the code directory.
+                let Some(file) = profile.source_file.as_ref().or(profile.handler.as_ref()) else {
+                    return Err(format!(
+                        "function {}: runtime native needs sourceFile, the executable to run",
+                        profile.name
+                    ));
+                };
+                let program = profile.code_dir.join(file);
+                if !spawn::is_executable(&program) {
+                    return Err(format!(
+                        "function {}: {} is not an executable file",
+                        profile.name,
+                        program.display()
+                    ));
+                }
+                Ok(LaunchSpec {
+                    program,
+                    args: profile
+                        .worker
+                        .exec_argv
+                        .iter()
+                        .map(OsString::from)
+                        .collect(),
+                    env: worker_env(profile, worker_id),
+                })
+            }
+            Runtime::Process => Err("runtime process is not supported by this build yet".into()),
         }
     }
 }
@@ -340,7 +391,9 @@ mod tests {
                  "signature": "s", "environments": [{"key": "B", "value": "profile"}]}]"#,
         );
         let runtimes = Runtimes {
-            node: Some(PathBuf::from("/usr/bin/node")),
+            node_wanted: "node".into(),
+            python_wanted: "python3".into(),
+            node: Some(Ok(PathBuf::from("/usr/bin/node"))),
             node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
             python: None,
             python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
@@ -360,15 +413,39 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_interpreter_fails_its_functions_with_a_message_naming_it() {
+        let fs = profiles(
+            r#"[{"name": "n", "runtime": "nodejs", "url": "code", "handler": "index.h",
+                 "signature": "s"}]"#,
+        );
+        let mut runtimes = Runtimes {
+            node_wanted: "/nonexistent/node".into(),
+            python_wanted: "python3".into(),
+            node: None,
+            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
+            python: None,
+            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
+            aworker_environs: Vec::new(),
+        };
+        runtimes
+            .ensure(&fs)
+            .expect("a missing interpreter is not fatal");
+        let err = runtimes.launch_spec(&fs[0], "n-1").unwrap_err();
+        assert!(err.contains("/nonexistent/node"), "{err}");
+    }
+
+    #[test]
     fn python_launch_runs_the_python_bootstrap_with_exec_argv() {
         let fs = profiles(
             r#"[{"name": "p", "runtime": "python3", "url": "code", "handler": "index.h",
                  "signature": "s", "worker": {"execArgv": ["-X", "dev"]}}]"#,
         );
         let runtimes = Runtimes {
+            node_wanted: "node".into(),
+            python_wanted: "python3".into(),
             node: None,
             node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
-            python: Some(PathBuf::from("/usr/bin/python3")),
+            python: Some(Ok(PathBuf::from("/usr/bin/python3"))),
             python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
             aworker_environs: Vec::new(),
         };

@@ -71,6 +71,11 @@ impl Server {
             err.stack = Some(lines);
             err
         })?;
+        // Interpreters a new function needs are resolved now; an unsupported runtime rejects
+        // the set, a missing interpreter fails only that function's requests (as at start-up).
+        self.runtimes
+            .ensure(&set.functions)
+            .map_err(|why| bad_request("InvalidProfiles", why))?;
         if set.functions.is_empty() {
             return Err(bad_request(
                 "InvalidProfiles",
