@@ -729,44 +729,21 @@ impl Server {
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.trim().parse::<u64>().ok());
         let length = if no_body { Some(0) } else { declared };
-        let mut framing =
-            response::response_framing(status, req.is_head, length, req.minor_version);
-        if req.is_head {
-            // HEAD keeps the worker's Content-Length (what a GET would return) but sends no body.
-            if let Some(len) = declared {
-                framing = Framing::Length(len);
-                response::write_head(
-                    &mut conn.wbuf,
-                    status,
-                    &headers,
-                    &framing,
-                    req.keep_alive,
-                    req.minor_version,
-                    &date,
-                );
-                framing = Framing::NoBody;
-            } else {
-                response::write_head(
-                    &mut conn.wbuf,
-                    status,
-                    &headers,
-                    &framing,
-                    req.keep_alive,
-                    req.minor_version,
-                    &date,
-                );
-            }
-        } else {
-            response::write_head(
-                &mut conn.wbuf,
-                status,
-                &headers,
-                &framing,
-                req.keep_alive,
-                req.minor_version,
-                &date,
-            );
-        }
+        let framing = response::response_framing(status, req.is_head, length, req.minor_version);
+        // HEAD keeps the worker's Content-Length (what a GET would return) but sends no body.
+        let announced = match (req.is_head, declared) {
+            (true, Some(len)) => Framing::Length(len),
+            _ => framing,
+        };
+        response::write_head(
+            &mut conn.wbuf,
+            status,
+            &headers,
+            &announced,
+            req.keep_alive,
+            req.minor_version,
+            &date,
+        );
         if framing == Framing::Close {
             req.keep_alive = false;
         }

@@ -531,25 +531,9 @@ impl Server {
                     if let Err(err) = sock.set_nodelay(true) {
                         log::debug!("[http] set_nodelay failed for {peer}: {err}");
                     }
-                    let key = self
-                        .conns
-                        .insert(Conn::new(Socket::Tcp(sock), self.rbuf_size));
-                    let registered = match self.conns.get_mut(key) {
-                        Some(conn) => self.poll.registry().register(
-                            &mut conn.sock,
-                            token::token(Source::Conn(key)),
-                            Interest::READABLE | Interest::WRITABLE,
-                        ),
-                        None => Ok(()),
-                    };
-                    if let Err(err) = registered {
-                        log::warn!("[http] cannot register connection from {peer}: {err}");
-                        self.conns.remove(key);
-                        continue;
+                    if let Some(key) = self.add_conn(Socket::Tcp(sock)) {
+                        log::trace!("[http conn={}] accepted {peer}", key.idx);
                     }
-                    log::trace!("[http conn={}] accepted {peer}", key.idx);
-                    // Data may already be waiting (the edge happened before registration).
-                    self.drive_conn(key);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -563,27 +547,32 @@ impl Server {
         }
     }
 
+    /// Registers an accepted socket and serves what it may already have sent (its readiness
+    /// edge may have come before registration). `None` if it could not be watched.
+    fn add_conn(&mut self, sock: Socket) -> Option<Key> {
+        let key = self.conns.insert(Conn::new(sock, self.rbuf_size));
+        let registered = match self.conns.get_mut(key) {
+            Some(conn) => self.poll.registry().register(
+                &mut conn.sock,
+                token::token(Source::Conn(key)),
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+            None => Ok(()),
+        };
+        if let Err(err) = registered {
+            log::warn!("[http] cannot register a connection: {err}");
+            self.conns.remove(key);
+            return None;
+        }
+        self.drive_conn(key);
+        Some(key)
+    }
+
     fn accept_admin(&mut self) {
         loop {
             match self.admin.accept() {
                 Ok((sock, _)) => {
-                    let key = self
-                        .conns
-                        .insert(Conn::new(Socket::Unix(sock), self.rbuf_size));
-                    let registered = match self.conns.get_mut(key) {
-                        Some(conn) => self.poll.registry().register(
-                            &mut conn.sock,
-                            token::token(Source::Conn(key)),
-                            Interest::READABLE | Interest::WRITABLE,
-                        ),
-                        None => Ok(()),
-                    };
-                    if let Err(err) = registered {
-                        log::warn!("[admin] cannot register connection: {err}");
-                        self.conns.remove(key);
-                        continue;
-                    }
-                    self.drive_conn(key);
+                    self.add_conn(Socket::Unix(sock));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
