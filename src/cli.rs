@@ -226,6 +226,13 @@ fn print_problems(what: &str, problems: &[Problem]) {
 
 /// Runs the command line; returns the process exit code.
 pub fn main(raw: Vec<OsString>) -> ExitCode {
+    // Hidden: the worker of a `process` function (docs/PROTOCOL.md, "Runtimes").
+    if raw
+        .first()
+        .is_some_and(|a| a == crate::runtime::process::WORKER_ARG)
+    {
+        return crate::runtime::process::main();
+    }
     let args = match parse_args(raw) {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Help) => {

@@ -9,6 +9,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod process;
+
 /// The Node.js worker bootstrap (docs/PROTOCOL.md): Noslate's `handler(ctx, req, res)`, FC's
 /// event and HTTP handlers, and aworker's `fetch` events.
 pub const NODE_BOOTSTRAP: &str = include_str!("node/bootstrap.js");
@@ -48,6 +50,8 @@ pub struct Runtimes {
     python_bootstrap: PathBuf,
     /// `starter.aworker.defaultEnvirons`, minus reserved names.
     aworker_environs: Vec<(String, String)>,
+    /// This executable, which is also the worker of `process` functions.
+    self_exe: Result<PathBuf, String>,
 }
 
 impl Runtimes {
@@ -88,6 +92,8 @@ impl Runtimes {
             python: None,
             python_bootstrap,
             aworker_environs,
+            self_exe: std::env::current_exe()
+                .map_err(|e| format!("cannot find the noslate executable: {e}")),
         };
         runtimes.ensure(functions)?;
         Ok(runtimes)
@@ -128,14 +134,7 @@ impl Runtimes {
                         self.python = Some(found);
                     }
                 }
-                Runtime::Native => {}
-                Runtime::Process => {
-                    return Err(format!(
-                        "function {}: runtime process is not supported by this build yet \
-                         (supported: nodejs, aworker, python3, native)",
-                        f.name
-                    ));
-                }
+                Runtime::Native | Runtime::Process => {}
             }
         }
         Ok(())
@@ -213,7 +212,32 @@ impl Runtimes {
                     env: worker_env(profile, worker_id),
                 })
             }
-            Runtime::Process => Err("runtime process is not supported by this build yet".into()),
+            Runtime::Process => {
+                // This binary in its hidden worker mode runs `sourceFile` (relative to the code
+                // directory) once per request, with `worker.execArgv` as its arguments; the
+                // worker checks that it is executable and reports INIT_ERROR if not.
+                let Some(file) = profile.source_file.as_ref() else {
+                    return Err(format!(
+                        "function {}: runtime process needs sourceFile, the command to run",
+                        profile.name
+                    ));
+                };
+                let program = self.self_exe.clone()?;
+                let mut env = worker_env(profile, worker_id);
+                env.push((
+                    process::COMMAND_ENV.into(),
+                    profile.code_dir.join(file).to_string_lossy().into_owned(),
+                ));
+                env.push((
+                    process::ARGS_ENV.into(),
+                    serde_json::to_string(&profile.worker.exec_argv).unwrap_or_default(),
+                ));
+                Ok(LaunchSpec {
+                    program,
+                    args: vec![process::WORKER_ARG.into()],
+                    env,
+                })
+            }
         }
     }
 }
@@ -401,6 +425,7 @@ mod tests {
                 ("A".into(), "starter".into()),
                 ("B".into(), "starter".into()),
             ],
+            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
         };
         let spec = runtimes.launch_spec(&fs[0], "a-1").unwrap();
         assert_eq!(get(&spec.env, "A"), Some("starter"));
@@ -426,6 +451,7 @@ mod tests {
             python: None,
             python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
             aworker_environs: Vec::new(),
+            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
         };
         runtimes
             .ensure(&fs)
@@ -448,6 +474,7 @@ mod tests {
             python: Some(Ok(PathBuf::from("/usr/bin/python3"))),
             python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
             aworker_environs: Vec::new(),
+            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
         };
         let spec = runtimes.launch_spec(&fs[0], "p-1").unwrap();
         assert_eq!(spec.program, PathBuf::from("/usr/bin/python3"));
@@ -457,6 +484,32 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert_eq!(args, ["-X", "dev", "/w/runtime/python/bootstrap.py"]);
+    }
+
+    #[test]
+    fn process_launch_reexecutes_this_binary_with_the_command_in_env() {
+        let fs = profiles(
+            r#"[{"name": "c", "runtime": "process", "url": "code", "sourceFile": "main.js",
+                 "signature": "s", "worker": {"execArgv": ["-x", "y z"]}}]"#,
+        );
+        let mut runtimes = Runtimes {
+            node_wanted: "node".into(),
+            python_wanted: "python3".into(),
+            node: None,
+            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
+            python: None,
+            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
+            aworker_environs: Vec::new(),
+            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
+        };
+        runtimes.ensure(&fs).unwrap();
+        let spec = runtimes.launch_spec(&fs[0], "c-1").unwrap();
+        assert_eq!(spec.program, PathBuf::from("/usr/bin/noslate"));
+        assert_eq!(spec.args, [OsString::from(process::WORKER_ARG)]);
+        let command = get(&spec.env, process::COMMAND_ENV).unwrap();
+        assert!(command.ends_with("/code/main.js"), "{command}");
+        assert_eq!(get(&spec.env, process::ARGS_ENV), Some(r#"["-x","y z"]"#));
+        assert_eq!(get(&spec.env, "NOSLATE_RUNTIME"), Some("process"));
     }
 
     #[test]

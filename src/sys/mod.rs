@@ -158,6 +158,24 @@ pub const WORKER_FD_IN: RawFd = 3;
 /// See [`WORKER_FD_IN`].
 pub const WORKER_FD_OUT: RawFd = 4;
 
+/// Marks `fd` close-on-exec, so that programs this process starts do not inherit it. An fd
+/// that is not open is not an error.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(F_GETFD/F_SETFD) only reads and writes the descriptor's flags; it touches no
+    // memory, and an invalid fd fails with EBADF, which is reported, not undefined.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        let err = io::Error::last_os_error();
+        return if err.raw_os_error() == Some(libc::EBADF) {
+            Ok(())
+        } else {
+            Err(err)
+        };
+    }
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) }).map(drop)
+}
+
 /// The memory page size in bytes.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf touches no memory.
