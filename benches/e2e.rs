@@ -46,7 +46,7 @@
 //! One extra measurement starts noslate with two idle workers (`reservationCount: 2`), calls
 //! `/initialize`, waits 1 s and reads the runtime's own `VmRSS` (not the workers').
 //!
-//! After the rounds, with their servers stopped, three more rows:
+//! After the rounds, with their servers stopped, more rows:
 //!
 //! - **Spawn to ready** (issue 3): a runtime with a disposable function (`reservationCount: 0`,
 //!   `disposable: true`: every request gets a fresh worker that is stopped after it) takes
@@ -62,6 +62,19 @@
 //!   never a made-up number. The issue asks for 200 spawns: native does 200
 //!   (`BENCH_NATIVE_SPAWNS`); at about 40-80 ms per Node.js spawn its default is 60
 //!   (`BENCH_SPAWNS=200` for the full count).
+//! - **Per runtime** (issue 5; `BENCH_TARGETS` letter `r`): start to ready, the same way, over
+//!   `BENCH_RUNTIME_SPAWNS` (default 20) disposable starts each of a Python worker whose module
+//!   (written to a temp code dir) imports `json`, `decimal` and `email`, of Node.js
+//!   (`examples/hello`) and of the native reference worker; the Python warm-seed and Node.js
+//!   spare-process rows print "not available: not implemented yet" (the features do not exist).
+//!   Then one table of c=64 invoke throughput through each runtime's trivial handler: nodejs
+//!   noslate / fc-event / fc-http, aworker, python3 fc-event / fc-http (WSGI), native and process
+//!   (a `#!/bin/sh` `echo hello` in a temp code dir), the profiles of `examples/functions.json`
+//!   with one worker (`reservationCount` = `replicaCountLimit` = 1, `maxActivateRequests` 64) and
+//!   `resourceLimit.memory` 128 MiB (native, process: 64 MiB); a fresh runtime per row, 0.3 s
+//!   warm-up and ONE 2 s window: a single-round reading, not a ratio. Every answer must be 2xx
+//!   (and `hello`, the echo or `hello\n` where the handler's body is known); errors are counted.
+//!   Informational: no targets; a row that ran with errors fails the overall verdict.
 //! - **Burst from zero** (issue 4): 64 connections, opened beforehand, each send one
 //!   `POST /invoke` at once; the time from the first request until all 64 are answered. Cold:
 //!   `reservationCount: 0` (the runtime scales from zero: `replicaCountLimit: 4`,
@@ -92,8 +105,9 @@
 //! (default 2), `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default
 //! 0.5; with `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which
 //! rows: `a`-`e` the round targets, `s`
-//! the spawn rows, `z` the burst; default `abcdesz`), `BENCH_SPAWNS` (Node.js, default 60),
-//! `BENCH_NATIVE_SPAWNS` (default 200),
+//! the spawn rows, `r` the per-runtime rows, `z` the burst; default `abcdesrz`), `BENCH_SPAWNS`
+//! (Node.js, default 60), `BENCH_NATIVE_SPAWNS` (default 200), `BENCH_RUNTIME_SPAWNS` (starts
+//! per runtime of the `r` rows, default 20),
 //! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_PIN` (1: pin the c=1 phase, client
 //! thread and servers, to one CPU with taskset; removes the placement lottery but is not how
 //! peers.md measured), `BENCH_FUNCTION_DIR` (the function's code, default `examples/hello`),
@@ -156,6 +170,8 @@ struct Config {
     pin: bool,
     spawns: usize,
     native_spawns: usize,
+    /// Starts per runtime of the per-runtime start-to-ready rows (`r`).
+    runtime_spawns: usize,
     bursts: usize,
     /// Fresh servers (runtimes, workers, node) for every round.
     fresh: bool,
@@ -179,10 +195,11 @@ impl Config {
             threads: env_num("BENCH_THREADS", 2usize).max(1),
             rounds: env_num("BENCH_ROUNDS", 6usize).max(1),
             warmup: env_num("BENCH_WARMUP", 0.5f64).max(0.0),
-            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdesz".into()),
+            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdesrz".into()),
             pin: env_num("BENCH_PIN", 0u8) != 0,
             spawns: env_num("BENCH_SPAWNS", 60usize),
             native_spawns: env_num("BENCH_NATIVE_SPAWNS", 200usize),
+            runtime_spawns: env_num("BENCH_RUNTIME_SPAWNS", 20usize),
             bursts: env_num("BENCH_BURSTS", 5usize),
             fresh: env_num("BENCH_FRESH", 1u8) != 0,
         };
@@ -1429,14 +1446,16 @@ fn measure_node_spawns(tmp: &Path, n: usize) -> SpawnRow {
 
 /// The first `runtime: "native"` profile of `examples/functions.json`, its `url` made absolute.
 fn native_example() -> Option<Value> {
+    example_where(|f| f.get("runtime").and_then(Value::as_str) == Some("native"))
+}
+
+/// The first profile of `examples/functions.json` that `pick` accepts, its `url` made absolute.
+fn example_where(pick: impl Fn(&Value) -> bool) -> Option<Value> {
     let dir = Path::new(MANIFEST_DIR).join("examples");
     let text = fs::read_to_string(dir.join("functions.json")).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     let list = v.get("functions").unwrap_or(&v).as_array()?;
-    let mut f = list
-        .iter()
-        .find(|f| f.get("runtime").and_then(Value::as_str) == Some("native"))?
-        .clone();
+    let mut f = list.iter().find(|f| pick(f))?.clone();
     if let Some(url) = f.get("url").and_then(Value::as_str) {
         let rel = url.strip_prefix("file://").unwrap_or(url);
         let abs = if Path::new(rel).is_absolute() {
@@ -1484,7 +1503,7 @@ fn native_worker_bin() -> Result<PathBuf, String> {
 /// Spawn to ready of native workers: a `runtime: "native"` profile of `examples/functions.json`,
 /// else the reference worker `examples/native_worker.rs`, if the runtime runs native workers at
 /// all. Never faked: without either, the row says why.
-fn measure_native_spawns(tmp: &Path, n: usize) -> SpawnRow {
+fn measure_native_spawns(tmp: &Path, tag: &str, n: usize) -> SpawnRow {
     let not_implemented = |e: &str| {
         let reason = why(e);
         if reason.contains("not supported") {
@@ -1515,7 +1534,7 @@ fn measure_native_spawns(tmp: &Path, n: usize) -> SpawnRow {
             "handler": "index.handler", "signature": "bench", "worker": disposable_worker(None)
         }]);
         let why = match (
-            start_noslate_with(tmp, "native-probe", &probe, None, false),
+            start_noslate_with(tmp, &format!("{tag}-probe"), &probe, None, false),
             built,
         ) {
             (Err(e), _) => not_implemented(&e),
@@ -1527,11 +1546,388 @@ fn measure_native_spawns(tmp: &Path, n: usize) -> SpawnRow {
     example["worker"] = disposable_worker(example.get("worker"));
     // The reference worker echoes the body; another native example is only checked for 2xx.
     let expect = built.is_some().then_some(BODY);
-    let mut row = measure_spawns(tmp, "spawn-native", &json!([example]), n, expect);
+    let mut row = measure_spawns(tmp, tag, &json!([example]), n, expect);
     if row.unavailable {
         row.note = row.note.as_deref().map(not_implemented);
     }
     row
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per runtime (issue 5): start to ready, and c=64 invoke throughput of each runtime's trivial
+// handler
+
+/// Measured seconds of each runtime's invoke-throughput row: one round, a table, not a ratio.
+const RUNTIME_TP_SECS: f64 = 2.0;
+/// Warm-up seconds before each of them.
+const RUNTIME_TP_WARMUP: f64 = 0.3;
+const MIB: u64 = 1024 * 1024;
+/// The module of the Python start-to-ready row: issue 5's imports and a trivial handler.
+const PY_IMPORTS: &str =
+    "import json, decimal, email\n\n\ndef handler(event, context):\n    return \"hello\"\n";
+/// The command of the `process` row.
+const PROCESS_SCRIPT: &str = "#!/bin/sh\necho hello\n";
+
+/// One start-to-ready line of the per-runtime table.
+struct RuntimeSpawn {
+    key: &'static str,
+    label: &'static str,
+    row: SpawnRow,
+}
+
+/// One line of the per-runtime invoke-throughput table.
+struct InvokeRow {
+    key: &'static str,
+    label: &'static str,
+    /// The body every answer must be; None: any 2xx body (the examples that answer JSON).
+    expect: Option<&'static [u8]>,
+    warmup: Counts,
+    run: Result<ThroughputRun, String>,
+}
+
+impl InvokeRow {
+    fn clean(&self) -> bool {
+        self.warmup.errors + self.warmup.non2xx == 0
+            && self
+                .run
+                .as_ref()
+                .is_ok_and(|r| r.counts.ok > 0 && r.counts.errors + r.counts.non2xx == 0)
+    }
+
+    fn json(&self) -> Value {
+        let check = self.expect.map_or("2xx".to_string(), |e| {
+            format!("2xx and body {:?}", String::from_utf8_lossy(e))
+        });
+        let mut v = json!({
+            "key": self.key, "label": self.label, "check": check, "pass": self.clean(),
+            "warmup": {"ok": self.warmup.ok, "non2xx": self.warmup.non2xx,
+                       "errors": self.warmup.errors},
+        });
+        match &self.run {
+            Ok(r) => {
+                v["rps"] = json!(r.rps());
+                v["secs"] = json!(r.secs);
+                v["ok"] = json!(r.counts.ok);
+                v["non2xx"] = json!(r.counts.non2xx);
+                v["errors"] = json!(r.counts.errors);
+                v["first_error"] = json!(
+                    r.counts
+                        .first_error
+                        .as_ref()
+                        .or(self.warmup.first_error.as_ref())
+                );
+            }
+            Err(e) => v["error"] = json!(e),
+        }
+        v
+    }
+}
+
+struct RuntimeRows {
+    spawns: Vec<RuntimeSpawn>,
+    invoke: Vec<InvokeRow>,
+}
+
+impl RuntimeRows {
+    /// Every row that ran is clean; rows that do not exist yet do not count.
+    fn clean(&self) -> bool {
+        self.spawns
+            .iter()
+            .filter(|s| !s.row.unavailable)
+            .all(|s| s.row.clean())
+            && self.invoke.iter().all(InvokeRow::clean)
+    }
+}
+
+/// Writes `text` to `dir/file`, executable with `exec`.
+fn write_code(dir: &Path, file: &str, text: &str, exec: bool) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(file);
+    fs::create_dir_all(dir)
+        .and_then(|()| fs::write(&path, text))
+        .and_then(|()| {
+            if exec {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Start to ready of a Python worker whose module imports `json`, `decimal` and `email`.
+fn measure_python_spawns(tmp: &Path, n: usize) -> SpawnRow {
+    let code = tmp.join("code-py-imports");
+    if let Err(e) = write_code(&code, "index.py", PY_IMPORTS, false) {
+        return SpawnRow::unavailable(format!("not available: {e}"));
+    }
+    let functions = json!([{
+        "name": "pyimports", "runtime": "python3", "url": code, "handler": "index.handler",
+        "signature": "bench", "resourceLimit": {"memory": 128 * MIB},
+        "worker": disposable_worker(None),
+    }]);
+    measure_spawns(tmp, "r-spawn-python", &functions, n, Some(BODY))
+}
+
+/// The native profile of the invoke row, and the body it must answer (the reference worker
+/// echoes; another native example is only checked for 2xx).
+fn native_profile() -> Result<(Value, Option<&'static [u8]>), String> {
+    if let Some(f) = native_example() {
+        return Ok((f, None));
+    }
+    let bin = native_worker_bin()?;
+    Ok((
+        json!({"name": "native", "runtime": "native", "url": bin.parent(),
+               "sourceFile": "native_worker", "signature": "bench"}),
+        Some(BODY),
+    ))
+}
+
+/// The profiles of the invoke table: key, label, profile (or why there is none), memory limit,
+/// and the body each answer must be.
+#[allow(clippy::type_complexity)]
+fn invoke_profiles(
+    tmp: &Path,
+) -> Vec<(
+    &'static str,
+    &'static str,
+    Result<Value, String>,
+    u64,
+    Option<&'static [u8]>,
+)> {
+    let example = |name: &str| {
+        example_where(|f| f.get("name").and_then(Value::as_str) == Some(name))
+            .ok_or_else(|| format!("examples/functions.json has no {name:?}"))
+    };
+    let (native, native_expect) = match native_profile() {
+        Ok((f, e)) => (Ok(f), e),
+        Err(e) => (Err(e), None),
+    };
+    let code = tmp.join("code-process");
+    let process = write_code(&code, "hello.sh", PROCESS_SCRIPT, true).map(|()| {
+        json!({"name": "process-hello", "runtime": "process", "url": code,
+               "sourceFile": "hello.sh", "signature": "bench"})
+    });
+    vec![
+        (
+            "nodejs",
+            "nodejs noslate (examples/hello)",
+            example("hello"),
+            128,
+            Some(BODY),
+        ),
+        (
+            "nodejs_fc_event",
+            "nodejs fc-event (fc-event-node)",
+            example("fc-event-node"),
+            128,
+            None,
+        ),
+        (
+            "nodejs_fc_http",
+            "nodejs fc-http (fc-http-node)",
+            example("fc-http-node"),
+            128,
+            None,
+        ),
+        (
+            "aworker",
+            "aworker (aworker-hello)",
+            example("aworker-hello"),
+            128,
+            None,
+        ),
+        (
+            "python3_fc_event",
+            "python3 fc-event (python-event)",
+            example("python-event"),
+            128,
+            None,
+        ),
+        (
+            "python3_wsgi",
+            "python3 fc-http WSGI (python-wsgi)",
+            example("python-wsgi"),
+            128,
+            None,
+        ),
+        (
+            "native",
+            "native (native_worker)",
+            native,
+            64,
+            native_expect,
+        ),
+        (
+            "process",
+            "process (sh: echo hello)",
+            process,
+            64,
+            Some(b"hello\n"),
+        ),
+    ]
+}
+
+/// c=64 throughput of one function in a runtime of its own: one worker, reserved and
+/// initialized, a short warm-up, then one measured window.
+fn measure_invoke(
+    cfg: &Config,
+    tmp: &Path,
+    tag: &str,
+    mut profile: Value,
+    memory_mib: u64,
+    expect: Option<&'static [u8]>,
+) -> (Counts, Result<ThroughputRun, String>) {
+    profile["worker"] = one_worker();
+    profile["resourceLimit"]["memory"] = json!(memory_mib * MIB);
+    let name = profile["name"].as_str().unwrap_or("hello").to_string();
+    let (p, port) = match start_noslate_with(tmp, tag, &json!([profile]), None, true) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("bench: invoke throughput ({tag}): {e}");
+            return (Counts::default(), Err(why(&e)));
+        }
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let req = request_bytes("POST", &format!("/invoke/{name}"), port, BODY);
+    let secs = Duration::from_secs_f64;
+    let warm = run_throughput(
+        addr,
+        &req,
+        expect,
+        cfg.conns,
+        cfg.threads,
+        secs(RUNTIME_TP_WARMUP),
+    );
+    let run = run_throughput(
+        addr,
+        &req,
+        expect,
+        cfg.conns,
+        cfg.threads,
+        secs(RUNTIME_TP_SECS),
+    );
+    if run.counts.errors + run.counts.non2xx > 0 {
+        eprintln!(
+            "bench: invoke throughput ({tag}): {} errors, {} non-2xx; its log:\n{}",
+            run.counts.errors,
+            run.counts.non2xx,
+            p.tail(10)
+        );
+    }
+    drop(p);
+    (warm.counts, Ok(run))
+}
+
+/// The per-runtime rows: start to ready (`BENCH_RUNTIME_SPAWNS` each), then the invoke table.
+fn measure_runtimes(cfg: &Config, tmp: &Path) -> RuntimeRows {
+    let n = cfg.runtime_spawns;
+    let missing = || SpawnRow::unavailable("not available: not implemented yet".into());
+    let node = json!([hello_profile(disposable_worker(None), json!({}))]);
+    let spawns = vec![
+        RuntimeSpawn {
+            key: "python3_cold",
+            label: "python3 cold, module imports json+decimal+email",
+            row: measure_python_spawns(tmp, n),
+        },
+        RuntimeSpawn {
+            key: "python3_warm_seed",
+            label: "python3 same module from the warm seed (issue: p50 <= 5 ms, >= 10x cold)",
+            row: missing(),
+        },
+        RuntimeSpawn {
+            key: "nodejs_cold",
+            label: "nodejs cold, examples/hello",
+            row: measure_spawns(tmp, "r-spawn-node", &node, n, Some(BODY)),
+        },
+        RuntimeSpawn {
+            key: "nodejs_spare_process",
+            label: "nodejs from a spare process (issue: >= 3x faster than cold)",
+            row: missing(),
+        },
+        RuntimeSpawn {
+            key: "native",
+            label: "native, examples/native_worker",
+            row: measure_native_spawns(tmp, "r-spawn-native", n),
+        },
+    ];
+    let invoke = invoke_profiles(tmp)
+        .into_iter()
+        .map(|(key, label, profile, mib, expect)| {
+            let (warmup, run) = match profile {
+                Ok(p) => measure_invoke(cfg, tmp, &format!("r-invoke-{key}"), p, mib, expect),
+                Err(e) => (Counts::default(), Err(format!("not available: {e}"))),
+            };
+            InvokeRow {
+                key,
+                label,
+                expect,
+                warmup,
+                run,
+            }
+        })
+        .collect();
+    RuntimeRows { spawns, invoke }
+}
+
+/// The per-runtime section of the report.
+fn runtime_lines(out: &mut String, cfg: &Config, rows: Option<&RuntimeRows>) {
+    let _ = writeln!(
+        out,
+        "\nper runtime, start to ready (the runtime's own log, as above; BENCH_RUNTIME_SPAWNS={} sequential disposable starts each):",
+        cfg.runtime_spawns
+    );
+    let Some(rows) = rows else {
+        let _ = writeln!(out, "  not selected (BENCH_TARGETS)");
+        return;
+    };
+    for s in &rows.spawns {
+        if s.row.unavailable {
+            let note = s.row.note.as_deref().unwrap_or("not available");
+            let _ = writeln!(out, "  {}: {note}  n/a", s.label);
+        } else {
+            spawn_line(out, s.label, Some(&s.row), None);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nper runtime, invoke throughput at c={} ({} threads; one worker each, maxActivateRequests 64, memory 128 MiB, native/process 64 MiB; a fresh runtime per row, {RUNTIME_TP_WARMUP} s warm-up, ONE {RUNTIME_TP_SECS} s window: a single-round reading, not a ratio):",
+        cfg.conns, cfg.threads
+    );
+    let _ = writeln!(
+        out,
+        "  {:<38} {:>9} {:>8} {:>7}  check",
+        "runtime / handler style", "req/s", "non-2xx", "errors"
+    );
+    for r in &rows.invoke {
+        let check = r.expect.map_or("200, any body".to_string(), |e| {
+            format!("200 + body {:?}", String::from_utf8_lossy(e))
+        });
+        match &r.run {
+            Ok(run) => {
+                let mut verdict = pass(r.clean()).to_string();
+                if let Some(e) = run
+                    .counts
+                    .first_error
+                    .as_ref()
+                    .or(r.warmup.first_error.as_ref())
+                {
+                    let _ = write!(verdict, " ({e})");
+                }
+                let _ = writeln!(
+                    out,
+                    "  {:<38} {:>9} {:>8} {:>7}  {check}  {verdict}",
+                    r.label,
+                    fmt_int(run.rps()),
+                    run.counts.non2xx,
+                    run.counts.errors
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  {:<38} {:>9}  FAIL ({e})", r.label, "-");
+            }
+        }
+    }
 }
 
 /// One burst: when every request was answered (from the first one sent), and how they ended.
@@ -2295,6 +2691,7 @@ struct Extra {
     spawn_node: Option<SpawnRow>,
     spawn_native: Option<SpawnRow>,
     burst: Option<BurstRow>,
+    runtimes: Option<RuntimeRows>,
 }
 
 /// One spawn-to-ready line of the report.
@@ -2522,6 +2919,7 @@ fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         x.spawn_native.as_ref(),
         Some(TARGET_NATIVE_SPAWN_P50_MS),
     );
+    runtime_lines(&mut out, cfg, x.runtimes.as_ref());
     let _ = writeln!(
         out,
         "\nburst from zero ({BURST_REQUESTS} requests at once on {BURST_REQUESTS} open connections, first sent → last answered; replicaCountLimit 4, maxActivateRequests 16, memory 128 MiB; a fresh runtime per burst):"
@@ -2578,9 +2976,10 @@ fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     }
     let node_spawn_ok = spawn_verdict(x.spawn_node.as_ref(), None);
     let native_ok = spawn_verdict(x.spawn_native.as_ref(), Some(TARGET_NATIVE_SPAWN_P50_MS));
+    let runtimes_ok = x.runtimes.as_ref().map(RuntimeRows::clean);
     let all = verdicts.iter().all(|&v| v)
         && rss_ok
-        && [node_spawn_ok, native_ok, burst_ok]
+        && [node_spawn_ok, native_ok, burst_ok, runtimes_ok]
             .iter()
             .all(|v| v.unwrap_or(true));
     let na = if x.spawn_native.as_ref().is_some_and(|r| r.unavailable) {
@@ -2617,7 +3016,8 @@ fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
                    "threads": cfg.threads, "rounds": cfg.rounds, "warmup_secs": cfg.warmup,
                    "pin_c1": cfg.pin, "noslate_workers": 1, "node_direct_processes": 1,
                    "targets": cfg.targets, "spawns": cfg.spawns,
-                   "native_spawns": cfg.native_spawns, "bursts": cfg.bursts,
+                   "native_spawns": cfg.native_spawns, "runtime_spawns": cfg.runtime_spawns,
+                   "bursts": cfg.bursts,
                    "fresh_servers_per_round": cfg.fresh,
                    "cpus": thread::available_parallelism().map(|n| n.get()).ok()},
         "targets": target_json,
@@ -2647,6 +3047,18 @@ fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
             "native_pass": native_ok,
         },
         "burst_from_zero": x.burst.as_ref().map(BurstRow::json),
+        "per_runtime": x.runtimes.as_ref().map(|r| json!({
+            "spawns_each": cfg.runtime_spawns,
+            "start_to_ready": r.spawns.iter()
+                .map(|s| (s.key.to_string(), json!({"label": s.label, "row": s.row.json()})))
+                .collect::<serde_json::Map<_, _>>(),
+            "invoke_throughput": {
+                "conns": cfg.conns, "threads": cfg.threads, "secs": RUNTIME_TP_SECS,
+                "warmup_secs": RUNTIME_TP_WARMUP, "rounds": 1,
+                "rows": r.invoke.iter().map(InvokeRow::json).collect::<Vec<_>>(),
+            },
+            "pass": runtimes_ok,
+        })),
         "rss": {"two_idle_workers": x.rss, "target_max_mib": TARGET_RSS_MIB, "pass": rss_ok,
                 "after_load_kib": x.rss_after},
         "machine": {"busy_pct": x.cpu.map(|c| c.0), "steal_pct": x.cpu.map(|c| c.1), "loadavg_before": x.loadavg},
@@ -2695,8 +3107,8 @@ fn main() {
         "  noslate runs ONE Node.js worker (reservationCount = replicaCountLimit = 1) against ONE Node.js process in (c): apples to apples"
     );
     println!(
-        "  then: spawn to ready ({} Node.js spawns, BENCH_SPAWNS; {} native, BENCH_NATIVE_SPAWNS), burst from zero ({} bursts per side, BENCH_BURSTS); rows selected: {}",
-        cfg.spawns, cfg.native_spawns, cfg.bursts, cfg.targets
+        "  then: spawn to ready ({} Node.js spawns, BENCH_SPAWNS; {} native, BENCH_NATIVE_SPAWNS), per runtime ({} starts each, BENCH_RUNTIME_SPAWNS; c={} invoke throughput), burst from zero ({} bursts per side, BENCH_BURSTS); rows selected: {}",
+        cfg.spawns, cfg.native_spawns, cfg.runtime_spawns, cfg.conns, cfg.bursts, cfg.targets
     );
 
     // Declared first, so dropped last: after every process below is gone.
@@ -2744,7 +3156,11 @@ fn main() {
     let spawn_native = cfg
         .targets
         .contains('s')
-        .then(|| measure_native_spawns(&tmp.0, cfg.native_spawns));
+        .then(|| measure_native_spawns(&tmp.0, "spawn-native", cfg.native_spawns));
+    let runtimes = cfg
+        .targets
+        .contains('r')
+        .then(|| measure_runtimes(&cfg, &tmp.0));
     let burst =
         (have_example && cfg.targets.contains('z')).then(|| measure_bursts(&tmp.0, cfg.bursts));
 
@@ -2759,6 +3175,7 @@ fn main() {
         spawn_node,
         spawn_native,
         burst,
+        runtimes,
     };
     let json = report(&cfg, &targets, &extra);
     let target_dir = Path::new(NOSLATE_BIN)
