@@ -9,21 +9,6 @@ use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-fn cli(ns: &Noslate, args: &[&str]) -> (bool, String, String) {
-    let socket = ns.dir().join("work").join("noslated.sock");
-    let out = Command::new(binary())
-        .args(args)
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .expect("run the noslate CLI");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn usage_lines(ns: &Noslate) -> Vec<Value> {
     std::fs::read_to_string(ns.dir().join("logs").join("resource_usage.log"))
         .unwrap_or_default()
@@ -51,7 +36,7 @@ fn ps_lists_every_worker_as_a_table_and_as_json() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the admin socket is private");
 
-    let (ok, table, err) = cli(&ns, &["ps"]);
+    let (ok, table, err) = ns.cli(&["ps"]);
     assert!(ok, "ps failed: {err}");
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "header + 3 workers:\n{table}");
@@ -67,7 +52,7 @@ fn ps_lists_every_worker_as_a_table_and_as_json() {
             .any(|l| l.starts_with("solo-1") && l.contains("ready"))
     );
 
-    let (ok, json_text, err) = cli(&ns, &["ps", "--json"]);
+    let (ok, json_text, err) = ns.cli(&["ps", "--json"]);
     assert!(ok, "ps --json failed: {err}");
     let workers: Value = serde_json::from_str(&json_text).unwrap();
     let workers = workers.as_array().unwrap();
@@ -147,7 +132,7 @@ fn every_exit_is_accounted_with_its_reason() {
         usage_lines(&ns)
     );
 
-    let (ok, stats, err) = cli(&ns, &["stats"]);
+    let (ok, stats, err) = ns.cli(&["stats"]);
     assert!(ok, "{err}");
     let stats: Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["exits"]["crashed"], 2);

@@ -8,21 +8,6 @@ use common::{Noslate, Req, WAIT, binary, fixture_dir, profile, wait_until};
 use serde_json::{Value, json};
 use std::process::Command;
 
-fn cli(ns: &Noslate, args: &[&str]) -> (bool, String, String) {
-    let socket = ns.dir().join("work").join("noslated.sock");
-    let out = Command::new(binary())
-        .args(args)
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .expect("run the noslate CLI");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn write_set(ns: &Noslate, name: &str, set: &Value) -> String {
     let path = ns.dir().join(name);
     std::fs::write(&path, set.to_string()).unwrap();
@@ -66,7 +51,7 @@ fn a_code_change_rolls_to_new_workers_without_failing_a_request() {
     };
     let v2 = with_env(profile("app", "envdump"), "VERSION", "v2");
     let file = write_set(&ns, "v2.json", &json!([v2]));
-    let (ok, out, err) = cli(&ns, &["functions", "set", &file]);
+    let (ok, out, err) = ns.cli(&["functions", "set", &file]);
     assert!(ok, "{err}");
     let answer: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(answer["restarted"], json!(["app"]));
@@ -81,12 +66,12 @@ fn a_code_change_rolls_to_new_workers_without_failing_a_request() {
     }
     // Only the new generation remains.
     wait_until(WAIT, "the old worker is gone", || {
-        let (_, out, _) = cli(&ns, &["ps", "--json"]);
+        let (_, out, _) = ns.cli(&["ps", "--json"]);
         serde_json::from_str::<Value>(&out)
             .map(|w| w.as_array().map_or(0, Vec::len) == 1)
             .unwrap_or(false)
     });
-    let (ok, out, _) = cli(&ns, &["functions", "get"]);
+    let (ok, out, _) = ns.cli(&["functions", "get"]);
     assert!(ok);
     let got: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(got["functions"][0]["environments"][0]["value"], "v2");
@@ -104,7 +89,7 @@ fn an_invalid_set_is_rejected_whole_and_nothing_changes() {
         { "name": "broken", "runtime": "nodejs", "url": "/nonexistent/dir", "signature": "s" }
     ]);
     let file = write_set(&ns, "bad.json", &bad);
-    let (ok, _, err) = cli(&ns, &["functions", "set", &file]);
+    let (ok, _, err) = ns.cli(&["functions", "set", &file]);
     assert!(!ok);
     assert!(
         err.contains("functions[1].url"),
@@ -126,7 +111,7 @@ fn in_place_changes_apply_without_restarting_workers() {
     let mut limited = p;
     limited["rateLimit"] = json!({ "maxTokenCount": 1, "tokensPerFill": 1, "fillInterval": 60000 });
     let file = write_set(&ns, "limited.json", &json!([limited]));
-    let (ok, out, err) = cli(&ns, &["functions", "set", &file]);
+    let (ok, out, err) = ns.cli(&["functions", "set", &file]);
     assert!(ok, "{err}");
     assert!(out.contains("\"updated\""), "{out}");
     let statuses: Vec<u16> = (0..3).map(|_| ns.invoke(b"", &[]).status).collect();
@@ -137,7 +122,7 @@ fn in_place_changes_apply_without_restarting_workers() {
     let first_ok = statuses.iter().position(|&s| s == 200);
     if first_ok.is_some() {
         // Same worker: nothing restarted.
-        let (_, ps, _) = cli(&ns, &["ps", "--json"]);
+        let (_, ps, _) = ns.cli(&["ps", "--json"]);
         assert!(ps.contains(&pid.to_string()), "{ps}");
     }
 }
@@ -175,7 +160,7 @@ fn overlapping_updates_all_return_and_the_last_wins() {
     for h in handles {
         assert!(h.join().unwrap(), "every caller gets an answer");
     }
-    let (_, out, _) = cli(&ns, &["functions", "get"]);
+    let (_, out, _) = ns.cli(&["functions", "get"]);
     let last: Value = serde_json::from_str(&out).unwrap();
     let version = last["functions"][0]["environments"][0]["value"]
         .as_str()
@@ -200,7 +185,7 @@ fn a_removed_function_drains_and_a_new_one_serves() {
             with_env(profile("fresh", "envdump"), "VERSION", "fresh")
         ]),
     );
-    let (ok, out, err) = cli(&ns, &["functions", "set", &file]);
+    let (ok, out, err) = ns.cli(&["functions", "set", &file]);
     assert!(ok, "{err}");
     let answer: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(answer["removed"], json!(["old"]));
@@ -211,7 +196,7 @@ fn a_removed_function_drains_and_a_new_one_serves() {
         ns.send(&Req::new("POST", "/invoke/fresh")).status == 200
     });
     wait_until(WAIT, "the removed function's worker is gone", || {
-        let (_, ps, _) = cli(&ns, &["ps"]);
+        let (_, ps, _) = ns.cli(&["ps"]);
         !ps.contains("old-")
     });
 }
@@ -228,7 +213,7 @@ fn platform_env_reaches_new_workers_and_invoke_goes_through_the_socket() {
         "env.json",
         &json!({ "REGION_TAG": "east", "VERSION": "ignored" }),
     );
-    let (ok, _, err) = cli(&ns, &["env", "set", &file]);
+    let (ok, _, err) = ns.cli(&["env", "set", &file]);
     assert!(ok, "{err}");
     wait_until(WAIT, "new workers carry the platform env", || {
         let resp = ns.invoke(b"", &[]);
@@ -240,14 +225,14 @@ fn platform_env_reaches_new_workers_and_invoke_goes_through_the_socket() {
         "v1",
         "the function's own env wins"
     );
-    let (ok, out, _) = cli(&ns, &["env", "get"]);
+    let (ok, out, _) = ns.cli(&["env", "get"]);
     assert!(ok && out.contains("east"), "{out}");
-    let (ok, out, err) = cli(&ns, &["invoke", "plat", "--data", "hi"]);
+    let (ok, out, err) = ns.cli(&["invoke", "plat", "--data", "hi"]);
     assert!(ok, "{err}");
     let body: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(body["env"]["REGION_TAG"], "east");
     let bad = write_set(&ns, "badenv.json", &json!({ "FC_X": "1", "bad name": "2" }));
-    let (ok, _, err) = cli(&ns, &["env", "set", &bad]);
+    let (ok, _, err) = ns.cli(&["env", "set", &bad]);
     assert!(!ok);
     assert!(err.contains("FC_X") && err.contains("bad name"), "{err}");
     let _ = fixture_dir("envdump");

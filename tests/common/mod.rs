@@ -426,6 +426,23 @@ impl Noslate {
         self.send(&req)
     }
 
+    /// Runs the noslate CLI (`ps`, `stats`, `functions ...`) against this runtime's admin
+    /// socket; returns success, stdout and stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let socket = self.dir().join("work").join("noslated.sock");
+        let out = Command::new(binary())
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .expect("run the noslate CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// The runtime's direct children (workers, including zombies).
     pub fn children(&self) -> Vec<i32> {
         children_of(self.pid)
