@@ -171,21 +171,30 @@ pub fn workers_to_launch(input: ScaleInput) -> usize {
     wanted.min(room).min(launch_slots)
 }
 
+/// Builders shared by the unit tests of the pool and the scheduler.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
 
-    fn key(idx: u32) -> Key {
+    /// A slab key with index `idx`.
+    pub(crate) fn key(idx: u32) -> Key {
         Key { idx, generation: 0 }
     }
 
-    fn load(idx: u32, state: WorkerState, active: usize) -> WorkerLoad {
+    /// A worker's load for the dispatchers.
+    pub(crate) fn load(idx: u32, state: WorkerState, active: usize) -> WorkerLoad {
         WorkerLoad {
             key: key(idx),
             state,
             active,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{key, load};
+    use super::*;
 
     #[test]
     fn picks_least_loaded_ready_worker_below_the_cap() {

@@ -164,17 +164,7 @@ pub fn disposable_launches(
 mod tests {
     use super::*;
 
-    fn key(idx: u32) -> Key {
-        Key { idx, generation: 0 }
-    }
-
-    fn load(idx: u32, state: WorkerState, active: usize) -> WorkerLoad {
-        WorkerLoad {
-            key: key(idx),
-            state,
-            active,
-        }
-    }
+    use crate::pool::test_support::{key, load};
 
     fn ready(idx: u32, active: usize) -> WorkerLoad {
         load(idx, WorkerState::Ready, active)
