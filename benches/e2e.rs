@@ -63,10 +63,11 @@
 //!   (`BENCH_NATIVE_SPAWNS`); at about 40-80 ms per Node.js spawn its default is 60
 //!   (`BENCH_SPAWNS=200` for the full count).
 //! - **Per runtime** (issue 5; `BENCH_TARGETS` letter `r`): start to ready, the same way, over
-//!   `BENCH_RUNTIME_SPAWNS` (default 20) disposable starts each of a Python worker whose module
-//!   (written to a temp code dir) imports `json`, `decimal` and `email`, of Node.js
-//!   (`examples/hello`) and of the native reference worker; the Python warm-seed and Node.js
-//!   spare-process rows print "not available: not implemented yet" (the features do not exist).
+//!   `BENCH_RUNTIME_SPAWNS` (default 100) disposable starts each of a Python worker whose module
+//!   (written to a temp code dir) imports `json`, `decimal` and `email`, cold and forked from
+//!   its warm seed, of Node.js (`examples/hello`) and of the native reference worker; the
+//!   Node.js spare-process row prints "not available: not implemented yet". Each fast path is
+//!   then compared with its cold start (ratio of p50s, with the issue's targets).
 //!   Then one table of c=64 invoke throughput through each runtime's trivial handler: nodejs
 //!   noslate / fc-event / fc-http, aworker, python3 fc-event / fc-http (WSGI), native and process
 //!   (a `#!/bin/sh` `echo hello` in a temp code dir), the profiles of `examples/functions.json`
@@ -199,7 +200,7 @@ impl Config {
             pin: env_num("BENCH_PIN", 0u8) != 0,
             spawns: env_num("BENCH_SPAWNS", 60usize),
             native_spawns: env_num("BENCH_NATIVE_SPAWNS", 200usize),
-            runtime_spawns: env_num("BENCH_RUNTIME_SPAWNS", 20usize),
+            runtime_spawns: env_num("BENCH_RUNTIME_SPAWNS", 100usize),
             bursts: env_num("BENCH_BURSTS", 5usize),
             fresh: env_num("BENCH_FRESH", 1u8) != 0,
         };
@@ -814,11 +815,16 @@ struct Seen {
     started: usize,
     /// Every `[turf w=.. pid=..] exited with ...`: workers reaped.
     exits: usize,
+    /// Every `[turf seed=.. pid=..] ready after ...`: warm seeds ready to fork.
+    seeds_ready: usize,
 }
 
 impl Seen {
     fn note(&mut self, line: &str) {
         const READY: &str = "] ready to serve after ";
+        if line.contains("[turf seed=") && line.contains("] ready after ") {
+            self.seeds_ready += 1;
+        }
         if !line.contains("[turf w=") {
             return;
         }
@@ -1386,6 +1392,19 @@ fn measure_spawns(
     n: usize,
     expect: Option<&'static [u8]>,
 ) -> SpawnRow {
+    measure_spawns_after(tmp, tag, functions, n, expect, |_: &Seen| true)
+}
+
+/// [`measure_spawns`], once the runtime's log shows `ready` (for example, a warm seed that
+/// finished importing; waited for up to 10 s).
+fn measure_spawns_after(
+    tmp: &Path,
+    tag: &str,
+    functions: &Value,
+    n: usize,
+    expect: Option<&'static [u8]>,
+    ready: impl Fn(&Seen) -> bool,
+) -> SpawnRow {
     let (p, port) = match start_noslate_with(tmp, tag, functions, None, true) {
         Ok(x) => x,
         Err(e) => {
@@ -1393,6 +1412,15 @@ fn measure_spawns(
             return SpawnRow::unavailable(why(&e));
         }
     };
+    if !p.wait_seen(Duration::from_secs(10), &ready) {
+        return SpawnRow {
+            note: Some(format!(
+                "the runtime did not get ready for this row in 10 s; its log:\n{}",
+                p.tail(10)
+            )),
+            ..SpawnRow::default()
+        };
+    }
     let name = functions[0]["name"].as_str().unwrap_or("hello");
     let req = request_bytes("POST", &format!("/invoke/{name}"), port, BODY);
     let mut client = BlockingClient::new(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -1629,13 +1657,84 @@ struct RuntimeRows {
 }
 
 impl RuntimeRows {
-    /// Every row that ran is clean; rows that do not exist yet do not count.
+    /// Every row that ran is clean and every speed-up target that could be measured is met;
+    /// rows that do not exist do not count.
     fn clean(&self) -> bool {
         self.spawns
             .iter()
             .filter(|s| !s.row.unavailable)
             .all(|s| s.row.clean())
             && self.invoke.iter().all(InvokeRow::clean)
+            && self.speedups().iter().all(|s| s.pass().unwrap_or(true))
+    }
+
+    fn row(&self, key: &str) -> Option<&SpawnRow> {
+        self.spawns
+            .iter()
+            .find(|s| s.key == key)
+            .map(|s| &s.row)
+            .filter(|r| !r.unavailable && !r.ready_ms.is_empty())
+    }
+
+    /// The fast-start targets: each fast path against its cold start, from the same run.
+    fn speedups(&self) -> Vec<Speedup> {
+        let p50 = |key: &str| self.row(key).and_then(|r| percentile(&r.ready_ms, 50.0));
+        vec![
+            Speedup {
+                key: "python3_warm_seed",
+                label: "python3 warm seed vs cold",
+                cold_p50: p50("python3_cold"),
+                fast_p50: p50("python3_warm_seed"),
+                min_ratio: TARGET_PY_SEED_RATIO,
+                max_fast_p50: Some(TARGET_PY_SEED_P50_MS),
+            },
+            Speedup {
+                key: "nodejs_spare_process",
+                label: "nodejs spare process vs cold",
+                cold_p50: p50("nodejs_cold"),
+                fast_p50: p50("nodejs_spare_process"),
+                min_ratio: TARGET_NODE_SPARE_RATIO,
+                max_fast_p50: None,
+            },
+        ]
+    }
+}
+
+/// Issue target: a worker forked from the warm seed is ready at least this many times faster
+/// than a cold Python start (p50 against p50).
+const TARGET_PY_SEED_RATIO: f64 = 10.0;
+/// Issue target: p50 spawn-to-ready of a worker forked from the warm seed, ms.
+const TARGET_PY_SEED_P50_MS: f64 = 5.0;
+/// Issue target: a Node.js worker from a spare process is ready at least this many times
+/// faster than a cold one.
+const TARGET_NODE_SPARE_RATIO: f64 = 3.0;
+
+/// One fast-start path against its cold start.
+struct Speedup {
+    key: &'static str,
+    label: &'static str,
+    cold_p50: Option<f64>,
+    fast_p50: Option<f64>,
+    min_ratio: f64,
+    max_fast_p50: Option<f64>,
+}
+
+impl Speedup {
+    fn ratio(&self) -> Option<f64> {
+        Some(self.cold_p50? / self.fast_p50?.max(1e-3))
+    }
+
+    /// `None` when either side was not measured.
+    fn pass(&self) -> Option<bool> {
+        let ratio = self.ratio()?;
+        let fast = self.fast_p50?;
+        Some(ratio >= self.min_ratio && self.max_fast_p50.is_none_or(|max| fast <= max))
+    }
+
+    fn json(&self) -> Value {
+        json!({"cold_p50_ms": self.cold_p50, "fast_p50_ms": self.fast_p50,
+               "cold_over_fast": self.ratio(), "target_min_ratio": self.min_ratio,
+               "target_max_fast_p50_ms": self.max_fast_p50, "pass": self.pass()})
     }
 }
 
@@ -1655,18 +1754,28 @@ fn write_code(dir: &Path, file: &str, text: &str, exec: bool) -> Result<(), Stri
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Start to ready of a Python worker whose module imports `json`, `decimal` and `email`.
-fn measure_python_spawns(tmp: &Path, n: usize) -> SpawnRow {
+/// Start to ready of a Python worker whose module imports `json`, `decimal` and `email`: cold
+/// (`disableSeed`), or forked from the function's warm seed.
+fn measure_python_spawns(tmp: &Path, n: usize, seed: bool) -> SpawnRow {
     let code = tmp.join("code-py-imports");
     if let Err(e) = write_code(&code, "index.py", PY_IMPORTS, false) {
         return SpawnRow::unavailable(format!("not available: {e}"));
     }
+    let mut worker = disposable_worker(None);
+    worker["disableSeed"] = json!(!seed);
     let functions = json!([{
         "name": "pyimports", "runtime": "python3", "url": code, "handler": "index.handler",
         "signature": "bench", "resourceLimit": {"memory": 128 * MIB},
-        "worker": disposable_worker(None),
+        "worker": worker,
     }]);
-    measure_spawns(tmp, "r-spawn-python", &functions, n, Some(BODY))
+    let tag = if seed {
+        "r-spawn-python-seed"
+    } else {
+        "r-spawn-python"
+    };
+    measure_spawns_after(tmp, tag, &functions, n, Some(BODY), |s: &Seen| {
+        !seed || s.seeds_ready > 0
+    })
 }
 
 /// The native profile of the invoke row, and the body it must answer (the reference worker
@@ -1828,12 +1937,12 @@ fn measure_runtimes(cfg: &Config, tmp: &Path) -> RuntimeRows {
         RuntimeSpawn {
             key: "python3_cold",
             label: "python3 cold, module imports json+decimal+email",
-            row: measure_python_spawns(tmp, n),
+            row: measure_python_spawns(tmp, n, false),
         },
         RuntimeSpawn {
             key: "python3_warm_seed",
             label: "python3 same module from the warm seed (issue: p50 <= 5 ms, >= 10x cold)",
-            row: missing(),
+            row: measure_python_spawns(tmp, n, true),
         },
         RuntimeSpawn {
             key: "nodejs_cold",
@@ -1886,7 +1995,30 @@ fn runtime_lines(out: &mut String, cfg: &Config, rows: Option<&RuntimeRows>) {
             let note = s.row.note.as_deref().unwrap_or("not available");
             let _ = writeln!(out, "  {}: {note}  n/a", s.label);
         } else {
-            spawn_line(out, s.label, Some(&s.row), None);
+            let target = (s.key == "python3_warm_seed").then_some(TARGET_PY_SEED_P50_MS);
+            spawn_line(out, s.label, Some(&s.row), target);
+        }
+    }
+    for sp in rows.speedups() {
+        let target = match sp.max_fast_p50 {
+            Some(max) => format!("target >= {:.0}x and p50 <= {max:.0} ms", sp.min_ratio),
+            None => format!("target >= {:.0}x", sp.min_ratio),
+        };
+        match sp.pass() {
+            Some(ok) => {
+                let _ = writeln!(
+                    out,
+                    "  {}: cold/fast = {:.1}x (p50 {:.2} ms vs {:.2} ms; {target})  {}",
+                    sp.label,
+                    sp.ratio().unwrap_or(0.0),
+                    sp.cold_p50.unwrap_or(0.0),
+                    sp.fast_p50.unwrap_or(0.0),
+                    pass(ok)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {}: not measured ({target})  n/a", sp.label);
+            }
         }
     }
     let _ = writeln!(
@@ -3051,6 +3183,9 @@ fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
             "spawns_each": cfg.runtime_spawns,
             "start_to_ready": r.spawns.iter()
                 .map(|s| (s.key.to_string(), json!({"label": s.label, "row": s.row.json()})))
+                .collect::<serde_json::Map<_, _>>(),
+            "speedups": r.speedups().iter()
+                .map(|s| (s.key.to_string(), s.json()))
                 .collect::<serde_json::Map<_, _>>(),
             "invoke_throughput": {
                 "conns": cfg.conns, "threads": cfg.threads, "secs": RUNTIME_TP_SECS,

@@ -1,7 +1,8 @@
 //! mio tokens: a role in the top bits, and for slab-owned sources the slab key below it.
 //!
 //! ```text
-//! bits 63..60  role      (listener, signal pipe, admin listener, connection, worker pipes)
+//! bits 63..60  role      (listener, signal pipe, admin listener, connection, worker pipes,
+//!                        seed socket)
 //! bits 59..32  generation of the slab key
 //! bits 31..0   slab index
 //! ```
@@ -24,6 +25,8 @@ pub enum Source {
     WorkerOut(Key),
     /// The pipe the runtime writes frames to the worker on.
     WorkerIn(Key),
+    /// A warm seed's control socket.
+    Seed(Key),
 }
 
 const ROLE_SHIFT: u32 = 60;
@@ -37,6 +40,7 @@ pub fn token(source: Source) -> Token {
         Source::Conn(key) => (2, Some(key)),
         Source::WorkerOut(key) => (3, Some(key)),
         Source::WorkerIn(key) => (4, Some(key)),
+        Source::Seed(key) => (6, Some(key)),
     };
     let low = key.map_or(0, |k| (u64::from(k.generation) << 32) | u64::from(k.idx));
     Token(usize::try_from((role << ROLE_SHIFT) | low).unwrap_or(usize::MAX))
@@ -56,6 +60,7 @@ pub fn source(token: Token) -> Option<Source> {
         3 => Source::WorkerOut(key),
         4 => Source::WorkerIn(key),
         5 => Source::Admin,
+        6 => Source::Seed(key),
         _ => return None,
     })
 }
@@ -77,6 +82,7 @@ mod tests {
             Source::Conn(key),
             Source::WorkerOut(key),
             Source::WorkerIn(key),
+            Source::Seed(key),
         ] {
             assert_eq!(source(token(s)), Some(s));
         }

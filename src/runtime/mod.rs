@@ -140,6 +140,23 @@ impl Runtimes {
         Ok(())
     }
 
+    /// The program, arguments and environment of `profile`'s warm seed (`turf::seed`): the
+    /// Python bootstrap in seed mode, with exactly the environment its workers get. `None` for
+    /// runtimes that have no seed.
+    pub fn seed_launch_spec(
+        &self,
+        profile: &FunctionProfile,
+        seed_id: &str,
+    ) -> Option<Result<LaunchSpec, String>> {
+        if profile.runtime != Runtime::Python3 {
+            return None;
+        }
+        Some(self.launch_spec(profile, seed_id).map(|mut spec| {
+            spec.args.push(crate::turf::seed::SEED_ARG.into());
+            spec
+        }))
+    }
+
     /// The program, arguments and environment of a worker for `profile`.
     pub fn launch_spec(
         &self,

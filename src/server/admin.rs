@@ -79,6 +79,7 @@ impl Server {
                     "function": self.functions[w.function].profile.name,
                     "pid": w.pid,
                     "state": w.state.as_str(),
+                    "start": if w.forked { "forked" } else { "cold" },
                     "inflight": w.active(),
                     "served": w.served,
                     "rssBytes": live.map(|s| s.rss_bytes),
@@ -91,6 +92,22 @@ impl Server {
             .collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
         Value::Array(rows.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// A function's warm seed: `null` when it has none and no error to tell.
+    fn seed_view(&self, f: &super::Function) -> Value {
+        let seed = f.seed.key.and_then(|k| self.seeds.get(k));
+        if seed.is_none() && f.seed.last_error.is_none() {
+            return Value::Null;
+        }
+        json!({
+            "id": seed.map(|s| &s.id),
+            "pid": seed.map(|s| s.pid),
+            "state": seed.map_or("none", |s| s.state.as_str()),
+            "forks": seed.map(|s| s.forks),
+            "rssBytes": seed.and_then(|s| stats::read(s.pid)).map(|l| l.rss_bytes),
+            "lastError": f.seed.last_error,
+        })
     }
 
     /// Exit counters and per-function counts.
@@ -122,6 +139,7 @@ impl Server {
                         "inflight": f.meter.current(),
                         "removed": f.removed,
                         "startFailures": f.pool.start_failures,
+                        "seed": self.seed_view(f),
                         "rejected": {
                             "rateLimited": f.rejected.rate_limited,
                             "breakerOpen": f.rejected.breaker_open,

@@ -220,6 +220,7 @@ impl Server {
             return;
         }
         self.lifecycle = Lifecycle::StoppingWorkers;
+        self.stop_all_seeds();
         for key in self.workers.keys() {
             self.stop_worker(key, "runtime stopping");
         }
@@ -228,7 +229,10 @@ impl Server {
 
     /// Answers `/pre-stop` once every worker has been reaped.
     pub(super) fn check_workers_stopped(&mut self) {
-        if self.lifecycle != Lifecycle::StoppingWorkers || !self.workers.is_empty() {
+        if self.lifecycle != Lifecycle::StoppingWorkers
+            || !self.workers.is_empty()
+            || !self.seeds.is_empty()
+        {
             return;
         }
         log::info!("all workers stopped");

@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod reconfig;
 mod schedule;
+mod seeds;
 mod supervise;
 
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
@@ -36,6 +37,7 @@ use crate::sched::ratelimit::TokenBucket;
 use crate::turf::accounting::Accounting;
 use crate::turf::cgroup::{self, WorkerCgroup};
 use crate::turf::probe::{self, Capabilities};
+use crate::turf::seed::Seed;
 use crate::turf::spawn::{Isolation, resolve_user};
 use crate::turf::worker::{ConnRef, Worker};
 use conn::{Conn, Socket};
@@ -140,6 +142,10 @@ enum Timer {
     SchedTick,
     /// A draining worker's `dataPlane.closeTrafficTimeout` passed.
     DrainTimeout(Key),
+    /// A function's seed restart back-off has passed.
+    SeedRetry(usize),
+    /// A stopping seed's grace period is over: SIGKILL.
+    SeedKill(Key),
 }
 
 /// A configured function, its pool and its scheduling state.
@@ -163,6 +169,8 @@ struct Function {
     generation: u64,
     /// Ready workers of the current generation needed before the older ones are drained.
     rollout_target: usize,
+    /// Its warm seed, for Python functions.
+    seed: seeds::SeedSlot,
 }
 
 impl Function {
@@ -179,6 +187,7 @@ impl Function {
             removed: false,
             generation: 0,
             rollout_target: 0,
+            seed: seeds::SeedSlot::default(),
             pool: Pool::new(),
             profile,
         }
@@ -209,6 +218,13 @@ pub struct Server {
     conns: Slab<Conn>,
     workers: Slab<Worker>,
     pids: HashMap<i32, Key>,
+    /// Warm seeds (`turf::seed`) and their pids.
+    seeds: Slab<Seed>,
+    seed_pids: HashMap<i32, Key>,
+    /// Exits of children no record claims (yet): see `seeds::MAX_UNCLAIMED_EXITS`.
+    unclaimed_exits: std::collections::VecDeque<(i32, crate::sys::Reaped)>,
+    /// Whether seeds can fork workers here, or why not.
+    warm_fork: Result<(), String>,
     functions: Vec<Function>,
     by_name: HashMap<String, usize>,
     default_function: Option<usize>,
@@ -289,6 +305,7 @@ impl Server {
         } = options;
         let accounting_dir = logdir.clone();
         let (caps, isolation, nofile_cap) = prepare_sandbox(&config, &workdir)?;
+        let warm_fork = warm_fork_support(&caps, isolation.as_ref());
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let mut listener =
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
@@ -348,6 +365,10 @@ impl Server {
             conns: Slab::default(),
             workers: Slab::default(),
             pids: HashMap::new(),
+            seeds: Slab::default(),
+            seed_pids: HashMap::new(),
+            unclaimed_exits: std::collections::VecDeque::new(),
+            warm_fork,
             functions: {
                 let now = Instant::now();
                 let use_ema = config.control_plane.use_ema_scaling;
@@ -401,6 +422,14 @@ impl Server {
     /// Starts the reserved workers and runs the event loop until a signal-initiated shutdown
     /// has completed.
     pub fn run(mut self) -> Result<(), ServerError> {
+        if let Err(why) = &self.warm_fork
+            && self.functions.iter().any(|f| {
+                f.profile.runtime == crate::config::Runtime::Python3
+                    && !f.profile.worker.disable_seed
+            })
+        {
+            log::warn!("[turf] warm fork is off ({why}): Python workers start cold");
+        }
         for index in 0..self.functions.len() {
             self.scale(index);
         }
@@ -425,6 +454,7 @@ impl Server {
                     Some(Source::Signals) => self.on_signals(),
                     Some(Source::WorkerOut(key)) => self.on_worker_readable(key),
                     Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
+                    Some(Source::Seed(key)) => self.on_seed_readable(key),
                     _ => {}
                 }
             }
@@ -444,7 +474,12 @@ impl Server {
                             self.drive_conn(key);
                         }
                     }
-                    Some(Source::Signals | Source::WorkerOut(_) | Source::WorkerIn(_)) => {}
+                    Some(
+                        Source::Signals
+                        | Source::WorkerOut(_)
+                        | Source::WorkerIn(_)
+                        | Source::Seed(_),
+                    ) => {}
                     None => log::trace!("event for unknown token {:?}", event.token()),
                 }
             }
@@ -473,6 +508,8 @@ impl Server {
                 Timer::LogGc => self.on_log_gc(),
                 Timer::SchedTick => self.on_sched_tick(),
                 Timer::DrainTimeout(worker) => self.on_drain_timeout(worker),
+                Timer::SeedRetry(function) => self.on_seed_retry(function),
+                Timer::SeedKill(seed) => self.on_seed_kill_timer(seed),
             }
         }
     }
@@ -675,4 +712,18 @@ fn prepare_sandbox(
         .ok()
         .map(|(_, hard)| hard);
     Ok((caps, isolation, nofile_cap))
+}
+
+/// Whether warm seeds can fork workers here. A seed's workers must become the runtime's own
+/// children (so the runtime reaps and accounts for them): the runtime becomes a child
+/// subreaper, and seeds cannot run in their own PID namespace, whose init would adopt them.
+fn warm_fork_support(caps: &Capabilities, isolation: Option<&Isolation>) -> Result<(), String> {
+    if isolation.is_some_and(|i| i.namespaces) && caps.namespaces.available {
+        return Err(
+            "turf.isolation gives every process its own PID namespace, whose init would adopt \
+             a seed's workers"
+                .into(),
+        );
+    }
+    crate::sys::set_child_subreaper().map_err(|e| format!("cannot become a child subreaper: {e}"))
 }

@@ -148,6 +148,7 @@ impl Server {
                 self.functions[index].removed = true;
                 removed.push(name);
                 self.retire_if_removed(index);
+                self.ensure_seed(index);
             }
         }
         if let Some(services) = raw_services {

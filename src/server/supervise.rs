@@ -55,6 +55,9 @@ impl Server {
     /// start error, or with the capacity limit that blocks the launch (always for the memory
     /// pool; for the replica limit only with `worker.fastFailRequestsOnStarting`).
     pub(super) fn scale_with(&mut self, function: usize, action: ScaleAction) {
+        // The seed follows the function: started with it, replaced with its code, stopped
+        // when it is removed or the runtime stops.
+        self.ensure_seed(function);
         if self.lifecycle != Lifecycle::Running || self.functions[function].removed {
             return;
         }
@@ -161,10 +164,9 @@ impl Server {
         (starting, alive)
     }
 
-    /// Forks one worker. Returns false when it could not be started (the failure is recorded).
-    fn spawn_worker(&mut self, function: usize) -> bool {
-        // Start-up is timed from here, the launch decision, through fork/exec to INIT_DONE.
-        let decided = Instant::now();
+    /// The next worker id of `function` and its log directory (empty when worker output goes
+    /// to the console).
+    pub(super) fn next_worker_id(&mut self, function: usize) -> (String, PathBuf) {
         let f = &mut self.functions[function];
         f.pool.next_worker_no += 1;
         let id = format!("{}-{}", f.profile.name, f.pool.next_worker_no);
@@ -173,6 +175,44 @@ impl Server {
         } else {
             self.logdir.join(&f.profile.name).join(&id)
         };
+        (id, log_dir)
+    }
+
+    /// The limits a worker (or seed) of `function` runs under.
+    pub(super) fn worker_limits(&self, function: usize) -> spawn::Limits {
+        let rl = &self.functions[function].profile.resource_limit;
+        let enforce = self.config.turf.enforce_limits;
+        spawn::Limits {
+            memory: Some(rl.memory).filter(|_| enforce),
+            cpu: rl.cpu.filter(|_| enforce),
+            pids: Some(rl.pids).filter(|_| enforce),
+            nofile: Some(self.nofile_cap.map_or(rl.nofile, |cap| rl.nofile.min(cap))),
+        }
+    }
+
+    /// A launch environment plus the platform's variables; the function's own win.
+    pub(super) fn with_platform_env(
+        &self,
+        mut env: Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
+        for (key, value) in &self.platform_env {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.clone(), value.clone()));
+            }
+        }
+        env
+    }
+
+    /// Starts one worker: forked from the function's warm seed when it has a ready one, else
+    /// cold. Returns false when it could not be started (the failure is recorded).
+    fn spawn_worker(&mut self, function: usize) -> bool {
+        // Start-up is timed from here, the launch decision, through fork/exec to INIT_DONE.
+        let decided = Instant::now();
+        if let Some(started) = self.fork_worker(function, decided) {
+            return started;
+        }
+        let (id, log_dir) = self.next_worker_id(function);
+        let f = &self.functions[function];
         let launch = match self.runtimes.launch_spec(&f.profile, &id) {
             Ok(launch) => launch,
             Err(message) => {
@@ -188,25 +228,11 @@ impl Server {
                 return false;
             }
         };
-        let mut env = launch.env;
-        for (key, value) in &self.platform_env {
-            // The function's own environments win over the platform's.
-            if !env.iter().any(|(k, _)| k == key) {
-                env.push((key.clone(), value.clone()));
-            }
-        }
-        let rl = &f.profile.resource_limit;
-        let enforce = self.config.turf.enforce_limits;
-        let limits = spawn::Limits {
-            memory: Some(rl.memory).filter(|_| enforce),
-            cpu: rl.cpu.filter(|_| enforce),
-            pids: Some(rl.pids).filter(|_| enforce),
-            nofile: Some(self.nofile_cap.map_or(rl.nofile, |cap| rl.nofile.min(cap))),
-        };
+        let limits = self.worker_limits(function);
         let spec = spawn::SpawnSpec {
             program: &launch.program,
             args: launch.args,
-            env,
+            env: self.with_platform_env(launch.env),
             cwd: &f.profile.code_dir,
             log_dir: log_dir.clone(),
             sandbox: spawn::SandboxPlan::build(&self.caps, &id, limits, self.isolation.as_ref()),
@@ -232,18 +258,46 @@ impl Server {
             }
         };
         let pid = spawned.pid;
-        let generation = f.generation;
         let mut enforcement = spawned.enforcement;
         enforcement.poll_fallback(&limits);
-        let cgroup = spawned.cgroup;
-        let init_timeout = Duration::from_millis(f.profile.worker.initialization_timeout_ms);
-        let key = self.workers.insert(Worker::new(
+        // What no cgroup enforces, the runtime polls.
+        let polled = PolledLimits::new(
+            limits
+                .memory
+                .filter(|_| enforcement.memory == Mechanism::Poll),
+            limits.cpu.filter(|_| enforcement.cpu == Mechanism::Poll),
+        );
+        log::debug!("[turf w={id}] enforcement: {}", enforcement.summary());
+        let mut worker = Worker::new(
             id.clone(),
             function,
             pid,
             spawned.to_worker,
             spawned.from_worker,
-        ));
+        );
+        worker.polled = polled;
+        worker.enforcement = serde_json::to_value(&enforcement).unwrap_or_default();
+        worker.log_dir = log_dir;
+        worker.cgroup = spawned.cgroup;
+        worker.spawned_at = decided;
+        if self.install_worker(worker).is_none() {
+            return false;
+        }
+        log::info!("[turf w={id} pid={pid}] started");
+        true
+    }
+
+    /// Takes a started (or requested) worker into the loop: watches its pipes, adds it to its
+    /// function's pool and arms its init deadline. `None` when its pipes cannot be watched
+    /// (it is killed).
+    pub(super) fn install_worker(&mut self, mut worker: Worker) -> Option<Key> {
+        let function = worker.function;
+        let f = &self.functions[function];
+        worker.generation = f.generation;
+        let init_timeout = Duration::from_millis(f.profile.worker.initialization_timeout_ms);
+        let pid = worker.pid;
+        let id = worker.id.clone();
+        let key = self.workers.insert(worker);
         let registry = self.poll.registry();
         let registered = self.workers.get_mut(key).map(|w| {
             let out = w.from_worker.as_mut().map(|p| {
@@ -254,7 +308,9 @@ impl Server {
             });
             out.transpose().and(inp.transpose())
         });
-        self.pids.insert(pid, key);
+        if pid > 0 {
+            self.pids.insert(pid, key);
+        }
         self.functions[function].pool.workers.push(key);
         if let Some(Err(err)) = registered {
             log::error!("[turf w={id} pid={pid}] cannot watch worker pipes: {err}");
@@ -263,31 +319,16 @@ impl Server {
                 &format!("cannot watch worker pipes: {err}"),
                 ExitReason::Crashed,
             );
-            return false;
+            return None;
         }
         let timer = self
             .timers
             .schedule(Instant::now() + init_timeout, Timer::WorkerInit(key));
-        // What no cgroup enforces, the runtime polls.
-        let polled = PolledLimits::new(
-            limits
-                .memory
-                .filter(|_| enforcement.memory == Mechanism::Poll),
-            limits.cpu.filter(|_| enforcement.cpu == Mechanism::Poll),
-        );
-        log::debug!("[turf w={id}] enforcement: {}", enforcement.summary());
         if let Some(w) = self.workers.get_mut(key) {
             w.timer = Some(timer);
-            w.polled = polled;
-            w.enforcement = serde_json::to_value(&enforcement).unwrap_or_default();
-            w.log_dir = log_dir;
-            w.generation = generation;
-            w.cgroup = cgroup;
-            w.spawned_at = decided;
         }
         self.arm_limit_poll();
-        log::info!("[turf w={id} pid={pid}] started");
-        true
+        Some(key)
     }
 
     /// READY: the bootstrap runs; send INIT.
@@ -298,6 +339,12 @@ impl Server {
         if worker.state != WorkerState::Starting {
             let reason = format!("READY in state {}", worker.state.as_str());
             self.kill_worker(key, &reason, ExitReason::Crashed);
+            return;
+        }
+        if worker.pid == 0 {
+            // Forked, and the seed has not said which pid yet: INIT must wait until the worker
+            // is in its cgroup (`seeds::on_worker_forked`).
+            worker.ready_deferred = true;
             return;
         }
         log::debug!(
@@ -430,6 +477,9 @@ impl Server {
             },
         );
         self.kill_worker(key, &message, ExitReason::TimeoutKill);
+        // A forked worker whose pid never came: its seed is stuck, and is replaced (which also
+        // retires this record).
+        self.fail_seed_of_unforked(key, &message);
     }
 
     /// Records a failed start, schedules the retry and tells waiting requests.
@@ -556,7 +606,7 @@ impl Server {
     /// Takes a worker out of service for good: its pipes are closed, its streams fail with
     /// `reason`, and the pool is topped up. Idempotent. The record itself stays until the pid is
     /// reaped.
-    fn worker_gone(&mut self, key: Key, reason: &str) {
+    pub(super) fn worker_gone(&mut self, key: Key, reason: &str) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
@@ -648,25 +698,45 @@ impl Server {
                     return;
                 }
             };
+            if let Some(seed) = self.seed_pids.remove(&reaped.pid) {
+                self.on_seed_reaped(seed, &reaped.exit);
+                continue;
+            }
             let Some(key) = self.pids.remove(&reaped.pid) else {
+                // A forked worker reaped before its seed reported it, or an orphaned
+                // grandchild of a worker (the runtime is a child subreaper).
                 log::debug!("[turf] reaped unknown child {}", reaped.pid);
+                self.keep_unclaimed_exit(reaped);
                 continue;
             };
-            self.note_oom(key);
+            self.retire_reaped(key, Some(reaped));
+        }
+    }
+
+    /// Retires worker `key` whose process is gone: `reaped` is its exit, `None` when it never
+    /// had a process (a fork that did not happen).
+    pub(super) fn retire_reaped(&mut self, key: Key, reaped: Option<sys::Reaped>) {
+        self.note_oom(key);
+        if let Some(reaped) = &reaped {
             // The group may hold grandchildren that outlived the worker: they go too.
             spawn::kill(reaped.pid, libc::SIGKILL);
-            let (id, expected) = match self.workers.get_mut(key) {
-                Some(w) => {
-                    if w.exit_reason.is_none() {
-                        w.exit_reason = Some(format!(
-                            "worker {} (pid {}) exited unexpectedly with {}",
-                            w.id, w.pid, reaped.exit
-                        ));
-                    }
-                    (w.id.clone(), w.state >= WorkerState::Stopping)
+        }
+        let (id, expected) = match self.workers.get_mut(key) {
+            Some(w) => {
+                if w.exit_reason.is_none() {
+                    let how = reaped
+                        .as_ref()
+                        .map_or_else(|| "never started".to_owned(), |r| r.exit.to_string());
+                    w.exit_reason = Some(format!(
+                        "worker {} (pid {}) exited unexpectedly with {how}",
+                        w.id, w.pid
+                    ));
                 }
-                None => continue,
-            };
+                (w.id.clone(), w.state >= WorkerState::Stopping)
+            }
+            None => return,
+        };
+        if let Some(reaped) = &reaped {
             let level = if expected {
                 log::Level::Info
             } else {
@@ -681,27 +751,29 @@ impl Server {
                 reaped.system_cpu_us / 1000,
                 reaped.max_rss_kib
             );
-            let reason = self
-                .workers
-                .get(key)
-                .and_then(|w| w.exit_reason.clone())
-                .unwrap_or_default();
-            self.worker_gone(key, &reason);
-            if let Some(w) = self.workers.remove(key) {
-                if let Some(timer) = w.timer {
-                    self.timers.cancel(timer);
-                }
-                let oom = w.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
+        }
+        let reason = self
+            .workers
+            .get(key)
+            .and_then(|w| w.exit_reason.clone())
+            .unwrap_or_default();
+        self.worker_gone(key, &reason);
+        if let Some(w) = self.workers.remove(key) {
+            if let Some(timer) = w.timer {
+                self.timers.cancel(timer);
+            }
+            let oom = w.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
+            if let Some(cg) = w.cgroup
+                && let Err(busy) = cg.remove()
+            {
+                // Processes that escaped the group may still be dying; retry on the tick.
+                self.stale_cgroups.push(busy);
+            }
+            if let Some(reaped) = &reaped {
                 let accounted = ExitReason::decide(w.imposed, oom, reaped.exit);
-                if let Some(cg) = w.cgroup
-                    && let Err(busy) = cg.remove()
-                {
-                    // Processes that escaped the group may still be dying; retry on the tick.
-                    self.stale_cgroups.push(busy);
-                }
                 let function = &self.functions[w.function].profile.name;
                 let record = ExitRecord::new(
-                    &reaped,
+                    reaped,
                     &w.id,
                     function,
                     accounted,
@@ -709,16 +781,16 @@ impl Server {
                     w.served,
                 );
                 self.accounting.record(&record);
-                self.schedule_log_gc(w.log_dir);
             }
-            self.check_workers_stopped();
+            self.schedule_log_gc(w.log_dir);
         }
+        self.check_workers_stopped();
     }
 
     /// Queues an exited worker's log directory for deletion after `worker.gcLogDelay`; beyond
     /// `worker.gcLogHighWaterMark` pending directories, the oldest go at once, so a crash loop
     /// cannot fill the disk.
-    fn schedule_log_gc(&mut self, dir: std::path::PathBuf) {
+    pub(super) fn schedule_log_gc(&mut self, dir: std::path::PathBuf) {
         if dir.as_os_str().is_empty() {
             return;
         }
@@ -773,10 +845,13 @@ impl Server {
         self.on_worker_pipe_closed(key);
     }
 
-    /// SIGKILLs every worker group: the runtime is exiting.
+    /// SIGKILLs every worker and seed group: the runtime is exiting.
     pub(super) fn kill_all_workers(&mut self) {
         for w in self.workers.iter() {
             spawn::kill(w.pid, libc::SIGKILL);
+        }
+        for s in self.seeds.iter() {
+            spawn::kill(s.pid, libc::SIGKILL);
         }
     }
 }

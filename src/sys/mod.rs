@@ -235,3 +235,110 @@ pub fn signal_name(signo: i32) -> String {
         other => format!("signal {other}"),
     }
 }
+
+/// A connected pair of `SOCK_SEQPACKET` Unix sockets, both close-on-exec: message boundaries
+/// are kept and descriptors can travel with a message (the warm-seed control channel).
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: socketpair(2) writes two descriptors into `fds`, which is a live array of exactly
+    // two c_ints; on failure it writes nothing and returns -1.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both descriptors were just created by socketpair and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The most descriptors one [`send_with_fds`] carries.
+pub const MAX_PASSED_FDS: usize = 16;
+
+/// Sends one message on a Unix socket, with `fds` attached as `SCM_RIGHTS`, without blocking
+/// and without raising SIGPIPE. The whole message goes or nothing does (`SOCK_SEQPACKET`).
+pub fn send_with_fds(sock: &impl AsRawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors for one message",
+        ));
+    }
+    let fd_bytes = std::mem::size_of_val(fds);
+    // A u64 array keeps the control buffer aligned for `cmsghdr`.
+    let mut control = [0u64; 16];
+    // SAFETY: CMSG_SPACE is a pure computation on its argument.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid "no name, no data, no control" header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `msg_control` points at `control`, which is aligned and at least `space`
+        // bytes (16 fds × 4 bytes plus a header fit in 128), so CMSG_FIRSTHDR returns a
+        // pointer inside it, and CMSG_DATA leaves room for `fd_bytes` bytes after the header.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        }
+    }
+    // SAFETY: `msg` points at `iov` (which points at `bytes`) and at `control`, all alive for
+    // the call; sendmsg only reads them.
+    let sent = unsafe {
+        libc::sendmsg(
+            sock.as_raw_fd(),
+            &msg,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if sent as usize != bytes.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "message was truncated",
+        ));
+    }
+    Ok(())
+}
+
+/// Receives one message from a Unix socket without blocking. Descriptors a peer might attach
+/// are discarded by the kernel, since no control buffer is given. Returns the message length
+/// (a longer message is truncated to `buf`); 0 means the peer closed the socket.
+pub fn recv_message(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: recv(2) writes at most `buf.len()` bytes into `buf`, a live mutable slice.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`), so a
+/// worker forked by a warm seed's short-lived intermediate becomes the runtime's child.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) }).map(drop)
+}

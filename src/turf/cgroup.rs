@@ -691,6 +691,16 @@ impl WorkerCgroup {
             .collect()
     }
 
+    /// Moves process `pid` into every directory of this cgroup: how a worker forked by a warm
+    /// seed joins its own cgroup (a cold worker joins itself, before exec).
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            let path = d.path.join("cgroup.procs");
+            fs::write(&path, pid.to_string()).map_err(err("write", &path))?;
+        }
+        Ok(())
+    }
+
     fn memory_dir(&self) -> Option<&Dir> {
         self.dirs
             .iter()

@@ -1,12 +1,14 @@
 //! Turf: the runtime's own process supervisor. It forks workers with their protocol pipes on
 //! fixed fds, a clean environment, their own session and log files, and keeps the per-worker
-//! record the event loop drives (state, pipes, buffers, open streams).
+//! record the event loop drives (state, pipes, buffers, open streams). Python functions can
+//! also have a warm seed (`seed`) that forks their workers.
 
 pub mod accounting;
 pub mod cgroup;
 pub mod poll;
 pub mod probe;
 pub mod seccomp;
+pub mod seed;
 pub mod spawn;
 pub mod stats;
 pub mod worker;

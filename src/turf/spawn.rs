@@ -676,6 +676,149 @@ fn prepare_err(what: &str) -> impl FnOnce(io::Error) -> SpawnError {
 
 /// Forks and execs a worker in its sandbox.
 pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
+    let (to_worker, worker_in) = worker_pipe()?;
+    let (worker_out, from_worker) = worker_pipe()?;
+    worker_in.set_nonblocking(false).map_err(SpawnError::Pipe)?;
+    worker_out
+        .set_nonblocking(false)
+        .map_err(SpawnError::Pipe)?;
+    let worker_in: OwnedFd = worker_in.into();
+    let worker_out: OwnedFd = worker_out.into();
+    let started = start(spec, &worker_in, &worker_out);
+    // The worker's ends now live in the child; closing ours lets EOF propagate when it dies.
+    drop(worker_in);
+    drop(worker_out);
+    let (pid, cgroup, enforcement) = started?;
+    Ok(Spawned {
+        pid,
+        to_worker,
+        from_worker,
+        cgroup,
+        enforcement,
+    })
+}
+
+/// A running warm seed (`turf::seed`) and the runtime's end of its control socket.
+#[derive(Debug)]
+pub struct SpawnedSeed {
+    /// Its pid, which is also its process-group id.
+    pub pid: i32,
+    /// The runtime's end of the `SOCK_SEQPACKET` control socket (the seed has it on fds 3
+    /// and 4).
+    pub control: OwnedFd,
+    /// Its cgroup (the function's limits apply to the seed too).
+    pub cgroup: Option<WorkerCgroup>,
+    /// What was actually enforced.
+    pub enforcement: Enforcement,
+}
+
+/// Forks and execs a warm seed in its sandbox: like [`spawn`], except that fds 3 and 4 are one
+/// Unix `SOCK_SEQPACKET` socket, because the seed receives each new worker's descriptors
+/// (`SCM_RIGHTS`) with the request to fork it. Namespaces are refused: a seed is PID 1 of its
+/// namespace, so the workers it forks could not be reparented to the runtime, and would all
+/// die with it.
+pub fn spawn_seed(spec: &SpawnSpec<'_>) -> Result<SpawnedSeed, SpawnError> {
+    if spec.sandbox.namespaces.is_some() {
+        return Err(SpawnError::Prepare {
+            what: "a warm seed".into(),
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a seed cannot run in its own PID namespace (turf.isolation)",
+            ),
+        });
+    }
+    let (control, theirs) = sys::seqpacket_pair().map_err(SpawnError::Pipe)?;
+    let theirs_out = theirs.try_clone().map_err(SpawnError::Pipe)?;
+    let started = start(spec, &theirs, &theirs_out);
+    drop(theirs);
+    drop(theirs_out);
+    let (pid, cgroup, enforcement) = started?;
+    Ok(SpawnedSeed {
+        pid,
+        control,
+        cgroup,
+        enforcement,
+    })
+}
+
+/// What the runtime prepares for a worker that a warm seed forks (`turf::seed`): the protocol
+/// pipes, the log files and the cgroup, exactly as [`spawn`] prepares them for a cold worker.
+/// The seed's fork inherits the rest of the sandbox (rlimits, user, no-new-privs, seccomp)
+/// from the seed, which was spawned with the same plan.
+#[derive(Debug)]
+pub struct ForkParts {
+    /// Runtime → worker.
+    pub to_worker: Sender,
+    /// Worker → runtime.
+    pub from_worker: Receiver,
+    /// The worker's ends, in the order the seed places them: fd 3, fd 4, stdout, stderr.
+    pub child_fds: [OwnedFd; 4],
+    /// The cgroup the worker is moved into once its pid is known ([`WorkerCgroup::attach`]).
+    pub cgroup: Option<WorkerCgroup>,
+    /// What will be enforced.
+    pub enforcement: Enforcement,
+}
+
+/// Prepares a forked worker's pipes, log files and cgroup (see [`ForkParts`]).
+pub fn prepare_fork(log_dir: &Path, plan: &SandboxPlan) -> Result<ForkParts, SpawnError> {
+    let (stdout, stderr) = log_files(log_dir)?;
+    let (to_worker, worker_in) = worker_pipe()?;
+    let (worker_out, from_worker) = worker_pipe()?;
+    worker_in.set_nonblocking(false).map_err(SpawnError::Pipe)?;
+    worker_out
+        .set_nonblocking(false)
+        .map_err(SpawnError::Pipe)?;
+    let mut enforcement = plan.enforcement.clone();
+    let cgroup = plan
+        .cgroup
+        .as_ref()
+        .and_then(|p| match WorkerCgroup::create(p) {
+            Ok(cg) => Some(cg),
+            Err(e) => {
+                log::warn!("[turf] {e}; the worker starts without a cgroup");
+                None
+            }
+        });
+    plan.fill_limit_mechanisms(&mut enforcement, |c| {
+        cgroup.as_ref().is_some_and(|cg| cg.has(c))
+    });
+    Ok(ForkParts {
+        to_worker,
+        from_worker,
+        child_fds: [
+            worker_in.into(),
+            worker_out.into(),
+            stdout.into(),
+            stderr.into(),
+        ],
+        cgroup,
+        enforcement,
+    })
+}
+
+/// Opens the worker's stdout and stderr: files in `log_dir`, or the runtime's own when
+/// `log_dir` is empty.
+fn log_files(log_dir: &Path) -> Result<(File, File), SpawnError> {
+    if log_dir.as_os_str().is_empty() {
+        return Ok((
+            console(std::io::stdout().as_fd())?,
+            console(std::io::stderr().as_fd())?,
+        ));
+    }
+    std::fs::create_dir_all(log_dir).map_err(|source| SpawnError::LogDir {
+        path: log_dir.to_path_buf(),
+        source,
+    })?;
+    Ok((open_log(log_dir, "stdout")?, open_log(log_dir, "stderr")?))
+}
+
+/// The common part of [`spawn`] and [`spawn_seed`]: checks the working directory, opens the
+/// logs, creates the cgroup and forks with `worker_in`/`worker_out` as the child's fds 3/4.
+fn start(
+    spec: &SpawnSpec<'_>,
+    worker_in: &OwnedFd,
+    worker_out: &OwnedFd,
+) -> Result<(i32, Option<WorkerCgroup>, Enforcement), SpawnError> {
     match std::fs::metadata(spec.cwd) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -691,31 +834,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
             });
         }
     }
-    let (stdout, stderr) = if spec.log_dir.as_os_str().is_empty() {
-        (
-            console(std::io::stdout().as_fd())?,
-            console(std::io::stderr().as_fd())?,
-        )
-    } else {
-        std::fs::create_dir_all(&spec.log_dir).map_err(|source| SpawnError::LogDir {
-            path: spec.log_dir.clone(),
-            source,
-        })?;
-        (
-            open_log(&spec.log_dir, "stdout")?,
-            open_log(&spec.log_dir, "stderr")?,
-        )
-    };
-
-    let (to_worker, worker_in) = worker_pipe()?;
-    let (worker_out, from_worker) = worker_pipe()?;
-    worker_in.set_nonblocking(false).map_err(SpawnError::Pipe)?;
-    worker_out
-        .set_nonblocking(false)
-        .map_err(SpawnError::Pipe)?;
-    let worker_in: OwnedFd = worker_in.into();
-    let worker_out: OwnedFd = worker_out.into();
-
+    let (stdout, stderr) = log_files(&spec.log_dir)?;
     let plan = &spec.sandbox;
     let mut enforcement = plan.enforcement.clone();
     let mut cgroup = plan
@@ -755,28 +874,12 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
 
     let result = match &plan.namespaces {
         Some((extra, tmp_size)) => spawn_isolated(
-            spec,
-            setup,
-            extra,
-            *tmp_size,
-            stdout,
-            stderr,
-            &worker_in,
-            &worker_out,
+            spec, setup, extra, *tmp_size, stdout, stderr, worker_in, worker_out,
         ),
-        None => spawn_plain(spec, setup, stdout, stderr, &worker_in, &worker_out),
+        None => spawn_plain(spec, setup, stdout, stderr, worker_in, worker_out),
     };
-    // The worker's ends now live in the child; closing ours lets EOF propagate when it dies.
-    drop(worker_in);
-    drop(worker_out);
     match result {
-        Ok(pid) => Ok(Spawned {
-            pid,
-            to_worker,
-            from_worker,
-            cgroup,
-            enforcement,
-        }),
+        Ok(pid) => Ok((pid, cgroup, enforcement)),
         Err(e) => {
             if let Some(cg) = cgroup
                 && let Err(cg) = cg.remove()
@@ -911,8 +1014,13 @@ pub fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Kills a worker's whole process group, so grandchildren die with it.
+/// Kills a worker's whole process group, so grandchildren die with it. A pid of 0 is a worker
+/// whose seed has not reported its pid yet: nothing to signal (the runtime kills it when the
+/// pid arrives if it is stopping by then).
 pub fn kill(pid: i32, signal: i32) {
+    if pid == 0 {
+        return;
+    }
     if let Err(err) = sys::kill_group(pid, signal) {
         log::warn!(
             "[turf pid={pid}] cannot send {}: {err}",

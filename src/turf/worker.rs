@@ -136,6 +136,12 @@ pub struct Worker {
     pub log_dir: std::path::PathBuf,
     /// Limits the runtime polls itself because no cgroup enforces them.
     pub polled: crate::turf::poll::PolledLimits,
+    /// Forked by its function's warm seed (`turf::seed`) rather than cold-started. Its `pid` is
+    /// 0 until the seed reports it.
+    pub forked: bool,
+    /// READY came before the seed reported the pid: INIT waits until the worker is in its
+    /// cgroup.
+    pub ready_deferred: bool,
 }
 
 /// Read chunk size for worker pipes.
@@ -170,6 +176,8 @@ impl Worker {
             life: crate::sched::dispatch::DisposableLife::default(),
             generation: 0,
             cgroup: None,
+            forked: false,
+            ready_deferred: false,
         }
     }
 

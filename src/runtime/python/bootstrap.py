@@ -934,7 +934,7 @@ def read_loop():
             dispatch(*frame)
 
 
-def main():
+def _setup_process():
     # stdout and stderr are log files: write lines as they come rather than in 8 KiB blocks.
     try:
         sys.stdout.reconfigure(line_buffering=True)
@@ -945,6 +945,10 @@ def main():
     if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(THIS_FILE):
         sys.path.pop(0)
     _setup_logging()
+
+
+def serve_worker(forked=False):
+    """The worker's life: READY, then frames until EOF on fd 3, then exit."""
     send_json(
         0,
         READY,
@@ -953,6 +957,7 @@ def main():
             "runtime": "python3",
             "version": "%d.%d.%d" % sys.version_info[:3],
             "protocol": 1,
+            "forked": forked,
         },
     )
     read_loop()
@@ -963,6 +968,185 @@ def main():
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+# ---- Warm seed (docs/PROTOCOL.md "Warm seeds") ---------------------------------------------------
+#
+# Started with --seed, this process imports the function's modules once and then forks a worker
+# for each `fork` message on its control socket (a SOCK_SEQPACKET socket on fds 3 and 4). The
+# message carries the worker's fds 3 and 4 (its protocol pipes) and its stdout and stderr. An
+# intermediate process forks the worker and exits, so the worker is reparented to the runtime
+# (a child subreaper), which reaps and supervises it like any other worker. The initializer runs
+# in each worker, after INIT, never in the seed.
+
+PR_SET_PDEATHSIG = 1
+REPARENT_TIMEOUT = 5.0
+
+
+def _seed_send(sock, value):
+    sock.send(json.dumps(value).encode("utf-8"))
+
+
+def _seed_import():
+    """Imports the handler's and the initializer's modules without calling anything."""
+    code_dir = os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
+    if STYLE not in ("fc-event", "fc-http"):
+        raise ValueError("unknown NOSLATE_HANDLER_STYLE %s for python3" % json.dumps(STYLE))
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)
+    spec = os.environ.get("NOSLATE_HANDLER")
+    if not spec:
+        raise HandlerNotFound("the function has no handler (the profile's \"handler\")")
+    load_function(code_dir, spec, HandlerNotFound)
+    init_spec = os.environ.get("NOSLATE_INITIALIZER")
+    if init_spec:
+        load_function(code_dir, init_spec, InitializerNotFound)
+
+
+def _reseed_randomness():
+    """A fork copies every random generator's state: reseed the ones we can find from the OS, so
+    that no two workers draw the same numbers. `random`'s own instance is reseeded by its at-fork
+    hook; this also covers random.Random instances the function's modules made at import, and
+    numpy's global generator. Values already drawn at import stay what they were in the seed."""
+    rnd = sys.modules.get("random")
+    if rnd is not None:
+        rnd.seed()
+        for mod in list(_modules.values()):
+            for value in list(vars(mod).values()):
+                if isinstance(value, rnd.Random) and not isinstance(value, rnd.SystemRandom):
+                    value.seed()
+    np_random = getattr(sys.modules.get("numpy"), "random", None)
+    if np_random is not None:
+        try:
+            np_random.seed()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _become_worker(sock, wid, runtime_pid, fds, libc):
+    """In the forked worker: take the runtime as parent, place the fds, and serve."""
+    global WORKER_ID
+    try:
+        os.setsid()
+        # The intermediate exits right after forking us; then the runtime (a subreaper) is our
+        # parent. PDEATHSIG is armed only after that, since reparenting itself would fire it.
+        deadline = time.monotonic() + REPARENT_TIMEOUT
+        while os.getppid() != runtime_pid:
+            if time.monotonic() > deadline:
+                raise OSError("not reparented to the runtime (pid %d) in time" % runtime_pid)
+            time.sleep(0.0001)
+        if libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0) != 0:
+            raise OSError("prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != runtime_pid:
+            os._exit(1)  # the runtime died in between
+        sock.detach()  # fd 3 is about to become the protocol pipe; the object must not close it
+        for fd, target in zip(fds, (FD_IN, FD_OUT, 1, 2)):
+            os.dup2(fd, target)
+        for fd in fds:
+            os.close(fd)
+        os.environ["NOSLATE_WORKER_ID"] = wid
+        WORKER_ID = wid
+        _reseed_randomness()
+    except BaseException as err:  # noqa: BLE001
+        log_worker("forked worker %s failed to start: %s" % (wid, err))
+        os._exit(1)
+    serve_worker(forked=True)
+
+
+def _seed_fork(sock, req, fds, libc):
+    wid = str(req.get("id") or "")
+    try:
+        runtime_pid = int(req.get("runtimePid") or 0)
+    except (TypeError, ValueError):
+        runtime_pid = 0
+    if len(fds) != 4 or not wid or runtime_pid <= 1:
+        _seed_send(sock, {"op": "fork-failed", "id": wid, "error": "malformed fork request"})
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        mid = os.fork()
+    except OSError as err:
+        _seed_send(sock, {"op": "fork-failed", "id": wid, "error": "fork: %s" % err})
+        return
+    if mid == 0:
+        # The intermediate: fork the worker, report its pid, and exit so it is orphaned.
+        code = 0
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _become_worker(sock, wid, runtime_pid, fds, libc)
+            _seed_send(sock, {"op": "forked", "id": wid, "pid": pid})
+        except BaseException as err:  # noqa: BLE001
+            code = 1
+            try:
+                _seed_send(sock, {"op": "fork-failed", "id": wid, "error": "fork: %s" % err})
+            except BaseException:  # noqa: BLE001
+                pass
+        os._exit(code)
+    while True:
+        try:
+            os.waitpid(mid, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+
+
+def seed_main():
+    import ctypes
+    import socket
+
+    started = time.monotonic()
+    # fd 4 (the same socket) stays open, so the descriptors received below land above 4.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=FD_IN)
+    try:
+        _seed_import()
+    except BaseException as err:  # noqa: BLE001
+        log_worker("seed: import failed: %s" % _format(err).rstrip())
+        try:
+            _seed_send(sock, {"op": "failed", "error": init_error_payload(err)})
+        finally:
+            os._exit(0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    _seed_send(
+        sock,
+        {"op": "ready", "pid": os.getpid(), "importMs": (time.monotonic() - started) * 1000.0},
+    )
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 64 * 1024, 8)
+        except InterruptedError:
+            continue
+        except OSError as err:
+            log_worker("seed: reading the control socket failed: %s" % err)
+            os._exit(1)
+        if not msg:
+            for fd in fds:
+                os.close(fd)
+            os._exit(0)  # EOF: the runtime stops the seed
+        try:
+            req = json.loads(msg.decode("utf-8"))
+            if not isinstance(req, dict) or req.get("op") != "fork":
+                raise ValueError("unknown request %r" % msg[:100])
+            _seed_fork(sock, req, fds, libc)
+        except ValueError as err:
+            log_worker("seed: %s" % err)
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def main():
+    _setup_process()
+    if "--seed" in sys.argv[1:]:
+        seed_main()
+    else:
+        serve_worker()
 
 
 if __name__ == "__main__":
