@@ -14,11 +14,28 @@
 // on the same stream machinery: a Readable request body that returns credit as it is read and a
 // Writable response that waits for credit (the Noslate style hands those two to the handler as is).
 //
+// Spare mode (NOSLATE_SPARE=1): the runtime keeps a few workers started before any function needs
+// them, with a neutral cwd and only PATH, HOME, NOSLATE_IPC_IN/OUT and NOSLATE_WORKER_ID=spare-<n>
+// in the environment, so that assigning one to a function skips node's start-up. A spare sends
+// READY with "spare": true. The INIT that assigns it carries, besides the usual fields,
+//
+//   "spare": {"env": [["KEY", "value"], ...], "cwd": "/abs/code/dir"}
+//
+// `env` being the complete environment a cold worker of the function would have had and `cwd` its
+// code directory. The spare enters cwd, replaces process.env with exactly `env`, derives again
+// everything read from the environment at start-up (assignSpare) and then initialises as a cold
+// worker does; from then on nothing tells the two apart. The first INIT ends spare mode whatever
+// its outcome, so a spare never serves a second function. "spare" in the INIT of a worker not
+// started as a spare, or its absence from a spare's, is an INIT_ERROR (WorkerProtocolError).
+// Node itself reads a few variables only at process start (NODE_OPTIONS, NODE_EXTRA_CA_CERTS,
+// NODE_DEBUG, ...); for a spare those come from its own start-up environment, not `env`.
+//
 // Hot-path notes: incoming frames are parsed in place from the socket's chunks; outgoing frames are
 // serialised into one shared buffer (the "arena") and written with a single write per event-loop
 // turn, so a batch of small responses costs one syscall.
 
 const fs = require('fs');
+const Module = require('module');
 const net = require('net');
 const path = require('path');
 const util = require('util');
@@ -54,6 +71,9 @@ const GRANT_THRESHOLD = INITIAL_WINDOW / 2;
 // pipe for long while other streams wait.
 const MAX_BODY_FRAME = 64 * 1024;
 
+// The same object for the whole life of the process: a spare's assignment replaces its contents,
+// so what reads through `env` after INIT sees the function's environment. The fds are read once;
+// spares get the same ones.
 const env = process.env;
 const input = new net.Socket({ fd: Number(env.NOSLATE_IPC_IN) || 3, readable: true, writable: false });
 const output = new net.Socket({ fd: Number(env.NOSLATE_IPC_OUT) || 4, readable: false, writable: true });
@@ -240,9 +260,20 @@ function dispatch(buf, at) {
 
 // ---- Worker lifecycle ----------------------------------------------------------------------
 
-const workerId = env.NOSLATE_WORKER_ID || `pid-${process.pid}`;
-const runtimeName = env.NOSLATE_RUNTIME || 'nodejs';
-const handlerStyle = env.NOSLATE_HANDLER_STYLE || 'noslate';
+// Started as a spare (see the top of the file), and not yet assigned a function.
+const startedSpare = env.NOSLATE_SPARE === '1';
+let spare = startedSpare;
+// What the worker is, from its environment: read at start-up and again when a spare is assigned.
+// Everything else reads `env` when it needs a value.
+let workerId;
+let runtimeName;
+let handlerStyle;
+function readEnvironment() {
+  workerId = env.NOSLATE_WORKER_ID || `pid-${process.pid}`;
+  runtimeName = env.NOSLATE_RUNTIME || 'nodejs';
+  handlerStyle = env.NOSLATE_HANDLER_STYLE || 'noslate';
+}
+readEnvironment();
 // The user's handler (or, for aworker, null) and the style's way of calling it for one stream:
 // serve(ctx, req, res, head, flags). Both are set once INIT succeeded.
 let handler = null;
@@ -417,6 +448,18 @@ function callWithCallback(fn, args) {
 }
 
 async function onInit(init) {
+  // Before anything reads the environment or the cwd: a spare becomes the function's worker here.
+  // "spare": null counts as absent (an Option serialised without skipping).
+  if (spare || (init != null && init.spare != null)) {
+    try {
+      assignSpare(init == null ? undefined : init.spare);
+    } catch (err) {
+      logWorker(`initialization failed: ${err instanceof Error ? err.stack : util.inspect(err)}`);
+      sendJson(0, INIT_ERROR, 0, errorPayload(err));
+      if (shuttingDown) maybeExit();
+      return;
+    }
+  }
   const fn = init.function || {};
   const codeDir = fn.codeDir || env.NOSLATE_CODE_DIR || process.cwd();
   initializing = true;
@@ -449,6 +492,45 @@ async function onInit(init) {
   }
   initializing = false;
   if (shuttingDown) maybeExit();
+}
+
+// Turns a spare into the worker of the function its INIT names: the code directory as cwd, the
+// function's environment as process.env (nothing of the spare's own left, NOSLATE_SPARE included)
+// and what start-up derived from them derived again. Throws what INIT_ERROR reports; spare mode
+// ends even then, so a spare is offered to one function only.
+function assignSpare(assignment) {
+  const wasSpare = spare;
+  spare = false;
+  if (!wasSpare) {
+    const why = startedSpare ? 'was assigned a function already' : 'was not started as a spare (NOSLATE_SPARE=1)';
+    throw namedError('WorkerProtocolError', `INIT carries "spare" but this worker ${why}`);
+  }
+  if (assignment == null) {
+    throw namedError('WorkerProtocolError', `INIT without "spare" sent to a spare worker: it needs the function's environment and code directory`);
+  }
+  const pairs = assignment.env;
+  const cwd = assignment.cwd;
+  const isPair = (p) => Array.isArray(p) && p.length === 2 && typeof p[0] === 'string' && p[0] !== '' &&
+    typeof p[1] === 'string';
+  if (!Array.isArray(pairs) || !pairs.every(isPair)) {
+    throw namedError('WorkerProtocolError', 'INIT "spare.env" must be an array of ["KEY", "value"] string pairs');
+  }
+  if (typeof cwd !== 'string' || !path.isAbsolute(cwd)) {
+    throw namedError('WorkerProtocolError', `INIT "spare.cwd" must be an absolute path, got ${JSON.stringify(cwd)}`);
+  }
+  // First, as the one step that can fail for reasons of the function's own: a spare that cannot
+  // enter the directory still has its own environment when it reports so.
+  try {
+    process.chdir(cwd);
+  } catch (err) {
+    // What a cold start reports when it cannot start a worker in that directory.
+    throw namedError('WorkerStartFailed', `code directory ${cwd} is not usable: ${err.message}`);
+  }
+  for (const key of Object.keys(env)) delete env[key];
+  for (const [key, value] of pairs) env[key] = value;
+  readEnvironment();
+  // require()'s global folders come from NODE_PATH and HOME at start-up.
+  Module._initPaths();
 }
 
 // A stack trace as lines, cut where this file's frames start: what lies below (frame dispatch,
@@ -1464,4 +1546,16 @@ input.on('end', onEof);
 input.on('error', (err) => crash('read from runtime failed', err));
 output.on('error', (err) => crash('write to runtime failed', err));
 
-sendJson(0, READY, 0, { pid: process.pid, runtime: runtimeName, version: process.version, protocol: 1 });
+const ready = { pid: process.pid, runtime: runtimeName, version: process.version, protocol: 1 };
+if (spare) {
+  ready.spare = true;
+  // Everything else the bootstrap uses, whatever the style, is loaded above. The ES module loader
+  // (what loadModule() needs for an ES module handler, and import() in user code) loads on first
+  // use, ~3 ms that a spare pays before READY rather than in the INIT; it costs the requests of
+  // CommonJS functions nothing. Not so the fetch classes (aworker): loading undici takes ~16 ms
+  // but also costs every request of the other styles ~3 µs of CPU, so they stay lazy.
+  const sendReady = () => sendJson(0, READY, 0, ready);
+  import('node:fs').then(sendReady, sendReady);
+} else {
+  sendJson(0, READY, 0, ready);
+}
