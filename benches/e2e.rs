@@ -65,9 +65,9 @@
 //! - **Per runtime** (issue 5; `BENCH_TARGETS` letter `r`): start to ready, the same way, over
 //!   `BENCH_RUNTIME_SPAWNS` (default 100) disposable starts each of a Python worker whose module
 //!   (written to a temp code dir) imports `json`, `decimal` and `email`, cold and forked from
-//!   its warm seed, of Node.js (`examples/hello`) and of the native reference worker; the
-//!   Node.js spare-process row prints "not available: not implemented yet". Each fast path is
-//!   then compared with its cold start (ratio of p50s, with the issue's targets).
+//!   its warm seed, of Node.js (`examples/hello`) cold and taken from a spare process, and of
+//!   the native reference worker. Each fast path is then compared with its cold start (ratio
+//!   of p50s, with the issue's targets).
 //!   Then one table of c=64 invoke throughput through each runtime's trivial handler: nodejs
 //!   noslate / fc-event / fc-http, aworker, python3 fc-event / fc-http (WSGI), native and process
 //!   (a `#!/bin/sh` `echo hello` in a temp code dir), the profiles of `examples/functions.json`
@@ -817,6 +817,8 @@ struct Seen {
     exits: usize,
     /// Every `[turf seed=.. pid=..] ready after ...`: warm seeds ready to fork.
     seeds_ready: usize,
+    /// Every `[turf spare=.. pid=..] ready after ...`: spare Node.js workers ready to take.
+    spares_ready: usize,
 }
 
 impl Seen {
@@ -824,6 +826,9 @@ impl Seen {
         const READY: &str = "] ready to serve after ";
         if line.contains("[turf seed=") && line.contains("] ready after ") {
             self.seeds_ready += 1;
+        }
+        if line.contains("[turf spare=") && line.contains("] ready after ") {
+            self.spares_ready += 1;
         }
         if !line.contains("[turf w=") {
             return;
@@ -1392,35 +1397,36 @@ fn measure_spawns(
     n: usize,
     expect: Option<&'static [u8]>,
 ) -> SpawnRow {
-    measure_spawns_after(tmp, tag, functions, n, expect, |_: &Seen| true)
+    let cold = json!({"turf": {"spareWorkers": 0}});
+    measure_spawns_after(
+        tmp,
+        tag,
+        functions,
+        Some(&cold),
+        n,
+        expect,
+        |_: &Seen, _| true,
+    )
 }
 
-/// [`measure_spawns`], once the runtime's log shows `ready` (for example, a warm seed that
-/// finished importing; waited for up to 10 s).
+/// [`measure_spawns`] with `config`, where start `i` waits (up to 10 s) until `ready(seen, i)`
+/// holds in the runtime's log: a warm seed that finished importing, a spare that is ready.
 fn measure_spawns_after(
     tmp: &Path,
     tag: &str,
     functions: &Value,
+    config: Option<&Value>,
     n: usize,
     expect: Option<&'static [u8]>,
-    ready: impl Fn(&Seen) -> bool,
+    ready: impl Fn(&Seen, usize) -> bool,
 ) -> SpawnRow {
-    let (p, port) = match start_noslate_with(tmp, tag, functions, None, true) {
+    let (p, port) = match start_noslate_with(tmp, tag, functions, config, true) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("bench: spawn to ready ({tag}): {e}");
             return SpawnRow::unavailable(why(&e));
         }
     };
-    if !p.wait_seen(Duration::from_secs(10), &ready) {
-        return SpawnRow {
-            note: Some(format!(
-                "the runtime did not get ready for this row in 10 s; its log:\n{}",
-                p.tail(10)
-            )),
-            ..SpawnRow::default()
-        };
-    }
     let name = functions[0]["name"].as_str().unwrap_or("hello");
     let req = request_bytes("POST", &format!("/invoke/{name}"), port, BODY);
     let mut client = BlockingClient::new(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -1436,6 +1442,11 @@ fn measure_spawns_after(
             row.note
                 .get_or_insert_with(|| format!("stopped after {i} spawns (60 s budget)"));
             break;
+        }
+        if !p.wait_seen(Duration::from_secs(10), |s| ready(s, i)) {
+            row.note.get_or_insert_with(|| {
+                format!("start {i}: the runtime was not ready for it within 10 s")
+            });
         }
         let t0 = Instant::now();
         let r = client.exchange(&req, expect);
@@ -1773,7 +1784,7 @@ fn measure_python_spawns(tmp: &Path, n: usize, seed: bool) -> SpawnRow {
     } else {
         "r-spawn-python"
     };
-    measure_spawns_after(tmp, tag, &functions, n, Some(BODY), |s: &Seen| {
+    measure_spawns_after(tmp, tag, &functions, None, n, Some(BODY), |s: &Seen, _| {
         !seed || s.seeds_ready > 0
     })
 }
@@ -1931,7 +1942,6 @@ fn measure_invoke(
 /// The per-runtime rows: start to ready (`BENCH_RUNTIME_SPAWNS` each), then the invoke table.
 fn measure_runtimes(cfg: &Config, tmp: &Path) -> RuntimeRows {
     let n = cfg.runtime_spawns;
-    let missing = || SpawnRow::unavailable("not available: not implemented yet".into());
     let node = json!([hello_profile(disposable_worker(None), json!({}))]);
     let spawns = vec![
         RuntimeSpawn {
@@ -1952,7 +1962,17 @@ fn measure_runtimes(cfg: &Config, tmp: &Path) -> RuntimeRows {
         RuntimeSpawn {
             key: "nodejs_spare_process",
             label: "nodejs from a spare process (issue: >= 3x faster than cold)",
-            row: missing(),
+            row: measure_spawns_after(
+                tmp,
+                "r-spawn-node-spare",
+                &node,
+                None,
+                n,
+                Some(BODY),
+                // Start i takes the i-th spare, once it is ready (each refill starts 100 ms
+                // after a spare is taken).
+                |s: &Seen, i| s.spares_ready > i,
+            ),
         },
         RuntimeSpawn {
             key: "native",

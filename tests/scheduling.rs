@@ -31,8 +31,21 @@ fn sleep_req(ms: u64) -> Req {
 /// Small workers: Noslate's default pool (1 GiB) holds only two of its default 512 MiB ones.
 const SMALL: u64 = 128 << 20;
 
+/// Live worker processes: the runtime's children, less its spare Node.js processes (which
+/// belong to no function until a scale-up takes one).
 fn live_workers(ns: &Noslate) -> usize {
-    ns.children().into_iter().filter(|&p| is_alive(p)).count()
+    let children = ns.children();
+    let (ok, stats, err) = ns.cli(&["stats"]);
+    assert!(ok, "{err}");
+    let stats: Value = serde_json::from_str(&stats).expect("stats is JSON");
+    let spares: Vec<i64> = stats["spares"]["processes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["pid"].as_i64()).collect())
+        .unwrap_or_default();
+    children
+        .into_iter()
+        .filter(|&p| is_alive(p) && !spares.contains(&i64::from(p)))
+        .count()
 }
 
 #[test]

@@ -338,7 +338,17 @@ pub struct TurfConfig {
     /// `turf.enforceLimits` (ours): enforce each worker's memory, cpu and pids limits. Off when
     /// the container's own limits are the only ones wanted (nofile and core still apply).
     pub enforce_limits: bool,
+    /// `turf.spareWorkers` (ours): Node.js bootstrap processes kept started and function-agnostic,
+    /// taken by the next Node.js function that scales up (at most [`MAX_SPARE_WORKERS`]; 0 is
+    /// off).
+    pub spare_workers: u32,
 }
+
+/// Default `turf.spareWorkers`.
+pub const DEFAULT_SPARE_WORKERS: u32 = 1;
+/// The most `turf.spareWorkers` may ask for: each is a Node.js process (about 40 MiB) that
+/// serves nobody until it is taken.
+pub const MAX_SPARE_WORKERS: u32 = 16;
 
 /// Default `turf.isolation`: off (opt-in).
 pub const DEFAULT_ISOLATION: bool = false;
@@ -352,6 +362,7 @@ impl Default for TurfConfig {
             isolation: DEFAULT_ISOLATION,
             user: DEFAULT_TURF_USER.to_owned(),
             enforce_limits: true,
+            spare_workers: DEFAULT_SPARE_WORKERS,
         }
     }
 }
@@ -822,6 +833,16 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
         set(&mut cfg.turf.isolation, s.boolean("isolation", p));
         set(&mut cfg.turf.enforce_limits, s.boolean("enforceLimits", p));
         set(&mut cfg.turf.user, s.non_empty_string("user", p));
+        if let Some(n) = s.int::<u32>("spareWorkers", 0, p) {
+            if n > MAX_SPARE_WORKERS {
+                p.add(
+                    s.child("spareWorkers"),
+                    format!("must be at most {MAX_SPARE_WORKERS}, got {n}"),
+                );
+            } else {
+                cfg.turf.spare_workers = n;
+            }
+        }
         ignore(
             &mut s,
             &[
@@ -1178,6 +1199,23 @@ mod tests {
         assert_eq!(cfg.logger.level, "debug");
         assert_eq!(cfg.logger.level_filter(), log::LevelFilter::Debug);
         assert_eq!(cfg.logger.dir.as_deref(), Some("/var/log/noslate"));
+    }
+
+    #[test]
+    fn spare_workers_default_to_one_and_are_bounded() {
+        assert_eq!(SystemConfig::default().turf.spare_workers, 1);
+        let cfg = load_json(r#"{"turf": {"spareWorkers": 0}}"#).unwrap();
+        assert_eq!(cfg.turf.spare_workers, 0);
+        let cfg = load_json(r#"{"turf": {"spareWorkers": 16}}"#).unwrap();
+        assert_eq!(cfg.turf.spare_workers, 16);
+        for bad in [
+            r#"{"turf": {"spareWorkers": 17}}"#,
+            r#"{"turf": {"spareWorkers": -1}}"#,
+        ] {
+            let problems = load_json(bad).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].path, "turf.spareWorkers", "{bad}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bits 63..60  role      (listener, signal pipe, admin listener, connection, worker pipes,
-//!                        seed socket)
+//!                        seed socket, spare pipe)
 //! bits 59..32  generation of the slab key
 //! bits 31..0   slab index
 //! ```
@@ -27,6 +27,8 @@ pub enum Source {
     WorkerIn(Key),
     /// A warm seed's control socket.
     Seed(Key),
+    /// The pipe the runtime reads a spare worker's READY from.
+    Spare(Key),
 }
 
 const ROLE_SHIFT: u32 = 60;
@@ -41,6 +43,7 @@ pub fn token(source: Source) -> Token {
         Source::WorkerOut(key) => (3, Some(key)),
         Source::WorkerIn(key) => (4, Some(key)),
         Source::Seed(key) => (6, Some(key)),
+        Source::Spare(key) => (7, Some(key)),
     };
     let low = key.map_or(0, |k| (u64::from(k.generation) << 32) | u64::from(k.idx));
     Token(usize::try_from((role << ROLE_SHIFT) | low).unwrap_or(usize::MAX))
@@ -61,6 +64,7 @@ pub fn source(token: Token) -> Option<Source> {
         4 => Source::WorkerIn(key),
         5 => Source::Admin,
         6 => Source::Seed(key),
+        7 => Source::Spare(key),
         _ => return None,
     })
 }
@@ -83,6 +87,7 @@ mod tests {
             Source::WorkerOut(key),
             Source::WorkerIn(key),
             Source::Seed(key),
+            Source::Spare(key),
         ] {
             assert_eq!(source(token(s)), Some(s));
         }

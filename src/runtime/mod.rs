@@ -157,6 +157,30 @@ impl Runtimes {
         }))
     }
 
+    /// The environment of a spare Node.js process (`turf::spare`): only what any worker gets
+    /// regardless of its function; the rest comes with INIT.
+    pub fn spare_env(worker_id: &str) -> Vec<(String, String)> {
+        vec![
+            ("PATH".into(), DEFAULT_WORKER_PATH.into()),
+            ("HOME".into(), DEFAULT_WORKER_HOME.into()),
+            (
+                "NOSLATE_IPC_IN".into(),
+                crate::sys::WORKER_FD_IN.to_string(),
+            ),
+            (
+                "NOSLATE_IPC_OUT".into(),
+                crate::sys::WORKER_FD_OUT.to_string(),
+            ),
+            ("NOSLATE_WORKER_ID".into(), worker_id.to_owned()),
+            (crate::turf::spare::SPARE_ENV.into(), "1".into()),
+        ]
+    }
+
+    /// The working directory of a spare before it is taken: the Node.js bootstrap's own.
+    pub fn spare_cwd(&self) -> &Path {
+        self.node_bootstrap.parent().unwrap_or(Path::new("/"))
+    }
+
     /// The program, arguments and environment of a worker for `profile`.
     pub fn launch_spec(
         &self,

@@ -79,7 +79,13 @@ impl Server {
                     "function": self.functions[w.function].profile.name,
                     "pid": w.pid,
                     "state": w.state.as_str(),
-                    "start": if w.forked { "forked" } else { "cold" },
+                    "start": if w.forked {
+                        "forked"
+                    } else if w.from_spare {
+                        "spare"
+                    } else {
+                        "cold"
+                    },
                     "inflight": w.active(),
                     "served": w.served,
                     "rssBytes": live.map(|s| s.rss_bytes),
@@ -150,7 +156,25 @@ impl Server {
                 )
             })
             .collect();
+        let spares: Vec<Value> = self
+            .spares
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "pid": s.pid,
+                    "state": s.state.as_str(),
+                    "rssBytes": stats::read(s.pid).map(|l| l.rss_bytes),
+                })
+            })
+            .collect();
         json!({
+            "spares": {
+                "wanted": self.config.turf.spare_workers,
+                "taken": self.spare_pool.taken,
+                "off": self.spare_support.as_ref().err(),
+                "processes": spares,
+            },
             "breakerOpen": self.breaker.is_open(),
             "inflight": self.inflight,
             "connections": self.conns.len(),

@@ -221,6 +221,7 @@ impl Server {
         }
         self.lifecycle = Lifecycle::StoppingWorkers;
         self.stop_all_seeds();
+        self.stop_all_spares();
         for key in self.workers.keys() {
             self.stop_worker(key, "runtime stopping");
         }
@@ -232,6 +233,7 @@ impl Server {
         if self.lifecycle != Lifecycle::StoppingWorkers
             || !self.workers.is_empty()
             || !self.seeds.is_empty()
+            || !self.spares.is_empty()
         {
             return;
         }

@@ -18,6 +18,7 @@ mod limits;
 mod reconfig;
 mod schedule;
 mod seeds;
+mod spares;
 mod supervise;
 
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
@@ -146,6 +147,12 @@ enum Timer {
     SeedRetry(usize),
     /// A stopping seed's grace period is over: SIGKILL.
     SeedKill(Key),
+    /// The spare restart back-off has passed.
+    SpareRetry,
+    /// Start the replacement of a taken spare.
+    SpareRefill,
+    /// A stopping spare's grace period is over: SIGKILL.
+    SpareKill(Key),
 }
 
 /// A configured function, its pool and its scheduling state.
@@ -225,6 +232,12 @@ pub struct Server {
     unclaimed_exits: std::collections::VecDeque<(i32, crate::sys::Reaped)>,
     /// Whether seeds can fork workers here, or why not.
     warm_fork: Result<(), String>,
+    /// Spare Node.js workers (`turf::spare`), their pids, and the pool's bookkeeping.
+    spares: Slab<crate::turf::spare::Spare>,
+    spare_pids: HashMap<i32, Key>,
+    spare_pool: spares::SparePool,
+    /// Whether spares can be used here, or why not.
+    spare_support: Result<(), String>,
     functions: Vec<Function>,
     by_name: HashMap<String, usize>,
     default_function: Option<usize>,
@@ -306,6 +319,7 @@ impl Server {
         let accounting_dir = logdir.clone();
         let (caps, isolation, nofile_cap) = prepare_sandbox(&config, &workdir)?;
         let warm_fork = warm_fork_support(&caps, isolation.as_ref());
+        let spare_support = spare_support(&caps, isolation.as_ref());
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let mut listener =
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
@@ -369,6 +383,10 @@ impl Server {
             seed_pids: HashMap::new(),
             unclaimed_exits: std::collections::VecDeque::new(),
             warm_fork,
+            spares: Slab::default(),
+            spare_pids: HashMap::new(),
+            spare_pool: spares::SparePool::default(),
+            spare_support,
             functions: {
                 let now = Instant::now();
                 let use_ema = config.control_plane.use_ema_scaling;
@@ -430,9 +448,15 @@ impl Server {
         {
             log::warn!("[turf] warm fork is off ({why}): Python workers start cold");
         }
+        if let Err(why) = &self.spare_support
+            && self.config.turf.spare_workers > 0
+        {
+            log::info!("[turf] no spare Node.js workers: {why}");
+        }
         for index in 0..self.functions.len() {
             self.scale(index);
         }
+        self.balance_spares();
         self.arm_sched_tick();
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
@@ -455,6 +479,7 @@ impl Server {
                     Some(Source::WorkerOut(key)) => self.on_worker_readable(key),
                     Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
                     Some(Source::Seed(key)) => self.on_seed_readable(key),
+                    Some(Source::Spare(key)) => self.on_spare_readable(key),
                     _ => {}
                 }
             }
@@ -478,7 +503,8 @@ impl Server {
                         Source::Signals
                         | Source::WorkerOut(_)
                         | Source::WorkerIn(_)
-                        | Source::Seed(_),
+                        | Source::Seed(_)
+                        | Source::Spare(_),
                     ) => {}
                     None => log::trace!("event for unknown token {:?}", event.token()),
                 }
@@ -510,6 +536,9 @@ impl Server {
                 Timer::DrainTimeout(worker) => self.on_drain_timeout(worker),
                 Timer::SeedRetry(function) => self.on_seed_retry(function),
                 Timer::SeedKill(seed) => self.on_seed_kill_timer(seed),
+                Timer::SpareRetry => self.on_spare_retry(),
+                Timer::SpareRefill => self.on_spare_refill(),
+                Timer::SpareKill(spare) => self.on_spare_kill_timer(spare),
             }
         }
     }
@@ -726,4 +755,16 @@ fn warm_fork_support(caps: &Capabilities, isolation: Option<&Isolation>) -> Resu
         );
     }
     crate::sys::set_child_subreaper().map_err(|e| format!("cannot become a child subreaper: {e}"))
+}
+
+/// Whether spare Node.js workers can be used here: not under `turf.isolation`'s namespaces,
+/// whose mount namespace is made at spawn for one function's code directory.
+fn spare_support(caps: &Capabilities, isolation: Option<&Isolation>) -> Result<(), String> {
+    if isolation.is_some_and(|i| i.namespaces) && caps.namespaces.available {
+        return Err(
+            "turf.isolation makes each worker's mount namespace for its function's code at spawn"
+                .into(),
+        );
+    }
+    Ok(())
 }

@@ -167,6 +167,7 @@ impl Server {
                 self.dispatch_queue(index);
             }
         }
+        self.balance_spares();
         for list in [&mut restarted, &mut updated, &mut added, &mut removed] {
             list.sort();
         }
@@ -347,6 +348,7 @@ impl Server {
             self.begin_rollout(index, profile);
             self.scale(index);
         }
+        self.balance_spares();
         Ok(json!({ "changed": true }))
     }
 

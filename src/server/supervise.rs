@@ -30,6 +30,16 @@ struct InitMsg<'a> {
     request_id: &'a str,
     context: fc::Context<'a>,
     timeout_ms: u64,
+    /// Only for a spare process: what a cold worker would have had from its spawn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spare: Option<SpareInitMsg>,
+}
+
+/// The `spare` member of INIT (docs/PROTOCOL.md "Spare Node.js workers").
+#[derive(Serialize)]
+struct SpareInitMsg {
+    env: Vec<(String, String)>,
+    cwd: String,
 }
 
 #[derive(Serialize)]
@@ -211,6 +221,9 @@ impl Server {
         if let Some(started) = self.fork_worker(function, decided) {
             return started;
         }
+        if let Some(started) = self.take_spare(function, decided) {
+            return started;
+        }
         let (id, log_dir) = self.next_worker_id(function);
         let f = &self.functions[function];
         let launch = match self.runtimes.launch_spec(&f.profile, &id) {
@@ -375,6 +388,10 @@ impl Server {
             request_id: &request_id,
             context: fc::context(&[], &request_id, timeout_ms, facts),
             timeout_ms,
+            spare: worker.spare_init.take().map(|s| SpareInitMsg {
+                env: s.env,
+                cwd: s.cwd.to_string_lossy().into_owned(),
+            }),
         };
         match serde_json::to_vec(&msg) {
             Ok(payload) => {
@@ -702,6 +719,10 @@ impl Server {
                 self.on_seed_reaped(seed, &reaped.exit);
                 continue;
             }
+            if let Some(spare) = self.spare_pids.remove(&reaped.pid) {
+                self.on_spare_reaped(spare, &reaped.exit);
+                continue;
+            }
             let Some(key) = self.pids.remove(&reaped.pid) else {
                 // A forked worker reaped before its seed reported it, or an orphaned
                 // grandchild of a worker (the runtime is a child subreaper).
@@ -851,6 +872,9 @@ impl Server {
             spawn::kill(w.pid, libc::SIGKILL);
         }
         for s in self.seeds.iter() {
+            spawn::kill(s.pid, libc::SIGKILL);
+        }
+        for s in self.spares.iter() {
             spawn::kill(s.pid, libc::SIGKILL);
         }
     }

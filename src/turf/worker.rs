@@ -142,6 +142,19 @@ pub struct Worker {
     /// READY came before the seed reported the pid: INIT waits until the worker is in its
     /// cgroup.
     pub ready_deferred: bool,
+    /// Taken from a spare process (`turf::spare`).
+    pub from_spare: bool,
+    /// For a spare: the environment and cwd its INIT carries, sent once.
+    pub spare_init: Option<SpareInit>,
+}
+
+/// What a spare process learns at INIT about the function that took it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpareInit {
+    /// Its complete environment.
+    pub env: Vec<(String, String)>,
+    /// Its working directory.
+    pub cwd: std::path::PathBuf,
 }
 
 /// Read chunk size for worker pipes.
@@ -178,6 +191,8 @@ impl Worker {
             cgroup: None,
             forked: false,
             ready_deferred: false,
+            from_spare: false,
+            spare_init: None,
         }
     }
 

@@ -1,0 +1,410 @@
+//! Spare Node.js workers in the loop (`turf::spare`): keep `turf.spareWorkers` of them started
+//! in the shape of the Node.js function that scaled up last (before any did, the most common
+//! shape), hand one to a scale-up of that shape, refill in the background, and restart with
+//! back-off when they die. A scale-up that finds no spare starts cold: nothing waits.
+
+use super::{Lifecycle, Server, Timer};
+use crate::config::Runtime;
+use crate::reactor::buffer::ReadBuf;
+use crate::reactor::slab::Key;
+use crate::reactor::token::{self, Source};
+use crate::runtime::Runtimes;
+use crate::sys;
+use crate::turf::poll::PolledLimits;
+use crate::turf::spare::{self, Spare, SpareRead, SpareShape, SpareState};
+use crate::turf::spawn::{self, Mechanism};
+use crate::turf::worker::{SpareInit, Worker};
+use mio::Interest;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// First restart delay after spares died; doubles per consecutive death.
+const SPARE_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest restart delay.
+const SPARE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long after a spare is taken its replacement starts.
+const SPARE_REFILL_DELAY: Duration = Duration::from_millis(100);
+/// A READY frame is tiny; this bounds what a spare may send before it is taken.
+const SPARE_READ_MAX: usize = 4096;
+
+/// Spare bookkeeping that is not per spare.
+#[derive(Debug, Default)]
+pub(super) struct SparePool {
+    /// The shape spares are kept in.
+    pub shape: Option<SpareShape>,
+    /// Consecutive spare deaths, for the back-off.
+    pub failures: u32,
+    /// A restart is scheduled.
+    pub retry_armed: bool,
+    /// A refill is scheduled.
+    pub refill_armed: bool,
+    /// Spares started so far (for their ids).
+    pub started: u64,
+    /// Spares taken by functions.
+    pub taken: u64,
+}
+
+impl Server {
+    /// The shape a worker of `function` needs, if it can take a spare at all.
+    fn spare_shape_of(&self, function: usize) -> Option<SpareShape> {
+        let f = &self.functions[function];
+        if self.spare_support.is_err()
+            || self.config.turf.spare_workers == 0
+            || f.removed
+            || !matches!(f.profile.runtime, Runtime::Nodejs | Runtime::Aworker)
+        {
+            return None;
+        }
+        let launch = self.runtimes.launch_spec(&f.profile, "shape").ok()?;
+        let env = self.with_platform_env(launch.env);
+        spare::env_allows_spare(&env).then(|| SpareShape {
+            program: launch.program,
+            args: launch.args,
+            limits: self.worker_limits(function),
+        })
+    }
+
+    /// Brings the spares to `turf.spareWorkers` of the wanted shape: stops the others, starts
+    /// what is missing (unless backing off).
+    pub(super) fn balance_spares(&mut self) {
+        if self.lifecycle != Lifecycle::Running {
+            return;
+        }
+        let shapes: Vec<SpareShape> = (0..self.functions.len())
+            .filter_map(|i| self.spare_shape_of(i))
+            .collect();
+        let keep = self
+            .spare_pool
+            .shape
+            .as_ref()
+            .is_some_and(|s| shapes.contains(s));
+        if !keep {
+            self.spare_pool.shape = spare::most_common(&shapes).cloned();
+        }
+        let wanted = self.spare_pool.shape.clone();
+        let mut alive = 0;
+        for key in self.spares.keys() {
+            let Some(s) = self.spares.get(key) else {
+                continue;
+            };
+            if s.state >= SpareState::Stopping {
+                continue;
+            }
+            let fits = wanted.as_ref() == Some(&s.shape);
+            if fits && alive < self.config.turf.spare_workers {
+                alive += 1;
+            } else {
+                self.stop_spare(key, "no longer wanted");
+            }
+        }
+        let Some(shape) = wanted else {
+            return;
+        };
+        if self.spare_pool.retry_armed {
+            return;
+        }
+        while alive < self.config.turf.spare_workers {
+            if !self.start_spare(&shape) {
+                break;
+            }
+            alive += 1;
+        }
+    }
+
+    /// Starts one spare; false when it could not be (a back-off is then armed).
+    fn start_spare(&mut self, shape: &SpareShape) -> bool {
+        self.spare_pool.started += 1;
+        let id = format!("spare-{}", self.spare_pool.started);
+        let log_dir = if self.config.logger.worker_output_to_console {
+            PathBuf::new()
+        } else {
+            self.logdir.join(".spares").join(&id)
+        };
+        let cwd = self.runtimes.spare_cwd().to_path_buf();
+        let spec = spawn::SpawnSpec {
+            program: &shape.program,
+            args: shape.args.clone(),
+            env: Runtimes::spare_env(&id),
+            cwd: &cwd,
+            log_dir: log_dir.clone(),
+            sandbox: spawn::SandboxPlan::build(
+                &self.caps,
+                &id,
+                shape.limits,
+                self.isolation.as_ref(),
+            ),
+        };
+        let spawned = match spawn::spawn(&spec) {
+            Ok(s) => s,
+            Err(err) => {
+                log::warn!("[turf spare={id}] cannot start: {err}");
+                self.spare_backoff();
+                return false;
+            }
+        };
+        let mut enforcement = spawned.enforcement;
+        enforcement.poll_fallback(&shape.limits);
+        let pid = spawned.pid;
+        let key = self.spares.insert(Spare {
+            id: id.clone(),
+            pid,
+            state: SpareState::Starting,
+            shape: shape.clone(),
+            to_worker: Some(spawned.to_worker),
+            from_worker: Some(spawned.from_worker),
+            rbuf: ReadBuf::new(SPARE_READ_MAX, SPARE_READ_MAX),
+            cgroup: spawned.cgroup,
+            enforcement: serde_json::to_value(&enforcement).unwrap_or_default(),
+            polled: PolledLimits::new(
+                shape
+                    .limits
+                    .memory
+                    .filter(|_| enforcement.memory == Mechanism::Poll),
+                shape
+                    .limits
+                    .cpu
+                    .filter(|_| enforcement.cpu == Mechanism::Poll),
+            ),
+            log_dir,
+            spawned_at: Instant::now(),
+            timer: None,
+            failed: false,
+        });
+        self.spare_pids.insert(pid, key);
+        let registry = self.poll.registry();
+        let registered = self.spares.get_mut(key).and_then(|s| {
+            s.from_worker
+                .as_mut()
+                .map(|p| registry.register(p, token::token(Source::Spare(key)), Interest::READABLE))
+        });
+        if let Some(Err(err)) = registered {
+            log::warn!("[turf spare={id} pid={pid}] cannot watch its pipe: {err}");
+            self.stop_spare(key, "cannot watch its pipe");
+            return false;
+        }
+        log::info!("[turf spare={id} pid={pid}] started");
+        true
+    }
+
+    /// The spare's pipe is readable: READY, or its end.
+    pub(super) fn on_spare_readable(&mut self, key: Key) {
+        let Some(s) = self.spares.get_mut(key) else {
+            return;
+        };
+        match s.read() {
+            SpareRead::Pending => {}
+            SpareRead::Ready => {
+                if s.state == SpareState::Starting {
+                    s.state = SpareState::Ready;
+                    log::info!(
+                        "[turf spare={} pid={}] ready after {:.3} ms",
+                        s.id,
+                        s.pid,
+                        s.spawned_at.elapsed().as_secs_f64() * 1000.0
+                    );
+                    self.spare_pool.failures = 0;
+                }
+            }
+            SpareRead::Closed => {
+                s.failed = true;
+                self.stop_spare(key, "it closed its pipe");
+            }
+            SpareRead::Protocol(why) => {
+                log::warn!("[turf spare={} pid={}] {why}", s.id, s.pid);
+                s.failed = true;
+                self.stop_spare(key, &why);
+            }
+        }
+    }
+
+    /// Hands a spare of the right shape to a scale-up of `function`. `None` when there is none
+    /// (the caller starts cold); otherwise whether a worker is coming.
+    pub(super) fn take_spare(&mut self, function: usize, decided: Instant) -> Option<bool> {
+        let shape = self.spare_shape_of(function)?;
+        if self.spare_pool.shape.as_ref() != Some(&shape) {
+            // A miss: spares follow the function that scaled up last.
+            self.spare_pool.shape = Some(shape);
+            self.balance_spares();
+            return None;
+        }
+        let pick = |want: SpareState| {
+            self.spares.keys().into_iter().find(|&k| {
+                self.spares
+                    .get(k)
+                    .is_some_and(|s| s.state == want && s.shape == shape)
+            })
+        };
+        let spare_key = pick(SpareState::Ready).or_else(|| pick(SpareState::Starting))?;
+        let (id, log_dir) = self.next_worker_id(function);
+        let f = &self.functions[function];
+        let env = match self.runtimes.launch_spec(&f.profile, &id) {
+            Ok(launch) => self.with_platform_env(launch.env),
+            Err(_) => return None,
+        };
+        let cwd = f.profile.code_dir.clone();
+        let mut spare = self.spares.remove(spare_key)?;
+        self.spare_pids.remove(&spare.pid);
+        let (Some(mut to), Some(mut from)) = (spare.to_worker.take(), spare.from_worker.take())
+        else {
+            return None;
+        };
+        let _ = self.poll.registry().deregister(&mut from);
+        let _ = self.poll.registry().deregister(&mut to);
+        let log_dir = move_log_dir(&spare.log_dir, log_dir);
+        let was_ready = spare.state == SpareState::Ready;
+        let mut worker = Worker::new(id.clone(), function, spare.pid, to, from);
+        worker.cgroup = spare.cgroup.take();
+        worker.enforcement = spare.enforcement.clone();
+        worker.polled = std::mem::take(&mut spare.polled);
+        worker.log_dir = log_dir;
+        worker.spawned_at = decided;
+        worker.from_spare = true;
+        worker.spare_init = Some(SpareInit { env, cwd });
+        let pid = spare.pid;
+        let key = self.install_worker(worker)?;
+        self.spare_pool.taken += 1;
+        log::info!(
+            "[turf w={id} pid={pid}] taken from {} ({})",
+            spare.id,
+            if was_ready { "ready" } else { "still starting" }
+        );
+        if was_ready {
+            self.on_worker_ready(key, b"(spare)");
+            // INIT leaves now, before the refill below forks and execs a new spare.
+            self.flush_worker(key);
+        }
+        self.refill_later();
+        Some(true)
+    }
+
+    /// Stops a spare: EOF on its input asks the bootstrap to exit, SIGTERM its group, SIGKILL
+    /// after `turf.gracefulExitPeriodMs`.
+    pub(super) fn stop_spare(&mut self, key: Key, why: &str) {
+        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
+        let Some(s) = self.spares.get_mut(key) else {
+            return;
+        };
+        if s.state == SpareState::Stopping {
+            return;
+        }
+        log::debug!("[turf spare={} pid={}] stopping: {why}", s.id, s.pid);
+        s.state = SpareState::Stopping;
+        if let Some(mut pipe) = s.from_worker.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        s.to_worker = None;
+        spawn::kill(s.pid, libc::SIGTERM);
+        s.timer = Some(
+            self.timers
+                .schedule(Instant::now() + grace, Timer::SpareKill(key)),
+        );
+    }
+
+    /// The grace period of a stopping spare is over.
+    pub(super) fn on_spare_kill_timer(&mut self, key: Key) {
+        if let Some(s) = self.spares.get_mut(key) {
+            s.timer = None;
+            spawn::kill(s.pid, libc::SIGKILL);
+        }
+    }
+
+    /// A spare's pid was reaped.
+    pub(super) fn on_spare_reaped(&mut self, key: Key, exit: &sys::ExitKind) {
+        let Some(mut s) = self.spares.remove(key) else {
+            return;
+        };
+        if let Some(timer) = s.timer.take() {
+            self.timers.cancel(timer);
+        }
+        if let Some(mut pipe) = s.from_worker.take() {
+            let _ = self.poll.registry().deregister(&mut pipe);
+        }
+        // Whatever it left in its group goes too.
+        spawn::kill(s.pid, libc::SIGKILL);
+        if let Some(cg) = s.cgroup.take()
+            && let Err(busy) = cg.remove()
+        {
+            self.stale_cgroups.push(busy);
+        }
+        self.schedule_log_gc(std::mem::take(&mut s.log_dir));
+        if s.state == SpareState::Stopping && !s.failed {
+            log::info!("[turf spare={} pid={}] exited with {exit}", s.id, s.pid);
+        } else {
+            log::warn!(
+                "[turf spare={} pid={}] exited unexpectedly with {exit}",
+                s.id,
+                s.pid
+            );
+            self.spare_backoff();
+        }
+        self.balance_spares();
+        self.check_workers_stopped();
+    }
+
+    /// Spares keep dying or cannot start: wait before starting more.
+    fn spare_backoff(&mut self) {
+        let pool = &mut self.spare_pool;
+        if pool.retry_armed {
+            return;
+        }
+        let delay = SPARE_BACKOFF_MIN
+            .saturating_mul(1u32 << pool.failures.min(16))
+            .min(SPARE_BACKOFF_MAX);
+        pool.failures = pool.failures.saturating_add(1);
+        pool.retry_armed = true;
+        self.timers
+            .schedule(Instant::now() + delay, Timer::SpareRetry);
+    }
+
+    /// Starts the replacement of a taken spare a little later, so that its start-up (a whole
+    /// CPU for tens of milliseconds) does not compete with the taken spare's INIT.
+    fn refill_later(&mut self) {
+        if !self.spare_pool.refill_armed {
+            self.spare_pool.refill_armed = true;
+            self.timers
+                .schedule(Instant::now() + SPARE_REFILL_DELAY, Timer::SpareRefill);
+        }
+    }
+
+    /// The refill delay has passed.
+    pub(super) fn on_spare_refill(&mut self) {
+        self.spare_pool.refill_armed = false;
+        self.balance_spares();
+    }
+
+    /// The spare restart back-off has passed.
+    pub(super) fn on_spare_retry(&mut self) {
+        self.spare_pool.retry_armed = false;
+        self.balance_spares();
+    }
+
+    /// Stops every spare (the runtime is stopping).
+    pub(super) fn stop_all_spares(&mut self) {
+        for key in self.spares.keys() {
+            self.stop_spare(key, "runtime stopping");
+        }
+    }
+}
+
+/// Moves a taken spare's log directory to where the function's worker's belongs; keeps the
+/// spare's when that fails (or when output goes to the console).
+fn move_log_dir(from: &std::path::Path, to: PathBuf) -> PathBuf {
+    if from.as_os_str().is_empty() || to.as_os_str().is_empty() {
+        return from.to_path_buf();
+    }
+    let moved = to
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::rename(from, &to));
+    match moved {
+        Ok(()) => to,
+        Err(err) => {
+            log::warn!(
+                "[turf] cannot move log directory {} to {}: {err}",
+                from.display(),
+                to.display()
+            );
+            from.to_path_buf()
+        }
+    }
+}
