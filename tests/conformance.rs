@@ -12,7 +12,10 @@
 //! | `python_wsgi` | `python3` | WSGI `handler(environ, start_response)` | `conformance/python-wsgi` |
 //!
 //! Every case is a test in every style's module (`node_noslate::echo`, `python_wsgi::stream`,
-//! ...), generated from one list, so no pair can go missing. A style that cannot support a case
+//! ...), generated from one list, so no pair can go missing. Each style runs the list twice: with
+//! cold workers, and with workers from its runtime's fast path (`python_event_seed::echo`: forked
+//! from the function's warm seed; `node_noslate_spare::echo`: taken from a spare Node.js
+//! process), the runtime's log then showing that the fast path was taken. A style that cannot support a case
 //! says so in [`SKIPS`], with the reason; its test then checks that limitation instead (for
 //! example that an event handler's answer is always 200, sent whole), and
 //! `skips_are_exactly_the_documented_limitations` asserts the list itself. The fixtures'
@@ -34,10 +37,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, Framing, MIB, Noslate, Pattern, PatternCheck, Req, Response, assert_function_error,
-    fixture_dir, require_node, require_python,
+    Client, Framing, LogLines, MIB, Noslate, Pattern, PatternCheck, Req, Response,
+    assert_function_error, fixture_dir, require_node, require_python,
 };
 use serde_json::{Value, json};
+use std::cell::RefCell;
 
 // ---------------------------------------------------------------------------------------------
 // Styles and cases
@@ -286,72 +290,79 @@ fn run(style: Style, case: Case) {
 }
 
 macro_rules! style_tests {
-    ($module:ident, $style:expr) => {
+    ($module:ident, $style:expr, $run:ident) => {
         mod $module {
             use super::*;
 
             #[test]
             fn echo() {
-                run($style, Case::Echo);
+                $run($style, Case::Echo);
             }
             #[test]
             fn status() {
-                run($style, Case::Status);
+                $run($style, Case::Status);
             }
             #[test]
             fn init() {
-                run($style, Case::Init);
+                $run($style, Case::Init);
             }
             #[test]
             fn error() {
-                run($style, Case::Error);
+                $run($style, Case::Error);
             }
             #[test]
             fn stream() {
-                run($style, Case::Stream);
+                $run($style, Case::Stream);
             }
             #[test]
             fn bigbody() {
-                run($style, Case::BigBody);
+                $run($style, Case::BigBody);
             }
             #[test]
             fn concurrency() {
-                run($style, Case::Concurrency);
+                $run($style, Case::Concurrency);
             }
             #[test]
             fn env() {
-                run($style, Case::Env);
+                $run($style, Case::Env);
             }
             #[test]
             fn timeout() {
-                run($style, Case::Timeout);
+                $run($style, Case::Timeout);
             }
             #[test]
             fn syntax_error() {
-                run($style, Case::SyntaxError);
+                $run($style, Case::SyntaxError);
             }
             #[test]
             fn missing_file() {
-                run($style, Case::MissingFile);
+                $run($style, Case::MissingFile);
             }
             #[test]
             fn not_a_function() {
-                run($style, Case::NotAFunction);
+                $run($style, Case::NotAFunction);
             }
             #[test]
             fn import_error() {
-                run($style, Case::ImportError);
+                $run($style, Case::ImportError);
             }
         }
     };
 }
 
-style_tests!(node_noslate, Style::NodeNoslate);
-style_tests!(node_fc_event, Style::NodeFcEvent);
-style_tests!(node_fc_http, Style::NodeFcHttp);
-style_tests!(aworker, Style::Aworker);
-style_tests!(python_event, Style::PythonEvent);
-style_tests!(python_wsgi, Style::PythonWsgi);
+style_tests!(node_noslate, Style::NodeNoslate, run);
+style_tests!(node_fc_event, Style::NodeFcEvent, run);
+style_tests!(node_fc_http, Style::NodeFcHttp, run);
+style_tests!(aworker, Style::Aworker, run);
+style_tests!(python_event, Style::PythonEvent, run);
+style_tests!(python_wsgi, Style::PythonWsgi, run);
+// The same cases again, each worker started through its runtime's fast path.
+style_tests!(node_noslate_spare, Style::NodeNoslate, run_fast);
+style_tests!(node_fc_event_spare, Style::NodeFcEvent, run_fast);
+style_tests!(node_fc_http_spare, Style::NodeFcHttp, run_fast);
+style_tests!(aworker_spare, Style::Aworker, run_fast);
+style_tests!(python_event_seed, Style::PythonEvent, run_fast);
+style_tests!(python_wsgi_seed, Style::PythonWsgi, run_fast);
 
 // ---------------------------------------------------------------------------------------------
 // Profiles and requests
@@ -395,7 +406,81 @@ fn profile(style: Style, case: Case) -> Value {
 }
 
 fn start(style: Style, case: Case) -> Noslate {
-    Noslate::start(&json!([profile(style, case)]))
+    launch(style, vec![profile(style, case)])
+}
+
+thread_local! {
+    /// Set by [`run_fast`]: the test's workers start through their runtime's fast path (forked
+    /// from a warm seed, taken from a spare process) instead of cold, and the logs of the
+    /// runtimes it started are kept here for the check afterwards.
+    static FAST: RefCell<Option<Vec<LogLines>>> = const { RefCell::new(None) };
+}
+
+/// Starts a runtime with `profiles`. On the fast path the functions reserve no worker, and
+/// the runtime is returned once every seed has imported (or failed to) and a spare is ready,
+/// so that the first request's worker comes from them.
+fn launch(style: Style, mut profiles: Vec<Value>) -> Noslate {
+    let fast = FAST.with(|f| f.borrow().is_some());
+    if !fast {
+        return Noslate::start(&Value::Array(profiles));
+    }
+    for p in &mut profiles {
+        p["worker"]["reservationCount"] = json!(0);
+    }
+    let n = profiles.len();
+    let ns = Noslate::start(&Value::Array(profiles));
+    let count = |needles: &[&str]| {
+        ns.stderr_lines()
+            .iter()
+            .filter(|l| needles.iter().all(|x| l.contains(x)))
+            .count()
+    };
+    common::wait_until(common::WAIT, "the fast path is ready", || {
+        if style.is_python() {
+            count(&["[turf seed=", "] ready after "])
+                + count(&["[turf seed=", "importing the function failed"])
+                >= n
+        } else {
+            count(&["[turf spare=", "] ready after "]) >= 1
+        }
+    });
+    FAST.with(|f| {
+        if let Some(logs) = f.borrow_mut().as_mut() {
+            logs.push(ns.stderr_handle());
+        }
+    });
+    ns
+}
+
+/// [`run`] with the workers started through the runtime's fast path: Python workers forked
+/// from the function's warm seed, Node.js workers taken from a spare process. Checks in the
+/// runtime's log that the fast path was taken: the same function code must behave the same
+/// whichever way its worker started.
+fn run_fast(style: Style, case: Case) {
+    FAST.with(|f| *f.borrow_mut() = Some(Vec::new()));
+    run(style, case);
+    let logs = FAST.with(|f| f.borrow_mut().take()).unwrap_or_default();
+    if skip_reason(style, case).is_some() {
+        return;
+    }
+    let lines: Vec<String> = logs.iter().flat_map(LogLines::lines).collect();
+    let bad_code = matches!(
+        case,
+        Case::SyntaxError | Case::ImportError | Case::MissingFile | Case::NotAFunction
+    );
+    let wanted = match (style.is_python(), bad_code) {
+        // The seed cannot import broken code: workers start cold and report it.
+        (true, true) => "importing the function failed",
+        (true, false) => "] forked from its seed",
+        (false, _) => "taken from spare-",
+    };
+    assert!(
+        lines.iter().any(|l| l.contains(wanted)),
+        "{}/{}: no {wanted:?} in the runtime's log:\n{}",
+        style.name(),
+        case.name(),
+        lines.join("\n")
+    );
 }
 
 /// A request to the case's function as its style is called: `POST /invoke/NAME` for the event
@@ -662,7 +747,7 @@ fn bad_input(style: Style, case: Case, file: &str, export: &str, needles: &[&str
         bad.as_object_mut().unwrap().remove("initializer");
     }
     let good = profile(style, Case::Echo);
-    let ns = Noslate::start(&json!([bad, good]));
+    let ns = launch(style, vec![bad, good]);
     for _ in 0..2 {
         let resp = ns.send(&request(style, case, "POST", b"x"));
         assert_eq!(resp.status, 404, "body: {}", resp.brief());

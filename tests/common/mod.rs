@@ -197,6 +197,17 @@ pub fn binary() -> PathBuf {
     )
 }
 
+/// A handle on one output of the runtime that outlives its [`Noslate`].
+#[derive(Debug, Clone)]
+pub struct LogLines(Arc<Output>);
+
+impl LogLines {
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lines()
+    }
+}
+
 /// How to start the runtime: the functions file, an optional config file, extra environment.
 #[derive(Debug, Default)]
 pub struct Builder {
@@ -379,6 +390,11 @@ impl Noslate {
 
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lines()
+    }
+
+    /// The runtime's stderr (its log), readable after this `Noslate` is gone.
+    pub fn stderr_handle(&self) -> LogLines {
+        LogLines(Arc::clone(&self.stderr))
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
