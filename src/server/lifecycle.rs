@@ -94,7 +94,23 @@ impl Server {
     }
 
     /// Answers waiting `/initialize` calls if the outcome is known.
+    /// Starts the background work (warm seeds, spare Node.js workers) once the reserved workers
+    /// have settled (all ready, or a start failed): until then it would only compete with them
+    /// for the CPU, and delay the container's first invocation.
+    pub(super) fn maybe_start_background(&mut self) {
+        if self.background_started || matches!(self.init_status(), InitStatus::Pending) {
+            return;
+        }
+        self.background_started = true;
+        log::debug!("reserved workers settled: starting seeds and spares");
+        for index in 0..self.functions.len() {
+            self.ensure_seed(index);
+        }
+        self.balance_spares();
+    }
+
     pub(super) fn check_init_waiters(&mut self) {
+        self.maybe_start_background();
         if self.init_waiters.is_empty() {
             return;
         }

@@ -238,6 +238,8 @@ pub struct Server {
     spare_pool: spares::SparePool,
     /// Whether spares can be used here, or why not.
     spare_support: Result<(), String>,
+    /// Seeds and spares have been started (after the reserved workers settled).
+    background_started: bool,
     functions: Vec<Function>,
     by_name: HashMap<String, usize>,
     default_function: Option<usize>,
@@ -387,6 +389,7 @@ impl Server {
             spare_pids: HashMap::new(),
             spare_pool: spares::SparePool::default(),
             spare_support,
+            background_started: false,
             functions: {
                 let now = Instant::now();
                 let use_ema = config.control_plane.use_ema_scaling;
@@ -456,7 +459,7 @@ impl Server {
         for index in 0..self.functions.len() {
             self.scale(index);
         }
-        self.balance_spares();
+        self.maybe_start_background();
         self.arm_sched_tick();
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {

@@ -51,6 +51,7 @@ impl Server {
             && !f.removed
             && self.warm_fork.is_ok()
             && self.lifecycle == super::Lifecycle::Running
+            && self.background_started
     }
 
     /// Starts, replaces or stops `function`'s seed as its profile and state require.

@@ -67,7 +67,7 @@ impl Server {
     /// Brings the spares to `turf.spareWorkers` of the wanted shape: stops the others, starts
     /// what is missing (unless backing off).
     pub(super) fn balance_spares(&mut self) {
-        if self.lifecycle != Lifecycle::Running {
+        if self.lifecycle != Lifecycle::Running || !self.background_started {
             return;
         }
         let shapes: Vec<SpareShape> = (0..self.functions.len())
