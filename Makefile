@@ -18,6 +18,9 @@ build:
 	@if [ "$(TARGET_DIR)" != "target" ]; then \
 		mkdir -p target/release && cp "$(TARGET_DIR)/release/noslate" target/release/noslate; \
 	fi
+	@# The reference native worker, where examples/functions.json's native-echo runs it.
+	$(CARGO) build --release --example native_worker
+	cp "$(TARGET_DIR)/release/examples/native_worker" examples/native-echo/native_worker
 
 # Serves the bundled example functions on port $(PORT).
 run: build

@@ -1483,9 +1483,17 @@ fn measure_node_spawns(tmp: &Path, n: usize) -> SpawnRow {
     measure_spawns(tmp, "spawn-node", &functions, n, Some(BODY))
 }
 
-/// The first `runtime: "native"` profile of `examples/functions.json`, its `url` made absolute.
+/// The first `runtime: "native"` profile of `examples/functions.json`, its `url` made absolute,
+/// if its executable has been built (`make build` builds the example's).
 fn native_example() -> Option<Value> {
-    example_where(|f| f.get("runtime").and_then(Value::as_str) == Some("native"))
+    example_where(|f| f.get("runtime").and_then(Value::as_str) == Some("native")).filter(|f| {
+        let dir = f.get("url").and_then(Value::as_str).unwrap_or_default();
+        let file = f
+            .get("sourceFile")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Path::new(dir).join(file).is_file()
+    })
 }
 
 /// The first profile of `examples/functions.json` that `pick` accepts, its `url` made absolute.

@@ -390,6 +390,15 @@ drive_like_fc() {
             --data-binary '{"a":1}'
         expect python 200 '^x-fc-status: 200' '"function": *"python-event"'
     fi
+    if grep -q '"name": *"process-echo"' examples/functions.json; then # runtime process, CGI style
+        req process POST '/some/path?x=1' -H 'x-fc-control-path: /http-invoke' \
+            -H 'x-noslate-function: process-echo' --data-binary 'some body'
+        expect process 200 '' '^POST /some/path\?x=1 for process-echo'
+    fi
+    if grep -q '"name": *"native-echo"' examples/functions.json; then # the reference native worker
+        req native POST /invoke/native-echo -H 'x-fc-control-path: /invoke' --data-binary 'native body'
+        expect native 200 '^x-method: POST' '^native body$'
+    fi
     req nofn POST /invoke -H 'x-fc-control-path: /invoke' -H 'x-noslate-function: no-such-function'
     expect nofn 404 '^x-fc-status: 404' '"errorType":"FunctionNotFound"'
     req freeze GET /pre-freeze -H 'x-fc-control-path: /pre-freeze' -H 'x-fc-request-id: image-test-5'

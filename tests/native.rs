@@ -5,28 +5,9 @@
 
 mod common;
 
-use common::{Noslate, Req, WAIT, assert_error_json, binary, profile, wait_until};
+use common::{Noslate, Req, WAIT, assert_error_json, binary, native_worker, profile, wait_until};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-
-/// The reference worker, built on demand (`cargo test --test native` builds no examples).
-fn native_worker() -> PathBuf {
-    let bin = binary();
-    let dir = bin
-        .parent()
-        .expect("the binary's directory")
-        .join("examples");
-    let worker = dir.join("native_worker");
-    if !worker.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", "native_worker"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example native_worker");
-        assert!(status.success(), "cannot build the native reference worker");
-    }
-    worker
-}
+use std::path::Path;
 
 fn native_profile(name: &str) -> Value {
     let worker = native_worker();

@@ -208,6 +208,25 @@ impl LogLines {
     }
 }
 
+/// The reference native worker (examples/native_worker.rs), built on demand beside the binary
+/// (`cargo test --test NAME` builds no examples).
+pub fn native_worker() -> PathBuf {
+    let worker = binary()
+        .parent()
+        .expect("the binary's directory")
+        .join("examples")
+        .join("native_worker");
+    if !worker.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", "native_worker"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example native_worker");
+        assert!(status.success(), "cannot build the native reference worker");
+    }
+    worker
+}
+
 /// How to start the runtime: the functions file, an optional config file, extra environment.
 #[derive(Debug, Default)]
 pub struct Builder {
