@@ -429,12 +429,7 @@ fn launch(style: Style, mut profiles: Vec<Value>) -> Noslate {
     }
     let n = profiles.len();
     let ns = Noslate::start(&Value::Array(profiles));
-    let count = |needles: &[&str]| {
-        ns.stderr_lines()
-            .iter()
-            .filter(|l| needles.iter().all(|x| l.contains(x)))
-            .count()
-    };
+    let count = |needles: &[&str]| ns.log_count(needles);
     common::wait_until(common::WAIT, "the fast path is ready", || {
         if style.is_python() {
             count(&["[turf seed=", "] ready after "])

@@ -42,16 +42,9 @@ fn on_demand() -> Value {
     json!({"reservationCount": 0, "replicaCountLimit": 1, "maxActivateRequests": 4})
 }
 
-fn log_count(n: &Noslate, needles: &[&str]) -> usize {
-    n.stderr_lines()
-        .iter()
-        .filter(|l| needles.iter().all(|x| l.contains(x)))
-        .count()
-}
-
 fn wait_spares_ready(n: &Noslate, count: usize) {
     wait_until(WAIT, "a spare is ready", || {
-        log_count(n, &["[turf spare=", "] ready after "]) >= count
+        n.log_count(&["[turf spare=", "] ready after "]) >= count
     });
 }
 
@@ -93,10 +86,7 @@ fn a_spare_becomes_the_functions_worker_with_its_env_cwd_logs_and_cgroup() {
     assert_eq!(env["NOSLATE_FUNCTION_NAME"], "alpha");
     assert_eq!(env["NOSLATE_WORKER_ID"], "alpha-1");
     assert!(!env.contains_key("NOSLATE_SPARE"), "{a}");
-    assert_eq!(
-        log_count(&n, &["[turf w=alpha-1 ", "taken from spare-1"]),
-        1
-    );
+    assert_eq!(n.log_count(&["[turf w=alpha-1 ", "taken from spare-1"]), 1);
     // Its log directory moved under the function's.
     let stdout = n
         .dir()
@@ -165,9 +155,9 @@ fn functions_that_set_node_startup_variables_start_cold() {
     let n = Noslate::start(&json!([p]));
     let a = invoke(&n, "opts");
     assert_eq!(a["env"]["NODE_OPTIONS"], "--max-http-header-size=16384");
-    assert_eq!(log_count(&n, &["taken from spare-"]), 0);
+    assert_eq!(n.log_count(&["taken from spare-"]), 0);
     // No Node.js function can use a spare: none is kept.
-    assert_eq!(log_count(&n, &["[turf spare="]), 0);
+    assert_eq!(n.log_count(&["[turf spare="]), 0);
 }
 
 #[test]
@@ -179,7 +169,7 @@ fn spare_workers_zero_turns_spares_off() {
         .start();
     let a = invoke(&n, "alpha");
     assert_eq!(a["env"]["GREETING"], "hello from alpha");
-    assert_eq!(log_count(&n, &["[turf spare="]), 0);
+    assert_eq!(n.log_count(&["[turf spare="]), 0);
 }
 
 #[test]
@@ -190,7 +180,7 @@ fn a_dead_spare_is_replaced_and_stopping_stops_the_spare() {
     let first = spare_pid(&n, "spare-1");
     signal(first, libc::SIGKILL);
     wait_until(WAIT, "the dead spare is noticed", || {
-        log_count(&n, &["[turf spare=spare-1 ", "exited unexpectedly"]) == 1
+        n.log_count(&["[turf spare=spare-1 ", "exited unexpectedly"]) == 1
     });
     wait_spares_ready(&n, 2);
     let second = spare_pid(&n, "spare-2");

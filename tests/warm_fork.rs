@@ -60,17 +60,9 @@ fn disposable(extra: Value) -> Value {
     w
 }
 
-/// Lines of the runtime's log that contain every one of `needles`.
-fn log_count(n: &Noslate, needles: &[&str]) -> usize {
-    n.stderr_lines()
-        .iter()
-        .filter(|l| needles.iter().all(|x| l.contains(x)))
-        .count()
-}
-
 fn wait_seed_ready(n: &Noslate, count: usize) {
     wait_until(WAIT, "the seed is ready", || {
-        log_count(n, &["[turf seed=", "] ready after "]) >= count
+        n.log_count(&["[turf seed=", "] ready after "]) >= count
     });
 }
 
@@ -143,7 +135,7 @@ fn forked_workers_are_the_runtimes_children_with_their_own_init_randomness_logs_
             assert!(memory.contains(wid), "not in its own cgroup: {cgroups}");
         }
     }
-    assert_eq!(log_count(&n, &["] forked from its seed"]), 4);
+    assert_eq!(n.log_count(&["] forked from its seed"]), 4);
     // Every worker was reaped by the runtime (each was disposable).
     wait_until(WAIT, "the forked workers are reaped", || {
         pids.iter().all(|&p| !is_alive(p as i32))
@@ -168,7 +160,7 @@ fn a_killed_seed_is_restarted_and_workers_cold_start_meanwhile() {
     let first = seed_pid(&n, 0);
     signal(first, libc::SIGKILL);
     wait_until(WAIT, "the seed is restarted", || {
-        log_count(&n, &["[turf seed=", "] started"]) >= 2
+        n.log_count(&["[turf seed=", "] started"]) >= 2
     });
     // Served whatever the seed is doing: forked or cold.
     let a = invoke_json(&n);
@@ -189,15 +181,15 @@ fn an_import_error_falls_back_to_cold_starts_that_name_the_file_and_line() {
     p["initializer"] = Value::Null;
     let n = Noslate::start(&json!([p]));
     wait_until(WAIT, "the seed reports the import error", || {
-        log_count(&n, &["[turf seed=", "importing the function failed"]) >= 1
+        n.log_count(&["[turf seed=", "importing the function failed"]) >= 1
     });
     let r = n.invoke(b"{}", &[("x-fc-function-name", "py")]);
     assert_eq!(r.status, 404, "{}", r.brief());
     let text = r.text();
     assert!(text.contains("index.py") && text.contains(":4"), "{text}");
     // Not retried for the same code: one seed only.
-    assert_eq!(log_count(&n, &["[turf seed=", "] started"]), 1);
-    assert_eq!(log_count(&n, &["] forked from its seed"]), 0);
+    assert_eq!(n.log_count(&["[turf seed=", "] started"]), 1);
+    assert_eq!(n.log_count(&["] forked from its seed"]), 0);
 }
 
 #[test]
@@ -212,7 +204,7 @@ fn disable_seed_starts_every_worker_cold() {
         let a = invoke_json(&n);
         assert_eq!(a["import_pid"], a["pid"], "{a}");
     }
-    assert_eq!(log_count(&n, &["[turf seed="]), 0);
+    assert_eq!(n.log_count(&["[turf seed="]), 0);
 }
 
 #[test]
@@ -226,7 +218,7 @@ fn stopping_the_runtime_stops_the_seed_and_its_workers() {
     wait_seed_ready(&n, 1);
     let seed = seed_pid(&n, 0);
     let worker = invoke_json(&n)["pid"].as_i64().unwrap() as i32;
-    assert_eq!(log_count(&n, &["] forked from its seed"]), 1);
+    assert_eq!(n.log_count(&["] forked from its seed"]), 1);
     let stop = n.send(&common::Req::new("GET", "/pre-stop"));
     assert_eq!(stop.status, 200, "{}", stop.brief());
     assert!(!is_alive(seed), "the seed outlived /pre-stop");
@@ -285,8 +277,8 @@ fn isolation_with_pid_namespaces_turns_warm_fork_off_and_says_why() {
     let a = invoke_json(&n);
     assert_eq!(a["init_pid"], a["pid"], "{a}");
     if caps["namespaces"]["available"] == true {
-        assert_eq!(log_count(&n, &["warm fork is off", "PID namespace"]), 1);
-        assert_eq!(log_count(&n, &["[turf seed="]), 0);
+        assert_eq!(n.log_count(&["warm fork is off", "PID namespace"]), 1);
+        assert_eq!(n.log_count(&["[turf seed="]), 0);
     } else {
         // No namespaces here: seeds work under the rest of the isolation (user, seccomp).
         wait_seed_ready(&n, 1);

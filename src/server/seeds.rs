@@ -15,7 +15,6 @@ use crate::turf::worker::{Worker, WorkerState};
 use mio::Interest;
 use mio::unix::SourceFd;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// First restart delay after a seed died; doubles per consecutive death.
@@ -77,14 +76,8 @@ impl Server {
     }
 
     fn start_seed(&mut self, function: usize) {
-        let f = &mut self.functions[function];
-        f.pool.next_worker_no += 1;
-        let id = format!("{}-seed-{}", f.profile.name, f.pool.next_worker_no);
-        let log_dir = if self.config.logger.worker_output_to_console {
-            PathBuf::new()
-        } else {
-            self.logdir.join(&f.profile.name).join(&id)
-        };
+        let (id, log_dir) = self.next_process_id(function, "seed-");
+        let f = &self.functions[function];
         let launch = match self.runtimes.seed_launch_spec(&f.profile, &id) {
             Some(Ok(launch)) => launch,
             Some(Err(why)) => {

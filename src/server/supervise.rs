@@ -177,9 +177,15 @@ impl Server {
     /// The next worker id of `function` and its log directory (empty when worker output goes
     /// to the console).
     pub(super) fn next_worker_id(&mut self, function: usize) -> (String, PathBuf) {
+        self.next_process_id(function, "")
+    }
+
+    /// The next id of a process of `function` (`<name>-<kind><n>`: `hello-3`, `py-seed-4`) and
+    /// its log directory.
+    pub(super) fn next_process_id(&mut self, function: usize, kind: &str) -> (String, PathBuf) {
         let f = &mut self.functions[function];
         f.pool.next_worker_no += 1;
-        let id = format!("{}-{}", f.profile.name, f.pool.next_worker_no);
+        let id = format!("{}-{kind}{}", f.profile.name, f.pool.next_worker_no);
         let log_dir = if self.config.logger.worker_output_to_console {
             PathBuf::new()
         } else {

@@ -661,9 +661,8 @@ fn open_log(dir: &Path, name: &str) -> Result<File, SpawnError> {
         .map_err(|source| SpawnError::LogFile { path, source })
 }
 
-/// Makes one pipe whose worker end is blocking (workers may use plain blocking reads) and whose
-/// runtime end is non-blocking for the event loop. Both are close-on-exec until the child's
-/// `dup2` onto 3/4.
+/// Makes one pipe, both ends non-blocking and close-on-exec ([`protocol_pipes`] makes the
+/// worker's end blocking; the child's `dup2` onto 3/4 clears close-on-exec).
 fn worker_pipe() -> Result<(Sender, Receiver), SpawnError> {
     let (sender, receiver) = mio::unix::pipe::new().map_err(SpawnError::Pipe)?;
     Ok((sender, receiver))
@@ -674,16 +673,21 @@ fn prepare_err(what: &str) -> impl FnOnce(io::Error) -> SpawnError {
     move |source| SpawnError::Prepare { what, source }
 }
 
-/// Forks and execs a worker in its sandbox.
-pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
+/// The runtime's ends of a worker's two protocol pipes (non-blocking, for the loop) and the
+/// worker's (blocking: workers may use plain blocking reads), all close-on-exec.
+fn protocol_pipes() -> Result<(Sender, Receiver, OwnedFd, OwnedFd), SpawnError> {
     let (to_worker, worker_in) = worker_pipe()?;
     let (worker_out, from_worker) = worker_pipe()?;
     worker_in.set_nonblocking(false).map_err(SpawnError::Pipe)?;
     worker_out
         .set_nonblocking(false)
         .map_err(SpawnError::Pipe)?;
-    let worker_in: OwnedFd = worker_in.into();
-    let worker_out: OwnedFd = worker_out.into();
+    Ok((to_worker, from_worker, worker_in.into(), worker_out.into()))
+}
+
+/// Forks and execs a worker in its sandbox.
+pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
+    let (to_worker, from_worker, worker_in, worker_out) = protocol_pipes()?;
     let started = start(spec, &worker_in, &worker_out);
     // The worker's ends now live in the child; closing ours lets EOF propagate when it dies.
     drop(worker_in);
@@ -762,12 +766,7 @@ pub struct ForkParts {
 /// Prepares a forked worker's pipes, log files and cgroup (see [`ForkParts`]).
 pub fn prepare_fork(log_dir: &Path, plan: &SandboxPlan) -> Result<ForkParts, SpawnError> {
     let (stdout, stderr) = log_files(log_dir)?;
-    let (to_worker, worker_in) = worker_pipe()?;
-    let (worker_out, from_worker) = worker_pipe()?;
-    worker_in.set_nonblocking(false).map_err(SpawnError::Pipe)?;
-    worker_out
-        .set_nonblocking(false)
-        .map_err(SpawnError::Pipe)?;
+    let (to_worker, from_worker, worker_in, worker_out) = protocol_pipes()?;
     let mut enforcement = plan.enforcement.clone();
     let cgroup = plan
         .cgroup
@@ -785,12 +784,7 @@ pub fn prepare_fork(log_dir: &Path, plan: &SandboxPlan) -> Result<ForkParts, Spa
     Ok(ForkParts {
         to_worker,
         from_worker,
-        child_fds: [
-            worker_in.into(),
-            worker_out.into(),
-            stdout.into(),
-            stderr.into(),
-        ],
+        child_fds: [worker_in, worker_out, stdout.into(), stderr.into()],
         cgroup,
         enforcement,
     })

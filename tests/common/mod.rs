@@ -411,6 +411,15 @@ impl Noslate {
         self.stdout.lines()
     }
 
+    /// How many lines of the runtime's log contain every one of `needles`.
+    pub fn log_count(&self, needles: &[&str]) -> usize {
+        self.stderr
+            .lines()
+            .iter()
+            .filter(|l| needles.iter().all(|x| l.contains(x)))
+            .count()
+    }
+
     /// The runtime's stderr (its log), readable after this `Noslate` is gone.
     pub fn stderr_handle(&self) -> LogLines {
         LogLines(Arc::clone(&self.stderr))
