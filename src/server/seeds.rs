@@ -87,17 +87,8 @@ impl Server {
             }
             None => return,
         };
-        let limits = self.worker_limits(function);
+        let spec = self.spawn_spec(function, &launch, &id, &log_dir);
         let f = &self.functions[function];
-        let env = self.with_platform_env(launch.env);
-        let spec = spawn::SpawnSpec {
-            program: &launch.program,
-            args: launch.args,
-            env,
-            cwd: &f.profile.code_dir,
-            log_dir: log_dir.clone(),
-            sandbox: spawn::SandboxPlan::build(&self.caps, &id, limits, self.isolation.as_ref()),
-        };
         let spawned = match spawn::spawn_seed(&spec) {
             Ok(s) => s,
             Err(err) => {

@@ -8,6 +8,7 @@ use crate::fc;
 use crate::pool::{CRASH_LOOP_WINDOW, ScaleInput, StartError};
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
+use crate::runtime::LaunchSpec;
 use crate::sched::capacity::{self, LaunchBlock, LaunchLimits};
 use crate::sched::dispatch;
 use crate::sched::{self, ScaleAction};
@@ -206,6 +207,26 @@ impl Server {
         }
     }
 
+    /// How to spawn process `id` of `function` (a worker or its seed) as `launch` says: in the
+    /// function's code directory, with the platform's variables and the function's limits.
+    pub(super) fn spawn_spec<'a>(
+        &'a self,
+        function: usize,
+        launch: &'a LaunchSpec,
+        id: &str,
+        log_dir: &std::path::Path,
+    ) -> spawn::SpawnSpec<'a> {
+        let limits = self.worker_limits(function);
+        spawn::SpawnSpec {
+            program: &launch.program,
+            args: launch.args.clone(),
+            env: self.with_platform_env(launch.env.clone()),
+            cwd: &self.functions[function].profile.code_dir,
+            log_dir: log_dir.to_path_buf(),
+            sandbox: spawn::SandboxPlan::build(&self.caps, id, limits, self.isolation.as_ref()),
+        }
+    }
+
     /// A launch environment plus the platform's variables; the function's own win.
     pub(super) fn with_platform_env(
         &self,
@@ -248,14 +269,7 @@ impl Server {
             }
         };
         let limits = self.worker_limits(function);
-        let spec = spawn::SpawnSpec {
-            program: &launch.program,
-            args: launch.args,
-            env: self.with_platform_env(launch.env),
-            cwd: &f.profile.code_dir,
-            log_dir: log_dir.clone(),
-            sandbox: spawn::SandboxPlan::build(&self.caps, &id, limits, self.isolation.as_ref()),
-        };
+        let spec = self.spawn_spec(function, &launch, &id, &log_dir);
         let spawned = match spawn::spawn(&spec) {
             Ok(s) => s,
             Err(err) => {
