@@ -8,9 +8,8 @@ use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sys;
 use crate::turf::accounting::ExitReason;
-use crate::turf::poll::PolledLimits;
 use crate::turf::seed::{self, Seed, SeedMessage, SeedState};
-use crate::turf::spawn::{self, Mechanism};
+use crate::turf::spawn;
 use crate::turf::worker::{Worker, WorkerState};
 use mio::Interest;
 use mio::unix::SourceFd;
@@ -260,13 +259,7 @@ impl Server {
             None => return None,
         }
         let mut enforcement = parts.enforcement;
-        enforcement.poll_fallback(&limits);
-        let polled = PolledLimits::new(
-            limits
-                .memory
-                .filter(|_| enforcement.memory == Mechanism::Poll),
-            limits.cpu.filter(|_| enforcement.cpu == Mechanism::Poll),
-        );
+        let polled = enforcement.polled_limits(&limits);
         let mut worker = Worker::new(id.clone(), function, 0, parts.to_worker, parts.from_worker);
         worker.enforcement = serde_json::to_value(&enforcement).unwrap_or_default();
         worker.cgroup = parts.cgroup;

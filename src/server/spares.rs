@@ -10,9 +10,8 @@ use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::runtime::Runtimes;
 use crate::sys;
-use crate::turf::poll::PolledLimits;
 use crate::turf::spare::{self, Spare, SpareRead, SpareShape, SpareState};
-use crate::turf::spawn::{self, Mechanism};
+use crate::turf::spawn;
 use crate::turf::worker::{SpareInit, Worker};
 use mio::Interest;
 use std::path::PathBuf;
@@ -143,7 +142,7 @@ impl Server {
             }
         };
         let mut enforcement = spawned.enforcement;
-        enforcement.poll_fallback(&shape.limits);
+        let polled = enforcement.polled_limits(&shape.limits);
         let pid = spawned.pid;
         let key = self.spares.insert(Spare {
             id: id.clone(),
@@ -155,16 +154,7 @@ impl Server {
             rbuf: ReadBuf::new(SPARE_READ_MAX, SPARE_READ_MAX),
             cgroup: spawned.cgroup,
             enforcement: serde_json::to_value(&enforcement).unwrap_or_default(),
-            polled: PolledLimits::new(
-                shape
-                    .limits
-                    .memory
-                    .filter(|_| enforcement.memory == Mechanism::Poll),
-                shape
-                    .limits
-                    .cpu
-                    .filter(|_| enforcement.cpu == Mechanism::Poll),
-            ),
+            polled,
             log_dir,
             spawned_at: Instant::now(),
             timer: None,

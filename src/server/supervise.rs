@@ -14,8 +14,7 @@ use crate::sched::dispatch;
 use crate::sched::{self, ScaleAction};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
-use crate::turf::poll::PolledLimits;
-use crate::turf::spawn::{self, Mechanism};
+use crate::turf::spawn;
 use crate::turf::worker::{Worker, WorkerState};
 use crate::wire::{self, Kind};
 use mio::Interest;
@@ -256,15 +255,7 @@ impl Server {
         let launch = match self.runtimes.launch_spec(&f.profile, &id) {
             Ok(launch) => launch,
             Err(message) => {
-                self.on_start_failure(
-                    function,
-                    StartError {
-                        error_type: "WorkerStartFailed".into(),
-                        message,
-                        stack: Vec::new(),
-                        after_ready: false,
-                    },
-                );
+                self.worker_start_failed(function, message);
                 return false;
             }
         };
@@ -278,28 +269,14 @@ impl Server {
                     f.profile.name
                 );
                 log::error!("[turf] {message}");
-                self.on_start_failure(
-                    function,
-                    StartError {
-                        error_type: "WorkerStartFailed".into(),
-                        message,
-                        stack: Vec::new(),
-                        after_ready: false,
-                    },
-                );
+                self.worker_start_failed(function, message);
                 return false;
             }
         };
         let pid = spawned.pid;
         let mut enforcement = spawned.enforcement;
-        enforcement.poll_fallback(&limits);
         // What no cgroup enforces, the runtime polls.
-        let polled = PolledLimits::new(
-            limits
-                .memory
-                .filter(|_| enforcement.memory == Mechanism::Poll),
-            limits.cpu.filter(|_| enforcement.cpu == Mechanism::Poll),
-        );
+        let polled = enforcement.polled_limits(&limits);
         log::debug!("[turf w={id}] enforcement: {}", enforcement.summary());
         let mut worker = Worker::new(
             id.clone(),
@@ -517,6 +494,19 @@ impl Server {
         // A forked worker whose pid never came: its seed is stuck, and is replaced (which also
         // retires this record).
         self.fail_seed_of_unforked(key, &message);
+    }
+
+    /// A worker of `function` could not even be started: `WorkerStartFailed` with `message`.
+    fn worker_start_failed(&mut self, function: usize, message: String) {
+        self.on_start_failure(
+            function,
+            StartError {
+                error_type: "WorkerStartFailed".into(),
+                message,
+                stack: Vec::new(),
+                after_ready: false,
+            },
+        );
     }
 
     /// Records a failed start, schedules the retry and tells waiting requests.

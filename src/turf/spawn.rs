@@ -423,6 +423,16 @@ impl Enforcement {
         }
     }
 
+    /// [`poll_fallback`](Self::poll_fallback), then the limits the supervisor must poll itself
+    /// because no cgroup enforces them.
+    pub fn polled_limits(&mut self, limits: &Limits) -> crate::turf::poll::PolledLimits {
+        self.poll_fallback(limits);
+        crate::turf::poll::PolledLimits::new(
+            limits.memory.filter(|_| self.memory == Mechanism::Poll),
+            limits.cpu.filter(|_| self.cpu == Mechanism::Poll),
+        )
+    }
+
     /// One short line for tables: `mem=cgroup cpu=poll pids=cgroup nofile=rlimit user=yes
     /// ns=no seccomp=yes` (reasons are in the JSON form).
     pub fn summary(&self) -> String {
