@@ -217,11 +217,17 @@ impl Server {
             self.balance_spares();
             return None;
         }
+        // A spare still starting is taken only with nothing of its READY read yet: the worker
+        // record starts with an empty read buffer.
         let pick = |want: SpareState| {
             self.spares.keys().into_iter().find(|&k| {
-                self.spares
-                    .get(k)
-                    .is_some_and(|s| s.state == want && s.shape == shape)
+                self.spares.get(k).is_some_and(|s| {
+                    s.state == want
+                        && s.shape == shape
+                        && s.to_worker.is_some()
+                        && s.from_worker.is_some()
+                        && s.rbuf.data().is_empty()
+                })
             })
         };
         let spare_key = pick(SpareState::Ready).or_else(|| pick(SpareState::Starting))?;
