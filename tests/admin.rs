@@ -41,7 +41,7 @@ fn ps_lists_every_worker_as_a_table_and_as_json() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "header + 3 workers:\n{table}");
     for column in [
-        "ID", "FUNCTION", "PID", "STATE", "INFLIGHT", "RSS", "CPU", "AGE", "LIMITS",
+        "ID", "FUNCTION", "PID", "STATE", "START", "INFLIGHT", "RSS", "CPU", "AGE", "LIMITS",
     ] {
         assert!(lines[0].contains(column), "missing {column}: {}", lines[0]);
     }

@@ -149,7 +149,7 @@ fn duration(ms: &Value) -> String {
 pub fn ps_table(workers: &Value) -> String {
     let mut rows = vec![
         [
-            "ID", "FUNCTION", "PID", "STATE", "INFLIGHT", "RSS", "CPU", "AGE", "LIMITS",
+            "ID", "FUNCTION", "PID", "STATE", "START", "INFLIGHT", "RSS", "CPU", "AGE", "LIMITS",
         ]
         .map(str::to_owned),
     ];
@@ -169,6 +169,7 @@ pub fn ps_table(workers: &Value) -> String {
             text(&w["function"]),
             text(&w["pid"]),
             text(&w["state"]),
+            text(&w["start"]),
             text(&w["inflight"]),
             mib(&w["rssBytes"]),
             duration(&w["cpuMs"]),
@@ -176,7 +177,7 @@ pub fn ps_table(workers: &Value) -> String {
             limits,
         ]);
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..10)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -200,7 +201,8 @@ mod tests {
     #[test]
     fn ps_table_has_one_row_per_worker_and_aligned_columns() {
         let workers = json!([
-            {"id": "hello-1", "function": "hello", "pid": 42, "state": "ready", "inflight": 0,
+            {"id": "hello-1", "function": "hello", "pid": 42, "state": "ready", "start": "spare",
+             "inflight": 0,
              "rssBytes": 41_943_040u64, "cpuMs": 120, "ageMs": 65_000,
              "enforcement": {"memory": "cgroup", "cpu": "none", "pids": "cgroup", "nofile": "rlimit"}},
             {"id": "echo-12", "function": "echo", "pid": 4242, "state": "starting", "inflight": 3,
@@ -213,6 +215,8 @@ mod tests {
         assert!(lines[1].contains("hello-1") && lines[1].contains("40.0M"));
         assert!(lines[1].contains("1m5s") && lines[1].contains("memory=cgroup"));
         assert!(lines[2].contains("starting") && lines[2].contains("5ms"));
+        let start = lines[0].find("START").unwrap();
+        assert_eq!(&lines[1][start..start + 5], "spare");
         let col = lines[0].find("FUNCTION").unwrap();
         assert_eq!(&lines[1][col..col + 5], "hello");
         assert_eq!(&lines[2][col..col + 4], "echo");
