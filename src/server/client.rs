@@ -95,9 +95,10 @@ impl Server {
         // last bytes were not read (a queued request is not read, for backpressure).
         if conn.peer_closed || (conn.hung_up && conn.req.is_some()) {
             self.on_peer_closed(key);
-        } else if !self.conns.get(key).is_some_and(|c| c.input().is_empty()) {
-            // Work left in the buffer (the round limit was hit): continue next iteration.
-            self.mark_conn_dirty(key);
+        } else if conn.req.is_none() && conn.has_parsable_input() && !conn.has_output() {
+            // The round limit was hit with pipelined requests left: serve them on the next
+            // iteration, after the other connections have had their turn.
+            self.defer_drive(key);
         }
     }
 
@@ -116,7 +117,10 @@ impl Server {
                     return;
                 }
                 match parse_request(conn.input(), &self.limits) {
-                    Ok(Parsed::Partial) => return,
+                    Ok(Parsed::Partial) => {
+                        conn.awaiting_bytes = true;
+                        return;
+                    }
                     Ok(Parsed::Complete { head, head_len }) => {
                         conn.consume(head_len);
                         self.start_request(key, head);
@@ -862,8 +866,9 @@ impl Server {
                 self.close_conn(key);
                 return;
             }
-            // Finished a response with pipelined requests behind it: serve them.
-            if conn.req.is_none() && !conn.input().is_empty() {
+            // Finished a response with pipelined requests behind it: serve them. The start of
+            // a head still arriving waits for its next readable event instead.
+            if conn.req.is_none() && conn.has_parsable_input() {
                 self.schedule_drive(key);
             }
         }

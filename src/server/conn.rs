@@ -234,6 +234,9 @@ pub struct Conn {
     pub body_in_wbuf: usize,
     /// Response-body bytes written to the socket and not yet returned to the worker as credit.
     pub credit_owed: u32,
+    /// The buffered input is an incomplete head: nothing can be parsed until more bytes arrive,
+    /// so driving the connection again before a read would only spin.
+    pub awaiting_bytes: bool,
 }
 
 /// The outcome of reading from the socket.
@@ -261,6 +264,7 @@ impl Conn {
             close_when_flushed: false,
             body_in_wbuf: 0,
             credit_owed: 0,
+            awaiting_bytes: false,
         }
     }
 
@@ -284,6 +288,9 @@ impl Conn {
         }
         let fill = self.inbuf.fill_from(&mut self.sock);
         self.maybe_readable = !fill.drained;
+        if fill.bytes > 0 {
+            self.awaiting_bytes = false;
+        }
         if fill.closed {
             self.peer_closed = true;
             if fill.bytes == 0 {
@@ -291,6 +298,12 @@ impl Conn {
             }
         }
         Filled::Bytes(fill.bytes)
+    }
+
+    /// Whether buffered input could make progress without reading: a pipelined request waits
+    /// in it, rather than nothing or the start of a head that is still arriving.
+    pub fn has_parsable_input(&self) -> bool {
+        !self.awaiting_bytes && !self.inbuf.data().is_empty()
     }
 
     /// Whether the read buffer has no free space left.

@@ -261,6 +261,8 @@ pub struct Server {
     date: DateCache,
     /// Connections to drive again this iteration (answered from outside their own event).
     pending_drive: Vec<Key>,
+    /// Connections to drive again next iteration (they used up their rounds in this one).
+    deferred_drive: Vec<Key>,
     /// Connections and workers with output to flush at the end of this iteration.
     dirty_conns: Vec<Key>,
     dirty_workers: Vec<Key>,
@@ -416,6 +418,7 @@ impl Server {
             fc_log: FcLog::default(),
             date: DateCache::new(),
             pending_drive: Vec::new(),
+            deferred_drive: Vec::new(),
             dirty_conns: Vec::new(),
             dirty_workers: Vec::new(),
             lifecycle: Lifecycle::Running,
@@ -464,16 +467,20 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let now = Instant::now();
-            let timeout = self
-                .timers
-                .next_timeout(now)
-                .map_or(MAX_POLL_TIMEOUT, |t| t.min(MAX_POLL_TIMEOUT));
+            let timeout = if self.deferred_drive.is_empty() {
+                self.timers
+                    .next_timeout(now)
+                    .map_or(MAX_POLL_TIMEOUT, |t| t.min(MAX_POLL_TIMEOUT))
+            } else {
+                Duration::ZERO
+            };
             if let Err(err) = self.poll.poll(&mut events, Some(timeout))
                 && err.kind() != io::ErrorKind::Interrupted
             {
                 self.kill_all_workers();
                 return Err(ServerError::Poll(err));
             }
+            self.pending_drive.append(&mut self.deferred_drive);
             // Worker and signal events first: a worker that died before a request arrived in
             // the same batch must be out of service before that request is dispatched.
             for event in events.iter() {
@@ -570,6 +577,13 @@ impl Server {
     fn schedule_drive(&mut self, key: Key) {
         if !self.pending_drive.contains(&key) {
             self.pending_drive.push(key);
+        }
+    }
+
+    /// Runs [`Server::drive_conn`] for `key` on the next iteration, after this one's events.
+    fn defer_drive(&mut self, key: Key) {
+        if !self.deferred_drive.contains(&key) {
+            self.deferred_drive.push(key);
         }
     }
 
