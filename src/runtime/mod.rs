@@ -4,7 +4,8 @@
 //! interpreters themselves.
 
 use crate::config::{FunctionProfile, RESERVED_ENV_PREFIXES, Runtime, SystemConfig};
-use crate::turf::spawn;
+use crate::turf::privilege;
+use crate::turf::spawn::{self, Credentials};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -52,6 +53,9 @@ pub struct Runtimes {
     aworker_environs: Vec<(String, String)>,
     /// This executable, which is also the worker of `process` functions.
     self_exe: Result<PathBuf, String>,
+    /// The user workers run as (`turf.user`, when the runtime can switch to it): interpreters
+    /// are chosen among those it can execute.
+    worker: Option<Credentials>,
 }
 
 impl Runtimes {
@@ -94,6 +98,7 @@ impl Runtimes {
             aworker_environs,
             self_exe: std::env::current_exe()
                 .map_err(|e| format!("cannot find the noslate executable: {e}")),
+            worker: privilege::current_worker_credentials(&config.turf.user),
         };
         runtimes.ensure(functions)?;
         Ok(runtimes)
@@ -107,7 +112,7 @@ impl Runtimes {
                 Runtime::Nodejs | Runtime::Aworker => {
                     if self.node.is_none() {
                         let wanted = &self.node_wanted;
-                        let found = spawn::find_on_path(wanted).ok_or_else(|| {
+                        let found = spawn::find_on_path_for(wanted, self.worker).ok_or_else(|| {
                             format!(
                                 "Node.js ({wanted:?}) was not found on PATH; install Node.js 18+ \
                                  or set starter.nodejs.bin"
@@ -121,13 +126,14 @@ impl Runtimes {
                 }
                 Runtime::Python3 => {
                     if self.python.is_none() {
-                        let found = resolve_python(&self.python_wanted).map_err(|why| {
-                            format!(
-                                "Python 3.8+ ({:?}) is not usable: {why}; install python3 or \
+                        let found =
+                            resolve_python_for(&self.python_wanted, self.worker).map_err(|why| {
+                                format!(
+                                    "Python 3.8+ ({:?}) is not usable: {why}; install python3 or \
                                  set starter.python3.bin",
-                                self.python_wanted
-                            )
-                        });
+                                    self.python_wanted
+                                )
+                            });
                         if let Err(why) = &found {
                             log::error!("function {} cannot start workers: {why}", f.name);
                         }
@@ -297,9 +303,34 @@ fn runtime_name(runtime: Runtime) -> &'static str {
 /// Finds `wanted` (a name on `PATH` or a path) and asks it for the interpreter it really is
 /// (`sys.executable`): version managers put shell-script shims on `PATH` that would cost every
 /// worker start a shell and need the server's environment, which workers do not get.
+#[cfg(test)]
 fn resolve_python(wanted: &str) -> Result<PathBuf, String> {
-    let found =
-        spawn::find_on_path(wanted).ok_or_else(|| format!("{wanted:?} was not found on PATH"))?;
+    resolve_python_for(wanted, None)
+}
+
+/// [`resolve_python`], preferring an interpreter that `worker` (the user workers run as) can
+/// execute: a Python under root's home (pyenv, for one) is out of a worker's reach.
+fn resolve_python_for(wanted: &str, worker: Option<Credentials>) -> Result<PathBuf, String> {
+    let candidates = spawn::candidates_on_path(wanted, worker);
+    let mut first: Option<Result<PathBuf, String>> = None;
+    for found in candidates {
+        let result = check_python(found);
+        if let (Ok(exe), Some(c)) = (&result, worker)
+            && !privilege::executable_by(exe, c)
+        {
+            first.get_or_insert(result);
+            continue;
+        }
+        if result.is_ok() {
+            return result;
+        }
+        first.get_or_insert(result);
+    }
+    first.unwrap_or_else(|| Err(format!("{wanted:?} was not found on PATH")))
+}
+
+/// Runs `found` to check that it is Python 3.8+ and to learn its real executable.
+fn check_python(found: PathBuf) -> Result<PathBuf, String> {
     let out = Command::new(&found)
         .args([
             "-c",
@@ -467,6 +498,7 @@ mod tests {
                 ("B".into(), "starter".into()),
             ],
             self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
+            worker: None,
         };
         let spec = runtimes.launch_spec(&fs[0], "a-1").unwrap();
         assert_eq!(get(&spec.env, "A"), Some("starter"));
@@ -493,6 +525,7 @@ mod tests {
             python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
             aworker_environs: Vec::new(),
             self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
+            worker: None,
         };
         runtimes
             .ensure(&fs)
@@ -516,6 +549,7 @@ mod tests {
             python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
             aworker_environs: Vec::new(),
             self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
+            worker: None,
         };
         let spec = runtimes.launch_spec(&fs[0], "p-1").unwrap();
         assert_eq!(spec.program, PathBuf::from("/usr/bin/python3"));
@@ -542,6 +576,7 @@ mod tests {
             python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
             aworker_environs: Vec::new(),
             self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
+            worker: None,
         };
         runtimes.ensure(&fs).unwrap();
         let spec = runtimes.launch_spec(&fs[0], "c-1").unwrap();

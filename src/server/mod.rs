@@ -39,7 +39,7 @@ use crate::turf::accounting::Accounting;
 use crate::turf::cgroup::{self, WorkerCgroup};
 use crate::turf::probe::{self, Capabilities};
 use crate::turf::seed::Seed;
-use crate::turf::spawn::{Isolation, resolve_user};
+use crate::turf::spawn::Isolation;
 use crate::turf::worker::{ConnRef, Worker};
 use conn::{Conn, Socket};
 use mio::net::{TcpListener, UnixListener};
@@ -321,7 +321,8 @@ impl Server {
             logdir,
         } = options;
         let accounting_dir = logdir.clone();
-        let (caps, isolation, nofile_cap) = prepare_sandbox(&config, &workdir)?;
+        let (caps, isolation, nofile_cap) =
+            prepare_sandbox(&config, &workdir, &logdir, &functions)?;
         let warm_fork = warm_fork_support(&caps, isolation.as_ref());
         let spare_support = spare_support(&caps, isolation.as_ref());
         let poll = Poll::new().map_err(ServerError::Poll)?;
@@ -705,19 +706,19 @@ fn bind_admin(path: &std::path::Path) -> Result<UnixListener, ServerError> {
             ServerError::Admin(format!("cannot remove stale {}: {e}", path.display()))
         })?;
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| ServerError::Admin(format!("cannot create {}: {e}", path.display())))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| ServerError::Admin(format!("cannot chmod {}: {e}", path.display())))?;
-    Ok(listener)
+    // Never connectable by another user, not even between bind and chmod: workers run as one.
+    crate::turf::privilege::bind_private_socket(path)
+        .map_err(|e| ServerError::Admin(format!("cannot create {}: {e}", path.display())))
 }
 
 /// Probes what the sandbox can enforce, logs it in one line, removes cgroups left by a runtime
-/// that crashed, and resolves `turf.isolation`.
+/// that crashed, and decides what every worker gets: the worker user (`turf.user`) without
+/// capabilities by default, and `turf.isolation` on top (`turf::privilege`).
 fn prepare_sandbox(
     config: &SystemConfig,
     workdir: &std::path::Path,
+    logdir: &std::path::Path,
+    functions: &[crate::config::FunctionProfile],
 ) -> Result<(Capabilities, Option<Isolation>, Option<u64>), ServerError> {
     let caps = probe::probe(&cgroup::instance_name());
     log::info!("{}", caps.summary());
@@ -731,33 +732,17 @@ fn prepare_sandbox(
     for dir in &cleanup.left {
         log::warn!("[turf] cannot remove stale cgroup {}", dir.display());
     }
-    let isolation = if config.turf.isolation {
-        let user = if caps.setuid.available {
-            Some(resolve_user(&config.turf.user).map_err(|e| {
-                ServerError::Runtime(format!("turf.user {:?}: {e}", config.turf.user))
-            })?)
-        } else {
-            log::warn!(
-                "[turf] turf.isolation: workers keep the runtime's user ({})",
-                caps.setuid
-                    .reason
-                    .as_deref()
-                    .unwrap_or("cannot switch users")
-            );
-            None
-        };
-        // The bootstraps live in the work directory; isolated workers must still see them.
-        Some(Isolation::full(user, vec![workdir.join("runtime")]))
-    } else {
-        None
-    };
+    let code_dirs: Vec<std::path::PathBuf> = functions.iter().map(|f| f.code_dir.clone()).collect();
+    let isolation =
+        crate::turf::privilege::worker_isolation(config, &caps, workdir, logdir, &code_dirs)
+            .map_err(ServerError::Runtime)?;
     // Raising RLIMIT_NOFILE above the runtime's own hard limit needs CAP_SYS_RESOURCE, which
     // even root lacks in many containers (this CI machine's among them): workers get at most
     // what the runtime has.
     let nofile_cap = crate::sys::sandbox::nofile_limit()
         .ok()
         .map(|(_, hard)| hard);
-    Ok((caps, isolation, nofile_cap))
+    Ok((caps, Some(isolation), nofile_cap))
 }
 
 /// Whether warm seeds can fork workers here. A seed's workers must become the runtime's own

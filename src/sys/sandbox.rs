@@ -64,12 +64,18 @@ pub enum Step {
     RlimitNofile,
     /// `setrlimit(RLIMIT_NPROC)`.
     RlimitNproc,
+    /// Emptying the capability bounding set (`prctl(PR_CAPBSET_DROP)`).
+    DropBounding,
     /// `setgroups`.
     Setgroups,
     /// `setgid`.
     Setgid,
     /// `setuid`.
     Setuid,
+    /// Clearing the ambient capabilities.
+    ClearAmbient,
+    /// `capset`: empty effective, permitted and inheritable sets.
+    ClearCaps,
     /// `prctl(PR_SET_PDEATHSIG)`.
     ParentDeathSignal,
     /// The runtime exited while the child was being set up.
@@ -90,7 +96,7 @@ pub enum Step {
     ReadReport,
 }
 
-const STEPS: [Step; 27] = [
+const STEPS: [Step; 30] = [
     Step::ResetSignals,
     Step::JoinCgroup,
     Step::Setsid,
@@ -106,9 +112,12 @@ const STEPS: [Step; 27] = [
     Step::RlimitCore,
     Step::RlimitNofile,
     Step::RlimitNproc,
+    Step::DropBounding,
     Step::Setgroups,
     Step::Setgid,
     Step::Setuid,
+    Step::ClearAmbient,
+    Step::ClearCaps,
     Step::ParentDeathSignal,
     Step::ParentGone,
     Step::Chdir,
@@ -139,9 +148,12 @@ impl Step {
             Step::RlimitCore => "setrlimit(RLIMIT_CORE)",
             Step::RlimitNofile => "setrlimit(RLIMIT_NOFILE)",
             Step::RlimitNproc => "setrlimit(RLIMIT_NPROC)",
+            Step::DropBounding => "drop capability bounding set (prctl(PR_CAPBSET_DROP))",
             Step::Setgroups => "setgroups",
             Step::Setgid => "setgid",
             Step::Setuid => "setuid",
+            Step::ClearAmbient => "clear ambient capabilities",
+            Step::ClearCaps => "clear capabilities (capset)",
             Step::ParentDeathSignal => "prctl(PR_SET_PDEATHSIG)",
             Step::ParentGone => "runtime exited during worker spawn",
             Step::Chdir => "chdir",
@@ -287,8 +299,13 @@ pub struct ChildSetup {
     pub cgroup_procs: Vec<OwnedFd>,
     /// Resource limits.
     pub rlimits: Vec<Rlimit>,
-    /// `(uid, gid)` to switch to.
+    /// `(uid, gid)` to switch to, with no supplementary group.
     pub credentials: Option<(u32, u32)>,
+    /// Empty the capability bounding set (before the user switch: it needs `CAP_SETPCAP`).
+    pub drop_bounding: bool,
+    /// Empty the ambient, effective, permitted and inheritable capability sets (after the user
+    /// switch, which clears effective and permitted but keeps inheritable).
+    pub clear_caps: bool,
     /// The mount namespace (only with [`spawn_isolated`]).
     pub mounts: Option<Mounts>,
     /// A seccomp program, installed last.
@@ -384,6 +401,22 @@ pub fn fd_above(fd: OwnedFd) -> io::Result<OwnedFd> {
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc::geteuid() }
+}
+
+/// Sets the process's umask and returns the previous one.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Adds `bits` to the process's umask (never loosens it) and returns the previous mask.
+pub fn tighten_umask(bits: u32) -> u32 {
+    // SAFETY: umask(2) cannot fail and touches no memory. The runtime has one thread, so no
+    // file is created between the two calls.
+    let old = unsafe { libc::umask(0) };
+    // SAFETY: as above.
+    unsafe { libc::umask(old | bits as libc::mode_t) };
+    old as u32
 }
 
 /// The runtime's own `RLIMIT_NOFILE` as `(soft, hard)`. A worker's `nofile` above `hard` fails
@@ -534,19 +567,134 @@ fn set_rlimits(setup: &ChildSetup) -> ChildResult {
 }
 
 fn set_credentials(setup: &ChildSetup) -> ChildResult {
+    if setup.drop_bounding {
+        drop_bounding_set()?;
+    }
     if let Some((uid, gid)) = setup.credentials {
-        let groups: [libc::gid_t; 1] = [gid];
-        // SAFETY: raw syscalls on this (the only) thread; `groups` is a live local of length 1.
+        // SAFETY: raw syscalls on this (the only) thread; setgroups with a count of 0 reads no
+        // memory (the list pointer is NULL).
         unsafe {
             check(
                 Step::Setgroups,
-                libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()),
+                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()),
             )?;
             check(Step::Setgid, libc::syscall(libc::SYS_setgid, gid))?;
             check(Step::Setuid, libc::syscall(libc::SYS_setuid, uid))?;
         }
     }
+    if setup.clear_caps {
+        clear_capabilities()?;
+    }
     Ok(())
+}
+
+/// The highest capability number the loop below tries; `PR_CAPBSET_DROP` answers `EINVAL` past
+/// the kernel's last capability, which ends it earlier.
+const MAX_CAP: libc::c_ulong = 63;
+
+fn drop_bounding_set() -> ChildResult {
+    for cap in 0..=MAX_CAP {
+        // SAFETY: integer arguments only.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if ret < 0 {
+            let err = fail(Step::DropBounding);
+            if err.errno == libc::EINVAL {
+                break;
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`; version 3 takes two of them (capabilities 0–31, 32–63).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn clear_capabilities() -> ChildResult {
+    // SAFETY: integer arguments only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    // EINVAL: a kernel without ambient capabilities (before 4.3), so there are none to clear.
+    if ret < 0 {
+        let err = fail(Step::ClearAmbient);
+        if err.errno != libc::EINVAL {
+            return Err(err);
+        }
+    }
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: `header` and `data` are live locals of the layout the kernel expects for version 3
+    // (one header, two data structs); lowering capabilities needs no privilege.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
+    check(Step::ClearCaps, ret)
+}
+
+/// The calling process's capability sets as `(effective | permitted | inheritable)` bits, and
+/// whether any capability is left in its bounding set.
+fn own_capabilities() -> (u64, bool) {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: `header` and `data` are live locals of the layout capget fills for version 3.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    let sets = if ret < 0 {
+        u64::MAX
+    } else {
+        let half = |d: &CapData| u64::from(d.effective | d.permitted | d.inheritable);
+        half(&data[0]) | (half(&data[1]) << 32)
+    };
+    let mut bounding = false;
+    for cap in 0..=MAX_CAP {
+        // SAFETY: integer arguments only.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) };
+        if ret < 0 {
+            break;
+        }
+        if ret > 0 {
+            bounding = true;
+            break;
+        }
+    }
+    (sets, bounding)
 }
 
 fn no_new_privs() -> ChildResult {
@@ -1013,6 +1161,164 @@ pub fn probe_seccomp(program: &[libc::sock_filter]) -> Result<(), ChildFailure> 
         })
     }?;
     expect_clean_exit(pid)
+}
+
+/// What [`probe_worker_view`] tries from a child that has dropped to a worker's credentials.
+#[derive(Debug)]
+pub struct WorkerView {
+    /// The process whose signals and `/proc` entries must be out of reach (the caller).
+    parent: libc::pid_t,
+    environ: CString,
+    fd_dir: CString,
+    socket: Option<libc::sockaddr_un>,
+    read_files: Vec<CString>,
+    write_dirs: Vec<CString>,
+}
+
+impl WorkerView {
+    /// Checks against the calling process: signalling it, reading `/proc/<pid>/environ` and
+    /// listing `/proc/<pid>/fd`; connecting to `socket`; opening each of `read_files` for
+    /// reading; `access(W_OK)` on each of `write_dirs`.
+    pub fn new(
+        socket: Option<&Path>,
+        read_files: &[&Path],
+        write_dirs: &[&Path],
+    ) -> io::Result<WorkerView> {
+        let parent = super::getpid();
+        let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
+        let socket = match socket {
+            None => None,
+            Some(path) => {
+                // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+                let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+                addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                let bytes = path.as_os_str().as_bytes();
+                if bytes.len() >= addr.sun_path.len() {
+                    return Err(invalid());
+                }
+                for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+                    *dst = *src as libc::c_char;
+                }
+                Some(addr)
+            }
+        };
+        let paths = |list: &[&Path]| -> io::Result<Vec<CString>> {
+            list.iter().map(|p| c_path(p.as_os_str())).collect()
+        };
+        Ok(WorkerView {
+            parent,
+            environ: CString::new(format!("/proc/{parent}/environ")).map_err(|_| invalid())?,
+            fd_dir: CString::new(format!("/proc/{parent}/fd")).map_err(|_| invalid())?,
+            socket,
+            read_files: paths(read_files)?,
+            write_dirs: paths(write_dirs)?,
+        })
+    }
+}
+
+/// [`probe_worker_view`]: the worker could signal the caller.
+pub const VIEW_SIGNAL_PARENT: u32 = 1;
+/// It could open the caller's `/proc/<pid>/environ`.
+pub const VIEW_READ_ENVIRON: u32 = 1 << 1;
+/// It could open the caller's `/proc/<pid>/fd`.
+pub const VIEW_LIST_FDS: u32 = 1 << 2;
+/// It could connect to the socket.
+pub const VIEW_CONNECT: u32 = 1 << 3;
+/// It could open one of the files for reading.
+pub const VIEW_READ_FILE: u32 = 1 << 4;
+/// One of the directories was writable for it.
+pub const VIEW_WRITE_DIR: u32 = 1 << 5;
+/// It kept an effective, permitted, inheritable or ambient capability.
+pub const VIEW_HAS_CAPS: u32 = 1 << 6;
+/// Its bounding set was not empty.
+pub const VIEW_HAS_BOUNDING: u32 = 1 << 7;
+/// It ran with the caller's uid.
+pub const VIEW_SAME_UID: u32 = 1 << 8;
+
+/// Start-up probe: forks a child that applies `setup`'s credential and capability steps (as a
+/// worker's set-up does) and `no_new_privs`, then tries everything in `view`. Returns the
+/// `VIEW_*` bits of what succeeded.
+pub fn probe_worker_view(setup: &ChildSetup, view: &WorkerView) -> Result<u32, ChildFailure> {
+    let mut pipe = [-1 as RawFd; 2];
+    // SAFETY: `pipe` is a live array of two ints for the kernel to fill.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(fail(Step::Pipe));
+    }
+    // SAFETY: pipe2 succeeded: both descriptors are new and owned only here.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let out = write_end.as_raw_fd();
+    // SAFETY: `getuid` is a plain syscall.
+    let parent_uid = unsafe { libc::getuid() };
+    // SAFETY: the closure makes only raw syscalls on data prepared by the caller and above (C
+    // strings, a socket address, descriptors) and cannot panic: no indexing, no allocation.
+    let pid = unsafe {
+        clone_and_run(0, |_| {
+            set_credentials(setup)?;
+            no_new_privs()?;
+            let mut bits = 0u32;
+            let opens = |path: &CString, flags: libc::c_int| {
+                let fd = libc::open(path.as_ptr(), flags | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd >= 0
+            };
+            if libc::kill(view.parent, 0) == 0 {
+                bits |= VIEW_SIGNAL_PARENT;
+            }
+            if opens(&view.environ, libc::O_RDONLY) {
+                bits |= VIEW_READ_ENVIRON;
+            }
+            if opens(&view.fd_dir, libc::O_RDONLY | libc::O_DIRECTORY) {
+                bits |= VIEW_LIST_FDS;
+            }
+            if let Some(addr) = &view.socket {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                if fd >= 0 {
+                    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                    let addr = (addr as *const libc::sockaddr_un).cast::<libc::sockaddr>();
+                    if libc::connect(fd, addr, len) == 0 {
+                        bits |= VIEW_CONNECT;
+                    }
+                    libc::close(fd);
+                }
+            }
+            if view.read_files.iter().any(|f| opens(f, libc::O_RDONLY)) {
+                bits |= VIEW_READ_FILE;
+            }
+            if view
+                .write_dirs
+                .iter()
+                .any(|d| libc::access(d.as_ptr(), libc::W_OK) == 0)
+            {
+                bits |= VIEW_WRITE_DIR;
+            }
+            let (sets, bounding) = own_capabilities();
+            if sets != 0 {
+                bits |= VIEW_HAS_CAPS;
+            }
+            if bounding {
+                bits |= VIEW_HAS_BOUNDING;
+            }
+            if libc::getuid() == parent_uid {
+                bits |= VIEW_SAME_UID;
+            }
+            let bytes = bits.to_ne_bytes();
+            libc::write(out, bytes.as_ptr().cast(), bytes.len());
+            Ok(())
+        })
+    }?;
+    expect_clean_exit(pid)?;
+    drop(write_end);
+    let mut bytes = [0u8; 4];
+    std::fs::File::from(read_end)
+        .read_exact(&mut bytes)
+        .map_err(|e| ChildFailure {
+            step: Step::ReadReport,
+            errno: e.raw_os_error().unwrap_or(0),
+        })?;
+    Ok(u32::from_ne_bytes(bytes))
 }
 
 fn expect_clean_exit(pid: i32) -> Result<(), ChildFailure> {

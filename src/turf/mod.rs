@@ -7,6 +7,7 @@
 pub mod accounting;
 pub mod cgroup;
 pub mod poll;
+pub mod privilege;
 pub mod probe;
 pub mod seccomp;
 pub mod seed;

@@ -72,6 +72,8 @@ pub struct Capabilities {
     pub euid: u32,
     /// Whether workers can run as another user (root with CAP_SETUID and CAP_SETGID).
     pub setuid: Feature,
+    /// Whether a worker's capability bounding set can be emptied (`CAP_SETPCAP`).
+    pub bounding: Feature,
     /// Per-controller cgroup support.
     pub cgroup: CgroupCaps,
     /// New pid, mount, ipc and uts namespaces with the mounts an isolated worker needs.
@@ -91,6 +93,7 @@ pub fn probe(instance: &str) -> Capabilities {
         arch: seccomp::Arch::native().map_or(std::env::consts::ARCH, seccomp::Arch::name),
         euid,
         setuid: probe_setuid(euid),
+        bounding: probe_bounding(),
         cgroup: cgroup::probe(instance),
         namespaces: probe_namespaces(),
         seccomp: probe_seccomp(),
@@ -106,6 +109,7 @@ impl Capabilities {
             arch: std::env::consts::ARCH,
             euid: sys::sandbox::geteuid(),
             setuid: Feature::no(reason),
+            bounding: Feature::no(reason),
             cgroup: CgroupCaps::unavailable(reason),
             namespaces: Feature::no(reason),
             seccomp: Feature::no(reason),
@@ -159,7 +163,18 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
 }
 
-fn probe_setuid(euid: u32) -> Feature {
+/// `CAP_SETPCAP` in the effective set: needed to drop capabilities from the bounding set.
+fn probe_bounding() -> Feature {
+    const CAP_SETPCAP: u64 = 1 << 8;
+    match effective_caps() {
+        Some(caps) if caps & CAP_SETPCAP != 0 => Feature::yes(),
+        Some(_) => Feature::no("the runtime has no CAP_SETPCAP"),
+        None => Feature::no("cannot read CapEff from /proc/self/status"),
+    }
+}
+
+/// Whether workers can run as another user: root with `CAP_SETUID` and `CAP_SETGID`.
+pub fn probe_setuid(euid: u32) -> Feature {
     const CAP_SETGID: u64 = 1 << 6;
     const CAP_SETUID: u64 = 1 << 7;
     if euid != 0 {

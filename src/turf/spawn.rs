@@ -258,8 +258,17 @@ pub struct Credentials {
     pub gid: u32,
 }
 
+/// The default worker user's name (`turf.user`).
+pub const NOBODY: &str = "nobody";
+/// What [`NOBODY`] resolves to where `/etc/passwd` has no such user: the kernel's overflow uid
+/// and gid, which own nothing.
+pub const NOBODY_IDS: Credentials = Credentials {
+    uid: 65534,
+    gid: 65534,
+};
+
 /// Resolves `turf.user`: a name from `/etc/passwd`, a numeric uid (its passwd gid, or the same
-/// number), or `uid:gid`.
+/// number), or `uid:gid`. `nobody` without a passwd entry is [`NOBODY_IDS`].
 pub fn resolve_user(spec: &str) -> Result<Credentials, String> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     resolve_user_in(spec, &passwd)
@@ -289,18 +298,29 @@ fn resolve_user_in(spec: &str, passwd: &str) -> Result<Credentials, String> {
             .unwrap_or(uid);
         return Ok(Credentials { uid, gid });
     }
-    entries
+    let found = entries
         .filter(|(name, _, _)| *name == spec)
         .map(|(_, uid, gid)| Credentials { uid, gid })
-        .next()
-        .ok_or_else(|| format!("no user named {spec:?} in /etc/passwd"))
+        .next();
+    match found {
+        Some(c) => Ok(c),
+        // Images without a passwd entry for it still have the kernel's overflow ids free.
+        None if spec == NOBODY => Ok(NOBODY_IDS),
+        None => Err(format!("no user named {spec:?} in /etc/passwd")),
+    }
 }
 
-/// The isolation asked for (system config `turf.isolation`, `turf.user`).
+/// The isolation asked for: by default a worker user and no capabilities (`turf.user`), and
+/// with `turf.isolation` namespaces and seccomp too.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Isolation {
     /// Run as this user (only when the runtime can switch users).
     pub user: Option<Credentials>,
+    /// Why `user` is `None` (reported as the reason the user switch was skipped).
+    pub no_user_reason: Option<String>,
+    /// Drop every capability: the bounding set (where the runtime has `CAP_SETPCAP`), then the
+    /// ambient, effective, permitted and inheritable sets.
+    pub drop_caps: bool,
     /// New pid, ipc, uts and mount namespaces with a read-only working directory, a private
     /// `/tmp` and the namespace's own `/proc`.
     pub namespaces: bool,
@@ -315,14 +335,27 @@ pub struct Isolation {
 }
 
 impl Isolation {
-    /// Everything: user (when given), namespaces and seccomp.
+    /// Everything: user (when given), no capabilities, namespaces and seccomp.
     pub fn full(user: Option<Credentials>, read_only_dirs: Vec<PathBuf>) -> Isolation {
         Isolation {
             user,
+            no_user_reason: None,
+            drop_caps: true,
             namespaces: true,
             read_only_dirs,
             tmp_size: None,
             seccomp: true,
+        }
+    }
+
+    /// What every worker gets without `turf.isolation`: `user` (when given; else
+    /// `no_user_reason` says why not) and no capabilities.
+    pub fn unprivileged(user: Option<Credentials>, no_user_reason: Option<String>) -> Isolation {
+        Isolation {
+            user,
+            no_user_reason,
+            drop_caps: true,
+            ..Isolation::default()
         }
     }
 }
@@ -405,6 +438,8 @@ pub struct Enforcement {
     pub nofile: Mechanism,
     /// Running as `turf.user`.
     pub user: Applied,
+    /// Every capability dropped (bounding, ambient, effective, permitted, inheritable).
+    pub caps: Applied,
     /// pid/ipc/uts/mount namespaces.
     pub namespaces: Applied,
     /// The seccomp filter.
@@ -434,16 +469,17 @@ impl Enforcement {
     }
 
     /// One short line for tables: `mem=cgroup cpu=poll pids=cgroup nofile=rlimit user=yes
-    /// ns=no seccomp=yes` (reasons are in the JSON form).
+    /// caps=yes ns=no seccomp=yes` (reasons are in the JSON form).
     pub fn summary(&self) -> String {
         let yn = |a: &Applied| if a.is_applied() { "yes" } else { "no" };
         format!(
-            "mem={} cpu={} pids={} nofile={} user={} ns={} seccomp={}",
+            "mem={} cpu={} pids={} nofile={} user={} caps={} ns={} seccomp={}",
             self.memory,
             self.cpu,
             self.pids,
             self.nofile,
             yn(&self.user),
+            yn(&self.caps),
             yn(&self.namespaces),
             yn(&self.seccomp)
         )
@@ -459,6 +495,7 @@ impl Default for Enforcement {
             pids: Mechanism::None,
             nofile: Mechanism::None,
             user: off(),
+            caps: Applied::Skipped("not requested".into()),
             namespaces: off(),
             seccomp: off(),
         }
@@ -473,6 +510,8 @@ pub struct SandboxPlan {
     limits: Limits,
     cgroup: Option<CgroupPlan>,
     credentials: Option<Credentials>,
+    drop_bounding: bool,
+    clear_caps: bool,
     namespaces: Option<(Vec<PathBuf>, Option<u64>)>,
     seccomp: Option<seccomp::Filter>,
     /// The uid the worker will run with (RLIMIT_NPROC is ignored for root).
@@ -493,9 +532,15 @@ impl SandboxPlan {
         let mut credentials = None;
         let mut namespaces = None;
         let mut filter = None;
+        let mut drop_bounding = false;
+        let mut clear_caps = false;
         if let Some(iso) = isolation {
             enforcement.user = match iso.user {
-                None => Applied::Skipped("no turf.user".into()),
+                None => Applied::Skipped(
+                    iso.no_user_reason
+                        .clone()
+                        .unwrap_or_else(|| "no turf.user".into()),
+                ),
                 Some(_) if !caps.setuid.available => {
                     Applied::Skipped(caps.setuid.reason().to_owned())
                 }
@@ -504,8 +549,20 @@ impl SandboxPlan {
                     Applied::Applied
                 }
             };
+            if iso.drop_caps {
+                clear_caps = true;
+                drop_bounding = caps.bounding.available;
+                enforcement.caps = if drop_bounding {
+                    Applied::Applied
+                } else {
+                    Applied::Skipped(format!(
+                        "bounding set kept ({}); the other sets are emptied",
+                        caps.bounding.reason()
+                    ))
+                };
+            }
             enforcement.namespaces = if !iso.namespaces {
-                Applied::Skipped("not requested".into())
+                Applied::Skipped("turf.isolation is off".into())
             } else if !caps.namespaces.available {
                 Applied::Skipped(caps.namespaces.reason().to_owned())
             } else {
@@ -513,7 +570,7 @@ impl SandboxPlan {
                 Applied::Applied
             };
             enforcement.seccomp = if !iso.seccomp {
-                Applied::Skipped("not requested".into())
+                Applied::Skipped("turf.isolation is off".into())
             } else if !caps.seccomp.available {
                 Applied::Skipped(caps.seccomp.reason().to_owned())
             } else {
@@ -538,6 +595,8 @@ impl SandboxPlan {
             limits,
             cgroup: (!cgroup.is_empty()).then_some(cgroup),
             credentials,
+            drop_bounding,
+            clear_caps,
             namespaces,
             seccomp: filter,
             worker_uid,
@@ -662,13 +721,41 @@ fn console(fd: std::os::fd::BorrowedFd<'_>) -> Result<File, SpawnError> {
         })
 }
 
+/// Opens (appending) one of a worker's log files, readable and writable by the runtime's user
+/// only: the worker writes it through the descriptor it inherits, and no worker (which runs as
+/// another user) can open it by name.
 fn open_log(dir: &Path, name: &str) -> Result<File, SpawnError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join(name);
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(LOG_FILE_MODE)
         .open(&path)
-        .map_err(|source| SpawnError::LogFile { path, source })
+        .map_err(|source| SpawnError::LogFile {
+            path: path.clone(),
+            source,
+        })?;
+    // A file left by an earlier run keeps its old mode unless it is set again.
+    file.set_permissions(std::fs::Permissions::from_mode(LOG_FILE_MODE))
+        .map_err(|source| SpawnError::LogFile { path, source })?;
+    Ok(file)
+}
+
+/// Mode of a worker's log files (`stdout`, `stderr`).
+pub const LOG_FILE_MODE: u32 = 0o600;
+/// Mode of the directories the runtime creates for worker logs.
+pub const LOG_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) with [`LOG_DIR_MODE`], and sets that mode on `dir`
+/// itself if it already existed.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(LOG_DIR_MODE)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(LOG_DIR_MODE))
 }
 
 /// Makes one pipe, both ends non-blocking and close-on-exec ([`protocol_pipes`] makes the
@@ -802,6 +889,12 @@ pub fn prepare_fork(log_dir: &Path, plan: &SandboxPlan) -> Result<ForkParts, Spa
 
 /// Opens the worker's stdout and stderr: files in `log_dir`, or the runtime's own when
 /// `log_dir` is empty.
+pub fn open_log_files(log_dir: &Path) -> Result<(File, File), SpawnError> {
+    log_files(log_dir)
+}
+
+/// Opens the worker's stdout and stderr: files in `log_dir`, or the runtime's own when
+/// `log_dir` is empty.
 fn log_files(log_dir: &Path) -> Result<(File, File), SpawnError> {
     if log_dir.as_os_str().is_empty() {
         return Ok((
@@ -809,7 +902,7 @@ fn log_files(log_dir: &Path) -> Result<(File, File), SpawnError> {
             console(std::io::stderr().as_fd())?,
         ));
     }
-    std::fs::create_dir_all(log_dir).map_err(|source| SpawnError::LogDir {
+    create_private_dir(log_dir).map_err(|source| SpawnError::LogDir {
         path: log_dir.to_path_buf(),
         source,
     })?;
@@ -872,6 +965,8 @@ fn start(
         cgroup_procs: procs,
         rlimits: plan.rlimits(pids_in_cgroup),
         credentials: plan.credentials.map(|c| (c.uid, c.gid)),
+        drop_bounding: plan.drop_bounding,
+        clear_caps: plan.clear_caps,
         mounts: None,
         seccomp: plan.seccomp.as_ref().map(seccomp::Filter::sock_filters),
     };
@@ -1008,6 +1103,34 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
+}
+
+/// [`find_on_path`], preferring a program that `worker` can execute (see
+/// [`candidates_on_path`]).
+pub fn find_on_path_for(name: &str, worker: Option<Credentials>) -> Option<PathBuf> {
+    candidates_on_path(name, worker).into_iter().next()
+}
+
+/// Every executable `name` on `PATH`, in `PATH` order, except that those `worker` (the user
+/// workers run as) can execute come first.
+pub fn candidates_on_path(name: &str, worker: Option<Credentials>) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = if name.contains('/') {
+        find_on_path(name).into_iter().collect()
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(name))
+                    .filter(|c| is_executable(c))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(c) = worker {
+        // A stable sort keeps PATH order within each half.
+        all.sort_by_key(|p| !crate::turf::privilege::executable_by(p, c));
+    }
+    all
 }
 
 /// Whether `path` is an executable regular file.
@@ -1666,6 +1789,7 @@ setTimeout(() => fs.writeSync(4, `${process.pid} ${child} ${fs.readFileSync('/tm
         let plan = SandboxPlan::build(&caps, "f-1", l, None);
         assert_eq!(plan.enforcement().pids, Mechanism::None);
         caps.setuid = Feature::yes();
+        caps.bounding = Feature::yes();
         let iso = Isolation::full(
             Some(Credentials {
                 uid: 65534,
@@ -1687,16 +1811,90 @@ setTimeout(() => fs.writeSync(4, `${process.pid} ${child} ${fs.readFileSync('/tm
         assert_eq!(polled.memory, Mechanism::Cgroup);
         assert_eq!(
             polled.summary(),
-            "mem=cgroup cpu=poll pids=rlimit nofile=rlimit user=yes ns=no seccomp=yes"
+            "mem=cgroup cpu=poll pids=rlimit nofile=rlimit user=yes caps=yes ns=no seccomp=yes"
         );
         let json = serde_json::to_value(e).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "memory": "cgroup", "cpu": "none", "pids": "rlimit", "nofile": "rlimit",
-                "user": "applied", "namespaces": "skipped: not here", "seccomp": "applied"
+                "user": "applied", "caps": "applied", "namespaces": "skipped: not here",
+                "seccomp": "applied"
             })
         );
+    }
+
+    #[test]
+    fn by_default_a_plan_switches_user_and_drops_caps_without_namespaces_or_seccomp() {
+        let mut caps = fake_caps();
+        caps.setuid = Feature::yes();
+        caps.bounding = Feature::yes();
+        let iso = Isolation::unprivileged(Some(NOBODY_IDS), None);
+        let plan = SandboxPlan::build(&caps, "f-1", Limits::default(), Some(&iso));
+        let e = plan.enforcement();
+        assert_eq!(e.user, Applied::Applied);
+        assert_eq!(e.caps, Applied::Applied);
+        assert_eq!(
+            e.namespaces,
+            Applied::Skipped("turf.isolation is off".into())
+        );
+        assert_eq!(e.seccomp, Applied::Skipped("turf.isolation is off".into()));
+        assert_eq!(plan.credentials, Some(NOBODY_IDS));
+        assert!(plan.drop_bounding && plan.clear_caps);
+        assert!(plan.namespaces.is_none() && plan.seccomp.is_none());
+
+        // No CAP_SETPCAP: the bounding set stays, the other sets are still emptied. No user
+        // switch: the reason travels into the report.
+        caps.bounding = Feature::no("the runtime has no CAP_SETPCAP");
+        let iso = Isolation::unprivileged(None, Some("the runtime is not root (euid 1000)".into()));
+        let plan = SandboxPlan::build(&caps, "f-1", Limits::default(), Some(&iso));
+        let e = plan.enforcement();
+        assert_eq!(
+            e.user,
+            Applied::Skipped("the runtime is not root (euid 1000)".into())
+        );
+        assert!(matches!(&e.caps, Applied::Skipped(why) if why.contains("CAP_SETPCAP")));
+        assert!(!plan.drop_bounding && plan.clear_caps);
+        assert_eq!(plan.credentials, None);
+    }
+
+    #[test]
+    fn a_worker_spawned_as_nobody_has_no_capability_and_no_group() {
+        let caps = probe::probe(&instance("nocaps"));
+        if !caps.setuid.available {
+            eprintln!("setuid unavailable: {:?}", caps.setuid.reason);
+            return;
+        }
+        let dir = scratch("nocaps");
+        let iso = Isolation::unprivileged(Some(NOBODY_IDS), None);
+        let plan = SandboxPlan::build(&caps, "nocaps-1", Limits::default(), Some(&iso));
+        let sh = find_on_path("sh").unwrap();
+        let script = "grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' \
+                      /proc/self/status | tr -s ' \t' ' ' >&4";
+        let mut spawned = spawn(&spec(&sh, &["-c", script], &dir, plan)).unwrap();
+        let out = read_lines(&mut spawned, 9);
+        assert_eq!(wait(spawned.pid), sys::ExitKind::Code(0), "{out}");
+        for line in [
+            "Uid: 65534 65534 65534 65534",
+            "Gid: 65534 65534 65534 65534",
+            "CapInh: 0000000000000000",
+            "CapPrm: 0000000000000000",
+            "CapEff: 0000000000000000",
+            "CapAmb: 0000000000000000",
+            "NoNewPrivs: 1",
+        ] {
+            assert!(out.lines().any(|l| l.trim_end() == line), "{line}: {out}");
+        }
+        assert!(
+            out.lines().any(|l| l.trim_end() == "Groups:"),
+            "no supplementary group: {out}"
+        );
+        if caps.bounding.available {
+            assert!(out.contains("CapBnd: 0000000000000000"), "{out}");
+            assert_eq!(spawned.enforcement.caps, Applied::Applied);
+        }
+        remove_cgroup(spawned.cgroup.take());
+        finish(&caps, &dir);
     }
 
     #[test]
