@@ -46,8 +46,10 @@ OPTIONS:
                         default: <workdir>/logs
     --socket PATH       (ps, stats) the admin socket; default <workdir>/noslated.sock
     --json              (ps) print JSON instead of a table
-    --probe             (serve) print what the sandbox can enforce on this machine, as JSON,
-                        and exit
+    --probe             (serve) print what the sandbox can enforce on this machine and, under
+                        guarantees: what a worker is kept from (signalling the runtime,
+                        reading its /proc, the admin socket, other logs, code), as JSON,
+                        and exit; honours --config, --workdir, --logdir and --functions
 
 ENVIRONMENT:
     RUST_LOG                  log filter for the runtime's own log on stderr (default: info,
@@ -258,9 +260,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         return invoke_command(&args);
     }
     if args.probe {
-        let caps = crate::turf::probe::probe(&crate::turf::cgroup::instance_name());
-        out(&(serde_json::to_string_pretty(&caps).unwrap_or_default() + "\n"));
-        return ExitCode::SUCCESS;
+        return probe_command(&args);
     }
 
     let config_file = args
@@ -372,6 +372,54 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `noslate serve --probe`: the capability probe, and each worker guarantee checked for real
+/// with the system config, work and log directories and (when given) function profiles that
+/// `serve` would use.
+fn probe_command(args: &Args) -> ExitCode {
+    let config_file = args
+        .config
+        .clone()
+        .or_else(|| env_var("NOSLATED_CONFIG_PATH").map(PathBuf::from));
+    let config: SystemConfig = match config::load_system_config(config_file.as_deref(), &env_var) {
+        Ok(c) => c,
+        Err(problems) => {
+            print_problems("system config", &problems);
+            return ExitCode::from(2);
+        }
+    };
+    let code_dirs: Vec<PathBuf> = args
+        .functions
+        .clone()
+        .or_else(|| env_var("NOSLATE_FUNCTIONS").map(PathBuf::from))
+        .and_then(|file| config::load_functions(&file, &config).ok())
+        .map(|p| p.functions.into_iter().map(|f| f.code_dir).collect())
+        .unwrap_or_default();
+    let workdir = resolve_workdir(args.workdir.clone());
+    let logdir = args
+        .logdir
+        .clone()
+        .or_else(|| env_var("NOSLATE_LOGDIR").map(PathBuf::from))
+        .unwrap_or_else(|| workdir.join("logs"));
+    for dir in [&workdir, &logdir] {
+        if let Err(err) = std::fs::create_dir_all(dir) {
+            eprintln!("noslate: cannot create {}: {err}", dir.display());
+            return ExitCode::from(2);
+        }
+    }
+    let caps = crate::turf::probe::probe(&crate::turf::cgroup::instance_name());
+    let guarantees =
+        crate::turf::privilege::report(&caps, &config, &workdir, &logdir, &code_dirs);
+    let mut json = serde_json::to_value(&caps).unwrap_or_default();
+    if let Some(map) = json.as_object_mut() {
+        map.insert(
+            "guarantees".into(),
+            serde_json::to_value(&guarantees).unwrap_or_default(),
+        );
+    }
+    out(&(serde_json::to_string_pretty(&json).unwrap_or_default() + "\n"));
+    ExitCode::SUCCESS
 }
 
 /// The work directory: the flag, `NOSLATE_WORKDIR`, or `$TMPDIR/noslate`.

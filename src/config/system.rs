@@ -329,11 +329,15 @@ pub struct TurfConfig {
     /// `turf.stopGracePeriod` (ours), or Noslate's `turf.gracefulExitPeriodMs`, in
     /// milliseconds: SIGTERM to SIGKILL when a worker is stopped.
     pub graceful_exit_period_ms: u64,
-    /// `turf.isolation` (ours): run workers as `turf.user` in their own pid, ipc, uts and mount
-    /// namespaces with a seccomp filter, wherever the start-up probe says the machine allows it.
+    /// `turf.isolation` (ours): on top of the worker user, run workers in their own pid, ipc,
+    /// uts and mount namespaces (read-only code, private `/tmp`) with a seccomp filter,
+    /// wherever the start-up probe says the machine allows it.
     pub isolation: bool,
-    /// `turf.user` (ours): the user (name, uid, or uid:gid) isolated workers run as when the
-    /// runtime is root.
+    /// `turf.user` (ours): the user (name, uid, or uid:gid) every worker, warm seed and spare
+    /// runs as, without supplementary groups or capabilities, whenever the runtime is root and
+    /// may switch users (with or without `turf.isolation`). `nobody` where `/etc/passwd` has
+    /// no such user is 65534:65534. Naming the runtime's own user (`root`) keeps workers as
+    /// privileged as the runtime, which start-up and `serve --probe` report.
     pub user: String,
     /// `turf.enforceLimits` (ours): enforce each worker's memory, cpu and pids limits. Off when
     /// the container's own limits are the only ones wanted (nofile and core still apply).
@@ -352,7 +356,7 @@ pub const MAX_SPARE_WORKERS: u32 = 16;
 
 /// Default `turf.isolation`: off (opt-in).
 pub const DEFAULT_ISOLATION: bool = false;
-/// Default `turf.user`.
+/// Default `turf.user`: the kernel's overflow user, which owns no file.
 pub const DEFAULT_TURF_USER: &str = "nobody";
 
 impl Default for TurfConfig {

@@ -402,6 +402,35 @@ pub fn worker_isolation(
     })
 }
 
+/// [`check`] for `noslate serve --probe`: the worker user `serve` would choose (an unknown
+/// `turf.user` leaves workers with the runtime's user, and says so), without changing any
+/// directory's mode.
+pub fn report(
+    caps: &Capabilities,
+    config: &crate::config::SystemConfig,
+    workdir: &Path,
+    logdir: &Path,
+    code_dirs: &[PathBuf],
+) -> Guarantees {
+    let user = worker_user(&config.turf.user, &caps.setuid, caps.euid).unwrap_or_else(|e| {
+        WorkerUser {
+            credentials: None,
+            reason: Some(e),
+        }
+    });
+    let old = sb::tighten_umask(0o022);
+    let guarantees = check(&CheckInput {
+        caps,
+        user: &user,
+        workdir,
+        logdir,
+        console_output: config.logger.worker_output_to_console,
+        code_dirs,
+    });
+    sb::set_umask(old);
+    guarantees
+}
+
 /// Turns the child's `VIEW_*` bits (what the worker managed) into guarantees.
 fn evaluate(
     input: &CheckInput<'_>,
