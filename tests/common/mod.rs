@@ -71,6 +71,11 @@ impl TempDir {
         let path = std::env::temp_dir().join(format!("noslate-it-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create the test's temp dir");
+        // Like /tmp (sticky, writable by all): workers run as an unprivileged user and some
+        // fixtures leave markers here. The runtime's `work` and `logs` below it are not.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o1777))
+            .expect("make the test's temp dir writable for workers");
         TempDir { path }
     }
 
