@@ -217,3 +217,64 @@ fn naming_the_runtime_user_keeps_workers_privileged_and_says_so() {
         ns.stderr_lines()
     );
 }
+
+const PY_HOSTILE: &str = r#"
+import os
+
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return os.strerror(e.errno)
+
+def handler(event, context):
+    ppid = os.getppid()
+    status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+    return {
+        "uid": os.getuid(), "ppid": ppid, "groups": os.getgroups(),
+        "capEff": status["CapEff"].strip(), "capBnd": status["CapBnd"].strip(),
+        "noNewPrivs": status["NoNewPrivs"].strip(),
+        "signal": attempt(lambda: os.kill(ppid, 0)),
+        "environ": attempt(lambda: open("/proc/%d/environ" % ppid, "rb").read()),
+    }
+"#;
+
+#[test]
+fn a_worker_forked_by_a_python_seed_is_as_powerless() {
+    common::require_python();
+    let code = common::TempDir::new();
+    std::fs::set_permissions(code.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(code.path().join("index.py"), PY_HOSTILE).unwrap();
+    let profiles = json!([{
+        "name": "py", "runtime": "python3", "url": code.path(),
+        "handler": "index.handler", "signature": "v1", "environments": [],
+        "worker": {"reservationCount": 0, "replicaCountLimit": 1},
+    }]);
+    let ns = Noslate::start(&profiles);
+    if probe(&ns, &profiles)["setuid"]["available"] != true {
+        eprintln!("setuid unavailable here");
+        return;
+    }
+    wait_until(WAIT, "the seed is ready", || {
+        ns.log_count(&["[turf seed=", "] ready after "]) > 0
+    });
+    let resp = ns.invoke(b"{}", &[("x-noslate-function", "py")]);
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    let report = resp.json();
+    eprintln!("python report: {report}");
+    let (_, out, _) = ns.cli(&["ps", "--json"]);
+    let workers: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(workers[0]["start"], "forked", "{workers}");
+    assert_eq!(
+        report["ppid"],
+        ns.pid(),
+        "reparented to the runtime: {report}"
+    );
+    assert_ne!(report["uid"], 0, "{report}");
+    assert_eq!(report["groups"], json!([]), "{report}");
+    assert_eq!(report["capEff"], "0000000000000000", "{report}");
+    assert_eq!(report["noNewPrivs"], "1", "{report}");
+    assert_ne!(report["signal"], "ok", "{report}");
+    assert_ne!(report["environ"], "ok", "{report}");
+}
