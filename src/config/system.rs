@@ -22,6 +22,21 @@ pub const MIN_MAX_HEADER_BYTES: u64 = 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Default `http.maxConnections`: the most client connections open at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `http.headerTimeoutMs`: how long a request head may take to arrive once its first
+/// byte has, in milliseconds. Idle keep-alive connections are not timed.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
+/// Default `http.maxConnectionOutputBytes`: unsent response bytes above which a connection
+/// stops starting pipelined requests (and so stops being read).
+pub const DEFAULT_MAX_CONNECTION_OUTPUT_BYTES: usize = 64 * 1024;
+/// Default `http.maxBufferedBytes`: request and response bytes all connections together may
+/// hold in the runtime; past it, connections with unsent output are not read.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+/// Default `http.lingerTimeoutMs`: after its last response, how long a closing connection's
+/// input is still read and dropped (so that unread input does not turn the close into a reset
+/// that destroys the response), in milliseconds.
+pub const DEFAULT_LINGER_TIMEOUT_MS: u64 = 2_000;
+/// Default `http.lingerMaxBytes`: the most input a closing connection reads and drops.
+pub const DEFAULT_LINGER_MAX_BYTES: u64 = 1 << 20;
 
 /// Default `worker.maxActivateRequests`: concurrent requests per worker.
 pub const DEFAULT_MAX_ACTIVATE_REQUESTS: u32 = 10;
@@ -211,6 +226,17 @@ pub struct HttpConfig {
     pub max_headers: usize,
     /// `http.maxConnections`: the most client connections open at once.
     pub max_connections: usize,
+    /// `http.headerTimeoutMs`: a started request head must complete within this time (408).
+    pub header_timeout_ms: u64,
+    /// `http.maxConnectionOutputBytes`: one connection's unsent output above which it starts no
+    /// further pipelined request.
+    pub max_connection_output_bytes: usize,
+    /// `http.maxBufferedBytes`: what all connections together may buffer.
+    pub max_buffered_bytes: usize,
+    /// `http.lingerTimeoutMs`: how long a closing connection's input is drained.
+    pub linger_timeout_ms: u64,
+    /// `http.lingerMaxBytes`: the most input a closing connection drains.
+    pub linger_max_bytes: u64,
 }
 
 impl Default for HttpConfig {
@@ -220,8 +246,18 @@ impl Default for HttpConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            max_connection_output_bytes: DEFAULT_MAX_CONNECTION_OUTPUT_BYTES,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            linger_timeout_ms: DEFAULT_LINGER_TIMEOUT_MS,
+            linger_max_bytes: DEFAULT_LINGER_MAX_BYTES,
         }
     }
+}
+
+/// A byte count as `usize`, saturating where `u64` is wider.
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// `worker.*`: the defaults every function profile starts from.
@@ -677,6 +713,22 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
         let cp = &mut cfg.control_plane;
         set(&mut cp.expand_concurrency, s.int("expandConcurrency", 1, p));
         let pulling = s.int("workerTrafficStatsPullingMs", 1, p);
+        set(&mut http.header_timeout_ms, s.int("headerTimeoutMs", 1, p));
+        set(
+            &mut http.max_connection_output_bytes,
+            s.byte_size("maxConnectionOutputBytes", 1024, p)
+                .map(saturating_usize),
+        );
+        set(
+            &mut http.max_buffered_bytes,
+            s.byte_size("maxBufferedBytes", 64 * 1024, p)
+                .map(saturating_usize),
+        );
+        set(&mut http.linger_timeout_ms, s.int("lingerTimeoutMs", 0, p));
+        set(
+            &mut http.linger_max_bytes,
+            s.byte_size("lingerMaxBytes", 0, p),
+        );
         set(
             &mut cp.worker_redundant_victim_spare_times,
             s.int("workerRedundantVictimSpareTimes", 1, p),

@@ -30,6 +30,8 @@ pub enum HttpError {
     NotImplemented(String),
     /// The request carries an `Expect` value other than `100-continue` (417).
     ExpectationFailed(String),
+    /// The request head did not complete within this many milliseconds of its first byte (408).
+    HeadTimeout(u64),
 }
 
 impl HttpError {
@@ -41,6 +43,7 @@ impl HttpError {
             Self::BodyTooLarge { .. } => 413,
             Self::NotImplemented(_) => 501,
             Self::ExpectationFailed(_) => 417,
+            Self::HeadTimeout(_) => 408,
         }
     }
 
@@ -55,6 +58,7 @@ impl HttpError {
             Self::BadChunk(_) => "InvalidChunk",
             Self::NotImplemented(_) => "NotImplemented",
             Self::ExpectationFailed(_) => "ExpectationFailed",
+            Self::HeadTimeout(_) => "RequestTimeout",
         }
     }
 }
@@ -84,6 +88,10 @@ impl fmt::Display for HttpError {
             Self::BadChunk(what) => write!(f, "invalid chunked body: {what}"),
             Self::NotImplemented(what) => write!(f, "not implemented: {what}"),
             Self::ExpectationFailed(what) => write!(f, "expectation failed: {what}"),
+            Self::HeadTimeout(ms) => write!(
+                f,
+                "the request head did not complete within http.headerTimeoutMs ({ms} ms)"
+            ),
         }
     }
 }

@@ -74,6 +74,15 @@ impl ReadBuf {
         }
     }
 
+    /// Releases the buffer's memory, whatever its size, once everything is consumed.
+    pub fn release_if_empty(&mut self) {
+        if self.start == self.end && !self.buf.is_empty() {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     /// Makes room at the tail: reclaim consumed bytes, else grow (up to `max`).
     fn make_room(&mut self) {
         if self.buf.is_empty() {

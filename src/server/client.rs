@@ -1,7 +1,9 @@
 //! The client side: reading and parsing requests, routing them, writing responses, keep-alive,
 //! pipelining and closing.
 
-use super::conn::{BodyLeft, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink};
+use super::conn::{
+    BodyLeft, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink, body_complete_in,
+};
 use super::{Lifecycle, Server, Timer};
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
@@ -16,8 +18,6 @@ use std::time::{Duration, Instant};
 /// Bound on parse/pump rounds per readiness event, so one connection cannot starve the loop
 /// (a client pipelining thousands of tiny requests is served in slices).
 const MAX_ROUNDS_PER_EVENT: usize = 64;
-/// Unsent response bytes above which a connection stops starting pipelined requests.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 /// Progress of a collected body.
 enum Collected {
@@ -54,13 +54,10 @@ impl InvokeError {
     }
 }
 
-/// Answers a connection over `http.maxConnections` with 503 and drops it.
-pub fn refuse_connection(sock: &mut mio::net::TcpStream, limit: usize) {
+/// Answers a connection the runtime cannot hold with 503 and drops it.
+pub fn refuse_connection(sock: &mut mio::net::TcpStream, why: &str) {
     let mut out = Vec::new();
-    let body = response::error_body(
-        "TooManyConnections",
-        &format!("the runtime already holds http.maxConnections ({limit}) connections"),
-    );
+    let body = response::error_body("TooManyConnections", why);
     let mut date = crate::http::date::DateCache::new();
     response::write_json_response(&mut out, 503, &[], &body, false, date.get());
     // Best effort: the socket is fresh, so a short response fits in its buffer.
@@ -72,6 +69,10 @@ impl Server {
     /// requests, and read more when (and only when) the current state can use more input.
     pub(super) fn drive_conn(&mut self, key: Key) {
         for _ in 0..MAX_ROUNDS_PER_EVENT {
+        if self.conns.get(key).is_some_and(|c| c.linger.is_some()) {
+            self.drain_lingering(key);
+            return;
+        }
             self.step_conn(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -110,9 +111,15 @@ impl Server {
             };
             let Some(req) = conn.req.as_ref() else {
                 // Pipelined requests wait while earlier responses are unsent, so a client that
-                // sends without reading cannot grow the write buffer without bound.
-                let backlog = conn.wbuf.len() - conn.wstart;
-                if conn.close_when_flushed || conn.input().is_empty() || backlog > WRITE_HIGH_WATER
+                // sends without reading cannot grow the write buffer without bound: past its
+                // own limit, or while all connections together hold too much, a connection
+                // with unsent output starts nothing new (and so is not read either).
+                let backlog = conn.unsent();
+                let http = &self.config.http;
+                if conn.close_when_flushed
+                    || conn.input().is_empty()
+                    || backlog > http.max_connection_output_bytes
+                    || (backlog > 0 && self.buffered_output > http.max_buffered_bytes)
                 {
                     return;
                 }
@@ -120,10 +127,22 @@ impl Server {
                     Ok(Parsed::Partial) => {
                         conn.awaiting_bytes = true;
                         return;
+                        if conn.peer_closed {
+                            // The client closed in the middle of a head: nothing to answer.
+                            conn.close_when_flushed = true;
+                        } else if conn.head_timer.is_none() {
+                            let due = Instant::now()
+                                + Duration::from_millis(self.config.http.header_timeout_ms);
+                            conn.head_timer =
+                                Some(self.timers.schedule(due, Timer::HeadTimeout(key)));
+                        }
                     }
                     Ok(Parsed::Complete { head, head_len }) => {
                         conn.consume(head_len);
                         self.start_request(key, head);
+                        if let Some(timer) = conn.head_timer.take() {
+                            self.timers.cancel(timer);
+                        }
                         continue;
                     }
                     Err(err) => {
@@ -221,6 +240,8 @@ impl Server {
         };
         conn.seq += 1;
         let body = match head.body {
+        // While stopping, every answer closes its connection.
+        let keep_alive = head.keep_alive && self.lifecycle == Lifecycle::Running;
             BodyKind::None | BodyKind::Length(0) => BodyLeft::Done,
             BodyKind::Length(n) => BodyLeft::Length(n),
             BodyKind::Chunked => BodyLeft::Chunked(ChunkedDecoder::new(max_body)),
@@ -234,7 +255,7 @@ impl Server {
             kind: InvokeKind::Http,
             is_head: head.is_head(),
             minor_version: head.minor_version,
-            keep_alive: head.keep_alive,
+            keep_alive,
             expect_continue: head.expect_continue,
             continue_sent: false,
             body,
@@ -271,7 +292,7 @@ impl Server {
             ),
             Ok(Route::Healthz) => {
                 let body = serde_json::json!({
-                    "status": "ok",
+                    "status": if running { "ok" } else { "stopping" },
                     "lifecycle": self.lifecycle_name(),
                     "workers": self.workers.len(),
                 });
@@ -552,14 +573,15 @@ impl Server {
         if req.resp != Resp::Done || !req.body.is_done() {
             return false;
         }
-        let keep_alive = req.keep_alive;
+        let keep_alive = req.keep_alive && self.lifecycle == Lifecycle::Running;
         self.end_request(key);
         if let Some(conn) = self.conns.get_mut(key) {
-            if !keep_alive {
+            // A client that half-closed after its requests gets every answer, then the close.
+            if !keep_alive || (conn.peer_closed && !conn.has_parsable_input()) {
                 conn.close_when_flushed = true;
                 return false;
             }
-            conn.shrink_if_idle();
+            conn.release_if_idle();
         }
         true
     }
@@ -874,24 +896,48 @@ impl Server {
         }
     }
 
-    /// The client closed its side or the socket failed.
+    /// The client closed its side (a FIN, which may be only a half-close), the socket failed, or
+    /// the poller reported a hang-up that has not been read yet.
+    ///
+    /// A FIN after a complete request is not a cancel: the client may still be reading, so the
+    /// request is answered and the connection closes after it. Only a request whose bytes can
+    /// no longer all arrive is cancelled.
     fn on_peer_closed(&mut self, key: Key) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(req) = conn.req.as_ref() else {
+        if conn.req.is_some() && !conn.peer_closed && !conn.input_full() {
+            // A queued request's bytes are left in the socket for backpressure: read them now,
+            // to learn whether its body is all there.
+            conn.maybe_readable = true;
+            conn.fill();
+        }
+        let Some(req) = conn.req.as_mut() else {
+            if conn.has_parsable_input() {
+                // Complete pipelined requests are still answered (on the next iteration).
+                return;
+            }
             // Between requests: nothing is lost. Send what is buffered, then close.
             conn.close_when_flushed = true;
             if !conn.has_output() {
-                self.close_conn(key);
+                self.begin_close(key);
             }
             return;
         };
-        if req.resp == Resp::Done && req.body.is_done() {
+        if !conn.peer_closed || body_complete_in(&req.body, conn.inbuf.data()) {
+            // Either the whole request is here, or its remaining bytes may still be waiting in
+            // the socket: answer it (the connection closes after the response).
+            return;
+        }
+        if req.resp == Resp::Done {
+            // Answered already (an early error): send the answer, then close.
+            req.body = BodyLeft::Done;
+            req.keep_alive = false;
             conn.close_when_flushed = true;
             return;
         }
-        // Mid-request: the client went away. Cancel its work and drop the connection.
+        // Mid-request: the rest of the request can never arrive. Cancel its work and drop the
+        // connection.
         log::debug!(
             "[http conn={}] client went away during request {}",
             key.idx,
@@ -914,11 +960,15 @@ impl Server {
         self.end_request(key);
         if let Some(mut conn) = self.conns.remove(key) {
             if let Err(err) = self.poll.registry().deregister(&mut conn.sock) {
+        let unsent = conn.unsent();
+        self.buffered_output = self.buffered_output - conn.accounted_output + unsent;
+        conn.accounted_output = unsent;
                 log::debug!("[http conn={}] deregister failed: {err}", key.idx);
             }
             log::trace!("[http conn={}] closed", key.idx);
         }
     }
+            conn.release_if_idle();
 
     fn lifecycle_name(&self) -> &'static str {
         match self.lifecycle {
@@ -942,6 +992,8 @@ impl Server {
 pub(super) fn request_in(conns: &mut Slab<Conn>, client: ConnRef) -> Option<&mut Request> {
     conns
         .get_mut(client.conn)
+            self.mark_conn_dirty(key);
+            self.schedule_drive(key);
         .and_then(|c| c.req.as_mut())
         .filter(|r| r.seq == client.seq)
 }
@@ -952,9 +1004,107 @@ fn wants_input(
     workers: &crate::reactor::slab::Slab<crate::turf::worker::Worker>,
 ) -> bool {
     let Some(req) = conn.req.as_ref() else {
-        return !conn.close_when_flushed;
+        // Read only to complete a head: complete pipelined requests already buffered are
+        // parsed first, and the socket holds the rest.
+        return !conn.close_when_flushed && !conn.has_parsable_input();
+    /// Closes a connection whose answers are all written: shuts down writing (a FIN, so the
+    /// client reads the last response to its end), then reads and drops what the client still
+    /// sends until it closes, so that unread input does not turn the close into a reset that
+    /// destroys the response. Bounded by `http.lingerTimeoutMs` and `http.lingerMaxBytes`.
+    pub(super) fn begin_close(&mut self, key: Key) {
+        let sink = self
+            .conns
+            .get(key)
+            .and_then(|c| c.req.as_ref())
+            .map(|r| r.sink);
+        if let Some(Sink::Worker { worker, stream }) = sink {
+            self.cancel_stream(worker, stream, "the connection is closing");
+        }
+        self.end_request(key);
+        let timeout = Duration::from_millis(self.config.http.linger_timeout_ms);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.linger.is_some() {
+            return;
+        }
+        if conn.peer_closed || timeout.is_zero() || conn.sock.shutdown_write().is_err() {
+            self.close_conn(key);
+            return;
+        }
+        if let Some(timer) = conn.head_timer.take() {
+            self.timers.cancel(timer);
+        }
+        conn.wbuf = Vec::new();
+        conn.wstart = 0;
+        conn.lingered = conn.input().len() as u64;
+        conn.inbuf.clear();
+        conn.inbuf.release_if_empty();
+        conn.linger = Some(
+            self.timers
+                .schedule(Instant::now() + timeout, Timer::Linger(key)),
+        );
+        self.drain_lingering(key);
+    }
+
+    /// Reads and drops a closing connection's input; closes it at end of stream or past
+    /// `http.lingerMaxBytes`.
+    fn drain_lingering(&mut self, key: Key) {
+        let limit = self.config.http.linger_max_bytes;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        loop {
+            let filled = conn.fill();
+            let read = conn.input().len() as u64;
+            conn.inbuf.clear();
+            conn.lingered += read;
+            match filled {
+                Filled::Closed => break,
+                _ if conn.lingered > limit => break,
+                Filled::Bytes(0) => {
+                    conn.inbuf.release_if_empty();
+                    return;
+                }
+                Filled::Bytes(_) => {}
+            }
+        }
+        self.close_conn(key);
+    }
+
+    /// A started head did not complete within `http.headerTimeoutMs`: 408, then close.
+    pub(super) fn on_head_timeout(&mut self, key: Key) {
+        let date = self.date.get().to_vec();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.head_timer = None;
+        if conn.req.is_some() || conn.linger.is_some() || conn.input().is_empty() {
+            return;
+        }
+        log::debug!(
+            "[http conn={}] request head incomplete after http.headerTimeoutMs",
+            key.idx
+        );
+        let err = HttpError::HeadTimeout(self.config.http.header_timeout_ms);
+        response::write_error(&mut conn.wbuf, &err, false, &date);
+        conn.close_when_flushed = true;
+        conn.consume(conn.input().len());
+        self.mark_conn_dirty(key);
+    }
+
     };
     if req.body.is_done() {
+        if let Some(conn) = self.conns.get_mut(key) {
+            for timer in [conn.head_timer.take(), conn.linger.take()]
+                .into_iter()
+                .flatten()
+            {
+                self.timers.cancel(timer);
+            }
+            self.buffered_output -= conn.accounted_output;
+            conn.accounted_output = 0;
+        }
         return false;
     }
     match req.sink {

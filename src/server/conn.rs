@@ -25,8 +25,10 @@ use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-/// Write-buffer capacity kept by an idle connection; larger buffers are released.
-const IDLE_WRITE_BUFFER: usize = 16 * 1024;
+/// First size of a connection's read buffer. It grows (up to the largest allowed head) only
+/// when one head does not fit, and is released while the connection idles, so that an idle
+/// keep-alive connection holds no buffer at all.
+const INITIAL_READ_BUFFER: usize = 4 * 1024;
 
 /// A connection's socket: FC's TCP port, or the admin Unix socket. Both speak HTTP/1.1 through
 /// the same code; only routing differs.
@@ -42,6 +44,14 @@ impl Socket {
     /// Whether this is an admin connection.
     pub fn is_admin(&self) -> bool {
         matches!(self, Socket::Unix(_))
+    }
+
+    /// Sends a FIN: the client reads everything written so far, then end of stream.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
     }
 }
 
@@ -237,6 +247,15 @@ pub struct Conn {
     /// The buffered input is an incomplete head: nothing can be parsed until more bytes arrive,
     /// so driving the connection again before a read would only spin.
     pub awaiting_bytes: bool,
+    /// `http.headerTimeoutMs` for the head that has started to arrive.
+    pub head_timer: Option<TimerKey>,
+    /// Closing: writing is shut down and input is read and dropped until the client closes,
+    /// `http.lingerMaxBytes` have been dropped, or this timer fires.
+    pub linger: Option<TimerKey>,
+    /// Input dropped while lingering.
+    pub lingered: u64,
+    /// Unsent output last counted in the server's total of buffered bytes.
+    pub accounted_output: usize,
 }
 
 /// The outcome of reading from the socket.
@@ -253,7 +272,7 @@ impl Conn {
     pub fn new(sock: Socket, rbuf_size: usize) -> Self {
         Conn {
             sock,
-            inbuf: ReadBuf::new(rbuf_size, rbuf_size),
+            inbuf: ReadBuf::new(INITIAL_READ_BUFFER.min(rbuf_size), rbuf_size),
             wbuf: Vec::new(),
             wstart: 0,
             peer_closed: false,
@@ -265,6 +284,10 @@ impl Conn {
             body_in_wbuf: 0,
             credit_owed: 0,
             awaiting_bytes: false,
+            head_timer: None,
+            linger: None,
+            lingered: 0,
+            accounted_output: 0,
         }
     }
 
@@ -339,10 +362,68 @@ impl Conn {
         self.wstart < self.wbuf.len()
     }
 
-    /// Gives large write buffers back while the connection idles between requests.
-    pub fn shrink_if_idle(&mut self) {
-        if self.req.is_none() && self.wbuf.is_empty() && self.wbuf.capacity() > IDLE_WRITE_BUFFER {
-            self.wbuf = Vec::new();
+    /// Unsent output bytes.
+    pub fn unsent(&self) -> usize {
+        self.wbuf.len() - self.wstart
+    }
+
+    /// Gives both buffers back while the connection idles between requests, so that an idle
+    /// keep-alive connection costs its record and the socket, not its buffers.
+    pub fn release_if_idle(&mut self) {
+        if self.req.is_none() && self.wbuf.is_empty() {
+            if self.wbuf.capacity() > 0 {
+                self.wbuf = Vec::new();
+            }
+            self.inbuf.release_if_empty();
         }
+    }
+}
+
+/// Whether `input` holds the rest of `body`: a request whose bytes have all arrived is answered
+/// even when the client half-closes right after it.
+pub fn body_complete_in(body: &BodyLeft, input: &[u8]) -> bool {
+    match body {
+        BodyLeft::Done => true,
+        BodyLeft::Length(left) => input.len() as u64 >= *left,
+        BodyLeft::Chunked(decoder) => {
+            let mut decoder = decoder.clone();
+            let mut rest = input;
+            loop {
+                match decoder.decode(rest) {
+                    Ok((_, crate::http::chunked::Chunk::Done)) => return true,
+                    Ok((used, crate::http::chunked::Chunk::Data(_))) if used > 0 => {
+                        rest = rest.get(used..).unwrap_or_default();
+                    }
+                    _ => return false,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_body_is_complete_once_all_its_bytes_are_buffered() {
+        assert!(body_complete_in(&BodyLeft::Done, b""));
+        assert!(!body_complete_in(&BodyLeft::Length(5), b"hell"));
+        assert!(body_complete_in(&BodyLeft::Length(5), b"hello"));
+        assert!(body_complete_in(&BodyLeft::Length(5), b"helloGET"));
+    }
+
+    #[test]
+    fn a_chunked_body_is_complete_once_its_last_chunk_and_trailers_are_buffered() {
+        let body = || BodyLeft::Chunked(ChunkedDecoder::new(1 << 20));
+        assert!(!body_complete_in(&body(), b""));
+        assert!(!body_complete_in(&body(), b"5\r\nhello\r\n"));
+        assert!(!body_complete_in(&body(), b"5\r\nhello\r\n0\r\n"));
+        assert!(body_complete_in(&body(), b"5\r\nhello\r\n0\r\n\r\n"));
+        assert!(body_complete_in(
+            &body(),
+            b"2\r\nhe\r\n3;ext=1\r\nllo\r\n0\r\nX-T: 1\r\n\r\n"
+        ));
+        assert!(!body_complete_in(&body(), b"zz\r\n"));
     }
 }

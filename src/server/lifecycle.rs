@@ -10,7 +10,6 @@
 use super::client::InvokeError;
 use super::{Lifecycle, Server};
 use crate::fc::Phase;
-use crate::reactor::token::{self, Source};
 use crate::turf::worker::{ConnRef, WorkerState};
 
 /// What `/initialize` can say right now.
@@ -199,17 +198,33 @@ impl Server {
             log::warn!("{name} again: killing workers and exiting now");
             self.kill_all_workers();
             self.lifecycle = Lifecycle::Stopped;
+            self.exit_by = Some(std::time::Instant::now());
             return;
         }
         log::info!("{name}: draining in-flight invocations, then exiting");
         self.exit_when_stopped = true;
-        // New connections would only be refused later; leave them in the backlog.
-        if let Err(err) = self.poll.registry().deregister(&mut self.listener) {
-            log::debug!("cannot deregister listener: {err}");
-        }
-        let _ = token::token(Source::Listener);
+        // Connections keep being accepted until the exit, so that a request racing the drain
+        // is refused with 503 RuntimeStopped rather than reset. Idle ones are closed now with
+        // a FIN, which clients take as "open a new connection".
+        self.close_idle_conns();
         self.begin_drain(&name);
         self.check_workers_stopped();
+    }
+
+    /// Closes (gracefully) every connection that is between requests.
+    pub(super) fn close_idle_conns(&mut self) {
+        for key in self.conns.keys() {
+            let idle = self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.req.is_none() && c.linger.is_none() && !c.has_parsable_input());
+            if idle {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.close_when_flushed = true;
+                }
+                self.mark_conn_dirty(key);
+            }
+        }
     }
 
     fn begin_drain(&mut self, why: &str) {

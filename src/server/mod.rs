@@ -153,6 +153,10 @@ enum Timer {
     SpareRefill,
     /// A stopping spare's grace period is over: SIGKILL.
     SpareKill(Key),
+    /// A connection's request head did not complete in `http.headerTimeoutMs`.
+    HeadTimeout(Key),
+    /// A closing connection's lingering time is over.
+    Linger(Key),
 }
 
 /// A configured function, its pool and its scheduling state.
@@ -266,9 +270,15 @@ pub struct Server {
     /// Connections and workers with output to flush at the end of this iteration.
     dirty_conns: Vec<Key>,
     dirty_workers: Vec<Key>,
+    /// Unsent response bytes all connections hold (`http.maxBufferedBytes`).
+    buffered_output: usize,
     lifecycle: Lifecycle,
     /// Exit the loop once stopped (a signal asked for it, not just `/pre-stop`).
     exit_when_stopped: bool,
+    /// An fd kept open so that, out of fds, one can be given back to accept and refuse a client.
+    reserve_fd: Option<std::fs::File>,
+    /// Once stopped, the latest time to exit even if connections are still closing.
+    exit_by: Option<Instant>,
     /// Invocations accepted and not yet finished (queued or dispatched).
     inflight: usize,
     /// Whether the limit poll timer is scheduled.
@@ -321,6 +331,7 @@ impl Server {
             logdir,
         } = options;
         let accounting_dir = logdir.clone();
+        check_fd_limit(&config, &functions);
         let (caps, isolation, nofile_cap) =
             prepare_sandbox(&config, &workdir, &logdir, &functions)?;
         let warm_fork = warm_fork_support(&caps, isolation.as_ref());
@@ -422,8 +433,11 @@ impl Server {
             deferred_drive: Vec::new(),
             dirty_conns: Vec::new(),
             dirty_workers: Vec::new(),
+            buffered_output: 0,
             lifecycle: Lifecycle::Running,
             exit_when_stopped: false,
+            exit_by: None,
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
             inflight: 0,
             limit_poll_armed: false,
             log_gc: std::collections::VecDeque::new(),
@@ -524,12 +538,26 @@ impl Server {
             self.flush_dirty();
             self.fc_log.flush();
             if self.lifecycle == Lifecycle::Stopped && self.exit_when_stopped {
+                // Answers still being written or lingering closes finish first (bounded by
+                // http.lingerTimeoutMs), so that no client sees a reset at exit.
+                self.close_idle_conns();
+                self.flush_dirty();
+                if !self.conns.is_empty() && !self.exit_deadline_passed() {
+                    continue;
+                }
                 log::info!("stopped; exiting");
                 let _ = std::fs::remove_file(&self.admin_path);
                 cgroup::remove_instance(&self.caps.cgroup);
                 return Ok(());
             }
         }
+    }
+
+    /// Whether a stopped runtime has waited long enough for its connections to close.
+    fn exit_deadline_passed(&mut self) -> bool {
+        let linger = Duration::from_millis(self.config.http.linger_timeout_ms);
+        let now = Instant::now();
+        now >= *self.exit_by.get_or_insert(now + linger)
     }
 
     fn fire_timers(&mut self) {
@@ -550,6 +578,13 @@ impl Server {
                 Timer::SpareRetry => self.on_spare_retry(),
                 Timer::SpareRefill => self.on_spare_refill(),
                 Timer::SpareKill(spare) => self.on_spare_kill_timer(spare),
+                Timer::HeadTimeout(conn) => self.on_head_timeout(conn),
+                Timer::Linger(conn) => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.linger = None;
+                    }
+                    self.close_conn(conn);
+                }
             }
         }
     }
@@ -609,7 +644,13 @@ impl Server {
                             "[http] refusing {peer}: http.maxConnections ({}) reached",
                             self.config.http.max_connections
                         );
-                        client::refuse_connection(&mut sock, self.config.http.max_connections);
+                        client::refuse_connection(
+                            &mut sock,
+                            &format!(
+                                "the runtime already holds http.maxConnections ({}) connections",
+                                self.config.http.max_connections
+                            ),
+                        );
                         continue;
                     }
                     if let Err(err) = sock.set_nodelay(true) {
@@ -621,14 +662,43 @@ impl Server {
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if is_fd_exhaustion(&err) => {
+                    // Out of fds: the pending connection would wait in the backlog, and no
+                    // new readiness edge would come for it. Give back the reserve fd, accept
+                    // it, refuse it with 503, and take the reserve again.
+                    if !self.refuse_with_reserve_fd() {
+                        log::warn!("[http] accept failed: {err}");
+                        return;
+                    }
+                }
                 Err(err) => {
-                    // EMFILE and friends: log and retry on the next readiness event rather than
-                    // spinning; the pending connection stays in the backlog.
                     log::warn!("[http] accept failed: {err}");
                     return;
                 }
             }
         }
+    }
+
+    /// Accepts one connection on the fd held in reserve and answers it 503 TooManyConnections.
+    /// Returns false when there was no reserve to give back, or no connection to take.
+    fn refuse_with_reserve_fd(&mut self) -> bool {
+        if self.reserve_fd.take().is_none() {
+            return false;
+        }
+        let refused = match self.listener.accept() {
+            Ok((mut sock, peer)) => {
+                log::warn!("[http] refusing {peer}: out of file descriptors");
+                client::refuse_connection(
+                    &mut sock,
+                    "the runtime has no file descriptor left for another connection (raise \
+                     RLIMIT_NOFILE or lower http.maxConnections)",
+                );
+                true
+            }
+            Err(_) => false,
+        };
+        self.reserve_fd = std::fs::File::open("/dev/null").ok();
+        refused && self.reserve_fd.is_some()
     }
 
     /// Registers an accepted socket and serves what it may already have sent (its readiness
@@ -702,6 +772,38 @@ fn bind_admin(path: &std::path::Path) -> Result<UnixListener, ServerError> {
                 path.display()
             )));
         }
+/// Whether an accept failed for want of file descriptors (the process's or the system's).
+fn is_fd_exhaustion(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Raises the fd limit as far as allowed, and warns when it still cannot hold
+/// `http.maxConnections` clients beside the runtime's own fds and its workers' pipes.
+fn check_fd_limit(config: &SystemConfig, functions: &[FunctionProfile]) {
+    let limit = match crate::sys::raise_nofile_soft_limit() {
+        Ok(limit) => limit,
+        Err(err) => {
+            log::warn!("[http] cannot read RLIMIT_NOFILE: {err}");
+            return;
+        }
+    };
+    // Each worker holds two pipe ends and, briefly at spawn, its log files; the runtime itself
+    // needs a few dozen (listener, admin socket, signal pipe, poll, logs).
+    let workers: u64 = functions
+        .iter()
+        .map(|f| u64::from(f.worker.replica_count_limit))
+        .sum();
+    let needed = config.http.max_connections as u64 + 4 * workers + 64;
+    if limit < needed {
+        log::warn!(
+            "[http] RLIMIT_NOFILE is {limit}, below http.maxConnections ({}) plus what up to \
+             {workers} workers need ({needed} in all): clients past the limit get 503 \
+             TooManyConnections",
+            config.http.max_connections
+        );
+    }
+}
+
         std::fs::remove_file(path).map_err(|e| {
             ServerError::Admin(format!("cannot remove stale {}: {e}", path.display()))
         })?;
