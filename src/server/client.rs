@@ -11,6 +11,7 @@ use crate::http::error::HttpError;
 use crate::http::request::{BodyKind, Parsed, parse_request};
 use crate::http::response::{self, Framing};
 use crate::reactor::slab::{Key, Slab};
+use crate::turf::origin;
 use crate::turf::worker::ConnRef;
 use crate::wire;
 use std::time::{Duration, Instant};
@@ -291,12 +292,29 @@ impl Server {
                 false,
             ),
             Ok(Route::Healthz) => {
+                // A runtime that is stopping serves no invocation, so it is not healthy.
+                let running = self.lifecycle == Lifecycle::Running;
                 let body = serde_json::json!({
                     "status": if running { "ok" } else { "stopping" },
                     "lifecycle": self.lifecycle_name(),
                     "workers": self.workers.len(),
                 });
-                self.respond_json(client, 200, &[], body.to_string().as_bytes());
+                let status = if running { 200 } else { 503 };
+                self.respond_json(client, status, &[], body.to_string().as_bytes());
+            }
+            Ok(Route::Initialize | Route::PreFreeze | Route::PreStop)
+                if self.hook_from_descendant(key) =>
+            {
+                self.respond_error(
+                    client,
+                    &InvokeError::new(
+                        403,
+                        "HookForbidden",
+                        "lifecycle hooks are honoured only from the platform, not from the \
+                         runtime's own workers",
+                    ),
+                    false,
+                );
             }
             Ok(Route::Ready) => self.on_ready(client),
             Ok(Route::Initialize) => self.on_initialize(client),
@@ -313,6 +331,41 @@ impl Server {
                     false,
                 ),
             },
+        }
+    }
+
+    /// Whether a hook arrived from one of the runtime's own descendants (a function calling
+    /// the FC port over loopback), or from a local client that no longer holds its socket.
+    /// Only clients on this machine are traced. Where `/proc` cannot be read at all, hooks are
+    /// let through, since refusing would lock out an operator's local call.
+    fn hook_from_descendant(&self, key: Key) -> bool {
+        let Some(super::conn::Socket::Tcp(sock)) = self.conns.get(key).map(|c| &c.sock) else {
+            return false;
+        };
+        let (Ok(local), Ok(peer)) = (sock.local_addr(), sock.peer_addr()) else {
+            return false;
+        };
+        if !origin::is_local_peer(local, peer) {
+            return false;
+        }
+        match origin::trace(local, peer, crate::sys::getpid()) {
+            origin::Origin::Descendant(pid) => {
+                log::warn!(
+                    "[http conn={}] refusing a lifecycle hook from pid {pid}, a process of the \
+                     runtime's own workers",
+                    key.idx
+                );
+                true
+            }
+            origin::Origin::Gone => true,
+            origin::Origin::Outside => false,
+            origin::Origin::Untraceable(why) => {
+                log::warn!(
+                    "[http conn={}] cannot trace a hook from {peer}: {why}",
+                    key.idx
+                );
+                false
+            }
         }
     }
 

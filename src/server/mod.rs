@@ -726,6 +726,17 @@ impl Server {
         loop {
             match self.admin.accept() {
                 Ok((sock, _)) => {
+                    // The socket's mode already keeps other users out; a worker that runs as
+                    // the runtime's own user is kept out here.
+                    if let Ok(pid) = crate::sys::unix_peer_pid(&sock)
+                        && crate::turf::origin::descends_from(pid, crate::sys::getpid())
+                    {
+                        log::warn!(
+                            "[admin] refusing a connection from pid {pid}, a process of the \
+                             runtime's own workers"
+                        );
+                        continue;
+                    }
                     self.add_conn(Socket::Unix(sock));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,

@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod cgroup;
+pub mod origin;
 pub mod poll;
 pub mod privilege;
 pub mod probe;
