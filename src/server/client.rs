@@ -69,11 +69,11 @@ impl Server {
     /// Makes all the progress a connection can make: parse requests, forward body bytes, finish
     /// requests, and read more when (and only when) the current state can use more input.
     pub(super) fn drive_conn(&mut self, key: Key) {
-        for _ in 0..MAX_ROUNDS_PER_EVENT {
         if self.conns.get(key).is_some_and(|c| c.linger.is_some()) {
             self.drain_lingering(key);
             return;
         }
+        for _ in 0..MAX_ROUNDS_PER_EVENT {
             self.step_conn(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -127,7 +127,6 @@ impl Server {
                 match parse_request(conn.input(), &self.limits) {
                     Ok(Parsed::Partial) => {
                         conn.awaiting_bytes = true;
-                        return;
                         if conn.peer_closed {
                             // The client closed in the middle of a head: nothing to answer.
                             conn.close_when_flushed = true;
@@ -137,13 +136,14 @@ impl Server {
                             conn.head_timer =
                                 Some(self.timers.schedule(due, Timer::HeadTimeout(key)));
                         }
+                        return;
                     }
                     Ok(Parsed::Complete { head, head_len }) => {
                         conn.consume(head_len);
-                        self.start_request(key, head);
                         if let Some(timer) = conn.head_timer.take() {
                             self.timers.cancel(timer);
                         }
+                        self.start_request(key, head);
                         continue;
                     }
                     Err(err) => {
@@ -240,9 +240,9 @@ impl Server {
             return;
         };
         conn.seq += 1;
-        let body = match head.body {
         // While stopping, every answer closes its connection.
         let keep_alive = head.keep_alive && self.lifecycle == Lifecycle::Running;
+        let body = match head.body {
             BodyKind::None | BodyKind::Length(0) => BodyLeft::Done,
             BodyKind::Length(n) => BodyLeft::Length(n),
             BodyKind::Chunked => BodyLeft::Chunked(ChunkedDecoder::new(max_body)),
@@ -936,11 +936,15 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let unsent = conn.unsent();
+        self.buffered_output = self.buffered_output - conn.accounted_output + unsent;
+        conn.accounted_output = unsent;
         if !conn.has_output() {
             if conn.close_when_flushed {
-                self.close_conn(key);
+                self.begin_close(key);
                 return;
             }
+            conn.release_if_idle();
             // Finished a response with pipelined requests behind it: serve them. The start of
             // a head still arriving waits for its next readable event instead.
             if conn.req.is_none() && conn.has_parsable_input() {
@@ -973,7 +977,7 @@ impl Server {
             // Between requests: nothing is lost. Send what is buffered, then close.
             conn.close_when_flushed = true;
             if !conn.has_output() {
-                self.begin_close(key);
+                self.close_conn(key);
             }
             return;
         };
@@ -987,6 +991,8 @@ impl Server {
             req.body = BodyLeft::Done;
             req.keep_alive = false;
             conn.close_when_flushed = true;
+            self.mark_conn_dirty(key);
+            self.schedule_drive(key);
             return;
         }
         // Mid-request: the rest of the request can never arrive. Cancel its work and drop the
@@ -999,67 +1005,6 @@ impl Server {
         self.close_conn(key);
     }
 
-    /// Closes a connection now, cancelling whatever it was waiting for.
-    pub(super) fn close_conn(&mut self, key: Key) {
-        let sink = self
-            .conns
-            .get(key)
-            .and_then(|c| c.req.as_ref())
-            .map(|r| r.sink);
-        if let Some(Sink::Worker { worker, stream }) = sink {
-            self.cancel_stream(worker, stream, "client closed the connection");
-        }
-        // Queue entries for this connection go stale (their key no longer resolves).
-        self.end_request(key);
-        if let Some(mut conn) = self.conns.remove(key) {
-            if let Err(err) = self.poll.registry().deregister(&mut conn.sock) {
-        let unsent = conn.unsent();
-        self.buffered_output = self.buffered_output - conn.accounted_output + unsent;
-        conn.accounted_output = unsent;
-                log::debug!("[http conn={}] deregister failed: {err}", key.idx);
-            }
-            log::trace!("[http conn={}] closed", key.idx);
-        }
-    }
-            conn.release_if_idle();
-
-    fn lifecycle_name(&self) -> &'static str {
-        match self.lifecycle {
-            Lifecycle::Running => "running",
-            Lifecycle::Draining => "draining",
-            Lifecycle::StoppingWorkers => "stopping",
-            Lifecycle::Stopped => "stopped",
-        }
-    }
-
-    fn function_names(&self) -> String {
-        self.functions
-            .iter()
-            .map(|f| f.profile.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-/// The request `client` refers to, borrowing only the connection slab.
-pub(super) fn request_in(conns: &mut Slab<Conn>, client: ConnRef) -> Option<&mut Request> {
-    conns
-        .get_mut(client.conn)
-            self.mark_conn_dirty(key);
-            self.schedule_drive(key);
-        .and_then(|c| c.req.as_mut())
-        .filter(|r| r.seq == client.seq)
-}
-
-/// Whether the connection's state can use more input right now.
-fn wants_input(
-    conn: &Conn,
-    workers: &crate::reactor::slab::Slab<crate::turf::worker::Worker>,
-) -> bool {
-    let Some(req) = conn.req.as_ref() else {
-        // Read only to complete a head: complete pipelined requests already buffered are
-        // parsed first, and the socket holds the rest.
-        return !conn.close_when_flushed && !conn.has_parsable_input();
     /// Closes a connection whose answers are all written: shuts down writing (a FIN, so the
     /// client reads the last response to its end), then reads and drops what the client still
     /// sends until it closes, so that unread input does not turn the close into a reset that
@@ -1146,8 +1091,8 @@ fn wants_input(
         self.mark_conn_dirty(key);
     }
 
-    };
-    if req.body.is_done() {
+    /// Closes a connection now, cancelling whatever it was waiting for.
+    pub(super) fn close_conn(&mut self, key: Key) {
         if let Some(conn) = self.conns.get_mut(key) {
             for timer in [conn.head_timer.take(), conn.linger.take()]
                 .into_iter()
@@ -1158,6 +1103,61 @@ fn wants_input(
             self.buffered_output -= conn.accounted_output;
             conn.accounted_output = 0;
         }
+        let sink = self
+            .conns
+            .get(key)
+            .and_then(|c| c.req.as_ref())
+            .map(|r| r.sink);
+        if let Some(Sink::Worker { worker, stream }) = sink {
+            self.cancel_stream(worker, stream, "client closed the connection");
+        }
+        // Queue entries for this connection go stale (their key no longer resolves).
+        self.end_request(key);
+        if let Some(mut conn) = self.conns.remove(key) {
+            if let Err(err) = self.poll.registry().deregister(&mut conn.sock) {
+                log::debug!("[http conn={}] deregister failed: {err}", key.idx);
+            }
+            log::trace!("[http conn={}] closed", key.idx);
+        }
+    }
+
+    fn lifecycle_name(&self) -> &'static str {
+        match self.lifecycle {
+            Lifecycle::Running => "running",
+            Lifecycle::Draining => "draining",
+            Lifecycle::StoppingWorkers => "stopping",
+            Lifecycle::Stopped => "stopped",
+        }
+    }
+
+    fn function_names(&self) -> String {
+        self.functions
+            .iter()
+            .map(|f| f.profile.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The request `client` refers to, borrowing only the connection slab.
+pub(super) fn request_in(conns: &mut Slab<Conn>, client: ConnRef) -> Option<&mut Request> {
+    conns
+        .get_mut(client.conn)
+        .and_then(|c| c.req.as_mut())
+        .filter(|r| r.seq == client.seq)
+}
+
+/// Whether the connection's state can use more input right now.
+fn wants_input(
+    conn: &Conn,
+    workers: &crate::reactor::slab::Slab<crate::turf::worker::Worker>,
+) -> bool {
+    let Some(req) = conn.req.as_ref() else {
+        // Read only to complete a head: complete pipelined requests already buffered are
+        // parsed first, and the socket holds the rest.
+        return !conn.close_when_flushed && !conn.has_parsable_input();
+    };
+    if req.body.is_done() {
         return false;
     }
     match req.sink {

@@ -772,17 +772,6 @@ impl Server {
     }
 }
 
-/// Creates the admin socket, mode 0600. A socket file left by a runtime that is gone is
-/// replaced; one that still answers belongs to a live runtime sharing this work directory,
-/// which is refused.
-fn bind_admin(path: &std::path::Path) -> Result<UnixListener, ServerError> {
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ServerError::Admin(format!(
-                "another noslate runtime is serving {}; give each runtime its own NOSLATE_WORKDIR",
-                path.display()
-            )));
-        }
 /// Whether an accept failed for want of file descriptors (the process's or the system's).
 fn is_fd_exhaustion(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
@@ -815,6 +804,17 @@ fn check_fd_limit(config: &SystemConfig, functions: &[FunctionProfile]) {
     }
 }
 
+/// Creates the admin socket, mode 0600. A socket file left by a runtime that is gone is
+/// replaced; one that still answers belongs to a live runtime sharing this work directory,
+/// which is refused.
+fn bind_admin(path: &std::path::Path) -> Result<UnixListener, ServerError> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServerError::Admin(format!(
+                "another noslate runtime is serving {}; give each runtime its own NOSLATE_WORKDIR",
+                path.display()
+            )));
+        }
         std::fs::remove_file(path).map_err(|e| {
             ServerError::Admin(format!("cannot remove stale {}: {e}", path.display()))
         })?;
