@@ -409,8 +409,7 @@ fn probe_command(args: &Args) -> ExitCode {
         }
     }
     let caps = crate::turf::probe::probe(&crate::turf::cgroup::instance_name());
-    let guarantees =
-        crate::turf::privilege::report(&caps, &config, &workdir, &logdir, &code_dirs);
+    let guarantees = crate::turf::privilege::report(&caps, &config, &workdir, &logdir, &code_dirs);
     let mut json = serde_json::to_value(&caps).unwrap_or_default();
     if let Some(map) = json.as_object_mut() {
         map.insert(

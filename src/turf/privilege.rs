@@ -412,12 +412,11 @@ pub fn report(
     logdir: &Path,
     code_dirs: &[PathBuf],
 ) -> Guarantees {
-    let user = worker_user(&config.turf.user, &caps.setuid, caps.euid).unwrap_or_else(|e| {
-        WorkerUser {
+    let user =
+        worker_user(&config.turf.user, &caps.setuid, caps.euid).unwrap_or_else(|e| WorkerUser {
             credentials: None,
             reason: Some(e),
-        }
-    });
+        });
     let old = sb::tighten_umask(0o022);
     let guarantees = check(&CheckInput {
         caps,
@@ -598,6 +597,84 @@ fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("noslate-priv-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["work", "logs", "code"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn the_check_finds_every_guarantee_as_the_worker_user_and_none_as_the_runtime_user() {
+        let caps = crate::turf::probe::probe(&format!("rt-{}-priv", std::process::id()));
+        let dir = scratch("check");
+        let code = vec![dir.join("code")];
+        let run = |user: &WorkerUser| {
+            check(&CheckInput {
+                caps: &caps,
+                user,
+                workdir: &dir.join("work"),
+                logdir: &dir.join("logs"),
+                console_output: false,
+                code_dirs: &code,
+            })
+        };
+        let same = WorkerUser {
+            credentials: None,
+            reason: Some("kept on purpose".into()),
+        };
+        let g = run(&same);
+        assert!(!g.worker_uid_differs.enforced);
+        assert_eq!(g.worker_uid_differs.reason, "kept on purpose");
+        assert!(!g.cannot_signal_runtime.enforced, "same uid: {g:?}");
+        assert!(g.not_enforced().len() >= 2, "{g:?}");
+        if caps.setuid.available {
+            let nobody = worker_user("nobody", &caps.setuid, caps.euid).unwrap();
+            let g = run(&nobody);
+            assert!(
+                g.not_enforced().is_empty() || !caps.bounding.available,
+                "{g:?}"
+            );
+            assert!(g.worker_uid_differs.enforced && g.cannot_signal_runtime.enforced);
+            assert!(g.admin_socket_unreachable.enforced && g.logs_private.enforced);
+            assert!(g.runtime_proc_unreadable.enforced && g.code_not_writable.enforced);
+
+            // A code directory others may write is reported, not silently accepted.
+            let open = dir.join("code");
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let g = run(&nobody);
+            assert!(!g.code_not_writable.enforced, "{g:?}");
+            assert!(g.code_not_writable.reason.contains("writable"), "{g:?}");
+        }
+        // The check leaves nothing behind.
+        assert_eq!(std::fs::read_dir(dir.join("work")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(dir.join("logs")).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_worker_user_is_never_the_runtimes_and_needs_setuid() {
+        let no = Feature::no("the runtime is not root (euid 1000)");
+        let u = worker_user("nobody", &no, 1000).unwrap();
+        assert_eq!(u.credentials, None);
+        assert!(u.reason.unwrap().contains("not root"));
+        let yes = Feature::yes();
+        let u = worker_user("0:0", &yes, 0).unwrap();
+        assert_eq!(u.credentials, None);
+        assert!(u.reason.unwrap().contains("own user"));
+        let u = worker_user("4242:4243", &yes, 0).unwrap();
+        assert_eq!(
+            u.credentials,
+            Some(Credentials {
+                uid: 4242,
+                gid: 4243
+            })
+        );
+        assert!(worker_user("no-such-user-here", &yes, 0).is_err());
+    }
 
     #[test]
     fn permissions_follow_owner_then_group_then_others() {

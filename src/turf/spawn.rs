@@ -1932,6 +1932,11 @@ setTimeout(() => fs.writeSync(4, `${process.pid} ${child} ${fs.readFileSync('/tm
         );
         assert_eq!(r("7:8"), Ok(Credentials { uid: 7, gid: 8 }));
         assert!(r("ghost").unwrap_err().contains("ghost"));
+        assert_eq!(
+            resolve_user_in("nobody", "root:x:0:0::/:/bin/sh\n"),
+            Ok(NOBODY_IDS),
+            "nobody without a passwd entry"
+        );
         assert!(r("a:b").is_err());
     }
 
