@@ -1,6 +1,7 @@
 //! One function's worker pool as the data plane sees it: its request queue, its workers, and the
 //! pure decisions (which worker takes the next request, how many workers to launch, how long to
-//! back off after failed starts). Nothing here does I/O; the server applies the decisions.
+//! back off after failed starts and after workers that die on their own). Nothing here does I/O;
+//! the server applies the decisions.
 
 use crate::reactor::slab::Key;
 use crate::turf::worker::{ConnRef, WorkerState};
@@ -12,8 +13,13 @@ pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Back-off ceiling for a function whose workers keep failing to start.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// A worker that dies this soon after it was forked counts as a failed start, even if it had
-/// finished initializing: a crash loop must back off like a start-up failure.
+/// Ceiling of the respawn back-off after ready workers that die on their own ([`Pool::record_crash`]).
+/// Lower than the start back-off's: requests wait for the respawn rather than fail, and code that
+/// starts is worth retrying soon.
+pub const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A ready worker that dies on its own this soon after it was started, before serving any
+/// request, counts toward the respawn back-off: nothing but the back-off bounds such a loop.
 pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(10);
 
 /// An error that a worker start produced, kept to answer requests and `/initialize` with.
@@ -25,8 +31,6 @@ pub struct StartError {
     pub message: String,
     /// Stack trace lines, when the initializer threw.
     pub stack: Vec<String>,
-    /// The worker had finished initializing before it died (a crash, not a start-up error).
-    pub after_ready: bool,
 }
 
 /// The pool state of one function.
@@ -40,10 +44,15 @@ pub struct Pool {
     pub next_worker_no: u64,
     /// Consecutive failed starts; reset by a successful one.
     pub start_failures: u32,
-    /// No launches before this instant.
+    /// No launches before this instant: the start back-off.
     pub backoff_until: Option<Instant>,
     /// The most recent start failure, until a start succeeds.
     pub last_start_error: Option<StartError>,
+    /// Consecutive ready workers that died on their own before serving any request; reset when
+    /// an invocation completes.
+    pub crashes: u32,
+    /// No launches before this instant: the respawn back-off after such deaths.
+    pub respawn_after: Option<Instant>,
     /// Why the last wanted launch could not happen (replica limit, memory pool), until a launch
     /// succeeds: `/initialize` and `/ready` report it instead of waiting.
     pub launch_blocked: Option<String>,
@@ -59,6 +68,8 @@ impl Pool {
             start_failures: 0,
             backoff_until: None,
             last_start_error: None,
+            crashes: 0,
+            respawn_after: None,
             launch_blocked: None,
         }
     }
@@ -72,32 +83,44 @@ impl Pool {
         until
     }
 
-    /// A worker finished initializing: the function can start, so the last error no longer
-    /// describes it. The failure count stays until a worker proves stable, so that a worker
-    /// crashing right after start-up still backs the function off.
+    /// A worker finished initializing: the function can start, so the start-up failures and
+    /// their back-off are over. What its workers do later (dying on some request, or on their
+    /// own) is no start failure: see [`Pool::record_crash`].
     pub fn record_initialized(&mut self) {
         self.last_start_error = None;
-    }
-
-    /// A worker proved stable (it completed an invocation, or lived past
-    /// [`CRASH_LOOP_WINDOW`]): start-up failures are forgiven.
-    pub fn record_stable(&mut self) {
         self.start_failures = 0;
         self.backoff_until = None;
     }
 
-    /// Whether waiting requests should be failed with the last error instead of waiting for the
-    /// next launch: always after a start-up error (the code cannot start), and after a crash
-    /// only once it repeats (one crash is an accident; a replacement is coming).
-    pub fn fails_fast(&self) -> bool {
-        self.last_start_error
-            .as_ref()
-            .is_some_and(|e| !e.after_ready || self.start_failures >= 2)
+    /// A ready worker died on its own before serving any request, with none in flight, soon
+    /// after it started: no request is to blame, so nothing but a back-off would bound the
+    /// respawns. Returns when the next launch may happen. Waiting requests keep waiting (the
+    /// code starts; it is not a start failure). A worker that dies *while serving* is not
+    /// recorded: its own requests fail and the replacement starts at once, so that a function
+    /// dying on some inputs costs each such request itself and nothing more.
+    pub fn record_crash(&mut self, now: Instant) -> Instant {
+        self.crashes = self.crashes.saturating_add(1);
+        let until = now + respawn_backoff(self.crashes);
+        self.respawn_after = Some(until);
+        until
     }
 
-    /// Whether a launch is allowed at `now`.
+    /// An invocation completed: the function runs, and its respawn back-off is over.
+    pub fn record_stable(&mut self) {
+        self.crashes = 0;
+        self.respawn_after = None;
+    }
+
+    /// Whether waiting requests should be failed with the last start error instead of waiting
+    /// for the next launch: only while the function's workers fail to start.
+    pub fn fails_fast(&self) -> bool {
+        self.last_start_error.is_some()
+    }
+
+    /// Whether a launch is allowed at `now` (neither back-off is running).
     pub fn may_launch(&self, now: Instant) -> bool {
         self.backoff_until.is_none_or(|until| now >= until)
+            && self.respawn_after.is_none_or(|until| now >= until)
     }
 }
 
@@ -107,12 +130,17 @@ impl Default for Pool {
     }
 }
 
-/// Exponential back-off: 100 ms, 200 ms, 400 ms, ... capped at 30 s.
+/// Exponential start back-off: 100 ms, 200 ms, 400 ms, ... capped at 30 s.
 pub fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     DEFAULT_BACKOFF_MIN
         .saturating_mul(1u32 << exp)
         .min(DEFAULT_BACKOFF_MAX)
+}
+
+/// Exponential respawn back-off: 100 ms, 200 ms, 400 ms, ... capped at 5 s.
+pub fn respawn_backoff(crashes: u32) -> Duration {
+    backoff(crashes).min(RESPAWN_BACKOFF_MAX)
 }
 
 /// What the dispatcher needs to know about one worker.
@@ -257,7 +285,14 @@ mod tests {
     }
 
     #[test]
-    fn start_failures_gate_launches_until_a_success() {
+    fn respawn_backoff_doubles_and_caps_lower() {
+        assert_eq!(respawn_backoff(1), Duration::from_millis(100));
+        assert_eq!(respawn_backoff(3), Duration::from_millis(400));
+        assert_eq!(respawn_backoff(40), RESPAWN_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn start_failures_gate_launches_until_a_start_succeeds() {
         let now = Instant::now();
         let mut pool = Pool::new();
         assert!(pool.may_launch(now));
@@ -265,7 +300,6 @@ mod tests {
             error_type: "Error".into(),
             message: "boom".into(),
             stack: vec![],
-            after_ready: false,
         };
         let until = pool.record_start_failure(error.clone(), now);
         assert!(!pool.may_launch(now));
@@ -274,21 +308,36 @@ mod tests {
             "a start-up error fails waiting requests at once"
         );
         assert!(pool.may_launch(until));
+        pool.record_start_failure(error, until);
+        assert_eq!(pool.start_failures, 2);
         pool.record_initialized();
         assert!(pool.last_start_error.is_none());
-        assert!(!pool.may_launch(now), "initialized is not yet stable");
-        pool.record_stable();
-        assert!(pool.may_launch(now));
-        let crash = StartError {
-            after_ready: true,
-            ..error
-        };
-        pool.record_start_failure(crash.clone(), now);
+        assert!(!pool.fails_fast());
+        assert_eq!(pool.start_failures, 0);
         assert!(
-            !pool.fails_fast(),
-            "one crash after start-up lets requests wait"
+            pool.may_launch(now),
+            "a start that succeeded ends the back-off"
         );
-        pool.record_start_failure(crash, now);
-        assert!(pool.fails_fast(), "a crash loop fails them");
+    }
+
+    #[test]
+    fn crashes_of_ready_workers_back_off_respawns_without_failing_requests() {
+        let now = Instant::now();
+        let mut pool = Pool::new();
+        let first = pool.record_crash(now);
+        assert_eq!(first, now + Duration::from_millis(100));
+        assert!(!pool.may_launch(now));
+        assert!(!pool.fails_fast(), "the code starts: requests wait");
+        assert!(pool.may_launch(first));
+        let second = pool.record_crash(first);
+        assert_eq!(second, first + Duration::from_millis(200));
+        pool.record_initialized();
+        assert!(
+            !pool.may_launch(first),
+            "a start proves nothing about dying on its own"
+        );
+        pool.record_stable();
+        assert_eq!(pool.crashes, 0);
+        assert!(pool.may_launch(first), "a completed invocation ends it");
     }
 }

@@ -433,7 +433,7 @@ impl Sim {
             }
             if w.fails {
                 self.workers[i].state = WorkerState::Exited;
-                self.start_failed(now, false);
+                self.start_failed(now);
             } else {
                 let w = &mut self.workers[i];
                 w.state = WorkerState::Ready;
@@ -443,14 +443,13 @@ impl Sim {
         }
     }
 
-    /// A start failed (or a worker crashed soon after its start, `after_ready`).
-    fn start_failed(&mut self, now: Instant, after_ready: bool) {
+    /// A start failed.
+    fn start_failed(&mut self, now: Instant) {
         self.stats.start_failures += 1;
         let error = StartError {
             error_type: "InitializationError".into(),
             message: "simulated".into(),
             stack: vec![],
-            after_ready,
         };
         self.pool.record_start_failure(error, now);
         // With no worker running or starting, queued requests fail at once.
@@ -538,6 +537,7 @@ impl Sim {
         let was = self.workers[i].state;
         self.workers[i].state = WorkerState::Exited;
         let slots = std::mem::take(&mut self.workers[i].slots);
+        let never_served = slots.is_empty() && self.workers[i].served == 0;
         for s in slots {
             if self.reqs[s.req].end.is_none() {
                 self.end(s.req, Outcome::Crashed);
@@ -547,8 +547,11 @@ impl Sim {
             self.reservation_reached = self.p.reservation == 0;
         }
         let young = now.saturating_duration_since(self.workers[i].started_at) < CRASH_LOOP_WINDOW;
-        if was == WorkerState::Starting || young {
-            self.start_failed(now, was != WorkerState::Starting);
+        if was == WorkerState::Starting {
+            self.start_failed(now);
+        } else if young && never_served {
+            // Died on its own before serving: the respawn backs off; requests keep waiting.
+            self.pool.record_crash(now);
         }
     }
 

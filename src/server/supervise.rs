@@ -449,7 +449,6 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| "initializer failed".into()),
             stack: msg.stack_lines(),
-            after_ready: false,
         };
         log::warn!(
             "[turf w={}] initialization failed: {}: {}",
@@ -487,7 +486,6 @@ impl Server {
                 error_type: "InitializationTimeout".into(),
                 message: message.clone(),
                 stack: Vec::new(),
-                after_ready: false,
             },
         );
         self.kill_worker(key, &message, ExitReason::TimeoutKill);
@@ -504,7 +502,6 @@ impl Server {
                 error_type: "WorkerStartFailed".into(),
                 message,
                 stack: Vec::new(),
-                after_ready: false,
             },
         );
     }
@@ -639,6 +636,8 @@ impl Server {
         };
         let was_starting = worker.state.is_starting();
         let lifetime = worker.spawned_at.elapsed();
+        // Nothing served and nothing in flight: no request is to blame for its death.
+        let never_served = worker.served == 0 && worker.streams.is_empty();
         let was_stopping = worker.state >= WorkerState::Stopping;
         let already_gone = worker.from_worker.is_none() && worker.to_worker.is_none();
         if let Some(mut pipe) = worker.from_worker.take() {
@@ -692,20 +691,20 @@ impl Server {
                     error_type: "WorkerStartFailed".into(),
                     message: format!("{reason} while starting"),
                     stack: Vec::new(),
-                    after_ready: false,
                 },
             );
-        } else if !was_starting && !was_stopping && lifetime < CRASH_LOOP_WINDOW {
-            // Died on its own soon after start: a crash loop backs off like a failed start.
-            self.on_start_failure(
-                function,
-                StartError {
-                    error_type: "WorkerCrashed".into(),
-                    message: format!("{reason} {} ms after it started", lifetime.as_millis()),
-                    stack: Vec::new(),
-                    after_ready: true,
-                },
+        } else if !was_starting && !was_stopping && never_served && lifetime < CRASH_LOOP_WINDOW {
+            // A ready worker that dies on its own, serving nothing, would respawn as fast as it
+            // starts: back the respawn off. Waiting requests keep waiting. A worker that dies
+            // while serving is replaced at once: only the requests it held failed (above).
+            let until = self.functions[function].pool.record_crash(Instant::now());
+            log::warn!(
+                "[turf w={id}] died {} ms after it started, before serving any request; \
+                 respawning after {} ms",
+                lifetime.as_millis(),
+                until.saturating_duration_since(Instant::now()).as_millis()
             );
+            self.timers.schedule(until, Timer::SpawnRetry(function));
         }
         log::debug!("[turf w={id}] out of service: {reason}");
         self.scale(function);

@@ -1,0 +1,132 @@
+//! A worker that dies while serving fails only the requests it had in flight: requests sent
+//! after it (queued or new) wait for a replacement and succeed. Start-up back-off and
+//! failing the queue with the start error are kept for workers that fail to start.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Noslate, Req, assert_error_json, assert_invoke_ok, profile};
+use serde_json::{Value, json};
+
+/// The `crashy` fixture (dies on "boom" and "exit", echoes anything else) with a 96 MiB memory
+/// limit and `max_active` concurrent requests on its only worker.
+fn crashy(max_active: u64) -> Noslate {
+    let mut p = profile("crashy", "crashy");
+    p["resourceLimit"] = json!({ "memory": 96 << 20 });
+    p["worker"]["maxActivateRequests"] = json!(max_active);
+    Noslate::start(&json!([p]))
+}
+
+/// The error a request that killed its worker gets: 404 with the worker's own reason.
+#[track_caller]
+fn assert_killed_its_worker(resp: &common::Response, expected: &[&str]) -> Value {
+    let body = assert_error_json(resp, 404, None);
+    let error_type = body["errorType"].as_str().unwrap_or_default();
+    assert!(
+        expected.contains(&error_type),
+        "errorType {error_type}, expected one of {expected:?}: {body}"
+    );
+    body
+}
+
+#[track_caller]
+fn assert_echo(resp: &common::Response, body: &str) -> i64 {
+    let answer = assert_invoke_ok(resp);
+    assert_eq!(answer["echo"], body, "{answer}");
+    answer["pid"].as_i64().expect("the fixture answers its pid")
+}
+
+/// `trigger` kills the worker; it is sent twice in a row (a caller retrying it), and every
+/// valid request sent right after must succeed, round after round: a function that dies on some
+/// inputs is not a function that cannot start.
+fn each_crash_fails_only_its_own_request(trigger: &str, expected: &[&str]) {
+    let ns = crashy(10);
+    for round in 0..3 {
+        let started = Instant::now();
+        assert_killed_its_worker(&ns.invoke(trigger.as_bytes(), &[]), expected);
+        let resp = ns.invoke(trigger.as_bytes(), &[]);
+        let body = assert_killed_its_worker(&resp, expected);
+        for i in 0..3 {
+            let text = format!("round {round} request {i}");
+            let resp = ns.invoke(text.as_bytes(), &[]);
+            assert_eq!(
+                resp.status,
+                200,
+                "after {trigger:?} ({body}), a valid request failed: {}",
+                resp.brief()
+            );
+            assert_echo(&resp, &text);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "round {round} took {:?}: the replacement was held back",
+            started.elapsed()
+        );
+    }
+    ns.wait_no_zombies();
+}
+
+#[test]
+fn out_of_memory_request_fails_alone_and_the_next_requests_succeed() {
+    each_crash_fails_only_its_own_request("boom", &["MemoryLimitExceeded", "WorkerCrashed"]);
+}
+
+#[test]
+fn exit_mid_request_fails_alone_and_the_next_requests_succeed() {
+    each_crash_fails_only_its_own_request("exit", &["WorkerCrashed"]);
+}
+
+#[test]
+fn requests_queued_behind_a_crashing_one_wait_for_the_replacement() {
+    // One slot: two "boom"s and then the valid requests queue; each "boom" kills the worker
+    // that takes it, and the valid ones must be served by the next replacement, not failed with
+    // boom's error.
+    let ns = crashy(1);
+    let first = assert_echo(&ns.invoke(b"warm", &[]), "warm");
+    let mut booms: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = ns.client();
+            c.send(&Req::new("POST", "/invoke").body(b"boom").to_bytes());
+            c
+        })
+        .collect();
+    let mut waiting: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = ns.client();
+            c.send(
+                &Req::new("POST", "/invoke")
+                    .body(format!("queued {i}").as_bytes())
+                    .to_bytes(),
+            );
+            c
+        })
+        .collect();
+    for boom in &mut booms {
+        assert_killed_its_worker(
+            &boom.read_response(),
+            &["MemoryLimitExceeded", "WorkerCrashed"],
+        );
+    }
+    for (i, c) in waiting.iter_mut().enumerate() {
+        let pid = assert_echo(&c.read_response(), &format!("queued {i}"));
+        assert_ne!(pid, first, "the killed worker answered");
+    }
+    ns.wait_no_zombies();
+}
+
+#[test]
+fn a_worker_that_keeps_dying_on_its_own_is_respawned_with_back_off() {
+    // Every worker exits 30 ms after loading, serving or not: nothing but back-off bounds the
+    // respawns. Unbounded, ~25 ms starts would give over a hundred in 4 s.
+    let mut p = profile("crashy", "crashy");
+    p["environments"] = json!([{"key": "CRASHY_EXIT_AFTER_MS", "value": "30"}]);
+    let ns = Noslate::start(&json!([p]));
+    std::thread::sleep(Duration::from_secs(4));
+    // Cold or taken from a spare, every start ends in this line.
+    let started = ns.log_count(&["[turf w=crashy-", "] ready to serve"]);
+    assert!(
+        (2..=20).contains(&started),
+        "{started} workers started in 4 s"
+    );
+}
