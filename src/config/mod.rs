@@ -49,6 +49,7 @@ pub use system::{
     DEFAULT_WORKER_REDUNDANT_VICTIM_SPARE_TIMES, DEFAULT_WORKER_TRAFFIC_STATS_PULLING_MS,
     DataPlaneConfig, EmaSettings, HttpConfig, LoggerConfig, MIN_MAX_HEADER_BYTES, ShrinkStrategy,
     StarterConfig, SystemConfig, TurfConfig, WorkerDefaults, load_system_config,
+    parse_system_config,
 };
 
 /// Helpers shared by the tests of this module.

@@ -540,13 +540,34 @@ pub fn load_system_config(
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SystemConfig, Vec<Problem>> {
+    build_system_config(file.map(read_json_file).transpose(), env)
+}
+
+/// Builds the system configuration like [`load_system_config`], from the JSON text of a
+/// configuration file instead of its path. Text that is not JSON is one problem at
+/// [`ROOT_PATH`](super::ROOT_PATH).
+pub fn parse_system_config(
+    json: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SystemConfig, Vec<Problem>> {
+    let root = serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| Problem::new(super::ROOT_PATH, format!("invalid JSON: {e}")));
+    build_system_config(root, env)
+}
+
+/// The defaults, then the file's document (if any; a file that could not be read or parsed is
+/// one more problem), then the environment overrides, then the checks across fields.
+fn build_system_config(
+    root: Result<Option<Value>, Problem>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SystemConfig, Vec<Problem>> {
     let mut p = Problems::default();
     let mut cfg = SystemConfig::default();
-    if let Some(file) = file {
-        match read_json_file(file) {
-            Ok(root) => apply_file(&mut cfg, &root, &mut p),
-            Err(problem) => p.add(problem.path, problem.reason),
-        }
+    match root {
+        Ok(Some(root)) => apply_file(&mut cfg, &root, &mut p),
+        Ok(None) => {}
+        Err(problem) => p.add(problem.path, problem.reason),
     }
     apply_env(&mut cfg, env, &mut p);
     check(&cfg, &mut p);
@@ -692,6 +713,22 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
         );
         set(&mut http.max_headers, s.int("maxHeaders", 1, p));
         set(&mut http.max_connections, s.int("maxConnections", 1, p));
+        set(&mut http.header_timeout_ms, s.int("headerTimeoutMs", 1, p));
+        set(
+            &mut http.max_connection_output_bytes,
+            s.byte_size("maxConnectionOutputBytes", 1024, p)
+                .map(saturating_usize),
+        );
+        set(
+            &mut http.max_buffered_bytes,
+            s.byte_size("maxBufferedBytes", 64 * 1024, p)
+                .map(saturating_usize),
+        );
+        set(&mut http.linger_timeout_ms, s.int("lingerTimeoutMs", 0, p));
+        set(
+            &mut http.linger_max_bytes,
+            s.byte_size("lingerMaxBytes", 0, p),
+        );
         s.finish(p);
     }
 
@@ -713,22 +750,6 @@ fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems) {
         let cp = &mut cfg.control_plane;
         set(&mut cp.expand_concurrency, s.int("expandConcurrency", 1, p));
         let pulling = s.int("workerTrafficStatsPullingMs", 1, p);
-        set(&mut http.header_timeout_ms, s.int("headerTimeoutMs", 1, p));
-        set(
-            &mut http.max_connection_output_bytes,
-            s.byte_size("maxConnectionOutputBytes", 1024, p)
-                .map(saturating_usize),
-        );
-        set(
-            &mut http.max_buffered_bytes,
-            s.byte_size("maxBufferedBytes", 64 * 1024, p)
-                .map(saturating_usize),
-        );
-        set(&mut http.linger_timeout_ms, s.int("lingerTimeoutMs", 0, p));
-        set(
-            &mut http.linger_max_bytes,
-            s.byte_size("lingerMaxBytes", 0, p),
-        );
         set(
             &mut cp.worker_redundant_victim_spare_times,
             s.int("workerRedundantVictimSpareTimes", 1, p),
@@ -1472,6 +1493,30 @@ mod tests {
             shown(&problems),
             ["(root): expected an object, got an array"]
         );
+    }
+
+    #[test]
+    fn text_parses_like_a_file() {
+        let dir = TempDir::new("system-text");
+        let json = r#"{"worker": {"maxActivateRequests": 3}, "http": {"maxHeaders": 0}}"#;
+        let env = |name: &str| (name == "NOSLATED_LOG_LEVEL").then(|| "debug".to_owned());
+        let file = temp_file(&dir, "config.json", json);
+        assert_eq!(
+            parse_system_config(json, &env),
+            load_system_config(Some(&file), &env)
+        );
+        let ok = r#"{"worker": {"maxActivateRequests": 3}}"#;
+        assert_eq!(
+            parse_system_config(ok, &no_env)
+                .unwrap()
+                .worker
+                .max_activate_requests,
+            3
+        );
+        let problems = parse_system_config("{\"worker\": ", &no_env).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, crate::config::ROOT_PATH);
+        assert!(problems[0].reason.starts_with("invalid JSON: "));
     }
 
     #[test]
