@@ -1,0 +1,412 @@
+//! The properties the fuzz targets check, one function per target. The `cargo fuzz` targets in
+//! `fuzz_targets/` call them on libFuzzer's inputs; `tests/fuzz_corpus.rs` in the main crate
+//! includes this file and replays the seed corpora and the saved regressions through them, so
+//! `cargo test` runs the same checks without libFuzzer.
+//!
+//! Inputs that must be split carry their split first: a few control bytes, then the bytes under
+//! test. Every function panics when a property fails and accepts any input.
+
+use std::path::Path;
+
+use noslate::config::{
+    self, MAX_NAME_CHARS, PROPORTION_SUM_TOLERANCE, ProfileSet, ServiceKind, SystemConfig,
+};
+use noslate::http::HttpError;
+use noslate::http::chunked::{Chunk, ChunkedDecoder, LAST_CHUNK, encode_chunk_header};
+use noslate::http::request::{BodyKind, Limits, MAX_HEADERS_CAP, Parsed, parse_request};
+use noslate::wire::{self, HEADER_LEN, Header, Kind, MAX_PAYLOAD, WireError};
+
+/// A target's check: panics when the input breaks a property.
+pub type Check = fn(&[u8]);
+
+/// Each target's name (its `fuzz_targets/` file and `corpus/` directory) and check.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("request_head", request_head),
+    ("chunked", chunked),
+    ("wire_frames", wire_frames),
+    ("config", config),
+];
+
+/// Splits off the piece lengths at the front of `data`: one byte `n` (low 4 bits), then `n`
+/// bytes, each the length of the next piece a reader gets. The rest of the input after those
+/// pieces arrives as one last piece.
+fn pieces(data: &[u8]) -> (Vec<usize>, &[u8]) {
+    let Some((&count, rest)) = data.split_first() else {
+        return (Vec::new(), data);
+    };
+    let count = usize::from(count & 0x0f).min(rest.len());
+    let (lens, input) = rest.split_at(count);
+    (lens.iter().map(|&len| usize::from(len)).collect(), input)
+}
+
+/// Cuts `input` into the pieces `lens` asks for (clamped to what is left), then the rest.
+fn cut<'a>(input: &'a [u8], lens: &[usize]) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(lens.len() + 1);
+    let mut rest = input;
+    for &len in lens {
+        let (piece, tail) = rest.split_at(len.min(rest.len()));
+        out.push(piece);
+        rest = tail;
+    }
+    out.push(rest);
+    out
+}
+
+/// `request_head`: `[split lo, split hi, limits]` then the request bytes.
+///
+/// [`parse_request`] never panics; a complete head lies within the input and the head limit,
+/// and parses the same on its own; and a prefix of the input (cut at the split) is either
+/// `Partial` or parses exactly as the whole input does. Checked with the default limits and
+/// with small ones taken from the `limits` byte.
+pub fn request_head(data: &[u8]) {
+    let (control, input) = data.split_at(data.len().min(3));
+    let &[lo, hi, tight] = control else {
+        return;
+    };
+    let split = usize::from(u16::from_le_bytes([lo, hi])) % (input.len() + 1);
+    check_head(input, split, &Limits::default());
+    let small = Limits {
+        max_head_bytes: 16 + usize::from(tight) * 4,
+        max_headers: usize::from(tight % 8),
+        max_body_bytes: u64::from(tight),
+    };
+    check_head(input, split, &small);
+}
+
+fn check_head(input: &[u8], split: usize, limits: &Limits) {
+    let whole = parse_request(input, limits);
+    if let Ok(Parsed::Complete { head, head_len }) = &whole {
+        assert!(*head_len > 0, "empty complete head");
+        assert!(
+            *head_len <= input.len(),
+            "head_len {head_len} past the input"
+        );
+        assert!(*head_len <= limits.max_head_bytes, "head over the limit");
+        let cap = limits.max_headers.min(MAX_HEADERS_CAP);
+        assert!(head.headers.len() <= cap, "more headers than allowed");
+        match head.body {
+            BodyKind::Length(len) => {
+                assert!(len > 0 && len <= limits.max_body_bytes, "body length {len}");
+            }
+            BodyKind::None => assert!(!head.expect_continue, "100-continue without a body"),
+            BodyKind::Chunked => {}
+        }
+        assert!(!head.expect_continue || head.minor_version >= 1);
+        let alone = parse_request(&input[..*head_len], limits);
+        assert_eq!(alone, whole, "the head alone parses differently");
+    }
+    let prefix = parse_request(&input[..split], limits);
+    if prefix != Ok(Parsed::Partial) {
+        assert_eq!(prefix, whole, "the first {split} bytes parse differently");
+    }
+}
+
+/// The bodies of [`chunked`]'s `max` byte.
+const MAX_BODIES: [u64; 8] = [0, 1, 5, 16, 100, 4096, 1 << 20, u64::MAX];
+
+/// `chunked`: `[max]`, then [`pieces`], then the body bytes.
+///
+/// [`ChunkedDecoder`] never panics; it decodes the same data, consumes the same bytes and ends
+/// the same way whether the input arrives whole, a byte at a time or in the chosen pieces; data
+/// stays within the body limit, every step consumes at most what it was given, and a body it
+/// accepted decodes again from its own chunked encoding.
+pub fn chunked(data: &[u8]) {
+    let Some((&max, rest)) = data.split_first() else {
+        return;
+    };
+    let max = MAX_BODIES[usize::from(max & 7)];
+    let (lens, input) = pieces(rest);
+    let whole = feed_chunked(&[input], max);
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(feed_chunked(&bytes, max), whole, "a byte at a time");
+    assert_eq!(
+        feed_chunked(&cut(input, &lens), max),
+        whole,
+        "in pieces {lens:?}"
+    );
+    if whole.end == ChunkedEnd::Done && !whole.body.is_empty() {
+        let mut encoded = Vec::new();
+        encode_chunk_header(whole.body.len(), &mut encoded);
+        encoded.extend_from_slice(&whole.body);
+        encoded.extend_from_slice(b"\r\n");
+        encoded.extend_from_slice(LAST_CHUNK);
+        let again = feed_chunked(&[&encoded], max);
+        assert_eq!(again.body, whole.body, "re-encoded body");
+        assert_eq!(again.consumed, encoded.len());
+    }
+}
+
+/// How feeding a chunked body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChunkedEnd {
+    /// The decoder reached the end of the body.
+    Done,
+    /// The input ran out first.
+    NeedMore,
+    /// The decoder refused the input.
+    Error(HttpError),
+}
+
+/// What feeding a chunked body produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChunkedRun {
+    body: Vec<u8>,
+    /// Bytes the decoder consumed in all.
+    consumed: usize,
+    end: ChunkedEnd,
+}
+
+/// Feeds `pieces` to a decoder as a connection does: the unconsumed rest stays buffered and the
+/// next piece is appended when the decoder needs more.
+fn feed_chunked(pieces: &[&[u8]], max: u64) -> ChunkedRun {
+    let offered: usize = pieces.iter().map(|piece| piece.len()).sum();
+    let mut decoder = ChunkedDecoder::new(max);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut next = pieces.iter();
+    let mut run = ChunkedRun {
+        body: Vec::new(),
+        consumed: 0,
+        end: ChunkedEnd::NeedMore,
+    };
+    loop {
+        let (consumed, chunk) = match decoder.decode(&pending) {
+            Ok(step) => step,
+            Err(err) => {
+                // Where an error stops depends on how far earlier calls had read, and the
+                // connection is closed anyway: only the error itself must match.
+                run.consumed = 0;
+                run.end = ChunkedEnd::Error(err);
+                return run;
+            }
+        };
+        assert!(consumed <= pending.len(), "consumed more than given");
+        run.consumed += consumed;
+        assert!(run.consumed <= offered);
+        match chunk {
+            Chunk::Data(data) => {
+                assert!(!data.is_empty(), "empty data step");
+                let at = consumed - data.len();
+                assert!(
+                    std::ptr::eq(data, &pending[at..consumed]),
+                    "data not the input"
+                );
+                run.body.extend_from_slice(data);
+                assert!(run.body.len() as u64 <= max, "body over the limit");
+                assert_eq!(decoder.body_bytes(), run.body.len() as u64);
+            }
+            Chunk::Done => {
+                assert_eq!(decoder.body_bytes(), run.body.len() as u64);
+                assert_eq!(decoder.decode(b"0\r\n\r\n"), Ok((0, Chunk::Done)));
+                run.end = ChunkedEnd::Done;
+                return run;
+            }
+            Chunk::NeedMore => {
+                assert_eq!(consumed, pending.len(), "NeedMore left input unconsumed");
+                pending.clear();
+                match next.next() {
+                    Some(piece) => pending.extend_from_slice(piece),
+                    None => return run,
+                }
+                continue;
+            }
+        }
+        pending.drain(..consumed);
+    }
+}
+
+/// `wire_frames`: [`pieces`], then a byte stream from a worker.
+///
+/// Reading frames with [`wire::decode_header`] never panics and yields the same frames and the
+/// same end whether the stream arrives whole, a byte at a time or in the chosen pieces; every
+/// frame decoded encodes back to its exact bytes with [`wire::put_frame`] and decodes again to
+/// the same header.
+pub fn wire_frames(data: &[u8]) {
+    let (lens, input) = pieces(data);
+    let whole = read_frames(&[input]);
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(read_frames(&bytes), whole, "a byte at a time");
+    assert_eq!(read_frames(&cut(input, &lens)), whole, "in pieces {lens:?}");
+
+    let mut at = 0;
+    for (header, payload) in &whole.frames {
+        assert!(header.len <= MAX_PAYLOAD && header.len == payload.len());
+        let mut encoded = Vec::new();
+        wire::put_frame(
+            &mut encoded,
+            header.kind,
+            header.flags,
+            header.stream,
+            payload,
+        );
+        let original = &input[at..at + HEADER_LEN + payload.len()];
+        assert_eq!(encoded, original, "re-encoded frame differs");
+        assert_eq!(wire::decode_header(&encoded), Ok(Some(*header)));
+        at += encoded.len();
+        if header.kind == Kind::WindowToRuntime {
+            match wire::window_credit(payload) {
+                Ok(credit) => assert_eq!(credit.to_le_bytes(), payload.as_slice()),
+                Err(err) => assert_eq!(err, WireError::BadWindow(payload.len())),
+            }
+        }
+    }
+    assert_eq!(at, whole.consumed);
+}
+
+/// The frames read from a stream and how reading ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FrameRun {
+    frames: Vec<(Header, Vec<u8>)>,
+    /// Bytes of the stream taken by those frames.
+    consumed: usize,
+    /// What broke the protocol at `consumed`, if anything did.
+    error: Option<WireError>,
+}
+
+/// Reads frames the way the runtime reads a worker's pipe: buffer what arrived, take every
+/// complete frame, stop at the first protocol error.
+fn read_frames(pieces: &[&[u8]]) -> FrameRun {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut run = FrameRun {
+        frames: Vec::new(),
+        consumed: 0,
+        error: None,
+    };
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            let header = match wire::decode_header(&buf) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(err) => {
+                    assert!(buf.len() >= HEADER_LEN, "error before a whole header");
+                    run.error = Some(err);
+                    return run;
+                }
+            };
+            assert!(header.len <= MAX_PAYLOAD, "payload over the limit");
+            let Some(payload) = buf.get(HEADER_LEN..HEADER_LEN + header.len) else {
+                break;
+            };
+            run.frames.push((header, payload.to_vec()));
+            run.consumed += HEADER_LEN + header.len;
+            buf.drain(..HEADER_LEN + header.len);
+        }
+    }
+    run
+}
+
+/// `config`: a JSON document, optionally followed by a NUL byte and environment variables as
+/// `NAME=value` lines.
+///
+/// The system configuration and the profile set parse from the document (the profiles under
+/// the default system configuration and under the parsed one) without panicking; a rejection
+/// lists at least one problem, each with a path and a reason; an accepted configuration keeps
+/// the invariants its validation promises.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (json, env_lines) = text.split_once('\0').unwrap_or((&text, ""));
+    let env_vars: Vec<(&str, &str)> = env_lines
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    let env = |name: &str| {
+        env_vars
+            .iter()
+            .find(|(var, _)| *var == name)
+            .map(|(_, value)| (*value).to_owned())
+    };
+    let sys = config::parse_system_config(json, &env);
+    match &sys {
+        Ok(sys) => check_system(sys),
+        Err(problems) => check_problems(problems),
+    }
+    let base = Path::new("/srv/functions");
+    let defaults = SystemConfig::default();
+    for sys in [Some(&defaults), sys.as_ref().ok()].into_iter().flatten() {
+        match config::parse_functions(json, base, sys) {
+            Ok(set) => check_profiles(&set),
+            Err(problems) => check_problems(&problems),
+        }
+    }
+    let _ = config::parse_byte_size(json);
+}
+
+fn check_problems(problems: &[config::Problem]) {
+    assert!(!problems.is_empty(), "rejected without a problem");
+    for problem in problems {
+        assert!(
+            !problem.path.is_empty(),
+            "problem without a path: {problem}"
+        );
+        assert!(
+            !problem.reason.is_empty(),
+            "problem without a reason: {problem}"
+        );
+    }
+}
+
+fn check_system(sys: &SystemConfig) {
+    let worker = &sys.worker;
+    assert!(worker.reservation_count_per_function <= worker.replica_count_limit);
+    let ema = &worker.ema;
+    assert!(ema.concurrency_shrink_threshold < ema.concurrency_expand_threshold);
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name != "."
+        && name != ".."
+}
+
+fn check_profiles(set: &ProfileSet) {
+    for (i, function) in set.functions.iter().enumerate() {
+        assert!(
+            valid_name(&function.name),
+            "function name {:?}",
+            function.name
+        );
+        assert!(
+            set.functions[..i].iter().all(|f| f.name != function.name),
+            "function {:?} twice",
+            function.name
+        );
+    }
+    for (i, service) in set.services.iter().enumerate() {
+        assert!(valid_name(&service.name), "service name {:?}", service.name);
+        assert!(
+            set.services[..i].iter().all(|s| s.name != service.name),
+            "service {:?} twice",
+            service.name
+        );
+        match &service.kind {
+            ServiceKind::Default { function } => {
+                assert!(
+                    set.function(function).is_some(),
+                    "unknown target {function:?}"
+                );
+            }
+            ServiceKind::Proportional(targets) => {
+                assert!(
+                    !targets.is_empty(),
+                    "service {:?} without targets",
+                    service.name
+                );
+                let mut sum = 0.0;
+                for (function, proportion) in targets {
+                    assert!(
+                        set.function(function).is_some(),
+                        "unknown target {function:?}"
+                    );
+                    assert!(*proportion > 0.0 && *proportion <= 1.0, "{proportion}");
+                    sum += proportion;
+                }
+                assert!((sum - 1.0).abs() <= PROPORTION_SUM_TOLERANCE, "sum {sum}");
+                assert!(service.select(0.0).is_some() && service.select(0.999_999).is_some());
+            }
+        }
+    }
+}
