@@ -52,6 +52,17 @@ deps-check:
 clean:
 	$(CARGO) clean
 
+.PHONY: fuzz
+
+# Coverage-guided fuzzing of the HTTP head parser, the chunked decoder, the worker frame codec
+# and the config loaders with cargo-fuzz (nightly; installed if missing), FUZZ_SECONDS (default
+# 60) per target, one target at a time; ends with executions and crashes per target. Not part
+# of `make test`, which replays the seed corpora instead (tests/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 60
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
 .PHONY: image image-test
 
 # The Function Compute container image, with podman or docker (docs/DEPLOY.md). BASE_IMAGE,
