@@ -1248,3 +1248,361 @@ pub fn require_python() {
         panic!("these integration tests need Python 3.8+ as `python3` on PATH ({why}); install it");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Raw sockets and the runtime's own resources (tests/split_requests.rs, tests/net_fuzz.rs)
+
+impl Noslate {
+    /// The admin socket, `NOSLATE_WORKDIR/noslated.sock`.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir().join("work").join("noslated.sock")
+    }
+}
+
+/// User plus system CPU time of `pid` itself (not of its children), in clock ticks.
+pub fn proc_cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name start at field 3 (state); utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `VmRSS` of `pid` in KiB.
+pub fn proc_rss_kib(pid: i32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How many file descriptors `pid` has open.
+pub fn proc_fd_count(pid: i32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// CPU ticks `pid` spends over `window` while the test does nothing.
+pub fn cpu_ticks_over(pid: i32, window: Duration) -> u64 {
+    let before = proc_cpu_ticks(pid).expect("read the runtime's CPU time");
+    // Measuring an interval, not waiting for a condition.
+    thread::sleep(window);
+    let after = proc_cpu_ticks(pid).expect("read the runtime's CPU time");
+    after.saturating_sub(before)
+}
+
+/// One response as it came off the wire.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Every byte of the response: head and body (chunked framing included).
+    pub bytes: Vec<u8>,
+    /// Length of the head within `bytes`.
+    pub head_len: usize,
+    /// The decoded body (chunked framing removed).
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = String::from_utf8_lossy(&self.bytes[..self.head_len]).into_owned();
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    /// The bytes with the `Date` field removed: what two answers to the same request share.
+    pub fn without_date(&self) -> Vec<u8> {
+        let head = &self.bytes[..self.head_len];
+        let mut out = Vec::with_capacity(self.bytes.len());
+        for line in head.split_inclusive(|&b| b == b'\n') {
+            if !line.to_ascii_lowercase().starts_with(b"date:") {
+                out.extend_from_slice(line);
+            }
+        }
+        out.extend_from_slice(&self.bytes[self.head_len..]);
+        out
+    }
+
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// How reading from a [`RawReader`] stopped when it could not complete a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawEnd {
+    /// An orderly end of stream (FIN).
+    Eof,
+    /// The peer reset the connection.
+    Reset,
+    /// Nothing arrived within the socket's read timeout.
+    TimedOut,
+    /// The bytes are not an HTTP/1.1 response.
+    Garbage,
+    /// Any other socket error.
+    Failed,
+}
+
+/// Reads HTTP/1.1 responses from any byte stream (TCP or Unix) without panicking, keeping their
+/// exact bytes: for tests where a reset, a timeout or a malformed answer is a finding to report.
+#[derive(Debug)]
+pub struct RawReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: Read> RawReader<R> {
+    pub fn new(inner: R) -> RawReader<R> {
+        RawReader {
+            inner,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Bytes read but not yet part of a response.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn fill(&mut self) -> Result<(), RawEnd> {
+        let mut chunk = [0u8; 1 << 16];
+        loop {
+            match self.inner.read(&mut chunk) {
+                Ok(0) => return Err(RawEnd::Eof),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                        return Err(RawEnd::Reset);
+                    }
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                        return Err(RawEnd::TimedOut);
+                    }
+                    _ => return Err(RawEnd::Failed),
+                },
+            }
+        }
+    }
+
+    fn need(&mut self, end: usize) -> Result<(), RawEnd> {
+        while self.buf.len() < end {
+            self.fill()?;
+        }
+        Ok(())
+    }
+
+    fn line_end(&mut self, from: usize) -> Result<usize, RawEnd> {
+        loop {
+            if let Some(i) = self.buf[from..].windows(2).position(|w| w == b"\r\n") {
+                return Ok(from + i + 2);
+            }
+            if self.buf.len() - from > 64 * 1024 {
+                return Err(RawEnd::Garbage);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Reads the next response; `head` says it answers a HEAD request (no body follows).
+    pub fn next(&mut self, head: bool) -> Result<RawResponse, RawEnd> {
+        let start = self.pos;
+        let (status, head_len, length, chunked) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 128];
+            let mut parsed = httparse::Response::new(&mut slots);
+            match parsed.parse(&self.buf[start..]) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = parsed.code.unwrap_or(0);
+                    let mut length = None;
+                    let mut chunked = false;
+                    for h in parsed.headers.iter() {
+                        let value = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            length =
+                                Some(value.trim().parse::<usize>().map_err(|_| RawEnd::Garbage)?);
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            chunked |= value.contains("chunked");
+                        }
+                    }
+                    break (status, len, length, chunked);
+                }
+                Ok(httparse::Status::Partial) => self.fill()?,
+                Err(_) => return Err(RawEnd::Garbage),
+            }
+        };
+        let body_start = start + head_len;
+        let mut body = Vec::new();
+        let end = if head || status < 200 || status == 204 || status == 304 {
+            body_start
+        } else if chunked {
+            let mut at = body_start;
+            loop {
+                let line_end = self.line_end(at)?;
+                let line = String::from_utf8_lossy(&self.buf[at..line_end - 2]).into_owned();
+                let size = line.split(';').next().unwrap_or("").trim();
+                let size = usize::from_str_radix(size, 16).map_err(|_| RawEnd::Garbage)?;
+                at = line_end;
+                if size == 0 {
+                    loop {
+                        let trailer_end = self.line_end(at)?;
+                        let empty = trailer_end == at + 2;
+                        at = trailer_end;
+                        if empty {
+                            break;
+                        }
+                    }
+                    break at;
+                }
+                self.need(at + size + 2)?;
+                body.extend_from_slice(&self.buf[at..at + size]);
+                if &self.buf[at + size..at + size + 2] != b"\r\n" {
+                    return Err(RawEnd::Garbage);
+                }
+                at += size + 2;
+            }
+        } else if let Some(n) = length {
+            self.need(body_start + n)?;
+            body.extend_from_slice(&self.buf[body_start..body_start + n]);
+            body_start + n
+        } else {
+            // Delimited by the end of the connection.
+            loop {
+                match self.fill() {
+                    Ok(()) => {}
+                    Err(RawEnd::Eof) => break,
+                    Err(other) => return Err(other),
+                }
+            }
+            body.extend_from_slice(&self.buf[body_start..]);
+            self.buf.len()
+        };
+        self.pos = end;
+        Ok(RawResponse {
+            status,
+            bytes: self.buf[start..end].to_vec(),
+            head_len,
+            body,
+        })
+    }
+
+    /// Reads until the stream ends; returns how it ended and the bytes that came before.
+    pub fn read_to_end(&mut self) -> (RawEnd, Vec<u8>) {
+        let end = loop {
+            if let Err(end) = self.fill() {
+                break end;
+            }
+        };
+        let rest = self.buf[self.pos..].to_vec();
+        self.pos = self.buf.len();
+        (end, rest)
+    }
+}
+
+/// A TCP connection to the runtime for raw-byte tests: no delay, bounded reads and writes.
+pub fn raw_connect(port: u16, timeout: Duration) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to noslate");
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.set_write_timeout(Some(timeout)).unwrap();
+    stream
+}
+
+/// SplitMix64: a tiny seeded generator, so that a failing run can be replayed from its seed.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> SplitMix {
+        SplitMix(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next_u64() % u64::try_from(n).unwrap()).unwrap()
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One element of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Sets an integer socket option on `stream`, panicking on error.
+#[track_caller]
+fn set_int_option(stream: &TcpStream, level: i32, name: i32, value: i32, what: &str) {
+    use std::os::fd::AsRawFd;
+    let size = libc::socklen_t::try_from(std::mem::size_of::<i32>()).unwrap();
+    // SAFETY: setsockopt on our own open socket, with a valid int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            size,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt({what}): {}", io::Error::last_os_error());
+}
+
+/// A connection to the runtime whose receive buffer is shrunk to about `bytes` (SO_RCVBUF, set
+/// before connecting so that the window is small from the start): a client that does not read
+/// soon stops the server's sending.
+pub fn connect_with_recv_buffer(port: u16, bytes: i32, timeout: Duration) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) returns a new descriptor (or -1), which we own from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh socket nobody else owns; the TcpStream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    set_int_option(
+        &stream,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        bytes,
+        "SO_RCVBUF",
+    );
+    let addr = libc::sockaddr_in {
+        sin_family: libc::sa_family_t::try_from(libc::AF_INET).unwrap(),
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in>()).unwrap();
+    // SAFETY: connect(2) on our socket with a valid sockaddr_in and its size.
+    let rc = unsafe { libc::connect(fd, std::ptr::from_ref(&addr).cast(), len) };
+    assert_eq!(rc, 0, "connect: {}", io::Error::last_os_error());
+    stream.set_nodelay(true).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.set_write_timeout(Some(timeout)).unwrap();
+    stream
+}
