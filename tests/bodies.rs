@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::thread;
 
 use common::{
-    Client, Crc32, Framing, MIB, Noslate, Pattern, PatternCheck, Req, assert_invoke_ok, profile,
+    Client, Crc32, Framing, MIB, Noslate, Pattern, PatternCheck, Req, WAIT, assert_error_json,
+    assert_invoke_ok, profile, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -240,4 +241,261 @@ fn client_closing_during_a_large_response_frees_the_worker() {
     drop(c);
     let mut c = ns.client();
     assert_eq!(get_pattern(&mut c, 3, 1000, true), Framing::Length(1000));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A request body the runtime refuses fails the function's request stream
+
+/// The `bodywatch` fixture under an `http.maxRequestBodySize` of 1 MiB.
+fn bodywatch() -> Noslate {
+    Noslate::builder()
+        .functions(&json!([profile("watch", "bodywatch")]))
+        .config(&json!({ "http": { "maxRequestBodySize": MIB } }))
+        .start()
+}
+
+/// Sends the head of a chunked upload to the fixture, which records its request's events under
+/// `id` and answers as `mode` says.
+fn start_watched_upload(c: &mut Client, mode: &str, id: &str) {
+    let head = Req::new("POST", "/upload")
+        .header("x-watch-mode", mode)
+        .header("x-watch-id", id)
+        .header("Transfer-Encoding", "chunked")
+        .head_bytes();
+    c.send(&head);
+}
+
+/// Writes `len` body bytes as 64 KiB chunks and then `tail` from a thread (the function reads as
+/// they come, and an early answer must not dead-lock the test). Nothing follows `tail`, so the
+/// runtime has read everything the client sent when it refuses the body: it can close without a
+/// reset and the answer is not lost.
+fn write_chunked(c: &Client, len: usize, tail: &'static [u8]) -> thread::JoinHandle<()> {
+    let mut w = c.stream().try_clone().unwrap();
+    thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            let mut frame = format!("{n:x}\r\n").into_bytes();
+            frame.extend_from_slice(&chunk[..n]);
+            frame.extend_from_slice(b"\r\n");
+            w.write_all(&frame).unwrap();
+            left -= n;
+        }
+        w.write_all(tail).unwrap();
+        w.flush().unwrap();
+    })
+}
+
+/// Everything the server sends until it closes the connection.
+fn read_to_close(c: &Client) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match c.stream().read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("reading until the server closes: {e}"),
+        }
+    }
+}
+
+/// What the fixture recorded for upload `id`, asked for in an invocation of its own.
+fn events(ns: &Noslate, id: &str) -> Vec<String> {
+    let answer = assert_invoke_ok(&ns.invoke(b"", &[("x-watch-report", id)]));
+    answer["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the fixture has recorded every event in `expected` for upload `id` and returns
+/// all it recorded.
+fn wait_events(ns: &Noslate, id: &str, expected: &[&str]) -> Vec<String> {
+    wait_until(
+        WAIT,
+        "the function's request stream reports the events",
+        || {
+            let seen = events(ns, id);
+            expected.iter().all(|e| seen.iter().any(|s| s == e))
+        },
+    );
+    events(ns, id)
+}
+
+/// The events of a request whose body was cut off, in order, as Node's http reports a client
+/// abort.
+const ABORTED: [&str; 3] = ["aborted", "error ECONNRESET aborted", "close aborted=true"];
+
+#[track_caller]
+fn assert_body_failed(ns: &Noslate, id: &str) {
+    let seen = wait_events(ns, id, &ABORTED);
+    assert!(
+        !seen.iter().any(|e| e.starts_with("end ")),
+        "the function took a cut-off body for a whole one: {seen:?}"
+    );
+    let tail: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|e| *e != "data")
+        .collect();
+    assert_eq!(tail, ABORTED, "the request stream's events in order");
+}
+
+#[test]
+fn oversized_chunked_upload_to_a_streaming_function_fails_its_request_and_cuts_the_response() {
+    let ns = bodywatch();
+    let pid = assert_invoke_ok(&ns.invoke(b"", &[]))["pid"].clone();
+    let mut c = ns.client();
+    start_watched_upload(&mut c, "stream", "stream");
+    // Exactly the limit, then one chunk size line that goes over it.
+    let writer = write_chunked(&c, MIB, b"1\r\n");
+    let raw = read_to_close(&c);
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the function's head: {text}"
+    );
+    assert!(
+        text.contains("reading\n"),
+        "the function's first line: {text}"
+    );
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the response must be cut, not ended: {text}"
+    );
+    assert_body_failed(&ns, "stream");
+    // The worker survives the cancellation and serves on.
+    assert_eq!(assert_invoke_ok(&ns.invoke(b"", &[]))["pid"], pid);
+}
+
+#[test]
+fn oversized_chunked_upload_answered_413_and_the_function_sees_the_abort() {
+    let ns = bodywatch();
+    let mut c = ns.client();
+    start_watched_upload(&mut c, "whole", "too-large");
+    let writer = write_chunked(&c, MIB, b"1\r\n");
+    let resp = c.read_response();
+    writer.join().unwrap();
+    let body = assert_error_json(&resp, 413, Some("PayloadTooLarge"));
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("http.maxRequestBodySize")),
+        "{body}"
+    );
+    c.expect_closed();
+    assert_body_failed(&ns, "too-large");
+    assert_invoke_ok(&ns.invoke(b"", &[]));
+}
+
+#[test]
+fn broken_chunk_framing_answered_400_and_the_function_sees_the_abort() {
+    let ns = bodywatch();
+    let mut c = ns.client();
+    start_watched_upload(&mut c, "whole", "framing");
+    let writer = write_chunked(&c, 300 * 1024, b"zz\r\n");
+    let resp = c.read_response();
+    writer.join().unwrap();
+    assert_error_json(&resp, 400, Some("InvalidChunk"));
+    c.expect_closed();
+    assert_body_failed(&ns, "framing");
+    assert_invoke_ok(&ns.invoke(b"", &[]));
+}
+
+#[test]
+fn client_leaving_mid_body_fails_the_functions_request() {
+    let ns = bodywatch();
+    let mut c = ns.client();
+    start_watched_upload(&mut c, "whole", "gone");
+    write_chunked(&c, 300 * 1024, b"").join().unwrap();
+    // The function has the first bytes before the client goes.
+    wait_events(&ns, "gone", &["data"]);
+    drop(c);
+    assert_body_failed(&ns, "gone");
+    assert_invoke_ok(&ns.invoke(b"", &[]));
+}
+
+#[test]
+fn oversized_chunked_upload_makes_a_wsgi_input_read_raise() {
+    common::require_python();
+    let dir = common::TempDir::new();
+    std::fs::write(
+        dir.path().join("app.py"),
+        r#"
+import json
+
+seen = {}
+
+def handler(environ, start_response):
+    report = environ.get("HTTP_X_WATCH_REPORT")
+    if report is not None:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(seen.get(report, {})).encode()]
+    got = seen[environ["HTTP_X_WATCH_ID"]] = {"read": 0}
+    inp = environ["wsgi.input"]
+    try:
+        while True:
+            chunk = inp.read(65536)
+            if not chunk:
+                got["ended"] = True
+                break
+            got["read"] += len(chunk)
+    except BaseException as err:
+        got["raised"] = "%s: %s" % (type(err).__name__, err)
+        raise
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(got).encode()]
+"#,
+    )
+    .unwrap();
+    let p = json!({
+        "name": "wsgi", "runtime": "python3", "handlerStyle": "fc-http", "url": dir.path(),
+        "handler": "app.handler", "signature": "t",
+        "worker": {"reservationCount": 1, "replicaCountLimit": 1, "maxActivateRequests": 4},
+        "resourceLimit": {"memory": 128 << 20}
+    });
+    let ns = Noslate::builder()
+        .functions(&json!([p]))
+        .config(&json!({ "http": { "maxRequestBodySize": MIB } }))
+        .start();
+    let mut c = ns.client();
+    c.send(
+        &Req::new("POST", "/upload")
+            .header("x-watch-id", "big")
+            .header("Transfer-Encoding", "chunked")
+            .head_bytes(),
+    );
+    let writer = write_chunked(&c, MIB, b"1\r\n");
+    let resp = c.read_response();
+    writer.join().unwrap();
+    assert_error_json(&resp, 413, Some("PayloadTooLarge"));
+    let report = || {
+        let resp = ns.send(&Req::new("GET", "/report").header("x-watch-report", "big"));
+        assert_eq!(resp.status, 200, "{}", resp.brief());
+        resp.json()
+    };
+    wait_until(WAIT, "the handler's read raised", || {
+        report()["raised"].is_string()
+    });
+    let got = report();
+    // Cancelled, with the reason when the read was waiting for bytes (the usual case); a
+    // handler between reads is interrupted with a bare Cancelled.
+    assert!(
+        got["raised"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Cancelled")),
+        "{got}"
+    );
+    assert!(
+        got["ended"].is_null(),
+        "a cut-off body read as a whole one: {got}"
+    );
 }

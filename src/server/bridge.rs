@@ -345,10 +345,12 @@ impl Server {
                             (used, 0, true)
                         }
                         Err(err) => {
-                            // A broken chunked body: the worker sees the stream cancelled, the
-                            // client gets the 400 if nothing was answered yet, and the
-                            // connection closes (its framing is lost).
-                            log::debug!("[http conn={}] bad chunked body: {err}", key.idx);
+                            // The rest of the body is refused (too large, or broken framing):
+                            // the worker's stream is cancelled with the cause, which fails the
+                            // handler's request body (docs/PROTOCOL.md "Cancellation"); the
+                            // client gets the 413 or 400 if nothing was answered yet, else a cut
+                            // response; and the connection closes (its framing is lost).
+                            log::debug!("[http conn={}] request body refused: {err}", key.idx);
                             req.keep_alive = false;
                             req.body = BodyLeft::Done;
                             *close_when_flushed = true;
@@ -360,7 +362,7 @@ impl Server {
                                 conn: key,
                                 seq: req.seq,
                             };
-                            self.cancel_stream(worker_key, stream, "request body was malformed");
+                            self.cancel_stream(worker_key, stream, &message);
                             self.fail_invocation(
                                 client,
                                 &InvokeError::new(status, error_type, message),

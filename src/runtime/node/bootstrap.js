@@ -634,6 +634,9 @@ class Request extends Readable {
     this._bodyEnded = false;
     // Body bytes received and not yet returned as credit (some may still sit in our buffer).
     this._unacked = 0;
+    // As on Node's IncomingMessage: the whole body arrived; the body was cut off (CANCEL).
+    this.complete = false;
+    this.aborted = false;
   }
 
   get headers() {
@@ -713,6 +716,13 @@ class Request extends Readable {
 
   _read() {
     // Data arrives by push() from the REQUEST_BODY frames.
+  }
+
+  // As Node's IncomingMessage does: an error is emitted only to 'error' listeners, so that a
+  // request aborted under a handler that never listens cannot become an uncaught exception. It is
+  // still the stream's error (req.errored, async iteration, pipeline).
+  _destroy(err, cb) {
+    cb(err && this.listenerCount('error') > 0 ? err : null);
   }
 
   _grant() {
@@ -947,11 +957,32 @@ function closeStream(res) {
 
 // Ends a stream whose terminal frame was just queued without the response finishing: the handler
 // sees req and res destroyed ('close'), and a write waiting for credit completes with an error.
-function abort(res) {
+// With `cancelled` (the reason of the runtime's CANCEL), a request body the handler has not read
+// to its end is lost, and req says so as Node's http does when a client aborts: 'aborted', then
+// 'error' (ECONNRESET, for its listeners), then 'close'.
+function abort(res, cancelled) {
   closeStream(res);
-  res._req.destroy();
+  const req = res._req;
+  const bodyLost = cancelled !== undefined && !req.readableEnded && !req.destroyed;
+  if (bodyLost) {
+    req.aborted = true;
+    req.destroy(abortedError(cancelled));
+  } else {
+    req.destroy();
+  }
   res.destroy();
   if (res._waiting !== null) res._releaseWaiting();
+  // After the destroy, so that a listener writing to res cannot reach the wire; before 'error'
+  // and 'close', which the destroy emits on the next tick.
+  if (bodyLost) req.emit('aborted');
+}
+
+// Node's error for a request whose client went away, with the runtime's reason.
+function abortedError(reason) {
+  const err = new Error('aborted');
+  err.code = 'ECONNRESET';
+  err.reason = reason;
+  return err;
 }
 
 // The handler failed: RESPONSE_ERROR is the terminal frame, before or after the head (after it,
@@ -976,6 +1007,7 @@ function onRequestHead(stream, flags, head) {
   res._req = req;
   if (flags & FLAG_END) {
     req._bodyEnded = true;
+    req.complete = true;
     req.push(null);
   }
   streams.set(stream, res);
@@ -993,6 +1025,7 @@ function onRequestBody(stream, flags, buf, start, end) {
   }
   if (flags & FLAG_END) {
     req._bodyEnded = true;
+    req.complete = true;
     req.push(null);
   }
 }
@@ -1004,17 +1037,19 @@ function onWindow(stream, increment) {
   if (res._waiting !== null) res._pump();
 }
 
+// CANCEL ends both directions: the response is dropped, and a request body that has not ended
+// never will (the deadline passed, the client went away, or the runtime refused the rest of the
+// body: too large, or broken chunked framing).
 function onCancel(stream, reason) {
   const res = streams.get(stream);
   if (res === undefined) return; // the terminal frame already went out
+  const why = reason || 'no reason given';
   sendJson(stream, RESPONSE_ERROR, 0, {
-    errorMessage: `invocation cancelled: ${reason || 'no reason given'}`,
+    errorMessage: `invocation cancelled: ${why}`,
     errorType: 'Cancelled',
     stackTrace: [],
   });
-  abort(res);
-  // After the destroy, so that a listener writing to res cannot reach the wire.
-  res._req.emit('aborted');
+  abort(res, why);
   if (res._onCancel !== null) res._onCancel(reason);
 }
 

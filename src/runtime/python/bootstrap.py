@@ -299,6 +299,8 @@ class Stream(object):
         self.credit = INITIAL_WINDOW
         self.done = False  # the terminal frame went out
         self.cancelled = False
+        self.cancel_reason = None  # the CANCEL's reason, for the error a body read raises
+        self.reading = False  # the handler thread waits in read_chunk (which raises on CANCEL)
         self.head_sent = False
         self.thread_ident = None  # the handler thread, while it runs user code
 
@@ -306,12 +308,19 @@ class Stream(object):
 
     def read_chunk(self):
         """The next body chunk, b"" at the end (or once the response is complete: the rest of the
-        request is dropped then); raises Cancelled once the stream is cancelled."""
+        request is dropped then); raises Cancelled once the stream is cancelled, which is also how
+        a body the runtime refused (too large, broken framing, client gone) ends: never as b""."""
         with self.lock:
-            while not self.chunks and not self.body_ended and not self.done:
-                self.lock.wait()
+            self.reading = True
+            try:
+                while not self.chunks and not self.body_ended and not self.done:
+                    self.lock.wait()
+            finally:
+                self.reading = False
             if self.cancelled:
-                raise Cancelled("the invocation was cancelled")
+                raise Cancelled(
+                    "the invocation was cancelled: %s" % (self.cancel_reason or "no reason given")
+                )
             if not self.chunks:
                 return b""
             chunk = self.chunks.popleft()
@@ -865,6 +874,7 @@ def on_cancel(sid, payload):
         if st.done:
             return
         st.cancelled = True
+        st.cancel_reason = reason
         st._close()
         send_json(
             sid,
@@ -876,9 +886,11 @@ def on_cancel(sid, payload):
             },
         )
         # Under the lock: the handler thread clears a pending interruption when it leaves user
-        # code, so one set here can never land in its next task.
+        # code, so one set here can never land in its next task. A handler waiting for body bytes
+        # is not interrupted: its read raises Cancelled itself, with the reason.
         if st.thread_ident is not None:
-            _raise_in_thread(st.thread_ident)
+            if not st.reading:
+                _raise_in_thread(st.thread_ident)
             st.thread_ident = None
 
 
