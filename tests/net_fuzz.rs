@@ -27,7 +27,7 @@ const THREADS: usize = 8;
 /// How long a good request may take to be answered.
 const GOOD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the runtime may take to answer or close a connection that sent a bad request.
-const BAD_TIMEOUT: Duration = Duration::from_secs(5);
+const BAD_TIMEOUT: Duration = Duration::from_secs(3);
 /// How soon a healthy runtime answers a request on a fresh connection.
 const PROMPT: Duration = Duration::from_secs(3);
 const RSS_SLACK_KIB: u64 = 8 * 1024;
@@ -453,6 +453,7 @@ fn run_conn(port: u16, plan: &Plan, rng: &mut SplitMix) -> Result<(), String> {
                 check_expected(&resp, e).map_err(|err| format!("answer {i}: {err}"))?;
             }
             if half_closed {
+                stream.set_read_timeout(Some(PROMPT)).unwrap();
                 let (end, rest) = reader.read_to_end();
                 if end != RawEnd::Eof || !rest.is_empty() {
                     return Err(format!(
