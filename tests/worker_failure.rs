@@ -234,7 +234,11 @@ fn killed_idle_worker_is_replaced() {
 /// Starts a request that hangs in the handler, closes its connection (`how`), then checks that
 /// the only slot comes back: the next request must run within 5 s although the hung one's own
 /// deadline is a minute away.
-fn client_going_away_frees_the_slot(how: fn(common::Client)) {
+/// A client that leaves before its request is complete (`how` closes or resets), or that resets
+/// the connection after a complete one, cancels it: the worker's slot is free again at once.
+/// A plain close after a complete request is a half-close as far as TCP can tell, and that
+/// request is answered (tests/split_requests.rs), so the close case leaves its body unfinished.
+fn client_going_away_frees_the_slot(how: fn(common::Client), complete: bool) {
     let mut p = profile("faulty", "faulty");
     p["worker"]["maxActivateRequests"] = json!(1);
     p["worker"]["invokeTimeout"] = json!(60_000);
@@ -243,12 +247,16 @@ fn client_going_away_frees_the_slot(how: fn(common::Client)) {
     for round in 0..2 {
         let marker = ns.dir().join(format!("gone-{round}.pid"));
         let mut c = ns.client();
-        c.send(
-            &Req::new("POST", "/invoke")
-                .header("x-faulty-mode", "hang")
-                .header("x-faulty-marker", marker.to_str().unwrap())
-                .to_bytes(),
-        );
+        let req = Req::new("POST", "/invoke")
+            .header("x-faulty-mode", "hang")
+            .header("x-faulty-marker", marker.to_str().unwrap());
+        if complete {
+            c.send(&req.to_bytes());
+        } else {
+            let mut head = req.header("content-length", "10").to_bytes();
+            head.extend_from_slice(b"abc");
+            c.send(&head);
+        }
         wait_until(WAIT, "the handler has started", || marker.exists());
         how(c);
         let resp = ns.invoke(b"", &[("x-fc-function-timeout", "5")]);
@@ -269,10 +277,15 @@ fn client_going_away_frees_the_slot(how: fn(common::Client)) {
 
 #[test]
 fn client_closing_mid_request_cancels_it_and_frees_the_slot() {
-    client_going_away_frees_the_slot(drop);
+    client_going_away_frees_the_slot(drop, false);
 }
 
 #[test]
 fn client_resetting_mid_request_cancels_it_and_frees_the_slot() {
-    client_going_away_frees_the_slot(common::Client::reset);
+    client_going_away_frees_the_slot(common::Client::reset, false);
+}
+
+#[test]
+fn client_resetting_after_a_complete_request_cancels_it_and_frees_the_slot() {
+    client_going_away_frees_the_slot(common::Client::reset, true);
 }

@@ -981,12 +981,12 @@ impl Server {
             }
             return;
         };
-        if !conn.peer_closed || body_complete_in(&req.body, conn.inbuf.data()) {
+        if !conn.reset && (!conn.peer_closed || body_complete_in(&req.body, conn.inbuf.data())) {
             // Either the whole request is here, or its remaining bytes may still be waiting in
             // the socket: answer it (the connection closes after the response).
             return;
         }
-        if req.resp == Resp::Done {
+        if req.resp == Resp::Done && !conn.reset {
             // Answered already (an early error): send the answer, then close.
             req.body = BodyLeft::Done;
             req.keep_alive = false;
@@ -995,8 +995,8 @@ impl Server {
             self.schedule_drive(key);
             return;
         }
-        // Mid-request: the rest of the request can never arrive. Cancel its work and drop the
-        // connection.
+        // Mid-request, or reset: the rest of the request can never arrive, or nobody is left
+        // to read the answer. Cancel its work and drop the connection.
         log::debug!(
             "[http conn={}] client went away during request {}",
             key.idx,

@@ -234,6 +234,9 @@ pub struct Conn {
     /// A connection that is not being read (a queued request) learns of a departed client this
     /// way.
     pub hung_up: bool,
+    /// The poller reported the connection reset or hung up in both directions: unlike a FIN,
+    /// which may be a half-close from a client still reading, nobody is left to answer.
+    pub reset: bool,
     /// Requests started on this connection.
     pub seq: u64,
     /// The request in progress.
@@ -278,6 +281,7 @@ impl Conn {
             peer_closed: false,
             maybe_readable: true,
             hung_up: false,
+            reset: false,
             seq: 0,
             req: None,
             close_when_flushed: false,

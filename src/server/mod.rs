@@ -520,6 +520,7 @@ impl Server {
                             if let Some(conn) = self.conns.get_mut(key) {
                                 conn.maybe_readable = true;
                                 conn.hung_up |= event.is_read_closed() || event.is_error();
+                                conn.reset |= event.is_error() || event.is_write_closed();
                             }
                             self.drive_conn(key);
                         }
