@@ -155,6 +155,7 @@ pub fn harden(workdir: &Path, logdir: &Path, worker: Option<Credentials>) -> Vec
     sb::tighten_umask(0o022);
     let mut warnings = Vec::new();
     warnings.extend(tighten_dir(workdir, 0o022, worker, "work directory"));
+    warnings.extend(let_worker_through(workdir, worker));
     let runtime_dir = workdir.join("runtime");
     if runtime_dir.is_dir() {
         // Bootstraps written by a runtime that ran with a looser umask.
@@ -179,6 +180,40 @@ pub fn harden(workdir: &Path, logdir: &Path, worker: Option<Credentials>) -> Vec
         warnings.push(format!("cannot make {} private: {e}", usage.display()));
     }
     warnings
+}
+
+/// Workers load their bootstraps from the work directory: a private one (say, from `mktemp
+/// -d`, mode 0700) would stop every worker at start. When the runtime owns it, the directory
+/// gets search permission for others (0711-style: entries can be opened by name, not listed);
+/// otherwise a directory on the way that the worker user cannot search is reported.
+fn let_worker_through(workdir: &Path, worker: Option<Credentials>) -> Option<String> {
+    let c = worker?;
+    let meta = std::fs::metadata(workdir).ok()?;
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() == sb::geteuid() && !may_exec(mode, meta.uid(), meta.gid(), c.uid, c.gid) {
+        if let Err(e) =
+            std::fs::set_permissions(workdir, std::fs::Permissions::from_mode(mode | 0o001))
+        {
+            return Some(format!(
+                "cannot let the worker user search the work directory {}: {e}",
+                workdir.display()
+            ));
+        }
+    }
+    let blocked = std::fs::canonicalize(workdir)
+        .ok()?
+        .ancestors()
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| !may_exec(m.mode(), m.uid(), m.gid(), c.uid, c.gid))
+        })?
+        .to_path_buf();
+    Some(format!(
+        "the worker user (uid {}) cannot search {}, on the way to the bootstraps in {}: workers \
+         will fail to start; choose a NOSLATE_WORKDIR it can reach",
+        c.uid,
+        blocked.display(),
+        workdir.display()
+    ))
 }
 
 fn tighten_dir_or_file(path: &Path, worker: Option<Credentials>) -> Option<String> {
