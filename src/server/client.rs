@@ -90,6 +90,20 @@ impl Server {
                 Filled::Closed => break,
             }
         }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.hung_up && !conn.peer_closed && conn.req.is_none() && !conn.input_full() {
+            // The client's last bytes and its end of stream can come in one event, and the
+            // short read that took the bytes stops before the end of stream: look for it.
+            conn.maybe_readable = true;
+            if let Filled::Bytes(n) = conn.fill()
+                && n > 0
+            {
+                self.schedule_drive(key);
+                return;
+            }
+        }
         let Some(conn) = self.conns.get(key) else {
             return;
         };

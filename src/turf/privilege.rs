@@ -190,15 +190,15 @@ fn let_worker_through(workdir: &Path, worker: Option<Credentials>) -> Option<Str
     let c = worker?;
     let meta = std::fs::metadata(workdir).ok()?;
     let mode = meta.mode() & 0o7777;
-    if meta.uid() == sb::geteuid() && !may_exec(mode, meta.uid(), meta.gid(), c.uid, c.gid) {
-        if let Err(e) =
+    if meta.uid() == sb::geteuid()
+        && !may_exec(mode, meta.uid(), meta.gid(), c.uid, c.gid)
+        && let Err(e) =
             std::fs::set_permissions(workdir, std::fs::Permissions::from_mode(mode | 0o001))
-        {
-            return Some(format!(
-                "cannot let the worker user search the work directory {}: {e}",
-                workdir.display()
-            ));
-        }
+    {
+        return Some(format!(
+            "cannot let the worker user search the work directory {}: {e}",
+            workdir.display()
+        ));
     }
     let blocked = std::fs::canonicalize(workdir)
         .ok()?
