@@ -7,7 +7,7 @@ FUNCTIONS ?= examples/functions.json
 # The only crates allowed as runtime dependencies (see README.md, "Dependencies").
 ALLOWED_DEPS := env_logger httparse libc log mio serde serde_json
 
-.PHONY: build run test bench lint fmt deps-check clean
+.PHONY: build run test bench soak lint fmt deps-check clean
 
 # Cargo's output directory; `make build` always leaves the binary at target/release/noslate,
 # where `make run`, the Dockerfile and start.sh look for it.
@@ -33,6 +33,12 @@ test:
 # End-to-end benchmark: the runtime vs Node's own http server, side by side (benches/README.md).
 bench:
 	$(CARGO) bench --bench e2e
+
+# Soak and fault suite, run by hand (not part of `make test`): a million requests, kill -9 of a
+# worker, a busy loop, a memory hog, 2,000 slow clients and SIGTERM, each under load, with
+# PASS/FAIL per scenario (benches/README.md, "Soak and faults"). SOAK_REQUESTS=100000 is quicker.
+soak:
+	$(CARGO) bench --bench soak
 
 lint: deps-check
 	$(CARGO) fmt --check
