@@ -250,3 +250,25 @@ fn bad_chunk_size_gets_400_json() {
         assert_error_json(&resp, 400, None);
     }
 }
+
+#[test]
+fn a_head_that_never_completes_gets_408_after_the_header_timeout() {
+    let ns = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({"http": {"headerTimeoutMs": 300}, "turf": {"spareWorkers": 0}}))
+        .start();
+    // An idle keep-alive connection is not timed...
+    let idle = common::raw_connect(ns.port(), std::time::Duration::from_secs(5));
+    // ...but one whose head has started is.
+    let mut slow = common::raw_connect(ns.port(), std::time::Duration::from_secs(5));
+    std::io::Write::write_all(&mut slow, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("send");
+    let mut reader = common::RawReader::new(slow);
+    let resp = reader.next(false).expect("a 408 answer");
+    assert_eq!(resp.status, 408);
+    assert_eq!(resp.json().expect("JSON")["errorType"], "RequestTimeout");
+    assert_eq!(reader.next(false).err(), Some(common::RawEnd::Eof));
+    let mut idle = common::RawReader::new(idle);
+    std::io::Write::write_all(&mut idle.get_ref(), &Req::new("GET", "/healthz").to_bytes())
+        .expect("send on the idle connection");
+    assert_eq!(idle.next(false).expect("an answer").status, 200);
+}

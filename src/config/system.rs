@@ -1193,6 +1193,11 @@ mod tests {
         assert_eq!(cfg.http.max_header_bytes, 16384);
         assert_eq!(cfg.http.max_headers, 100);
         assert_eq!(cfg.http.max_connections, 10_000);
+        assert_eq!(cfg.http.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
+        assert_eq!(cfg.http.max_connection_output_bytes, 64 * 1024);
+        assert_eq!(cfg.http.max_buffered_bytes, 64 << 20);
+        assert_eq!(cfg.http.linger_timeout_ms, DEFAULT_LINGER_TIMEOUT_MS);
+        assert_eq!(cfg.http.linger_max_bytes, DEFAULT_LINGER_MAX_BYTES);
         assert_eq!(cfg.worker.max_activate_requests, 10);
         assert_eq!(cfg.worker.replica_count_limit, 10);
         assert_eq!(cfg.worker.reservation_count_per_function, 0);
@@ -1334,6 +1339,36 @@ mod tests {
                 "projectRoot",
             ]
         );
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        let cfg = load_json(
+            r#"{"http": {"headerTimeoutMs": 500, "maxConnectionOutputBytes": "16kb",
+                         "maxBufferedBytes": "8mb", "lingerTimeoutMs": 0, "lingerMaxBytes": 0}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.http.header_timeout_ms, 500);
+        assert_eq!(cfg.http.max_connection_output_bytes, 16 * 1024);
+        assert_eq!(cfg.http.max_buffered_bytes, 8 << 20);
+        assert_eq!(
+            (cfg.http.linger_timeout_ms, cfg.http.linger_max_bytes),
+            (0, 0)
+        );
+        let problems = load_json(
+            r#"{"http": {"headerTimeoutMs": 0, "maxConnectionOutputBytes": 10,
+                         "maxBufferedBytes": "lots", "lingerTimeoutMs": -1}}"#,
+        )
+        .unwrap_err();
+        let shown = shown(&problems);
+        for key in [
+            "http.headerTimeoutMs",
+            "http.maxConnectionOutputBytes",
+            "http.maxBufferedBytes",
+            "http.lingerTimeoutMs",
+        ] {
+            assert!(shown.iter().any(|p| p.starts_with(key)), "{key}: {shown:?}");
+        }
     }
 
     #[test]
