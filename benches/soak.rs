@@ -28,9 +28,10 @@
 //!    runs. Expected: every slow client answered 200, the normal load without errors and with
 //!    at least 70 % of its req/s without them; its p99 and the runtime's RSS and fds with the
 //!    slow clients are reported.
-//! 6. **SIGTERM**: 40 requests in flight to a handler that answers after 500 ms, then SIGTERM.
-//!    Expected: all 40 answered 200, requests sent afterwards on open connections 503
-//!    `RuntimeStopped`, exit status 0.
+//! 6. **SIGTERM**: 40 requests in flight to a handler that answers after 500 ms and 8 idle
+//!    keep-alive connections, then SIGTERM. Expected: all 40 answered 200, 8 requests sent
+//!    afterwards on new connections 503 `RuntimeStopped`, the idle connections closed with a FIN
+//!    (docs/ARCHITECTURE.md), exit status 0; the time to exit is reported.
 //!
 //! Knobs (environment): `SOAK_REQUESTS`, `SOAK_SLOW_CLIENTS`, `SOAK_SCENARIOS` (which ones to
 //! run, default `123456`), `SOAK_MAX_SECS` (the longest scenario 1 may load, default 240),
@@ -1062,7 +1063,7 @@ fn scenario_slow_clients(cfg: &Config, tmp: &Path) -> Scenario {
 fn scenario_sigterm(tmp: &Path, code: &Path) -> Scenario {
     const NAME: &str = "sigterm";
     println!(
-        "\n[6] SIGTERM with {TERM_INFLIGHT} requests in flight to a 500 ms handler, {TERM_LATE} more sent after it"
+        "\n[6] SIGTERM with {TERM_INFLIGHT} requests in flight to a 500 ms handler and {TERM_LATE} idle keep-alive connections; {TERM_LATE} requests sent after it"
     );
     let mut rt = match Runtime::start(tmp, "term", json!([soak_fn(code, "sleep", 128 * MIB)])) {
         Ok(rt) => rt,
@@ -1071,11 +1072,14 @@ fn scenario_sigterm(tmp: &Path, code: &Path) -> Scenario {
     let (addr, pid) = (rt.addr(), rt.pid());
     let slow_req = rt.invoke_req("sleep", b"sleep", "");
     let quick_req = rt.invoke_req("sleep", b"x", "");
-    // Keep-alive connections that the runtime has accepted, for the requests after SIGTERM.
-    let mut late: Vec<BlockingClient> = (0..TERM_LATE).map(|_| BlockingClient::new(addr)).collect();
-    for c in &mut late {
-        let _ = exchange(c, &quick_req);
-    }
+    // Idle keep-alive connections, each after one exchange: SIGTERM should close them.
+    let idle: Vec<TcpStream> = (0..TERM_LATE)
+        .filter_map(|_| {
+            let mut c = BlockingClient::new(addr);
+            let _ = exchange(&mut c, &quick_req);
+            c.stream.take()
+        })
+        .collect();
     let (inflight, late_answers, fresh, exit, exit_secs) = thread::scope(|s| {
         let calls: Vec<_> = (0..TERM_INFLIGHT)
             .map(|_| s.spawn(|| exchange(&mut BlockingClient::new(addr), &slow_req)))
@@ -1096,26 +1100,22 @@ fn scenario_sigterm(tmp: &Path, code: &Path) -> Scenario {
         let t_term = Instant::now();
         signal(pid, "TERM");
         thread::sleep(Duration::from_millis(20));
-        let late_answers: Vec<(Option<u16>, String, f64)> =
-            late.iter_mut().map(|c| exchange(c, &quick_req)).collect();
-        // A connection opened after SIGTERM: what it gets (the runtime stops accepting).
-        let fresh = s.spawn(move || {
-            let r = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut c| {
-                c.set_read_timeout(Some(Duration::from_secs(10)))?;
-                c.write_all(&invoke_bytes(addr.port(), "sleep", b"x", ""))?;
-                let mut b = Vec::new();
-                c.read_to_end(&mut b).map(|_| b)
-            });
-            match r {
-                Ok(b) if b.is_empty() => "connected, then closed without an answer".to_string(),
-                Ok(b) => String::from_utf8_lossy(&b)
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-                Err(e) => format!("{e}"),
-            }
-        });
+        // New invocations, each on a new connection.
+        let late_answers: Vec<(Option<u16>, String, f64)> = (0..TERM_LATE)
+            .map(|_| exchange(&mut BlockingClient::new(addr), &quick_req))
+            .collect();
+        // What the idle connections got, without sending anything: a FIN is a read of 0.
+        let fresh = idle
+            .into_iter()
+            .map(|mut c| {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                match c.read(&mut [0u8; 256]) {
+                    Ok(0) => "FIN".to_string(),
+                    Ok(_) => "bytes".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            })
+            .collect::<Vec<_>>();
         let inflight: Vec<(Option<u16>, String, f64)> = calls
             .into_iter()
             .map(|h| h.join().expect("call panicked"))
@@ -1129,7 +1129,6 @@ fn scenario_sigterm(tmp: &Path, code: &Path) -> Scenario {
             }
         };
         let exit_secs = t_term.elapsed().as_secs_f64();
-        let fresh = fresh.join().expect("fresh connection panicked");
         (inflight, late_answers, fresh, exit, exit_secs)
     });
     let ok = inflight
@@ -1149,24 +1148,29 @@ fn scenario_sigterm(tmp: &Path, code: &Path) -> Scenario {
     println!(
         "    in flight: {ok} of {TERM_INFLIGHT} answered 200 'done' (slowest {slowest:.2} s after it was sent)"
     );
+    let fins = fresh.iter().filter(|f| *f == "FIN").count();
     println!(
-        "    sent after SIGTERM on open connections: {stopped} of {TERM_LATE} answered 503 RuntimeStopped [{}]",
+        "    sent after SIGTERM, each on a new connection: {stopped} of {TERM_LATE} answered 503 RuntimeStopped [{}]",
         late_seen.join("; ")
     );
-    println!("    a connection opened after SIGTERM: {fresh}");
+    println!(
+        "    idle keep-alive connections: {fins} of {} closed with a FIN [{}]",
+        fresh.len(),
+        fresh.join(", ")
+    );
     println!(
         "    exit: {} {exit_secs:.2} s after SIGTERM",
         exit.map_or("still running after 15 s".into(), |st| st.to_string())
     );
-    let pass = ok == TERM_INFLIGHT && stopped == TERM_LATE && code_ == Some(0);
+    let pass = ok == TERM_INFLIGHT && stopped == TERM_LATE && fins == TERM_LATE && code_ == Some(0);
     verdict(
         NAME,
         pass,
-        "all 40 in flight answered 200, every later request 503 RuntimeStopped, exit status 0",
+        "all 40 in flight answered 200, every later request 503 RuntimeStopped, the idle connections closed with a FIN, exit status 0",
         json!({
             "in_flight": TERM_INFLIGHT, "in_flight_ok": ok, "slowest_secs": slowest,
             "late_requests": TERM_LATE, "late_runtime_stopped": stopped, "late_answers": late_seen,
-            "fresh_connection": fresh, "exit_code": code_,
+            "idle_connections": fresh, "idle_closed_with_fin": fins, "exit_code": code_,
             "exit_signal": exit.and_then(|st| std::os::unix::process::ExitStatusExt::signal(&st)),
             "exit_secs_after_sigterm": exit_secs,
         }),
