@@ -571,6 +571,14 @@ fn set_credentials(setup: &ChildSetup) -> ChildResult {
         drop_bounding_set()?;
     }
     if let Some((uid, gid)) = setup.credentials {
+        // The protocol pipes were made by the runtime's user: hand them to the worker's, so
+        // that a worker may reopen them through /proc/self/fd as well as use them. A missing
+        // descriptor or a refusal only leaves them as they were.
+        for fd in [super::WORKER_FD_IN, super::WORKER_FD_OUT] {
+            // SAFETY: fchown on a descriptor number changes only that inode's owner; no memory
+            // is touched.
+            unsafe { libc::fchown(fd, uid, gid) };
+        }
         // SAFETY: raw syscalls on this (the only) thread; setgroups with a count of 0 reads no
         // memory (the list pointer is NULL).
         unsafe {
