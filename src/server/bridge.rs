@@ -3,10 +3,9 @@
 //! HTTP responses, deadlines and cancellation.
 
 use super::client::InvokeError;
-use super::conn::{BodyLeft, Resp, Sink};
+use super::conn::{BodyStep, Resp, Sink};
 use super::{Server, Timer};
 use crate::fc;
-use crate::http::chunked::Chunk;
 use crate::pool::WorkerLoad;
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
@@ -293,90 +292,47 @@ impl Server {
             return req.body.is_done();
         };
         let mut sent_any = false;
-        loop {
-            if req.body.is_done() {
-                break;
-            }
-            let input = inbuf.data();
-            if input.is_empty() || state.request_credit == 0 {
-                break;
-            }
+        while !req.body.is_done() && state.request_credit > 0 {
             let credit = usize::try_from(state.request_credit).unwrap_or(usize::MAX);
-            let limit = input.len().min(credit).min(wire::MAX_BODY_CHUNK);
-            let (used, data_len, done) = match &mut req.body {
-                BodyLeft::Done => break,
-                BodyLeft::Length(left) => {
-                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(limit);
-                    *left -= n as u64;
-                    let done = *left == 0;
-                    let flags = if done { wire::FLAG_END } else { 0 };
-                    wire::put_frame(
-                        &mut worker.wbuf,
-                        Kind::RequestBody,
-                        flags,
-                        stream,
-                        &input[..n],
-                    );
-                    (n, n, done)
-                }
-                BodyLeft::Chunked(decoder) => {
-                    // Truncating the decoder's input to the credit is safe: it keeps line state
-                    // across calls, and data never exceeds the input it is given.
-                    match decoder.decode(&input[..limit]) {
-                        Ok((used, Chunk::Data(data))) => {
-                            wire::put_frame(&mut worker.wbuf, Kind::RequestBody, 0, stream, data);
-                            (used, data.len(), false)
-                        }
-                        Ok((used, Chunk::NeedMore)) => {
-                            inbuf.consume(used);
-                            if used == 0 {
-                                break;
-                            }
-                            continue;
-                        }
-                        Ok((used, Chunk::Done)) => {
-                            wire::put_frame(
-                                &mut worker.wbuf,
-                                Kind::RequestBody,
-                                wire::FLAG_END,
-                                stream,
-                                &[],
-                            );
-                            (used, 0, true)
-                        }
-                        Err(err) => {
-                            // The rest of the body is refused (too large, or broken framing):
-                            // the worker's stream is cancelled with the cause, which fails the
-                            // handler's request body (docs/PROTOCOL.md "Cancellation"); the
-                            // client gets the 413 or 400 if nothing was answered yet, else a cut
-                            // response; and the connection closes (its framing is lost).
-                            log::debug!("[http conn={}] request body refused: {err}", key.idx);
-                            req.keep_alive = false;
-                            req.body = BodyLeft::Done;
-                            *close_when_flushed = true;
-                            inbuf.clear();
-                            let status = err.status();
-                            let error_type = err.error_type();
-                            let message = err.to_string();
-                            let client = ConnRef {
-                                conn: key,
-                                seq: req.seq,
-                            };
-                            self.cancel_stream(worker_key, stream, &message);
-                            self.fail_invocation(
-                                client,
-                                &InvokeError::new(status, error_type, message),
-                            );
-                            return true;
-                        }
+            let (used, sent) = match req
+                .body
+                .step(inbuf.data(), credit.min(wire::MAX_BODY_CHUNK))
+            {
+                BodyStep::Data { used, data, end } => {
+                    if !data.is_empty() || end {
+                        let flags = if end { wire::FLAG_END } else { 0 };
+                        wire::put_frame(&mut worker.wbuf, Kind::RequestBody, flags, stream, data);
                     }
+                    (used, data.len())
+                }
+                BodyStep::NeedMore { used } => (used, 0),
+                BodyStep::Refused(err) => {
+                    // The rest of the body is refused (too large, or broken framing): the
+                    // worker's stream is cancelled with the cause, which fails the handler's
+                    // request body (docs/PROTOCOL.md "Cancellation"); the client gets the 413
+                    // or 400 if nothing was answered yet, else a cut response; and the
+                    // connection closes (its framing is lost).
+                    log::debug!("[http conn={}] request body refused: {err}", key.idx);
+                    req.keep_alive = false;
+                    *close_when_flushed = true;
+                    inbuf.clear();
+                    let status = err.status();
+                    let error_type = err.error_type();
+                    let message = err.to_string();
+                    let client = ConnRef {
+                        conn: key,
+                        seq: req.seq,
+                    };
+                    self.cancel_stream(worker_key, stream, &message);
+                    self.fail_invocation(client, &InvokeError::new(status, error_type, message));
+                    return true;
                 }
             };
             inbuf.consume(used);
-            state.request_credit -= u32::try_from(data_len).unwrap_or(u32::MAX);
-            sent_any = true;
-            if done {
-                req.body = BodyLeft::Done;
+            state.request_credit -= u32::try_from(sent).unwrap_or(u32::MAX);
+            sent_any |= used > 0 || req.body.is_done();
+            if used == 0 && !req.body.is_done() {
+                break;
             }
         }
         if sent_any {

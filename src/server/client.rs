@@ -2,7 +2,7 @@
 //! pipelining and closing.
 
 use super::conn::{
-    BodyLeft, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink, body_complete_in,
+    BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink, body_complete_in,
 };
 use super::{Lifecycle, Server, Timer};
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
@@ -532,39 +532,23 @@ impl Server {
             return false;
         };
         loop {
-            let input = inbuf.data();
-            if input.is_empty() {
-                return req.body.is_done();
+            if req.body.is_done() {
+                return true;
             }
-            let used = match &mut req.body {
-                BodyLeft::Done => return true,
-                BodyLeft::Length(left) => {
-                    let n = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(input.len());
-                    *left -= n as u64;
-                    if *left == 0 {
-                        req.body = BodyLeft::Done;
-                    }
-                    n
+            let used = match req.body.step(inbuf.data(), usize::MAX) {
+                BodyStep::Data { used, .. } | BodyStep::NeedMore { used } => used,
+                BodyStep::Refused(err) => {
+                    // The framing is broken: nothing after it can be trusted.
+                    log::debug!("[http conn={}] discarding body: {err}", key.idx);
+                    req.keep_alive = false;
+                    *close_when_flushed = true;
+                    inbuf.data().len()
                 }
-                BodyLeft::Chunked(decoder) => match decoder.decode(input) {
-                    Ok((used, crate::http::chunked::Chunk::Done)) => {
-                        req.body = BodyLeft::Done;
-                        used
-                    }
-                    Ok((used, _)) => used,
-                    Err(err) => {
-                        // The framing is broken: nothing after it can be trusted.
-                        log::debug!("[http conn={}] discarding body: {err}", key.idx);
-                        req.keep_alive = false;
-                        req.body = BodyLeft::Done;
-                        *close_when_flushed = true;
-                        input.len()
-                    }
-                },
             };
             inbuf.consume(used);
+            if used == 0 {
+                return req.body.is_done();
+            }
         }
     }
 
@@ -587,43 +571,28 @@ impl Server {
             return Collected::More;
         };
         loop {
-            let input = inbuf.data();
-            let used = match &mut req.body {
-                BodyLeft::Done => return Collected::Done,
-                _ if input.is_empty() => return Collected::More,
-                BodyLeft::Length(left) => {
-                    let n = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(input.len());
-                    req.collected.extend_from_slice(&input[..n]);
-                    *left -= n as u64;
-                    if *left == 0 {
-                        req.body = BodyLeft::Done;
-                    }
-                    n
+            if req.body.is_done() {
+                return Collected::Done;
+            }
+            let used = match req.body.step(inbuf.data(), usize::MAX) {
+                BodyStep::Data { used, data, .. } => {
+                    req.collected.extend_from_slice(data);
+                    used
                 }
-                BodyLeft::Chunked(decoder) => match decoder.decode(input) {
-                    Ok((used, crate::http::chunked::Chunk::Data(data))) => {
-                        req.collected.extend_from_slice(data);
-                        used
-                    }
-                    Ok((used, crate::http::chunked::Chunk::Done)) => {
-                        req.body = BodyLeft::Done;
-                        used
-                    }
-                    Ok((used, crate::http::chunked::Chunk::NeedMore)) => used,
-                    Err(_) => {
-                        req.body = BodyLeft::Done;
-                        req.keep_alive = false;
-                        return Collected::TooLarge;
-                    }
-                },
+                BodyStep::NeedMore { used } => used,
+                BodyStep::Refused(_) => {
+                    req.keep_alive = false;
+                    return Collected::TooLarge;
+                }
             };
             inbuf.consume(used);
             if req.collected.len() > MAX_COLLECTED_BODY {
                 req.body = BodyLeft::Done;
                 req.keep_alive = false;
                 return Collected::TooLarge;
+            }
+            if used == 0 && !req.body.is_done() {
+                return Collected::More;
             }
         }
     }

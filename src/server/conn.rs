@@ -13,7 +13,8 @@
 //! responses always go out in order.
 
 use crate::fc::{InvokeKind, Phase};
-use crate::http::chunked::ChunkedDecoder;
+use crate::http::chunked::{Chunk, ChunkedDecoder};
+use crate::http::error::HttpError;
 use crate::http::request::RequestHead;
 use crate::http::response::Framing;
 use crate::reactor::buffer::ReadBuf;
@@ -134,7 +135,7 @@ pub enum Sink {
 }
 
 /// How much of the request body is left.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum BodyLeft {
     /// Nothing (no body, or fully consumed).
     Done,
@@ -149,6 +150,77 @@ impl BodyLeft {
     pub fn is_done(&self) -> bool {
         matches!(self, BodyLeft::Done)
     }
+
+    /// Takes the next body bytes from `input`, at most `limit` of them (a worker's credit, a
+    /// frame's size): the one place that knows Content-Length and chunked framing, whatever
+    /// the bytes are for (a worker, an admin request, or nothing). The caller consumes `used`
+    /// input bytes; a step that ends the body leaves `self` done.
+    pub fn step<'a>(&mut self, input: &'a [u8], limit: usize) -> BodyStep<'a> {
+        let input = input.get(..limit.min(input.len())).unwrap_or_default();
+        let step = match self {
+            BodyLeft::Done => BodyStep::Data {
+                used: 0,
+                data: &[],
+                end: true,
+            },
+            BodyLeft::Length(left) => {
+                let n = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
+                *left -= n as u64;
+                BodyStep::Data {
+                    used: n,
+                    data: input.get(..n).unwrap_or_default(),
+                    end: *left == 0,
+                }
+            }
+            // Truncating the decoder's input is safe: it keeps its line state across calls,
+            // and data never exceeds the input it is given.
+            BodyLeft::Chunked(decoder) => match decoder.decode(input) {
+                Ok((used, Chunk::Data(data))) => BodyStep::Data {
+                    used,
+                    data,
+                    end: false,
+                },
+                Ok((used, Chunk::NeedMore)) => BodyStep::NeedMore { used },
+                Ok((used, Chunk::Done)) => BodyStep::Data {
+                    used,
+                    data: &[],
+                    end: true,
+                },
+                Err(err) => BodyStep::Refused(err),
+            },
+        };
+        if matches!(
+            step,
+            BodyStep::Data { end: true, .. } | BodyStep::Refused(_)
+        ) {
+            *self = BodyLeft::Done;
+        }
+        step
+    }
+}
+
+/// One step of [`BodyLeft::step`].
+#[derive(Debug)]
+pub enum BodyStep<'a> {
+    /// `used` input bytes gave `data` (possibly empty); `end` when the body is complete.
+    Data {
+        /// Input bytes to consume.
+        used: usize,
+        /// Body bytes.
+        data: &'a [u8],
+        /// The body is complete.
+        end: bool,
+    },
+    /// No body bytes until more input arrives; `used` framing bytes were taken.
+    NeedMore {
+        /// Input bytes to consume.
+        used: usize,
+    },
+    /// The rest of the body is refused: broken framing, or over `http.maxRequestBodySize`. The
+    /// connection cannot be resynchronised.
+    Refused(HttpError),
 }
 
 /// The response's progress.
@@ -386,21 +458,15 @@ impl Conn {
 /// Whether `input` holds the rest of `body`: a request whose bytes have all arrived is answered
 /// even when the client half-closes right after it.
 pub fn body_complete_in(body: &BodyLeft, input: &[u8]) -> bool {
-    match body {
-        BodyLeft::Done => true,
-        BodyLeft::Length(left) => input.len() as u64 >= *left,
-        BodyLeft::Chunked(decoder) => {
-            let mut decoder = decoder.clone();
-            let mut rest = input;
-            loop {
-                match decoder.decode(rest) {
-                    Ok((_, crate::http::chunked::Chunk::Done)) => return true,
-                    Ok((used, crate::http::chunked::Chunk::Data(_))) if used > 0 => {
-                        rest = rest.get(used..).unwrap_or_default();
-                    }
-                    _ => return false,
-                }
+    let mut body = body.clone();
+    let mut rest = input;
+    loop {
+        match body.step(rest, usize::MAX) {
+            BodyStep::Data { end: true, .. } => return true,
+            BodyStep::Data { used, .. } | BodyStep::NeedMore { used } if used > 0 => {
+                rest = rest.get(used..).unwrap_or_default();
             }
+            _ => return false,
         }
     }
 }
@@ -408,6 +474,84 @@ pub fn body_complete_in(body: &BodyLeft, input: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feeds `wire` to a body `size` bytes at a time, with at most `limit` per step, and
+    /// returns the body bytes and whether it ended (or the refusal).
+    fn stepped(
+        mut body: BodyLeft,
+        wire: &[u8],
+        size: usize,
+        limit: usize,
+    ) -> Result<(Vec<u8>, bool), String> {
+        let mut out = Vec::new();
+        let mut buffered: Vec<u8> = Vec::new();
+        for piece in wire.chunks(size.max(1)) {
+            buffered.extend_from_slice(piece);
+            loop {
+                match body.step(&buffered, limit) {
+                    BodyStep::Data { used, data, end } => {
+                        out.extend_from_slice(data);
+                        buffered.drain(..used);
+                        if end {
+                            return Ok((out, true));
+                        }
+                        if used == 0 {
+                            break;
+                        }
+                    }
+                    BodyStep::NeedMore { used } => {
+                        buffered.drain(..used);
+                        if used == 0 {
+                            break;
+                        }
+                    }
+                    BodyStep::Refused(err) => return Err(err.to_string()),
+                }
+            }
+        }
+        Ok((out, body.is_done()))
+    }
+
+    #[test]
+    fn steps_a_length_body_in_any_pieces_and_within_any_limit() {
+        for size in [1, 2, 3, 7, 100] {
+            for limit in [1, 4, 1 << 20] {
+                let got = stepped(BodyLeft::Length(11), b"hello worldGET /", size, limit);
+                assert_eq!(got, Ok((b"hello world".to_vec(), true)), "{size} {limit}");
+            }
+        }
+        assert_eq!(
+            stepped(BodyLeft::Length(5), b"hel", 1, 8),
+            Ok((b"hel".to_vec(), false))
+        );
+    }
+
+    #[test]
+    fn steps_a_chunked_body_in_any_pieces_and_within_any_limit() {
+        let wire = b"5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nT: 1\r\n\r\nGET";
+        for size in [1, 2, 5, 13, 100] {
+            for limit in [1, 3, 1 << 20] {
+                let body = BodyLeft::Chunked(ChunkedDecoder::new(1 << 20));
+                let got = stepped(body, wire, size, limit);
+                assert_eq!(got, Ok((b"hello world".to_vec(), true)), "{size} {limit}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_chunked_body_is_done_with_its_error() {
+        let mut body = BodyLeft::Chunked(ChunkedDecoder::new(4));
+        assert!(matches!(
+            body.step(b"10\r\n0123456789abcdef\r\n", 1 << 20),
+            BodyStep::Refused(HttpError::BodyTooLarge { .. })
+        ));
+        assert!(body.is_done());
+        let mut body = BodyLeft::Chunked(ChunkedDecoder::new(1 << 20));
+        assert!(matches!(
+            body.step(b"zz\r\n", 100),
+            BodyStep::Refused(HttpError::BadChunk(_))
+        ));
+    }
 
     #[test]
     fn a_length_body_is_complete_once_all_its_bytes_are_buffered() {
