@@ -988,20 +988,26 @@ impl Server {
         self.close_conn(key);
     }
 
-    /// Closes a connection whose answers are all written: shuts down writing (a FIN, so the
-    /// client reads the last response to its end), then reads and drops what the client still
-    /// sends until it closes, so that unread input does not turn the close into a reset that
-    /// destroys the response. Bounded by `http.lingerTimeoutMs` and `http.lingerMaxBytes`.
-    pub(super) fn begin_close(&mut self, key: Key) {
+    /// Ends the connection's current request, if any, cancelling its worker stream (`why` is
+    /// what the worker is told).
+    fn abandon_request(&mut self, key: Key, why: &str) {
         let sink = self
             .conns
             .get(key)
             .and_then(|c| c.req.as_ref())
             .map(|r| r.sink);
         if let Some(Sink::Worker { worker, stream }) = sink {
-            self.cancel_stream(worker, stream, "the connection is closing");
+            self.cancel_stream(worker, stream, why);
         }
         self.end_request(key);
+    }
+
+    /// Closes a connection whose answers are all written: shuts down writing (a FIN, so the
+    /// client reads the last response to its end), then reads and drops what the client still
+    /// sends until it closes, so that unread input does not turn the close into a reset that
+    /// destroys the response. Bounded by `http.lingerTimeoutMs` and `http.lingerMaxBytes`.
+    pub(super) fn begin_close(&mut self, key: Key) {
+        self.abandon_request(key, "the connection is closing");
         let timeout = Duration::from_millis(self.config.http.linger_timeout_ms);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -1086,16 +1092,8 @@ impl Server {
             self.buffered_output -= conn.accounted_output;
             conn.accounted_output = 0;
         }
-        let sink = self
-            .conns
-            .get(key)
-            .and_then(|c| c.req.as_ref())
-            .map(|r| r.sink);
-        if let Some(Sink::Worker { worker, stream }) = sink {
-            self.cancel_stream(worker, stream, "client closed the connection");
-        }
         // Queue entries for this connection go stale (their key no longer resolves).
-        self.end_request(key);
+        self.abandon_request(key, "client closed the connection");
         if let Some(mut conn) = self.conns.remove(key) {
             if let Err(err) = self.poll.registry().deregister(&mut conn.sock) {
                 log::debug!("[http conn={}] deregister failed: {err}", key.idx);
