@@ -1,10 +1,21 @@
-//! The worker wire protocol's frame codec (docs/PROTOCOL.md).
+//! The worker wire protocol's frame codec (docs/PROTOCOL.md), for both ends of the pipes.
 //!
 //! A frame is a 12-byte little-endian header (`length`, `stream`, `kind`, `flags`, reserved)
-//! followed by `length` payload bytes. Decoding checks the length against [`MAX_PAYLOAD`] before
-//! anything is buffered, so a misbehaving worker cannot make the runtime allocate.
+//! followed by `length` payload bytes. The runtime encodes what it sends with the `put_*`
+//! functions and decodes what workers send with [`decode_header`], straight from its read buffer;
+//! a worker written in Rust (the `process` runtime's, examples/native_worker.rs) encodes the
+//! other kinds and decodes with a [`FrameDecoder`]. Decoding checks the length against
+//! [`MAX_PAYLOAD`] before anything is buffered, so a misbehaving peer cannot make the reader
+//! allocate.
+//!
+//! Structured payloads have types: [`RequestHead`], [`ResponseHead`], [`ErrorPayload`],
+//! [`Ready`], CANCEL's reason ([`put_cancel`], [`cancel_reason`]) and WINDOW's credit
+//! ([`put_window`], [`put_worker_window`], [`window_credit`]).
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::io::{self, Read};
 
 /// Size of the fixed frame header.
 pub const HEADER_LEN: usize = 12;
@@ -16,6 +27,20 @@ pub const INITIAL_WINDOW: u32 = 256 * 1024;
 pub const MAX_BODY_CHUNK: usize = 64 * 1024;
 /// `flags` bit: the last frame of this direction of the stream.
 pub const FLAG_END: u8 = 0x01;
+
+/// The flags of a frame that is (`true`) or is not the last of its direction.
+pub fn end_flag(end: bool) -> u8 {
+    if end { FLAG_END } else { 0 }
+}
+
+/// Which way a frame goes; each direction has kinds of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Runtime → worker (the worker's fd 3): kinds `0x01`–`0x05`.
+    ToWorker,
+    /// Worker → runtime (the worker's fd 4): kinds `0x81`–`0x87`.
+    ToRuntime,
+}
 
 /// Frame kinds. `0x0_` go from the runtime to the worker, `0x8_` the other way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +72,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, the runtime's first.
+    pub const ALL: [Kind; 12] = [
+        Kind::Init,
+        Kind::RequestHead,
+        Kind::RequestBody,
+        Kind::Cancel,
+        Kind::WindowToWorker,
+        Kind::Ready,
+        Kind::InitDone,
+        Kind::InitError,
+        Kind::ResponseHead,
+        Kind::ResponseBody,
+        Kind::ResponseError,
+        Kind::WindowToRuntime,
+    ];
+
     /// The byte on the wire.
     pub fn code(self) -> u8 {
         match self {
@@ -65,9 +106,14 @@ impl Kind {
         }
     }
 
-    /// Parses a kind the *worker* may send; runtime-bound kinds are the only ones accepted.
-    pub fn from_worker(code: u8) -> Option<Kind> {
+    /// The kind with wire byte `code`, in either direction.
+    pub fn from_code(code: u8) -> Option<Kind> {
         Some(match code {
+            0x01 => Kind::Init,
+            0x02 => Kind::RequestHead,
+            0x03 => Kind::RequestBody,
+            0x04 => Kind::Cancel,
+            0x05 => Kind::WindowToWorker,
             0x81 => Kind::Ready,
             0x82 => Kind::InitDone,
             0x83 => Kind::InitError,
@@ -77,6 +123,47 @@ impl Kind {
             0x87 => Kind::WindowToRuntime,
             _ => return None,
         })
+    }
+
+    /// The kind with wire byte `code` if frames going `dir` may carry it.
+    pub fn decode(dir: Direction, code: u8) -> Option<Kind> {
+        Kind::from_code(code).filter(|kind| kind.direction() == dir)
+    }
+
+    /// Parses a kind the *worker* may send; runtime-bound kinds are the only ones accepted.
+    pub fn from_worker(code: u8) -> Option<Kind> {
+        Kind::decode(Direction::ToRuntime, code)
+    }
+
+    /// Parses a kind the *runtime* may send; worker-bound kinds are the only ones accepted.
+    pub fn from_runtime(code: u8) -> Option<Kind> {
+        Kind::decode(Direction::ToWorker, code)
+    }
+
+    /// Which way frames of this kind go.
+    pub fn direction(self) -> Direction {
+        if self.code() & 0x80 == 0 {
+            Direction::ToWorker
+        } else {
+            Direction::ToRuntime
+        }
+    }
+
+    /// The kind's name in docs/PROTOCOL.md (`WINDOW` in both directions).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Init => "INIT",
+            Kind::RequestHead => "REQUEST_HEAD",
+            Kind::RequestBody => "REQUEST_BODY",
+            Kind::Cancel => "CANCEL",
+            Kind::WindowToWorker | Kind::WindowToRuntime => "WINDOW",
+            Kind::Ready => "READY",
+            Kind::InitDone => "INIT_DONE",
+            Kind::InitError => "INIT_ERROR",
+            Kind::ResponseHead => "RESPONSE_HEAD",
+            Kind::ResponseBody => "RESPONSE_BODY",
+            Kind::ResponseError => "RESPONSE_ERROR",
+        }
     }
 }
 
@@ -100,7 +187,28 @@ impl Header {
     }
 }
 
-/// A worker broke the protocol.
+/// A whole frame whose payload is borrowed from the bytes it was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The header; `header.len == payload.len()`.
+    pub header: Header,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl Frame<'_> {
+    /// Bytes the frame takes on the wire, header included.
+    pub fn wire_len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+
+    /// Whether the END flag is set.
+    pub fn is_end(&self) -> bool {
+        self.header.is_end()
+    }
+}
+
+/// A peer broke the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireError {
     /// The header announced more than [`MAX_PAYLOAD`] bytes.
@@ -108,12 +216,24 @@ pub enum WireError {
         /// Announced length.
         len: usize,
     },
-    /// The kind byte is not one a worker may send.
+    /// The kind byte is not one that may travel in this direction.
     UnknownKind(u8),
     /// Flag bits other than END, or non-zero reserved bytes.
     BadFlags(u8),
     /// A WINDOW payload that is not a u32.
     BadWindow(usize),
+    /// The byte stream ended inside a frame.
+    Truncated {
+        /// Bytes of the unfinished frame that did arrive.
+        buffered: usize,
+    },
+    /// A structured payload that does not parse, or cannot be encoded.
+    BadPayload {
+        /// The frame's kind.
+        kind: Kind,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for WireError {
@@ -130,11 +250,21 @@ impl fmt::Display for WireError {
             WireError::BadWindow(len) => {
                 write!(f, "window frame payload must be 4 bytes, got {len}")
             }
+            WireError::Truncated { buffered } => write!(
+                f,
+                "the stream ended inside a frame ({buffered} bytes of it arrived)"
+            ),
+            WireError::BadPayload { kind, reason } => {
+                write!(f, "invalid {} payload: {reason}", kind.name())
+            }
         }
     }
 }
 
 impl std::error::Error for WireError {}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
 
 /// Appends a frame header to `out`.
 pub fn put_header(out: &mut Vec<u8>, kind: Kind, flags: u8, stream: u32, len: usize) {
@@ -145,21 +275,134 @@ pub fn put_header(out: &mut Vec<u8>, kind: Kind, flags: u8, stream: u32, len: us
     out.extend_from_slice(&[kind.code(), flags, 0, 0]);
 }
 
-/// Appends a whole frame to `out`.
+/// Appends a whole frame to `out`. The caller keeps `payload` within [`MAX_PAYLOAD`] (body
+/// chunks are at most [`MAX_BODY_CHUNK`]).
 pub fn put_frame(out: &mut Vec<u8>, kind: Kind, flags: u8, stream: u32, payload: &[u8]) {
     put_header(out, kind, flags, stream, payload.len());
     out.extend_from_slice(payload);
 }
 
-/// Appends a WINDOW frame granting `credit` bytes on `stream`.
+/// Appends a frame whose payload is `value` as JSON, serialized in place. On an error (the
+/// JSON is over [`MAX_PAYLOAD`], or does not serialize) `out` is left as it was.
+pub fn put_json<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    flags: u8,
+    stream: u32,
+    value: &T,
+) -> Result<(), WireError> {
+    let start = out.len();
+    put_header(out, kind, flags, stream, 0);
+    let written = serde_json::to_writer(&mut *out, value);
+    let len = out.len() - start - HEADER_LEN;
+    let len_bytes = match (written, u32::try_from(len)) {
+        (Err(err), _) => Err(WireError::BadPayload {
+            kind,
+            reason: err.to_string(),
+        }),
+        (Ok(()), Ok(len32)) if len <= MAX_PAYLOAD => Ok(len32.to_le_bytes()),
+        (Ok(()), _) => Err(WireError::TooLarge { len }),
+    };
+    match len_bytes {
+        Ok(bytes) => {
+            out[start..start + 4].copy_from_slice(&bytes);
+            Ok(())
+        }
+        Err(err) => {
+            out.truncate(start);
+            Err(err)
+        }
+    }
+}
+
+/// Appends a WINDOW frame from the runtime granting `credit` response-body bytes on `stream`.
 pub fn put_window(out: &mut Vec<u8>, stream: u32, credit: u32) {
     put_frame(out, Kind::WindowToWorker, 0, stream, &credit.to_le_bytes());
 }
 
+/// Appends a WINDOW frame from a worker granting `credit` request-body bytes on `stream`.
+pub fn put_worker_window(out: &mut Vec<u8>, stream: u32, credit: u32) {
+    put_frame(out, Kind::WindowToRuntime, 0, stream, &credit.to_le_bytes());
+}
+
+/// Appends an INIT frame; `init` is docs/PROTOCOL.md's init object.
+pub fn put_init<T: Serialize + ?Sized>(out: &mut Vec<u8>, init: &T) -> Result<(), WireError> {
+    put_json(out, Kind::Init, 0, 0, init)
+}
+
+/// Appends a REQUEST_HEAD frame opening `stream`; `end` when the request has no body.
+pub fn put_request_head(
+    out: &mut Vec<u8>,
+    stream: u32,
+    end: bool,
+    head: &RequestHead,
+) -> Result<(), WireError> {
+    put_json(out, Kind::RequestHead, end_flag(end), stream, head)
+}
+
+/// Appends a REQUEST_BODY frame (`data` within [`MAX_PAYLOAD`]).
+pub fn put_request_body(out: &mut Vec<u8>, stream: u32, end: bool, data: &[u8]) {
+    put_frame(out, Kind::RequestBody, end_flag(end), stream, data);
+}
+
+/// Appends a CANCEL frame ending `stream` in both directions.
+pub fn put_cancel(out: &mut Vec<u8>, stream: u32, reason: &str) -> Result<(), WireError> {
+    put_json(out, Kind::Cancel, 0, stream, &CancelPayload { reason })
+}
+
+/// Appends a READY frame.
+pub fn put_ready(out: &mut Vec<u8>, ready: &Ready) -> Result<(), WireError> {
+    put_json(out, Kind::Ready, 0, 0, ready)
+}
+
+/// Appends an INIT_DONE frame (payload `{}`).
+pub fn put_init_done(out: &mut Vec<u8>) {
+    put_frame(out, Kind::InitDone, 0, 0, b"{}");
+}
+
+/// Appends an INIT_ERROR frame.
+pub fn put_init_error(out: &mut Vec<u8>, error: &ErrorPayload) -> Result<(), WireError> {
+    put_json(out, Kind::InitError, 0, 0, error)
+}
+
+/// Appends a RESPONSE_HEAD frame; `end` when the response has no body.
+pub fn put_response_head(
+    out: &mut Vec<u8>,
+    stream: u32,
+    end: bool,
+    head: &ResponseHead,
+) -> Result<(), WireError> {
+    put_json(out, Kind::ResponseHead, end_flag(end), stream, head)
+}
+
+/// Appends a RESPONSE_BODY frame (`data` within [`MAX_PAYLOAD`]).
+pub fn put_response_body(out: &mut Vec<u8>, stream: u32, end: bool, data: &[u8]) {
+    put_frame(out, Kind::ResponseBody, end_flag(end), stream, data);
+}
+
+/// Appends a RESPONSE_ERROR frame, the stream's terminal frame.
+pub fn put_response_error(
+    out: &mut Vec<u8>,
+    stream: u32,
+    error: &ErrorPayload,
+) -> Result<(), WireError> {
+    put_json(out, Kind::ResponseError, 0, stream, error)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
 /// Decodes a frame header sent by a worker from the start of `buf`. `Ok(None)` means fewer than
 /// [`HEADER_LEN`] bytes are available.
 pub fn decode_header(buf: &[u8]) -> Result<Option<Header>, WireError> {
-    let Some(raw) = buf.get(..HEADER_LEN) else {
+    decode_header_from(Direction::ToRuntime, buf)
+}
+
+/// Decodes a frame header travelling `dir` from the start of `buf`. `Ok(None)` means fewer than
+/// [`HEADER_LEN`] bytes are available; the length, kind, flags and reserved bytes are checked
+/// as soon as they are.
+pub fn decode_header_from(dir: Direction, buf: &[u8]) -> Result<Option<Header>, WireError> {
+    let Some(raw) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
     let word = |at: usize| u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
@@ -167,7 +410,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<Header>, WireError> {
     if len > MAX_PAYLOAD {
         return Err(WireError::TooLarge { len });
     }
-    let kind = Kind::from_worker(raw[8]).ok_or(WireError::UnknownKind(raw[8]))?;
+    let kind = Kind::decode(dir, raw[8]).ok_or(WireError::UnknownKind(raw[8]))?;
     let flags = raw[9];
     if flags & !FLAG_END != 0 || raw[10] != 0 || raw[11] != 0 {
         return Err(WireError::BadFlags(flags));
@@ -180,6 +423,99 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<Header>, WireError> {
     }))
 }
 
+/// Decodes the frame travelling `dir` at the start of `buf`, its payload borrowed from `buf`.
+/// `Ok(None)` means the frame has not wholly arrived yet (the header, once whole, is checked
+/// before that).
+pub fn decode_frame(dir: Direction, buf: &[u8]) -> Result<Option<Frame<'_>>, WireError> {
+    let Some(header) = decode_header_from(dir, buf)? else {
+        return Ok(None);
+    };
+    Ok(buf
+        .get(HEADER_LEN..HEADER_LEN + header.len)
+        .map(|payload| Frame { header, payload }))
+}
+
+/// Bytes [`FrameDecoder::read_from`] asks for in one read.
+const READ_CHUNK: usize = MAX_BODY_CHUNK;
+
+/// An incremental decoder for a blocking reader (a worker's fd 3, a test's end of fd 4): bytes
+/// go in in pieces of any size, whole frames come out borrowed from its buffer. What it holds
+/// is at most one unfinished frame plus the last piece given to it.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    dir: Direction,
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` taken by frames already returned.
+    taken: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder for frames travelling `dir`.
+    pub fn new(dir: Direction) -> FrameDecoder {
+        FrameDecoder {
+            dir,
+            buf: Vec::new(),
+            taken: 0,
+        }
+    }
+
+    /// Drops the bytes of frames already returned.
+    fn compact(&mut self) {
+        if self.taken > 0 {
+            self.buf.drain(..self.taken);
+            self.taken = 0;
+        }
+    }
+
+    /// Adds bytes that arrived.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Reads once from `input` into the buffer (retrying on `EINTR`); `Ok(0)` is end of file.
+    pub fn read_from(&mut self, input: &mut impl Read) -> io::Result<usize> {
+        self.compact();
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        let read = loop {
+            match input.read(&mut self.buf[start..]) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        self.buf.truncate(start + read.as_ref().map_or(0, |n| *n));
+        read
+    }
+
+    /// The next whole frame, `Ok(None)` when more bytes are needed. An error stays: every later
+    /// call returns it again.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, WireError> {
+        let rest = self.buf.get(self.taken..).unwrap_or_default();
+        let Some(frame) = decode_frame(self.dir, rest)? else {
+            return Ok(None);
+        };
+        self.taken += frame.wire_len();
+        Ok(Some(frame))
+    }
+
+    /// Bytes received and not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.taken
+    }
+
+    /// Checks that the stream may end here: `Err` if a frame was cut short (or the rest is
+    /// malformed).
+    pub fn finish(&self) -> Result<(), WireError> {
+        let rest = self.buf.get(self.taken..).unwrap_or_default();
+        decode_frame(self.dir, rest)?;
+        match rest.len() {
+            0 => Ok(()),
+            buffered => Err(WireError::Truncated { buffered }),
+        }
+    }
+}
+
 /// Parses the credit carried by a WINDOW frame.
 pub fn window_credit(payload: &[u8]) -> Result<u32, WireError> {
     let bytes: [u8; 4] = payload
@@ -188,17 +524,239 @@ pub fn window_credit(payload: &[u8]) -> Result<u32, WireError> {
     Ok(u32::from_le_bytes(bytes))
 }
 
+/// Parses the JSON payload of a `kind` frame.
+pub fn parse_json<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<T, WireError> {
+    serde_json::from_slice(payload).map_err(|err| WireError::BadPayload {
+        kind,
+        reason: err.to_string(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Structured payloads
+
+/// CANCEL's payload.
+#[derive(Serialize, Deserialize)]
+struct CancelPayload<S> {
+    reason: S,
+}
+
+/// Parses the reason carried by a CANCEL frame.
+pub fn cancel_reason(payload: &[u8]) -> Result<String, WireError> {
+    parse_json::<CancelPayload<String>>(Kind::Cancel, payload).map(|cancel| cancel.reason)
+}
+
+/// REQUEST_HEAD's payload (docs/PROTOCOL.md "request head"). Decoding is lenient: a missing
+/// field is empty (or `None`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestHead {
+    /// `event` or `http`.
+    #[serde(default)]
+    pub kind: String,
+    /// The HTTP method.
+    #[serde(default)]
+    pub method: String,
+    /// The request target.
+    #[serde(default)]
+    pub url: String,
+    /// The client's headers in order, values latin1 (one char per byte).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Noslate metadata, when a caller provides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baggage: Option<Vec<(String, String)>>,
+    /// The invocation's id.
+    #[serde(default)]
+    pub request_id: String,
+    /// Absolute deadline, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    /// The same budget as a duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// The client's address, when the runtime sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// The FC context object.
+    #[serde(default)]
+    pub context: serde_json::Value,
+}
+
+impl RequestHead {
+    /// Parses a REQUEST_HEAD payload.
+    pub fn parse(payload: &[u8]) -> Result<RequestHead, WireError> {
+        parse_json(Kind::RequestHead, payload)
+    }
+}
+
+/// RESPONSE_HEAD's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseHead {
+    /// The HTTP status.
+    pub status: u16,
+    /// Header pairs in order, values latin1.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
+impl ResponseHead {
+    /// Parses a RESPONSE_HEAD payload.
+    pub fn parse(payload: &[u8]) -> Result<ResponseHead, WireError> {
+        parse_json(Kind::ResponseHead, payload)
+    }
+}
+
+/// The payload of INIT_ERROR and RESPONSE_ERROR (docs/PROTOCOL.md "error").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorPayload {
+    /// What went wrong, for people.
+    #[serde(default)]
+    pub error_message: String,
+    /// The error's class (`Error`, `Cancelled`, `ProcessExited`, ...).
+    #[serde(default)]
+    pub error_type: String,
+    /// The stack, one line per entry.
+    #[serde(default)]
+    pub stack_trace: Vec<String>,
+}
+
+impl ErrorPayload {
+    /// An error of `error_type` saying `message`, with `stack` lines.
+    pub fn new(error_type: &str, message: &str, stack: Vec<String>) -> ErrorPayload {
+        ErrorPayload {
+            error_message: message.to_owned(),
+            error_type: error_type.to_owned(),
+            stack_trace: stack,
+        }
+    }
+
+    /// Parses an error payload of a `kind` frame (INIT_ERROR or RESPONSE_ERROR).
+    pub fn parse(kind: Kind, payload: &[u8]) -> Result<ErrorPayload, WireError> {
+        parse_json(kind, payload)
+    }
+}
+
+/// READY's payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// The worker's process id.
+    pub pid: u32,
+    /// Its runtime (`nodejs`, `python3`, `process`, ...).
+    #[serde(default)]
+    pub runtime: String,
+    /// The runtime's version.
+    #[serde(default)]
+    pub version: String,
+    /// The protocol version, 1.
+    #[serde(default)]
+    pub protocol: u32,
+    /// Set by a spare Node.js process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare: Option<bool>,
+    /// Set by a worker forked from a warm seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked: Option<bool>,
+}
+
+impl Ready {
+    /// Parses a READY payload.
+    pub fn parse(payload: &[u8]) -> Result<Ready, WireError> {
+        parse_json(Kind::Ready, payload)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rand::Rng;
+    use serde_json::json;
 
-    fn worker_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    fn raw_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
         out.extend_from_slice(&stream.to_le_bytes());
         out.extend_from_slice(&[kind, flags, 0, 0]);
         out.extend_from_slice(payload);
         out
+    }
+
+    /// Decoded frames, owned, and how the stream ended.
+    type Run = (Vec<(Header, Vec<u8>)>, Result<(), WireError>);
+
+    /// The frames in `pieces`, fed one piece at a time.
+    fn decode_pieces(dir: Direction, pieces: &[&[u8]]) -> Run {
+        let mut decoder = FrameDecoder::new(dir);
+        let mut frames = Vec::new();
+        for piece in pieces {
+            decoder.push(piece);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => frames.push((frame.header, frame.payload.to_vec())),
+                    Ok(None) => break,
+                    Err(err) => return (frames, Err(err)),
+                }
+            }
+        }
+        (frames, decoder.finish())
+    }
+
+    fn sample_head() -> RequestHead {
+        RequestHead {
+            kind: "http".into(),
+            method: "POST".into(),
+            url: "/invoke?x=1".into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-a".into(), "caf\u{e9}".into()),
+                ("x-a".into(), "2".into()),
+            ],
+            baggage: Some(vec![("k".into(), "v".into())]),
+            request_id: "4e1c".into(),
+            deadline: Some(1_764_371_234_567),
+            timeout_ms: Some(3000),
+            client_ip: Some("10.0.0.1".into()),
+            context: json!({"requestId": "4e1c", "function": {"name": "f"}}),
+        }
+    }
+
+    /// One frame of every kind, in both directions, built with the typed encoders.
+    fn every_kind() -> (Vec<u8>, Vec<u8>) {
+        let mut to_worker = Vec::new();
+        put_init(
+            &mut to_worker,
+            &json!({"function": {"name": "f"}, "timeoutMs": 10}),
+        )
+        .unwrap();
+        put_request_head(&mut to_worker, 1, false, &sample_head()).unwrap();
+        put_request_body(&mut to_worker, 1, false, b"");
+        put_request_body(&mut to_worker, 1, true, b"body bytes \x00\xff");
+        put_cancel(&mut to_worker, 1, "deadline exceeded").unwrap();
+        put_window(&mut to_worker, 1, 65536);
+        let mut to_runtime = Vec::new();
+        let ready = Ready {
+            pid: 42,
+            runtime: "native".into(),
+            version: "1".into(),
+            protocol: 1,
+            spare: Some(true),
+            forked: None,
+        };
+        put_ready(&mut to_runtime, &ready).unwrap();
+        put_init_done(&mut to_runtime);
+        let error = ErrorPayload::new("Error", "boom", vec!["Error: boom".into(), "  at x".into()]);
+        put_init_error(&mut to_runtime, &error).unwrap();
+        let head = ResponseHead {
+            status: 201,
+            headers: vec![("x-b".into(), "\u{ff}".into())],
+        };
+        put_response_head(&mut to_runtime, 7, false, &head).unwrap();
+        put_response_body(&mut to_runtime, 7, false, &[0u8; 300]);
+        put_response_body(&mut to_runtime, 7, true, b"");
+        put_response_error(&mut to_runtime, 8, &error).unwrap();
+        put_worker_window(&mut to_runtime, 7, 1024);
+        (to_worker, to_runtime)
     }
 
     #[test]
@@ -209,11 +767,213 @@ mod tests {
             out,
             [3, 0, 0, 0, 7, 0, 0, 0, 0x03, 0x01, 0, 0, b'a', b'b', b'c']
         );
+        let mut typed = Vec::new();
+        put_request_body(&mut typed, 7, true, b"abc");
+        assert_eq!(typed, out);
+    }
+
+    #[test]
+    fn every_kind_round_trips_in_its_direction_only() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_code(kind.code()), Some(kind));
+            assert_eq!(Kind::decode(kind.direction(), kind.code()), Some(kind));
+            let other = match kind.direction() {
+                Direction::ToWorker => Direction::ToRuntime,
+                Direction::ToRuntime => Direction::ToWorker,
+            };
+            for flags in [0, FLAG_END] {
+                let mut out = Vec::new();
+                put_frame(&mut out, kind, flags, 0xdead_beef, b"payload");
+                assert_eq!(out, raw_frame(kind.code(), flags, 0xdead_beef, b"payload"));
+                let frame = decode_frame(kind.direction(), &out).unwrap().unwrap();
+                assert_eq!(
+                    frame.header,
+                    Header {
+                        len: 7,
+                        stream: 0xdead_beef,
+                        kind,
+                        flags
+                    }
+                );
+                assert_eq!(frame.payload, b"payload");
+                assert_eq!(frame.wire_len(), out.len());
+                assert_eq!(frame.is_end(), flags == FLAG_END);
+                assert_eq!(
+                    decode_frame(other, &out),
+                    Err(WireError::UnknownKind(kind.code()))
+                );
+            }
+        }
+        assert_eq!(Kind::from_worker(0x85), Some(Kind::ResponseBody));
+        assert_eq!(Kind::from_runtime(0x85), None);
+        assert_eq!(Kind::from_runtime(0x03), Some(Kind::RequestBody));
+    }
+
+    #[test]
+    fn typed_payloads_round_trip() {
+        let (to_worker, to_runtime) = every_kind();
+        let (frames, end) = decode_pieces(Direction::ToWorker, &[&to_worker]);
+        assert_eq!(end, Ok(()));
+        let kinds: Vec<Kind> = frames.iter().map(|(h, _)| h.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                Kind::Init,
+                Kind::RequestHead,
+                Kind::RequestBody,
+                Kind::RequestBody,
+                Kind::Cancel,
+                Kind::WindowToWorker
+            ]
+        );
+        let init: serde_json::Value = parse_json(Kind::Init, &frames[0].1).unwrap();
+        assert_eq!(init["function"]["name"], "f");
+        assert_eq!((frames[0].0.stream, frames[0].0.flags), (0, 0));
+        assert_eq!(RequestHead::parse(&frames[1].1), Ok(sample_head()));
+        assert!(!frames[1].0.is_end() && frames[3].0.is_end());
+        assert_eq!(frames[3].1, b"body bytes \x00\xff");
+        assert_eq!(
+            cancel_reason(&frames[4].1).as_deref(),
+            Ok("deadline exceeded")
+        );
+        assert_eq!(window_credit(&frames[5].1), Ok(65536));
+
+        let (frames, end) = decode_pieces(Direction::ToRuntime, &[&to_runtime]);
+        assert_eq!(end, Ok(()));
+        let ready = Ready::parse(&frames[0].1).unwrap();
+        assert_eq!(
+            (ready.pid, ready.spare, ready.forked),
+            (42, Some(true), None)
+        );
+        assert_eq!(frames[1].0.kind, Kind::InitDone);
+        assert_eq!(frames[1].1, b"{}");
+        let error = ErrorPayload::parse(Kind::InitError, &frames[2].1).unwrap();
+        assert_eq!(error.stack_trace, ["Error: boom", "  at x"]);
+        let head = ResponseHead::parse(&frames[3].1).unwrap();
+        assert_eq!(head.status, 201);
+        assert_eq!(head.headers, [("x-b".to_owned(), "\u{ff}".to_owned())]);
+        assert_eq!(frames[4].1.len(), 300);
+        assert!(frames[5].0.is_end() && frames[5].1.is_empty());
+        assert_eq!(frames[6].0.kind, Kind::ResponseError);
+        assert_eq!(
+            ErrorPayload::parse(Kind::ResponseError, &frames[6].1),
+            Ok(error)
+        );
+        assert_eq!(frames[7].0.kind, Kind::WindowToRuntime);
+        assert_eq!(window_credit(&frames[7].1), Ok(1024));
+    }
+
+    #[test]
+    fn json_payloads_have_the_documented_field_names() {
+        let mut out = Vec::new();
+        put_response_error(
+            &mut out,
+            3,
+            &ErrorPayload::new("Cancelled", "gone", Vec::new()),
+        )
+        .unwrap();
+        assert_eq!(
+            &out[HEADER_LEN..],
+            br#"{"errorMessage":"gone","errorType":"Cancelled","stackTrace":[]}"#
+        );
+        out.clear();
+        put_cancel(&mut out, 3, "client closed the connection").unwrap();
+        assert_eq!(
+            &out[HEADER_LEN..],
+            br#"{"reason":"client closed the connection"}"#
+        );
+        let head: serde_json::Value = serde_json::to_value(sample_head()).unwrap();
+        for field in [
+            "kind",
+            "method",
+            "url",
+            "headers",
+            "requestId",
+            "deadline",
+            "timeoutMs",
+        ] {
+            assert!(head.get(field).is_some(), "{field} missing from {head}");
+        }
+        assert_eq!(
+            head["headers"][0],
+            json!(["content-type", "application/json"])
+        );
+        assert_eq!(head["clientIp"], "10.0.0.1");
+        // Lenient decoding: an empty head has empty fields.
+        assert_eq!(RequestHead::parse(b"{}"), Ok(RequestHead::default()));
+    }
+
+    #[test]
+    fn decodes_a_byte_at_a_time() {
+        for (dir, bytes) in [
+            (Direction::ToWorker, every_kind().0),
+            (Direction::ToRuntime, every_kind().1),
+        ] {
+            let whole = decode_pieces(dir, &[&bytes]);
+            assert_eq!(whole.1, Ok(()));
+            let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+            assert_eq!(decode_pieces(dir, &singles), whole);
+        }
+    }
+
+    #[test]
+    fn decodes_at_random_splits() {
+        let (_, bytes) = every_kind();
+        let whole = decode_pieces(Direction::ToRuntime, &[&bytes]);
+        let mut rng = Rng::with_seed(0x5eed);
+        for _ in 0..500 {
+            let mut pieces = Vec::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let max = if rng.next_u64().is_multiple_of(4) {
+                    400
+                } else {
+                    20
+                };
+                let n = usize::try_from(rng.next_u64() % max)
+                    .unwrap()
+                    .min(rest.len());
+                let (piece, tail) = rest.split_at(n);
+                pieces.push(piece);
+                rest = tail;
+            }
+            assert_eq!(decode_pieces(Direction::ToRuntime, &pieces), whole);
+        }
+    }
+
+    #[test]
+    fn reads_from_a_reader_in_pieces() {
+        /// A reader that hands out at most three bytes per read and is interrupted now and then.
+        struct Slow<'a>(&'a [u8], usize);
+        impl Read for Slow<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 += 1;
+                if self.1.is_multiple_of(5) {
+                    return Err(io::ErrorKind::Interrupted.into());
+                }
+                let n = self.0.len().min(buf.len()).min(3);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let (bytes, _) = every_kind();
+        let mut input = Slow(&bytes, 0);
+        let mut decoder = FrameDecoder::new(Direction::ToWorker);
+        let mut kinds = Vec::new();
+        while decoder.read_from(&mut input).unwrap() > 0 {
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                kinds.push(frame.header.kind);
+            }
+        }
+        assert_eq!(decoder.finish(), Ok(()));
+        assert_eq!(kinds.len(), 6);
+        assert_eq!(decoder.buffered(), 0);
     }
 
     #[test]
     fn decodes_worker_frames() {
-        let frame = worker_frame(0x85, FLAG_END, 0x0102_0304, b"hi");
+        let frame = raw_frame(0x85, FLAG_END, 0x0102_0304, b"hi");
         let head = decode_header(&frame).unwrap().unwrap();
         assert_eq!(head.kind, Kind::ResponseBody);
         assert_eq!(head.stream, 0x0102_0304);
@@ -222,16 +982,24 @@ mod tests {
     }
 
     #[test]
-    fn needs_a_whole_header() {
-        let frame = worker_frame(0x81, 0, 0, b"");
+    fn needs_a_whole_header_and_payload() {
+        let frame = raw_frame(0x81, 0, 0, b"{}");
         for cut in 0..HEADER_LEN {
             assert_eq!(decode_header(&frame[..cut]), Ok(None));
         }
+        for cut in 0..frame.len() {
+            assert_eq!(decode_frame(Direction::ToRuntime, &frame[..cut]), Ok(None));
+        }
+        assert!(
+            decode_frame(Direction::ToRuntime, &frame)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
     fn rejects_oversized_frames_before_reading_them() {
-        let mut frame = worker_frame(0x85, 0, 1, b"");
+        let mut frame = raw_frame(0x85, 0, 1, b"");
         frame[..4].copy_from_slice(&u32::try_from(MAX_PAYLOAD + 1).unwrap().to_le_bytes());
         assert_eq!(
             decode_header(&frame),
@@ -239,25 +1007,138 @@ mod tests {
                 len: MAX_PAYLOAD + 1
             })
         );
+        let (frames, end) = decode_pieces(Direction::ToRuntime, &[&frame]);
+        assert!(frames.is_empty());
+        assert_eq!(
+            end,
+            Err(WireError::TooLarge {
+                len: MAX_PAYLOAD + 1
+            })
+        );
+        frame[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_frame(Direction::ToWorker, &frame),
+            Err(WireError::TooLarge { .. })
+        ));
         frame[..4].copy_from_slice(&u32::try_from(MAX_PAYLOAD).unwrap().to_le_bytes());
         assert!(decode_header(&frame).unwrap().is_some());
     }
 
     #[test]
-    fn rejects_runtime_kinds_and_unknown_kinds_from_workers() {
+    fn rejects_kinds_of_the_other_direction_and_unknown_kinds() {
         for code in [0x00, 0x01, 0x02, 0x05, 0x80, 0x88, 0xff] {
-            let frame = worker_frame(code, 0, 1, b"");
+            let frame = raw_frame(code, 0, 1, b"");
             assert_eq!(decode_header(&frame), Err(WireError::UnknownKind(code)));
+        }
+        for code in [0x00, 0x06, 0x7f, 0x81, 0x87, 0xff] {
+            let frame = raw_frame(code, 0, 1, b"");
+            assert_eq!(
+                decode_pieces(Direction::ToWorker, &[&frame]).1,
+                Err(WireError::UnknownKind(code))
+            );
         }
     }
 
     #[test]
     fn rejects_unknown_flags_and_reserved_bytes() {
-        let frame = worker_frame(0x85, 0x02, 1, b"");
+        let frame = raw_frame(0x85, 0x02, 1, b"");
         assert_eq!(decode_header(&frame), Err(WireError::BadFlags(0x02)));
-        let mut frame = worker_frame(0x85, 0, 1, b"");
+        let mut frame = raw_frame(0x03, 0, 1, b"");
         frame[11] = 1;
-        assert!(decode_header(&frame).is_err());
+        assert!(decode_header_from(Direction::ToWorker, &frame).is_err());
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_frame_is_an_error() {
+        let (bytes, _) = every_kind();
+        let whole = decode_pieces(Direction::ToWorker, &[&bytes]).0;
+        for cut in 1..bytes.len() {
+            let (frames, end) = decode_pieces(Direction::ToWorker, &[&bytes[..cut]]);
+            let at: usize = frames.iter().map(|(h, _)| HEADER_LEN + h.len).sum();
+            assert_eq!(frames, whole[..frames.len()]);
+            if at == cut {
+                assert_eq!(end, Ok(()));
+            } else {
+                assert_eq!(end, Err(WireError::Truncated { buffered: cut - at }));
+            }
+        }
+        assert!(
+            WireError::Truncated { buffered: 5 }
+                .to_string()
+                .contains("5 bytes")
+        );
+    }
+
+    #[test]
+    fn an_error_stays() {
+        let mut decoder = FrameDecoder::new(Direction::ToRuntime);
+        decoder.push(&raw_frame(0x42, 0, 1, b"x"));
+        assert_eq!(decoder.next_frame(), Err(WireError::UnknownKind(0x42)));
+        decoder.push(&raw_frame(0x85, 0, 1, b"x"));
+        assert_eq!(decoder.next_frame(), Err(WireError::UnknownKind(0x42)));
+        assert_eq!(decoder.finish(), Err(WireError::UnknownKind(0x42)));
+    }
+
+    #[test]
+    fn garbage_is_an_error_or_partial_never_a_panic() {
+        let mut rng = Rng::with_seed(7);
+        for _ in 0..2000 {
+            let len = usize::try_from(rng.next_u64() % 64).unwrap();
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            // Small lengths and valid kinds now and then, so that some frames decode.
+            if bytes.len() >= HEADER_LEN && rng.next_u64().is_multiple_of(2) {
+                bytes[..4].copy_from_slice(&(rng.next_u64() % 40).to_le_bytes()[..4]);
+                bytes[8] = 0x81 + (rng.next_u64() % 7) as u8;
+                bytes[9] &= 1;
+                bytes[10] = 0;
+                bytes[11] = 0;
+            }
+            for dir in [Direction::ToWorker, Direction::ToRuntime] {
+                let whole = decode_pieces(dir, &[&bytes]);
+                let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+                assert_eq!(decode_pieces(dir, &singles), whole);
+                for (header, payload) in &whole.0 {
+                    assert_eq!(header.len, payload.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        assert!(matches!(
+            RequestHead::parse(b"{\"url\": 3}"),
+            Err(WireError::BadPayload {
+                kind: Kind::RequestHead,
+                ..
+            })
+        ));
+        assert!(ResponseHead::parse(b"{}").is_err(), "status is required");
+        assert!(cancel_reason(b"not json").is_err());
+        assert!(Ready::parse(b"[").is_err());
+        assert!(ErrorPayload::parse(Kind::InitError, b"\xff").is_err());
+        let err = RequestHead::parse(b"").unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid REQUEST_HEAD payload"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_json_payload_is_refused_and_nothing_is_written() {
+        let mut out = b"before".to_vec();
+        let big = "x".repeat(MAX_PAYLOAD);
+        assert!(matches!(
+            put_cancel(&mut out, 1, &big),
+            Err(WireError::TooLarge { .. })
+        ));
+        assert_eq!(out, b"before");
+        let fits = "x".repeat(MAX_PAYLOAD - r#"{"reason":""}"#.len());
+        put_cancel(&mut out, 1, &fits).unwrap();
+        let frame = decode_frame(Direction::ToWorker, &out[6..])
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.header.len, MAX_PAYLOAD);
     }
 
     #[test]
@@ -268,20 +1149,8 @@ mod tests {
         put_window(&mut out, 9, 1024);
         assert_eq!(out.len(), HEADER_LEN + 4);
         assert_eq!(out[8], 0x05);
-    }
-
-    #[test]
-    fn every_worker_kind_round_trips_through_its_code() {
-        for kind in [
-            Kind::Ready,
-            Kind::InitDone,
-            Kind::InitError,
-            Kind::ResponseHead,
-            Kind::ResponseBody,
-            Kind::ResponseError,
-            Kind::WindowToRuntime,
-        ] {
-            assert_eq!(Kind::from_worker(kind.code()), Some(kind));
-        }
+        out.clear();
+        put_worker_window(&mut out, 9, 1024);
+        assert_eq!(out, raw_frame(0x87, 0, 9, &1024u32.to_le_bytes()));
     }
 }
