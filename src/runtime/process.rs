@@ -16,8 +16,11 @@
 //! deadline watchdog), so streams run concurrently, up to `maxActivateRequests`. Memory per stream
 //! is bounded by the credit windows and the stderr tail.
 
-use crate::wire::{FLAG_END, HEADER_LEN, INITIAL_WINDOW, Kind, MAX_BODY_CHUNK, MAX_PAYLOAD};
-use serde_json::{Value, json};
+use crate::wire::{
+    self, Direction, ErrorPayload, FrameDecoder, INITIAL_WINDOW, Kind, MAX_BODY_CHUNK, Ready,
+    RequestHead, ResponseHead, WireError,
+};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -54,15 +57,27 @@ struct Out {
 }
 
 impl Out {
-    fn send(&self, kind: Kind, flags: u8, stream: u32, payload: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-        crate::wire::put_frame(&mut frame, kind, flags, stream, payload);
+    /// Sends the frame `encode` appends to an empty buffer.
+    fn send(&self, encode: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        self.send_json(|frame| {
+            encode(frame);
+            Ok(())
+        })
+    }
+
+    /// Sends the frame with a JSON payload that `encode` appends to an empty buffer.
+    fn send_json(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), WireError>,
+    ) -> io::Result<()> {
+        let mut frame = Vec::new();
+        encode(&mut frame).map_err(io::Error::other)?;
         lock(&self.pipe).write_all(&frame)
     }
 
     fn error(&self, stream: u32, error_type: &str, message: &str, stack: Vec<String>) {
-        let body = json!({"errorType": error_type, "errorMessage": message, "stackTrace": stack});
-        let _ = self.send(Kind::ResponseError, 0, stream, body.to_string().as_bytes());
+        let error = ErrorPayload::new(error_type, message, stack);
+        let _ = self.send_json(|frame| wire::put_response_error(frame, stream, &error));
     }
 }
 
@@ -222,25 +237,20 @@ fn flatten_context(prefix: &str, value: &Value, env: &mut Vec<(String, OsString)
 /// dropped, as CGI servers do against "httpoxy"), `NOSLATE_REQUEST_KIND`, `NOSLATE_REQUEST_ID`
 /// and `FC_REQUEST_ID`, `NOSLATE_TIMEOUT_MS`, `NOSLATE_DEADLINE_MS`, and the context as
 /// `NOSLATE_CTX_*` (`function.name` → `NOSLATE_CTX_FUNCTION_NAME`).
-fn request_env(head: &Value) -> Vec<(String, OsString)> {
+/// An empty `url` or `method` counts as `/` or `POST`.
+fn request_env(head: &RequestHead) -> Vec<(String, OsString)> {
     let mut env: Vec<(String, OsString)> = Vec::new();
-    let text = |v: &Value| v.as_str().map(str::to_owned);
-    let url = text(&head["url"]).unwrap_or_else(|| "/".into());
+    let or = |value: &str, default: &'static str| {
+        if value.is_empty() { default } else { value }.to_owned()
+    };
+    let url = or(&head.url, "/");
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    env.push((
-        "REQUEST_METHOD".into(),
-        text(&head["method"])
-            .unwrap_or_else(|| "POST".into())
-            .into(),
-    ));
+    env.push(("REQUEST_METHOD".into(), or(&head.method, "POST").into()));
     env.push(("REQUEST_URI".into(), latin1(&url)));
     env.push(("PATH_INFO".into(), latin1(path)));
     env.push(("QUERY_STRING".into(), latin1(query)));
     let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
-    for pair in head["headers"].as_array().into_iter().flatten() {
-        let (Some(name), Some(value)) = (pair[0].as_str(), pair[1].as_str()) else {
-            continue;
-        };
+    for (name, value) in &head.headers {
         let key = match name.to_ascii_lowercase().as_str() {
             "content-type" => "CONTENT_TYPE".to_owned(),
             "content-length" => "CONTENT_LENGTH".to_owned(),
@@ -260,33 +270,33 @@ fn request_env(head: &Value) -> Vec<(String, OsString)> {
         }
     }
     env.extend(headers.into_iter().map(|(k, v)| (k, OsString::from_vec(v))));
-    if let Some(kind) = text(&head["kind"]) {
-        env.push(("NOSLATE_REQUEST_KIND".into(), kind.into()));
+    if !head.kind.is_empty() {
+        env.push(("NOSLATE_REQUEST_KIND".into(), head.kind.clone().into()));
     }
-    if let Some(id) = text(&head["requestId"]) {
-        env.push(("NOSLATE_REQUEST_ID".into(), id.clone().into()));
-        env.push(("FC_REQUEST_ID".into(), id.into()));
+    if !head.request_id.is_empty() {
+        env.push(("NOSLATE_REQUEST_ID".into(), head.request_id.clone().into()));
+        env.push(("FC_REQUEST_ID".into(), head.request_id.clone().into()));
     }
     for (field, key) in [
-        ("timeoutMs", "NOSLATE_TIMEOUT_MS"),
-        ("deadline", "NOSLATE_DEADLINE_MS"),
+        (head.timeout_ms, "NOSLATE_TIMEOUT_MS"),
+        (head.deadline, "NOSLATE_DEADLINE_MS"),
     ] {
-        if let Some(n) = head[field].as_u64() {
+        if let Some(n) = field {
             env.push((key.into(), n.to_string().into()));
         }
     }
-    flatten_context("NOSLATE_CTX", &head["context"], &mut env);
+    flatten_context("NOSLATE_CTX", &head.context, &mut env);
     env.retain(|(_, v)| !v.as_encoded_bytes().contains(&0));
     env
 }
 
 /// When the worker stops the command: the head's `deadline` (else `timeoutMs` from now), a
 /// little early ([`DEADLINE_MARGIN`]). `None`: no deadline given.
-fn stream_deadline(head: &Value, now: Instant) -> Option<Instant> {
+fn stream_deadline(head: &RequestHead, now: Instant) -> Option<Instant> {
     let epoch_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let budget = match (head["deadline"].as_u64(), head["timeoutMs"].as_u64()) {
+    let budget = match (head.deadline, head.timeout_ms) {
         (Some(deadline), Some(timeout)) => deadline.saturating_sub(epoch_now).min(timeout),
         (Some(deadline), None) => deadline.saturating_sub(epoch_now),
         (None, Some(timeout)) => timeout,
@@ -352,7 +362,7 @@ fn feed_stdin(
         if c.done {
             return;
         }
-        let _ = out.send(Kind::WindowToRuntime, 0, stream, &credit.to_le_bytes());
+        let _ = out.send(|frame| wire::put_worker_window(frame, stream, credit));
     }
 }
 
@@ -377,7 +387,7 @@ fn run_stream(
     streams: &Streams,
     shared: &Arc<Shared>,
     stream: u32,
-    head: &Value,
+    head: &RequestHead,
     body: Option<Receiver<Vec<u8>>>,
 ) {
     let started = Instant::now();
@@ -479,10 +489,12 @@ fn run_stream(
             };
             if !head_sent {
                 head_sent = true;
-                let _ = out.send(Kind::ResponseHead, 0, stream, response_head().as_bytes());
+                let _ = out.send_json(|frame| {
+                    wire::put_response_head(frame, stream, false, &response_head())
+                });
             }
             lock(&shared.control).credit -= n as u64;
-            let _ = out.send(Kind::ResponseBody, 0, stream, &buf[..n]);
+            let _ = out.send(|frame| wire::put_response_body(frame, stream, false, &buf[..n]));
         }
     }
     let status = child.wait();
@@ -495,7 +507,7 @@ fn run_stream(
     let stop = finish(streams, shared, stream);
     match stop {
         Some(Stop::Timeout) => {
-            let budget = head["timeoutMs"].as_u64().unwrap_or(0);
+            let budget = head.timeout_ms.unwrap_or(0);
             out.error(
                 stream,
                 "FunctionTimeout",
@@ -513,14 +525,11 @@ fn run_stream(
         ),
         None if status.as_ref().is_ok_and(ExitStatus::success) => {
             let _ = if head_sent {
-                out.send(Kind::ResponseBody, FLAG_END, stream, &[])
+                out.send(|frame| wire::put_response_body(frame, stream, true, &[]))
             } else {
-                out.send(
-                    Kind::ResponseHead,
-                    FLAG_END,
-                    stream,
-                    response_head().as_bytes(),
-                )
+                out.send_json(|frame| {
+                    wire::put_response_head(frame, stream, true, &response_head())
+                })
             };
         }
         None => out.error(
@@ -532,8 +541,14 @@ fn run_stream(
     }
 }
 
-fn response_head() -> String {
-    json!({"status": 200, "headers": [["content-type", "application/octet-stream"]]}).to_string()
+fn response_head() -> ResponseHead {
+    ResponseHead {
+        status: 200,
+        headers: vec![(
+            "content-type".to_owned(),
+            "application/octet-stream".to_owned(),
+        )],
+    }
 }
 
 /// Closes a stream before its terminal frame: no more WINDOW from the feeder, and the id is free
@@ -557,25 +572,22 @@ struct Worker {
 }
 
 impl Worker {
-    fn on_frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Result<(), String> {
-        let end = flags & FLAG_END != 0;
-        match kind {
-            0x01 => {
-                let (kind, payload) = match self.config.check() {
-                    Ok(()) => (Kind::InitDone, "{}".to_owned()),
-                    Err(why) => (
-                        Kind::InitError,
-                        json!({"errorType": "ProcessNotExecutable", "errorMessage": why,
-                               "stackTrace": []})
-                        .to_string(),
-                    ),
+    fn on_frame(&mut self, frame: wire::Frame<'_>) -> Result<(), String> {
+        let (stream, end, payload) = (frame.header.stream, frame.is_end(), frame.payload);
+        match frame.header.kind {
+            Kind::Init => {
+                let sent = match self.config.check() {
+                    Ok(()) => self.out.send(wire::put_init_done),
+                    Err(why) => {
+                        let error = ErrorPayload::new("ProcessNotExecutable", &why, Vec::new());
+                        self.out
+                            .send_json(|frame| wire::put_init_error(frame, &error))
+                    }
                 };
-                self.out
-                    .send(kind, 0, 0, payload.as_bytes())
-                    .map_err(|e| e.to_string())
+                sent.map_err(|e| e.to_string())
             }
-            0x02 => {
-                let head: Value = serde_json::from_slice(payload)
+            Kind::RequestHead => {
+                let head = RequestHead::parse(payload)
                     .map_err(|e| format!("bad request head on stream {stream}: {e}"))?;
                 let shared = Arc::new(Shared {
                     control: Mutex::new(Control {
@@ -607,7 +619,7 @@ impl Worker {
                 });
                 Ok(())
             }
-            0x03 => {
+            Kind::RequestBody => {
                 let mut streams = lock(&self.streams);
                 if let Some(entry) = streams.get_mut(&stream) {
                     if let Some(tx) = &entry.body
@@ -621,11 +633,8 @@ impl Worker {
                 }
                 Ok(())
             }
-            0x04 => {
-                let reason = serde_json::from_slice::<Value>(payload)
-                    .ok()
-                    .and_then(|v| v["reason"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "cancelled".into());
+            Kind::Cancel => {
+                let reason = wire::cancel_reason(payload).unwrap_or_else(|_| "cancelled".into());
                 let shared = lock(&self.streams)
                     .get(&stream)
                     .map(|e| Arc::clone(&e.shared));
@@ -634,8 +643,8 @@ impl Worker {
                 }
                 Ok(())
             }
-            0x05 => {
-                let credit = crate::wire::window_credit(payload).map_err(|e| e.to_string())?;
+            Kind::WindowToWorker => {
+                let credit = wire::window_credit(payload).map_err(|e| e.to_string())?;
                 let shared = lock(&self.streams)
                     .get(&stream)
                     .map(|e| Arc::clone(&e.shared));
@@ -645,39 +654,24 @@ impl Worker {
                 }
                 Ok(())
             }
-            other => Err(format!("unknown frame kind 0x{other:02x}")),
+            // The decoder yields only the runtime's kinds.
+            other => Err(format!("unexpected {} frame", other.name())),
         }
     }
 
-    /// Reads frames until end of file (`Ok`) or a protocol error.
+    /// Reads frames until end of file (`Ok`) or a protocol error (a frame cut short by the end
+    /// of file is one).
     fn serve(&mut self, mut input: impl Read) -> Result<(), String> {
-        let mut buf: Vec<u8> = Vec::new();
-        let mut chunk = vec![0u8; MAX_BODY_CHUNK];
+        let mut decoder = FrameDecoder::new(Direction::ToWorker);
         loop {
-            let n = match input.read(&mut chunk) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            match decoder.read_from(&mut input) {
+                Ok(0) => return decoder.finish().map_err(|e| e.to_string()),
+                Ok(_) => {}
                 Err(e) => return Err(format!("cannot read fd 3: {e}")),
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            let mut at = 0;
-            while buf.len() - at >= HEADER_LEN {
-                let h = &buf[at..at + HEADER_LEN];
-                let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-                let len = usize::try_from(word(0)).unwrap_or(usize::MAX);
-                if len > MAX_PAYLOAD {
-                    return Err(format!("frame of {len} bytes over the 1 MiB limit"));
-                }
-                if buf.len() - at < HEADER_LEN + len {
-                    break;
-                }
-                let (stream, kind, flags) = (word(4), h[8], h[9]);
-                let payload = buf[at + HEADER_LEN..at + HEADER_LEN + len].to_vec();
-                self.on_frame(kind, flags, stream, &payload)?;
-                at += HEADER_LEN + len;
             }
-            buf.drain(..at);
+            while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                self.on_frame(frame)?;
+            }
         }
     }
 
@@ -735,12 +729,14 @@ pub fn main() -> ExitCode {
         }),
         streams: Arc::default(),
     };
-    let ready = json!({"pid": std::process::id(), "runtime": "process",
-                       "version": env!("CARGO_PKG_VERSION"), "protocol": 1});
-    if let Err(e) = worker
-        .out
-        .send(Kind::Ready, 0, 0, ready.to_string().as_bytes())
-    {
+    let ready = Ready {
+        pid: std::process::id(),
+        runtime: "process".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        protocol: 1,
+        ..Ready::default()
+    };
+    if let Err(e) = worker.out.send_json(|frame| wire::put_ready(frame, &ready)) {
         eprintln!("noslate {WORKER_ARG}: cannot write fd {fd_out}: {e}");
         return ExitCode::FAILURE;
     }
@@ -763,6 +759,11 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn head(value: Value) -> RequestHead {
+        serde_json::from_value(value).unwrap()
+    }
 
     fn get<'a>(env: &'a [(String, OsString)], key: &str) -> Option<&'a str> {
         env.iter()
@@ -772,7 +773,7 @@ mod tests {
 
     #[test]
     fn the_head_becomes_cgi_variables() {
-        let head = json!({
+        let value = json!({
             "kind": "http", "method": "PUT", "url": "/a/b?x=1&y=2",
             "headers": [["Content-Type", "text/plain"], ["content-length", "5"],
                         ["X-Multi", "1"], ["x-multi", "2"], ["Proxy", "evil"],
@@ -782,7 +783,7 @@ mod tests {
                         "function": {"name": "f", "memory": 512, "initializer": null},
                         "credentials": {"accessKeyId": "AK"}, "retryCount": 0}
         });
-        let env = request_env(&head);
+        let env = request_env(&head(value));
         assert_eq!(get(&env, "REQUEST_METHOD"), Some("PUT"));
         assert_eq!(get(&env, "REQUEST_URI"), Some("/a/b?x=1&y=2"));
         assert_eq!(get(&env, "PATH_INFO"), Some("/a/b"));
@@ -812,20 +813,20 @@ mod tests {
 
     #[test]
     fn a_minimal_head_has_defaults() {
-        let env = request_env(&json!({}));
+        let env = request_env(&RequestHead::default());
         assert_eq!(get(&env, "REQUEST_METHOD"), Some("POST"));
         assert_eq!(get(&env, "PATH_INFO"), Some("/"));
         assert_eq!(get(&env, "QUERY_STRING"), Some(""));
         assert_eq!(get(&env, "CONTENT_LENGTH"), None);
-        assert!(stream_deadline(&json!({}), Instant::now()).is_none());
+        assert!(stream_deadline(&RequestHead::default(), Instant::now()).is_none());
     }
 
     #[test]
     fn the_deadline_comes_a_little_early() {
         let now = Instant::now();
-        let d = stream_deadline(&json!({"timeoutMs": 1000}), now).unwrap();
+        let d = stream_deadline(&head(json!({"timeoutMs": 1000})), now).unwrap();
         assert_eq!(d - now, Duration::from_millis(900));
-        let d = stream_deadline(&json!({"timeoutMs": 10_000}), now).unwrap();
+        let d = stream_deadline(&head(json!({"timeoutMs": 10_000})), now).unwrap();
         assert_eq!(d - now, Duration::from_millis(9900));
     }
 
@@ -861,32 +862,33 @@ mod tests {
         }
     }
 
-    /// Splits `bytes` into `(kind, flags, stream, payload)` frames.
-    fn frames(bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    /// What the worker sent, as `(kind, flags, stream, payload)` frames.
+    fn frames(bytes: &[u8]) -> Vec<(Kind, u8, u32, Vec<u8>)> {
+        let mut decoder = FrameDecoder::new(Direction::ToRuntime);
+        decoder.push(bytes);
         let mut out = Vec::new();
-        let mut at = 0;
-        while at < bytes.len() {
-            let h = &bytes[at..at + HEADER_LEN];
-            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-            let stream = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        while let Some(f) = decoder.next_frame().unwrap() {
             out.push((
-                h[8],
-                h[9],
-                stream,
-                bytes[at + HEADER_LEN..at + HEADER_LEN + len].to_vec(),
+                f.header.kind,
+                f.header.flags,
+                f.header.stream,
+                f.payload.to_vec(),
             ));
-            at += HEADER_LEN + len;
         }
+        assert_eq!(decoder.finish(), Ok(()));
         out
     }
 
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let mut f = Vec::new();
-        f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        f.extend_from_slice(&stream.to_le_bytes());
-        f.extend_from_slice(&[kind, flags, 0, 0]);
-        f.extend_from_slice(payload);
-        f
+    /// A REQUEST_HEAD frame for `<method> /`.
+    fn request_head(stream: u32, end: bool, method: &str) -> Vec<u8> {
+        let head = RequestHead {
+            method: method.to_owned(),
+            url: "/".to_owned(),
+            ..RequestHead::default()
+        };
+        let mut out = Vec::new();
+        wire::put_request_head(&mut out, stream, end, &head).unwrap();
+        out
     }
 
     fn worker(command: &str, args: &[&str]) -> (Worker, Sink) {
@@ -906,12 +908,15 @@ mod tests {
         (worker, sink)
     }
 
-    fn wait_for_terminal(sink: &Sink, stream: u32) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    fn wait_for_terminal(sink: &Sink, stream: u32) -> Vec<(Kind, u8, u32, Vec<u8>)> {
         let start = Instant::now();
         loop {
             let all = frames(&lock(&sink.0));
             let terminal = all.iter().any(|(k, f, s, _)| {
-                *s == stream && (*k == 0x86 || (*f & FLAG_END != 0 && (*k == 0x84 || *k == 0x85)))
+                *s == stream
+                    && (*k == Kind::ResponseError
+                        || (*f & wire::FLAG_END != 0
+                            && (*k == Kind::ResponseHead || *k == Kind::ResponseBody)))
             });
             if terminal {
                 return all;
@@ -927,35 +932,55 @@ mod tests {
     #[test]
     fn init_checks_the_command() {
         let (mut w, sink) = worker("/nonexistent/cmd", &[]);
-        let input = frame(0x01, 0, 0, b"{}");
+        let mut input = Vec::new();
+        wire::put_init(&mut input, &json!({})).unwrap();
         w.serve(&input[..]).unwrap();
         let got = frames(&lock(&sink.0));
-        assert_eq!(got[0].0, 0x83);
-        assert!(String::from_utf8_lossy(&got[0].3).contains("/nonexistent/cmd"));
+        assert_eq!(got[0].0, Kind::InitError);
+        let error = ErrorPayload::parse(Kind::InitError, &got[0].3).unwrap();
+        assert_eq!(error.error_type, "ProcessNotExecutable");
+        assert!(error.error_message.contains("/nonexistent/cmd"));
         let (mut w, sink) = worker("/bin/cat", &[]);
         w.serve(&input[..]).unwrap();
-        assert_eq!(frames(&lock(&sink.0))[0].0, 0x82);
+        assert_eq!(frames(&lock(&sink.0))[0].0, Kind::InitDone);
+    }
+
+    #[test]
+    fn malformed_input_stops_the_worker() {
+        let (mut w, _) = worker("/bin/cat", &[]);
+        let mut input = Vec::new();
+        wire::put_init(&mut input, &json!({})).unwrap();
+        let cut = &input[..input.len() - 1];
+        assert!(w.serve(cut).unwrap_err().contains("ended inside a frame"));
+        let mut input = Vec::new();
+        wire::put_response_body(&mut input, 1, true, b"");
+        assert!(w.serve(&input[..]).unwrap_err().contains("0x85"));
     }
 
     #[test]
     fn a_stream_echoes_through_cat_and_grants_credit() {
         let (mut w, sink) = worker("/bin/cat", &[]);
-        let mut input = frame(0x02, 0, 7, br#"{"method":"POST","url":"/"}"#);
-        input.extend(frame(0x03, 0, 7, b"hello "));
-        input.extend(frame(0x03, FLAG_END, 7, b"world"));
+        let mut input = request_head(7, false, "POST");
+        wire::put_request_body(&mut input, 7, false, b"hello ");
+        wire::put_request_body(&mut input, 7, true, b"world");
         w.serve(&input[..]).unwrap();
         let got = wait_for_terminal(&sink, 7);
         let body: Vec<u8> = got
             .iter()
-            .filter(|(k, ..)| *k == 0x85)
+            .filter(|(k, ..)| *k == Kind::ResponseBody)
             .flat_map(|(.., p)| p.clone())
             .collect();
         assert_eq!(body, b"hello world");
-        assert_eq!(got.iter().filter(|(k, ..)| *k == 0x84).count(), 1);
+        let heads: Vec<_> = got
+            .iter()
+            .filter(|(k, ..)| *k == Kind::ResponseHead)
+            .collect();
+        assert_eq!(heads.len(), 1);
+        assert_eq!(ResponseHead::parse(&heads[0].3), Ok(response_head()));
         let credit: u32 = got
             .iter()
-            .filter(|(k, ..)| *k == 0x87)
-            .map(|(.., p)| u32::from_le_bytes(p[..4].try_into().unwrap()))
+            .filter(|(k, ..)| *k == Kind::WindowToRuntime)
+            .map(|(.., p)| wire::window_credit(p).unwrap())
             .sum();
         assert_eq!(credit, 11);
         assert!(lock(&w.streams).is_empty());
@@ -964,40 +989,36 @@ mod tests {
     #[test]
     fn a_failing_command_reports_its_exit_and_stderr() {
         let (mut w, sink) = worker("/bin/sh", &["-c", "echo oops >&2; exit 3"]);
-        let input = frame(0x02, FLAG_END, 1, br#"{"method":"GET","url":"/"}"#);
+        let input = request_head(1, true, "GET");
         w.serve(&input[..]).unwrap();
         let got = wait_for_terminal(&sink, 1);
-        let (_, _, _, payload) = got.iter().find(|(k, ..)| *k == 0x86).unwrap();
-        let error: Value = serde_json::from_slice(payload).unwrap();
-        assert_eq!(error["errorType"], "ProcessExited");
-        assert!(
-            error["errorMessage"]
-                .as_str()
-                .unwrap()
-                .contains("exited with code 3")
-        );
-        assert_eq!(error["stackTrace"], json!(["oops"]));
+        let (_, _, _, payload) = got
+            .iter()
+            .find(|(k, ..)| *k == Kind::ResponseError)
+            .unwrap();
+        let error = ErrorPayload::parse(Kind::ResponseError, payload).unwrap();
+        assert_eq!(error.error_type, "ProcessExited");
+        assert!(error.error_message.contains("exited with code 3"));
+        assert_eq!(error.stack_trace, ["oops"]);
     }
 
     #[test]
     fn cancel_kills_the_command() {
         let (mut w, sink) = worker("/bin/sh", &["-c", "echo started >&2; sleep 30"]);
-        let head = frame(0x02, FLAG_END, 2, br#"{"method":"GET","url":"/"}"#);
-        w.serve(&head[..]).unwrap();
+        w.serve(&request_head(2, true, "GET")[..]).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let started = Instant::now();
-        w.serve(&frame(0x04, 0, 2, br#"{"reason":"client gone"}"#)[..])
-            .unwrap();
+        let mut cancel = Vec::new();
+        wire::put_cancel(&mut cancel, 2, "client gone").unwrap();
+        w.serve(&cancel[..]).unwrap();
         let got = wait_for_terminal(&sink, 2);
         assert!(started.elapsed() < Duration::from_secs(5));
-        let (_, _, _, payload) = got.iter().find(|(k, ..)| *k == 0x86).unwrap();
-        let error: Value = serde_json::from_slice(payload).unwrap();
-        assert_eq!(error["errorType"], "Cancelled");
-        assert!(
-            error["errorMessage"]
-                .as_str()
-                .unwrap()
-                .contains("client gone")
-        );
+        let (_, _, _, payload) = got
+            .iter()
+            .find(|(k, ..)| *k == Kind::ResponseError)
+            .unwrap();
+        let error = ErrorPayload::parse(Kind::ResponseError, payload).unwrap();
+        assert_eq!(error.error_type, "Cancelled");
+        assert!(error.error_message.contains("client gone"));
     }
 }
