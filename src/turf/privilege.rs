@@ -26,8 +26,9 @@
 //! code directory, a private `/tmp` and seccomp.
 
 use crate::sys::sandbox::{self as sb, ChildSetup, WorkerView};
+use crate::turf::plan::{self, Credentials, Isolation};
 use crate::turf::probe::{Capabilities, Feature};
-use crate::turf::spawn::{self, Credentials, Isolation};
+use crate::turf::spawn;
 use serde::Serialize;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -55,7 +56,7 @@ pub fn worker_user(spec: &str, setuid: &Feature, euid: u32) -> Result<WorkerUser
             )),
         });
     }
-    let creds = spawn::resolve_user(spec).map_err(|e| format!("turf.user {spec:?}: {e}"))?;
+    let creds = plan::resolve_user(spec).map_err(|e| format!("turf.user {spec:?}: {e}"))?;
     if creds.uid == euid {
         return Ok(WorkerUser {
             credentials: None,

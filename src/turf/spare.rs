@@ -28,7 +28,7 @@
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::timer::TimerKey;
 use crate::turf::cgroup::WorkerCgroup;
-use crate::turf::spawn::Limits;
+use crate::turf::plan::Limits;
 use crate::wire::{self, Kind};
 use mio::unix::pipe::{Receiver, Sender};
 use std::ffi::OsString;
