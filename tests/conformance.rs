@@ -1,4 +1,4 @@
-//! One conformance suite for every worker runtime and handler style (issue 5, item 8).
+//! One conformance suite for every worker runtime and handler style.
 //!
 //! The same cases run against each style, through the real binary and real workers:
 //!
@@ -27,7 +27,7 @@
 mod common;
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,7 @@ use common::{
     Client, Framing, LogLines, MIB, Noslate, Pattern, PatternCheck, Req, Response,
     assert_function_error, fixture_dir, require_node, require_python,
 };
+use noslate::wire::{self, Direction, FrameDecoder, Kind, RequestHead, ResponseHead};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 
@@ -1062,35 +1063,15 @@ def handler(event, context):
 // ---------------------------------------------------------------------------------------------
 // The bootstraps on their own: partial reads and writes, credit
 
-const HEADER: usize = 12;
-const INIT: u8 = 0x01;
-const REQUEST_HEAD: u8 = 0x02;
-const REQUEST_BODY: u8 = 0x03;
-const WINDOW_IN: u8 = 0x05;
-const READY: u8 = 0x81;
-const INIT_DONE: u8 = 0x82;
-const RESPONSE_HEAD: u8 = 0x84;
-const RESPONSE_BODY: u8 = 0x85;
-const WINDOW_OUT: u8 = 0x87;
-const END: u8 = 0x01;
-const WINDOW: usize = 256 * 1024;
+/// The credit each stream direction starts with.
+const WINDOW: usize = wire::INITIAL_WINDOW as usize;
 
-fn frame(kind: u8, stream: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(HEADER + payload.len());
-    f.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
-    f.extend_from_slice(&stream.to_le_bytes());
-    f.push(kind);
-    f.push(flags);
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
-
+/// A frame the worker sent.
 #[derive(Debug)]
 struct Frame {
-    kind: u8,
+    kind: Kind,
     stream: u32,
-    flags: u8,
+    end: bool,
     payload: Vec<u8>,
 }
 
@@ -1157,24 +1138,25 @@ impl Bare {
         let (tx, frames) = mpsc::channel();
         let mut from = File::from(from);
         thread::spawn(move || {
-            loop {
-                let mut head = [0u8; HEADER];
-                if from.read_exact(&mut head).is_err() {
-                    return;
-                }
-                let len = u32::from_le_bytes(head[0..4].try_into().unwrap()) as usize;
-                let mut payload = vec![0; len];
-                if from.read_exact(&mut payload).is_err() {
-                    return;
-                }
-                let f = Frame {
-                    kind: head[8],
-                    stream: u32::from_le_bytes(head[4..8].try_into().unwrap()),
-                    flags: head[9],
-                    payload,
-                };
-                if tx.send(f).is_err() {
-                    return;
+            let mut decoder = FrameDecoder::new(Direction::ToRuntime);
+            while matches!(decoder.read_from(&mut from), Ok(n) if n > 0) {
+                loop {
+                    let f = match decoder.next_frame() {
+                        Ok(Some(f)) => Frame {
+                            kind: f.header.kind,
+                            stream: f.header.stream,
+                            end: f.is_end(),
+                            payload: f.payload.to_vec(),
+                        },
+                        Ok(None) => break,
+                        Err(err) => {
+                            eprintln!("the worker broke the framing: {err}");
+                            return;
+                        }
+                    };
+                    if tx.send(f).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -1215,26 +1197,43 @@ impl Drop for Bare {
     }
 }
 
-fn init_payload(handler: &str, code_dir: &Path) -> Vec<u8> {
-    json!({
+/// An INIT frame.
+fn init_frame(handler: &str, code_dir: &Path) -> Vec<u8> {
+    let init = json!({
         "function": {"name": "bare", "handler": handler, "codeDir": code_dir,
                      "memory": 536870912, "timeoutMs": 10000},
         "requestId": "init-1",
         "context": {"requestId": "init-1", "function": {"name": "bare"}},
         "timeoutMs": 10000
-    })
-    .to_string()
-    .into_bytes()
+    });
+    let mut out = Vec::new();
+    wire::put_init(&mut out, &init).unwrap();
+    out
 }
 
-fn head_payload(request_id: &str) -> Vec<u8> {
-    json!({
-        "kind": "event", "method": "POST", "url": "/invoke", "headers": [["x-a", "1"]],
-        "requestId": request_id, "deadline": 0, "timeoutMs": 10000,
-        "context": {"requestId": request_id, "function": {"name": "bare"}}
-    })
-    .to_string()
-    .into_bytes()
+/// A REQUEST_HEAD frame opening `stream`, with a body to follow.
+fn head_frame(stream: u32, request_id: &str) -> Vec<u8> {
+    let head = RequestHead {
+        kind: "event".into(),
+        method: "POST".into(),
+        url: "/invoke".into(),
+        headers: vec![("x-a".into(), "1".into())],
+        request_id: request_id.into(),
+        deadline: Some(0),
+        timeout_ms: Some(10000),
+        context: json!({"requestId": request_id, "function": {"name": "bare"}}),
+        ..RequestHead::default()
+    };
+    let mut out = Vec::new();
+    wire::put_request_head(&mut out, stream, false, &head).unwrap();
+    out
+}
+
+/// A REQUEST_BODY frame.
+fn body_frame(stream: u32, end: bool, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::put_request_body(&mut out, stream, end, data);
+    out
 }
 
 /// READY, INIT (trickled) and INIT_DONE. `handler` is `index.<case>`; aworker gets
@@ -1252,12 +1251,12 @@ fn bare_ready(program: &str, script: &str, style: Style, handler: &str) -> Bare 
     }
     let mut w = Bare::start(program, script, &code_dir, &env);
     let ready = w.next();
-    assert_eq!(ready.kind, READY, "{ready:?}");
-    w.trickle(&frame(INIT, 0, 0, &init_payload(handler, &code_dir)));
+    assert_eq!(ready.kind, Kind::Ready, "{ready:?}");
+    w.trickle(&init_frame(handler, &code_dir));
     let done = w.next();
     assert_eq!(
         done.kind,
-        INIT_DONE,
+        Kind::InitDone,
         "{done:?}: {}",
         String::from_utf8_lossy(&done.payload)
     );
@@ -1267,12 +1266,12 @@ fn bare_ready(program: &str, script: &str, style: Style, handler: &str) -> Bare 
 /// Two interleaved streams, every byte in its own write: both echo answers come back whole.
 fn trickled_streams(program: &str, script: &str, style: Style) {
     let mut w = bare_ready(program, script, style, "index.echo");
-    let mut bytes = frame(REQUEST_HEAD, 1, 0, &head_payload("r-1"));
-    bytes.extend(frame(REQUEST_HEAD, 2, 0, &head_payload("r-2")));
-    bytes.extend(frame(REQUEST_BODY, 1, 0, b"one, "));
-    bytes.extend(frame(REQUEST_BODY, 2, 0, b"two, "));
-    bytes.extend(frame(REQUEST_BODY, 2, END, b"end two"));
-    bytes.extend(frame(REQUEST_BODY, 1, END, b"end one"));
+    let mut bytes = head_frame(1, "r-1");
+    bytes.extend(head_frame(2, "r-2"));
+    bytes.extend(body_frame(1, false, b"one, "));
+    bytes.extend(body_frame(2, false, b"two, "));
+    bytes.extend(body_frame(2, true, b"end two"));
+    bytes.extend(body_frame(1, true, b"end one"));
     w.trickle(&bytes);
     let mut bodies = [Vec::new(), Vec::new()];
     let mut ended = [false, false];
@@ -1280,14 +1279,14 @@ fn trickled_streams(program: &str, script: &str, style: Style) {
         let f = w.next();
         let i = usize::try_from(f.stream).unwrap() - 1;
         match f.kind {
-            RESPONSE_HEAD => {
-                let head: Value = serde_json::from_slice(&f.payload).unwrap();
-                assert_eq!(head["status"], 200, "{head}");
+            Kind::ResponseHead => {
+                let head = ResponseHead::parse(&f.payload).unwrap();
+                assert_eq!(head.status, 200, "{head:?}");
             }
-            RESPONSE_BODY => bodies[i].extend_from_slice(&f.payload),
-            other => panic!("unexpected frame kind {other:#x}: {f:?}"),
+            Kind::ResponseBody => bodies[i].extend_from_slice(&f.payload),
+            other => panic!("unexpected frame kind {other:?}: {f:?}"),
         }
-        ended[i] |= f.flags & END != 0;
+        ended[i] |= f.end;
     }
     for (i, want) in ["one, end one", "two, end two"].iter().enumerate() {
         let v: Value = serde_json::from_slice(&bodies[i]).unwrap();
@@ -1304,7 +1303,7 @@ fn credit_both_ways(program: &str, script: &str, style: Style) {
     let len = 3 * WINDOW + 1234;
     let mut body = vec![0u8; len];
     Pattern::new(7).fill(&mut body);
-    w.trickle(&frame(REQUEST_HEAD, 1, 0, &head_payload("c-1")));
+    w.trickle(&head_frame(1, "c-1"));
     let mut credit = WINDOW; // request body we may still send
     let mut granted = WINDOW; // response body the worker may send in all
     let mut sent = 0;
@@ -1314,8 +1313,8 @@ fn credit_both_ways(program: &str, script: &str, style: Style) {
     while !ended {
         if sent < len && credit > 0 {
             let n = credit.min(len - sent).min(64 * 1024);
-            let end = if sent + n == len { END } else { 0 };
-            w.to.write_all(&frame(REQUEST_BODY, 1, end, &body[sent..sent + n]))
+            let end = sent + n == len;
+            w.to.write_all(&body_frame(1, end, &body[sent..sent + n]))
                 .unwrap();
             sent += n;
             credit -= n;
@@ -1329,35 +1328,31 @@ fn credit_both_ways(program: &str, script: &str, style: Style) {
                 "the worker went quiet with response credit left ({sent} of {len} request \
                  bytes sent, {credit} request credit left)"
             );
-            w.to.write_all(&frame(
-                WINDOW_IN,
-                1,
-                0,
-                &u32::try_from(WINDOW).unwrap().to_le_bytes(),
-            ))
-            .unwrap();
+            let mut window = Vec::new();
+            wire::put_window(&mut window, 1, wire::INITIAL_WINDOW);
+            w.to.write_all(&window).unwrap();
             granted += WINDOW;
             continue;
         };
         match f.kind {
-            WINDOW_OUT => {
-                credit += u32::from_le_bytes(f.payload[..4].try_into().unwrap()) as usize;
+            Kind::WindowToRuntime => {
+                credit += wire::window_credit(&f.payload).unwrap() as usize;
                 assert!(
                     sent + credit <= len + WINDOW,
                     "more request credit than body"
                 );
             }
-            RESPONSE_HEAD => head_seen = true,
-            RESPONSE_BODY => {
+            Kind::ResponseHead => head_seen = true,
+            Kind::ResponseBody => {
                 received.extend_from_slice(&f.payload);
                 assert!(
                     received.len() <= granted,
                     "the worker sent {} bytes with {granted} of credit",
                     received.len()
                 );
-                ended = f.flags & END != 0;
+                ended = f.end;
             }
-            other => panic!("unexpected frame kind {other:#x}: {f:?}"),
+            other => panic!("unexpected frame kind {other:?}: {f:?}"),
         }
     }
     assert!(head_seen);
