@@ -86,7 +86,6 @@ exports.handler = (ctx, req, res) => {
 };
 "#;
 
-const MIB: u64 = 1024 * 1024;
 /// `maxActivateRequests` of scenario 2's worker: the most requests a SIGKILL may fail.
 const KILL_MAX_ACTIVE: u64 = 10;
 /// Scenario 6: requests in flight when SIGTERM arrives, and requests sent after it.

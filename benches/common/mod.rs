@@ -1,6 +1,10 @@
 //! Shared by the bench targets (`e2e`, `soak`): HTTP/1.1 response parsing, a blocking client,
 //! the closed-loop load generator, and the processes (the runtime and its workers) with their
 //! temp dirs, all stopped and removed on drop.
+//!
+//! `tests/common/mod.rs` has helpers of the same kind (`TempDir`, `signal`, the descendants of a
+//! pid from /proc) with the tests' types and semantics (i32 pids, kill(2), fixtures); the two sets
+//! stay apart, so that neither the benches nor the tests build against the other's harness.
 
 #![allow(dead_code)] // each bench target uses its own subset of these helpers
 
@@ -31,6 +35,8 @@ pub const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Largest response the generator accepts (head + body).
 pub const RBUF: usize = 64 * 1024;
+
+pub const MIB: u64 = 1024 * 1024;
 
 pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {

@@ -1,0 +1,48 @@
+//! Configuration of a run, from the environment (the `BENCH_*` knobs).
+
+use std::time::Duration;
+
+use crate::common::*;
+
+pub struct Config {
+    pub secs: f64,
+    pub conns: usize,
+    pub threads: usize,
+    pub rounds: usize,
+    pub warmup: f64,
+    pub targets: String,
+    pub pin: bool,
+    pub spawns: usize,
+    pub native_spawns: usize,
+    /// Starts per runtime of the per-runtime start-to-ready rows (`r`).
+    pub runtime_spawns: usize,
+    pub bursts: usize,
+    /// Fresh servers (runtimes, workers, node) for every round.
+    pub fresh: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Config {
+        let c = Config {
+            secs: env_num("BENCH_SECS", 5.0f64).max(0.1),
+            conns: env_num("BENCH_CONNS", 64usize).max(1),
+            threads: env_num("BENCH_THREADS", 2usize).max(1),
+            rounds: env_num("BENCH_ROUNDS", 6usize).max(1),
+            warmup: env_num("BENCH_WARMUP", 0.5f64).max(0.0),
+            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdesrz".into()),
+            pin: env_num("BENCH_PIN", 0u8) != 0,
+            spawns: env_num("BENCH_SPAWNS", 60usize),
+            native_spawns: env_num("BENCH_NATIVE_SPAWNS", 200usize),
+            runtime_spawns: env_num("BENCH_RUNTIME_SPAWNS", 100usize),
+            bursts: env_num("BENCH_BURSTS", 5usize),
+            fresh: env_num("BENCH_FRESH", 1u8) != 0,
+        };
+        Config {
+            threads: c.threads.min(c.conns),
+            ..c
+        }
+    }
+    pub fn segment(&self) -> Duration {
+        Duration::from_secs_f64(self.secs / self.rounds as f64)
+    }
+}

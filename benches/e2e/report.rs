@@ -1,0 +1,405 @@
+//! The report: the tables, the ratios with their verdicts, and the JSON.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::thread;
+
+use serde_json::{Value, json};
+
+use crate::burst::{BurstRow, burst_lines};
+use crate::common::*;
+use crate::config::Config;
+use crate::memory::{TARGET_RSS_MIB, rss_lines, rss_pass};
+use crate::rounds::{NTARGETS, Stats, Target, round_order};
+use crate::runtimes::{RuntimeRows, runtime_lines};
+use crate::servers::fmt_enforcement;
+use crate::spawn::{SpawnRow, TARGET_NATIVE_SPAWN_P50_MS, spawn_line, spawn_verdict};
+
+/// Throughput of (b) over (c): the runtime does not cap what one Node process serves.
+pub const TARGET_TP_RATIO: f64 = 1.0;
+/// p50 latency of (b) minus (c), µs: what the runtime hop adds.
+pub const TARGET_P50_DELTA_US: f64 = 100.0;
+/// Throughput with limits enforced over throughput without.
+pub const TARGET_LIMITS_RATIO: f64 = 0.97;
+/// Throughput with the scheduler's full bookkeeping over the plain (b) row.
+pub const TARGET_SCHED_RATIO: f64 = 0.95;
+
+pub fn fmt_us(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+pub fn fmt_int(v: f64) -> String {
+    let s = format!("{v:.0}");
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+pub const HEADER: &str =
+    "target                   c=1 p50 µs    p99 µs   p999 µs   c=64 req/s  non-2xx  errors";
+
+pub fn row(label: &str, s: Option<&Stats>, verdict: &str) -> String {
+    let cols = match s {
+        Some(s) => [
+            fmt_us(s.p50),
+            fmt_us(s.p99),
+            fmt_us(s.p999),
+            fmt_int(s.rps),
+            (s.c1.non2xx + s.c64.non2xx).to_string(),
+            (s.c1.errors + s.c64.errors).to_string(),
+        ],
+        None => Default::default(),
+    };
+    let [p50, p99, p999, rps, non2xx, errors] =
+        cols.map(|c| if c.is_empty() { "-".to_string() } else { c });
+    format!("{label:<24} {p50:>10} {p99:>9} {p999:>9} {rps:>12} {non2xx:>8} {errors:>7}  {verdict}")
+        .trim_end()
+        .to_string()
+}
+
+/// (busy, idle, steal) jiffies from the first line of /proc/stat.
+pub fn cpu_times() -> Option<[u64; 3]> {
+    let s = fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = s
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let g = |i: usize| f.get(i).copied().unwrap_or(0);
+    Some([g(0) + g(1) + g(2) + g(5) + g(6), g(3) + g(4), g(7)])
+}
+
+/// The comparisons the bench is about, from one set of rows (a, b, c, d, e).
+#[derive(Clone, Copy, Default)]
+pub struct Ratios {
+    pub tp_bc: Option<f64>,
+    pub p50_bc: Option<f64>,
+    pub tp_ba: Option<f64>,
+    pub p50_ba: Option<f64>,
+    /// Limits on (b) over limits off (d).
+    pub tp_bd: Option<f64>,
+    /// Full scheduling (e) over plain (b).
+    pub tp_eb: Option<f64>,
+}
+
+impl Ratios {
+    pub fn of(s: &[Option<Stats>]) -> Ratios {
+        let get = |i: usize| s.get(i).and_then(Option::as_ref);
+        let (a, b, c, d, e) = (get(0), get(1), get(2), get(3), get(4));
+        let tp = |x: &Stats, y: &Stats| (y.rps > 0.0).then(|| x.rps / y.rps);
+        let p50 = |x: &Stats, y: &Stats| Some(x.p50? - y.p50?);
+        Ratios {
+            tp_bc: b.zip(c).and_then(|(b, c)| tp(b, c)),
+            p50_bc: b.zip(c).and_then(|(b, c)| p50(b, c)),
+            tp_ba: b.zip(a).and_then(|(b, a)| tp(b, a)),
+            p50_ba: b.zip(a).and_then(|(b, a)| p50(b, a)),
+            tp_bd: b.zip(d).and_then(|(b, d)| tp(b, d)),
+            tp_eb: e.zip(b).and_then(|(e, b)| tp(e, b)),
+        }
+    }
+
+    /// Median over the rounds of each paired (same round, adjacent in time) comparison.
+    pub fn median_of(rounds: &[Ratios]) -> Ratios {
+        let m = |f: fn(&Ratios) -> Option<f64>| median(rounds.iter().filter_map(f).collect());
+        Ratios {
+            tp_bc: m(|r| r.tp_bc),
+            p50_bc: m(|r| r.p50_bc),
+            tp_ba: m(|r| r.tp_ba),
+            p50_ba: m(|r| r.p50_ba),
+            tp_bd: m(|r| r.tp_bd),
+            tp_eb: m(|r| r.tp_eb),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({"throughput_b_over_c": self.tp_bc, "p50_b_minus_c_us": self.p50_bc,
+               "throughput_b_over_a": self.tp_ba, "p50_b_minus_a_us": self.p50_ba,
+               "throughput_b_over_d_limits_on_over_off": self.tp_bd,
+               "throughput_e_over_b_full_sched_over_plain": self.tp_eb})
+    }
+}
+
+/// The headline value, then the per-round values and the pooled one in brackets. `digits`:
+/// decimals of the headline ratio (a difference in µs has one).
+pub fn fmt_ratio(
+    head: &Ratios,
+    rounds: &[Ratios],
+    pool: &Ratios,
+    f: fn(&Ratios) -> Option<f64>,
+    signed: bool,
+    digits: usize,
+) -> String {
+    let one = |v: Option<f64>| match v {
+        Some(x) if signed => format!("{x:+.1}"),
+        Some(x) => format!("{x:.2}"),
+        None => "-".into(),
+    };
+    let one_head = |v: Option<f64>| match v {
+        Some(x) if !signed => format!("{x:.digits$}"),
+        v => one(v),
+    };
+    if rounds.len() < 2 {
+        return one_head(f(head));
+    }
+    let r: Vec<String> = rounds.iter().map(|r| one(f(r))).collect();
+    format!(
+        "{} [rounds {}; pooled {}]",
+        one_head(f(head)),
+        r.join(" "),
+        one(f(pool))
+    )
+}
+
+/// What was observed besides the round targets.
+pub struct Extra {
+    pub rss: Value,
+    pub rss_after: Option<u64>,
+    pub cpu: Option<(f64, f64)>,
+    pub loadavg: String,
+    pub total_secs: f64,
+    /// (b)'s and (d)'s enforcement, from `noslate ps --json`.
+    pub enforcement_on: Option<Value>,
+    pub enforcement_off: Option<Value>,
+    /// None: not selected (BENCH_TARGETS).
+    pub spawn_node: Option<SpawnRow>,
+    pub spawn_native: Option<SpawnRow>,
+    pub burst: Option<BurstRow>,
+    pub runtimes: Option<RuntimeRows>,
+}
+
+/// Prints the tables and verdicts; returns the JSON report.
+pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
+    let per_round: Vec<Vec<Option<Stats>>> = (0..cfg.rounds)
+        .map(|r| {
+            targets
+                .iter()
+                .map(|t| {
+                    t.rounds
+                        .get(r)
+                        .map(|x| Stats::pooled(std::slice::from_ref(x)))
+                })
+                .collect()
+        })
+        .collect();
+    let agg: Vec<Option<Stats>> = targets
+        .iter()
+        .map(|t| (!t.rounds.is_empty()).then(|| Stats::pooled(&t.rounds)))
+        .collect();
+    let round_ratios: Vec<Ratios> = per_round.iter().map(|s| Ratios::of(s)).collect();
+    let pooled = Ratios::of(&agg);
+    let head = Ratios::median_of(&round_ratios);
+    let tp_ok = head.tp_bc.is_some_and(|r| r >= TARGET_TP_RATIO);
+    let p50_ok = head.p50_bc.is_some_and(|d| d <= TARGET_P50_DELTA_US);
+    let limits_ok = head.tp_bd.is_some_and(|r| r >= TARGET_LIMITS_RATIO);
+    let sched_ok = head.tp_eb.is_some_and(|r| r >= TARGET_SCHED_RATIO);
+    let rss_ok = rss_pass(&x.rss);
+    let verdicts: Vec<bool> = (0..NTARGETS)
+        .map(|i| {
+            let t = &targets[i];
+            let clean = t.note.is_none()
+                && agg[i].as_ref().is_some_and(Stats::clean)
+                && t.warmup.errors + t.warmup.non2xx == 0;
+            clean
+                && match i {
+                    1 => tp_ok && p50_ok,
+                    3 => limits_ok,
+                    4 => sched_ok,
+                    _ => true,
+                }
+        })
+        .collect();
+
+    let mut out = String::new();
+    let seg = cfg.segment().as_secs_f64();
+    let pin = if cfg.pin {
+        ", c=1 pinned to one CPU"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "\nper round ({seg:.2} s per mode and target{pin}; order a→d→b→e→c, then c→e→b→d→a, ...; d and e: c=64 only)"
+    );
+    let _ = writeln!(out, "rnd {HEADER}");
+    for (r, stats) in per_round.iter().enumerate() {
+        for i in round_order(r) {
+            if targets[i].rounds.len() > r {
+                let _ = writeln!(
+                    out,
+                    "{:<3} {}",
+                    r + 1,
+                    row(targets[i].label, stats[i].as_ref(), "")
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nall rounds pooled (c=1 percentiles over all samples, c=64 total 2xx / total time)"
+    );
+    let _ = writeln!(out, "    {HEADER}");
+    for (i, t) in targets.iter().enumerate() {
+        let mut verdict = pass(verdicts[i]).to_string();
+        let first_error = agg[i]
+            .as_ref()
+            .and_then(Stats::first_error)
+            .or(t.warmup.first_error.as_ref());
+        if let Some(e) = t.note.as_ref().or(first_error) {
+            let _ = write!(verdict, " ({e})");
+        }
+        let _ = writeln!(out, "    {}", row(t.label, agg[i].as_ref(), &verdict));
+    }
+    let how = if cfg.rounds > 1 {
+        "median of the per-round pairs"
+    } else {
+        "one round"
+    };
+    let _ = writeln!(
+        out,
+        "\nratios from this run ({how}; compare these, not absolute numbers):"
+    );
+    let _ = writeln!(
+        out,
+        "  throughput b/c = {} (target >= {TARGET_TP_RATIO:.1})  {}",
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_bc, false, 2),
+        pass(tp_ok)
+    );
+    let _ = writeln!(
+        out,
+        "  p50 b-c = {} µs (target <= +{TARGET_P50_DELTA_US:.0} µs)  {}",
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.p50_bc, true, 1),
+        pass(p50_ok)
+    );
+    let _ = writeln!(
+        out,
+        "  throughput b/a = {}; p50 b-a = {} µs (the function path against the runtime's own HTTP floor; informational)",
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_ba, false, 2),
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.p50_ba, true, 1),
+    );
+    let _ = writeln!(
+        out,
+        "  limits on/off: throughput b/d = {} (target >= {TARGET_LIMITS_RATIO:.2})  {}  [b: {}; d: {}]",
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_bd, false, 3),
+        pass(limits_ok),
+        fmt_enforcement(x.enforcement_on.as_ref()),
+        fmt_enforcement(x.enforcement_off.as_ref()),
+    );
+    let _ = writeln!(
+        out,
+        "  scheduling overhead: throughput e/b = {} (rateLimit + EMA scaling over plain; target >= {TARGET_SCHED_RATIO:.2})  {}",
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_eb, false, 3),
+        pass(sched_ok)
+    );
+    rss_lines(&mut out, &x.rss, x.rss_after);
+
+    let _ = writeln!(
+        out,
+        "\nspawn to ready (the runtime's own log: launch decision → fork/exec → INIT_DONE; sequential disposable workers, each after the previous one exited; Node.js: BENCH_SPAWNS={}, the issue's 200 with BENCH_SPAWNS=200; native: BENCH_NATIVE_SPAWNS={}):",
+        cfg.spawns, cfg.native_spawns
+    );
+    spawn_line(&mut out, "Node.js worker", x.spawn_node.as_ref(), None);
+    spawn_line(
+        &mut out,
+        "native worker",
+        x.spawn_native.as_ref(),
+        Some(TARGET_NATIVE_SPAWN_P50_MS),
+    );
+    runtime_lines(&mut out, cfg, x.runtimes.as_ref());
+    burst_lines(&mut out, x.burst.as_ref());
+    let burst_ok = x.burst.as_ref().map(BurstRow::clean);
+
+    if let Some((busy, steal)) = x.cpu {
+        let _ = writeln!(
+            out,
+            "\nmachine: {busy:.0}% CPU busy during the rounds (the bench included), {steal:.1}% steal; loadavg before {}",
+            x.loadavg
+        );
+    }
+    let node_spawn_ok = spawn_verdict(x.spawn_node.as_ref(), None);
+    let native_ok = spawn_verdict(x.spawn_native.as_ref(), Some(TARGET_NATIVE_SPAWN_P50_MS));
+    let runtimes_ok = x.runtimes.as_ref().map(RuntimeRows::clean);
+    let all = verdicts.iter().all(|&v| v)
+        && rss_ok
+        && [node_spawn_ok, native_ok, burst_ok, runtimes_ok]
+            .iter()
+            .all(|v| v.unwrap_or(true));
+    let na = if x.spawn_native.as_ref().is_some_and(|r| r.unavailable) {
+        "; native spawn to ready n/a, not counted"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "overall: {} in {:.0} s (reported, not asserted: the exit status is 0 either way{na})",
+        pass(all),
+        x.total_secs
+    );
+    print!("{out}");
+
+    let target_json: Vec<Value> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            json!({
+                "key": t.key.to_string(),
+                "label": t.label,
+                "note": t.note,
+                "pass": verdicts[i],
+                "c64_only": t.tp_only,
+                "warmup": {"ok": t.warmup.ok, "non2xx": t.warmup.non2xx, "errors": t.warmup.errors},
+                "rounds": per_round.iter().map(|r| r[i].as_ref().map(Stats::json)).collect::<Vec<_>>(),
+                "pooled": agg[i].as_ref().map(Stats::json),
+            })
+        })
+        .collect();
+    json!({
+        "config": {"secs": cfg.secs, "segment_secs": seg, "conns": cfg.conns,
+                   "threads": cfg.threads, "rounds": cfg.rounds, "warmup_secs": cfg.warmup,
+                   "pin_c1": cfg.pin, "noslate_workers": 1, "node_direct_processes": 1,
+                   "targets": cfg.targets, "spawns": cfg.spawns,
+                   "native_spawns": cfg.native_spawns, "runtime_spawns": cfg.runtime_spawns,
+                   "bursts": cfg.bursts,
+                   "fresh_servers_per_round": cfg.fresh,
+                   "cpus": thread::available_parallelism().map(|n| n.get()).ok()},
+        "targets": target_json,
+        "ratios": {
+            "median_of_rounds": head.json(),
+            "per_round": round_ratios.iter().map(Ratios::json).collect::<Vec<_>>(),
+            "pooled": pooled.json(),
+            "targets": {"throughput_b_over_c_min": TARGET_TP_RATIO, "p50_b_minus_c_max_us": TARGET_P50_DELTA_US,
+                        "throughput_b_over_d_min": TARGET_LIMITS_RATIO,
+                        "throughput_e_over_b_min": TARGET_SCHED_RATIO},
+            "pass": {"throughput_b_over_c": tp_ok, "p50_b_minus_c": p50_ok,
+                     "throughput_b_over_d": limits_ok, "throughput_e_over_b": sched_ok},
+        },
+        "limits_on_vs_off": {
+            "throughput_on_over_off": head.tp_bd, "target_min": TARGET_LIMITS_RATIO,
+            "pass": limits_ok, "on_enforcement": x.enforcement_on,
+            "off_enforcement": x.enforcement_off,
+        },
+        "scheduling_overhead": {
+            "throughput_full_over_plain": head.tp_eb, "target_min": TARGET_SCHED_RATIO,
+            "pass": sched_ok,
+        },
+        "spawn_to_ready": {
+            "node": x.spawn_node.as_ref().map(SpawnRow::json),
+            "native": x.spawn_native.as_ref().map(SpawnRow::json),
+            "native_target_p50_max_ms": TARGET_NATIVE_SPAWN_P50_MS,
+            "native_pass": native_ok,
+        },
+        "burst_from_zero": x.burst.as_ref().map(BurstRow::json),
+        "per_runtime": x.runtimes.as_ref().map(|r| r.json(cfg)),
+        "rss": {"two_idle_workers": x.rss, "target_max_mib": TARGET_RSS_MIB, "pass": rss_ok,
+                "after_load_kib": x.rss_after},
+        "machine": {"busy_pct": x.cpu.map(|c| c.0), "steal_pct": x.cpu.map(|c| c.1), "loadavg_before": x.loadavg},
+        "total_secs": x.total_secs,
+        "pass": all,
+    })
+}
