@@ -1,23 +1,27 @@
 //! noslate: a single-binary, low-latency serverless runtime for Alibaba Function Compute custom
 //! containers.
 //!
-//! One thread runs one `mio` event loop ([`server`]) that answers FC's HTTP/1.1 calls
-//! ([`http`], [`fc`]) and multiplexes invocations as streams over raw pipes ([`wire`]) to worker
-//! processes that it forks and supervises itself ([`turf`], [`runtime`]), with per-function pools
-//! and queues ([`pool`]). Configuration uses Noslate's JSON formats ([`config`]). All `unsafe`
-//! lives in [`sys`]. See docs/ARCHITECTURE.md for the map and the state machines.
+//! One thread runs one `mio` event loop (`server`) that answers FC's HTTP/1.1 calls ([`http`],
+//! `fc`) and multiplexes invocations as streams over raw pipes ([`wire`]) to worker processes
+//! that it forks and supervises itself (`turf`, `runtime`), with per-function pools and queues
+//! (`pool`, [`sched`]). Configuration uses Noslate's JSON formats ([`config`]). All `unsafe`
+//! lives in `sys`. See docs/ARCHITECTURE.md for the map and the state machines.
+//!
+//! The library exports what the `noslate` binary ([`cli`]), the integration tests and the fuzz
+//! targets use (the command line, the configuration loaders, the HTTP parsers, the worker frame
+//! codec), and the pure scheduling decisions ([`sched`]); everything else is internal.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod cli;
 pub mod config;
-pub mod fc;
+pub(crate) mod fc;
 pub mod http;
-pub mod pool;
-pub mod rand;
-pub mod reactor;
-pub mod runtime;
+pub(crate) mod pool;
+pub(crate) mod rand;
+pub(crate) mod reactor;
+pub(crate) mod runtime;
 pub mod sched;
-pub mod server;
-pub mod sys;
-pub mod turf;
+pub(crate) mod server;
+pub(crate) mod sys;
+pub(crate) mod turf;
 pub mod wire;

@@ -52,16 +52,6 @@ pub enum Route {
     NotFound,
 }
 
-impl Route {
-    /// Whether the request carries a JSON body to collect before it is handled.
-    pub fn takes_body(&self) -> bool {
-        matches!(
-            self,
-            Route::SetFunctions | Route::SetServices | Route::SetEnv
-        )
-    }
-}
-
 /// Routes an admin request.
 pub fn route(method: &str, path: &str) -> Route {
     let path = path.trim_end_matches('/');
@@ -113,7 +103,7 @@ mod tests {
         assert_eq!(route("POST", "/v1/stats"), Route::MethodNotAllowed("GET"));
         assert_eq!(route("GET", "/v2/workers"), Route::NotFound);
         assert_eq!(route("PUT", "/v1/functions"), Route::SetFunctions);
-        assert!(route("PUT", "/v1/env").takes_body());
+        assert_eq!(route("PUT", "/v1/env"), Route::SetEnv);
         assert_eq!(
             route("DELETE", "/v1/services"),
             Route::MethodNotAllowed("GET, PUT")

@@ -63,11 +63,13 @@ impl<T> Timers<T> {
     }
 
     /// Number of scheduled deadlines.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether nothing is scheduled.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -190,15 +190,6 @@ pub fn clock_ticks() -> u64 {
     u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
-/// Resident set size of this process, in bytes, from /proc/self/statm.
-pub fn own_rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf touches no memory.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
-}
-
 /// Reads up to 8 bytes of kernel randomness for seeding request-id generation.
 pub fn random_u64() -> u64 {
     let mut value: u64 = 0;

@@ -42,7 +42,6 @@
 //! whose processes have not finished dying yet stays, and the caller retries later.
 
 use crate::sys;
-use crate::turf::probe::Feature;
 use serde::Serialize;
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -134,14 +133,6 @@ impl ControllerCaps {
             version: None,
             path: None,
             reason: Some(reason.into()),
-        }
-    }
-
-    /// As a plain available/reason entry.
-    pub fn feature(&self) -> Feature {
-        Feature {
-            available: self.available,
-            reason: self.reason.clone(),
         }
     }
 
@@ -730,17 +721,8 @@ impl WorkerCgroup {
         }
     }
 
-    /// Current memory use of the cgroup in bytes (v2 `memory.current`, v1
-    /// `memory.usage_in_bytes`, both including page cache).
-    pub fn memory_usage(&self) -> Option<u64> {
-        let d = self.memory_dir()?;
-        match d.version {
-            Version::V2 => read_u64(&d.path.join("memory.current")),
-            Version::V1 => read_u64(&d.path.join("memory.usage_in_bytes")),
-        }
-    }
-
     /// The pids in the cgroup (union over its directories).
+    #[cfg(test)]
     pub fn pids(&self) -> Vec<i32> {
         let mut out: Vec<i32> = Vec::new();
         for d in &self.dirs {

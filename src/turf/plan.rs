@@ -395,13 +395,9 @@ impl SandboxPlan {
     }
 
     /// The enforcement this plan intends (before the cgroup is actually created).
+    #[cfg(test)]
     pub fn enforcement(&self) -> &Enforcement {
         &self.enforcement
-    }
-
-    /// The limits it was built with.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     /// The cgroup to create for the worker, if any limit goes to one.

@@ -102,7 +102,8 @@ pub fn probe(instance: &str) -> Capabilities {
 }
 
 impl Capabilities {
-    /// Nothing available, for `reason` (for tests, and for runs that must not probe).
+    /// Nothing available, for `reason`.
+    #[cfg(test)]
     pub fn none(instance: &str, reason: &str) -> Capabilities {
         Capabilities {
             instance: instance.to_owned(),

@@ -57,8 +57,6 @@ pub enum SeedState {
     Ready,
     /// Its socket is closed (the seed exits on EOF) and SIGTERM sent; SIGKILL follows.
     Stopping,
-    /// The process is gone or going; the record stays until it is reaped.
-    Exited,
 }
 
 impl SeedState {
@@ -68,7 +66,6 @@ impl SeedState {
             SeedState::Importing => "importing",
             SeedState::Ready => "ready",
             SeedState::Stopping => "stopping",
-            SeedState::Exited => "exited",
         }
     }
 }

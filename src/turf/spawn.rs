@@ -354,8 +354,6 @@ pub struct SpawnedSeed {
     pub control: OwnedFd,
     /// Its cgroup (the function's limits apply to the seed too).
     pub cgroup: Option<WorkerCgroup>,
-    /// What was actually enforced.
-    pub enforcement: Enforcement,
 }
 
 /// Forks and execs a warm seed in its sandbox: like [`spawn`], except that fds 3 and 4 are one
@@ -378,12 +376,11 @@ pub fn spawn_seed(spec: &SpawnSpec<'_>) -> Result<SpawnedSeed, SpawnError> {
     let started = start(spec, &theirs, &theirs_out);
     drop(theirs);
     drop(theirs_out);
-    let (pid, cgroup, enforcement) = started?;
+    let (pid, cgroup, _enforcement) = started?;
     Ok(SpawnedSeed {
         pid,
         control,
         cgroup,
-        enforcement,
     })
 }
 

@@ -240,11 +240,6 @@ impl Worker {
         self.next_stream
     }
 
-    /// Bytes queued for the worker and not yet written.
-    pub fn pending_output(&self) -> usize {
-        self.wbuf.len() - self.wstart
-    }
-
     /// Writes queued frames until done or the pipe is full. Returns whether everything was
     /// written. A worker whose input pipe is closed silently drops output.
     pub fn flush(&mut self) -> io::Result<bool> {
