@@ -466,7 +466,22 @@ impl<'a> Fields<'a> {
                 Some(known) => format!("unknown key (did you mean {}?)", quote(known)),
                 None => "unknown key".to_owned(),
             };
-            p.add(self.child(key), reason);
+            p.add(self.found_key_path(key), reason);
+        }
+    }
+
+    /// The path of a key found in the input, which may be any string: `path.key` for a plain
+    /// name, else `path["key"]` with the key JSON-quoted, so that an empty key (at the root,
+    /// an empty path) or one holding dots or brackets still names exactly one place.
+    fn found_key_path(&self, key: &str) -> String {
+        let plain = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        if plain {
+            self.child(key)
+        } else {
+            format!("{}[{}]", self.path, quote(key))
         }
     }
 }
@@ -598,6 +613,33 @@ mod tests {
             [
                 "worker.maxActivateRequest: unknown key (did you mean \"maxActivateRequests\"?)",
                 "worker.zzz: unknown key",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_that_are_not_plain_names_are_quoted() {
+        let mut p = Problems::default();
+        Fields::new(&json!({"": {}, "a.b": 1}), "", &mut p)
+            .unwrap()
+            .finish(&mut p);
+        Fields::new(&json!({"": 1, "]": 2, "caf\u{e9}": 3}), "worker", &mut p)
+            .unwrap()
+            .finish(&mut p);
+        let paths: Vec<String> = p
+            .finish(())
+            .unwrap_err()
+            .into_iter()
+            .map(|q| q.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "[\"\"]",
+                "[\"a.b\"]",
+                "worker[\"\"]",
+                "worker[\"]\"]",
+                "worker[\"caf\u{e9}\"]"
             ]
         );
     }
