@@ -1,10 +1,13 @@
-//! Dispatch modes besides least-request-count ([`crate::pool::pick_worker`]): round-robin and
-//! disposable (noslated.md §4.4, §5.6.5).
+//! Dispatch modes: least-request-count ([`pick_worker`], the default), round-robin and disposable
+//! (noslated.md §4.4, §5.6.5).
 //!
 //! All modes share the queue rule of Noslate's least-request-count dispatcher: once a request
 //! is queued, later ones queue behind it until the queue is empty, so requests are dispatched
 //! in arrival order. The loop applies that rule; these functions only pick a worker.
 //!
+//! - **Least-request-count** ([`pick_worker`]): the ready worker with the fewest requests in
+//!   flight below `maxActivateRequests`; the earliest-listed one wins ties, which keeps load on
+//!   warm workers.
 //! - **Round-robin** ([`RoundRobin`]): the ready workers in turn, skipping the ones at
 //!   `maxActivateRequests`. Noslate's round-robin has only a pool-wide cap
 //!   (`maxActivateRequests × replicaCountLimit`, fixed at creation) and overloads single
@@ -15,10 +18,31 @@
 //!   streaming response holds the worker until the stream ends. Every queued request needs a
 //!   worker of its own: [`disposable_launches`].
 
+use super::plan::{ScaleInput, workers_to_launch};
 use crate::config::DispatchMode;
-use crate::pool::{ScaleInput, WorkerLoad, pick_worker, workers_to_launch};
 use crate::reactor::slab::Key;
 use crate::turf::worker::WorkerState;
+
+/// What the dispatcher needs to know about one worker.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerLoad {
+    /// The worker.
+    pub key: Key,
+    /// Its state.
+    pub state: WorkerState,
+    /// Invocations in flight.
+    pub active: usize,
+}
+
+/// Least-request-count dispatch: the ready worker with the fewest in-flight invocations below
+/// `max_active`; the earliest-listed one wins ties, which keeps load on warm workers.
+pub fn pick_worker(workers: &[WorkerLoad], max_active: usize) -> Option<Key> {
+    workers
+        .iter()
+        .filter(|w| w.state == WorkerState::Ready && w.active < max_active)
+        .min_by_key(|w| w.active)
+        .map(|w| w.key)
+}
 
 /// The round-robin cursor of one function.
 #[derive(Debug, Clone, Default)]
@@ -164,7 +188,33 @@ pub fn disposable_launches(
 mod tests {
     use super::*;
 
-    use crate::pool::test_support::{key, load};
+    /// A slab key with index `idx`.
+    fn key(idx: u32) -> Key {
+        Key { idx, generation: 0 }
+    }
+
+    /// A worker's load for the dispatchers.
+    fn load(idx: u32, state: WorkerState, active: usize) -> WorkerLoad {
+        WorkerLoad {
+            key: key(idx),
+            state,
+            active,
+        }
+    }
+
+    #[test]
+    fn picks_least_loaded_ready_worker_below_the_cap() {
+        let workers = [
+            load(0, WorkerState::Ready, 3),
+            load(1, WorkerState::Starting, 0),
+            load(2, WorkerState::Ready, 1),
+            load(3, WorkerState::Draining, 0),
+            load(4, WorkerState::Ready, 1),
+        ];
+        assert_eq!(pick_worker(&workers, 10), Some(key(2)));
+        assert_eq!(pick_worker(&workers, 1), None);
+        assert_eq!(pick_worker(&[], 10), None);
+    }
 
     fn ready(idx: u32, active: usize) -> WorkerLoad {
         load(idx, WorkerState::Ready, active)

@@ -1,9 +1,11 @@
-//! A seeded simulation of one function's pool driven by the pure decisions of
-//! [`crate::pool`] and [`crate::sched`], with invariants checked on every step.
+//! A seeded simulation of one function's pool driven by the pure decisions of [`crate::sched`],
+//! with invariants checked on every step. Scale-up is [`launch_plan`], the function the event
+//! loop calls, performed the way the loop performs it: start the workers, fail the queue with the
+//! limit's error when the plan says so.
 //!
 //! Each seed draws a configuration (concurrency per worker, replica limit, reservation, launch
-//! slots, memory pool, dispatch mode, disposable or not, scaler, shrink strategy, rate limit,
-//! queue limits, breaker limits) and runs an arrival process for 20 simulated seconds in 10 ms steps, then a
+//! slots, memory pool, fast fail, dispatch mode, disposable or not, scaler, shrink strategy, rate
+//! limit, queue limits, breaker limits) and runs an arrival process for 20 simulated seconds in 10 ms steps, then a
 //! quiet period without arrivals, crashes or start failures. Workers start after a random delay
 //! and may fail to start or crash; requests take random service times and carry deadlines; the
 //! rate limit is changed once mid-run.
@@ -11,21 +13,23 @@
 //! Replay one seed with `NOSLATE_SIM_SEED=<seed> cargo test sched::sim -- --nocapture`; a
 //! failing seed is printed with every failure.
 
+use super::backoff::CRASH_LOOP_WINDOW;
 use super::breaker::{CircuitBreaker, LoadSample};
-use super::capacity::{LaunchLimits, admit_launches};
+use super::capacity::LaunchBlock;
 use super::dispatch::{
-    DisposableCandidate, DisposableLife, RoundRobin, StreamEnd, disposable_launches,
-    pick as pick_by_mode, pick_disposable,
+    DisposableCandidate, DisposableLife, RoundRobin, StreamEnd, WorkerLoad, pick as pick_by_mode,
+    pick_disposable,
 };
 use super::ema::{ConcurrencyMeter, EmaScaler};
+use super::plan::{Blocker, LaunchPlan, PlanInput, launch_plan};
 use super::ratelimit::{TokenBucket, apply_rate_limit};
 use super::shrink::{LegacyScaler, WorkerSnapshot, idle_victims, pick_victims};
-use super::{ScaleAction, ScalerInput, launches};
+use super::{ScaleAction, ScalerInput};
 use crate::config::{
     CircuitBreakerConfig, ConcurrencyStatsMode, DispatchMode, EmaSettings, RateLimit,
     ShrinkStrategy,
 };
-use crate::pool::{CRASH_LOOP_WINDOW, Pool, ScaleInput, StartError, WorkerLoad};
+use crate::pool::{Pool, StartError};
 use crate::reactor::slab::Key;
 use crate::turf::worker::WorkerState;
 use std::collections::VecDeque;
@@ -105,6 +109,7 @@ struct Params {
     stats_mode: ConcurrencyStatsMode,
     memory: u64,
     pool_size: u64,
+    fast_fail: bool,
     start_fail: f64,
     crash: f64,
     arrival: f64,
@@ -179,6 +184,7 @@ impl Params {
             ]),
             memory,
             pool_size: memory * pool_workers,
+            fast_fail: rng.chance(0.5),
             start_fail: rng.pick(&[0.0, 0.05, 0.2]),
             crash: rng.pick(&[0.0, 0.0005, 0.002]),
             arrival: rng.pick(&[0.02, 0.1, 0.3, 0.6]),
@@ -198,6 +204,8 @@ enum Outcome {
     RunTimeout,
     Crashed,
     StartFailed,
+    ReplicaLimit,
+    MemoryPool,
 }
 
 impl Outcome {
@@ -243,7 +251,7 @@ struct Worker {
 #[derive(Debug, Default)]
 struct Stats {
     arrivals: u64,
-    outcomes: [u64; 9],
+    outcomes: [u64; 11],
     launches: u64,
     drains: u64,
     crashes: u64,
@@ -626,7 +634,7 @@ impl Sim {
         self.admit(req);
         if self.ready() + self.starting() == 0
             && self.pool.fails_fast()
-            && !self.pool.may_launch(now)
+            && !self.pool.backoff().may_launch(now)
         {
             self.end(req, Outcome::StartFailed);
             return false;
@@ -799,52 +807,60 @@ impl Sim {
         action
     }
 
+    /// Scale-up as the event loop does it: [`launch_plan`], then its launches and queue failure.
     fn scale_up(&mut self, now: Instant, action: ScaleAction, refused_for_no_queue: usize) {
-        if !self.pool.may_launch(now) {
-            return;
-        }
         let starting = self.starting();
         let alive = starting + self.ready();
-        let queued = self.queue.len() + refused_for_no_queue;
-        let n = if self.p.disposable {
-            disposable_launches(
-                queued,
-                starting,
-                alive,
-                self.p.replica_limit,
-                self.p.expand_concurrency,
-            )
-        } else {
-            let input = ScaleInput {
-                queued,
-                starting,
-                alive,
-                max_active: self.p.max_active,
-                replica_limit: self.p.replica_limit,
-                reservation: self.p.reservation,
-                expand_concurrency: self.p.expand_concurrency,
-            };
-            launches(input, action)
-        };
         let live = self
             .workers
             .iter()
             .filter(|w| w.state != WorkerState::Exited)
             .count();
-        let (n, block) = admit_launches(
-            n,
-            LaunchLimits {
+        let plan = launch_plan(
+            PlanInput {
+                queued: self.queue.len() + refused_for_no_queue,
+                starting,
                 alive,
+                max_active: self.p.max_active,
                 replica_limit: self.p.replica_limit,
+                reservation: self.p.reservation,
+                rollout_target: 0,
+                expand_concurrency: self.p.expand_concurrency,
+                disposable: self.p.disposable,
+                backoff: self.pool.backoff(),
                 memory_per_worker: self.p.memory,
                 pool_used: self.p.memory * live as u64,
                 pool_size: self.p.pool_size,
+                fast_fail: self.p.fast_fail,
+                action,
             },
+            now,
         );
-        if let Some(super::capacity::LaunchBlock::MemoryPool { .. }) = block {
+        if let LaunchPlan::Admitted {
+            cut: Some(LaunchBlock::MemoryPool { .. }),
+            ..
+        } = plan
+        {
             self.stats.memory_blocks += 1;
         }
-        for _ in 0..n {
+        if let Some(blocker) = plan.fail_queue() {
+            let outcome = match blocker {
+                Blocker::Backoff => Outcome::StartFailed,
+                Blocker::Capacity(LaunchBlock::ReplicaLimit { .. }) => Outcome::ReplicaLimit,
+                Blocker::Capacity(LaunchBlock::MemoryPool { .. }) => Outcome::MemoryPool,
+            };
+            self.check(outcome != Outcome::ReplicaLimit || self.p.fast_fail, || {
+                "the replica limit failed the queue without fastFailRequestsOnStarting".into()
+            });
+            self.check(starting == 0, || {
+                format!("the queue failed with {starting} workers starting")
+            });
+            while let Some(req) = self.queue.pop_front() {
+                self.reqs[req].queued = false;
+                self.end(req, outcome);
+            }
+        }
+        for _ in 0..plan.launch() {
             let fails = !self.quiet() && self.rng.chance(self.p.start_fail);
             let ready_at = now + self.rng.ms(20, 400);
             self.workers.push(Worker {
@@ -1029,7 +1045,8 @@ fn seeded_pool_simulation_keeps_its_invariants() {
     }
     println!(
         "{} seeds × {} steps: {} arrivals, outcomes [answered, rate limited, breaker, queue \
-         full, no queue, queue timeout, run timeout, crashed, start failed] = {:?}, {} launches, \
+         full, no queue, queue timeout, run timeout, crashed, start failed, replica limit, memory \
+         pool] = {:?}, {} launches, \
          {} drains, {} crashes, {} start failures, breaker opened {} times, {} launches cut by \
          the memory pool; scalers idle/legacy/ema = {:?}",
         seeds.len(),

@@ -5,13 +5,13 @@ use super::bridge::ErrorMsg;
 use super::client::InvokeError;
 use super::{Lifecycle, Server, Timer};
 use crate::fc;
-use crate::pool::{CRASH_LOOP_WINDOW, ScaleInput, StartError};
+use crate::pool::StartError;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::runtime::LaunchSpec;
-use crate::sched::capacity::{self, LaunchBlock, LaunchLimits};
-use crate::sched::dispatch;
-use crate::sched::{self, ScaleAction};
+use crate::sched::ScaleAction;
+use crate::sched::backoff::CRASH_LOOP_WINDOW;
+use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::spawn;
@@ -59,11 +59,10 @@ impl Server {
         self.scale_with(function, ScaleAction::Hold);
     }
 
-    /// Launches workers for the queue, the reservation and the scaler's `action`, within
-    /// `controlPlane.expandConcurrency`, the start back-off, `replicaCountLimit` and
-    /// `virtualMemoryPoolSize`. Fails queued requests when no worker can come: with the last
-    /// start error, or with the capacity limit that blocks the launch (always for the memory
-    /// pool; for the replica limit only with `worker.fastFailRequestsOnStarting`).
+    /// Launches workers for the queue, the reservation and the scaler's `action` as
+    /// [`plan::launch_plan`] decides (within `controlPlane.expandConcurrency`, the back-off,
+    /// `replicaCountLimit` and `virtualMemoryPoolSize`), and fails queued requests when it says
+    /// no worker can come: with the last start error, or with the capacity limit's error.
     pub(super) fn scale_with(&mut self, function: usize, action: ScaleAction) {
         // The seed follows the function: started with it, replaced with its code, stopped
         // when it is removed or the runtime stops.
@@ -71,74 +70,49 @@ impl Server {
         if self.lifecycle != Lifecycle::Running || self.functions[function].removed {
             return;
         }
-        let now = Instant::now();
         let (starting, alive) = self.worker_counts(function);
-        let profile = &self.functions[function].profile;
-        let queued = self.functions[function].pool.queue.len();
-        let replica_limit =
-            usize::try_from(profile.worker.replica_count_limit).unwrap_or(usize::MAX);
-        let expand = usize::try_from(self.config.control_plane.expand_concurrency)
-            .unwrap_or(1)
-            .max(1);
-        let fast_fail = profile.worker.fast_fail_requests_on_starting;
-        let memory = profile.resource_limit.memory;
-        // The demand before any capacity limit, so that a blocked launch can say which limit.
-        let demand = if profile.worker.disposable {
-            dispatch::disposable_launches(queued, starting, alive, usize::MAX, usize::MAX)
-        } else {
-            sched::launches(
-                ScaleInput {
-                    queued,
-                    starting,
-                    alive,
-                    max_active: self.max_active(function),
-                    replica_limit: usize::MAX,
-                    // During a rollout, the new generation replaces the old one's workers.
-                    reservation: usize::try_from(profile.worker.reservation_count)
-                        .unwrap_or(usize::MAX)
-                        .max(self.functions[function].rollout_target),
-                    expand_concurrency: usize::MAX,
-                },
-                action,
-            )
-        };
-        if demand == 0 {
-            return;
-        }
-        if !self.functions[function].pool.may_launch(now) {
-            // Backing off after failed starts. With nothing running or coming, queued requests
-            // would only wait for their deadline: tell them why instead.
-            if starting == 0 && alive == 0 && self.functions[function].pool.fails_fast() {
-                self.fail_queue_with_start_error(function);
-            }
-            return;
-        }
-        let limits = LaunchLimits {
+        let f = &self.functions[function];
+        let worker = &f.profile.worker;
+        let input = PlanInput {
+            queued: f.pool.queue.len(),
+            starting,
             alive,
-            replica_limit,
-            memory_per_worker: memory,
+            max_active: self.max_active(function),
+            replica_limit: usize::try_from(worker.replica_count_limit).unwrap_or(usize::MAX),
+            reservation: usize::try_from(worker.reservation_count).unwrap_or(usize::MAX),
+            rollout_target: f.rollout_target,
+            expand_concurrency: usize::try_from(self.config.control_plane.expand_concurrency)
+                .unwrap_or(1),
+            disposable: worker.disposable,
+            backoff: f.pool.backoff(),
+            memory_per_worker: f.profile.resource_limit.memory,
             pool_used: self.memory_reserved(),
             pool_size: self.config.virtual_memory_pool_size,
+            fast_fail: worker.fast_fail_requests_on_starting,
+            action,
         };
-        let (admitted, block) = capacity::admit_launches(demand, limits);
-        self.functions[function].pool.launch_blocked =
-            block.filter(|_| admitted == 0).map(|b| b.to_string());
-        if let Some(block) = block {
-            log::warn!(
-                "[cp] function {}: {block}",
-                self.functions[function].profile.name
-            );
-            let fatal = matches!(block, LaunchBlock::MemoryPool { .. });
-            if admitted == 0 && queued > 0 && starting == 0 && (fatal || fast_fail) {
+        let plan = plan::launch_plan(input, Instant::now());
+        if let LaunchPlan::Admitted { cut, blocked, .. } = plan {
+            self.functions[function].pool.launch_blocked = blocked.map(|b| b.to_string());
+            if let Some(block) = cut {
+                log::warn!(
+                    "[cp] function {}: {block}",
+                    self.functions[function].profile.name
+                );
+            }
+        }
+        match plan.fail_queue() {
+            Some(Blocker::Backoff) => self.fail_queue_with_start_error(function),
+            Some(Blocker::Capacity(block)) => {
                 let err = InvokeError::new(503, block.error_type(), block.to_string());
                 let waiting: Vec<_> = self.functions[function].pool.queue.drain(..).collect();
                 for client in waiting {
                     self.fail_invocation(client, &err);
                 }
             }
+            None => {}
         }
-        let slots = expand.saturating_sub(starting);
-        for _ in 0..admitted.min(slots) {
+        for _ in 0..plan.launch() {
             if !self.spawn_worker(function) {
                 break;
             }
