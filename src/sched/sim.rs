@@ -30,6 +30,7 @@ use crate::config::{
     ShrinkStrategy,
 };
 use crate::pool::{Pool, StartError};
+use crate::rand::Rng;
 use crate::reactor::slab::Key;
 use crate::turf::worker::WorkerState;
 use std::collections::VecDeque;
@@ -48,22 +49,23 @@ const TICK_EVERY: u64 = 10;
 /// How long a timed-out request keeps its worker slot (the cancel grace).
 const CANCEL_GRACE: Duration = Duration::from_millis(30);
 
-/// SplitMix64: small, seedable, good enough for a simulation.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
+/// The simulation's draws from the runtime's seeded generator.
+trait Draws {
     /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64;
+    /// True with probability `p`.
+    fn chance(&mut self, p: f64) -> bool;
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64;
+    /// A duration of `lo..=hi` milliseconds.
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration;
+    /// One of `items`.
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T;
+}
+
+impl Draws for Rng {
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+        lo + self.next_u64() % (hi - lo + 1)
     }
 
     fn chance(&mut self, p: f64) -> bool {
@@ -71,7 +73,7 @@ impl Rng {
     }
 
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.next_f64()
     }
 
     fn ms(&mut self, lo: u64, hi: u64) -> Duration {
@@ -79,7 +81,7 @@ impl Rng {
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.next() as usize % items.len()]
+        items[self.next_u64() as usize % items.len()]
     }
 }
 
@@ -287,7 +289,7 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::with_seed(seed);
         let p = Params::draw(&mut rng);
         let base = Instant::now();
         let bucket = p.rate_limit.as_ref().map(|l| TokenBucket::new(l, base));
