@@ -113,30 +113,6 @@ impl Config {
     }
 }
 
-/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (the runtime it starts
-/// inherits it); returns the soft limit in force afterwards.
-fn raise_nofile() -> libc::rlim_t {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit that setrlimit only reads.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return raised.rlim_cur;
-        }
-    }
-    lim.rlim_cur
-}
-
 /// A Node.js function profile (`resourceLimit.memory` in bytes).
 fn profile(name: &str, dir: &Path, worker: Value, memory: u64) -> Value {
     json!({
@@ -258,10 +234,6 @@ fn exchange(client: &mut BlockingClient, req: &[u8]) -> (Option<u16>, String, f6
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-fn fd_count(pid: u32) -> Option<usize> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 // ---------------------------------------------------------------------------------------------

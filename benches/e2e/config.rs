@@ -19,6 +19,12 @@ pub struct Config {
     pub bursts: usize,
     /// Fresh servers (runtimes, workers, node) for every round.
     pub fresh: bool,
+    /// Connections of each phase of the memory-per-connection rows (`m`): idle, then stalled.
+    pub mem_conns: usize,
+    /// Stalled connections of the second, smaller stalled run (a fresh runtime).
+    pub mem_small_conns: usize,
+    /// `GET /healthz` requests each stalled connection pipelines.
+    pub mem_pipeline: usize,
 }
 
 impl Config {
@@ -29,13 +35,16 @@ impl Config {
             threads: env_num("BENCH_THREADS", 2usize).max(1),
             rounds: env_num("BENCH_ROUNDS", 6usize).max(1),
             warmup: env_num("BENCH_WARMUP", 0.5f64).max(0.0),
-            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdesrz".into()),
+            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdesrzm".into()),
             pin: env_num("BENCH_PIN", 0u8) != 0,
             spawns: env_num("BENCH_SPAWNS", 60usize),
             native_spawns: env_num("BENCH_NATIVE_SPAWNS", 200usize),
             runtime_spawns: env_num("BENCH_RUNTIME_SPAWNS", 100usize),
             bursts: env_num("BENCH_BURSTS", 5usize),
             fresh: env_num("BENCH_FRESH", 1u8) != 0,
+            mem_conns: env_num("BENCH_MEM_CONNS", 2000usize).max(1),
+            mem_small_conns: env_num("BENCH_MEM_SMALL_CONNS", 500usize).max(1),
+            mem_pipeline: env_num("BENCH_MEM_PIPELINE", 2000usize).max(1),
         };
         Config {
             threads: c.threads.min(c.conns),

@@ -83,6 +83,15 @@
 //!   default 1 GiB memory pool). Warm: the same with `reservationCount: 4`, after `/initialize`.
 //!   Each burst gets a fresh runtime; `BENCH_BURSTS` (default 5) bursts per side, alternating
 //!   cold/warm; medians and their ratio are reported (no target).
+//! - **Memory per connection** (`BENCH_TARGETS` letter `m`): the runtime's own `VmRSS` per
+//!   connection. A runtime as in (a)/(b) takes 2,000 keep-alive connections that each make one
+//!   `GET /healthz` and idle (target <= 4 KiB each), then 2,000 more that each pipeline 2,000
+//!   `GET /healthz` in one write, with `SO_RCVBUF` 4096 and an Ethernet MSS set before connect,
+//!   and never read; once its RSS settled, the growth per stalled connection (target < 68 KiB:
+//!   the default `http.maxConnectionOutputBytes` plus the 4 KiB read buffer) and in all. Then
+//!   500 stalled connections on a fresh runtime: the per-connection figure must not grow with
+//!   the client count. /proc/net/tcp confirms that the runtime stopped reading them. The bench
+//!   raises its soft `RLIMIT_NOFILE` to the hard limit first.
 //!
 //! # How to read it
 //!
@@ -95,25 +104,28 @@
 //! - throughput b/d (limits on / limits off) >= 0.97: what enforcing the limits costs;
 //! - throughput e/b (full scheduling / plain) >= 0.95: what the scheduler's bookkeeping costs;
 //! - runtime RSS with 2 idle workers < 10 MiB;
-//! - native spawn to ready p50 <= 2 ms (Node.js spawn and the burst times are informational).
+//! - native spawn to ready p50 <= 2 ms (Node.js spawn and the burst times are informational);
+//! - runtime RSS per idle connection <= 4 KiB, per stalled pipelining connection < 68 KiB, and
+//!   the latter not growing with the client count.
 //!
 //! PASS/FAIL is printed per line, but the process exits 0 either way: numbers from a shared,
 //! noisy machine are reported, not asserted. Results also go to `<target dir>/bench/e2e.json`.
 //!
-//! Knobs (environment): `BENCH_SECS` (measurement seconds per target and mode, split across
-//! rounds; default 5), `BENCH_ROUNDS` (default 6), `BENCH_FRESH` (1: fresh servers every round,
-//! the default; 0: one set for all rounds), `BENCH_CONNS` (default 64), `BENCH_THREADS`
-//! (default 2), `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default
-//! 0.5; with `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which
-//! rows: `a`-`e` the round targets, `s`
-//! the spawn rows, `r` the per-runtime rows, `z` the burst; default `abcdesrz`), `BENCH_SPAWNS`
-//! (Node.js, default 60), `BENCH_NATIVE_SPAWNS` (default 200), `BENCH_RUNTIME_SPAWNS` (starts
-//! per runtime of the `r` rows, default 100),
-//! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_PIN` (1: pin the c=1 phase, client
-//! thread and servers, to one CPU with taskset; removes the placement lottery but is not how
-//! peers.md measured), `BENCH_FUNCTION_DIR` (the function's code, default `examples/hello`),
-//! `BENCH_EXAMPLE_WAIT` (seconds to wait for that function to appear, default 0),
-//! `BENCH_NOSLATE_BIN` (another runtime binary to measure, default the one cargo built). See
+//! Knobs (environment): `BENCH_SECS` (measurement seconds per target and mode, split across rounds;
+//! default 5), `BENCH_ROUNDS` (default 6), `BENCH_FRESH` (1: fresh servers every round, the
+//! default; 0: one set for all rounds), `BENCH_CONNS` (default 64), `BENCH_THREADS` (default 2),
+//! `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default 0.5; with
+//! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`e`
+//! the round targets, `s` the spawn rows, `r` the per-runtime rows, `z` the burst, `m` memory per
+//! connection; default `abcdesrzm`), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
+//! (default 200), `BENCH_RUNTIME_SPAWNS` (starts per runtime of the `r` rows, default 100),
+//! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_MEM_CONNS` (idle, then stalled connections
+//! of the `m` rows, default 2000), `BENCH_MEM_SMALL_CONNS` (the second stalled count, default 500),
+//! `BENCH_MEM_PIPELINE` (requests per stalled connection, default 2000), `BENCH_PIN` (1: pin the
+//! c=1 phase, client thread and servers, to one CPU with taskset; removes the placement lottery but
+//! is not how peers.md measured), `BENCH_FUNCTION_DIR` (the function's code, default
+//! `examples/hello`), `BENCH_EXAMPLE_WAIT` (seconds to wait for that function to appear, default
+//! 0), `BENCH_NOSLATE_BIN` (another runtime binary to measure, default the one cargo built). See
 //! benches/README.md.
 //!
 //! # Layout
@@ -126,7 +138,9 @@
 //!   printed by its own module;
 //! - `report`: the tables, the ratios and their verdicts, and the JSON;
 //! - `../common`: the load generator and the process helpers shared with `soak.rs`.
-#![forbid(unsafe_code)]
+// The only unsafe code is in `common` (raising RLIMIT_NOFILE, a socket option set before
+// connect), each function allowed there by name.
+#![deny(unsafe_code)]
 
 mod burst;
 #[path = "../common/mod.rs"]
@@ -149,7 +163,7 @@ use serde_json::json;
 use burst::measure_bursts;
 use common::*;
 use config::Config;
-use memory::measure_rss;
+use memory::{measure_conn_memory, measure_rss};
 use report::{Extra, cpu_times};
 use rounds::{Target, run_rounds};
 use runtimes::measure_runtimes;
@@ -165,6 +179,8 @@ fn main() {
     }
     let cfg = Config::from_env();
     let t_start = Instant::now();
+    // The memory rows hold thousands of connections open, on both ends.
+    let nofile = raise_nofile();
     let cpu0 = cpu_times();
     let loadavg = fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -196,8 +212,16 @@ fn main() {
         "  noslate runs ONE Node.js worker (reservationCount = replicaCountLimit = 1) against ONE Node.js process in (c): apples to apples"
     );
     println!(
-        "  then: spawn to ready ({} Node.js spawns, BENCH_SPAWNS; {} native, BENCH_NATIVE_SPAWNS), per runtime ({} starts each, BENCH_RUNTIME_SPAWNS; c={} invoke throughput), burst from zero ({} bursts per side, BENCH_BURSTS); rows selected: {}",
-        cfg.spawns, cfg.native_spawns, cfg.runtime_spawns, cfg.conns, cfg.bursts, cfg.targets
+        "  then: spawn to ready ({} Node.js spawns, BENCH_SPAWNS; {} native, BENCH_NATIVE_SPAWNS), per runtime ({} starts each, BENCH_RUNTIME_SPAWNS; c={} invoke throughput), burst from zero ({} bursts per side, BENCH_BURSTS), memory per connection ({} idle + {} stalled, BENCH_MEM_CONNS; then {} stalled, BENCH_MEM_SMALL_CONNS); rows selected: {}; RLIMIT_NOFILE {nofile}",
+        cfg.spawns,
+        cfg.native_spawns,
+        cfg.runtime_spawns,
+        cfg.conns,
+        cfg.bursts,
+        cfg.mem_conns,
+        cfg.mem_conns,
+        cfg.mem_small_conns,
+        cfg.targets
     );
 
     // Declared first, so dropped last: after every process below is gone.
@@ -252,6 +276,8 @@ fn main() {
         .then(|| measure_runtimes(&cfg, &tmp.0));
     let burst =
         (have_example && cfg.targets.contains('z')).then(|| measure_bursts(&tmp.0, cfg.bursts));
+    let conn_memory =
+        (have_example && cfg.targets.contains('m')).then(|| measure_conn_memory(&cfg, &tmp.0));
 
     let extra = Extra {
         rss,
@@ -265,6 +291,8 @@ fn main() {
         spawn_native,
         burst,
         runtimes,
+        conn_memory,
+        nofile: nofile as u64,
     };
     let json = report::report(&cfg, &targets, &extra);
     write_report("e2e", &json);

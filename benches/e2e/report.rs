@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::burst::{BurstRow, burst_lines};
 use crate::common::*;
 use crate::config::Config;
-use crate::memory::{TARGET_RSS_MIB, rss_lines, rss_pass};
+use crate::memory::{ConnMemory, TARGET_RSS_MIB, conn_memory_lines, rss_lines, rss_pass};
 use crate::rounds::{NTARGETS, Stats, Target, round_order};
 use crate::runtimes::{RuntimeRows, runtime_lines};
 use crate::servers::fmt_enforcement;
@@ -172,6 +172,9 @@ pub struct Extra {
     pub spawn_native: Option<SpawnRow>,
     pub burst: Option<BurstRow>,
     pub runtimes: Option<RuntimeRows>,
+    pub conn_memory: Option<ConnMemory>,
+    /// The soft RLIMIT_NOFILE of the bench (and the runtimes it starts).
+    pub nofile: u64,
 }
 
 /// Prints the tables and verdicts; returns the JSON report.
@@ -314,6 +317,8 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     runtime_lines(&mut out, cfg, x.runtimes.as_ref());
     burst_lines(&mut out, x.burst.as_ref());
     let burst_ok = x.burst.as_ref().map(BurstRow::clean);
+    conn_memory_lines(&mut out, cfg, x.conn_memory.as_ref());
+    let conn_memory_ok = x.conn_memory.as_ref().map(ConnMemory::pass);
 
     if let Some((busy, steal)) = x.cpu {
         let _ = writeln!(
@@ -327,9 +332,15 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     let runtimes_ok = x.runtimes.as_ref().map(RuntimeRows::clean);
     let all = verdicts.iter().all(|&v| v)
         && rss_ok
-        && [node_spawn_ok, native_ok, burst_ok, runtimes_ok]
-            .iter()
-            .all(|v| v.unwrap_or(true));
+        && [
+            node_spawn_ok,
+            native_ok,
+            burst_ok,
+            runtimes_ok,
+            conn_memory_ok,
+        ]
+        .iter()
+        .all(|v| v.unwrap_or(true));
     let na = if x.spawn_native.as_ref().is_some_and(|r| r.unavailable) {
         "; native spawn to ready n/a, not counted"
     } else {
@@ -365,7 +376,9 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
                    "pin_c1": cfg.pin, "noslate_workers": 1, "node_direct_processes": 1,
                    "targets": cfg.targets, "spawns": cfg.spawns,
                    "native_spawns": cfg.native_spawns, "runtime_spawns": cfg.runtime_spawns,
-                   "bursts": cfg.bursts,
+                   "bursts": cfg.bursts, "mem_conns": cfg.mem_conns,
+                   "mem_small_conns": cfg.mem_small_conns, "mem_pipeline": cfg.mem_pipeline,
+                   "nofile_limit": x.nofile,
                    "fresh_servers_per_round": cfg.fresh,
                    "cpus": thread::available_parallelism().map(|n| n.get()).ok()},
         "targets": target_json,
@@ -395,6 +408,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
             "native_pass": native_ok,
         },
         "burst_from_zero": x.burst.as_ref().map(BurstRow::json),
+        "memory_per_connection": x.conn_memory.as_ref().map(ConnMemory::json),
         "per_runtime": x.runtimes.as_ref().map(|r| r.json(cfg)),
         "rss": {"two_idle_workers": x.rss, "target_max_mib": TARGET_RSS_MIB, "pass": rss_ok,
                 "after_load_kib": x.rss_after},
