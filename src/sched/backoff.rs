@@ -66,6 +66,42 @@ impl Backoff {
     }
 }
 
+/// The restart back-off of a process the runtime keeps alive by itself (a function's warm seed,
+/// the spare workers): the start back-off's delays (100 ms doubling to 30 s) per consecutive
+/// death, with at most one restart armed at a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestartBackoff {
+    failures: u32,
+    armed: bool,
+}
+
+impl RestartBackoff {
+    /// Another death: the delay before the restart, or `None` when one is already armed.
+    pub fn arm(&mut self) -> Option<Duration> {
+        if self.armed {
+            return None;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.armed = true;
+        Some(backoff(self.failures))
+    }
+
+    /// The armed restart is due.
+    pub fn fired(&mut self) {
+        self.armed = false;
+    }
+
+    /// Whether a restart is armed (starting now would jump the back-off).
+    pub fn is_armed(&self) -> bool {
+        self.armed
+    }
+
+    /// The process came up: the next death starts from the shortest delay again.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +141,24 @@ mod tests {
         assert!(!respawn.may_launch(now));
         assert!(respawn.may_launch(later));
         assert!(!respawn.fails_fast(), "requests wait for a respawn");
+    }
+
+    #[test]
+    fn a_restart_backoff_doubles_per_death_and_arms_once() {
+        let mut restart = RestartBackoff::default();
+        assert_eq!(restart.arm(), Some(Duration::from_millis(100)));
+        assert!(restart.is_armed());
+        assert_eq!(restart.arm(), None, "one restart at a time");
+        restart.fired();
+        assert_eq!(restart.arm(), Some(Duration::from_millis(200)));
+        restart.fired();
+        restart.succeeded();
+        assert_eq!(restart.arm(), Some(Duration::from_millis(100)));
+        for _ in 0..40 {
+            restart.fired();
+            restart.arm();
+        }
+        restart.fired();
+        assert_eq!(restart.arm(), Some(DEFAULT_BACKOFF_MAX));
     }
 }

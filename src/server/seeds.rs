@@ -6,6 +6,7 @@ use super::{Server, Timer};
 use crate::config::Runtime;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
+use crate::sched::backoff::RestartBackoff;
 use crate::sys;
 use crate::turf::accounting::ExitReason;
 use crate::turf::seed::{self, Seed, SeedMessage, SeedState};
@@ -16,10 +17,6 @@ use mio::unix::SourceFd;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// First restart delay after a seed died; doubles per consecutive death.
-const SEED_BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// The longest restart delay.
-const SEED_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Worker exits reaped before the seed reported their pid, kept to be claimed (a forked worker
 /// can die, and be reaped, before its `forked` message is read).
 const MAX_UNCLAIMED_EXITS: usize = 64;
@@ -29,10 +26,8 @@ const MAX_UNCLAIMED_EXITS: usize = 64;
 pub(super) struct SeedSlot {
     /// Its current seed, if one is running.
     pub key: Option<Key>,
-    /// Consecutive seed deaths, for the back-off.
-    pub failures: u32,
-    /// A restart is scheduled.
-    pub retry_armed: bool,
+    /// The restart back-off after seed deaths.
+    pub restart: RestartBackoff,
     /// The generation whose import failed: no seed for it (workers cold-start and report the
     /// error themselves).
     pub import_failed: Option<u64>,
@@ -67,7 +62,9 @@ impl Server {
             self.functions[function].seed.key = None;
         }
         let slot = &self.functions[function].seed;
-        if !self.wants_seed(function) || slot.retry_armed || slot.import_failed == Some(generation)
+        if !self.wants_seed(function)
+            || slot.restart.is_armed()
+            || slot.import_failed == Some(generation)
         {
             return;
         }
@@ -177,7 +174,7 @@ impl Server {
                     s.started_at.elapsed().as_secs_f64() * 1000.0
                 );
                 let slot = &mut self.functions[function].seed;
-                slot.failures = 0;
+                slot.restart.succeeded();
                 slot.last_error = None;
             }
             SeedMessage::Failed { error } => {
@@ -349,22 +346,19 @@ impl Server {
         let slot = &mut self.functions[function].seed;
         slot.key = None;
         slot.last_error = Some(why);
-        if slot.import_failed == Some(generation) || slot.retry_armed {
+        if slot.import_failed == Some(generation) {
             return;
         }
-        let slot = &mut self.functions[function].seed;
-        let delay = SEED_BACKOFF_MIN
-            .saturating_mul(1u32 << slot.failures.min(16))
-            .min(SEED_BACKOFF_MAX);
-        slot.failures = slot.failures.saturating_add(1);
-        slot.retry_armed = true;
+        let Some(delay) = slot.restart.arm() else {
+            return;
+        };
         self.timers
             .schedule(Instant::now() + delay, Timer::SeedRetry(function));
     }
 
     /// The restart back-off of `function`'s seed has passed.
     pub(super) fn on_seed_retry(&mut self, function: usize) {
-        self.functions[function].seed.retry_armed = false;
+        self.functions[function].seed.restart.fired();
         self.ensure_seed(function);
     }
 

@@ -9,6 +9,7 @@ use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::runtime::Runtimes;
+use crate::sched::backoff::RestartBackoff;
 use crate::sys;
 use crate::turf::spare::{self, Spare, SpareRead, SpareShape, SpareState};
 use crate::turf::spawn;
@@ -17,10 +18,6 @@ use mio::Interest;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// First restart delay after spares died; doubles per consecutive death.
-const SPARE_BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// The longest restart delay.
-const SPARE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long after a spare is taken its replacement starts.
 const SPARE_REFILL_DELAY: Duration = Duration::from_millis(100);
 /// A READY frame is tiny; this bounds what a spare may send before it is taken.
@@ -31,10 +28,8 @@ const SPARE_READ_MAX: usize = 4096;
 pub(super) struct SparePool {
     /// The shape spares are kept in.
     pub shape: Option<SpareShape>,
-    /// Consecutive spare deaths, for the back-off.
-    pub failures: u32,
-    /// A restart is scheduled.
-    pub retry_armed: bool,
+    /// The restart back-off after spare deaths.
+    pub restart: RestartBackoff,
     /// A refill is scheduled.
     pub refill_armed: bool,
     /// Spares started so far (for their ids).
@@ -99,7 +94,7 @@ impl Server {
         let Some(shape) = wanted else {
             return;
         };
-        if self.spare_pool.retry_armed {
+        if self.spare_pool.restart.is_armed() {
             return;
         }
         while alive < self.config.turf.spare_workers {
@@ -192,7 +187,7 @@ impl Server {
                         s.pid,
                         s.spawned_at.elapsed().as_secs_f64() * 1000.0
                     );
-                    self.spare_pool.failures = 0;
+                    self.spare_pool.restart.succeeded();
                 }
             }
             SpareRead::Closed => {
@@ -339,15 +334,9 @@ impl Server {
 
     /// Spares keep dying or cannot start: wait before starting more.
     fn spare_backoff(&mut self) {
-        let pool = &mut self.spare_pool;
-        if pool.retry_armed {
+        let Some(delay) = self.spare_pool.restart.arm() else {
             return;
-        }
-        let delay = SPARE_BACKOFF_MIN
-            .saturating_mul(1u32 << pool.failures.min(16))
-            .min(SPARE_BACKOFF_MAX);
-        pool.failures = pool.failures.saturating_add(1);
-        pool.retry_armed = true;
+        };
         self.timers
             .schedule(Instant::now() + delay, Timer::SpareRetry);
     }
@@ -370,7 +359,7 @@ impl Server {
 
     /// The spare restart back-off has passed.
     pub(super) fn on_spare_retry(&mut self) {
-        self.spare_pool.retry_armed = false;
+        self.spare_pool.restart.fired();
         self.balance_spares();
     }
 
