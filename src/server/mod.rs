@@ -205,6 +205,17 @@ impl Function {
     }
 }
 
+/// The record a child process belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Child {
+    /// A worker (`workers`).
+    Worker(Key),
+    /// A warm seed (`seeds`).
+    Seed(Key),
+    /// A spare worker (`spares`).
+    Spare(Key),
+}
+
 /// Where the runtime is in its own life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lifecycle {
@@ -228,17 +239,16 @@ pub struct Server {
     signals: Receiver,
     conns: Slab<Conn>,
     workers: Slab<Worker>,
-    pids: HashMap<i32, Key>,
-    /// Warm seeds (`turf::seed`) and their pids.
+    /// Every child process the runtime waits for, by pid: workers, seeds and spares.
+    children: HashMap<i32, Child>,
+    /// Warm seeds (`turf::seed`).
     seeds: Slab<Seed>,
-    seed_pids: HashMap<i32, Key>,
     /// Exits of children no record claims (yet): see `seeds::MAX_UNCLAIMED_EXITS`.
     unclaimed_exits: std::collections::VecDeque<(i32, crate::sys::Reaped)>,
     /// Whether seeds can fork workers here, or why not.
     warm_fork: Result<(), String>,
-    /// Spare Node.js workers (`turf::spare`), their pids, and the pool's bookkeeping.
+    /// Spare Node.js workers (`turf::spare`) and the pool's bookkeeping.
     spares: Slab<crate::turf::spare::Spare>,
-    spare_pids: HashMap<i32, Key>,
     spare_pool: spares::SparePool,
     /// Whether spares can be used here, or why not.
     spare_support: Result<(), String>,
@@ -394,13 +404,11 @@ impl Server {
             signals,
             conns: Slab::default(),
             workers: Slab::default(),
-            pids: HashMap::new(),
+            children: HashMap::new(),
             seeds: Slab::default(),
-            seed_pids: HashMap::new(),
             unclaimed_exits: std::collections::VecDeque::new(),
             warm_fork,
             spares: Slab::default(),
-            spare_pids: HashMap::new(),
             spare_pool: spares::SparePool::default(),
             spare_support,
             background_started: false,

@@ -2,7 +2,7 @@
 //! the function and replaced with its code; forks workers on scale-up; restarted with back-off
 //! when it dies. Without a ready seed, workers cold-start: nothing waits for a seed.
 
-use super::{Server, Timer};
+use super::{Child, Server, Timer};
 use crate::config::Runtime;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
@@ -105,7 +105,7 @@ impl Server {
             spawned.cgroup,
             log_dir,
         ));
-        self.seed_pids.insert(pid, key);
+        self.children.insert(pid, Child::Seed(key));
         self.functions[function].seed.key = Some(key);
         let registered = self
             .seeds
@@ -281,7 +281,7 @@ impl Server {
             return;
         };
         w.pid = pid;
-        self.pids.insert(pid, key);
+        self.children.insert(pid, Child::Worker(key));
         let Some(w) = self.workers.get_mut(key) else {
             return;
         };
@@ -298,7 +298,7 @@ impl Server {
         if let Some(at) = self.unclaimed_exits.iter().position(|(p, _)| *p == pid)
             && let Some((_, reaped)) = self.unclaimed_exits.remove(at)
         {
-            self.pids.remove(&pid);
+            self.children.remove(&pid);
             self.retire_reaped(key, Some(reaped));
         }
     }

@@ -3,7 +3,7 @@
 //! shape), hand one to a scale-up of that shape, refill in the background, and restart with
 //! back-off when they die. A scale-up that finds no spare starts cold: nothing waits.
 
-use super::{Lifecycle, Server, Timer};
+use super::{Child, Lifecycle, Server, Timer};
 use crate::config::Runtime;
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
@@ -155,7 +155,7 @@ impl Server {
             timer: None,
             failed: false,
         });
-        self.spare_pids.insert(pid, key);
+        self.children.insert(pid, Child::Spare(key));
         let registry = self.poll.registry();
         let registered = self.spares.get_mut(key).and_then(|s| {
             s.from_worker
@@ -234,7 +234,7 @@ impl Server {
         };
         let cwd = f.profile.code_dir.clone();
         let mut spare = self.spares.remove(spare_key)?;
-        self.spare_pids.remove(&spare.pid);
+        self.children.remove(&spare.pid);
         let (Some(mut to), Some(mut from)) = (spare.to_worker.take(), spare.from_worker.take())
         else {
             return None;

@@ -3,7 +3,7 @@
 
 use super::bridge::ErrorMsg;
 use super::client::InvokeError;
-use super::{Lifecycle, Server, Timer};
+use super::{Child, Lifecycle, Server, Timer};
 use crate::fc;
 use crate::pool::StartError;
 use crate::reactor::slab::Key;
@@ -293,7 +293,7 @@ impl Server {
             out.transpose().and(inp.transpose())
         });
         if pid > 0 {
-            self.pids.insert(pid, key);
+            self.children.insert(pid, Child::Worker(key));
         }
         self.functions[function].pool.workers.push(key);
         if let Some(Err(err)) = registered {
@@ -698,22 +698,17 @@ impl Server {
                     return;
                 }
             };
-            if let Some(seed) = self.seed_pids.remove(&reaped.pid) {
-                self.on_seed_reaped(seed, &reaped.exit);
-                continue;
+            match self.children.remove(&reaped.pid) {
+                Some(Child::Seed(seed)) => self.on_seed_reaped(seed, &reaped.exit),
+                Some(Child::Spare(spare)) => self.on_spare_reaped(spare, &reaped.exit),
+                Some(Child::Worker(key)) => self.retire_reaped(key, Some(reaped)),
+                None => {
+                    // A forked worker reaped before its seed reported it, or an orphaned
+                    // grandchild of a worker (the runtime is a child subreaper).
+                    log::debug!("[turf] reaped unknown child {}", reaped.pid);
+                    self.keep_unclaimed_exit(reaped);
+                }
             }
-            if let Some(spare) = self.spare_pids.remove(&reaped.pid) {
-                self.on_spare_reaped(spare, &reaped.exit);
-                continue;
-            }
-            let Some(key) = self.pids.remove(&reaped.pid) else {
-                // A forked worker reaped before its seed reported it, or an orphaned
-                // grandchild of a worker (the runtime is a child subreaper).
-                log::debug!("[turf] reaped unknown child {}", reaped.pid);
-                self.keep_unclaimed_exit(reaped);
-                continue;
-            };
-            self.retire_reaped(key, Some(reaped));
         }
     }
 
