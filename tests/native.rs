@@ -1,7 +1,8 @@
-//! `runtime: "native"` with the reference worker (examples/native_worker.rs, written only
-//! against docs/PROTOCOL.md): echo with metadata, 32 MiB both ways, function errors; then
-//! 1,000 spawn/stop cycles that leave no zombie, no runtime descriptor and no cgroup behind; and
-//! a missing interpreter or code directory that fails only its own function, naming the path.
+//! `runtime: "native"` with the reference worker (examples/native_worker.rs, which frames with
+//! `noslate::wire` as docs/PROTOCOL.md describes): echo with metadata, 32 MiB both ways, function
+//! errors; then 1,000 spawn/stop cycles that leave no zombie, no runtime descriptor and no cgroup
+//! behind; and a missing interpreter or code directory that fails only its own function, naming
+//! the path.
 
 mod common;
 

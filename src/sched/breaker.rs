@@ -1,5 +1,5 @@
-//! The system circuit breaker (`systemCircuitBreaker`, Noslate's `circuit_breaker.ts`,
-//! noslated.md §4.7).
+//! The system circuit breaker (`systemCircuitBreaker`, as in Noslate's
+//! `circuit_breaker.ts`).
 //!
 //! Three sub-breakers are checked on a periodic tick (Noslate: every second):
 //!
@@ -12,7 +12,7 @@
 //! A closed sub-breaker opens after [`OPEN_AFTER`] **consecutive** checks strictly above its
 //! limit; an open one closes after [`CLOSE_AFTER`] **consecutive** checks strictly below it. A
 //! check on the other side (including one exactly at the limit) restarts the count. Noslate
-//! never resets its counters, so five over-limit checks spread over an hour open it (§9 item 9).
+//! never resets its counters, so five over-limit checks spread over an hour open it.
 //! Two refinements: a value of 0 counts as below the limit even when the limit is 0 (otherwise
 //! such a breaker could never close), and a missing load reading counts as below the limit.
 //!

@@ -1,9 +1,9 @@
 //! Launch admission: the replica limit and the virtual memory pool (`virtualMemoryPoolSize`,
-//! noslated.md §5.8), and the error that names the limit which stopped a launch.
+//! as in Noslate), and the error that names the limit which stopped a launch.
 //!
 //! Every worker reserves its function's `resourceLimit.memory` in the pool from its launch
 //! until it has exited: starting, ready, draining and stopping workers all hold memory (Noslate
-//! counts only ready workers, so a burst of starts can overcommit the pool, §9 item 10). A
+//! counts only ready workers, so a burst of starts can overcommit the pool). A
 //! launch is allowed when the function's starting + ready workers stay within
 //! `replicaCountLimit` and the reserved memory stays within the pool.
 

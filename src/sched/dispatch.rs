@@ -1,5 +1,5 @@
-//! Dispatch modes: least-request-count ([`pick_worker`], the default), round-robin and disposable
-//! (noslated.md §4.4, §5.6.5).
+//! Dispatch modes: least-request-count ([`pick_worker`], the default), round-robin and disposable,
+//! as in Noslate's data plane.
 //!
 //! All modes share the queue rule of Noslate's least-request-count dispatcher: once a request
 //! is queued, later ones queue behind it until the queue is empty, so requests are dispatched

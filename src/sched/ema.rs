@@ -1,6 +1,6 @@
 //! The EMA concurrency scaler (`controlPlane.useEmaScaling`; Noslate's `ema_concurrency.ts` and
-//! `evaluateWaterLevelByEMAConcurrency`, noslated.md §5.6.4), and the concurrency statistics
-//! that feed it (`worker.concurrencyStatsMode`, §4.2).
+//! `evaluateWaterLevelByEMAConcurrency`), and the concurrency statistics that feed it
+//! (`worker.concurrencyStatsMode`).
 //!
 //! On every scaling tick (`controlPlane.workerTrafficStatsPullingMs`, 1 s with EMA):
 //!
@@ -28,7 +28,7 @@
 //!   ones between two samples (Noslate derives them from the wall clock and may clear one
 //!   bucket too many).
 //! - Starting workers count: growth is net of them and the target is capped at
-//!   `replicaCountLimit` (Noslate over-launches and lets the launcher refuse, §9 item 10).
+//!   `replicaCountLimit` (Noslate over-launches and lets the launcher refuse).
 //! - No shrinking while requests are queued or workers are starting: that demand has not
 //!   reached the EMA yet.
 //! - A cooldown restarts only when workers are actually launched or drained.

@@ -1,18 +1,18 @@
-//! The per-function token bucket of `rateLimit` (Noslate's `token_bucket.ts`, noslated.md §4.6).
+//! The per-function token bucket of `rateLimit` (as in Noslate's `token_bucket.ts`).
 //!
 //! - The bucket starts full with `maxTokenCount` tokens; without `maxTokenCount` it is
 //!   unlimited and every request passes.
 //! - Each admitted request takes one token; with none left it is rejected (429). The check runs
 //!   before the request is queued or counted anywhere, so a rejected request leaves no trace in
-//!   the concurrency statistics (Noslate leaks one count per rejection, noslated.md §9 item 6).
+//!   the concurrency statistics (Noslate leaks one count per rejection).
 //! - With `fillInterval`, every interval adds `tokensPerFill` tokens, capped at `maxTokenCount`,
 //!   or fills the bucket to the top when `tokensPerFill` is absent. Without `fillInterval` the
 //!   bucket never refills. An interval of 0 is taken as 1 ms.
 //! - Fills happen on a fixed schedule that starts when the bucket is created: at
 //!   `created + k × fillInterval`, whether or not requests arrive. The bucket applies the fills
 //!   that are due lazily, when it is next asked, so no timer is needed.
-//! - [`TokenBucket::reconfigure`] applies a changed `rateLimit` at once (Noslate never does,
-//!   §9 item 4): tokens already earned under the old limit are credited, then the content is
+//! - [`TokenBucket::reconfigure`] applies a changed `rateLimit` at once (Noslate never
+//!   does): tokens already earned under the old limit are credited, then the content is
 //!   clamped to the new maximum. A bucket that was unlimited starts full.
 
 use crate::config::RateLimit;

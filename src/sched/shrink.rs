@@ -6,7 +6,7 @@
 //!   when it became ready, if it never served). Idle workers are drained, but never so many
 //!   that fewer ready workers than the reservation remain; when the reservation stops some,
 //!   the function's `shrinkStrategy` decides which go.
-//! - [`LegacyScaler`]: Noslate's default water-level algorithm (noslated.md §5.6.3).
+//! - [`LegacyScaler`]: Noslate's default water-level algorithm.
 //! - [`pick_victims`]: the `count` first ready workers in `shrinkStrategy` order, for the
 //!   [`LegacyScaler`] and [`crate::sched::ema::EmaScaler`] [`ScaleAction::Drain`] counts.
 //!
@@ -142,8 +142,8 @@ pub fn next_idle_deadline(
         .min()
 }
 
-/// Noslate's legacy water-level scaler (noslated.md §5.6.3), one per function, evaluated on
-/// every scaling tick (`controlPlane.workerTrafficStatsPullingMs`).
+/// Noslate's legacy water-level scaler, one per function, evaluated on every scaling tick
+/// (`controlPlane.workerTrafficStatsPullingMs`).
 ///
 /// `waterLevel = active requests / (maxActivateRequests × ready)`.
 /// - At or above [`LEGACY_EXPAND_WATER_LEVEL`]: grow so that the load would sit at

@@ -859,8 +859,7 @@ fn prepare_sandbox(
         crate::turf::privilege::worker_isolation(config, &caps, workdir, logdir, &code_dirs)
             .map_err(ServerError::Runtime)?;
     // Raising RLIMIT_NOFILE above the runtime's own hard limit needs CAP_SYS_RESOURCE, which
-    // even root lacks in many containers (this CI machine's among them): workers get at most
-    // what the runtime has.
+    // even root lacks in many containers: workers get at most what the runtime has.
     let nofile_cap = crate::sys::sandbox::nofile_limit()
         .ok()
         .map(|(_, hard)| hard);
