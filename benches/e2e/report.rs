@@ -304,7 +304,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
 
     let _ = writeln!(
         out,
-        "\nspawn to ready (the runtime's own log: launch decision → fork/exec → INIT_DONE; sequential disposable workers, each after the previous one exited; Node.js: BENCH_SPAWNS={}, the issue's 200 with BENCH_SPAWNS=200; native: BENCH_NATIVE_SPAWNS={}):",
+        "\nspawn to ready (the runtime's own log: launch decision → fork/exec → INIT_DONE; sequential disposable workers, each after the previous one exited; Node.js: BENCH_SPAWNS={}, the full 200 with BENCH_SPAWNS=200; native: BENCH_NATIVE_SPAWNS={}):",
         cfg.spawns, cfg.native_spawns
     );
     spawn_line(&mut out, "Node.js worker", x.spawn_node.as_ref(), None);

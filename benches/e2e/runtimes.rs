@@ -391,7 +391,7 @@ pub fn measure_runtimes(cfg: &Config, tmp: &Path) -> RuntimeRows {
         },
         RuntimeSpawn {
             key: "python3_warm_seed",
-            label: "python3 same module from the warm seed (issue: p50 <= 5 ms, >= 10x cold)",
+            label: "python3 same module from the warm seed (target: p50 <= 5 ms, >= 10x cold)",
             row: measure_python_spawns(tmp, n, true),
         },
         RuntimeSpawn {
@@ -401,7 +401,7 @@ pub fn measure_runtimes(cfg: &Config, tmp: &Path) -> RuntimeRows {
         },
         RuntimeSpawn {
             key: "nodejs_spare_process",
-            label: "nodejs from a spare process (issue: >= 3x faster than cold)",
+            label: "nodejs from a spare process (target: >= 3x faster than cold)",
             row: measure_spawns_after(
                 tmp,
                 "r-spawn-node-spare",
