@@ -344,7 +344,7 @@ impl Server {
         check_fd_limit(&config, &functions);
         let (caps, isolation, nofile_cap) =
             prepare_sandbox(&config, &workdir, &logdir, &functions)?;
-        let warm_fork = warm_fork_support(&caps, isolation.as_ref());
+        let warm_fork = become_subreaper_for_seeds(&caps, isolation.as_ref());
         let spare_support = spare_support(&caps, isolation.as_ref());
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let mut listener =
@@ -866,10 +866,15 @@ fn prepare_sandbox(
     Ok((caps, Some(isolation), nofile_cap))
 }
 
-/// Whether warm seeds can fork workers here. A seed's workers must become the runtime's own
-/// children (so the runtime reaps and accounts for them): the runtime becomes a child
-/// subreaper, and seeds cannot run in their own PID namespace, whose init would adopt them.
-fn warm_fork_support(caps: &Capabilities, isolation: Option<&Isolation>) -> Result<(), String> {
+/// Makes the runtime a child subreaper, so that the workers warm seeds fork become the
+/// runtime's own children (the runtime reaps and accounts for them), and returns whether seeds
+/// can fork workers here. They cannot, and the runtime is left as it is, when `turf.isolation`
+/// gives every process its own PID namespace, whose init would adopt a seed's workers; nor when
+/// the runtime cannot become a child subreaper. The error says why.
+fn become_subreaper_for_seeds(
+    caps: &Capabilities,
+    isolation: Option<&Isolation>,
+) -> Result<(), String> {
     if isolation.is_some_and(|i| i.namespaces) && caps.namespaces.available {
         return Err(
             "turf.isolation gives every process its own PID namespace, whose init would adopt \
