@@ -237,7 +237,7 @@ impl Server {
                 .timers
                 .schedule(Instant::now() + timeout, Timer::DrainTimeout(key));
             if let Some(w) = self.workers.get_mut(key) {
-                w.timer = Some(timer);
+                w.state_timer = Some(timer);
             }
         }
     }
@@ -245,7 +245,7 @@ impl Server {
     /// A draining worker did not finish its requests within `dataPlane.closeTrafficTimeout`.
     pub(super) fn on_drain_timeout(&mut self, key: Key) {
         if let Some(w) = self.workers.get_mut(key) {
-            w.timer = None;
+            w.state_timer = None;
             if w.state == WorkerState::Draining {
                 let reason = format!(
                     "worker {} still had requests after dataPlane.closeTrafficTimeout ({} ms)",

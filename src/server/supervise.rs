@@ -309,7 +309,7 @@ impl Server {
             .timers
             .schedule(Instant::now() + init_timeout, Timer::WorkerInit(key));
         if let Some(w) = self.workers.get_mut(key) {
-            w.timer = Some(timer);
+            w.state_timer = Some(timer);
         }
         self.arm_limit_poll();
         Some(key)
@@ -388,7 +388,7 @@ impl Server {
             self.kill_worker(key, &reason, ExitReason::Crashed);
             return;
         }
-        if let Some(timer) = worker.timer.take() {
+        if let Some(timer) = worker.state_timer.take() {
             self.timers.cancel(timer);
         }
         worker.advance(WorkerState::Ready);
@@ -440,7 +440,7 @@ impl Server {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
-        worker.timer = None;
+        worker.state_timer = None;
         if !worker.state.is_starting() {
             return;
         }
@@ -532,14 +532,14 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut pipe);
         }
         spawn::kill(worker.pid, libc::SIGTERM);
-        if let Some(timer) = worker.timer.take() {
+        if let Some(timer) = worker.state_timer.take() {
             self.timers.cancel(timer);
         }
         let timer = self
             .timers
             .schedule(Instant::now() + grace, Timer::WorkerKill(key));
         if let Some(w) = self.workers.get_mut(key) {
-            w.timer = Some(timer);
+            w.state_timer = Some(timer);
         }
         self.worker_gone(key, reason);
     }
@@ -547,7 +547,7 @@ impl Server {
     /// The grace period of a stopping worker is over.
     pub(super) fn on_worker_kill_timer(&mut self, key: Key) {
         if let Some(worker) = self.workers.get_mut(key) {
-            worker.timer = None;
+            worker.state_timer = None;
             log::warn!(
                 "[turf w={} pid={}] still running after turf.gracefulExitPeriodMs; killing",
                 worker.id,
@@ -758,7 +758,7 @@ impl Server {
             .unwrap_or_default();
         self.worker_gone(key, &reason);
         if let Some(w) = self.workers.remove(key) {
-            if let Some(timer) = w.timer {
+            if let Some(timer) = w.state_timer {
                 self.timers.cancel(timer);
             }
             let oom = w.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());

@@ -114,8 +114,10 @@ pub struct Worker {
     pub spawned_at: Instant,
     /// When it last finished an invocation (or became ready), for idle accounting.
     pub last_active: Instant,
-    /// The pending init deadline or stop grace period.
-    pub timer: Option<TimerKey>,
+    /// The deadline of the current state, if it has one: the init timeout while starting, the
+    /// drain timeout (`dataPlane.closeTrafficTimeout`) while draining, the grace period before
+    /// SIGKILL while stopping.
+    pub state_timer: Option<TimerKey>,
     /// Invocations completed.
     pub served: u64,
     /// Why it is being stopped or why it died, for the errors of its streams.
@@ -178,7 +180,7 @@ impl Worker {
             next_stream: 0,
             spawned_at: now,
             last_active: now,
-            timer: None,
+            state_timer: None,
             served: 0,
             exit_reason: None,
             imposed: None,
