@@ -37,7 +37,8 @@ impl Server {
             return;
         }
         self.init_waiters.push(client);
-        self.check_init_waiters();
+        self.maybe_start_background();
+        self.answer_init_waiters();
     }
 
     fn init_status(&mut self) -> InitStatus {
@@ -92,7 +93,6 @@ impl Server {
         }
     }
 
-    /// Answers waiting `/initialize` calls if the outcome is known.
     /// Starts the background work (warm seeds, spare Node.js workers) once the reserved workers
     /// have settled (all ready, or a start failed): until then it would only compete with them
     /// for the CPU, and delay the container's first invocation.
@@ -108,8 +108,8 @@ impl Server {
         self.balance_spares();
     }
 
-    pub(super) fn check_init_waiters(&mut self) {
-        self.maybe_start_background();
+    /// Answers waiting `/initialize` calls if the outcome is known.
+    pub(super) fn answer_init_waiters(&mut self) {
         if self.init_waiters.is_empty() {
             return;
         }

@@ -403,7 +403,8 @@ impl Server {
         self.functions[function].pool.record_initialized();
         self.check_rollout(function);
         self.dispatch_queue(function);
-        self.check_init_waiters();
+        self.maybe_start_background();
+        self.answer_init_waiters();
     }
 
     /// INIT_ERROR: loading the code or the initializer failed.
@@ -491,7 +492,8 @@ impl Server {
         if starting <= 1 && alive <= 1 && self.functions[function].pool.fails_fast() {
             self.fail_queue_with_start_error(function);
         }
-        self.check_init_waiters();
+        self.maybe_start_background();
+        self.answer_init_waiters();
     }
 
     fn fail_queue_with_start_error(&mut self, function: usize) {
@@ -683,7 +685,8 @@ impl Server {
         log::debug!("[turf w={id}] out of service: {reason}");
         self.scale(function);
         self.dispatch_queue(function);
-        self.check_init_waiters();
+        self.maybe_start_background();
+        self.answer_init_waiters();
         self.check_workers_stopped();
     }
 
