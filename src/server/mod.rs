@@ -14,7 +14,7 @@ mod bridge;
 mod client;
 mod conn;
 mod lifecycle;
-mod limits;
+mod limit_poll;
 mod reconfig;
 mod schedule;
 mod seeds;

@@ -1,4 +1,4 @@
-//! The decisions behind limits the runtime enforces itself (see `server/limits.rs`): is a
+//! The decisions behind limits the runtime enforces itself (see `server/limit_poll.rs`): is a
 //! worker's resident set over its memory limit, and has it used more than its CPU share for too
 //! long? Pure: samples and `now` come in, a verdict goes out.
 
