@@ -13,7 +13,7 @@ use noslate::config::{
 };
 use noslate::http::HttpError;
 use noslate::http::chunked::{Chunk, ChunkedDecoder, LAST_CHUNK, encode_chunk_header};
-use noslate::http::request::{BodyKind, Limits, MAX_HEADERS_CAP, Parsed, parse_request};
+use noslate::http::request::{BodyKind, MAX_HEADERS_CAP, Parsed, RequestLimits, parse_request};
 use noslate::wire::{self, HEADER_LEN, Header, Kind, MAX_PAYLOAD, WireError};
 
 /// A target's check: panics when the input breaks a property.
@@ -64,8 +64,8 @@ pub fn request_head(data: &[u8]) {
         return;
     };
     let split = usize::from(u16::from_le_bytes([lo, hi])) % (input.len() + 1);
-    check_head(input, split, &Limits::default());
-    let small = Limits {
+    check_head(input, split, &RequestLimits::default());
+    let small = RequestLimits {
         max_head_bytes: 16 + usize::from(tight) * 4,
         max_headers: usize::from(tight % 8),
         max_body_bytes: u64::from(tight),
@@ -73,7 +73,7 @@ pub fn request_head(data: &[u8]) {
     check_head(input, split, &small);
 }
 
-fn check_head(input: &[u8], split: usize, limits: &Limits) {
+fn check_head(input: &[u8], split: usize, limits: &RequestLimits) {
     let whole = parse_request(input, limits);
     if let Ok(Parsed::Complete { head, head_len }) = &whole {
         assert!(*head_len > 0, "empty complete head");

@@ -11,7 +11,7 @@ pub mod response;
 pub use chunked::{Chunk, ChunkedDecoder, LAST_CHUNK, encode_chunk_header};
 pub use date::DateCache;
 pub use error::HttpError;
-pub use request::{BodyKind, Limits, Parsed, RequestHead, parse_request};
+pub use request::{BodyKind, Parsed, RequestHead, RequestLimits, parse_request};
 pub use response::{
     CONTINUE_100, Framing, error_body, reason_phrase, response_framing, write_error, write_head,
     write_json_response,

@@ -6,12 +6,12 @@ use std::mem::MaybeUninit;
 use super::error::HttpError;
 
 /// Size of the stack array `httparse` fills: the hard ceiling on header fields per request,
-/// whatever [`Limits::max_headers`] says.
+/// whatever [`RequestLimits::max_headers`] says.
 pub const MAX_HEADERS_CAP: usize = 128;
 
 /// Per-request limits; exceeding one is an error with the matching 4xx status.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct RequestLimits {
     /// Largest request head (request line, header fields, final CRLF) accepted, in bytes.
     pub max_head_bytes: usize,
     /// Most header fields accepted; values above [`MAX_HEADERS_CAP`] act as that cap.
@@ -20,7 +20,7 @@ pub struct Limits {
     pub max_body_bytes: u64,
 }
 
-impl Default for Limits {
+impl Default for RequestLimits {
     fn default() -> Self {
         Self {
             max_head_bytes: 16 * 1024,
@@ -115,10 +115,10 @@ pub fn latin1(bytes: &[u8]) -> String {
 /// # Errors
 ///
 /// [`HttpError::Malformed`] for bad syntax or ambiguous framing, `HeadTooLarge` or
-/// `TooManyHeaders` past [`Limits`], `BodyTooLarge` for a `Content-Length` over the limit,
+/// `TooManyHeaders` past [`RequestLimits`], `BodyTooLarge` for a `Content-Length` over the limit,
 /// `NotImplemented` for transfer-codings other than chunked, `ExpectationFailed` for an
 /// `Expect` other than `100-continue`.
-pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
+pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Parsed, HttpError> {
     // An acceptable head lies entirely within the first `max_head_bytes`, so parsing no further
     // bounds the work a large buffer costs, and a head still partial at that point is too large.
     let window = buf.get(..limits.max_head_bytes).unwrap_or(buf);
@@ -210,7 +210,7 @@ fn elements(value: &str) -> impl Iterator<Item = &str> {
 fn body_kind(
     headers: &[(String, String)],
     minor_version: u8,
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<BodyKind, HttpError> {
     let content_length = content_length(headers)?;
 
@@ -331,7 +331,7 @@ mod tests {
     use super::*;
 
     fn parse(buf: &[u8]) -> Result<Parsed, HttpError> {
-        parse_request(buf, &Limits::default())
+        parse_request(buf, &RequestLimits::default())
     }
 
     /// Parses a buffer expected to hold one complete head.
@@ -650,9 +650,9 @@ mod tests {
 
     #[test]
     fn body_limit_boundary() {
-        let limits = Limits {
+        let limits = RequestLimits {
             max_body_bytes: 100,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         let ok = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", &limits);
         assert!(matches!(
@@ -705,7 +705,7 @@ mod tests {
 
     #[test]
     fn head_size_boundary() {
-        let limit = Limits::default().max_head_bytes;
+        let limit = RequestLimits::default().max_head_bytes;
         assert_eq!(limit, 16_384);
 
         let exact = request_of_len(limit);
@@ -739,9 +739,9 @@ mod tests {
 
     #[test]
     fn endless_empty_lines_hit_the_head_limit() {
-        let limits = Limits {
+        let limits = RequestLimits {
             max_head_bytes: 64,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         let buf = b"\r\n".repeat(40);
         assert_eq!(
@@ -766,10 +766,10 @@ mod tests {
             parse(&partial[..partial.len() - 2]),
             Err(HttpError::TooManyHeaders { limit: 100 })
         );
-        let many = Limits {
+        let many = RequestLimits {
             max_headers: 1000,
             max_head_bytes: 1 << 20,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         assert!(matches!(
             parse_request(&with_headers(MAX_HEADERS_CAP), &many),
@@ -781,9 +781,9 @@ mod tests {
                 limit: MAX_HEADERS_CAP
             })
         );
-        let none = Limits {
+        let none = RequestLimits {
             max_headers: 0,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         assert!(matches!(
             parse_request(&with_headers(0), &none),
@@ -850,7 +850,7 @@ mod tests {
             b"PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ];
         let alphabet = b"\r\n :,;\t\0\x7f\xffaZ09-chunked";
-        let limits = Limits {
+        let limits = RequestLimits {
             max_head_bytes: 96,
             max_headers: 3,
             max_body_bytes: 100,
@@ -870,7 +870,7 @@ mod tests {
             }
             let end = rng.below(buf.len() + 1);
             for candidate in [&buf[..], &buf[..end]] {
-                for limits in [&limits, &Limits::default()] {
+                for limits in [&limits, &RequestLimits::default()] {
                     if let Ok(Parsed::Complete { head_len, .. }) = parse_request(candidate, limits)
                     {
                         assert!(head_len <= candidate.len());

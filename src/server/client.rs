@@ -138,7 +138,7 @@ impl Server {
                 {
                     return;
                 }
-                match parse_request(conn.input(), &self.limits) {
+                match parse_request(conn.input(), &self.request_limits) {
                     Ok(Parsed::Partial) => {
                         conn.awaiting_bytes = true;
                         if conn.peer_closed {

@@ -24,7 +24,7 @@ mod supervise;
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
 use crate::fc::{FcLog, RequestIds};
 use crate::http::date::DateCache;
-use crate::http::request::Limits;
+use crate::http::request::RequestLimits;
 use crate::pool::Pool;
 use crate::rand::Rng;
 use crate::reactor::slab::{Key, Slab};
@@ -265,7 +265,7 @@ pub struct Server {
     rng: Rng,
     timers: Timers<Timer>,
     config: SystemConfig,
-    limits: Limits,
+    request_limits: RequestLimits,
     rbuf_size: usize,
     runtimes: Runtimes,
     logdir: PathBuf,
@@ -387,7 +387,7 @@ impl Server {
             None if functions.len() == 1 => Some(0),
             None => None,
         };
-        let limits = Limits {
+        let request_limits = RequestLimits {
             max_head_bytes: config.http.max_header_bytes,
             max_headers: config.http.max_headers,
             max_body_bytes: config.http.max_request_body_size,
@@ -429,7 +429,7 @@ impl Server {
             rng: Rng::from_entropy(),
             timers: Timers::default(),
             config,
-            limits,
+            request_limits,
             rbuf_size,
             runtimes,
             logdir,
