@@ -169,10 +169,10 @@ impl Server {
     }
 
     /// The limits a worker (or seed) of `function` runs under.
-    pub(super) fn worker_limits(&self, function: usize) -> spawn::Limits {
+    pub(super) fn worker_limits(&self, function: usize) -> spawn::WorkerLimits {
         let rl = &self.functions[function].profile.resource_limit;
         let enforce = self.config.turf.enforce_limits;
-        spawn::Limits {
+        spawn::WorkerLimits {
             memory: Some(rl.memory).filter(|_| enforce),
             cpu: rl.cpu.filter(|_| enforce),
             pids: Some(rl.pids).filter(|_| enforce),

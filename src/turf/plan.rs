@@ -1,6 +1,6 @@
 //! The sandbox plan: the pure decisions of what to apply to one worker, made in the runtime
-//! before the fork from the start-up probe's [`Capabilities`] and the worker's [`Limits`] and
-//! [`Isolation`]. Which limits go to a cgroup and which fall back to an rlimit (or to polling,
+//! before the fork from the start-up probe's [`Capabilities`] and the worker's [`WorkerLimits`]
+//! and [`Isolation`]. Which limits go to a cgroup and which fall back to an rlimit (or to polling,
 //! see [`Enforcement::poll_fallback`]); which user to run as ([`resolve_user`]) and whether the
 //! capabilities are dropped; whether the worker gets its own namespaces and which directories
 //! need a mount point in its private `/tmp` ([`tmp_mount_points`]); whether the seccomp filter
@@ -19,9 +19,10 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
-/// A worker's resource limits (from its function profile's `resourceLimit`).
+/// The resource limits one worker process runs under (from its function profile's
+/// `resourceLimit`); the plan decides how each is enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Limits {
+pub struct WorkerLimits {
     /// Memory in bytes.
     pub memory: Option<u64>,
     /// CPU as a fraction of one CPU, in (0, 1].
@@ -232,7 +233,7 @@ pub struct Enforcement {
 impl Enforcement {
     /// Marks memory and CPU limits that have no cgroup as `poll`: call it when the supervisor
     /// polls `/proc` for this worker's limits.
-    pub fn poll_fallback(&mut self, limits: &Limits) {
+    pub fn poll_fallback(&mut self, limits: &WorkerLimits) {
         if self.memory == Mechanism::None && limits.memory.is_some() {
             self.memory = Mechanism::Poll;
         }
@@ -243,7 +244,7 @@ impl Enforcement {
 
     /// [`poll_fallback`](Self::poll_fallback), then the limits the supervisor must poll itself
     /// because no cgroup enforces them.
-    pub fn polled_limits(&mut self, limits: &Limits) -> crate::turf::poll::PolledLimits {
+    pub fn polled_limits(&mut self, limits: &WorkerLimits) -> crate::turf::poll::PolledLimits {
         self.poll_fallback(limits);
         crate::turf::poll::PolledLimits::new(
             limits.memory.filter(|_| self.memory == Mechanism::Poll),
@@ -290,7 +291,7 @@ impl Default for Enforcement {
 /// features apply. [`spawn`](crate::turf::spawn::spawn) carries it out.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxPlan {
-    limits: Limits,
+    limits: WorkerLimits,
     cgroup: Option<CgroupPlan>,
     credentials: Option<Credentials>,
     drop_bounding: bool,
@@ -308,7 +309,7 @@ impl SandboxPlan {
     pub fn build(
         caps: &Capabilities,
         worker_id: &str,
-        limits: Limits,
+        limits: WorkerLimits,
         isolation: Option<&Isolation>,
     ) -> SandboxPlan {
         let mut enforcement = Enforcement::default();
@@ -546,7 +547,7 @@ mod tests {
     #[test]
     fn plan_picks_a_mechanism_per_limit_and_says_why_isolation_is_skipped() {
         let caps = fake_caps();
-        let l = Limits {
+        let l = WorkerLimits {
             memory: Some(1 << 30),
             cpu: Some(0.5),
             pids: Some(64),
@@ -620,7 +621,7 @@ mod tests {
         caps.setuid = Feature::yes();
         caps.bounding = Feature::yes();
         let iso = Isolation::unprivileged(Some(NOBODY_IDS), None);
-        let plan = SandboxPlan::build(&caps, "f-1", Limits::default(), Some(&iso));
+        let plan = SandboxPlan::build(&caps, "f-1", WorkerLimits::default(), Some(&iso));
         let e = plan.enforcement();
         assert_eq!(e.user, Applied::Applied);
         assert_eq!(e.caps, Applied::Applied);
@@ -637,7 +638,7 @@ mod tests {
         // switch: the reason travels into the report.
         caps.bounding = Feature::no("the runtime has no CAP_SETPCAP");
         let iso = Isolation::unprivileged(None, Some("the runtime is not root (euid 1000)".into()));
-        let plan = SandboxPlan::build(&caps, "f-1", Limits::default(), Some(&iso));
+        let plan = SandboxPlan::build(&caps, "f-1", WorkerLimits::default(), Some(&iso));
         let e = plan.enforcement();
         assert_eq!(
             e.user,

@@ -28,7 +28,7 @@
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::timer::TimerKey;
 use crate::turf::cgroup::WorkerCgroup;
-use crate::turf::plan::Limits;
+use crate::turf::plan::WorkerLimits;
 use crate::wire::{self, Kind};
 use mio::unix::pipe::{Receiver, Sender};
 use std::ffi::OsString;
@@ -49,7 +49,7 @@ pub struct SpareShape {
     /// Its arguments: heap size, `execArgv`, the bootstrap.
     pub args: Vec<OsString>,
     /// The sandbox limits.
-    pub limits: Limits,
+    pub limits: WorkerLimits,
 }
 
 /// Whether a function with this environment can take a spare.
@@ -182,7 +182,7 @@ mod tests {
         SpareShape {
             program: "/usr/bin/node".into(),
             args: vec![heap.into(), "/w/bootstrap.js".into()],
-            limits: Limits::default(),
+            limits: WorkerLimits::default(),
         }
     }
 

@@ -103,7 +103,7 @@ use std::process::{Command, Stdio};
 // The plan's types that a spawn takes ([`SpawnSpec::sandbox`], [`find_on_path_for`]) and
 // returns ([`Spawned::enforcement`]), so that callers can name them here.
 use crate::turf::plan::tmp_mount_points;
-pub use crate::turf::plan::{Credentials, Enforcement, Isolation, Limits, SandboxPlan};
+pub use crate::turf::plan::{Credentials, Enforcement, Isolation, SandboxPlan, WorkerLimits};
 
 /// Everything needed to start one worker process.
 #[derive(Debug)]
@@ -791,8 +791,8 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    fn limits(memory: Option<u64>, pids: Option<u64>, nofile: Option<u64>) -> Limits {
-        Limits {
+    fn limits(memory: Option<u64>, pids: Option<u64>, nofile: Option<u64>) -> WorkerLimits {
+        WorkerLimits {
             memory,
             cpu: None,
             pids,
@@ -966,9 +966,9 @@ os.write(4, ('%d %d\n' % (n, err)).encode())
     fn cpu_quota_is_written_when_a_cpu_cgroup_exists() {
         let dir = scratch("cpu");
         let caps = probe::probe(&instance("cpu"));
-        let l = Limits {
+        let l = WorkerLimits {
             cpu: Some(0.25),
-            ..Limits::default()
+            ..WorkerLimits::default()
         };
         let plan = SandboxPlan::build(&caps, "cpu-1", l, None);
         let sh = find_on_path("sh").unwrap();
@@ -1001,7 +1001,7 @@ os.write(4, ('%d %d\n' % (n, err)).encode())
             seccomp: true,
             ..Isolation::default()
         };
-        let plan = SandboxPlan::build(&caps, "sc-1", Limits::default(), Some(&iso));
+        let plan = SandboxPlan::build(&caps, "sc-1", WorkerLimits::default(), Some(&iso));
         let py = python();
         // unshare(CLONE_NEWUTS) and ptrace(PTRACE_TRACEME) succeed for root without the filter.
         let script = r#"
@@ -1099,7 +1099,7 @@ os.write(4, ('%d %d %d %d %s %d\n' % (r1, e1, r2, e2, mode, os.getpid() > 0)).en
         let caps = probe::probe(&instance("node"));
         let node = find_on_path("node").expect("node is installed");
         let iso = Isolation::full(resolve_user("nobody").ok(), Vec::new());
-        let l = Limits {
+        let l = WorkerLimits {
             memory: Some(256 << 20),
             cpu: Some(1.0),
             pids: Some(64),
@@ -1144,7 +1144,7 @@ setTimeout(() => fs.writeSync(4, `${process.pid} ${child} ${fs.readFileSync('/tm
             namespaces: true,
             ..Isolation::default()
         };
-        let plan = SandboxPlan::build(&caps, "pid1-1", Limits::default(), Some(&iso));
+        let plan = SandboxPlan::build(&caps, "pid1-1", WorkerLimits::default(), Some(&iso));
         let sh = find_on_path("sh").unwrap();
         let mut spawned = spawn(&spec(
             &sh,
@@ -1192,7 +1192,7 @@ setTimeout(() => fs.writeSync(4, `${process.pid} ${child} ${fs.readFileSync('/tm
             missing,
             &[],
             &dir,
-            SandboxPlan::build(&caps, "fail-2", Limits::default(), None),
+            SandboxPlan::build(&caps, "fail-2", WorkerLimits::default(), None),
         ))
         .unwrap_err();
         assert!(
@@ -1220,7 +1220,7 @@ setTimeout(() => fs.writeSync(4, `${process.pid} ${child} ${fs.readFileSync('/tm
                 ),
                 "{err}"
             );
-            let plan = SandboxPlan::build(&caps, "fail-4", Limits::default(), Some(&iso));
+            let plan = SandboxPlan::build(&caps, "fail-4", WorkerLimits::default(), Some(&iso));
             let err = spawn(&spec(missing, &[], &dir, plan)).unwrap_err();
             assert!(matches!(err, SpawnError::Exec { .. }), "{err}");
             assert_eq!(
@@ -1277,7 +1277,7 @@ setTimeout(() => fs.writeSync(4, `${process.pid} ${child} ${fs.readFileSync('/tm
         }
         let dir = scratch("nocaps");
         let iso = Isolation::unprivileged(Some(NOBODY_IDS), None);
-        let plan = SandboxPlan::build(&caps, "nocaps-1", Limits::default(), Some(&iso));
+        let plan = SandboxPlan::build(&caps, "nocaps-1", WorkerLimits::default(), Some(&iso));
         let sh = find_on_path("sh").unwrap();
         let script = "grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' \
                       /proc/self/status | tr -s ' \t' ' ' >&4";
