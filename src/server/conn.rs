@@ -26,6 +26,8 @@ use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
+/// Write-buffer capacity a connection whose client stalls may keep above its unsent bytes.
+const STALLED_WRITE_BUFFER: usize = 16 * 1024;
 /// First size of a connection's read buffer. It grows (up to the largest allowed head) only
 /// when one head does not fit, and is released while the connection idles, so that an idle
 /// keep-alive connection holds no buffer at all.
@@ -429,6 +431,15 @@ impl Conn {
         if self.wstart == self.wbuf.len() {
             self.wbuf.clear();
             self.wstart = 0;
+        } else if self.wstart > 0 {
+            // The client is not keeping up: drop what it has taken, so that a stalled
+            // connection holds only its unsent bytes, not everything written before them.
+            self.wbuf.drain(..self.wstart);
+            self.wstart = 0;
+            let keep = self.wbuf.len().max(STALLED_WRITE_BUFFER);
+            if self.wbuf.capacity() > 2 * keep {
+                self.wbuf.shrink_to(keep);
+            }
         }
         Ok(written)
     }
@@ -551,6 +562,19 @@ mod tests {
             body.step(b"zz\r\n", 100),
             BodyStep::Refused(HttpError::BadChunk(_))
         ));
+    }
+
+    #[test]
+    fn a_stalled_connection_keeps_only_its_unsent_output() {
+        let (ours, _client) = UnixStream::pair().expect("a socket pair");
+        let mut conn = Conn::new(Socket::Unix(ours), 16 * 1024);
+        conn.wbuf = vec![7u8; 4 << 20];
+        let written = conn.flush().expect("a partial write");
+        assert!(written > 0 && written < 4 << 20, "wrote {written}");
+        assert_eq!(conn.wstart, 0, "the written part is dropped");
+        assert_eq!(conn.unsent(), (4 << 20) - written);
+        assert_eq!(conn.wbuf.len(), conn.unsent());
+        assert!(conn.has_output());
     }
 
     #[test]
