@@ -145,8 +145,11 @@ fn pre_stop_drains_stops_workers_and_later_invocations_get_503() {
     let resp = ns.invoke(b"", &[]);
     let body = assert_error_json(&resp, 503, Some("RuntimeStopped"));
     assert!(body["errorMessage"].as_str().is_some_and(|m| !m.is_empty()));
-    // The runtime itself still answers.
-    assert_eq!(ns.send(&Req::new("GET", "/healthz")).status, 200);
+    // The runtime itself still answers, and says it is stopped: a runtime that serves no
+    // invocation is not healthy.
+    let health = ns.send(&Req::new("GET", "/healthz"));
+    assert_eq!(health.status, 503, "{}", health.brief());
+    assert_eq!(health.json()["lifecycle"], "stopped");
 }
 
 #[test]
