@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
 /// Default `http.maxConnectionOutputBytes`: unsent response bytes above which a connection
 /// stops starting pipelined requests (and so stops being read).
-pub const DEFAULT_MAX_CONNECTION_OUTPUT_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_CONNECTION_OUTPUT_BYTES: usize = 16 * 1024;
 /// Default `http.maxBufferedBytes`: request and response bytes all connections together may
 /// hold in the runtime; past it, connections with unsent output are not read.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
@@ -739,7 +739,7 @@ mod tests {
         assert_eq!(cfg.http.max_headers, 100);
         assert_eq!(cfg.http.max_connections, 10_000);
         assert_eq!(cfg.http.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
-        assert_eq!(cfg.http.max_connection_output_bytes, 64 * 1024);
+        assert_eq!(cfg.http.max_connection_output_bytes, 16 * 1024);
         assert_eq!(cfg.http.max_buffered_bytes, 64 << 20);
         assert_eq!(cfg.http.linger_timeout_ms, DEFAULT_LINGER_TIMEOUT_MS);
         assert_eq!(cfg.http.linger_max_bytes, DEFAULT_LINGER_MAX_BYTES);
