@@ -124,8 +124,8 @@ enum Timer {
     Request(ConnRef),
     /// A worker has not finished starting in time.
     WorkerInit(Key),
-    /// A stopping worker's grace period is over: SIGKILL.
-    WorkerKill(Key),
+    /// A stopping child process's grace period is over: SIGKILL.
+    Kill(Child),
     /// A cancelled stream was not closed by its worker in time.
     CancelGrace {
         /// The worker.
@@ -145,14 +145,10 @@ enum Timer {
     DrainTimeout(Key),
     /// A function's seed restart back-off has passed.
     SeedRetry(usize),
-    /// A stopping seed's grace period is over: SIGKILL.
-    SeedKill(Key),
     /// The spare restart back-off has passed.
     SpareRetry,
     /// Start the replacement of a taken spare.
     SpareRefill,
-    /// A stopping spare's grace period is over: SIGKILL.
-    SpareKill(Key),
     /// A connection's request head did not complete in `http.headerTimeoutMs`.
     HeadTimeout(Key),
     /// A closing connection's lingering time is over.
@@ -575,7 +571,7 @@ impl Server {
             match timer {
                 Timer::Request(client) => self.on_request_deadline(client),
                 Timer::WorkerInit(worker) => self.on_worker_init_timeout(worker),
-                Timer::WorkerKill(worker) => self.on_worker_kill_timer(worker),
+                Timer::Kill(child) => self.on_kill_timer(child),
                 Timer::CancelGrace { worker, stream } => self.on_cancel_grace(worker, stream),
                 Timer::SpawnRetry(function) => self.scale(function),
                 Timer::LimitPoll => self.on_limit_poll(),
@@ -583,10 +579,8 @@ impl Server {
                 Timer::SchedTick => self.on_sched_tick(),
                 Timer::DrainTimeout(worker) => self.on_drain_timeout(worker),
                 Timer::SeedRetry(function) => self.on_seed_retry(function),
-                Timer::SeedKill(seed) => self.on_seed_kill_timer(seed),
                 Timer::SpareRetry => self.on_spare_retry(),
                 Timer::SpareRefill => self.on_spare_refill(),
-                Timer::SpareKill(spare) => self.on_spare_kill_timer(spare),
                 Timer::HeadTimeout(conn) => self.on_head_timeout(conn),
                 Timer::Linger(conn) => {
                     if let Some(c) = self.conns.get_mut(conn) {

@@ -15,7 +15,7 @@ use crate::turf::worker::{Worker, WorkerState};
 use mio::Interest;
 use mio::unix::SourceFd;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Worker exits reaped before the seed reported their pid, kept to be claimed (a forked worker
 /// can die, and be reaped, before its `forked` message is read).
@@ -366,7 +366,6 @@ impl Server {
     /// `turf.gracefulExitPeriodMs`. Workers it had not forked yet are discarded. The workers it
     /// forked are the runtime's children and are not affected.
     pub(super) fn stop_seed(&mut self, key: Key, why: &str) {
-        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
         let Some(s) = self.seeds.get_mut(key) else {
             return;
         };
@@ -381,22 +380,13 @@ impl Server {
                 .registry()
                 .deregister(&mut SourceFd(&control.as_raw_fd()));
         }
-        spawn::kill(s.pid, libc::SIGTERM);
-        let pending = std::mem::take(&mut s.pending);
-        s.timer = Some(
-            self.timers
-                .schedule(Instant::now() + grace, Timer::SeedKill(key)),
-        );
+        let (pid, pending) = (s.pid, std::mem::take(&mut s.pending));
+        let timer = self.terminate(Child::Seed(key), pid);
+        if let Some(s) = self.seeds.get_mut(key) {
+            s.timer = Some(timer);
+        }
         for (_, worker) in pending {
             self.discard_unforked(worker, &format!("its seed stopped: {why}"));
-        }
-    }
-
-    /// The grace period of a stopping seed is over.
-    pub(super) fn on_seed_kill_timer(&mut self, key: Key) {
-        if let Some(s) = self.seeds.get_mut(key) {
-            s.timer = None;
-            spawn::kill(s.pid, libc::SIGKILL);
         }
     }
 

@@ -271,7 +271,6 @@ impl Server {
     /// Stops a spare: EOF on its input asks the bootstrap to exit, SIGTERM its group, SIGKILL
     /// after `turf.gracefulExitPeriodMs`.
     pub(super) fn stop_spare(&mut self, key: Key, why: &str) {
-        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
         let Some(s) = self.spares.get_mut(key) else {
             return;
         };
@@ -284,18 +283,10 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut pipe);
         }
         s.to_worker = None;
-        spawn::kill(s.pid, libc::SIGTERM);
-        s.timer = Some(
-            self.timers
-                .schedule(Instant::now() + grace, Timer::SpareKill(key)),
-        );
-    }
-
-    /// The grace period of a stopping spare is over.
-    pub(super) fn on_spare_kill_timer(&mut self, key: Key) {
+        let pid = s.pid;
+        let timer = self.terminate(Child::Spare(key), pid);
         if let Some(s) = self.spares.get_mut(key) {
-            s.timer = None;
-            spawn::kill(s.pid, libc::SIGKILL);
+            s.timer = Some(timer);
         }
     }
 

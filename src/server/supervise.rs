@@ -7,6 +7,7 @@ use super::{Child, Lifecycle, Server, Timer};
 use crate::fc;
 use crate::pool::StartError;
 use crate::reactor::slab::Key;
+use crate::reactor::timer::TimerKey;
 use crate::reactor::token::{self, Source};
 use crate::runtime::LaunchSpec;
 use crate::sched::ScaleAction;
@@ -515,7 +516,6 @@ impl Server {
     /// Stops a worker gracefully: close its input (EOF asks it to exit), SIGTERM its group, and
     /// SIGKILL after `turf.gracefulExitPeriodMs`.
     pub(super) fn stop_worker(&mut self, key: Key, reason: &str) {
-        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
@@ -533,29 +533,49 @@ impl Server {
         if let Some(mut pipe) = worker.to_worker.take() {
             let _ = self.poll.registry().deregister(&mut pipe);
         }
-        spawn::kill(worker.pid, libc::SIGTERM);
-        if let Some(timer) = worker.state_timer.take() {
+        let (pid, old_timer) = (worker.pid, worker.state_timer.take());
+        if let Some(timer) = old_timer {
             self.timers.cancel(timer);
         }
-        let timer = self
-            .timers
-            .schedule(Instant::now() + grace, Timer::WorkerKill(key));
+        let timer = self.terminate(Child::Worker(key), pid);
         if let Some(w) = self.workers.get_mut(key) {
             w.state_timer = Some(timer);
         }
         self.worker_gone(key, reason);
     }
 
-    /// The grace period of a stopping worker is over.
-    pub(super) fn on_worker_kill_timer(&mut self, key: Key) {
-        if let Some(worker) = self.workers.get_mut(key) {
-            worker.state_timer = None;
+    /// Asks a child process (a worker, a seed or a spare) to exit: SIGTERM to its process
+    /// group now, and SIGKILL once `turf.gracefulExitPeriodMs` has passed, by the returned
+    /// timer, which the child's record keeps (and cancels if the child is reaped first).
+    pub(super) fn terminate(&mut self, child: Child, pid: i32) -> TimerKey {
+        spawn::kill(pid, libc::SIGTERM);
+        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
+        self.timers
+            .schedule(Instant::now() + grace, Timer::Kill(child))
+    }
+
+    /// A stopping child's grace period is over: SIGKILL its process group.
+    pub(super) fn on_kill_timer(&mut self, child: Child) {
+        let found = match child {
+            Child::Worker(key) => self
+                .workers
+                .get_mut(key)
+                .map(|w| (w.pid, format!("w={}", w.id), &mut w.state_timer)),
+            Child::Seed(key) => self
+                .seeds
+                .get_mut(key)
+                .map(|s| (s.pid, format!("seed={}", s.id), &mut s.timer)),
+            Child::Spare(key) => self
+                .spares
+                .get_mut(key)
+                .map(|s| (s.pid, format!("spare={}", s.id), &mut s.timer)),
+        };
+        if let Some((pid, name, timer)) = found {
+            *timer = None;
             log::warn!(
-                "[turf w={} pid={}] still running after turf.gracefulExitPeriodMs; killing",
-                worker.id,
-                worker.pid
+                "[turf {name} pid={pid}] still running after turf.gracefulExitPeriodMs; killing"
             );
-            spawn::kill(worker.pid, libc::SIGKILL);
+            spawn::kill(pid, libc::SIGKILL);
         }
     }
 
