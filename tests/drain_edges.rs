@@ -47,6 +47,11 @@ fn idle_connections_close_cleanly_at_sigterm_and_racing_requests_are_not_reset()
         };
         assert_eq!(end, RawEnd::Eof, "connection {i} did not end with a FIN");
         for resp in answers {
+            // A request read before the signal was handled is served; one read after it is
+            // refused, and the refusal closes the connection.
+            if resp.status == 200 {
+                continue;
+            }
             assert_eq!(resp.status, 503, "connection {i}");
             assert_eq!(resp.header("connection").as_deref(), Some("close"));
             assert_eq!(resp.json().expect("JSON")["errorType"], "RuntimeStopped");
