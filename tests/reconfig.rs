@@ -237,3 +237,37 @@ fn platform_env_reaches_new_workers_and_invoke_goes_through_the_socket() {
     assert!(err.contains("FC_X") && err.contains("bad name"), "{err}");
     let _ = fixture_dir("envdump");
 }
+
+#[test]
+fn add_remove_cycles_reuse_function_records() {
+    let ns = Noslate::start(&json!([with_env(
+        profile("other", "envdump"),
+        "VERSION",
+        "other"
+    )]));
+    for cycle in 0..60 {
+        let mut fresh = with_env(profile(&format!("f{cycle}"), "envdump"), "VERSION", "f");
+        fresh["worker"]["reservationCount"] = json!(0);
+        let file = write_set(
+            &ns,
+            "cycle.json",
+            &json!([
+                with_env(profile("other", "envdump"), "VERSION", "other"),
+                fresh
+            ]),
+        );
+        let (ok, _, err) = ns.cli(&["functions", "set", &file]);
+        assert!(ok, "cycle {cycle}: {err}");
+        if cycle % 20 == 0 {
+            let resp = ns.send(&Req::new("POST", &format!("/invoke/f{cycle}")));
+            assert_eq!(resp.status, 200, "cycle {cycle}: {}", resp.brief());
+        }
+    }
+    // Removed functions drain; then their records are taken by the next ones added.
+    wait_until(WAIT, "the function records to stay few", || {
+        let (_, out, _) = ns.cli(&["stats"]);
+        let stats: Value = serde_json::from_str(&out).unwrap_or_default();
+        stats["functionRecords"].as_u64().is_some_and(|n| n <= 4)
+    });
+    assert_eq!(ns.send(&Req::new("POST", "/invoke/f59")).status, 200);
+}

@@ -178,6 +178,9 @@ impl Server {
             "breakerOpen": self.breaker.is_open(),
             "inflight": self.inflight,
             "connections": self.conns.len(),
+            // Function records held, current and removed-but-still-draining: reused once a
+            // removed function has nothing left, so profile changes cannot grow it for ever.
+            "functionRecords": self.functions.len(),
             "exits": exits,
             "functions": functions,
         })

@@ -131,8 +131,18 @@ impl Server {
                     }
                 }
                 None => {
-                    self.functions.push(Function::new(profile, use_ema, now));
-                    self.by_name.insert(name.clone(), self.functions.len() - 1);
+                    let function = Function::new(profile, use_ema, now);
+                    let index = match self.retired_function() {
+                        Some(index) => {
+                            self.functions[index] = function;
+                            index
+                        }
+                        None => {
+                            self.functions.push(function);
+                            self.functions.len() - 1
+                        }
+                    };
+                    self.by_name.insert(name.clone(), index);
                     added.push(name);
                 }
             }
@@ -240,6 +250,27 @@ impl Server {
                 self.drain_worker(key, "replaced by a new generation");
             }
         }
+    }
+
+    /// A removed function whose record nothing refers to any more (no worker, seed, queued or
+    /// running request), so that a new function can take its place: without reuse, every
+    /// add-remove cycle over the admin socket would keep a record for ever. A timer still
+    /// armed for the old function (a start or seed retry) only makes the new one re-check its
+    /// pool early, which is harmless.
+    fn retired_function(&self) -> Option<usize> {
+        (0..self.functions.len()).find(|&index| {
+            let f = &self.functions[index];
+            f.removed
+                && f.pool.workers.is_empty()
+                && f.pool.queue.is_empty()
+                && f.seed.key.is_none()
+                && !self.workers.iter().any(|w| w.function == index)
+                && !self.seeds.iter().any(|s| s.function == index)
+                && !self
+                    .conns
+                    .iter()
+                    .any(|c| c.req.as_ref().is_some_and(|r| r.function == Some(index)))
+        })
     }
 
     /// A removed function drains its workers once its queue is empty.
