@@ -13,6 +13,7 @@ mod admin;
 mod bridge;
 mod client;
 mod conn;
+mod effects;
 mod lifecycle;
 mod limit_poll;
 mod reconfig;
@@ -42,6 +43,7 @@ use crate::turf::seed::Seed;
 use crate::turf::spawn::Isolation;
 use crate::turf::worker::{ConnRef, Worker};
 use conn::{Conn, Socket};
+use effects::{Effect, Effects};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::pipe::Receiver;
 use mio::{Events, Interest, Poll};
@@ -269,13 +271,8 @@ pub struct Server {
     accounting: Accounting,
     fc_log: FcLog,
     date: DateCache,
-    /// Connections to drive again this iteration (answered from outside their own event).
-    pending_drive: Vec<Key>,
-    /// Connections to drive again next iteration (they used up their rounds in this one).
-    deferred_drive: Vec<Key>,
-    /// Connections and workers with output to flush at the end of this iteration.
-    dirty_conns: Vec<Key>,
-    dirty_workers: Vec<Key>,
+    /// Work recorded by handlers, carried out after each event batch (`effects`).
+    effects: Effects,
     /// Unsent response bytes all connections hold (`http.maxBufferedBytes`).
     buffered_output: usize,
     lifecycle: Lifecycle,
@@ -433,10 +430,7 @@ impl Server {
             accounting: Accounting::new(&accounting_dir),
             fc_log: FcLog::default(),
             date: DateCache::new(),
-            pending_drive: Vec::new(),
-            deferred_drive: Vec::new(),
-            dirty_conns: Vec::new(),
-            dirty_workers: Vec::new(),
+            effects: Effects::default(),
             buffered_output: 0,
             lifecycle: Lifecycle::Running,
             exit_when_stopped: false,
@@ -486,7 +480,7 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let now = Instant::now();
-            let timeout = if self.deferred_drive.is_empty() {
+            let timeout = if !self.effects.has_next_iteration() {
                 self.timers
                     .next_timeout(now)
                     .map_or(MAX_POLL_TIMEOUT, |t| t.min(MAX_POLL_TIMEOUT))
@@ -499,7 +493,7 @@ impl Server {
                 self.kill_all_workers();
                 return Err(ServerError::Poll(err));
             }
-            self.pending_drive.append(&mut self.deferred_drive);
+            self.effects.begin_iteration();
             // Worker and signal events first: a worker that died before a request arrived in
             // the same batch must be out of service before that request is dispatched.
             for event in events.iter() {
@@ -540,13 +534,13 @@ impl Server {
                 }
             }
             self.fire_timers();
-            self.flush_dirty();
+            self.drain_effects();
             self.fc_log.flush();
             if self.lifecycle == Lifecycle::Stopped && self.exit_when_stopped {
                 // Answers still being written or lingering closes finish first (bounded by
                 // http.lingerTimeoutMs), so that no client sees a reset at exit.
                 self.close_idle_conns();
-                self.flush_dirty();
+                self.drain_effects();
                 if !self.conns.is_empty() && !self.exit_deadline_passed() {
                     continue;
                 }
@@ -592,21 +586,23 @@ impl Server {
         }
     }
 
-    /// Writes out everything buffered this iteration: worker frames first, so that workers
-    /// start on new requests while the client writes happen.
-    fn flush_dirty(&mut self) {
-        while !self.pending_drive.is_empty()
-            || !self.dirty_workers.is_empty()
-            || !self.dirty_conns.is_empty()
-        {
-            for key in std::mem::take(&mut self.pending_drive) {
-                self.drive_conn(key);
-            }
-            for key in std::mem::take(&mut self.dirty_workers) {
-                self.flush_worker(key);
-            }
-            for key in std::mem::take(&mut self.dirty_conns) {
-                self.flush_conn(key);
+    /// Carries out the work recorded while handling this iteration's events and timers, and
+    /// whatever that work records in turn, until none is left (`effects`). Worker frames are
+    /// written before client bytes, so that workers start on new requests while the client
+    /// writes happen.
+    fn drain_effects(&mut self) {
+        while let Some(effect) = self.effects.pop() {
+            match effect {
+                Effect::DriveConn(key) => self.drive_conn(key),
+                Effect::Scale(function) => self.scale(function),
+                Effect::Dispatch(function) => self.dispatch_queue(function),
+                Effect::Waiters => {
+                    self.maybe_start_background();
+                    self.answer_init_waiters();
+                    self.check_workers_stopped();
+                }
+                Effect::FlushWorker(key) => self.flush_worker(key),
+                Effect::FlushConn(key) => self.flush_conn(key),
             }
         }
     }
@@ -614,28 +610,20 @@ impl Server {
     /// Runs [`Server::drive_conn`] for `key` later in this iteration, instead of recursing
     /// into it from a worker event or a timer.
     fn schedule_drive(&mut self, key: Key) {
-        if !self.pending_drive.contains(&key) {
-            self.pending_drive.push(key);
-        }
+        self.effects.push(Effect::DriveConn(key));
     }
 
     /// Runs [`Server::drive_conn`] for `key` on the next iteration, after this one's events.
     fn defer_drive(&mut self, key: Key) {
-        if !self.deferred_drive.contains(&key) {
-            self.deferred_drive.push(key);
-        }
+        self.effects.drive_next_iteration(key);
     }
 
     fn mark_conn_dirty(&mut self, key: Key) {
-        if !self.dirty_conns.contains(&key) {
-            self.dirty_conns.push(key);
-        }
+        self.effects.push(Effect::FlushConn(key));
     }
 
     fn mark_worker_dirty(&mut self, key: Key) {
-        if !self.dirty_workers.contains(&key) {
-            self.dirty_workers.push(key);
-        }
+        self.effects.push(Effect::FlushWorker(key));
     }
 
     fn accept(&mut self) {

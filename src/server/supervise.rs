@@ -3,7 +3,7 @@
 
 use super::bridge::ErrorMsg;
 use super::client::InvokeError;
-use super::{Child, Lifecycle, Server, Timer};
+use super::{Child, Effect, Lifecycle, Server, Timer};
 use crate::fc;
 use crate::pool::StartError;
 use crate::reactor::slab::Key;
@@ -703,11 +703,11 @@ impl Server {
             self.timers.schedule(until, Timer::SpawnRetry(function));
         }
         log::debug!("[turf w={id}] out of service: {reason}");
-        self.scale(function);
-        self.dispatch_queue(function);
-        self.maybe_start_background();
-        self.answer_init_waiters();
-        self.check_workers_stopped();
+        // What follows a worker's death is recorded, not done here: this runs inside frame,
+        // timer and reaping handlers, which must not be re-entered by a launch or a dispatch.
+        self.effects.push(Effect::Scale(function));
+        self.effects.push(Effect::Dispatch(function));
+        self.effects.push(Effect::Waiters);
     }
 
     /// Reaps every exited child and retires its record.

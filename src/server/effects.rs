@@ -1,0 +1,191 @@
+//! Work that a handler records instead of doing on the spot, so that no handler runs inside
+//! another: a worker's death, a deadline or a frame only records what must follow (drive a
+//! connection, re-plan a function, flush bytes), and the loop carries the records out after the
+//! event, to a fixed point, each by the one part of the server that owns it.
+//!
+//! The order of a drain keeps writes batched: every recorded piece of work (driving
+//! connections, planning launches, dispatching queues, answering waiters) runs before any
+//! worker's frames are written, and those before any client's bytes, so all the frames one
+//! iteration makes for a worker leave in one `write`. Work recorded while flushing runs before
+//! the remaining flushes.
+
+use crate::reactor::slab::Key;
+
+/// One piece of recorded work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Effect {
+    /// Parse, forward and complete what a connection can, from its buffered input.
+    DriveConn(Key),
+    /// A function's capacity or demand changed: plan its launches (or fail its queue).
+    Scale(usize),
+    /// A function's workers may have room: hand them its queued requests.
+    Dispatch(usize),
+    /// Workers came or went: start the background workers (seeds, spares) once the
+    /// reservation has settled, and answer `/initialize` and `/pre-stop` waiters that can be.
+    Waiters,
+    /// Write a worker's buffered frames.
+    FlushWorker(Key),
+    /// Write a connection's buffered bytes, return credit, close it when it is done.
+    FlushConn(Key),
+}
+
+/// The queue of recorded work.
+#[derive(Debug, Default)]
+pub(super) struct Effects {
+    /// Driving, planning, dispatching and waiters, in the order recorded.
+    work: Vec<Effect>,
+    /// Position of the next `work` item to hand out.
+    next_work: usize,
+    /// Workers with frames to write.
+    workers: Vec<Key>,
+    /// Connections with bytes to write.
+    conns: Vec<Key>,
+    /// Connections to drive on the next iteration (they used up their rounds in this one).
+    next_iteration: Vec<Key>,
+}
+
+impl Effects {
+    /// Records `effect`, once: a piece of work already waiting is not recorded twice.
+    pub(super) fn push(&mut self, effect: Effect) {
+        let (list, from) = match effect {
+            Effect::FlushWorker(key) => return push_key(&mut self.workers, key),
+            Effect::FlushConn(key) => return push_key(&mut self.conns, key),
+            _ => (&mut self.work, self.next_work),
+        };
+        if !list[from..].contains(&effect) {
+            list.push(effect);
+        }
+    }
+
+    /// Drives `key` on the next iteration rather than in this one.
+    pub(super) fn drive_next_iteration(&mut self, key: Key) {
+        push_key(&mut self.next_iteration, key);
+    }
+
+    /// Whether work waits for the next iteration (the loop must then not sleep in `poll`).
+    pub(super) fn has_next_iteration(&self) -> bool {
+        !self.next_iteration.is_empty()
+    }
+
+    /// Starts an iteration: the drives put off by the last one become due.
+    pub(super) fn begin_iteration(&mut self) {
+        for key in std::mem::take(&mut self.next_iteration) {
+            self.push(Effect::DriveConn(key));
+        }
+    }
+
+    /// The next piece of work to carry out: recorded work first, then worker flushes, then
+    /// connection flushes. `None` at the fixed point.
+    pub(super) fn pop(&mut self) -> Option<Effect> {
+        if let Some(&effect) = self.work.get(self.next_work) {
+            self.next_work += 1;
+            return Some(effect);
+        }
+        self.work.clear();
+        self.next_work = 0;
+        if !self.workers.is_empty() {
+            return Some(Effect::FlushWorker(self.workers.remove(0)));
+        }
+        if !self.conns.is_empty() {
+            return Some(Effect::FlushConn(self.conns.remove(0)));
+        }
+        None
+    }
+}
+
+fn push_key(list: &mut Vec<Key>, key: Key) {
+    if !list.contains(&key) {
+        list.push(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(idx: u32) -> Key {
+        Key { idx, generation: 0 }
+    }
+
+    fn drain(effects: &mut Effects) -> Vec<Effect> {
+        std::iter::from_fn(|| effects.pop()).collect()
+    }
+
+    #[test]
+    fn work_runs_before_worker_flushes_and_those_before_connection_flushes() {
+        let mut effects = Effects::default();
+        effects.push(Effect::FlushConn(key(1)));
+        effects.push(Effect::FlushWorker(key(2)));
+        effects.push(Effect::DriveConn(key(1)));
+        effects.push(Effect::Scale(0));
+        assert_eq!(
+            drain(&mut effects),
+            [
+                Effect::DriveConn(key(1)),
+                Effect::Scale(0),
+                Effect::FlushWorker(key(2)),
+                Effect::FlushConn(key(1)),
+            ]
+        );
+    }
+
+    #[test]
+    fn waiting_work_is_recorded_once() {
+        let mut effects = Effects::default();
+        for _ in 0..3 {
+            effects.push(Effect::Dispatch(4));
+            effects.push(Effect::FlushWorker(key(7)));
+            effects.push(Effect::Waiters);
+        }
+        assert_eq!(
+            drain(&mut effects),
+            [
+                Effect::Dispatch(4),
+                Effect::Waiters,
+                Effect::FlushWorker(key(7))
+            ]
+        );
+    }
+
+    #[test]
+    fn work_done_already_can_be_recorded_again() {
+        let mut effects = Effects::default();
+        effects.push(Effect::Scale(1));
+        assert_eq!(effects.pop(), Some(Effect::Scale(1)));
+        // Recorded again while the drain is under way: it runs again.
+        effects.push(Effect::Scale(1));
+        assert_eq!(effects.pop(), Some(Effect::Scale(1)));
+        assert_eq!(effects.pop(), None);
+    }
+
+    #[test]
+    fn work_recorded_during_flushes_runs_before_the_remaining_flushes() {
+        let mut effects = Effects::default();
+        effects.push(Effect::FlushConn(key(1)));
+        effects.push(Effect::FlushConn(key(2)));
+        assert_eq!(effects.pop(), Some(Effect::FlushConn(key(1))));
+        // Flushing connection 1 finished its response: its next pipelined request is due.
+        effects.push(Effect::DriveConn(key(1)));
+        effects.push(Effect::FlushWorker(key(3)));
+        assert_eq!(
+            drain(&mut effects),
+            [
+                Effect::DriveConn(key(1)),
+                Effect::FlushWorker(key(3)),
+                Effect::FlushConn(key(2)),
+            ]
+        );
+    }
+
+    #[test]
+    fn drives_put_off_run_at_the_next_iteration() {
+        let mut effects = Effects::default();
+        effects.drive_next_iteration(key(5));
+        effects.drive_next_iteration(key(5));
+        assert!(effects.has_next_iteration());
+        assert_eq!(effects.pop(), None, "not in this iteration");
+        effects.begin_iteration();
+        assert!(!effects.has_next_iteration());
+        assert_eq!(drain(&mut effects), [Effect::DriveConn(key(5))]);
+    }
+}
