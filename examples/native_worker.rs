@@ -74,8 +74,8 @@ impl Worker {
                         "content-type".to_owned(),
                         "application/octet-stream".to_owned(),
                     ),
-                    ("x-method".to_owned(), head.method.clone()),
-                    ("x-url".to_owned(), head.url.clone()),
+                    ("x-method".to_owned(), head.method.to_string()),
+                    ("x-url".to_owned(), head.url.to_string()),
                 ];
                 self.streams.insert(
                     stream,

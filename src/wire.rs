@@ -2,18 +2,19 @@
 //!
 //! A frame is a 12-byte little-endian header (`length`, `stream`, `kind`, `flags`, reserved)
 //! followed by `length` payload bytes. The runtime encodes what it sends with the `put_*`
-//! functions and decodes what workers send with [`decode_header`], straight from its read buffer;
+//! functions and decodes what workers send with [`decode_frame`], straight from its read buffer;
 //! a worker written in Rust (the `process` runtime's, examples/native_worker.rs) encodes the
 //! other kinds and decodes with a [`FrameDecoder`]. Decoding checks the length against
 //! [`MAX_PAYLOAD`] before anything is buffered, so a misbehaving peer cannot make the reader
 //! allocate.
 //!
-//! Structured payloads have types: [`RequestHead`], [`ResponseHead`], [`ErrorPayload`],
-//! [`Ready`], CANCEL's reason ([`put_cancel`], [`cancel_reason`]) and WINDOW's credit
+//! Structured payloads have types: [`Init`], [`RequestHead`], [`ResponseHead`],
+//! [`ErrorPayload`], [`Ready`], CANCEL's reason ([`put_cancel`], [`cancel_reason`]) and WINDOW's credit
 //! ([`put_window`], [`put_worker_window`], [`window_credit`]).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Read};
 
@@ -325,17 +326,17 @@ pub fn put_worker_window(out: &mut Vec<u8>, stream: u32, credit: u32) {
     put_frame(out, Kind::WindowToRuntime, 0, stream, &credit.to_le_bytes());
 }
 
-/// Appends an INIT frame; `init` is docs/PROTOCOL.md's init object.
+/// Appends an INIT frame; `init` is docs/PROTOCOL.md's init object (an [`Init`]).
 pub fn put_init<T: Serialize + ?Sized>(out: &mut Vec<u8>, init: &T) -> Result<(), WireError> {
     put_json(out, Kind::Init, 0, 0, init)
 }
 
 /// Appends a REQUEST_HEAD frame opening `stream`; `end` when the request has no body.
-pub fn put_request_head(
+pub fn put_request_head<C: Serialize>(
     out: &mut Vec<u8>,
     stream: u32,
     end: bool,
-    head: &RequestHead,
+    head: &RequestHead<'_, C>,
 ) -> Result<(), WireError> {
     put_json(out, Kind::RequestHead, end_flag(end), stream, head)
 }
@@ -548,27 +549,31 @@ pub fn cancel_reason(payload: &[u8]) -> Result<String, WireError> {
 
 /// REQUEST_HEAD's payload (docs/PROTOCOL.md "request head"). Decoding is lenient: a missing
 /// field is empty (or `None`).
+///
+/// The strings and headers are [`Cow`]s so that the runtime serializes a head borrowed from its
+/// request, and `C` is the context's type so that it serializes the context it builds (also
+/// borrowed); a decoded head owns its fields and its context is a [`serde_json::Value`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestHead {
+pub struct RequestHead<'a, C = serde_json::Value> {
     /// `event` or `http`.
     #[serde(default)]
-    pub kind: String,
+    pub kind: Cow<'a, str>,
     /// The HTTP method.
     #[serde(default)]
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// The request target.
     #[serde(default)]
-    pub url: String,
+    pub url: Cow<'a, str>,
     /// The client's headers in order, values latin1 (one char per byte).
     #[serde(default)]
-    pub headers: Vec<(String, String)>,
+    pub headers: Cow<'a, [(String, String)]>,
     /// Noslate metadata, when a caller provides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baggage: Option<Vec<(String, String)>>,
     /// The invocation's id.
     #[serde(default)]
-    pub request_id: String,
+    pub request_id: Cow<'a, str>,
     /// Absolute deadline, milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<u64>,
@@ -580,12 +585,12 @@ pub struct RequestHead {
     pub client_ip: Option<String>,
     /// The FC context object.
     #[serde(default)]
-    pub context: serde_json::Value,
+    pub context: C,
 }
 
-impl RequestHead {
+impl RequestHead<'_> {
     /// Parses a REQUEST_HEAD payload.
-    pub fn parse(payload: &[u8]) -> Result<RequestHead, WireError> {
+    pub fn parse(payload: &[u8]) -> Result<RequestHead<'static>, WireError> {
         parse_json(Kind::RequestHead, payload)
     }
 }
@@ -635,6 +640,113 @@ impl ErrorPayload {
     /// Parses an error payload of a `kind` frame (INIT_ERROR or RESPONSE_ERROR).
     pub fn parse(kind: Kind, payload: &[u8]) -> Result<ErrorPayload, WireError> {
         parse_json(kind, payload)
+    }
+
+    /// Parses an error payload whatever its shape, for a reader that must turn any error a
+    /// worker reports into an error of its own. A missing (or `null`) `errorType` or
+    /// `errorMessage` is `default_type` or `default_message`; `stackTrace` may be an array (an
+    /// entry that is not a string becomes its JSON text) or one string (split into lines), and
+    /// anything else is no stack. A payload that does not parse as an error object at all is a
+    /// `WorkerProtocolError` whose message quotes its first 200 bytes.
+    pub fn parse_lenient(
+        payload: &[u8],
+        default_type: &str,
+        default_message: &str,
+    ) -> ErrorPayload {
+        let Ok(error) = serde_json::from_slice::<LenientError>(payload) else {
+            return ErrorPayload {
+                error_message: format!(
+                    "the worker reported an error that is not valid JSON: {}",
+                    String::from_utf8_lossy(payload.get(..200).unwrap_or(payload))
+                ),
+                error_type: "WorkerProtocolError".to_owned(),
+                stack_trace: Vec::new(),
+            };
+        };
+        let stack_trace = match error.stack_trace {
+            Some(serde_json::Value::Array(lines)) => lines
+                .into_iter()
+                .map(|line| match line {
+                    serde_json::Value::String(line) => line,
+                    other => other.to_string(),
+                })
+                .collect(),
+            Some(serde_json::Value::String(text)) => text.lines().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        ErrorPayload {
+            error_message: error
+                .error_message
+                .unwrap_or_else(|| default_message.to_owned()),
+            error_type: error.error_type.unwrap_or_else(|| default_type.to_owned()),
+            stack_trace,
+        }
+    }
+}
+
+/// How [`ErrorPayload::parse_lenient`] reads an error: every member optional, the stack any
+/// JSON value.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LenientError {
+    #[serde(default)]
+    error_message: Option<String>,
+    #[serde(default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    stack_trace: Option<serde_json::Value>,
+}
+
+/// INIT's payload (docs/PROTOCOL.md "init"). Like [`RequestHead`], it borrows what the runtime
+/// sends and its context is of type `C`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Init<'a, C = serde_json::Value> {
+    /// The function to load.
+    pub function: InitFunction<'a>,
+    /// The id of the `/initialize` call, or a generated one.
+    pub request_id: Cow<'a, str>,
+    /// The FC context object of the initializer.
+    pub context: C,
+    /// The initializer's budget.
+    pub timeout_ms: u64,
+    /// Only for a spare process: what a cold worker would have had from its spawn
+    /// (docs/PROTOCOL.md "Spare Node.js workers").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare: Option<SpareInit>,
+}
+
+/// INIT's `function` member.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitFunction<'a> {
+    /// The function's name.
+    pub name: Cow<'a, str>,
+    /// The handler, `null` when the profile names none.
+    pub handler: Option<Cow<'a, str>>,
+    /// The initializer, `null` when there is none.
+    pub initializer: Option<Cow<'a, str>>,
+    /// Where its code is.
+    pub code_dir: Cow<'a, str>,
+    /// Its memory limit in bytes.
+    pub memory: u64,
+    /// Its invocation timeout.
+    pub timeout_ms: u64,
+}
+
+/// INIT's `spare` member: a spare's environment and working directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpareInit {
+    /// The function's environment, in order.
+    pub env: Vec<(String, String)>,
+    /// Its working directory.
+    pub cwd: String,
+}
+
+impl Init<'_> {
+    /// Parses an INIT payload.
+    pub fn parse(payload: &[u8]) -> Result<Init<'static>, WireError> {
+        parse_json(Kind::Init, payload)
     }
 }
 
@@ -702,7 +814,7 @@ mod tests {
         (frames, decoder.finish())
     }
 
-    fn sample_head() -> RequestHead {
+    fn sample_head() -> RequestHead<'static> {
         RequestHead {
             kind: "http".into(),
             method: "POST".into(),
@@ -711,7 +823,8 @@ mod tests {
                 ("content-type".into(), "application/json".into()),
                 ("x-a".into(), "caf\u{e9}".into()),
                 ("x-a".into(), "2".into()),
-            ],
+            ]
+            .into(),
             baggage: Some(vec![("k".into(), "v".into())]),
             request_id: "4e1c".into(),
             deadline: Some(1_764_371_234_567),
@@ -901,6 +1014,164 @@ mod tests {
         assert_eq!(head["clientIp"], "10.0.0.1");
         // Lenient decoding: an empty head has empty fields.
         assert_eq!(RequestHead::parse(b"{}"), Ok(RequestHead::default()));
+    }
+
+    #[test]
+    fn a_borrowed_request_head_encodes_as_the_runtime_sends_it() {
+        /// A context of a type of its own, as the runtime's is.
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Ctx<'a> {
+            request_id: &'a str,
+        }
+        let headers = vec![("x-a".to_owned(), "caf\u{e9}".to_owned())];
+        let head = RequestHead {
+            kind: Cow::Borrowed("event"),
+            method: Cow::Borrowed("POST"),
+            url: Cow::Borrowed("/invoke"),
+            headers: Cow::Borrowed(&headers),
+            baggage: None,
+            request_id: Cow::Borrowed("r1"),
+            deadline: Some(1_764_371_234_567),
+            timeout_ms: Some(3000),
+            client_ip: None,
+            context: Ctx { request_id: "r1" },
+        };
+        let mut out = b"queued".to_vec();
+        put_request_head(&mut out, 5, true, &head).unwrap();
+        let frame = decode_frame(Direction::ToWorker, &out[6..])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (frame.header.kind, frame.header.stream),
+            (Kind::RequestHead, 5)
+        );
+        assert!(frame.is_end());
+        assert_eq!(
+            std::str::from_utf8(frame.payload).unwrap(),
+            r#"{"kind":"event","method":"POST","url":"/invoke","headers":[["x-a","café"]],"requestId":"r1","deadline":1764371234567,"timeoutMs":3000,"context":{"requestId":"r1"}}"#
+        );
+        let parsed = RequestHead::parse(frame.payload).unwrap();
+        assert_eq!(parsed.headers.as_ref(), headers.as_slice());
+        assert_eq!(parsed.context, json!({"requestId": "r1"}));
+        assert_eq!(
+            (parsed.method.as_ref(), parsed.deadline, parsed.baggage),
+            ("POST", Some(1_764_371_234_567), None)
+        );
+    }
+
+    #[test]
+    fn init_encodes_the_documented_members_in_order() {
+        let code_dir = String::from("/code/hello");
+        let mut init = Init {
+            function: InitFunction {
+                name: Cow::Borrowed("hello"),
+                handler: Some(Cow::Borrowed("index.handler")),
+                initializer: None,
+                code_dir: Cow::Borrowed(&code_dir),
+                memory: 536_870_912,
+                timeout_ms: 10_000,
+            },
+            request_id: Cow::Borrowed("i1"),
+            context: json!({"requestId": "i1"}),
+            timeout_ms: 3000,
+            spare: None,
+        };
+        let mut out = Vec::new();
+        put_init(&mut out, &init).unwrap();
+        let frame = decode_frame(Direction::ToWorker, &out).unwrap().unwrap();
+        assert_eq!(
+            (frame.header.kind, frame.header.stream, frame.header.flags),
+            (Kind::Init, 0, 0)
+        );
+        assert_eq!(
+            std::str::from_utf8(frame.payload).unwrap(),
+            r#"{"function":{"name":"hello","handler":"index.handler","initializer":null,"codeDir":"/code/hello","memory":536870912,"timeoutMs":10000},"requestId":"i1","context":{"requestId":"i1"},"timeoutMs":3000}"#
+        );
+        assert_eq!(Init::parse(frame.payload), Ok(init.clone()));
+
+        init.spare = Some(SpareInit {
+            env: vec![("PATH".into(), "/bin".into())],
+            cwd: "/code/hello".into(),
+        });
+        out.clear();
+        put_init(&mut out, &init).unwrap();
+        let payload = &out[HEADER_LEN..];
+        assert!(
+            payload.ends_with(br#","spare":{"env":[["PATH","/bin"]],"cwd":"/code/hello"}}"#),
+            "{}",
+            String::from_utf8_lossy(payload)
+        );
+        assert_eq!(Init::parse(payload), Ok(init));
+        assert!(Init::parse(b"{}").is_err(), "function is required");
+    }
+
+    #[test]
+    fn a_lenient_error_parse_takes_any_shape() {
+        let parse = |payload: &[u8]| ErrorPayload::parse_lenient(payload, "Dflt", "no message");
+        let whole = br#"{"errorMessage":"boom","errorType":"TypeError","stackTrace":["a","b"]}"#;
+        assert_eq!(
+            parse(whole),
+            ErrorPayload::new("TypeError", "boom", vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            parse(whole),
+            ErrorPayload::parse(Kind::ResponseError, whole).unwrap()
+        );
+        // Missing or null members take the defaults; empty ones stay empty.
+        assert_eq!(
+            parse(b"{}"),
+            ErrorPayload::new("Dflt", "no message", Vec::new())
+        );
+        assert_eq!(
+            parse(br#"{"errorType":null,"errorMessage":"","stackTrace":null}"#),
+            ErrorPayload::new("Dflt", "", Vec::new())
+        );
+        // A stack as one string is split into lines; entries that are not strings are their
+        // JSON; any other stack is none.
+        assert_eq!(
+            parse(br#"{"stackTrace":"Error: x\n  at f\n  at g"}"#).stack_trace,
+            ["Error: x", "  at f", "  at g"]
+        );
+        assert_eq!(
+            parse(br#"{"stackTrace":["a",1,{"b":null},null]}"#).stack_trace,
+            ["a", "1", r#"{"b":null}"#, "null"]
+        );
+        assert!(parse(br#"{"stackTrace":7}"#).stack_trace.is_empty());
+        assert_eq!(parse(br#"{"errorType":"E","extra":[1]}"#).error_type, "E");
+    }
+
+    #[test]
+    fn a_lenient_error_parse_reports_garbage_quoting_its_start() {
+        let parse = |payload: &[u8]| ErrorPayload::parse_lenient(payload, "Dflt", "no message");
+        for garbage in [
+            &b"not json"[..],
+            b"",
+            b"[1, 2",
+            b"\"a string\"",
+            b"42",
+            br#"{"errorMessage": 5}"#,
+            br#"{"errorType": ["x"]}"#,
+        ] {
+            let error = parse(garbage);
+            assert_eq!(error.error_type, "WorkerProtocolError", "{garbage:?}");
+            assert_eq!(
+                error.error_message,
+                format!(
+                    "the worker reported an error that is not valid JSON: {}",
+                    String::from_utf8_lossy(garbage)
+                )
+            );
+            assert!(error.stack_trace.is_empty());
+        }
+        let mut long = b"x".repeat(199);
+        long.extend_from_slice("é and more".as_bytes());
+        let error = parse(&long);
+        let quoted = error
+            .error_message
+            .strip_prefix("the worker reported an error that is not valid JSON: ")
+            .unwrap();
+        assert_eq!(quoted, format!("{}\u{fffd}", "x".repeat(199)));
     }
 
     #[test]

@@ -1217,7 +1217,7 @@ fn head_frame(stream: u32, request_id: &str) -> Vec<u8> {
         kind: "event".into(),
         method: "POST".into(),
         url: "/invoke".into(),
-        headers: vec![("x-a".into(), "1".into())],
+        headers: vec![("x-a".into(), "1".into())].into(),
         request_id: request_id.into(),
         deadline: Some(0),
         timeout_ms: Some(10000),

@@ -250,7 +250,7 @@ fn request_env(head: &RequestHead) -> Vec<(String, OsString)> {
     env.push(("PATH_INFO".into(), latin1(path)));
     env.push(("QUERY_STRING".into(), latin1(query)));
     let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
-    for (name, value) in &head.headers {
+    for (name, value) in head.headers.iter() {
         let key = match name.to_ascii_lowercase().as_str() {
             "content-type" => "CONTENT_TYPE".to_owned(),
             "content-length" => "CONTENT_LENGTH".to_owned(),
@@ -271,11 +271,11 @@ fn request_env(head: &RequestHead) -> Vec<(String, OsString)> {
     }
     env.extend(headers.into_iter().map(|(k, v)| (k, OsString::from_vec(v))));
     if !head.kind.is_empty() {
-        env.push(("NOSLATE_REQUEST_KIND".into(), head.kind.clone().into()));
+        env.push(("NOSLATE_REQUEST_KIND".into(), head.kind.as_ref().into()));
     }
     if !head.request_id.is_empty() {
-        env.push(("NOSLATE_REQUEST_ID".into(), head.request_id.clone().into()));
-        env.push(("FC_REQUEST_ID".into(), head.request_id.clone().into()));
+        env.push(("NOSLATE_REQUEST_ID".into(), head.request_id.as_ref().into()));
+        env.push(("FC_REQUEST_ID".into(), head.request_id.as_ref().into()));
     }
     for (field, key) in [
         (head.timeout_ms, "NOSLATE_TIMEOUT_MS"),
@@ -761,7 +761,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn head(value: Value) -> RequestHead {
+    fn head(value: Value) -> RequestHead<'static> {
         serde_json::from_value(value).unwrap()
     }
 
@@ -881,9 +881,9 @@ mod tests {
 
     /// A REQUEST_HEAD frame for `<method> /`.
     fn request_head(stream: u32, end: bool, method: &str) -> Vec<u8> {
-        let head = RequestHead {
-            method: method.to_owned(),
-            url: "/".to_owned(),
+        let head: RequestHead = RequestHead {
+            method: method.to_owned().into(),
+            url: "/".into(),
             ..RequestHead::default()
         };
         let mut out = Vec::new();

@@ -11,70 +11,9 @@ use crate::reactor::slab::Key;
 use crate::sched::dispatch::{self, DisposableCandidate, StreamEnd, WorkerLoad};
 use crate::turf::accounting::ExitReason;
 use crate::turf::worker::{ConnRef, ReadResult, WorkerState};
-use crate::wire::{self, Kind};
-use serde::{Deserialize, Serialize};
+use crate::wire::{self, Direction, ErrorPayload, Kind, RequestHead, ResponseHead, WireError};
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// `REQUEST_HEAD` payload (docs/PROTOCOL.md "request head").
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestHeadMsg<'a> {
-    kind: &'a str,
-    method: &'a str,
-    url: &'a str,
-    headers: &'a [(String, String)],
-    request_id: &'a str,
-    deadline: u64,
-    timeout_ms: u64,
-    context: fc::Context<'a>,
-}
-
-/// `RESPONSE_HEAD` payload.
-#[derive(Deserialize)]
-struct ResponseHeadMsg {
-    status: u16,
-    #[serde(default)]
-    headers: Vec<(String, String)>,
-}
-
-/// `RESPONSE_ERROR` / `INIT_ERROR` payload. Lenient: a worker's error must always become an
-/// error response, whatever shape it came in.
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct ErrorMsg {
-    #[serde(default)]
-    pub error_message: Option<String>,
-    #[serde(default)]
-    pub error_type: Option<String>,
-    #[serde(default)]
-    pub stack_trace: Option<serde_json::Value>,
-}
-
-impl ErrorMsg {
-    /// Parses an error payload; garbage becomes a generic error that says so.
-    pub(super) fn parse(payload: &[u8]) -> ErrorMsg {
-        serde_json::from_slice(payload).unwrap_or_else(|_| ErrorMsg {
-            error_message: Some(format!(
-                "the worker reported an error that is not valid JSON: {}",
-                String::from_utf8_lossy(payload.get(..200).unwrap_or(payload))
-            )),
-            error_type: Some("WorkerProtocolError".to_owned()),
-            stack_trace: None,
-        })
-    }
-
-    /// The stack as lines.
-    pub(super) fn stack_lines(&self) -> Vec<String> {
-        match &self.stack_trace {
-            Some(serde_json::Value::Array(lines)) => lines
-                .iter()
-                .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
-                .collect(),
-            Some(serde_json::Value::String(s)) => s.lines().map(str::to_owned).collect(),
-            _ => Vec::new(),
-        }
-    }
-}
 
 fn unix_millis(at: std::time::Instant) -> u64 {
     let now = std::time::Instant::now();
@@ -199,51 +138,44 @@ impl Server {
             initializer: profile.initializer.as_deref(),
             memory_bytes: profile.resource_limit.memory,
         };
-        let msg = RequestHeadMsg {
-            kind: req.kind.as_str(),
-            method: &head.method,
-            url: &head.target,
-            headers: &head.headers,
-            request_id: &req.id,
-            deadline: unix_millis(req.deadline),
-            timeout_ms: req.timeout_ms,
+        let msg = RequestHead {
+            kind: Cow::Borrowed(req.kind.as_str()),
+            method: Cow::Borrowed(&head.method),
+            url: Cow::Borrowed(&head.target),
+            headers: Cow::Borrowed(&head.headers),
+            baggage: None,
+            request_id: Cow::Borrowed(&req.id),
+            deadline: Some(unix_millis(req.deadline)),
+            timeout_ms: Some(req.timeout_ms),
+            client_ip: None,
             context: fc::context(&head.headers, &req.id, req.timeout_ms, facts),
         };
-        let payload = match serde_json::to_vec(&msg) {
-            Ok(p) if p.len() <= wire::MAX_PAYLOAD => p,
-            Ok(p) => {
+        let no_body = req.body.is_done();
+        if let Err(err) = wire::put_request_head(&mut worker.wbuf, stream, no_body, &msg) {
+            worker.streams.remove(&stream);
+            let err = match err {
                 // Only a pathological head (16 KiB of headers cannot get here) could; fail it.
-                worker.streams.remove(&stream);
-                let err = InvokeError::new(
+                WireError::TooLarge { len } => InvokeError::new(
                     431,
                     "RequestHeaderFieldsTooLarge",
                     format!(
-                        "request head encodes to {} bytes, over the worker protocol's frame limit",
-                        p.len()
+                        "request head encodes to {len} bytes, over the worker protocol's frame limit"
                     ),
-                );
-                self.respond_error(client, &err, false);
-                return;
-            }
-            Err(e) => {
-                worker.streams.remove(&stream);
-                let err = InvokeError::new(
+                ),
+                WireError::BadPayload { reason, .. } => InvokeError::new(
                     500,
                     "InternalError",
-                    format!("cannot encode request head: {e}"),
-                );
-                self.respond_error(client, &err, false);
-                return;
-            }
-        };
-        let no_body = req.body.is_done();
-        wire::put_frame(
-            &mut worker.wbuf,
-            Kind::RequestHead,
-            if no_body { wire::FLAG_END } else { 0 },
-            stream,
-            &payload,
-        );
+                    format!("cannot encode request head: {reason}"),
+                ),
+                other => InvokeError::new(
+                    500,
+                    "InternalError",
+                    format!("cannot encode request head: {other}"),
+                ),
+            };
+            self.respond_error(client, &err, false);
+            return;
+        }
         req.sink = Sink::Worker {
             worker: worker_key,
             stream,
@@ -299,8 +231,7 @@ impl Server {
             {
                 BodyStep::Data { used, data, end } => {
                     if !data.is_empty() || end {
-                        let flags = if end { wire::FLAG_END } else { 0 };
-                        wire::put_frame(&mut worker.wbuf, Kind::RequestBody, flags, stream, data);
+                        wire::put_request_body(&mut worker.wbuf, stream, end, data);
                     }
                     (used, data.len())
                 }
@@ -375,20 +306,17 @@ impl Server {
         // record meanwhile so that handlers may touch the worker (and any connection) freely.
         let mut buf = std::mem::replace(&mut worker.rbuf, ReadBuf::new(0, 0));
         loop {
-            let rest = buf.data();
-            let header = match wire::decode_header(rest) {
-                Ok(Some(h)) => h,
+            let frame = match wire::decode_frame(Direction::ToRuntime, buf.data()) {
+                Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(err) => {
                     self.worker_protocol_error(key, &err.to_string());
                     return false;
                 }
             };
-            let Some(payload) = rest.get(wire::HEADER_LEN..wire::HEADER_LEN + header.len) else {
-                break;
-            };
-            self.on_frame(key, header, payload);
-            buf.consume(wire::HEADER_LEN + header.len);
+            let used = frame.wire_len();
+            self.on_frame(key, frame);
+            buf.consume(used);
             if self
                 .workers
                 .get(key)
@@ -404,7 +332,8 @@ impl Server {
         true
     }
 
-    fn on_frame(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
+    fn on_frame(&mut self, key: Key, frame: wire::Frame<'_>) {
+        let wire::Frame { header, payload } = frame;
         match header.kind {
             Kind::Ready => self.on_worker_ready(key, payload),
             Kind::InitDone => self.on_worker_init_done(key),
@@ -421,7 +350,7 @@ impl Server {
             | Kind::RequestBody
             | Kind::Cancel
             | Kind::WindowToWorker => {
-                // decode_header only yields worker-bound kinds; nothing to do.
+                // decode_frame only yields runtime-bound kinds; nothing to do.
             }
         }
     }
@@ -432,10 +361,10 @@ impl Server {
     }
 
     fn on_response_head(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
-        let head: ResponseHeadMsg = match serde_json::from_slice(payload) {
+        let head = match ResponseHead::parse(payload) {
             Ok(h) => h,
             Err(err) => {
-                self.worker_protocol_error(key, &format!("invalid RESPONSE_HEAD JSON: {err}"));
+                self.worker_protocol_error(key, &err.to_string());
                 return;
             }
         };
@@ -479,12 +408,12 @@ impl Server {
 
     fn on_response_error(&mut self, key: Key, stream: u32, payload: &[u8]) {
         if let Some(client) = self.stream_client(key, stream) {
-            let msg = ErrorMsg::parse(payload);
+            let error = ErrorPayload::parse_lenient(payload, "Error", "");
             let err = InvokeError {
                 status: 404,
-                error_type: msg.error_type.clone().unwrap_or_else(|| "Error".to_owned()),
-                message: msg.error_message.clone().unwrap_or_default(),
-                stack: Some(msg.stack_lines()),
+                error_type: error.error_type,
+                message: error.error_message,
+                stack: Some(error.stack_trace),
             };
             self.fail_invocation(client, &err);
         }
@@ -563,14 +492,9 @@ impl Server {
             return;
         }
         log::debug!("[dp] cancel worker {} stream {stream}: {reason}", worker.id);
-        let payload = serde_json::json!({ "reason": reason }).to_string();
-        wire::put_frame(
-            &mut worker.wbuf,
-            Kind::Cancel,
-            0,
-            stream,
-            payload.as_bytes(),
-        );
+        if let Err(err) = wire::put_cancel(&mut worker.wbuf, stream, reason) {
+            log::warn!("[dp] cannot encode CANCEL for worker {}: {err}", worker.id);
+        }
         let timer = self.timers.schedule(
             std::time::Instant::now() + grace,
             Timer::CancelGrace {

@@ -1,7 +1,6 @@
 //! Worker supervision: launching toward the pool's target, the READY/INIT handshake, stopping,
 //! killing, reaping, and failing a dead worker's invocations.
 
-use super::bridge::ErrorMsg;
 use super::client::InvokeError;
 use super::{Child, Effect, Lifecycle, Server, Timer};
 use crate::fc;
@@ -17,42 +16,11 @@ use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::spawn;
 use crate::turf::worker::{Worker, WorkerState};
-use crate::wire::{self, Kind};
+use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
 use mio::Interest;
-use serde::Serialize;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// `INIT` payload (docs/PROTOCOL.md "init").
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InitMsg<'a> {
-    function: InitFunction<'a>,
-    request_id: &'a str,
-    context: fc::Context<'a>,
-    timeout_ms: u64,
-    /// Only for a spare process: what a cold worker would have had from its spawn.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    spare: Option<SpareInitMsg>,
-}
-
-/// The `spare` member of INIT (docs/PROTOCOL.md "Spare Node.js workers").
-#[derive(Serialize)]
-struct SpareInitMsg {
-    env: Vec<(String, String)>,
-    cwd: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InitFunction<'a> {
-    name: &'a str,
-    handler: Option<&'a str>,
-    initializer: Option<&'a str>,
-    code_dir: &'a str,
-    memory: u64,
-    timeout_ms: u64,
-}
 
 impl Server {
     /// Launches workers for `function` as the queue and the reservation need.
@@ -332,12 +300,19 @@ impl Server {
             worker.ready_deferred = true;
             return;
         }
-        log::debug!(
-            "[turf w={} pid={}] ready: {}",
-            worker.id,
-            worker.pid,
-            String::from_utf8_lossy(payload)
-        );
+        if log::log_enabled!(log::Level::Debug) {
+            match wire::Ready::parse(payload) {
+                Ok(ready) => {
+                    log::debug!("[turf w={} pid={}] ready: {ready:?}", worker.id, worker.pid)
+                }
+                Err(_) => log::debug!(
+                    "[turf w={} pid={}] ready: {}",
+                    worker.id,
+                    worker.pid,
+                    String::from_utf8_lossy(payload)
+                ),
+            }
+        }
         let profile = &self.functions[worker.function].profile;
         let request_id = self.ids.next_id();
         let code_dir = profile.code_dir.to_string_lossy();
@@ -348,26 +323,25 @@ impl Server {
             memory_bytes: profile.resource_limit.memory,
         };
         let timeout_ms = profile.worker.initialization_timeout_ms;
-        let msg = InitMsg {
+        let msg = Init {
             function: InitFunction {
-                name: &profile.name,
-                handler: profile.handler.as_deref(),
-                initializer: profile.initializer.as_deref(),
-                code_dir: &code_dir,
+                name: Cow::Borrowed(&profile.name),
+                handler: profile.handler.as_deref().map(Cow::Borrowed),
+                initializer: profile.initializer.as_deref().map(Cow::Borrowed),
+                code_dir,
                 memory: profile.resource_limit.memory,
                 timeout_ms: profile.worker.invoke_timeout_ms,
             },
-            request_id: &request_id,
+            request_id: Cow::Borrowed(&request_id),
             context: fc::context(&[], &request_id, timeout_ms, facts),
             timeout_ms,
-            spare: worker.spare_init.take().map(|s| SpareInitMsg {
+            spare: worker.spare_init.take().map(|s| SpareInit {
                 env: s.env,
                 cwd: s.cwd.to_string_lossy().into_owned(),
             }),
         };
-        match serde_json::to_vec(&msg) {
-            Ok(payload) => {
-                wire::put_frame(&mut worker.wbuf, Kind::Init, 0, 0, &payload);
+        match wire::put_init(&mut worker.wbuf, &msg) {
+            Ok(()) => {
                 worker.advance(WorkerState::Initializing);
                 self.mark_worker_dirty(key);
             }
@@ -414,17 +388,11 @@ impl Server {
             return;
         };
         let function = worker.function;
-        let msg = ErrorMsg::parse(payload);
+        let msg = ErrorPayload::parse_lenient(payload, "InitializationError", "initializer failed");
         let error = StartError {
-            error_type: msg
-                .error_type
-                .clone()
-                .unwrap_or_else(|| "InitializationError".into()),
-            message: msg
-                .error_message
-                .clone()
-                .unwrap_or_else(|| "initializer failed".into()),
-            stack: msg.stack_lines(),
+            error_type: msg.error_type,
+            message: msg.error_message,
+            stack: msg.stack_trace,
         };
         log::warn!(
             "[turf w={}] initialization failed: {}: {}",

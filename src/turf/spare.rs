@@ -29,7 +29,7 @@ use crate::reactor::buffer::ReadBuf;
 use crate::reactor::timer::TimerKey;
 use crate::turf::cgroup::WorkerCgroup;
 use crate::turf::plan::WorkerLimits;
-use crate::wire::{self, Kind};
+use crate::wire::{self, Direction, Kind};
 use mio::unix::pipe::{Receiver, Sender};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -150,23 +150,20 @@ impl Spare {
         };
         let fill = self.rbuf.fill_from(pipe);
         let data = self.rbuf.data();
-        let header = match wire::decode_header(data) {
-            Ok(Some(h)) => h,
+        let frame = match wire::decode_frame(Direction::ToRuntime, data) {
+            Ok(Some(frame)) => frame,
             Ok(None) if fill.closed => return SpareRead::Closed,
             Ok(None) => return SpareRead::Pending,
             Err(e) => return SpareRead::Protocol(e.to_string()),
         };
-        if header.kind != Kind::Ready {
-            return SpareRead::Protocol(format!("{:?} frame before it was assigned", header.kind));
+        if frame.header.kind != Kind::Ready {
+            return SpareRead::Protocol(format!(
+                "{:?} frame before it was assigned",
+                frame.header.kind
+            ));
         }
-        if data.len() < wire::HEADER_LEN + header.len {
-            return if fill.closed {
-                SpareRead::Closed
-            } else {
-                SpareRead::Pending
-            };
-        }
-        self.rbuf.consume(wire::HEADER_LEN + header.len);
+        let used = frame.wire_len();
+        self.rbuf.consume(used);
         if !self.rbuf.data().is_empty() {
             return SpareRead::Protocol("frames after READY before it was assigned".into());
         }
