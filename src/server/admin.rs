@@ -27,7 +27,8 @@ impl Server {
                 self.respond_json(client, 200, &[], body.as_bytes());
             }
             Route::GetServices => {
-                let body = serde_json::json!({ "services": self.raw_services }).to_string();
+                let body =
+                    serde_json::json!({ "services": self.scheduler.raw_services }).to_string();
                 self.respond_json(client, 200, &[], body.as_bytes());
             }
             Route::GetEnv => {
@@ -70,13 +71,14 @@ impl Server {
     /// One object per worker, as `noslate ps` shows it.
     fn workers_view(&self) -> Value {
         let mut rows: Vec<(&str, Value)> = self
+            .supervisor
             .workers
             .iter()
             .map(|w| {
                 let live = stats::read(w.pid);
                 let view = json!({
                     "id": w.id,
-                    "function": self.functions[w.function].profile.name,
+                    "function": self.scheduler.functions[w.function].profile.name,
                     "pid": w.pid,
                     "state": w.state.as_str(),
                     "start": if w.forked {
@@ -102,7 +104,7 @@ impl Server {
 
     /// A function's warm seed: `null` when it has none and no error to tell.
     fn seed_view(&self, f: &super::Function) -> Value {
-        let seed = f.seed.key.and_then(|k| self.seeds.get(k));
+        let seed = f.seed.key.and_then(|k| self.supervisor.seeds.get(k));
         if seed.is_none() && f.seed.last_error.is_none() {
             return Value::Null;
         }
@@ -120,15 +122,21 @@ impl Server {
     fn stats_view(&self) -> Value {
         let exits: serde_json::Map<String, Value> = ExitReason::ALL
             .iter()
-            .map(|r| (r.as_str().to_owned(), json!(self.accounting.count(*r))))
+            .map(|r| {
+                (
+                    r.as_str().to_owned(),
+                    json!(self.supervisor.accounting.count(*r)),
+                )
+            })
             .collect();
         let functions: serde_json::Map<String, Value> = self
+            .scheduler
             .functions
             .iter()
             .map(|f| {
                 let mut states = serde_json::Map::new();
                 for &key in &f.pool.workers {
-                    if let Some(w) = self.workers.get(key) {
+                    if let Some(w) = self.supervisor.workers.get(key) {
                         let n = states
                             .entry(w.state.as_str())
                             .or_insert(json!(0))
@@ -157,6 +165,7 @@ impl Server {
             })
             .collect();
         let spares: Vec<Value> = self
+            .supervisor
             .spares
             .iter()
             .map(|s| {
@@ -171,16 +180,16 @@ impl Server {
         json!({
             "spares": {
                 "wanted": self.config.turf.spare_workers,
-                "taken": self.spare_pool.taken,
-                "off": self.spare_support.as_ref().err(),
+                "taken": self.supervisor.spare_pool.taken,
+                "off": self.supervisor.spare_support.as_ref().err(),
                 "processes": spares,
             },
-            "breakerOpen": self.breaker.is_open(),
-            "inflight": self.inflight,
-            "connections": self.conns.len(),
+            "breakerOpen": self.scheduler.breaker.is_open(),
+            "inflight": self.scheduler.inflight,
+            "connections": self.front.conns.len(),
             // Function records held, current and removed-but-still-draining: reused once a
             // removed function has nothing left, so profile changes cannot grow it for ever.
-            "functionRecords": self.functions.len(),
+            "functionRecords": self.scheduler.functions.len(),
             "exits": exits,
             "functions": functions,
         })

@@ -33,7 +33,7 @@ impl Server {
     pub(super) fn dispatch_queue(&mut self, function: usize) {
         let max_active = self.max_active(function);
         loop {
-            let Some(&client) = self.functions[function].pool.queue.front() else {
+            let Some(&client) = self.scheduler.functions[function].pool.queue.front() else {
                 return;
             };
             // Skip entries whose connection closed or moved on (they were cancelled).
@@ -41,22 +41,27 @@ impl Server {
                 .request_mut(client)
                 .is_some_and(|r| matches!(r.sink, Sink::Hold) && r.resp == Resp::NotStarted);
             if !live {
-                self.functions[function].pool.queue.pop_front();
+                self.scheduler.functions[function].pool.queue.pop_front();
                 continue;
             }
             // The current generation serves; an older one only until the new one is ready.
-            let generation = self.functions[function].generation;
-            let current_ready = self.functions[function].pool.workers.iter().any(|&k| {
-                self.workers
-                    .get(k)
-                    .is_some_and(|w| w.generation == generation && w.state == WorkerState::Ready)
-            });
-            let loads: Vec<WorkerLoad> = self.functions[function]
+            let generation = self.scheduler.functions[function].generation;
+            let current_ready = self.scheduler.functions[function]
+                .pool
+                .workers
+                .iter()
+                .any(|&k| {
+                    self.supervisor.workers.get(k).is_some_and(|w| {
+                        w.generation == generation && w.state == WorkerState::Ready
+                    })
+                });
+            let loads: Vec<WorkerLoad> = self.scheduler.functions[function]
                 .pool
                 .workers
                 .iter()
                 .filter_map(|&key| {
-                    self.workers
+                    self.supervisor
+                        .workers
                         .get(key)
                         .filter(|w| !current_ready || w.generation == generation)
                         .map(|w| WorkerLoad {
@@ -66,18 +71,21 @@ impl Server {
                         })
                 })
                 .collect();
-            let f = &mut self.functions[function];
+            let f = &mut self.scheduler.functions[function];
             let picked = if f.profile.worker.disposable {
                 let candidates: Vec<DisposableCandidate> = f
                     .pool
                     .workers
                     .iter()
                     .filter_map(|&key| {
-                        self.workers.get(key).map(|w| DisposableCandidate {
-                            key,
-                            state: w.state,
-                            life: w.life,
-                        })
+                        self.supervisor
+                            .workers
+                            .get(key)
+                            .map(|w| DisposableCandidate {
+                                key,
+                                state: w.state,
+                                life: w.life,
+                            })
                     })
                     .collect();
                 dispatch::pick_disposable(&candidates)
@@ -92,19 +100,19 @@ impl Server {
             let Some(worker) = picked else {
                 return;
             };
-            if self.functions[function].profile.worker.disposable
-                && let Some(w) = self.workers.get_mut(worker)
+            if self.scheduler.functions[function].profile.worker.disposable
+                && let Some(w) = self.supervisor.workers.get_mut(worker)
             {
                 w.life.take();
             }
-            self.functions[function].pool.queue.pop_front();
+            self.scheduler.functions[function].pool.queue.pop_front();
             self.dispatch(client, worker);
         }
     }
 
     pub(super) fn max_active(&self, function: usize) -> usize {
         usize::try_from(
-            self.functions[function]
+            self.scheduler.functions[function]
                 .profile
                 .worker
                 .max_activate_requests,
@@ -115,13 +123,13 @@ impl Server {
 
     /// Opens a stream on `worker` for the request and sends its head.
     fn dispatch(&mut self, client: ConnRef, worker_key: Key) {
-        let Some(conn) = self.conns.get_mut(client.conn) else {
+        let Some(conn) = self.front.conns.get_mut(client.conn) else {
             return;
         };
         let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
             return;
         };
-        let Some(worker) = self.workers.get_mut(worker_key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
             return;
         };
         let Some(function) = req.function else {
@@ -130,7 +138,7 @@ impl Server {
         let Some(head) = req.head.take() else {
             return;
         };
-        let profile = &self.functions[function].profile;
+        let profile = &self.scheduler.functions[function].profile;
         let stream = worker.open_stream(client);
         let facts = fc::ProfileFacts {
             name: &profile.name,
@@ -202,7 +210,7 @@ impl Server {
     /// Forwards buffered body bytes to the worker, within the stream's credit. Returns whether
     /// the body is now fully sent.
     pub(super) fn pump_body_to_worker(&mut self, key: Key, worker_key: Key, stream: u32) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return false;
         };
         let super::conn::Conn {
@@ -214,7 +222,7 @@ impl Server {
         let Some(req) = req.as_mut() else {
             return false;
         };
-        let Some(worker) = self.workers.get_mut(worker_key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
             return req.body.is_done();
         };
         let Some(state) = worker.streams.get_mut(&stream) else {
@@ -268,7 +276,8 @@ impl Server {
         if sent_any {
             self.mark_worker_dirty(worker_key);
         }
-        self.conns
+        self.front
+            .conns
             .get(key)
             .and_then(|c| c.req.as_ref())
             .is_some_and(|r| r.body.is_done())
@@ -277,7 +286,7 @@ impl Server {
     /// Reads and handles everything a worker sent.
     pub(super) fn on_worker_readable(&mut self, key: Key) {
         loop {
-            let Some(worker) = self.workers.get_mut(key) else {
+            let Some(worker) = self.supervisor.workers.get_mut(key) else {
                 return;
             };
             let result = worker.fill();
@@ -299,7 +308,7 @@ impl Server {
     /// Handles every complete frame in the worker's read buffer. Returns false when the worker
     /// is gone (killed for a protocol error, or while handling a frame).
     fn decode_worker_frames(&mut self, key: Key) -> bool {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return false;
         };
         // Frames are handled straight from the read buffer, which is taken out of the worker
@@ -318,6 +327,7 @@ impl Server {
             self.on_frame(key, frame);
             buf.consume(used);
             if self
+                .supervisor
                 .workers
                 .get(key)
                 .is_none_or(|w| w.from_worker.is_none())
@@ -325,7 +335,7 @@ impl Server {
                 return false;
             }
         }
-        if let Some(worker) = self.workers.get_mut(key) {
+        if let Some(worker) = self.supervisor.workers.get_mut(key) {
             worker.rbuf = buf;
             worker.compact();
         }
@@ -357,7 +367,12 @@ impl Server {
 
     /// The client of a stream, if the stream exists and is still bound to a live request.
     fn stream_client(&self, key: Key, stream: u32) -> Option<ConnRef> {
-        self.workers.get(key)?.streams.get(&stream)?.client
+        self.supervisor
+            .workers
+            .get(key)?
+            .streams
+            .get(&stream)?
+            .client
     }
 
     fn on_response_head(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
@@ -421,7 +436,7 @@ impl Server {
     }
 
     fn on_request_window(&mut self, key: Key, stream: u32, credit: u32) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         let Some(state) = worker.streams.get_mut(&stream) else {
@@ -435,7 +450,7 @@ impl Server {
 
     /// The worker sent its terminal frame: free the slot and give it the next queued request.
     fn close_stream(&mut self, key: Key, stream: u32) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         let Some(state) = worker.streams.remove(&stream) else {
@@ -449,7 +464,7 @@ impl Server {
         let function = worker.function;
         if worker.served == 1 {
             // A completed invocation proves the function can run: forgive start-up failures.
-            self.functions[function].pool.record_stable();
+            self.scheduler.functions[function].pool.record_stable();
         }
         let idle = worker.streams.is_empty();
         let draining = worker.state == WorkerState::Draining;
@@ -463,8 +478,9 @@ impl Server {
             }
             self.schedule_drive(client.conn);
         }
-        let spent = self.functions[function].profile.worker.disposable
+        let spent = self.scheduler.functions[function].profile.worker.disposable
             && self
+                .supervisor
                 .workers
                 .get_mut(key)
                 .is_some_and(|w| w.life.finish(StreamEnd::Completed));
@@ -482,7 +498,7 @@ impl Server {
     /// grace period or it is killed.
     pub(super) fn cancel_stream(&mut self, key: Key, stream: u32, reason: &str) {
         let grace = Duration::from_millis(self.config.data_plane.cancel_grace_period_ms);
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         let Some(state) = worker.streams.get_mut(&stream) else {
@@ -503,6 +519,7 @@ impl Server {
             },
         );
         if let Some(state) = self
+            .supervisor
             .workers
             .get_mut(key)
             .and_then(|w| w.streams.get_mut(&stream))
@@ -514,7 +531,7 @@ impl Server {
 
     /// A cancelled stream was not closed in time: the worker is stuck, kill it.
     pub(super) fn on_cancel_grace(&mut self, key: Key, stream: u32) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         if let Some(state) = worker.streams.get_mut(&stream) {
@@ -539,7 +556,7 @@ impl Server {
         let sink = req.sink;
         let function = req.function;
         let name = function
-            .map(|f| self.functions[f].profile.name.clone())
+            .map(|f| self.scheduler.functions[f].profile.name.clone())
             .unwrap_or_default();
         if let Sink::Worker { worker, stream } = sink {
             self.cancel_stream(worker, stream, "deadline exceeded");
@@ -554,6 +571,7 @@ impl Server {
 
     fn worker_protocol_error(&mut self, key: Key, detail: &str) {
         let id = self
+            .supervisor
             .workers
             .get(key)
             .map(|w| w.id.clone())

@@ -4,6 +4,7 @@
 use super::conn::{
     BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink, body_complete_in,
 };
+use super::scheduler::{Admitted, Invocation};
 use super::{Lifecycle, Server, Timer};
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
@@ -31,7 +32,7 @@ enum Collected {
 }
 
 /// An error the runtime answers an invocation with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvokeError {
     /// HTTP status.
     pub status: u16,
@@ -69,19 +70,24 @@ impl Server {
     /// Makes all the progress a connection can make: parse requests, forward body bytes, finish
     /// requests, and read more when (and only when) the current state can use more input.
     pub(super) fn drive_conn(&mut self, key: Key) {
-        if self.conns.get(key).is_some_and(|c| c.linger.is_some()) {
+        if self
+            .front
+            .conns
+            .get(key)
+            .is_some_and(|c| c.linger.is_some())
+        {
             self.drain_lingering(key);
             return;
         }
         for _ in 0..MAX_ROUNDS_PER_EVENT {
             self.step_conn(key);
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(conn) = self.front.conns.get_mut(key) else {
                 return;
             };
             if conn.close_when_flushed && conn.req.is_none() {
                 break;
             }
-            if !wants_input(conn, &self.workers) || conn.input_full() {
+            if !wants_input(conn, &self.supervisor.workers) || conn.input_full() {
                 break;
             }
             match conn.fill() {
@@ -90,7 +96,7 @@ impl Server {
                 Filled::Closed => break,
             }
         }
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         if conn.hung_up && !conn.peer_closed && conn.req.is_none() && !conn.input_full() {
@@ -104,7 +110,7 @@ impl Server {
                 return;
             }
         }
-        let Some(conn) = self.conns.get(key) else {
+        let Some(conn) = self.front.conns.get(key) else {
             return;
         };
         // A hang-up seen while a request is in progress means the client left, even if its
@@ -121,7 +127,7 @@ impl Server {
     /// One round on buffered input, without reading the socket.
     fn step_conn(&mut self, key: Key) {
         loop {
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(conn) = self.front.conns.get_mut(key) else {
                 return;
             };
             let Some(req) = conn.req.as_ref() else {
@@ -134,11 +140,11 @@ impl Server {
                 if conn.close_when_flushed
                     || conn.input().is_empty()
                     || backlog > http.max_connection_output_bytes
-                    || (backlog > 0 && self.buffered_output > http.max_buffered_bytes)
+                    || (backlog > 0 && self.front.buffered_output > http.max_buffered_bytes)
                 {
                     return;
                 }
-                match parse_request(conn.input(), &self.request_limits) {
+                match parse_request(conn.input(), &self.front.request_limits) {
                     Ok(Parsed::Partial) => {
                         conn.awaiting_bytes = true;
                         if conn.peer_closed {
@@ -193,7 +199,7 @@ impl Server {
                             if let Some(client) = client {
                                 self.respond_error(client, &err, false);
                             }
-                            if let Some(conn) = self.conns.get_mut(key) {
+                            if let Some(conn) = self.front.conns.get_mut(key) {
                                 conn.close_when_flushed = true;
                             }
                             return;
@@ -216,8 +222,8 @@ impl Server {
     /// A head that could not be parsed: answer and close, since the stream cannot be resynced.
     fn reject_head(&mut self, key: Key, err: &HttpError) {
         log::debug!("[http conn={}] bad request: {err}", key.idx);
-        let date = self.date.get().to_vec();
-        if let Some(conn) = self.conns.get_mut(key) {
+        let date = self.front.date.get().to_vec();
+        if let Some(conn) = self.front.conns.get_mut(key) {
             response::write_error(&mut conn.wbuf, err, false, &date);
             conn.close_when_flushed = true;
             conn.consume(conn.input().len());
@@ -231,7 +237,7 @@ impl Server {
             .header("x-fc-request-id")
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
-            .unwrap_or_else(|| self.ids.next_id());
+            .unwrap_or_else(|| self.front.ids.next_id());
         let route = fc::route(
             &head.method,
             head.path(),
@@ -250,12 +256,12 @@ impl Server {
             (None, None) => Ok(None),
         };
         let max_body = self.config.http.max_request_body_size;
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         conn.seq += 1;
         // While stopping, every answer closes its connection.
-        let keep_alive = head.keep_alive && self.lifecycle == Lifecycle::Running;
+        let keep_alive = head.keep_alive && self.lifecycle.phase == Lifecycle::Running;
         let body = match head.body {
             BodyKind::None | BodyKind::Length(0) => BodyLeft::Done,
             BodyKind::Length(n) => BodyLeft::Length(n),
@@ -307,11 +313,11 @@ impl Server {
             ),
             Ok(Route::Healthz) => {
                 // A runtime that is stopping serves no invocation, so it is not healthy.
-                let running = self.lifecycle == Lifecycle::Running;
+                let running = self.lifecycle.phase == Lifecycle::Running;
                 let body = serde_json::json!({
                     "status": if running { "ok" } else { "stopping" },
                     "lifecycle": self.lifecycle_name(),
-                    "workers": self.workers.len(),
+                    "workers": self.supervisor.workers.len(),
                 });
                 let status = if running { 200 } else { 503 };
                 self.respond_json(client, status, &[], body.to_string().as_bytes());
@@ -353,7 +359,8 @@ impl Server {
     /// Only clients on this machine are traced. Where `/proc` cannot be read at all, hooks are
     /// let through, since refusing would lock out an operator's local call.
     fn hook_from_descendant(&self, key: Key) -> bool {
-        let Some(super::conn::Socket::Tcp(sock)) = self.conns.get(key).map(|c| &c.sock) else {
+        let Some(super::conn::Socket::Tcp(sock)) = self.front.conns.get(key).map(|c| &c.sock)
+        else {
             return false;
         };
         let (Ok(local), Ok(peer)) = (sock.local_addr(), sock.peer_addr()) else {
@@ -390,136 +397,63 @@ impl Server {
         kind: InvokeKind,
         target: Option<Target>,
     ) {
-        if let Some(req) = request_in(&mut self.conns, client) {
+        if let Some(req) = request_in(&mut self.front.conns, client) {
             req.kind = kind;
             req.phase = Some(Phase::Invoke);
-            self.fc_log.start(Phase::Invoke, &req.id);
+            self.front.fc_log.start(Phase::Invoke, &req.id);
         }
-        let function = match self.resolve_target(target) {
-            Ok(function) => function,
-            Err(err) => {
-                self.respond_error(client, &err, true);
-                return;
-            }
-        };
-        if self.lifecycle != Lifecycle::Running {
-            self.respond_error(
-                client,
-                &InvokeError::new(
-                    503,
-                    "RuntimeStopped",
-                    "the runtime is stopping (pre-stop or SIGTERM) and accepts no new invocations",
-                ),
-                true,
-            );
-            return;
-        }
-        if let Err((err, function_error)) = self.admit(function, kind) {
-            self.respond_error(client, &err, function_error);
-            return;
-        }
-        let profile_timeout = self.functions[function].profile.worker.invoke_timeout_ms;
-        let queue_limit = self.config.data_plane.request_queue_limit;
-        let queued = self.functions[function].pool.queue.len();
         let Some(req) = self.request_mut(client) else {
             return;
         };
-        let header_timeout = req
-            .head
-            .as_ref()
-            .and_then(|h| fc::timeout_header_ms(&h.headers));
-        let timeout_ms = header_timeout.unwrap_or(profile_timeout).max(1);
-        req.function = Some(function);
-        req.timeout_ms = timeout_ms;
-        req.deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        if queued >= queue_limit {
-            self.functions[function].rejected.queue_full += 1;
-            self.respond_error(
-                client,
-                &InvokeError::new(
-                    429,
-                    "TooManyRequests",
-                    format!(
-                        "too many requests: {queued} are already waiting for a worker of \
-                         function {} (dataPlane.requestQueueLimit = {queue_limit})",
-                        self.functions[function].profile.name
-                    ),
-                ),
-                true,
-            );
-            return;
-        }
-        let deadline = req.deadline;
-        req.counted = true;
-        self.inflight += 1;
+        let invocation = Invocation {
+            client,
+            kind,
+            target,
+            timeout_header_ms: req
+                .head
+                .as_ref()
+                .and_then(|h| fc::timeout_header_ms(&h.headers)),
+        };
+        let now = Instant::now();
+        let admitted = self.scheduler.admit(
+            invocation,
+            self.lifecycle.phase == Lifecycle::Running,
+            self.config.data_plane.request_queue_limit,
+            now,
+        );
+        let Admitted {
+            function,
+            timeout_ms,
+        } = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                self.respond_error(client, &refused.error, refused.function_error);
+                return;
+            }
+        };
+        let deadline = now + Duration::from_millis(timeout_ms);
         let timer = self.timers.schedule(deadline, Timer::Request(client));
         if let Some(req) = self.request_mut(client) {
+            req.function = Some(function);
+            req.timeout_ms = timeout_ms;
+            req.deadline = deadline;
+            req.counted = true;
             req.deadline_timer = Some(timer);
         }
-        self.functions[function].meter.start(Instant::now());
-        self.functions[function].pool.queue.push_back(client);
         self.dispatch_queue(function);
         self.reject_if_queue_disabled(function, client);
         self.scale(function);
     }
 
-    /// The function an invocation goes to: the named function, a function picked by the named
-    /// service, or the default.
-    fn resolve_target(&mut self, target: Option<Target>) -> Result<usize, InvokeError> {
-        let name = match target {
-            Some(Target::Function(name)) => name,
-            Some(Target::Service(service)) => {
-                let draw = self.rng.next_f64();
-                let Some(profile) = self.services.iter().find(|s| s.name == service) else {
-                    return Err(InvokeError::new(
-                        404,
-                        "ServiceNotFound",
-                        format!("service {service} not found"),
-                    ));
-                };
-                match profile.select(draw) {
-                    Some(function) => function.to_owned(),
-                    None => {
-                        return Err(InvokeError::new(
-                            404,
-                            "ServiceNotFound",
-                            format!("service {service} routes to no function"),
-                        ));
-                    }
-                }
-            }
-            None => {
-                return self.default_function.ok_or_else(|| {
-                    InvokeError::new(
-                        404,
-                        "FunctionNotFound",
-                        format!(
-                            "no function named in x-noslate-function, x-noslate-service or \
-                             /invoke/NAME, and no default: set defaultFunction (functions: {})",
-                            self.function_names()
-                        ),
-                    )
-                });
-            }
-        };
-        self.by_name.get(&name).copied().ok_or_else(|| {
-            InvokeError::new(
-                404,
-                "FunctionNotFound",
-                format!("function {name} not found"),
-            )
-        })
-    }
-
     /// The request `client` refers to, if it is still the connection's current one.
     pub(super) fn request_mut(&mut self, client: ConnRef) -> Option<&mut Request> {
-        request_in(&mut self.conns, client)
+        request_in(&mut self.front.conns, client)
     }
 
     /// Drops body bytes of a request whose answer no longer needs them. Returns whether the
     /// body is now fully consumed.
     fn discard_body(&mut self, key: Key) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return false;
         };
         let Conn {
@@ -554,7 +488,7 @@ impl Server {
 
     /// The current request of a connection, as a reference.
     pub(super) fn current_client(&self, key: Key) -> Option<ConnRef> {
-        let req = self.conns.get(key)?.req.as_ref()?;
+        let req = self.front.conns.get(key)?.req.as_ref()?;
         Some(ConnRef {
             conn: key,
             seq: req.seq,
@@ -563,7 +497,7 @@ impl Server {
 
     /// Appends body bytes to the request's collection buffer.
     fn collect_body(&mut self, key: Key) -> Collected {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return Collected::More;
         };
         let Conn { inbuf, req, .. } = conn;
@@ -600,7 +534,7 @@ impl Server {
     /// Completes the current request if its response is fully buffered and its body consumed.
     /// Returns whether the connection moved on to the next request.
     fn try_complete(&mut self, key: Key) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return false;
         };
         let Some(req) = conn.req.as_ref() else {
@@ -609,9 +543,9 @@ impl Server {
         if req.resp != Resp::Done || !req.body.is_done() {
             return false;
         }
-        let keep_alive = req.keep_alive && self.lifecycle == Lifecycle::Running;
+        let keep_alive = req.keep_alive && self.lifecycle.phase == Lifecycle::Running;
         self.end_request(key);
-        if let Some(conn) = self.conns.get_mut(key) {
+        if let Some(conn) = self.front.conns.get_mut(key) {
             // A client that half-closed after its requests gets every answer, then the close.
             if !keep_alive || (conn.peer_closed && !conn.has_parsable_input()) {
                 conn.close_when_flushed = true;
@@ -624,31 +558,27 @@ impl Server {
 
     /// Forgets the connection's current request: timers, accounting, FC's End line.
     pub(super) fn end_request(&mut self, key: Key) {
-        let Some(req) = self.conns.get_mut(key).and_then(|c| c.req.take()) else {
+        let Some(req) = self.front.conns.get_mut(key).and_then(|c| c.req.take()) else {
             return;
         };
         if let Some(timer) = req.deadline_timer {
             self.timers.cancel(timer);
         }
-        if req.counted {
-            self.inflight -= 1;
-            if let Some(function) = req.function {
-                self.functions[function].meter.finish(Instant::now());
-            }
-        }
-        if let (Sink::Hold, Some(function)) = (req.sink, req.function) {
+        let client = ConnRef {
+            conn: key,
+            seq: req.seq,
+        };
+        if let (true, Some(function)) = (req.counted, req.function) {
             // Still queued (the client left, or it was answered while waiting): free its place,
             // so that stale entries never count against dataPlane.requestQueueLimit.
-            let client = ConnRef {
-                conn: key,
-                seq: req.seq,
-            };
-            self.functions[function].pool.queue.retain(|c| *c != client);
+            let still_queued = matches!(req.sink, Sink::Hold);
+            self.scheduler
+                .finish(function, client, still_queued, Instant::now());
         }
         if let Some(phase) = req.phase {
-            self.fc_log.end(phase, &req.id);
+            self.front.fc_log.end(phase, &req.id);
         }
-        if self.lifecycle == Lifecycle::Draining && self.inflight == 0 {
+        if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight() == 0 {
             self.on_drained();
         }
     }
@@ -661,8 +591,8 @@ impl Server {
         extra: &[(&str, &str)],
         body: &[u8],
     ) {
-        let date = self.date.get().to_vec();
-        let Some(conn) = self.conns.get_mut(client.conn) else {
+        let date = self.front.date.get().to_vec();
+        let Some(conn) = self.front.conns.get_mut(client.conn) else {
             return;
         };
         let Conn {
@@ -697,7 +627,7 @@ impl Server {
         req.sink = Sink::Discard;
         if let Some(function) = was_queued {
             // Answered while waiting (deadline, start failure): leave the queue now.
-            self.functions[function].pool.queue.retain(|c| *c != client);
+            self.scheduler.leave_queue(function, client);
         }
         self.mark_conn_dirty(client.conn);
         // Consume the rest of the body and move on to the next request.
@@ -751,7 +681,7 @@ impl Server {
                 req.body = BodyLeft::Done;
                 req.sink = Sink::Discard;
                 self.end_request(client.conn);
-                if let Some(conn) = self.conns.get_mut(client.conn) {
+                if let Some(conn) = self.front.conns.get_mut(client.conn) {
                     conn.close_when_flushed = true;
                 }
                 self.mark_conn_dirty(client.conn);
@@ -769,8 +699,8 @@ impl Server {
         mut headers: Vec<(String, String)>,
         no_body: bool,
     ) {
-        let date = self.date.get().to_vec();
-        let Some(conn) = self.conns.get_mut(client.conn) else {
+        let date = self.front.date.get().to_vec();
+        let Some(conn) = self.front.conns.get_mut(client.conn) else {
             return;
         };
         let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
@@ -820,7 +750,7 @@ impl Server {
     /// Appends response-body bytes from a worker. Returns false when the worker broke the
     /// framing it declared (more bytes than its Content-Length).
     pub(super) fn write_response_body(&mut self, client: ConnRef, data: &[u8], end: bool) -> bool {
-        let Some(conn) = self.conns.get_mut(client.conn) else {
+        let Some(conn) = self.front.conns.get_mut(client.conn) else {
             return true;
         };
         let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
@@ -880,7 +810,7 @@ impl Server {
     /// Writes a connection's buffered output, returns response credit to its worker, and closes
     /// it when it is done.
     pub(super) fn flush_conn(&mut self, key: Key) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         let result = conn.flush();
@@ -906,7 +836,7 @@ impl Server {
             let owed = conn.credit_owed;
             if owed >= wire::INITIAL_WINDOW / 2 || (owed > 0 && !conn.has_output()) {
                 conn.credit_owed = 0;
-                if let Some(w) = self.workers.get_mut(worker)
+                if let Some(w) = self.supervisor.workers.get_mut(worker)
                     && w.streams.contains_key(&stream)
                 {
                     wire::put_window(&mut w.wbuf, stream, owed);
@@ -916,11 +846,11 @@ impl Server {
         } else {
             conn.credit_owed = 0;
         }
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         let unsent = conn.unsent();
-        self.buffered_output = self.buffered_output - conn.accounted_output + unsent;
+        self.front.buffered_output = self.front.buffered_output - conn.accounted_output + unsent;
         conn.accounted_output = unsent;
         if !conn.has_output() {
             if conn.close_when_flushed {
@@ -943,7 +873,7 @@ impl Server {
     /// request is answered and the connection closes after it. Only a request whose bytes can
     /// no longer all arrive is cancelled.
     fn on_peer_closed(&mut self, key: Key) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         if conn.req.is_some() && !conn.peer_closed && !conn.input_full() {
@@ -992,6 +922,7 @@ impl Server {
     /// what the worker is told).
     fn abandon_request(&mut self, key: Key, why: &str) {
         let sink = self
+            .front
             .conns
             .get(key)
             .and_then(|c| c.req.as_ref())
@@ -1009,7 +940,7 @@ impl Server {
     pub(super) fn begin_close(&mut self, key: Key) {
         self.abandon_request(key, "the connection is closing");
         let timeout = Duration::from_millis(self.config.http.linger_timeout_ms);
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         if conn.linger.is_some() {
@@ -1038,7 +969,7 @@ impl Server {
     /// `http.lingerMaxBytes`.
     fn drain_lingering(&mut self, key: Key) {
         let limit = self.config.http.linger_max_bytes;
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         loop {
@@ -1061,8 +992,8 @@ impl Server {
 
     /// A started head did not complete within `http.headerTimeoutMs`: 408, then close.
     pub(super) fn on_head_timeout(&mut self, key: Key) {
-        let date = self.date.get().to_vec();
-        let Some(conn) = self.conns.get_mut(key) else {
+        let date = self.front.date.get().to_vec();
+        let Some(conn) = self.front.conns.get_mut(key) else {
             return;
         };
         conn.head_timer = None;
@@ -1082,19 +1013,19 @@ impl Server {
 
     /// Closes a connection now, cancelling whatever it was waiting for.
     pub(super) fn close_conn(&mut self, key: Key) {
-        if let Some(conn) = self.conns.get_mut(key) {
+        if let Some(conn) = self.front.conns.get_mut(key) {
             for timer in [conn.head_timer.take(), conn.linger.take()]
                 .into_iter()
                 .flatten()
             {
                 self.timers.cancel(timer);
             }
-            self.buffered_output -= conn.accounted_output;
+            self.front.buffered_output -= conn.accounted_output;
             conn.accounted_output = 0;
         }
         // Queue entries for this connection go stale (their key no longer resolves).
         self.abandon_request(key, "client closed the connection");
-        if let Some(mut conn) = self.conns.remove(key) {
+        if let Some(mut conn) = self.front.conns.remove(key) {
             if let Err(err) = self.poll.registry().deregister(&mut conn.sock) {
                 log::debug!("[http conn={}] deregister failed: {err}", key.idx);
             }
@@ -1103,20 +1034,12 @@ impl Server {
     }
 
     fn lifecycle_name(&self) -> &'static str {
-        match self.lifecycle {
+        match self.lifecycle.phase {
             Lifecycle::Running => "running",
             Lifecycle::Draining => "draining",
             Lifecycle::StoppingWorkers => "stopping",
             Lifecycle::Stopped => "stopped",
         }
-    }
-
-    fn function_names(&self) -> String {
-        self.functions
-            .iter()
-            .map(|f| f.profile.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 

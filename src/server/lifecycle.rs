@@ -11,6 +11,33 @@ use super::client::InvokeError;
 use super::{Lifecycle, Server};
 use crate::fc::Phase;
 use crate::turf::worker::{ConnRef, WorkerState};
+use std::time::Instant;
+
+/// The runtime's own life: where it is, and the hooks waiting on it.
+#[derive(Debug)]
+pub(super) struct LifecycleState {
+    pub(super) phase: Lifecycle,
+    /// Exit the loop once stopped (a signal asked for it, not just `/pre-stop`).
+    pub(super) exit_when_stopped: bool,
+    /// Once stopped, the latest time to exit even if connections are still closing.
+    pub(super) exit_by: Option<Instant>,
+    /// `/initialize` requests waiting for reserved workers.
+    pub(super) init_waiters: Vec<ConnRef>,
+    /// `/pre-stop` requests waiting for the drain.
+    pub(super) stop_waiters: Vec<ConnRef>,
+}
+
+impl Default for LifecycleState {
+    fn default() -> LifecycleState {
+        LifecycleState {
+            phase: Lifecycle::Running,
+            exit_when_stopped: false,
+            exit_by: None,
+            init_waiters: Vec::new(),
+            stop_waiters: Vec::new(),
+        }
+    }
+}
 
 /// What `/initialize` can say right now.
 enum InitStatus {
@@ -21,9 +48,9 @@ enum InitStatus {
 
 impl Server {
     fn begin_hook(&mut self, client: ConnRef, phase: Phase) {
-        if let Some(req) = super::client::request_in(&mut self.conns, client) {
+        if let Some(req) = super::client::request_in(&mut self.front.conns, client) {
             req.phase = Some(phase);
-            self.fc_log.start(phase, &req.id);
+            self.front.fc_log.start(phase, &req.id);
         }
     }
 
@@ -31,25 +58,25 @@ impl Server {
     /// initializers succeeded, or with the start error (404) when one failed.
     pub(super) fn on_initialize(&mut self, client: ConnRef) {
         self.begin_hook(client, Phase::Initialize);
-        if self.lifecycle != Lifecycle::Running {
+        if self.lifecycle.phase != Lifecycle::Running {
             let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
             self.respond_error(client, &err, true);
             return;
         }
-        self.init_waiters.push(client);
+        self.lifecycle.init_waiters.push(client);
         self.maybe_start_background();
         self.answer_init_waiters();
     }
 
     fn init_status(&mut self) -> InitStatus {
         let mut pending = false;
-        for index in 0..self.functions.len() {
-            let f = &self.functions[index];
+        for index in 0..self.scheduler.functions.len() {
+            let f = &self.scheduler.functions[index];
             let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
             let mut ready = 0;
             let mut starting = 0;
             for &key in &f.pool.workers {
-                match self.workers.get(key).map(|w| w.state) {
+                match self.supervisor.workers.get(key).map(|w| w.state) {
                     Some(WorkerState::Ready) => ready += 1,
                     Some(s) if s.is_starting() => starting += 1,
                     _ => {}
@@ -97,12 +124,12 @@ impl Server {
     /// have settled (all ready, or a start failed): until then it would only compete with them
     /// for the CPU, and delay the container's first invocation.
     pub(super) fn maybe_start_background(&mut self) {
-        if self.background_started || matches!(self.init_status(), InitStatus::Pending) {
+        if self.supervisor.background_started || matches!(self.init_status(), InitStatus::Pending) {
             return;
         }
-        self.background_started = true;
+        self.supervisor.background_started = true;
         log::debug!("reserved workers settled: starting seeds and spares");
-        for index in 0..self.functions.len() {
+        for index in 0..self.scheduler.functions.len() {
             self.ensure_seed(index);
         }
         self.balance_spares();
@@ -110,13 +137,13 @@ impl Server {
 
     /// Answers waiting `/initialize` calls if the outcome is known.
     pub(super) fn answer_init_waiters(&mut self) {
-        if self.init_waiters.is_empty() {
+        if self.lifecycle.init_waiters.is_empty() {
             return;
         }
         let status = self.init_status();
         let waiters = match status {
             InitStatus::Pending => return,
-            _ => std::mem::take(&mut self.init_waiters),
+            _ => std::mem::take(&mut self.lifecycle.init_waiters),
         };
         for client in waiters {
             match &status {
@@ -132,18 +159,19 @@ impl Server {
     /// workers ready; otherwise 503 with the reasons.
     pub(super) fn on_ready(&mut self, client: ConnRef) {
         let mut reasons = Vec::new();
-        if self.lifecycle != Lifecycle::Running {
+        if self.lifecycle.phase != Lifecycle::Running {
             reasons.push("the runtime is stopping".to_owned());
         }
-        reasons.extend(self.breaker.open_trips().map(|t| t.message()));
-        for f in &self.functions {
+        reasons.extend(self.scheduler.breaker.open_trips().map(|t| t.message()));
+        for f in &self.scheduler.functions {
             let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
             let ready = f
                 .pool
                 .workers
                 .iter()
                 .filter(|&&k| {
-                    self.workers
+                    self.supervisor
+                        .workers
                         .get(k)
                         .is_some_and(|w| w.state == WorkerState::Ready)
                 })
@@ -183,26 +211,26 @@ impl Server {
     /// `GET /pre-stop`: drain, stop the workers, then answer.
     pub(super) fn on_pre_stop(&mut self, client: ConnRef) {
         self.begin_hook(client, Phase::PreStop);
-        if self.lifecycle == Lifecycle::Stopped {
+        if self.lifecycle.phase == Lifecycle::Stopped {
             self.respond_json(client, 200, &[], br#"{"status":"stopped"}"#);
             return;
         }
-        self.stop_waiters.push(client);
+        self.lifecycle.stop_waiters.push(client);
         self.begin_drain("pre-stop");
     }
 
     /// SIGTERM or SIGINT: drain like `/pre-stop`, then exit. A second signal exits at once.
     pub(super) fn on_shutdown_signal(&mut self, signo: i32) {
         let name = crate::sys::signal_name(signo);
-        if self.exit_when_stopped {
+        if self.lifecycle.exit_when_stopped {
             log::warn!("{name} again: killing workers and exiting now");
             self.kill_all_workers();
-            self.lifecycle = Lifecycle::Stopped;
-            self.exit_by = Some(std::time::Instant::now());
+            self.lifecycle.phase = Lifecycle::Stopped;
+            self.lifecycle.exit_by = Some(std::time::Instant::now());
             return;
         }
         log::info!("{name}: draining in-flight invocations, then exiting");
-        self.exit_when_stopped = true;
+        self.lifecycle.exit_when_stopped = true;
         // Connections keep being accepted until the exit, so that a request racing the drain
         // is refused with 503 RuntimeStopped rather than reset. Idle ones are closed now with
         // a FIN, which clients take as "open a new connection".
@@ -213,13 +241,13 @@ impl Server {
 
     /// Closes (gracefully) every connection that is between requests.
     pub(super) fn close_idle_conns(&mut self) {
-        for key in self.conns.keys() {
-            let idle = self
-                .conns
-                .get(key)
-                .is_some_and(|c| c.req.is_none() && c.linger.is_none() && !c.has_parsable_input());
+        for key in self.front.conns.keys() {
+            let idle =
+                self.front.conns.get(key).is_some_and(|c| {
+                    c.req.is_none() && c.linger.is_none() && !c.has_parsable_input()
+                });
             if idle {
-                if let Some(conn) = self.conns.get_mut(key) {
+                if let Some(conn) = self.front.conns.get_mut(key) {
                     conn.close_when_flushed = true;
                 }
                 self.mark_conn_dirty(key);
@@ -228,32 +256,32 @@ impl Server {
     }
 
     fn begin_drain(&mut self, why: &str) {
-        if self.lifecycle == Lifecycle::Running {
+        if self.lifecycle.phase == Lifecycle::Running {
             log::info!(
                 "draining ({why}): {} invocation(s) in flight",
-                self.inflight
+                self.scheduler.inflight
             );
-            self.lifecycle = Lifecycle::Draining;
+            self.lifecycle.phase = Lifecycle::Draining;
             // /initialize callers would wait for workers that will never come.
-            for client in std::mem::take(&mut self.init_waiters) {
+            for client in std::mem::take(&mut self.lifecycle.init_waiters) {
                 let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
                 self.respond_error(client, &err, true);
             }
         }
-        if self.lifecycle == Lifecycle::Draining && self.inflight == 0 {
+        if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight == 0 {
             self.on_drained();
         }
     }
 
     /// No invocation is in flight any more: stop every worker.
     pub(super) fn on_drained(&mut self) {
-        if self.lifecycle != Lifecycle::Draining {
+        if self.lifecycle.phase != Lifecycle::Draining {
             return;
         }
-        self.lifecycle = Lifecycle::StoppingWorkers;
+        self.lifecycle.phase = Lifecycle::StoppingWorkers;
         self.stop_all_seeds();
         self.stop_all_spares();
-        for key in self.workers.keys() {
+        for key in self.supervisor.workers.keys() {
             self.stop_worker(key, "runtime stopping");
         }
         self.check_workers_stopped();
@@ -261,16 +289,16 @@ impl Server {
 
     /// Answers `/pre-stop` once every worker has been reaped.
     pub(super) fn check_workers_stopped(&mut self) {
-        if self.lifecycle != Lifecycle::StoppingWorkers
-            || !self.workers.is_empty()
-            || !self.seeds.is_empty()
-            || !self.spares.is_empty()
+        if self.lifecycle.phase != Lifecycle::StoppingWorkers
+            || !self.supervisor.workers.is_empty()
+            || !self.supervisor.seeds.is_empty()
+            || !self.supervisor.spares.is_empty()
         {
             return;
         }
         log::info!("all workers stopped");
-        self.lifecycle = Lifecycle::Stopped;
-        for client in std::mem::take(&mut self.stop_waiters) {
+        self.lifecycle.phase = Lifecycle::Stopped;
+        for client in std::mem::take(&mut self.lifecycle.stop_waiters) {
             self.respond_json(client, 200, &[], br#"{"status":"stopped"}"#);
             self.mark_conn_dirty(client.conn);
         }

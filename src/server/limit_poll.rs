@@ -14,8 +14,10 @@ use std::time::Instant;
 impl Server {
     /// Arms the poll timer if some worker needs it and it is not armed.
     pub(super) fn arm_limit_poll(&mut self) {
-        if !self.limit_poll_armed && self.workers.iter().any(|w| w.polled.any()) {
-            self.limit_poll_armed = true;
+        if !self.supervisor.limit_poll_armed
+            && self.supervisor.workers.iter().any(|w| w.polled.any())
+        {
+            self.supervisor.limit_poll_armed = true;
             self.timers
                 .schedule(Instant::now() + LIMIT_POLL_INTERVAL, Timer::LimitPoll);
         }
@@ -23,11 +25,11 @@ impl Server {
 
     /// One poll round over every worker with polled limits.
     pub(super) fn on_limit_poll(&mut self) {
-        self.limit_poll_armed = false;
+        self.supervisor.limit_poll_armed = false;
         let now = Instant::now();
         let mut over: Vec<(Key, String, ExitReason)> = Vec::new();
-        for key in self.workers.keys() {
-            let Some(worker) = self.workers.get_mut(key) else {
+        for key in self.supervisor.workers.keys() {
+            let Some(worker) = self.supervisor.workers.get_mut(key) else {
                 continue;
             };
             if !worker.polled.any() || worker.imposed.is_some() {

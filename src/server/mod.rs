@@ -5,48 +5,48 @@
 //! output. Flushing once per iteration batches all frames for a worker (and all bytes for a
 //! client) produced by one batch of events into a single `write`.
 //!
-//! Submodules split the work by side: [`client`] drives HTTP connections, [`bridge`] moves
-//! invocations between connections and workers, [`supervise`] starts, stops and reaps workers,
-//! [`lifecycle`] answers FC's hooks and handles shutdown.
+//! The state is split among three owners: the front end ([`front`]: listeners and
+//! connections), the supervisor ([`supervisor`]: child processes and the sandbox) and the
+//! scheduler ([`scheduler`]: functions, queues, admission). The handlers split the work by
+//! side: [`client`] drives HTTP connections, [`bridge`] moves invocations between connections
+//! and workers, [`supervise`] starts, stops and reaps workers, [`lifecycle`] answers FC's hooks
+//! and handles shutdown.
 
 mod admin;
 mod bridge;
 mod client;
 mod conn;
 mod effects;
+mod front;
 mod lifecycle;
 mod limit_poll;
 mod reconfig;
 mod schedule;
+mod scheduler;
 mod seeds;
 mod spares;
 mod supervise;
+mod supervisor;
 
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
 use crate::fc::{FcLog, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
-use crate::pool::Pool;
-use crate::rand::Rng;
 use crate::reactor::slab::{Key, Slab};
 use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
 use crate::runtime::Runtimes;
-use crate::sched::breaker::CircuitBreaker;
-use crate::sched::dispatch::RoundRobin;
-use crate::sched::ema::{ConcurrencyMeter, EmaScaler};
-use crate::sched::ratelimit::TokenBucket;
 use crate::turf::accounting::Accounting;
-use crate::turf::cgroup::{self, WorkerCgroup};
+use crate::turf::cgroup;
 use crate::turf::probe::{self, Capabilities};
-use crate::turf::seed::Seed;
 use crate::turf::spawn::Isolation;
-use crate::turf::worker::{ConnRef, Worker};
+use crate::turf::worker::ConnRef;
 use conn::{Conn, Socket};
 use effects::{Effect, Effects};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::pipe::Receiver;
 use mio::{Events, Interest, Poll};
+use scheduler::Function;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -157,52 +157,6 @@ enum Timer {
     Linger(Key),
 }
 
-/// A configured function, its pool and its scheduling state.
-#[derive(Debug)]
-struct Function {
-    profile: FunctionProfile,
-    pool: Pool,
-    /// Its `rateLimit`, if any.
-    bucket: Option<TokenBucket>,
-    /// Cursor for `dispatchMode: round-robin`.
-    round_robin: RoundRobin,
-    /// Concurrency over time, for the EMA scaler.
-    meter: ConcurrencyMeter,
-    /// The EMA scaler, when `controlPlane.useEmaScaling` is on.
-    ema: Option<EmaScaler>,
-    /// Requests turned away, by cause.
-    rejected: schedule::Rejections,
-    /// Removed from the profile set: takes no new requests; its workers drain.
-    removed: bool,
-    /// Bumped when its code or resources change; older workers are replaced.
-    generation: u64,
-    /// Ready workers of the current generation needed before the older ones are drained.
-    rollout_target: usize,
-    /// Its warm seed, for Python functions.
-    seed: seeds::SeedSlot,
-}
-
-impl Function {
-    fn new(profile: FunctionProfile, use_ema: bool, now: Instant) -> Function {
-        Function {
-            bucket: profile
-                .rate_limit
-                .as_ref()
-                .map(|limit| TokenBucket::new(limit, now)),
-            round_robin: RoundRobin::new(),
-            meter: ConcurrencyMeter::new(now),
-            ema: use_ema.then(|| EmaScaler::new(&profile.worker.ema, now)),
-            rejected: schedule::Rejections::default(),
-            removed: false,
-            generation: 0,
-            rollout_target: 0,
-            seed: seeds::SeedSlot::default(),
-            pool: Pool::new(),
-            profile,
-        }
-    }
-}
-
 /// The record a child process belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Child {
@@ -228,93 +182,31 @@ enum Lifecycle {
 }
 
 /// The server state. All of it is owned by the one thread running [`Server::run`].
+///
+/// It keeps only what the loop itself needs (poll, signals, timers, the effect queue, the
+/// configuration and the lifecycle) and the three owners of everything else: the front end
+/// (listener and connections), the supervisor (child processes and the sandbox) and the
+/// scheduler (functions, queues and admission).
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    admin: UnixListener,
-    admin_path: PathBuf,
     signals: Receiver,
-    conns: Slab<Conn>,
-    workers: Slab<Worker>,
-    /// Every child process the runtime waits for, by pid: workers, seeds and spares.
-    children: HashMap<i32, Child>,
-    /// Warm seeds (`turf::seed`).
-    seeds: Slab<Seed>,
-    /// Exits of children no record claims (yet): see `seeds::MAX_UNCLAIMED_EXITS`.
-    unclaimed_exits: std::collections::VecDeque<(i32, crate::sys::Reaped)>,
-    /// Whether seeds can fork workers here, or why not.
-    warm_fork: Result<(), String>,
-    /// Spare Node.js workers (`turf::spare`) and the pool's bookkeeping.
-    spares: Slab<crate::turf::spare::Spare>,
-    spare_pool: spares::SparePool,
-    /// Whether spares can be used here, or why not.
-    spare_support: Result<(), String>,
-    /// Seeds and spares have been started (after the reserved workers settled).
-    background_started: bool,
-    functions: Vec<Function>,
-    by_name: HashMap<String, usize>,
-    default_function: Option<usize>,
-    services: Vec<ServiceProfile>,
-    raw_functions: Vec<serde_json::Value>,
-    raw_services: Vec<serde_json::Value>,
-    /// Platform environment variables given to every new worker (after its own).
-    platform_env: Vec<(String, String)>,
-    rng: Rng,
     timers: Timers<Timer>,
-    config: SystemConfig,
-    request_limits: RequestLimits,
-    rbuf_size: usize,
-    runtimes: Runtimes,
-    logdir: PathBuf,
-    ids: RequestIds,
-    accounting: Accounting,
-    fc_log: FcLog,
-    date: DateCache,
     /// Work recorded by handlers, carried out after each event batch (`effects`).
     effects: Effects,
-    /// Unsent response bytes all connections hold (`http.maxBufferedBytes`).
-    buffered_output: usize,
-    lifecycle: Lifecycle,
-    /// Exit the loop once stopped (a signal asked for it, not just `/pre-stop`).
-    exit_when_stopped: bool,
-    /// An fd kept open so that, out of fds, one can be given back to accept and refuse a client.
-    reserve_fd: Option<std::fs::File>,
-    /// Once stopped, the latest time to exit even if connections are still closing.
-    exit_by: Option<Instant>,
-    /// Invocations accepted and not yet finished (queued or dispatched).
-    inflight: usize,
-    /// Whether the limit poll timer is scheduled.
-    limit_poll_armed: bool,
-    /// Exited workers' log directories and when to delete them, oldest first.
-    log_gc: std::collections::VecDeque<(Instant, PathBuf)>,
-    /// Whether the log GC timer is scheduled.
-    log_gc_armed: bool,
-    /// The system circuit breaker.
-    breaker: CircuitBreaker,
-    /// Whether the scheduler tick is scheduled.
-    sched_tick_armed: bool,
-    /// What the machine lets the sandbox enforce (probed once at start-up).
-    caps: Capabilities,
-    /// The isolation every worker gets (`turf.isolation`), where the probe allows it.
-    isolation: Option<Isolation>,
-    /// The runtime's own hard `RLIMIT_NOFILE`: workers cannot get more.
-    nofile_cap: Option<u64>,
-    /// Worker cgroups that could not be removed at reap time, retried every tick.
-    stale_cgroups: Vec<WorkerCgroup>,
-    /// `/initialize` requests waiting for reserved workers.
-    init_waiters: Vec<ConnRef>,
-    /// `/pre-stop` requests waiting for the drain.
-    stop_waiters: Vec<ConnRef>,
+    config: SystemConfig,
+    lifecycle: lifecycle::LifecycleState,
+    front: front::FrontEnd,
+    supervisor: supervisor::Supervisor,
+    scheduler: scheduler::Scheduler,
 }
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("addr", &self.local_addr)
-            .field("conns", &self.conns.len())
-            .field("workers", &self.workers.len())
-            .field("lifecycle", &self.lifecycle)
+            .field("addr", &self.front.local_addr)
+            .field("conns", &self.front.conns.len())
+            .field("workers", &self.supervisor.workers.len())
+            .field("lifecycle", &self.lifecycle.phase)
             .finish_non_exhaustive()
     }
 }
@@ -366,20 +258,6 @@ impl Server {
             .register(&mut admin, token::token(Source::Admin), Interest::READABLE)
             .map_err(ServerError::Poll)?;
 
-        let by_name: HashMap<String, usize> = functions
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
-            .collect();
-        let default_function = match &config.default_function {
-            Some(name) => Some(
-                *by_name
-                    .get(name)
-                    .ok_or_else(|| ServerError::UnknownDefault(name.clone()))?,
-            ),
-            None if functions.len() == 1 => Some(0),
-            None => None,
-        };
         let request_limits = RequestLimits {
             max_head_bytes: config.http.max_header_bytes,
             max_headers: config.http.max_headers,
@@ -388,14 +266,30 @@ impl Server {
         // The read buffer must hold the largest allowed head plus a little, to tell "too large"
         // from "incomplete".
         let rbuf_size = (config.http.max_header_bytes + 1024).max(16 * 1024);
-        Ok(Server {
-            poll,
+        let scheduler = scheduler::Scheduler::new(
+            functions,
+            services,
+            raw_functions,
+            raw_services,
+            config.default_function.as_deref(),
+            config.control_plane.use_ema_scaling,
+            Instant::now(),
+        )?;
+        let front = front::FrontEnd {
             listener,
             local_addr,
             admin,
             admin_path,
-            signals,
             conns: Slab::default(),
+            request_limits,
+            rbuf_size,
+            ids: RequestIds::new(),
+            fc_log: FcLog::default(),
+            date: DateCache::new(),
+            buffered_output: 0,
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
+        };
+        let supervisor = supervisor::Supervisor {
             workers: Slab::default(),
             children: HashMap::new(),
             seeds: Slab::default(),
@@ -405,74 +299,53 @@ impl Server {
             spare_pool: spares::SparePool::default(),
             spare_support,
             background_started: false,
-            functions: {
-                let now = Instant::now();
-                let use_ema = config.control_plane.use_ema_scaling;
-                functions
-                    .into_iter()
-                    .map(|profile| Function::new(profile, use_ema, now))
-                    .collect()
-            },
-            by_name,
-            default_function,
-            services,
-            raw_functions,
-            raw_services,
             platform_env: Vec::new(),
-            rng: Rng::from_entropy(),
-            timers: Timers::default(),
-            config,
-            request_limits,
-            rbuf_size,
             runtimes,
             logdir,
-            ids: RequestIds::new(),
             accounting: Accounting::new(&accounting_dir),
-            fc_log: FcLog::default(),
-            date: DateCache::new(),
-            effects: Effects::default(),
-            buffered_output: 0,
-            lifecycle: Lifecycle::Running,
-            exit_when_stopped: false,
-            exit_by: None,
-            reserve_fd: std::fs::File::open("/dev/null").ok(),
-            inflight: 0,
             limit_poll_armed: false,
             log_gc: std::collections::VecDeque::new(),
             log_gc_armed: false,
-            breaker: CircuitBreaker::new(),
-            sched_tick_armed: false,
             caps,
             isolation,
             nofile_cap,
             stale_cgroups: Vec::new(),
-            init_waiters: Vec::new(),
-            stop_waiters: Vec::new(),
+        };
+        Ok(Server {
+            poll,
+            signals,
+            timers: Timers::default(),
+            effects: Effects::default(),
+            config,
+            lifecycle: lifecycle::LifecycleState::default(),
+            front,
+            supervisor,
+            scheduler,
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.front.local_addr
     }
 
     /// Starts the reserved workers and runs the event loop until a signal-initiated shutdown
     /// has completed.
     pub fn run(mut self) -> Result<(), ServerError> {
-        if let Err(why) = &self.warm_fork
-            && self.functions.iter().any(|f| {
+        if let Err(why) = &self.supervisor.warm_fork
+            && self.scheduler.functions.iter().any(|f| {
                 f.profile.runtime == crate::config::Runtime::Python3
                     && !f.profile.worker.disable_seed
             })
         {
             log::warn!("[turf] warm fork is off ({why}): Python workers start cold");
         }
-        if let Err(why) = &self.spare_support
+        if let Err(why) = &self.supervisor.spare_support
             && self.config.turf.spare_workers > 0
         {
             log::info!("[turf] no spare Node.js workers: {why}");
         }
-        for index in 0..self.functions.len() {
+        for index in 0..self.scheduler.functions.len() {
             self.scale(index);
         }
         self.maybe_start_background();
@@ -515,7 +388,7 @@ impl Server {
                             self.mark_conn_dirty(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Some(conn) = self.conns.get_mut(key) {
+                            if let Some(conn) = self.front.conns.get_mut(key) {
                                 conn.maybe_readable = true;
                                 conn.hung_up |= event.is_read_closed() || event.is_error();
                                 conn.reset |= event.is_error() || event.is_write_closed();
@@ -535,18 +408,18 @@ impl Server {
             }
             self.fire_timers();
             self.drain_effects();
-            self.fc_log.flush();
-            if self.lifecycle == Lifecycle::Stopped && self.exit_when_stopped {
+            self.front.fc_log.flush();
+            if self.lifecycle.phase == Lifecycle::Stopped && self.lifecycle.exit_when_stopped {
                 // Answers still being written or lingering closes finish first (bounded by
                 // http.lingerTimeoutMs), so that no client sees a reset at exit.
                 self.close_idle_conns();
                 self.drain_effects();
-                if !self.conns.is_empty() && !self.exit_deadline_passed() {
+                if !self.front.conns.is_empty() && !self.exit_deadline_passed() {
                     continue;
                 }
                 log::info!("stopped; exiting");
-                let _ = std::fs::remove_file(&self.admin_path);
-                cgroup::remove_instance(&self.caps.cgroup);
+                let _ = std::fs::remove_file(&self.front.admin_path);
+                cgroup::remove_instance(&self.supervisor.caps.cgroup);
                 return Ok(());
             }
         }
@@ -556,7 +429,7 @@ impl Server {
     fn exit_deadline_passed(&mut self) -> bool {
         let linger = Duration::from_millis(self.config.http.linger_timeout_ms);
         let now = Instant::now();
-        now >= *self.exit_by.get_or_insert(now + linger)
+        now >= *self.lifecycle.exit_by.get_or_insert(now + linger)
     }
 
     fn fire_timers(&mut self) {
@@ -577,7 +450,7 @@ impl Server {
                 Timer::SpareRefill => self.on_spare_refill(),
                 Timer::HeadTimeout(conn) => self.on_head_timeout(conn),
                 Timer::Linger(conn) => {
-                    if let Some(c) = self.conns.get_mut(conn) {
+                    if let Some(c) = self.front.conns.get_mut(conn) {
                         c.linger = None;
                     }
                     self.close_conn(conn);
@@ -628,9 +501,9 @@ impl Server {
 
     fn accept(&mut self) {
         loop {
-            match self.listener.accept() {
+            match self.front.listener.accept() {
                 Ok((mut sock, peer)) => {
-                    if self.conns.len() >= self.config.http.max_connections {
+                    if self.front.conns.len() >= self.config.http.max_connections {
                         log::warn!(
                             "[http] refusing {peer}: http.maxConnections ({}) reached",
                             self.config.http.max_connections
@@ -673,10 +546,10 @@ impl Server {
     /// Accepts one connection on the fd held in reserve and answers it 503 TooManyConnections.
     /// Returns false when there was no reserve to give back, or no connection to take.
     fn refuse_with_reserve_fd(&mut self) -> bool {
-        if self.reserve_fd.take().is_none() {
+        if self.front.reserve_fd.take().is_none() {
             return false;
         }
-        let refused = match self.listener.accept() {
+        let refused = match self.front.listener.accept() {
             Ok((mut sock, peer)) => {
                 log::warn!("[http] refusing {peer}: out of file descriptors");
                 client::refuse_connection(
@@ -688,15 +561,18 @@ impl Server {
             }
             Err(_) => false,
         };
-        self.reserve_fd = std::fs::File::open("/dev/null").ok();
-        refused && self.reserve_fd.is_some()
+        self.front.reserve_fd = std::fs::File::open("/dev/null").ok();
+        refused && self.front.reserve_fd.is_some()
     }
 
     /// Registers an accepted socket and serves what it may already have sent (its readiness
     /// edge may have come before registration). `None` if it could not be watched.
     fn add_conn(&mut self, sock: Socket) -> Option<Key> {
-        let key = self.conns.insert(Conn::new(sock, self.rbuf_size));
-        let registered = match self.conns.get_mut(key) {
+        let key = self
+            .front
+            .conns
+            .insert(Conn::new(sock, self.front.rbuf_size));
+        let registered = match self.front.conns.get_mut(key) {
             Some(conn) => self.poll.registry().register(
                 &mut conn.sock,
                 token::token(Source::Conn(key)),
@@ -706,7 +582,7 @@ impl Server {
         };
         if let Err(err) = registered {
             log::warn!("[http] cannot register a connection: {err}");
-            self.conns.remove(key);
+            self.front.conns.remove(key);
             return None;
         }
         self.drive_conn(key);
@@ -715,7 +591,7 @@ impl Server {
 
     fn accept_admin(&mut self) {
         loop {
-            match self.admin.accept() {
+            match self.front.admin.accept() {
                 Ok((sock, _)) => {
                     // The socket's mode already keeps other users out; a worker that runs as
                     // the runtime's own user is kept out here.

@@ -44,7 +44,7 @@ fn bad_request(error_type: &str, message: impl Into<String>) -> InvokeError {
 impl Server {
     /// `GET /v1/functions`: the profile set as last given.
     pub(super) fn functions_view(&self) -> Value {
-        json!({ "functions": self.raw_functions, "services": self.raw_services })
+        json!({ "functions": self.scheduler.raw_functions, "services": self.scheduler.raw_services })
     }
 
     /// `PUT /v1/functions`: validates and applies a whole profile set. `base_dir` resolves
@@ -73,7 +73,8 @@ impl Server {
         })?;
         // Interpreters a new function needs are resolved now; an unsupported runtime rejects
         // the set, a missing interpreter fails only that function's requests (as at start-up).
-        self.runtimes
+        self.supervisor
+            .runtimes
             .ensure(&set.functions)
             .map_err(|why| bad_request("InvalidProfiles", why))?;
         if set.functions.is_empty() {
@@ -95,7 +96,7 @@ impl Server {
         };
         // Services that stay must still point at functions that exist.
         if raw_services.is_none() {
-            for service in &self.services {
+            for service in &self.scheduler.services {
                 for target in service_targets(&service.kind) {
                     if !set.functions.iter().any(|f| f.name == target) {
                         return Err(bad_request(
@@ -118,9 +119,9 @@ impl Server {
         let mut added = Vec::new();
         for profile in set.functions {
             let name = profile.name.clone();
-            match self.by_name.get(&name).copied() {
+            match self.scheduler.by_name.get(&name).copied() {
                 Some(index) => {
-                    let f = &mut self.functions[index];
+                    let f = &mut self.scheduler.functions[index];
                     if needs_restart(&f.profile, &profile) {
                         restarted.push(name);
                         self.begin_rollout(index, profile);
@@ -134,15 +135,15 @@ impl Server {
                     let function = Function::new(profile, use_ema, now);
                     let index = match self.retired_function() {
                         Some(index) => {
-                            self.functions[index] = function;
+                            self.scheduler.functions[index] = function;
                             index
                         }
                         None => {
-                            self.functions.push(function);
-                            self.functions.len() - 1
+                            self.scheduler.functions.push(function);
+                            self.scheduler.functions.len() - 1
                         }
                     };
-                    self.by_name.insert(name.clone(), index);
+                    self.scheduler.by_name.insert(name.clone(), index);
                     added.push(name);
                 }
             }
@@ -152,27 +153,29 @@ impl Server {
             .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_owned))
             .collect();
         let mut removed = Vec::new();
-        for (name, index) in self.by_name.clone() {
+        for (name, index) in self.scheduler.by_name.clone() {
             if !keep.contains(&name) {
-                self.by_name.remove(&name);
-                self.functions[index].removed = true;
+                self.scheduler.by_name.remove(&name);
+                self.scheduler.functions[index].removed = true;
                 removed.push(name);
                 self.retire_if_removed(index);
                 self.ensure_seed(index);
             }
         }
         if let Some(services) = raw_services {
-            self.services = set.services;
-            self.raw_services = services;
+            self.scheduler.services = set.services;
+            self.scheduler.raw_services = services;
         }
-        self.raw_functions = raw_functions;
-        self.default_function = match &self.config.default_function {
-            Some(name) => self.by_name.get(name).copied(),
-            None if self.by_name.len() == 1 => self.by_name.values().next().copied(),
+        self.scheduler.raw_functions = raw_functions;
+        self.scheduler.default_function = match &self.config.default_function {
+            Some(name) => self.scheduler.by_name.get(name).copied(),
+            None if self.scheduler.by_name.len() == 1 => {
+                self.scheduler.by_name.values().next().copied()
+            }
             None => None,
         };
-        for index in 0..self.functions.len() {
-            if !self.functions[index].removed {
+        for index in 0..self.scheduler.functions.len() {
+            if !self.scheduler.functions[index].removed {
                 self.scale(index);
                 self.dispatch_queue(index);
             }
@@ -197,17 +200,18 @@ impl Server {
     /// serving until enough new ones are ready.
     fn begin_rollout(&mut self, index: usize, profile: FunctionProfile) {
         let now = Instant::now();
-        let old_ready = self.functions[index]
+        let old_ready = self.scheduler.functions[index]
             .pool
             .workers
             .iter()
             .filter(|&&k| {
-                self.workers
+                self.supervisor
+                    .workers
                     .get(k)
                     .is_some_and(|w| w.state == WorkerState::Ready)
             })
             .count();
-        let f = &mut self.functions[index];
+        let f = &mut self.scheduler.functions[index];
         apply_rate_limit(&mut f.bucket, profile.rate_limit.as_ref(), now);
         let reservation = usize::try_from(profile.worker.reservation_count).unwrap_or(0);
         let limit = usize::try_from(profile.worker.replica_count_limit).unwrap_or(usize::MAX);
@@ -223,12 +227,12 @@ impl Server {
     /// Drains the previous generation once the current one has enough ready workers (or when
     /// the function needs none).
     pub(super) fn check_rollout(&mut self, index: usize) {
-        let generation = self.functions[index].generation;
-        let target = self.functions[index].rollout_target;
+        let generation = self.scheduler.functions[index].generation;
+        let target = self.scheduler.functions[index].rollout_target;
         let mut current_ready = 0;
         let mut outdated = Vec::new();
-        for &key in &self.functions[index].pool.workers {
-            let Some(w) = self.workers.get(key) else {
+        for &key in &self.scheduler.functions[index].pool.workers {
+            let Some(w) = self.supervisor.workers.get(key) else {
                 continue;
             };
             if w.generation == generation {
@@ -242,9 +246,14 @@ impl Server {
         if outdated.is_empty() || current_ready < target {
             return;
         }
-        self.functions[index].rollout_target = 0;
+        self.scheduler.functions[index].rollout_target = 0;
         for key in outdated {
-            if self.workers.get(key).is_some_and(|w| w.state.is_starting()) {
+            if self
+                .supervisor
+                .workers
+                .get(key)
+                .is_some_and(|w| w.state.is_starting())
+            {
                 self.stop_worker(key, "replaced by a new generation");
             } else {
                 self.drain_worker(key, "replaced by a new generation");
@@ -258,15 +267,16 @@ impl Server {
     /// armed for the old function (a start or seed retry) only makes the new one re-check its
     /// pool early, which is harmless.
     fn retired_function(&self) -> Option<usize> {
-        (0..self.functions.len()).find(|&index| {
-            let f = &self.functions[index];
+        (0..self.scheduler.functions.len()).find(|&index| {
+            let f = &self.scheduler.functions[index];
             f.removed
                 && f.pool.workers.is_empty()
                 && f.pool.queue.is_empty()
                 && f.seed.key.is_none()
-                && !self.workers.iter().any(|w| w.function == index)
-                && !self.seeds.iter().any(|s| s.function == index)
+                && !self.supervisor.workers.iter().any(|w| w.function == index)
+                && !self.supervisor.seeds.iter().any(|s| s.function == index)
                 && !self
+                    .front
                     .conns
                     .iter()
                     .any(|c| c.req.as_ref().is_some_and(|r| r.function == Some(index)))
@@ -275,11 +285,13 @@ impl Server {
 
     /// A removed function drains its workers once its queue is empty.
     pub(super) fn retire_if_removed(&mut self, index: usize) {
-        if !self.functions[index].removed || !self.functions[index].pool.queue.is_empty() {
+        if !self.scheduler.functions[index].removed
+            || !self.scheduler.functions[index].pool.queue.is_empty()
+        {
             return;
         }
-        for key in self.functions[index].pool.workers.clone() {
-            match self.workers.get(key).map(|w| w.state) {
+        for key in self.scheduler.functions[index].pool.workers.clone() {
+            match self.supervisor.workers.get(key).map(|w| w.state) {
                 Some(WorkerState::Ready) => self.drain_worker(key, "function removed"),
                 Some(s) if s.is_starting() => self.stop_worker(key, "function removed"),
                 _ => {}
@@ -315,7 +327,7 @@ impl Server {
             }
         };
         // Validate with the profile parser, against the current functions.
-        let doc = json!({ "functions": self.raw_functions, "services": items });
+        let doc = json!({ "functions": self.scheduler.raw_functions, "services": items });
         let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let set =
             config::parse_functions(&doc.to_string(), &base, &self.config).map_err(|problems| {
@@ -324,9 +336,9 @@ impl Server {
                 err.stack = Some(lines);
                 err
             })?;
-        self.services = set.services;
-        self.raw_services = items;
-        Ok(json!({ "services": self.services.len() }))
+        self.scheduler.services = set.services;
+        self.scheduler.raw_services = items;
+        Ok(json!({ "services": self.scheduler.services.len() }))
     }
 
     /// `PUT /v1/env`: replaces the platform environment variables. Running workers cannot
@@ -367,15 +379,15 @@ impl Server {
             return Err(err);
         }
         env.sort();
-        if env == self.platform_env {
+        if env == self.supervisor.platform_env {
             return Ok(json!({ "changed": false }));
         }
-        self.platform_env = env;
-        let live: Vec<usize> = (0..self.functions.len())
-            .filter(|&i| !self.functions[i].removed)
+        self.supervisor.platform_env = env;
+        let live: Vec<usize> = (0..self.scheduler.functions.len())
+            .filter(|&i| !self.scheduler.functions[i].removed)
             .collect();
         for index in live {
-            let profile = self.functions[index].profile.clone();
+            let profile = self.scheduler.functions[index].profile.clone();
             self.begin_rollout(index, profile);
             self.scale(index);
         }
@@ -386,7 +398,8 @@ impl Server {
     /// `GET /v1/env`.
     pub(super) fn platform_env_view(&self) -> Value {
         Value::Object(
-            self.platform_env
+            self.supervisor
+                .platform_env
                 .iter()
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect(),

@@ -5,9 +5,7 @@
 
 use super::client::InvokeError;
 use super::{Lifecycle, Server, Timer};
-use crate::fc::InvokeKind;
 use crate::reactor::slab::Key;
-use crate::sched::breaker::{BREAKER_ERROR_TYPE, LoadSample};
 use crate::sched::shrink::{self, WorkerSnapshot};
 use crate::sched::{ScaleAction, ScalerInput};
 use crate::turf::worker::{ConnRef, WorkerState};
@@ -30,59 +28,17 @@ pub struct Rejections {
 }
 
 impl Server {
-    /// Admission before a request may queue: the breaker, then the function's rate limit.
-    /// Returns the error to answer with when the request is turned away.
-    pub(super) fn admit(
-        &mut self,
-        function: usize,
-        kind: InvokeKind,
-    ) -> Result<(), (InvokeError, bool)> {
-        let function_error = kind == InvokeKind::Event;
-        if self.breaker.is_open() {
-            self.functions[function].rejected.breaker_open += 1;
-            let message = self
-                .breaker
-                .open_trips()
-                .map(|t| t.message())
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err((InvokeError::new(503, BREAKER_ERROR_TYPE, message), true));
-        }
-        let now = Instant::now();
-        let f = &mut self.functions[function];
-        if let Some(bucket) = f.bucket.as_mut()
-            && !bucket.try_acquire(now)
-        {
-            f.rejected.rate_limited += 1;
-            let limit = bucket.limit();
-            let show = |v: Option<u64>| v.map_or_else(|| "unset".to_owned(), |n| n.to_string());
-            let message = format!(
-                "function {} is rate limited (rateLimit: maxTokenCount {}, tokensPerFill {}, \
-                 fillInterval {} ms)",
-                f.profile.name,
-                show(limit.max_token_count),
-                show(limit.tokens_per_fill),
-                show(limit.fill_interval_ms)
-            );
-            return Err((
-                InvokeError::new(429, "RateLimitExceeded", message),
-                function_error,
-            ));
-        }
-        Ok(())
-    }
-
     /// `worker.disableRequestQueue`: a request that found no free worker is answered at once
     /// (after asking for a worker, so that later requests find one).
     pub(super) fn reject_if_queue_disabled(&mut self, function: usize, client: ConnRef) {
-        if !self.functions[function]
+        if !self.scheduler.functions[function]
             .profile
             .worker
             .disable_request_queue
         {
             return;
         }
-        let still_queued = self.functions[function]
+        let still_queued = self.scheduler.functions[function]
             .pool
             .queue
             .iter()
@@ -91,13 +47,13 @@ impl Server {
             return;
         }
         self.scale(function);
-        self.functions[function].rejected.no_free_worker += 1;
+        self.scheduler.functions[function].rejected.no_free_worker += 1;
         let err = InvokeError::new(
             503,
             "NoAvailableWorker",
             format!(
                 "no worker of function {} is free and worker.disableRequestQueue is set",
-                self.functions[function].profile.name
+                self.scheduler.functions[function].profile.name
             ),
         );
         self.respond_error(client, &err, true);
@@ -105,8 +61,8 @@ impl Server {
 
     /// Arms the scheduler tick if it is not armed.
     pub(super) fn arm_sched_tick(&mut self) {
-        if !self.sched_tick_armed {
-            self.sched_tick_armed = true;
+        if !self.scheduler.sched_tick_armed {
+            self.scheduler.sched_tick_armed = true;
             self.timers
                 .schedule(Instant::now() + SCHED_TICK, Timer::SchedTick);
         }
@@ -114,46 +70,27 @@ impl Server {
 
     /// The scheduler tick: breaker, then per-function scaling.
     pub(super) fn on_sched_tick(&mut self) {
-        self.sched_tick_armed = false;
-        self.check_breaker();
+        self.scheduler.sched_tick_armed = false;
+        self.scheduler
+            .check_breaker(&self.config.system_circuit_breaker, load1());
         // Cgroups whose processes were still dying at reap time.
-        self.stale_cgroups.retain(|cg| !cg.try_remove());
-        if self.lifecycle == Lifecycle::Running {
+        self.supervisor.stale_cgroups.retain(|cg| !cg.try_remove());
+        if self.lifecycle.phase == Lifecycle::Running {
             let now = Instant::now();
-            for function in 0..self.functions.len() {
+            for function in 0..self.scheduler.functions.len() {
                 self.scale_tick(function, now);
             }
         }
         self.arm_sched_tick();
     }
 
-    fn check_breaker(&mut self) {
-        let pending: usize = self.functions.iter().map(|f| f.pool.queue.len()).sum();
-        let sample = LoadSample {
-            active: self.inflight.saturating_sub(pending),
-            pending,
-            load1: load1(),
-        };
-        let was_open = self.breaker.is_open();
-        self.breaker
-            .check(sample, &self.config.system_circuit_breaker);
-        match (was_open, self.breaker.is_open()) {
-            (false, true) => {
-                let why: Vec<String> = self.breaker.open_trips().map(|t| t.message()).collect();
-                log::warn!("[dp] {}", why.join("; "));
-            }
-            (true, false) => log::info!("[dp] system circuit breaker closed"),
-            _ => {}
-        }
-    }
-
     fn snapshots(&self, function: usize) -> Vec<WorkerSnapshot> {
-        self.functions[function]
+        self.scheduler.functions[function]
             .pool
             .workers
             .iter()
             .filter_map(|&key| {
-                self.workers.get(key).map(|w| WorkerSnapshot {
+                self.supervisor.workers.get(key).map(|w| WorkerSnapshot {
                     key,
                     state: w.state,
                     active: w.active(),
@@ -168,15 +105,15 @@ impl Server {
     /// on, otherwise idle shrink (workers idle for `worker.idleTimeout`, never below the
     /// reservation).
     fn scale_tick(&mut self, function: usize, now: Instant) {
-        let profile = &self.functions[function].profile;
-        if profile.worker.disposable || self.functions[function].removed {
+        let profile = &self.scheduler.functions[function].profile;
+        if profile.worker.disposable || self.scheduler.functions[function].removed {
             return;
         }
         let strategy = profile.worker.shrink_strategy;
         let reservation = usize::try_from(profile.worker.reservation_count).unwrap_or(0);
         let idle_after = Duration::from_millis(profile.worker.idle_timeout_ms);
         let snapshots = self.snapshots(function);
-        let victims = if self.functions[function].ema.is_some() {
+        let victims = if self.scheduler.functions[function].ema.is_some() {
             let ready = snapshots
                 .iter()
                 .filter(|w| w.state == WorkerState::Ready)
@@ -184,7 +121,7 @@ impl Server {
             let input = ScalerInput {
                 ready,
                 starting: snapshots.iter().filter(|w| w.state.is_starting()).count(),
-                queued: self.functions[function].pool.queue.len(),
+                queued: self.scheduler.functions[function].pool.queue.len(),
                 active_requests: snapshots
                     .iter()
                     .filter(|w| w.state == WorkerState::Ready)
@@ -197,7 +134,7 @@ impl Server {
             };
             let mode = profile.worker.concurrency_stats_mode;
             let settings = profile.worker.ema.clone();
-            let f = &mut self.functions[function];
+            let f = &mut self.scheduler.functions[function];
             let concurrency = f.meter.sample(mode, now);
             let Some(ema) = f.ema.as_mut() else {
                 return;
@@ -222,7 +159,7 @@ impl Server {
     /// `dataPlane.closeTrafficTimeout` at the latest.
     pub(super) fn drain_worker(&mut self, key: Key, why: &str) {
         let timeout = Duration::from_millis(self.config.data_plane.close_traffic_timeout_ms);
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         if worker.state != WorkerState::Ready {
@@ -236,7 +173,7 @@ impl Server {
             let timer = self
                 .timers
                 .schedule(Instant::now() + timeout, Timer::DrainTimeout(key));
-            if let Some(w) = self.workers.get_mut(key) {
+            if let Some(w) = self.supervisor.workers.get_mut(key) {
                 w.state_timer = Some(timer);
             }
         }
@@ -244,7 +181,7 @@ impl Server {
 
     /// A draining worker did not finish its requests within `dataPlane.closeTrafficTimeout`.
     pub(super) fn on_drain_timeout(&mut self, key: Key) {
-        if let Some(w) = self.workers.get_mut(key) {
+        if let Some(w) = self.supervisor.workers.get_mut(key) {
             w.state_timer = None;
             if w.state == WorkerState::Draining {
                 let reason = format!(

@@ -38,20 +38,21 @@ pub(super) struct SeedSlot {
 impl Server {
     /// Whether `function` should have a seed at all.
     fn wants_seed(&self, function: usize) -> bool {
-        let f = &self.functions[function];
+        let f = &self.scheduler.functions[function];
         f.profile.runtime == Runtime::Python3
             && !f.profile.worker.disable_seed
             && !f.removed
-            && self.warm_fork.is_ok()
-            && self.lifecycle == super::Lifecycle::Running
-            && self.background_started
+            && self.supervisor.warm_fork.is_ok()
+            && self.lifecycle.phase == super::Lifecycle::Running
+            && self.supervisor.background_started
     }
 
     /// Starts, replaces or stops `function`'s seed as its profile and state require.
     pub(super) fn ensure_seed(&mut self, function: usize) {
-        let generation = self.functions[function].generation;
-        if let Some(key) = self.functions[function].seed.key {
+        let generation = self.scheduler.functions[function].generation;
+        if let Some(key) = self.scheduler.functions[function].seed.key {
             let current = self
+                .supervisor
                 .seeds
                 .get(key)
                 .is_some_and(|s| s.generation == generation && s.state < SeedState::Stopping);
@@ -59,9 +60,9 @@ impl Server {
                 return;
             }
             self.stop_seed(key, "replaced or no longer wanted");
-            self.functions[function].seed.key = None;
+            self.scheduler.functions[function].seed.key = None;
         }
-        let slot = &self.functions[function].seed;
+        let slot = &self.scheduler.functions[function].seed;
         if !self.wants_seed(function)
             || slot.restart.is_armed()
             || slot.import_failed == Some(generation)
@@ -73,8 +74,8 @@ impl Server {
 
     fn start_seed(&mut self, function: usize) {
         let (id, log_dir) = self.next_process_id(function, "seed-");
-        let f = &self.functions[function];
-        let launch = match self.runtimes.seed_launch_spec(&f.profile, &id) {
+        let f = &self.scheduler.functions[function];
+        let launch = match self.supervisor.runtimes.seed_launch_spec(&f.profile, &id) {
             Some(Ok(launch)) => launch,
             Some(Err(why)) => {
                 // The interpreter is missing: the cold starts report it to the requests.
@@ -84,7 +85,7 @@ impl Server {
             None => return,
         };
         let spec = self.spawn_spec(function, &launch, &id, &log_dir);
-        let f = &self.functions[function];
+        let f = &self.scheduler.functions[function];
         let spawned = match spawn::spawn_seed(&spec) {
             Ok(s) => s,
             Err(err) => {
@@ -96,7 +97,7 @@ impl Server {
         };
         let generation = f.generation;
         let pid = spawned.pid;
-        let key = self.seeds.insert(Seed::new(
+        let key = self.supervisor.seeds.insert(Seed::new(
             id.clone(),
             function,
             generation,
@@ -105,9 +106,10 @@ impl Server {
             spawned.cgroup,
             log_dir,
         ));
-        self.children.insert(pid, Child::Seed(key));
-        self.functions[function].seed.key = Some(key);
+        self.supervisor.children.insert(pid, Child::Seed(key));
+        self.scheduler.functions[function].seed.key = Some(key);
         let registered = self
+            .supervisor
             .seeds
             .get(key)
             .and_then(|s| s.control.as_ref())
@@ -129,7 +131,12 @@ impl Server {
     pub(super) fn on_seed_readable(&mut self, key: Key) {
         let mut buf = vec![0u8; seed::MAX_MESSAGE];
         loop {
-            let Some(control) = self.seeds.get(key).and_then(|s| s.control.as_ref()) else {
+            let Some(control) = self
+                .supervisor
+                .seeds
+                .get(key)
+                .and_then(|s| s.control.as_ref())
+            else {
                 return;
             };
             let n = match sys::recv_message(control, &mut buf) {
@@ -156,7 +163,7 @@ impl Server {
     }
 
     fn on_seed_message(&mut self, key: Key, msg: SeedMessage) {
-        let Some(s) = self.seeds.get_mut(key) else {
+        let Some(s) = self.supervisor.seeds.get_mut(key) else {
             return;
         };
         match msg {
@@ -173,7 +180,7 @@ impl Server {
                     s.id,
                     s.started_at.elapsed().as_secs_f64() * 1000.0
                 );
-                let slot = &mut self.functions[function].seed;
+                let slot = &mut self.scheduler.functions[function].seed;
                 slot.restart.succeeded();
                 slot.last_error = None;
             }
@@ -187,11 +194,11 @@ impl Server {
                 log::warn!(
                     "[turf seed={}] {why}; workers of {} cold-start",
                     s.id,
-                    self.functions[function].profile.name
+                    self.scheduler.functions[function].profile.name
                 );
                 // Not retried for this code: each cold start reports the error to its requests.
-                self.functions[function].seed.import_failed = Some(generation);
-                self.functions[function].seed.last_error = Some(why.clone());
+                self.scheduler.functions[function].seed.import_failed = Some(generation);
+                self.scheduler.functions[function].seed.last_error = Some(why.clone());
                 self.stop_seed(key, &why);
             }
             SeedMessage::Forked { id, pid } => {
@@ -219,15 +226,21 @@ impl Server {
     /// Forks a worker of `function` from its seed, if it has a ready one. `None` when it has
     /// none (the caller cold-starts); otherwise whether a worker is coming.
     pub(super) fn fork_worker(&mut self, function: usize, decided: Instant) -> Option<bool> {
-        let seed_key = self.functions[function].seed.key?;
-        let seed = self.seeds.get(seed_key)?;
-        if seed.state != SeedState::Ready || seed.generation != self.functions[function].generation
+        let seed_key = self.scheduler.functions[function].seed.key?;
+        let seed = self.supervisor.seeds.get(seed_key)?;
+        if seed.state != SeedState::Ready
+            || seed.generation != self.scheduler.functions[function].generation
         {
             return None;
         }
         let (id, log_dir) = self.next_worker_id(function);
         let limits = self.worker_limits(function);
-        let plan = spawn::SandboxPlan::build(&self.caps, &id, limits, self.isolation.as_ref());
+        let plan = spawn::SandboxPlan::build(
+            &self.supervisor.caps,
+            &id,
+            limits,
+            self.supervisor.isolation.as_ref(),
+        );
         let parts = match spawn::prepare_fork(&log_dir, &plan) {
             Ok(p) => p,
             Err(err) => {
@@ -238,6 +251,7 @@ impl Server {
         let raw: Vec<_> = parts.child_fds.iter().map(AsRawFd::as_raw_fd).collect();
         let request = seed::fork_request(&id, sys::getpid());
         let sent = self
+            .supervisor
             .seeds
             .get(seed_key)
             .and_then(|s| s.control.as_ref())
@@ -267,7 +281,7 @@ impl Server {
         let Some(key) = self.install_worker(worker) else {
             return Some(false);
         };
-        if let Some(s) = self.seeds.get_mut(seed_key) {
+        if let Some(s) = self.supervisor.seeds.get_mut(seed_key) {
             s.pending.push((id.clone(), key));
         }
         log::debug!("[turf w={id}] fork requested from its seed");
@@ -276,13 +290,13 @@ impl Server {
 
     /// The seed reported a forked worker's pid: move it into its cgroup, then let it start.
     fn on_worker_forked(&mut self, key: Key, pid: i32) {
-        let Some(w) = self.workers.get_mut(key) else {
+        let Some(w) = self.supervisor.workers.get_mut(key) else {
             spawn::kill(pid, libc::SIGKILL);
             return;
         };
         w.pid = pid;
-        self.children.insert(pid, Child::Worker(key));
-        let Some(w) = self.workers.get_mut(key) else {
+        self.supervisor.children.insert(pid, Child::Worker(key));
+        let Some(w) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         log::info!("[turf w={} pid={pid}] forked from its seed", w.id);
@@ -295,17 +309,21 @@ impl Server {
         } else if std::mem::take(&mut w.ready_deferred) {
             self.on_worker_ready(key, b"(forked)");
         }
-        if let Some(at) = self.unclaimed_exits.iter().position(|(p, _)| *p == pid)
-            && let Some((_, reaped)) = self.unclaimed_exits.remove(at)
+        if let Some(at) = self
+            .supervisor
+            .unclaimed_exits
+            .iter()
+            .position(|(p, _)| *p == pid)
+            && let Some((_, reaped)) = self.supervisor.unclaimed_exits.remove(at)
         {
-            self.children.remove(&pid);
+            self.supervisor.children.remove(&pid);
             self.retire_reaped(key, Some(reaped));
         }
     }
 
     /// A worker whose fork never happened: it has no process; retire its record now.
     fn discard_unforked(&mut self, key: Key, why: &str) {
-        if let Some(w) = self.workers.get_mut(key) {
+        if let Some(w) = self.supervisor.workers.get_mut(key) {
             w.exit_reason.get_or_insert_with(|| why.to_owned());
         }
         self.worker_gone(key, why);
@@ -315,8 +333,9 @@ impl Server {
     /// When worker `key` is still waiting for its seed to report its pid, that seed has failed
     /// it: replace the seed.
     pub(super) fn fail_seed_of_unforked(&mut self, key: Key, why: &str) {
-        let waiting = self.seeds.keys().into_iter().find(|&s| {
-            self.seeds
+        let waiting = self.supervisor.seeds.keys().into_iter().find(|&s| {
+            self.supervisor
+                .seeds
                 .get(s)
                 .is_some_and(|seed| seed.pending.iter().any(|(_, w)| *w == key))
         });
@@ -327,7 +346,7 @@ impl Server {
 
     /// Closes a seed after an error and restarts it with back-off.
     fn seed_failed(&mut self, key: Key, why: &str) {
-        let Some(s) = self.seeds.get(key) else {
+        let Some(s) = self.supervisor.seeds.get(key) else {
             return;
         };
         if s.state < SeedState::Stopping {
@@ -335,15 +354,15 @@ impl Server {
         }
         let function = s.function;
         self.stop_seed(key, why);
-        if self.functions[function].seed.key == Some(key) {
+        if self.scheduler.functions[function].seed.key == Some(key) {
             self.on_seed_ended(function, why.to_owned());
         }
     }
 
     /// The function's seed is gone: cold starts until a new one is ready after the back-off.
     fn on_seed_ended(&mut self, function: usize, why: String) {
-        let generation = self.functions[function].generation;
-        let slot = &mut self.functions[function].seed;
+        let generation = self.scheduler.functions[function].generation;
+        let slot = &mut self.scheduler.functions[function].seed;
         slot.key = None;
         slot.last_error = Some(why);
         if slot.import_failed == Some(generation) {
@@ -358,7 +377,7 @@ impl Server {
 
     /// The restart back-off of `function`'s seed has passed.
     pub(super) fn on_seed_retry(&mut self, function: usize) {
-        self.functions[function].seed.restart.fired();
+        self.scheduler.functions[function].seed.restart.fired();
         self.ensure_seed(function);
     }
 
@@ -366,7 +385,7 @@ impl Server {
     /// `turf.gracefulExitPeriodMs`. Workers it had not forked yet are discarded. The workers it
     /// forked are the runtime's children and are not affected.
     pub(super) fn stop_seed(&mut self, key: Key, why: &str) {
-        let Some(s) = self.seeds.get_mut(key) else {
+        let Some(s) = self.supervisor.seeds.get_mut(key) else {
             return;
         };
         if s.state >= SeedState::Stopping {
@@ -382,7 +401,7 @@ impl Server {
         }
         let (pid, pending) = (s.pid, std::mem::take(&mut s.pending));
         let timer = self.terminate(Child::Seed(key), pid);
-        if let Some(s) = self.seeds.get_mut(key) {
+        if let Some(s) = self.supervisor.seeds.get_mut(key) {
             s.timer = Some(timer);
         }
         for (_, worker) in pending {
@@ -392,7 +411,7 @@ impl Server {
 
     /// A seed's pid was reaped.
     pub(super) fn on_seed_reaped(&mut self, key: Key, exit: &sys::ExitKind) {
-        let Some(s) = self.seeds.get(key) else {
+        let Some(s) = self.supervisor.seeds.get(key) else {
             return;
         };
         let function = s.function;
@@ -403,35 +422,37 @@ impl Server {
             let why = format!("seed {} (pid {}) exited with {exit}", s.id, s.pid);
             self.seed_failed(key, &why);
         }
-        if let Some(mut s) = self.seeds.remove(key) {
+        if let Some(mut s) = self.supervisor.seeds.remove(key) {
             if let Some(timer) = s.timer.take() {
                 self.timers.cancel(timer);
             }
             if let Some(cg) = s.cgroup.take()
                 && let Err(busy) = cg.remove()
             {
-                self.stale_cgroups.push(busy);
+                self.supervisor.stale_cgroups.push(busy);
             }
             self.schedule_log_gc(s.log_dir);
         }
-        if self.functions[function].seed.key == Some(key) {
-            self.functions[function].seed.key = None;
+        if self.scheduler.functions[function].seed.key == Some(key) {
+            self.scheduler.functions[function].seed.key = None;
         }
         self.check_workers_stopped();
     }
 
     /// Stops every seed (the runtime is stopping).
     pub(super) fn stop_all_seeds(&mut self) {
-        for key in self.seeds.keys() {
+        for key in self.supervisor.seeds.keys() {
             self.stop_seed(key, "runtime stopping");
         }
     }
 
     /// Keeps the exit of a pid nobody claims yet (see [`MAX_UNCLAIMED_EXITS`]).
     pub(super) fn keep_unclaimed_exit(&mut self, reaped: sys::Reaped) {
-        if self.unclaimed_exits.len() >= MAX_UNCLAIMED_EXITS {
-            self.unclaimed_exits.pop_front();
+        if self.supervisor.unclaimed_exits.len() >= MAX_UNCLAIMED_EXITS {
+            self.supervisor.unclaimed_exits.pop_front();
         }
-        self.unclaimed_exits.push_back((reaped.pid, reaped));
+        self.supervisor
+            .unclaimed_exits
+            .push_back((reaped.pid, reaped));
     }
 }

@@ -41,15 +41,19 @@ pub(super) struct SparePool {
 impl Server {
     /// The shape a worker of `function` needs, if it can take a spare at all.
     fn spare_shape_of(&self, function: usize) -> Option<SpareShape> {
-        let f = &self.functions[function];
-        if self.spare_support.is_err()
+        let f = &self.scheduler.functions[function];
+        if self.supervisor.spare_support.is_err()
             || self.config.turf.spare_workers == 0
             || f.removed
             || !matches!(f.profile.runtime, Runtime::Nodejs | Runtime::Aworker)
         {
             return None;
         }
-        let launch = self.runtimes.launch_spec(&f.profile, "shape").ok()?;
+        let launch = self
+            .supervisor
+            .runtimes
+            .launch_spec(&f.profile, "shape")
+            .ok()?;
         let env = self.with_platform_env(launch.env);
         spare::env_allows_spare(&env).then(|| SpareShape {
             program: launch.program,
@@ -61,24 +65,25 @@ impl Server {
     /// Brings the spares to `turf.spareWorkers` of the wanted shape: stops the others, starts
     /// what is missing (unless backing off).
     pub(super) fn balance_spares(&mut self) {
-        if self.lifecycle != Lifecycle::Running || !self.background_started {
+        if self.lifecycle.phase != Lifecycle::Running || !self.supervisor.background_started {
             return;
         }
-        let shapes: Vec<SpareShape> = (0..self.functions.len())
+        let shapes: Vec<SpareShape> = (0..self.scheduler.functions.len())
             .filter_map(|i| self.spare_shape_of(i))
             .collect();
         let keep = self
+            .supervisor
             .spare_pool
             .shape
             .as_ref()
             .is_some_and(|s| shapes.contains(s));
         if !keep {
-            self.spare_pool.shape = spare::most_common(&shapes).cloned();
+            self.supervisor.spare_pool.shape = spare::most_common(&shapes).cloned();
         }
-        let wanted = self.spare_pool.shape.clone();
+        let wanted = self.supervisor.spare_pool.shape.clone();
         let mut alive = 0;
-        for key in self.spares.keys() {
-            let Some(s) = self.spares.get(key) else {
+        for key in self.supervisor.spares.keys() {
+            let Some(s) = self.supervisor.spares.get(key) else {
                 continue;
             };
             if s.state >= SpareState::Stopping {
@@ -94,7 +99,7 @@ impl Server {
         let Some(shape) = wanted else {
             return;
         };
-        if self.spare_pool.restart.is_armed() {
+        if self.supervisor.spare_pool.restart.is_armed() {
             return;
         }
         while alive < self.config.turf.spare_workers {
@@ -107,14 +112,14 @@ impl Server {
 
     /// Starts one spare; false when it could not be (a back-off is then armed).
     fn start_spare(&mut self, shape: &SpareShape) -> bool {
-        self.spare_pool.started += 1;
-        let id = format!("spare-{}", self.spare_pool.started);
+        self.supervisor.spare_pool.started += 1;
+        let id = format!("spare-{}", self.supervisor.spare_pool.started);
         let log_dir = if self.config.logger.worker_output_to_console {
             PathBuf::new()
         } else {
-            self.logdir.join(".spares").join(&id)
+            self.supervisor.logdir.join(".spares").join(&id)
         };
-        let cwd = self.runtimes.spare_cwd().to_path_buf();
+        let cwd = self.supervisor.runtimes.spare_cwd().to_path_buf();
         let spec = spawn::SpawnSpec {
             program: &shape.program,
             args: shape.args.clone(),
@@ -122,10 +127,10 @@ impl Server {
             cwd: &cwd,
             log_dir: log_dir.clone(),
             sandbox: spawn::SandboxPlan::build(
-                &self.caps,
+                &self.supervisor.caps,
                 &id,
                 shape.limits,
-                self.isolation.as_ref(),
+                self.supervisor.isolation.as_ref(),
             ),
         };
         let spawned = match spawn::spawn(&spec) {
@@ -139,7 +144,7 @@ impl Server {
         let mut enforcement = spawned.enforcement;
         let polled = enforcement.polled_limits(&shape.limits);
         let pid = spawned.pid;
-        let key = self.spares.insert(Spare {
+        let key = self.supervisor.spares.insert(Spare {
             id: id.clone(),
             pid,
             state: SpareState::Starting,
@@ -155,9 +160,9 @@ impl Server {
             timer: None,
             failed: false,
         });
-        self.children.insert(pid, Child::Spare(key));
+        self.supervisor.children.insert(pid, Child::Spare(key));
         let registry = self.poll.registry();
-        let registered = self.spares.get_mut(key).and_then(|s| {
+        let registered = self.supervisor.spares.get_mut(key).and_then(|s| {
             s.from_worker
                 .as_mut()
                 .map(|p| registry.register(p, token::token(Source::Spare(key)), Interest::READABLE))
@@ -173,7 +178,7 @@ impl Server {
 
     /// The spare's pipe is readable: READY, or its end.
     pub(super) fn on_spare_readable(&mut self, key: Key) {
-        let Some(s) = self.spares.get_mut(key) else {
+        let Some(s) = self.supervisor.spares.get_mut(key) else {
             return;
         };
         match s.read() {
@@ -187,7 +192,7 @@ impl Server {
                         s.pid,
                         s.spawned_at.elapsed().as_secs_f64() * 1000.0
                     );
-                    self.spare_pool.restart.succeeded();
+                    self.supervisor.spare_pool.restart.succeeded();
                 }
             }
             SpareRead::Closed => {
@@ -206,17 +211,17 @@ impl Server {
     /// (the caller starts cold); otherwise whether a worker is coming.
     pub(super) fn take_spare(&mut self, function: usize, decided: Instant) -> Option<bool> {
         let shape = self.spare_shape_of(function)?;
-        if self.spare_pool.shape.as_ref() != Some(&shape) {
+        if self.supervisor.spare_pool.shape.as_ref() != Some(&shape) {
             // A miss: spares follow the function that scaled up last.
-            self.spare_pool.shape = Some(shape);
+            self.supervisor.spare_pool.shape = Some(shape);
             self.balance_spares();
             return None;
         }
         // A spare still starting is taken only with nothing of its READY read yet: the worker
         // record starts with an empty read buffer.
         let pick = |want: SpareState| {
-            self.spares.keys().into_iter().find(|&k| {
-                self.spares.get(k).is_some_and(|s| {
+            self.supervisor.spares.keys().into_iter().find(|&k| {
+                self.supervisor.spares.get(k).is_some_and(|s| {
                     s.state == want
                         && s.shape == shape
                         && s.to_worker.is_some()
@@ -227,14 +232,14 @@ impl Server {
         };
         let spare_key = pick(SpareState::Ready).or_else(|| pick(SpareState::Starting))?;
         let (id, log_dir) = self.next_worker_id(function);
-        let f = &self.functions[function];
-        let env = match self.runtimes.launch_spec(&f.profile, &id) {
+        let f = &self.scheduler.functions[function];
+        let env = match self.supervisor.runtimes.launch_spec(&f.profile, &id) {
             Ok(launch) => self.with_platform_env(launch.env),
             Err(_) => return None,
         };
         let cwd = f.profile.code_dir.clone();
-        let mut spare = self.spares.remove(spare_key)?;
-        self.children.remove(&spare.pid);
+        let mut spare = self.supervisor.spares.remove(spare_key)?;
+        self.supervisor.children.remove(&spare.pid);
         let (Some(mut to), Some(mut from)) = (spare.to_worker.take(), spare.from_worker.take())
         else {
             return None;
@@ -253,7 +258,7 @@ impl Server {
         worker.spare_init = Some(SpareInit { env, cwd });
         let pid = spare.pid;
         let key = self.install_worker(worker)?;
-        self.spare_pool.taken += 1;
+        self.supervisor.spare_pool.taken += 1;
         log::info!(
             "[turf w={id} pid={pid}] taken from {} ({})",
             spare.id,
@@ -271,7 +276,7 @@ impl Server {
     /// Stops a spare: EOF on its input asks the bootstrap to exit, SIGTERM its group, SIGKILL
     /// after `turf.gracefulExitPeriodMs`.
     pub(super) fn stop_spare(&mut self, key: Key, why: &str) {
-        let Some(s) = self.spares.get_mut(key) else {
+        let Some(s) = self.supervisor.spares.get_mut(key) else {
             return;
         };
         if s.state == SpareState::Stopping {
@@ -285,14 +290,14 @@ impl Server {
         s.to_worker = None;
         let pid = s.pid;
         let timer = self.terminate(Child::Spare(key), pid);
-        if let Some(s) = self.spares.get_mut(key) {
+        if let Some(s) = self.supervisor.spares.get_mut(key) {
             s.timer = Some(timer);
         }
     }
 
     /// A spare's pid was reaped.
     pub(super) fn on_spare_reaped(&mut self, key: Key, exit: &sys::ExitKind) {
-        let Some(mut s) = self.spares.remove(key) else {
+        let Some(mut s) = self.supervisor.spares.remove(key) else {
             return;
         };
         if let Some(timer) = s.timer.take() {
@@ -306,7 +311,7 @@ impl Server {
         if let Some(cg) = s.cgroup.take()
             && let Err(busy) = cg.remove()
         {
-            self.stale_cgroups.push(busy);
+            self.supervisor.stale_cgroups.push(busy);
         }
         self.schedule_log_gc(std::mem::take(&mut s.log_dir));
         if s.state == SpareState::Stopping && !s.failed {
@@ -325,7 +330,7 @@ impl Server {
 
     /// Spares keep dying or cannot start: wait before starting more.
     fn spare_backoff(&mut self) {
-        let Some(delay) = self.spare_pool.restart.arm() else {
+        let Some(delay) = self.supervisor.spare_pool.restart.arm() else {
             return;
         };
         self.timers
@@ -335,8 +340,8 @@ impl Server {
     /// Starts the replacement of a taken spare a little later, so that its start-up (a whole
     /// CPU for tens of milliseconds) does not compete with the taken spare's INIT.
     fn refill_later(&mut self) {
-        if !self.spare_pool.refill_armed {
-            self.spare_pool.refill_armed = true;
+        if !self.supervisor.spare_pool.refill_armed {
+            self.supervisor.spare_pool.refill_armed = true;
             self.timers
                 .schedule(Instant::now() + SPARE_REFILL_DELAY, Timer::SpareRefill);
         }
@@ -344,19 +349,19 @@ impl Server {
 
     /// The refill delay has passed.
     pub(super) fn on_spare_refill(&mut self) {
-        self.spare_pool.refill_armed = false;
+        self.supervisor.spare_pool.refill_armed = false;
         self.balance_spares();
     }
 
     /// The spare restart back-off has passed.
     pub(super) fn on_spare_retry(&mut self) {
-        self.spare_pool.restart.fired();
+        self.supervisor.spare_pool.restart.fired();
         self.balance_spares();
     }
 
     /// Stops every spare (the runtime is stopping).
     pub(super) fn stop_all_spares(&mut self) {
-        for key in self.spares.keys() {
+        for key in self.supervisor.spares.keys() {
             self.stop_spare(key, "runtime stopping");
         }
     }

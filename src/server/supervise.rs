@@ -36,11 +36,12 @@ impl Server {
         // The seed follows the function: started with it, replaced with its code, stopped
         // when it is removed or the runtime stops.
         self.ensure_seed(function);
-        if self.lifecycle != Lifecycle::Running || self.functions[function].removed {
+        if self.lifecycle.phase != Lifecycle::Running || self.scheduler.functions[function].removed
+        {
             return;
         }
         let (starting, alive) = self.worker_counts(function);
-        let f = &self.functions[function];
+        let f = &self.scheduler.functions[function];
         let worker = &f.profile.worker;
         let input = PlanInput {
             queued: f.pool.queue.len(),
@@ -62,11 +63,11 @@ impl Server {
         };
         let plan = plan::launch_plan(input, Instant::now());
         if let LaunchPlan::Admitted { cut, blocked, .. } = plan {
-            self.functions[function].pool.launch_blocked = blocked.map(|b| b.to_string());
+            self.scheduler.functions[function].pool.launch_blocked = blocked.map(|b| b.to_string());
             if let Some(block) = cut {
                 log::warn!(
                     "[cp] function {}: {block}",
-                    self.functions[function].profile.name
+                    self.scheduler.functions[function].profile.name
                 );
             }
         }
@@ -74,7 +75,11 @@ impl Server {
             Some(Blocker::Backoff) => self.fail_queue_with_start_error(function),
             Some(Blocker::Capacity(block)) => {
                 let err = InvokeError::new(503, block.error_type(), block.to_string());
-                let waiting: Vec<_> = self.functions[function].pool.queue.drain(..).collect();
+                let waiting: Vec<_> = self.scheduler.functions[function]
+                    .pool
+                    .queue
+                    .drain(..)
+                    .collect();
                 for client in waiting {
                     self.fail_invocation(client, &err);
                 }
@@ -91,10 +96,16 @@ impl Server {
     /// Memory reserved in `virtualMemoryPoolSize` by every worker that has not exited, starting
     /// ones included (so concurrent starts cannot overcommit the pool).
     fn memory_reserved(&self) -> u64 {
-        self.workers
+        self.supervisor
+            .workers
             .iter()
             .filter(|w| w.state < WorkerState::Exited)
-            .map(|w| self.functions[w.function].profile.resource_limit.memory)
+            .map(|w| {
+                self.scheduler.functions[w.function]
+                    .profile
+                    .resource_limit
+                    .memory
+            })
             .sum()
     }
 
@@ -102,10 +113,15 @@ impl Server {
     fn worker_counts(&self, function: usize) -> (usize, usize) {
         let mut starting = 0;
         let mut alive = 0;
-        let generation = self.functions[function].generation;
-        for &key in &self.functions[function].pool.workers {
+        let generation = self.scheduler.functions[function].generation;
+        for &key in &self.scheduler.functions[function].pool.workers {
             // Workers of an older generation are being replaced: they do not count.
-            if let Some(w) = self.workers.get(key).filter(|w| w.generation == generation) {
+            if let Some(w) = self
+                .supervisor
+                .workers
+                .get(key)
+                .filter(|w| w.generation == generation)
+            {
                 if w.state.is_starting() {
                     starting += 1;
                 }
@@ -126,26 +142,30 @@ impl Server {
     /// The next id of a process of `function` (`<name>-<kind><n>`: `hello-3`, `py-seed-4`) and
     /// its log directory.
     pub(super) fn next_process_id(&mut self, function: usize, kind: &str) -> (String, PathBuf) {
-        let f = &mut self.functions[function];
+        let f = &mut self.scheduler.functions[function];
         f.pool.next_worker_no += 1;
         let id = format!("{}-{kind}{}", f.profile.name, f.pool.next_worker_no);
         let log_dir = if self.config.logger.worker_output_to_console {
             PathBuf::new()
         } else {
-            self.logdir.join(&f.profile.name).join(&id)
+            self.supervisor.logdir.join(&f.profile.name).join(&id)
         };
         (id, log_dir)
     }
 
     /// The limits a worker (or seed) of `function` runs under.
     pub(super) fn worker_limits(&self, function: usize) -> spawn::WorkerLimits {
-        let rl = &self.functions[function].profile.resource_limit;
+        let rl = &self.scheduler.functions[function].profile.resource_limit;
         let enforce = self.config.turf.enforce_limits;
         spawn::WorkerLimits {
             memory: Some(rl.memory).filter(|_| enforce),
             cpu: rl.cpu.filter(|_| enforce),
             pids: Some(rl.pids).filter(|_| enforce),
-            nofile: Some(self.nofile_cap.map_or(rl.nofile, |cap| rl.nofile.min(cap))),
+            nofile: Some(
+                self.supervisor
+                    .nofile_cap
+                    .map_or(rl.nofile, |cap| rl.nofile.min(cap)),
+            ),
         }
     }
 
@@ -163,9 +183,14 @@ impl Server {
             program: &launch.program,
             args: launch.args.clone(),
             env: self.with_platform_env(launch.env.clone()),
-            cwd: &self.functions[function].profile.code_dir,
+            cwd: &self.scheduler.functions[function].profile.code_dir,
             log_dir: log_dir.to_path_buf(),
-            sandbox: spawn::SandboxPlan::build(&self.caps, id, limits, self.isolation.as_ref()),
+            sandbox: spawn::SandboxPlan::build(
+                &self.supervisor.caps,
+                id,
+                limits,
+                self.supervisor.isolation.as_ref(),
+            ),
         }
     }
 
@@ -174,7 +199,7 @@ impl Server {
         &self,
         mut env: Vec<(String, String)>,
     ) -> Vec<(String, String)> {
-        for (key, value) in &self.platform_env {
+        for (key, value) in &self.supervisor.platform_env {
             if !env.iter().any(|(k, _)| k == key) {
                 env.push((key.clone(), value.clone()));
             }
@@ -194,8 +219,8 @@ impl Server {
             return started;
         }
         let (id, log_dir) = self.next_worker_id(function);
-        let f = &self.functions[function];
-        let launch = match self.runtimes.launch_spec(&f.profile, &id) {
+        let f = &self.scheduler.functions[function];
+        let launch = match self.supervisor.runtimes.launch_spec(&f.profile, &id) {
             Ok(launch) => launch,
             Err(message) => {
                 self.worker_start_failed(function, message);
@@ -245,14 +270,14 @@ impl Server {
     /// (it is killed).
     pub(super) fn install_worker(&mut self, mut worker: Worker) -> Option<Key> {
         let function = worker.function;
-        let f = &self.functions[function];
+        let f = &self.scheduler.functions[function];
         worker.generation = f.generation;
         let init_timeout = Duration::from_millis(f.profile.worker.initialization_timeout_ms);
         let pid = worker.pid;
         let id = worker.id.clone();
-        let key = self.workers.insert(worker);
+        let key = self.supervisor.workers.insert(worker);
         let registry = self.poll.registry();
-        let registered = self.workers.get_mut(key).map(|w| {
+        let registered = self.supervisor.workers.get_mut(key).map(|w| {
             let out = w.from_worker.as_mut().map(|p| {
                 registry.register(p, token::token(Source::WorkerOut(key)), Interest::READABLE)
             });
@@ -262,9 +287,9 @@ impl Server {
             out.transpose().and(inp.transpose())
         });
         if pid > 0 {
-            self.children.insert(pid, Child::Worker(key));
+            self.supervisor.children.insert(pid, Child::Worker(key));
         }
-        self.functions[function].pool.workers.push(key);
+        self.scheduler.functions[function].pool.workers.push(key);
         if let Some(Err(err)) = registered {
             log::error!("[turf w={id} pid={pid}] cannot watch worker pipes: {err}");
             self.kill_worker(
@@ -277,7 +302,7 @@ impl Server {
         let timer = self
             .timers
             .schedule(Instant::now() + init_timeout, Timer::WorkerInit(key));
-        if let Some(w) = self.workers.get_mut(key) {
+        if let Some(w) = self.supervisor.workers.get_mut(key) {
             w.state_timer = Some(timer);
         }
         self.arm_limit_poll();
@@ -286,7 +311,7 @@ impl Server {
 
     /// READY: the bootstrap runs; send INIT.
     pub(super) fn on_worker_ready(&mut self, key: Key, payload: &[u8]) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         if worker.state != WorkerState::Starting {
@@ -313,8 +338,8 @@ impl Server {
                 ),
             }
         }
-        let profile = &self.functions[worker.function].profile;
-        let request_id = self.ids.next_id();
+        let profile = &self.scheduler.functions[worker.function].profile;
+        let request_id = self.front.ids.next_id();
         let code_dir = profile.code_dir.to_string_lossy();
         let facts = fc::ProfileFacts {
             name: &profile.name,
@@ -355,7 +380,7 @@ impl Server {
 
     /// INIT_DONE: the worker serves from now on.
     pub(super) fn on_worker_init_done(&mut self, key: Key) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         if worker.state != WorkerState::Initializing {
@@ -375,7 +400,7 @@ impl Server {
             worker.pid,
             worker.spawned_at.elapsed().as_secs_f64() * 1000.0
         );
-        self.functions[function].pool.record_initialized();
+        self.scheduler.functions[function].pool.record_initialized();
         self.check_rollout(function);
         self.dispatch_queue(function);
         self.maybe_start_background();
@@ -384,7 +409,7 @@ impl Server {
 
     /// INIT_ERROR: loading the code or the initializer failed.
     pub(super) fn on_worker_init_error(&mut self, key: Key, payload: &[u8]) {
-        let Some(worker) = self.workers.get(key) else {
+        let Some(worker) = self.supervisor.workers.get(key) else {
             return;
         };
         let function = worker.function;
@@ -407,7 +432,7 @@ impl Server {
 
     /// The init deadline passed.
     pub(super) fn on_worker_init_timeout(&mut self, key: Key) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         worker.state_timer = None;
@@ -415,13 +440,13 @@ impl Server {
             return;
         }
         let function = worker.function;
-        let timeout = self.functions[function]
+        let timeout = self.scheduler.functions[function]
             .profile
             .worker
             .initialization_timeout_ms;
         let message = format!(
             "worker {} of function {} did not finish initializing within worker.initializationTimeout ({timeout} ms)",
-            worker.id, self.functions[function].profile.name
+            worker.id, self.scheduler.functions[function].profile.name
         );
         log::warn!("[turf] {message}");
         self.on_start_failure(
@@ -452,13 +477,13 @@ impl Server {
 
     /// Records a failed start, schedules the retry and tells waiting requests.
     fn on_start_failure(&mut self, function: usize, error: StartError) {
-        let until = self.functions[function]
+        let until = self.scheduler.functions[function]
             .pool
             .record_start_failure(error, Instant::now());
         self.timers.schedule(until, Timer::SpawnRetry(function));
         let (starting, alive) = self.worker_counts(function);
         // Only the dying worker may still be counted; nothing else will serve the queue soon.
-        if starting <= 1 && alive <= 1 && self.functions[function].pool.fails_fast() {
+        if starting <= 1 && alive <= 1 && self.scheduler.functions[function].pool.fails_fast() {
             self.fail_queue_with_start_error(function);
         }
         self.maybe_start_background();
@@ -466,7 +491,11 @@ impl Server {
     }
 
     fn fail_queue_with_start_error(&mut self, function: usize) {
-        let Some(error) = self.functions[function].pool.last_start_error.clone() else {
+        let Some(error) = self.scheduler.functions[function]
+            .pool
+            .last_start_error
+            .clone()
+        else {
             return;
         };
         let err = InvokeError {
@@ -475,7 +504,11 @@ impl Server {
             message: error.message,
             stack: (!error.stack.is_empty()).then_some(error.stack),
         };
-        let queued: Vec<_> = self.functions[function].pool.queue.drain(..).collect();
+        let queued: Vec<_> = self.scheduler.functions[function]
+            .pool
+            .queue
+            .drain(..)
+            .collect();
         for client in queued {
             self.fail_invocation(client, &err);
         }
@@ -484,7 +517,7 @@ impl Server {
     /// Stops a worker gracefully: close its input (EOF asks it to exit), SIGTERM its group, and
     /// SIGKILL after `turf.gracefulExitPeriodMs`.
     pub(super) fn stop_worker(&mut self, key: Key, reason: &str) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         if worker.state >= WorkerState::Stopping {
@@ -506,7 +539,7 @@ impl Server {
             self.timers.cancel(timer);
         }
         let timer = self.terminate(Child::Worker(key), pid);
-        if let Some(w) = self.workers.get_mut(key) {
+        if let Some(w) = self.supervisor.workers.get_mut(key) {
             w.state_timer = Some(timer);
         }
         self.worker_gone(key, reason);
@@ -526,14 +559,17 @@ impl Server {
     pub(super) fn on_kill_timer(&mut self, child: Child) {
         let found = match child {
             Child::Worker(key) => self
+                .supervisor
                 .workers
                 .get_mut(key)
                 .map(|w| (w.pid, format!("w={}", w.id), &mut w.state_timer)),
             Child::Seed(key) => self
+                .supervisor
                 .seeds
                 .get_mut(key)
                 .map(|s| (s.pid, format!("seed={}", s.id), &mut s.timer)),
             Child::Spare(key) => self
+                .supervisor
                 .spares
                 .get_mut(key)
                 .map(|s| (s.pid, format!("spare={}", s.id), &mut s.timer)),
@@ -550,7 +586,7 @@ impl Server {
     /// Kills a worker's process group at once and fails its invocations with `reason`;
     /// `accounted` is the reason recorded in `resource_usage.log`.
     pub(super) fn kill_worker(&mut self, key: Key, reason: &str, accounted: ExitReason) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         worker.exit_reason.get_or_insert_with(|| reason.to_owned());
@@ -562,11 +598,14 @@ impl Server {
     /// A worker the kernel killed for exceeding its cgroup memory limit is accounted (and its
     /// requests failed) as `mem_overload`, like one the poller killed.
     fn note_oom(&mut self, key: Key) {
-        let Some(w) = self.workers.get_mut(key) else {
+        let Some(w) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         if w.imposed.is_none() && w.cgroup.as_ref().is_some_and(|cg| cg.oom_killed()) {
-            let limit = self.functions[w.function].profile.resource_limit.memory;
+            let limit = self.scheduler.functions[w.function]
+                .profile
+                .resource_limit
+                .memory;
             w.imposed = Some(ExitReason::MemOverload);
             w.exit_reason = Some(format!(
                 "worker {} was killed by the kernel for exceeding resourceLimit.memory \
@@ -581,7 +620,7 @@ impl Server {
         // The exit status is often already there; reaping first gives errors the real cause.
         self.reap_children();
         self.note_oom(key);
-        let reason = match self.workers.get(key) {
+        let reason = match self.supervisor.workers.get(key) {
             Some(w) => w
                 .exit_reason
                 .clone()
@@ -595,7 +634,7 @@ impl Server {
     /// `reason`, and the pool is topped up. Idempotent. The record itself stays until the pid is
     /// reaped.
     pub(super) fn worker_gone(&mut self, key: Key, reason: &str) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         let was_starting = worker.state.is_starting();
@@ -622,7 +661,7 @@ impl Server {
         }
         if let Some(client) = in_flight {
             let id = self.request_mut(client).map(|r| r.id.clone());
-            if let Some(w) = self.workers.get_mut(key) {
+            if let Some(w) = self.supervisor.workers.get_mut(key) {
                 w.request_at_exit = w.request_at_exit.take().or(id);
             }
         }
@@ -647,8 +686,16 @@ impl Server {
         if already_gone {
             return;
         }
-        self.functions[function].pool.workers.retain(|k| *k != key);
-        if was_starting && self.functions[function].pool.last_start_error.is_none() {
+        self.scheduler.functions[function]
+            .pool
+            .workers
+            .retain(|k| *k != key);
+        if was_starting
+            && self.scheduler.functions[function]
+                .pool
+                .last_start_error
+                .is_none()
+        {
             self.on_start_failure(
                 function,
                 StartError {
@@ -661,7 +708,9 @@ impl Server {
             // A ready worker that dies on its own, serving nothing, would respawn as fast as it
             // starts: back the respawn off. Waiting requests keep waiting. A worker that dies
             // while serving is replaced at once: only the requests it held failed (above).
-            let until = self.functions[function].pool.record_crash(Instant::now());
+            let until = self.scheduler.functions[function]
+                .pool
+                .record_crash(Instant::now());
             log::warn!(
                 "[turf w={id}] died {} ms after it started, before serving any request; \
                  respawning after {} ms",
@@ -689,7 +738,7 @@ impl Server {
                     return;
                 }
             };
-            match self.children.remove(&reaped.pid) {
+            match self.supervisor.children.remove(&reaped.pid) {
                 Some(Child::Seed(seed)) => self.on_seed_reaped(seed, &reaped.exit),
                 Some(Child::Spare(spare)) => self.on_spare_reaped(spare, &reaped.exit),
                 Some(Child::Worker(key)) => self.retire_reaped(key, Some(reaped)),
@@ -711,7 +760,7 @@ impl Server {
             // The group may hold grandchildren that outlived the worker: they go too.
             spawn::kill(reaped.pid, libc::SIGKILL);
         }
-        let (id, expected) = match self.workers.get_mut(key) {
+        let (id, expected) = match self.supervisor.workers.get_mut(key) {
             Some(w) => {
                 if w.exit_reason.is_none() {
                     let how = reaped
@@ -743,12 +792,13 @@ impl Server {
             );
         }
         let reason = self
+            .supervisor
             .workers
             .get(key)
             .and_then(|w| w.exit_reason.clone())
             .unwrap_or_default();
         self.worker_gone(key, &reason);
-        if let Some(w) = self.workers.remove(key) {
+        if let Some(w) = self.supervisor.workers.remove(key) {
             if let Some(timer) = w.state_timer {
                 self.timers.cancel(timer);
             }
@@ -757,11 +807,11 @@ impl Server {
                 && let Err(busy) = cg.remove()
             {
                 // Processes that escaped the group may still be dying; retry on the tick.
-                self.stale_cgroups.push(busy);
+                self.supervisor.stale_cgroups.push(busy);
             }
             if let Some(reaped) = &reaped {
                 let accounted = ExitReason::decide(w.imposed, oom, reaped.exit);
-                let function = &self.functions[w.function].profile.name;
+                let function = &self.scheduler.functions[w.function].profile.name;
                 let record = ExitRecord::new(
                     reaped,
                     &w.id,
@@ -770,7 +820,7 @@ impl Server {
                     w.request_at_exit.as_deref(),
                     w.served,
                 );
-                self.accounting.record(&record);
+                self.supervisor.accounting.record(&record);
             }
             self.schedule_log_gc(w.log_dir);
         }
@@ -785,38 +835,45 @@ impl Server {
             return;
         }
         let delay = Duration::from_millis(self.config.worker.gc_log_delay_ms);
-        self.log_gc.push_back((Instant::now() + delay, dir));
-        while self.log_gc.len() > self.config.worker.gc_log_high_water_mark {
-            if let Some((_, oldest)) = self.log_gc.pop_front() {
+        self.supervisor
+            .log_gc
+            .push_back((Instant::now() + delay, dir));
+        while self.supervisor.log_gc.len() > self.config.worker.gc_log_high_water_mark {
+            if let Some((_, oldest)) = self.supervisor.log_gc.pop_front() {
                 remove_log_dir(&oldest);
             }
         }
-        if !self.log_gc_armed
-            && let Some((at, _)) = self.log_gc.front()
+        if !self.supervisor.log_gc_armed
+            && let Some((at, _)) = self.supervisor.log_gc.front()
         {
-            self.log_gc_armed = true;
+            self.supervisor.log_gc_armed = true;
             self.timers.schedule(*at, Timer::LogGc);
         }
     }
 
     /// Deletes the log directories that are due.
     pub(super) fn on_log_gc(&mut self) {
-        self.log_gc_armed = false;
+        self.supervisor.log_gc_armed = false;
         let now = Instant::now();
-        while self.log_gc.front().is_some_and(|(at, _)| *at <= now) {
-            if let Some((_, dir)) = self.log_gc.pop_front() {
+        while self
+            .supervisor
+            .log_gc
+            .front()
+            .is_some_and(|(at, _)| *at <= now)
+        {
+            if let Some((_, dir)) = self.supervisor.log_gc.pop_front() {
                 remove_log_dir(&dir);
             }
         }
-        if let Some((at, _)) = self.log_gc.front() {
-            self.log_gc_armed = true;
+        if let Some((at, _)) = self.supervisor.log_gc.front() {
+            self.supervisor.log_gc_armed = true;
             self.timers.schedule(*at, Timer::LogGc);
         }
     }
 
     /// Writes a worker's queued frames.
     pub(super) fn flush_worker(&mut self, key: Key) {
-        let Some(worker) = self.workers.get_mut(key) else {
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
             return;
         };
         match worker.flush() {
@@ -829,7 +886,7 @@ impl Server {
     }
 
     fn on_worker_pipe_closed_with(&mut self, key: Key, reason: &str) {
-        if let Some(w) = self.workers.get_mut(key) {
+        if let Some(w) = self.supervisor.workers.get_mut(key) {
             w.exit_reason.get_or_insert_with(|| reason.to_owned());
         }
         self.on_worker_pipe_closed(key);
@@ -837,13 +894,13 @@ impl Server {
 
     /// SIGKILLs every worker and seed group: the runtime is exiting.
     pub(super) fn kill_all_workers(&mut self) {
-        for w in self.workers.iter() {
+        for w in self.supervisor.workers.iter() {
             spawn::kill(w.pid, libc::SIGKILL);
         }
-        for s in self.seeds.iter() {
+        for s in self.supervisor.seeds.iter() {
             spawn::kill(s.pid, libc::SIGKILL);
         }
-        for s in self.spares.iter() {
+        for s in self.supervisor.spares.iter() {
             spawn::kill(s.pid, libc::SIGKILL);
         }
     }

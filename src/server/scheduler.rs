@@ -1,0 +1,705 @@
+//! The scheduler's state: the functions (profiles, queues, rate-limit buckets, scalers,
+//! generations), the services, the default function, the system circuit breaker and the count
+//! of invocations in flight.
+
+use super::client::InvokeError;
+use super::{schedule, seeds};
+use crate::config::{CircuitBreakerConfig, FunctionProfile, ServiceProfile};
+use crate::fc::{InvokeKind, Target};
+use crate::pool::Pool;
+use crate::rand::Rng;
+use crate::sched::breaker::{BREAKER_ERROR_TYPE, CircuitBreaker, LoadSample};
+use crate::sched::dispatch::RoundRobin;
+use crate::sched::ema::{ConcurrencyMeter, EmaScaler};
+use crate::sched::ratelimit::TokenBucket;
+use crate::turf::worker::ConnRef;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Everything the runtime knows about its functions and their demand.
+#[derive(Debug)]
+pub(super) struct Scheduler {
+    pub(super) functions: Vec<Function>,
+    pub(super) by_name: HashMap<String, usize>,
+    pub(super) default_function: Option<usize>,
+    pub(super) services: Vec<ServiceProfile>,
+    /// The function profiles as written (answered by `GET /v1/functions`).
+    pub(super) raw_functions: Vec<serde_json::Value>,
+    /// The service profiles as written.
+    pub(super) raw_services: Vec<serde_json::Value>,
+    pub(super) rng: Rng,
+    /// Invocations accepted and not yet finished (queued or dispatched).
+    pub(super) inflight: usize,
+    /// The system circuit breaker.
+    pub(super) breaker: CircuitBreaker,
+    /// Whether the scheduler tick is scheduled.
+    pub(super) sched_tick_armed: bool,
+}
+
+/// A configured function, its pool and its scheduling state.
+#[derive(Debug)]
+pub(super) struct Function {
+    pub(super) profile: FunctionProfile,
+    pub(super) pool: Pool,
+    /// Its `rateLimit`, if any.
+    pub(super) bucket: Option<TokenBucket>,
+    /// Cursor for `dispatchMode: round-robin`.
+    pub(super) round_robin: RoundRobin,
+    /// Concurrency over time, for the EMA scaler.
+    pub(super) meter: ConcurrencyMeter,
+    /// The EMA scaler, when `controlPlane.useEmaScaling` is on.
+    pub(super) ema: Option<EmaScaler>,
+    /// Requests turned away, by cause.
+    pub(super) rejected: schedule::Rejections,
+    /// Removed from the profile set: takes no new requests; its workers drain.
+    pub(super) removed: bool,
+    /// Bumped when its code or resources change; older workers are replaced.
+    pub(super) generation: u64,
+    /// Ready workers of the current generation needed before the older ones are drained.
+    pub(super) rollout_target: usize,
+    /// Its warm seed, for Python functions.
+    pub(super) seed: seeds::SeedSlot,
+}
+
+impl Function {
+    pub(super) fn new(profile: FunctionProfile, use_ema: bool, now: Instant) -> Function {
+        Function {
+            bucket: profile
+                .rate_limit
+                .as_ref()
+                .map(|limit| TokenBucket::new(limit, now)),
+            round_robin: RoundRobin::new(),
+            meter: ConcurrencyMeter::new(now),
+            ema: use_ema.then(|| EmaScaler::new(&profile.worker.ema, now)),
+            rejected: schedule::Rejections::default(),
+            removed: false,
+            generation: 0,
+            rollout_target: 0,
+            seed: seeds::SeedSlot::default(),
+            pool: Pool::new(),
+            profile,
+        }
+    }
+}
+
+/// An invocation the scheduler took: it is queued for its function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Admitted {
+    /// The function it goes to.
+    pub(super) function: usize,
+    /// Its time limit: `x-fc-invocation-timeout`'s when given, else the profile's.
+    pub(super) timeout_ms: u64,
+}
+
+/// An invocation the scheduler turned away, with the answer it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Refused {
+    pub(super) error: InvokeError,
+    /// Whether FC should count it as the function's failure (`x-fc-status: 404`).
+    pub(super) function_error: bool,
+}
+
+impl Refused {
+    fn new(error: InvokeError, function_error: bool) -> Refused {
+        Refused {
+            error,
+            function_error,
+        }
+    }
+}
+
+/// What an invocation brings to admission.
+#[derive(Debug, Clone)]
+pub(super) struct Invocation {
+    /// Its place on its connection.
+    pub(super) client: ConnRef,
+    pub(super) kind: InvokeKind,
+    /// The function or service it names, if any.
+    pub(super) target: Option<Target>,
+    /// Its `x-fc-invocation-timeout`, if any.
+    pub(super) timeout_header_ms: Option<u64>,
+}
+
+impl Scheduler {
+    /// The scheduler for `functions` and `services`; `default` names the function that takes
+    /// invocations naming none (the only function when there is one and none is named).
+    pub(super) fn new(
+        functions: Vec<FunctionProfile>,
+        services: Vec<ServiceProfile>,
+        raw_functions: Vec<serde_json::Value>,
+        raw_services: Vec<serde_json::Value>,
+        default: Option<&str>,
+        use_ema: bool,
+        now: Instant,
+    ) -> Result<Scheduler, super::ServerError> {
+        let by_name: HashMap<String, usize> = functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let default_function = match default {
+            Some(name) => Some(
+                *by_name
+                    .get(name)
+                    .ok_or_else(|| super::ServerError::UnknownDefault(name.to_owned()))?,
+            ),
+            None if functions.len() == 1 => Some(0),
+            None => None,
+        };
+        Ok(Scheduler {
+            functions: functions
+                .into_iter()
+                .map(|profile| Function::new(profile, use_ema, now))
+                .collect(),
+            by_name,
+            default_function,
+            services,
+            raw_functions,
+            raw_services,
+            rng: Rng::from_entropy(),
+            inflight: 0,
+            breaker: CircuitBreaker::new(),
+            sched_tick_armed: false,
+        })
+    }
+
+    /// Admission, in order: the target must resolve to a function, the runtime must be
+    /// running, the breaker closed, the function's rate limit not exceeded and its queue not
+    /// full. An admitted invocation is queued and counted in flight; what follows (dispatch,
+    /// scaling) is the caller's to record.
+    pub(super) fn admit(
+        &mut self,
+        invocation: Invocation,
+        running: bool,
+        queue_limit: usize,
+        now: Instant,
+    ) -> Result<Admitted, Refused> {
+        let function = self
+            .resolve_target(invocation.target)
+            .map_err(|err| Refused::new(err, true))?;
+        if !running {
+            return Err(Refused::new(
+                InvokeError::new(
+                    503,
+                    "RuntimeStopped",
+                    "the runtime is stopping (pre-stop or SIGTERM) and accepts no new invocations",
+                ),
+                true,
+            ));
+        }
+        self.check_breaker_and_rate(function, invocation.kind, now)?;
+        let f = &mut self.functions[function];
+        let queued = f.pool.queue.len();
+        if queued >= queue_limit {
+            f.rejected.queue_full += 1;
+            return Err(Refused::new(
+                InvokeError::new(
+                    429,
+                    "TooManyRequests",
+                    format!(
+                        "too many requests: {queued} are already waiting for a worker of \
+                         function {} (dataPlane.requestQueueLimit = {queue_limit})",
+                        f.profile.name
+                    ),
+                ),
+                true,
+            ));
+        }
+        let timeout_ms = invocation
+            .timeout_header_ms
+            .unwrap_or(f.profile.worker.invoke_timeout_ms)
+            .max(1);
+        f.meter.start(now);
+        f.pool.queue.push_back(invocation.client);
+        self.inflight += 1;
+        Ok(Admitted {
+            function,
+            timeout_ms,
+        })
+    }
+
+    /// The breaker, then the function's rate limit.
+    fn check_breaker_and_rate(
+        &mut self,
+        function: usize,
+        kind: InvokeKind,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        let function_error = kind == InvokeKind::Event;
+        if self.breaker.is_open() {
+            self.functions[function].rejected.breaker_open += 1;
+            let message = self
+                .breaker
+                .open_trips()
+                .map(|t| t.message())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Refused::new(
+                InvokeError::new(503, BREAKER_ERROR_TYPE, message),
+                true,
+            ));
+        }
+        let f = &mut self.functions[function];
+        if let Some(bucket) = f.bucket.as_mut()
+            && !bucket.try_acquire(now)
+        {
+            f.rejected.rate_limited += 1;
+            let limit = bucket.limit();
+            let show = |v: Option<u64>| v.map_or_else(|| "unset".to_owned(), |n| n.to_string());
+            let message = format!(
+                "function {} is rate limited (rateLimit: maxTokenCount {}, tokensPerFill {}, \
+                 fillInterval {} ms)",
+                f.profile.name,
+                show(limit.max_token_count),
+                show(limit.tokens_per_fill),
+                show(limit.fill_interval_ms)
+            );
+            return Err(Refused::new(
+                InvokeError::new(429, "RateLimitExceeded", message),
+                function_error,
+            ));
+        }
+        Ok(())
+    }
+
+    /// An admitted invocation ended (answered, failed or abandoned). It leaves its function's
+    /// queue if it was still waiting there.
+    pub(super) fn finish(
+        &mut self,
+        function: usize,
+        client: ConnRef,
+        still_queued: bool,
+        now: Instant,
+    ) {
+        self.inflight = self.inflight.saturating_sub(1);
+        if let Some(f) = self.functions.get_mut(function) {
+            f.meter.finish(now);
+            if still_queued {
+                f.pool.queue.retain(|c| *c != client);
+            }
+        }
+    }
+
+    /// Takes `client` out of `function`'s queue (it was answered while waiting).
+    pub(super) fn leave_queue(&mut self, function: usize, client: ConnRef) {
+        if let Some(f) = self.functions.get_mut(function) {
+            f.pool.queue.retain(|c| *c != client);
+        }
+    }
+
+    /// Invocations accepted and not yet finished.
+    pub(super) fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// The function an invocation goes to: the named function, a function picked by the named
+    /// service, or the default.
+    fn resolve_target(&mut self, target: Option<Target>) -> Result<usize, InvokeError> {
+        let name = match target {
+            Some(Target::Function(name)) => name,
+            Some(Target::Service(service)) => {
+                let draw = self.rng.next_f64();
+                let Some(profile) = self.services.iter().find(|s| s.name == service) else {
+                    return Err(InvokeError::new(
+                        404,
+                        "ServiceNotFound",
+                        format!("service {service} not found"),
+                    ));
+                };
+                match profile.select(draw) {
+                    Some(function) => function.to_owned(),
+                    None => {
+                        return Err(InvokeError::new(
+                            404,
+                            "ServiceNotFound",
+                            format!("service {service} routes to no function"),
+                        ));
+                    }
+                }
+            }
+            None => {
+                return self.default_function.ok_or_else(|| {
+                    InvokeError::new(
+                        404,
+                        "FunctionNotFound",
+                        format!(
+                            "no function named in x-noslate-function, x-noslate-service or \
+                             /invoke/NAME, and no default: set defaultFunction (functions: {})",
+                            self.function_names()
+                        ),
+                    )
+                });
+            }
+        };
+        self.by_name.get(&name).copied().ok_or_else(|| {
+            InvokeError::new(
+                404,
+                "FunctionNotFound",
+                format!("function {name} not found"),
+            )
+        })
+    }
+
+    /// The configured functions' names, for error messages.
+    pub(super) fn function_names(&self) -> String {
+        self.functions
+            .iter()
+            .filter(|f| !f.removed)
+            .map(|f| f.profile.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Checks the system circuit breaker against the current load, logging when it opens or
+    /// closes.
+    pub(super) fn check_breaker(&mut self, config: &CircuitBreakerConfig, load1: Option<f64>) {
+        let pending: usize = self.functions.iter().map(|f| f.pool.queue.len()).sum();
+        let sample = LoadSample {
+            active: self.inflight.saturating_sub(pending),
+            pending,
+            load1,
+        };
+        let was_open = self.breaker.is_open();
+        self.breaker.check(sample, config);
+        match (was_open, self.breaker.is_open()) {
+            (false, true) => {
+                let why: Vec<String> = self.breaker.open_trips().map(|t| t.message()).collect();
+                log::warn!("[dp] {}", why.join("; "));
+            }
+            (true, false) => log::info!("[dp] system circuit breaker closed"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SystemConfig, parse_functions};
+    use crate::reactor::slab::Key;
+    use std::path::Path;
+
+    /// A scheduler for the profile document `json` (functions and services), over a
+    /// throw-away code directory `code`.
+    fn scheduler_for(json: &str, default: Option<&str>) -> Scheduler {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("noslate-sched-ut-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(dir.join("code")).expect("code dir");
+        std::fs::write(dir.join("code").join("index.js"), "").expect("code file");
+        let set = parse_functions(json, &dir, &SystemConfig::default());
+        let _ = std::fs::remove_dir_all(&dir);
+        let set = set.expect("valid profiles");
+        Scheduler::new(
+            set.functions,
+            set.services,
+            Vec::new(),
+            Vec::new(),
+            default,
+            false,
+            Instant::now(),
+        )
+        .expect("scheduler")
+    }
+
+    fn function(name: &str, extra: &str) -> String {
+        format!(
+            r#"{{"name": "{name}", "runtime": "nodejs", "url": "code", "handler": "index.h",
+                "signature": "s"{extra}}}"#
+        )
+    }
+
+    fn two_functions() -> Scheduler {
+        scheduler_for(
+            &format!(
+                r#"{{"functions": [{}, {}],
+                    "services": [{{"name": "svc", "selector": {{"functionName": "b"}}}}]}}"#,
+                function("a", ""),
+                function("b", "")
+            ),
+            None,
+        )
+    }
+
+    fn client(conn: u32) -> ConnRef {
+        ConnRef {
+            conn: Key {
+                idx: conn,
+                generation: 0,
+            },
+            seq: 1,
+        }
+    }
+
+    fn invocation(conn: u32, target: Option<Target>) -> Invocation {
+        Invocation {
+            client: client(conn),
+            kind: InvokeKind::Event,
+            target,
+            timeout_header_ms: None,
+        }
+    }
+
+    fn named(name: &str) -> Option<Target> {
+        Some(Target::Function(name.to_owned()))
+    }
+
+    fn admit(s: &mut Scheduler, inv: Invocation) -> Result<Admitted, Refused> {
+        s.admit(inv, true, 100, Instant::now())
+    }
+
+    fn error_type(result: Result<Admitted, Refused>) -> (u16, String, bool) {
+        let refused = result.expect_err("refused");
+        (
+            refused.error.status,
+            refused.error.error_type,
+            refused.function_error,
+        )
+    }
+
+    #[test]
+    fn the_only_function_takes_invocations_that_name_none() {
+        let mut s = scheduler_for(&format!("[{}]", function("only", "")), None);
+        let admitted = admit(&mut s, invocation(1, None)).expect("admitted");
+        assert_eq!(admitted.function, 0);
+        assert_eq!(s.functions[0].pool.queue.len(), 1);
+        assert_eq!(s.inflight(), 1);
+    }
+
+    #[test]
+    fn with_several_functions_and_no_default_an_unnamed_invocation_is_not_found() {
+        let mut s = two_functions();
+        let refused = admit(&mut s, invocation(1, None)).expect_err("refused");
+        assert_eq!(refused.error.status, 404);
+        assert_eq!(refused.error.error_type, "FunctionNotFound");
+        assert!(
+            refused.error.message.contains("a, b"),
+            "{:?}",
+            refused.error
+        );
+        assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn the_default_function_takes_unnamed_invocations() {
+        let json = format!("[{}, {}]", function("a", ""), function("b", ""));
+        let mut s = scheduler_for(&json, Some("b"));
+        assert_eq!(
+            admit(&mut s, invocation(1, None)).map(|a| a.function),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn an_unknown_default_function_is_refused_at_start() {
+        let json = format!("[{}]", function("a", ""));
+        let err = Scheduler::new(
+            parse_functions(&json, Path::new("/"), &SystemConfig::default())
+                .map(|set| set.functions)
+                .unwrap_or_default(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Some("nope"),
+            false,
+            Instant::now(),
+        );
+        assert!(
+            matches!(err, Err(super::super::ServerError::UnknownDefault(name)) if name == "nope")
+        );
+    }
+
+    #[test]
+    fn a_named_function_is_found_by_name() {
+        let mut s = two_functions();
+        assert_eq!(
+            admit(&mut s, invocation(1, named("b"))).map(|a| a.function),
+            Ok(1)
+        );
+        assert_eq!(s.functions[1].pool.queue.front(), Some(&client(1)));
+        assert!(s.functions[0].pool.queue.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_function_is_not_found_and_counts_as_a_function_error() {
+        let mut s = two_functions();
+        assert_eq!(
+            error_type(admit(&mut s, invocation(1, named("zzz")))),
+            (404, "FunctionNotFound".to_owned(), true)
+        );
+    }
+
+    #[test]
+    fn a_service_routes_to_its_function() {
+        let mut s = two_functions();
+        let target = Some(Target::Service("svc".to_owned()));
+        assert_eq!(
+            admit(&mut s, invocation(1, target)).map(|a| a.function),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn an_unknown_service_is_not_found() {
+        let mut s = two_functions();
+        let target = Some(Target::Service("nope".to_owned()));
+        assert_eq!(
+            error_type(admit(&mut s, invocation(1, target))),
+            (404, "ServiceNotFound".to_owned(), true)
+        );
+    }
+
+    #[test]
+    fn a_stopping_runtime_refuses_after_resolving_the_target() {
+        let mut s = two_functions();
+        let stopped = s.admit(invocation(1, named("a")), false, 100, Instant::now());
+        assert_eq!(
+            error_type(stopped),
+            (503, "RuntimeStopped".to_owned(), true)
+        );
+        // An invocation naming nothing that exists is still told so, not that the runtime stops.
+        let unknown = s.admit(invocation(2, named("zzz")), false, 100, Instant::now());
+        assert_eq!(error_type(unknown).1, "FunctionNotFound");
+        assert_eq!(s.inflight(), 0);
+        assert!(s.functions[0].pool.queue.is_empty());
+    }
+
+    #[test]
+    fn the_rate_limit_refuses_past_the_bucket_and_counts_it() {
+        let json = format!(
+            "[{}]",
+            function(
+                "a",
+                r#", "rateLimit": {"maxTokenCount": 1, "tokensPerFill": 1, "fillInterval": 60000}"#
+            )
+        );
+        let mut s = scheduler_for(&json, None);
+        assert!(admit(&mut s, invocation(1, None)).is_ok());
+        assert_eq!(
+            error_type(admit(&mut s, invocation(2, None))),
+            (429, "RateLimitExceeded".to_owned(), true)
+        );
+        // Through an HTTP trigger, the rate limit is not the function's failure.
+        let mut http = invocation(3, None);
+        http.kind = InvokeKind::Http;
+        assert_eq!(
+            error_type(admit(&mut s, http)),
+            (429, "RateLimitExceeded".to_owned(), false)
+        );
+        assert_eq!(s.functions[0].rejected.rate_limited, 2);
+        assert_eq!(s.inflight(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_counts_it_without_taking_a_place() {
+        let mut s = two_functions();
+        let now = Instant::now();
+        assert!(s.admit(invocation(1, named("a")), true, 2, now).is_ok());
+        assert!(s.admit(invocation(2, named("a")), true, 2, now).is_ok());
+        let full = s.admit(invocation(3, named("a")), true, 2, now);
+        let refused = full.expect_err("queue full");
+        assert_eq!(refused.error.status, 429);
+        assert_eq!(refused.error.error_type, "TooManyRequests");
+        assert!(refused.error.message.contains("requestQueueLimit = 2"));
+        assert_eq!(s.functions[0].rejected.queue_full, 1);
+        assert_eq!(s.functions[0].pool.queue.len(), 2);
+        assert_eq!(s.inflight(), 2);
+        // The other function's queue is its own.
+        assert!(s.admit(invocation(4, named("b")), true, 2, now).is_ok());
+    }
+
+    #[test]
+    fn the_timeout_header_overrides_the_profile_and_is_at_least_one_ms() {
+        let json = format!(
+            "[{}]",
+            function("a", r#", "worker": {"invokeTimeout": 5000}"#)
+        );
+        let mut s = scheduler_for(&json, None);
+        assert_eq!(
+            admit(&mut s, invocation(1, None)).map(|a| a.timeout_ms),
+            Ok(5000)
+        );
+        let mut short = invocation(2, None);
+        short.timeout_header_ms = Some(250);
+        assert_eq!(admit(&mut s, short).map(|a| a.timeout_ms), Ok(250));
+        let mut zero = invocation(3, None);
+        zero.timeout_header_ms = Some(0);
+        assert_eq!(admit(&mut s, zero).map(|a| a.timeout_ms), Ok(1));
+    }
+
+    #[test]
+    fn invocations_queue_in_arrival_order() {
+        let mut s = two_functions();
+        for conn in 1..=3 {
+            assert!(admit(&mut s, invocation(conn, named("a"))).is_ok());
+        }
+        let order: Vec<u32> = s.functions[0]
+            .pool
+            .queue
+            .iter()
+            .map(|c| c.conn.idx)
+            .collect();
+        assert_eq!(order, [1, 2, 3]);
+    }
+
+    #[test]
+    fn finishing_a_queued_invocation_frees_its_place() {
+        let mut s = two_functions();
+        let now = Instant::now();
+        assert!(admit(&mut s, invocation(1, named("a"))).is_ok());
+        assert!(admit(&mut s, invocation(2, named("a"))).is_ok());
+        s.finish(0, client(1), true, now);
+        assert_eq!(s.inflight(), 1);
+        assert_eq!(s.functions[0].pool.queue.front(), Some(&client(2)));
+        // A dispatched one has left the queue already: finishing it only ends the count.
+        let dispatched = s.functions[0].pool.queue.pop_front();
+        assert_eq!(dispatched, Some(client(2)));
+        s.finish(0, client(2), false, now);
+        assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn an_invocation_answered_while_waiting_leaves_the_queue() {
+        let mut s = two_functions();
+        assert!(admit(&mut s, invocation(1, named("b"))).is_ok());
+        s.leave_queue(1, client(1));
+        assert!(s.functions[1].pool.queue.is_empty());
+        // Still in flight until its request ends.
+        assert_eq!(s.inflight(), 1);
+    }
+
+    #[test]
+    fn the_open_breaker_refuses_before_the_rate_limit_is_charged() {
+        let json = format!(
+            "[{}]",
+            function(
+                "a",
+                r#", "rateLimit": {"maxTokenCount": 1, "tokensPerFill": 1, "fillInterval": 60000}"#
+            )
+        );
+        let mut s = scheduler_for(&json, None);
+        let tight = CircuitBreakerConfig {
+            pending_request_count_limit: 0,
+            ..CircuitBreakerConfig::default()
+        };
+        // One invocation waits; the breaker opens after enough checks over the limit.
+        s.functions[0].pool.queue.push_back(client(9));
+        for _ in 0..crate::sched::breaker::OPEN_AFTER {
+            s.check_breaker(&tight, None);
+        }
+        assert!(s.breaker.is_open());
+        assert_eq!(
+            error_type(admit(&mut s, invocation(1, None))),
+            (503, BREAKER_ERROR_TYPE.to_owned(), true)
+        );
+        assert_eq!(s.functions[0].rejected.breaker_open, 1);
+        assert_eq!(s.functions[0].rejected.rate_limited, 0);
+        // It closes once the load is gone, and the bucket still has its token.
+        s.functions[0].pool.queue.clear();
+        for _ in 0..crate::sched::breaker::CLOSE_AFTER {
+            s.check_breaker(&tight, None);
+        }
+        assert!(!s.breaker.is_open());
+        assert!(admit(&mut s, invocation(2, None)).is_ok());
+    }
+}

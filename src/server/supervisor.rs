@@ -1,0 +1,57 @@
+//! The supervisor's state: every child process the runtime starts (workers, warm seeds, spare
+//! workers), the one pid map, the sandbox every child gets, the worker runtimes, accounting,
+//! log GC and the platform environment.
+
+use super::{Child, spares};
+use crate::reactor::slab::Slab;
+use crate::runtime::Runtimes;
+use crate::turf::accounting::Accounting;
+use crate::turf::cgroup::WorkerCgroup;
+use crate::turf::probe::Capabilities;
+use crate::turf::seed::Seed;
+use crate::turf::spare::Spare;
+use crate::turf::spawn::Isolation;
+use crate::turf::worker::Worker;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The child processes and what they run in.
+pub(super) struct Supervisor {
+    pub(super) workers: Slab<Worker>,
+    /// Every child process the runtime waits for, by pid: workers, seeds and spares.
+    pub(super) children: HashMap<i32, Child>,
+    /// Warm seeds (`turf::seed`).
+    pub(super) seeds: Slab<Seed>,
+    /// Exits of children no record claims (yet): see `seeds::MAX_UNCLAIMED_EXITS`.
+    pub(super) unclaimed_exits: VecDeque<(i32, crate::sys::Reaped)>,
+    /// Whether seeds can fork workers here, or why not.
+    pub(super) warm_fork: Result<(), String>,
+    /// Spare Node.js workers (`turf::spare`) and the pool's bookkeeping.
+    pub(super) spares: Slab<Spare>,
+    pub(super) spare_pool: spares::SparePool,
+    /// Whether spares can be used here, or why not.
+    pub(super) spare_support: Result<(), String>,
+    /// Seeds and spares have been started (after the reserved workers settled).
+    pub(super) background_started: bool,
+    /// Platform environment variables given to every new worker (after its own).
+    pub(super) platform_env: Vec<(String, String)>,
+    pub(super) runtimes: Runtimes,
+    /// Log directory (worker stdout/stderr live under it).
+    pub(super) logdir: PathBuf,
+    pub(super) accounting: Accounting,
+    /// Whether the limit poll timer is scheduled.
+    pub(super) limit_poll_armed: bool,
+    /// Exited workers' log directories and when to delete them, oldest first.
+    pub(super) log_gc: VecDeque<(Instant, PathBuf)>,
+    /// Whether the log GC timer is scheduled.
+    pub(super) log_gc_armed: bool,
+    /// What the machine lets the sandbox enforce (probed once at start-up).
+    pub(super) caps: Capabilities,
+    /// The isolation every worker gets (`turf.isolation`), where the probe allows it.
+    pub(super) isolation: Option<Isolation>,
+    /// The runtime's own hard `RLIMIT_NOFILE`: workers cannot get more.
+    pub(super) nofile_cap: Option<u64>,
+    /// Worker cgroups that could not be removed at reap time, retried every tick.
+    pub(super) stale_cgroups: Vec<WorkerCgroup>,
+}
