@@ -75,11 +75,11 @@ impl Server {
             .workers
             .iter()
             .map(|w| {
-                let live = stats::read(w.pid);
+                let live = stats::read(w.process.pid);
                 let view = json!({
-                    "id": w.id,
+                    "id": w.process.id,
                     "function": self.scheduler.functions[w.function].profile.name,
-                    "pid": w.pid,
+                    "pid": w.process.pid,
                     "state": w.state.as_str(),
                     "start": if w.forked {
                         "forked"
@@ -92,10 +92,10 @@ impl Server {
                     "served": w.served,
                     "rssBytes": live.map(|s| s.rss_bytes),
                     "cpuMs": live.map(|s| s.cpu_ms),
-                    "ageMs": u64::try_from(w.spawned_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "ageMs": u64::try_from(w.process.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "enforcement": w.enforcement,
                 });
-                (w.id.as_str(), view)
+                (w.process.id.as_str(), view)
             })
             .collect();
         rows.sort_by(|a, b| a.0.cmp(b.0));
@@ -109,11 +109,11 @@ impl Server {
             return Value::Null;
         }
         json!({
-            "id": seed.map(|s| &s.id),
-            "pid": seed.map(|s| s.pid),
+            "id": seed.map(|s| &s.process.id),
+            "pid": seed.map(|s| s.process.pid),
             "state": seed.map_or("none", |s| s.state.as_str()),
             "forks": seed.map(|s| s.forks),
-            "rssBytes": seed.and_then(|s| stats::read(s.pid)).map(|l| l.rss_bytes),
+            "rssBytes": seed.and_then(|s| stats::read(s.process.pid)).map(|l| l.rss_bytes),
             "lastError": f.seed.last_error,
         })
     }
@@ -170,10 +170,10 @@ impl Server {
             .iter()
             .map(|s| {
                 json!({
-                    "id": s.id,
-                    "pid": s.pid,
+                    "id": s.process.id,
+                    "pid": s.process.pid,
                     "state": s.state.as_str(),
-                    "rssBytes": stats::read(s.pid).map(|l| l.rss_bytes),
+                    "rssBytes": stats::read(s.process.pid).map(|l| l.rss_bytes),
                 })
             })
             .collect();

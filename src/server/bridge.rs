@@ -195,7 +195,7 @@ impl Server {
         log::trace!(
             "[dp] request {} -> worker {} stream {stream}",
             req.id,
-            worker.id
+            worker.process.id
         );
         if send_continue {
             conn.wbuf
@@ -507,9 +507,15 @@ impl Server {
         if state.client.take().is_none() {
             return;
         }
-        log::debug!("[dp] cancel worker {} stream {stream}: {reason}", worker.id);
+        log::debug!(
+            "[dp] cancel worker {} stream {stream}: {reason}",
+            worker.process.id
+        );
         if let Err(err) = wire::put_cancel(&mut worker.wbuf, stream, reason) {
-            log::warn!("[dp] cannot encode CANCEL for worker {}: {err}", worker.id);
+            log::warn!(
+                "[dp] cannot encode CANCEL for worker {}: {err}",
+                worker.process.id
+            );
         }
         let timer = self.timers.schedule(
             std::time::Instant::now() + grace,
@@ -538,7 +544,7 @@ impl Server {
             state.cancel_timer = None;
             let reason = format!(
                 "worker {} did not close cancelled stream {stream} within dataPlane.cancelGracePeriod ({} ms)",
-                worker.id, self.config.data_plane.cancel_grace_period_ms
+                worker.process.id, self.config.data_plane.cancel_grace_period_ms
             );
             log::warn!("[dp] {reason}; killing it");
             self.kill_worker(key, &reason, ExitReason::TimeoutKill);
@@ -574,7 +580,7 @@ impl Server {
             .supervisor
             .workers
             .get(key)
-            .map(|w| w.id.clone())
+            .map(|w| w.process.id.clone())
             .unwrap_or_default();
         let reason = format!("worker {id} broke the wire protocol: {detail}");
         log::warn!("[turf] {reason}");

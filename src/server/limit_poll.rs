@@ -35,7 +35,7 @@ impl Server {
             if !worker.polled.any() || worker.imposed.is_some() {
                 continue;
             }
-            let Some(sample) = stats::read(worker.pid) else {
+            let Some(sample) = stats::read(worker.process.pid) else {
                 continue;
             };
             match worker.polled.check(sample.rss_bytes, sample.cpu_ms, now) {
@@ -45,7 +45,7 @@ impl Server {
                     format!(
                         "worker {} exceeded its memory limit: resident {} bytes > \
                          resourceLimit.memory {} bytes",
-                        worker.id, rss, limit
+                        worker.process.id, rss, limit
                     ),
                     ExitReason::MemOverload,
                 )),
@@ -54,7 +54,7 @@ impl Server {
                     format!(
                         "worker {} used {:.2} of a CPU for more than {CPU_OVER_WINDOWS} s, over \
                          resourceLimit.cpu {share}",
-                        worker.id, used
+                        worker.process.id, used
                     ),
                     ExitReason::CpuOverload,
                 )),

@@ -94,7 +94,7 @@ impl Server {
                     key,
                     state: w.state,
                     active: w.active(),
-                    started_at: w.spawned_at,
+                    started_at: w.process.started_at,
                     last_active: w.last_active,
                 })
             })
@@ -165,7 +165,7 @@ impl Server {
         if worker.state != WorkerState::Ready {
             return;
         }
-        log::info!("[cp] draining worker {} ({why})", worker.id);
+        log::info!("[cp] draining worker {} ({why})", worker.process.id);
         worker.advance(WorkerState::Draining);
         if worker.streams.is_empty() {
             self.stop_worker(key, why);
@@ -186,7 +186,7 @@ impl Server {
             if w.state == WorkerState::Draining {
                 let reason = format!(
                     "worker {} still had requests after dataPlane.closeTrafficTimeout ({} ms)",
-                    w.id, self.config.data_plane.close_traffic_timeout_ms
+                    w.process.id, self.config.data_plane.close_traffic_timeout_ms
                 );
                 self.stop_worker(key, &reason);
             }

@@ -168,7 +168,7 @@ impl Server {
         };
         match msg {
             SeedMessage::Ready { pid, import_ms } => {
-                if s.state != SeedState::Importing || pid != s.pid {
+                if s.state != SeedState::Importing || pid != s.process.pid {
                     let why = format!("unexpected ready (pid {pid}) in state {}", s.state.as_str());
                     self.seed_failed(key, &why);
                     return;
@@ -177,8 +177,8 @@ impl Server {
                 let function = s.function;
                 log::info!(
                     "[turf seed={} pid={pid}] ready after {:.1} ms (import {import_ms:.1} ms)",
-                    s.id,
-                    s.started_at.elapsed().as_secs_f64() * 1000.0
+                    s.process.id,
+                    s.process.started_at.elapsed().as_secs_f64() * 1000.0
                 );
                 let slot = &mut self.scheduler.functions[function].seed;
                 slot.restart.succeeded();
@@ -193,7 +193,7 @@ impl Server {
                 );
                 log::warn!(
                     "[turf seed={}] {why}; workers of {} cold-start",
-                    s.id,
+                    s.process.id,
                     self.scheduler.functions[function].profile.name
                 );
                 // Not retried for this code: each cold start reports the error to its requests.
@@ -215,7 +215,7 @@ impl Server {
                 let Some(worker) = s.take_pending(&id) else {
                     return;
                 };
-                let why = format!("seed {} could not fork worker {id}: {error}", s.id);
+                let why = format!("seed {} could not fork worker {id}: {error}", s.process.id);
                 self.discard_unforked(worker, &why);
                 // A seed that cannot fork is no use; workers cold-start until its replacement.
                 self.seed_failed(key, &why);
@@ -273,10 +273,10 @@ impl Server {
         let polled = enforcement.polled_limits(&limits);
         let mut worker = Worker::new(id.clone(), function, 0, parts.to_worker, parts.from_worker);
         worker.enforcement = serde_json::to_value(&enforcement).unwrap_or_default();
-        worker.cgroup = parts.cgroup;
+        worker.process.cgroup = parts.cgroup;
         worker.polled = polled;
-        worker.log_dir = log_dir;
-        worker.spawned_at = decided;
+        worker.process.log_dir = log_dir;
+        worker.process.started_at = decided;
         worker.forked = true;
         let Some(key) = self.install_worker(worker) else {
             return Some(false);
@@ -294,16 +294,16 @@ impl Server {
             spawn::kill(pid, libc::SIGKILL);
             return;
         };
-        w.pid = pid;
+        w.process.pid = pid;
         self.supervisor.children.insert(pid, Child::Worker(key));
         let Some(w) = self.supervisor.workers.get_mut(key) else {
             return;
         };
-        log::info!("[turf w={} pid={pid}] forked from its seed", w.id);
+        log::info!("[turf w={} pid={pid}] forked from its seed", w.process.id);
         if w.state >= WorkerState::Stopping {
             // Stopped or killed while the fork was under way.
             spawn::kill(pid, libc::SIGKILL);
-        } else if let Some(Err(err)) = w.cgroup.as_ref().map(|cg| cg.attach(pid)) {
+        } else if let Some(Err(err)) = w.process.cgroup.as_ref().map(|cg| cg.attach(pid)) {
             let why = format!("cannot move forked worker into its cgroup: {err}");
             self.kill_worker(key, &why, ExitReason::Crashed);
         } else if std::mem::take(&mut w.ready_deferred) {
@@ -350,7 +350,7 @@ impl Server {
             return;
         };
         if s.state < SeedState::Stopping {
-            log::warn!("[turf seed={} pid={}] {why}", s.id, s.pid);
+            log::warn!("[turf seed={} pid={}] {why}", s.process.id, s.process.pid);
         }
         let function = s.function;
         self.stop_seed(key, why);
@@ -391,7 +391,11 @@ impl Server {
         if s.state >= SeedState::Stopping {
             return;
         }
-        log::debug!("[turf seed={} pid={}] stopping: {why}", s.id, s.pid);
+        log::debug!(
+            "[turf seed={} pid={}] stopping: {why}",
+            s.process.id,
+            s.process.pid
+        );
         s.state = SeedState::Stopping;
         if let Some(control) = s.control.take() {
             let _ = self
@@ -399,11 +403,8 @@ impl Server {
                 .registry()
                 .deregister(&mut SourceFd(&control.as_raw_fd()));
         }
-        let (pid, pending) = (s.pid, std::mem::take(&mut s.pending));
-        let timer = self.terminate(Child::Seed(key), pid);
-        if let Some(s) = self.supervisor.seeds.get_mut(key) {
-            s.timer = Some(timer);
-        }
+        let pending = std::mem::take(&mut s.pending);
+        self.terminate(Child::Seed(key));
         for (_, worker) in pending {
             self.discard_unforked(worker, &format!("its seed stopped: {why}"));
         }
@@ -416,22 +417,21 @@ impl Server {
         };
         let function = s.function;
         if s.state >= SeedState::Stopping {
-            log::info!("[turf seed={} pid={}] exited with {exit}", s.id, s.pid);
+            log::info!(
+                "[turf seed={} pid={}] exited with {exit}",
+                s.process.id,
+                s.process.pid
+            );
         } else {
             // Died on its own: workers cold-start until a new one is ready after the back-off.
-            let why = format!("seed {} (pid {}) exited with {exit}", s.id, s.pid);
+            let why = format!(
+                "seed {} (pid {}) exited with {exit}",
+                s.process.id, s.process.pid
+            );
             self.seed_failed(key, &why);
         }
-        if let Some(mut s) = self.supervisor.seeds.remove(key) {
-            if let Some(timer) = s.timer.take() {
-                self.timers.cancel(timer);
-            }
-            if let Some(cg) = s.cgroup.take()
-                && let Err(busy) = cg.remove()
-            {
-                self.supervisor.stale_cgroups.push(busy);
-            }
-            self.schedule_log_gc(s.log_dir);
+        if let Some(s) = self.supervisor.seeds.remove(key) {
+            self.release_process(s.process);
         }
         if self.scheduler.functions[function].seed.key == Some(key) {
             self.scheduler.functions[function].seed.key = None;

@@ -11,6 +11,7 @@ use crate::reactor::token::{self, Source};
 use crate::runtime::Runtimes;
 use crate::sched::backoff::RestartBackoff;
 use crate::sys;
+use crate::turf::child::ChildProc;
 use crate::turf::spare::{self, Spare, SpareRead, SpareShape, SpareState};
 use crate::turf::spawn;
 use crate::turf::worker::{SpareInit, Worker};
@@ -145,19 +146,18 @@ impl Server {
         let polled = enforcement.polled_limits(&shape.limits);
         let pid = spawned.pid;
         let key = self.supervisor.spares.insert(Spare {
-            id: id.clone(),
-            pid,
+            process: ChildProc {
+                cgroup: spawned.cgroup,
+                log_dir,
+                ..ChildProc::new(id.clone(), pid)
+            },
             state: SpareState::Starting,
             shape: shape.clone(),
             to_worker: Some(spawned.to_worker),
             from_worker: Some(spawned.from_worker),
             rbuf: ReadBuf::new(SPARE_READ_MAX, SPARE_READ_MAX),
-            cgroup: spawned.cgroup,
             enforcement: serde_json::to_value(&enforcement).unwrap_or_default(),
             polled,
-            log_dir,
-            spawned_at: Instant::now(),
-            timer: None,
             failed: false,
         });
         self.supervisor.children.insert(pid, Child::Spare(key));
@@ -188,9 +188,9 @@ impl Server {
                     s.state = SpareState::Ready;
                     log::info!(
                         "[turf spare={} pid={}] ready after {:.3} ms",
-                        s.id,
-                        s.pid,
-                        s.spawned_at.elapsed().as_secs_f64() * 1000.0
+                        s.process.id,
+                        s.process.pid,
+                        s.process.started_at.elapsed().as_secs_f64() * 1000.0
                     );
                     self.supervisor.spare_pool.restart.succeeded();
                 }
@@ -200,7 +200,7 @@ impl Server {
                 self.stop_spare(key, "it closed its pipe");
             }
             SpareRead::Protocol(why) => {
-                log::warn!("[turf spare={} pid={}] {why}", s.id, s.pid);
+                log::warn!("[turf spare={} pid={}] {why}", s.process.id, s.process.pid);
                 s.failed = true;
                 self.stop_spare(key, &why);
             }
@@ -239,29 +239,29 @@ impl Server {
         };
         let cwd = f.profile.code_dir.clone();
         let mut spare = self.supervisor.spares.remove(spare_key)?;
-        self.supervisor.children.remove(&spare.pid);
+        self.supervisor.children.remove(&spare.process.pid);
         let (Some(mut to), Some(mut from)) = (spare.to_worker.take(), spare.from_worker.take())
         else {
             return None;
         };
         let _ = self.poll.registry().deregister(&mut from);
         let _ = self.poll.registry().deregister(&mut to);
-        let log_dir = move_log_dir(&spare.log_dir, log_dir);
+        let log_dir = move_log_dir(&spare.process.log_dir, log_dir);
         let was_ready = spare.state == SpareState::Ready;
-        let mut worker = Worker::new(id.clone(), function, spare.pid, to, from);
-        worker.cgroup = spare.cgroup.take();
+        let mut worker = Worker::new(id.clone(), function, spare.process.pid, to, from);
+        worker.process.cgroup = spare.process.cgroup.take();
         worker.enforcement = spare.enforcement.clone();
         worker.polled = std::mem::take(&mut spare.polled);
-        worker.log_dir = log_dir;
-        worker.spawned_at = decided;
+        worker.process.log_dir = log_dir;
+        worker.process.started_at = decided;
         worker.from_spare = true;
         worker.spare_init = Some(SpareInit { env, cwd });
-        let pid = spare.pid;
+        let pid = spare.process.pid;
         let key = self.install_worker(worker)?;
         self.supervisor.spare_pool.taken += 1;
         log::info!(
             "[turf w={id} pid={pid}] taken from {} ({})",
-            spare.id,
+            spare.process.id,
             if was_ready { "ready" } else { "still starting" }
         );
         if was_ready {
@@ -282,17 +282,17 @@ impl Server {
         if s.state == SpareState::Stopping {
             return;
         }
-        log::debug!("[turf spare={} pid={}] stopping: {why}", s.id, s.pid);
+        log::debug!(
+            "[turf spare={} pid={}] stopping: {why}",
+            s.process.id,
+            s.process.pid
+        );
         s.state = SpareState::Stopping;
         if let Some(mut pipe) = s.from_worker.take() {
             let _ = self.poll.registry().deregister(&mut pipe);
         }
         s.to_worker = None;
-        let pid = s.pid;
-        let timer = self.terminate(Child::Spare(key), pid);
-        if let Some(s) = self.supervisor.spares.get_mut(key) {
-            s.timer = Some(timer);
-        }
+        self.terminate(Child::Spare(key));
     }
 
     /// A spare's pid was reaped.
@@ -300,30 +300,25 @@ impl Server {
         let Some(mut s) = self.supervisor.spares.remove(key) else {
             return;
         };
-        if let Some(timer) = s.timer.take() {
-            self.timers.cancel(timer);
-        }
         if let Some(mut pipe) = s.from_worker.take() {
             let _ = self.poll.registry().deregister(&mut pipe);
         }
-        // Whatever it left in its group goes too.
-        spawn::kill(s.pid, libc::SIGKILL);
-        if let Some(cg) = s.cgroup.take()
-            && let Err(busy) = cg.remove()
-        {
-            self.supervisor.stale_cgroups.push(busy);
-        }
-        self.schedule_log_gc(std::mem::take(&mut s.log_dir));
         if s.state == SpareState::Stopping && !s.failed {
-            log::info!("[turf spare={} pid={}] exited with {exit}", s.id, s.pid);
+            log::info!(
+                "[turf spare={} pid={}] exited with {exit}",
+                s.process.id,
+                s.process.pid
+            );
         } else {
             log::warn!(
                 "[turf spare={} pid={}] exited unexpectedly with {exit}",
-                s.id,
-                s.pid
+                s.process.id,
+                s.process.pid
             );
             self.spare_backoff();
         }
+        // Whatever it left in its group goes too.
+        self.release_process(s.process);
         self.balance_spares();
         self.check_workers_stopped();
     }

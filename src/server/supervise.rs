@@ -6,7 +6,6 @@ use super::{Child, Effect, Lifecycle, Server, Timer};
 use crate::fc;
 use crate::pool::StartError;
 use crate::reactor::slab::Key;
-use crate::reactor::timer::TimerKey;
 use crate::reactor::token::{self, Source};
 use crate::runtime::LaunchSpec;
 use crate::sched::ScaleAction;
@@ -14,6 +13,7 @@ use crate::sched::backoff::CRASH_LOOP_WINDOW;
 use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
+use crate::turf::child::ChildProc;
 use crate::turf::spawn;
 use crate::turf::worker::{Worker, WorkerState};
 use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
@@ -255,9 +255,9 @@ impl Server {
         );
         worker.polled = polled;
         worker.enforcement = serde_json::to_value(&enforcement).unwrap_or_default();
-        worker.log_dir = log_dir;
-        worker.cgroup = spawned.cgroup;
-        worker.spawned_at = decided;
+        worker.process.log_dir = log_dir;
+        worker.process.cgroup = spawned.cgroup;
+        worker.process.started_at = decided;
         if self.install_worker(worker).is_none() {
             return false;
         }
@@ -273,8 +273,8 @@ impl Server {
         let f = &self.scheduler.functions[function];
         worker.generation = f.generation;
         let init_timeout = Duration::from_millis(f.profile.worker.initialization_timeout_ms);
-        let pid = worker.pid;
-        let id = worker.id.clone();
+        let pid = worker.process.pid;
+        let id = worker.process.id.clone();
         let key = self.supervisor.workers.insert(worker);
         let registry = self.poll.registry();
         let registered = self.supervisor.workers.get_mut(key).map(|w| {
@@ -319,7 +319,7 @@ impl Server {
             self.kill_worker(key, &reason, ExitReason::Crashed);
             return;
         }
-        if worker.pid == 0 {
+        if worker.process.pid == 0 {
             // Forked, and the seed has not said which pid yet: INIT must wait until the worker
             // is in its cgroup (`seeds::on_worker_forked`).
             worker.ready_deferred = true;
@@ -328,12 +328,16 @@ impl Server {
         if log::log_enabled!(log::Level::Debug) {
             match wire::Ready::parse(payload) {
                 Ok(ready) => {
-                    log::debug!("[turf w={} pid={}] ready: {ready:?}", worker.id, worker.pid)
+                    log::debug!(
+                        "[turf w={} pid={}] ready: {ready:?}",
+                        worker.process.id,
+                        worker.process.pid
+                    )
                 }
                 Err(_) => log::debug!(
                     "[turf w={} pid={}] ready: {}",
-                    worker.id,
-                    worker.pid,
+                    worker.process.id,
+                    worker.process.pid,
                     String::from_utf8_lossy(payload)
                 ),
             }
@@ -396,9 +400,9 @@ impl Server {
         let function = worker.function;
         log::info!(
             "[turf w={} pid={}] ready to serve after {:.3} ms",
-            worker.id,
-            worker.pid,
-            worker.spawned_at.elapsed().as_secs_f64() * 1000.0
+            worker.process.id,
+            worker.process.pid,
+            worker.process.started_at.elapsed().as_secs_f64() * 1000.0
         );
         self.scheduler.functions[function].pool.record_initialized();
         self.check_rollout(function);
@@ -421,7 +425,7 @@ impl Server {
         };
         log::warn!(
             "[turf w={}] initialization failed: {}: {}",
-            worker.id,
+            worker.process.id,
             error.error_type,
             error.message
         );
@@ -446,7 +450,7 @@ impl Server {
             .initialization_timeout_ms;
         let message = format!(
             "worker {} of function {} did not finish initializing within worker.initializationTimeout ({timeout} ms)",
-            worker.id, self.scheduler.functions[function].profile.name
+            worker.process.id, self.scheduler.functions[function].profile.name
         );
         log::warn!("[turf] {message}");
         self.on_start_failure(
@@ -525,8 +529,8 @@ impl Server {
         }
         log::info!(
             "[turf w={} pid={}] stopping: {reason}",
-            worker.id,
-            worker.pid
+            worker.process.id,
+            worker.process.pid
         );
         worker.exit_reason.get_or_insert_with(|| reason.to_owned());
         worker.imposed.get_or_insert(ExitReason::Stopped);
@@ -534,53 +538,54 @@ impl Server {
         if let Some(mut pipe) = worker.to_worker.take() {
             let _ = self.poll.registry().deregister(&mut pipe);
         }
-        let (pid, old_timer) = (worker.pid, worker.state_timer.take());
-        if let Some(timer) = old_timer {
+        if let Some(timer) = worker.state_timer.take() {
             self.timers.cancel(timer);
         }
-        let timer = self.terminate(Child::Worker(key), pid);
-        if let Some(w) = self.supervisor.workers.get_mut(key) {
-            w.state_timer = Some(timer);
-        }
+        self.terminate(Child::Worker(key));
         self.worker_gone(key, reason);
     }
 
     /// Asks a child process (a worker, a seed or a spare) to exit: SIGTERM to its process
-    /// group now, and SIGKILL once `turf.gracefulExitPeriodMs` has passed, by the returned
-    /// timer, which the child's record keeps (and cancels if the child is reaped first).
-    pub(super) fn terminate(&mut self, child: Child, pid: i32) -> TimerKey {
-        spawn::kill(pid, libc::SIGTERM);
+    /// group now, and SIGKILL once `turf.gracefulExitPeriodMs` has passed, by a timer its
+    /// process record keeps (and that is cancelled if the child is reaped first).
+    pub(super) fn terminate(&mut self, child: Child) {
         let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
-        self.timers
-            .schedule(Instant::now() + grace, Timer::Kill(child))
+        let Some(process) = self.supervisor.process_mut(child) else {
+            return;
+        };
+        if process.terminate() {
+            let timer = self
+                .timers
+                .schedule(Instant::now() + grace, Timer::Kill(child));
+            process.kill_timer = Some(timer);
+        }
     }
 
     /// A stopping child's grace period is over: SIGKILL its process group.
     pub(super) fn on_kill_timer(&mut self, child: Child) {
-        let found = match child {
-            Child::Worker(key) => self
-                .supervisor
-                .workers
-                .get_mut(key)
-                .map(|w| (w.pid, format!("w={}", w.id), &mut w.state_timer)),
-            Child::Seed(key) => self
-                .supervisor
-                .seeds
-                .get_mut(key)
-                .map(|s| (s.pid, format!("seed={}", s.id), &mut s.timer)),
-            Child::Spare(key) => self
-                .supervisor
-                .spares
-                .get_mut(key)
-                .map(|s| (s.pid, format!("spare={}", s.id), &mut s.timer)),
-        };
-        if let Some((pid, name, timer)) = found {
-            *timer = None;
+        if let Some(process) = self.supervisor.process_mut(child) {
+            process.kill_timer = None;
             log::warn!(
-                "[turf {name} pid={pid}] still running after turf.gracefulExitPeriodMs; killing"
+                "[turf {} pid={}] still running after turf.gracefulExitPeriodMs; killing",
+                process.id,
+                process.pid
             );
-            spawn::kill(pid, libc::SIGKILL);
+            process.kill();
         }
+    }
+
+    /// Cleans up after a reaped child process: what is left of its group is killed, its kill
+    /// timer cancelled, its cgroup removed (or retried on the tick while its processes are
+    /// still dying) and its log directory queued for deletion.
+    pub(super) fn release_process(&mut self, process: ChildProc) {
+        let leftovers = process.release();
+        if let Some(timer) = leftovers.kill_timer {
+            self.timers.cancel(timer);
+        }
+        if let Some(busy) = leftovers.busy_cgroup {
+            self.supervisor.stale_cgroups.push(busy);
+        }
+        self.schedule_log_gc(leftovers.log_dir);
     }
 
     /// Kills a worker's process group at once and fails its invocations with `reason`;
@@ -591,7 +596,7 @@ impl Server {
         };
         worker.exit_reason.get_or_insert_with(|| reason.to_owned());
         worker.imposed.get_or_insert(accounted);
-        spawn::kill(worker.pid, libc::SIGKILL);
+        worker.process.kill();
         self.worker_gone(key, reason);
     }
 
@@ -601,7 +606,7 @@ impl Server {
         let Some(w) = self.supervisor.workers.get_mut(key) else {
             return;
         };
-        if w.imposed.is_none() && w.cgroup.as_ref().is_some_and(|cg| cg.oom_killed()) {
+        if w.imposed.is_none() && w.process.cgroup.as_ref().is_some_and(|cg| cg.oom_killed()) {
             let limit = self.scheduler.functions[w.function]
                 .profile
                 .resource_limit
@@ -610,7 +615,7 @@ impl Server {
             w.exit_reason = Some(format!(
                 "worker {} was killed by the kernel for exceeding resourceLimit.memory \
                  ({limit} bytes, enforced by its cgroup)",
-                w.id
+                w.process.id
             ));
         }
     }
@@ -621,10 +626,12 @@ impl Server {
         self.reap_children();
         self.note_oom(key);
         let reason = match self.supervisor.workers.get(key) {
-            Some(w) => w
-                .exit_reason
-                .clone()
-                .unwrap_or_else(|| format!("worker {} (pid {}) exited unexpectedly", w.id, w.pid)),
+            Some(w) => w.exit_reason.clone().unwrap_or_else(|| {
+                format!(
+                    "worker {} (pid {}) exited unexpectedly",
+                    w.process.id, w.process.pid
+                )
+            }),
             None => return,
         };
         self.worker_gone(key, &reason);
@@ -638,7 +645,7 @@ impl Server {
             return;
         };
         let was_starting = worker.state.is_starting();
-        let lifetime = worker.spawned_at.elapsed();
+        let lifetime = worker.process.started_at.elapsed();
         // Nothing served and nothing in flight: no request is to blame for its death.
         let never_served = worker.served == 0 && worker.streams.is_empty();
         let was_stopping = worker.state >= WorkerState::Stopping;
@@ -652,7 +659,7 @@ impl Server {
         worker.wbuf.clear();
         worker.wstart = 0;
         let function = worker.function;
-        let id = worker.id.clone();
+        let id = worker.process.id.clone();
         let streams: Vec<_> = worker.streams.drain().collect();
         let in_flight = streams.iter().find_map(|(_, s)| s.client);
         let imposed = worker.imposed;
@@ -756,10 +763,6 @@ impl Server {
     /// had a process (a fork that did not happen).
     pub(super) fn retire_reaped(&mut self, key: Key, reaped: Option<sys::Reaped>) {
         self.note_oom(key);
-        if let Some(reaped) = &reaped {
-            // The group may hold grandchildren that outlived the worker: they go too.
-            spawn::kill(reaped.pid, libc::SIGKILL);
-        }
         let (id, expected) = match self.supervisor.workers.get_mut(key) {
             Some(w) => {
                 if w.exit_reason.is_none() {
@@ -768,10 +771,10 @@ impl Server {
                         .map_or_else(|| "never started".to_owned(), |r| r.exit.to_string());
                     w.exit_reason = Some(format!(
                         "worker {} (pid {}) exited unexpectedly with {how}",
-                        w.id, w.pid
+                        w.process.id, w.process.pid
                     ));
                 }
-                (w.id.clone(), w.state >= WorkerState::Stopping)
+                (w.process.id.clone(), w.state >= WorkerState::Stopping)
             }
             None => return,
         };
@@ -802,19 +805,13 @@ impl Server {
             if let Some(timer) = w.state_timer {
                 self.timers.cancel(timer);
             }
-            let oom = w.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
-            if let Some(cg) = w.cgroup
-                && let Err(busy) = cg.remove()
-            {
-                // Processes that escaped the group may still be dying; retry on the tick.
-                self.supervisor.stale_cgroups.push(busy);
-            }
+            let oom = w.process.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
             if let Some(reaped) = &reaped {
                 let accounted = ExitReason::decide(w.imposed, oom, reaped.exit);
                 let function = &self.scheduler.functions[w.function].profile.name;
                 let record = ExitRecord::new(
                     reaped,
-                    &w.id,
+                    &w.process.id,
                     function,
                     accounted,
                     w.request_at_exit.as_deref(),
@@ -822,7 +819,8 @@ impl Server {
                 );
                 self.supervisor.accounting.record(&record);
             }
-            self.schedule_log_gc(w.log_dir);
+            // The group may hold grandchildren that outlived the worker: they go too.
+            self.release_process(w.process);
         }
         self.check_workers_stopped();
     }
@@ -879,7 +877,7 @@ impl Server {
         match worker.flush() {
             Ok(_) => {}
             Err(err) => {
-                let reason = format!("writing to worker {} failed: {err}", worker.id);
+                let reason = format!("writing to worker {} failed: {err}", worker.process.id);
                 self.on_worker_pipe_closed_with(key, &reason);
             }
         }
@@ -894,14 +892,8 @@ impl Server {
 
     /// SIGKILLs every worker and seed group: the runtime is exiting.
     pub(super) fn kill_all_workers(&mut self) {
-        for w in self.supervisor.workers.iter() {
-            spawn::kill(w.pid, libc::SIGKILL);
-        }
-        for s in self.supervisor.seeds.iter() {
-            spawn::kill(s.pid, libc::SIGKILL);
-        }
-        for s in self.supervisor.spares.iter() {
-            spawn::kill(s.pid, libc::SIGKILL);
+        for process in self.supervisor.processes() {
+            process.kill();
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::reactor::slab::Slab;
 use crate::runtime::Runtimes;
 use crate::turf::accounting::Accounting;
 use crate::turf::cgroup::WorkerCgroup;
+use crate::turf::child::ChildProc;
 use crate::turf::probe::Capabilities;
 use crate::turf::seed::Seed;
 use crate::turf::spare::Spare;
@@ -54,4 +55,23 @@ pub(super) struct Supervisor {
     pub(super) nofile_cap: Option<u64>,
     /// Worker cgroups that could not be removed at reap time, retried every tick.
     pub(super) stale_cgroups: Vec<WorkerCgroup>,
+}
+
+impl Supervisor {
+    /// The process record of `child`, whichever kind of child it is.
+    pub(super) fn process_mut(&mut self, child: Child) -> Option<&mut ChildProc> {
+        match child {
+            Child::Worker(key) => self.workers.get_mut(key).map(|w| &mut w.process),
+            Child::Seed(key) => self.seeds.get_mut(key).map(|s| &mut s.process),
+            Child::Spare(key) => self.spares.get_mut(key).map(|s| &mut s.process),
+        }
+    }
+
+    /// Every child process: workers, seeds and spares.
+    pub(super) fn processes(&self) -> impl Iterator<Item = &ChildProc> {
+        let workers = self.workers.iter().map(|w| &w.process);
+        let seeds = self.seeds.iter().map(|s| &s.process);
+        let spares = self.spares.iter().map(|s| &s.process);
+        workers.chain(seeds).chain(spares)
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod cgroup;
+pub mod child;
 pub mod origin;
 pub mod plan;
 pub mod poll;

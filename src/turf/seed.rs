@@ -33,12 +33,11 @@
 //! the server handles all three orders.
 
 use crate::reactor::slab::Key;
-use crate::reactor::timer::TimerKey;
 use crate::turf::cgroup::WorkerCgroup;
+use crate::turf::child::ChildProc;
 use serde::Deserialize;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[cfg(doc)]
 use crate::turf::spawn;
@@ -73,30 +72,21 @@ impl SeedState {
 /// The runtime's record of one seed.
 #[derive(Debug)]
 pub struct Seed {
-    /// Name used in logs and its log directory, e.g. `hello-seed-2`.
-    pub id: String,
+    /// Its process (named e.g. `hello-seed-2`): pid, cgroup (the function's limits), log
+    /// directory (empty when worker output goes to the console), stop sequence.
+    pub process: ChildProc,
     /// Index of its function.
     pub function: usize,
     /// The function's generation it imported.
     pub generation: u64,
-    /// Its pid and process group.
-    pub pid: i32,
     /// Life-cycle state.
     pub state: SeedState,
     /// The runtime's end of the control socket; `None` once closed.
     pub control: Option<OwnedFd>,
-    /// Its cgroup (the function's limits).
-    pub cgroup: Option<WorkerCgroup>,
-    /// Its stdout/stderr directory (empty when worker output goes to the console).
-    pub log_dir: PathBuf,
     /// Workers asked for and not answered yet: (worker id, worker key).
     pub pending: Vec<(String, Key)>,
-    /// When it was started.
-    pub started_at: Instant,
     /// Workers forked.
     pub forks: u64,
-    /// The stop grace period, while stopping.
-    pub timer: Option<TimerKey>,
 }
 
 impl Seed {
@@ -111,18 +101,17 @@ impl Seed {
         log_dir: PathBuf,
     ) -> Seed {
         Seed {
-            id,
+            process: ChildProc {
+                cgroup,
+                log_dir,
+                ..ChildProc::new(id, pid)
+            },
             function,
             generation,
-            pid,
             state: SeedState::Importing,
             control: Some(control),
-            cgroup,
-            log_dir,
             pending: Vec::new(),
-            started_at: Instant::now(),
             forks: 0,
-            timer: None,
         }
     }
 

@@ -26,14 +26,12 @@
 //! namespaces (the mount namespace is made for one code directory at spawn).
 
 use crate::reactor::buffer::ReadBuf;
-use crate::reactor::timer::TimerKey;
-use crate::turf::cgroup::WorkerCgroup;
+use crate::turf::child::ChildProc;
 use crate::turf::plan::WorkerLimits;
 use crate::wire::{self, Direction, Kind};
 use mio::unix::pipe::{Receiver, Sender};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// The environment variable that starts the Node.js bootstrap as a spare.
 pub const SPARE_ENV: &str = "NOSLATE_SPARE";
@@ -96,10 +94,9 @@ impl SpareState {
 /// The runtime's record of one spare.
 #[derive(Debug)]
 pub struct Spare {
-    /// Name in logs, e.g. `spare-3`.
-    pub id: String,
-    /// Its pid and process group.
-    pub pid: i32,
+    /// Its process (named e.g. `spare-3`; its log directory moves under the function's when it
+    /// is taken).
+    pub process: ChildProc,
     /// Life-cycle state.
     pub state: SpareState,
     /// What it was started for.
@@ -110,18 +107,10 @@ pub struct Spare {
     pub from_worker: Option<Receiver>,
     /// Bytes read and not decoded (a READY frame arriving in pieces).
     pub rbuf: ReadBuf,
-    /// Its cgroup.
-    pub cgroup: Option<WorkerCgroup>,
     /// What is enforced, as `noslate ps` shows it.
     pub enforcement: serde_json::Value,
     /// The limits the runtime polls itself because no cgroup enforces them.
     pub polled: crate::turf::poll::PolledLimits,
-    /// Its stdout/stderr directory (moved under the function's when it is taken).
-    pub log_dir: PathBuf,
-    /// When it was forked.
-    pub spawned_at: Instant,
-    /// The stop grace period, while stopping.
-    pub timer: Option<TimerKey>,
     /// It ended on its own or broke the protocol (not stopped by the runtime's choice): its
     /// exit is a failure that backs the refill off.
     pub failed: bool,

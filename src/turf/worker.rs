@@ -13,6 +13,7 @@ use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
 use crate::turf::accounting::ExitReason;
+use crate::turf::child::ChildProc;
 use crate::wire;
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashMap;
@@ -89,12 +90,10 @@ pub enum ReadResult {
 /// The runtime's record of one worker.
 #[derive(Debug)]
 pub struct Worker {
-    /// Name used in logs and the log directory, e.g. `hello-3`.
-    pub id: String,
+    /// Its process: name, pid, cgroup, log directory, stop sequence.
+    pub process: ChildProc,
     /// Index of its function.
     pub function: usize,
-    /// Process id (and process-group id).
-    pub pid: i32,
     /// Life-cycle state.
     pub state: WorkerState,
     /// Runtime → worker pipe; `None` once closed to ask the worker to exit.
@@ -110,13 +109,11 @@ pub struct Worker {
     /// Open invocation streams by id.
     pub streams: HashMap<u32, Stream>,
     next_stream: u32,
-    /// When it was forked.
-    pub spawned_at: Instant,
     /// When it last finished an invocation (or became ready), for idle accounting.
     pub last_active: Instant,
     /// The deadline of the current state, if it has one: the init timeout while starting, the
-    /// drain timeout (`dataPlane.closeTrafficTimeout`) while draining, the grace period before
-    /// SIGKILL while stopping.
+    /// drain timeout (`dataPlane.closeTrafficTimeout`) while draining. (Stopping's grace period
+    /// is the process's own `kill_timer`.)
     pub state_timer: Option<TimerKey>,
     /// Invocations completed.
     pub served: u64,
@@ -128,14 +125,10 @@ pub struct Worker {
     pub request_at_exit: Option<String>,
     /// Which mechanism enforces each limit (shown by `noslate ps`).
     pub enforcement: serde_json::Value,
-    /// Its cgroup, when one enforces its limits.
-    pub cgroup: Option<crate::turf::cgroup::WorkerCgroup>,
     /// The function's generation (code and resources) it was started with.
     pub generation: u64,
     /// For disposable functions: whether it has taken its one request.
     pub life: crate::sched::dispatch::DisposableLife,
-    /// Its stdout/stderr directory, removed `worker.gcLogDelay` after it exits.
-    pub log_dir: std::path::PathBuf,
     /// Limits the runtime polls itself because no cgroup enforces them.
     pub polled: crate::turf::poll::PolledLimits,
     /// Forked by its function's warm seed (`turf::seed`) rather than cold-started. Its `pid` is
@@ -167,9 +160,8 @@ impl Worker {
     pub fn new(id: String, function: usize, pid: i32, to: Sender, from: Receiver) -> Self {
         let now = Instant::now();
         Worker {
-            id,
+            process: ChildProc::new(id, pid),
             function,
-            pid,
             state: WorkerState::Starting,
             to_worker: Some(to),
             from_worker: Some(from),
@@ -178,7 +170,6 @@ impl Worker {
             wstart: 0,
             streams: HashMap::new(),
             next_stream: 0,
-            spawned_at: now,
             last_active: now,
             state_timer: None,
             served: 0,
@@ -187,10 +178,8 @@ impl Worker {
             request_at_exit: None,
             enforcement: serde_json::Value::Null,
             polled: crate::turf::poll::PolledLimits::default(),
-            log_dir: std::path::PathBuf::new(),
             life: crate::sched::dispatch::DisposableLife::default(),
             generation: 0,
-            cgroup: None,
             forked: false,
             ready_deferred: false,
             from_spare: false,
@@ -209,8 +198,8 @@ impl Worker {
         if next > self.state {
             log::debug!(
                 "[turf w={} pid={}] {} -> {}",
-                self.id,
-                self.pid,
+                self.process.id,
+                self.process.pid,
                 self.state.as_str(),
                 next.as_str()
             );
