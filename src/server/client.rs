@@ -4,6 +4,7 @@
 use super::conn::{
     BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink, body_complete_in,
 };
+use super::effects::Effect;
 use super::scheduler::{Admitted, Invocation};
 use super::{Lifecycle, Server, Timer};
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
@@ -440,9 +441,14 @@ impl Server {
             req.counted = true;
             req.deadline_timer = Some(timer);
         }
-        self.dispatch_queue(function);
-        self.reject_if_queue_disabled(function, client);
-        self.scale(function);
+        // A worker may take it now; if none can and the function has no queue, it is refused;
+        // either way the function's launches are re-planned for the new demand.
+        self.effects.push(Effect::Dispatch(function));
+        if self.scheduler.queue_disabled(function) {
+            self.effects
+                .push(Effect::RefuseIfStillQueued { function, client });
+        }
+        self.effects.push(Effect::Scale(function));
     }
 
     /// The request `client` refers to, if it is still the connection's current one.

@@ -10,6 +10,7 @@
 //! the remaining flushes.
 
 use crate::reactor::slab::Key;
+use crate::turf::worker::ConnRef;
 
 /// One piece of recorded work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,14 @@ pub(super) enum Effect {
     Scale(usize),
     /// A function's workers may have room: hand them its queued requests.
     Dispatch(usize),
+    /// `worker.disableRequestQueue`: answer an invocation that is still queued after its
+    /// function's dispatch at once, instead of letting it wait.
+    RefuseIfStillQueued {
+        /// The function.
+        function: usize,
+        /// The invocation.
+        client: ConnRef,
+    },
     /// Workers came or went: start the background workers (seeds, spares) once the
     /// reservation has settled, and answer `/initialize` and `/pre-stop` waiters that can be.
     Waiters,

@@ -18,6 +18,8 @@ mod client;
 mod conn;
 mod effects;
 mod front;
+#[cfg(test)]
+mod glue_tests;
 mod lifecycle;
 mod limit_poll;
 mod reconfig;
@@ -465,18 +467,26 @@ impl Server {
     /// writes happen.
     fn drain_effects(&mut self) {
         while let Some(effect) = self.effects.pop() {
-            match effect {
-                Effect::DriveConn(key) => self.drive_conn(key),
-                Effect::Scale(function) => self.scale(function),
-                Effect::Dispatch(function) => self.dispatch_queue(function),
-                Effect::Waiters => {
-                    self.maybe_start_background();
-                    self.answer_init_waiters();
-                    self.check_workers_stopped();
-                }
-                Effect::FlushWorker(key) => self.flush_worker(key),
-                Effect::FlushConn(key) => self.flush_conn(key),
+            self.run_effect(effect);
+        }
+    }
+
+    /// Carries out one recorded piece of work, by the part of the server that owns it.
+    fn run_effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::DriveConn(key) => self.drive_conn(key),
+            Effect::Scale(function) => self.scale(function),
+            Effect::Dispatch(function) => self.dispatch_queue(function),
+            Effect::RefuseIfStillQueued { function, client } => {
+                self.refuse_if_still_queued(function, client);
             }
+            Effect::Waiters => {
+                self.maybe_start_background();
+                self.answer_init_waiters();
+                self.check_workers_stopped();
+            }
+            Effect::FlushWorker(key) => self.flush_worker(key),
+            Effect::FlushConn(key) => self.flush_conn(key),
         }
     }
 

@@ -28,32 +28,21 @@ pub struct Rejections {
 }
 
 impl Server {
-    /// `worker.disableRequestQueue`: a request that found no free worker is answered at once
-    /// (after asking for a worker, so that later requests find one).
-    pub(super) fn reject_if_queue_disabled(&mut self, function: usize, client: ConnRef) {
-        if !self.scheduler.functions[function]
-            .profile
-            .worker
-            .disable_request_queue
-        {
+    /// `worker.disableRequestQueue`: a request that found no free worker when its function's
+    /// queue was dispatched is answered at once. (Its function's launches are re-planned by the
+    /// `Scale` effect recorded with this one, so that later requests find a worker.)
+    pub(super) fn refuse_if_still_queued(&mut self, function: usize, client: ConnRef) {
+        let f = &mut self.scheduler.functions[function];
+        if !f.pool.queue.contains(&client) {
             return;
         }
-        let still_queued = self.scheduler.functions[function]
-            .pool
-            .queue
-            .iter()
-            .any(|c| *c == client);
-        if !still_queued {
-            return;
-        }
-        self.scale(function);
-        self.scheduler.functions[function].rejected.no_free_worker += 1;
+        f.rejected.no_free_worker += 1;
         let err = InvokeError::new(
             503,
             "NoAvailableWorker",
             format!(
                 "no worker of function {} is free and worker.disableRequestQueue is set",
-                self.scheduler.functions[function].profile.name
+                f.profile.name
             ),
         );
         self.respond_error(client, &err, true);

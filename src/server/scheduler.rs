@@ -287,6 +287,14 @@ impl Scheduler {
         }
     }
 
+    /// Whether `function` answers invocations no worker can take at once instead of queueing
+    /// them (`worker.disableRequestQueue`).
+    pub(super) fn queue_disabled(&self, function: usize) -> bool {
+        self.functions
+            .get(function)
+            .is_some_and(|f| f.profile.worker.disable_request_queue)
+    }
+
     /// Invocations accepted and not yet finished.
     pub(super) fn inflight(&self) -> usize {
         self.inflight

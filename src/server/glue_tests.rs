@@ -1,0 +1,491 @@
+//! The loop's glue, driven with synthetic events and no worker process: a real `Server` bound
+//! to an ephemeral loopback port, real client sockets, and workers that are records with pipes
+//! but no process. Each test feeds the server one event the loop would route (a connection
+//! became readable, a worker's frames arrived, a worker died, a deadline fired) and asserts
+//! the effects it records and the state the owners are left in. Nothing here drains `Scale`,
+//! which would start real processes.
+
+use super::effects::Effect;
+use super::{Server, ServerOptions};
+use crate::config::{SystemConfig, parse_functions};
+use crate::reactor::slab::Key;
+use crate::turf::worker::{ConnRef, Worker, WorkerState};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A server over a throw-away work directory, with the clients connected to it.
+struct Harness {
+    server: Server,
+    dir: PathBuf,
+    /// The workers' ends of their input pipes, kept open so that writes to them succeed.
+    worker_inputs: Vec<mio::unix::pipe::Receiver>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const ONE_FUNCTION: &str = r#"[{"name": "hello", "runtime": "nodejs", "url": "code",
+    "handler": "index.handler", "signature": "s"}]"#;
+
+fn harness(functions: &str) -> Harness {
+    harness_with(functions, |_| {})
+}
+
+fn harness_with(functions: &str, tune: impl FnOnce(&mut SystemConfig)) -> Harness {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("noslate-glue-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["code", "work", "log"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("test dirs");
+    }
+    std::fs::write(dir.join("code/index.js"), "exports.handler = () => {};").expect("code");
+    let mut config = SystemConfig::default();
+    tune(&mut config);
+    let set = parse_functions(functions, &dir, &config).expect("valid profiles");
+    let server = Server::bind(ServerOptions {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        config,
+        functions: set.functions,
+        services: set.services,
+        raw_functions: Vec::new(),
+        raw_services: Vec::new(),
+        workdir: dir.join("work"),
+        logdir: dir.join("log"),
+    })
+    .expect("bind");
+    Harness {
+        server,
+        dir,
+        worker_inputs: Vec::new(),
+    }
+}
+
+impl Harness {
+    /// Connects a client and lets the server accept it; returns the client and its key.
+    fn connect(&mut self) -> (TcpStream, Key) {
+        let client = TcpStream::connect(self.server.local_addr()).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let before: Vec<Key> = self.server.front.conns.keys();
+        self.server.accept();
+        let key = self
+            .server
+            .front
+            .conns
+            .keys()
+            .into_iter()
+            .find(|k| !before.contains(k))
+            .expect("accepted");
+        self.take_effects();
+        (client, key)
+    }
+
+    /// Sends `bytes` from `client` and delivers the readiness event the loop would.
+    fn send(&mut self, client: &mut TcpStream, key: Key, bytes: &[u8]) {
+        client.write_all(bytes).expect("write");
+        self.readable(key);
+    }
+
+    /// The readiness event for `key`, once the bytes sent are there to read.
+    fn readable(&mut self, key: Key) {
+        // Loopback delivers at once, but the event is only routed once the bytes are readable.
+        wait_readable(&self.server, key);
+        if let Some(conn) = self.server.front.conns.get_mut(key) {
+            conn.maybe_readable = true;
+        }
+        self.server.drive_conn(key);
+    }
+
+    /// The hang-up event the poller reports once the client has closed its side.
+    fn hang_up(&mut self, key: Key) {
+        wait_readable(&self.server, key);
+        if let Some(conn) = self.server.front.conns.get_mut(key) {
+            conn.hung_up = true;
+        }
+        self.readable(key);
+    }
+
+    /// The effects recorded so far, in the order the loop would carry them out.
+    fn take_effects(&mut self) -> Vec<Effect> {
+        std::iter::from_fn(|| self.server.effects.pop()).collect()
+    }
+
+    /// Carries out the recorded effects except re-planning launches (which would start
+    /// processes), and returns what ran.
+    fn run_effects_but_scale(&mut self) -> Vec<Effect> {
+        let mut ran = Vec::new();
+        while let Some(effect) = self.server.effects.pop() {
+            ran.push(effect);
+            match effect {
+                Effect::Scale(_) => {}
+                Effect::Waiters => self.server.answer_init_waiters(),
+                other => self.server.run_effect(other),
+            }
+        }
+        ran
+    }
+
+    /// A ready worker of `function` with pipes and no process.
+    fn ready_worker(&mut self, function: usize) -> (Key, mio::unix::pipe::Sender) {
+        let (to_worker, worker_input) = mio::unix::pipe::new().expect("pipe");
+        self.worker_inputs.push(worker_input);
+        let (from_worker_tx, from_worker) = mio::unix::pipe::new().expect("pipe");
+        let mut worker = Worker::new("hello-t".into(), function, 0, to_worker, from_worker);
+        worker.advance(WorkerState::Ready);
+        let key = self.server.supervisor.workers.insert(worker);
+        self.server.scheduler.functions[function]
+            .pool
+            .workers
+            .push(key);
+        (key, from_worker_tx)
+    }
+
+    fn queue(&self, function: usize) -> Vec<ConnRef> {
+        self.server.scheduler.functions[function]
+            .pool
+            .queue
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+/// Waits (bounded) until the server's end of `key` has bytes or a close to read.
+fn wait_readable(server: &Server, key: Key) {
+    use std::os::fd::AsRawFd;
+    let Some(conn) = server.front.conns.get(key) else {
+        return;
+    };
+    let fd = match &conn.sock {
+        super::conn::Socket::Tcp(s) => s.as_raw_fd(),
+        super::conn::Socket::Unix(s) => s.as_raw_fd(),
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid pollfd for the duration of the call; one entry.
+    unsafe {
+        libc::poll(&mut pfd, 1, 5000);
+    }
+}
+
+/// Reads what the server wrote to `client` until `done` says the answer is complete.
+fn read_answer(client: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(&got)) {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn complete(text: &str) -> bool {
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let length = text[..end]
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    text.len() >= end + 4 + length
+}
+
+const INVOKE: &[u8] = b"POST /invoke HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi";
+
+fn client_of(key: Key, seq: u64) -> ConnRef {
+    ConnRef { conn: key, seq }
+}
+
+#[test]
+fn an_invocation_is_queued_then_dispatch_and_scale_are_recorded_in_that_order() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    assert_eq!(h.queue(0), [client_of(key, 1)]);
+    assert_eq!(h.server.scheduler.inflight(), 1);
+    assert_eq!(h.take_effects(), [Effect::Dispatch(0), Effect::Scale(0)]);
+}
+
+#[test]
+fn a_request_in_single_bytes_is_dispatched_once_when_its_head_is_whole() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    let head_len = INVOKE.len() - 2;
+    let mut dispatches = 0;
+    for (i, byte) in INVOKE.iter().enumerate() {
+        h.send(&mut client, key, std::slice::from_ref(byte));
+        let effects = h.take_effects();
+        let dispatched = effects
+            .iter()
+            .filter(|e| **e == Effect::Dispatch(0))
+            .count();
+        if i + 1 < head_len {
+            assert_eq!(dispatched, 0, "dispatched at byte {i}: {effects:?}");
+            assert!(h.queue(0).is_empty(), "queued at byte {i}");
+        }
+        dispatches += dispatched;
+    }
+    // The head is all an invocation needs to queue; its body streams after it.
+    assert_eq!(dispatches, 1);
+    assert_eq!(h.queue(0), [client_of(key, 1)]);
+}
+
+#[test]
+fn a_split_head_then_a_stall_leaves_the_connection_waiting_without_work() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, b"POST /invoke HTTP/1.1\r\nhost:");
+    assert!(h.take_effects().is_empty());
+    assert!(h.queue(0).is_empty());
+    // Driving again with nothing new does nothing (no busy loop).
+    h.server.drive_conn(key);
+    assert!(h.take_effects().is_empty());
+    assert!(!h.server.effects.has_next_iteration());
+}
+
+#[test]
+fn pipelined_requests_are_taken_one_at_a_time() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    let two = [INVOKE, INVOKE].concat();
+    h.send(&mut client, key, &two);
+    assert_eq!(
+        h.queue(0),
+        [client_of(key, 1)],
+        "the second request waits for the first's answer"
+    );
+    assert_eq!(h.take_effects(), [Effect::Dispatch(0), Effect::Scale(0)]);
+}
+
+#[test]
+fn healthz_is_answered_locally_and_keeps_the_connection_alive() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(
+        &mut client,
+        key,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n",
+    );
+    let effects = h.run_effects_but_scale();
+    assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Scale(_))));
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(h.server.front.conns.get(key).is_some(), "kept alive");
+    // The next request on the same connection is served.
+    h.send(&mut client, key, INVOKE);
+    assert_eq!(h.queue(0), [client_of(key, 2)]);
+}
+
+#[test]
+fn an_unknown_function_is_answered_404_without_planning_launches() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(
+        &mut client,
+        key,
+        b"POST /invoke HTTP/1.1\r\nx-noslate-function: nope\r\ncontent-length: 0\r\n\r\n",
+    );
+    let effects = h.run_effects_but_scale();
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Scale(_) | Effect::Dispatch(_)))
+    );
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("FunctionNotFound"), "{answer}");
+    assert_eq!(h.server.scheduler.inflight(), 0);
+}
+
+#[test]
+fn a_function_without_a_queue_refuses_what_no_worker_took() {
+    let functions = r#"[{"name": "hello", "runtime": "nodejs", "url": "code",
+        "handler": "index.handler", "signature": "s",
+        "worker": {"disableRequestQueue": true}}]"#;
+    let mut h = harness(functions);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    let client_ref = client_of(key, 1);
+    let effects = h.run_effects_but_scale();
+    assert_eq!(
+        &effects[..3],
+        [
+            Effect::Dispatch(0),
+            Effect::RefuseIfStillQueued {
+                function: 0,
+                client: client_ref
+            },
+            Effect::Scale(0),
+        ]
+    );
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("NoAvailableWorker"), "{answer}");
+    assert!(h.queue(0).is_empty());
+    assert_eq!(h.server.scheduler.functions[0].rejected.no_free_worker, 1);
+}
+
+#[test]
+fn a_ready_worker_takes_the_queued_invocation_when_dispatch_runs() {
+    let mut h = harness(ONE_FUNCTION);
+    let (worker, _out) = h.ready_worker(0);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    let effects = h.run_effects_but_scale();
+    assert!(h.queue(0).is_empty(), "dispatched");
+    let w = h.server.supervisor.workers.get(worker).expect("worker");
+    assert_eq!(w.active(), 1);
+    assert!(
+        effects.contains(&Effect::FlushWorker(worker)),
+        "{effects:?}"
+    );
+    // Its body was forwarded within the stream's credit: the request is fully sent.
+    assert!(effects.contains(&Effect::DriveConn(key)), "{effects:?}");
+}
+
+#[test]
+fn a_client_that_closes_mid_body_while_queued_gives_up_its_place() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(
+        &mut client,
+        key,
+        b"POST /invoke HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhi",
+    );
+    assert_eq!(h.queue(0), [client_of(key, 1)]);
+    h.take_effects();
+    drop(client);
+    h.hang_up(key);
+    h.run_effects_but_scale();
+    assert!(
+        h.queue(0).is_empty(),
+        "the rest of its body can never arrive"
+    );
+    assert_eq!(h.server.scheduler.inflight(), 0);
+    assert!(h.server.front.conns.get(key).is_none(), "connection closed");
+}
+
+#[test]
+fn a_client_that_closes_after_a_whole_request_keeps_its_place() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    h.take_effects();
+    // A FIN may be a half-close: the client can still read the answer.
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    h.hang_up(key);
+    h.run_effects_but_scale();
+    assert_eq!(h.queue(0), [client_of(key, 1)]);
+    assert_eq!(h.server.scheduler.inflight(), 1);
+}
+
+#[test]
+fn a_half_close_after_a_whole_request_still_gets_the_answer() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    client
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("write");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    h.hang_up(key);
+    h.run_effects_but_scale();
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn a_worker_death_fails_its_invocation_and_records_scale_dispatch_and_waiters() {
+    let mut h = harness(ONE_FUNCTION);
+    let (worker, _out) = h.ready_worker(0);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    h.run_effects_but_scale();
+    h.server
+        .worker_gone(worker, "worker hello-t was killed by the test");
+    let effects = h.take_effects();
+    for expected in [Effect::Scale(0), Effect::Dispatch(0), Effect::Waiters] {
+        assert!(effects.contains(&expected), "{expected:?} in {effects:?}");
+    }
+    // Nothing was launched or dispatched from inside the handler.
+    assert!(h.server.scheduler.functions[0].pool.workers.is_empty());
+    h.server.run_effect(Effect::FlushConn(key));
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("WorkerCrashed"), "{answer}");
+}
+
+#[test]
+fn a_worker_gone_twice_records_its_consequences_once() {
+    let mut h = harness(ONE_FUNCTION);
+    let (worker, _out) = h.ready_worker(0);
+    h.server.worker_gone(worker, "first");
+    let first = h.take_effects();
+    assert!(first.contains(&Effect::Scale(0)));
+    h.server.worker_gone(worker, "second");
+    assert!(h.take_effects().is_empty(), "idempotent");
+}
+
+#[test]
+fn an_invocation_deadline_answers_a_queued_request_and_frees_its_place() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    h.take_effects();
+    h.server.on_request_deadline(client_of(key, 1));
+    h.run_effects_but_scale();
+    let answer = read_answer(&mut client, complete);
+    assert!(
+        answer.contains("FunctionTimeout") || answer.contains("Timeout"),
+        "{answer}"
+    );
+    assert!(h.queue(0).is_empty());
+    assert_eq!(h.server.scheduler.inflight(), 0);
+}
+
+#[test]
+fn a_draining_runtime_refuses_new_invocations_and_closes_after_answering() {
+    let mut h = harness(ONE_FUNCTION);
+    h.server.lifecycle.phase = super::Lifecycle::Draining;
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    let effects = h.run_effects_but_scale();
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Scale(_))));
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("RuntimeStopped"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn a_full_queue_is_refused_with_429_and_leaves_the_queue_as_it_was() {
+    let mut h = harness_with(ONE_FUNCTION, |c| c.data_plane.request_queue_limit = 1);
+    let (mut first, first_key) = h.connect();
+    h.send(&mut first, first_key, INVOKE);
+    let (mut second, second_key) = h.connect();
+    h.send(&mut second, second_key, INVOKE);
+    h.run_effects_but_scale();
+    let answer = read_answer(&mut second, complete);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert_eq!(h.queue(0), [client_of(first_key, 1)]);
+}
