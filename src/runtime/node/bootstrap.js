@@ -40,6 +40,7 @@ const net = require('net');
 const path = require('path');
 const util = require('util');
 const { pathToFileURL } = require('url');
+const { AsyncLocalStorage } = require('async_hooks');
 const { Readable, Writable } = require('stream');
 
 // ---- Wire constants (PROTOCOL.md "Framing") --------------------------------------------------
@@ -464,7 +465,7 @@ async function onInit(init) {
   const codeDir = fn.codeDir || env.NOSLATE_CODE_DIR || process.cwd();
   initializing = true;
   try {
-    const ctx = new Context(init.context, init.requestId);
+    const ctx = new Context(init.context, init.requestId, null);
     if (runtimeName === 'aworker') {
       await initAworker(codeDir, ctx);
       serve = serveFetch;
@@ -479,8 +480,8 @@ async function onInit(init) {
         const initializer = await loadExport(codeDir, initializerSpec, 'InitializerNotFound');
         // FC's initializer(context, callback) finishes by callback or promise; Noslate's by
         // returning (a promise or not).
-        if (handlerStyle === 'noslate') await initializer(ctx);
-        else await callWithCallback(initializer, [ctx]);
+        if (handlerStyle === 'noslate') await requestIds.run(ctx.requestId, initializer, ctx);
+        else await requestIds.run(ctx.requestId, callWithCallback, initializer, [ctx]);
       }
       handler = loaded;
       serve = styles[handlerStyle];
@@ -562,7 +563,7 @@ function errorPayload(err) {
 // The FC context of the invocation (PROTOCOL.md "context"), plus a logger. Deliberately nothing
 // from process.env: credentials travel per request.
 class Context {
-  constructor(context, requestId) {
+  constructor(context, requestId, clientIp) {
     const c = context || {};
     this.requestId = c.requestId || requestId || '';
     this.credentials = c.credentials || null;
@@ -571,7 +572,57 @@ class Context {
     this.region = c.region || null;
     this.accountId = c.accountId || null;
     this.retryCount = c.retryCount || 0;
+    this.clientIP = clientIp || null;
     this.logger = new Logger(this.requestId);
+  }
+}
+
+// The client's address: the runtime's clientIp when it sends one, else FC's x-fc-client-ip, else
+// the first X-Forwarded-For hop, else X-Real-IP; null when none is there (an INIT has no headers).
+function clientIpOf(head) {
+  if (head == null) return null;
+  if (typeof head.clientIp === 'string' && head.clientIp) return head.clientIp;
+  const headers = Array.isArray(head.headers) ? head.headers : [];
+  let forwarded = null;
+  let real = null;
+  for (const [name, value] of headers) {
+    const key = name.toLowerCase();
+    if (key === 'x-fc-client-ip' && value) return value;
+    if (key === 'x-forwarded-for' && forwarded === null) forwarded = value;
+    else if (key === 'x-real-ip' && real === null) real = value;
+  }
+  if (forwarded) return forwarded.split(',')[0].trim();
+  return real || null;
+}
+
+// The request id of the invocation (or initializer) whose code is running: console lines written
+// inside it carry the id, whatever other invocations interleave with it on this worker. The store
+// is the id string itself, so entering it allocates nothing per request beyond the run() frame.
+const requestIds = new AsyncLocalStorage();
+
+// `<ISO time> <requestId> [LEVEL] message`, as FC's runtimes write function logs. The record is
+// built whole and written with one write(): a multi-line message stays one record, and since a
+// worker's stdout and stderr are its own fds (a file or a pipe shared only with the runtime), no
+// other line can land inside it.
+function logRecord(requestId, level, args) {
+  return `${new Date().toISOString()} ${requestId} [${level}] ${util.format(...args)}\n`;
+}
+
+// console.log/info/debug go to stdout and console.warn/error to stderr, as in Node; inside an
+// invocation each call is one record with the request id, outside one the original output is kept.
+function patchConsole() {
+  const methods = [
+    ['log', 'INFO', process.stdout], ['info', 'INFO', process.stdout],
+    ['debug', 'DEBUG', process.stdout], ['warn', 'WARN', process.stderr],
+    ['error', 'ERROR', process.stderr],
+  ];
+  for (const [name, level, stream] of methods) {
+    const original = console[name];
+    console[name] = function (...args) {
+      const requestId = requestIds.getStore();
+      if (requestId) stream.write(logRecord(requestId, level, args));
+      else original.apply(console, args);
+    };
   }
 }
 
@@ -582,7 +633,7 @@ class Logger {
   }
 
   _log(level, args) {
-    process.stdout.write(`${new Date().toISOString()} ${this.requestId} [${level}] ${util.format(...args)}\n`);
+    process.stdout.write(logRecord(this.requestId, level, args));
   }
 
   debug(...args) { this._log('DEBUG', args); }
@@ -627,7 +678,7 @@ class Request extends Readable {
     // Not in the v1 request head; accepted as pairs or an object should the runtime send it.
     this.baggage = Array.isArray(head.baggage) ? Object.fromEntries(head.baggage) : (head.baggage || {});
     this._headerPairs = head.headers || [];
-    this._clientIp = head.clientIp;
+    this._reqHead = head;
     this._headers = null; // built on first use: most handlers never look
     this._rawHeaders = null;
     this._res = res;
@@ -677,13 +728,9 @@ class Request extends Readable {
     return queries;
   }
 
-  // The runtime's clientIp when it sends one, else the first X-Forwarded-For hop, else X-Real-IP.
+  // The client's address as FC gives it (see clientIpOf).
   get clientIP() {
-    if (typeof this._clientIp === 'string' && this._clientIp) return this._clientIp;
-    const forwarded = this.headers['x-forwarded-for'];
-    if (typeof forwarded === 'string' && forwarded) return forwarded.split(',')[0].trim();
-    const real = this.headers['x-real-ip'];
-    return typeof real === 'string' ? real : '';
+    return clientIpOf(this._reqHead) || '';
   }
 
   // The whole body as a Buffer: a promise, or node-style through `callback(err, body)`.
@@ -1001,7 +1048,7 @@ function fail(res, err) {
 function onRequestHead(stream, flags, head) {
   if (serve === null) protocolError(`REQUEST_HEAD for stream ${stream} before INIT_DONE`);
   if (stream === 0 || streams.has(stream)) protocolError(`REQUEST_HEAD reuses open stream id ${stream}`);
-  const ctx = new Context(head.context, head.requestId);
+  const ctx = new Context(head.context, head.requestId, clientIpOf(head));
   const res = new Response(stream, ctx.requestId);
   const req = new Request(res, head);
   res._req = req;
@@ -1011,7 +1058,7 @@ function onRequestHead(stream, flags, head) {
     req.push(null);
   }
   streams.set(stream, res);
-  serve(ctx, req, res, head);
+  requestIds.run(ctx.requestId, serve, ctx, req, res, head);
 }
 
 function onRequestBody(stream, flags, buf, start, end) {
@@ -1573,6 +1620,7 @@ async function pumpWebBody(res, reader, peek) {
 
 // ---- Start ---------------------------------------------------------------------------------
 
+patchConsole();
 process.on('uncaughtException', (err) => crash('uncaught exception', err));
 process.on('unhandledRejection', (reason) => crash('unhandled rejection', reason));
 

@@ -25,6 +25,7 @@ running yet are still read and kept, within each stream's credit.
 """
 
 import collections
+import contextvars
 import io
 import importlib
 import importlib.util
@@ -71,9 +72,13 @@ THIS_FILE = os.path.abspath(__file__)
 IMPORTLIB_DIR = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
 
 
+# The process's own stderr: the worker's lines never take a request id's record format.
+_STDERR = sys.stderr
+
+
 def log_worker(message):
-    sys.stderr.write("%s [noslate worker %s] %s\n" % (_iso_now(), WORKER_ID, message))
-    sys.stderr.flush()
+    _STDERR.write("%s [noslate worker %s] %s\n" % (_iso_now(), WORKER_ID, message))
+    _STDERR.flush()
 
 
 def _iso_now():
@@ -210,19 +215,67 @@ class ServiceMeta(_Attrs):
     pass
 
 
-_local = threading.local()
+# The request id of the invocation (or initializer) running in this thread: every handler call
+# runs in a thread of its own (see _submit), which sets it for the call and resets it after, and
+# asyncio tasks the handler starts copy it. Lines written outside any call have no id.
+_request_id = contextvars.ContextVar("noslate_request_id", default="")
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record):
         if not hasattr(record, "request_id"):
-            record.request_id = getattr(_local, "request_id", "")
+            record.request_id = _request_id.get()
         return True
+
+
+class _RecordStream(object):
+    """sys.stdout / sys.stderr for user code: inside an invocation, each line it writes becomes one
+    record `<ISO time> <requestId> [LEVEL] message`, written with one write() so that no other
+    thread's record lands inside it. A message is complete at a write ending in a newline, so
+    print("a\nb") stays one record; text without one waits, per thread, for the rest."""
+
+    def __init__(self, raw, level):
+        self._raw = raw
+        self._level = level
+        self._pending = threading.local()
+
+    def write(self, text):
+        written = len(text)
+        request_id = _request_id.get()
+        pending = getattr(self._pending, "value", None)
+        if pending is not None and pending[0] != request_id:
+            # Left unfinished by an earlier call on this thread: its own record.
+            self._pending.value = None
+            self._emit(pending[0], pending[1])
+            pending = None
+        if not request_id:
+            return self._raw.write(text)
+        if pending is not None:
+            text = pending[1] + text
+        if text.endswith("\n"):
+            self._pending.value = None
+            self._emit(request_id, text[:-1])
+        else:
+            self._pending.value = (request_id, text)
+        return written
+
+    def _emit(self, request_id, message):
+        if request_id:
+            self._raw.write("%s %s [%s] %s\n" % (_iso_now(), request_id, self._level, message))
+        else:
+            self._raw.write(message)
+        self._raw.flush()
+
+    def flush(self):
+        self._raw.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
 
 
 def _setup_logging():
     """FC's log format on stdout: `<time> <request id> [LEVEL] message`."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(sys.__stdout__)
     formatter = logging.Formatter("%(asctime)s %(request_id)s [%(levelname)s] %(message)s")
     formatter.converter = time.gmtime
     formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
@@ -232,6 +285,8 @@ def _setup_logging():
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    sys.stdout = _RecordStream(sys.__stdout__, "INFO")
+    sys.stderr = _RecordStream(sys.__stderr__, "ERROR")
 
 
 _fc_logger = logging.getLogger("fc")
@@ -613,7 +668,13 @@ def wsgi_environ(st, ctx):
         if port:
             environ["SERVER_PORT"] = port
     if not environ["REMOTE_ADDR"]:
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("HTTP_X_REAL_IP") or ""
+        # FC puts the client's address in x-fc-client-ip; behind other proxies, the first hop.
+        forwarded = (
+            environ.get("HTTP_X_FC_CLIENT_IP")
+            or environ.get("HTTP_X_FORWARDED_FOR")
+            or environ.get("HTTP_X_REAL_IP")
+            or ""
+        )
         environ["REMOTE_ADDR"] = forwarded.split(",")[0].strip()
     return environ
 
@@ -683,7 +744,7 @@ _serve = None
 
 
 def run_stream(st):
-    _local.request_id = st.head.get("requestId") or ""
+    token = _request_id.set(st.head.get("requestId") or "")
     try:
         ctx = Context(st.head.get("context"), st.head.get("requestId"))
         _serve(st, ctx)
@@ -696,7 +757,7 @@ def run_stream(st):
                 % (st.head.get("requestId"), _format(err).rstrip())
             )
     finally:
-        _local.request_id = ""
+        _request_id.reset(token)
         _stream_finished()
 
 
@@ -784,7 +845,6 @@ def on_init(init):
     global _handler, _serve
     fn = init.get("function") or {}
     code_dir = fn.get("codeDir") or os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
-    _local.request_id = init.get("requestId") or ""
     try:
         styles = {"fc-event": serve_event, "fc-http": serve_wsgi}
         if STYLE not in styles:
@@ -798,15 +858,18 @@ def on_init(init):
         init_spec = fn.get("initializer") or os.environ.get("NOSLATE_INITIALIZER")
         if init_spec:
             initializer = load_function(code_dir, init_spec, InitializerNotFound)
-            initializer(Context(init.get("context"), init.get("requestId")))
+            # Only the initializer's own lines carry the id, not the module's at import.
+            token = _request_id.set(init.get("requestId") or "")
+            try:
+                initializer(Context(init.get("context"), init.get("requestId")))
+            finally:
+                _request_id.reset(token)
         _handler = handler
         _serve = styles[STYLE]
         send_frame(0, INIT_DONE)
     except BaseException as err:  # noqa: BLE001
         log_worker("initialization failed: %s" % _format(err).rstrip())
         send_json(0, INIT_ERROR, init_error_payload(err))
-    finally:
-        _local.request_id = ""
 
 
 # ---- Incoming frames -----------------------------------------------------------------------------
