@@ -1147,21 +1147,101 @@ function resultBody(data) {
   return json === undefined ? EMPTY : json;
 }
 
-function serveFcEvent(ctx, req, res) {
-  readWhole(req, (event) => {
+function serveFcEvent(ctx, req, res, head) {
+  const httpTrigger = head.kind === 'http';
+  readWhole(req, (body) => {
     if (res._done) return; // cancelled while the body arrived
+    const event = httpTrigger ? Buffer.from(JSON.stringify(httpTriggerEvent(ctx, head, body))) : body;
     callFcHandler(handler, [event, ctx], res, (data) => {
       if (res._done) return;
-      let body;
       try {
-        body = resultBody(data);
+        if (httpTrigger) answerHttpTrigger(res, data);
+        else res.end(resultBody(data));
       } catch (err) {
         fail(res, err);
-        return;
       }
-      res.end(body);
     });
   });
+}
+
+// Content types whose bodies an HTTP-trigger event carries as text; any other body is base64.
+const TEXT_TYPE = /^(text\/|application\/(json|xml|javascript|x-www-form-urlencoded)\b|[^;]*\+(json|xml)\b)/i;
+
+// FC 3.0's HTTP-trigger event: what an event handler reached through an HTTP trigger receives
+// (as a JSON Buffer, like any event). Repeated headers and query parameters are joined with ', '
+// and ',' as FC does; the header names keep the client's case.
+function httpTriggerEvent(ctx, head, body) {
+  const url = head.url || '/';
+  const q = url.indexOf('?');
+  const rawPath = q < 0 ? url : url.slice(0, q);
+  const headers = {};
+  let contentType = '';
+  let host = '';
+  let userAgent = '';
+  for (const [name, value] of head.headers || []) {
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
+    const key = name.toLowerCase();
+    if (key === 'content-type') contentType = value;
+    else if (key === 'host') host = value;
+    else if (key === 'user-agent') userAgent = value;
+  }
+  const queryParameters = {};
+  if (q >= 0) {
+    for (const [key, value] of new URLSearchParams(url.slice(q + 1))) {
+      queryParameters[key] = queryParameters[key] === undefined ? value : `${queryParameters[key]},${value}`;
+    }
+  }
+  const text = body.length === 0 || TEXT_TYPE.test(contentType);
+  const domainName = host.replace(/:\d+$/, '');
+  const now = new Date();
+  return {
+    version: 'v1',
+    rawPath,
+    headers,
+    queryParameters,
+    body: text ? body.toString('utf8') : body.toString('base64'),
+    isBase64Encoded: !text,
+    requestContext: {
+      accountId: ctx.accountId || '',
+      domainName,
+      domainPrefix: domainName.split('.')[0],
+      http: {
+        method: head.method || 'GET',
+        path: rawPath,
+        protocol: 'HTTP/1.1',
+        sourceIp: clientIpOf(head) || '',
+        userAgent,
+      },
+      requestId: ctx.requestId,
+      time: now.toISOString(),
+      timeEpoch: String(now.getTime()),
+    },
+  };
+}
+
+// An HTTP-trigger event handler's result as the HTTP response, as FC does it: an object with a
+// statusCode is {statusCode, headers, body, isBase64Encoded}; anything else is a 200 whose body
+// is the result (strings and Buffers as is, other values as JSON).
+function answerHttpTrigger(res, data) {
+  if (data !== null && typeof data === 'object' && !Buffer.isBuffer(data) && !(data instanceof Uint8Array)
+      && !Array.isArray(data) && data.statusCode !== undefined) {
+    const status = Number(data.statusCode);
+    if (!Number.isInteger(status) || status < 100 || status > 999) {
+      throw namedError('InvalidResponse', `statusCode must be an HTTP status, got ${JSON.stringify(data.statusCode)}`);
+    }
+    res.statusCode = status;
+    const headers = data.headers || {};
+    for (const name of Object.keys(headers)) res.setHeader(name, String(headers[name]));
+    let body = data.body;
+    if (data.isBase64Encoded && typeof body === 'string') body = Buffer.from(body, 'base64');
+    res.end(resultBody(body));
+    return;
+  }
+  if (data !== null && data !== undefined && typeof data === 'object' && !Buffer.isBuffer(data)
+      && !(data instanceof Uint8Array) && !(data instanceof ArrayBuffer) && !res.hasHeader('content-type')) {
+    res.setHeader('content-type', 'application/json');
+  }
+  res.end(resultBody(data));
 }
 
 // Calls fn(...args, callback) and hands its result to `answer` (or its error to fail()).

@@ -24,6 +24,7 @@ whose code is not thread-safe sets `maxActivateRequests: 1`. Frames of streams t
 running yet are still read and kept, within each stream's credit.
 """
 
+import base64
 import collections
 import contextvars
 import io
@@ -32,12 +33,13 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import struct
 import sys
 import threading
 import time
 import traceback
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 # ---- Wire constants (PROTOCOL.md "Framing") ------------------------------------------------------
 
@@ -580,9 +582,98 @@ def _result_bytes(result):
 
 def serve_event(st, ctx):
     event = st.read_all()
+    if st.head.get("kind") == "http":
+        event = json.dumps(http_trigger_event(st.head, ctx, event)).encode("utf-8")
+        result = _run_user(st, _handler, event, ctx)
+        status, headers, body = http_trigger_response(result)
+        headers.append(["content-length", str(len(body))])
+        st.send_whole(status, headers, body)
+        return
     result = _run_user(st, _handler, event, ctx)
     body = _result_bytes(result)
     st.send_whole(200, [["content-length", str(len(body))]], body)
+
+
+# Content types whose bodies an HTTP-trigger event carries as text; any other body is base64.
+_TEXT_TYPE = re.compile(
+    r"^(text/|application/(json|xml|javascript|x-www-form-urlencoded)\b|[^;]*\+(json|xml)\b)", re.I
+)
+
+
+def http_trigger_event(head, ctx, body):
+    """FC 3.0's HTTP-trigger event, what an event handler reached through an HTTP trigger gets
+    (as JSON bytes, like any event). Repeated headers and query parameters are joined with ', '
+    and ',' as FC does; the header names keep the client's case."""
+    url = head.get("url") or "/"
+    raw_path, _, query = url.partition("?")
+    headers = {}
+    lower = {}
+    for name, value in head.get("headers") or []:
+        headers[name] = value if name not in headers else headers[name] + ", " + value
+        lower.setdefault(name.lower(), value)
+    params = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        params[key] = value if key not in params else params[key] + "," + value
+    text = not body or bool(_TEXT_TYPE.match(lower.get("content-type", "")))
+    host = lower.get("host", "")
+    name, _, port = host.rpartition(":")
+    domain = name if name and port.isdigit() else host
+    now = time.time()
+    return {
+        "version": "v1",
+        "rawPath": raw_path,
+        "headers": headers,
+        "queryParameters": params,
+        "body": body.decode("utf-8", "replace") if text else base64.b64encode(body).decode("ascii"),
+        "isBase64Encoded": not text,
+        "requestContext": {
+            "accountId": ctx.account_id or "",
+            "domainName": domain,
+            "domainPrefix": domain.split(".")[0],
+            "http": {
+                "method": head.get("method") or "GET",
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": _client_ip(head, lower),
+                "userAgent": lower.get("user-agent", ""),
+            },
+            "requestId": ctx.request_id,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + ".%03dZ" % (int(now * 1000) % 1000),
+            "timeEpoch": str(int(now * 1000)),
+        },
+    }
+
+
+def _client_ip(head, lower):
+    """The runtime's clientIp, else x-fc-client-ip, else the first X-Forwarded-For hop, else
+    X-Real-IP."""
+    if head.get("clientIp"):
+        return head["clientIp"]
+    forwarded = (
+        lower.get("x-fc-client-ip") or lower.get("x-forwarded-for") or lower.get("x-real-ip") or ""
+    )
+    return forwarded.split(",")[0].strip()
+
+
+def http_trigger_response(result):
+    """An HTTP-trigger event handler's result as (status, headers, body), as FC does it: a dict
+    with a statusCode is {statusCode, headers, body, isBase64Encoded}; anything else is a 200
+    whose body is the result (str and bytes as is, other values as JSON)."""
+    if isinstance(result, dict) and "statusCode" in result:
+        status = result["statusCode"]
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 999:
+            raise ValueError("statusCode must be an HTTP status, got %r" % (status,))
+        headers = [[str(k), str(v)] for k, v in (result.get("headers") or {}).items()]
+        headers = [h for h in headers if h[0].lower() != "content-length"]
+        body = result.get("body")
+        if result.get("isBase64Encoded") and isinstance(body, str):
+            body = base64.b64decode(body)
+        return status, headers, _result_bytes(body)
+    headers = []
+    if isinstance(result, (dict, list, tuple)):
+        headers.append(["content-type", "application/json"])
+    return 200, headers, _result_bytes(result)
 
 
 class _BodyRaw(io.RawIOBase):
