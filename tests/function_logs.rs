@@ -1,7 +1,8 @@
 //! Function log lines: inside an invocation (or the initializer), console.* (Node.js) and print /
 //! sys.stderr / logging (Python) lines read `<ISO time> <requestId> [LEVEL] message`, with the
 //! right id even when invocations interleave in one worker; lines outside any have no id. Also
-//! FC's x-fc-client-ip as the Node.js context's clientIP and the WSGI environ's REMOTE_ADDR.
+//! FC's x-fc-client-ip as the Node.js context's clientIP and the WSGI environ's REMOTE_ADDR, and
+//! the initializer's context having the invocation context's shape.
 
 mod common;
 
@@ -169,4 +170,39 @@ fn python_wsgi_remote_addr_is_fc_client_ip() {
     let resp = ns.send(&Req::new("GET", "/ip").header("x-fc-client-ip", "203.0.113.9"));
     assert_eq!(resp.status, 200, "body: {}", resp.brief());
     assert_eq!(resp.text(), "203.0.113.9");
+}
+
+/// The initializer's context has the same members, nested ones included, as an invocation's,
+/// even though the INIT carries none of FC's headers.
+fn assert_initializer_context_has_the_invocation_shape(runtime: &str, fixture: &str) {
+    let mut p = profile("logs", fixture);
+    p["runtime"] = json!(runtime);
+    p["handlerStyle"] = json!("fc-event");
+    p["initializer"] = json!("index.initializer");
+    let ns = start(p);
+    let resp = ns.invoke(
+        b"shape",
+        &[
+            ("x-fc-access-key-id", "ak"),
+            ("x-fc-region", "cn-hangzhou"),
+            ("x-fc-service-name", "svc"),
+        ],
+    );
+    let body = assert_invoke_ok(&resp);
+    assert!(body["init"].is_object(), "{body}");
+    assert_eq!(body["init"], body["invoke"], "{body}");
+    for key in ["credentials", "function", "service"] {
+        assert!(body["init"][key].is_array(), "{key} missing: {body}");
+    }
+}
+
+#[test]
+fn node_initializer_context_has_the_invocation_shape() {
+    assert_initializer_context_has_the_invocation_shape("nodejs", "logs-node");
+}
+
+#[test]
+fn python_initializer_context_has_the_invocation_shape() {
+    require_python();
+    assert_initializer_context_has_the_invocation_shape("python3", "logs-python");
 }

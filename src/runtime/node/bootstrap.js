@@ -465,7 +465,7 @@ async function onInit(init) {
   const codeDir = fn.codeDir || env.NOSLATE_CODE_DIR || process.cwd();
   initializing = true;
   try {
-    const ctx = new Context(init.context, init.requestId, null);
+    const ctx = contextOf(init);
     if (runtimeName === 'aworker') {
       await initAworker(codeDir, ctx);
       serve = serveFetch;
@@ -560,21 +560,51 @@ function errorPayload(err) {
 
 // ---- Handler context -----------------------------------------------------------------------
 
-// The FC context of the invocation (PROTOCOL.md "context"), plus a logger. Deliberately nothing
-// from process.env: credentials travel per request.
+// The FC context of an invocation or of the initializer (PROTOCOL.md "context"), plus a logger:
+// one shape for both, whatever the INIT or request head carries, a missing value being null.
+// Deliberately nothing from process.env: credentials travel per request.
 class Context {
   constructor(context, requestId, clientIp) {
     const c = context || {};
+    const cred = c.credentials || {};
+    const fn = c.function || {};
+    const svc = c.service || {};
     this.requestId = c.requestId || requestId || '';
-    this.credentials = c.credentials || null;
-    this.function = c.function || null;
-    this.service = c.service || null;
-    this.region = c.region || null;
-    this.accountId = c.accountId || null;
+    this.credentials = {
+      accessKeyId: valueOrNull(cred.accessKeyId),
+      accessKeySecret: valueOrNull(cred.accessKeySecret),
+      securityToken: valueOrNull(cred.securityToken),
+    };
+    this.function = {
+      name: valueOrNull(fn.name),
+      handler: valueOrNull(fn.handler),
+      memory: valueOrNull(fn.memory),
+      timeout: valueOrNull(fn.timeout),
+      initializer: valueOrNull(fn.initializer),
+      initializationTimeout: valueOrNull(fn.initializationTimeout),
+    };
+    this.service = {
+      name: valueOrNull(svc.name),
+      logProject: valueOrNull(svc.logProject),
+      logStore: valueOrNull(svc.logStore),
+      qualifier: valueOrNull(svc.qualifier),
+      versionId: valueOrNull(svc.versionId),
+    };
+    this.region = valueOrNull(c.region);
+    this.accountId = valueOrNull(c.accountId);
     this.retryCount = c.retryCount || 0;
     this.clientIP = clientIp || null;
     this.logger = new Logger(this.requestId);
   }
+}
+
+function valueOrNull(value) {
+  return value === undefined ? null : value;
+}
+
+// The context of an INIT or a request head, built the same way for both.
+function contextOf(msg) {
+  return new Context(msg.context, msg.requestId, clientIpOf(msg));
 }
 
 // The client's address: the runtime's clientIp when it sends one, else FC's x-fc-client-ip, else
@@ -1048,7 +1078,7 @@ function fail(res, err) {
 function onRequestHead(stream, flags, head) {
   if (serve === null) protocolError(`REQUEST_HEAD for stream ${stream} before INIT_DONE`);
   if (stream === 0 || streams.has(stream)) protocolError(`REQUEST_HEAD reuses open stream id ${stream}`);
-  const ctx = new Context(head.context, head.requestId, clientIpOf(head));
+  const ctx = contextOf(head);
   const res = new Response(stream, ctx.requestId);
   const req = new Request(res, head);
   res._req = req;
