@@ -122,8 +122,10 @@ fn python_print_and_logging_lines_carry_the_request_id_of_their_invocation() {
     let resp = ns.send(&Req::new("POST", "/initialize").header("x-fc-request-id", "init-1"));
     assert_eq!(resp.status, 200, "body: {}", resp.brief());
     invoke_concurrently(&ns);
-    let last = format!("logging tag-{}", CONCURRENT - 1);
-    wait_either(&ns, &last);
+    // Each call's last record is written as the call ends, after its answer.
+    for i in 0..CONCURRENT {
+        wait_either(&ns, &format!("unfinished tag-{i}"));
+    }
     let out = ns.stdout_lines();
     let err = ns.stderr_lines();
     for i in 0..CONCURRENT {
@@ -133,6 +135,8 @@ fn python_print_and_logging_lines_carry_the_request_id_of_their_invocation() {
         assert_record(&out, &id, "WARNING", &format!("logging {tag}"));
         let at = assert_record(&out, &id, "INFO", &format!("multi {tag}"));
         assert_eq!(out[at + 1], format!("second line {tag}"));
+        // Text without a final newline is the call's record when the call ends.
+        assert_record(&out, &id, "INFO", &format!("unfinished {tag}"));
     }
     let init = out
         .iter()

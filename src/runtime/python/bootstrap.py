@@ -268,11 +268,24 @@ class _RecordStream(object):
             self._raw.write(message)
         self._raw.flush()
 
+    def end_call(self):
+        """Writes what the ending call left without a newline on this thread as its record."""
+        pending = getattr(self._pending, "value", None)
+        if pending is not None:
+            self._pending.value = None
+            self._emit(pending[0], pending[1])
+
     def flush(self):
         self._raw.flush()
 
     def __getattr__(self, name):
         return getattr(self._raw, name)
+
+
+def _end_call_output():
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _RecordStream):
+            stream.end_call()
 
 
 def _setup_logging():
@@ -848,6 +861,7 @@ def run_stream(st):
                 % (st.head.get("requestId"), _format(err).rstrip())
             )
     finally:
+        _end_call_output()
         _request_id.reset(token)
         _stream_finished()
 
@@ -954,6 +968,7 @@ def on_init(init):
             try:
                 initializer(Context(init.get("context"), init.get("requestId")))
             finally:
+                _end_call_output()
                 _request_id.reset(token)
         _handler = handler
         _serve = styles[STYLE]
