@@ -33,6 +33,13 @@ ENV NOSLATE_WORKDIR=/tmp/noslate \
     NOSLATE_FUNCTIONS=/code/functions.json \
     SERVER_PORT=9000
 
+# The image's system config: function output (console.log, print, ctx.logger) goes to the
+# container's stdout/stderr, which FC collects into the function's logstore, rather than to files
+# inside the instance. A config of one's own (NOSLATED_CONFIG_PATH) replaces it: keep
+# "logger": {"workerOutput": "console"} in it.
+RUN mkdir -p /etc/noslate && printf '%s\n' '{"logger": {"workerOutput": "console"}}' > /etc/noslate/config.json
+ENV NOSLATED_CONFIG_PATH=/etc/noslate/config.json
+
 COPY target/release/noslate start.sh /usr/local/bin/
 COPY examples/ /code/
 
@@ -71,8 +78,10 @@ ENTRYPOINT ["/usr/local/bin/start.sh", "start"]
 #       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 #           nodejs python3 ca-certificates; \
 #       apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+#   RUN mkdir -p /etc/noslate && printf '%s\n' '{"logger": {"workerOutput": "console"}}' > /etc/noslate/config.json
 #   ENV NOSLATE_WORKDIR=/tmp/noslate NOSLATE_LOGDIR=/tmp/noslate/logs \
-#       NOSLATE_FUNCTIONS=/code/functions.json SERVER_PORT=9000
+#       NOSLATE_FUNCTIONS=/code/functions.json SERVER_PORT=9000 \
+#       NOSLATED_CONFIG_PATH=/etc/noslate/config.json
 #   COPY --from=build /src/target/release/noslate /usr/local/bin/
 #   COPY start.sh /usr/local/bin/
 #   COPY examples/ /code/

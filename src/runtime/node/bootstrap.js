@@ -40,6 +40,7 @@ const net = require('net');
 const path = require('path');
 const util = require('util');
 const { pathToFileURL } = require('url');
+const { AsyncLocalStorage } = require('async_hooks');
 const { Readable, Writable } = require('stream');
 
 // ---- Wire constants (PROTOCOL.md "Framing") --------------------------------------------------
@@ -464,7 +465,7 @@ async function onInit(init) {
   const codeDir = fn.codeDir || env.NOSLATE_CODE_DIR || process.cwd();
   initializing = true;
   try {
-    const ctx = new Context(init.context, init.requestId);
+    const ctx = contextOf(init);
     if (runtimeName === 'aworker') {
       await initAworker(codeDir, ctx);
       serve = serveFetch;
@@ -479,8 +480,8 @@ async function onInit(init) {
         const initializer = await loadExport(codeDir, initializerSpec, 'InitializerNotFound');
         // FC's initializer(context, callback) finishes by callback or promise; Noslate's by
         // returning (a promise or not).
-        if (handlerStyle === 'noslate') await initializer(ctx);
-        else await callWithCallback(initializer, [ctx]);
+        if (handlerStyle === 'noslate') await requestIds.run(ctx.requestId, initializer, ctx);
+        else await requestIds.run(ctx.requestId, callWithCallback, initializer, [ctx]);
       }
       handler = loaded;
       serve = styles[handlerStyle];
@@ -559,19 +560,99 @@ function errorPayload(err) {
 
 // ---- Handler context -----------------------------------------------------------------------
 
-// The FC context of the invocation (PROTOCOL.md "context"), plus a logger. Deliberately nothing
-// from process.env: credentials travel per request.
+// The FC context of an invocation or of the initializer (PROTOCOL.md "context"), plus a logger:
+// one shape for both, whatever the INIT or request head carries, a missing value being null.
+// Deliberately nothing from process.env: credentials travel per request.
 class Context {
-  constructor(context, requestId) {
+  constructor(context, requestId, clientIp) {
     const c = context || {};
+    const cred = c.credentials || {};
+    const fn = c.function || {};
+    const svc = c.service || {};
     this.requestId = c.requestId || requestId || '';
-    this.credentials = c.credentials || null;
-    this.function = c.function || null;
-    this.service = c.service || null;
-    this.region = c.region || null;
-    this.accountId = c.accountId || null;
+    this.credentials = {
+      accessKeyId: valueOrNull(cred.accessKeyId),
+      accessKeySecret: valueOrNull(cred.accessKeySecret),
+      securityToken: valueOrNull(cred.securityToken),
+    };
+    this.function = {
+      name: valueOrNull(fn.name),
+      handler: valueOrNull(fn.handler),
+      memory: valueOrNull(fn.memory),
+      timeout: valueOrNull(fn.timeout),
+      initializer: valueOrNull(fn.initializer),
+      initializationTimeout: valueOrNull(fn.initializationTimeout),
+    };
+    this.service = {
+      name: valueOrNull(svc.name),
+      logProject: valueOrNull(svc.logProject),
+      logStore: valueOrNull(svc.logStore),
+      qualifier: valueOrNull(svc.qualifier),
+      versionId: valueOrNull(svc.versionId),
+    };
+    this.region = valueOrNull(c.region);
+    this.accountId = valueOrNull(c.accountId);
     this.retryCount = c.retryCount || 0;
+    this.clientIP = clientIp || null;
     this.logger = new Logger(this.requestId);
+  }
+}
+
+function valueOrNull(value) {
+  return value === undefined ? null : value;
+}
+
+// The context of an INIT or a request head, built the same way for both.
+function contextOf(msg) {
+  return new Context(msg.context, msg.requestId, clientIpOf(msg));
+}
+
+// The client's address: the runtime's clientIp when it sends one, else FC's x-fc-client-ip, else
+// the first X-Forwarded-For hop, else X-Real-IP; null when none is there (an INIT has no headers).
+function clientIpOf(head) {
+  if (head == null) return null;
+  if (typeof head.clientIp === 'string' && head.clientIp) return head.clientIp;
+  const headers = Array.isArray(head.headers) ? head.headers : [];
+  let forwarded = null;
+  let real = null;
+  for (const [name, value] of headers) {
+    const key = name.toLowerCase();
+    if (key === 'x-fc-client-ip' && value) return value;
+    if (key === 'x-forwarded-for' && forwarded === null) forwarded = value;
+    else if (key === 'x-real-ip' && real === null) real = value;
+  }
+  if (forwarded) return forwarded.split(',')[0].trim();
+  return real || null;
+}
+
+// The request id of the invocation (or initializer) whose code is running: console lines written
+// inside it carry the id, whatever other invocations interleave with it on this worker. The store
+// is the id string itself, so entering it allocates nothing per request beyond the run() frame.
+const requestIds = new AsyncLocalStorage();
+
+// `<ISO time> <requestId> [LEVEL] message`, as FC's runtimes write function logs. The record is
+// built whole and written with one write(): a multi-line message stays one record, and since a
+// worker's stdout and stderr are its own fds (a file or a pipe shared only with the runtime), no
+// other line can land inside it.
+function logRecord(requestId, level, args) {
+  return `${new Date().toISOString()} ${requestId} [${level}] ${util.format(...args)}\n`;
+}
+
+// console.log/info/debug go to stdout and console.warn/error to stderr, as in Node; inside an
+// invocation each call is one record with the request id, outside one the original output is kept.
+function patchConsole() {
+  const methods = [
+    ['log', 'INFO', process.stdout], ['info', 'INFO', process.stdout],
+    ['debug', 'DEBUG', process.stdout], ['warn', 'WARN', process.stderr],
+    ['error', 'ERROR', process.stderr],
+  ];
+  for (const [name, level, stream] of methods) {
+    const original = console[name];
+    console[name] = function (...args) {
+      const requestId = requestIds.getStore();
+      if (requestId) stream.write(logRecord(requestId, level, args));
+      else original.apply(console, args);
+    };
   }
 }
 
@@ -582,7 +663,7 @@ class Logger {
   }
 
   _log(level, args) {
-    process.stdout.write(`${new Date().toISOString()} ${this.requestId} [${level}] ${util.format(...args)}\n`);
+    process.stdout.write(logRecord(this.requestId, level, args));
   }
 
   debug(...args) { this._log('DEBUG', args); }
@@ -627,7 +708,7 @@ class Request extends Readable {
     // Not in the v1 request head; accepted as pairs or an object should the runtime send it.
     this.baggage = Array.isArray(head.baggage) ? Object.fromEntries(head.baggage) : (head.baggage || {});
     this._headerPairs = head.headers || [];
-    this._clientIp = head.clientIp;
+    this._reqHead = head;
     this._headers = null; // built on first use: most handlers never look
     this._rawHeaders = null;
     this._res = res;
@@ -677,13 +758,9 @@ class Request extends Readable {
     return queries;
   }
 
-  // The runtime's clientIp when it sends one, else the first X-Forwarded-For hop, else X-Real-IP.
+  // The client's address as FC gives it (see clientIpOf).
   get clientIP() {
-    if (typeof this._clientIp === 'string' && this._clientIp) return this._clientIp;
-    const forwarded = this.headers['x-forwarded-for'];
-    if (typeof forwarded === 'string' && forwarded) return forwarded.split(',')[0].trim();
-    const real = this.headers['x-real-ip'];
-    return typeof real === 'string' ? real : '';
+    return clientIpOf(this._reqHead) || '';
   }
 
   // The whole body as a Buffer: a promise, or node-style through `callback(err, body)`.
@@ -1001,7 +1078,7 @@ function fail(res, err) {
 function onRequestHead(stream, flags, head) {
   if (serve === null) protocolError(`REQUEST_HEAD for stream ${stream} before INIT_DONE`);
   if (stream === 0 || streams.has(stream)) protocolError(`REQUEST_HEAD reuses open stream id ${stream}`);
-  const ctx = new Context(head.context, head.requestId);
+  const ctx = contextOf(head);
   const res = new Response(stream, ctx.requestId);
   const req = new Request(res, head);
   res._req = req;
@@ -1011,7 +1088,7 @@ function onRequestHead(stream, flags, head) {
     req.push(null);
   }
   streams.set(stream, res);
-  serve(ctx, req, res, head);
+  requestIds.run(ctx.requestId, serve, ctx, req, res, head);
 }
 
 function onRequestBody(stream, flags, buf, start, end) {
@@ -1100,21 +1177,101 @@ function resultBody(data) {
   return json === undefined ? EMPTY : json;
 }
 
-function serveFcEvent(ctx, req, res) {
-  readWhole(req, (event) => {
+function serveFcEvent(ctx, req, res, head) {
+  const httpTrigger = head.kind === 'http';
+  readWhole(req, (body) => {
     if (res._done) return; // cancelled while the body arrived
+    const event = httpTrigger ? Buffer.from(JSON.stringify(httpTriggerEvent(ctx, head, body))) : body;
     callFcHandler(handler, [event, ctx], res, (data) => {
       if (res._done) return;
-      let body;
       try {
-        body = resultBody(data);
+        if (httpTrigger) answerHttpTrigger(res, data);
+        else res.end(resultBody(data));
       } catch (err) {
         fail(res, err);
-        return;
       }
-      res.end(body);
     });
   });
+}
+
+// Content types whose bodies an HTTP-trigger event carries as text; any other body is base64.
+const TEXT_TYPE = /^(text\/|application\/(json|xml|javascript|x-www-form-urlencoded)\b|[^;]*\+(json|xml)\b)/i;
+
+// FC 3.0's HTTP-trigger event: what an event handler reached through an HTTP trigger receives
+// (as a JSON Buffer, like any event). Repeated headers and query parameters are joined with ', '
+// and ',' as FC does; the header names keep the client's case.
+function httpTriggerEvent(ctx, head, body) {
+  const url = head.url || '/';
+  const q = url.indexOf('?');
+  const rawPath = q < 0 ? url : url.slice(0, q);
+  const headers = {};
+  let contentType = '';
+  let host = '';
+  let userAgent = '';
+  for (const [name, value] of head.headers || []) {
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
+    const key = name.toLowerCase();
+    if (key === 'content-type') contentType = value;
+    else if (key === 'host') host = value;
+    else if (key === 'user-agent') userAgent = value;
+  }
+  const queryParameters = {};
+  if (q >= 0) {
+    for (const [key, value] of new URLSearchParams(url.slice(q + 1))) {
+      queryParameters[key] = queryParameters[key] === undefined ? value : `${queryParameters[key]},${value}`;
+    }
+  }
+  const text = body.length === 0 || TEXT_TYPE.test(contentType);
+  const domainName = host.replace(/:\d+$/, '');
+  const now = new Date();
+  return {
+    version: 'v1',
+    rawPath,
+    headers,
+    queryParameters,
+    body: text ? body.toString('utf8') : body.toString('base64'),
+    isBase64Encoded: !text,
+    requestContext: {
+      accountId: ctx.accountId || '',
+      domainName,
+      domainPrefix: domainName.split('.')[0],
+      http: {
+        method: head.method || 'GET',
+        path: rawPath,
+        protocol: 'HTTP/1.1',
+        sourceIp: clientIpOf(head) || '',
+        userAgent,
+      },
+      requestId: ctx.requestId,
+      time: now.toISOString(),
+      timeEpoch: String(now.getTime()),
+    },
+  };
+}
+
+// An HTTP-trigger event handler's result as the HTTP response, as FC does it: an object with a
+// statusCode is {statusCode, headers, body, isBase64Encoded}; anything else is a 200 whose body
+// is the result (strings and Buffers as is, other values as JSON).
+function answerHttpTrigger(res, data) {
+  if (data !== null && typeof data === 'object' && !Buffer.isBuffer(data) && !(data instanceof Uint8Array)
+      && !Array.isArray(data) && data.statusCode !== undefined) {
+    const status = Number(data.statusCode);
+    if (!Number.isInteger(status) || status < 100 || status > 999) {
+      throw namedError('InvalidResponse', `statusCode must be an HTTP status, got ${JSON.stringify(data.statusCode)}`);
+    }
+    res.statusCode = status;
+    const headers = data.headers || {};
+    for (const name of Object.keys(headers)) res.setHeader(name, String(headers[name]));
+    let body = data.body;
+    if (data.isBase64Encoded && typeof body === 'string') body = Buffer.from(body, 'base64');
+    res.end(resultBody(body));
+    return;
+  }
+  if (data !== null && data !== undefined && typeof data === 'object' && !Buffer.isBuffer(data)
+      && !(data instanceof Uint8Array) && !(data instanceof ArrayBuffer) && !res.hasHeader('content-type')) {
+    res.setHeader('content-type', 'application/json');
+  }
+  res.end(resultBody(data));
 }
 
 // Calls fn(...args, callback) and hands its result to `answer` (or its error to fail()).
@@ -1573,6 +1730,7 @@ async function pumpWebBody(res, reader, peek) {
 
 // ---- Start ---------------------------------------------------------------------------------
 
+patchConsole();
 process.on('uncaughtException', (err) => crash('uncaught exception', err));
 process.on('unhandledRejection', (reason) => crash('unhandled rejection', reason));
 

@@ -24,19 +24,22 @@ whose code is not thread-safe sets `maxActivateRequests: 1`. Frames of streams t
 running yet are still read and kept, within each stream's credit.
 """
 
+import base64
 import collections
+import contextvars
 import io
 import importlib
 import importlib.util
 import json
 import logging
 import os
+import re
 import struct
 import sys
 import threading
 import time
 import traceback
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 # ---- Wire constants (PROTOCOL.md "Framing") ------------------------------------------------------
 
@@ -71,9 +74,13 @@ THIS_FILE = os.path.abspath(__file__)
 IMPORTLIB_DIR = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
 
 
+# The process's own stderr: the worker's lines never take a request id's record format.
+_STDERR = sys.stderr
+
+
 def log_worker(message):
-    sys.stderr.write("%s [noslate worker %s] %s\n" % (_iso_now(), WORKER_ID, message))
-    sys.stderr.flush()
+    _STDERR.write("%s [noslate worker %s] %s\n" % (_iso_now(), WORKER_ID, message))
+    _STDERR.flush()
 
 
 def _iso_now():
@@ -210,19 +217,80 @@ class ServiceMeta(_Attrs):
     pass
 
 
-_local = threading.local()
+# The request id of the invocation (or initializer) running in this thread: every handler call
+# runs in a thread of its own (see _submit), which sets it for the call and resets it after, and
+# asyncio tasks the handler starts copy it. Lines written outside any call have no id.
+_request_id = contextvars.ContextVar("noslate_request_id", default="")
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record):
         if not hasattr(record, "request_id"):
-            record.request_id = getattr(_local, "request_id", "")
+            record.request_id = _request_id.get()
         return True
+
+
+class _RecordStream(object):
+    """sys.stdout / sys.stderr for user code: inside an invocation, each line it writes becomes one
+    record `<ISO time> <requestId> [LEVEL] message`, written with one write() so that no other
+    thread's record lands inside it. A message is complete at a write ending in a newline, so
+    print("a\nb") stays one record; text without one waits, per thread, for the rest."""
+
+    def __init__(self, raw, level):
+        self._raw = raw
+        self._level = level
+        self._pending = threading.local()
+
+    def write(self, text):
+        written = len(text)
+        request_id = _request_id.get()
+        pending = getattr(self._pending, "value", None)
+        if pending is not None and pending[0] != request_id:
+            # Left unfinished by an earlier call on this thread: its own record.
+            self._pending.value = None
+            self._emit(pending[0], pending[1])
+            pending = None
+        if not request_id:
+            return self._raw.write(text)
+        if pending is not None:
+            text = pending[1] + text
+        if text.endswith("\n"):
+            self._pending.value = None
+            self._emit(request_id, text[:-1])
+        else:
+            self._pending.value = (request_id, text)
+        return written
+
+    def _emit(self, request_id, message):
+        if request_id:
+            self._raw.write("%s %s [%s] %s\n" % (_iso_now(), request_id, self._level, message))
+        else:
+            self._raw.write(message)
+        self._raw.flush()
+
+    def end_call(self):
+        """Writes what the ending call left without a newline on this thread as its record."""
+        pending = getattr(self._pending, "value", None)
+        if pending is not None:
+            self._pending.value = None
+            self._emit(pending[0], pending[1])
+
+    def flush(self):
+        self._raw.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+def _end_call_output():
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _RecordStream):
+            stream.end_call()
 
 
 def _setup_logging():
     """FC's log format on stdout: `<time> <request id> [LEVEL] message`."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(sys.__stdout__)
     formatter = logging.Formatter("%(asctime)s %(request_id)s [%(levelname)s] %(message)s")
     formatter.converter = time.gmtime
     formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
@@ -232,6 +300,8 @@ def _setup_logging():
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    sys.stdout = _RecordStream(sys.__stdout__, "INFO")
+    sys.stderr = _RecordStream(sys.__stderr__, "ERROR")
 
 
 _fc_logger = logging.getLogger("fc")
@@ -525,9 +595,98 @@ def _result_bytes(result):
 
 def serve_event(st, ctx):
     event = st.read_all()
+    if st.head.get("kind") == "http":
+        event = json.dumps(http_trigger_event(st.head, ctx, event)).encode("utf-8")
+        result = _run_user(st, _handler, event, ctx)
+        status, headers, body = http_trigger_response(result)
+        headers.append(["content-length", str(len(body))])
+        st.send_whole(status, headers, body)
+        return
     result = _run_user(st, _handler, event, ctx)
     body = _result_bytes(result)
     st.send_whole(200, [["content-length", str(len(body))]], body)
+
+
+# Content types whose bodies an HTTP-trigger event carries as text; any other body is base64.
+_TEXT_TYPE = re.compile(
+    r"^(text/|application/(json|xml|javascript|x-www-form-urlencoded)\b|[^;]*\+(json|xml)\b)", re.I
+)
+
+
+def http_trigger_event(head, ctx, body):
+    """FC 3.0's HTTP-trigger event, what an event handler reached through an HTTP trigger gets
+    (as JSON bytes, like any event). Repeated headers and query parameters are joined with ', '
+    and ',' as FC does; the header names keep the client's case."""
+    url = head.get("url") or "/"
+    raw_path, _, query = url.partition("?")
+    headers = {}
+    lower = {}
+    for name, value in head.get("headers") or []:
+        headers[name] = value if name not in headers else headers[name] + ", " + value
+        lower.setdefault(name.lower(), value)
+    params = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        params[key] = value if key not in params else params[key] + "," + value
+    text = not body or bool(_TEXT_TYPE.match(lower.get("content-type", "")))
+    host = lower.get("host", "")
+    name, _, port = host.rpartition(":")
+    domain = name if name and port.isdigit() else host
+    now = time.time()
+    return {
+        "version": "v1",
+        "rawPath": raw_path,
+        "headers": headers,
+        "queryParameters": params,
+        "body": body.decode("utf-8", "replace") if text else base64.b64encode(body).decode("ascii"),
+        "isBase64Encoded": not text,
+        "requestContext": {
+            "accountId": ctx.account_id or "",
+            "domainName": domain,
+            "domainPrefix": domain.split(".")[0],
+            "http": {
+                "method": head.get("method") or "GET",
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": _client_ip(head, lower),
+                "userAgent": lower.get("user-agent", ""),
+            },
+            "requestId": ctx.request_id,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + ".%03dZ" % (int(now * 1000) % 1000),
+            "timeEpoch": str(int(now * 1000)),
+        },
+    }
+
+
+def _client_ip(head, lower):
+    """The runtime's clientIp, else x-fc-client-ip, else the first X-Forwarded-For hop, else
+    X-Real-IP."""
+    if head.get("clientIp"):
+        return head["clientIp"]
+    forwarded = (
+        lower.get("x-fc-client-ip") or lower.get("x-forwarded-for") or lower.get("x-real-ip") or ""
+    )
+    return forwarded.split(",")[0].strip()
+
+
+def http_trigger_response(result):
+    """An HTTP-trigger event handler's result as (status, headers, body), as FC does it: a dict
+    with a statusCode is {statusCode, headers, body, isBase64Encoded}; anything else is a 200
+    whose body is the result (str and bytes as is, other values as JSON)."""
+    if isinstance(result, dict) and "statusCode" in result:
+        status = result["statusCode"]
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 999:
+            raise ValueError("statusCode must be an HTTP status, got %r" % (status,))
+        headers = [[str(k), str(v)] for k, v in (result.get("headers") or {}).items()]
+        headers = [h for h in headers if h[0].lower() != "content-length"]
+        body = result.get("body")
+        if result.get("isBase64Encoded") and isinstance(body, str):
+            body = base64.b64decode(body)
+        return status, headers, _result_bytes(body)
+    headers = []
+    if isinstance(result, (dict, list, tuple)):
+        headers.append(["content-type", "application/json"])
+    return 200, headers, _result_bytes(result)
 
 
 class _BodyRaw(io.RawIOBase):
@@ -613,7 +772,13 @@ def wsgi_environ(st, ctx):
         if port:
             environ["SERVER_PORT"] = port
     if not environ["REMOTE_ADDR"]:
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("HTTP_X_REAL_IP") or ""
+        # FC puts the client's address in x-fc-client-ip; behind other proxies, the first hop.
+        forwarded = (
+            environ.get("HTTP_X_FC_CLIENT_IP")
+            or environ.get("HTTP_X_FORWARDED_FOR")
+            or environ.get("HTTP_X_REAL_IP")
+            or ""
+        )
         environ["REMOTE_ADDR"] = forwarded.split(",")[0].strip()
     return environ
 
@@ -683,7 +848,7 @@ _serve = None
 
 
 def run_stream(st):
-    _local.request_id = st.head.get("requestId") or ""
+    token = _request_id.set(st.head.get("requestId") or "")
     try:
         ctx = Context(st.head.get("context"), st.head.get("requestId"))
         _serve(st, ctx)
@@ -696,7 +861,8 @@ def run_stream(st):
                 % (st.head.get("requestId"), _format(err).rstrip())
             )
     finally:
-        _local.request_id = ""
+        _end_call_output()
+        _request_id.reset(token)
         _stream_finished()
 
 
@@ -784,7 +950,6 @@ def on_init(init):
     global _handler, _serve
     fn = init.get("function") or {}
     code_dir = fn.get("codeDir") or os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
-    _local.request_id = init.get("requestId") or ""
     try:
         styles = {"fc-event": serve_event, "fc-http": serve_wsgi}
         if STYLE not in styles:
@@ -798,15 +963,19 @@ def on_init(init):
         init_spec = fn.get("initializer") or os.environ.get("NOSLATE_INITIALIZER")
         if init_spec:
             initializer = load_function(code_dir, init_spec, InitializerNotFound)
-            initializer(Context(init.get("context"), init.get("requestId")))
+            # Only the initializer's own lines carry the id, not the module's at import.
+            token = _request_id.set(init.get("requestId") or "")
+            try:
+                initializer(Context(init.get("context"), init.get("requestId")))
+            finally:
+                _end_call_output()
+                _request_id.reset(token)
         _handler = handler
         _serve = styles[STYLE]
         send_frame(0, INIT_DONE)
     except BaseException as err:  # noqa: BLE001
         log_worker("initialization failed: %s" % _format(err).rstrip())
         send_json(0, INIT_ERROR, init_error_payload(err))
-    finally:
-        _local.request_id = ""
 
 
 # ---- Incoming frames -----------------------------------------------------------------------------
