@@ -277,10 +277,13 @@ pub fn context<'a>(
 
 /// The per-invocation timeout FC sent in `x-fc-function-timeout` (seconds), in milliseconds.
 pub fn timeout_header_ms(headers: &[(String, String)]) -> Option<u64> {
-    let secs: f64 = header(headers, "x-fc-function-timeout")?
-        .trim()
-        .parse()
-        .ok()?;
+    seconds_header_ms(headers, "x-fc-function-timeout")
+}
+
+/// A positive duration FC sent in header `name` in (possibly fractional) seconds, in
+/// milliseconds.
+pub fn seconds_header_ms(headers: &[(String, String)], name: &str) -> Option<u64> {
+    let secs: f64 = header(headers, name)?.trim().parse().ok()?;
     if secs.is_finite() && secs > 0.0 {
         Some((secs * 1000.0).round() as u64)
     } else {
@@ -338,6 +341,11 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// A lifecycle hook rather than an invocation.
+    pub fn is_hook(self) -> bool {
+        self != Phase::Invoke
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Phase::Invoke => "Invoke",
@@ -395,6 +403,122 @@ impl FcLog {
         self.pending.clear();
         if self.pending.capacity() > 64 * 1024 {
             self.pending.shrink_to(4096);
+        }
+    }
+}
+
+/// The `x-fc-*` headers that describe the instance rather than one call: the credentials and
+/// the function's identity. A worker initialized outside any call gets the latest of these.
+const PLATFORM_HEADERS: [&str; 13] = [
+    "x-fc-access-key-id",
+    "x-fc-access-key-secret",
+    "x-fc-security-token",
+    "x-fc-region",
+    "x-fc-account-id",
+    "x-fc-function-name",
+    "x-fc-function-handler",
+    "x-fc-function-memory",
+    "x-fc-service-name",
+    "x-fc-service-logproject",
+    "x-fc-service-logstore",
+    "x-fc-qualifier",
+    "x-fc-version-id",
+];
+
+/// FC's system environment variables, and the header each stands for. FC sets them when the
+/// instance starts, so they are what is known before the first call.
+const PLATFORM_ENV: [(&str, &str); 10] = [
+    ("ALIBABA_CLOUD_ACCESS_KEY_ID", "x-fc-access-key-id"),
+    ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "x-fc-access-key-secret"),
+    ("ALIBABA_CLOUD_SECURITY_TOKEN", "x-fc-security-token"),
+    ("FC_REGION", "x-fc-region"),
+    ("FC_ACCOUNT_ID", "x-fc-account-id"),
+    ("FC_FUNCTION_NAME", "x-fc-function-name"),
+    ("FC_FUNCTION_HANDLER", "x-fc-function-handler"),
+    ("FC_FUNCTION_MEMORY_SIZE", "x-fc-function-memory"),
+    ("FC_SERVICE_NAME", "x-fc-service-name"),
+    ("FC_QUALIFIER", "x-fc-qualifier"),
+];
+
+/// What the platform said most recently about the instance: its credentials (which FC rotates
+/// and sends on every call) and the function's identity. Before any call, FC's environment
+/// variables stand in for the headers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PlatformHeaders {
+    headers: Vec<(String, String)>,
+    /// Whether `headers` came from a call (rather than from the environment).
+    from_call: bool,
+}
+
+impl PlatformHeaders {
+    /// The values FC's environment variables give, before any call.
+    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> PlatformHeaders {
+        let mut headers: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .filter_map(|(name, value)| {
+                PLATFORM_ENV
+                    .iter()
+                    .find(|(var, _)| *var == name)
+                    .map(|(_, header)| ((*header).to_owned(), value))
+            })
+            .collect();
+        headers.sort();
+        PlatformHeaders {
+            headers,
+            from_call: false,
+        }
+    }
+
+    /// Whether `call` is a platform call (it has FC's request id) whose instance headers are
+    /// not the ones held: taking them in is then worth its allocation, and, for a call from a
+    /// local peer, the cost of checking where it came from.
+    pub fn is_news(&self, call: &[(String, String)]) -> bool {
+        if header(call, "x-fc-request-id").is_none() {
+            return false;
+        }
+        let mut carried = 0;
+        for name in PLATFORM_HEADERS {
+            let Some(value) = header(call, name) else {
+                continue;
+            };
+            carried += 1;
+            let held = self
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str());
+            if held != Some(value) || !self.from_call {
+                return true;
+            }
+        }
+        // Held values the call no longer carries (a role removed, say) are news too.
+        carried != self.headers.len() && self.from_call
+    }
+
+    /// Takes the instance headers of a platform call in place of what was held: FC sends them
+    /// all on every call, so one missing now is one that no longer applies.
+    pub fn take_from(&mut self, call: &[(String, String)]) {
+        let mut headers: Vec<(String, String)> = PLATFORM_HEADERS
+            .iter()
+            .filter_map(|name| header(call, name).map(|v| ((*name).to_owned(), v.to_owned())))
+            .collect();
+        headers.sort();
+        self.headers = headers;
+        self.from_call = true;
+    }
+
+    /// The headers, in the form `context` reads.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Where the values came from, for logs and the probe.
+    pub fn source(&self) -> &'static str {
+        if self.from_call {
+            "the latest platform call"
+        } else {
+            "FC's environment variables"
         }
     }
 }
@@ -563,5 +687,65 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(a.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn platform_headers_start_from_fc_environment_variables() {
+        let env = [
+            ("FC_REGION", "cn-beijing"),
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "AK0"),
+            ("ALIBABA_CLOUD_SECURITY_TOKEN", ""),
+            ("NOSLATE_SECRET", "never"),
+            ("FC_FUNCTION_MEMORY_SIZE", "2048"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let platform = PlatformHeaders::from_env(env);
+        let facts = ProfileFacts {
+            name: "hello",
+            handler: "index.handler",
+            initializer: None,
+            memory_bytes: 512 << 20,
+        };
+        let json = serde_json::to_value(context(platform.headers(), "rid", 3000, facts))
+            .expect("context serializes");
+        assert_eq!(json["region"], "cn-beijing");
+        assert_eq!(json["credentials"]["accessKeyId"], "AK0");
+        assert!(json["credentials"].get("securityToken").is_none());
+        assert_eq!(json["function"]["memory"], 2048);
+        assert_eq!(platform.headers().len(), 3, "{platform:?}");
+        assert_eq!(platform.source(), "FC's environment variables");
+    }
+
+    #[test]
+    fn platform_headers_follow_rotating_credentials_from_calls_only() {
+        let mut platform = PlatformHeaders::from_env([("FC_REGION".into(), "cn-beijing".into())]);
+        let call = |ak: &str| {
+            headers(&[
+                ("x-fc-request-id", "r1"),
+                ("x-fc-access-key-id", ak),
+                ("x-fc-region", "cn-beijing"),
+                ("x-fc-function-timeout", "3"),
+            ])
+        };
+        // Not a platform call: no request id.
+        assert!(!platform.is_news(&headers(&[("x-fc-access-key-id", "FAKE")])));
+        // The first call is news even when its values equal the environment's.
+        assert!(platform.is_news(&call("AK1")));
+        platform.take_from(&call("AK1"));
+        assert_eq!(platform.source(), "the latest platform call");
+        assert!(!platform.is_news(&call("AK1")), "same credentials again");
+        assert!(platform.is_news(&call("AK2")), "rotated");
+        platform.take_from(&call("AK2"));
+        assert_eq!(
+            header(platform.headers(), "x-fc-access-key-id"),
+            Some("AK2")
+        );
+        assert_eq!(header(platform.headers(), "x-fc-function-timeout"), None);
+        // A call without credentials (the role was removed) drops them.
+        let without = headers(&[("x-fc-request-id", "r3"), ("x-fc-region", "cn-beijing")]);
+        assert!(platform.is_news(&without));
+        platform.take_from(&without);
+        assert_eq!(header(platform.headers(), "x-fc-access-key-id"), None);
+        assert!(!platform.is_news(&without));
     }
 }

@@ -38,6 +38,7 @@ fn initialize_runs_the_initializer_and_logs_fc_lines() {
     let ns = Noslate::start(&json!([echo_with_init()]));
     let resp = ns.send(&Req::new("POST", "/initialize").header("x-fc-request-id", "init-req-1"));
     assert_eq!(resp.status, 200, "body: {}", resp.brief());
+    assert_eq!(resp.header("x-fc-status"), Some("200"), "{}", resp.brief());
     let start = ns.wait_stdout("FC Initialize Start RequestId: init-req-1");
     let end = ns.wait_stdout("FC Initialize End RequestId: init-req-1");
     assert!(start < end, "Initialize Start must come before End");
@@ -74,6 +75,7 @@ fn failing_initializer_gives_404_with_error_json() {
     p["initializer"] = json!("index.init");
     let ns = Noslate::start(&json!([p]));
     let resp = ns.send(&Req::new("POST", "/initialize").header("x-fc-request-id", "init-fail-1"));
+    assert_eq!(resp.header("x-fc-status"), Some("404"), "{}", resp.brief());
     let body = assert_function_error(&resp, "RangeError");
     let message = body["errorMessage"].as_str().unwrap();
     assert!(
@@ -104,6 +106,7 @@ fn pre_freeze_answers_200_and_logs_fc_lines() {
     assert_invoke_ok(&ns.invoke(b"warm", &[]));
     let resp = ns.send(&Req::new("GET", "/pre-freeze").header("x-fc-request-id", "freeze-1"));
     assert_eq!(resp.status, 200, "body: {}", resp.brief());
+    assert_eq!(resp.header("x-fc-status"), Some("200"), "{}", resp.brief());
     ns.wait_stdout("FC PreFreeze Start RequestId: freeze-1");
     ns.wait_stdout("FC PreFreeze End RequestId: freeze-1");
     // Still serving afterwards.
@@ -132,6 +135,7 @@ fn pre_stop_drains_stops_workers_and_later_invocations_get_503() {
 
     let resp = ns.send(&Req::new("GET", "/pre-stop").header("x-fc-request-id", "stop-1"));
     assert_eq!(resp.status, 200, "body: {}", resp.brief());
+    assert_eq!(resp.header("x-fc-status"), Some("200"), "{}", resp.brief());
     assert_invoke_ok(&in_flight.join().unwrap());
     let start = ns.wait_stdout("FC PreStop Start RequestId: stop-1");
     let end = ns.wait_stdout("FC PreStop End RequestId: stop-1");

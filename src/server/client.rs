@@ -306,6 +306,12 @@ impl Server {
             self.on_admin_request(client, &method, &path);
             return;
         }
+        if matches!(
+            route,
+            Ok(Route::Initialize | Route::PreFreeze | Route::PreStop | Route::Invoke { .. })
+        ) {
+            self.take_platform_headers(key);
+        }
         match route {
             Err(err) => self.respond_error(
                 client,
@@ -326,6 +332,15 @@ impl Server {
             Ok(Route::Initialize | Route::PreFreeze | Route::PreStop)
                 if self.hook_from_descendant(key) =>
             {
+                log::warn!(
+                    "[http conn={}] refusing a lifecycle hook from a process of the runtime's \
+                     own workers",
+                    key.idx
+                );
+                // Still a hook answer, with the `x-fc-status` every hook answer carries.
+                if let Some(req) = request_in(&mut self.front.conns, client) {
+                    req.phase = Some(Phase::Initialize);
+                }
                 self.respond_error(
                     client,
                     &InvokeError::new(
@@ -355,42 +370,53 @@ impl Server {
         }
     }
 
-    /// Whether a hook arrived from one of the runtime's own descendants (a function calling
-    /// the FC port over loopback), or from a local client that no longer holds its socket.
-    /// Only clients on this machine are traced. Where `/proc` cannot be read at all, hooks are
-    /// let through, since refusing would lock out an operator's local call.
-    fn hook_from_descendant(&self, key: Key) -> bool {
-        let Some(super::conn::Socket::Tcp(sock)) = self.front.conns.get(key).map(|c| &c.sock)
-        else {
-            return false;
-        };
-        let (Ok(local), Ok(peer)) = (sock.local_addr(), sock.peer_addr()) else {
-            return false;
-        };
-        if !origin::is_local_peer(local, peer) {
-            return false;
+    /// Keeps the instance headers (credentials, function identity) of a platform call for
+    /// the initializers that run outside any call. A worker could send FC's headers too, to
+    /// hand other functions' initializers credentials of its choosing: its calls are ignored.
+    fn take_platform_headers(&mut self, key: Key) {
+        let news = self
+            .front
+            .conns
+            .get(key)
+            .and_then(|c| c.req.as_ref()?.head.as_ref())
+            .is_some_and(|head| self.supervisor.platform.is_news(&head.headers));
+        if !news {
+            return;
         }
-        match origin::trace(local, peer, crate::sys::getpid()) {
-            origin::Origin::Descendant(pid) => {
-                log::warn!(
-                    "[http conn={}] refusing a lifecycle hook from pid {pid}, a process of the \
-                     runtime's own workers",
-                    key.idx
-                );
-                true
-            }
-            origin::Origin::Gone => true,
-            origin::Origin::Outside => false,
-            origin::Origin::Untraceable(why) => {
-                log::warn!(
-                    "[http conn={}] cannot trace a hook from {peer}: {why}",
-                    key.idx
-                );
-                false
-            }
+        if self.hook_from_descendant(key) {
+            log::warn!(
+                "[http conn={}] ignoring FC credentials sent by the runtime's own workers",
+                key.idx
+            );
+            return;
+        }
+        if let Some(head) = self
+            .front
+            .conns
+            .get(key)
+            .and_then(|c| c.req.as_ref()?.head.as_ref())
+        {
+            self.supervisor.platform.take_from(&head.headers);
+            log::debug!("platform credentials and identity updated from a call");
         }
     }
 
+    /// Whether a hook arrived from one of the runtime's own descendants (a function calling
+    /// the FC port over loopback), or from a local client that no longer holds its socket.
+    /// Only clients on this machine are traced, once per connection. Where `/proc` cannot be
+    /// read at all, hooks are let through, since refusing would lock out an operator's local
+    /// call.
+    fn hook_from_descendant(&mut self, key: Key) -> bool {
+        let Some(conn) = self.front.conns.get_mut(key) else {
+            return false;
+        };
+        if let Some(known) = conn.from_descendant {
+            return known;
+        }
+        let verdict = peer_is_descendant(conn, key);
+        conn.from_descendant = Some(verdict);
+        verdict
+    }
     /// Accepts an invocation: picks the function, arms its deadline and queues it.
     pub(super) fn start_invocation(
         &mut self,
@@ -623,6 +649,21 @@ impl Server {
             *close_when_flushed = true;
         }
         let body = if req.is_head { &[][..] } else { body };
+        // FC reads every hook answer's outcome from `x-fc-status`.
+        let fc_status = if (200..300).contains(&status) {
+            "200"
+        } else {
+            "404"
+        };
+        let with_status;
+        let extra = if req.phase.is_some_and(Phase::is_hook)
+            && !extra.iter().any(|(k, _)| *k == "x-fc-status")
+        {
+            with_status = [extra, &[("x-fc-status", fc_status)]].concat();
+            &with_status[..]
+        } else {
+            extra
+        };
         response::write_json_response(wbuf, status, extra, body, req.keep_alive, &date);
         // For HEAD, write_json_response announced the length of the body a GET would get,
         // which is right, and no body follows.
@@ -1077,5 +1118,38 @@ fn wants_input(
             .get(worker)
             .and_then(|w| w.streams.get(&stream))
             .is_some_and(|s| s.request_credit > 0),
+    }
+}
+
+/// Whether the peer of `conn` is one of the runtime's own descendants, or a local client that
+/// no longer holds its socket (see `turf::origin`).
+fn peer_is_descendant(conn: &Conn, key: Key) -> bool {
+    let super::conn::Socket::Tcp(sock) = &conn.sock else {
+        return false;
+    };
+    let (Ok(local), Ok(peer)) = (sock.local_addr(), sock.peer_addr()) else {
+        return false;
+    };
+    if !origin::is_local_peer(local, peer) {
+        return false;
+    }
+    match origin::trace(local, peer, crate::sys::getpid()) {
+        origin::Origin::Descendant(pid) => {
+            log::warn!(
+                "[http conn={}] the peer is pid {pid}, a process of the runtime's own \
+                 workers",
+                key.idx
+            );
+            true
+        }
+        origin::Origin::Gone => true,
+        origin::Origin::Outside => false,
+        origin::Origin::Untraceable(why) => {
+            log::warn!(
+                "[http conn={}] cannot trace the peer {peer}: {why}",
+                key.idx
+            );
+            false
+        }
     }
 }

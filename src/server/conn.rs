@@ -311,6 +311,10 @@ pub struct Conn {
     /// The poller reported the connection reset or hung up in both directions: unlike a FIN,
     /// which may be a half-close from a client still reading, nobody is left to answer.
     pub reset: bool,
+    /// Whether the peer is one of the runtime's own descendants (a worker calling the FC
+    /// port), once someone needed to know: tracing a peer reads `/proc`, so it is done at most
+    /// once per connection.
+    pub from_descendant: Option<bool>,
     /// Requests started on this connection.
     pub seq: u64,
     /// The request in progress.
@@ -356,6 +360,7 @@ impl Conn {
             maybe_readable: true,
             hung_up: false,
             reset: false,
+            from_descendant: None,
             seq: 0,
             req: None,
             close_when_flushed: false,

@@ -9,7 +9,7 @@
 
 use super::client::InvokeError;
 use super::{Lifecycle, Server};
-use crate::fc::Phase;
+use crate::fc::{self, Phase};
 use crate::turf::worker::{ConnRef, WorkerState};
 use std::time::Instant;
 
@@ -23,6 +23,9 @@ pub(super) struct LifecycleState {
     pub(super) exit_by: Option<Instant>,
     /// `/initialize` requests waiting for reserved workers.
     pub(super) init_waiters: Vec<ConnRef>,
+    /// The `/initialize` call being answered: workers initialized meanwhile run their
+    /// initializers in its name.
+    pub(super) initialize_call: Option<InitializeCall>,
     /// `/pre-stop` requests waiting for the drain.
     pub(super) stop_waiters: Vec<ConnRef>,
 }
@@ -34,9 +37,19 @@ impl Default for LifecycleState {
             exit_when_stopped: false,
             exit_by: None,
             init_waiters: Vec::new(),
+            initialize_call: None,
             stop_waiters: Vec::new(),
         }
     }
+}
+
+/// What FC's `/initialize` said about the initializers it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InitializeCall {
+    /// Its request id, which the initializers' contexts and log lines carry.
+    pub(super) request_id: String,
+    /// `x-fc-initialization-timeout`, when it sent one: a bound on each initializer.
+    pub(super) timeout_ms: Option<u64>,
 }
 
 /// What `/initialize` can say right now.
@@ -62,6 +75,16 @@ impl Server {
             let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
             self.respond_error(client, &err, true);
             return;
+        }
+        let call =
+            super::client::request_in(&mut self.front.conns, client).map(|req| InitializeCall {
+                request_id: req.id.clone(),
+                timeout_ms: req.head.as_ref().and_then(|head| {
+                    fc::seconds_header_ms(&head.headers, "x-fc-initialization-timeout")
+                }),
+            });
+        if call.is_some() {
+            self.lifecycle.initialize_call = call;
         }
         self.lifecycle.init_waiters.push(client);
         self.maybe_start_background();
@@ -145,6 +168,7 @@ impl Server {
             InitStatus::Pending => return,
             _ => std::mem::take(&mut self.lifecycle.init_waiters),
         };
+        self.lifecycle.initialize_call = None;
         for client in waiters {
             match &status {
                 InitStatus::Ready => self.respond_json(client, 200, &[], br#"{"status":"ok"}"#),
@@ -263,6 +287,7 @@ impl Server {
             );
             self.lifecycle.phase = Lifecycle::Draining;
             // /initialize callers would wait for workers that will never come.
+            self.lifecycle.initialize_call = None;
             for client in std::mem::take(&mut self.lifecycle.init_waiters) {
                 let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
                 self.respond_error(client, &err, true);

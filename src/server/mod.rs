@@ -302,6 +302,10 @@ impl Server {
             spare_support,
             background_started: false,
             platform_env: Vec::new(),
+            platform: crate::fc::PlatformHeaders::from_env(
+                std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            ),
             runtimes,
             logdir,
             accounting: Accounting::new(&accounting_dir),

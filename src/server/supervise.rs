@@ -343,7 +343,12 @@ impl Server {
             }
         }
         let profile = &self.scheduler.functions[worker.function].profile;
-        let request_id = self.front.ids.next_id();
+        // Initialized in answer to `/initialize`: in its name, within its bound. Otherwise in
+        // the name of a fresh id, with the latest credentials the platform sent.
+        let (request_id, platform_bound) = match &self.lifecycle.initialize_call {
+            Some(call) => (call.request_id.clone(), call.timeout_ms),
+            None => (self.front.ids.next_id(), None),
+        };
         let code_dir = profile.code_dir.to_string_lossy();
         let facts = fc::ProfileFacts {
             name: &profile.name,
@@ -351,7 +356,20 @@ impl Server {
             initializer: profile.initializer.as_deref(),
             memory_bytes: profile.resource_limit.memory,
         };
-        let timeout_ms = profile.worker.initialization_timeout_ms;
+        let profile_timeout_ms = profile.worker.initialization_timeout_ms;
+        let timeout_ms = platform_bound.map_or(profile_timeout_ms, |b| b.min(profile_timeout_ms));
+        let mut context = fc::context(
+            self.supervisor.platform.headers(),
+            &request_id,
+            profile.worker.invoke_timeout_ms,
+            facts,
+        );
+        context.function.initialization_timeout = Some(timeout_ms.div_ceil(1000));
+        log::debug!(
+            "[turf w={}] INIT as {request_id}, credentials from {}",
+            worker.process.id,
+            self.supervisor.platform.source()
+        );
         let msg = Init {
             function: InitFunction {
                 name: Cow::Borrowed(&profile.name),
@@ -362,7 +380,7 @@ impl Server {
                 timeout_ms: profile.worker.invoke_timeout_ms,
             },
             request_id: Cow::Borrowed(&request_id),
-            context: fc::context(&[], &request_id, timeout_ms, facts),
+            context,
             timeout_ms,
             spare: worker.spare_init.take().map(|s| SpareInit {
                 env: s.env,
@@ -372,6 +390,16 @@ impl Server {
         match wire::put_init(&mut worker.wbuf, &msg) {
             Ok(()) => {
                 worker.advance(WorkerState::Initializing);
+                if timeout_ms < profile_timeout_ms {
+                    // The platform's bound is the shorter one: the init deadline moves to it.
+                    if let Some(timer) = worker.state_timer.take() {
+                        self.timers.cancel(timer);
+                    }
+                    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                    worker.state_timer =
+                        Some(self.timers.schedule(deadline, Timer::WorkerInit(key)));
+                    worker.platform_init_bound_ms = Some(timeout_ms);
+                }
                 self.mark_worker_dirty(key);
             }
             Err(err) => self.kill_worker(
@@ -444,12 +472,18 @@ impl Server {
             return;
         }
         let function = worker.function;
-        let timeout = self.scheduler.functions[function]
-            .profile
-            .worker
-            .initialization_timeout_ms;
+        let bound = match worker.platform_init_bound_ms {
+            Some(ms) => format!("x-fc-initialization-timeout ({ms} ms)"),
+            None => format!(
+                "worker.initializationTimeout ({} ms)",
+                self.scheduler.functions[function]
+                    .profile
+                    .worker
+                    .initialization_timeout_ms
+            ),
+        };
         let message = format!(
-            "worker {} of function {} did not finish initializing within worker.initializationTimeout ({timeout} ms)",
+            "worker {} of function {} did not finish initializing within {bound}",
             worker.process.id, self.scheduler.functions[function].profile.name
         );
         log::warn!("[turf] {message}");

@@ -37,6 +37,8 @@ pub(super) struct Supervisor {
     pub(super) background_started: bool,
     /// Platform environment variables given to every new worker (after its own).
     pub(super) platform_env: Vec<(String, String)>,
+    /// The platform's latest credentials and function identity, for initializer contexts.
+    pub(super) platform: crate::fc::PlatformHeaders,
     pub(super) runtimes: Runtimes,
     /// Log directory (worker stdout/stderr live under it).
     pub(super) logdir: PathBuf,

@@ -115,6 +115,9 @@ pub struct Worker {
     /// drain timeout (`dataPlane.closeTrafficTimeout`) while draining. (Stopping's grace period
     /// is the process's own `kill_timer`.)
     pub state_timer: Option<TimerKey>,
+    /// The initializer's bound from FC's `x-fc-initialization-timeout`, when it was shorter
+    /// than the profile's and so became the init deadline.
+    pub platform_init_bound_ms: Option<u64>,
     /// Invocations completed.
     pub served: u64,
     /// Why it is being stopped or why it died, for the errors of its streams.
@@ -172,6 +175,7 @@ impl Worker {
             next_stream: 0,
             last_active: now,
             state_timer: None,
+            platform_init_bound_ms: None,
             served: 0,
             exit_reason: None,
             imposed: None,

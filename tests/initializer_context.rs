@@ -1,0 +1,240 @@
+//! The initializer's context: FC's environment variables before any call, the latest
+//! credentials a platform call brought afterwards (never ones a worker sent), and, for a worker
+//! initialized in answer to `/initialize`, that call's request id and its
+//! `x-fc-initialization-timeout`. Every hook answer carries `x-fc-status`.
+
+mod common;
+
+use std::thread;
+
+use common::{
+    Noslate, Req, WAIT, assert_function_error, assert_invoke_ok, fixture_dir, profile,
+    require_python, signal, wait_until,
+};
+use serde_json::{Value, json};
+
+fn initctx(runtime: &str) -> Value {
+    let fixture = if runtime == "nodejs" {
+        "initctx"
+    } else {
+        "initctx-python"
+    };
+    let mut p = profile("initctx", fixture);
+    p["runtime"] = json!(runtime);
+    p["handlerStyle"] = json!("fc-event");
+    p["initializer"] = json!("index.initializer");
+    p
+}
+
+/// A platform call: FC's request id and the instance's credentials.
+fn platform_call(ns: &Noslate, request_id: &str, access_key: &str) -> Value {
+    assert_invoke_ok(&ns.invoke(
+        b"",
+        &[
+            ("x-fc-request-id", request_id),
+            ("x-fc-access-key-id", access_key),
+            ("x-fc-access-key-secret", "secret"),
+            ("x-fc-security-token", "token"),
+            ("x-fc-region", "cn-hangzhou"),
+            ("x-fc-account-id", "1234"),
+        ],
+    ))
+}
+
+/// A call that is not the platform's (no FC request id): it changes nothing the runtime keeps.
+fn plain_call(ns: &Noslate) -> Value {
+    assert_invoke_ok(&ns.invoke(b"", &[]))
+}
+
+/// Kills the worker that answered `answer`, and waits until a call is served by another.
+fn replace_worker(ns: &Noslate, answer: &Value) -> Value {
+    let pid = answer["pid"].as_i64().expect("the handler says its pid") as i32;
+    signal(pid, libc::SIGKILL);
+    let mut next = Value::Null;
+    wait_until(WAIT, "a new worker serves", || {
+        let resp = ns.invoke(b"", &[]);
+        if resp.status != 200 {
+            return false;
+        }
+        next = resp.json();
+        next["pid"].as_i64() != Some(i64::from(pid))
+    });
+    next
+}
+
+fn assert_env_context_before_any_call(runtime: &str) {
+    let ns = Noslate::builder()
+        .functions(&json!([initctx(runtime)]))
+        .env("FC_REGION", "cn-shenzhen")
+        .env("FC_ACCOUNT_ID", "987")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "AK-ENV")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "SK-ENV")
+        .env("ALIBABA_CLOUD_SECURITY_TOKEN", "TOKEN-ENV")
+        .start();
+    let body = plain_call(&ns);
+    let init = &body["init"];
+    assert_eq!(init["region"], "cn-shenzhen", "{body}");
+    assert_eq!(init["accountId"], "987", "{body}");
+    assert_eq!(init["credentials"]["accessKeyId"], "AK-ENV", "{body}");
+    assert_eq!(init["credentials"]["accessKeySecret"], "SK-ENV", "{body}");
+    assert_eq!(init["credentials"]["securityToken"], "TOKEN-ENV", "{body}");
+    assert!(
+        init["requestId"].as_str().is_some_and(|id| !id.is_empty()),
+        "{body}"
+    );
+}
+
+#[test]
+fn node_initializer_context_comes_from_fc_environment_before_any_call() {
+    assert_env_context_before_any_call("nodejs");
+}
+
+#[test]
+fn python_initializer_context_comes_from_fc_environment_before_any_call() {
+    require_python();
+    assert_env_context_before_any_call("python3");
+}
+
+fn assert_rotating_credentials(runtime: &str) {
+    let mut p = initctx(runtime);
+    // No reserved worker: the first one starts for the first call.
+    p["worker"]["reservationCount"] = json!(0);
+    let ns = Noslate::start(&json!([p]));
+
+    let first = platform_call(&ns, "call-1", "AK-1");
+    assert_eq!(first["invoke"]["credentials"]["accessKeyId"], "AK-1");
+    assert_eq!(
+        first["init"]["credentials"]["accessKeyId"], "AK-1",
+        "{first}"
+    );
+    assert_eq!(first["init"]["region"], "cn-hangzhou", "{first}");
+
+    // FC rotated the credentials: the call carries the new ones, the initializer ran earlier.
+    let second = platform_call(&ns, "call-2", "AK-2");
+    assert_eq!(
+        second["invoke"]["credentials"]["accessKeyId"], "AK-2",
+        "{second}"
+    );
+    assert_eq!(
+        second["init"]["credentials"]["accessKeyId"], "AK-1",
+        "{second}"
+    );
+
+    // A worker started after them, for a call that is not the platform's, initializes with the
+    // latest the platform sent.
+    let third = replace_worker(&ns, &second);
+    assert_eq!(
+        third["init"]["credentials"]["accessKeyId"], "AK-2",
+        "{third}"
+    );
+    assert!(
+        third["invoke"]["credentials"]["accessKeyId"].is_null(),
+        "{third}"
+    );
+}
+
+#[test]
+fn node_credentials_rotate_between_invocations_and_reach_new_initializers() {
+    assert_rotating_credentials("nodejs");
+}
+
+#[test]
+fn python_credentials_rotate_between_invocations_and_reach_new_initializers() {
+    require_python();
+    assert_rotating_credentials("python3");
+}
+
+#[test]
+fn a_function_cannot_plant_credentials_for_later_initializers() {
+    let ns = Noslate::start(&json!([initctx("nodejs")]));
+    let genuine = platform_call(&ns, "call-1", "AK-REAL");
+    // The function calls the FC port with FC's headers and credentials of its choosing, as an
+    // invocation and as a hook.
+    let planted = assert_invoke_ok(&ns.invoke(
+        json!({"plant": ns.port()}).to_string().as_bytes(),
+        &[
+            ("x-fc-request-id", "call-2"),
+            ("x-fc-access-key-id", "AK-REAL"),
+        ],
+    ));
+    assert!(planted["planted"].is_number(), "{planted}");
+    let fresh = replace_worker(&ns, &genuine);
+    assert_eq!(
+        fresh["init"]["credentials"]["accessKeyId"], "AK-REAL",
+        "{fresh}"
+    );
+    assert!(ns.log_count(&["ignoring FC credentials sent by the runtime's own workers"]) >= 1);
+}
+
+/// A reserved worker held before its bootstrap until the test creates `gate`.
+fn gated(ns_dir_gate: &std::path::Path, slow_init_ms: u64) -> Value {
+    let mut p = initctx("nodejs");
+    let gate_js = fixture_dir("initctx").join("gate.js");
+    p["environments"] = json!([
+        {"key": "NODE_OPTIONS", "value": format!("--require {}", gate_js.display())},
+        {"key": "GATE_FILE", "value": ns_dir_gate.display().to_string()},
+        {"key": "SLOW_INIT_MS", "value": slow_init_ms.to_string()},
+    ]);
+    p
+}
+
+fn gate_path(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("noslate-gate-{}-{tag}", std::process::id()))
+}
+
+#[test]
+fn a_worker_initialized_in_answer_to_initialize_runs_in_its_name() {
+    let gate = gate_path("initialize");
+    let _ = std::fs::remove_file(&gate);
+    let ns = Noslate::start(&json!([gated(&gate, 0)]));
+    let port = ns.port();
+    let initialize = thread::spawn(move || {
+        let mut client = common::Client::connect(port);
+        client.request(
+            &Req::new("POST", "/initialize")
+                .header("x-fc-request-id", "init-42")
+                .header("x-fc-access-key-id", "AK-INIT")
+                .header("x-fc-region", "cn-qingdao"),
+        )
+    });
+    ns.wait_stdout("FC Initialize Start RequestId: init-42");
+    std::fs::write(&gate, b"go").expect("open the gate");
+    let resp = initialize.join().expect("initialize thread");
+    let _ = std::fs::remove_file(&gate);
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_eq!(resp.header("x-fc-status"), Some("200"));
+
+    let body = plain_call(&ns);
+    let init = &body["init"];
+    assert_eq!(init["requestId"], "init-42", "{body}");
+    assert_eq!(init["credentials"]["accessKeyId"], "AK-INIT", "{body}");
+    assert_eq!(init["region"], "cn-qingdao", "{body}");
+}
+
+#[test]
+fn x_fc_initialization_timeout_bounds_the_initializer() {
+    let gate = gate_path("timeout");
+    let _ = std::fs::remove_file(&gate);
+    // The initializer takes 8 s; the profile allows 10 s, FC 1 s.
+    let ns = Noslate::start(&json!([gated(&gate, 8000)]));
+    let port = ns.port();
+    let initialize = thread::spawn(move || {
+        let mut client = common::Client::connect(port);
+        client.request(
+            &Req::new("POST", "/initialize")
+                .header("x-fc-request-id", "init-short")
+                .header("x-fc-initialization-timeout", "1"),
+        )
+    });
+    ns.wait_stdout("FC Initialize Start RequestId: init-short");
+    std::fs::write(&gate, b"go").expect("open the gate");
+    let resp = initialize.join().expect("initialize thread");
+    let _ = std::fs::remove_file(&gate);
+    assert_eq!(resp.header("x-fc-status"), Some("404"), "{}", resp.brief());
+    let body = assert_function_error(&resp, "InitializationTimeout");
+    let message = body["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("x-fc-initialization-timeout (1000 ms)"),
+        "{message}"
+    );
+}
