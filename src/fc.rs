@@ -2,7 +2,6 @@
 //! the context built from FC's `x-fc-*` headers, request ids, and the log lines FC expects.
 
 use serde::Serialize;
-use std::io::Write;
 
 /// What an incoming request asks the runtime to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,13 +392,13 @@ impl FcLog {
 
     /// Writes the queued lines. A closed or failing stdout must not take the runtime down, so
     /// errors are dropped with the lines.
-    pub fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&self.pending);
-        let _ = stdout.flush();
+    /// The lines written since the last [`FcLog::clear`], for the console.
+    pub fn take(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Forgets the lines [`FcLog::take`] returned.
+    pub fn clear(&mut self) {
         self.pending.clear();
         if self.pending.capacity() > 64 * 1024 {
             self.pending.shrink_to(4096);

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bits 63..60  role      (listener, signal pipe, admin listener, connection, worker pipes,
-//!                        seed socket, spare pipe)
+//!                        seed socket, spare pipe, relayed output pipe)
 //! bits 59..32  generation of the slab key
 //! bits 31..0   slab index
 //! ```
@@ -29,6 +29,8 @@ pub enum Source {
     Seed(Key),
     /// The pipe the runtime reads a spare worker's READY from.
     Spare(Key),
+    /// A child's stdout or stderr pipe, relayed to the runtime's console.
+    Output(Key),
 }
 
 const ROLE_SHIFT: u32 = 60;
@@ -44,6 +46,7 @@ pub fn token(source: Source) -> Token {
         Source::WorkerIn(key) => (4, Some(key)),
         Source::Seed(key) => (6, Some(key)),
         Source::Spare(key) => (7, Some(key)),
+        Source::Output(key) => (8, Some(key)),
     };
     let low = key.map_or(0, |k| (u64::from(k.generation) << 32) | u64::from(k.idx));
     Token(usize::try_from((role << ROLE_SHIFT) | low).unwrap_or(usize::MAX))
@@ -65,6 +68,7 @@ pub fn source(token: Token) -> Option<Source> {
         5 => Source::Admin,
         6 => Source::Seed(key),
         7 => Source::Spare(key),
+        8 => Source::Output(key),
         _ => return None,
     })
 }
@@ -88,6 +92,7 @@ mod tests {
             Source::WorkerIn(key),
             Source::Seed(key),
             Source::Spare(key),
+            Source::Output(key),
         ] {
             assert_eq!(source(token(s)), Some(s));
         }

@@ -177,6 +177,7 @@ impl Server {
                 })
             })
             .collect();
+        let console = self.console.stats();
         json!({
             "spares": {
                 "wanted": self.config.turf.spare_workers,
@@ -190,6 +191,12 @@ impl Server {
             // Function records held, current and removed-but-still-draining: reused once a
             // removed function has nothing left, so profile changes cannot grow it for ever.
             "functionRecords": self.scheduler.functions.len(),
+            "console": {
+                "relayedPipes": console.relays,
+                "cutLines": console.cut_lines,
+                "droppedBytes": console.dropped_bytes,
+                "waitingBytes": console.waiting_bytes,
+            },
             "exits": exits,
             "functions": functions,
         })

@@ -16,6 +16,7 @@ mod admin;
 mod bridge;
 mod client;
 mod conn;
+mod console;
 mod effects;
 mod front;
 #[cfg(test)]
@@ -62,6 +63,9 @@ const EVENTS_CAPACITY: usize = 1024;
 /// buffer release, the RSS of an idle runtime) still happens.
 const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How soon to try the console again when its reader was not keeping up.
+const CONSOLE_RETRY: Duration = Duration::from_millis(10);
+
 /// Everything the server needs to start.
 #[derive(Debug)]
 pub struct ServerOptions {
@@ -99,6 +103,8 @@ pub enum ServerError {
     Runtime(String),
     /// The event loop itself failed.
     Poll(io::Error),
+    /// The runtime's own stdout or stderr cannot be used (closed at start).
+    Console(io::Error),
     /// `defaultFunction` names no function.
     UnknownDefault(String),
 }
@@ -109,6 +115,7 @@ impl fmt::Display for ServerError {
             ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             ServerError::Runtime(msg) | ServerError::Admin(msg) => write!(f, "{msg}"),
             ServerError::Poll(source) => write!(f, "event loop failed: {source}"),
+            ServerError::Console(source) => write!(f, "cannot use stdout/stderr: {source}"),
             ServerError::UnknownDefault(name) => {
                 write!(
                     f,
@@ -157,6 +164,8 @@ enum Timer {
     HeadTimeout(Key),
     /// A closing connection's lingering time is over.
     Linger(Key),
+    /// The console had output it could not write yet: try again.
+    ConsoleRetry,
 }
 
 /// The record a child process belongs to.
@@ -186,9 +195,9 @@ enum Lifecycle {
 /// The server state. All of it is owned by the one thread running [`Server::run`].
 ///
 /// It keeps only what the loop itself needs (poll, signals, timers, the effect queue, the
-/// configuration and the lifecycle) and the three owners of everything else: the front end
-/// (listener and connections), the supervisor (child processes and the sandbox) and the
-/// scheduler (functions, queues and admission).
+/// configuration, the lifecycle and the console that every part writes to) and the three
+/// owners of everything else: the front end (listener and connections), the supervisor (child
+/// processes and the sandbox) and the scheduler (functions, queues and admission).
 pub struct Server {
     poll: Poll,
     signals: Receiver,
@@ -197,6 +206,10 @@ pub struct Server {
     effects: Effects,
     config: SystemConfig,
     lifecycle: lifecycle::LifecycleState,
+    /// The runtime's stdout and stderr, and the relays of children's output into them.
+    console: console::Console,
+    /// Whether `Timer::ConsoleRetry` is scheduled.
+    console_retry_armed: bool,
     front: front::FrontEnd,
     supervisor: supervisor::Supervisor,
     scheduler: scheduler::Scheduler,
@@ -317,6 +330,11 @@ impl Server {
             nofile_cap,
             stale_cgroups: Vec::new(),
         };
+        let console = console::Console::new(
+            config.logger.worker_output_line_limit,
+            config.logger.console_buffer_size,
+        )
+        .map_err(ServerError::Console)?;
         Ok(Server {
             poll,
             signals,
@@ -324,6 +342,8 @@ impl Server {
             effects: Effects::default(),
             config,
             lifecycle: lifecycle::LifecycleState::default(),
+            console,
+            console_retry_armed: false,
             front,
             supervisor,
             scheduler,
@@ -382,6 +402,9 @@ impl Server {
                     Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
                     Some(Source::Seed(key)) => self.on_seed_readable(key),
                     Some(Source::Spare(key)) => self.on_spare_readable(key),
+                    Some(Source::Output(key)) => {
+                        self.console.on_readable(self.poll.registry(), key)
+                    }
                     _ => {}
                 }
             }
@@ -407,14 +430,15 @@ impl Server {
                         | Source::WorkerOut(_)
                         | Source::WorkerIn(_)
                         | Source::Seed(_)
-                        | Source::Spare(_),
+                        | Source::Spare(_)
+                        | Source::Output(_),
                     ) => {}
                     None => log::trace!("event for unknown token {:?}", event.token()),
                 }
             }
             self.fire_timers();
             self.drain_effects();
-            self.front.fc_log.flush();
+            self.flush_console();
             if self.lifecycle.phase == Lifecycle::Stopped && self.lifecycle.exit_when_stopped {
                 // Answers still being written or lingering closes finish first (bounded by
                 // http.lingerTimeoutMs), so that no client sees a reset at exit.
@@ -428,6 +452,21 @@ impl Server {
                 cgroup::remove_instance(&self.supervisor.caps.cgroup);
                 return Ok(());
             }
+        }
+    }
+
+    /// Writes the FC log's lines and relayed output to the console as far as it takes them
+    /// now, and tries again shortly if some must wait.
+    fn flush_console(&mut self) {
+        let fc_lines = self.front.fc_log.take();
+        if !fc_lines.is_empty() {
+            self.console.write_own(console::Stream::Out, fc_lines);
+        }
+        self.front.fc_log.clear();
+        if self.console.flush(self.poll.registry()) && !self.console_retry_armed {
+            self.console_retry_armed = true;
+            self.timers
+                .schedule(Instant::now() + CONSOLE_RETRY, Timer::ConsoleRetry);
         }
     }
 
@@ -455,6 +494,10 @@ impl Server {
                 Timer::SpareRetry => self.on_spare_retry(),
                 Timer::SpareRefill => self.on_spare_refill(),
                 Timer::HeadTimeout(conn) => self.on_head_timeout(conn),
+                Timer::ConsoleRetry => {
+                    self.console_retry_armed = false;
+                    self.flush_console();
+                }
                 Timer::Linger(conn) => {
                     if let Some(c) = self.front.conns.get_mut(conn) {
                         c.linger = None;

@@ -97,6 +97,9 @@ impl Server {
         };
         let generation = f.generation;
         let pid = spawned.pid;
+        if let Some(output) = spawned.output {
+            self.console.attach(self.poll.registry(), output);
+        }
         let key = self.supervisor.seeds.insert(Seed::new(
             id.clone(),
             function,
@@ -268,6 +271,9 @@ impl Server {
                 return None;
             }
             None => return None,
+        }
+        if let Some(output) = parts.output {
+            self.console.attach(self.poll.registry(), output);
         }
         let mut enforcement = parts.enforcement;
         let polled = enforcement.polled_limits(&limits);

@@ -142,6 +142,9 @@ impl Server {
                 return false;
             }
         };
+        if let Some(output) = spawned.output {
+            self.console.attach(self.poll.registry(), output);
+        }
         let mut enforcement = spawned.enforcement;
         let polled = enforcement.polled_limits(&shape.limits);
         let pid = spawned.pid;

@@ -242,6 +242,9 @@ impl Server {
             }
         };
         let pid = spawned.pid;
+        if let Some(output) = spawned.output {
+            self.console.attach(self.poll.registry(), output);
+        }
         let mut enforcement = spawned.enforcement;
         // What no cgroup enforces, the runtime polls.
         let polled = enforcement.polled_limits(&limits);

@@ -382,3 +382,45 @@ pub fn unix_peer_pid(sock: &impl AsRawFd) -> io::Result<i32> {
     }
     Ok(cred.pid)
 }
+
+/// The most bytes [`write_if_ready`] writes at once: a pipe that polls writable has room for
+/// at least this much, so a blocking descriptor never blocks on such a write.
+pub const ATOMIC_WRITE: usize = libc::PIPE_BUF;
+
+/// Writes up to [`ATOMIC_WRITE`] bytes of `buf` to `fd` if `fd` can take them now, without
+/// changing the descriptor's blocking mode (the runtime's stdout and stderr are shared with
+/// whoever started it, so setting `O_NONBLOCK` on them would change their writes too).
+/// `Ok(None)` when it cannot take anything now.
+pub fn write_if_ready(fd: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> io::Result<Option<usize>> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `pollfd` is a valid array of one element that lives across the call; a zero
+    // timeout makes poll(2) return at once.
+    let ready = match cvt(unsafe { libc::poll(&mut pollfd, 1, 0) }) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if ready == 0 {
+        return Ok(None);
+    }
+    if pollfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+        && pollfd.revents & libc::POLLOUT == 0
+    {
+        return Err(io::Error::from_raw_os_error(libc::EPIPE));
+    }
+    let len = buf.len().min(ATOMIC_WRITE);
+    // SAFETY: `buf[..len]` is valid for reads of `len` bytes for the duration of the call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), len) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(Some(usize::try_from(n).unwrap_or(0)))
+}

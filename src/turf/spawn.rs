@@ -95,7 +95,6 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -136,6 +135,20 @@ pub struct Spawned {
     pub cgroup: Option<WorkerCgroup>,
     /// What was actually enforced.
     pub enforcement: Enforcement,
+    /// The runtime's ends of its stdout and stderr, when they are relayed to the console.
+    pub output: Option<OutputPipes>,
+}
+
+/// The runtime's ends of a child's stdout and stderr when its output goes to the runtime's
+/// console (`logger.workerOutput: console`). Each child writes to pipes of its own, and only
+/// the runtime writes the console, whole lines at a time: lines of different workers cannot
+/// mix, and a child that writes faster than the console takes blocks itself, not the runtime.
+#[derive(Debug)]
+pub struct OutputPipes {
+    /// Its stdout.
+    pub stdout: Receiver,
+    /// Its stderr.
+    pub stderr: Receiver,
 }
 
 /// Why a worker could not be started.
@@ -256,16 +269,6 @@ fn read_only_dirs(cwd: &Path, extra: &[PathBuf]) -> Result<Vec<PathBuf>, SpawnEr
 // Spawning
 // ---------------------------------------------------------------------------------------------
 
-/// A copy of one of the runtime's own standard streams, for a worker to write to.
-fn console(fd: std::os::fd::BorrowedFd<'_>) -> Result<File, SpawnError> {
-    fd.try_clone_to_owned()
-        .map(File::from)
-        .map_err(|source| SpawnError::LogFile {
-            path: PathBuf::from("(the runtime's stdout/stderr)"),
-            source,
-        })
-}
-
 /// Opens (appending) one of a worker's log files, readable and writable by the runtime's user
 /// only: the worker writes it through the descriptor it inherits, and no worker (which runs as
 /// another user) can open it by name.
@@ -334,13 +337,14 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     // The worker's ends now live in the child; closing ours lets EOF propagate when it dies.
     drop(worker_in);
     drop(worker_out);
-    let (pid, cgroup, enforcement) = started?;
+    let (pid, cgroup, enforcement, output) = started?;
     Ok(Spawned {
         pid,
         to_worker,
         from_worker,
         cgroup,
         enforcement,
+        output,
     })
 }
 
@@ -354,6 +358,8 @@ pub struct SpawnedSeed {
     pub control: OwnedFd,
     /// Its cgroup (the function's limits apply to the seed too).
     pub cgroup: Option<WorkerCgroup>,
+    /// The runtime's ends of its stdout and stderr, when they are relayed to the console.
+    pub output: Option<OutputPipes>,
 }
 
 /// Forks and execs a warm seed in its sandbox: like [`spawn`], except that fds 3 and 4 are one
@@ -376,11 +382,12 @@ pub fn spawn_seed(spec: &SpawnSpec<'_>) -> Result<SpawnedSeed, SpawnError> {
     let started = start(spec, &theirs, &theirs_out);
     drop(theirs);
     drop(theirs_out);
-    let (pid, cgroup, _enforcement) = started?;
+    let (pid, cgroup, _enforcement, output) = started?;
     Ok(SpawnedSeed {
         pid,
         control,
         cgroup,
+        output,
     })
 }
 
@@ -400,11 +407,13 @@ pub struct ForkParts {
     pub cgroup: Option<WorkerCgroup>,
     /// What will be enforced.
     pub enforcement: Enforcement,
+    /// The runtime's ends of its stdout and stderr, when they are relayed to the console.
+    pub output: Option<OutputPipes>,
 }
 
 /// Prepares a forked worker's pipes, log files and cgroup (see [`ForkParts`]).
 pub fn prepare_fork(log_dir: &Path, plan: &SandboxPlan) -> Result<ForkParts, SpawnError> {
-    let (stdout, stderr) = log_files(log_dir)?;
+    let (stdout, stderr, output) = log_files(log_dir)?;
     let (to_worker, from_worker, worker_in, worker_out) = protocol_pipes()?;
     let cgroup = plan.cgroup().and_then(|p| match WorkerCgroup::create(p) {
         Ok(cg) => Some(cg),
@@ -420,30 +429,49 @@ pub fn prepare_fork(log_dir: &Path, plan: &SandboxPlan) -> Result<ForkParts, Spa
         child_fds: [worker_in, worker_out, stdout.into(), stderr.into()],
         cgroup,
         enforcement,
+        output,
     })
 }
 
-/// Opens the worker's stdout and stderr: files in `log_dir`, or the runtime's own when
-/// `log_dir` is empty.
+/// Opens the worker's stdout and stderr files in `log_dir`.
 pub fn open_log_files(log_dir: &Path) -> Result<(File, File), SpawnError> {
-    log_files(log_dir)
+    let (stdout, stderr, _) = log_files(log_dir)?;
+    Ok((stdout, stderr))
 }
 
-/// Opens the worker's stdout and stderr: files in `log_dir`, or the runtime's own when
-/// `log_dir` is empty.
-fn log_files(log_dir: &Path) -> Result<(File, File), SpawnError> {
+/// The worker's stdout and stderr: files in `log_dir`, or, when `log_dir` is empty, pipes
+/// whose other ends the runtime relays to its console.
+fn log_files(log_dir: &Path) -> Result<(File, File, Option<OutputPipes>), SpawnError> {
     if log_dir.as_os_str().is_empty() {
-        return Ok((
-            console(std::io::stdout().as_fd())?,
-            console(std::io::stderr().as_fd())?,
-        ));
+        let (stdout, stdout_relay) = output_pipe()?;
+        let (stderr, stderr_relay) = output_pipe()?;
+        let relay = OutputPipes {
+            stdout: stdout_relay,
+            stderr: stderr_relay,
+        };
+        return Ok((stdout, stderr, Some(relay)));
     }
     create_private_dir(log_dir).map_err(|source| SpawnError::LogDir {
         path: log_dir.to_path_buf(),
         source,
     })?;
-    Ok((open_log(log_dir, "stdout")?, open_log(log_dir, "stderr")?))
+    Ok((
+        open_log(log_dir, "stdout")?,
+        open_log(log_dir, "stderr")?,
+        None,
+    ))
 }
+
+/// One output pipe: the child's end blocking (as a terminal or file would be), the runtime's
+/// non-blocking, both close-on-exec until the child's `dup2` onto 1/2.
+fn output_pipe() -> Result<(File, Receiver), SpawnError> {
+    let (theirs, ours) = worker_pipe()?;
+    theirs.set_nonblocking(false).map_err(SpawnError::Pipe)?;
+    Ok((File::from(OwnedFd::from(theirs)), ours))
+}
+
+/// A started child: its pid, cgroup, what is enforced, and its relayed output, if any.
+type Started = (i32, Option<WorkerCgroup>, Enforcement, Option<OutputPipes>);
 
 /// The common part of [`spawn`] and [`spawn_seed`]: checks the working directory, opens the
 /// logs, creates the cgroup and forks with `worker_in`/`worker_out` as the child's fds 3/4.
@@ -451,7 +479,7 @@ fn start(
     spec: &SpawnSpec<'_>,
     worker_in: &OwnedFd,
     worker_out: &OwnedFd,
-) -> Result<(i32, Option<WorkerCgroup>, Enforcement), SpawnError> {
+) -> Result<Started, SpawnError> {
     match std::fs::metadata(spec.cwd) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -467,7 +495,7 @@ fn start(
             });
         }
     }
-    let (stdout, stderr) = log_files(&spec.log_dir)?;
+    let (stdout, stderr, output) = log_files(&spec.log_dir)?;
     let plan = &spec.sandbox;
     let mut cgroup = plan.cgroup().and_then(|p| match WorkerCgroup::create(p) {
         Ok(cg) => Some(cg),
@@ -507,7 +535,7 @@ fn start(
         None => spawn_plain(spec, setup, stdout, stderr, worker_in, worker_out),
     };
     match result {
-        Ok(pid) => Ok((pid, cgroup, enforcement)),
+        Ok(pid) => Ok((pid, cgroup, enforcement, output)),
         Err(e) => {
             if let Some(cg) = cgroup
                 && let Err(cg) = cg.remove()

@@ -238,6 +238,7 @@ pub struct Builder {
     functions: String,
     config: Option<String>,
     env: Vec<(String, String)>,
+    hold_stdout: bool,
 }
 
 impl Builder {
@@ -256,6 +257,13 @@ impl Builder {
     /// A `--config` file with this content.
     pub fn config(mut self, config: &Value) -> Builder {
         self.config = Some(config.to_string());
+        self
+    }
+
+    /// Leaves the runtime's stdout unread until the test takes it ([`Noslate::take_stdout`]),
+    /// as a log collector that stalls would.
+    pub fn hold_stdout(mut self) -> Builder {
+        self.hold_stdout = true;
         self
     }
 
@@ -297,10 +305,16 @@ impl Builder {
     #[track_caller]
     pub fn start(self) -> Noslate {
         let dir = TempDir::new();
+        let hold_stdout = self.hold_stdout;
         let mut child = self.spawn(&dir);
         let stdout = Arc::new(Output::default());
         let stderr = Arc::new(Output::default());
-        spawn_reader("stdout", child.stdout.take().unwrap(), Arc::clone(&stdout));
+        let held_stdout = if hold_stdout {
+            child.stdout.take()
+        } else {
+            spawn_reader("stdout", child.stdout.take().unwrap(), Arc::clone(&stdout));
+            None
+        };
         spawn_reader("stderr", child.stderr.take().unwrap(), Arc::clone(&stderr));
         let pid = i32::try_from(child.id()).expect("pid fits in pid_t");
         let mut noslate = Noslate {
@@ -310,6 +324,7 @@ impl Builder {
             port: 0,
             stdout,
             stderr,
+            held_stdout,
         };
         const MARK: &str = "listening on 0.0.0.0:";
         let line = noslate.stderr.wait_line(WAIT, |l| l.contains(MARK));
@@ -386,9 +401,15 @@ pub struct Noslate {
     port: u16,
     stdout: Arc<Output>,
     stderr: Arc<Output>,
+    held_stdout: Option<std::process::ChildStdout>,
 }
 
 impl Noslate {
+    /// The runtime's stdout, when the builder held it ([`Builder::hold_stdout`]).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.held_stdout.take()
+    }
+
     pub fn builder() -> Builder {
         Builder::default()
     }

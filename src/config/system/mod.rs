@@ -40,6 +40,11 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
 /// input is still read and dropped (so that unread input does not turn the close into a reset
 /// that destroys the response), in milliseconds.
 pub const DEFAULT_LINGER_TIMEOUT_MS: u64 = 2_000;
+/// Default `logger.workerOutputLineLimit`: lines longer than this are cut.
+pub const DEFAULT_WORKER_OUTPUT_LINE_LIMIT: usize = 64 * 1024;
+/// Default `logger.consoleBufferSize`: output waiting for the runtime's stdout or stderr.
+pub const DEFAULT_CONSOLE_BUFFER_SIZE: usize = 1024 * 1024;
+
 /// Default `http.lingerMaxBytes`: the most input a closing connection reads and drops.
 pub const DEFAULT_LINGER_MAX_BYTES: u64 = 1 << 20;
 
@@ -453,6 +458,13 @@ pub struct LoggerConfig {
     /// default) for per-worker files under `NOSLATE_LOGDIR`, `true` for the runtime's own stdout
     /// and stderr, which is what Function Compute collects into the function's logs.
     pub worker_output_to_console: bool,
+    /// `logger.workerOutputLineLimit` (ours): the longest line of worker output relayed to the
+    /// console in one piece; a longer one is cut into lines of this length.
+    pub worker_output_line_limit: usize,
+    /// `logger.consoleBufferSize` (ours): how much output may wait for the runtime's stdout or
+    /// stderr. Beyond it workers' output waits in their pipes (they block, the runtime does
+    /// not), and the runtime's own lines are dropped and counted.
+    pub console_buffer_size: usize,
 }
 
 impl LoggerConfig {
@@ -468,6 +480,8 @@ impl Default for LoggerConfig {
             level: DEFAULT_LOG_LEVEL.to_owned(),
             dir: None,
             worker_output_to_console: false,
+            worker_output_line_limit: DEFAULT_WORKER_OUTPUT_LINE_LIMIT,
+            console_buffer_size: DEFAULT_CONSOLE_BUFFER_SIZE,
         }
     }
 }

@@ -532,6 +532,14 @@ fn apply_logger(
             ),
         }
     }
+    set(
+        &mut logger.worker_output_line_limit,
+        s.int("workerOutputLineLimit", 80, p),
+    );
+    set(
+        &mut logger.console_buffer_size,
+        s.int("consoleBufferSize", 64 * 1024, p),
+    );
     ignore(
         s,
         &[

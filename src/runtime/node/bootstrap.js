@@ -632,8 +632,8 @@ const requestIds = new AsyncLocalStorage();
 
 // `<ISO time> <requestId> [LEVEL] message`, as FC's runtimes write function logs. The record is
 // built whole and written with one write(): a multi-line message stays one record, and since a
-// worker's stdout and stderr are its own fds (a file or a pipe shared only with the runtime), no
-// other line can land inside it.
+// worker's stdout and stderr are its own fds (a file, or a pipe the runtime relays to its console
+// line by line), no other worker's line can land inside it.
 function logRecord(requestId, level, args) {
   return `${new Date().toISOString()} ${requestId} [${level}] ${util.format(...args)}\n`;
 }
