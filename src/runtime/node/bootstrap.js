@@ -1141,8 +1141,46 @@ function serveNoslate(ctx, req, res) {
     return;
   }
   if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
-    result.then(undefined, (err) => fail(res, err));
+    result.then((value) => checkNoslateResult(res, value), (err) => fail(res, err));
+  } else {
+    checkNoslateResult(res, result);
   }
+}
+
+// A Noslate handler answers through res; what it returns is ignored. An FC event handler
+// (event, context) left at the default style returns its answer instead and never touches res, so
+// the invocation would hang until its timeout with nothing logged: fail it at once, naming the
+// setting. Only values an FC handler returns as its answer count (strings, numbers, booleans,
+// buffers, arrays, plain objects): an expression-bodied Noslate handler may well return whatever
+// its last call gives back (req.on(...), req.pipe(res), a timer) and answer later.
+function checkNoslateResult(res, value) {
+  if (res._done || !looksLikeAnswer(value) || responseTouched(res)) return;
+  const what = Array.isArray(value) ? 'an array' : value === null ? 'null' : `a ${Buffer.isBuffer(value) ? 'Buffer' : typeof value}`;
+  fail(res, namedError('WrongHandlerStyle',
+    `the handler returned ${what} but never used res: with "handlerStyle": "noslate" (the default for ` +
+    'runtime nodejs) a handler(ctx, req, res) answers through res (res.end(...)) and its return value ' +
+    'is ignored. For an FC handler(event, context) that returns its answer, set "handlerStyle": ' +
+    '"fc-event" in the function profile ("fc-http" for handler(req, resp, context))'));
+}
+
+function looksLikeAnswer(value) {
+  if (value === undefined) return false;
+  if (value === null) return false;
+  const type = typeof value;
+  if (type === 'string' || type === 'number' || type === 'boolean' || type === 'bigint') return true;
+  if (type !== 'object') return false;
+  if (Array.isArray(value) || value instanceof Uint8Array || value instanceof ArrayBuffer) return true;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+// Whether the handler did anything with res: a header, a status, a write or end, a pipe into it,
+// a listener of its own.
+function responseTouched(res) {
+  return res._head !== HEAD_NONE || res._headers !== null || res.statusCode !== 200 ||
+    res.writableEnded || res.writableLength > 0 || res.destroyed || res.writableCorked > 0 ||
+    res.listenerCount('error') > 1 || res.listenerCount('finish') > 0 || res.listenerCount('close') > 0 ||
+    res.listenerCount('unpipe') > 0 || res.listenerCount('drain') > 0;
 }
 
 // ---- FC event style: handler(event, context[, callback]) -----------------------------------
