@@ -76,6 +76,12 @@ const MAX_BODY_FRAME = 64 * 1024;
 // so what reads through `env` after INIT sees the function's environment. The fds are read once;
 // spares get the same ones.
 const env = process.env;
+// `noslate check --load` runs this file with NOSLATE_CHECK_LOAD=1 and no protocol pipes: load the
+// handler and initializer as INIT would (without running the initializer), report, exit.
+if (env.NOSLATE_CHECK_LOAD === '1') {
+  checkLoad();
+  return;
+}
 const input = new net.Socket({ fd: Number(env.NOSLATE_IPC_IN) || 3, readable: true, writable: false });
 const output = new net.Socket({ fd: Number(env.NOSLATE_IPC_OUT) || 4, readable: false, writable: true });
 
@@ -493,6 +499,22 @@ async function onInit(init) {
   }
   initializing = false;
   if (shuttingDown) maybeExit();
+}
+
+// The check mode (see where `env` is set): exit 0 when the exports load, else 1 with the error
+// as INIT_ERROR would carry it on one stderr line after the CHECK_LOAD_MARK. Only the process's
+// environment is used: nothing declared with let/const below the check has been set up.
+async function checkLoad() {
+  const mark = 'NOSLATE_CHECK_LOAD ';
+  try {
+    const codeDir = env.NOSLATE_CODE_DIR || process.cwd();
+    await loadExport(codeDir, env.NOSLATE_HANDLER, 'HandlerNotFound');
+    if (env.NOSLATE_INITIALIZER) await loadExport(codeDir, env.NOSLATE_INITIALIZER, 'InitializerNotFound');
+  } catch (err) {
+    process.stderr.write(`${mark}${JSON.stringify(errorPayload(err))}\n`, () => process.exit(1));
+    return;
+  }
+  process.exit(0);
 }
 
 // Turns a spare into the worker of the function its INIT names: the code directory as cwd, the

@@ -1373,8 +1373,33 @@ def seed_main():
                     pass
 
 
+def check_load():
+    """`noslate check --load`: imports the handler and initializer as INIT would (without running
+    the initializer) and exits 0, or 1 with the INIT_ERROR payload on one stderr line after the
+    marker. No protocol pipes are open."""
+    code_dir = os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
+    try:
+        if code_dir not in sys.path:
+            sys.path.insert(0, code_dir)
+        spec = os.environ.get("NOSLATE_HANDLER")
+        if not spec:
+            raise HandlerNotFound("the function has no handler (the profile's \"handler\")")
+        load_function(code_dir, spec, HandlerNotFound)
+        init_spec = os.environ.get("NOSLATE_INITIALIZER")
+        if init_spec:
+            load_function(code_dir, init_spec, InitializerNotFound)
+    except BaseException as err:  # noqa: BLE001
+        _STDERR.write("NOSLATE_CHECK_LOAD " + json.dumps(init_error_payload(err)) + "\n")
+        _STDERR.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def main():
     _setup_process()
+    if os.environ.get("NOSLATE_CHECK_LOAD") == "1":
+        check_load()
     if "--seed" in sys.argv[1:]:
         seed_main()
     else:
