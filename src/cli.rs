@@ -21,7 +21,11 @@ noslate: a single-binary serverless runtime for Function Compute custom containe
 
 USAGE:
     noslate [serve] [OPTIONS]     run the FC server (the default command)
-    noslate check [OPTIONS]       validate the function profiles and system config, then exit
+    noslate check [--load] [OPTIONS]
+                                  validate the function profiles and system config, and that
+                                  the interpreters they need are usable, then exit; with
+                                  --load, also load each function's handler and initializer
+                                  (not run) in a throw-away worker and report each failure
     noslate ps [--json]           list the running runtime's workers (over its admin socket)
     noslate stats                 the running runtime's counters, as JSON
     noslate functions get|set FILE   read or replace the running function profile set
@@ -90,6 +94,8 @@ struct Args {
     command: Command,
     json: bool,
     probe: bool,
+    /// `check --load`: also load each function's code in a throw-away worker.
+    load: bool,
     /// Positional words after the command (`functions set FILE`, `invoke NAME`).
     words: Vec<String>,
     /// `--data TEXT|@FILE`.
@@ -165,6 +171,7 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
             "--socket" => args.socket = Some(value("--socket")?.into()),
             "--json" => args.json = true,
             "--probe" => args.probe = true,
+            "--load" => args.load = true,
             "--service" => args.service = true,
             "--data" | "-d" => {
                 args.data =
@@ -326,6 +333,16 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         }
     };
     if args.command == Command::Check {
+        let problems = crate::runtime::interpreter_problems(&config, &profiles.functions);
+        for problem in &problems {
+            eprintln!("noslate: {problem}");
+        }
+        if args.load && !check_load(&args, &config, &profiles.functions) {
+            return ExitCode::from(2);
+        }
+        if !problems.is_empty() {
+            return ExitCode::from(2);
+        }
         out(&format!(
             "noslate: configuration OK: {} function(s), {} service(s), port {port}\n",
             profiles.functions.len(),
@@ -422,6 +439,40 @@ fn probe_command(args: &Args) -> ExitCode {
 }
 
 /// The work directory: the flag, `NOSLATE_WORKDIR`, or `$TMPDIR/noslate`.
+/// `noslate check --load`: loads every function's code as a worker would, one line per function
+/// (`ok`, `skipped` or `FAILED` with the error). Returns whether none failed.
+fn check_load(args: &Args, config: &SystemConfig, functions: &[config::FunctionProfile]) -> bool {
+    // The bootstraps are written where `serve` writes them.
+    let workdir = resolve_workdir(args.workdir.clone());
+    let runtimes = std::fs::create_dir_all(&workdir)
+        .map_err(|e| format!("cannot create {}: {e}", workdir.display()))
+        .and_then(|()| crate::runtime::Runtimes::prepare(&workdir, config, functions));
+    let runtimes = match runtimes {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("noslate: check --load: {err}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for f in functions {
+        let timeout = std::time::Duration::from_millis(f.worker.initialization_timeout_ms);
+        match runtimes.check_load(f, timeout) {
+            crate::runtime::LoadCheck::Loaded => {
+                out(&format!("noslate: function {}: ok\n", f.name))
+            }
+            crate::runtime::LoadCheck::Skipped(why) => {
+                out(&format!("noslate: function {}: skipped ({why})\n", f.name));
+            }
+            crate::runtime::LoadCheck::Failed(why) => {
+                ok = false;
+                eprintln!("noslate: function {}: FAILED: {why}", f.name);
+            }
+        }
+    }
+    ok
+}
+
 fn resolve_workdir(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| env_var("NOSLATE_WORKDIR").map(PathBuf::from))
         .unwrap_or_else(|| std::env::temp_dir().join("noslate"))

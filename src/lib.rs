@@ -25,3 +25,6 @@ pub(crate) mod server;
 pub(crate) mod sys;
 pub(crate) mod turf;
 pub mod wire;
+
+/// The oldest Python the `python3` runtime supports (stated and enforced in one place).
+pub use runtime::MIN_PYTHON;

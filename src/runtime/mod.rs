@@ -7,8 +7,12 @@ use crate::config::{FunctionProfile, RESERVED_ENV_PREFIXES, Runtime, SystemConfi
 use crate::turf::privilege;
 use crate::turf::spawn::{self, Credentials};
 use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 pub mod process;
 
@@ -24,8 +28,48 @@ pub const DEFAULT_WORKER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub const DEFAULT_WORKER_HOME: &str = "/tmp";
 /// Share of the memory limit given to V8's old space, as Noslate does (`floor(MiB × 0.8)`).
 const NODE_HEAP_SHARE: f64 = 0.8;
-/// The oldest Python the bootstrap runs on.
-const MIN_PYTHON: (u32, u32) = (3, 8);
+/// The oldest Python the bootstrap runs on: the one place the minimum is stated and enforced
+/// (when an interpreter is resolved, at start-up, for a new profile set and by `noslate check`).
+/// 3.9 for `socket.send_fds`/`recv_fds`, which the warm seed's fork path needs; on 3.8 cold
+/// workers run but every seed dies at its first message.
+pub const MIN_PYTHON: (u32, u32) = (3, 9);
+
+/// Why `wanted` cannot run Python workers, as the runtime and `noslate check` report it.
+fn python_unusable(wanted: &str, why: &str) -> String {
+    format!(
+        "Python {}.{}+ ({wanted:?}) is not usable: {why}; install python3 or set \
+         starter.python3.bin",
+        MIN_PYTHON.0, MIN_PYTHON.1
+    )
+}
+
+/// Why Node.js workers cannot start: `wanted` is not on `PATH`.
+fn node_missing(wanted: &str) -> String {
+    format!(
+        "Node.js ({wanted:?}) was not found on PATH; install Node.js 18+ or set starter.nodejs.bin"
+    )
+}
+
+/// The interpreters `functions` need that cannot be used here, one message each, resolved as the
+/// runtime resolves them (for the worker user, the Python version checked).
+pub fn interpreter_problems(config: &SystemConfig, functions: &[FunctionProfile]) -> Vec<String> {
+    let worker = privilege::current_worker_credentials(&config.turf.user);
+    let uses = |r: &[Runtime]| functions.iter().any(|f| r.contains(&f.runtime));
+    let mut problems = Vec::new();
+    if uses(&[Runtime::Nodejs, Runtime::Aworker]) {
+        let wanted = config.starter.nodejs_bin.as_deref().unwrap_or("node");
+        if spawn::find_on_path_for(wanted, worker).is_none() {
+            problems.push(node_missing(wanted));
+        }
+    }
+    if uses(&[Runtime::Python3]) {
+        let wanted = config.starter.python3_bin.as_deref().unwrap_or("python3");
+        if let Err(why) = resolve_python_for(wanted, worker) {
+            problems.push(python_unusable(wanted, &why));
+        }
+    }
+    problems
+}
 
 /// How to exec one worker.
 #[derive(Debug)]
@@ -112,12 +156,8 @@ impl Runtimes {
                 Runtime::Nodejs | Runtime::Aworker => {
                     if self.node.is_none() {
                         let wanted = &self.node_wanted;
-                        let found = spawn::find_on_path_for(wanted, self.worker).ok_or_else(|| {
-                            format!(
-                                "Node.js ({wanted:?}) was not found on PATH; install Node.js 18+ \
-                                 or set starter.nodejs.bin"
-                            )
-                        });
+                        let found = spawn::find_on_path_for(wanted, self.worker)
+                            .ok_or_else(|| node_missing(wanted));
                         if let Err(why) = &found {
                             log::error!("function {} cannot start workers: {why}", f.name);
                         }
@@ -126,14 +166,8 @@ impl Runtimes {
                 }
                 Runtime::Python3 => {
                     if self.python.is_none() {
-                        let found =
-                            resolve_python_for(&self.python_wanted, self.worker).map_err(|why| {
-                                format!(
-                                    "Python 3.8+ ({:?}) is not usable: {why}; install python3 or \
-                                 set starter.python3.bin",
-                                    self.python_wanted
-                                )
-                            });
+                        let found = resolve_python_for(&self.python_wanted, self.worker)
+                            .map_err(|why| python_unusable(&self.python_wanted, &why));
                         if let Err(why) = &found {
                             log::error!("function {} cannot start workers: {why}", f.name);
                         }
@@ -289,6 +323,117 @@ impl Runtimes {
     }
 }
 
+/// What `noslate check --load` found for one function.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoadCheck {
+    /// The handler (and initializer) load and are functions.
+    Loaded,
+    /// Not checked, and why.
+    Skipped(String),
+    /// The code does not load: the error a worker's INIT would report.
+    Failed(String),
+}
+
+/// The line a bootstrap in check mode writes on stderr before the error's JSON.
+const CHECK_LOAD_MARK: &str = "NOSLATE_CHECK_LOAD ";
+
+impl Runtimes {
+    /// Loads `profile`'s handler and initializer (without running the initializer) in a
+    /// throw-away worker process: the function's interpreter, bootstrap, environment, code
+    /// directory and worker user, the bootstrap in its check mode (no protocol pipes). Whatever
+    /// the import started is killed with it; past `timeout` the load counts as failed.
+    pub fn check_load(&self, profile: &FunctionProfile, timeout: Duration) -> LoadCheck {
+        if !matches!(profile.runtime, Runtime::Nodejs | Runtime::Python3) {
+            return LoadCheck::Skipped(format!(
+                "runtime {} has no load check",
+                runtime_name(profile.runtime)
+            ));
+        }
+        let spec = match self.launch_spec(profile, "check") {
+            Ok(spec) => spec,
+            Err(why) => return LoadCheck::Failed(why),
+        };
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env("NOSLATE_CHECK_LOAD", "1")
+            .current_dir(&profile.code_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(c) = self.worker {
+            cmd.uid(c.uid).gid(c.gid);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(err) => {
+                let user = match self.worker {
+                    Some(c) => format!(" as uid {}", c.uid),
+                    None => String::new(),
+                };
+                return LoadCheck::Failed(format!(
+                    "cannot start {} in {}{user}: {err}",
+                    spec.program.display(),
+                    profile.code_dir.display()
+                ));
+            }
+        };
+        // Read on a thread: a chatty import must not block on a full pipe while we wait.
+        let stderr = child.stderr.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = stderr {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&text).into_owned());
+        });
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => break None,
+            }
+        };
+        if let Ok(pgid) = i32::try_from(child.id()) {
+            let _ = crate::sys::kill_group(pgid, libc::SIGKILL);
+        }
+        let Some(status) = status else {
+            let _ = child.wait();
+            return LoadCheck::Failed(format!(
+                "loading did not finish within {} ms (worker.initializationTimeout)",
+                timeout.as_millis()
+            ));
+        };
+        let text = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+        if status.success() {
+            return LoadCheck::Loaded;
+        }
+        let reported = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(CHECK_LOAD_MARK))
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok());
+        LoadCheck::Failed(match reported {
+            Some(err) => format!(
+                "{}: {}",
+                err["errorType"].as_str().unwrap_or("Error"),
+                err["errorMessage"].as_str().unwrap_or_default()
+            ),
+            None => {
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("the worker exited with {status}: {}", tail.join(" | "))
+            }
+        })
+    }
+}
+
 /// The name of a runtime in `NOSLATE_RUNTIME`.
 fn runtime_name(runtime: Runtime) -> &'static str {
     match runtime {
@@ -329,7 +474,8 @@ fn resolve_python_for(wanted: &str, worker: Option<Credentials>) -> Result<PathB
     first.unwrap_or_else(|| Err(format!("{wanted:?} was not found on PATH")))
 }
 
-/// Runs `found` to check that it is Python 3.8+ and to learn its real executable.
+/// Runs `found` to check that it is Python [`MIN_PYTHON`] or newer and to learn its real
+/// executable.
 fn check_python(found: PathBuf) -> Result<PathBuf, String> {
     let out = Command::new(&found)
         .args([

@@ -430,6 +430,7 @@ impl Server {
                 message: error.error_message,
                 stack: Some(error.stack_trace),
             };
+            self.log_invocation_failure(client, &err);
             self.fail_invocation(client, &err);
         }
         self.close_stream(key, stream);
@@ -572,7 +573,37 @@ impl Server {
         } else {
             format!("function {name} did not answer within its timeout of {timeout_ms} ms")
         };
-        self.fail_invocation(client, &InvokeError::new(404, "FunctionTimeout", message));
+        let err = InvokeError::new(404, "FunctionTimeout", message);
+        self.log_invocation_failure(client, &err);
+        self.fail_invocation(client, &err);
+    }
+
+    /// One warn line in the runtime's own log for an invocation that failed with a timeout, a
+    /// function error or its worker's death, so that such failures are not only in the worker's
+    /// own files. Runs on failure paths only; a multi-line message stays on one line.
+    pub(super) fn log_invocation_failure(&self, client: ConnRef, err: &InvokeError) {
+        if !log::log_enabled!(log::Level::Warn) {
+            return;
+        }
+        let Some(req) = self
+            .front
+            .conns
+            .get(client.conn)
+            .and_then(|c| c.req.as_ref())
+            .filter(|r| r.seq == client.seq)
+        else {
+            return;
+        };
+        let function = req
+            .function
+            .and_then(|f| self.scheduler.functions.get(f))
+            .map_or("-", |f| f.profile.name.as_str());
+        let message = err.message.trim_end().replace('\n', "\\n");
+        log::warn!(
+            "[dp] request {} of function {function} failed: {}: {message}",
+            req.id,
+            err.error_type
+        );
     }
 
     fn worker_protocol_error(&mut self, key: Key, detail: &str) {

@@ -724,7 +724,9 @@ impl Server {
                 self.timers.cancel(timer);
             }
             if let Some(client) = stream.client {
-                self.fail_invocation(client, &InvokeError::new(404, error_type, reason.clone()));
+                let err = InvokeError::new(404, error_type, reason.clone());
+                self.log_invocation_failure(client, &err);
+                self.fail_invocation(client, &err);
             }
         }
         if already_gone {

@@ -1243,14 +1243,18 @@ impl Default for Crc32 {
 // ---------------------------------------------------------------------------------------------
 // Python (tests/conformance.rs)
 
-/// Panics with a clear message when `python3` (3.8 or newer) is not on PATH (CI installs it).
+/// Panics with a clear message when `python3` (`noslate::MIN_PYTHON` or newer) is not on
+/// PATH (CI installs it).
 pub fn require_python() {
     static PYTHON: OnceLock<Result<String, String>> = OnceLock::new();
     let found = PYTHON.get_or_init(|| {
         match Command::new("python3")
             .args([
                 "-c",
-                "import sys; assert sys.version_info >= (3, 8); print(sys.version)",
+                &format!(
+                    "import sys; assert sys.version_info >= {:?}; print(sys.version)",
+                    noslate::MIN_PYTHON
+                ),
             ])
             .output()
         {
@@ -1258,7 +1262,9 @@ pub fn require_python() {
                 Ok(String::from_utf8_lossy(&out.stdout).into_owned())
             }
             Ok(out) => Err(format!(
-                "`python3` is not 3.8 or newer ({}): {}",
+                "`python3` is not {}.{} or newer ({}): {}",
+                noslate::MIN_PYTHON.0,
+                noslate::MIN_PYTHON.1,
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             )),
@@ -1266,7 +1272,7 @@ pub fn require_python() {
         }
     });
     if let Err(why) = found {
-        panic!("these integration tests need Python 3.8+ as `python3` on PATH ({why}); install it");
+        panic!("these integration tests need Python as `python3` on PATH ({why}); install it");
     }
 }
 

@@ -76,6 +76,12 @@ const MAX_BODY_FRAME = 64 * 1024;
 // so what reads through `env` after INIT sees the function's environment. The fds are read once;
 // spares get the same ones.
 const env = process.env;
+// `noslate check --load` runs this file with NOSLATE_CHECK_LOAD=1 and no protocol pipes: load the
+// handler and initializer as INIT would (without running the initializer), report, exit.
+if (env.NOSLATE_CHECK_LOAD === '1') {
+  checkLoad();
+  return;
+}
 const input = new net.Socket({ fd: Number(env.NOSLATE_IPC_IN) || 3, readable: true, writable: false });
 const output = new net.Socket({ fd: Number(env.NOSLATE_IPC_OUT) || 4, readable: false, writable: true });
 
@@ -493,6 +499,22 @@ async function onInit(init) {
   }
   initializing = false;
   if (shuttingDown) maybeExit();
+}
+
+// The check mode (see where `env` is set): exit 0 when the exports load, else 1 with the error
+// as INIT_ERROR would carry it on one stderr line after the CHECK_LOAD_MARK. Only the process's
+// environment is used: nothing declared with let/const below the check has been set up.
+async function checkLoad() {
+  const mark = 'NOSLATE_CHECK_LOAD ';
+  try {
+    const codeDir = env.NOSLATE_CODE_DIR || process.cwd();
+    await loadExport(codeDir, env.NOSLATE_HANDLER, 'HandlerNotFound');
+    if (env.NOSLATE_INITIALIZER) await loadExport(codeDir, env.NOSLATE_INITIALIZER, 'InitializerNotFound');
+  } catch (err) {
+    process.stderr.write(`${mark}${JSON.stringify(errorPayload(err))}\n`, () => process.exit(1));
+    return;
+  }
+  process.exit(0);
 }
 
 // Turns a spare into the worker of the function its INIT names: the code directory as cwd, the
@@ -1141,8 +1163,46 @@ function serveNoslate(ctx, req, res) {
     return;
   }
   if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
-    result.then(undefined, (err) => fail(res, err));
+    result.then((value) => checkNoslateResult(res, value), (err) => fail(res, err));
+  } else {
+    checkNoslateResult(res, result);
   }
+}
+
+// A Noslate handler answers through res; what it returns is ignored. An FC event handler
+// (event, context) left at the default style returns its answer instead and never touches res, so
+// the invocation would hang until its timeout with nothing logged: fail it at once, naming the
+// setting. Only values an FC handler returns as its answer count (strings, numbers, booleans,
+// buffers, arrays, plain objects): an expression-bodied Noslate handler may well return whatever
+// its last call gives back (req.on(...), req.pipe(res), a timer) and answer later.
+function checkNoslateResult(res, value) {
+  if (res._done || !looksLikeAnswer(value) || responseTouched(res)) return;
+  const what = Array.isArray(value) ? 'an array' : value === null ? 'null' : `a ${Buffer.isBuffer(value) ? 'Buffer' : typeof value}`;
+  fail(res, namedError('WrongHandlerStyle',
+    `the handler returned ${what} but never used res: with "handlerStyle": "noslate" (the default for ` +
+    'runtime nodejs) a handler(ctx, req, res) answers through res (res.end(...)) and its return value ' +
+    'is ignored. For an FC handler(event, context) that returns its answer, set "handlerStyle": ' +
+    '"fc-event" in the function profile ("fc-http" for handler(req, resp, context))'));
+}
+
+function looksLikeAnswer(value) {
+  if (value === undefined) return false;
+  if (value === null) return false;
+  const type = typeof value;
+  if (type === 'string' || type === 'number' || type === 'boolean' || type === 'bigint') return true;
+  if (type !== 'object') return false;
+  if (Array.isArray(value) || value instanceof Uint8Array || value instanceof ArrayBuffer) return true;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+// Whether the handler did anything with res: a header, a status, a write or end, a pipe into it,
+// a listener of its own.
+function responseTouched(res) {
+  return res._head !== HEAD_NONE || res._headers !== null || res.statusCode !== 200 ||
+    res.writableEnded || res.writableLength > 0 || res.destroyed || res.writableCorked > 0 ||
+    res.listenerCount('error') > 1 || res.listenerCount('finish') > 0 || res.listenerCount('close') > 0 ||
+    res.listenerCount('unpipe') > 0 || res.listenerCount('drain') > 0;
 }
 
 // ---- FC event style: handler(event, context[, callback]) -----------------------------------

@@ -147,6 +147,10 @@ class InitializerNotFound(Exception):
     pass
 
 
+class WrongHandlerStyle(Exception):
+    """The handler's calling convention is not the one its profile's handlerStyle names."""
+
+
 def _user_frames(tb):
     """The traceback's frames without this file's and importlib's own."""
     frames = traceback.extract_tb(tb)
@@ -597,14 +601,49 @@ def serve_event(st, ctx):
     event = st.read_all()
     if st.head.get("kind") == "http":
         event = json.dumps(http_trigger_event(st.head, ctx, event)).encode("utf-8")
-        result = _run_user(st, _handler, event, ctx)
+        try:
+            result = _run_user(st, _handler, event, ctx)
+        except (TypeError, AttributeError) as err:
+            _hint_wsgi_as_event(err, event)
+            raise
         status, headers, body = http_trigger_response(result)
         headers.append(["content-length", str(len(body))])
         st.send_whole(status, headers, body)
         return
-    result = _run_user(st, _handler, event, ctx)
+    try:
+        result = _run_user(st, _handler, event, ctx)
+    except (TypeError, AttributeError) as err:
+        _hint_wsgi_as_event(err, event)
+        raise
     body = _result_bytes(result)
     st.send_whole(200, [["content-length", str(len(body))]], body)
+
+
+_WSGI_HINT = (
+    ' (with "handlerStyle": "fc-event", the default for runtime python3, the handler is called as'
+    " handler(event, context) with the request body as bytes; a WSGI application"
+    ' handler(environ, start_response) needs "handlerStyle": "fc-http" in the function profile)'
+)
+
+
+def _hint_wsgi_as_event(err, event):
+    """Names the handlerStyle setting in the error of a WSGI app called as an event handler.
+
+    Such an app fails on its first use of either argument: the context is not start_response, the
+    event (bytes) is not an environ mapping. Only those failures get the hint; the exception keeps
+    its type and traceback."""
+    text = str(err)
+    wsgi_use = (
+        "'Context' object is not callable" in text
+        or "byte indices must be integers or slices, not str" in text
+        or (
+            isinstance(err, AttributeError)
+            and text.startswith("'bytes' object has no attribute ")
+            and getattr(err, "obj", event) is event
+        )
+    )
+    if wsgi_use and len(err.args) <= 1:
+        err.args = (text + _WSGI_HINT,)
 
 
 # Content types whose bodies an HTTP-trigger event carries as text; any other body is base64.
@@ -809,6 +848,18 @@ def serve_wsgi(st, ctx):
             st.send_body(data)
 
     result = _run_user(st, _handler, environ, start_response)
+    if state["status"] is None and (
+        result is None or isinstance(result, (str, bytes, bytearray, dict, int, float, bool))
+    ):
+        # An event handler(event, context) configured as a WSGI app returns its answer and never
+        # calls start_response: name the setting rather than fail on iterating the answer.
+        raise WrongHandlerStyle(
+            'the handler returned %s without calling start_response(): with "handlerStyle":'
+            ' "fc-http" the handler is a WSGI application(environ, start_response) returning an'
+            " iterable of bytes. For an FC handler(event, context) that returns its answer, set"
+            ' "handlerStyle": "fc-event" (the default for runtime python3) in the function profile'
+            % ("None" if result is None else "a " + type(result).__name__)
+        )
     try:
         if isinstance(result, (list, tuple)) and not st.head_sent:
             # A whole body: one head with its length, then the body with END.
@@ -1322,8 +1373,33 @@ def seed_main():
                     pass
 
 
+def check_load():
+    """`noslate check --load`: imports the handler and initializer as INIT would (without running
+    the initializer) and exits 0, or 1 with the INIT_ERROR payload on one stderr line after the
+    marker. No protocol pipes are open."""
+    code_dir = os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
+    try:
+        if code_dir not in sys.path:
+            sys.path.insert(0, code_dir)
+        spec = os.environ.get("NOSLATE_HANDLER")
+        if not spec:
+            raise HandlerNotFound("the function has no handler (the profile's \"handler\")")
+        load_function(code_dir, spec, HandlerNotFound)
+        init_spec = os.environ.get("NOSLATE_INITIALIZER")
+        if init_spec:
+            load_function(code_dir, init_spec, InitializerNotFound)
+    except BaseException as err:  # noqa: BLE001
+        _STDERR.write("NOSLATE_CHECK_LOAD " + json.dumps(init_error_payload(err)) + "\n")
+        _STDERR.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def main():
     _setup_process()
+    if os.environ.get("NOSLATE_CHECK_LOAD") == "1":
+        check_load()
     if "--seed" in sys.argv[1:]:
         seed_main()
     else:
