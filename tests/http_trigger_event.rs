@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Noslate, Req, profile, require_python};
+use common::{Noslate, Req, assert_function_error, profile, require_python};
 use serde_json::json;
 
 fn start(runtime: &str) -> Noslate {
@@ -117,6 +117,28 @@ fn result_shapes(runtime: &str) {
     assert_eq!((resp.status, resp.body.len()), (200, 0));
 }
 
+fn invalid_results_are_function_errors_and_the_worker_keeps_serving(runtime: &str) {
+    let ns = start(runtime);
+    for (path, says) in [
+        ("/bad-status", "statusCode must be an integer HTTP status"),
+        ("/bad-base64", "not base64"),
+        ("/bad-body", "body must be a base64 string"),
+    ] {
+        let resp = ns.send(&Req::new("GET", path));
+        assert_eq!(
+            resp.header("x-fc-status"),
+            Some("404"),
+            "{path}: {}",
+            resp.brief()
+        );
+        let body = assert_function_error(&resp, "InvalidResponse");
+        let message = body["errorMessage"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{path}: {message}");
+        let good = ns.send(&Req::new("GET", "/string"));
+        assert_eq!((good.status, good.text().as_str()), (200, "plain text"));
+    }
+}
+
 macro_rules! for_runtimes {
     ($($name:ident),*) => {
         mod node {
@@ -132,5 +154,6 @@ for_runtimes!(
     get_with_query,
     post_json_and_control_path,
     binary_body_round_trips_in_base64,
-    result_shapes
+    result_shapes,
+    invalid_results_are_function_errors_and_the_worker_keeps_serving
 );

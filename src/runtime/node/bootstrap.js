@@ -1309,21 +1309,32 @@ function httpTriggerEvent(ctx, head, body) {
   };
 }
 
+// Standard base64, padded or not.
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
+
 // An HTTP-trigger event handler's result as the HTTP response, as FC does it: an object with a
 // statusCode is {statusCode, headers, body, isBase64Encoded}; anything else is a 200 whose body
 // is the result (strings and Buffers as is, other values as JSON).
 function answerHttpTrigger(res, data) {
   if (data !== null && typeof data === 'object' && !Buffer.isBuffer(data) && !(data instanceof Uint8Array)
       && !Array.isArray(data) && data.statusCode !== undefined) {
-    const status = Number(data.statusCode);
+    const status = data.statusCode;
     if (!Number.isInteger(status) || status < 100 || status > 999) {
-      throw namedError('InvalidResponse', `statusCode must be an HTTP status, got ${JSON.stringify(data.statusCode)}`);
+      throw namedError('InvalidResponse', `statusCode must be an integer HTTP status, got ${JSON.stringify(status)}`);
+    }
+    let body = data.body;
+    if (data.isBase64Encoded) {
+      // Buffer.from(.., 'base64') skips what is not base64: check first, so that a mistake is
+      // reported rather than answered with garbled bytes.
+      if (typeof body !== 'string' || !BASE64.test(body)) {
+        const what = typeof body === 'string' ? 'a string that is not base64' : typeof body;
+        throw namedError('InvalidResponse', `body must be a base64 string when isBase64Encoded is true, got ${what}`);
+      }
+      body = Buffer.from(body, 'base64');
     }
     res.statusCode = status;
     const headers = data.headers || {};
     for (const name of Object.keys(headers)) res.setHeader(name, String(headers[name]));
-    let body = data.body;
-    if (data.isBase64Encoded && typeof body === 'string') body = Buffer.from(body, 'base64');
     res.end(resultBody(body));
     return;
   }

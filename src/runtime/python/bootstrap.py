@@ -708,6 +708,10 @@ def _client_ip(head, lower):
     return forwarded.split(",")[0].strip()
 
 
+class InvalidResponse(Exception):
+    """An HTTP-trigger event handler returned a response FC could not send."""
+
+
 def http_trigger_response(result):
     """An HTTP-trigger event handler's result as (status, headers, body), as FC does it: a dict
     with a statusCode is {statusCode, headers, body, isBase64Encoded}; anything else is a 200
@@ -715,12 +719,23 @@ def http_trigger_response(result):
     if isinstance(result, dict) and "statusCode" in result:
         status = result["statusCode"]
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 999:
-            raise ValueError("statusCode must be an HTTP status, got %r" % (status,))
+            raise InvalidResponse("statusCode must be an integer HTTP status, got %r" % (status,))
+        body = result.get("body")
+        if result.get("isBase64Encoded"):
+            if not isinstance(body, str):
+                raise InvalidResponse(
+                    "body must be a base64 string when isBase64Encoded is true, got %s"
+                    % type(body).__name__
+                )
+            try:
+                body = base64.b64decode(body, validate=True)
+            except ValueError:
+                raise InvalidResponse(
+                    "body must be a base64 string when isBase64Encoded is true, got a string "
+                    "that is not base64"
+                ) from None
         headers = [[str(k), str(v)] for k, v in (result.get("headers") or {}).items()]
         headers = [h for h in headers if h[0].lower() != "content-length"]
-        body = result.get("body")
-        if result.get("isBase64Encoded") and isinstance(body, str):
-            body = base64.b64decode(body)
         return status, headers, _result_bytes(body)
     headers = []
     if isinstance(result, (dict, list, tuple)):
