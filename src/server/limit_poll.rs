@@ -2,34 +2,44 @@
 //! cgroup): the resident set size is polled every `LIMIT_POLL_INTERVAL`, and CPU use is accounted
 //! per second with turf's rule. A worker over its limit has its whole process group killed and
 //! its exit is accounted as `mem_overload` or `cpu_overload`. The decisions are in
-//! `turf::poll`; this file applies them.
+//! `turf::poll`; the supervisor applies them to its workers and says which are over, and the
+//! loop kills those.
 
-use super::{Server, Timer};
+use super::supervisor::Supervisor;
 use crate::reactor::slab::Key;
 use crate::turf::accounting::ExitReason;
-use crate::turf::poll::{CPU_OVER_WINDOWS, LIMIT_POLL_INTERVAL, Verdict};
+use crate::turf::poll::{CPU_OVER_WINDOWS, Verdict};
 use crate::turf::stats;
 use std::time::Instant;
 
-impl Server {
-    /// Arms the poll timer if some worker needs it and it is not armed.
-    pub(super) fn arm_limit_poll(&mut self) {
-        if !self.supervisor.limit_poll_armed
-            && self.supervisor.workers.iter().any(|w| w.polled.any())
-        {
-            self.supervisor.limit_poll_armed = true;
-            self.timers
-                .schedule(Instant::now() + LIMIT_POLL_INTERVAL, Timer::LimitPoll);
+/// A worker found over one of its polled limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OverLimit {
+    /// The worker.
+    pub(super) worker: Key,
+    /// What it exceeded, for its failed invocations and the log.
+    pub(super) message: String,
+    /// How its exit is accounted.
+    pub(super) reason: ExitReason,
+}
+
+impl Supervisor {
+    /// Whether a poll round must be scheduled now: some worker has polled limits and no round
+    /// is scheduled. Returning true marks the round scheduled.
+    pub(super) fn claim_limit_poll(&mut self) -> bool {
+        if self.limit_poll_armed || !self.workers.iter().any(|w| w.polled.any()) {
+            return false;
         }
+        self.limit_poll_armed = true;
+        true
     }
 
-    /// One poll round over every worker with polled limits.
-    pub(super) fn on_limit_poll(&mut self) {
-        self.supervisor.limit_poll_armed = false;
-        let now = Instant::now();
-        let mut over: Vec<(Key, String, ExitReason)> = Vec::new();
-        for key in self.supervisor.workers.keys() {
-            let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    /// One poll round over every worker with polled limits: the workers over a limit.
+    pub(super) fn poll_limits(&mut self, now: Instant) -> Vec<OverLimit> {
+        self.limit_poll_armed = false;
+        let mut over = Vec::new();
+        for key in self.workers.keys() {
+            let Some(worker) = self.workers.get_mut(key) else {
                 continue;
             };
             if !worker.polled.any() || worker.imposed.is_some() {
@@ -38,32 +48,32 @@ impl Server {
             let Some(sample) = stats::read(worker.process.pid) else {
                 continue;
             };
-            match worker.polled.check(sample.rss_bytes, sample.cpu_ms, now) {
-                Verdict::Ok => {}
-                Verdict::Memory { rss, limit } => over.push((
-                    key,
+            let (message, reason) = match worker.polled.check(sample.rss_bytes, sample.cpu_ms, now)
+            {
+                Verdict::Ok => continue,
+                Verdict::Memory { rss, limit } => (
                     format!(
                         "worker {} exceeded its memory limit: resident {} bytes > \
                          resourceLimit.memory {} bytes",
                         worker.process.id, rss, limit
                     ),
                     ExitReason::MemOverload,
-                )),
-                Verdict::Cpu { used, share } => over.push((
-                    key,
+                ),
+                Verdict::Cpu { used, share } => (
                     format!(
                         "worker {} used {:.2} of a CPU for more than {CPU_OVER_WINDOWS} s, over \
                          resourceLimit.cpu {share}",
                         worker.process.id, used
                     ),
                     ExitReason::CpuOverload,
-                )),
-            }
+                ),
+            };
+            over.push(OverLimit {
+                worker: key,
+                message,
+                reason,
+            });
         }
-        for (key, message, reason) in over {
-            log::warn!("[turf] {message}; killing its process group");
-            self.kill_worker(key, &message, reason);
-        }
-        self.arm_limit_poll();
+        over
     }
 }

@@ -455,6 +455,25 @@ impl Server {
         }
     }
 
+    /// Arms the limit poll timer if some worker needs it and it is not armed.
+    fn arm_limit_poll(&mut self) {
+        if self.supervisor.claim_limit_poll() {
+            self.timers.schedule(
+                Instant::now() + crate::turf::poll::LIMIT_POLL_INTERVAL,
+                Timer::LimitPoll,
+            );
+        }
+    }
+
+    /// One limit poll round: kills the workers over a limit.
+    fn on_limit_poll(&mut self) {
+        for over in self.supervisor.poll_limits(Instant::now()) {
+            log::warn!("[turf] {}; killing its process group", over.message);
+            self.kill_worker(over.worker, &over.message, over.reason);
+        }
+        self.arm_limit_poll();
+    }
+
     /// Writes the FC log's lines and relayed output to the console as far as it takes them
     /// now, and tries again shortly if some must wait.
     fn flush_console(&mut self) {
