@@ -1,70 +1,77 @@
-//! Requests on the admin socket (see `crate::admin` for the routes). Answers are built from
-//! the live server state; nothing here blocks the loop beyond reading a few `/proc` files.
+//! Requests on the admin socket (see `crate::admin` for the routes), decided over a read-only
+//! view of the owners: an answer built from the live state, or what the loop must do (collect a
+//! body, start an invocation). Nothing here blocks the loop beyond reading a few `/proc` files.
 
-use super::Server;
 use super::client::InvokeError;
-use super::conn::Sink;
+use super::console::ConsoleStats;
+use super::scheduler::Scheduler;
+use super::supervisor::Supervisor;
 use crate::admin::{self, Route};
+use crate::config::SystemConfig;
+use crate::fc::Target;
 use crate::turf::accounting::ExitReason;
 use crate::turf::stats;
-use crate::turf::worker::ConnRef;
 use serde_json::{Value, json};
 
-impl Server {
-    /// Answers one admin request.
-    pub(super) fn on_admin_request(&mut self, client: ConnRef, method: &str, path: &str) {
+/// What an admin request asks of the loop.
+#[derive(Debug)]
+pub(super) enum AdminAction {
+    /// Answer 200 with this JSON.
+    Answer(Value),
+    /// Collect the request body, then apply it (`reconfig`).
+    CollectBody(Route),
+    /// Invoke this function or service as an event.
+    Invoke(Target),
+    /// Refuse with this error.
+    Refuse(InvokeError),
+}
+
+/// What admin answers read: the owners, borrowed for the time of one request.
+pub(super) struct AdminView<'a> {
+    pub(super) config: &'a SystemConfig,
+    pub(super) supervisor: &'a Supervisor,
+    pub(super) scheduler: &'a Scheduler,
+    pub(super) connections: usize,
+    pub(super) console: ConsoleStats,
+}
+
+impl AdminView<'_> {
+    /// Decides one admin request.
+    pub(super) fn action(&self, method: &str, path: &str) -> AdminAction {
         match admin::route(method, path) {
-            Route::Workers => {
-                let body = self.workers_view().to_string();
-                self.respond_json(client, 200, &[], body.as_bytes());
-            }
-            Route::Stats => {
-                let body = self.stats_view().to_string();
-                self.respond_json(client, 200, &[], body.as_bytes());
-            }
-            Route::GetFunctions => {
-                let body = self.functions_view().to_string();
-                self.respond_json(client, 200, &[], body.as_bytes());
-            }
+            Route::Workers => AdminAction::Answer(self.workers_view()),
+            Route::Stats => AdminAction::Answer(self.stats_view()),
+            Route::GetFunctions => AdminAction::Answer(json!({
+                "functions": self.scheduler.raw_functions,
+                "services": self.scheduler.raw_services,
+            })),
             Route::GetServices => {
-                let body =
-                    serde_json::json!({ "services": self.scheduler.raw_services }).to_string();
-                self.respond_json(client, 200, &[], body.as_bytes());
+                AdminAction::Answer(json!({ "services": self.scheduler.raw_services }))
             }
-            Route::GetEnv => {
-                let body = self.platform_env_view().to_string();
-                self.respond_json(client, 200, &[], body.as_bytes());
-            }
+            Route::GetEnv => AdminAction::Answer(Value::Object(
+                self.supervisor
+                    .platform_env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            )),
             route @ (Route::SetFunctions | Route::SetServices | Route::SetEnv) => {
-                // The body is collected first; `on_admin_body` answers.
-                if let Some(req) = self.request_mut(client) {
-                    req.admin = Some(route);
-                    req.sink = Sink::Collect;
-                }
-                self.schedule_drive(client.conn);
+                AdminAction::CollectBody(route)
             }
-            Route::Invoke(target) => {
-                self.start_invocation(client, crate::fc::InvokeKind::Event, Some(target));
-            }
-            Route::MethodNotAllowed(allowed) => {
-                let err = InvokeError::new(
-                    405,
-                    "MethodNotAllowed",
-                    format!("{path} accepts {allowed}, not {method}"),
-                );
-                self.respond_error(client, &err, false);
-            }
-            Route::NotFound => {
-                let err = InvokeError::new(
-                    404,
-                    "NotFound",
-                    format!(
-                        "no admin route {method} {path}; see /v1/workers, /v1/stats, \
-                         /v1/functions, /v1/services, /v1/env, /v1/invoke/NAME"
-                    ),
-                );
-                self.respond_error(client, &err, false);
-            }
+            Route::Invoke(target) => AdminAction::Invoke(target),
+            Route::MethodNotAllowed(allowed) => AdminAction::Refuse(InvokeError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{path} accepts {allowed}, not {method}"),
+            )),
+            Route::NotFound => AdminAction::Refuse(InvokeError::new(
+                404,
+                "NotFound",
+                format!(
+                    "no admin route {method} {path}; see /v1/workers, /v1/stats, \
+                     /v1/functions, /v1/services, /v1/env, /v1/invoke/NAME"
+                ),
+            )),
         }
     }
 
@@ -177,7 +184,7 @@ impl Server {
                 })
             })
             .collect();
-        let console = self.console.stats();
+        let console = self.console;
         json!({
             "spares": {
                 "wanted": self.config.turf.spare_workers,
@@ -187,7 +194,7 @@ impl Server {
             },
             "breakerOpen": self.scheduler.breaker.is_open(),
             "inflight": self.scheduler.inflight,
-            "connections": self.front.conns.len(),
+            "connections": self.connections,
             // Function records held, current and removed-but-still-draining: reused once a
             // removed function has nothing left, so profile changes cannot grow it for ever.
             "functionRecords": self.scheduler.functions.len(),

@@ -489,3 +489,60 @@ fn a_full_queue_is_refused_with_429_and_leaves_the_queue_as_it_was() {
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     assert_eq!(h.queue(0), [client_of(first_key, 1)]);
 }
+
+impl Harness {
+    fn admin(&self, method: &str, path: &str) -> super::admin::AdminAction {
+        super::admin::AdminView {
+            config: &self.server.config,
+            supervisor: &self.server.supervisor,
+            scheduler: &self.server.scheduler,
+            connections: self.server.front.conns.len(),
+            console: self.server.console.stats(),
+        }
+        .action(method, path)
+    }
+}
+
+#[test]
+fn admin_stats_are_answered_from_the_owners_state() {
+    use super::admin::AdminAction;
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    let AdminAction::Answer(stats) = h.admin("GET", "/v1/stats") else {
+        panic!("stats are an answer");
+    };
+    assert_eq!(stats["inflight"], 1, "{stats}");
+    assert_eq!(stats["connections"], 1, "{stats}");
+    assert_eq!(stats["functions"]["hello"]["queued"], 1, "{stats}");
+    assert_eq!(stats["console"]["droppedBytes"], 0, "{stats}");
+    let AdminAction::Answer(functions) = h.admin("GET", "/v1/functions") else {
+        panic!("the profile set is an answer");
+    };
+    assert!(functions["functions"].is_array(), "{functions}");
+}
+
+#[test]
+fn admin_requests_that_change_or_invoke_are_handed_to_the_loop_and_bad_ones_refused() {
+    use super::admin::AdminAction;
+    let h = harness(ONE_FUNCTION);
+    assert!(matches!(
+        h.admin("PUT", "/v1/functions"),
+        AdminAction::CollectBody(crate::admin::Route::SetFunctions)
+    ));
+    assert!(matches!(
+        h.admin("POST", "/v1/invoke/hello"),
+        AdminAction::Invoke(crate::fc::Target::Function(ref name)) if name == "hello"
+    ));
+    let AdminAction::Refuse(err) = h.admin("DELETE", "/v1/stats") else {
+        panic!("refused");
+    };
+    assert_eq!(
+        (err.status, err.error_type.as_str()),
+        (405, "MethodNotAllowed")
+    );
+    let AdminAction::Refuse(err) = h.admin("GET", "/v1/nothing") else {
+        panic!("refused");
+    };
+    assert_eq!((err.status, err.error_type.as_str()), (404, "NotFound"));
+}

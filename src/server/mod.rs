@@ -455,6 +455,34 @@ impl Server {
         }
     }
 
+    /// Answers one admin request, or starts what it asks for.
+    fn on_admin_request(&mut self, client: ConnRef, method: &str, path: &str) {
+        let view = admin::AdminView {
+            config: &self.config,
+            supervisor: &self.supervisor,
+            scheduler: &self.scheduler,
+            connections: self.front.conns.len(),
+            console: self.console.stats(),
+        };
+        match view.action(method, path) {
+            admin::AdminAction::Answer(body) => {
+                self.respond_json(client, 200, &[], body.to_string().as_bytes());
+            }
+            admin::AdminAction::CollectBody(route) => {
+                // The body is collected first; `on_admin_body` answers.
+                if let Some(req) = self.request_mut(client) {
+                    req.admin = Some(route);
+                    req.sink = conn::Sink::Collect;
+                }
+                self.schedule_drive(client.conn);
+            }
+            admin::AdminAction::Invoke(target) => {
+                self.start_invocation(client, crate::fc::InvokeKind::Event, Some(target));
+            }
+            admin::AdminAction::Refuse(err) => self.respond_error(client, &err, false),
+        }
+    }
+
     /// Arms the limit poll timer if some worker needs it and it is not armed.
     fn arm_limit_poll(&mut self) {
         if self.supervisor.claim_limit_poll() {

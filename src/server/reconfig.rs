@@ -42,11 +42,6 @@ fn bad_request(error_type: &str, message: impl Into<String>) -> InvokeError {
 }
 
 impl Server {
-    /// `GET /v1/functions`: the profile set as last given.
-    pub(super) fn functions_view(&self) -> Value {
-        json!({ "functions": self.scheduler.raw_functions, "services": self.scheduler.raw_services })
-    }
-
     /// `PUT /v1/functions`: validates and applies a whole profile set. `base_dir` resolves
     /// relative code urls (the CLI sends its file's directory).
     pub(super) fn set_functions(
@@ -393,17 +388,6 @@ impl Server {
         }
         self.balance_spares();
         Ok(json!({ "changed": true }))
-    }
-
-    /// `GET /v1/env`.
-    pub(super) fn platform_env_view(&self) -> Value {
-        Value::Object(
-            self.supervisor
-                .platform_env
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        )
     }
 
     /// Handles an admin request whose body has been collected.
