@@ -111,14 +111,7 @@ impl Server {
     }
 
     pub(super) fn max_active(&self, function: usize) -> usize {
-        usize::try_from(
-            self.scheduler.functions[function]
-                .profile
-                .worker
-                .max_activate_requests,
-        )
-        .unwrap_or(1)
-        .max(1)
+        self.scheduler.functions[function].max_active()
     }
 
     /// Opens a stream on `worker` for the request and sends its head.

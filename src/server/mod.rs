@@ -483,6 +483,38 @@ impl Server {
         }
     }
 
+    /// Arms the scheduler tick if it is not armed.
+    fn arm_sched_tick(&mut self) {
+        if self.scheduler.claim_sched_tick() {
+            self.timers
+                .schedule(Instant::now() + schedule::SCHED_TICK, Timer::SchedTick);
+        }
+    }
+
+    /// The scheduler tick: the breaker, stale cgroups, then each function's scaling.
+    fn on_sched_tick(&mut self) {
+        self.scheduler.sched_tick_fired();
+        self.scheduler
+            .check_breaker(&self.config.system_circuit_breaker, schedule::load1());
+        self.supervisor.retry_stale_cgroups();
+        if self.lifecycle.phase == Lifecycle::Running {
+            let now = Instant::now();
+            for function in 0..self.scheduler.functions.len() {
+                let snapshots = self
+                    .supervisor
+                    .snapshots(&self.scheduler.functions[function].pool.workers);
+                let plan = self.scheduler.tick_plan(function, &snapshots, now);
+                if let Some(action) = plan.launch {
+                    self.scale_with(function, action);
+                }
+                for victim in plan.drain {
+                    self.drain_worker(victim, "idle");
+                }
+            }
+        }
+        self.arm_sched_tick();
+    }
+
     /// Arms the limit poll timer if some worker needs it and it is not armed.
     fn arm_limit_poll(&mut self) {
         if self.supervisor.claim_limit_poll() {
@@ -572,7 +604,9 @@ impl Server {
             Effect::Scale(function) => self.scale(function),
             Effect::Dispatch(function) => self.dispatch_queue(function),
             Effect::RefuseIfStillQueued { function, client } => {
-                self.refuse_if_still_queued(function, client);
+                if let Some(err) = self.scheduler.refusal_if_still_queued(function, client) {
+                    self.respond_error(client, &err, true);
+                }
             }
             Effect::Waiters => {
                 self.maybe_start_background();

@@ -1,10 +1,11 @@
-//! The scheduler in the loop: admission (circuit breaker, rate limit, queue-less functions),
-//! the one-second tick that checks the breaker and shrinks idle pools (or runs the EMA scaler),
-//! and draining. Every decision comes from the pure code in `crate::sched`; this file only
-//! gathers snapshots and applies the answers.
+//! The scheduler's periodic decisions: the one-second tick that checks the breaker and shrinks
+//! idle pools (or runs the EMA scaler), and the refusal of queue-less functions' requests.
+//! Every decision comes from the pure code in `crate::sched`; these methods gather its inputs
+//! from the scheduler's own state and the workers' snapshots the loop hands in, and return what
+//! must be done (launch, drain, refuse), which the loop carries out.
 
 use super::client::InvokeError;
-use super::{Lifecycle, Server, Timer};
+use super::scheduler::Scheduler;
 use crate::reactor::slab::Key;
 use crate::sched::shrink::{self, WorkerSnapshot};
 use crate::sched::{ScaleAction, ScalerInput};
@@ -27,164 +28,105 @@ pub struct Rejections {
     pub no_free_worker: u64,
 }
 
-impl Server {
-    /// `worker.disableRequestQueue`: a request that found no free worker when its function's
-    /// queue was dispatched is answered at once. (Its function's launches are re-planned by the
-    /// `Scale` effect recorded with this one, so that later requests find a worker.)
-    pub(super) fn refuse_if_still_queued(&mut self, function: usize, client: ConnRef) {
-        let f = &mut self.scheduler.functions[function];
+/// What one function's tick decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct TickPlan {
+    /// The EMA scaler wants more workers.
+    pub(super) launch: Option<ScaleAction>,
+    /// Workers to drain (idle, or the scaler wants fewer).
+    pub(super) drain: Vec<Key>,
+}
+
+impl Scheduler {
+    /// `worker.disableRequestQueue`: the answer for an invocation that found no free worker
+    /// when its function's queue was dispatched, if it is still queued (counted as a
+    /// rejection). Its function's launches are re-planned by the `Scale` effect recorded with
+    /// this one, so that later requests find a worker.
+    pub(super) fn refusal_if_still_queued(
+        &mut self,
+        function: usize,
+        client: ConnRef,
+    ) -> Option<InvokeError> {
+        let f = &mut self.functions[function];
         if !f.pool.queue.contains(&client) {
-            return;
+            return None;
         }
         f.rejected.no_free_worker += 1;
-        let err = InvokeError::new(
+        Some(InvokeError::new(
             503,
             "NoAvailableWorker",
             format!(
                 "no worker of function {} is free and worker.disableRequestQueue is set",
                 f.profile.name
             ),
-        );
-        self.respond_error(client, &err, true);
+        ))
     }
 
-    /// Arms the scheduler tick if it is not armed.
-    pub(super) fn arm_sched_tick(&mut self) {
-        if !self.scheduler.sched_tick_armed {
-            self.scheduler.sched_tick_armed = true;
-            self.timers
-                .schedule(Instant::now() + SCHED_TICK, Timer::SchedTick);
-        }
+    /// Whether the tick must be scheduled now; returning true marks it scheduled.
+    pub(super) fn claim_sched_tick(&mut self) -> bool {
+        !std::mem::replace(&mut self.sched_tick_armed, true)
     }
 
-    /// The scheduler tick: breaker, then per-function scaling.
-    pub(super) fn on_sched_tick(&mut self) {
-        self.scheduler.sched_tick_armed = false;
-        self.scheduler
-            .check_breaker(&self.config.system_circuit_breaker, load1());
-        // Cgroups whose processes were still dying at reap time.
-        self.supervisor.stale_cgroups.retain(|cg| !cg.try_remove());
-        if self.lifecycle.phase == Lifecycle::Running {
-            let now = Instant::now();
-            for function in 0..self.scheduler.functions.len() {
-                self.scale_tick(function, now);
-            }
-        }
-        self.arm_sched_tick();
+    /// The tick fired: it is no longer scheduled.
+    pub(super) fn sched_tick_fired(&mut self) {
+        self.sched_tick_armed = false;
     }
 
-    fn snapshots(&self, function: usize) -> Vec<WorkerSnapshot> {
-        self.scheduler.functions[function]
-            .pool
-            .workers
-            .iter()
-            .filter_map(|&key| {
-                self.supervisor.workers.get(key).map(|w| WorkerSnapshot {
-                    key,
-                    state: w.state,
-                    active: w.active(),
-                    started_at: w.process.started_at,
-                    last_active: w.last_active,
-                })
-            })
-            .collect()
-    }
-
-    /// One function's scaling on a tick: the EMA scaler when `controlPlane.useEmaScaling` is
-    /// on, otherwise idle shrink (workers idle for `worker.idleTimeout`, never below the
-    /// reservation).
-    fn scale_tick(&mut self, function: usize, now: Instant) {
-        let profile = &self.scheduler.functions[function].profile;
-        if profile.worker.disposable || self.scheduler.functions[function].removed {
-            return;
+    /// One function's scaling on a tick, from its workers' `snapshots`: the EMA scaler when
+    /// `controlPlane.useEmaScaling` is on, otherwise idle shrink (workers idle for
+    /// `worker.idleTimeout`, never below the reservation).
+    pub(super) fn tick_plan(
+        &mut self,
+        function: usize,
+        snapshots: &[WorkerSnapshot],
+        now: Instant,
+    ) -> TickPlan {
+        let f = &mut self.functions[function];
+        let max_active = f.max_active();
+        let profile = &f.profile;
+        if profile.worker.disposable || f.removed {
+            return TickPlan::default();
         }
         let strategy = profile.worker.shrink_strategy;
         let reservation = usize::try_from(profile.worker.reservation_count).unwrap_or(0);
         let idle_after = Duration::from_millis(profile.worker.idle_timeout_ms);
-        let snapshots = self.snapshots(function);
-        let victims = if self.scheduler.functions[function].ema.is_some() {
-            let ready = snapshots
-                .iter()
-                .filter(|w| w.state == WorkerState::Ready)
-                .count();
-            let input = ScalerInput {
-                ready,
-                starting: snapshots.iter().filter(|w| w.state.is_starting()).count(),
-                queued: self.scheduler.functions[function].pool.queue.len(),
-                active_requests: snapshots
-                    .iter()
-                    .filter(|w| w.state == WorkerState::Ready)
-                    .map(|w| w.active)
-                    .sum(),
-                max_active: self.max_active(function),
-                reservation,
-                replica_limit: usize::try_from(profile.worker.replica_count_limit)
-                    .unwrap_or(usize::MAX),
+        let Some(ema) = f.ema.as_mut() else {
+            return TickPlan {
+                launch: None,
+                drain: shrink::idle_victims(snapshots, reservation, idle_after, strategy, now),
             };
-            let mode = profile.worker.concurrency_stats_mode;
-            let settings = profile.worker.ema.clone();
-            let f = &mut self.scheduler.functions[function];
-            let concurrency = f.meter.sample(mode, now);
-            let Some(ema) = f.ema.as_mut() else {
-                return;
-            };
-            match ema.tick(concurrency, input, &settings, now).action {
-                ScaleAction::Hold => Vec::new(),
-                ScaleAction::Launch(n) => {
-                    self.scale_with(function, ScaleAction::Launch(n));
-                    Vec::new()
-                }
-                ScaleAction::Drain(n) => shrink::pick_victims(&snapshots, n, strategy),
-            }
-        } else {
-            shrink::idle_victims(&snapshots, reservation, idle_after, strategy, now)
         };
-        for victim in victims {
-            self.drain_worker(victim, "idle");
-        }
-    }
-
-    /// Stops sending a worker new requests; it stops once its in-flight ones finish, or after
-    /// `dataPlane.closeTrafficTimeout` at the latest.
-    pub(super) fn drain_worker(&mut self, key: Key, why: &str) {
-        let timeout = Duration::from_millis(self.config.data_plane.close_traffic_timeout_ms);
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
-            return;
+        let ready = || snapshots.iter().filter(|w| w.state == WorkerState::Ready);
+        let input = ScalerInput {
+            ready: ready().count(),
+            starting: snapshots.iter().filter(|w| w.state.is_starting()).count(),
+            queued: f.pool.queue.len(),
+            active_requests: ready().map(|w| w.active).sum(),
+            max_active,
+            reservation,
+            replica_limit: usize::try_from(profile.worker.replica_count_limit)
+                .unwrap_or(usize::MAX),
         };
-        if worker.state != WorkerState::Ready {
-            return;
-        }
-        log::info!("[cp] draining worker {} ({why})", worker.process.id);
-        worker.advance(WorkerState::Draining);
-        if worker.streams.is_empty() {
-            self.stop_worker(key, why);
-        } else {
-            let timer = self
-                .timers
-                .schedule(Instant::now() + timeout, Timer::DrainTimeout(key));
-            if let Some(w) = self.supervisor.workers.get_mut(key) {
-                w.state_timer = Some(timer);
-            }
-        }
-    }
-
-    /// A draining worker did not finish its requests within `dataPlane.closeTrafficTimeout`.
-    pub(super) fn on_drain_timeout(&mut self, key: Key) {
-        if let Some(w) = self.supervisor.workers.get_mut(key) {
-            w.state_timer = None;
-            if w.state == WorkerState::Draining {
-                let reason = format!(
-                    "worker {} still had requests after dataPlane.closeTrafficTimeout ({} ms)",
-                    w.process.id, self.config.data_plane.close_traffic_timeout_ms
-                );
-                self.stop_worker(key, &reason);
-            }
+        let concurrency = f.meter.sample(profile.worker.concurrency_stats_mode, now);
+        match ema
+            .tick(concurrency, input, &profile.worker.ema, now)
+            .action
+        {
+            ScaleAction::Hold => TickPlan::default(),
+            ScaleAction::Launch(n) => TickPlan {
+                launch: Some(ScaleAction::Launch(n)),
+                drain: Vec::new(),
+            },
+            ScaleAction::Drain(n) => TickPlan {
+                launch: None,
+                drain: shrink::pick_victims(snapshots, n, strategy),
+            },
         }
     }
 }
 
 /// The one-minute load average, if readable.
-fn load1() -> Option<f64> {
+pub(super) fn load1() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()

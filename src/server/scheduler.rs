@@ -62,6 +62,13 @@ pub(super) struct Function {
 }
 
 impl Function {
+    /// `worker.maxActivateRequests`: how many invocations one worker runs at once (at least 1).
+    pub(super) fn max_active(&self) -> usize {
+        usize::try_from(self.profile.worker.max_activate_requests)
+            .unwrap_or(1)
+            .max(1)
+    }
+
     pub(super) fn new(profile: FunctionProfile, use_ema: bool, now: Instant) -> Function {
         Function {
             bucket: profile
@@ -385,6 +392,7 @@ mod tests {
     use super::*;
     use crate::config::{SystemConfig, parse_functions};
     use crate::reactor::slab::Key;
+    use crate::sched::shrink::WorkerSnapshot;
     use std::path::Path;
 
     /// A scheduler for the profile document `json` (functions and services), over a
@@ -709,5 +717,86 @@ mod tests {
         }
         assert!(!s.breaker.is_open());
         assert!(admit(&mut s, invocation(2, None)).is_ok());
+    }
+
+    fn idle_worker(idx: u32, idle_for: std::time::Duration, now: Instant) -> WorkerSnapshot {
+        WorkerSnapshot {
+            key: Key { idx, generation: 0 },
+            state: crate::turf::worker::WorkerState::Ready,
+            active: 0,
+            started_at: now - idle_for,
+            last_active: now - idle_for,
+        }
+    }
+
+    #[test]
+    fn the_tick_drains_idle_workers_above_the_reservation_only() {
+        let mut s = scheduler_for(
+            &format!(
+                "[{}]",
+                function(
+                    "a",
+                    r#", "worker": {"reservationCount": 1, "idleTimeout": 1000}"#
+                )
+            ),
+            None,
+        );
+        let now = Instant::now();
+        let long = std::time::Duration::from_secs(5);
+        let workers = [idle_worker(1, long, now), idle_worker(2, long, now)];
+        let plan = s.tick_plan(0, &workers, now);
+        assert_eq!(plan.launch, None);
+        assert_eq!(
+            plan.drain.len(),
+            1,
+            "one stays for the reservation: {plan:?}"
+        );
+        // Workers idle for less than worker.idleTimeout stay.
+        let short = std::time::Duration::from_millis(10);
+        let fresh = [idle_worker(1, short, now), idle_worker(2, short, now)];
+        assert_eq!(s.tick_plan(0, &fresh, now), Default::default());
+    }
+
+    #[test]
+    fn a_removed_or_disposable_function_is_never_shrunk_by_the_tick() {
+        let mut s = scheduler_for(
+            &format!(
+                "[{}]",
+                function("a", r#", "worker": {"disposable": true, "idleTimeout": 1}"#)
+            ),
+            None,
+        );
+        let now = Instant::now();
+        let long = std::time::Duration::from_secs(5);
+        assert_eq!(
+            s.tick_plan(0, &[idle_worker(1, long, now)], now),
+            Default::default()
+        );
+    }
+
+    #[test]
+    fn only_a_still_queued_invocation_is_refused_and_counted() {
+        let mut s = two_functions();
+        let client = ConnRef {
+            conn: Key {
+                idx: 7,
+                generation: 1,
+            },
+            seq: 1,
+        };
+        assert_eq!(s.refusal_if_still_queued(0, client), None);
+        assert_eq!(s.functions[0].rejected.no_free_worker, 0);
+        s.functions[0].pool.queue.push_back(client);
+        let err = s.refusal_if_still_queued(0, client).expect("refused");
+        assert_eq!(
+            (err.status, err.error_type.as_str()),
+            (503, "NoAvailableWorker")
+        );
+        assert!(
+            err.message.contains("disableRequestQueue"),
+            "{}",
+            err.message
+        );
+        assert_eq!(s.functions[0].rejected.no_free_worker, 1);
     }
 }

@@ -555,6 +555,44 @@ impl Server {
         }
     }
 
+    /// Stops sending a worker new requests; it stops once its in-flight ones finish, or after
+    /// `dataPlane.closeTrafficTimeout` at the latest.
+    pub(super) fn drain_worker(&mut self, key: Key, why: &str) {
+        let timeout = Duration::from_millis(self.config.data_plane.close_traffic_timeout_ms);
+        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+            return;
+        };
+        if worker.state != WorkerState::Ready {
+            return;
+        }
+        log::info!("[cp] draining worker {} ({why})", worker.process.id);
+        worker.advance(WorkerState::Draining);
+        if worker.streams.is_empty() {
+            self.stop_worker(key, why);
+        } else {
+            let timer = self
+                .timers
+                .schedule(Instant::now() + timeout, Timer::DrainTimeout(key));
+            if let Some(w) = self.supervisor.workers.get_mut(key) {
+                w.state_timer = Some(timer);
+            }
+        }
+    }
+
+    /// A draining worker did not finish its requests within `dataPlane.closeTrafficTimeout`.
+    pub(super) fn on_drain_timeout(&mut self, key: Key) {
+        if let Some(w) = self.supervisor.workers.get_mut(key) {
+            w.state_timer = None;
+            if w.state == WorkerState::Draining {
+                let reason = format!(
+                    "worker {} still had requests after dataPlane.closeTrafficTimeout ({} ms)",
+                    w.process.id, self.config.data_plane.close_traffic_timeout_ms
+                );
+                self.stop_worker(key, &reason);
+            }
+        }
+    }
+
     /// Stops a worker gracefully: close its input (EOF asks it to exit), SIGTERM its group, and
     /// SIGKILL after `turf.gracefulExitPeriodMs`.
     pub(super) fn stop_worker(&mut self, key: Key, reason: &str) {

@@ -3,8 +3,9 @@
 //! log GC and the platform environment.
 
 use super::{Child, spares};
-use crate::reactor::slab::Slab;
+use crate::reactor::slab::{Key, Slab};
 use crate::runtime::Runtimes;
+use crate::sched::shrink::WorkerSnapshot;
 use crate::turf::accounting::Accounting;
 use crate::turf::cgroup::WorkerCgroup;
 use crate::turf::child::ChildProc;
@@ -67,6 +68,27 @@ impl Supervisor {
             Child::Seed(key) => self.seeds.get_mut(key).map(|s| &mut s.process),
             Child::Spare(key) => self.spares.get_mut(key).map(|s| &mut s.process),
         }
+    }
+
+    /// What the scheduler's tick needs to know of `workers`.
+    pub(super) fn snapshots(&self, workers: &[Key]) -> Vec<WorkerSnapshot> {
+        workers
+            .iter()
+            .filter_map(|&key| {
+                self.workers.get(key).map(|w| WorkerSnapshot {
+                    key,
+                    state: w.state,
+                    active: w.active(),
+                    started_at: w.process.started_at,
+                    last_active: w.last_active,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes the cgroups whose processes were still dying at reap time, where it can now.
+    pub(super) fn retry_stale_cgroups(&mut self) {
+        self.stale_cgroups.retain(|cg| !cg.try_remove());
     }
 
     /// Every child process: workers, seeds and spares.
