@@ -323,7 +323,7 @@ impl Server {
                 let running = self.lifecycle.phase == Lifecycle::Running;
                 let body = serde_json::json!({
                     "status": if running { "ok" } else { "stopping" },
-                    "lifecycle": self.lifecycle_name(),
+                    "lifecycle": self.lifecycle.name(),
                     "workers": self.supervisor.workers.len(),
                 });
                 let status = if running { 200 } else { 503 };
@@ -1077,15 +1077,6 @@ impl Server {
                 log::debug!("[http conn={}] deregister failed: {err}", key.idx);
             }
             log::trace!("[http conn={}] closed", key.idx);
-        }
-    }
-
-    fn lifecycle_name(&self) -> &'static str {
-        match self.lifecycle.phase {
-            Lifecycle::Running => "running",
-            Lifecycle::Draining => "draining",
-            Lifecycle::StoppingWorkers => "stopping",
-            Lifecycle::Stopped => "stopped",
         }
     }
 }

@@ -5,7 +5,7 @@ use super::conn::Conn;
 use crate::fc::{FcLog, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
-use crate::reactor::slab::Slab;
+use crate::reactor::slab::{Key, Slab};
 use mio::net::{TcpListener, UnixListener};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,4 +28,23 @@ pub(super) struct FrontEnd {
     pub(super) buffered_output: usize,
     /// An fd kept open so that, out of fds, one can be given back to accept and refuse a client.
     pub(super) reserve_fd: Option<std::fs::File>,
+}
+
+impl FrontEnd {
+    /// Marks every connection that is between requests to close once its output is written;
+    /// returns them, to be flushed.
+    pub(super) fn close_idle(&mut self) -> Vec<Key> {
+        let mut idle = Vec::new();
+        for key in self.conns.keys() {
+            if let Some(conn) = self.conns.get_mut(key)
+                && conn.req.is_none()
+                && conn.linger.is_none()
+                && !conn.has_parsable_input()
+            {
+                conn.close_when_flushed = true;
+                idle.push(key);
+            }
+        }
+        idle
+    }
 }

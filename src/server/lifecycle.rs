@@ -1,4 +1,5 @@
-//! FC's lifecycle hooks and the runtime's own shutdown.
+//! FC's lifecycle hooks and the runtime's own shutdown: the state, its transitions and the
+//! answers, decided here over read-only views of the owners; the loop applies them.
 //!
 //! ```text
 //!  Running ──/pre-stop or SIGTERM──▶ Draining ──in-flight = 0──▶ StoppingWorkers ──all reaped──▶ Stopped
@@ -7,9 +8,10 @@
 //! Draining refuses new invocations (503 `RuntimeStopped`) while accepted ones finish, each
 //! bounded by its own deadline. Hooks never answer 500: FC restarts the instance on a 500.
 
+use super::Lifecycle;
 use super::client::InvokeError;
-use super::{Lifecycle, Server};
-use crate::fc::{self, Phase};
+use super::scheduler::Scheduler;
+use super::supervisor::Supervisor;
 use crate::turf::worker::{ConnRef, WorkerState};
 use std::time::Instant;
 
@@ -22,12 +24,12 @@ pub(super) struct LifecycleState {
     /// Once stopped, the latest time to exit even if connections are still closing.
     pub(super) exit_by: Option<Instant>,
     /// `/initialize` requests waiting for reserved workers.
-    pub(super) init_waiters: Vec<ConnRef>,
+    init_waiters: Vec<ConnRef>,
     /// The `/initialize` call being answered: workers initialized meanwhile run their
     /// initializers in its name.
     pub(super) initialize_call: Option<InitializeCall>,
     /// `/pre-stop` requests waiting for the drain.
-    pub(super) stop_waiters: Vec<ConnRef>,
+    stop_waiters: Vec<ConnRef>,
 }
 
 impl Default for LifecycleState {
@@ -53,279 +55,269 @@ pub(super) struct InitializeCall {
 }
 
 /// What `/initialize` can say right now.
-enum InitStatus {
+#[derive(Debug)]
+pub(super) enum InitStatus {
     Ready,
     Pending,
     Failed(InvokeError),
 }
 
-impl Server {
-    fn begin_hook(&mut self, client: ConnRef, phase: Phase) {
-        if let Some(req) = super::client::request_in(&mut self.front.conns, client) {
-            req.phase = Some(phase);
-            self.front.fc_log.start(phase, &req.id);
+/// What a shutdown signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SignalStep {
+    /// The first: drain like `/pre-stop`, then exit.
+    Drain,
+    /// A second one: kill the workers and exit now.
+    ExitNow,
+}
+
+impl LifecycleState {
+    /// The phase's name, for `/healthz`.
+    pub(super) fn name(&self) -> &'static str {
+        match self.phase {
+            Lifecycle::Running => "running",
+            Lifecycle::Draining => "draining",
+            Lifecycle::StoppingWorkers => "stopping",
+            Lifecycle::Stopped => "stopped",
         }
     }
 
-    /// `POST /initialize`: answers once every function's reserved workers are up and their
-    /// initializers succeeded, or with the start error (404) when one failed.
-    pub(super) fn on_initialize(&mut self, client: ConnRef) {
-        self.begin_hook(client, Phase::Initialize);
-        if self.lifecycle.phase != Lifecycle::Running {
-            let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
-            self.respond_error(client, &err, true);
-            return;
+    /// An `/initialize` call: waits for the reserved workers, or is refused while stopping.
+    pub(super) fn wait_initialize(
+        &mut self,
+        client: ConnRef,
+        call: Option<InitializeCall>,
+    ) -> Result<(), InvokeError> {
+        if self.phase != Lifecycle::Running {
+            return Err(InvokeError::new(
+                404,
+                "RuntimeStopped",
+                "the runtime is stopping",
+            ));
         }
-        let call =
-            super::client::request_in(&mut self.front.conns, client).map(|req| InitializeCall {
-                request_id: req.id.clone(),
-                timeout_ms: req.head.as_ref().and_then(|head| {
-                    fc::seconds_header_ms(&head.headers, "x-fc-initialization-timeout")
-                }),
-            });
         if call.is_some() {
-            self.lifecycle.initialize_call = call;
+            self.initialize_call = call;
         }
-        self.lifecycle.init_waiters.push(client);
-        self.maybe_start_background();
-        self.answer_init_waiters();
+        self.init_waiters.push(client);
+        Ok(())
     }
 
-    fn init_status(&mut self) -> InitStatus {
-        let mut pending = false;
-        for index in 0..self.scheduler.functions.len() {
-            let f = &self.scheduler.functions[index];
-            let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
-            let mut ready = 0;
-            let mut starting = 0;
-            for &key in &f.pool.workers {
-                match self.supervisor.workers.get(key).map(|w| w.state) {
-                    Some(WorkerState::Ready) => ready += 1,
-                    Some(s) if s.is_starting() => starting += 1,
-                    _ => {}
-                }
-            }
-            if ready >= reservation {
-                continue;
-            }
-            if starting == 0
-                && let Some(block) = &f.pool.launch_blocked
-            {
-                return InitStatus::Failed(InvokeError::new(
-                    404,
-                    "WorkerStartFailed",
-                    format!(
-                        "function {} cannot start its reserved workers: {block}",
-                        f.profile.name
-                    ),
-                ));
-            }
-            if starting == 0
-                && f.pool.fails_fast()
-                && let Some(error) = &f.pool.last_start_error
-            {
-                return InitStatus::Failed(InvokeError {
-                    status: 404,
-                    error_type: error.error_type.clone(),
-                    message: format!(
-                        "function {} failed to initialize: {}",
-                        f.profile.name, error.message
-                    ),
-                    stack: (!error.stack.is_empty()).then(|| error.stack.clone()),
-                });
-            }
-            pending = true;
+    /// The `/initialize` calls that `status` answers (none while it is pending).
+    pub(super) fn init_waiters_answered(&mut self, status: &InitStatus) -> Vec<ConnRef> {
+        if matches!(status, InitStatus::Pending) || self.init_waiters.is_empty() {
+            return Vec::new();
         }
-        if pending {
-            InitStatus::Pending
-        } else {
-            InitStatus::Ready
-        }
+        self.initialize_call = None;
+        std::mem::take(&mut self.init_waiters)
     }
 
-    /// Starts the background work (warm seeds, spare Node.js workers) once the reserved workers
-    /// have settled (all ready, or a start failed): until then it would only compete with them
-    /// for the CPU, and delay the container's first invocation.
-    pub(super) fn maybe_start_background(&mut self) {
-        if self.supervisor.background_started || matches!(self.init_status(), InitStatus::Pending) {
-            return;
-        }
-        self.supervisor.background_started = true;
-        log::debug!("reserved workers settled: starting seeds and spares");
-        for index in 0..self.scheduler.functions.len() {
-            self.ensure_seed(index);
-        }
-        self.balance_spares();
+    /// Whether `/initialize` calls wait.
+    pub(super) fn has_init_waiters(&self) -> bool {
+        !self.init_waiters.is_empty()
     }
 
-    /// Answers waiting `/initialize` calls if the outcome is known.
-    pub(super) fn answer_init_waiters(&mut self) {
-        if self.lifecycle.init_waiters.is_empty() {
-            return;
+    /// A `/pre-stop` call: false when the runtime has stopped already (answer it at once).
+    pub(super) fn wait_stop(&mut self, client: ConnRef) -> bool {
+        if self.phase == Lifecycle::Stopped {
+            return false;
         }
-        let status = self.init_status();
-        let waiters = match status {
-            InitStatus::Pending => return,
-            _ => std::mem::take(&mut self.lifecycle.init_waiters),
-        };
-        self.lifecycle.initialize_call = None;
-        for client in waiters {
-            match &status {
-                InitStatus::Ready => self.respond_json(client, 200, &[], br#"{"status":"ok"}"#),
-                InitStatus::Failed(err) => self.respond_error(client, err, true),
-                InitStatus::Pending => {}
-            }
-            self.mark_conn_dirty(client.conn);
-        }
+        self.stop_waiters.push(client);
+        true
     }
 
-    /// `GET <readinessPath>`: 200 when the runtime serves and every function has its reserved
-    /// workers ready; otherwise 503 with the reasons.
-    pub(super) fn on_ready(&mut self, client: ConnRef) {
-        let mut reasons = Vec::new();
-        if self.lifecycle.phase != Lifecycle::Running {
-            reasons.push("the runtime is stopping".to_owned());
+    /// A shutdown signal.
+    pub(super) fn on_signal(&mut self, now: Instant) -> SignalStep {
+        if self.exit_when_stopped {
+            self.phase = Lifecycle::Stopped;
+            self.exit_by = Some(now);
+            return SignalStep::ExitNow;
         }
-        reasons.extend(self.scheduler.breaker.open_trips().map(|t| t.message()));
-        for f in &self.scheduler.functions {
-            let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
-            let ready = f
-                .pool
-                .workers
-                .iter()
-                .filter(|&&k| {
-                    self.supervisor
-                        .workers
-                        .get(k)
-                        .is_some_and(|w| w.state == WorkerState::Ready)
-                })
-                .count();
-            if ready < reservation {
-                let why = f
-                    .pool
-                    .launch_blocked
-                    .as_deref()
-                    .map(|b| format!(" ({b})"))
-                    .unwrap_or_default();
-                reasons.push(format!(
-                    "function {} has {ready} of its {reservation} reserved workers ready{why}",
-                    f.profile.name
-                ));
+        self.exit_when_stopped = true;
+        SignalStep::Drain
+    }
+
+    /// Starts draining if running. Returns the `/initialize` calls to refuse: they would wait
+    /// for workers that will never come. `None` when it was not running.
+    pub(super) fn begin_drain(&mut self) -> Option<Vec<ConnRef>> {
+        if self.phase != Lifecycle::Running {
+            return None;
+        }
+        self.phase = Lifecycle::Draining;
+        self.initialize_call = None;
+        Some(std::mem::take(&mut self.init_waiters))
+    }
+
+    /// No invocation is in flight: whether the workers must now be stopped.
+    pub(super) fn drained(&mut self) -> bool {
+        if self.phase != Lifecycle::Draining {
+            return false;
+        }
+        self.phase = Lifecycle::StoppingWorkers;
+        true
+    }
+
+    /// Every child is reaped: the `/pre-stop` calls to answer, once, on the way to Stopped.
+    pub(super) fn all_stopped(&mut self) -> Option<Vec<ConnRef>> {
+        if self.phase != Lifecycle::StoppingWorkers {
+            return None;
+        }
+        self.phase = Lifecycle::Stopped;
+        Some(std::mem::take(&mut self.stop_waiters))
+    }
+}
+
+/// Whether every function's reserved workers are ready, still starting, or cannot start.
+pub(super) fn init_status(scheduler: &Scheduler, supervisor: &Supervisor) -> InitStatus {
+    let mut pending = false;
+    for f in &scheduler.functions {
+        let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
+        let mut ready = 0;
+        let mut starting = 0;
+        for &key in &f.pool.workers {
+            match supervisor.workers.get(key).map(|w| w.state) {
+                Some(WorkerState::Ready) => ready += 1,
+                Some(s) if s.is_starting() => starting += 1,
+                _ => {}
             }
         }
-        if reasons.is_empty() {
-            self.respond_json(client, 200, &[], br#"{"ready":true}"#);
-        } else {
-            let body = serde_json::json!({
-                "ready": false,
-                "errorType": "NotReady",
-                "errorMessage": reasons.join("; "),
-                "reasons": reasons,
-            });
-            self.respond_json(client, 503, &[], body.to_string().as_bytes());
+        if ready >= reservation {
+            continue;
         }
-    }
-
-    /// `GET /pre-freeze`: nothing to flush in the runtime; FC freezes the instance after it.
-    pub(super) fn on_pre_freeze(&mut self, client: ConnRef) {
-        self.begin_hook(client, Phase::PreFreeze);
-        self.respond_json(client, 200, &[], br#"{"status":"ok"}"#);
-    }
-
-    /// `GET /pre-stop`: drain, stop the workers, then answer.
-    pub(super) fn on_pre_stop(&mut self, client: ConnRef) {
-        self.begin_hook(client, Phase::PreStop);
-        if self.lifecycle.phase == Lifecycle::Stopped {
-            self.respond_json(client, 200, &[], br#"{"status":"stopped"}"#);
-            return;
-        }
-        self.lifecycle.stop_waiters.push(client);
-        self.begin_drain("pre-stop");
-    }
-
-    /// SIGTERM or SIGINT: drain like `/pre-stop`, then exit. A second signal exits at once.
-    pub(super) fn on_shutdown_signal(&mut self, signo: i32) {
-        let name = crate::sys::signal_name(signo);
-        if self.lifecycle.exit_when_stopped {
-            log::warn!("{name} again: killing workers and exiting now");
-            self.kill_all_workers();
-            self.lifecycle.phase = Lifecycle::Stopped;
-            self.lifecycle.exit_by = Some(std::time::Instant::now());
-            return;
-        }
-        log::info!("{name}: draining in-flight invocations, then exiting");
-        self.lifecycle.exit_when_stopped = true;
-        // Connections keep being accepted until the exit, so that a request racing the drain
-        // is refused with 503 RuntimeStopped rather than reset. Idle ones are closed now with
-        // a FIN, which clients take as "open a new connection".
-        self.close_idle_conns();
-        self.begin_drain(&name);
-        self.check_workers_stopped();
-    }
-
-    /// Closes (gracefully) every connection that is between requests.
-    pub(super) fn close_idle_conns(&mut self) {
-        for key in self.front.conns.keys() {
-            let idle =
-                self.front.conns.get(key).is_some_and(|c| {
-                    c.req.is_none() && c.linger.is_none() && !c.has_parsable_input()
-                });
-            if idle {
-                if let Some(conn) = self.front.conns.get_mut(key) {
-                    conn.close_when_flushed = true;
-                }
-                self.mark_conn_dirty(key);
-            }
-        }
-    }
-
-    fn begin_drain(&mut self, why: &str) {
-        if self.lifecycle.phase == Lifecycle::Running {
-            log::info!(
-                "draining ({why}): {} invocation(s) in flight",
-                self.scheduler.inflight
-            );
-            self.lifecycle.phase = Lifecycle::Draining;
-            // /initialize callers would wait for workers that will never come.
-            self.lifecycle.initialize_call = None;
-            for client in std::mem::take(&mut self.lifecycle.init_waiters) {
-                let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
-                self.respond_error(client, &err, true);
-            }
-        }
-        if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight == 0 {
-            self.on_drained();
-        }
-    }
-
-    /// No invocation is in flight any more: stop every worker.
-    pub(super) fn on_drained(&mut self) {
-        if self.lifecycle.phase != Lifecycle::Draining {
-            return;
-        }
-        self.lifecycle.phase = Lifecycle::StoppingWorkers;
-        self.stop_all_seeds();
-        self.stop_all_spares();
-        for key in self.supervisor.workers.keys() {
-            self.stop_worker(key, "runtime stopping");
-        }
-        self.check_workers_stopped();
-    }
-
-    /// Answers `/pre-stop` once every worker has been reaped.
-    pub(super) fn check_workers_stopped(&mut self) {
-        if self.lifecycle.phase != Lifecycle::StoppingWorkers
-            || !self.supervisor.workers.is_empty()
-            || !self.supervisor.seeds.is_empty()
-            || !self.supervisor.spares.is_empty()
+        if starting == 0
+            && let Some(block) = &f.pool.launch_blocked
         {
-            return;
+            return InitStatus::Failed(InvokeError::new(
+                404,
+                "WorkerStartFailed",
+                format!(
+                    "function {} cannot start its reserved workers: {block}",
+                    f.profile.name
+                ),
+            ));
         }
-        log::info!("all workers stopped");
-        self.lifecycle.phase = Lifecycle::Stopped;
-        for client in std::mem::take(&mut self.lifecycle.stop_waiters) {
-            self.respond_json(client, 200, &[], br#"{"status":"stopped"}"#);
-            self.mark_conn_dirty(client.conn);
+        if starting == 0
+            && f.pool.fails_fast()
+            && let Some(error) = &f.pool.last_start_error
+        {
+            return InitStatus::Failed(InvokeError {
+                status: 404,
+                error_type: error.error_type.clone(),
+                message: format!(
+                    "function {} failed to initialize: {}",
+                    f.profile.name, error.message
+                ),
+                stack: (!error.stack.is_empty()).then(|| error.stack.clone()),
+            });
         }
+        pending = true;
+    }
+    if pending {
+        InitStatus::Pending
+    } else {
+        InitStatus::Ready
+    }
+}
+
+/// Why the runtime is not ready to serve (`readinessPath`); empty when it is.
+pub(super) fn unready_reasons(
+    lifecycle: &LifecycleState,
+    scheduler: &Scheduler,
+    supervisor: &Supervisor,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if lifecycle.phase != Lifecycle::Running {
+        reasons.push("the runtime is stopping".to_owned());
+    }
+    reasons.extend(scheduler.breaker.open_trips().map(|t| t.message()));
+    for f in &scheduler.functions {
+        let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
+        let ready = f
+            .pool
+            .workers
+            .iter()
+            .filter(|&&k| {
+                supervisor
+                    .workers
+                    .get(k)
+                    .is_some_and(|w| w.state == WorkerState::Ready)
+            })
+            .count();
+        if ready < reservation {
+            let why = f
+                .pool
+                .launch_blocked
+                .as_deref()
+                .map(|b| format!(" ({b})"))
+                .unwrap_or_default();
+            reasons.push(format!(
+                "function {} has {ready} of its {reservation} reserved workers ready{why}",
+                f.profile.name
+            ));
+        }
+    }
+    reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::slab::Key;
+
+    fn client(idx: u32) -> ConnRef {
+        ConnRef {
+            conn: Key { idx, generation: 0 },
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn the_lifecycle_goes_through_its_phases_once_and_answers_its_waiters() {
+        let mut l = LifecycleState::default();
+        assert_eq!(l.name(), "running");
+        let call = InitializeCall {
+            request_id: "init-1".into(),
+            timeout_ms: Some(1000),
+        };
+        assert!(l.wait_initialize(client(1), Some(call.clone())).is_ok());
+        assert_eq!(l.initialize_call, Some(call));
+        assert!(l.init_waiters_answered(&InitStatus::Pending).is_empty());
+        assert!(l.wait_stop(client(2)));
+        // Draining refuses the /initialize calls that would wait for ever.
+        assert_eq!(l.begin_drain(), Some(vec![client(1)]));
+        assert_eq!(l.initialize_call, None);
+        assert_eq!(l.begin_drain(), None, "only once");
+        assert!(l.wait_initialize(client(3), None).is_err());
+        assert!(l.drained());
+        assert!(!l.drained());
+        assert_eq!(l.name(), "stopping");
+        assert_eq!(l.all_stopped(), Some(vec![client(2)]));
+        assert_eq!(l.all_stopped(), None);
+        assert_eq!(l.name(), "stopped");
+        assert!(!l.wait_stop(client(4)), "answered at once once stopped");
+    }
+
+    #[test]
+    fn a_second_signal_exits_at_once() {
+        let mut l = LifecycleState::default();
+        let now = Instant::now();
+        assert_eq!(l.on_signal(now), SignalStep::Drain);
+        assert!(l.exit_when_stopped);
+        assert_eq!(l.on_signal(now), SignalStep::ExitNow);
+        assert_eq!(l.phase, Lifecycle::Stopped);
+        assert_eq!(l.exit_by, Some(now));
+    }
+
+    #[test]
+    fn init_waiters_are_answered_once_the_status_is_known() {
+        let mut l = LifecycleState::default();
+        assert!(l.wait_initialize(client(1), None).is_ok());
+        assert!(l.wait_initialize(client(2), None).is_ok());
+        assert!(l.has_init_waiters());
+        assert_eq!(
+            l.init_waiters_answered(&InitStatus::Ready),
+            vec![client(1), client(2)]
+        );
+        assert!(!l.has_init_waiters());
+        assert!(l.init_waiters_answered(&InitStatus::Ready).is_empty());
     }
 }

@@ -32,7 +32,7 @@ mod supervise;
 mod supervisor;
 
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
-use crate::fc::{FcLog, RequestIds};
+use crate::fc::{FcLog, Phase, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
 use crate::reactor::slab::{Key, Slab};
@@ -44,6 +44,7 @@ use crate::turf::cgroup;
 use crate::turf::probe::{self, Capabilities};
 use crate::turf::spawn::Isolation;
 use crate::turf::worker::ConnRef;
+use client::InvokeError;
 use conn::{Conn, Socket};
 use effects::{Effect, Effects};
 use mio::net::{TcpListener, UnixListener};
@@ -452,6 +453,182 @@ impl Server {
                 cgroup::remove_instance(&self.supervisor.caps.cgroup);
                 return Ok(());
             }
+        }
+    }
+
+    // ---- FC's lifecycle hooks and shutdown (`lifecycle` decides) ----
+
+    fn begin_hook(&mut self, client: ConnRef, phase: Phase) {
+        if let Some(req) = client::request_in(&mut self.front.conns, client) {
+            req.phase = Some(phase);
+            self.front.fc_log.start(phase, &req.id);
+        }
+    }
+
+    /// `POST /initialize`: answers once every function's reserved workers are up and their
+    /// initializers succeeded, or with the start error (404) when one failed.
+    fn on_initialize(&mut self, client: ConnRef) {
+        self.begin_hook(client, Phase::Initialize);
+        let call = client::request_in(&mut self.front.conns, client).map(|req| {
+            lifecycle::InitializeCall {
+                request_id: req.id.clone(),
+                timeout_ms: req.head.as_ref().and_then(|head| {
+                    crate::fc::seconds_header_ms(&head.headers, "x-fc-initialization-timeout")
+                }),
+            }
+        });
+        match self.lifecycle.wait_initialize(client, call) {
+            Err(err) => self.respond_error(client, &err, true),
+            Ok(()) => {
+                self.maybe_start_background();
+                self.answer_init_waiters();
+            }
+        }
+    }
+
+    /// Starts the background work (warm seeds, spare Node.js workers) once the reserved workers
+    /// have settled (all ready, or a start failed): until then it would only compete with them
+    /// for the CPU, and delay the container's first invocation.
+    fn maybe_start_background(&mut self) {
+        if self.supervisor.background_started
+            || matches!(
+                lifecycle::init_status(&self.scheduler, &self.supervisor),
+                lifecycle::InitStatus::Pending
+            )
+        {
+            return;
+        }
+        self.supervisor.background_started = true;
+        log::debug!("reserved workers settled: starting seeds and spares");
+        for index in 0..self.scheduler.functions.len() {
+            self.ensure_seed(index);
+        }
+        self.balance_spares();
+    }
+
+    /// Answers waiting `/initialize` calls if the outcome is known.
+    fn answer_init_waiters(&mut self) {
+        if !self.lifecycle.has_init_waiters() {
+            return;
+        }
+        let status = lifecycle::init_status(&self.scheduler, &self.supervisor);
+        for client in self.lifecycle.init_waiters_answered(&status) {
+            match &status {
+                lifecycle::InitStatus::Ready => {
+                    self.respond_json(client, 200, &[], br#"{"status":"ok"}"#);
+                }
+                lifecycle::InitStatus::Failed(err) => self.respond_error(client, err, true),
+                lifecycle::InitStatus::Pending => {}
+            }
+            self.mark_conn_dirty(client.conn);
+        }
+    }
+
+    /// `GET <readinessPath>`: 200 when the runtime serves and every function has its reserved
+    /// workers ready; otherwise 503 with the reasons.
+    fn on_ready(&mut self, client: ConnRef) {
+        let reasons =
+            lifecycle::unready_reasons(&self.lifecycle, &self.scheduler, &self.supervisor);
+        if reasons.is_empty() {
+            self.respond_json(client, 200, &[], br#"{"ready":true}"#);
+        } else {
+            let body = serde_json::json!({
+                "ready": false,
+                "errorType": "NotReady",
+                "errorMessage": reasons.join("; "),
+                "reasons": reasons,
+            });
+            self.respond_json(client, 503, &[], body.to_string().as_bytes());
+        }
+    }
+
+    /// `GET /pre-freeze`: nothing to flush in the runtime; FC freezes the instance after it.
+    fn on_pre_freeze(&mut self, client: ConnRef) {
+        self.begin_hook(client, Phase::PreFreeze);
+        self.respond_json(client, 200, &[], br#"{"status":"ok"}"#);
+    }
+
+    /// `GET /pre-stop`: drain, stop the workers, then answer.
+    fn on_pre_stop(&mut self, client: ConnRef) {
+        self.begin_hook(client, Phase::PreStop);
+        if !self.lifecycle.wait_stop(client) {
+            self.respond_json(client, 200, &[], br#"{"status":"stopped"}"#);
+            return;
+        }
+        self.begin_drain("pre-stop");
+    }
+
+    /// SIGTERM or SIGINT: drain like `/pre-stop`, then exit. A second signal exits at once.
+    fn on_shutdown_signal(&mut self, signo: i32) {
+        let name = crate::sys::signal_name(signo);
+        match self.lifecycle.on_signal(Instant::now()) {
+            lifecycle::SignalStep::ExitNow => {
+                log::warn!("{name} again: killing workers and exiting now");
+                self.kill_all_workers();
+            }
+            lifecycle::SignalStep::Drain => {
+                log::info!("{name}: draining in-flight invocations, then exiting");
+                // Connections keep being accepted until the exit, so that a request racing
+                // the drain is refused with 503 RuntimeStopped rather than reset. Idle ones
+                // are closed now with a FIN, which clients take as "open a new connection".
+                self.close_idle_conns();
+                self.begin_drain(&name);
+                self.check_workers_stopped();
+            }
+        }
+    }
+
+    /// Closes (gracefully) every connection that is between requests.
+    fn close_idle_conns(&mut self) {
+        for key in self.front.close_idle() {
+            self.mark_conn_dirty(key);
+        }
+    }
+
+    fn begin_drain(&mut self, why: &str) {
+        if let Some(refused) = self.lifecycle.begin_drain() {
+            log::info!(
+                "draining ({why}): {} invocation(s) in flight",
+                self.scheduler.inflight
+            );
+            for client in refused {
+                let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
+                self.respond_error(client, &err, true);
+            }
+        }
+        if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight == 0 {
+            self.on_drained();
+        }
+    }
+
+    /// No invocation is in flight any more: stop every worker.
+    fn on_drained(&mut self) {
+        if !self.lifecycle.drained() {
+            return;
+        }
+        self.stop_all_seeds();
+        self.stop_all_spares();
+        for key in self.supervisor.workers.keys() {
+            self.stop_worker(key, "runtime stopping");
+        }
+        self.check_workers_stopped();
+    }
+
+    /// Answers `/pre-stop` once every worker has been reaped.
+    fn check_workers_stopped(&mut self) {
+        if !self.supervisor.workers.is_empty()
+            || !self.supervisor.seeds.is_empty()
+            || !self.supervisor.spares.is_empty()
+        {
+            return;
+        }
+        let Some(waiters) = self.lifecycle.all_stopped() else {
+            return;
+        };
+        log::info!("all workers stopped");
+        for client in waiters {
+            self.respond_json(client, 200, &[], br#"{"status":"stopped"}"#);
+            self.mark_conn_dirty(client.conn);
         }
     }
 
