@@ -14,7 +14,12 @@ use std::process::ExitCode;
 pub const DEFAULT_PORT: u16 = 9000;
 
 /// Environment variables that name the port, in priority order.
-pub const PORT_ENV: [&str; 3] = ["FC_CUSTOM_LISTEN_PORT", "FC_SERVER_PORT", "SERVER_PORT"];
+pub const PORT_ENV: [&str; 4] = [
+    "FC_CUSTOM_LISTEN_PORT",
+    "FC_SERVER_PORT",
+    "SERVER_PORT",
+    "PORT",
+];
 
 const USAGE: &str = "\
 noslate: a single-binary serverless runtime for Function Compute custom containers
@@ -37,8 +42,8 @@ USAGE:
 
 OPTIONS:
     --port N            port to listen on, on 0.0.0.0 (0 picks a free port)
-                        env: FC_CUSTOM_LISTEN_PORT, then FC_SERVER_PORT, then SERVER_PORT;
-                        default 9000
+                        env: FC_CUSTOM_LISTEN_PORT, then FC_SERVER_PORT, then SERVER_PORT,
+                        then PORT (Knative's); default 9000
     --functions FILE    function profiles: a JSON array of Noslate function profiles, or
                         {\"functions\": [...], \"services\": [...]}       env: NOSLATE_FUNCTIONS
     --config FILE       system config in Noslate's format (unknown keys are errors)
@@ -697,6 +702,15 @@ mod tests {
         assert_eq!(resolve_port(Some("8000"), &env), Ok(8000));
         assert_eq!(resolve_port(None, &env), Ok(7000));
         assert_eq!(resolve_port(None, &|_| None), Ok(DEFAULT_PORT));
+        // Knative's PORT comes last: the same image runs there without a manifest change.
+        let knative = |name: &str| (name == "PORT").then(|| "8080".to_owned());
+        assert_eq!(resolve_port(None, &knative), Ok(8080));
+        let both = |name: &str| match name {
+            "SERVER_PORT" => Some("6000".to_owned()),
+            "PORT" => Some("8080".to_owned()),
+            _ => None,
+        };
+        assert_eq!(resolve_port(None, &both), Ok(6000));
         let bad = |name: &str| (name == "FC_CUSTOM_LISTEN_PORT").then(|| "http".to_owned());
         let err = resolve_port(None, &bad).unwrap_err();
         assert!(err.contains("FC_CUSTOM_LISTEN_PORT"), "{err}");
