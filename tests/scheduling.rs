@@ -286,7 +286,22 @@ fn the_memory_pool_blocks_launches_and_says_so() {
     let body = assert_error_json(&resp, 503, Some("NoEnoughVirtualMemory"));
     let message = body["errorMessage"].as_str().unwrap();
     assert!(message.contains("No enough virtual memory"), "{message}");
+    // The message names the settings that would change it, in MiB.
+    for knob in [
+        "virtualMemoryPoolSize",
+        "resourceLimit.memory",
+        "total: 512 MiB",
+    ] {
+        assert!(message.contains(knob), "{knob} missing: {message}");
+    }
     assert_eq!(live_workers(&ns), 1, "no second worker over the pool");
+    let (ok, stats, _) = ns.cli(&["stats"]);
+    assert!(ok, "{stats}");
+    let stats: Value = serde_json::from_str(&stats).expect("stats JSON");
+    let refused = stats["functions"]["big"]["rejected"]["noEnoughVirtualMemory"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(refused >= 1, "noslate stats counts the refusal: {stats}");
 }
 
 #[test]

@@ -42,17 +42,34 @@ impl LaunchBlock {
 }
 
 impl fmt::Display for LaunchBlock {
-    /// Noslate's launcher messages (`kReplicaLimitExceeded`, `kNoEnoughVirtualMemoryPoolSize`).
+    /// Noslate's launcher messages (`kReplicaLimitExceeded`, `kNoEnoughVirtualMemoryPoolSize`),
+    /// with the settings that would change the outcome and sizes in MiB.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LaunchBlock::ReplicaLimit { current, limit } => {
-                write!(f, "Replica count exceeded limit ({current} / {limit})")
-            }
+            LaunchBlock::ReplicaLimit { current, limit } => write!(
+                f,
+                "Replica count exceeded limit ({current} / {limit}): raise the function's \
+                 worker.replicaCountLimit to run more workers"
+            ),
             LaunchBlock::MemoryPool { used, need, total } => write!(
                 f,
-                "No enough virtual memory (used: {used} + need: {need}) > total: {total}"
+                "No enough virtual memory (used: {} + need: {}) > total: {} \
+                 (virtualMemoryPoolSize): workers reserve their resourceLimit.memory in the \
+                 pool; raise virtualMemoryPoolSize or lower the function's resourceLimit.memory",
+                mib(*used),
+                mib(*need),
+                mib(*total)
             ),
         }
+    }
+}
+
+/// `bytes` as MiB, with a decimal only when it is not whole.
+fn mib(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
     }
 }
 
@@ -135,15 +152,20 @@ mod tests {
                 limit: 4
             }
         );
-        assert_eq!(block.to_string(), "Replica count exceeded limit (4 / 4)");
+        assert!(
+            block
+                .to_string()
+                .starts_with("Replica count exceeded limit (4 / 4): raise the function's worker.replicaCountLimit"),
+            "{block}"
+        );
         assert_eq!(block.error_type(), "ReplicaLimitExceeded");
         // Noslate's test: replicaCountLimit 0.
         let (n, block) = admit_launches(1, limits(0, 0, 0));
         assert_eq!(n, 0);
-        assert_eq!(
-            block.map(|b| b.to_string()).as_deref(),
-            Some("Replica count exceeded limit (0 / 0)")
-        );
+        assert!(block.is_some_and(|b| {
+            b.to_string()
+                .starts_with("Replica count exceeded limit (0 / 0)")
+        }));
     }
 
     #[test]
@@ -165,8 +187,16 @@ mod tests {
         );
         assert_eq!(
             block.to_string(),
-            "No enough virtual memory (used: 1073741824 + need: 536870912) > total: 1073741824"
+            "No enough virtual memory (used: 1024 MiB + need: 512 MiB) > total: 1024 MiB \
+             (virtualMemoryPoolSize): workers reserve their resourceLimit.memory in the pool; \
+             raise virtualMemoryPoolSize or lower the function's resourceLimit.memory"
         );
+        let odd = LaunchBlock::MemoryPool {
+            used: 3 * MIB / 2,
+            need: MIB,
+            total: 2 * MIB,
+        };
+        assert!(odd.to_string().contains("used: 1.5 MiB"), "{odd}");
         assert_eq!(block.error_type(), "NoEnoughVirtualMemory");
         // Already over (the pool shrank under live workers): nothing, no underflow.
         assert_eq!(admit_launches(1, limits(0, 10, 2048 * MIB)).0, 0);

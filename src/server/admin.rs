@@ -166,6 +166,8 @@ impl AdminView<'_> {
                             "breakerOpen": f.rejected.breaker_open,
                             "queueFull": f.rejected.queue_full,
                             "noFreeWorker": f.rejected.no_free_worker,
+                            "noEnoughVirtualMemory": f.rejected.no_memory,
+                            "replicaLimitExceeded": f.rejected.replica_limit,
                         },
                     }),
                 )

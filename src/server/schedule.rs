@@ -26,6 +26,10 @@ pub struct Rejections {
     pub queue_full: u64,
     /// No free worker and `worker.disableRequestQueue`.
     pub no_free_worker: u64,
+    /// No worker could be launched for it: `virtualMemoryPoolSize` was used up.
+    pub no_memory: u64,
+    /// No worker could be launched for it: `worker.replicaCountLimit` was reached.
+    pub replica_limit: u64,
 }
 
 /// What one function's tick decided.

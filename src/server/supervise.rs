@@ -10,6 +10,7 @@ use crate::reactor::token::{self, Source};
 use crate::runtime::LaunchSpec;
 use crate::sched::ScaleAction;
 use crate::sched::backoff::CRASH_LOOP_WINDOW;
+use crate::sched::capacity::LaunchBlock;
 use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
@@ -75,11 +76,13 @@ impl Server {
             Some(Blocker::Backoff) => self.fail_queue_with_start_error(function),
             Some(Blocker::Capacity(block)) => {
                 let err = InvokeError::new(503, block.error_type(), block.to_string());
-                let waiting: Vec<_> = self.scheduler.functions[function]
-                    .pool
-                    .queue
-                    .drain(..)
-                    .collect();
+                let f = &mut self.scheduler.functions[function];
+                let waiting: Vec<_> = f.pool.queue.drain(..).collect();
+                let count = waiting.len() as u64;
+                match block {
+                    LaunchBlock::MemoryPool { .. } => f.rejected.no_memory += count,
+                    LaunchBlock::ReplicaLimit { .. } => f.rejected.replica_limit += count,
+                }
                 for client in waiting {
                     self.fail_invocation(client, &err);
                 }
