@@ -279,14 +279,17 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         .config
         .clone()
         .or_else(|| env_var("NOSLATED_CONFIG_PATH").map(PathBuf::from));
-    let config: SystemConfig = match config::load_system_config(config_file.as_deref(), &env_var) {
-        Ok(c) => c,
-        Err(problems) => {
-            print_problems("system config", &problems);
-            return ExitCode::from(2);
-        }
-    };
+    let mut config: SystemConfig =
+        match config::load_system_config(config_file.as_deref(), &env_var) {
+            Ok(c) => c,
+            Err(problems) => {
+                print_problems("system config", &problems);
+                return ExitCode::from(2);
+            }
+        };
+    config::size_pool_from_instance(&mut config, &env_var, config::HostMemory::read());
     init_logging(&config);
+    log::info!("{}", pool_size_line(&config));
     for key in &config.ignored_keys {
         log::info!(
             "system config key {key} is accepted for Noslate compatibility and has no effect here"
@@ -349,9 +352,10 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
         out(&format!(
-            "noslate: configuration OK: {} function(s), {} service(s), port {port}\n",
+            "noslate: configuration OK: {} function(s), {} service(s), port {port}; {}\n",
             profiles.functions.len(),
-            profiles.services.len()
+            profiles.services.len(),
+            pool_size_line(&config)
         ));
         return ExitCode::SUCCESS;
     }
@@ -396,6 +400,15 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// `virtualMemoryPoolSize` and where it came from, for the start-up log and `noslate check`.
+fn pool_size_line(config: &SystemConfig) -> String {
+    format!(
+        "virtualMemoryPoolSize {} MiB (from {})",
+        config.virtual_memory_pool_size >> 20,
+        config.pool_size_source.describe()
+    )
+}
+
 /// `noslate serve --probe`: the capability probe, and each worker guarantee checked for real
 /// with the system config, work and log directories and (when given) function profiles that
 /// `serve` would use.
@@ -404,13 +417,15 @@ fn probe_command(args: &Args) -> ExitCode {
         .config
         .clone()
         .or_else(|| env_var("NOSLATED_CONFIG_PATH").map(PathBuf::from));
-    let config: SystemConfig = match config::load_system_config(config_file.as_deref(), &env_var) {
-        Ok(c) => c,
-        Err(problems) => {
-            print_problems("system config", &problems);
-            return ExitCode::from(2);
-        }
-    };
+    let mut config: SystemConfig =
+        match config::load_system_config(config_file.as_deref(), &env_var) {
+            Ok(c) => c,
+            Err(problems) => {
+                print_problems("system config", &problems);
+                return ExitCode::from(2);
+            }
+        };
+    config::size_pool_from_instance(&mut config, &env_var, config::HostMemory::read());
     let code_dirs: Vec<PathBuf> = args
         .functions
         .clone()
@@ -437,6 +452,13 @@ fn probe_command(args: &Args) -> ExitCode {
         map.insert(
             "guarantees".into(),
             serde_json::to_value(&guarantees).unwrap_or_default(),
+        );
+        map.insert(
+            "virtualMemoryPoolSize".into(),
+            serde_json::json!({
+                "bytes": config.virtual_memory_pool_size,
+                "source": config.pool_size_source.describe(),
+            }),
         );
     }
     out(&(serde_json::to_string_pretty(&json).unwrap_or_default() + "\n"));

@@ -16,6 +16,7 @@ mod bytes;
 mod problems;
 mod profile;
 mod service;
+mod sizing;
 mod system;
 
 pub use bytes::parse_byte_size;
@@ -28,6 +29,7 @@ pub use profile::{
     WorkerProfile, load_functions, parse_functions,
 };
 pub use service::{PROPORTION_SUM_TOLERANCE, ServiceKind, ServiceProfile};
+pub use sizing::{HostMemory, PoolSizeSource, instance_memory, size_pool_from_instance};
 pub use system::{
     CircuitBreakerConfig, ConcurrencyStatsMode, ControlPlaneConfig, DEFAULT_CANCEL_GRACE_PERIOD_MS,
     DEFAULT_CAPACITY_SCALING_STAGE, DEFAULT_CLOSE_TRAFFIC_TIMEOUT_MS,

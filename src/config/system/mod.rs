@@ -503,8 +503,10 @@ pub struct SystemConfig {
     /// `controlPlane.*`.
     pub control_plane: ControlPlaneConfig,
     /// `virtualMemoryPoolSize`, in bytes: the most memory the active workers' limits may add up
-    /// to.
+    /// to. Unless configured, the instance's memory (`config::size_pool_from_instance`).
     pub virtual_memory_pool_size: u64,
+    /// Where `virtual_memory_pool_size` came from.
+    pub pool_size_source: crate::config::PoolSizeSource,
     /// `turf.*`.
     pub turf: TurfConfig,
     /// `starter.*`.
@@ -528,6 +530,7 @@ impl Default for SystemConfig {
             data_plane: DataPlaneConfig::default(),
             control_plane: ControlPlaneConfig::default(),
             virtual_memory_pool_size: DEFAULT_VIRTUAL_MEMORY_POOL_SIZE_BYTES,
+            pool_size_source: crate::config::PoolSizeSource::Default,
             turf: TurfConfig::default(),
             starter: StarterConfig::default(),
             system_circuit_breaker: CircuitBreakerConfig::default(),
@@ -668,10 +671,11 @@ fn apply_env(cfg: &mut SystemConfig, env: &dyn Fn(&str) -> Option<String>, p: &m
         );
     }
     if let Some(text) = get(POOL_SIZE) {
-        set(
-            &mut cfg.virtual_memory_pool_size,
-            byte_size(&Value::String(text), POOL_SIZE, MIN_MEMORY_LIMIT_BYTES, p),
-        );
+        let size = byte_size(&Value::String(text), POOL_SIZE, MIN_MEMORY_LIMIT_BYTES, p);
+        if size.is_some() {
+            cfg.pool_size_source = crate::config::PoolSizeSource::Environment;
+        }
+        set(&mut cfg.virtual_memory_pool_size, size);
     }
     if let Some(text) = get(SHRINK) {
         set(

@@ -38,7 +38,7 @@ pub(super) fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems)
     section(&mut f, "dirs", p, |s, p| {
         apply_dirs(&mut cfg.ignored_keys, s, p);
     });
-    apply_virtual_memory_pool_size(&mut cfg.virtual_memory_pool_size, &mut f, p);
+    apply_virtual_memory_pool_size(cfg, &mut f, p);
     section(&mut f, "worker", p, |s, p| {
         apply_worker(&mut cfg.worker, s, p);
     });
@@ -144,11 +144,12 @@ fn apply_readiness_path(slot: &mut String, f: &mut Fields<'_>, p: &mut Problems)
 }
 
 /// The top-level `virtualMemoryPoolSize`: a byte size of at least one worker's smallest limit.
-fn apply_virtual_memory_pool_size(slot: &mut u64, f: &mut Fields<'_>, p: &mut Problems) {
-    set(
-        slot,
-        f.byte_size("virtualMemoryPoolSize", MIN_MEMORY_LIMIT_BYTES, p),
-    );
+fn apply_virtual_memory_pool_size(cfg: &mut SystemConfig, f: &mut Fields<'_>, p: &mut Problems) {
+    let size = f.byte_size("virtualMemoryPoolSize", MIN_MEMORY_LIMIT_BYTES, p);
+    if size.is_some() {
+        cfg.pool_size_source = crate::config::PoolSizeSource::ConfigFile;
+    }
+    set(&mut cfg.virtual_memory_pool_size, size);
 }
 
 /// The top-level keys Noslate defines that mean nothing here. `projectRoot` is not documented,
