@@ -1,5 +1,7 @@
-//! What a worker can see of its surroundings: only the profile's environment, the runtime's
-//! `NOSLATE_*` variables, `PATH` and `HOME`; never the server's environment or FC credentials.
+//! What a worker can see of its surroundings with `turf.inheritEnv: "none"` (Noslate's strict
+//! behaviour): only the profile's environment, the runtime's `NOSLATE_*` variables, `PATH` and
+//! `HOME`; never the server's environment or FC credentials. What the default policy passes
+//! is tested in `worker_env.rs`.
 
 mod common;
 
@@ -17,6 +19,7 @@ fn envdump() -> Noslate {
     ]);
     Noslate::builder()
         .functions(&json!([p]))
+        .config(&json!({"turf": {"inheritEnv": "none"}}))
         .env("NOSLATE_TEST_SERVER_CANARY_ONLY", CANARY)
         .env("SERVER_CANARY", CANARY)
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "server-ak-id")

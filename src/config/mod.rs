@@ -13,6 +13,7 @@
 //! ```
 
 mod bytes;
+mod inherit;
 mod problems;
 mod profile;
 mod service;
@@ -20,6 +21,7 @@ mod sizing;
 mod system;
 
 pub use bytes::parse_byte_size;
+pub use inherit::{EnvPattern, InheritEnv};
 pub use problems::{Problem, ROOT_PATH};
 pub use profile::{
     DEFAULT_DISABLE_REQUEST_QUEUE, DEFAULT_DISABLE_SEED, DEFAULT_DISPATCH_MODE, DEFAULT_DISPOSABLE,

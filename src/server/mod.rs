@@ -64,6 +64,12 @@ const EVENTS_CAPACITY: usize = 1024;
 /// buffer release, the RSS of an idle runtime) still happens.
 const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The runtime's own environment (variables whose name or value is not UTF-8 are left out:
+/// nothing the runtime passes on or reads is).
+fn runtime_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 /// How soon to try the console again when its reader was not keeping up.
 const CONSOLE_RETRY: Duration = Duration::from_millis(10);
 
@@ -316,10 +322,20 @@ impl Server {
             spare_support,
             background_started: false,
             platform_env: Vec::new(),
-            platform: crate::fc::PlatformHeaders::from_env(
-                std::env::vars_os()
-                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-            ),
+            inherited_env: {
+                let inherited = config.turf.inherit_env.inherited(runtime_env());
+                // Names only: the values are the function's credentials.
+                let names: Vec<&str> = inherited.iter().map(|(k, _)| k.as_str()).collect();
+                log::info!(
+                    "workers inherit {} of the runtime's environment variables \
+                     (turf.inheritEnv {}): {}",
+                    names.len(),
+                    config.turf.inherit_env.describe(),
+                    names.join(" ")
+                );
+                inherited
+            },
+            platform: crate::fc::PlatformHeaders::from_env(runtime_env()),
             runtimes,
             logdir,
             accounting: Accounting::new(&accounting_dir),

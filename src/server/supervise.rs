@@ -197,12 +197,18 @@ impl Server {
         }
     }
 
-    /// A launch environment plus the platform's variables; the function's own win.
+    /// A launch environment plus the platform's variables, then what the worker inherits
+    /// from the runtime's (`turf.inheritEnv`); the function's own win, then the platform's.
     pub(super) fn with_platform_env(
         &self,
         mut env: Vec<(String, String)>,
     ) -> Vec<(String, String)> {
-        for (key, value) in &self.supervisor.platform_env {
+        let lower = self
+            .supervisor
+            .platform_env
+            .iter()
+            .chain(&self.supervisor.inherited_env);
+        for (key, value) in lower {
             if !env.iter().any(|(k, _)| k == key) {
                 env.push((key.clone(), value.clone()));
             }

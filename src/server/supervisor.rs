@@ -38,6 +38,9 @@ pub(super) struct Supervisor {
     pub(super) background_started: bool,
     /// Platform environment variables given to every new worker (after its own).
     pub(super) platform_env: Vec<(String, String)>,
+    /// The runtime's own variables that `turf.inheritEnv` passes to workers (after the
+    /// platform's).
+    pub(super) inherited_env: Vec<(String, String)>,
     /// The platform's latest credentials and function identity, for initializer contexts.
     pub(super) platform: crate::fc::PlatformHeaders,
     pub(super) runtimes: Runtimes,

@@ -387,6 +387,9 @@ pub struct TurfConfig {
     /// taken by the next Node.js function that scales up (at most [`MAX_SPARE_WORKERS`]; 0 is
     /// off).
     pub spare_workers: u32,
+    /// `turf.inheritEnv` (ours): which of the runtime's environment variables workers inherit
+    /// (`config::InheritEnv`).
+    pub inherit_env: crate::config::InheritEnv,
 }
 
 /// Default `turf.spareWorkers`.
@@ -408,6 +411,7 @@ impl Default for TurfConfig {
             user: DEFAULT_TURF_USER.to_owned(),
             enforce_limits: true,
             spare_workers: DEFAULT_SPARE_WORKERS,
+            inherit_env: crate::config::InheritEnv::Fc,
         }
     }
 }

@@ -457,6 +457,12 @@ fn apply_turf(
     set(&mut turf.isolation, s.boolean("isolation", p));
     set(&mut turf.enforce_limits, s.boolean("enforceLimits", p));
     set(&mut turf.user, s.non_empty_string("user", p));
+    if let Some((value, path)) = s.get("inheritEnv") {
+        set(
+            &mut turf.inherit_env,
+            crate::config::inherit::parse_inherit_env(value, &path, p),
+        );
+    }
     if let Some(n) = s.int::<u32>("spareWorkers", 0, p) {
         if n > MAX_SPARE_WORKERS {
             p.add(
