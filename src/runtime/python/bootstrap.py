@@ -1306,7 +1306,8 @@ def _seed_fork(sock, req, fds, libc):
         runtime_pid = int(req.get("runtimePid") or 0)
     except (TypeError, ValueError):
         runtime_pid = 0
-    if len(fds) != 4 or not wid or runtime_pid <= 1:
+    # The runtime is PID 1 in a container (FC's, or `docker run`): any positive pid is valid.
+    if len(fds) != 4 or not wid or runtime_pid < 1:
         _seed_send(sock, {"op": "fork-failed", "id": wid, "error": "malformed fork request"})
         return
     sys.stdout.flush()
