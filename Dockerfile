@@ -3,17 +3,17 @@
 #   make build && make image          # or: podman|docker build -t noslate .
 #   docker run --rm -p 9000:9000 noslate
 #
-# The binary is built on the host first (`make build`, glibc of Debian bookworm or older) and copied
-# in; nothing is compiled inside the image. To build inside Docker instead, see the multi-stage
-# variant at the end of this file. docs/DEPLOY.md covers FC, the `/code` layout, Kubernetes and
-# Knative.
+# The binary is built on the host first (`make build`, glibc of Debian trixie or older) and copied
+# in; nothing is compiled inside the image. To build from a clean checkout without a Rust
+# toolchain, use Dockerfile.source (a multi-stage build that compiles inside the build).
+# docs/DEPLOY.md says when to use which, and covers FC, the `/code` layout, Kubernetes and Knative.
 #
-# BASE_IMAGE must be Debian bookworm (or a rootfs of it, as `make image-test` builds offline with
-# debootstrap): Node.js 18 and Python 3.11 come from its archive.
-ARG BASE_IMAGE=debian:bookworm-slim
+# BASE_IMAGE must be Debian trixie (or a rootfs of it, as `make image-test` builds offline with
+# debootstrap): Node.js 20 and Python 3.13 come from its archive.
+ARG BASE_IMAGE=debian:trixie-slim
 FROM ${BASE_IMAGE}
 
-# The runtimes the workers exec, from the distribution: Node.js 18 (`nodejs`) and Python 3.11
+# The runtimes the workers exec, from the distribution: Node.js 20 (`nodejs`) and Python 3.13
 # (`python3`). ca-certificates: functions call HTTPS APIs (OSS, SLS, ...) with the system's trust
 # store. No recommends, no build tools, no apt lists or caches left in the layer.
 RUN set -eux; \
@@ -61,35 +61,3 @@ WORKDIR /code
 # start.sh checks the environment and execs the binary: noslate is PID 1, receives SIGTERM itself,
 # drains and exits 0. It reaps every child, orphans included, so no init shim is needed.
 ENTRYPOINT ["/usr/local/bin/start.sh", "start"]
-
-# ---------------------------------------------------------------------------------------------
-# Multi-stage variant, for building without a Rust toolchain on the host. Replace everything
-# above with the following (the builder image needs registry access; the result is the same):
-#
-#   FROM rust:1-bookworm AS build
-#   WORKDIR /src
-#   COPY Cargo.toml Cargo.lock ./
-#   COPY src/ src/
-#   COPY benches/ benches/
-#   RUN cargo build --release --locked && strip target/release/noslate
-#
-#   FROM debian:bookworm-slim
-#   RUN set -eux; apt-get update; \
-#       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-#           nodejs python3 ca-certificates; \
-#       apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*
-#   RUN mkdir -p /etc/noslate && printf '%s\n' '{"logger": {"workerOutput": "console"}}' > /etc/noslate/config.json
-#   ENV NOSLATE_WORKDIR=/tmp/noslate NOSLATE_LOGDIR=/tmp/noslate/logs \
-#       NOSLATE_FUNCTIONS=/code/functions.json SERVER_PORT=9000 \
-#       NOSLATED_CONFIG_PATH=/etc/noslate/config.json
-#   COPY --from=build /src/target/release/noslate /usr/local/bin/
-#   COPY start.sh /usr/local/bin/
-#   COPY examples/ /code/
-#   ARG NOSLATE_VERSION=0.0.0
-#   LABEL org.opencontainers.image.version="${NOSLATE_VERSION}" \
-#         org.opencontainers.image.source="https://github.com/noslate-project/noslate"
-#   EXPOSE 9000
-#   WORKDIR /code
-#   ENTRYPOINT ["/usr/local/bin/start.sh", "start"]
-#
-# (with that variant, .dockerignore must also let Cargo.toml, Cargo.lock, src/ and benches/ in.)

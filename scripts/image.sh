@@ -3,10 +3,10 @@
 # (scripts/image.sh test). See docs/DEPLOY.md.
 #
 # build   builds the Dockerfile with podman (or docker) as noslate:<version> and noslate:latest.
-#         BASE_IMAGE (default docker.io/library/debian:bookworm-slim), IMAGE (default noslate) and
+#         BASE_IMAGE (default docker.io/library/debian:trixie-slim), IMAGE (default noslate) and
 #         CONTAINER_ENGINE (podman|docker) can be set in the environment.
 #
-# test    proves the image fully offline (no registry): a Debian bookworm minbase rootfs made with
+# test    proves the image fully offline (no registry): a Debian trixie minbase rootfs made with
 #         debootstrap from the mirror apt already uses (cached as a tarball between runs), imported
 #         as a local base image; the Dockerfile built on it; the container run three times with its
 #         port published on 127.0.0.1 and driven like Function Compute drives it; `podman stop`
@@ -27,7 +27,7 @@ set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 
-SUITE=bookworm
+SUITE=trixie
 GRACE=10            # podman stop -t: seconds between SIGTERM and SIGKILL
 STOP_BUDGET_MS=5000 # a stop must take less than half the grace period
 START_BUDGET_S=30   # from podman run to the first good /invoke
@@ -142,7 +142,7 @@ build_image() { # build_image TAG BASE [extra engine args...]
 
 cmd_build() {
     pick_engine
-    local image="${IMAGE:-noslate}" base="${BASE_IMAGE:-docker.io/library/debian:bookworm-slim}"
+    local image="${IMAGE:-noslate}" base="${BASE_IMAGE:-docker.io/library/debian:trixie-slim}"
     build_image "$image:$(version)" "$base"
     "$ENGINE" tag "$image:$(version)" "$image:latest"
     say "built $image:$(version) (and $image:latest) on $base"
@@ -176,7 +176,16 @@ apt_uri() {
         sed -e 's/\[[^]]*\]//' | awk -v want="$want" '!found && $1 == "deb" && $3 == want { print $2; found = 1 }'
 }
 
-# The equivalent of debian:bookworm-slim (debuerreotype's minbase + "slim" settings): no docs,
+# The first Debian archive (a URI ending in /debian) that apt on this host uses, whatever suite.
+debian_mirror() {
+    cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[ \t]*//p' | tr ' \t' '\n\n' |
+        grep -m 1 '/debian/*$' | sed 's:/*$::' || true
+    [ -n "$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[ \t]*//p')" ] ||
+        sed -e 's/\[[^]]*\]//' /etc/apt/sources.list 2>/dev/null |
+        awk '$1 == "deb" && $2 ~ /\/debian\/?$/ { sub(/\/$/, "", $2); print $2; exit }'
+}
+
+# The equivalent of debian:trixie-slim (debuerreotype's minbase + "slim" settings): no docs,
 # man pages or locales from later installs, no apt caches or lists, services never started.
 slimify() {
     local root="$1" mirror="$2" security="$3"
@@ -233,8 +242,13 @@ base_tarball() {
     fi
     need debootstrap "apt-get install debootstrap"
     mirror="${NOSLATE_DEBIAN_MIRROR:-$(apt_uri "$SUITE")}"
-    [ -n "$mirror" ] || die "no Debian mirror for $SUITE in /etc/apt (set NOSLATE_DEBIAN_MIRROR)"
+    # A host on another release still names the mirror it uses: the same one serves $SUITE.
+    [ -n "$mirror" ] || mirror="$(debian_mirror)"
+    [ -n "$mirror" ] || die "no Debian mirror in /etc/apt (set NOSLATE_DEBIAN_MIRROR)"
     security="$(apt_uri "$SUITE-security")"
+    if [ -z "$security" ] && [ "${mirror%/debian}" != "$mirror" ]; then
+        security="${mirror%/debian}/debian-security"
+    fi
     local include=()
     case "$mirror" in https:*) include=(--include=ca-certificates) ;; esac
     say "base: debootstrap --variant=minbase $SUITE from $mirror (first run only; cached afterwards)"
@@ -389,6 +403,9 @@ drive_like_fc() {
         req python POST /invoke/python-event -H 'x-fc-control-path: /invoke' -H 'x-fc-request-id: image-test-py' \
             --data-binary '{"a":1}'
         expect python 200 '^x-fc-status: 200' '"function": *"python-event"'
+        req wsgi GET '/wsgi/path?q=1' -H 'x-fc-control-path: /http-invoke' -H 'x-noslate-function: python-wsgi'
+        expect wsgi 200
+        warm_fork_in_image python-event
     fi
     if grep -q '"name": *"process-echo"' examples/functions.json; then # runtime process, CGI style
         req process POST '/some/path?x=1' -H 'x-fc-control-path: /http-invoke' \
@@ -417,6 +434,27 @@ drive_like_fc() {
     expect prestop 200
     req afterstop POST /invoke -H 'x-fc-control-path: /invoke' -H 'x-noslate-function: hello' --data-binary x
     expect afterstop 503 '' '"errorType":"RuntimeStopped"'
+}
+
+# The distribution's Python forks warm workers: once function $1's seed is ready, its worker is
+# killed, and the one that replaces it must be forked from the seed and serve.
+warm_fork_in_image() {
+    local fn="$1" deadline pid
+    deadline=$(($(now_ms) + 15000))
+    until podman exec "$CURRENT" noslate stats 2>/dev/null |
+        python3 -c 'import json,sys; s=json.load(sys.stdin)["functions"][sys.argv[1]]["seed"]; sys.exit(0 if s and s["state"]=="ready" else 1)' "$fn"; do
+        [ "$(now_ms)" -lt "$deadline" ] || die "warm fork: the seed of $fn is not ready within 15 s: $(podman exec "$CURRENT" noslate stats 2>&1 | head -c 2000)"
+        sleep 0.1 # poll interval
+    done
+    pid="$(podman exec "$CURRENT" noslate ps --json |
+        python3 -c 'import json,sys; print(next(w["pid"] for w in json.load(sys.stdin) if w["function"]==sys.argv[1] and w["state"]=="ready"))' "$fn")"
+    podman exec "$CURRENT" sh -c "kill -9 $pid" # the shell's kill: minbase has no procps
+    req forked POST "/invoke/$fn" -H 'x-fc-control-path: /invoke' --data-binary '{"a":2}'
+    expect forked 200 '^x-fc-status: 200'
+    podman exec "$CURRENT" noslate ps --json |
+        python3 -c 'import json,sys; sys.exit(0 if any(w["function"]==sys.argv[1] and w["start"]=="forked" for w in json.load(sys.stdin)) else 1)' "$fn" ||
+        die "warm fork: no forked worker of $fn after its worker was killed: $(podman exec "$CURRENT" noslate ps --json)"
+    say "  ok  warm fork: a worker of $fn forked from its seed on $(podman exec "$CURRENT" python3 --version) served"
 }
 
 # A streamed invocation in flight when SIGTERM arrives must finish whole before the exit.
