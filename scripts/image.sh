@@ -436,6 +436,30 @@ drive_like_fc() {
     expect afterstop 503 '' '"errorType":"RuntimeStopped"'
 }
 
+# The conformance suite (tests/conformance.rs: every runtime's bootstrap, driven case by case
+# through the worker protocol) run inside the image, on its Node.js and Python. The test binary
+# is built on the host and mounted at its own path, with the repository's fixtures.
+conformance_in_image() {
+    local bin t0
+    bin="$(cargo test --test conformance --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "conformance":
+        print(m["executable"])')"
+    [ -n "$bin" ] && [ -x "$bin" ] || die "conformance: cannot build the suite (cargo test --test conformance --no-run)"
+    t0=$(now_ms)
+    if ! timeout 600 podman run --rm --entrypoint "$bin" -v "$PWD:$PWD:ro" -w "$PWD" "$IMAGE_ID" \
+        --test-threads=2 >"$TMPD/conformance.out" 2>&1; then
+        tail -n 40 "$TMPD/conformance.out" >&2
+        die "conformance: the suite failed inside the image (above)"
+    fi
+    say "  ok  conformance inside the image ($(podman run --rm --entrypoint node "$IMAGE_ID" --version), $(podman run --rm --entrypoint python3 "$IMAGE_ID" --version)): $(grep -o 'test result: ok. [0-9]* passed' "$TMPD/conformance.out" | head -n 1) in $(($(now_ms) - t0)) ms"
+}
+
 # The distribution's Python forks warm workers: once function $1's seed is ready, its worker is
 # killed, and the one that replaces it must be forked from the seed and serve.
 warm_fork_in_image() {
@@ -537,6 +561,7 @@ cmd_test() {
     label="$(podman image inspect -f '{{index .Labels "org.opencontainers.image.version"}}' "$IMAGE_ID")"
     [ "$label" = "$(version)" ] || die "label org.opencontainers.image.version is '$label', Cargo.toml says $(version)"
     say "labels: version $label, source $(podman image inspect -f '{{index .Labels "org.opencontainers.image.source"}}' "$IMAGE_ID")"
+    conformance_in_image
 
     # ---- start.sh check, and start refusing a bad environment ----
     say "start.sh:"
