@@ -4,6 +4,7 @@
 
 use super::client::InvokeError;
 use super::conn::{BodyStep, Resp, Sink};
+use super::effects::Effect;
 use super::{Server, Timer};
 use crate::fc;
 use crate::reactor::buffer::ReadBuf;
@@ -484,7 +485,8 @@ impl Server {
         } else if draining && idle {
             self.stop_worker(key, "drained");
         }
-        self.dispatch_queue(function);
+        // The freed slot takes the next queued request once this event is handled.
+        self.effects.push(Effect::Dispatch(function));
         self.retire_if_removed(function);
     }
 

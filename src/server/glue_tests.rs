@@ -159,23 +159,15 @@ impl Harness {
 
 /// Waits (bounded) until the server's end of `key` has bytes or a close to read.
 fn wait_readable(server: &Server, key: Key) {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     let Some(conn) = server.front.conns.get(key) else {
         return;
     };
     let fd = match &conn.sock {
-        super::conn::Socket::Tcp(s) => s.as_raw_fd(),
-        super::conn::Socket::Unix(s) => s.as_raw_fd(),
+        super::conn::Socket::Tcp(s) => s.as_fd(),
+        super::conn::Socket::Unix(s) => s.as_fd(),
     };
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid pollfd for the duration of the call; one entry.
-    unsafe {
-        libc::poll(&mut pfd, 1, 5000);
-    }
+    let _ = crate::sys::wait_readable(fd, Duration::from_secs(5));
 }
 
 /// Reads what the server wrote to `client` until `done` says the answer is complete.
@@ -545,4 +537,22 @@ fn admin_requests_that_change_or_invoke_are_handed_to_the_loop_and_bad_ones_refu
         panic!("refused");
     };
     assert_eq!((err.status, err.error_type.as_str()), (404, "NotFound"));
+}
+
+#[test]
+fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
+    let mut h = harness(ONE_FUNCTION);
+    let (key, _from_worker) = h.ready_worker(0);
+    if let Some(w) = h.server.supervisor.workers.get_mut(key) {
+        w.state = WorkerState::Initializing;
+    }
+    h.take_effects();
+    h.server.on_worker_init_done(key);
+    let effects = h.take_effects();
+    assert!(effects.contains(&Effect::Dispatch(0)), "{effects:?}");
+    assert!(effects.contains(&Effect::Waiters), "{effects:?}");
+    assert_eq!(
+        h.server.supervisor.workers.get(key).map(|w| w.state),
+        Some(WorkerState::Ready)
+    );
 }

@@ -15,6 +15,7 @@
 //!   workers are drained.
 
 use super::client::InvokeError;
+use super::effects::Effect;
 use super::{Function, Server};
 use crate::config::{self, FunctionProfile, ServiceKind};
 use crate::sched::ratelimit::apply_rate_limit;
@@ -171,8 +172,8 @@ impl Server {
         };
         for index in 0..self.scheduler.functions.len() {
             if !self.scheduler.functions[index].removed {
-                self.scale(index);
-                self.dispatch_queue(index);
+                self.effects.push(Effect::Scale(index));
+                self.effects.push(Effect::Dispatch(index));
             }
         }
         self.balance_spares();
@@ -384,7 +385,7 @@ impl Server {
         for index in live {
             let profile = self.scheduler.functions[index].profile.clone();
             self.begin_rollout(index, profile);
-            self.scale(index);
+            self.effects.push(Effect::Scale(index));
         }
         self.balance_spares();
         Ok(json!({ "changed": true }))

@@ -2,6 +2,7 @@
 //! the function and replaced with its code; forks workers on scale-up; restarted with back-off
 //! when it dies. Without a ready seed, workers cold-start: nothing waits for a seed.
 
+use super::effects::Effect;
 use super::{Child, Server, Timer};
 use crate::config::Runtime;
 use crate::reactor::slab::Key;
@@ -442,7 +443,7 @@ impl Server {
         if self.scheduler.functions[function].seed.key == Some(key) {
             self.scheduler.functions[function].seed.key = None;
         }
-        self.check_workers_stopped();
+        self.effects.push(Effect::Waiters);
     }
 
     /// Stops every seed (the runtime is stopping).

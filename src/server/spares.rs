@@ -3,6 +3,7 @@
 //! shape), hand one to a scale-up of that shape, refill in the background, and restart with
 //! back-off when they die. A scale-up that finds no spare starts cold: nothing waits.
 
+use super::effects::Effect;
 use super::{Child, Lifecycle, Server, Timer};
 use crate::config::Runtime;
 use crate::reactor::buffer::ReadBuf;
@@ -323,7 +324,7 @@ impl Server {
         // Whatever it left in its group goes too.
         self.release_process(s.process);
         self.balance_spares();
-        self.check_workers_stopped();
+        self.effects.push(Effect::Waiters);
     }
 
     /// Spares keep dying or cannot start: wait before starting more.

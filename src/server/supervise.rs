@@ -446,9 +446,8 @@ impl Server {
         );
         self.scheduler.functions[function].pool.record_initialized();
         self.check_rollout(function);
-        self.dispatch_queue(function);
-        self.maybe_start_background();
-        self.answer_init_waiters();
+        self.effects.push(Effect::Dispatch(function));
+        self.effects.push(Effect::Waiters);
     }
 
     /// INIT_ERROR: loading the code or the initializer failed.
@@ -536,8 +535,7 @@ impl Server {
         if starting <= 1 && alive <= 1 && self.scheduler.functions[function].pool.fails_fast() {
             self.fail_queue_with_start_error(function);
         }
-        self.maybe_start_background();
-        self.answer_init_waiters();
+        self.effects.push(Effect::Waiters);
     }
 
     fn fail_queue_with_start_error(&mut self, function: usize) {
@@ -908,7 +906,7 @@ impl Server {
             // The group may hold grandchildren that outlived the worker: they go too.
             self.release_process(w.process);
         }
-        self.check_workers_stopped();
+        self.effects.push(Effect::Waiters);
     }
 
     /// Queues an exited worker's log directory for deletion after `worker.gcLogDelay`; beyond

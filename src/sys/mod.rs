@@ -424,3 +424,21 @@ pub fn write_if_ready(fd: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> io::Result
     }
     Ok(Some(usize::try_from(n).unwrap_or(0)))
 }
+
+/// Waits up to `timeout` until `fd` has bytes (or an end of stream) to read. Returns whether it
+/// has. (The loop never waits; tests driving it do.)
+#[cfg(test)]
+pub fn wait_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pollfd` is a valid array of one element that lives across the call.
+    let ready = cvt(unsafe { libc::poll(&mut pollfd, 1, ms) })?;
+    Ok(ready > 0)
+}
