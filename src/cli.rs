@@ -275,19 +275,9 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         return probe_command(&args);
     }
 
-    let config_file = args
-        .config
-        .clone()
-        .or_else(|| env_var("NOSLATED_CONFIG_PATH").map(PathBuf::from));
-    let mut config: SystemConfig =
-        match config::load_system_config(config_file.as_deref(), &env_var) {
-            Ok(c) => c,
-            Err(problems) => {
-                print_problems("system config", &problems);
-                return ExitCode::from(2);
-            }
-        };
-    config::size_pool_from_instance(&mut config, &env_var, config::HostMemory::read());
+    let Some(config) = load_config(&args) else {
+        return ExitCode::from(2);
+    };
     init_logging(&config);
     log::info!("{}", pool_size_line(&config));
     for key in &config.ignored_keys {
@@ -400,6 +390,25 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// The system config `serve`, `check` and `--probe` use: the file (`--config`, else
+/// `NOSLATED_CONFIG_PATH`), the environment's overrides, and the pool sized from the instance
+/// when not configured. `None` once its problems are printed.
+fn load_config(args: &Args) -> Option<SystemConfig> {
+    let config_file = args
+        .config
+        .clone()
+        .or_else(|| env_var("NOSLATED_CONFIG_PATH").map(PathBuf::from));
+    let mut config = match config::load_system_config(config_file.as_deref(), &env_var) {
+        Ok(c) => c,
+        Err(problems) => {
+            print_problems("system config", &problems);
+            return None;
+        }
+    };
+    config::size_pool_from_instance(&mut config, &env_var, config::HostMemory::read());
+    Some(config)
+}
+
 /// `virtualMemoryPoolSize` and where it came from, for the start-up log and `noslate check`.
 fn pool_size_line(config: &SystemConfig) -> String {
     format!(
@@ -413,19 +422,9 @@ fn pool_size_line(config: &SystemConfig) -> String {
 /// with the system config, work and log directories and (when given) function profiles that
 /// `serve` would use.
 fn probe_command(args: &Args) -> ExitCode {
-    let config_file = args
-        .config
-        .clone()
-        .or_else(|| env_var("NOSLATED_CONFIG_PATH").map(PathBuf::from));
-    let mut config: SystemConfig =
-        match config::load_system_config(config_file.as_deref(), &env_var) {
-            Ok(c) => c,
-            Err(problems) => {
-                print_problems("system config", &problems);
-                return ExitCode::from(2);
-            }
-        };
-    config::size_pool_from_instance(&mut config, &env_var, config::HostMemory::read());
+    let Some(config) = load_config(args) else {
+        return ExitCode::from(2);
+    };
     let code_dirs: Vec<PathBuf> = args
         .functions
         .clone()

@@ -63,6 +63,24 @@ fn assert_record(lines: &[String], id: &str, level: &str, message: &str) -> usiz
     found[0]
 }
 
+/// The initializer ran with the id of the /initialize request (or one the runtime made up), as
+/// an INFO record; code outside any invocation (the module's `module_line`) wrote as it is.
+#[track_caller]
+fn assert_initializer_and_module_output(out: &[String], module_line: &str) {
+    let init = out
+        .iter()
+        .filter_map(|l| record(l))
+        .find(|r| r.2 == "initializer ran")
+        .unwrap_or_else(|| panic!("no initializer record in:\n{}", out.join("\n")));
+    assert_eq!(init.1, "INFO");
+    assert!(!init.0.is_empty());
+    assert!(
+        out.iter().any(|l| l == module_line),
+        "module-level output changed:\n{}",
+        out.join("\n")
+    );
+}
+
 /// Waits until `needle` shows up in stdout or stderr (bounded).
 fn wait_either(ns: &Noslate, needle: &str) {
     common::wait_until(common::WAIT, needle, || {
@@ -80,8 +98,11 @@ fn node_console_lines_carry_the_request_id_of_their_invocation() {
     let resp = ns.send(&Req::new("POST", "/initialize").header("x-fc-request-id", "init-1"));
     assert_eq!(resp.status, 200, "body: {}", resp.brief());
     invoke_concurrently(&ns);
-    let last = format!("logger tag-{}", CONCURRENT - 1);
-    wait_either(&ns, &last);
+    // stdout and stderr are two streams: wait for the last record of each invocation on both.
+    for i in 0..CONCURRENT {
+        wait_either(&ns, &format!("logger tag-{i}"));
+        wait_either(&ns, &format!("second line tag-{i}"));
+    }
     let out = ns.stdout_lines();
     let err = ns.stderr_lines();
     for i in 0..CONCURRENT {
@@ -95,20 +116,7 @@ fn node_console_lines_carry_the_request_id_of_their_invocation() {
         let at = assert_record(&err, &id, "ERROR", &format!("error {tag}"));
         assert_eq!(err[at + 1], format!("second line {tag}"));
     }
-    // The initializer ran with the id of the /initialize request (or one the runtime made up);
-    // code outside any invocation logs as it wrote.
-    let init = out
-        .iter()
-        .filter_map(|l| record(l))
-        .find(|r| r.2 == "initializer ran")
-        .unwrap_or_else(|| panic!("no initializer record in:\n{}", out.join("\n")));
-    assert_eq!(init.1, "INFO");
-    assert!(!init.0.is_empty());
-    assert!(
-        out.iter().any(|l| l == "outside any invocation"),
-        "module-level output changed:\n{}",
-        out.join("\n")
-    );
+    assert_initializer_and_module_output(&out, "outside any invocation");
 }
 
 #[test]
@@ -122,9 +130,11 @@ fn python_print_and_logging_lines_carry_the_request_id_of_their_invocation() {
     let resp = ns.send(&Req::new("POST", "/initialize").header("x-fc-request-id", "init-1"));
     assert_eq!(resp.status, 200, "body: {}", resp.brief());
     invoke_concurrently(&ns);
-    // Each call's last record is written as the call ends, after its answer.
+    // Each call's last record is written as the call ends, after its answer. stdout and
+    // stderr are two streams: a record on one may arrive before an earlier one on the other.
     for i in 0..CONCURRENT {
         wait_either(&ns, &format!("unfinished tag-{i}"));
+        wait_either(&ns, &format!("error tag-{i}"));
     }
     let out = ns.stdout_lines();
     let err = ns.stderr_lines();
@@ -138,17 +148,7 @@ fn python_print_and_logging_lines_carry_the_request_id_of_their_invocation() {
         // Text without a final newline is the call's record when the call ends.
         assert_record(&out, &id, "INFO", &format!("unfinished {tag}"));
     }
-    let init = out
-        .iter()
-        .filter_map(|l| record(l))
-        .find(|r| r.2 == "initializer ran")
-        .unwrap_or_else(|| panic!("no initializer record in:\n{}", out.join("\n")));
-    assert!(!init.0.is_empty());
-    assert!(
-        out.iter().any(|l| l == "module loaded"),
-        "module-level output changed:\n{}",
-        out.join("\n")
-    );
+    assert_initializer_and_module_output(&out, "module loaded");
 }
 
 #[test]

@@ -166,45 +166,66 @@ fn a_function_cannot_plant_credentials_for_later_initializers() {
     assert!(ns.log_count(&["ignoring FC credentials sent by the runtime's own workers"]) >= 1);
 }
 
-/// A reserved worker held before its bootstrap until the test creates `gate`.
-fn gated(ns_dir_gate: &std::path::Path, slow_init_ms: u64) -> Value {
-    let mut p = initctx("nodejs");
-    let gate_js = fixture_dir("initctx").join("gate.js");
-    p["environments"] = json!([
-        {"key": "NODE_OPTIONS", "value": format!("--require {}", gate_js.display())},
-        {"key": "GATE_FILE", "value": ns_dir_gate.display().to_string()},
-        {"key": "SLOW_INIT_MS", "value": slow_init_ms.to_string()},
-    ]);
-    p
+/// A runtime with one reserved Node.js worker held before its bootstrap until a gate file
+/// exists, so that the test decides when the worker becomes ready.
+struct Gated {
+    ns: Noslate,
+    gate: std::path::PathBuf,
 }
 
-fn gate_path(tag: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("noslate-gate-{}-{tag}", std::process::id()))
+impl Gated {
+    /// `slow_init_ms`: how long the initializer takes once the worker runs.
+    fn start(tag: &str, slow_init_ms: u64) -> Gated {
+        let gate = std::env::temp_dir().join(format!("noslate-gate-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_file(&gate);
+        let mut p = initctx("nodejs");
+        let gate_js = fixture_dir("initctx").join("gate.js");
+        p["environments"] = json!([
+            {"key": "NODE_OPTIONS", "value": format!("--require {}", gate_js.display())},
+            {"key": "GATE_FILE", "value": gate.display().to_string()},
+            {"key": "SLOW_INIT_MS", "value": slow_init_ms.to_string()},
+        ]);
+        Gated {
+            ns: Noslate::start(&json!([p])),
+            gate,
+        }
+    }
+
+    /// Sends `/initialize` with `headers` (its request id first), opens the gate once the
+    /// runtime has taken the call, and returns the answer: the worker is initialized in answer
+    /// to that call.
+    fn initialize(&self, headers: &[(&str, &str)]) -> common::Response {
+        let port = self.ns.port();
+        let mut req = Req::new("POST", "/initialize");
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let initialize = thread::spawn(move || common::Client::connect(port).request(&req));
+        let request_id = headers.first().map_or("", |(_, v)| *v);
+        self.ns
+            .wait_stdout(&format!("FC Initialize Start RequestId: {request_id}"));
+        std::fs::write(&self.gate, b"go").expect("open the gate");
+        initialize.join().expect("initialize thread")
+    }
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.gate);
+    }
 }
 
 #[test]
 fn a_worker_initialized_in_answer_to_initialize_runs_in_its_name() {
-    let gate = gate_path("initialize");
-    let _ = std::fs::remove_file(&gate);
-    let ns = Noslate::start(&json!([gated(&gate, 0)]));
-    let port = ns.port();
-    let initialize = thread::spawn(move || {
-        let mut client = common::Client::connect(port);
-        client.request(
-            &Req::new("POST", "/initialize")
-                .header("x-fc-request-id", "init-42")
-                .header("x-fc-access-key-id", "AK-INIT")
-                .header("x-fc-region", "cn-qingdao"),
-        )
-    });
-    ns.wait_stdout("FC Initialize Start RequestId: init-42");
-    std::fs::write(&gate, b"go").expect("open the gate");
-    let resp = initialize.join().expect("initialize thread");
-    let _ = std::fs::remove_file(&gate);
+    let gated = Gated::start("initialize", 0);
+    let resp = gated.initialize(&[
+        ("x-fc-request-id", "init-42"),
+        ("x-fc-access-key-id", "AK-INIT"),
+        ("x-fc-region", "cn-qingdao"),
+    ]);
     assert_eq!(resp.status, 200, "{}", resp.brief());
     assert_eq!(resp.header("x-fc-status"), Some("200"));
-
-    let body = plain_call(&ns);
+    let body = plain_call(&gated.ns);
     let init = &body["init"];
     assert_eq!(init["requestId"], "init-42", "{body}");
     assert_eq!(init["credentials"]["accessKeyId"], "AK-INIT", "{body}");
@@ -213,23 +234,12 @@ fn a_worker_initialized_in_answer_to_initialize_runs_in_its_name() {
 
 #[test]
 fn x_fc_initialization_timeout_bounds_the_initializer() {
-    let gate = gate_path("timeout");
-    let _ = std::fs::remove_file(&gate);
     // The initializer takes 8 s; the profile allows 10 s, FC 1 s.
-    let ns = Noslate::start(&json!([gated(&gate, 8000)]));
-    let port = ns.port();
-    let initialize = thread::spawn(move || {
-        let mut client = common::Client::connect(port);
-        client.request(
-            &Req::new("POST", "/initialize")
-                .header("x-fc-request-id", "init-short")
-                .header("x-fc-initialization-timeout", "1"),
-        )
-    });
-    ns.wait_stdout("FC Initialize Start RequestId: init-short");
-    std::fs::write(&gate, b"go").expect("open the gate");
-    let resp = initialize.join().expect("initialize thread");
-    let _ = std::fs::remove_file(&gate);
+    let gated = Gated::start("timeout", 8000);
+    let resp = gated.initialize(&[
+        ("x-fc-request-id", "init-short"),
+        ("x-fc-initialization-timeout", "1"),
+    ]);
     assert_eq!(resp.header("x-fc-status"), Some("404"), "{}", resp.brief());
     let body = assert_function_error(&resp, "InitializationTimeout");
     let message = body["errorMessage"].as_str().unwrap_or_default();

@@ -1234,8 +1234,9 @@ def _seed_send(sock, value):
     sock.send(json.dumps(value).encode("utf-8"))
 
 
-def _seed_import():
-    """Imports the handler's and the initializer's modules without calling anything."""
+def import_function_code():
+    """Imports the handler's and the initializer's modules without calling anything (a warm
+    seed before it forks, and `noslate check --load`)."""
     code_dir = os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
     if STYLE not in ("fc-event", "fc-http"):
         raise ValueError("unknown NOSLATE_HANDLER_STYLE %s for python3" % json.dumps(STYLE))
@@ -1350,7 +1351,7 @@ def seed_main():
     # fd 4 (the same socket) stays open, so the descriptors received below land above 4.
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=FD_IN)
     try:
-        _seed_import()
+        import_function_code()
     except BaseException as err:  # noqa: BLE001
         log_worker("seed: import failed: %s" % _format(err).rstrip())
         try:
@@ -1393,17 +1394,8 @@ def check_load():
     """`noslate check --load`: imports the handler and initializer as INIT would (without running
     the initializer) and exits 0, or 1 with the INIT_ERROR payload on one stderr line after the
     marker. No protocol pipes are open."""
-    code_dir = os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
     try:
-        if code_dir not in sys.path:
-            sys.path.insert(0, code_dir)
-        spec = os.environ.get("NOSLATE_HANDLER")
-        if not spec:
-            raise HandlerNotFound("the function has no handler (the profile's \"handler\")")
-        load_function(code_dir, spec, HandlerNotFound)
-        init_spec = os.environ.get("NOSLATE_INITIALIZER")
-        if init_spec:
-            load_function(code_dir, init_spec, InitializerNotFound)
+        import_function_code()
     except BaseException as err:  # noqa: BLE001
         _STDERR.write("NOSLATE_CHECK_LOAD " + json.dumps(init_error_payload(err)) + "\n")
         _STDERR.flush()
