@@ -187,6 +187,12 @@ fn complete(text: &str) -> bool {
     let Some(end) = text.find("\r\n\r\n") else {
         return false;
     };
+    if text[..end]
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"))
+    {
+        return text[end..].ends_with("\r\n0\r\n\r\n");
+    }
     let length = text[..end]
         .lines()
         .find_map(|l| l.strip_prefix("content-length: "))
@@ -554,5 +560,143 @@ fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
     assert_eq!(
         h.server.supervisor.workers.get(key).map(|w| w.state),
         Some(WorkerState::Ready)
+    );
+}
+
+impl Harness {
+    /// A client whose invocation a ready worker of function 0 has taken: the client, its key,
+    /// the worker, the worker's output pipe (to answer on) and the stream id.
+    fn dispatched(&mut self) -> (TcpStream, Key, Key, mio::unix::pipe::Sender, u32) {
+        let (worker, out) = self.ready_worker(0);
+        let (mut client, key) = self.connect();
+        self.send(&mut client, key, INVOKE);
+        self.run_effects_but_scale();
+        let stream = self
+            .server
+            .supervisor
+            .workers
+            .get(worker)
+            .and_then(|w| w.streams.keys().next().copied())
+            .expect("a stream is open");
+        (client, key, worker, out, stream)
+    }
+
+    /// The worker sends `frames`; the loop reads them.
+    fn worker_sends(&mut self, worker: Key, out: &mut mio::unix::pipe::Sender, frames: &[u8]) {
+        out.write_all(frames).expect("worker output");
+        self.server.on_worker_readable(worker);
+    }
+}
+
+fn response_frames(stream: u32, body: &[u8]) -> Vec<u8> {
+    let mut frames = Vec::new();
+    let head = crate::wire::ResponseHead {
+        status: 200,
+        headers: vec![("content-type".into(), "text/plain".into())],
+    };
+    crate::wire::put_response_head(&mut frames, stream, false, &head).expect("head");
+    crate::wire::put_response_body(&mut frames, stream, true, body);
+    frames
+}
+
+#[test]
+fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key, worker, mut out, stream) = h.dispatched();
+    h.take_effects();
+    h.worker_sends(worker, &mut out, &response_frames(stream, b"ok"));
+    let effects = h.take_effects();
+    assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Dispatch(0)),
+        "the freed slot: {effects:?}"
+    );
+    assert_eq!(
+        h.server.supervisor.workers.get(worker).map(Worker::active),
+        Some(0)
+    );
+    for effect in effects {
+        h.server.run_effect(effect);
+    }
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\r\n2\r\nok\r\n"), "{answer}");
+    // Written whole: the invocation is no longer in flight.
+    assert_eq!(h.server.scheduler.inflight(), 0);
+}
+
+#[test]
+fn a_worker_error_frame_is_a_function_error_for_its_client_only() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key, worker, mut out, stream) = h.dispatched();
+    h.take_effects();
+    let mut frames = Vec::new();
+    let error = crate::wire::ErrorPayload {
+        error_type: "TypeError".into(),
+        error_message: "boom".into(),
+        stack_trace: Vec::new(),
+    };
+    crate::wire::put_response_error(&mut frames, stream, &error).expect("error frame");
+    h.worker_sends(worker, &mut out, &frames);
+    let effects = h.take_effects();
+    assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
+    assert!(effects.contains(&Effect::Dispatch(0)), "{effects:?}");
+    for effect in effects {
+        h.server.run_effect(effect);
+    }
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("x-fc-status: 404"), "{answer}");
+    assert!(answer.contains("\"errorType\":\"TypeError\""), "{answer}");
+    // The worker keeps serving.
+    assert_eq!(
+        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        Some(WorkerState::Ready)
+    );
+}
+
+#[test]
+fn frames_for_a_stream_that_is_not_open_are_ignored_and_the_open_one_completes() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, _key, worker, mut out, stream) = h.dispatched();
+    h.take_effects();
+    // A stream the runtime closed (a cancel the worker had not seen yet) may still get frames.
+    let mut frames = response_frames(stream + 1000, b"stray");
+    frames.extend(response_frames(stream, b"mine"));
+    h.worker_sends(worker, &mut out, &frames);
+    assert_eq!(
+        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        Some(WorkerState::Ready)
+    );
+    h.run_effects_but_scale();
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.contains("\r\nmine\r\n"), "{answer}");
+    assert!(!answer.contains("stray"), "{answer}");
+}
+
+#[test]
+fn a_reconfiguration_records_scale_and_dispatch_for_every_function_instead_of_launching() {
+    let mut h = harness(ONE_FUNCTION);
+    let profiles = format!(
+        r#"[{{"name": "hello", "runtime": "nodejs", "url": "{code}", "handler": "index.handler",
+            "signature": "s"}},
+           {{"name": "second", "runtime": "nodejs", "url": "{code}", "handler": "index.handler",
+            "signature": "s"}}]"#,
+        code = h.dir.join("code").display()
+    );
+    h.take_effects();
+    let answer = h
+        .server
+        .set_functions(profiles.as_bytes(), Some(h.dir.clone()))
+        .expect("a valid set");
+    assert_eq!(answer["added"], serde_json::json!(["second"]));
+    let effects = h.take_effects();
+    for function in [0, 1] {
+        assert!(effects.contains(&Effect::Scale(function)), "{effects:?}");
+        assert!(effects.contains(&Effect::Dispatch(function)), "{effects:?}");
+    }
+    assert!(
+        h.server.supervisor.workers.is_empty(),
+        "nothing launched inline"
     );
 }
