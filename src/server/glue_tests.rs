@@ -700,3 +700,28 @@ fn a_reconfiguration_records_scale_and_dispatch_for_every_function_instead_of_la
         "nothing launched inline"
     );
 }
+
+#[test]
+fn reaped_childrens_log_directories_wait_for_the_delay_and_never_pile_up_beyond_the_mark() {
+    let mut h = harness(ONE_FUNCTION);
+    let policy = crate::config::WorkerDefaults {
+        gc_log_delay_ms: 60_000,
+        gc_log_high_water_mark: 2,
+        ..crate::config::WorkerDefaults::default()
+    };
+    let dirs: Vec<PathBuf> = (0..3).map(|i| h.dir.join(format!("log/w{i}"))).collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        std::fs::create_dir_all(dir).expect("log dir");
+        let mut process = crate::turf::child::ChildProc::new(format!("w{i}"), 0);
+        process.log_dir = dir.clone();
+        h.server
+            .supervisor
+            .release_process(process, &mut h.server.timers, &policy);
+    }
+    // The oldest went at once (over the mark); the others wait for the delay.
+    assert!(!dirs[0].exists());
+    assert!(dirs[1].exists() && dirs[2].exists());
+    // A collection before the delay deletes nothing.
+    h.server.supervisor.collect_logs(&mut h.server.timers);
+    assert!(dirs[1].exists() && dirs[2].exists());
+}

@@ -14,6 +14,7 @@
 
 mod admin;
 mod bridge;
+mod children;
 mod client;
 mod conn;
 mod console;
@@ -676,6 +677,18 @@ impl Server {
         }
     }
 
+    /// Asks a child process to exit (`Supervisor::terminate`) within `turf.gracefulExitPeriodMs`.
+    fn terminate(&mut self, child: Child) {
+        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
+        self.supervisor.terminate(child, grace, &mut self.timers);
+    }
+
+    /// Cleans up after a reaped child process (`Supervisor::release_process`).
+    fn release_process(&mut self, process: crate::turf::child::ChildProc) {
+        self.supervisor
+            .release_process(process, &mut self.timers, &self.config.worker);
+    }
+
     /// Arms the scheduler tick if it is not armed.
     fn arm_sched_tick(&mut self) {
         if self.scheduler.claim_sched_tick() {
@@ -755,11 +768,11 @@ impl Server {
             match timer {
                 Timer::Request(client) => self.on_request_deadline(client),
                 Timer::WorkerInit(worker) => self.on_worker_init_timeout(worker),
-                Timer::Kill(child) => self.on_kill_timer(child),
+                Timer::Kill(child) => self.supervisor.grace_period_over(child),
                 Timer::CancelGrace { worker, stream } => self.on_cancel_grace(worker, stream),
                 Timer::SpawnRetry(function) => self.scale(function),
                 Timer::LimitPoll => self.on_limit_poll(),
-                Timer::LogGc => self.on_log_gc(),
+                Timer::LogGc => self.supervisor.collect_logs(&mut self.timers),
                 Timer::SchedTick => self.on_sched_tick(),
                 Timer::DrainTimeout(worker) => self.on_drain_timeout(worker),
                 Timer::SeedRetry(function) => self.on_seed_retry(function),

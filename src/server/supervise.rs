@@ -14,7 +14,6 @@ use crate::sched::capacity::LaunchBlock;
 use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
-use crate::turf::child::ChildProc;
 use crate::turf::spawn;
 use crate::turf::worker::{Worker, WorkerState};
 use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
@@ -627,49 +626,6 @@ impl Server {
         self.worker_gone(key, reason);
     }
 
-    /// Asks a child process (a worker, a seed or a spare) to exit: SIGTERM to its process
-    /// group now, and SIGKILL once `turf.gracefulExitPeriodMs` has passed, by a timer its
-    /// process record keeps (and that is cancelled if the child is reaped first).
-    pub(super) fn terminate(&mut self, child: Child) {
-        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
-        let Some(process) = self.supervisor.process_mut(child) else {
-            return;
-        };
-        if process.terminate() {
-            let timer = self
-                .timers
-                .schedule(Instant::now() + grace, Timer::Kill(child));
-            process.kill_timer = Some(timer);
-        }
-    }
-
-    /// A stopping child's grace period is over: SIGKILL its process group.
-    pub(super) fn on_kill_timer(&mut self, child: Child) {
-        if let Some(process) = self.supervisor.process_mut(child) {
-            process.kill_timer = None;
-            log::warn!(
-                "[turf {} pid={}] still running after turf.gracefulExitPeriodMs; killing",
-                process.id,
-                process.pid
-            );
-            process.kill();
-        }
-    }
-
-    /// Cleans up after a reaped child process: what is left of its group is killed, its kill
-    /// timer cancelled, its cgroup removed (or retried on the tick while its processes are
-    /// still dying) and its log directory queued for deletion.
-    pub(super) fn release_process(&mut self, process: ChildProc) {
-        let leftovers = process.release();
-        if let Some(timer) = leftovers.kill_timer {
-            self.timers.cancel(timer);
-        }
-        if let Some(busy) = leftovers.busy_cgroup {
-            self.supervisor.stale_cgroups.push(busy);
-        }
-        self.schedule_log_gc(leftovers.log_dir);
-    }
-
     /// Kills a worker's process group at once and fails its invocations with `reason`;
     /// `accounted` is the reason recorded in `resource_usage.log`.
     pub(super) fn kill_worker(&mut self, key: Key, reason: &str, accounted: ExitReason) {
@@ -909,50 +865,6 @@ impl Server {
         self.effects.push(Effect::Waiters);
     }
 
-    /// Queues an exited worker's log directory for deletion after `worker.gcLogDelay`; beyond
-    /// `worker.gcLogHighWaterMark` pending directories, the oldest go at once, so a crash loop
-    /// cannot fill the disk.
-    pub(super) fn schedule_log_gc(&mut self, dir: std::path::PathBuf) {
-        if dir.as_os_str().is_empty() {
-            return;
-        }
-        let delay = Duration::from_millis(self.config.worker.gc_log_delay_ms);
-        self.supervisor
-            .log_gc
-            .push_back((Instant::now() + delay, dir));
-        while self.supervisor.log_gc.len() > self.config.worker.gc_log_high_water_mark {
-            if let Some((_, oldest)) = self.supervisor.log_gc.pop_front() {
-                remove_log_dir(&oldest);
-            }
-        }
-        if !self.supervisor.log_gc_armed
-            && let Some((at, _)) = self.supervisor.log_gc.front()
-        {
-            self.supervisor.log_gc_armed = true;
-            self.timers.schedule(*at, Timer::LogGc);
-        }
-    }
-
-    /// Deletes the log directories that are due.
-    pub(super) fn on_log_gc(&mut self) {
-        self.supervisor.log_gc_armed = false;
-        let now = Instant::now();
-        while self
-            .supervisor
-            .log_gc
-            .front()
-            .is_some_and(|(at, _)| *at <= now)
-        {
-            if let Some((_, dir)) = self.supervisor.log_gc.pop_front() {
-                remove_log_dir(&dir);
-            }
-        }
-        if let Some((at, _)) = self.supervisor.log_gc.front() {
-            self.supervisor.log_gc_armed = true;
-            self.timers.schedule(*at, Timer::LogGc);
-        }
-    }
-
     /// Writes a worker's queued frames.
     pub(super) fn flush_worker(&mut self, key: Key) {
         let Some(worker) = self.supervisor.workers.get_mut(key) else {
@@ -979,16 +891,5 @@ impl Server {
         for process in self.supervisor.processes() {
             process.kill();
         }
-    }
-}
-
-fn remove_log_dir(dir: &std::path::Path) {
-    if let Err(err) = std::fs::remove_dir_all(dir)
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        log::warn!(
-            "[turf] cannot remove log directory {}: {err}",
-            dir.display()
-        );
     }
 }
