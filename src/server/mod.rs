@@ -419,7 +419,15 @@ impl Server {
                     Some(Source::WorkerOut(key)) => self.on_worker_readable(key),
                     Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
                     Some(Source::Seed(key)) => self.on_seed_readable(key),
-                    Some(Source::Spare(key)) => self.on_spare_readable(key),
+                    Some(Source::Spare(key)) => {
+                        let mut lp = spares::SpareLoop {
+                            registry: self.poll.registry(),
+                            timers: &mut self.timers,
+                            console: &mut self.console,
+                            config: &self.config,
+                        };
+                        self.supervisor.on_spare_readable(key, &mut lp);
+                    }
                     Some(Source::Output(key)) => {
                         self.console.on_readable(self.poll.registry(), key)
                     }
@@ -624,7 +632,13 @@ impl Server {
             return;
         }
         self.stop_all_seeds();
-        self.stop_all_spares();
+        let mut lp = spares::SpareLoop {
+            registry: self.poll.registry(),
+            timers: &mut self.timers,
+            console: &mut self.console,
+            config: &self.config,
+        };
+        self.supervisor.stop_all_spares(&mut lp);
         for key in self.supervisor.workers.keys() {
             self.stop_worker(key, "runtime stopping");
         }
@@ -675,6 +689,106 @@ impl Server {
             }
             admin::AdminAction::Refuse(err) => self.respond_error(client, &err, false),
         }
+    }
+
+    // ---- Spare Node.js workers (`spares` decides; the shapes come from the profiles) ----
+
+    /// The spare shape function `function`'s workers need, if they can take spares.
+    fn spare_shape_of(&self, function: usize) -> Option<crate::turf::spare::SpareShape> {
+        let f = &self.scheduler.functions[function];
+        if f.removed {
+            return None;
+        }
+        self.supervisor
+            .spare_shape(&f.profile, self.worker_limits(function), &self.config)
+    }
+
+    /// Brings the spares to `turf.spareWorkers` of the wanted shape, once the runtime serves
+    /// and its reserved workers have settled.
+    fn balance_spares(&mut self) {
+        if self.lifecycle.phase != Lifecycle::Running || !self.supervisor.background_started {
+            return;
+        }
+        let shapes: Vec<crate::turf::spare::SpareShape> = (0..self.scheduler.functions.len())
+            .filter_map(|i| self.spare_shape_of(i))
+            .collect();
+        let mut lp = spares::SpareLoop {
+            registry: self.poll.registry(),
+            timers: &mut self.timers,
+            console: &mut self.console,
+            config: &self.config,
+        };
+        self.supervisor.balance_spares(&shapes, &mut lp);
+    }
+
+    /// Hands a spare of the right shape to a scale-up of `function`. `None` when there is none
+    /// (the caller starts cold); otherwise whether a worker is coming.
+    fn take_spare(&mut self, function: usize, decided: Instant) -> Option<bool> {
+        let shape = self.spare_shape_of(function)?;
+        if self.supervisor.spare_pool.shape.as_ref() != Some(&shape) {
+            // A miss: spares follow the function that scaled up last.
+            self.supervisor.spare_pool.shape = Some(shape);
+            self.balance_spares();
+            return None;
+        }
+        let spare_key = self.supervisor.find_spare(&shape)?;
+        let (id, log_dir) = self.next_worker_id(function);
+        let f = &self.scheduler.functions[function];
+        let env = match self.supervisor.runtimes.launch_spec(&f.profile, &id) {
+            Ok(launch) => self.supervisor.with_platform_env(launch.env),
+            Err(_) => return None,
+        };
+        let cwd = f.profile.code_dir.clone();
+        let mut lp = spares::SpareLoop {
+            registry: self.poll.registry(),
+            timers: &mut self.timers,
+            console: &mut self.console,
+            config: &self.config,
+        };
+        let taken = self.supervisor.take_spare(spare_key, &mut lp)?;
+        let spares::TakenSpare {
+            mut spare,
+            to_worker,
+            from_worker,
+            was_ready,
+        } = taken;
+        let pid = spare.process.pid;
+        let log_dir = spares::move_log_dir(&spare.process.log_dir, log_dir);
+        let mut worker =
+            crate::turf::worker::Worker::new(id.clone(), function, pid, to_worker, from_worker);
+        worker.process.cgroup = spare.process.cgroup.take();
+        worker.enforcement = spare.enforcement.clone();
+        worker.polled = std::mem::take(&mut spare.polled);
+        worker.process.log_dir = log_dir;
+        worker.process.started_at = decided;
+        worker.from_spare = true;
+        worker.spare_init = Some(crate::turf::worker::SpareInit { env, cwd });
+        let key = self.install_worker(worker)?;
+        self.supervisor.spare_handed_over(&mut self.timers);
+        log::info!(
+            "[turf w={id} pid={pid}] taken from {} ({})",
+            spare.process.id,
+            if was_ready { "ready" } else { "still starting" }
+        );
+        if was_ready {
+            self.on_worker_ready(key, b"(spare)");
+            // INIT leaves now, before the refill forks and execs a new spare.
+            self.flush_worker(key);
+        }
+        Some(true)
+    }
+
+    /// A spare's pid was reaped.
+    fn on_spare_reaped(&mut self, key: Key, exit: &crate::sys::ExitKind) {
+        let mut lp = spares::SpareLoop {
+            registry: self.poll.registry(),
+            timers: &mut self.timers,
+            console: &mut self.console,
+            config: &self.config,
+        };
+        self.supervisor.spare_reaped(key, exit, &mut lp);
+        self.balance_spares();
+        self.effects.push(Effect::Waiters);
     }
 
     /// Asks a child process to exit (`Supervisor::terminate`) within `turf.gracefulExitPeriodMs`.
@@ -776,8 +890,14 @@ impl Server {
                 Timer::SchedTick => self.on_sched_tick(),
                 Timer::DrainTimeout(worker) => self.on_drain_timeout(worker),
                 Timer::SeedRetry(function) => self.on_seed_retry(function),
-                Timer::SpareRetry => self.on_spare_retry(),
-                Timer::SpareRefill => self.on_spare_refill(),
+                Timer::SpareRetry => {
+                    self.supervisor.spare_retry_fired();
+                    self.balance_spares();
+                }
+                Timer::SpareRefill => {
+                    self.supervisor.spare_refill_fired();
+                    self.balance_spares();
+                }
                 Timer::HeadTimeout(conn) => self.on_head_timeout(conn),
                 Timer::ConsoleRetry => {
                     self.console_retry_armed = false;

@@ -184,7 +184,7 @@ impl Server {
         spawn::SpawnSpec {
             program: &launch.program,
             args: launch.args.clone(),
-            env: self.with_platform_env(launch.env.clone()),
+            env: self.supervisor.with_platform_env(launch.env.clone()),
             cwd: &self.scheduler.functions[function].profile.code_dir,
             log_dir: log_dir.to_path_buf(),
             sandbox: spawn::SandboxPlan::build(
@@ -194,25 +194,6 @@ impl Server {
                 self.supervisor.isolation.as_ref(),
             ),
         }
-    }
-
-    /// A launch environment plus the platform's variables, then what the worker inherits
-    /// from the runtime's (`turf.inheritEnv`); the function's own win, then the platform's.
-    pub(super) fn with_platform_env(
-        &self,
-        mut env: Vec<(String, String)>,
-    ) -> Vec<(String, String)> {
-        let lower = self
-            .supervisor
-            .platform_env
-            .iter()
-            .chain(&self.supervisor.inherited_env);
-        for (key, value) in lower {
-            if !env.iter().any(|(k, _)| k == key) {
-                env.push((key.clone(), value.clone()));
-            }
-        }
-        env
     }
 
     /// Starts one worker: forked from the function's warm seed when it has a ready one, else

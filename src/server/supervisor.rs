@@ -73,6 +73,20 @@ impl Supervisor {
         }
     }
 
+    /// A launch environment plus the platform's variables, then what the worker inherits
+    /// from the runtime's (`turf.inheritEnv`); the function's own win, then the platform's.
+    pub(super) fn with_platform_env(
+        &self,
+        mut env: Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
+        for (key, value) in self.platform_env.iter().chain(&self.inherited_env) {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.clone(), value.clone()));
+            }
+        }
+        env
+    }
+
     /// What the scheduler's tick needs to know of `workers`.
     pub(super) fn snapshots(&self, workers: &[Key]) -> Vec<WorkerSnapshot> {
         workers
