@@ -261,7 +261,8 @@ fn body_kind(
 }
 
 /// The single `Content-Length` value, if any. Repeated fields or list elements are accepted only
-/// when they all agree (RFC 9112 §6.3 item 5).
+/// when they all agree, as HTTP/1.1 allows; any disagreement is an invalid length (two parties
+/// reading two different lengths is how requests are smuggled).
 fn content_length(headers: &[(String, String)]) -> Result<Option<u64>, HttpError> {
     let mut found = None;
     for value in values(headers, "content-length") {
