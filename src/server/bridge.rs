@@ -487,7 +487,8 @@ impl Server {
         }
         // The freed slot takes the next queued request once this event is handled.
         self.effects.push(Effect::Dispatch(function));
-        self.retire_if_removed(function);
+        self.scheduler
+            .retire_if_removed(function, &self.supervisor.workers, &mut self.effects);
     }
 
     /// Tells the worker to abandon a stream; it must send its terminal frame within the cancel

@@ -9,6 +9,7 @@
 //! iteration makes for a worker leave in one `write`. Work recorded while flushing runs before
 //! the remaining flushes.
 
+use super::reconfig::Retirement;
 use crate::reactor::slab::Key;
 use crate::turf::worker::ConnRef;
 
@@ -29,6 +30,20 @@ pub(super) enum Effect {
         /// The invocation.
         client: ConnRef,
     },
+    /// A worker leaves because the profiles changed: a starting one is stopped, a ready one
+    /// drained.
+    Retire {
+        /// The worker.
+        worker: Key,
+        /// Why it leaves.
+        why: Retirement,
+    },
+    /// A function's warm seed follows it: started with it, replaced with its code, stopped
+    /// when it is removed.
+    FollowSeed(usize),
+    /// The functions or their environment changed: the spare pool follows the shapes they
+    /// need.
+    BalanceSpares,
     /// Workers came or went: start the background workers (seeds, spares) once the
     /// reservation has settled, and answer `/initialize` and `/pre-stop` waiters that can be.
     Waiters,

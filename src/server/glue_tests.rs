@@ -725,3 +725,131 @@ fn reaped_childrens_log_directories_wait_for_the_delay_and_never_pile_up_beyond_
     h.server.supervisor.collect_logs(&mut h.server.timers);
     assert!(dirs[1].exists() && dirs[2].exists());
 }
+
+fn profile_set(h: &Harness, names: &[&str], handler: &str) -> String {
+    let items: Vec<String> = names
+        .iter()
+        .map(|name| {
+            format!(
+                r#"{{"name": "{name}", "runtime": "nodejs", "url": "{code}",
+                    "handler": "{handler}", "signature": "s"}}"#,
+                code = h.dir.join("code").display()
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+#[test]
+fn removing_a_function_records_its_workers_retirement_and_its_seed_instead_of_stopping_inline() {
+    let mut h = harness(ONE_FUNCTION);
+    let both = profile_set(&h, &["hello", "gone"], "index.handler");
+    h.server
+        .set_functions(both.as_bytes(), Some(h.dir.clone()))
+        .expect("a valid set");
+    let (worker, _out) = h.ready_worker(1);
+    h.server.scheduler.functions[1].pool.workers.push(worker);
+    h.take_effects();
+    let set = profile_set(&h, &["hello"], "index.handler");
+    let answer = h
+        .server
+        .set_functions(set.as_bytes(), Some(h.dir.clone()))
+        .expect("a valid set");
+    assert_eq!(answer["removed"], serde_json::json!(["gone"]));
+    let effects = h.take_effects();
+    let retire = Effect::Retire {
+        worker,
+        why: super::reconfig::Retirement::FunctionRemoved,
+    };
+    assert!(effects.contains(&retire), "{effects:?}");
+    assert!(effects.contains(&Effect::FollowSeed(1)), "{effects:?}");
+    assert!(!effects.contains(&Effect::Scale(1)), "{effects:?}");
+    assert!(effects.contains(&Effect::BalanceSpares), "{effects:?}");
+    // Recorded, not done: the worker still serves until the effect runs.
+    assert_eq!(
+        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        Some(WorkerState::Ready)
+    );
+    h.server.run_effect(retire);
+    assert_eq!(
+        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        Some(WorkerState::Stopping),
+        "a ready worker with nothing in flight drains straight to a stop"
+    );
+}
+
+#[test]
+fn a_code_change_rolls_a_new_generation_and_retires_the_old_once_it_is_ready() {
+    let mut h = harness(ONE_FUNCTION);
+    let (old, _out) = h.ready_worker(0);
+    h.server.scheduler.functions[0].pool.workers.push(old);
+    h.take_effects();
+    let set = profile_set(&h, &["hello"], "index.other");
+    let answer = h
+        .server
+        .set_functions(set.as_bytes(), Some(h.dir.clone()))
+        .expect("a valid set");
+    assert_eq!(answer["restarted"], serde_json::json!(["hello"]));
+    let effects = h.take_effects();
+    assert!(effects.contains(&Effect::Scale(0)), "{effects:?}");
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Retire { .. })),
+        "the old generation serves until a new worker is ready: {effects:?}"
+    );
+    // A worker of the new generation becomes ready: the old one is retired.
+    let (new, _out2) = h.ready_worker(0);
+    if let Some(w) = h.server.supervisor.workers.get_mut(new) {
+        w.generation = h.server.scheduler.functions[0].generation;
+    }
+    h.server.scheduler.functions[0].pool.workers.push(new);
+    h.server
+        .scheduler
+        .check_rollout(0, &h.server.supervisor.workers, &mut h.server.effects);
+    let effects = h.take_effects();
+    assert_eq!(
+        effects,
+        [Effect::Retire {
+            worker: old,
+            why: super::reconfig::Retirement::NewGeneration
+        }]
+    );
+}
+
+#[test]
+fn set_and_remove_cycles_reuse_retired_function_records() {
+    let mut h = harness(ONE_FUNCTION);
+    for round in 0..20 {
+        let name = format!("extra{round}");
+        let with = profile_set(&h, &["hello", &name], "index.handler");
+        h.server
+            .set_functions(with.as_bytes(), Some(h.dir.clone()))
+            .expect("add");
+        let without = profile_set(&h, &["hello"], "index.handler");
+        h.server
+            .set_functions(without.as_bytes(), Some(h.dir.clone()))
+            .expect("remove");
+        h.take_effects();
+    }
+    assert!(
+        h.server.scheduler.functions.len() <= 2,
+        "{} function records after 20 cycles",
+        h.server.scheduler.functions.len()
+    );
+}
+
+#[test]
+fn an_invalid_profile_set_changes_nothing_and_records_no_work() {
+    let mut h = harness(ONE_FUNCTION);
+    h.take_effects();
+    let err = h
+        .server
+        .set_functions(
+            br#"[{"name": "x", "runtime": "cobol"}]"#,
+            Some(h.dir.clone()),
+        )
+        .expect_err("invalid");
+    assert_eq!(err.status, 400);
+    assert_eq!(err.error_type, "InvalidProfiles");
+    assert!(h.take_effects().is_empty());
+    assert_eq!(h.server.scheduler.functions.len(), 1);
+}

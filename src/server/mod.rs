@@ -691,6 +691,95 @@ impl Server {
         }
     }
 
+    // ---- Live reconfiguration (`reconfig` validates; the scheduler applies) ----
+
+    /// Handles an admin request whose body has been collected: a profile set, services or
+    /// the platform environment.
+    fn on_admin_body(&mut self, client: ConnRef) {
+        let Some(req) = self.request_mut(client) else {
+            return;
+        };
+        let body = std::mem::take(&mut req.collected);
+        let route = req.admin.clone();
+        let base_dir = req
+            .head
+            .as_ref()
+            .and_then(|h| h.header("x-noslate-base-dir"))
+            .map(PathBuf::from);
+        let result = match route {
+            Some(crate::admin::Route::SetFunctions) => self.set_functions(&body, base_dir),
+            Some(crate::admin::Route::SetServices) => {
+                self.scheduler.set_services(&body, &self.config)
+            }
+            Some(crate::admin::Route::SetEnv) => self.set_platform_env(&body),
+            _ => return,
+        };
+        match result {
+            Ok(answer) => self.respond_json(client, 200, &[], answer.to_string().as_bytes()),
+            Err(err) => self.respond_error(client, &err, false),
+        }
+    }
+
+    /// `PUT /v1/functions`: validates a whole profile set, resolves the interpreters its
+    /// functions need (an unsupported runtime rejects the set; a missing interpreter fails only
+    /// that function's requests, as at start-up), and applies it.
+    fn set_functions(
+        &mut self,
+        body: &[u8],
+        base_dir: Option<PathBuf>,
+    ) -> Result<serde_json::Value, InvokeError> {
+        let set = reconfig::FunctionSet::parse(body, base_dir, &self.config)?;
+        self.supervisor
+            .runtimes
+            .ensure(set.profiles())
+            .map_err(|why| InvokeError::new(400, "InvalidProfiles", why))?;
+        let in_use = self.functions_in_use();
+        self.scheduler.apply_functions(
+            set,
+            &self.config,
+            &self.supervisor.workers,
+            &in_use,
+            &mut self.effects,
+        )
+    }
+
+    /// Which function records a worker, a seed or a request still refers to.
+    fn functions_in_use(&self) -> Vec<bool> {
+        let mut in_use = vec![false; self.scheduler.functions.len()];
+        let workers = self.supervisor.workers.iter().map(|w| w.function);
+        let seeds = self.supervisor.seeds.iter().map(|s| s.function);
+        let requests = (self.front.conns.iter()).filter_map(|c| c.req.as_ref()?.function);
+        for index in workers.chain(seeds).chain(requests) {
+            if let Some(slot) = in_use.get_mut(index) {
+                *slot = true;
+            }
+        }
+        in_use
+    }
+
+    /// `PUT /v1/env`: replaces the platform environment variables; every function rolls to new
+    /// workers, which get them.
+    fn set_platform_env(&mut self, body: &[u8]) -> Result<serde_json::Value, InvokeError> {
+        let env = reconfig::parse_platform_env(body)?;
+        if env == self.supervisor.platform_env {
+            return Ok(serde_json::json!({ "changed": false }));
+        }
+        self.supervisor.platform_env = env;
+        self.scheduler
+            .roll_all(&self.supervisor.workers, &mut self.effects);
+        Ok(serde_json::json!({ "changed": true }))
+    }
+
+    /// A worker leaves because the profiles changed: stopped while it starts, drained once
+    /// ready.
+    fn retire_worker(&mut self, key: Key, why: reconfig::Retirement) {
+        match self.supervisor.workers.get(key).map(|w| w.state) {
+            Some(state) if state.is_starting() => self.stop_worker(key, why.reason()),
+            Some(crate::turf::worker::WorkerState::Ready) => self.drain_worker(key, why.reason()),
+            _ => {}
+        }
+    }
+
     // ---- Spare Node.js workers (`spares` decides; the shapes come from the profiles) ----
 
     /// The spare shape function `function`'s workers need, if they can take spares.
@@ -934,6 +1023,9 @@ impl Server {
                     self.respond_error(client, &err, true);
                 }
             }
+            Effect::Retire { worker, why } => self.retire_worker(worker, why),
+            Effect::FollowSeed(function) => self.ensure_seed(function),
+            Effect::BalanceSpares => self.balance_spares(),
             Effect::Waiters => {
                 self.maybe_start_background();
                 self.answer_init_waiters();

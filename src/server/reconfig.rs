@@ -15,11 +15,12 @@
 //!   workers are drained.
 
 use super::client::InvokeError;
-use super::effects::Effect;
-use super::{Function, Server};
-use crate::config::{self, FunctionProfile, ServiceKind};
+use super::effects::{Effect, Effects};
+use super::scheduler::{Function, Scheduler};
+use crate::config::{self, FunctionProfile, ServiceKind, ServiceProfile, SystemConfig};
+use crate::reactor::slab::Slab;
 use crate::sched::ratelimit::apply_rate_limit;
-use crate::turf::worker::{ConnRef, WorkerState};
+use crate::turf::worker::{Worker, WorkerState};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,14 +43,24 @@ fn bad_request(error_type: &str, message: impl Into<String>) -> InvokeError {
     InvokeError::new(400, error_type, message)
 }
 
-impl Server {
-    /// `PUT /v1/functions`: validates and applies a whole profile set. `base_dir` resolves
-    /// relative code urls (the CLI sends its file's directory).
-    pub(super) fn set_functions(
-        &mut self,
+/// A function profile set that passed validation, ready to apply.
+pub(super) struct FunctionSet {
+    profiles: Vec<FunctionProfile>,
+    services: Vec<ServiceProfile>,
+    /// The functions as written (answered by `GET /v1/functions`).
+    raw_functions: Vec<Value>,
+    /// The services as written, when the set replaces them.
+    raw_services: Option<Vec<Value>>,
+}
+
+impl FunctionSet {
+    /// Parses and validates `PUT /v1/functions`'s body. `base_dir` resolves relative code urls
+    /// (the CLI sends its file's directory).
+    pub(super) fn parse(
         body: &[u8],
         base_dir: Option<PathBuf>,
-    ) -> Result<Value, InvokeError> {
+        config: &SystemConfig,
+    ) -> Result<FunctionSet, InvokeError> {
         let text = std::str::from_utf8(body)
             .map_err(|_| bad_request("InvalidProfiles", "the profile set is not UTF-8"))?;
         let doc: Value = serde_json::from_str(text).map_err(|e| {
@@ -61,40 +72,81 @@ impl Server {
         let base = base_dir
             .or_else(|| std::env::current_dir().ok())
             .unwrap_or_else(|| PathBuf::from("/"));
-        let set = config::parse_functions(text, &base, &self.config).map_err(|problems| {
+        let set = config::parse_functions(text, &base, config).map_err(|problems| {
             let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
             let mut err = bad_request("InvalidProfiles", lines.join("; "));
             err.stack = Some(lines);
             err
         })?;
-        // Interpreters a new function needs are resolved now; an unsupported runtime rejects
-        // the set, a missing interpreter fails only that function's requests (as at start-up).
-        self.supervisor
-            .runtimes
-            .ensure(&set.functions)
-            .map_err(|why| bad_request("InvalidProfiles", why))?;
         if set.functions.is_empty() {
             return Err(bad_request(
                 "InvalidProfiles",
                 "the set has no functions; a runtime needs at least one",
             ));
         }
-        let (raw_functions, raw_services) = match &doc {
-            Value::Array(items) => (items.clone(), None),
-            other => (
-                other
-                    .get("functions")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-                other.get("services").and_then(Value::as_array).cloned(),
-            ),
+        let (raw_functions, raw_services) = match doc {
+            Value::Array(items) => (items, None),
+            mut other => {
+                let functions = match other.get_mut("functions").map(Value::take) {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                };
+                let services = match other.get_mut("services").map(Value::take) {
+                    Some(Value::Array(items)) => Some(items),
+                    _ => None,
+                };
+                (functions, services)
+            }
         };
+        Ok(FunctionSet {
+            profiles: set.functions,
+            services: set.services,
+            raw_functions,
+            raw_services,
+        })
+    }
+
+    /// The profiles, for resolving their interpreters before the set is applied.
+    pub(super) fn profiles(&self) -> &[FunctionProfile] {
+        &self.profiles
+    }
+}
+
+/// Why a worker leaves when the profiles change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retirement {
+    /// Its function's code or resources changed and a new generation is ready.
+    NewGeneration,
+    /// Its function left the profile set.
+    FunctionRemoved,
+}
+
+impl Retirement {
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Retirement::NewGeneration => "replaced by a new generation",
+            Retirement::FunctionRemoved => "function removed",
+        }
+    }
+}
+
+impl Scheduler {
+    /// Applies a validated profile set. `in_use` says which function records something still
+    /// refers to (a worker, a seed, a request), so that a removed one is reused only when
+    /// nothing does. Workers to retire and functions to re-plan are recorded in `effects`.
+    pub(super) fn apply_functions(
+        &mut self,
+        set: FunctionSet,
+        config: &SystemConfig,
+        workers: &Slab<Worker>,
+        in_use: &[bool],
+        effects: &mut Effects,
+    ) -> Result<Value, InvokeError> {
         // Services that stay must still point at functions that exist.
-        if raw_services.is_none() {
-            for service in &self.scheduler.services {
+        if set.raw_services.is_none() {
+            for service in &self.services {
                 for target in service_targets(&service.kind) {
-                    if !set.functions.iter().any(|f| f.name == target) {
+                    if !set.profiles.iter().any(|f| f.name == target) {
                         return Err(bad_request(
                             "InvalidProfiles",
                             format!(
@@ -109,18 +161,18 @@ impl Server {
         }
 
         let now = Instant::now();
-        let use_ema = self.config.control_plane.use_ema_scaling;
+        let use_ema = config.control_plane.use_ema_scaling;
         let mut restarted = Vec::new();
         let mut updated = Vec::new();
         let mut added = Vec::new();
-        for profile in set.functions {
+        for profile in set.profiles {
             let name = profile.name.clone();
-            match self.scheduler.by_name.get(&name).copied() {
+            match self.by_name.get(&name).copied() {
                 Some(index) => {
-                    let f = &mut self.scheduler.functions[index];
+                    let f = &mut self.functions[index];
                     if needs_restart(&f.profile, &profile) {
                         restarted.push(name);
-                        self.begin_rollout(index, profile);
+                        self.begin_rollout(index, profile, workers, effects);
                     } else {
                         apply_rate_limit(&mut f.bucket, profile.rate_limit.as_ref(), now);
                         f.profile = profile;
@@ -129,54 +181,57 @@ impl Server {
                 }
                 None => {
                     let function = Function::new(profile, use_ema, now);
-                    let index = match self.retired_function() {
+                    let index = match self.retired_function(in_use) {
                         Some(index) => {
-                            self.scheduler.functions[index] = function;
+                            self.functions[index] = function;
                             index
                         }
                         None => {
-                            self.scheduler.functions.push(function);
-                            self.scheduler.functions.len() - 1
+                            self.functions.push(function);
+                            self.functions.len() - 1
                         }
                     };
-                    self.scheduler.by_name.insert(name.clone(), index);
+                    self.by_name.insert(name.clone(), index);
                     added.push(name);
                 }
             }
         }
-        let keep: Vec<String> = raw_functions
+        let keep: Vec<&str> = set
+            .raw_functions
             .iter()
-            .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|f| f.get("name").and_then(Value::as_str))
+            .collect();
+        let gone: Vec<(String, usize)> = self
+            .by_name
+            .iter()
+            .filter(|(name, _)| !keep.contains(&name.as_str()))
+            .map(|(name, &index)| (name.clone(), index))
             .collect();
         let mut removed = Vec::new();
-        for (name, index) in self.scheduler.by_name.clone() {
-            if !keep.contains(&name) {
-                self.scheduler.by_name.remove(&name);
-                self.scheduler.functions[index].removed = true;
-                removed.push(name);
-                self.retire_if_removed(index);
-                self.ensure_seed(index);
-            }
+        for (name, index) in gone {
+            self.by_name.remove(&name);
+            self.functions[index].removed = true;
+            removed.push(name);
+            self.retire_if_removed(index, workers, effects);
+            effects.push(Effect::FollowSeed(index));
         }
-        if let Some(services) = raw_services {
-            self.scheduler.services = set.services;
-            self.scheduler.raw_services = services;
+        if let Some(services) = set.raw_services {
+            self.services = set.services;
+            self.raw_services = services;
         }
-        self.scheduler.raw_functions = raw_functions;
-        self.scheduler.default_function = match &self.config.default_function {
-            Some(name) => self.scheduler.by_name.get(name).copied(),
-            None if self.scheduler.by_name.len() == 1 => {
-                self.scheduler.by_name.values().next().copied()
-            }
+        self.raw_functions = set.raw_functions;
+        self.default_function = match &config.default_function {
+            Some(name) => self.by_name.get(name).copied(),
+            None if self.by_name.len() == 1 => self.by_name.values().next().copied(),
             None => None,
         };
-        for index in 0..self.scheduler.functions.len() {
-            if !self.scheduler.functions[index].removed {
-                self.effects.push(Effect::Scale(index));
-                self.effects.push(Effect::Dispatch(index));
+        for index in 0..self.functions.len() {
+            if !self.functions[index].removed {
+                effects.push(Effect::Scale(index));
+                effects.push(Effect::Dispatch(index));
             }
         }
-        self.balance_spares();
+        effects.push(Effect::BalanceSpares);
         for list in [&mut restarted, &mut updated, &mut added, &mut removed] {
             list.sort();
         }
@@ -194,20 +249,25 @@ impl Server {
 
     /// Starts a new generation of workers for changed code or resources; the old workers keep
     /// serving until enough new ones are ready.
-    fn begin_rollout(&mut self, index: usize, profile: FunctionProfile) {
+    fn begin_rollout(
+        &mut self,
+        index: usize,
+        profile: FunctionProfile,
+        workers: &Slab<Worker>,
+        effects: &mut Effects,
+    ) {
         let now = Instant::now();
-        let old_ready = self.scheduler.functions[index]
+        let f = &mut self.functions[index];
+        let old_ready = f
             .pool
             .workers
             .iter()
             .filter(|&&k| {
-                self.supervisor
-                    .workers
+                workers
                     .get(k)
                     .is_some_and(|w| w.state == WorkerState::Ready)
             })
             .count();
-        let f = &mut self.scheduler.functions[index];
         apply_rate_limit(&mut f.bucket, profile.rate_limit.as_ref(), now);
         let reservation = usize::try_from(profile.worker.reservation_count).unwrap_or(0);
         let limit = usize::try_from(profile.worker.replica_count_limit).unwrap_or(usize::MAX);
@@ -217,21 +277,25 @@ impl Server {
         // A fresh generation starts with a clean slate of start-up failures.
         f.pool.record_stable();
         f.pool.record_initialized();
-        self.check_rollout(index);
+        self.check_rollout(index, workers, effects);
     }
 
-    /// Drains the previous generation once the current one has enough ready workers (or when
+    /// Retires the previous generation once the current one has enough ready workers (or when
     /// the function needs none).
-    pub(super) fn check_rollout(&mut self, index: usize) {
-        let generation = self.scheduler.functions[index].generation;
-        let target = self.scheduler.functions[index].rollout_target;
+    pub(super) fn check_rollout(
+        &mut self,
+        index: usize,
+        workers: &Slab<Worker>,
+        effects: &mut Effects,
+    ) {
+        let f = &mut self.functions[index];
         let mut current_ready = 0;
         let mut outdated = Vec::new();
-        for &key in &self.scheduler.functions[index].pool.workers {
-            let Some(w) = self.supervisor.workers.get(key) else {
+        for &key in &f.pool.workers {
+            let Some(w) = workers.get(key) else {
                 continue;
             };
-            if w.generation == generation {
+            if w.generation == f.generation {
                 if w.state == WorkerState::Ready {
                     current_ready += 1;
                 }
@@ -239,21 +303,15 @@ impl Server {
                 outdated.push(key);
             }
         }
-        if outdated.is_empty() || current_ready < target {
+        if outdated.is_empty() || current_ready < f.rollout_target {
             return;
         }
-        self.scheduler.functions[index].rollout_target = 0;
-        for key in outdated {
-            if self
-                .supervisor
-                .workers
-                .get(key)
-                .is_some_and(|w| w.state.is_starting())
-            {
-                self.stop_worker(key, "replaced by a new generation");
-            } else {
-                self.drain_worker(key, "replaced by a new generation");
-            }
+        f.rollout_target = 0;
+        for worker in outdated {
+            effects.push(Effect::Retire {
+                worker,
+                why: Retirement::NewGeneration,
+            });
         }
     }
 
@@ -262,42 +320,48 @@ impl Server {
     /// add-remove cycle over the admin socket would keep a record for ever. A timer still
     /// armed for the old function (a start or seed retry) only makes the new one re-check its
     /// pool early, which is harmless.
-    fn retired_function(&self) -> Option<usize> {
-        (0..self.scheduler.functions.len()).find(|&index| {
-            let f = &self.scheduler.functions[index];
+    fn retired_function(&self, in_use: &[bool]) -> Option<usize> {
+        (0..self.functions.len()).find(|&index| {
+            let f = &self.functions[index];
             f.removed
                 && f.pool.workers.is_empty()
                 && f.pool.queue.is_empty()
                 && f.seed.key.is_none()
-                && !self.supervisor.workers.iter().any(|w| w.function == index)
-                && !self.supervisor.seeds.iter().any(|s| s.function == index)
-                && !self
-                    .front
-                    .conns
-                    .iter()
-                    .any(|c| c.req.as_ref().is_some_and(|r| r.function == Some(index)))
+                && !in_use.get(index).copied().unwrap_or(false)
         })
     }
 
-    /// A removed function drains its workers once its queue is empty.
-    pub(super) fn retire_if_removed(&mut self, index: usize) {
-        if !self.scheduler.functions[index].removed
-            || !self.scheduler.functions[index].pool.queue.is_empty()
-        {
+    /// A removed function retires its workers once its queue is empty.
+    pub(super) fn retire_if_removed(
+        &mut self,
+        index: usize,
+        workers: &Slab<Worker>,
+        effects: &mut Effects,
+    ) {
+        let f = &self.functions[index];
+        if !f.removed || !f.pool.queue.is_empty() {
             return;
         }
-        for key in self.scheduler.functions[index].pool.workers.clone() {
-            match self.supervisor.workers.get(key).map(|w| w.state) {
-                Some(WorkerState::Ready) => self.drain_worker(key, "function removed"),
-                Some(s) if s.is_starting() => self.stop_worker(key, "function removed"),
-                _ => {}
+        for &worker in &f.pool.workers {
+            if workers
+                .get(worker)
+                .is_some_and(|w| w.state <= WorkerState::Ready)
+            {
+                effects.push(Effect::Retire {
+                    worker,
+                    why: Retirement::FunctionRemoved,
+                });
             }
         }
     }
 
     /// `PUT /v1/services`: validates the services against the current functions and replaces
     /// them.
-    pub(super) fn set_services(&mut self, body: &[u8]) -> Result<Value, InvokeError> {
+    pub(super) fn set_services(
+        &mut self,
+        body: &[u8],
+        config: &SystemConfig,
+    ) -> Result<Value, InvokeError> {
         let services: Value = serde_json::from_slice(body).map_err(|e| {
             bad_request(
                 "InvalidServices",
@@ -323,97 +387,74 @@ impl Server {
             }
         };
         // Validate with the profile parser, against the current functions.
-        let doc = json!({ "functions": self.scheduler.raw_functions, "services": items });
+        let doc = json!({ "functions": self.raw_functions, "services": items });
         let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let set =
-            config::parse_functions(&doc.to_string(), &base, &self.config).map_err(|problems| {
-                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                let mut err = bad_request("InvalidServices", lines.join("; "));
-                err.stack = Some(lines);
-                err
-            })?;
-        self.scheduler.services = set.services;
-        self.scheduler.raw_services = items;
-        Ok(json!({ "services": self.scheduler.services.len() }))
-    }
-
-    /// `PUT /v1/env`: replaces the platform environment variables. Running workers cannot
-    /// change their environment, so every function rolls to new workers.
-    pub(super) fn set_platform_env(&mut self, body: &[u8]) -> Result<Value, InvokeError> {
-        let map: serde_json::Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
-            bad_request(
-                "InvalidEnvironment",
-                format!("expected a JSON object of string values: {e}"),
-            )
+        let set = config::parse_functions(&doc.to_string(), &base, config).map_err(|problems| {
+            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            let mut err = bad_request("InvalidServices", lines.join("; "));
+            err.stack = Some(lines);
+            err
         })?;
-        let mut env = Vec::with_capacity(map.len());
-        let mut problems = Vec::new();
-        for (key, value) in map {
-            let valid_name = key
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid_name {
-                problems.push(format!("{key}: not a valid environment variable name"));
-            } else if key.starts_with("NOSLATE_")
-                || key.starts_with("NOSLATED_")
-                || key.starts_with("FC_")
-            {
-                problems.push(format!(
-                    "{key}: NOSLATE_*, NOSLATED_* and FC_* are reserved"
-                ));
-            }
-            match value {
-                Value::String(v) if !v.contains('\0') => env.push((key, v)),
-                _ => problems.push(format!("{key}: the value must be a string without NUL")),
-            }
-        }
-        if !problems.is_empty() {
-            let mut err = bad_request("InvalidEnvironment", problems.join("; "));
-            err.stack = Some(problems);
-            return Err(err);
-        }
-        env.sort();
-        if env == self.supervisor.platform_env {
-            return Ok(json!({ "changed": false }));
-        }
-        self.supervisor.platform_env = env;
-        let live: Vec<usize> = (0..self.scheduler.functions.len())
-            .filter(|&i| !self.scheduler.functions[i].removed)
-            .collect();
-        for index in live {
-            let profile = self.scheduler.functions[index].profile.clone();
-            self.begin_rollout(index, profile);
-            self.effects.push(Effect::Scale(index));
-        }
-        self.balance_spares();
-        Ok(json!({ "changed": true }))
+        self.services = set.services;
+        self.raw_services = items;
+        Ok(json!({ "services": self.services.len() }))
     }
 
-    /// Handles an admin request whose body has been collected.
-    pub(super) fn on_admin_body(&mut self, client: ConnRef) {
-        let Some(req) = self.request_mut(client) else {
-            return;
-        };
-        let body = std::mem::take(&mut req.collected);
-        let route = req.admin.clone();
-        let base_dir = req
-            .head
-            .as_ref()
-            .and_then(|h| h.header("x-noslate-base-dir"))
-            .map(PathBuf::from);
-        let result = match route {
-            Some(crate::admin::Route::SetFunctions) => self.set_functions(&body, base_dir),
-            Some(crate::admin::Route::SetServices) => self.set_services(&body),
-            Some(crate::admin::Route::SetEnv) => self.set_platform_env(&body),
-            _ => return,
-        };
-        match result {
-            Ok(answer) => self.respond_json(client, 200, &[], answer.to_string().as_bytes()),
-            Err(err) => self.respond_error(client, &err, false),
+    /// Every live function rolls to new workers: running workers cannot change their
+    /// environment, and the platform's has changed.
+    pub(super) fn roll_all(&mut self, workers: &Slab<Worker>, effects: &mut Effects) {
+        for index in 0..self.functions.len() {
+            if self.functions[index].removed {
+                continue;
+            }
+            let profile = self.functions[index].profile.clone();
+            self.begin_rollout(index, profile, workers, effects);
+            effects.push(Effect::Scale(index));
+        }
+        effects.push(Effect::BalanceSpares);
+    }
+}
+
+/// `PUT /v1/env`'s body: the platform environment variables, sorted, with Noslate's checks
+/// (valid names, none of the reserved prefixes, string values without NUL), every problem
+/// reported at once.
+pub(super) fn parse_platform_env(body: &[u8]) -> Result<Vec<(String, String)>, InvokeError> {
+    let map: serde_json::Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
+        bad_request(
+            "InvalidEnvironment",
+            format!("expected a JSON object of string values: {e}"),
+        )
+    })?;
+    let mut env = Vec::with_capacity(map.len());
+    let mut problems = Vec::new();
+    for (key, value) in map {
+        let valid_name = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            problems.push(format!("{key}: not a valid environment variable name"));
+        } else if key.starts_with("NOSLATE_")
+            || key.starts_with("NOSLATED_")
+            || key.starts_with("FC_")
+        {
+            problems.push(format!(
+                "{key}: NOSLATE_*, NOSLATED_* and FC_* are reserved"
+            ));
+        }
+        match value {
+            Value::String(v) if !v.contains('\0') => env.push((key, v)),
+            _ => problems.push(format!("{key}: the value must be a string without NUL")),
         }
     }
+    if !problems.is_empty() {
+        let mut err = bad_request("InvalidEnvironment", problems.join("; "));
+        err.stack = Some(problems);
+        return Err(err);
+    }
+    env.sort();
+    Ok(env)
 }
 
 fn service_targets(kind: &ServiceKind) -> Vec<&str> {

@@ -425,7 +425,8 @@ impl Server {
             worker.process.started_at.elapsed().as_secs_f64() * 1000.0
         );
         self.scheduler.functions[function].pool.record_initialized();
-        self.check_rollout(function);
+        self.scheduler
+            .check_rollout(function, &self.supervisor.workers, &mut self.effects);
         self.effects.push(Effect::Dispatch(function));
         self.effects.push(Effect::Waiters);
     }
