@@ -26,8 +26,6 @@ pub struct Pool {
     pub workers: Vec<Key>,
     /// Requests waiting for a worker, oldest first.
     pub queue: VecDeque<ConnRef>,
-    /// Number used for the next worker's id.
-    pub next_worker_no: u64,
     /// Consecutive failed starts; reset by a successful one.
     pub start_failures: u32,
     /// No launches before this instant: the start back-off.
@@ -50,7 +48,6 @@ impl Pool {
         Pool {
             workers: Vec::new(),
             queue: VecDeque::new(),
-            next_worker_no: 0,
             start_failures: 0,
             backoff_until: None,
             last_start_error: None,

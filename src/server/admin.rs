@@ -110,9 +110,11 @@ impl AdminView<'_> {
     }
 
     /// A function's warm seed: `null` when it has none and no error to tell.
-    fn seed_view(&self, f: &super::Function) -> Value {
-        let seed = f.seed.key.and_then(|k| self.supervisor.seeds.get(k));
-        if seed.is_none() && f.seed.last_error.is_none() {
+    fn seed_view(&self, function: usize) -> Value {
+        let slot = self.supervisor.seed_slot(function);
+        let seed = (slot.and_then(|s| s.key)).and_then(|k| self.supervisor.seeds.get(k));
+        let last_error = slot.and_then(|s| s.last_error.as_ref());
+        if seed.is_none() && last_error.is_none() {
             return Value::Null;
         }
         json!({
@@ -121,7 +123,7 @@ impl AdminView<'_> {
             "state": seed.map_or("none", |s| s.state.as_str()),
             "forks": seed.map(|s| s.forks),
             "rssBytes": seed.and_then(|s| stats::read(s.process.pid)).map(|l| l.rss_bytes),
-            "lastError": f.seed.last_error,
+            "lastError": last_error,
         })
     }
 
@@ -140,7 +142,8 @@ impl AdminView<'_> {
             .scheduler
             .functions
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(index, f)| {
                 let mut states = serde_json::Map::new();
                 for &key in &f.pool.workers {
                     if let Some(w) = self.supervisor.workers.get(key) {
@@ -160,7 +163,7 @@ impl AdminView<'_> {
                         "inflight": f.meter.current(),
                         "removed": f.removed,
                         "startFailures": f.pool.start_failures,
-                        "seed": self.seed_view(f),
+                        "seed": self.seed_view(index),
                         "rejected": {
                             "rateLimited": f.rejected.rate_limited,
                             "breakerOpen": f.rejected.breaker_open,

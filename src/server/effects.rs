@@ -44,6 +44,16 @@ pub(super) enum Effect {
     /// The functions or their environment changed: the spare pool follows the shapes they
     /// need.
     BalanceSpares,
+    /// A seed reported the pid of the worker it forked.
+    WorkerForked {
+        /// The worker.
+        worker: Key,
+        /// Its pid.
+        pid: i32,
+    },
+    /// A worker a seed was asked to fork never came (the fork failed, or the seed stopped):
+    /// its record, which has no process, is retired.
+    NeverForked(Key),
     /// Workers came or went: start the background workers (seeds, spares) once the
     /// reservation has settled, and answer `/initialize` and `/pre-stop` waiters that can be.
     Waiters,

@@ -12,6 +12,20 @@
 //! and workers, [`supervise`] starts, stops and reaps workers, [`lifecycle`] answers FC's hooks
 //! and handles shutdown.
 
+/// The loop's parts lent to the supervisor for one call (`supervisor::Lent`), borrowed field
+/// by field so that the scheduler and the front end stay usable beside it.
+macro_rules! lent {
+    ($server:expr) => {
+        $crate::server::supervisor::Lent {
+            registry: $server.poll.registry(),
+            timers: &mut $server.timers,
+            console: &mut $server.console,
+            config: &$server.config,
+            effects: &mut $server.effects,
+        }
+    };
+}
+
 mod admin;
 mod bridge;
 mod children;
@@ -51,7 +65,6 @@ use effects::{Effect, Effects};
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::pipe::Receiver;
 use mio::{Events, Interest, Poll};
-use scheduler::Function;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -316,6 +329,8 @@ impl Server {
             workers: Slab::default(),
             children: HashMap::new(),
             seeds: Slab::default(),
+            seed_slots: Vec::new(),
+            process_numbers: Vec::new(),
             unclaimed_exits: std::collections::VecDeque::new(),
             warm_fork,
             spares: Slab::default(),
@@ -418,14 +433,11 @@ impl Server {
                     Some(Source::Signals) => self.on_signals(),
                     Some(Source::WorkerOut(key)) => self.on_worker_readable(key),
                     Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
-                    Some(Source::Seed(key)) => self.on_seed_readable(key),
+                    Some(Source::Seed(key)) => {
+                        self.supervisor.on_seed_readable(key, &mut lent!(self));
+                    }
                     Some(Source::Spare(key)) => {
-                        let mut lp = spares::SpareLoop {
-                            registry: self.poll.registry(),
-                            timers: &mut self.timers,
-                            console: &mut self.console,
-                            config: &self.config,
-                        };
+                        let mut lp = lent!(self);
                         self.supervisor.on_spare_readable(key, &mut lp);
                     }
                     Some(Source::Output(key)) => {
@@ -526,7 +538,7 @@ impl Server {
         self.supervisor.background_started = true;
         log::debug!("reserved workers settled: starting seeds and spares");
         for index in 0..self.scheduler.functions.len() {
-            self.ensure_seed(index);
+            self.follow_seed(index);
         }
         self.balance_spares();
     }
@@ -631,13 +643,8 @@ impl Server {
         if !self.lifecycle.drained() {
             return;
         }
-        self.stop_all_seeds();
-        let mut lp = spares::SpareLoop {
-            registry: self.poll.registry(),
-            timers: &mut self.timers,
-            console: &mut self.console,
-            config: &self.config,
-        };
+        self.supervisor.stop_all_seeds(&mut lent!(self));
+        let mut lp = lent!(self);
         self.supervisor.stop_all_spares(&mut lp);
         for key in self.supervisor.workers.keys() {
             self.stop_worker(key, "runtime stopping");
@@ -734,6 +741,11 @@ impl Server {
             .ensure(set.profiles())
             .map_err(|why| InvokeError::new(400, "InvalidProfiles", why))?;
         let in_use = self.functions_in_use();
+        for (index, f) in self.scheduler.functions.iter().enumerate() {
+            if f.removed && !in_use[index] {
+                self.supervisor.forget_seed_slot(index);
+            }
+        }
         self.scheduler.apply_functions(
             set,
             &self.config,
@@ -780,6 +792,15 @@ impl Server {
         }
     }
 
+    // ---- Warm seeds (`seeds`, on the supervisor; the profiles come from the scheduler) ----
+
+    /// Starts, replaces or stops `function`'s seed as its profile and state require.
+    fn follow_seed(&mut self, function: usize) {
+        let running = self.lifecycle.phase == Lifecycle::Running;
+        let target = self.scheduler.seed_target(function, running);
+        self.supervisor.ensure_seed(&target, &mut lent!(self));
+    }
+
     // ---- Spare Node.js workers (`spares` decides; the shapes come from the profiles) ----
 
     /// The spare shape function `function`'s workers need, if they can take spares.
@@ -788,8 +809,11 @@ impl Server {
         if f.removed {
             return None;
         }
-        self.supervisor
-            .spare_shape(&f.profile, self.worker_limits(function), &self.config)
+        self.supervisor.spare_shape(
+            &f.profile,
+            self.supervisor.worker_limits(&f.profile, &self.config),
+            &self.config,
+        )
     }
 
     /// Brings the spares to `turf.spareWorkers` of the wanted shape, once the runtime serves
@@ -801,12 +825,7 @@ impl Server {
         let shapes: Vec<crate::turf::spare::SpareShape> = (0..self.scheduler.functions.len())
             .filter_map(|i| self.spare_shape_of(i))
             .collect();
-        let mut lp = spares::SpareLoop {
-            registry: self.poll.registry(),
-            timers: &mut self.timers,
-            console: &mut self.console,
-            config: &self.config,
-        };
+        let mut lp = lent!(self);
         self.supervisor.balance_spares(&shapes, &mut lp);
     }
 
@@ -821,19 +840,15 @@ impl Server {
             return None;
         }
         let spare_key = self.supervisor.find_spare(&shape)?;
-        let (id, log_dir) = self.next_worker_id(function);
         let f = &self.scheduler.functions[function];
+        let (id, log_dir) =
+            (self.supervisor).next_process_id(function, &f.profile.name, "", &self.config);
         let env = match self.supervisor.runtimes.launch_spec(&f.profile, &id) {
             Ok(launch) => self.supervisor.with_platform_env(launch.env),
             Err(_) => return None,
         };
         let cwd = f.profile.code_dir.clone();
-        let mut lp = spares::SpareLoop {
-            registry: self.poll.registry(),
-            timers: &mut self.timers,
-            console: &mut self.console,
-            config: &self.config,
-        };
+        let mut lp = lent!(self);
         let taken = self.supervisor.take_spare(spare_key, &mut lp)?;
         let spares::TakenSpare {
             mut spare,
@@ -869,12 +884,7 @@ impl Server {
 
     /// A spare's pid was reaped.
     fn on_spare_reaped(&mut self, key: Key, exit: &crate::sys::ExitKind) {
-        let mut lp = spares::SpareLoop {
-            registry: self.poll.registry(),
-            timers: &mut self.timers,
-            console: &mut self.console,
-            config: &self.config,
-        };
+        let mut lp = lent!(self);
         self.supervisor.spare_reaped(key, exit, &mut lp);
         self.balance_spares();
         self.effects.push(Effect::Waiters);
@@ -978,7 +988,10 @@ impl Server {
                 Timer::LogGc => self.supervisor.collect_logs(&mut self.timers),
                 Timer::SchedTick => self.on_sched_tick(),
                 Timer::DrainTimeout(worker) => self.on_drain_timeout(worker),
-                Timer::SeedRetry(function) => self.on_seed_retry(function),
+                Timer::SeedRetry(function) => {
+                    self.supervisor.seed_retry_due(function);
+                    self.follow_seed(function);
+                }
                 Timer::SpareRetry => {
                     self.supervisor.spare_retry_fired();
                     self.balance_spares();
@@ -1024,7 +1037,9 @@ impl Server {
                 }
             }
             Effect::Retire { worker, why } => self.retire_worker(worker, why),
-            Effect::FollowSeed(function) => self.ensure_seed(function),
+            Effect::FollowSeed(function) => self.follow_seed(function),
+            Effect::WorkerForked { worker, pid } => self.on_worker_forked(worker, pid),
+            Effect::NeverForked(worker) => self.discard_unforked(worker),
             Effect::BalanceSpares => self.balance_spares(),
             Effect::Waiters => {
                 self.maybe_start_background();

@@ -326,7 +326,6 @@ impl Scheduler {
             f.removed
                 && f.pool.workers.is_empty()
                 && f.pool.queue.is_empty()
-                && f.seed.key.is_none()
                 && !in_use.get(index).copied().unwrap_or(false)
         })
     }

@@ -57,8 +57,6 @@ pub(super) struct Function {
     pub(super) generation: u64,
     /// Ready workers of the current generation needed before the older ones are drained.
     pub(super) rollout_target: usize,
-    /// Its warm seed, for Python functions.
-    pub(super) seed: seeds::SeedSlot,
 }
 
 impl Function {
@@ -82,7 +80,6 @@ impl Function {
             removed: false,
             generation: 0,
             rollout_target: 0,
-            seed: seeds::SeedSlot::default(),
             pool: Pool::new(),
             profile,
         }
@@ -128,6 +125,17 @@ pub(super) struct Invocation {
 }
 
 impl Scheduler {
+    /// What `function`'s seed needs to know of it; `running` is whether the runtime serves.
+    pub(super) fn seed_target(&self, function: usize, running: bool) -> seeds::SeedTarget<'_> {
+        let f = &self.functions[function];
+        seeds::SeedTarget {
+            function,
+            generation: f.generation,
+            profile: &f.profile,
+            live: running && !f.removed,
+        }
+    }
+
     /// The scheduler for `functions` and `services`; `default` names the function that takes
     /// invocations naming none (the only function when there is one and none is named).
     pub(super) fn new(

@@ -1,22 +1,26 @@
-//! Warm seeds in the loop (`turf::seed`): one per Python function that allows it, started with
-//! the function and replaced with its code; forks workers on scale-up; restarted with back-off
-//! when it dies. Without a ready seed, workers cold-start: nothing waits for a seed.
+//! Warm seeds, on the supervisor (`turf::seed`): one per Python function that allows it,
+//! started with the function and replaced with its code; forks workers on scale-up; restarted
+//! with back-off when it dies. Without a ready seed, workers cold-start: nothing waits for a
+//! seed.
+//!
+//! What a seed's events mean for a worker (a fork reported, a fork that never happened) is
+//! recorded as an effect for the loop; the seed's own state never leaves the supervisor.
 
 use super::effects::Effect;
-use super::{Child, Server, Timer};
-use crate::config::Runtime;
+use super::supervisor::{Lent, Supervisor};
+use super::{Child, Timer};
+use crate::config::{FunctionProfile, Runtime};
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sched::backoff::RestartBackoff;
 use crate::sys;
-use crate::turf::accounting::ExitReason;
 use crate::turf::seed::{self, Seed, SeedMessage, SeedState};
 use crate::turf::spawn;
-use crate::turf::worker::{Worker, WorkerState};
+use crate::turf::worker::Worker;
 use mio::Interest;
 use mio::unix::SourceFd;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Worker exits reaped before the seed reported their pid, kept to be claimed (a forked worker
 /// can die, and be reaped, before its `forked` message is read).
@@ -36,145 +40,174 @@ pub(super) struct SeedSlot {
     pub last_error: Option<String>,
 }
 
-impl Server {
-    /// Whether `function` should have a seed at all.
-    fn wants_seed(&self, function: usize) -> bool {
-        let f = &self.scheduler.functions[function];
-        f.profile.runtime == Runtime::Python3
-            && !f.profile.worker.disable_seed
-            && !f.removed
-            && self.supervisor.warm_fork.is_ok()
-            && self.lifecycle.phase == super::Lifecycle::Running
-            && self.supervisor.background_started
+/// What the scheduler says of a function, for its seed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SeedTarget<'a> {
+    pub(super) function: usize,
+    /// The function's code generation: a seed of an older one is replaced.
+    pub(super) generation: u64,
+    pub(super) profile: &'a FunctionProfile,
+    /// The function is live and the runtime serves.
+    pub(super) live: bool,
+}
+
+/// A fork the seed was asked for: the worker's record, to be installed by the loop, then
+/// noted as pending on the seed.
+pub(super) struct ForkRequested {
+    pub(super) worker: Worker,
+    pub(super) seed: Key,
+}
+
+impl Supervisor {
+    /// The seed slot of `function` (created on first use).
+    pub(super) fn seed_slot_mut(&mut self, function: usize) -> &mut SeedSlot {
+        if self.seed_slots.len() <= function {
+            self.seed_slots.resize_with(function + 1, SeedSlot::default);
+        }
+        &mut self.seed_slots[function]
     }
 
-    /// Starts, replaces or stops `function`'s seed as its profile and state require.
-    pub(super) fn ensure_seed(&mut self, function: usize) {
-        let generation = self.scheduler.functions[function].generation;
-        if let Some(key) = self.scheduler.functions[function].seed.key {
-            let current = self
-                .supervisor
-                .seeds
-                .get(key)
-                .is_some_and(|s| s.generation == generation && s.state < SeedState::Stopping);
-            if current && self.wants_seed(function) {
+    /// The seed slot of `function`, if it ever had one.
+    pub(super) fn seed_slot(&self, function: usize) -> Option<&SeedSlot> {
+        self.seed_slots.get(function)
+    }
+
+    /// Forgets what the slot of a removed function that nothing refers to any more says (its
+    /// record may be reused by a new function).
+    pub(super) fn forget_seed_slot(&mut self, function: usize) {
+        if let Some(slot) = self.seed_slots.get_mut(function)
+            && slot.key.is_none()
+        {
+            *slot = SeedSlot::default();
+        }
+    }
+
+    /// Whether the function should have a seed at all.
+    fn wants_seed(&self, target: &SeedTarget<'_>) -> bool {
+        target.live
+            && target.profile.runtime == Runtime::Python3
+            && !target.profile.worker.disable_seed
+            && self.warm_fork.is_ok()
+            && self.background_started
+    }
+
+    /// Starts, replaces or stops the function's seed as its profile and state require.
+    pub(super) fn ensure_seed(&mut self, target: &SeedTarget<'_>, lp: &mut Lent<'_>) {
+        let function = target.function;
+        if let Some(key) = self.seed_slot_mut(function).key {
+            let current = self.seeds.get(key).is_some_and(|s| {
+                s.generation == target.generation && s.state < SeedState::Stopping
+            });
+            if current && self.wants_seed(target) {
                 return;
             }
-            self.stop_seed(key, "replaced or no longer wanted");
-            self.scheduler.functions[function].seed.key = None;
+            self.stop_seed(key, "replaced or no longer wanted", lp);
+            self.seed_slot_mut(function).key = None;
         }
-        let slot = &self.scheduler.functions[function].seed;
-        if !self.wants_seed(function)
-            || slot.restart.is_armed()
-            || slot.import_failed == Some(generation)
-        {
+        let wanted = self.wants_seed(target);
+        let slot = self.seed_slot_mut(function);
+        if !wanted || slot.restart.is_armed() || slot.import_failed == Some(target.generation) {
             return;
         }
-        self.start_seed(function);
+        self.start_seed(target, lp);
     }
 
-    fn start_seed(&mut self, function: usize) {
-        let (id, log_dir) = self.next_process_id(function, "seed-");
-        let f = &self.scheduler.functions[function];
-        let launch = match self.supervisor.runtimes.seed_launch_spec(&f.profile, &id) {
+    fn start_seed(&mut self, target: &SeedTarget<'_>, lp: &mut Lent<'_>) {
+        let function = target.function;
+        let profile = target.profile;
+        let (id, log_dir) = self.next_process_id(function, &profile.name, "seed-", lp.config);
+        let launch = match self.runtimes.seed_launch_spec(profile, &id) {
             Some(Ok(launch)) => launch,
             Some(Err(why)) => {
                 // The interpreter is missing: the cold starts report it to the requests.
-                log::debug!("[turf] no seed for {}: {why}", f.profile.name);
+                log::debug!("[turf] no seed for {}: {why}", profile.name);
                 return;
             }
             None => return,
         };
-        let spec = self.spawn_spec(function, &launch, &id, &log_dir);
-        let f = &self.scheduler.functions[function];
+        let spec = self.spawn_spec(profile, &launch, &id, &log_dir, lp.config);
         let spawned = match spawn::spawn_seed(&spec) {
             Ok(s) => s,
             Err(err) => {
                 let why = format!("cannot start seed {id}: {err}");
-                log::warn!("[turf] {why}; workers of {} cold-start", f.profile.name);
-                self.on_seed_ended(function, why);
+                log::warn!("[turf] {why}; workers of {} cold-start", profile.name);
+                self.on_seed_ended(function, target.generation, why, lp);
                 return;
             }
         };
-        let generation = f.generation;
         let pid = spawned.pid;
         if let Some(output) = spawned.output {
-            self.console.attach(self.poll.registry(), output);
+            lp.console.attach(lp.registry, output);
         }
-        let key = self.supervisor.seeds.insert(Seed::new(
+        let key = self.seeds.insert(Seed::new(
             id.clone(),
             function,
-            generation,
+            target.generation,
             pid,
             spawned.control,
             spawned.cgroup,
             log_dir,
         ));
-        self.supervisor.children.insert(pid, Child::Seed(key));
-        self.scheduler.functions[function].seed.key = Some(key);
+        self.children.insert(pid, Child::Seed(key));
+        self.seed_slot_mut(function).key = Some(key);
         let registered = self
-            .supervisor
             .seeds
             .get(key)
             .and_then(|s| s.control.as_ref())
             .map(|c| {
-                self.poll.registry().register(
+                lp.registry.register(
                     &mut SourceFd(&c.as_raw_fd()),
                     token::token(Source::Seed(key)),
                     Interest::READABLE,
                 )
             });
         if let Some(Err(err)) = registered {
-            self.seed_failed(key, &format!("cannot watch its control socket: {err}"));
+            self.seed_failed(key, &format!("cannot watch its control socket: {err}"), lp);
             return;
         }
         log::info!("[turf seed={id} pid={pid}] started");
     }
 
     /// The seed's control socket is readable: handle every message waiting.
-    pub(super) fn on_seed_readable(&mut self, key: Key) {
+    pub(super) fn on_seed_readable(&mut self, key: Key, lp: &mut Lent<'_>) {
         let mut buf = vec![0u8; seed::MAX_MESSAGE];
         loop {
-            let Some(control) = self
-                .supervisor
-                .seeds
-                .get(key)
-                .and_then(|s| s.control.as_ref())
-            else {
+            let Some(control) = self.seeds.get(key).and_then(|s| s.control.as_ref()) else {
                 return;
             };
             let n = match sys::recv_message(control, &mut buf) {
                 Ok(0) => {
-                    self.seed_failed(key, "its control socket closed");
+                    self.seed_failed(key, "its control socket closed", lp);
                     return;
                 }
                 Ok(n) => n,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(err) => {
-                    self.seed_failed(key, &format!("reading its control socket failed: {err}"));
+                    let why = format!("reading its control socket failed: {err}");
+                    self.seed_failed(key, &why, lp);
                     return;
                 }
             };
             match SeedMessage::parse(&buf[..n]) {
-                Ok(msg) => self.on_seed_message(key, msg),
+                Ok(msg) => self.on_seed_message(key, msg, lp),
                 Err(why) => {
-                    self.seed_failed(key, &why);
+                    self.seed_failed(key, &why, lp);
                     return;
                 }
             }
         }
     }
 
-    fn on_seed_message(&mut self, key: Key, msg: SeedMessage) {
-        let Some(s) = self.supervisor.seeds.get_mut(key) else {
+    fn on_seed_message(&mut self, key: Key, msg: SeedMessage, lp: &mut Lent<'_>) {
+        let Some(s) = self.seeds.get_mut(key) else {
             return;
         };
         match msg {
             SeedMessage::Ready { pid, import_ms } => {
                 if s.state != SeedState::Importing || pid != s.process.pid {
                     let why = format!("unexpected ready (pid {pid}) in state {}", s.state.as_str());
-                    self.seed_failed(key, &why);
+                    self.seed_failed(key, &why, lp);
                     return;
                 }
                 s.state = SeedState::Ready;
@@ -184,7 +217,7 @@ impl Server {
                     s.process.id,
                     s.process.started_at.elapsed().as_secs_f64() * 1000.0
                 );
-                let slot = &mut self.scheduler.functions[function].seed;
+                let slot = self.seed_slot_mut(function);
                 slot.restart.succeeded();
                 slot.last_error = None;
             }
@@ -195,56 +228,54 @@ impl Server {
                     "importing the function failed: {}: {}",
                     error.error_type, error.error_message
                 );
-                log::warn!(
-                    "[turf seed={}] {why}; workers of {} cold-start",
-                    s.process.id,
-                    self.scheduler.functions[function].profile.name
-                );
+                log::warn!("[turf seed={}] {why}; workers cold-start", s.process.id);
                 // Not retried for this code: each cold start reports the error to its requests.
-                self.scheduler.functions[function].seed.import_failed = Some(generation);
-                self.scheduler.functions[function].seed.last_error = Some(why.clone());
-                self.stop_seed(key, &why);
+                let slot = self.seed_slot_mut(function);
+                slot.import_failed = Some(generation);
+                slot.last_error = Some(why.clone());
+                self.stop_seed(key, &why, lp);
             }
             SeedMessage::Forked { id, pid } => {
                 let Some(worker) = s.take_pending(&id) else {
                     let why = format!("forked unknown worker {id:?} (pid {pid})");
                     spawn::kill(pid, libc::SIGKILL);
-                    self.seed_failed(key, &why);
+                    self.seed_failed(key, &why, lp);
                     return;
                 };
                 s.forks += 1;
-                self.on_worker_forked(worker, pid);
+                lp.effects.push(Effect::WorkerForked { worker, pid });
             }
             SeedMessage::ForkFailed { id, error } => {
                 let Some(worker) = s.take_pending(&id) else {
                     return;
                 };
                 let why = format!("seed {} could not fork worker {id}: {error}", s.process.id);
-                self.discard_unforked(worker, &why);
+                self.discard_unforked(worker, &why, lp);
                 // A seed that cannot fork is no use; workers cold-start until its replacement.
-                self.seed_failed(key, &why);
+                self.seed_failed(key, &why, lp);
             }
         }
     }
 
-    /// Forks a worker of `function` from its seed, if it has a ready one. `None` when it has
-    /// none (the caller cold-starts); otherwise whether a worker is coming.
-    pub(super) fn fork_worker(&mut self, function: usize, decided: Instant) -> Option<bool> {
-        let seed_key = self.scheduler.functions[function].seed.key?;
-        let seed = self.supervisor.seeds.get(seed_key)?;
-        if seed.state != SeedState::Ready
-            || seed.generation != self.scheduler.functions[function].generation
-        {
+    /// Asks the function's seed, if it has a ready one of the current code, to fork a worker.
+    /// `None` when it has none or the request could not be made (the caller cold-starts);
+    /// otherwise the worker's record, which the loop installs and then notes as pending
+    /// (`note_pending_fork`) until the seed reports its pid.
+    pub(super) fn request_fork(
+        &mut self,
+        target: &SeedTarget<'_>,
+        decided: Instant,
+        lp: &mut Lent<'_>,
+    ) -> Option<ForkRequested> {
+        let function = target.function;
+        let seed_key = self.seed_slot(function)?.key?;
+        let seed = self.seeds.get(seed_key)?;
+        if seed.state != SeedState::Ready || seed.generation != target.generation {
             return None;
         }
-        let (id, log_dir) = self.next_worker_id(function);
-        let limits = self.worker_limits(function);
-        let plan = spawn::SandboxPlan::build(
-            &self.supervisor.caps,
-            &id,
-            limits,
-            self.supervisor.isolation.as_ref(),
-        );
+        let (id, log_dir) = self.next_process_id(function, &target.profile.name, "", lp.config);
+        let limits = self.worker_limits(target.profile, lp.config);
+        let plan = spawn::SandboxPlan::build(&self.caps, &id, limits, self.isolation.as_ref());
         let parts = match spawn::prepare_fork(&log_dir, &plan) {
             Ok(p) => p,
             Err(err) => {
@@ -255,7 +286,6 @@ impl Server {
         let raw: Vec<_> = parts.child_fds.iter().map(AsRawFd::as_raw_fd).collect();
         let request = seed::fork_request(&id, sys::getpid());
         let sent = self
-            .supervisor
             .seeds
             .get(seed_key)
             .and_then(|s| s.control.as_ref())
@@ -268,108 +298,82 @@ impl Server {
                 if let Some(cg) = parts.cgroup {
                     let _ = cg.remove();
                 }
-                self.seed_failed(seed_key, &format!("sending a fork request failed: {err}"));
+                let why = format!("sending a fork request failed: {err}");
+                self.seed_failed(seed_key, &why, lp);
                 return None;
             }
             None => return None,
         }
         if let Some(output) = parts.output {
-            self.console.attach(self.poll.registry(), output);
+            lp.console.attach(lp.registry, output);
         }
         let mut enforcement = parts.enforcement;
         let polled = enforcement.polled_limits(&limits);
-        let mut worker = Worker::new(id.clone(), function, 0, parts.to_worker, parts.from_worker);
+        let mut worker = Worker::new(id, function, 0, parts.to_worker, parts.from_worker);
         worker.enforcement = serde_json::to_value(&enforcement).unwrap_or_default();
         worker.process.cgroup = parts.cgroup;
         worker.polled = polled;
         worker.process.log_dir = log_dir;
         worker.process.started_at = decided;
         worker.forked = true;
-        let Some(key) = self.install_worker(worker) else {
-            return Some(false);
-        };
-        if let Some(s) = self.supervisor.seeds.get_mut(seed_key) {
-            s.pending.push((id.clone(), key));
-        }
-        log::debug!("[turf w={id}] fork requested from its seed");
-        Some(true)
+        Some(ForkRequested {
+            worker,
+            seed: seed_key,
+        })
     }
 
-    /// The seed reported a forked worker's pid: move it into its cgroup, then let it start.
-    fn on_worker_forked(&mut self, key: Key, pid: i32) {
-        let Some(w) = self.supervisor.workers.get_mut(key) else {
-            spawn::kill(pid, libc::SIGKILL);
-            return;
-        };
-        w.process.pid = pid;
-        self.supervisor.children.insert(pid, Child::Worker(key));
-        let Some(w) = self.supervisor.workers.get_mut(key) else {
-            return;
-        };
-        log::info!("[turf w={} pid={pid}] forked from its seed", w.process.id);
-        if w.state >= WorkerState::Stopping {
-            // Stopped or killed while the fork was under way.
-            spawn::kill(pid, libc::SIGKILL);
-        } else if let Some(Err(err)) = w.process.cgroup.as_ref().map(|cg| cg.attach(pid)) {
-            let why = format!("cannot move forked worker into its cgroup: {err}");
-            self.kill_worker(key, &why, ExitReason::Crashed);
-        } else if std::mem::take(&mut w.ready_deferred) {
-            self.on_worker_ready(key, b"(forked)");
-        }
-        if let Some(at) = self
-            .supervisor
-            .unclaimed_exits
-            .iter()
-            .position(|(p, _)| *p == pid)
-            && let Some((_, reaped)) = self.supervisor.unclaimed_exits.remove(at)
-        {
-            self.supervisor.children.remove(&pid);
-            self.retire_reaped(key, Some(reaped));
+    /// The installed worker `worker` (`id`) waits for `seed` to report its pid.
+    pub(super) fn note_pending_fork(&mut self, seed: Key, id: String, worker: Key) {
+        if let Some(s) = self.seeds.get_mut(seed) {
+            log::debug!("[turf w={id}] fork requested from its seed");
+            s.pending.push((id, worker));
         }
     }
 
-    /// A worker whose fork never happened: it has no process; retire its record now.
-    fn discard_unforked(&mut self, key: Key, why: &str) {
-        if let Some(w) = self.supervisor.workers.get_mut(key) {
+    /// The exit of `pid`, if it was reaped before anyone claimed it.
+    pub(super) fn claim_unclaimed_exit(&mut self, pid: i32) -> Option<sys::Reaped> {
+        let at = self.unclaimed_exits.iter().position(|(p, _)| *p == pid)?;
+        self.children.remove(&pid);
+        self.unclaimed_exits.remove(at).map(|(_, reaped)| reaped)
+    }
+
+    /// A worker whose fork never happened: it has no process; the loop retires its record.
+    fn discard_unforked(&mut self, worker: Key, why: &str, lp: &mut Lent<'_>) {
+        if let Some(w) = self.workers.get_mut(worker) {
             w.exit_reason.get_or_insert_with(|| why.to_owned());
         }
-        self.worker_gone(key, why);
-        self.retire_reaped(key, None);
+        lp.effects.push(Effect::NeverForked(worker));
     }
 
     /// When worker `key` is still waiting for its seed to report its pid, that seed has failed
     /// it: replace the seed.
-    pub(super) fn fail_seed_of_unforked(&mut self, key: Key, why: &str) {
-        let waiting = self.supervisor.seeds.keys().into_iter().find(|&s| {
-            self.supervisor
-                .seeds
-                .get(s)
-                .is_some_and(|seed| seed.pending.iter().any(|(_, w)| *w == key))
+    pub(super) fn fail_seed_of_unforked(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
+        let waiting = (self.seeds.keys().into_iter()).find(|&s| {
+            (self.seeds.get(s)).is_some_and(|seed| seed.pending.iter().any(|(_, w)| *w == key))
         });
         if let Some(seed) = waiting {
-            self.seed_failed(seed, &format!("no pid for a forked worker: {why}"));
+            self.seed_failed(seed, &format!("no pid for a forked worker: {why}"), lp);
         }
     }
 
     /// Closes a seed after an error and restarts it with back-off.
-    fn seed_failed(&mut self, key: Key, why: &str) {
-        let Some(s) = self.supervisor.seeds.get(key) else {
+    fn seed_failed(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
+        let Some(s) = self.seeds.get(key) else {
             return;
         };
         if s.state < SeedState::Stopping {
             log::warn!("[turf seed={} pid={}] {why}", s.process.id, s.process.pid);
         }
-        let function = s.function;
-        self.stop_seed(key, why);
-        if self.scheduler.functions[function].seed.key == Some(key) {
-            self.on_seed_ended(function, why.to_owned());
+        let (function, generation) = (s.function, s.generation);
+        self.stop_seed(key, why, lp);
+        if self.seed_slot_mut(function).key == Some(key) {
+            self.on_seed_ended(function, generation, why.to_owned(), lp);
         }
     }
 
     /// The function's seed is gone: cold starts until a new one is ready after the back-off.
-    fn on_seed_ended(&mut self, function: usize, why: String) {
-        let generation = self.scheduler.functions[function].generation;
-        let slot = &mut self.scheduler.functions[function].seed;
+    fn on_seed_ended(&mut self, function: usize, generation: u64, why: String, lp: &mut Lent<'_>) {
+        let slot = self.seed_slot_mut(function);
         slot.key = None;
         slot.last_error = Some(why);
         if slot.import_failed == Some(generation) {
@@ -378,21 +382,20 @@ impl Server {
         let Some(delay) = slot.restart.arm() else {
             return;
         };
-        self.timers
+        lp.timers
             .schedule(Instant::now() + delay, Timer::SeedRetry(function));
     }
 
-    /// The restart back-off of `function`'s seed has passed.
-    pub(super) fn on_seed_retry(&mut self, function: usize) {
-        self.scheduler.functions[function].seed.restart.fired();
-        self.ensure_seed(function);
+    /// The restart back-off of `function`'s seed has passed: the loop re-checks its seed.
+    pub(super) fn seed_retry_due(&mut self, function: usize) {
+        self.seed_slot_mut(function).restart.fired();
     }
 
     /// Stops a seed: EOF on its socket asks it to exit, SIGTERM its group, SIGKILL after
     /// `turf.gracefulExitPeriodMs`. Workers it had not forked yet are discarded. The workers it
     /// forked are the runtime's children and are not affected.
-    pub(super) fn stop_seed(&mut self, key: Key, why: &str) {
-        let Some(s) = self.supervisor.seeds.get_mut(key) else {
+    fn stop_seed(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
+        let Some(s) = self.seeds.get_mut(key) else {
             return;
         };
         if s.state >= SeedState::Stopping {
@@ -405,21 +408,19 @@ impl Server {
         );
         s.state = SeedState::Stopping;
         if let Some(control) = s.control.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&control.as_raw_fd()));
+            let _ = lp.registry.deregister(&mut SourceFd(&control.as_raw_fd()));
         }
         let pending = std::mem::take(&mut s.pending);
-        self.terminate(Child::Seed(key));
+        let grace = Duration::from_millis(lp.config.turf.graceful_exit_period_ms);
+        self.terminate(Child::Seed(key), grace, lp.timers);
         for (_, worker) in pending {
-            self.discard_unforked(worker, &format!("its seed stopped: {why}"));
+            self.discard_unforked(worker, &format!("its seed stopped: {why}"), lp);
         }
     }
 
     /// A seed's pid was reaped.
-    pub(super) fn on_seed_reaped(&mut self, key: Key, exit: &sys::ExitKind) {
-        let Some(s) = self.supervisor.seeds.get(key) else {
+    pub(super) fn on_seed_reaped(&mut self, key: Key, exit: &sys::ExitKind, lp: &mut Lent<'_>) {
+        let Some(s) = self.seeds.get(key) else {
             return;
         };
         let function = s.function;
@@ -435,31 +436,30 @@ impl Server {
                 "seed {} (pid {}) exited with {exit}",
                 s.process.id, s.process.pid
             );
-            self.seed_failed(key, &why);
+            self.seed_failed(key, &why, lp);
         }
-        if let Some(s) = self.supervisor.seeds.remove(key) {
-            self.release_process(s.process);
+        if let Some(s) = self.seeds.remove(key) {
+            self.release_process(s.process, lp.timers, &lp.config.worker);
         }
-        if self.scheduler.functions[function].seed.key == Some(key) {
-            self.scheduler.functions[function].seed.key = None;
+        let slot = self.seed_slot_mut(function);
+        if slot.key == Some(key) {
+            slot.key = None;
         }
-        self.effects.push(Effect::Waiters);
+        lp.effects.push(Effect::Waiters);
     }
 
     /// Stops every seed (the runtime is stopping).
-    pub(super) fn stop_all_seeds(&mut self) {
-        for key in self.supervisor.seeds.keys() {
-            self.stop_seed(key, "runtime stopping");
+    pub(super) fn stop_all_seeds(&mut self, lp: &mut Lent<'_>) {
+        for key in self.seeds.keys() {
+            self.stop_seed(key, "runtime stopping", lp);
         }
     }
 
     /// Keeps the exit of a pid nobody claims yet (see [`MAX_UNCLAIMED_EXITS`]).
     pub(super) fn keep_unclaimed_exit(&mut self, reaped: sys::Reaped) {
-        if self.supervisor.unclaimed_exits.len() >= MAX_UNCLAIMED_EXITS {
-            self.supervisor.unclaimed_exits.pop_front();
+        if self.unclaimed_exits.len() >= MAX_UNCLAIMED_EXITS {
+            self.unclaimed_exits.pop_front();
         }
-        self.supervisor
-            .unclaimed_exits
-            .push_back((reaped.pid, reaped));
+        self.unclaimed_exits.push_back((reaped.pid, reaped));
     }
 }

@@ -5,10 +5,9 @@
 //!
 //! The shapes the functions need are worked out by the loop (they depend on the profiles, which
 //! the scheduler holds) and handed in; the loop also lends its registry, timers and console for
-//! the call (`SpareLoop`).
+//! the call (`Lent`).
 
-use super::console::Console;
-use super::supervisor::Supervisor;
+use super::supervisor::{Lent, Supervisor};
 use super::{Child, Timer};
 use crate::config::{FunctionProfile, Runtime, SystemConfig};
 use crate::reactor::buffer::ReadBuf;
@@ -21,7 +20,7 @@ use crate::sys;
 use crate::turf::child::ChildProc;
 use crate::turf::spare::{self, Spare, SpareRead, SpareShape, SpareState};
 use crate::turf::spawn::{self, WorkerLimits};
-use mio::{Interest, Registry};
+use mio::Interest;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -43,14 +42,6 @@ pub(super) struct SparePool {
     pub started: u64,
     /// Spares taken by functions.
     pub taken: u64,
-}
-
-/// What the spare pool borrows from the loop for one call.
-pub(super) struct SpareLoop<'a> {
-    pub(super) registry: &'a Registry,
-    pub(super) timers: &'a mut Timers<Timer>,
-    pub(super) console: &'a mut Console,
-    pub(super) config: &'a SystemConfig,
 }
 
 /// A spare taken for a function: its process and pipes, out of the pool.
@@ -87,7 +78,7 @@ impl Supervisor {
 
     /// Brings the spares to `turf.spareWorkers` of the wanted shape (of those the functions
     /// need, `shapes`): stops the others, starts what is missing (unless backing off).
-    pub(super) fn balance_spares(&mut self, shapes: &[SpareShape], lp: &mut SpareLoop<'_>) {
+    pub(super) fn balance_spares(&mut self, shapes: &[SpareShape], lp: &mut Lent<'_>) {
         let keep = self
             .spare_pool
             .shape
@@ -127,7 +118,7 @@ impl Supervisor {
     }
 
     /// Starts one spare; false when it could not be (a back-off is then armed).
-    fn start_spare(&mut self, shape: &SpareShape, lp: &mut SpareLoop<'_>) -> bool {
+    fn start_spare(&mut self, shape: &SpareShape, lp: &mut Lent<'_>) -> bool {
         self.spare_pool.started += 1;
         let id = format!("spare-{}", self.spare_pool.started);
         let log_dir = if lp.config.logger.worker_output_to_console {
@@ -195,7 +186,7 @@ impl Supervisor {
     }
 
     /// The spare's pipe is readable: READY, or its end.
-    pub(super) fn on_spare_readable(&mut self, key: Key, lp: &mut SpareLoop<'_>) {
+    pub(super) fn on_spare_readable(&mut self, key: Key, lp: &mut Lent<'_>) {
         let Some(s) = self.spares.get_mut(key) else {
             return;
         };
@@ -244,7 +235,7 @@ impl Supervisor {
 
     /// Takes spare `key` out of the pool for a scale-up, its pipes no longer watched (the
     /// worker record watches them next).
-    pub(super) fn take_spare(&mut self, key: Key, lp: &mut SpareLoop<'_>) -> Option<TakenSpare> {
+    pub(super) fn take_spare(&mut self, key: Key, lp: &mut Lent<'_>) -> Option<TakenSpare> {
         let mut spare = self.spares.remove(key)?;
         self.children.remove(&spare.process.pid);
         let (Some(mut to_worker), Some(mut from_worker)) =
@@ -265,7 +256,7 @@ impl Supervisor {
 
     /// Stops a spare: EOF on its input asks the bootstrap to exit, SIGTERM its group, SIGKILL
     /// after `turf.gracefulExitPeriodMs`.
-    pub(super) fn stop_spare(&mut self, key: Key, why: &str, lp: &mut SpareLoop<'_>) {
+    pub(super) fn stop_spare(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
         let Some(s) = self.spares.get_mut(key) else {
             return;
         };
@@ -287,7 +278,7 @@ impl Supervisor {
     }
 
     /// A spare's pid was reaped: cleans up after it, and backs off if it died unasked.
-    pub(super) fn spare_reaped(&mut self, key: Key, exit: &sys::ExitKind, lp: &mut SpareLoop<'_>) {
+    pub(super) fn spare_reaped(&mut self, key: Key, exit: &sys::ExitKind, lp: &mut Lent<'_>) {
         let Some(mut s) = self.spares.remove(key) else {
             return;
         };
@@ -346,7 +337,7 @@ impl Supervisor {
     }
 
     /// Stops every spare (the runtime is stopping).
-    pub(super) fn stop_all_spares(&mut self, lp: &mut SpareLoop<'_>) {
+    pub(super) fn stop_all_spares(&mut self, lp: &mut Lent<'_>) {
         for key in self.spares.keys() {
             self.stop_spare(key, "runtime stopping", lp);
         }

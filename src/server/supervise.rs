@@ -7,7 +7,6 @@ use crate::fc;
 use crate::pool::StartError;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
-use crate::runtime::LaunchSpec;
 use crate::sched::ScaleAction;
 use crate::sched::backoff::CRASH_LOOP_WINDOW;
 use crate::sched::capacity::LaunchBlock;
@@ -35,7 +34,7 @@ impl Server {
     pub(super) fn scale_with(&mut self, function: usize, action: ScaleAction) {
         // The seed follows the function: started with it, replaced with its code, stopped
         // when it is removed or the runtime stops.
-        self.ensure_seed(function);
+        self.follow_seed(function);
         if self.lifecycle.phase != Lifecycle::Running || self.scheduler.functions[function].removed
         {
             return;
@@ -135,65 +134,67 @@ impl Server {
         (starting, alive)
     }
 
-    /// The next worker id of `function` and its log directory (empty when worker output goes
-    /// to the console).
+    /// The next worker id of `function` and its log directory.
     pub(super) fn next_worker_id(&mut self, function: usize) -> (String, PathBuf) {
-        self.next_process_id(function, "")
+        let name = &self.scheduler.functions[function].profile.name;
+        (self.supervisor).next_process_id(function, name, "", &self.config)
     }
 
-    /// The next id of a process of `function` (`<name>-<kind><n>`: `hello-3`, `py-seed-4`) and
-    /// its log directory.
-    pub(super) fn next_process_id(&mut self, function: usize, kind: &str) -> (String, PathBuf) {
-        let f = &mut self.scheduler.functions[function];
-        f.pool.next_worker_no += 1;
-        let id = format!("{}-{kind}{}", f.profile.name, f.pool.next_worker_no);
-        let log_dir = if self.config.logger.worker_output_to_console {
-            PathBuf::new()
-        } else {
-            self.supervisor.logdir.join(&f.profile.name).join(&id)
-        };
-        (id, log_dir)
-    }
-
-    /// The limits a worker (or seed) of `function` runs under.
+    /// The limits a worker of `function` runs under.
     pub(super) fn worker_limits(&self, function: usize) -> spawn::WorkerLimits {
-        let rl = &self.scheduler.functions[function].profile.resource_limit;
-        let enforce = self.config.turf.enforce_limits;
-        spawn::WorkerLimits {
-            memory: Some(rl.memory).filter(|_| enforce),
-            cpu: rl.cpu.filter(|_| enforce),
-            pids: Some(rl.pids).filter(|_| enforce),
-            nofile: Some(
-                self.supervisor
-                    .nofile_cap
-                    .map_or(rl.nofile, |cap| rl.nofile.min(cap)),
-            ),
+        let profile = &self.scheduler.functions[function].profile;
+        self.supervisor.worker_limits(profile, &self.config)
+    }
+
+    /// Asks `function`'s seed to fork a worker, if it has a ready one. `None` when it has none
+    /// (the caller cold-starts); otherwise whether a worker is coming.
+    fn fork_worker(&mut self, function: usize, decided: Instant) -> Option<bool> {
+        let running = self.lifecycle.phase == Lifecycle::Running;
+        let target = self.scheduler.seed_target(function, running);
+        let fork = (self.supervisor).request_fork(&target, decided, &mut lent!(self))?;
+        let id = fork.worker.process.id.clone();
+        let Some(key) = self.install_worker(fork.worker) else {
+            return Some(false);
+        };
+        self.supervisor.note_pending_fork(fork.seed, id, key);
+        Some(true)
+    }
+
+    /// The seed reported a forked worker's pid: move it into its cgroup, then let it start.
+    pub(super) fn on_worker_forked(&mut self, key: Key, pid: i32) {
+        let Some(w) = self.supervisor.workers.get_mut(key) else {
+            spawn::kill(pid, libc::SIGKILL);
+            return;
+        };
+        w.process.pid = pid;
+        log::info!("[turf w={} pid={pid}] forked from its seed", w.process.id);
+        if w.state >= WorkerState::Stopping {
+            // Stopped or killed while the fork was under way.
+            spawn::kill(pid, libc::SIGKILL);
+        } else if let Some(Err(err)) = w.process.cgroup.as_ref().map(|cg| cg.attach(pid)) {
+            let why = format!("cannot move forked worker into its cgroup: {err}");
+            self.kill_worker(key, &why, ExitReason::Crashed);
+        } else if std::mem::take(&mut w.ready_deferred) {
+            self.on_worker_ready(key, b"(forked)");
+        }
+        self.supervisor.children.insert(pid, Child::Worker(key));
+        if let Some(reaped) = self.supervisor.claim_unclaimed_exit(pid) {
+            self.retire_reaped(key, Some(reaped));
         }
     }
 
-    /// How to spawn process `id` of `function` (a worker or its seed) as `launch` says: in the
-    /// function's code directory, with the platform's variables and the function's limits.
-    pub(super) fn spawn_spec<'a>(
-        &'a self,
-        function: usize,
-        launch: &'a LaunchSpec,
-        id: &str,
-        log_dir: &std::path::Path,
-    ) -> spawn::SpawnSpec<'a> {
-        let limits = self.worker_limits(function);
-        spawn::SpawnSpec {
-            program: &launch.program,
-            args: launch.args.clone(),
-            env: self.supervisor.with_platform_env(launch.env.clone()),
-            cwd: &self.scheduler.functions[function].profile.code_dir,
-            log_dir: log_dir.to_path_buf(),
-            sandbox: spawn::SandboxPlan::build(
-                &self.supervisor.caps,
-                id,
-                limits,
-                self.supervisor.isolation.as_ref(),
-            ),
-        }
+    /// A worker whose fork never happened: it has no process; retire its record now.
+    pub(super) fn discard_unforked(&mut self, key: Key) {
+        let Some(why) = self
+            .supervisor
+            .workers
+            .get(key)
+            .and_then(|w| w.exit_reason.clone())
+        else {
+            return;
+        };
+        self.worker_gone(key, &why);
+        self.retire_reaped(key, None);
     }
 
     /// Starts one worker: forked from the function's warm seed when it has a ready one, else
@@ -217,7 +218,7 @@ impl Server {
             }
         };
         let limits = self.worker_limits(function);
-        let spec = self.spawn_spec(function, &launch, &id, &log_dir);
+        let spec = (self.supervisor).spawn_spec(&f.profile, &launch, &id, &log_dir, &self.config);
         let spawned = match spawn::spawn(&spec) {
             Ok(s) => s,
             Err(err) => {
@@ -490,7 +491,7 @@ impl Server {
         self.kill_worker(key, &message, ExitReason::TimeoutKill);
         // A forked worker whose pid never came: its seed is stuck, and is replaced (which also
         // retires this record).
-        self.fail_seed_of_unforked(key, &message);
+        (self.supervisor).fail_seed_of_unforked(key, &message, &mut lent!(self));
     }
 
     /// A worker of `function` could not even be started: `WorkerStartFailed` with `message`.
@@ -768,14 +769,16 @@ impl Server {
                 }
             };
             match self.supervisor.children.remove(&reaped.pid) {
-                Some(Child::Seed(seed)) => self.on_seed_reaped(seed, &reaped.exit),
+                Some(Child::Seed(seed)) => {
+                    (self.supervisor).on_seed_reaped(seed, &reaped.exit, &mut lent!(self));
+                }
                 Some(Child::Spare(spare)) => self.on_spare_reaped(spare, &reaped.exit),
                 Some(Child::Worker(key)) => self.retire_reaped(key, Some(reaped)),
                 None => {
                     // A forked worker reaped before its seed reported it, or an orphaned
                     // grandchild of a worker (the runtime is a child subreaper).
                     log::debug!("[turf] reaped unknown child {}", reaped.pid);
-                    self.keep_unclaimed_exit(reaped);
+                    self.supervisor.keep_unclaimed_exit(reaped);
                 }
             }
         }

@@ -2,8 +2,14 @@
 //! workers), the one pid map, the sandbox every child gets, the worker runtimes, accounting,
 //! log GC and the platform environment.
 
-use super::{Child, spares};
+use super::console::Console;
+use super::effects::Effects;
+use super::seeds::SeedSlot;
+use super::{Child, Timer, spares};
+use crate::config::{FunctionProfile, SystemConfig};
 use crate::reactor::slab::{Key, Slab};
+use crate::reactor::timer::Timers;
+use crate::runtime::LaunchSpec;
 use crate::runtime::Runtimes;
 use crate::sched::shrink::WorkerSnapshot;
 use crate::turf::accounting::Accounting;
@@ -12,8 +18,10 @@ use crate::turf::child::ChildProc;
 use crate::turf::probe::Capabilities;
 use crate::turf::seed::Seed;
 use crate::turf::spare::Spare;
+use crate::turf::spawn;
 use crate::turf::spawn::Isolation;
 use crate::turf::worker::Worker;
+use mio::Registry;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -25,6 +33,10 @@ pub(super) struct Supervisor {
     pub(super) children: HashMap<i32, Child>,
     /// Warm seeds (`turf::seed`).
     pub(super) seeds: Slab<Seed>,
+    /// Each function's seed slot, by function index (`seeds`).
+    pub(super) seed_slots: Vec<SeedSlot>,
+    /// The last process number given to each function's children, by function index.
+    pub(super) process_numbers: Vec<u64>,
     /// Exits of children no record claims (yet): see `seeds::MAX_UNCLAIMED_EXITS`.
     pub(super) unclaimed_exits: VecDeque<(i32, crate::sys::Reaped)>,
     /// Whether seeds can fork workers here, or why not.
@@ -63,7 +75,78 @@ pub(super) struct Supervisor {
     pub(super) stale_cgroups: Vec<WorkerCgroup>,
 }
 
+/// The loop's parts the supervisor borrows for a call that starts, watches or stops child
+/// processes: the poll registry, the timers, the console (children's output is relayed), the
+/// configuration, and the effect queue for what the call means elsewhere.
+pub(super) struct Lent<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) timers: &'a mut Timers<Timer>,
+    pub(super) console: &'a mut Console,
+    pub(super) config: &'a SystemConfig,
+    pub(super) effects: &'a mut Effects,
+}
+
 impl Supervisor {
+    /// The next id of a process of function `function` named `name` (`<name>-<kind><n>`:
+    /// `hello-3`, `py-seed-4`) and its log directory (empty when children's output goes to the
+    /// console).
+    pub(super) fn next_process_id(
+        &mut self,
+        function: usize,
+        name: &str,
+        kind: &str,
+        config: &SystemConfig,
+    ) -> (String, PathBuf) {
+        if self.process_numbers.len() <= function {
+            self.process_numbers.resize(function + 1, 0);
+        }
+        self.process_numbers[function] += 1;
+        let id = format!("{name}-{kind}{}", self.process_numbers[function]);
+        let log_dir = if config.logger.worker_output_to_console {
+            PathBuf::new()
+        } else {
+            self.logdir.join(name).join(&id)
+        };
+        (id, log_dir)
+    }
+
+    /// The limits a worker (or seed) of a function with `profile` runs under.
+    pub(super) fn worker_limits(
+        &self,
+        profile: &FunctionProfile,
+        config: &SystemConfig,
+    ) -> spawn::WorkerLimits {
+        let rl = &profile.resource_limit;
+        let enforce = config.turf.enforce_limits;
+        spawn::WorkerLimits {
+            memory: Some(rl.memory).filter(|_| enforce),
+            cpu: rl.cpu.filter(|_| enforce),
+            pids: Some(rl.pids).filter(|_| enforce),
+            nofile: Some(self.nofile_cap.map_or(rl.nofile, |cap| rl.nofile.min(cap))),
+        }
+    }
+
+    /// How to spawn process `id` of a function (a worker or its seed) as `launch` says: in the
+    /// function's code directory, with the platform's variables and the function's limits.
+    pub(super) fn spawn_spec<'a>(
+        &'a self,
+        profile: &'a FunctionProfile,
+        launch: &'a LaunchSpec,
+        id: &str,
+        log_dir: &std::path::Path,
+        config: &SystemConfig,
+    ) -> spawn::SpawnSpec<'a> {
+        let limits = self.worker_limits(profile, config);
+        spawn::SpawnSpec {
+            program: &launch.program,
+            args: launch.args.clone(),
+            env: self.with_platform_env(launch.env.clone()),
+            cwd: &profile.code_dir,
+            log_dir: log_dir.to_path_buf(),
+            sandbox: spawn::SandboxPlan::build(&self.caps, id, limits, self.isolation.as_ref()),
+        }
+    }
+
     /// The process record of `child`, whichever kind of child it is.
     pub(super) fn process_mut(&mut self, child: Child) -> Option<&mut ChildProc> {
         match child {
