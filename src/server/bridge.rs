@@ -290,10 +290,12 @@ impl Server {
             match result {
                 Ok(ReadResult::More) => {}
                 Ok(ReadResult::Drained) => return,
-                Ok(ReadResult::Closed) => return self.on_worker_pipe_closed(key),
+                Ok(ReadResult::Closed) => {
+                    return self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
+                }
                 Err(err) => {
                     log::warn!("[turf] reading worker pipe failed: {err}");
-                    return self.on_worker_pipe_closed(key);
+                    return self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
                 }
             }
         }
@@ -481,9 +483,14 @@ impl Server {
                 .is_some_and(|w| w.life.finish(StreamEnd::Completed));
         if spent {
             // Disposable: one request per worker; it goes once that request is done.
-            self.drain_worker(key, "disposable worker served its request");
+            self.supervisor.drain_worker(
+                key,
+                "disposable worker served its request",
+                &mut lent!(self),
+            );
         } else if draining && idle {
-            self.stop_worker(key, "drained");
+            self.supervisor
+                .stop_worker(key, "drained", &mut lent!(self));
         }
         // The freed slot takes the next queued request once this event is handled.
         self.effects.push(Effect::Dispatch(function));
@@ -544,7 +551,8 @@ impl Server {
                 worker.process.id, self.config.data_plane.cancel_grace_period_ms
             );
             log::warn!("[dp] {reason}; killing it");
-            self.kill_worker(key, &reason, ExitReason::TimeoutKill);
+            self.supervisor
+                .kill_worker(key, &reason, ExitReason::TimeoutKill, &mut lent!(self));
         }
     }
 
@@ -611,6 +619,7 @@ impl Server {
             .unwrap_or_default();
         let reason = format!("worker {id} broke the wire protocol: {detail}");
         log::warn!("[turf] {reason}");
-        self.kill_worker(key, &reason, ExitReason::Crashed);
+        self.supervisor
+            .kill_worker(key, &reason, ExitReason::Crashed, &mut lent!(self));
     }
 }

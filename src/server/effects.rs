@@ -51,9 +51,12 @@ pub(super) enum Effect {
         /// Its pid.
         pid: i32,
     },
-    /// A worker a seed was asked to fork never came (the fork failed, or the seed stopped):
-    /// its record, which has no process, is retired.
-    NeverForked(Key),
+    /// Workers left service: fail what they were running, shrink their pools, back off
+    /// crash loops and failed starts, re-plan their functions (`Supervisor::take_departures`).
+    WorkersGone,
+    /// Workers were reaped: once their departures are dealt with, their records go and their
+    /// exits are accounted.
+    WorkersReaped,
     /// Workers came or went: start the background workers (seeds, spares) once the
     /// reservation has settled, and answer `/initialize` and `/pre-stop` waiters that can be.
     Waiters,

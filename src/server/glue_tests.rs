@@ -132,6 +132,14 @@ impl Harness {
         ran
     }
 
+    /// The supervisor takes `worker` out of service (a kill, a crash, a closed pipe).
+    fn worker_gone(&mut self, worker: Key, reason: &str) {
+        let server = &mut self.server;
+        server
+            .supervisor
+            .worker_gone(worker, reason, &mut lent!(server));
+    }
+
     /// A ready worker of `function` with pipes and no process.
     fn ready_worker(&mut self, function: usize) -> (Key, mio::unix::pipe::Sender) {
         let (to_worker, worker_input) = mio::unix::pipe::new().expect("pipe");
@@ -416,12 +424,16 @@ fn a_worker_death_fails_its_invocation_and_records_scale_dispatch_and_waiters() 
     let (mut client, key) = h.connect();
     h.send(&mut client, key, INVOKE);
     h.run_effects_but_scale();
-    h.server
-        .worker_gone(worker, "worker hello-t was killed by the test");
+    h.worker_gone(worker, "worker hello-t was killed by the test");
+    // The supervisor only records the departure: no connection is written, no pool changed.
+    assert_eq!(h.take_effects(), [Effect::WorkersGone]);
+    assert_eq!(h.server.scheduler.functions[0].pool.workers, [worker]);
+    h.server.run_effect(Effect::WorkersGone);
     let effects = h.take_effects();
     for expected in [Effect::Scale(0), Effect::Dispatch(0), Effect::Waiters] {
         assert!(effects.contains(&expected), "{expected:?} in {effects:?}");
     }
+    assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
     // Nothing was launched or dispatched from inside the handler.
     assert!(h.server.scheduler.functions[0].pool.workers.is_empty());
     h.server.run_effect(Effect::FlushConn(key));
@@ -434,11 +446,11 @@ fn a_worker_death_fails_its_invocation_and_records_scale_dispatch_and_waiters() 
 fn a_worker_gone_twice_records_its_consequences_once() {
     let mut h = harness(ONE_FUNCTION);
     let (worker, _out) = h.ready_worker(0);
-    h.server.worker_gone(worker, "first");
-    let first = h.take_effects();
-    assert!(first.contains(&Effect::Scale(0)));
-    h.server.worker_gone(worker, "second");
+    h.worker_gone(worker, "first");
+    assert_eq!(h.run_effects_but_scale()[0], Effect::WorkersGone);
+    h.worker_gone(worker, "second");
     assert!(h.take_effects().is_empty(), "idempotent");
+    assert!(h.server.supervisor.take_departures().is_empty());
 }
 
 #[test]
@@ -748,7 +760,6 @@ fn removing_a_function_records_its_workers_retirement_and_its_seed_instead_of_st
         .set_functions(both.as_bytes(), Some(h.dir.clone()))
         .expect("a valid set");
     let (worker, _out) = h.ready_worker(1);
-    h.server.scheduler.functions[1].pool.workers.push(worker);
     h.take_effects();
     let set = profile_set(&h, &["hello"], "index.handler");
     let answer = h
@@ -782,7 +793,6 @@ fn removing_a_function_records_its_workers_retirement_and_its_seed_instead_of_st
 fn a_code_change_rolls_a_new_generation_and_retires_the_old_once_it_is_ready() {
     let mut h = harness(ONE_FUNCTION);
     let (old, _out) = h.ready_worker(0);
-    h.server.scheduler.functions[0].pool.workers.push(old);
     h.take_effects();
     let set = profile_set(&h, &["hello"], "index.other");
     let answer = h
@@ -801,7 +811,6 @@ fn a_code_change_rolls_a_new_generation_and_retires_the_old_once_it_is_ready() {
     if let Some(w) = h.server.supervisor.workers.get_mut(new) {
         w.generation = h.server.scheduler.functions[0].generation;
     }
-    h.server.scheduler.functions[0].pool.workers.push(new);
     h.server
         .scheduler
         .check_rollout(0, &h.server.supervisor.workers, &mut h.server.effects);

@@ -50,10 +50,12 @@ use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
 use crate::fc::{FcLog, Phase, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
+use crate::pool::StartError;
 use crate::reactor::slab::{Key, Slab};
 use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
 use crate::runtime::Runtimes;
+use crate::sched::ScaleAction;
 use crate::turf::accounting::Accounting;
 use crate::turf::cgroup;
 use crate::turf::probe::{self, Capabilities};
@@ -329,6 +331,8 @@ impl Server {
             workers: Slab::default(),
             children: HashMap::new(),
             seeds: Slab::default(),
+            departures: Vec::new(),
+            reaped: Vec::new(),
             seed_slots: Vec::new(),
             process_numbers: Vec::new(),
             unclaimed_exits: std::collections::VecDeque::new(),
@@ -422,7 +426,7 @@ impl Server {
             if let Err(err) = self.poll.poll(&mut events, Some(timeout))
                 && err.kind() != io::ErrorKind::Interrupted
             {
-                self.kill_all_workers();
+                self.supervisor.kill_all_workers();
                 return Err(ServerError::Poll(err));
             }
             self.effects.begin_iteration();
@@ -601,7 +605,7 @@ impl Server {
         match self.lifecycle.on_signal(Instant::now()) {
             lifecycle::SignalStep::ExitNow => {
                 log::warn!("{name} again: killing workers and exiting now");
-                self.kill_all_workers();
+                self.supervisor.kill_all_workers();
             }
             lifecycle::SignalStep::Drain => {
                 log::info!("{name}: draining in-flight invocations, then exiting");
@@ -643,12 +647,10 @@ impl Server {
         if !self.lifecycle.drained() {
             return;
         }
-        self.supervisor.stop_all_seeds(&mut lent!(self));
         let mut lp = lent!(self);
+        self.supervisor.stop_all_seeds(&mut lp);
         self.supervisor.stop_all_spares(&mut lp);
-        for key in self.supervisor.workers.keys() {
-            self.stop_worker(key, "runtime stopping");
-        }
+        self.supervisor.stop_all_workers(&mut lp);
         self.check_workers_stopped();
     }
 
@@ -786,8 +788,14 @@ impl Server {
     /// ready.
     fn retire_worker(&mut self, key: Key, why: reconfig::Retirement) {
         match self.supervisor.workers.get(key).map(|w| w.state) {
-            Some(state) if state.is_starting() => self.stop_worker(key, why.reason()),
-            Some(crate::turf::worker::WorkerState::Ready) => self.drain_worker(key, why.reason()),
+            Some(state) if state.is_starting() => {
+                self.supervisor
+                    .stop_worker(key, why.reason(), &mut lent!(self))
+            }
+            Some(crate::turf::worker::WorkerState::Ready) => {
+                self.supervisor
+                    .drain_worker(key, why.reason(), &mut lent!(self))
+            }
             _ => {}
         }
     }
@@ -799,6 +807,248 @@ impl Server {
         let running = self.lifecycle.phase == Lifecycle::Running;
         let target = self.scheduler.seed_target(function, running);
         self.supervisor.ensure_seed(&target, &mut lent!(self));
+    }
+
+    // ---- Workers' lives (the supervisor's) and what they mean for their functions ----
+
+    /// Launches workers for `function` as the queue and the reservation need.
+    fn scale(&mut self, function: usize) {
+        self.scale_with(function, ScaleAction::Hold);
+    }
+
+    /// Launches the workers the scheduler's plan for `function` asks for, and fails the
+    /// queued requests it says no worker can come for. The seed follows the function: started
+    /// with it, replaced with its code, stopped when it is removed or the runtime stops.
+    fn scale_with(&mut self, function: usize, action: ScaleAction) {
+        self.follow_seed(function);
+        if self.lifecycle.phase != Lifecycle::Running || self.scheduler.functions[function].removed
+        {
+            return;
+        }
+        let f = &self.scheduler.functions[function];
+        let (starting, alive) = self.supervisor.worker_counts(&f.pool.workers, f.generation);
+        let counts = schedule::WorkerCounts {
+            starting,
+            alive,
+            pool_used: self.supervisor.memory_reserved(),
+        };
+        let decision =
+            (self.scheduler).plan_launches(function, counts, &self.config, action, Instant::now());
+        if let Some((clients, err)) = decision.fail {
+            for client in clients {
+                self.fail_invocation(client, &err);
+            }
+        }
+        for _ in 0..decision.launch {
+            if !self.spawn_worker(function) {
+                break;
+            }
+        }
+    }
+
+    /// Starts one worker: forked from the function's warm seed when it has a ready one, taken
+    /// from the spares when one has its shape, else cold. Returns false when it could not be
+    /// started (the failure is recorded).
+    fn spawn_worker(&mut self, function: usize) -> bool {
+        // Start-up is timed from here, the launch decision, through fork/exec to INIT_DONE.
+        let decided = Instant::now();
+        if let Some(started) = self.fork_worker(function, decided) {
+            return started;
+        }
+        if let Some(started) = self.take_spare(function, decided) {
+            return started;
+        }
+        let profile = &self.scheduler.functions[function].profile;
+        match (self.supervisor).spawn_cold(function, profile, decided, &mut lent!(self)) {
+            Ok(worker) => self.install_worker(worker).is_some(),
+            Err(message) => {
+                self.worker_start_failed(function, message);
+                false
+            }
+        }
+    }
+
+    /// Asks `function`'s seed to fork a worker, if it has a ready one. `None` when it has none
+    /// (the caller cold-starts); otherwise whether a worker is coming.
+    fn fork_worker(&mut self, function: usize, decided: Instant) -> Option<bool> {
+        let running = self.lifecycle.phase == Lifecycle::Running;
+        let target = self.scheduler.seed_target(function, running);
+        let fork = (self.supervisor).request_fork(&target, decided, &mut lent!(self))?;
+        let id = fork.worker.process.id.clone();
+        let Some(key) = self.install_worker(fork.worker) else {
+            return Some(false);
+        };
+        self.supervisor.note_pending_fork(fork.seed, id, key);
+        Some(true)
+    }
+
+    /// Takes a started worker into the loop (`Supervisor::install_worker`) and into its
+    /// function's pool.
+    fn install_worker(&mut self, worker: crate::turf::worker::Worker) -> Option<Key> {
+        let function = worker.function;
+        let f = &self.scheduler.functions[function];
+        let key =
+            (self.supervisor).install_worker(worker, f.generation, &f.profile, &mut lent!(self))?;
+        self.scheduler.functions[function].pool.workers.push(key);
+        self.arm_limit_poll();
+        Some(key)
+    }
+
+    /// READY: the worker's INIT carries `/initialize`'s request id and bound when it answers
+    /// one, else a fresh id.
+    fn on_worker_ready(&mut self, key: Key, payload: &[u8]) {
+        let Some(w) = self.supervisor.workers.get(key) else {
+            return;
+        };
+        let function = w.function;
+        let sends_init =
+            w.state == crate::turf::worker::WorkerState::Starting && w.process.pid != 0;
+        let (request_id, platform_bound_ms) = match &self.lifecycle.initialize_call {
+            Some(call) => (call.request_id.clone(), call.timeout_ms),
+            None if sends_init => (self.front.ids.next_id(), None),
+            None => (String::new(), None),
+        };
+        let init = supervise::InitParams {
+            profile: &self.scheduler.functions[function].profile,
+            request_id,
+            platform_bound_ms,
+        };
+        (self.supervisor).on_worker_ready(key, payload, &init, &mut lent!(self));
+    }
+
+    /// INIT_DONE: the worker serves; its function's rollout, queue and the waiters follow.
+    fn on_worker_init_done(&mut self, key: Key) {
+        let Some(function) = (self.supervisor).on_worker_init_done(key, &mut lent!(self)) else {
+            return;
+        };
+        self.scheduler.functions[function].pool.record_initialized();
+        (self.scheduler).check_rollout(function, &self.supervisor.workers, &mut self.effects);
+        self.effects.push(Effect::Dispatch(function));
+        self.effects.push(Effect::Waiters);
+    }
+
+    /// INIT_ERROR: a failed start for the function; the worker stops.
+    fn on_worker_init_error(&mut self, key: Key, payload: &[u8]) {
+        let Some((function, error)) = self.supervisor.init_error(key, payload) else {
+            return;
+        };
+        let reason = format!("initialization failed: {}", error.message);
+        self.on_start_failure(function, error);
+        self.supervisor.stop_worker(key, &reason, &mut lent!(self));
+    }
+
+    /// The init deadline passed: a failed start for the function; the worker is killed, and a
+    /// seed that never reported its pid is replaced.
+    fn on_worker_init_timeout(&mut self, key: Key) {
+        let Some(function) = self.supervisor.workers.get(key).map(|w| w.function) else {
+            return;
+        };
+        let profile = &self.scheduler.functions[function].profile;
+        let Some(error) = self.supervisor.init_timed_out(key, profile) else {
+            return;
+        };
+        let message = error.message.clone();
+        self.on_start_failure(function, error);
+        let mut lp = lent!(self);
+        let accounted = crate::turf::accounting::ExitReason::TimeoutKill;
+        self.supervisor
+            .kill_worker(key, &message, accounted, &mut lp);
+        self.supervisor
+            .fail_seed_of_unforked(key, &message, &mut lp);
+    }
+
+    /// A seed reported a forked worker's pid; its READY may have been waiting for it.
+    fn on_worker_forked(&mut self, key: Key, pid: i32) {
+        if (self.supervisor).worker_forked(key, pid, &mut lent!(self)) {
+            self.on_worker_ready(key, b"(forked)");
+        }
+    }
+
+    /// A worker of `function` could not even be started: `WorkerStartFailed` with `message`.
+    fn worker_start_failed(&mut self, function: usize, message: String) {
+        let error = StartError {
+            error_type: "WorkerStartFailed".into(),
+            message,
+            stack: Vec::new(),
+        };
+        self.on_start_failure(function, error);
+    }
+
+    /// Records a failed start, schedules the retry and tells waiting requests.
+    fn on_start_failure(&mut self, function: usize, error: StartError) {
+        let f = &mut self.scheduler.functions[function];
+        let until = f.pool.record_start_failure(error, Instant::now());
+        self.timers.schedule(until, Timer::SpawnRetry(function));
+        let (starting, alive) = self.supervisor.worker_counts(&f.pool.workers, f.generation);
+        // Only the dying worker may still be counted; nothing else will serve the queue soon.
+        if starting <= 1 && alive <= 1 && f.pool.fails_fast() {
+            self.fail_queue_with_start_error(function);
+        }
+        self.effects.push(Effect::Waiters);
+    }
+
+    /// Fails `function`'s queue with its last start error.
+    fn fail_queue_with_start_error(&mut self, function: usize) {
+        if let Some((clients, err)) = self.scheduler.take_queue_with_start_error(function) {
+            for client in clients {
+                self.fail_invocation(client, &err);
+            }
+        }
+    }
+
+    /// Deals with the workers that left service: their invocations fail with the cause, their
+    /// pools lose them, a failed start or a crash loop backs the function off, and the
+    /// function is re-planned and its queue dispatched.
+    fn on_workers_gone(&mut self) {
+        for gone in self.supervisor.take_departures() {
+            if let Some(&client) = gone.clients.first()
+                && let Some(id) = self.request_mut(client).map(|r| r.id.clone())
+            {
+                self.supervisor.note_request_at_exit(gone.worker, id);
+            }
+            for &client in &gone.clients {
+                self.log_invocation_failure(client, &gone.error);
+                self.fail_invocation(client, &gone.error);
+            }
+            if !gone.first {
+                continue;
+            }
+            let function = gone.function;
+            let pool = &mut self.scheduler.functions[function].pool;
+            pool.workers.retain(|k| *k != gone.worker);
+            if gone.was_starting && pool.last_start_error.is_none() {
+                let error = StartError {
+                    error_type: "WorkerStartFailed".into(),
+                    message: format!("{} while starting", gone.error.message),
+                    stack: Vec::new(),
+                };
+                self.on_start_failure(function, error);
+            } else if let Some(lifetime) = gone.crash_loop {
+                // A ready worker that dies on its own, serving nothing, would respawn as fast
+                // as it starts: back the respawn off. Waiting requests keep waiting. A worker
+                // that dies while serving is replaced at once: only its requests failed.
+                let until = pool.record_crash(Instant::now());
+                log::warn!(
+                    "[turf w={}] died {} ms after it started, before serving any request; \
+                     respawning after {} ms",
+                    gone.id,
+                    lifetime.as_millis(),
+                    until.saturating_duration_since(Instant::now()).as_millis()
+                );
+                self.timers.schedule(until, Timer::SpawnRetry(function));
+            }
+            self.effects.push(Effect::Scale(function));
+            self.effects.push(Effect::Dispatch(function));
+            self.effects.push(Effect::Waiters);
+        }
+    }
+
+    /// Reaped workers' records go, once their departures are dealt with.
+    fn on_workers_reaped(&mut self) {
+        self.on_workers_gone();
+        let functions = &self.scheduler.functions;
+        let name = |function: usize| functions[function].profile.name.clone();
+        self.supervisor.finish_reaped(name, &mut lent!(self));
     }
 
     // ---- Spare Node.js workers (`spares` decides; the shapes come from the profiles) ----
@@ -877,29 +1127,9 @@ impl Server {
         if was_ready {
             self.on_worker_ready(key, b"(spare)");
             // INIT leaves now, before the refill forks and execs a new spare.
-            self.flush_worker(key);
+            self.supervisor.flush_worker(key, &mut lent!(self));
         }
         Some(true)
-    }
-
-    /// A spare's pid was reaped.
-    fn on_spare_reaped(&mut self, key: Key, exit: &crate::sys::ExitKind) {
-        let mut lp = lent!(self);
-        self.supervisor.spare_reaped(key, exit, &mut lp);
-        self.balance_spares();
-        self.effects.push(Effect::Waiters);
-    }
-
-    /// Asks a child process to exit (`Supervisor::terminate`) within `turf.gracefulExitPeriodMs`.
-    fn terminate(&mut self, child: Child) {
-        let grace = Duration::from_millis(self.config.turf.graceful_exit_period_ms);
-        self.supervisor.terminate(child, grace, &mut self.timers);
-    }
-
-    /// Cleans up after a reaped child process (`Supervisor::release_process`).
-    fn release_process(&mut self, process: crate::turf::child::ChildProc) {
-        self.supervisor
-            .release_process(process, &mut self.timers, &self.config.worker);
     }
 
     /// Arms the scheduler tick if it is not armed.
@@ -927,7 +1157,8 @@ impl Server {
                     self.scale_with(function, action);
                 }
                 for victim in plan.drain {
-                    self.drain_worker(victim, "idle");
+                    self.supervisor
+                        .drain_worker(victim, "idle", &mut lent!(self));
                 }
             }
         }
@@ -948,7 +1179,8 @@ impl Server {
     fn on_limit_poll(&mut self) {
         for over in self.supervisor.poll_limits(Instant::now()) {
             log::warn!("[turf] {}; killing its process group", over.message);
-            self.kill_worker(over.worker, &over.message, over.reason);
+            self.supervisor
+                .kill_worker(over.worker, &over.message, over.reason, &mut lent!(self));
         }
         self.arm_limit_poll();
     }
@@ -987,7 +1219,9 @@ impl Server {
                 Timer::LimitPoll => self.on_limit_poll(),
                 Timer::LogGc => self.supervisor.collect_logs(&mut self.timers),
                 Timer::SchedTick => self.on_sched_tick(),
-                Timer::DrainTimeout(worker) => self.on_drain_timeout(worker),
+                Timer::DrainTimeout(worker) => {
+                    self.supervisor.on_drain_timeout(worker, &mut lent!(self))
+                }
                 Timer::SeedRetry(function) => {
                     self.supervisor.seed_retry_due(function);
                     self.follow_seed(function);
@@ -1039,14 +1273,15 @@ impl Server {
             Effect::Retire { worker, why } => self.retire_worker(worker, why),
             Effect::FollowSeed(function) => self.follow_seed(function),
             Effect::WorkerForked { worker, pid } => self.on_worker_forked(worker, pid),
-            Effect::NeverForked(worker) => self.discard_unforked(worker),
+            Effect::WorkersGone => self.on_workers_gone(),
+            Effect::WorkersReaped => self.on_workers_reaped(),
             Effect::BalanceSpares => self.balance_spares(),
             Effect::Waiters => {
                 self.maybe_start_background();
                 self.answer_init_waiters();
                 self.check_workers_stopped();
             }
-            Effect::FlushWorker(key) => self.flush_worker(key),
+            Effect::FlushWorker(key) => self.supervisor.flush_worker(key, &mut lent!(self)),
             Effect::FlushConn(key) => self.flush_conn(key),
         }
     }
@@ -1200,7 +1435,7 @@ impl Server {
         }
         // Reap first: a SIGTERM handled below may wait for workers that already exited.
         if seen.contains(&(libc::SIGCHLD as u8)) {
-            self.reap_children();
+            self.supervisor.reap_children(&mut lent!(self));
         }
         for signo in [libc::SIGTERM, libc::SIGINT] {
             if seen.contains(&(signo as u8)) {

@@ -6,7 +6,10 @@
 
 use super::client::InvokeError;
 use super::scheduler::Scheduler;
+use crate::config::SystemConfig;
 use crate::reactor::slab::Key;
+use crate::sched::capacity::LaunchBlock;
+use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sched::shrink::{self, WorkerSnapshot};
 use crate::sched::{ScaleAction, ScalerInput};
 use crate::turf::worker::{ConnRef, WorkerState};
@@ -32,6 +35,27 @@ pub struct Rejections {
     pub replica_limit: u64,
 }
 
+/// What the supervisor says of a function's workers, for its launch plan.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WorkerCounts {
+    /// Its workers of the current generation that are starting.
+    pub(super) starting: usize,
+    /// Its workers of the current generation that are starting or ready.
+    pub(super) alive: usize,
+    /// Memory all live workers reserve in `virtualMemoryPoolSize`.
+    pub(super) pool_used: u64,
+}
+
+/// What a launch plan decided for a function.
+#[derive(Debug, Default)]
+pub(super) struct LaunchDecision {
+    /// How many workers to start.
+    pub(super) launch: usize,
+    /// Queued invocations that no worker can serve soon, taken out of the queue, and their
+    /// answer.
+    pub(super) fail: Option<(Vec<ConnRef>, InvokeError)>,
+}
+
 /// What one function's tick decided.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct TickPlan {
@@ -42,6 +66,83 @@ pub(super) struct TickPlan {
 }
 
 impl Scheduler {
+    /// Plans `function`'s launches for its queue, its reservation and the scaler's `action`
+    /// as [`plan::launch_plan`] decides (within `controlPlane.expandConcurrency`, the
+    /// back-off, `replicaCountLimit` and `virtualMemoryPoolSize`). When it says no worker can
+    /// come, the queue is failed: with the last start error, or with the capacity limit's
+    /// error (counted as rejections).
+    pub(super) fn plan_launches(
+        &mut self,
+        function: usize,
+        counts: WorkerCounts,
+        config: &SystemConfig,
+        action: ScaleAction,
+        now: Instant,
+    ) -> LaunchDecision {
+        let f = &mut self.functions[function];
+        let worker = &f.profile.worker;
+        let input = PlanInput {
+            queued: f.pool.queue.len(),
+            starting: counts.starting,
+            alive: counts.alive,
+            max_active: f.max_active(),
+            replica_limit: usize::try_from(worker.replica_count_limit).unwrap_or(usize::MAX),
+            reservation: usize::try_from(worker.reservation_count).unwrap_or(usize::MAX),
+            rollout_target: f.rollout_target,
+            expand_concurrency: usize::try_from(config.control_plane.expand_concurrency)
+                .unwrap_or(1),
+            disposable: worker.disposable,
+            backoff: f.pool.backoff(),
+            memory_per_worker: f.profile.resource_limit.memory,
+            pool_used: counts.pool_used,
+            pool_size: config.virtual_memory_pool_size,
+            fast_fail: worker.fast_fail_requests_on_starting,
+            action,
+        };
+        let plan = plan::launch_plan(input, now);
+        if let LaunchPlan::Admitted { cut, blocked, .. } = plan {
+            f.pool.launch_blocked = blocked.map(|b| b.to_string());
+            if let Some(block) = cut {
+                log::warn!("[cp] function {}: {block}", f.profile.name);
+            }
+        }
+        let fail = match plan.fail_queue() {
+            Some(Blocker::Backoff) => self.take_queue_with_start_error(function),
+            Some(Blocker::Capacity(block)) => {
+                let err = InvokeError::new(503, block.error_type(), block.to_string());
+                let waiting: Vec<_> = f.pool.queue.drain(..).collect();
+                let count = waiting.len() as u64;
+                match block {
+                    LaunchBlock::MemoryPool { .. } => f.rejected.no_memory += count,
+                    LaunchBlock::ReplicaLimit { .. } => f.rejected.replica_limit += count,
+                }
+                Some((waiting, err))
+            }
+            None => None,
+        };
+        LaunchDecision {
+            launch: plan.launch(),
+            fail,
+        }
+    }
+
+    /// Takes `function`'s queue out, with its last start error as their answer (404: the
+    /// function's failure), when it has one.
+    pub(super) fn take_queue_with_start_error(
+        &mut self,
+        function: usize,
+    ) -> Option<(Vec<ConnRef>, InvokeError)> {
+        let pool = &mut self.functions[function].pool;
+        let error = pool.last_start_error.clone()?;
+        let err = InvokeError {
+            status: 404,
+            error_type: error.error_type,
+            message: error.message,
+            stack: (!error.stack.is_empty()).then_some(error.stack),
+        };
+        Some((pool.queue.drain(..).collect(), err))
+    }
+
     /// `worker.disableRequestQueue`: the answer for an invocation that found no free worker
     /// when its function's queue was dispatched, if it is still queued (counted as a
     /// rejection). Its function's launches are re-planned by the `Scale` effect recorded with

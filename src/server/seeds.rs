@@ -3,8 +3,8 @@
 //! with back-off when it dies. Without a ready seed, workers cold-start: nothing waits for a
 //! seed.
 //!
-//! What a seed's events mean for a worker (a fork reported, a fork that never happened) is
-//! recorded as an effect for the loop; the seed's own state never leaves the supervisor.
+//! A fork that never happened retires its worker's record here; a fork the seed reported is
+//! recorded (`WorkerForked`) for the loop, which may owe the worker its INIT.
 
 use super::effects::Effect;
 use super::supervisor::{Lent, Supervisor};
@@ -250,7 +250,7 @@ impl Supervisor {
                     return;
                 };
                 let why = format!("seed {} could not fork worker {id}: {error}", s.process.id);
-                self.discard_unforked(worker, &why, lp);
+                self.abandon_fork(worker, &why, lp);
                 // A seed that cannot fork is no use; workers cold-start until its replacement.
                 self.seed_failed(key, &why, lp);
             }
@@ -337,12 +337,13 @@ impl Supervisor {
         self.unclaimed_exits.remove(at).map(|(_, reaped)| reaped)
     }
 
-    /// A worker whose fork never happened: it has no process; the loop retires its record.
-    fn discard_unforked(&mut self, worker: Key, why: &str, lp: &mut Lent<'_>) {
+    /// A worker whose fork never happened (the fork failed, or its seed stopped): it has no
+    /// process; its record is retired.
+    fn abandon_fork(&mut self, worker: Key, why: &str, lp: &mut Lent<'_>) {
         if let Some(w) = self.workers.get_mut(worker) {
             w.exit_reason.get_or_insert_with(|| why.to_owned());
         }
-        lp.effects.push(Effect::NeverForked(worker));
+        self.discard_unforked(worker, lp);
     }
 
     /// When worker `key` is still waiting for its seed to report its pid, that seed has failed
@@ -414,7 +415,7 @@ impl Supervisor {
         let grace = Duration::from_millis(lp.config.turf.graceful_exit_period_ms);
         self.terminate(Child::Seed(key), grace, lp.timers);
         for (_, worker) in pending {
-            self.discard_unforked(worker, &format!("its seed stopped: {why}"), lp);
+            self.abandon_fork(worker, &format!("its seed stopped: {why}"), lp);
         }
     }
 

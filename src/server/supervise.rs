@@ -1,239 +1,112 @@
-//! Worker supervision: launching toward the pool's target, the READY/INIT handshake, stopping,
-//! killing, reaping, and failing a dead worker's invocations.
+//! Workers' lives, on the supervisor: installing a started worker into the loop, the
+//! READY/INIT handshake, draining, stopping, killing, reaping, and taking a dead worker out of
+//! service.
+//!
+//! What a worker's end means elsewhere (its invocations fail, its pool shrinks, its function
+//! re-plans) is not done here: the worker's `Departure` is kept for the loop, and `WorkersGone`
+//! recorded; a reaped worker's record stays until `WorkerReaped` has run, so the loop can
+//! still name the request it died in.
 
 use super::client::InvokeError;
-use super::{Child, Effect, Lifecycle, Server, Timer};
+use super::effects::Effect;
+use super::supervisor::{Lent, Supervisor};
+use super::{Child, Timer};
+use crate::config::FunctionProfile;
 use crate::fc;
 use crate::pool::StartError;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
-use crate::sched::ScaleAction;
 use crate::sched::backoff::CRASH_LOOP_WINDOW;
-use crate::sched::capacity::LaunchBlock;
-use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::spawn;
-use crate::turf::worker::{Worker, WorkerState};
+use crate::turf::worker::{ConnRef, Worker, WorkerState};
 use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
 use mio::Interest;
 use std::borrow::Cow;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-impl Server {
-    /// Launches workers for `function` as the queue and the reservation need.
-    pub(super) fn scale(&mut self, function: usize) {
-        self.scale_with(function, ScaleAction::Hold);
-    }
+/// A worker that left service, for the loop: who was waiting on it and what its end means for
+/// its function.
+#[derive(Debug)]
+pub(super) struct Departure {
+    pub(super) worker: Key,
+    /// Its process id (`hello-3`), for logs.
+    pub(super) id: String,
+    /// It left service now (not a second notice of the same end): its pool loses it.
+    pub(super) first: bool,
+    pub(super) function: usize,
+    /// What its in-flight invocations are answered.
+    pub(super) error: InvokeError,
+    /// The invocations it was running.
+    pub(super) clients: Vec<ConnRef>,
+    /// It died before it was ready: a failed start.
+    pub(super) was_starting: bool,
+    /// It was ready, died on its own this long after starting and served nothing: respawning
+    /// it at once would loop as fast as it starts.
+    pub(super) crash_loop: Option<Duration>,
+}
 
-    /// Launches workers for the queue, the reservation and the scaler's `action` as
-    /// [`plan::launch_plan`] decides (within `controlPlane.expandConcurrency`, the back-off,
-    /// `replicaCountLimit` and `virtualMemoryPoolSize`), and fails queued requests when it says
-    /// no worker can come: with the last start error, or with the capacity limit's error.
-    pub(super) fn scale_with(&mut self, function: usize, action: ScaleAction) {
-        // The seed follows the function: started with it, replaced with its code, stopped
-        // when it is removed or the runtime stops.
-        self.follow_seed(function);
-        if self.lifecycle.phase != Lifecycle::Running || self.scheduler.functions[function].removed
-        {
-            return;
-        }
-        let (starting, alive) = self.worker_counts(function);
-        let f = &self.scheduler.functions[function];
-        let worker = &f.profile.worker;
-        let input = PlanInput {
-            queued: f.pool.queue.len(),
-            starting,
-            alive,
-            max_active: self.max_active(function),
-            replica_limit: usize::try_from(worker.replica_count_limit).unwrap_or(usize::MAX),
-            reservation: usize::try_from(worker.reservation_count).unwrap_or(usize::MAX),
-            rollout_target: f.rollout_target,
-            expand_concurrency: usize::try_from(self.config.control_plane.expand_concurrency)
-                .unwrap_or(1),
-            disposable: worker.disposable,
-            backoff: f.pool.backoff(),
-            memory_per_worker: f.profile.resource_limit.memory,
-            pool_used: self.memory_reserved(),
-            pool_size: self.config.virtual_memory_pool_size,
-            fast_fail: worker.fast_fail_requests_on_starting,
-            action,
-        };
-        let plan = plan::launch_plan(input, Instant::now());
-        if let LaunchPlan::Admitted { cut, blocked, .. } = plan {
-            self.scheduler.functions[function].pool.launch_blocked = blocked.map(|b| b.to_string());
-            if let Some(block) = cut {
-                log::warn!(
-                    "[cp] function {}: {block}",
-                    self.scheduler.functions[function].profile.name
-                );
-            }
-        }
-        match plan.fail_queue() {
-            Some(Blocker::Backoff) => self.fail_queue_with_start_error(function),
-            Some(Blocker::Capacity(block)) => {
-                let err = InvokeError::new(503, block.error_type(), block.to_string());
-                let f = &mut self.scheduler.functions[function];
-                let waiting: Vec<_> = f.pool.queue.drain(..).collect();
-                let count = waiting.len() as u64;
-                match block {
-                    LaunchBlock::MemoryPool { .. } => f.rejected.no_memory += count,
-                    LaunchBlock::ReplicaLimit { .. } => f.rejected.replica_limit += count,
-                }
-                for client in waiting {
-                    self.fail_invocation(client, &err);
-                }
-            }
-            None => {}
-        }
-        for _ in 0..plan.launch() {
-            if !self.spawn_worker(function) {
-                break;
-            }
-        }
-    }
+/// What a worker's INIT carries from the rest of the runtime.
+pub(super) struct InitParams<'a> {
+    pub(super) profile: &'a FunctionProfile,
+    /// The request id it initializes in: `/initialize`'s, or a fresh one.
+    pub(super) request_id: String,
+    /// `x-fc-initialization-timeout`, when it initializes in answer to `/initialize`.
+    pub(super) platform_bound_ms: Option<u64>,
+}
 
-    /// Memory reserved in `virtualMemoryPoolSize` by every worker that has not exited, starting
-    /// ones included (so concurrent starts cannot overcommit the pool).
-    fn memory_reserved(&self) -> u64 {
-        self.supervisor
-            .workers
-            .iter()
-            .filter(|w| w.state < WorkerState::Exited)
-            .map(|w| {
-                self.scheduler.functions[w.function]
-                    .profile
-                    .resource_limit
-                    .memory
-            })
-            .sum()
-    }
-
-    /// (starting, alive) workers of a function; alive counts starting and ready ones.
-    fn worker_counts(&self, function: usize) -> (usize, usize) {
+impl Supervisor {
+    /// (starting, alive) among `keys` of `generation`; alive counts starting and ready ones.
+    /// Workers of an older generation are being replaced: they do not count.
+    pub(super) fn worker_counts(&self, keys: &[Key], generation: u64) -> (usize, usize) {
         let mut starting = 0;
         let mut alive = 0;
-        let generation = self.scheduler.functions[function].generation;
-        for &key in &self.scheduler.functions[function].pool.workers {
-            // Workers of an older generation are being replaced: they do not count.
-            if let Some(w) = self
-                .supervisor
-                .workers
-                .get(key)
-                .filter(|w| w.generation == generation)
-            {
-                if w.state.is_starting() {
-                    starting += 1;
-                }
-                if w.state <= WorkerState::Ready {
-                    alive += 1;
-                }
+        for w in keys.iter().filter_map(|&key| self.workers.get(key)) {
+            if w.generation != generation {
+                continue;
+            }
+            if w.state.is_starting() {
+                starting += 1;
+            }
+            if w.state <= WorkerState::Ready {
+                alive += 1;
             }
         }
         (starting, alive)
     }
 
-    /// The next worker id of `function` and its log directory.
-    pub(super) fn next_worker_id(&mut self, function: usize) -> (String, PathBuf) {
-        let name = &self.scheduler.functions[function].profile.name;
-        (self.supervisor).next_process_id(function, name, "", &self.config)
+    /// Memory reserved in `virtualMemoryPoolSize` by every worker that has not exited, starting
+    /// ones included (so concurrent starts cannot overcommit the pool).
+    pub(super) fn memory_reserved(&self) -> u64 {
+        self.workers
+            .iter()
+            .filter(|w| w.state < WorkerState::Exited)
+            .map(|w| w.memory_limit)
+            .sum()
     }
 
-    /// The limits a worker of `function` runs under.
-    pub(super) fn worker_limits(&self, function: usize) -> spawn::WorkerLimits {
-        let profile = &self.scheduler.functions[function].profile;
-        self.supervisor.worker_limits(profile, &self.config)
-    }
-
-    /// Asks `function`'s seed to fork a worker, if it has a ready one. `None` when it has none
-    /// (the caller cold-starts); otherwise whether a worker is coming.
-    fn fork_worker(&mut self, function: usize, decided: Instant) -> Option<bool> {
-        let running = self.lifecycle.phase == Lifecycle::Running;
-        let target = self.scheduler.seed_target(function, running);
-        let fork = (self.supervisor).request_fork(&target, decided, &mut lent!(self))?;
-        let id = fork.worker.process.id.clone();
-        let Some(key) = self.install_worker(fork.worker) else {
-            return Some(false);
-        };
-        self.supervisor.note_pending_fork(fork.seed, id, key);
-        Some(true)
-    }
-
-    /// The seed reported a forked worker's pid: move it into its cgroup, then let it start.
-    pub(super) fn on_worker_forked(&mut self, key: Key, pid: i32) {
-        let Some(w) = self.supervisor.workers.get_mut(key) else {
-            spawn::kill(pid, libc::SIGKILL);
-            return;
-        };
-        w.process.pid = pid;
-        log::info!("[turf w={} pid={pid}] forked from its seed", w.process.id);
-        if w.state >= WorkerState::Stopping {
-            // Stopped or killed while the fork was under way.
-            spawn::kill(pid, libc::SIGKILL);
-        } else if let Some(Err(err)) = w.process.cgroup.as_ref().map(|cg| cg.attach(pid)) {
-            let why = format!("cannot move forked worker into its cgroup: {err}");
-            self.kill_worker(key, &why, ExitReason::Crashed);
-        } else if std::mem::take(&mut w.ready_deferred) {
-            self.on_worker_ready(key, b"(forked)");
-        }
-        self.supervisor.children.insert(pid, Child::Worker(key));
-        if let Some(reaped) = self.supervisor.claim_unclaimed_exit(pid) {
-            self.retire_reaped(key, Some(reaped));
-        }
-    }
-
-    /// A worker whose fork never happened: it has no process; retire its record now.
-    pub(super) fn discard_unforked(&mut self, key: Key) {
-        let Some(why) = self
-            .supervisor
-            .workers
-            .get(key)
-            .and_then(|w| w.exit_reason.clone())
-        else {
-            return;
-        };
-        self.worker_gone(key, &why);
-        self.retire_reaped(key, None);
-    }
-
-    /// Starts one worker: forked from the function's warm seed when it has a ready one, else
-    /// cold. Returns false when it could not be started (the failure is recorded).
-    fn spawn_worker(&mut self, function: usize) -> bool {
-        // Start-up is timed from here, the launch decision, through fork/exec to INIT_DONE.
-        let decided = Instant::now();
-        if let Some(started) = self.fork_worker(function, decided) {
-            return started;
-        }
-        if let Some(started) = self.take_spare(function, decided) {
-            return started;
-        }
-        let (id, log_dir) = self.next_worker_id(function);
-        let f = &self.scheduler.functions[function];
-        let launch = match self.supervisor.runtimes.launch_spec(&f.profile, &id) {
-            Ok(launch) => launch,
-            Err(message) => {
-                self.worker_start_failed(function, message);
-                return false;
-            }
-        };
-        let limits = self.worker_limits(function);
-        let spec = (self.supervisor).spawn_spec(&f.profile, &launch, &id, &log_dir, &self.config);
-        let spawned = match spawn::spawn(&spec) {
-            Ok(s) => s,
-            Err(err) => {
-                let message = format!(
-                    "cannot start a worker for function {}: {err}",
-                    f.profile.name
-                );
-                log::error!("[turf] {message}");
-                self.worker_start_failed(function, message);
-                return false;
-            }
-        };
+    /// Cold-starts a worker of `function` (fork and exec of its runtime). Its record is
+    /// returned for [`Supervisor::install_worker`]; the error says why it could not start.
+    pub(super) fn spawn_cold(
+        &mut self,
+        function: usize,
+        profile: &FunctionProfile,
+        decided: Instant,
+        lp: &mut Lent<'_>,
+    ) -> Result<Worker, String> {
+        let (id, log_dir) = self.next_process_id(function, &profile.name, "", lp.config);
+        let launch = self.runtimes.launch_spec(profile, &id)?;
+        let limits = self.worker_limits(profile, lp.config);
+        let spec = self.spawn_spec(profile, &launch, &id, &log_dir, lp.config);
+        let spawned = spawn::spawn(&spec).map_err(|err| {
+            let message = format!("cannot start a worker for function {}: {err}", profile.name);
+            log::error!("[turf] {message}");
+            message
+        })?;
         let pid = spawned.pid;
         if let Some(output) = spawned.output {
-            self.console.attach(self.poll.registry(), output);
+            lp.console.attach(lp.registry, output);
         }
         let mut enforcement = spawned.enforcement;
         // What no cgroup enforces, the runtime polls.
@@ -251,26 +124,27 @@ impl Server {
         worker.process.log_dir = log_dir;
         worker.process.cgroup = spawned.cgroup;
         worker.process.started_at = decided;
-        if self.install_worker(worker).is_none() {
-            return false;
-        }
         log::info!("[turf w={id} pid={pid}] started");
-        true
+        Ok(worker)
     }
 
-    /// Takes a started (or requested) worker into the loop: watches its pipes, adds it to its
-    /// function's pool and arms its init deadline. `None` when its pipes cannot be watched
-    /// (it is killed).
-    pub(super) fn install_worker(&mut self, mut worker: Worker) -> Option<Key> {
-        let function = worker.function;
-        let f = &self.scheduler.functions[function];
-        worker.generation = f.generation;
-        let init_timeout = Duration::from_millis(f.profile.worker.initialization_timeout_ms);
+    /// Takes a started (or requested) worker into the loop: watches its pipes, maps its pid
+    /// and arms its init deadline. `None` when its pipes cannot be watched (it is killed).
+    pub(super) fn install_worker(
+        &mut self,
+        mut worker: Worker,
+        generation: u64,
+        profile: &FunctionProfile,
+        lp: &mut Lent<'_>,
+    ) -> Option<Key> {
+        worker.generation = generation;
+        worker.memory_limit = profile.resource_limit.memory;
+        let init_timeout = Duration::from_millis(profile.worker.initialization_timeout_ms);
         let pid = worker.process.pid;
         let id = worker.process.id.clone();
-        let key = self.supervisor.workers.insert(worker);
-        let registry = self.poll.registry();
-        let registered = self.supervisor.workers.get_mut(key).map(|w| {
+        let key = self.workers.insert(worker);
+        let registry = lp.registry;
+        let registered = self.workers.get_mut(key).map(|w| {
             let out = w.from_worker.as_mut().map(|p| {
                 registry.register(p, token::token(Source::WorkerOut(key)), Interest::READABLE)
             });
@@ -280,53 +154,52 @@ impl Server {
             out.transpose().and(inp.transpose())
         });
         if pid > 0 {
-            self.supervisor.children.insert(pid, Child::Worker(key));
+            self.children.insert(pid, Child::Worker(key));
         }
-        self.scheduler.functions[function].pool.workers.push(key);
         if let Some(Err(err)) = registered {
             log::error!("[turf w={id} pid={pid}] cannot watch worker pipes: {err}");
-            self.kill_worker(
-                key,
-                &format!("cannot watch worker pipes: {err}"),
-                ExitReason::Crashed,
-            );
+            let reason = format!("cannot watch worker pipes: {err}");
+            self.kill_worker(key, &reason, ExitReason::Crashed, lp);
             return None;
         }
-        let timer = self
+        let timer = lp
             .timers
             .schedule(Instant::now() + init_timeout, Timer::WorkerInit(key));
-        if let Some(w) = self.supervisor.workers.get_mut(key) {
+        if let Some(w) = self.workers.get_mut(key) {
             w.state_timer = Some(timer);
         }
-        self.arm_limit_poll();
         Some(key)
     }
 
     /// READY: the bootstrap runs; send INIT.
-    pub(super) fn on_worker_ready(&mut self, key: Key, payload: &[u8]) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    pub(super) fn on_worker_ready(
+        &mut self,
+        key: Key,
+        payload: &[u8],
+        init: &InitParams<'_>,
+        lp: &mut Lent<'_>,
+    ) {
+        let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
         if worker.state != WorkerState::Starting {
             let reason = format!("READY in state {}", worker.state.as_str());
-            self.kill_worker(key, &reason, ExitReason::Crashed);
+            self.kill_worker(key, &reason, ExitReason::Crashed, lp);
             return;
         }
         if worker.process.pid == 0 {
             // Forked, and the seed has not said which pid yet: INIT must wait until the worker
-            // is in its cgroup (`seeds::on_worker_forked`).
+            // is in its cgroup (`worker_forked`).
             worker.ready_deferred = true;
             return;
         }
         if log::log_enabled!(log::Level::Debug) {
             match wire::Ready::parse(payload) {
-                Ok(ready) => {
-                    log::debug!(
-                        "[turf w={} pid={}] ready: {ready:?}",
-                        worker.process.id,
-                        worker.process.pid
-                    )
-                }
+                Ok(ready) => log::debug!(
+                    "[turf w={} pid={}] ready: {ready:?}",
+                    worker.process.id,
+                    worker.process.pid
+                ),
                 Err(_) => log::debug!(
                     "[turf w={} pid={}] ready: {}",
                     worker.process.id,
@@ -335,13 +208,8 @@ impl Server {
                 ),
             }
         }
-        let profile = &self.scheduler.functions[worker.function].profile;
-        // Initialized in answer to `/initialize`: in its name, within its bound. Otherwise in
-        // the name of a fresh id, with the latest credentials the platform sent.
-        let (request_id, platform_bound) = match &self.lifecycle.initialize_call {
-            Some(call) => (call.request_id.clone(), call.timeout_ms),
-            None => (self.front.ids.next_id(), None),
-        };
+        let profile = init.profile;
+        let request_id = &init.request_id;
         let code_dir = profile.code_dir.to_string_lossy();
         let facts = fc::ProfileFacts {
             name: &profile.name,
@@ -350,10 +218,12 @@ impl Server {
             memory_bytes: profile.resource_limit.memory,
         };
         let profile_timeout_ms = profile.worker.initialization_timeout_ms;
-        let timeout_ms = platform_bound.map_or(profile_timeout_ms, |b| b.min(profile_timeout_ms));
+        let timeout_ms = init
+            .platform_bound_ms
+            .map_or(profile_timeout_ms, |b| b.min(profile_timeout_ms));
         let mut context = fc::context(
-            self.supervisor.platform.headers(),
-            &request_id,
+            self.platform.headers(),
+            request_id,
             profile.worker.invoke_timeout_ms,
             facts,
         );
@@ -361,7 +231,7 @@ impl Server {
         log::debug!(
             "[turf w={}] INIT as {request_id}, credentials from {}",
             worker.process.id,
-            self.supervisor.platform.source()
+            self.platform.source()
         );
         let msg = Init {
             function: InitFunction {
@@ -372,7 +242,7 @@ impl Server {
                 memory: profile.resource_limit.memory,
                 timeout_ms: profile.worker.invoke_timeout_ms,
             },
-            request_id: Cow::Borrowed(&request_id),
+            request_id: Cow::Borrowed(request_id),
             context,
             timeout_ms,
             spare: worker.spare_init.take().map(|s| SpareInit {
@@ -386,58 +256,47 @@ impl Server {
                 if timeout_ms < profile_timeout_ms {
                     // The platform's bound is the shorter one: the init deadline moves to it.
                     if let Some(timer) = worker.state_timer.take() {
-                        self.timers.cancel(timer);
+                        lp.timers.cancel(timer);
                     }
                     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-                    worker.state_timer =
-                        Some(self.timers.schedule(deadline, Timer::WorkerInit(key)));
+                    worker.state_timer = Some(lp.timers.schedule(deadline, Timer::WorkerInit(key)));
                     worker.platform_init_bound_ms = Some(timeout_ms);
                 }
-                self.mark_worker_dirty(key);
+                lp.effects.push(Effect::FlushWorker(key));
             }
-            Err(err) => self.kill_worker(
-                key,
-                &format!("cannot encode INIT: {err}"),
-                ExitReason::Crashed,
-            ),
+            Err(err) => {
+                let reason = format!("cannot encode INIT: {err}");
+                self.kill_worker(key, &reason, ExitReason::Crashed, lp);
+            }
         }
     }
 
-    /// INIT_DONE: the worker serves from now on.
-    pub(super) fn on_worker_init_done(&mut self, key: Key) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
-            return;
-        };
+    /// INIT_DONE: the worker serves from now on. Returns its function.
+    pub(super) fn on_worker_init_done(&mut self, key: Key, lp: &mut Lent<'_>) -> Option<usize> {
+        let worker = self.workers.get_mut(key)?;
         if worker.state != WorkerState::Initializing {
             let reason = format!("INIT_DONE in state {}", worker.state.as_str());
-            self.kill_worker(key, &reason, ExitReason::Crashed);
-            return;
+            self.kill_worker(key, &reason, ExitReason::Crashed, lp);
+            return None;
         }
         if let Some(timer) = worker.state_timer.take() {
-            self.timers.cancel(timer);
+            lp.timers.cancel(timer);
         }
         worker.advance(WorkerState::Ready);
         worker.last_active = Instant::now();
-        let function = worker.function;
         log::info!(
             "[turf w={} pid={}] ready to serve after {:.3} ms",
             worker.process.id,
             worker.process.pid,
             worker.process.started_at.elapsed().as_secs_f64() * 1000.0
         );
-        self.scheduler.functions[function].pool.record_initialized();
-        self.scheduler
-            .check_rollout(function, &self.supervisor.workers, &mut self.effects);
-        self.effects.push(Effect::Dispatch(function));
-        self.effects.push(Effect::Waiters);
+        Some(worker.function)
     }
 
-    /// INIT_ERROR: loading the code or the initializer failed.
-    pub(super) fn on_worker_init_error(&mut self, key: Key, payload: &[u8]) {
-        let Some(worker) = self.supervisor.workers.get(key) else {
-            return;
-        };
-        let function = worker.function;
+    /// INIT_ERROR: loading the code or the initializer failed. Returns the worker's function
+    /// and the start error; the loop records it, then stops the worker.
+    pub(super) fn init_error(&self, key: Key, payload: &[u8]) -> Option<(usize, StartError)> {
+        let worker = self.workers.get(key)?;
         let msg = ErrorPayload::parse_lenient(payload, "InitializationError", "initializer failed");
         let error = StartError {
             error_type: msg.error_type,
@@ -450,105 +309,45 @@ impl Server {
             error.error_type,
             error.message
         );
-        let reason = format!("initialization failed: {}", error.message);
-        self.on_start_failure(function, error);
-        self.stop_worker(key, &reason);
+        Some((worker.function, error))
     }
 
-    /// The init deadline passed.
-    pub(super) fn on_worker_init_timeout(&mut self, key: Key) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
-            return;
-        };
+    /// The init deadline of a worker of a function with `profile` passed. Returns the start
+    /// error when the worker was still starting; the loop records it, then kills the worker.
+    pub(super) fn init_timed_out(
+        &mut self,
+        key: Key,
+        profile: &FunctionProfile,
+    ) -> Option<StartError> {
+        let worker = self.workers.get_mut(key)?;
         worker.state_timer = None;
         if !worker.state.is_starting() {
-            return;
+            return None;
         }
-        let function = worker.function;
         let bound = match worker.platform_init_bound_ms {
             Some(ms) => format!("x-fc-initialization-timeout ({ms} ms)"),
             None => format!(
                 "worker.initializationTimeout ({} ms)",
-                self.scheduler.functions[function]
-                    .profile
-                    .worker
-                    .initialization_timeout_ms
+                profile.worker.initialization_timeout_ms
             ),
         };
         let message = format!(
             "worker {} of function {} did not finish initializing within {bound}",
-            worker.process.id, self.scheduler.functions[function].profile.name
+            worker.process.id, profile.name
         );
         log::warn!("[turf] {message}");
-        self.on_start_failure(
-            function,
-            StartError {
-                error_type: "InitializationTimeout".into(),
-                message: message.clone(),
-                stack: Vec::new(),
-            },
-        );
-        self.kill_worker(key, &message, ExitReason::TimeoutKill);
-        // A forked worker whose pid never came: its seed is stuck, and is replaced (which also
-        // retires this record).
-        (self.supervisor).fail_seed_of_unforked(key, &message, &mut lent!(self));
-    }
-
-    /// A worker of `function` could not even be started: `WorkerStartFailed` with `message`.
-    fn worker_start_failed(&mut self, function: usize, message: String) {
-        self.on_start_failure(
-            function,
-            StartError {
-                error_type: "WorkerStartFailed".into(),
-                message,
-                stack: Vec::new(),
-            },
-        );
-    }
-
-    /// Records a failed start, schedules the retry and tells waiting requests.
-    fn on_start_failure(&mut self, function: usize, error: StartError) {
-        let until = self.scheduler.functions[function]
-            .pool
-            .record_start_failure(error, Instant::now());
-        self.timers.schedule(until, Timer::SpawnRetry(function));
-        let (starting, alive) = self.worker_counts(function);
-        // Only the dying worker may still be counted; nothing else will serve the queue soon.
-        if starting <= 1 && alive <= 1 && self.scheduler.functions[function].pool.fails_fast() {
-            self.fail_queue_with_start_error(function);
-        }
-        self.effects.push(Effect::Waiters);
-    }
-
-    fn fail_queue_with_start_error(&mut self, function: usize) {
-        let Some(error) = self.scheduler.functions[function]
-            .pool
-            .last_start_error
-            .clone()
-        else {
-            return;
-        };
-        let err = InvokeError {
-            status: 404,
-            error_type: error.error_type,
-            message: error.message,
-            stack: (!error.stack.is_empty()).then_some(error.stack),
-        };
-        let queued: Vec<_> = self.scheduler.functions[function]
-            .pool
-            .queue
-            .drain(..)
-            .collect();
-        for client in queued {
-            self.fail_invocation(client, &err);
-        }
+        Some(StartError {
+            error_type: "InitializationTimeout".into(),
+            message,
+            stack: Vec::new(),
+        })
     }
 
     /// Stops sending a worker new requests; it stops once its in-flight ones finish, or after
     /// `dataPlane.closeTrafficTimeout` at the latest.
-    pub(super) fn drain_worker(&mut self, key: Key, why: &str) {
-        let timeout = Duration::from_millis(self.config.data_plane.close_traffic_timeout_ms);
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    pub(super) fn drain_worker(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
+        let timeout = Duration::from_millis(lp.config.data_plane.close_traffic_timeout_ms);
+        let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
         if worker.state != WorkerState::Ready {
@@ -557,35 +356,33 @@ impl Server {
         log::info!("[cp] draining worker {} ({why})", worker.process.id);
         worker.advance(WorkerState::Draining);
         if worker.streams.is_empty() {
-            self.stop_worker(key, why);
+            self.stop_worker(key, why, lp);
         } else {
-            let timer = self
+            let timer = lp
                 .timers
                 .schedule(Instant::now() + timeout, Timer::DrainTimeout(key));
-            if let Some(w) = self.supervisor.workers.get_mut(key) {
-                w.state_timer = Some(timer);
-            }
+            worker.state_timer = Some(timer);
         }
     }
 
     /// A draining worker did not finish its requests within `dataPlane.closeTrafficTimeout`.
-    pub(super) fn on_drain_timeout(&mut self, key: Key) {
-        if let Some(w) = self.supervisor.workers.get_mut(key) {
+    pub(super) fn on_drain_timeout(&mut self, key: Key, lp: &mut Lent<'_>) {
+        if let Some(w) = self.workers.get_mut(key) {
             w.state_timer = None;
             if w.state == WorkerState::Draining {
                 let reason = format!(
                     "worker {} still had requests after dataPlane.closeTrafficTimeout ({} ms)",
-                    w.process.id, self.config.data_plane.close_traffic_timeout_ms
+                    w.process.id, lp.config.data_plane.close_traffic_timeout_ms
                 );
-                self.stop_worker(key, &reason);
+                self.stop_worker(key, &reason, lp);
             }
         }
     }
 
     /// Stops a worker gracefully: close its input (EOF asks it to exit), SIGTERM its group, and
     /// SIGKILL after `turf.gracefulExitPeriodMs`.
-    pub(super) fn stop_worker(&mut self, key: Key, reason: &str) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    pub(super) fn stop_worker(&mut self, key: Key, reason: &str, lp: &mut Lent<'_>) {
+        let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
         if worker.state >= WorkerState::Stopping {
@@ -600,53 +397,63 @@ impl Server {
         worker.imposed.get_or_insert(ExitReason::Stopped);
         worker.advance(WorkerState::Stopping);
         if let Some(mut pipe) = worker.to_worker.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
+            let _ = lp.registry.deregister(&mut pipe);
         }
         if let Some(timer) = worker.state_timer.take() {
-            self.timers.cancel(timer);
+            lp.timers.cancel(timer);
         }
-        self.terminate(Child::Worker(key));
-        self.worker_gone(key, reason);
+        let grace = Duration::from_millis(lp.config.turf.graceful_exit_period_ms);
+        self.terminate(Child::Worker(key), grace, lp.timers);
+        self.worker_gone(key, reason, lp);
+    }
+
+    /// Stops every worker (the runtime is stopping).
+    pub(super) fn stop_all_workers(&mut self, lp: &mut Lent<'_>) {
+        for key in self.workers.keys() {
+            self.stop_worker(key, "runtime stopping", lp);
+        }
     }
 
     /// Kills a worker's process group at once and fails its invocations with `reason`;
     /// `accounted` is the reason recorded in `resource_usage.log`.
-    pub(super) fn kill_worker(&mut self, key: Key, reason: &str, accounted: ExitReason) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    pub(super) fn kill_worker(
+        &mut self,
+        key: Key,
+        reason: &str,
+        accounted: ExitReason,
+        lp: &mut Lent<'_>,
+    ) {
+        let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
         worker.exit_reason.get_or_insert_with(|| reason.to_owned());
         worker.imposed.get_or_insert(accounted);
         worker.process.kill();
-        self.worker_gone(key, reason);
+        self.worker_gone(key, reason, lp);
     }
 
     /// A worker the kernel killed for exceeding its cgroup memory limit is accounted (and its
     /// requests failed) as `mem_overload`, like one the poller killed.
     fn note_oom(&mut self, key: Key) {
-        let Some(w) = self.supervisor.workers.get_mut(key) else {
+        let Some(w) = self.workers.get_mut(key) else {
             return;
         };
         if w.imposed.is_none() && w.process.cgroup.as_ref().is_some_and(|cg| cg.oom_killed()) {
-            let limit = self.scheduler.functions[w.function]
-                .profile
-                .resource_limit
-                .memory;
             w.imposed = Some(ExitReason::MemOverload);
             w.exit_reason = Some(format!(
                 "worker {} was killed by the kernel for exceeding resourceLimit.memory \
-                 ({limit} bytes, enforced by its cgroup)",
-                w.process.id
+                 ({} bytes, enforced by its cgroup)",
+                w.process.id, w.memory_limit
             ));
         }
     }
 
     /// The worker's output pipe reached EOF: it exited or is exiting.
-    pub(super) fn on_worker_pipe_closed(&mut self, key: Key) {
+    pub(super) fn on_worker_pipe_closed(&mut self, key: Key, lp: &mut Lent<'_>) {
         // The exit status is often already there; reaping first gives errors the real cause.
-        self.reap_children();
+        self.reap_children(lp);
         self.note_oom(key);
-        let reason = match self.supervisor.workers.get(key) {
+        let reason = match self.workers.get(key) {
             Some(w) => w.exit_reason.clone().unwrap_or_else(|| {
                 format!(
                     "worker {} (pid {}) exited unexpectedly",
@@ -655,14 +462,14 @@ impl Server {
             }),
             None => return,
         };
-        self.worker_gone(key, &reason);
+        self.worker_gone(key, &reason, lp);
     }
 
-    /// Takes a worker out of service for good: its pipes are closed, its streams fail with
-    /// `reason`, and the pool is topped up. Idempotent. The record itself stays until the pid is
-    /// reaped.
-    pub(super) fn worker_gone(&mut self, key: Key, reason: &str) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    /// Takes a worker out of service for good: its pipes are closed, its streams end, and its
+    /// [`Departure`] is kept for the loop (`WorkersGone`). Idempotent. The record itself stays
+    /// until the pid is reaped.
+    pub(super) fn worker_gone(&mut self, key: Key, reason: &str, lp: &mut Lent<'_>) {
+        let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
         let was_starting = worker.state.is_starting();
@@ -672,29 +479,28 @@ impl Server {
         let was_stopping = worker.state >= WorkerState::Stopping;
         let already_gone = worker.from_worker.is_none() && worker.to_worker.is_none();
         if let Some(mut pipe) = worker.from_worker.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
+            let _ = lp.registry.deregister(&mut pipe);
         }
         if let Some(mut pipe) = worker.to_worker.take() {
-            let _ = self.poll.registry().deregister(&mut pipe);
+            let _ = lp.registry.deregister(&mut pipe);
         }
         worker.wbuf.clear();
         worker.wstart = 0;
-        let function = worker.function;
-        let id = worker.process.id.clone();
-        let streams: Vec<_> = worker.streams.drain().collect();
-        let in_flight = streams.iter().find_map(|(_, s)| s.client);
-        let imposed = worker.imposed;
         if !was_stopping {
             worker.advance(WorkerState::Exited);
         }
-        if let Some(client) = in_flight {
-            let id = self.request_mut(client).map(|r| r.id.clone());
-            if let Some(w) = self.supervisor.workers.get_mut(key) {
-                w.request_at_exit = w.request_at_exit.take().or(id);
+        let mut clients = Vec::with_capacity(worker.streams.len());
+        for (_, stream) in worker.streams.drain() {
+            if let Some(timer) = stream.cancel_timer {
+                lp.timers.cancel(timer);
             }
+            clients.extend(stream.client);
+        }
+        if already_gone && clients.is_empty() {
+            return;
         }
         // The in-flight requests learn why their worker is gone.
-        let (error_type, reason) = match imposed {
+        let (error_type, reason) = match worker.imposed {
             Some(ExitReason::MemOverload) => {
                 ("MemoryLimitExceeded", format!("{reason} (mem_overload)"))
             }
@@ -703,62 +509,42 @@ impl Server {
             }
             _ => ("WorkerCrashed", reason.to_owned()),
         };
-        for (_, stream) in streams {
-            if let Some(timer) = stream.cancel_timer {
-                self.timers.cancel(timer);
-            }
-            if let Some(client) = stream.client {
-                let err = InvokeError::new(404, error_type, reason.clone());
-                self.log_invocation_failure(client, &err);
-                self.fail_invocation(client, &err);
-            }
-        }
-        if already_gone {
-            return;
-        }
-        self.scheduler.functions[function]
-            .pool
-            .workers
-            .retain(|k| *k != key);
-        if was_starting
-            && self.scheduler.functions[function]
-                .pool
-                .last_start_error
-                .is_none()
-        {
-            self.on_start_failure(
-                function,
-                StartError {
-                    error_type: "WorkerStartFailed".into(),
-                    message: format!("{reason} while starting"),
-                    stack: Vec::new(),
-                },
-            );
-        } else if !was_starting && !was_stopping && never_served && lifetime < CRASH_LOOP_WINDOW {
-            // A ready worker that dies on its own, serving nothing, would respawn as fast as it
-            // starts: back the respawn off. Waiting requests keep waiting. A worker that dies
-            // while serving is replaced at once: only the requests it held failed (above).
-            let until = self.scheduler.functions[function]
-                .pool
-                .record_crash(Instant::now());
-            log::warn!(
-                "[turf w={id}] died {} ms after it started, before serving any request; \
-                 respawning after {} ms",
-                lifetime.as_millis(),
-                until.saturating_duration_since(Instant::now()).as_millis()
-            );
-            self.timers.schedule(until, Timer::SpawnRetry(function));
-        }
-        log::debug!("[turf w={id}] out of service: {reason}");
+        let crash_loop = (!already_gone
+            && !was_starting
+            && !was_stopping
+            && never_served
+            && lifetime < CRASH_LOOP_WINDOW)
+            .then_some(lifetime);
+        log::debug!("[turf w={}] out of service: {reason}", worker.process.id);
+        self.departures.push(Departure {
+            worker: key,
+            id: worker.process.id.clone(),
+            first: !already_gone,
+            function: worker.function,
+            error: InvokeError::new(404, error_type, reason),
+            clients,
+            was_starting: was_starting && !already_gone,
+            crash_loop,
+        });
         // What follows a worker's death is recorded, not done here: this runs inside frame,
         // timer and reaping handlers, which must not be re-entered by a launch or a dispatch.
-        self.effects.push(Effect::Scale(function));
-        self.effects.push(Effect::Dispatch(function));
-        self.effects.push(Effect::Waiters);
+        lp.effects.push(Effect::WorkersGone);
+    }
+
+    /// The departures the loop has not dealt with yet, oldest first.
+    pub(super) fn take_departures(&mut self) -> Vec<Departure> {
+        std::mem::take(&mut self.departures)
+    }
+
+    /// Names the request worker `key` died in, for its `resource_usage.log` line.
+    pub(super) fn note_request_at_exit(&mut self, key: Key, request_id: String) {
+        if let Some(w) = self.workers.get_mut(key) {
+            w.request_at_exit.get_or_insert(request_id);
+        }
     }
 
     /// Reaps every exited child and retires its record.
-    pub(super) fn reap_children(&mut self) {
+    pub(super) fn reap_children(&mut self, lp: &mut Lent<'_>) {
         loop {
             let reaped = match sys::reap_one() {
                 Ok(Some(r)) => r,
@@ -768,50 +554,56 @@ impl Server {
                     return;
                 }
             };
-            match self.supervisor.children.remove(&reaped.pid) {
-                Some(Child::Seed(seed)) => {
-                    (self.supervisor).on_seed_reaped(seed, &reaped.exit, &mut lent!(self));
+            match self.children.remove(&reaped.pid) {
+                Some(Child::Seed(seed)) => self.on_seed_reaped(seed, &reaped.exit, lp),
+                Some(Child::Spare(spare)) => {
+                    self.spare_reaped(spare, &reaped.exit, lp);
+                    lp.effects.push(Effect::BalanceSpares);
+                    lp.effects.push(Effect::Waiters);
                 }
-                Some(Child::Spare(spare)) => self.on_spare_reaped(spare, &reaped.exit),
-                Some(Child::Worker(key)) => self.retire_reaped(key, Some(reaped)),
+                Some(Child::Worker(key)) => self.retire_reaped(key, Some(reaped), lp),
                 None => {
                     // A forked worker reaped before its seed reported it, or an orphaned
                     // grandchild of a worker (the runtime is a child subreaper).
                     log::debug!("[turf] reaped unknown child {}", reaped.pid);
-                    self.supervisor.keep_unclaimed_exit(reaped);
+                    self.keep_unclaimed_exit(reaped);
                 }
             }
         }
     }
 
     /// Retires worker `key` whose process is gone: `reaped` is its exit, `None` when it never
-    /// had a process (a fork that did not happen).
-    pub(super) fn retire_reaped(&mut self, key: Key, reaped: Option<sys::Reaped>) {
+    /// had a process (a fork that did not happen). It leaves service now; its record goes
+    /// when `WorkerReaped` runs, after the loop has dealt with its departure.
+    pub(super) fn retire_reaped(
+        &mut self,
+        key: Key,
+        reaped: Option<sys::Reaped>,
+        lp: &mut Lent<'_>,
+    ) {
         self.note_oom(key);
-        let (id, expected) = match self.supervisor.workers.get_mut(key) {
-            Some(w) => {
-                if w.exit_reason.is_none() {
-                    let how = reaped
-                        .as_ref()
-                        .map_or_else(|| "never started".to_owned(), |r| r.exit.to_string());
-                    w.exit_reason = Some(format!(
-                        "worker {} (pid {}) exited unexpectedly with {how}",
-                        w.process.id, w.process.pid
-                    ));
-                }
-                (w.process.id.clone(), w.state >= WorkerState::Stopping)
-            }
-            None => return,
+        let Some(w) = self.workers.get_mut(key) else {
+            return;
         };
+        if w.exit_reason.is_none() {
+            let how = reaped
+                .as_ref()
+                .map_or_else(|| "never started".to_owned(), |r| r.exit.to_string());
+            w.exit_reason = Some(format!(
+                "worker {} (pid {}) exited unexpectedly with {how}",
+                w.process.id, w.process.pid
+            ));
+        }
         if let Some(reaped) = &reaped {
-            let level = if expected {
+            let level = if w.state >= WorkerState::Stopping {
                 log::Level::Info
             } else {
                 log::Level::Warn
             };
             log::log!(
                 level,
-                "[turf w={id} pid={}] exited with {} (user {} ms, sys {} ms, max rss {} KiB)",
+                "[turf w={} pid={}] exited with {} (user {} ms, sys {} ms, max rss {} KiB)",
+                w.process.id,
                 reaped.pid,
                 reaped.exit,
                 reaped.user_cpu_us / 1000,
@@ -819,61 +611,97 @@ impl Server {
                 reaped.max_rss_kib
             );
         }
-        let reason = self
-            .supervisor
-            .workers
-            .get(key)
-            .and_then(|w| w.exit_reason.clone())
-            .unwrap_or_default();
-        self.worker_gone(key, &reason);
-        if let Some(w) = self.supervisor.workers.remove(key) {
+        let reason = w.exit_reason.clone().unwrap_or_default();
+        self.reaped.push((key, reaped));
+        self.worker_gone(key, &reason, lp);
+        lp.effects.push(Effect::WorkersReaped);
+    }
+
+    /// Removes the records of reaped workers and writes their `resource_usage.log` lines;
+    /// `function_name` names a worker's function.
+    pub(super) fn finish_reaped(
+        &mut self,
+        function_name: impl Fn(usize) -> String,
+        lp: &mut Lent<'_>,
+    ) {
+        for (key, reaped) in std::mem::take(&mut self.reaped) {
+            let Some(w) = self.workers.remove(key) else {
+                continue;
+            };
             if let Some(timer) = w.state_timer {
-                self.timers.cancel(timer);
+                lp.timers.cancel(timer);
             }
             let oom = w.process.cgroup.as_ref().is_some_and(|cg| cg.oom_killed());
             if let Some(reaped) = &reaped {
                 let accounted = ExitReason::decide(w.imposed, oom, reaped.exit);
-                let function = &self.scheduler.functions[w.function].profile.name;
+                let function = function_name(w.function);
                 let record = ExitRecord::new(
                     reaped,
                     &w.process.id,
-                    function,
+                    &function,
                     accounted,
                     w.request_at_exit.as_deref(),
                     w.served,
                 );
-                self.supervisor.accounting.record(&record);
+                self.accounting.record(&record);
             }
             // The group may hold grandchildren that outlived the worker: they go too.
-            self.release_process(w.process);
+            self.release_process(w.process, lp.timers, &lp.config.worker);
         }
-        self.effects.push(Effect::Waiters);
+        lp.effects.push(Effect::Waiters);
+    }
+
+    /// The seed reported a forked worker's pid: move it into its cgroup. Returns whether its
+    /// READY came first and must now be answered.
+    pub(super) fn worker_forked(&mut self, key: Key, pid: i32, lp: &mut Lent<'_>) -> bool {
+        let Some(w) = self.workers.get_mut(key) else {
+            spawn::kill(pid, libc::SIGKILL);
+            return false;
+        };
+        w.process.pid = pid;
+        self.children.insert(pid, Child::Worker(key));
+        log::info!("[turf w={} pid={pid}] forked from its seed", w.process.id);
+        let mut ready_due = false;
+        if w.state >= WorkerState::Stopping {
+            // Stopped or killed while the fork was under way.
+            spawn::kill(pid, libc::SIGKILL);
+        } else if let Some(Err(err)) = w.process.cgroup.as_ref().map(|cg| cg.attach(pid)) {
+            let why = format!("cannot move forked worker into its cgroup: {err}");
+            self.kill_worker(key, &why, ExitReason::Crashed, lp);
+        } else {
+            ready_due = std::mem::take(&mut w.ready_deferred);
+        }
+        if let Some(reaped) = self.claim_unclaimed_exit(pid) {
+            self.retire_reaped(key, Some(reaped), lp);
+            return false;
+        }
+        ready_due
+    }
+
+    /// A worker whose fork never happened: it has no process; retire its record now.
+    pub(super) fn discard_unforked(&mut self, key: Key, lp: &mut Lent<'_>) {
+        let Some(why) = self.workers.get(key).and_then(|w| w.exit_reason.clone()) else {
+            return;
+        };
+        self.worker_gone(key, &why, lp);
+        self.retire_reaped(key, None, lp);
     }
 
     /// Writes a worker's queued frames.
-    pub(super) fn flush_worker(&mut self, key: Key) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    pub(super) fn flush_worker(&mut self, key: Key, lp: &mut Lent<'_>) {
+        let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
-        match worker.flush() {
-            Ok(_) => {}
-            Err(err) => {
-                let reason = format!("writing to worker {} failed: {err}", worker.process.id);
-                self.on_worker_pipe_closed_with(key, &reason);
-            }
+        if let Err(err) = worker.flush() {
+            let reason = format!("writing to worker {} failed: {err}", worker.process.id);
+            worker.exit_reason.get_or_insert(reason);
+            self.on_worker_pipe_closed(key, lp);
         }
-    }
-
-    fn on_worker_pipe_closed_with(&mut self, key: Key, reason: &str) {
-        if let Some(w) = self.supervisor.workers.get_mut(key) {
-            w.exit_reason.get_or_insert_with(|| reason.to_owned());
-        }
-        self.on_worker_pipe_closed(key);
     }
 
     /// SIGKILLs every worker and seed group: the runtime is exiting.
-    pub(super) fn kill_all_workers(&mut self) {
-        for process in self.supervisor.processes() {
+    pub(super) fn kill_all_workers(&self) {
+        for process in self.processes() {
             process.kill();
         }
     }

@@ -33,6 +33,12 @@ pub(super) struct Supervisor {
     pub(super) children: HashMap<i32, Child>,
     /// Warm seeds (`turf::seed`).
     pub(super) seeds: Slab<Seed>,
+    /// Workers that left service and what that means elsewhere, until the loop deals with
+    /// them (`Effect::WorkersGone`).
+    pub(super) departures: Vec<super::supervise::Departure>,
+    /// Reaped workers whose records wait for their departure to be dealt with
+    /// (`Effect::WorkersReaped`).
+    pub(super) reaped: Vec<(Key, Option<crate::sys::Reaped>)>,
     /// Each function's seed slot, by function index (`seeds`).
     pub(super) seed_slots: Vec<SeedSlot>,
     /// The last process number given to each function's children, by function index.

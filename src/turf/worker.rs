@@ -126,6 +126,9 @@ pub struct Worker {
     pub imposed: Option<ExitReason>,
     /// The request that was in flight when it left service, for the accounting line.
     pub request_at_exit: Option<String>,
+    /// Its function's `resourceLimit.memory` when it started, named when the kernel kills it
+    /// for exceeding it.
+    pub memory_limit: u64,
     /// Which mechanism enforces each limit (shown by `noslate ps`).
     pub enforcement: serde_json::Value,
     /// The function's generation (code and resources) it was started with.
@@ -180,6 +183,7 @@ impl Worker {
             exit_reason: None,
             imposed: None,
             request_at_exit: None,
+            memory_limit: 0,
             enforcement: serde_json::Value::Null,
             polled: crate::turf::poll::PolledLimits::default(),
             life: crate::sched::dispatch::DisposableLife::default(),
