@@ -1,12 +1,17 @@
-//! The client side: reading and parsing requests, routing them, writing responses, keep-alive,
-//! pipelining and closing.
+//! The front end's connections: reading and parsing requests, stepping their bodies, writing
+//! responses, keep-alive, pipelining and closing.
+//!
+//! What a connection's progress means elsewhere is handed back to the loop: a parsed head
+//! (`Step::Started`) is routed by it, a body bound for a worker (`Step::Pump`) is moved by it,
+//! and an answered, ended or abandoned request is recorded as an effect (`LeftQueue`,
+//! `RequestEnded`, `CancelStream`, `ReturnCredit`).
 
 use super::conn::{
     BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink, body_complete_in,
 };
 use super::effects::Effect;
-use super::scheduler::{Admitted, Invocation};
-use super::{Lifecycle, Server, Timer};
+use super::front::FrontEnd;
+use super::{Lent, Timer};
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
 use crate::http::error::HttpError;
@@ -14,13 +19,44 @@ use crate::http::request::{BodyKind, Parsed, parse_request};
 use crate::http::response::{self, Framing};
 use crate::reactor::slab::{Key, Slab};
 use crate::turf::origin;
-use crate::turf::worker::ConnRef;
+use crate::turf::worker::{ConnRef, Worker};
 use crate::wire;
 use std::time::{Duration, Instant};
 
 /// Bound on parse/pump rounds per readiness event, so one connection cannot starve the loop
 /// (a client pipelining thousands of tiny requests is served in slices).
-const MAX_ROUNDS_PER_EVENT: usize = 64;
+pub(super) const MAX_ROUNDS_PER_EVENT: usize = 64;
+
+/// What one step on a connection's buffered input came to.
+pub(super) enum Step {
+    /// Nothing more until more bytes arrive, the answer is written or room frees up.
+    Wait,
+    /// Progress was made; step again.
+    Continue,
+    /// A request head was parsed and its request started: the loop routes it.
+    Started(Started),
+    /// The current request's body goes to a worker's stream, within its credit.
+    Pump {
+        /// The worker.
+        worker: Key,
+        /// The stream.
+        stream: u32,
+    },
+    /// The current admin request's body has been collected whole.
+    AdminBody(ConnRef),
+}
+
+/// A request whose head was just parsed, for the loop to route.
+pub(super) struct Started {
+    pub(super) client: ConnRef,
+    /// Its FC route (or why its control path is bad).
+    pub(super) route: Result<Route, String>,
+    /// The function or service it names in `x-noslate-function`/`x-noslate-service`, or why
+    /// the two contradict.
+    pub(super) target: Result<Option<Target>, String>,
+    /// It came on the admin socket: its method and path (FC's routes never apply there).
+    pub(super) admin: Option<(String, String)>,
+}
 
 /// Progress of a collected body.
 enum Collected {
@@ -67,37 +103,33 @@ pub fn refuse_connection(sock: &mut mio::net::TcpStream, why: &str) {
     let _ = std::io::Write::write(sock, &out);
 }
 
-impl Server {
-    /// Makes all the progress a connection can make: parse requests, forward body bytes, finish
-    /// requests, and read more when (and only when) the current state can use more input.
-    pub(super) fn drive_conn(&mut self, key: Key) {
-        if self
-            .front
-            .conns
-            .get(key)
-            .is_some_and(|c| c.linger.is_some())
-        {
-            self.drain_lingering(key);
-            return;
+impl FrontEnd {
+    /// Whether connection `key` is closing and only drains what its client still sends.
+    pub(super) fn is_lingering(&self, key: Key) -> bool {
+        self.conns.get(key).is_some_and(|c| c.linger.is_some())
+    }
+
+    /// After a round on `key`: reads more from its socket when its state can use more input
+    /// (`workers` says which streams have credit for a body). Returns whether a new round is
+    /// worth it.
+    pub(super) fn read_more(&mut self, key: Key, workers: &Slab<Worker>) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if conn.close_when_flushed && conn.req.is_none() {
+            return false;
         }
-        for _ in 0..MAX_ROUNDS_PER_EVENT {
-            self.step_conn(key);
-            let Some(conn) = self.front.conns.get_mut(key) else {
-                return;
-            };
-            if conn.close_when_flushed && conn.req.is_none() {
-                break;
-            }
-            if !wants_input(conn, &self.supervisor.workers) || conn.input_full() {
-                break;
-            }
-            match conn.fill() {
-                Filled::Bytes(0) => break,
-                Filled::Bytes(_) => {}
-                Filled::Closed => break,
-            }
+        if !wants_input(conn, workers) || conn.input_full() {
+            return false;
         }
-        let Some(conn) = self.front.conns.get_mut(key) else {
+        matches!(conn.fill(), Filled::Bytes(n) if n > 0)
+    }
+
+    /// Ends a drive of `key`: notices a client that left (its end of stream may have come with
+    /// its last bytes), and puts off pipelined requests left over after the round limit to the
+    /// next iteration.
+    pub(super) fn end_drive(&mut self, key: Key, lp: &mut Lent<'_>) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.hung_up && !conn.peer_closed && conn.req.is_none() && !conn.input_full() {
@@ -107,145 +139,135 @@ impl Server {
             if let Filled::Bytes(n) = conn.fill()
                 && n > 0
             {
-                self.schedule_drive(key);
+                lp.effects.push(Effect::DriveConn(key));
                 return;
             }
         }
-        let Some(conn) = self.front.conns.get(key) else {
-            return;
-        };
         // A hang-up seen while a request is in progress means the client left, even if its
         // last bytes were not read (a queued request is not read, for backpressure).
         if conn.peer_closed || (conn.hung_up && conn.req.is_some()) {
-            self.on_peer_closed(key);
+            self.on_peer_closed(key, lp);
         } else if conn.req.is_none() && conn.has_parsable_input() && !conn.has_output() {
             // The round limit was hit with pipelined requests left: serve them on the next
             // iteration, after the other connections have had their turn.
-            self.defer_drive(key);
+            lp.effects.drive_next_iteration(key);
         }
     }
 
-    /// One round on buffered input, without reading the socket.
-    fn step_conn(&mut self, key: Key) {
-        loop {
-            let Some(conn) = self.front.conns.get_mut(key) else {
-                return;
+    /// One step on `key`'s buffered input, without reading the socket. `serving` is whether
+    /// the runtime serves (while it stops, every answer closes its connection).
+    pub(super) fn step(&mut self, key: Key, serving: bool, lp: &mut Lent<'_>) -> Step {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Step::Wait;
+        };
+        let Some(req) = conn.req.as_ref() else {
+            // Pipelined requests wait while earlier responses are unsent, so a client that
+            // sends without reading cannot grow the write buffer without bound: past its own
+            // limit, or while all connections together hold too much, a connection with
+            // unsent output starts nothing new (and so is not read either).
+            let backlog = conn.unsent();
+            let http = &lp.config.http;
+            if conn.close_when_flushed
+                || conn.input().is_empty()
+                || backlog > http.max_connection_output_bytes
+                || (backlog > 0 && self.buffered_output > http.max_buffered_bytes)
+            {
+                return Step::Wait;
+            }
+            return match parse_request(conn.input(), &self.request_limits) {
+                Ok(Parsed::Partial) => {
+                    conn.awaiting_bytes = true;
+                    if conn.peer_closed {
+                        // The client closed in the middle of a head: nothing to answer.
+                        conn.close_when_flushed = true;
+                    } else if conn.head_timer.is_none() {
+                        let due = Instant::now() + Duration::from_millis(http.header_timeout_ms);
+                        conn.head_timer = Some(lp.timers.schedule(due, Timer::HeadTimeout(key)));
+                    }
+                    Step::Wait
+                }
+                Ok(Parsed::Complete { head, head_len }) => {
+                    conn.consume(head_len);
+                    if let Some(timer) = conn.head_timer.take() {
+                        lp.timers.cancel(timer);
+                    }
+                    match self.start_request(key, head, serving, lp) {
+                        Some(started) => Step::Started(started),
+                        None => Step::Continue,
+                    }
+                }
+                Err(err) => {
+                    self.reject_head(key, &err, lp);
+                    Step::Wait
+                }
             };
-            let Some(req) = conn.req.as_ref() else {
-                // Pipelined requests wait while earlier responses are unsent, so a client that
-                // sends without reading cannot grow the write buffer without bound: past its
-                // own limit, or while all connections together hold too much, a connection
-                // with unsent output starts nothing new (and so is not read either).
-                let backlog = conn.unsent();
-                let http = &self.config.http;
-                if conn.close_when_flushed
-                    || conn.input().is_empty()
-                    || backlog > http.max_connection_output_bytes
-                    || (backlog > 0 && self.front.buffered_output > http.max_buffered_bytes)
-                {
-                    return;
-                }
-                match parse_request(conn.input(), &self.front.request_limits) {
-                    Ok(Parsed::Partial) => {
-                        conn.awaiting_bytes = true;
-                        if conn.peer_closed {
-                            // The client closed in the middle of a head: nothing to answer.
-                            conn.close_when_flushed = true;
-                        } else if conn.head_timer.is_none() {
-                            let due = Instant::now()
-                                + Duration::from_millis(self.config.http.header_timeout_ms);
-                            conn.head_timer =
-                                Some(self.timers.schedule(due, Timer::HeadTimeout(key)));
-                        }
-                        return;
-                    }
-                    Ok(Parsed::Complete { head, head_len }) => {
-                        conn.consume(head_len);
-                        if let Some(timer) = conn.head_timer.take() {
-                            self.timers.cancel(timer);
-                        }
-                        self.start_request(key, head);
-                        continue;
-                    }
-                    Err(err) => {
-                        self.reject_head(key, &err);
-                        return;
-                    }
-                }
-            };
-            match req.sink {
-                Sink::Hold => return,
-                Sink::Worker { worker, stream } => {
-                    if !self.pump_body_to_worker(key, worker, stream) {
-                        return;
-                    }
-                }
-                Sink::Discard => {
-                    if !self.discard_body(key) {
-                        return;
-                    }
-                }
-                Sink::Collect => {
-                    match self.collect_body(key) {
-                        Collected::More => return,
-                        Collected::TooLarge => {
-                            let client = self.current_client(key);
-                            let err = InvokeError::new(
-                                413,
-                                "PayloadTooLarge",
-                                format!(
-                                    "admin request bodies are limited to {MAX_COLLECTED_BODY} bytes"
-                                ),
-                            );
-                            if let Some(client) = client {
-                                self.respond_error(client, &err, false);
-                            }
-                            if let Some(conn) = self.front.conns.get_mut(key) {
-                                conn.close_when_flushed = true;
-                            }
-                            return;
-                        }
-                        Collected::Done => {
-                            if let Some(client) = self.current_client(key) {
-                                self.on_admin_body(client);
-                            }
-                        }
-                    }
-                    continue;
+        };
+        let client = ConnRef {
+            conn: key,
+            seq: req.seq,
+        };
+        match req.sink {
+            Sink::Hold => Step::Wait,
+            Sink::Worker { worker, stream } => Step::Pump { worker, stream },
+            Sink::Discard => {
+                if self.discard_body(key) && self.try_complete(key, serving, lp) {
+                    Step::Continue
+                } else {
+                    Step::Wait
                 }
             }
-            if !self.try_complete(key) {
-                return;
-            }
+            Sink::Collect => match self.collect_body(key) {
+                Collected::More => Step::Wait,
+                Collected::TooLarge => {
+                    let err = InvokeError::new(
+                        413,
+                        "PayloadTooLarge",
+                        format!("admin request bodies are limited to {MAX_COLLECTED_BODY} bytes"),
+                    );
+                    self.respond_error(client, &err, false, lp);
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.close_when_flushed = true;
+                    }
+                    Step::Wait
+                }
+                Collected::Done => Step::AdminBody(client),
+            },
         }
     }
 
     /// A head that could not be parsed: answer and close, since the stream cannot be resynced.
-    fn reject_head(&mut self, key: Key, err: &HttpError) {
+    fn reject_head(&mut self, key: Key, err: &HttpError, lp: &mut Lent<'_>) {
         log::debug!("[http conn={}] bad request: {err}", key.idx);
-        let date = self.front.date.get().to_vec();
-        if let Some(conn) = self.front.conns.get_mut(key) {
-            response::write_error(&mut conn.wbuf, err, false, &date);
+        let date = self.date.get();
+        if let Some(conn) = self.conns.get_mut(key) {
+            response::write_error(&mut conn.wbuf, err, false, date);
             conn.close_when_flushed = true;
             conn.consume(conn.input().len());
         }
-        self.mark_conn_dirty(key);
+        lp.effects.push(Effect::FlushConn(key));
     }
 
-    /// Routes a freshly parsed request.
-    fn start_request(&mut self, key: Key, head: crate::http::request::RequestHead) {
+    /// Starts the request whose head was just parsed on `key`, and says how to route it.
+    fn start_request(
+        &mut self,
+        key: Key,
+        head: crate::http::request::RequestHead,
+        serving: bool,
+        lp: &mut Lent<'_>,
+    ) -> Option<Started> {
         let request_id = head
             .header("x-fc-request-id")
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
-            .unwrap_or_else(|| self.front.ids.next_id());
+            .unwrap_or_else(|| self.ids.next_id());
         let route = fc::route(
             &head.method,
             head.path(),
             head.header("x-fc-control-path"),
-            &self.config.readiness_path,
-        );
-        let explicit_target = match (
+            &lp.config.readiness_path,
+        )
+        .map_err(|err| err.0);
+        let target = match (
             head.header("x-noslate-function"),
             head.header("x-noslate-service"),
         ) {
@@ -256,19 +278,20 @@ impl Server {
             (None, Some(s)) => Ok(Some(Target::Service(s.to_owned()))),
             (None, None) => Ok(None),
         };
-        let max_body = self.config.http.max_request_body_size;
-        let Some(conn) = self.front.conns.get_mut(key) else {
-            return;
-        };
+        let max_body = lp.config.http.max_request_body_size;
+        let conn = self.conns.get_mut(key)?;
         conn.seq += 1;
         // While stopping, every answer closes its connection.
-        let keep_alive = head.keep_alive && self.lifecycle.phase == Lifecycle::Running;
+        let keep_alive = head.keep_alive && serving;
         let body = match head.body {
             BodyKind::None | BodyKind::Length(0) => BodyLeft::Done,
             BodyKind::Length(n) => BodyLeft::Length(n),
             BodyKind::Chunked => BodyLeft::Chunked(ChunkedDecoder::new(max_body)),
         };
-        let timeout_ms = 0;
+        let admin = conn
+            .sock
+            .is_admin()
+            .then(|| (head.method.clone(), head.path().to_owned()));
         conn.req = Some(Request {
             seq: conn.seq,
             id: request_id,
@@ -284,130 +307,31 @@ impl Server {
             sink: Sink::Hold,
             resp: Resp::NotStarted,
             deadline_timer: None,
-            timeout_ms,
+            timeout_ms: 0,
             deadline: Instant::now(),
             counted: false,
             collected: Vec::new(),
             admin: None,
             head: Some(head),
         });
-        let client = ConnRef {
-            conn: key,
-            seq: conn.seq,
-        };
-        if conn.sock.is_admin() {
-            // The admin socket has its own routes; FC's never apply there.
-            let (method, path) = conn
-                .req
-                .as_ref()
-                .and_then(|r| r.head.as_ref())
-                .map(|h| (h.method.clone(), h.path().to_owned()))
-                .unwrap_or_default();
-            self.on_admin_request(client, &method, &path);
-            return;
-        }
-        if matches!(
-            route,
-            Ok(Route::Initialize | Route::PreFreeze | Route::PreStop | Route::Invoke { .. })
-        ) {
-            self.take_platform_headers(key);
-        }
-        match route {
-            Err(err) => self.respond_error(
-                client,
-                &InvokeError::new(400, "InvalidControlPath", err.0),
-                false,
-            ),
-            Ok(Route::Healthz) => {
-                // A runtime that is stopping serves no invocation, so it is not healthy.
-                let running = self.lifecycle.phase == Lifecycle::Running;
-                let body = serde_json::json!({
-                    "status": if running { "ok" } else { "stopping" },
-                    "lifecycle": self.lifecycle.name(),
-                    "workers": self.supervisor.workers.len(),
-                });
-                let status = if running { 200 } else { 503 };
-                self.respond_json(client, status, &[], body.to_string().as_bytes());
-            }
-            Ok(Route::Initialize | Route::PreFreeze | Route::PreStop)
-                if self.hook_from_descendant(key) =>
-            {
-                log::warn!(
-                    "[http conn={}] refusing a lifecycle hook from a process of the runtime's \
-                     own workers",
-                    key.idx
-                );
-                // Still a hook answer, with the `x-fc-status` every hook answer carries.
-                if let Some(req) = request_in(&mut self.front.conns, client) {
-                    req.phase = Some(Phase::Initialize);
-                }
-                self.respond_error(
-                    client,
-                    &InvokeError::new(
-                        403,
-                        "HookForbidden",
-                        "lifecycle hooks are honoured only from the platform, not from the \
-                         runtime's own workers",
-                    ),
-                    false,
-                );
-            }
-            Ok(Route::Ready) => self.on_ready(client),
-            Ok(Route::Initialize) => self.on_initialize(client),
-            Ok(Route::PreFreeze) => self.on_pre_freeze(client),
-            Ok(Route::PreStop) => self.on_pre_stop(client),
-            Ok(Route::Invoke {
-                kind,
-                function_from_path,
-            }) => match explicit_target {
-                Ok(target) => self.start_invocation(client, kind, target.or(function_from_path)),
-                Err(message) => self.respond_error(
-                    client,
-                    &InvokeError::new(400, "AmbiguousTarget", message),
-                    false,
-                ),
+        Some(Started {
+            client: ConnRef {
+                conn: key,
+                seq: conn.seq,
             },
-        }
+            route,
+            target,
+            admin,
+        })
     }
 
-    /// Keeps the instance headers (credentials, function identity) of a platform call for
-    /// the initializers that run outside any call. A worker could send FC's headers too, to
-    /// hand other functions' initializers credentials of its choosing: its calls are ignored.
-    fn take_platform_headers(&mut self, key: Key) {
-        let news = self
-            .front
-            .conns
-            .get(key)
-            .and_then(|c| c.req.as_ref()?.head.as_ref())
-            .is_some_and(|head| self.supervisor.platform.is_news(&head.headers));
-        if !news {
-            return;
-        }
-        if self.hook_from_descendant(key) {
-            log::warn!(
-                "[http conn={}] ignoring FC credentials sent by the runtime's own workers",
-                key.idx
-            );
-            return;
-        }
-        if let Some(head) = self
-            .front
-            .conns
-            .get(key)
-            .and_then(|c| c.req.as_ref()?.head.as_ref())
-        {
-            self.supervisor.platform.take_from(&head.headers);
-            log::debug!("platform credentials and identity updated from a call");
-        }
-    }
-
-    /// Whether a hook arrived from one of the runtime's own descendants (a function calling
-    /// the FC port over loopback), or from a local client that no longer holds its socket.
-    /// Only clients on this machine are traced, once per connection. Where `/proc` cannot be
-    /// read at all, hooks are let through, since refusing would lock out an operator's local
-    /// call.
-    fn hook_from_descendant(&mut self, key: Key) -> bool {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    /// Whether the client of `key` is one of the runtime's own descendants (a function calling
+    /// the FC port over loopback), or a local client that no longer holds its socket. Only
+    /// clients on this machine are traced, once per connection. Where `/proc` cannot be read
+    /// at all, the client is taken for an outsider, since refusing would lock out an
+    /// operator's local call.
+    pub(super) fn client_is_descendant(&mut self, key: Key) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
         if let Some(known) = conn.from_descendant {
@@ -417,75 +341,34 @@ impl Server {
         conn.from_descendant = Some(verdict);
         verdict
     }
-    /// Accepts an invocation: picks the function, arms its deadline and queues it.
-    pub(super) fn start_invocation(
+
+    /// Marks `client`'s request an invocation of `kind` and writes FC's Start line. Returns its
+    /// `x-fc-invocation-timeout`, or `None` when the request is gone.
+    pub(super) fn begin_invocation(
         &mut self,
         client: ConnRef,
         kind: InvokeKind,
-        target: Option<Target>,
-    ) {
-        if let Some(req) = request_in(&mut self.front.conns, client) {
-            req.kind = kind;
-            req.phase = Some(Phase::Invoke);
-            self.front.fc_log.start(Phase::Invoke, &req.id);
-        }
-        let Some(req) = self.request_mut(client) else {
-            return;
-        };
-        let invocation = Invocation {
-            client,
-            kind,
-            target,
-            timeout_header_ms: req
-                .head
+    ) -> Option<Option<u64>> {
+        let req = request_in(&mut self.conns, client)?;
+        req.kind = kind;
+        req.phase = Some(Phase::Invoke);
+        self.fc_log.start(Phase::Invoke, &req.id);
+        Some(
+            req.head
                 .as_ref()
                 .and_then(|h| fc::timeout_header_ms(&h.headers)),
-        };
-        let now = Instant::now();
-        let admitted = self.scheduler.admit(
-            invocation,
-            self.lifecycle.phase == Lifecycle::Running,
-            self.config.data_plane.request_queue_limit,
-            now,
-        );
-        let Admitted {
-            function,
-            timeout_ms,
-        } = match admitted {
-            Ok(admitted) => admitted,
-            Err(refused) => {
-                self.respond_error(client, &refused.error, refused.function_error);
-                return;
-            }
-        };
-        let deadline = now + Duration::from_millis(timeout_ms);
-        let timer = self.timers.schedule(deadline, Timer::Request(client));
-        if let Some(req) = self.request_mut(client) {
-            req.function = Some(function);
-            req.timeout_ms = timeout_ms;
-            req.deadline = deadline;
-            req.counted = true;
-            req.deadline_timer = Some(timer);
-        }
-        // A worker may take it now; if none can and the function has no queue, it is refused;
-        // either way the function's launches are re-planned for the new demand.
-        self.effects.push(Effect::Dispatch(function));
-        if self.scheduler.queue_disabled(function) {
-            self.effects
-                .push(Effect::RefuseIfStillQueued { function, client });
-        }
-        self.effects.push(Effect::Scale(function));
+        )
     }
 
     /// The request `client` refers to, if it is still the connection's current one.
     pub(super) fn request_mut(&mut self, client: ConnRef) -> Option<&mut Request> {
-        request_in(&mut self.front.conns, client)
+        request_in(&mut self.conns, client)
     }
 
     /// Drops body bytes of a request whose answer no longer needs them. Returns whether the
     /// body is now fully consumed.
     fn discard_body(&mut self, key: Key) -> bool {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
         let Conn {
@@ -518,18 +401,9 @@ impl Server {
         }
     }
 
-    /// The current request of a connection, as a reference.
-    pub(super) fn current_client(&self, key: Key) -> Option<ConnRef> {
-        let req = self.front.conns.get(key)?.req.as_ref()?;
-        Some(ConnRef {
-            conn: key,
-            seq: req.seq,
-        })
-    }
-
     /// Appends body bytes to the request's collection buffer.
     fn collect_body(&mut self, key: Key) -> Collected {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return Collected::More;
         };
         let Conn { inbuf, req, .. } = conn;
@@ -565,8 +439,8 @@ impl Server {
 
     /// Completes the current request if its response is fully buffered and its body consumed.
     /// Returns whether the connection moved on to the next request.
-    fn try_complete(&mut self, key: Key) -> bool {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    pub(super) fn try_complete(&mut self, key: Key, serving: bool, lp: &mut Lent<'_>) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
         let Some(req) = conn.req.as_ref() else {
@@ -575,9 +449,9 @@ impl Server {
         if req.resp != Resp::Done || !req.body.is_done() {
             return false;
         }
-        let keep_alive = req.keep_alive && self.lifecycle.phase == Lifecycle::Running;
-        self.end_request(key);
-        if let Some(conn) = self.front.conns.get_mut(key) {
+        let keep_alive = req.keep_alive && serving;
+        self.end_request(key, lp);
+        if let Some(conn) = self.conns.get_mut(key) {
             // A client that half-closed after its requests gets every answer, then the close.
             if !keep_alive || (conn.peer_closed && !conn.has_parsable_input()) {
                 conn.close_when_flushed = true;
@@ -588,30 +462,29 @@ impl Server {
         true
     }
 
-    /// Forgets the connection's current request: timers, accounting, FC's End line.
-    pub(super) fn end_request(&mut self, key: Key) {
-        let Some(req) = self.front.conns.get_mut(key).and_then(|c| c.req.take()) else {
+    /// Forgets the connection's current request: its deadline, FC's End line; what it held
+    /// elsewhere (its place in flight) is released by `RequestEnded`.
+    pub(super) fn end_request(&mut self, key: Key, lp: &mut Lent<'_>) {
+        let Some(req) = self.conns.get_mut(key).and_then(|c| c.req.take()) else {
             return;
         };
         if let Some(timer) = req.deadline_timer {
-            self.timers.cancel(timer);
+            lp.timers.cancel(timer);
         }
-        let client = ConnRef {
-            conn: key,
-            seq: req.seq,
-        };
         if let (true, Some(function)) = (req.counted, req.function) {
-            // Still queued (the client left, or it was answered while waiting): free its place,
-            // so that stale entries never count against dataPlane.requestQueueLimit.
-            let still_queued = matches!(req.sink, Sink::Hold);
-            self.scheduler
-                .finish(function, client, still_queued, Instant::now());
+            // Still queued (the client left, or it was answered while waiting): its place is
+            // freed too, so that stale entries never count against dataPlane.requestQueueLimit.
+            lp.effects.push(Effect::RequestEnded {
+                function,
+                client: ConnRef {
+                    conn: key,
+                    seq: req.seq,
+                },
+                still_queued: matches!(req.sink, Sink::Hold),
+            });
         }
         if let Some(phase) = req.phase {
-            self.front.fc_log.end(phase, &req.id);
-        }
-        if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight() == 0 {
-            self.on_drained();
+            self.fc_log.end(phase, &req.id);
         }
     }
 
@@ -622,9 +495,10 @@ impl Server {
         status: u16,
         extra: &[(&str, &str)],
         body: &[u8],
+        lp: &mut Lent<'_>,
     ) {
-        let date = self.front.date.get().to_vec();
-        let Some(conn) = self.front.conns.get_mut(client.conn) else {
+        let date = self.date.get();
+        let Some(conn) = self.conns.get_mut(client.conn) else {
             return;
         };
         let Conn {
@@ -664,7 +538,7 @@ impl Server {
         } else {
             extra
         };
-        response::write_json_response(wbuf, status, extra, body, req.keep_alive, &date);
+        response::write_json_response(wbuf, status, extra, body, req.keep_alive, date);
         // For HEAD, write_json_response announced the length of the body a GET would get,
         // which is right, and no body follows.
         req.resp = Resp::Done;
@@ -673,12 +547,12 @@ impl Server {
             .flatten();
         req.sink = Sink::Discard;
         if let Some(function) = was_queued {
-            // Answered while waiting (deadline, start failure): leave the queue now.
-            self.scheduler.leave_queue(function, client);
+            // Answered while waiting (deadline, start failure): it leaves the queue.
+            lp.effects.push(Effect::LeftQueue { function, client });
         }
-        self.mark_conn_dirty(client.conn);
+        lp.effects.push(Effect::FlushConn(client.conn));
         // Consume the rest of the body and move on to the next request.
-        self.schedule_drive(client.conn);
+        lp.effects.push(Effect::DriveConn(client.conn));
     }
 
     /// Answers the current request with an error. `function_error` marks errors FC should count
@@ -688,6 +562,7 @@ impl Server {
         client: ConnRef,
         err: &InvokeError,
         function_error: bool,
+        lp: &mut Lent<'_>,
     ) {
         let mut body = serde_json::json!({
             "errorMessage": err.message,
@@ -701,12 +576,18 @@ impl Server {
         } else {
             &[]
         };
-        self.respond_json(client, err.status, extra, body.to_string().as_bytes());
+        self.respond_json(client, err.status, extra, body.to_string().as_bytes(), lp);
     }
 
     /// Fails an invocation: a proper error response if nothing was sent yet, otherwise the
-    /// connection is cut (the client sees a truncated body, which is the only honest signal left).
-    pub(super) fn fail_invocation(&mut self, client: ConnRef, err: &InvokeError) {
+    /// connection is cut (the client sees a truncated body, which is the only honest signal
+    /// left).
+    pub(super) fn fail_invocation(
+        &mut self,
+        client: ConnRef,
+        err: &InvokeError,
+        lp: &mut Lent<'_>,
+    ) {
         let Some(req) = self.request_mut(client) else {
             return;
         };
@@ -715,7 +596,7 @@ impl Server {
                 if let Sink::Worker { .. } = req.sink {
                     req.sink = Sink::Discard;
                 }
-                self.respond_error(client, err, true);
+                self.respond_error(client, err, true, lp);
             }
             Resp::Streaming { .. } => {
                 log::info!(
@@ -727,12 +608,12 @@ impl Server {
                 req.keep_alive = false;
                 req.body = BodyLeft::Done;
                 req.sink = Sink::Discard;
-                self.end_request(client.conn);
-                if let Some(conn) = self.front.conns.get_mut(client.conn) {
+                self.end_request(client.conn, lp);
+                if let Some(conn) = self.conns.get_mut(client.conn) {
                     conn.close_when_flushed = true;
                 }
-                self.mark_conn_dirty(client.conn);
-                self.schedule_drive(client.conn);
+                lp.effects.push(Effect::FlushConn(client.conn));
+                lp.effects.push(Effect::DriveConn(client.conn));
             }
             Resp::Done => {}
         }
@@ -745,9 +626,10 @@ impl Server {
         status: u16,
         mut headers: Vec<(String, String)>,
         no_body: bool,
+        lp: &mut Lent<'_>,
     ) {
-        let date = self.front.date.get().to_vec();
-        let Some(conn) = self.front.conns.get_mut(client.conn) else {
+        let date = self.date.get();
+        let Some(conn) = self.conns.get_mut(client.conn) else {
             return;
         };
         let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
@@ -781,7 +663,7 @@ impl Server {
             &announced,
             req.keep_alive,
             req.minor_version,
-            &date,
+            date,
         );
         if framing == Framing::Close {
             req.keep_alive = false;
@@ -791,13 +673,19 @@ impl Server {
             _ => 0,
         };
         req.resp = Resp::Streaming { framing, remaining };
-        self.mark_conn_dirty(client.conn);
+        lp.effects.push(Effect::FlushConn(client.conn));
     }
 
     /// Appends response-body bytes from a worker. Returns false when the worker broke the
     /// framing it declared (more bytes than its Content-Length).
-    pub(super) fn write_response_body(&mut self, client: ConnRef, data: &[u8], end: bool) -> bool {
-        let Some(conn) = self.front.conns.get_mut(client.conn) else {
+    pub(super) fn write_response_body(
+        &mut self,
+        client: ConnRef,
+        data: &[u8],
+        end: bool,
+        lp: &mut Lent<'_>,
+    ) -> bool {
+        let Some(conn) = self.conns.get_mut(client.conn) else {
             return true;
         };
         let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
@@ -848,25 +736,26 @@ impl Server {
                 _ => {}
             }
             req.resp = Resp::Done;
-            self.schedule_drive(client.conn);
+            lp.effects.push(Effect::DriveConn(client.conn));
         }
-        self.mark_conn_dirty(client.conn);
+        lp.effects.push(Effect::FlushConn(client.conn));
         true
     }
 
-    /// Writes a connection's buffered output, returns response credit to its worker, and closes
-    /// it when it is done.
-    pub(super) fn flush_conn(&mut self, key: Key) {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    /// Writes a connection's buffered output, returns response credit to its worker
+    /// (`ReturnCredit`), and closes it when it is done.
+    pub(super) fn flush_conn(&mut self, key: Key, lp: &mut Lent<'_>) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let result = conn.flush();
-        let written = match result {
+        let written = match conn.flush() {
             Ok(n) => n,
             Err(err) => {
                 log::debug!("[http conn={}] write failed: {err}", key.idx);
+                // Nobody is left to read an answer: the connection goes, whatever it held.
                 conn.peer_closed = true;
-                self.on_peer_closed(key);
+                conn.reset = true;
+                self.on_peer_closed(key, lp);
                 return;
             }
         };
@@ -883,44 +772,40 @@ impl Server {
             let owed = conn.credit_owed;
             if owed >= wire::INITIAL_WINDOW / 2 || (owed > 0 && !conn.has_output()) {
                 conn.credit_owed = 0;
-                if let Some(w) = self.supervisor.workers.get_mut(worker)
-                    && w.streams.contains_key(&stream)
-                {
-                    wire::put_window(&mut w.wbuf, stream, owed);
-                    self.mark_worker_dirty(worker);
-                }
+                lp.effects.push(Effect::ReturnCredit {
+                    worker,
+                    stream,
+                    bytes: owed,
+                });
             }
         } else {
             conn.credit_owed = 0;
         }
-        let Some(conn) = self.front.conns.get_mut(key) else {
-            return;
-        };
         let unsent = conn.unsent();
-        self.front.buffered_output = self.front.buffered_output - conn.accounted_output + unsent;
+        self.buffered_output = self.buffered_output - conn.accounted_output + unsent;
         conn.accounted_output = unsent;
         if !conn.has_output() {
             if conn.close_when_flushed {
-                self.begin_close(key);
+                self.begin_close(key, lp);
                 return;
             }
             conn.release_if_idle();
             // Finished a response with pipelined requests behind it: serve them. The start of
             // a head still arriving waits for its next readable event instead.
             if conn.req.is_none() && conn.has_parsable_input() {
-                self.schedule_drive(key);
+                lp.effects.push(Effect::DriveConn(key));
             }
         }
     }
 
-    /// The client closed its side (a FIN, which may be only a half-close), the socket failed, or
-    /// the poller reported a hang-up that has not been read yet.
+    /// The client closed its side (a FIN, which may be only a half-close), the socket failed,
+    /// or the poller reported a hang-up that has not been read yet.
     ///
     /// A FIN after a complete request is not a cancel: the client may still be reading, so the
     /// request is answered and the connection closes after it. Only a request whose bytes can
     /// no longer all arrive is cancelled.
-    fn on_peer_closed(&mut self, key: Key) {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    fn on_peer_closed(&mut self, key: Key, lp: &mut Lent<'_>) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.req.is_some() && !conn.peer_closed && !conn.input_full() {
@@ -930,14 +815,15 @@ impl Server {
             conn.fill();
         }
         let Some(req) = conn.req.as_mut() else {
-            if conn.has_parsable_input() {
+            if conn.has_parsable_input() && !conn.reset {
                 // Complete pipelined requests are still answered (on the next iteration).
                 return;
             }
-            // Between requests: nothing is lost. Send what is buffered, then close.
+            // Between requests: nothing is lost. Send what is buffered, then close; after a
+            // reset nothing can be sent, and unsent output would keep the connection for ever.
             conn.close_when_flushed = true;
-            if !conn.has_output() {
-                self.close_conn(key);
+            if !conn.has_output() || conn.reset {
+                self.close_conn(key, lp);
             }
             return;
         };
@@ -951,8 +837,8 @@ impl Server {
             req.body = BodyLeft::Done;
             req.keep_alive = false;
             conn.close_when_flushed = true;
-            self.mark_conn_dirty(key);
-            self.schedule_drive(key);
+            lp.effects.push(Effect::FlushConn(key));
+            lp.effects.push(Effect::DriveConn(key));
             return;
         }
         // Mid-request, or reset: the rest of the request can never arrive, or nobody is left
@@ -962,43 +848,44 @@ impl Server {
             key.idx,
             req.id
         );
-        self.close_conn(key);
+        self.close_conn(key, lp);
     }
 
     /// Ends the connection's current request, if any, cancelling its worker stream (`why` is
     /// what the worker is told).
-    fn abandon_request(&mut self, key: Key, why: &str) {
-        let sink = self
-            .front
-            .conns
-            .get(key)
+    fn abandon_request(&mut self, key: Key, why: &'static str, lp: &mut Lent<'_>) {
+        let sink = (self.conns.get(key))
             .and_then(|c| c.req.as_ref())
             .map(|r| r.sink);
         if let Some(Sink::Worker { worker, stream }) = sink {
-            self.cancel_stream(worker, stream, why);
+            lp.effects.push(Effect::CancelStream {
+                worker,
+                stream,
+                why,
+            });
         }
-        self.end_request(key);
+        self.end_request(key, lp);
     }
 
     /// Closes a connection whose answers are all written: shuts down writing (a FIN, so the
     /// client reads the last response to its end), then reads and drops what the client still
     /// sends until it closes, so that unread input does not turn the close into a reset that
     /// destroys the response. Bounded by `http.lingerTimeoutMs` and `http.lingerMaxBytes`.
-    pub(super) fn begin_close(&mut self, key: Key) {
-        self.abandon_request(key, "the connection is closing");
-        let timeout = Duration::from_millis(self.config.http.linger_timeout_ms);
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    pub(super) fn begin_close(&mut self, key: Key, lp: &mut Lent<'_>) {
+        self.abandon_request(key, "the connection is closing", lp);
+        let timeout = Duration::from_millis(lp.config.http.linger_timeout_ms);
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.linger.is_some() {
             return;
         }
         if conn.peer_closed || timeout.is_zero() || conn.sock.shutdown_write().is_err() {
-            self.close_conn(key);
+            self.close_conn(key, lp);
             return;
         }
         if let Some(timer) = conn.head_timer.take() {
-            self.timers.cancel(timer);
+            lp.timers.cancel(timer);
         }
         conn.wbuf = Vec::new();
         conn.wstart = 0;
@@ -1006,17 +893,17 @@ impl Server {
         conn.inbuf.clear();
         conn.inbuf.release_if_empty();
         conn.linger = Some(
-            self.timers
+            lp.timers
                 .schedule(Instant::now() + timeout, Timer::Linger(key)),
         );
-        self.drain_lingering(key);
+        self.drain_lingering(key, lp);
     }
 
     /// Reads and drops a closing connection's input; closes it at end of stream or past
     /// `http.lingerMaxBytes`.
-    fn drain_lingering(&mut self, key: Key) {
-        let limit = self.config.http.linger_max_bytes;
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    pub(super) fn drain_lingering(&mut self, key: Key, lp: &mut Lent<'_>) {
+        let limit = lp.config.http.linger_max_bytes;
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         loop {
@@ -1034,13 +921,13 @@ impl Server {
                 Filled::Bytes(_) => {}
             }
         }
-        self.close_conn(key);
+        self.close_conn(key, lp);
     }
 
     /// A started head did not complete within `http.headerTimeoutMs`: 408, then close.
-    pub(super) fn on_head_timeout(&mut self, key: Key) {
-        let date = self.front.date.get().to_vec();
-        let Some(conn) = self.front.conns.get_mut(key) else {
+    pub(super) fn on_head_timeout(&mut self, key: Key, lp: &mut Lent<'_>) {
+        let date = self.date.get();
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.head_timer = None;
@@ -1051,29 +938,29 @@ impl Server {
             "[http conn={}] request head incomplete after http.headerTimeoutMs",
             key.idx
         );
-        let err = HttpError::HeadTimeout(self.config.http.header_timeout_ms);
-        response::write_error(&mut conn.wbuf, &err, false, &date);
+        let err = HttpError::HeadTimeout(lp.config.http.header_timeout_ms);
+        response::write_error(&mut conn.wbuf, &err, false, date);
         conn.close_when_flushed = true;
         conn.consume(conn.input().len());
-        self.mark_conn_dirty(key);
+        lp.effects.push(Effect::FlushConn(key));
     }
 
     /// Closes a connection now, cancelling whatever it was waiting for.
-    pub(super) fn close_conn(&mut self, key: Key) {
-        if let Some(conn) = self.front.conns.get_mut(key) {
+    pub(super) fn close_conn(&mut self, key: Key, lp: &mut Lent<'_>) {
+        if let Some(conn) = self.conns.get_mut(key) {
             for timer in [conn.head_timer.take(), conn.linger.take()]
                 .into_iter()
                 .flatten()
             {
-                self.timers.cancel(timer);
+                lp.timers.cancel(timer);
             }
-            self.front.buffered_output -= conn.accounted_output;
+            self.buffered_output -= conn.accounted_output;
             conn.accounted_output = 0;
         }
         // Queue entries for this connection go stale (their key no longer resolves).
-        self.abandon_request(key, "client closed the connection");
-        if let Some(mut conn) = self.front.conns.remove(key) {
-            if let Err(err) = self.poll.registry().deregister(&mut conn.sock) {
+        self.abandon_request(key, "client closed the connection", lp);
+        if let Some(mut conn) = self.conns.remove(key) {
+            if let Err(err) = lp.registry.deregister(&mut conn.sock) {
                 log::debug!("[http conn={}] deregister failed: {err}", key.idx);
             }
             log::trace!("[http conn={}] closed", key.idx);
@@ -1090,10 +977,7 @@ pub(super) fn request_in(conns: &mut Slab<Conn>, client: ConnRef) -> Option<&mut
 }
 
 /// Whether the connection's state can use more input right now.
-fn wants_input(
-    conn: &Conn,
-    workers: &crate::reactor::slab::Slab<crate::turf::worker::Worker>,
-) -> bool {
+fn wants_input(conn: &Conn, workers: &Slab<Worker>) -> bool {
     let Some(req) = conn.req.as_ref() else {
         // Read only to complete a head: complete pipelined requests already buffered are
         // parsed first, and the socket holds the rest.

@@ -57,6 +57,43 @@ pub(super) enum Effect {
     /// Workers were reaped: once their departures are dealt with, their records go and their
     /// exits are accounted.
     WorkersReaped,
+    /// A request was answered while it waited in its function's queue: it leaves the queue.
+    LeftQueue {
+        /// The function.
+        function: usize,
+        /// The request.
+        client: ConnRef,
+    },
+    /// A request admitted by the scheduler ended (answered, cut or abandoned): its place in
+    /// flight is freed.
+    RequestEnded {
+        /// Its function.
+        function: usize,
+        /// The request.
+        client: ConnRef,
+        /// It never left the queue.
+        still_queued: bool,
+    },
+    /// A request's client went away or its connection closes: its worker stream is
+    /// cancelled, `why` being what the worker is told.
+    CancelStream {
+        /// The worker.
+        worker: Key,
+        /// The stream.
+        stream: u32,
+        /// Why.
+        why: &'static str,
+    },
+    /// Response bytes left for the client: the worker gets that much credit back on the
+    /// stream.
+    ReturnCredit {
+        /// The worker.
+        worker: Key,
+        /// The stream.
+        stream: u32,
+        /// How many bytes.
+        bytes: u32,
+    },
     /// Workers came or went: start the background workers (seeds, spares) once the
     /// reservation has settled, and answer `/initialize` and `/pre-stop` waiters that can be.
     Waiters,

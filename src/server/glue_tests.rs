@@ -633,7 +633,14 @@ fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue
     let answer = read_answer(&mut client, complete);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\r\n2\r\nok\r\n"), "{answer}");
-    // Written whole: the invocation is no longer in flight.
+    // Written whole, the request ended; the scheduler releases its place when that runs.
+    let ended = h.run_effects_but_scale();
+    assert!(
+        ended
+            .iter()
+            .any(|e| matches!(e, Effect::RequestEnded { function: 0, .. })),
+        "{ended:?}"
+    );
     assert_eq!(h.server.scheduler.inflight(), 0);
 }
 

@@ -16,7 +16,7 @@
 /// by field so that the scheduler and the front end stay usable beside it.
 macro_rules! lent {
     ($server:expr) => {
-        $crate::server::supervisor::Lent {
+        $crate::server::Lent {
             registry: $server.poll.registry(),
             timers: &mut $server.timers,
             console: &mut $server.console,
@@ -47,7 +47,7 @@ mod supervise;
 mod supervisor;
 
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
-use crate::fc::{FcLog, Phase, RequestIds};
+use crate::fc::{FcLog, InvokeKind, Phase, RequestIds, Route, Target};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
 use crate::pool::StartError;
@@ -200,6 +200,17 @@ enum Child {
     Seed(Key),
     /// A spare worker (`spares`).
     Spare(Key),
+}
+
+/// The loop's parts an owner borrows for a call that registers sources, arms timers or
+/// relays output: the poll registry, the timers, the console, the configuration, and the
+/// effect queue for what the call means for the other owners.
+struct Lent<'a> {
+    registry: &'a mio::Registry,
+    timers: &'a mut Timers<Timer>,
+    console: &'a mut console::Console,
+    config: &'a SystemConfig,
+    effects: &'a mut Effects,
 }
 
 /// Where the runtime is in its own life.
@@ -809,6 +820,236 @@ impl Server {
         self.supervisor.ensure_seed(&target, &mut lent!(self));
     }
 
+    // ---- Connections (the front end's) and where their requests go ----
+
+    /// Makes all the progress a connection can make: parse requests, forward body bytes,
+    /// finish requests, and read more when (and only when) the current state can use more
+    /// input. Bounded rounds per event, so one connection cannot starve the loop (a client
+    /// pipelining thousands of tiny requests is served in slices).
+    fn drive_conn(&mut self, key: Key) {
+        if self.front.is_lingering(key) {
+            self.front.drain_lingering(key, &mut lent!(self));
+            return;
+        }
+        for _ in 0..client::MAX_ROUNDS_PER_EVENT {
+            self.step_conn(key);
+            if !self.front.read_more(key, &self.supervisor.workers) {
+                break;
+            }
+        }
+        self.front.end_drive(key, &mut lent!(self));
+    }
+
+    /// Steps a connection's buffered input until it must wait, routing what it started and
+    /// moving body bytes to workers.
+    fn step_conn(&mut self, key: Key) {
+        loop {
+            let serving = self.lifecycle.phase == Lifecycle::Running;
+            match self.front.step(key, serving, &mut lent!(self)) {
+                client::Step::Wait => return,
+                client::Step::Continue => {}
+                client::Step::Started(started) => self.route_request(key, started),
+                client::Step::AdminBody(client) => self.on_admin_body(client),
+                client::Step::Pump { worker, stream } => {
+                    if !self.pump_body_to_worker(key, worker, stream)
+                        || !self.front.try_complete(key, serving, &mut lent!(self))
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes a request whose head was just parsed on `key`: the admin socket's routes, FC's
+    /// hooks, the runtime's own paths, or an invocation.
+    fn route_request(&mut self, key: Key, started: client::Started) {
+        let client::Started {
+            client,
+            route,
+            target,
+            admin,
+        } = started;
+        if let Some((method, path)) = admin {
+            self.on_admin_request(client, &method, &path);
+            return;
+        }
+        if matches!(
+            route,
+            Ok(Route::Initialize | Route::PreFreeze | Route::PreStop | Route::Invoke { .. })
+        ) {
+            self.take_platform_headers(key);
+        }
+        match route {
+            Err(message) => {
+                let err = InvokeError::new(400, "InvalidControlPath", message);
+                self.respond_error(client, &err, false);
+            }
+            Ok(Route::Healthz) => {
+                // A runtime that is stopping serves no invocation, so it is not healthy.
+                let running = self.lifecycle.phase == Lifecycle::Running;
+                let body = serde_json::json!({
+                    "status": if running { "ok" } else { "stopping" },
+                    "lifecycle": self.lifecycle.name(),
+                    "workers": self.supervisor.workers.len(),
+                });
+                let status = if running { 200 } else { 503 };
+                self.respond_json(client, status, &[], body.to_string().as_bytes());
+            }
+            Ok(Route::Initialize | Route::PreFreeze | Route::PreStop)
+                if self.front.client_is_descendant(key) =>
+            {
+                log::warn!(
+                    "[http conn={}] refusing a lifecycle hook from a process of the runtime's \
+                     own workers",
+                    key.idx
+                );
+                // Still a hook answer, with the `x-fc-status` every hook answer carries.
+                if let Some(req) = self.request_mut(client) {
+                    req.phase = Some(Phase::Initialize);
+                }
+                let err = InvokeError::new(
+                    403,
+                    "HookForbidden",
+                    "lifecycle hooks are honoured only from the platform, not from the \
+                     runtime's own workers",
+                );
+                self.respond_error(client, &err, false);
+            }
+            Ok(Route::Ready) => self.on_ready(client),
+            Ok(Route::Initialize) => self.on_initialize(client),
+            Ok(Route::PreFreeze) => self.on_pre_freeze(client),
+            Ok(Route::PreStop) => self.on_pre_stop(client),
+            Ok(Route::Invoke {
+                kind,
+                function_from_path,
+            }) => match target {
+                Ok(target) => self.start_invocation(client, kind, target.or(function_from_path)),
+                Err(message) => {
+                    let err = InvokeError::new(400, "AmbiguousTarget", message);
+                    self.respond_error(client, &err, false);
+                }
+            },
+        }
+    }
+
+    /// Keeps the instance headers (credentials, function identity) of a platform call for
+    /// the initializers that run outside any call. A worker could send FC's headers too, to
+    /// hand other functions' initializers credentials of its choosing: its calls are ignored.
+    fn take_platform_headers(&mut self, key: Key) {
+        let news = (self.front.conns.get(key))
+            .and_then(|c| c.req.as_ref()?.head.as_ref())
+            .is_some_and(|head| self.supervisor.platform.is_news(&head.headers));
+        if !news {
+            return;
+        }
+        if self.front.client_is_descendant(key) {
+            log::warn!(
+                "[http conn={}] ignoring FC credentials sent by the runtime's own workers",
+                key.idx
+            );
+            return;
+        }
+        if let Some(head) = (self.front.conns.get(key)).and_then(|c| c.req.as_ref()?.head.as_ref())
+        {
+            self.supervisor.platform.take_from(&head.headers);
+            log::debug!("platform credentials and identity updated from a call");
+        }
+    }
+
+    /// Accepts an invocation: the scheduler admits it (or it is refused), its deadline is
+    /// armed, and its function's queue is dispatched and its launches re-planned.
+    fn start_invocation(&mut self, client: ConnRef, kind: InvokeKind, target: Option<Target>) {
+        let Some(timeout_header_ms) = self.front.begin_invocation(client, kind) else {
+            return;
+        };
+        let invocation = scheduler::Invocation {
+            client,
+            kind,
+            target,
+            timeout_header_ms,
+        };
+        let now = Instant::now();
+        let admitted = self.scheduler.admit(
+            invocation,
+            self.lifecycle.phase == Lifecycle::Running,
+            self.config.data_plane.request_queue_limit,
+            now,
+        );
+        let scheduler::Admitted {
+            function,
+            timeout_ms,
+        } = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                self.respond_error(client, &refused.error, refused.function_error);
+                return;
+            }
+        };
+        let deadline = now + Duration::from_millis(timeout_ms);
+        let timer = self.timers.schedule(deadline, Timer::Request(client));
+        if let Some(req) = self.request_mut(client) {
+            req.function = Some(function);
+            req.timeout_ms = timeout_ms;
+            req.deadline = deadline;
+            req.counted = true;
+            req.deadline_timer = Some(timer);
+        }
+        // A worker may take it now; if none can and the function has no queue, it is refused;
+        // either way the function's launches are re-planned for the new demand.
+        self.effects.push(Effect::Dispatch(function));
+        if self.scheduler.queue_disabled(function) {
+            self.effects
+                .push(Effect::RefuseIfStillQueued { function, client });
+        }
+        self.effects.push(Effect::Scale(function));
+    }
+
+    /// A request ended: its place in flight (and in the queue, if it never left it) is freed;
+    /// the last one to end lets a draining runtime stop its workers.
+    fn on_request_ended(&mut self, function: usize, client: ConnRef, still_queued: bool) {
+        (self.scheduler).finish(function, client, still_queued, Instant::now());
+        if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight() == 0 {
+            self.on_drained();
+        }
+    }
+
+    /// The request `client` refers to, if it is still its connection's current one.
+    fn request_mut(&mut self, client: ConnRef) -> Option<&mut conn::Request> {
+        self.front.request_mut(client)
+    }
+
+    /// Answers `client` with a JSON body (`FrontEnd::respond_json`).
+    fn respond_json(&mut self, client: ConnRef, status: u16, extra: &[(&str, &str)], body: &[u8]) {
+        (self.front).respond_json(client, status, extra, body, &mut lent!(self));
+    }
+
+    /// Answers `client` with an error (`FrontEnd::respond_error`).
+    fn respond_error(&mut self, client: ConnRef, err: &InvokeError, function_error: bool) {
+        (self.front).respond_error(client, err, function_error, &mut lent!(self));
+    }
+
+    /// Writes a worker's response head to `client` (`FrontEnd::write_response_head`).
+    fn write_response_head(
+        &mut self,
+        client: ConnRef,
+        status: u16,
+        headers: Vec<(String, String)>,
+        no_body: bool,
+    ) {
+        (self.front).write_response_head(client, status, headers, no_body, &mut lent!(self));
+    }
+
+    /// Writes a worker's response body bytes to `client` (`FrontEnd::write_response_body`).
+    fn write_response_body(&mut self, client: ConnRef, data: &[u8], end: bool) -> bool {
+        (self.front).write_response_body(client, data, end, &mut lent!(self))
+    }
+
+    /// Fails an invocation (`FrontEnd::fail_invocation`).
+    fn fail_invocation(&mut self, client: ConnRef, err: &InvokeError) {
+        self.front.fail_invocation(client, err, &mut lent!(self));
+    }
+
     // ---- Workers' lives (the supervisor's) and what they mean for their functions ----
 
     /// Launches workers for `function` as the queue and the reservation need.
@@ -1234,7 +1475,7 @@ impl Server {
                     self.supervisor.spare_refill_fired();
                     self.balance_spares();
                 }
-                Timer::HeadTimeout(conn) => self.on_head_timeout(conn),
+                Timer::HeadTimeout(conn) => self.front.on_head_timeout(conn, &mut lent!(self)),
                 Timer::ConsoleRetry => {
                     self.console_retry_armed = false;
                     self.flush_console();
@@ -1243,7 +1484,7 @@ impl Server {
                     if let Some(c) = self.front.conns.get_mut(conn) {
                         c.linger = None;
                     }
-                    self.close_conn(conn);
+                    self.front.close_conn(conn, &mut lent!(self));
                 }
             }
         }
@@ -1282,7 +1523,32 @@ impl Server {
                 self.check_workers_stopped();
             }
             Effect::FlushWorker(key) => self.supervisor.flush_worker(key, &mut lent!(self)),
-            Effect::FlushConn(key) => self.flush_conn(key),
+            Effect::FlushConn(key) => self.front.flush_conn(key, &mut lent!(self)),
+            Effect::LeftQueue { function, client } => {
+                self.scheduler.leave_queue(function, client);
+            }
+            Effect::RequestEnded {
+                function,
+                client,
+                still_queued,
+            } => self.on_request_ended(function, client, still_queued),
+            Effect::CancelStream {
+                worker,
+                stream,
+                why,
+            } => self.cancel_stream(worker, stream, why),
+            Effect::ReturnCredit {
+                worker,
+                stream,
+                bytes,
+            } => {
+                if let Some(w) = self.supervisor.workers.get_mut(worker)
+                    && w.streams.contains_key(&stream)
+                {
+                    crate::wire::put_window(&mut w.wbuf, stream, bytes);
+                    self.effects.push(Effect::FlushWorker(worker));
+                }
+            }
         }
     }
 
@@ -1290,11 +1556,6 @@ impl Server {
     /// into it from a worker event or a timer.
     fn schedule_drive(&mut self, key: Key) {
         self.effects.push(Effect::DriveConn(key));
-    }
-
-    /// Runs [`Server::drive_conn`] for `key` on the next iteration, after this one's events.
-    fn defer_drive(&mut self, key: Key) {
-        self.effects.drive_next_iteration(key);
     }
 
     fn mark_conn_dirty(&mut self, key: Key) {

@@ -6,8 +6,9 @@
 //! A fork that never happened retires its worker's record here; a fork the seed reported is
 //! recorded (`WorkerForked`) for the loop, which may owe the worker its INIT.
 
+use super::Lent;
 use super::effects::Effect;
-use super::supervisor::{Lent, Supervisor};
+use super::supervisor::Supervisor;
 use super::{Child, Timer};
 use crate::config::{FunctionProfile, Runtime};
 use crate::reactor::slab::Key;

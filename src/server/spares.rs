@@ -7,7 +7,8 @@
 //! the scheduler holds) and handed in; the loop also lends its registry, timers and console for
 //! the call (`Lent`).
 
-use super::supervisor::{Lent, Supervisor};
+use super::Lent;
+use super::supervisor::Supervisor;
 use super::{Child, Timer};
 use crate::config::{FunctionProfile, Runtime, SystemConfig};
 use crate::reactor::buffer::ReadBuf;

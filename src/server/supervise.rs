@@ -7,9 +7,10 @@
 //! recorded; a reaped worker's record stays until `WorkerReaped` has run, so the loop can
 //! still name the request it died in.
 
+use super::Lent;
 use super::client::InvokeError;
 use super::effects::Effect;
-use super::supervisor::{Lent, Supervisor};
+use super::supervisor::Supervisor;
 use super::{Child, Timer};
 use crate::config::FunctionProfile;
 use crate::fc;

@@ -2,13 +2,10 @@
 //! workers), the one pid map, the sandbox every child gets, the worker runtimes, accounting,
 //! log GC and the platform environment.
 
-use super::console::Console;
-use super::effects::Effects;
 use super::seeds::SeedSlot;
-use super::{Child, Timer, spares};
+use super::{Child, spares};
 use crate::config::{FunctionProfile, SystemConfig};
 use crate::reactor::slab::{Key, Slab};
-use crate::reactor::timer::Timers;
 use crate::runtime::LaunchSpec;
 use crate::runtime::Runtimes;
 use crate::sched::shrink::WorkerSnapshot;
@@ -21,7 +18,6 @@ use crate::turf::spare::Spare;
 use crate::turf::spawn;
 use crate::turf::spawn::Isolation;
 use crate::turf::worker::Worker;
-use mio::Registry;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -79,17 +75,6 @@ pub(super) struct Supervisor {
     pub(super) nofile_cap: Option<u64>,
     /// Worker cgroups that could not be removed at reap time, retried every tick.
     pub(super) stale_cgroups: Vec<WorkerCgroup>,
-}
-
-/// The loop's parts the supervisor borrows for a call that starts, watches or stops child
-/// processes: the poll registry, the timers, the console (children's output is relayed), the
-/// configuration, and the effect queue for what the call means elsewhere.
-pub(super) struct Lent<'a> {
-    pub(super) registry: &'a Registry,
-    pub(super) timers: &'a mut Timers<Timer>,
-    pub(super) console: &'a mut Console,
-    pub(super) config: &'a SystemConfig,
-    pub(super) effects: &'a mut Effects,
 }
 
 impl Supervisor {
