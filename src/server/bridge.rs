@@ -1,23 +1,30 @@
-//! The bridge between connections and workers: dispatching queued requests onto worker
-//! streams, forwarding request bodies within the worker's credit, turning worker frames into
-//! HTTP responses, deadlines and cancellation.
+//! The bridge between a connection and a worker: the two places that need both at once, as
+//! free functions over `(&mut Conn, &mut Worker)` (opening a stream with the request head, and
+//! moving request body bytes within the stream's credit), and the supervisor's side of a
+//! stream (credit, cancellation, its end, reading frames).
+//!
+//! Where the two sides meet in the loop (dispatching a queue, routing a response frame to its
+//! client) is glue in `server/mod.rs`.
 
+use super::Lent;
+use super::Timer;
 use super::client::InvokeError;
-use super::conn::{BodyStep, Resp, Sink};
+use super::conn::{BodyStep, Conn, Sink};
 use super::effects::Effect;
-use super::{Server, Timer};
+use super::supervisor::Supervisor;
+use crate::config::FunctionProfile;
 use crate::fc;
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
-use crate::sched::dispatch::{self, DisposableCandidate, StreamEnd, WorkerLoad};
+use crate::sched::dispatch::StreamEnd;
 use crate::turf::accounting::ExitReason;
-use crate::turf::worker::{ConnRef, ReadResult, WorkerState};
-use crate::wire::{self, Direction, ErrorPayload, Kind, RequestHead, ResponseHead, WireError};
+use crate::turf::worker::{ConnRef, ReadResult, Worker, WorkerState};
+use crate::wire::{self, RequestHead, WireError};
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-fn unix_millis(at: std::time::Instant) -> u64 {
-    let now = std::time::Instant::now();
+fn unix_millis(at: Instant) -> u64 {
+    let now = Instant::now();
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
@@ -29,480 +36,277 @@ fn unix_millis(at: std::time::Instant) -> u64 {
     u64::try_from(wall_at.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl Server {
-    /// Hands queued requests of `function` to ready workers, oldest first.
-    pub(super) fn dispatch_queue(&mut self, function: usize) {
-        let max_active = self.max_active(function);
-        loop {
-            let Some(&client) = self.scheduler.functions[function].pool.queue.front() else {
-                return;
-            };
-            // Skip entries whose connection closed or moved on (they were cancelled).
-            let live = self
-                .request_mut(client)
-                .is_some_and(|r| matches!(r.sink, Sink::Hold) && r.resp == Resp::NotStarted);
-            if !live {
-                self.scheduler.functions[function].pool.queue.pop_front();
-                continue;
-            }
-            // The current generation serves; an older one only until the new one is ready.
-            let generation = self.scheduler.functions[function].generation;
-            let current_ready = self.scheduler.functions[function]
-                .pool
-                .workers
-                .iter()
-                .any(|&k| {
-                    self.supervisor.workers.get(k).is_some_and(|w| {
-                        w.generation == generation && w.state == WorkerState::Ready
-                    })
-                });
-            let loads: Vec<WorkerLoad> = self.scheduler.functions[function]
-                .pool
-                .workers
-                .iter()
-                .filter_map(|&key| {
-                    self.supervisor
-                        .workers
-                        .get(key)
-                        .filter(|w| !current_ready || w.generation == generation)
-                        .map(|w| WorkerLoad {
-                            key,
-                            state: w.state,
-                            active: w.active(),
-                        })
-                })
-                .collect();
-            let f = &mut self.scheduler.functions[function];
-            let picked = if f.profile.worker.disposable {
-                let candidates: Vec<DisposableCandidate> = f
-                    .pool
-                    .workers
-                    .iter()
-                    .filter_map(|&key| {
-                        self.supervisor
-                            .workers
-                            .get(key)
-                            .map(|w| DisposableCandidate {
-                                key,
-                                state: w.state,
-                                life: w.life,
-                            })
-                    })
-                    .collect();
-                dispatch::pick_disposable(&candidates)
-            } else {
-                dispatch::pick(
-                    f.profile.worker.dispatch_mode,
-                    &mut f.round_robin,
-                    &loads,
-                    max_active,
-                )
-            };
-            let Some(worker) = picked else {
-                return;
-            };
-            if self.scheduler.functions[function].profile.worker.disposable
-                && let Some(w) = self.supervisor.workers.get_mut(worker)
-            {
-                w.life.take();
-            }
-            self.scheduler.functions[function].pool.queue.pop_front();
-            self.dispatch(client, worker);
-        }
-    }
+/// A stream opened for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Opened {
+    /// The stream on the worker.
+    pub(super) stream: u32,
+    /// The client expects `100 Continue` before it sends its body: it was written.
+    pub(super) sent_continue: bool,
+}
 
-    pub(super) fn max_active(&self, function: usize) -> usize {
-        self.scheduler.functions[function].max_active()
-    }
-
-    /// Opens a stream on `worker` for the request and sends its head.
-    fn dispatch(&mut self, client: ConnRef, worker_key: Key) {
-        let Some(conn) = self.front.conns.get_mut(client.conn) else {
-            return;
-        };
-        let Some(req) = conn.req.as_mut().filter(|r| r.seq == client.seq) else {
-            return;
-        };
-        let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
-            return;
-        };
-        let Some(function) = req.function else {
-            return;
-        };
-        let Some(head) = req.head.take() else {
-            return;
-        };
-        let profile = &self.scheduler.functions[function].profile;
-        let stream = worker.open_stream(client);
-        let facts = fc::ProfileFacts {
-            name: &profile.name,
-            handler: profile.handler.as_deref().unwrap_or(""),
-            initializer: profile.initializer.as_deref(),
-            memory_bytes: profile.resource_limit.memory,
-        };
-        let msg = RequestHead {
-            kind: Cow::Borrowed(req.kind.as_str()),
-            method: Cow::Borrowed(&head.method),
-            url: Cow::Borrowed(&head.target),
-            headers: Cow::Borrowed(&head.headers),
-            baggage: None,
-            request_id: Cow::Borrowed(&req.id),
-            deadline: Some(unix_millis(req.deadline)),
-            timeout_ms: Some(req.timeout_ms),
-            client_ip: None,
-            context: fc::context(&head.headers, &req.id, req.timeout_ms, facts),
-        };
-        let no_body = req.body.is_done();
-        if let Err(err) = wire::put_request_head(&mut worker.wbuf, stream, no_body, &msg) {
-            worker.streams.remove(&stream);
-            let err = match err {
-                // Only a pathological head (16 KiB of headers cannot get here) could; fail it.
-                WireError::TooLarge { len } => InvokeError::new(
-                    431,
-                    "RequestHeaderFieldsTooLarge",
-                    format!(
-                        "request head encodes to {len} bytes, over the worker protocol's frame limit"
-                    ),
+/// Opens a stream on `worker` for `client`'s request (of a function with `profile`) and
+/// writes its head. `None` when the request is not the connection's current one any more;
+/// an error when its head cannot be encoded (the caller answers it).
+pub(super) fn open_stream(
+    conn: &mut Conn,
+    client: ConnRef,
+    worker: &mut Worker,
+    worker_key: Key,
+    profile: &FunctionProfile,
+) -> Option<Result<Opened, InvokeError>> {
+    let req = conn.req.as_mut().filter(|r| r.seq == client.seq)?;
+    let head = req.head.take()?;
+    let stream = worker.open_stream(client);
+    let facts = fc::ProfileFacts {
+        name: &profile.name,
+        handler: profile.handler.as_deref().unwrap_or(""),
+        initializer: profile.initializer.as_deref(),
+        memory_bytes: profile.resource_limit.memory,
+    };
+    let msg = RequestHead {
+        kind: Cow::Borrowed(req.kind.as_str()),
+        method: Cow::Borrowed(&head.method),
+        url: Cow::Borrowed(&head.target),
+        headers: Cow::Borrowed(&head.headers),
+        baggage: None,
+        request_id: Cow::Borrowed(&req.id),
+        deadline: Some(unix_millis(req.deadline)),
+        timeout_ms: Some(req.timeout_ms),
+        client_ip: None,
+        context: fc::context(&head.headers, &req.id, req.timeout_ms, facts),
+    };
+    let no_body = req.body.is_done();
+    if let Err(err) = wire::put_request_head(&mut worker.wbuf, stream, no_body, &msg) {
+        worker.streams.remove(&stream);
+        return Some(Err(match err {
+            // Only a pathological head (16 KiB of headers cannot get here) could; fail it.
+            WireError::TooLarge { len } => InvokeError::new(
+                431,
+                "RequestHeaderFieldsTooLarge",
+                format!(
+                    "request head encodes to {len} bytes, over the worker protocol's frame limit"
                 ),
-                WireError::BadPayload { reason, .. } => InvokeError::new(
-                    500,
-                    "InternalError",
-                    format!("cannot encode request head: {reason}"),
-                ),
-                other => InvokeError::new(
-                    500,
-                    "InternalError",
-                    format!("cannot encode request head: {other}"),
-                ),
-            };
-            self.respond_error(client, &err, false);
-            return;
-        }
-        req.sink = Sink::Worker {
-            worker: worker_key,
-            stream,
-        };
-        let send_continue = req.expect_continue && !no_body && !req.continue_sent;
-        if send_continue {
-            req.continue_sent = true;
-        }
-        log::trace!(
-            "[dp] request {} -> worker {} stream {stream}",
-            req.id,
-            worker.process.id
-        );
-        if send_continue {
-            conn.wbuf
-                .extend_from_slice(crate::http::response::CONTINUE_100);
-            self.mark_conn_dirty(client.conn);
-        }
-        self.mark_worker_dirty(worker_key);
-        // Body bytes may already be buffered.
-        self.schedule_drive(client.conn);
+            ),
+            WireError::BadPayload { reason, .. } => InvokeError::new(
+                500,
+                "InternalError",
+                format!("cannot encode request head: {reason}"),
+            ),
+            other => InvokeError::new(
+                500,
+                "InternalError",
+                format!("cannot encode request head: {other}"),
+            ),
+        }));
     }
-
-    /// Forwards buffered body bytes to the worker, within the stream's credit. Returns whether
-    /// the body is now fully sent.
-    pub(super) fn pump_body_to_worker(&mut self, key: Key, worker_key: Key, stream: u32) -> bool {
-        let Some(conn) = self.front.conns.get_mut(key) else {
-            return false;
-        };
-        let super::conn::Conn {
-            inbuf,
-            req,
-            close_when_flushed,
-            ..
-        } = conn;
-        let Some(req) = req.as_mut() else {
-            return false;
-        };
-        let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
-            return req.body.is_done();
-        };
-        let Some(state) = worker.streams.get_mut(&stream) else {
-            // The worker already answered and closed the stream: drop the rest of the body.
-            req.sink = Sink::Discard;
-            return req.body.is_done();
-        };
-        let mut sent_any = false;
-        while !req.body.is_done() && state.request_credit > 0 {
-            let credit = usize::try_from(state.request_credit).unwrap_or(usize::MAX);
-            let (used, sent) = match req
-                .body
-                .step(inbuf.data(), credit.min(wire::MAX_BODY_CHUNK))
-            {
-                BodyStep::Data { used, data, end } => {
-                    if !data.is_empty() || end {
-                        wire::put_request_body(&mut worker.wbuf, stream, end, data);
-                    }
-                    (used, data.len())
-                }
-                BodyStep::NeedMore { used } => (used, 0),
-                BodyStep::Refused(err) => {
-                    // The rest of the body is refused (too large, or broken framing): the
-                    // worker's stream is cancelled with the cause, which fails the handler's
-                    // request body (docs/PROTOCOL.md "Cancellation"); the client gets the 413
-                    // or 400 if nothing was answered yet, else a cut response; and the
-                    // connection closes (its framing is lost).
-                    log::debug!("[http conn={}] request body refused: {err}", key.idx);
-                    req.keep_alive = false;
-                    *close_when_flushed = true;
-                    inbuf.clear();
-                    let status = err.status();
-                    let error_type = err.error_type();
-                    let message = err.to_string();
-                    let client = ConnRef {
-                        conn: key,
-                        seq: req.seq,
-                    };
-                    self.cancel_stream(worker_key, stream, &message);
-                    self.fail_invocation(client, &InvokeError::new(status, error_type, message));
-                    return true;
-                }
-            };
-            inbuf.consume(used);
-            state.request_credit -= u32::try_from(sent).unwrap_or(u32::MAX);
-            sent_any |= used > 0 || req.body.is_done();
-            if used == 0 && !req.body.is_done() {
-                break;
-            }
-        }
-        if sent_any {
-            self.mark_worker_dirty(worker_key);
-        }
-        self.front
-            .conns
-            .get(key)
-            .and_then(|c| c.req.as_ref())
-            .is_some_and(|r| r.body.is_done())
+    req.sink = Sink::Worker {
+        worker: worker_key,
+        stream,
+    };
+    let sent_continue = req.expect_continue && !no_body && !req.continue_sent;
+    log::trace!(
+        "[dp] request {} -> worker {} stream {stream}",
+        req.id,
+        worker.process.id
+    );
+    if sent_continue {
+        req.continue_sent = true;
+        conn.wbuf
+            .extend_from_slice(crate::http::response::CONTINUE_100);
     }
+    Some(Ok(Opened {
+        stream,
+        sent_continue,
+    }))
+}
 
-    /// Reads and handles everything a worker sent.
-    pub(super) fn on_worker_readable(&mut self, key: Key) {
-        loop {
-            let Some(worker) = self.supervisor.workers.get_mut(key) else {
-                return;
-            };
-            let result = worker.fill();
-            if !self.decode_worker_frames(key) {
-                return;
-            }
-            match result {
-                Ok(ReadResult::More) => {}
-                Ok(ReadResult::Drained) => return,
-                Ok(ReadResult::Closed) => {
-                    return self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
+/// What moving a request body to its worker came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Pumped {
+    /// Bytes (or the end) were framed for the worker; whether the body is now all sent.
+    Sent { done: bool },
+    /// Nothing could move (no bytes, or no credit); whether the body is all sent.
+    Idle { done: bool },
+    /// The rest of the body is refused (too large, or broken framing): the connection's
+    /// framing is lost and it closes; the stream is to be cancelled and the invocation failed
+    /// with this error.
+    Refused(InvokeError),
+}
+
+/// Moves `conn`'s buffered body bytes to `stream` on `worker`, within the stream's credit.
+/// When the worker has already closed the stream (it answered), the rest of the body is
+/// dropped instead.
+pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pumped {
+    let Conn {
+        inbuf,
+        req,
+        close_when_flushed,
+        ..
+    } = conn;
+    let Some(req) = req.as_mut() else {
+        return Pumped::Idle { done: false };
+    };
+    let Some(state) = worker.streams.get_mut(&stream) else {
+        // The worker already answered and closed the stream: drop the rest of the body.
+        req.sink = Sink::Discard;
+        return Pumped::Idle {
+            done: req.body.is_done(),
+        };
+    };
+    let mut sent_any = false;
+    while !req.body.is_done() && state.request_credit > 0 {
+        let credit = usize::try_from(state.request_credit).unwrap_or(usize::MAX);
+        let (used, sent) = match req
+            .body
+            .step(inbuf.data(), credit.min(wire::MAX_BODY_CHUNK))
+        {
+            BodyStep::Data { used, data, end } => {
+                if !data.is_empty() || end {
+                    wire::put_request_body(&mut worker.wbuf, stream, end, data);
                 }
-                Err(err) => {
-                    log::warn!("[turf] reading worker pipe failed: {err}");
-                    return self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
-                }
+                (used, data.len())
             }
+            BodyStep::NeedMore { used } => (used, 0),
+            BodyStep::Refused(err) => {
+                // The worker's stream is cancelled with the cause, which fails the handler's
+                // request body (docs/PROTOCOL.md "Cancellation"); the client gets the 413 or
+                // 400 if nothing was answered yet, else a cut response; and the connection
+                // closes (its framing is lost).
+                req.keep_alive = false;
+                *close_when_flushed = true;
+                inbuf.clear();
+                return Pumped::Refused(InvokeError::new(
+                    err.status(),
+                    err.error_type(),
+                    err.to_string(),
+                ));
+            }
+        };
+        inbuf.consume(used);
+        state.request_credit -= u32::try_from(sent).unwrap_or(u32::MAX);
+        sent_any |= used > 0 || req.body.is_done();
+        if used == 0 && !req.body.is_done() {
+            break;
         }
     }
+    let done = req.body.is_done();
+    if sent_any {
+        Pumped::Sent { done }
+    } else {
+        Pumped::Idle { done }
+    }
+}
 
-    /// Handles every complete frame in the worker's read buffer. Returns false when the worker
-    /// is gone (killed for a protocol error, or while handling a frame).
-    fn decode_worker_frames(&mut self, key: Key) -> bool {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
-            return false;
-        };
-        // Frames are handled straight from the read buffer, which is taken out of the worker
-        // record meanwhile so that handlers may touch the worker (and any connection) freely.
-        let mut buf = std::mem::replace(&mut worker.rbuf, ReadBuf::new(0, 0));
-        loop {
-            let frame = match wire::decode_frame(Direction::ToRuntime, buf.data()) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(err) => {
-                    self.worker_protocol_error(key, &err.to_string());
-                    return false;
-                }
-            };
-            let used = frame.wire_len();
-            self.on_frame(key, frame);
-            buf.consume(used);
-            if self
-                .supervisor
-                .workers
-                .get(key)
-                .is_none_or(|w| w.from_worker.is_none())
-            {
-                return false;
-            }
-        }
-        if let Some(worker) = self.supervisor.workers.get_mut(key) {
+/// A stream the worker ended (its terminal frame), for the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StreamClosed {
+    pub(super) function: usize,
+    /// The request it served, unless it was cancelled.
+    pub(super) client: Option<ConnRef>,
+    /// The worker's first completed invocation: proof the function can run.
+    pub(super) first: bool,
+    /// A disposable worker that has served its one request.
+    pub(super) spent: bool,
+    /// A draining worker with nothing left in flight.
+    pub(super) drained: bool,
+}
+
+impl Supervisor {
+    /// Reads what worker `key` sent into its buffer. `None` when the worker is gone.
+    pub(super) fn fill_worker(&mut self, key: Key) -> Option<std::io::Result<ReadResult>> {
+        Some(self.workers.get_mut(key)?.fill())
+    }
+
+    /// Takes worker `key`'s read buffer out, so that its frames can be handled while the
+    /// worker (and any connection) is touched; [`Supervisor::put_back_frames`] returns it.
+    pub(super) fn take_frames(&mut self, key: Key) -> Option<ReadBuf> {
+        let worker = self.workers.get_mut(key)?;
+        Some(std::mem::replace(&mut worker.rbuf, ReadBuf::new(0, 0)))
+    }
+
+    /// Returns a read buffer taken by [`Supervisor::take_frames`], its handled frames consumed.
+    pub(super) fn put_back_frames(&mut self, key: Key, buf: ReadBuf) {
+        if let Some(worker) = self.workers.get_mut(key) {
             worker.rbuf = buf;
             worker.compact();
         }
-        true
     }
 
-    fn on_frame(&mut self, key: Key, frame: wire::Frame<'_>) {
-        let wire::Frame { header, payload } = frame;
-        match header.kind {
-            Kind::Ready => self.on_worker_ready(key, payload),
-            Kind::InitDone => self.on_worker_init_done(key),
-            Kind::InitError => self.on_worker_init_error(key, payload),
-            Kind::ResponseHead => self.on_response_head(key, header, payload),
-            Kind::ResponseBody => self.on_response_body(key, header, payload),
-            Kind::ResponseError => self.on_response_error(key, header.stream, payload),
-            Kind::WindowToRuntime => match wire::window_credit(payload) {
-                Ok(credit) => self.on_request_window(key, header.stream, credit),
-                Err(err) => self.worker_protocol_error(key, &err.to_string()),
-            },
-            Kind::Init
-            | Kind::RequestHead
-            | Kind::RequestBody
-            | Kind::Cancel
-            | Kind::WindowToWorker => {
-                // decode_frame only yields runtime-bound kinds; nothing to do.
-            }
-        }
+    /// Whether worker `key` still reads: frames after its end are not handled.
+    pub(super) fn worker_reads(&self, key: Key) -> bool {
+        self.workers
+            .get(key)
+            .is_some_and(|w| w.from_worker.is_some())
     }
 
     /// The client of a stream, if the stream exists and is still bound to a live request.
-    fn stream_client(&self, key: Key, stream: u32) -> Option<ConnRef> {
-        self.supervisor
+    pub(super) fn stream_client(&self, key: Key, stream: u32) -> Option<ConnRef> {
+        self.workers.get(key)?.streams.get(&stream)?.client
+    }
+
+    /// The worker granted `credit` more request-body bytes on `stream`: its client may send
+    /// them.
+    pub(super) fn on_request_window(
+        &mut self,
+        key: Key,
+        stream: u32,
+        credit: u32,
+        lp: &mut Lent<'_>,
+    ) {
+        let Some(state) = self
             .workers
-            .get(key)?
-            .streams
-            .get(&stream)?
-            .client
-    }
-
-    fn on_response_head(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
-        let head = match ResponseHead::parse(payload) {
-            Ok(h) => h,
-            Err(err) => {
-                self.worker_protocol_error(key, &err.to_string());
-                return;
-            }
-        };
-        if let Some(client) = self.stream_client(key, header.stream) {
-            self.write_response_head(client, head.status, head.headers, header.is_end());
-            if header.is_end() {
-                self.write_response_body(client, &[], true);
-            }
-        }
-        if header.is_end() {
-            self.close_stream(key, header.stream);
-        }
-    }
-
-    fn on_response_body(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
-        if let Some(client) = self.stream_client(key, header.stream) {
-            let started = self
-                .request_mut(client)
-                .is_some_and(|r| matches!(r.resp, Resp::Streaming { .. }));
-            if !started {
-                self.worker_protocol_error(key, "RESPONSE_BODY before RESPONSE_HEAD");
-                return;
-            }
-            if !self.write_response_body(client, payload, header.is_end()) {
-                self.cancel_stream(key, header.stream, "response exceeded its Content-Length");
-                self.fail_invocation(
-                    client,
-                    &InvokeError::new(
-                        502,
-                        "InvalidResponse",
-                        "the function wrote more bytes than its Content-Length",
-                    ),
-                );
-                return;
-            }
-        }
-        if header.is_end() {
-            self.close_stream(key, header.stream);
-        }
-    }
-
-    fn on_response_error(&mut self, key: Key, stream: u32, payload: &[u8]) {
-        if let Some(client) = self.stream_client(key, stream) {
-            let error = ErrorPayload::parse_lenient(payload, "Error", "");
-            let err = InvokeError {
-                status: 404,
-                error_type: error.error_type,
-                message: error.error_message,
-                stack: Some(error.stack_trace),
-            };
-            self.log_invocation_failure(client, &err);
-            self.fail_invocation(client, &err);
-        }
-        self.close_stream(key, stream);
-    }
-
-    fn on_request_window(&mut self, key: Key, stream: u32, credit: u32) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
-            return;
-        };
-        let Some(state) = worker.streams.get_mut(&stream) else {
+            .get_mut(key)
+            .and_then(|w| w.streams.get_mut(&stream))
+        else {
             return;
         };
         state.request_credit = state.request_credit.saturating_add(credit);
         if let Some(client) = state.client {
-            self.schedule_drive(client.conn);
+            lp.effects.push(Effect::DriveConn(client.conn));
         }
     }
 
-    /// The worker sent its terminal frame: free the slot and give it the next queued request.
-    fn close_stream(&mut self, key: Key, stream: u32) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
-            return;
-        };
-        let Some(state) = worker.streams.remove(&stream) else {
-            return;
-        };
+    /// Response bytes of `stream` left for the client: the worker may send that much more.
+    pub(super) fn return_credit(&mut self, key: Key, stream: u32, bytes: u32, lp: &mut Lent<'_>) {
+        if let Some(w) = self.workers.get_mut(key)
+            && w.streams.contains_key(&stream)
+        {
+            wire::put_window(&mut w.wbuf, stream, bytes);
+            lp.effects.push(Effect::FlushWorker(key));
+        }
+    }
+
+    /// The worker sent the terminal frame of `stream`: it is freed. `disposable` is whether
+    /// the worker's function runs each request in a worker of its own.
+    pub(super) fn close_stream(
+        &mut self,
+        key: Key,
+        stream: u32,
+        disposable: bool,
+        lp: &mut Lent<'_>,
+    ) -> Option<StreamClosed> {
+        let worker = self.workers.get_mut(key)?;
+        let state = worker.streams.remove(&stream)?;
         if let Some(timer) = state.cancel_timer {
-            self.timers.cancel(timer);
+            lp.timers.cancel(timer);
         }
         worker.served += 1;
-        worker.last_active = std::time::Instant::now();
-        let function = worker.function;
-        if worker.served == 1 {
-            // A completed invocation proves the function can run: forgive start-up failures.
-            self.scheduler.functions[function].pool.record_stable();
-        }
-        let idle = worker.streams.is_empty();
-        let draining = worker.state == WorkerState::Draining;
-        if let Some(client) = state.client {
-            // The response may be complete while the request body is still arriving: keep the
-            // connection in sync by discarding the rest.
-            if let Some(req) = self.request_mut(client)
-                && matches!(req.sink, Sink::Worker { .. })
-            {
-                req.sink = Sink::Discard;
-            }
-            self.schedule_drive(client.conn);
-        }
-        let spent = self.scheduler.functions[function].profile.worker.disposable
-            && self
-                .supervisor
-                .workers
-                .get_mut(key)
-                .is_some_and(|w| w.life.finish(StreamEnd::Completed));
-        if spent {
-            // Disposable: one request per worker; it goes once that request is done.
-            self.supervisor.drain_worker(
-                key,
-                "disposable worker served its request",
-                &mut lent!(self),
-            );
-        } else if draining && idle {
-            self.supervisor
-                .stop_worker(key, "drained", &mut lent!(self));
-        }
-        // The freed slot takes the next queued request once this event is handled.
-        self.effects.push(Effect::Dispatch(function));
-        self.scheduler
-            .retire_if_removed(function, &self.supervisor.workers, &mut self.effects);
+        worker.last_active = Instant::now();
+        Some(StreamClosed {
+            function: worker.function,
+            client: state.client,
+            first: worker.served == 1,
+            spent: disposable && worker.life.finish(StreamEnd::Completed),
+            drained: worker.state == WorkerState::Draining && worker.streams.is_empty(),
+        })
     }
 
-    /// Tells the worker to abandon a stream; it must send its terminal frame within the cancel
-    /// grace period or it is killed.
-    pub(super) fn cancel_stream(&mut self, key: Key, stream: u32, reason: &str) {
-        let grace = Duration::from_millis(self.config.data_plane.cancel_grace_period_ms);
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    /// Tells the worker to abandon a stream; it must send its terminal frame within
+    /// `dataPlane.cancelGracePeriod` or it is killed.
+    pub(super) fn cancel_stream(&mut self, key: Key, stream: u32, reason: &str, lp: &mut Lent<'_>) {
+        let grace = Duration::from_millis(lp.config.data_plane.cancel_grace_period_ms);
+        let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
         let Some(state) = worker.streams.get_mut(&stream) else {
@@ -521,105 +325,47 @@ impl Server {
                 worker.process.id
             );
         }
-        let timer = self.timers.schedule(
-            std::time::Instant::now() + grace,
+        let due = Instant::now() + grace;
+        let timer = lp.timers.schedule(
+            due,
             Timer::CancelGrace {
                 worker: key,
                 stream,
             },
         );
-        if let Some(state) = self
-            .supervisor
-            .workers
-            .get_mut(key)
-            .and_then(|w| w.streams.get_mut(&stream))
-        {
+        if let Some(state) = worker.streams.get_mut(&stream) {
             state.cancel_timer = Some(timer);
         }
-        self.mark_worker_dirty(key);
+        lp.effects.push(Effect::FlushWorker(key));
     }
 
     /// A cancelled stream was not closed in time: the worker is stuck, kill it.
-    pub(super) fn on_cancel_grace(&mut self, key: Key, stream: u32) {
-        let Some(worker) = self.supervisor.workers.get_mut(key) else {
+    pub(super) fn on_cancel_grace(&mut self, key: Key, stream: u32, lp: &mut Lent<'_>) {
+        let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
         if let Some(state) = worker.streams.get_mut(&stream) {
             state.cancel_timer = None;
             let reason = format!(
-                "worker {} did not close cancelled stream {stream} within dataPlane.cancelGracePeriod ({} ms)",
-                worker.process.id, self.config.data_plane.cancel_grace_period_ms
+                "worker {} did not close cancelled stream {stream} within \
+                 dataPlane.cancelGracePeriod ({} ms)",
+                worker.process.id, lp.config.data_plane.cancel_grace_period_ms
             );
             log::warn!("[dp] {reason}; killing it");
-            self.supervisor
-                .kill_worker(key, &reason, ExitReason::TimeoutKill, &mut lent!(self));
+            self.kill_worker(key, &reason, ExitReason::TimeoutKill, lp);
         }
     }
 
-    /// An invocation's deadline passed.
-    pub(super) fn on_request_deadline(&mut self, client: ConnRef) {
-        let Some(req) = self.request_mut(client) else {
+    /// The worker broke the wire protocol: it is killed.
+    pub(super) fn worker_protocol_error(&mut self, key: Key, detail: &str, lp: &mut Lent<'_>) {
+        let Some(worker) = self.workers.get(key) else {
             return;
         };
-        req.deadline_timer = None;
-        let timeout_ms = req.timeout_ms;
-        let queued = matches!(req.sink, Sink::Hold);
-        let sink = req.sink;
-        let function = req.function;
-        let name = function
-            .map(|f| self.scheduler.functions[f].profile.name.clone())
-            .unwrap_or_default();
-        if let Sink::Worker { worker, stream } = sink {
-            self.cancel_stream(worker, stream, "deadline exceeded");
-        }
-        let message = if queued {
-            format!("waiting for a worker of function {name} timed out after {timeout_ms} ms")
-        } else {
-            format!("function {name} did not answer within its timeout of {timeout_ms} ms")
-        };
-        let err = InvokeError::new(404, "FunctionTimeout", message);
-        self.log_invocation_failure(client, &err);
-        self.fail_invocation(client, &err);
-    }
-
-    /// One warn line in the runtime's own log for an invocation that failed with a timeout, a
-    /// function error or its worker's death, so that such failures are not only in the worker's
-    /// own files. Runs on failure paths only; a multi-line message stays on one line.
-    pub(super) fn log_invocation_failure(&self, client: ConnRef, err: &InvokeError) {
-        if !log::log_enabled!(log::Level::Warn) {
-            return;
-        }
-        let Some(req) = self
-            .front
-            .conns
-            .get(client.conn)
-            .and_then(|c| c.req.as_ref())
-            .filter(|r| r.seq == client.seq)
-        else {
-            return;
-        };
-        let function = req
-            .function
-            .and_then(|f| self.scheduler.functions.get(f))
-            .map_or("-", |f| f.profile.name.as_str());
-        let message = err.message.trim_end().replace('\n', "\\n");
-        log::warn!(
-            "[dp] request {} of function {function} failed: {}: {message}",
-            req.id,
-            err.error_type
+        let reason = format!(
+            "worker {} broke the wire protocol: {detail}",
+            worker.process.id
         );
-    }
-
-    fn worker_protocol_error(&mut self, key: Key, detail: &str) {
-        let id = self
-            .supervisor
-            .workers
-            .get(key)
-            .map(|w| w.process.id.clone())
-            .unwrap_or_default();
-        let reason = format!("worker {id} broke the wire protocol: {detail}");
         log::warn!("[turf] {reason}");
-        self.supervisor
-            .kill_worker(key, &reason, ExitReason::Crashed, &mut lent!(self));
+        self.kill_worker(key, &reason, ExitReason::Crashed, lp);
     }
 }

@@ -60,7 +60,8 @@ use crate::turf::accounting::Accounting;
 use crate::turf::cgroup;
 use crate::turf::probe::{self, Capabilities};
 use crate::turf::spawn::Isolation;
-use crate::turf::worker::ConnRef;
+use crate::turf::worker::{ConnRef, ReadResult};
+use crate::wire;
 use client::InvokeError;
 use conn::{Conn, Socket};
 use effects::{Effect, Effects};
@@ -1050,6 +1051,325 @@ impl Server {
         self.front.fail_invocation(client, err, &mut lent!(self));
     }
 
+    // ---- Invocations between connections and workers (`bridge` moves the bytes) ----
+
+    /// Hands `function`'s queued requests to workers with room, oldest first.
+    fn dispatch_queue(&mut self, function: usize) {
+        loop {
+            let conns = &self.front.conns;
+            let waiting = |client: ConnRef| {
+                (conns.get(client.conn))
+                    .and_then(|c| c.req.as_ref())
+                    .is_some_and(|r| {
+                        r.seq == client.seq
+                            && matches!(r.sink, conn::Sink::Hold)
+                            && r.resp == conn::Resp::NotStarted
+                    })
+            };
+            let Some((client, worker)) =
+                (self.scheduler).next_dispatch(function, &self.supervisor.workers, waiting)
+            else {
+                return;
+            };
+            self.dispatch(client, worker, function);
+        }
+    }
+
+    /// Opens a stream on `worker_key` for `client`'s request and sends its head.
+    fn dispatch(&mut self, client: ConnRef, worker_key: Key, function: usize) {
+        let profile = &self.scheduler.functions[function].profile;
+        let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
+            return;
+        };
+        if profile.worker.disposable {
+            worker.life.take();
+        }
+        let Some(conn) = self.front.conns.get_mut(client.conn) else {
+            return;
+        };
+        match bridge::open_stream(conn, client, worker, worker_key, profile) {
+            None => {}
+            Some(Err(err)) => self.respond_error(client, &err, false),
+            Some(Ok(opened)) => {
+                if opened.sent_continue {
+                    self.effects.push(Effect::FlushConn(client.conn));
+                }
+                self.effects.push(Effect::FlushWorker(worker_key));
+                // Body bytes may already be buffered.
+                self.effects.push(Effect::DriveConn(client.conn));
+            }
+        }
+    }
+
+    /// Moves connection `key`'s buffered body bytes to its worker stream, within its credit.
+    /// Returns whether the body is all sent (or refused, and answered).
+    fn pump_body_to_worker(&mut self, key: Key, worker_key: Key, stream: u32) -> bool {
+        let Some(conn) = self.front.conns.get_mut(key) else {
+            return false;
+        };
+        let Some(seq) = conn.req.as_ref().map(|r| r.seq) else {
+            return false;
+        };
+        let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
+            return conn.req.as_ref().is_some_and(|r| r.body.is_done());
+        };
+        match bridge::pump_body(conn, worker, stream) {
+            bridge::Pumped::Sent { done } => {
+                self.effects.push(Effect::FlushWorker(worker_key));
+                done
+            }
+            bridge::Pumped::Idle { done } => done,
+            bridge::Pumped::Refused(err) => {
+                log::debug!(
+                    "[http conn={}] request body refused: {}",
+                    key.idx,
+                    err.message
+                );
+                let mut lp = lent!(self);
+                (self.supervisor).cancel_stream(worker_key, stream, &err.message, &mut lp);
+                self.fail_invocation(ConnRef { conn: key, seq }, &err);
+                true
+            }
+        }
+    }
+
+    /// Reads and handles everything a worker sent.
+    fn on_worker_readable(&mut self, key: Key) {
+        loop {
+            let Some(result) = self.supervisor.fill_worker(key) else {
+                return;
+            };
+            if !self.decode_worker_frames(key) {
+                return;
+            }
+            match result {
+                Ok(ReadResult::More) => {}
+                Ok(ReadResult::Drained) => return,
+                Ok(ReadResult::Closed) => {
+                    return self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
+                }
+                Err(err) => {
+                    log::warn!("[turf] reading worker pipe failed: {err}");
+                    return self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in the worker's read buffer. Returns false when the worker
+    /// is gone (killed for a protocol error, or while handling a frame).
+    fn decode_worker_frames(&mut self, key: Key) -> bool {
+        // Frames are handled straight from the read buffer, which is taken out of the worker
+        // record meanwhile so that handlers may touch the worker (and any connection) freely.
+        let Some(mut buf) = self.supervisor.take_frames(key) else {
+            return false;
+        };
+        loop {
+            let frame = match wire::decode_frame(wire::Direction::ToRuntime, buf.data()) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => {
+                    let detail = err.to_string();
+                    (self.supervisor).worker_protocol_error(key, &detail, &mut lent!(self));
+                    return false;
+                }
+            };
+            let used = frame.wire_len();
+            self.on_frame(key, frame);
+            buf.consume(used);
+            if !self.supervisor.worker_reads(key) {
+                return false;
+            }
+        }
+        self.supervisor.put_back_frames(key, buf);
+        true
+    }
+
+    /// One frame from worker `key`.
+    fn on_frame(&mut self, key: Key, frame: wire::Frame<'_>) {
+        let wire::Frame { header, payload } = frame;
+        match header.kind {
+            wire::Kind::Ready => self.on_worker_ready(key, payload),
+            wire::Kind::InitDone => self.on_worker_init_done(key),
+            wire::Kind::InitError => self.on_worker_init_error(key, payload),
+            wire::Kind::ResponseHead => self.on_response_head(key, header, payload),
+            wire::Kind::ResponseBody => self.on_response_body(key, header, payload),
+            wire::Kind::ResponseError => self.on_response_error(key, header.stream, payload),
+            wire::Kind::WindowToRuntime => {
+                let mut lp = lent!(self);
+                match wire::window_credit(payload) {
+                    Ok(credit) => {
+                        (self.supervisor).on_request_window(key, header.stream, credit, &mut lp);
+                    }
+                    Err(err) => {
+                        let detail = err.to_string();
+                        self.supervisor.worker_protocol_error(key, &detail, &mut lp);
+                    }
+                }
+            }
+            wire::Kind::Init
+            | wire::Kind::RequestHead
+            | wire::Kind::RequestBody
+            | wire::Kind::Cancel
+            | wire::Kind::WindowToWorker => {
+                // decode_frame only yields runtime-bound kinds; nothing to do.
+            }
+        }
+    }
+
+    fn on_response_head(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
+        let head = match wire::ResponseHead::parse(payload) {
+            Ok(h) => h,
+            Err(err) => {
+                let detail = err.to_string();
+                (self.supervisor).worker_protocol_error(key, &detail, &mut lent!(self));
+                return;
+            }
+        };
+        if let Some(client) = self.supervisor.stream_client(key, header.stream) {
+            self.write_response_head(client, head.status, head.headers, header.is_end());
+            if header.is_end() {
+                self.write_response_body(client, &[], true);
+            }
+        }
+        if header.is_end() {
+            self.close_stream(key, header.stream);
+        }
+    }
+
+    fn on_response_body(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
+        if let Some(client) = self.supervisor.stream_client(key, header.stream) {
+            let started = self
+                .request_mut(client)
+                .is_some_and(|r| matches!(r.resp, conn::Resp::Streaming { .. }));
+            if !started {
+                let detail = "RESPONSE_BODY before RESPONSE_HEAD";
+                (self.supervisor).worker_protocol_error(key, detail, &mut lent!(self));
+                return;
+            }
+            if !self.write_response_body(client, payload, header.is_end()) {
+                let why = "response exceeded its Content-Length";
+                (self.supervisor).cancel_stream(key, header.stream, why, &mut lent!(self));
+                let err = InvokeError::new(
+                    502,
+                    "InvalidResponse",
+                    "the function wrote more bytes than its Content-Length",
+                );
+                self.fail_invocation(client, &err);
+                return;
+            }
+        }
+        if header.is_end() {
+            self.close_stream(key, header.stream);
+        }
+    }
+
+    fn on_response_error(&mut self, key: Key, stream: u32, payload: &[u8]) {
+        if let Some(client) = self.supervisor.stream_client(key, stream) {
+            let error = wire::ErrorPayload::parse_lenient(payload, "Error", "");
+            let err = InvokeError {
+                status: 404,
+                error_type: error.error_type,
+                message: error.error_message,
+                stack: Some(error.stack_trace),
+            };
+            self.log_invocation_failure(client, &err);
+            self.fail_invocation(client, &err);
+        }
+        self.close_stream(key, stream);
+    }
+
+    /// The worker sent a stream's terminal frame: its request stops feeding it, its slot goes
+    /// to the next queued request, and a disposable or draining worker leaves.
+    fn close_stream(&mut self, key: Key, stream: u32) {
+        let Some(function) = self.supervisor.workers.get(key).map(|w| w.function) else {
+            return;
+        };
+        let disposable = self.scheduler.functions[function].profile.worker.disposable;
+        let mut lp = lent!(self);
+        let Some(closed) = self
+            .supervisor
+            .close_stream(key, stream, disposable, &mut lp)
+        else {
+            return;
+        };
+        if closed.first {
+            // A completed invocation proves the function can run: forgive start-up failures.
+            self.scheduler.functions[function].pool.record_stable();
+        }
+        if let Some(client) = closed.client {
+            // The response may be complete while the request body is still arriving: keep the
+            // connection in sync by discarding the rest.
+            if let Some(req) = self.request_mut(client)
+                && matches!(req.sink, conn::Sink::Worker { .. })
+            {
+                req.sink = conn::Sink::Discard;
+            }
+            self.effects.push(Effect::DriveConn(client.conn));
+        }
+        let mut lp = lent!(self);
+        if closed.spent {
+            // Disposable: one request per worker; it goes once that request is done.
+            let why = "disposable worker served its request";
+            self.supervisor.drain_worker(key, why, &mut lp);
+        } else if closed.drained {
+            self.supervisor.stop_worker(key, "drained", &mut lp);
+        }
+        // The freed slot takes the next queued request once this event is handled.
+        self.effects.push(Effect::Dispatch(function));
+        (self.scheduler).retire_if_removed(function, &self.supervisor.workers, &mut self.effects);
+    }
+
+    /// An invocation's deadline passed: its worker stream is cancelled and it fails with
+    /// `FunctionTimeout`.
+    fn on_request_deadline(&mut self, client: ConnRef) {
+        let Some(req) = self.request_mut(client) else {
+            return;
+        };
+        req.deadline_timer = None;
+        let timeout_ms = req.timeout_ms;
+        let sink = req.sink;
+        let name = (req.function)
+            .map(|f| self.scheduler.functions[f].profile.name.as_str())
+            .unwrap_or_default();
+        let message = if matches!(sink, conn::Sink::Hold) {
+            format!("waiting for a worker of function {name} timed out after {timeout_ms} ms")
+        } else {
+            format!("function {name} did not answer within its timeout of {timeout_ms} ms")
+        };
+        if let conn::Sink::Worker { worker, stream } = sink {
+            let why = "deadline exceeded";
+            (self.supervisor).cancel_stream(worker, stream, why, &mut lent!(self));
+        }
+        let err = InvokeError::new(404, "FunctionTimeout", message);
+        self.log_invocation_failure(client, &err);
+        self.fail_invocation(client, &err);
+    }
+
+    /// One warn line in the runtime's own log for an invocation that failed with a timeout, a
+    /// function error or its worker's death, so that such failures are not only in the
+    /// worker's own files. Runs on failure paths only; a multi-line message stays on one line.
+    fn log_invocation_failure(&self, client: ConnRef, err: &InvokeError) {
+        if !log::log_enabled!(log::Level::Warn) {
+            return;
+        }
+        let Some(req) = (self.front.conns.get(client.conn))
+            .and_then(|c| c.req.as_ref())
+            .filter(|r| r.seq == client.seq)
+        else {
+            return;
+        };
+        let function = (req.function)
+            .and_then(|f| self.scheduler.functions.get(f))
+            .map_or("-", |f| f.profile.name.as_str());
+        let message = err.message.trim_end().replace('\n', "\\n");
+        log::warn!(
+            "[dp] request {} of function {function} failed: {}: {message}",
+            req.id,
+            err.error_type
+        );
+    }
+
     // ---- Workers' lives (the supervisor's) and what they mean for their functions ----
 
     /// Launches workers for `function` as the queue and the reservation need.
@@ -1455,7 +1775,9 @@ impl Server {
                 Timer::Request(client) => self.on_request_deadline(client),
                 Timer::WorkerInit(worker) => self.on_worker_init_timeout(worker),
                 Timer::Kill(child) => self.supervisor.grace_period_over(child),
-                Timer::CancelGrace { worker, stream } => self.on_cancel_grace(worker, stream),
+                Timer::CancelGrace { worker, stream } => {
+                    (self.supervisor).on_cancel_grace(worker, stream, &mut lent!(self));
+                }
                 Timer::SpawnRetry(function) => self.scale(function),
                 Timer::LimitPoll => self.on_limit_poll(),
                 Timer::LogGc => self.supervisor.collect_logs(&mut self.timers),
@@ -1536,19 +1858,12 @@ impl Server {
                 worker,
                 stream,
                 why,
-            } => self.cancel_stream(worker, stream, why),
+            } => (self.supervisor).cancel_stream(worker, stream, why, &mut lent!(self)),
             Effect::ReturnCredit {
                 worker,
                 stream,
                 bytes,
-            } => {
-                if let Some(w) = self.supervisor.workers.get_mut(worker)
-                    && w.streams.contains_key(&stream)
-                {
-                    crate::wire::put_window(&mut w.wbuf, stream, bytes);
-                    self.effects.push(Effect::FlushWorker(worker));
-                }
-            }
+            } => (self.supervisor).return_credit(worker, stream, bytes, &mut lent!(self)),
         }
     }
 

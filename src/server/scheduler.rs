@@ -8,11 +8,13 @@ use crate::config::{CircuitBreakerConfig, FunctionProfile, ServiceProfile};
 use crate::fc::{InvokeKind, Target};
 use crate::pool::Pool;
 use crate::rand::Rng;
+use crate::reactor::slab::{Key, Slab};
 use crate::sched::breaker::{BREAKER_ERROR_TYPE, CircuitBreaker, LoadSample};
 use crate::sched::dispatch::RoundRobin;
+use crate::sched::dispatch::{self, DisposableCandidate, WorkerLoad};
 use crate::sched::ema::{ConcurrencyMeter, EmaScaler};
 use crate::sched::ratelimit::TokenBucket;
-use crate::turf::worker::ConnRef;
+use crate::turf::worker::{ConnRef, Worker, WorkerState};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -275,6 +277,56 @@ impl Scheduler {
             ));
         }
         Ok(())
+    }
+
+    /// The next of `function`'s queued requests to dispatch and the worker to take it, as its
+    /// dispatch mode picks among `workers`; the request leaves the queue. Entries whose client
+    /// is not `waiting` any more (it closed or was answered) are dropped on the way. `None`
+    /// when the queue is empty or no worker has room. Workers of an older generation take
+    /// requests only until one of the current generation is ready.
+    pub(super) fn next_dispatch(
+        &mut self,
+        function: usize,
+        workers: &Slab<Worker>,
+        waiting: impl Fn(ConnRef) -> bool,
+    ) -> Option<(ConnRef, Key)> {
+        let f = &mut self.functions[function];
+        let max_active = f.max_active();
+        let client = loop {
+            let &client = f.pool.queue.front()?;
+            if waiting(client) {
+                break client;
+            }
+            f.pool.queue.pop_front();
+        };
+        let generation = f.generation;
+        let of_pool =
+            || (f.pool.workers.iter()).filter_map(|&key| workers.get(key).map(|w| (key, w)));
+        let current_ready =
+            of_pool().any(|(_, w)| w.generation == generation && w.state == WorkerState::Ready);
+        let picked = if f.profile.worker.disposable {
+            let candidates: Vec<DisposableCandidate> = of_pool()
+                .map(|(key, w)| DisposableCandidate {
+                    key,
+                    state: w.state,
+                    life: w.life,
+                })
+                .collect();
+            dispatch::pick_disposable(&candidates)
+        } else {
+            let loads: Vec<WorkerLoad> = of_pool()
+                .filter(|(_, w)| !current_ready || w.generation == generation)
+                .map(|(key, w)| WorkerLoad {
+                    key,
+                    state: w.state,
+                    active: w.active(),
+                })
+                .collect();
+            let mode = f.profile.worker.dispatch_mode;
+            dispatch::pick(mode, &mut f.round_robin, &loads, max_active)
+        }?;
+        f.pool.queue.pop_front();
+        Some((client, picked))
     }
 
     /// An admitted invocation ended (answered, failed or abandoned). It leaves its function's
