@@ -869,3 +869,115 @@ fn an_invalid_profile_set_changes_nothing_and_records_no_work() {
     assert!(h.take_effects().is_empty());
     assert_eq!(h.server.scheduler.functions.len(), 1);
 }
+
+#[test]
+fn a_client_that_resets_mid_invocation_records_the_cancel_of_its_worker_stream() {
+    let mut h = harness(ONE_FUNCTION);
+    let (client, key, worker, _out, stream) = h.dispatched();
+    h.take_effects();
+    drop(client);
+    if let Some(conn) = h.server.front.conns.get_mut(key) {
+        conn.reset = true;
+    }
+    h.hang_up(key);
+    let effects = h.take_effects();
+    let cancel = Effect::CancelStream {
+        worker,
+        stream,
+        why: "client closed the connection",
+    };
+    assert!(effects.contains(&cancel), "{effects:?}");
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::RequestEnded { function: 0, .. })),
+        "{effects:?}"
+    );
+    // The front end closed the connection; the worker's side is untouched until it runs.
+    assert!(h.server.front.conns.get(key).is_none());
+    let client_of_stream = |h: &Harness| h.server.supervisor.stream_client(worker, stream);
+    assert!(client_of_stream(&h).is_some());
+    h.server.run_effect(cancel);
+    assert!(client_of_stream(&h).is_none(), "cancelled: no client");
+    assert_eq!(h.take_effects(), [Effect::FlushWorker(worker)]);
+}
+
+#[test]
+fn response_bytes_that_leave_return_their_credit_to_the_worker() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key, worker, mut out, stream) = h.dispatched();
+    h.take_effects();
+    let mut frames = Vec::new();
+    let head = crate::wire::ResponseHead {
+        status: 200,
+        headers: Vec::new(),
+    };
+    crate::wire::put_response_head(&mut frames, stream, false, &head).expect("head");
+    crate::wire::put_response_body(&mut frames, stream, false, b"abc");
+    h.worker_sends(worker, &mut out, &frames);
+    assert_eq!(h.take_effects(), [Effect::FlushConn(key)]);
+    h.server.run_effect(Effect::FlushConn(key));
+    assert_eq!(
+        h.take_effects(),
+        [Effect::ReturnCredit {
+            worker,
+            stream,
+            bytes: 3
+        }]
+    );
+    let answer = read_answer(&mut client, |t| t.ends_with("abc\r\n"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn a_queued_request_answered_by_its_deadline_leaves_the_queue_then_ends() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    h.take_effects();
+    let queued = client_of(key, 1);
+    h.server.on_request_deadline(queued);
+    let effects = h.take_effects();
+    let left = Effect::LeftQueue {
+        function: 0,
+        client: queued,
+    };
+    // In the drain's order: recorded work first, then flushes.
+    assert_eq!(
+        effects,
+        [left, Effect::DriveConn(key), Effect::FlushConn(key)]
+    );
+    // Recorded, not done: the scheduler still holds it until the effect runs.
+    assert_eq!(h.queue(0), [queued]);
+    assert_eq!(h.server.scheduler.inflight(), 1);
+    h.server.run_effect(left);
+    assert!(h.queue(0).is_empty());
+    // Driving the connection ends the answered request; then its place in flight is freed.
+    h.server.run_effect(Effect::DriveConn(key));
+    let ended = Effect::RequestEnded {
+        function: 0,
+        client: queued,
+        still_queued: false,
+    };
+    assert_eq!(h.take_effects(), [ended]);
+    h.server.run_effect(ended);
+    assert_eq!(h.server.scheduler.inflight(), 0);
+}
+
+#[test]
+fn a_draining_worker_whose_last_stream_ends_is_stopped_and_departs() {
+    let mut h = harness(ONE_FUNCTION);
+    let (_client, _key, worker, mut out, stream) = h.dispatched();
+    h.take_effects();
+    if let Some(w) = h.server.supervisor.workers.get_mut(worker) {
+        w.advance(WorkerState::Draining);
+    }
+    h.worker_sends(worker, &mut out, &response_frames(stream, b"ok"));
+    assert_eq!(
+        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        Some(WorkerState::Stopping)
+    );
+    let effects = h.take_effects();
+    assert!(effects.contains(&Effect::WorkersGone), "{effects:?}");
+    assert!(effects.contains(&Effect::Dispatch(0)), "{effects:?}");
+}
