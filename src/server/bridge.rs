@@ -9,7 +9,7 @@
 use super::Lent;
 use super::Timer;
 use super::client::InvokeError;
-use super::conn::{BodyStep, Conn, Sink};
+use super::conn::{BodyInput, BodyStep, Conn, Sink};
 use super::effects::Effect;
 use super::supervisor::Supervisor;
 use crate::config::FunctionProfile;
@@ -138,13 +138,12 @@ pub(super) enum Pumped {
 /// When the worker has already closed the stream (it answered), the rest of the body is
 /// dropped instead.
 pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pumped {
-    let Conn {
-        inbuf,
+    let Some(BodyInput {
         req,
+        input: inbuf,
         close_when_flushed,
-        ..
-    } = conn;
-    let Some(req) = req.as_mut() else {
+    }) = conn.body_input()
+    else {
         return Pumped::Idle { done: false };
     };
     let Some(state) = worker.streams.get_mut(&stream) else {

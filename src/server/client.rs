@@ -7,7 +7,8 @@
 //! `RequestEnded`, `CancelStream`, `ReturnCredit`).
 
 use super::conn::{
-    BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink, body_complete_in,
+    BodyInput, BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink,
+    body_complete_in,
 };
 use super::effects::Effect;
 use super::front::FrontEnd;
@@ -368,16 +369,12 @@ impl FrontEnd {
     /// Drops body bytes of a request whose answer no longer needs them. Returns whether the
     /// body is now fully consumed.
     fn discard_body(&mut self, key: Key) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return false;
-        };
-        let Conn {
-            inbuf,
+        let Some(BodyInput {
             req,
+            input: inbuf,
             close_when_flushed,
-            ..
-        } = conn;
-        let Some(req) = req.as_mut() else {
+        }) = self.conns.get_mut(key).and_then(Conn::body_input)
+        else {
             return false;
         };
         loop {
@@ -403,11 +400,10 @@ impl FrontEnd {
 
     /// Appends body bytes to the request's collection buffer.
     fn collect_body(&mut self, key: Key) -> Collected {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return Collected::More;
-        };
-        let Conn { inbuf, req, .. } = conn;
-        let Some(req) = req.as_mut() else {
+        let Some(BodyInput {
+            req, input: inbuf, ..
+        }) = self.conns.get_mut(key).and_then(Conn::body_input)
+        else {
             return Collected::More;
         };
         loop {

@@ -348,7 +348,27 @@ pub enum Filled {
     Closed,
 }
 
+/// A connection's current request and the buffered input its body is stepped from, borrowed
+/// together: every body consumer (discard, collect, pump to a worker) reads through it.
+pub struct BodyInput<'a> {
+    /// The current request.
+    pub req: &'a mut Request,
+    /// The connection's buffered input.
+    pub input: &'a mut ReadBuf,
+    /// Set when the body's framing is lost: the connection closes after its answer.
+    pub close_when_flushed: &'a mut bool,
+}
+
 impl Conn {
+    /// The current request with the input its body is read from; `None` between requests.
+    pub fn body_input(&mut self) -> Option<BodyInput<'_>> {
+        Some(BodyInput {
+            req: self.req.as_mut()?,
+            input: &mut self.inbuf,
+            close_when_flushed: &mut self.close_when_flushed,
+        })
+    }
+
     /// A new connection whose read buffer holds up to `rbuf_size` bytes.
     pub fn new(sock: Socket, rbuf_size: usize) -> Self {
         Conn {
