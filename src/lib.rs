@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod fc;
 pub mod http;
+pub(crate) mod ids;
 pub(crate) mod pool;
 pub(crate) mod rand;
 pub(crate) mod reactor;

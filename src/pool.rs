@@ -2,9 +2,9 @@
 //! counts behind its launch back-off. The decisions (which worker takes the next request, how
 //! many workers to launch, how long to back off) are in [`crate::sched`]; nothing here does I/O.
 
+use crate::ids::ConnRef;
 use crate::reactor::slab::Key;
 use crate::sched::backoff::{self, Backoff};
-use crate::turf::worker::ConnRef;
 use std::collections::VecDeque;
 use std::time::Instant;
 

@@ -9,6 +9,7 @@ use super::supervisor::Supervisor;
 use crate::admin::{self, Route};
 use crate::config::SystemConfig;
 use crate::fc::Target;
+use crate::ids::FunctionId;
 use crate::turf::accounting::ExitReason;
 use crate::turf::stats;
 use serde_json::{Value, json};
@@ -110,7 +111,7 @@ impl AdminView<'_> {
     }
 
     /// A function's warm seed: `null` when it has none and no error to tell.
-    fn seed_view(&self, function: usize) -> Value {
+    fn seed_view(&self, function: FunctionId) -> Value {
         let slot = self.supervisor.seed_slot(function);
         let seed = (slot.and_then(|s| s.key)).and_then(|k| self.supervisor.seeds.get(k));
         let last_error = slot.and_then(|s| s.last_error.as_ref());
@@ -163,7 +164,7 @@ impl AdminView<'_> {
                         "inflight": f.meter.current(),
                         "removed": f.removed,
                         "startFailures": f.pool.start_failures,
-                        "seed": self.seed_view(index),
+                        "seed": self.seed_view(FunctionId::new(index)),
                         "rejected": {
                             "rateLimited": f.rejected.rate_limited,
                             "breakerOpen": f.rejected.breaker_open,

@@ -14,11 +14,13 @@ use super::effects::Effect;
 use super::supervisor::Supervisor;
 use crate::config::FunctionProfile;
 use crate::fc;
+use crate::ids::ConnRef;
+use crate::ids::FunctionId;
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::sched::dispatch::StreamEnd;
 use crate::turf::accounting::ExitReason;
-use crate::turf::worker::{ConnRef, ReadResult, Worker, WorkerState};
+use crate::turf::worker::{ReadResult, Worker, WorkerState};
 use crate::wire::{self, RequestHead, WireError};
 use std::borrow::Cow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -200,7 +202,7 @@ pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pu
 /// A stream the worker ended (its terminal frame), for the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct StreamClosed {
-    pub(super) function: usize,
+    pub(super) function: FunctionId,
     /// The request it served, unless it was cancelled.
     pub(super) client: Option<ConnRef>,
     /// The worker's first completed invocation: proof the function can run.

@@ -18,9 +18,10 @@ use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
 use crate::http::error::HttpError;
 use crate::http::request::{BodyKind, Parsed, parse_request};
 use crate::http::response::{self, Framing};
+use crate::ids::ConnRef;
 use crate::reactor::slab::{Key, Slab};
 use crate::turf::origin;
-use crate::turf::worker::{ConnRef, Worker};
+use crate::turf::worker::Worker;
 use crate::wire;
 use std::time::{Duration, Instant};
 

@@ -17,6 +17,7 @@ use crate::http::chunked::{Chunk, ChunkedDecoder};
 use crate::http::error::HttpError;
 use crate::http::request::RequestHead;
 use crate::http::response::Framing;
+use crate::ids::FunctionId;
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
@@ -252,7 +253,7 @@ pub struct Request {
     /// runtime's own routes and requests rejected before routing).
     pub phase: Option<Phase>,
     /// The target function, for invocations.
-    pub function: Option<usize>,
+    pub function: Option<FunctionId>,
     /// Event or HTTP.
     pub kind: InvokeKind,
     /// The parsed head, kept until it is sent to a worker.

@@ -10,8 +10,9 @@
 //! the remaining flushes.
 
 use super::reconfig::Retirement;
+use crate::ids::ConnRef;
+use crate::ids::FunctionId;
 use crate::reactor::slab::Key;
-use crate::turf::worker::ConnRef;
 
 /// One piece of recorded work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,14 +20,14 @@ pub(super) enum Effect {
     /// Parse, forward and complete what a connection can, from its buffered input.
     DriveConn(Key),
     /// A function's capacity or demand changed: plan its launches (or fail its queue).
-    Scale(usize),
+    Scale(FunctionId),
     /// A function's workers may have room: hand them its queued requests.
-    Dispatch(usize),
+    Dispatch(FunctionId),
     /// `worker.disableRequestQueue`: answer an invocation that is still queued after its
     /// function's dispatch at once, instead of letting it wait.
     RefuseIfStillQueued {
         /// The function.
-        function: usize,
+        function: FunctionId,
         /// The invocation.
         client: ConnRef,
     },
@@ -40,7 +41,7 @@ pub(super) enum Effect {
     },
     /// A function's warm seed follows it: started with it, replaced with its code, stopped
     /// when it is removed.
-    FollowSeed(usize),
+    FollowSeed(FunctionId),
     /// The functions or their environment changed: the spare pool follows the shapes they
     /// need.
     BalanceSpares,
@@ -60,7 +61,7 @@ pub(super) enum Effect {
     /// A request was answered while it waited in its function's queue: it leaves the queue.
     LeftQueue {
         /// The function.
-        function: usize,
+        function: FunctionId,
         /// The request.
         client: ConnRef,
     },
@@ -68,7 +69,7 @@ pub(super) enum Effect {
     /// flight is freed.
     RequestEnded {
         /// Its function.
-        function: usize,
+        function: FunctionId,
         /// The request.
         client: ConnRef,
         /// It never left the queue.
@@ -176,6 +177,7 @@ fn push_key(list: &mut Vec<Key>, key: Key) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::FunctionId;
 
     fn key(idx: u32) -> Key {
         Key { idx, generation: 0 }
@@ -191,12 +193,12 @@ mod tests {
         effects.push(Effect::FlushConn(key(1)));
         effects.push(Effect::FlushWorker(key(2)));
         effects.push(Effect::DriveConn(key(1)));
-        effects.push(Effect::Scale(0));
+        effects.push(Effect::Scale(FunctionId::new(0)));
         assert_eq!(
             drain(&mut effects),
             [
                 Effect::DriveConn(key(1)),
-                Effect::Scale(0),
+                Effect::Scale(FunctionId::new(0)),
                 Effect::FlushWorker(key(2)),
                 Effect::FlushConn(key(1)),
             ]
@@ -207,14 +209,14 @@ mod tests {
     fn waiting_work_is_recorded_once() {
         let mut effects = Effects::default();
         for _ in 0..3 {
-            effects.push(Effect::Dispatch(4));
+            effects.push(Effect::Dispatch(FunctionId::new(4)));
             effects.push(Effect::FlushWorker(key(7)));
             effects.push(Effect::Waiters);
         }
         assert_eq!(
             drain(&mut effects),
             [
-                Effect::Dispatch(4),
+                Effect::Dispatch(FunctionId::new(4)),
                 Effect::Waiters,
                 Effect::FlushWorker(key(7))
             ]
@@ -224,11 +226,11 @@ mod tests {
     #[test]
     fn work_done_already_can_be_recorded_again() {
         let mut effects = Effects::default();
-        effects.push(Effect::Scale(1));
-        assert_eq!(effects.pop(), Some(Effect::Scale(1)));
+        effects.push(Effect::Scale(FunctionId::new(1)));
+        assert_eq!(effects.pop(), Some(Effect::Scale(FunctionId::new(1))));
         // Recorded again while the drain is under way: it runs again.
-        effects.push(Effect::Scale(1));
-        assert_eq!(effects.pop(), Some(Effect::Scale(1)));
+        effects.push(Effect::Scale(FunctionId::new(1)));
+        assert_eq!(effects.pop(), Some(Effect::Scale(FunctionId::new(1))));
         assert_eq!(effects.pop(), None);
     }
 

@@ -8,8 +8,10 @@
 use super::effects::Effect;
 use super::{Server, ServerOptions};
 use crate::config::{SystemConfig, parse_functions};
+use crate::ids::ConnRef;
+use crate::ids::FunctionId;
 use crate::reactor::slab::Key;
-use crate::turf::worker::{ConnRef, Worker, WorkerState};
+use crate::turf::worker::{Worker, WorkerState};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -142,6 +144,7 @@ impl Harness {
 
     /// A ready worker of `function` with pipes and no process.
     fn ready_worker(&mut self, function: usize) -> (Key, mio::unix::pipe::Sender) {
+        let function = FunctionId::new(function);
         let (to_worker, worker_input) = mio::unix::pipe::new().expect("pipe");
         self.worker_inputs.push(worker_input);
         let (from_worker_tx, from_worker) = mio::unix::pipe::new().expect("pipe");
@@ -222,7 +225,13 @@ fn an_invocation_is_queued_then_dispatch_and_scale_are_recorded_in_that_order() 
     h.send(&mut client, key, INVOKE);
     assert_eq!(h.queue(0), [client_of(key, 1)]);
     assert_eq!(h.server.scheduler.inflight(), 1);
-    assert_eq!(h.take_effects(), [Effect::Dispatch(0), Effect::Scale(0)]);
+    assert_eq!(
+        h.take_effects(),
+        [
+            Effect::Dispatch(FunctionId::new(0)),
+            Effect::Scale(FunctionId::new(0))
+        ]
+    );
 }
 
 #[test]
@@ -236,7 +245,7 @@ fn a_request_in_single_bytes_is_dispatched_once_when_its_head_is_whole() {
         let effects = h.take_effects();
         let dispatched = effects
             .iter()
-            .filter(|e| **e == Effect::Dispatch(0))
+            .filter(|e| **e == Effect::Dispatch(FunctionId::new(0)))
             .count();
         if i + 1 < head_len {
             assert_eq!(dispatched, 0, "dispatched at byte {i}: {effects:?}");
@@ -273,7 +282,13 @@ fn pipelined_requests_are_taken_one_at_a_time() {
         [client_of(key, 1)],
         "the second request waits for the first's answer"
     );
-    assert_eq!(h.take_effects(), [Effect::Dispatch(0), Effect::Scale(0)]);
+    assert_eq!(
+        h.take_effects(),
+        [
+            Effect::Dispatch(FunctionId::new(0)),
+            Effect::Scale(FunctionId::new(0))
+        ]
+    );
 }
 
 #[test]
@@ -330,12 +345,12 @@ fn a_function_without_a_queue_refuses_what_no_worker_took() {
     assert_eq!(
         &effects[..3],
         [
-            Effect::Dispatch(0),
+            Effect::Dispatch(FunctionId::new(0)),
             Effect::RefuseIfStillQueued {
-                function: 0,
+                function: FunctionId::new(0),
                 client: client_ref
             },
-            Effect::Scale(0),
+            Effect::Scale(FunctionId::new(0)),
         ]
     );
     let answer = read_answer(&mut client, complete);
@@ -430,7 +445,11 @@ fn a_worker_death_fails_its_invocation_and_records_scale_dispatch_and_waiters() 
     assert_eq!(h.server.scheduler.functions[0].pool.workers, [worker]);
     h.server.run_effect(Effect::WorkersGone);
     let effects = h.take_effects();
-    for expected in [Effect::Scale(0), Effect::Dispatch(0), Effect::Waiters] {
+    for expected in [
+        Effect::Scale(FunctionId::new(0)),
+        Effect::Dispatch(FunctionId::new(0)),
+        Effect::Waiters,
+    ] {
         assert!(effects.contains(&expected), "{expected:?} in {effects:?}");
     }
     assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
@@ -567,7 +586,10 @@ fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
     h.take_effects();
     h.server.on_worker_init_done(key);
     let effects = h.take_effects();
-    assert!(effects.contains(&Effect::Dispatch(0)), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Dispatch(FunctionId::new(0))),
+        "{effects:?}"
+    );
     assert!(effects.contains(&Effect::Waiters), "{effects:?}");
     assert_eq!(
         h.server.supervisor.workers.get(key).map(|w| w.state),
@@ -620,7 +642,7 @@ fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue
     let effects = h.take_effects();
     assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
     assert!(
-        effects.contains(&Effect::Dispatch(0)),
+        effects.contains(&Effect::Dispatch(FunctionId::new(0))),
         "the freed slot: {effects:?}"
     );
     assert_eq!(
@@ -638,7 +660,7 @@ fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue
     assert!(
         ended
             .iter()
-            .any(|e| matches!(e, Effect::RequestEnded { function: 0, .. })),
+            .any(|e| matches!(e, Effect::RequestEnded { function, .. } if *function == FunctionId::new(0))),
         "{ended:?}"
     );
     assert_eq!(h.server.scheduler.inflight(), 0);
@@ -659,7 +681,10 @@ fn a_worker_error_frame_is_a_function_error_for_its_client_only() {
     h.worker_sends(worker, &mut out, &frames);
     let effects = h.take_effects();
     assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
-    assert!(effects.contains(&Effect::Dispatch(0)), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Dispatch(FunctionId::new(0))),
+        "{effects:?}"
+    );
     for effect in effects {
         h.server.run_effect(effect);
     }
@@ -711,8 +736,14 @@ fn a_reconfiguration_records_scale_and_dispatch_for_every_function_instead_of_la
     assert_eq!(answer["added"], serde_json::json!(["second"]));
     let effects = h.take_effects();
     for function in [0, 1] {
-        assert!(effects.contains(&Effect::Scale(function)), "{effects:?}");
-        assert!(effects.contains(&Effect::Dispatch(function)), "{effects:?}");
+        assert!(
+            effects.contains(&Effect::Scale(FunctionId::new(function))),
+            "{effects:?}"
+        );
+        assert!(
+            effects.contains(&Effect::Dispatch(FunctionId::new(function))),
+            "{effects:?}"
+        );
     }
     assert!(
         h.server.supervisor.workers.is_empty(),
@@ -780,8 +811,14 @@ fn removing_a_function_records_its_workers_retirement_and_its_seed_instead_of_st
         why: super::reconfig::Retirement::FunctionRemoved,
     };
     assert!(effects.contains(&retire), "{effects:?}");
-    assert!(effects.contains(&Effect::FollowSeed(1)), "{effects:?}");
-    assert!(!effects.contains(&Effect::Scale(1)), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::FollowSeed(FunctionId::new(1))),
+        "{effects:?}"
+    );
+    assert!(
+        !effects.contains(&Effect::Scale(FunctionId::new(1))),
+        "{effects:?}"
+    );
     assert!(effects.contains(&Effect::BalanceSpares), "{effects:?}");
     // Recorded, not done: the worker still serves until the effect runs.
     assert_eq!(
@@ -808,7 +845,10 @@ fn a_code_change_rolls_a_new_generation_and_retires_the_old_once_it_is_ready() {
         .expect("a valid set");
     assert_eq!(answer["restarted"], serde_json::json!(["hello"]));
     let effects = h.take_effects();
-    assert!(effects.contains(&Effect::Scale(0)), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Scale(FunctionId::new(0))),
+        "{effects:?}"
+    );
     assert!(
         !effects.iter().any(|e| matches!(e, Effect::Retire { .. })),
         "the old generation serves until a new worker is ready: {effects:?}"
@@ -818,9 +858,11 @@ fn a_code_change_rolls_a_new_generation_and_retires_the_old_once_it_is_ready() {
     if let Some(w) = h.server.supervisor.workers.get_mut(new) {
         w.generation = h.server.scheduler.functions[0].generation;
     }
-    h.server
-        .scheduler
-        .check_rollout(0, &h.server.supervisor.workers, &mut h.server.effects);
+    h.server.scheduler.check_rollout(
+        FunctionId::new(0),
+        &h.server.supervisor.workers,
+        &mut h.server.effects,
+    );
     let effects = h.take_effects();
     assert_eq!(
         effects,
@@ -890,7 +932,7 @@ fn a_client_that_resets_mid_invocation_records_the_cancel_of_its_worker_stream()
     assert!(
         effects
             .iter()
-            .any(|e| matches!(e, Effect::RequestEnded { function: 0, .. })),
+            .any(|e| matches!(e, Effect::RequestEnded { function, .. } if *function == FunctionId::new(0))),
         "{effects:?}"
     );
     // The front end closed the connection; the worker's side is untouched until it runs.
@@ -939,7 +981,7 @@ fn a_queued_request_answered_by_its_deadline_leaves_the_queue_then_ends() {
     h.server.on_request_deadline(queued);
     let effects = h.take_effects();
     let left = Effect::LeftQueue {
-        function: 0,
+        function: FunctionId::new(0),
         client: queued,
     };
     // In the drain's order: recorded work first, then flushes.
@@ -955,7 +997,7 @@ fn a_queued_request_answered_by_its_deadline_leaves_the_queue_then_ends() {
     // Driving the connection ends the answered request; then its place in flight is freed.
     h.server.run_effect(Effect::DriveConn(key));
     let ended = Effect::RequestEnded {
-        function: 0,
+        function: FunctionId::new(0),
         client: queued,
         still_queued: false,
     };
@@ -979,5 +1021,8 @@ fn a_draining_worker_whose_last_stream_ends_is_stopped_and_departs() {
     );
     let effects = h.take_effects();
     assert!(effects.contains(&Effect::WorkersGone), "{effects:?}");
-    assert!(effects.contains(&Effect::Dispatch(0)), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Dispatch(FunctionId::new(0))),
+        "{effects:?}"
+    );
 }

@@ -12,7 +12,8 @@ use super::Lifecycle;
 use super::client::InvokeError;
 use super::scheduler::Scheduler;
 use super::supervisor::Supervisor;
-use crate::turf::worker::{ConnRef, WorkerState};
+use crate::ids::ConnRef;
+use crate::turf::worker::WorkerState;
 use std::time::Instant;
 
 /// The runtime's own life: where it is, and the hooks waiting on it.

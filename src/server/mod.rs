@@ -50,6 +50,8 @@ use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
 use crate::fc::{FcLog, InvokeKind, Phase, RequestIds, Route, Target};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
+use crate::ids::ConnRef;
+use crate::ids::FunctionId;
 use crate::pool::StartError;
 use crate::reactor::slab::{Key, Slab};
 use crate::reactor::timer::Timers;
@@ -60,7 +62,7 @@ use crate::turf::accounting::Accounting;
 use crate::turf::cgroup;
 use crate::turf::probe::{self, Capabilities};
 use crate::turf::spawn::Isolation;
-use crate::turf::worker::{ConnRef, ReadResult};
+use crate::turf::worker::ReadResult;
 use crate::wire;
 use client::InvokeError;
 use conn::{Conn, Socket};
@@ -169,7 +171,7 @@ enum Timer {
         stream: u32,
     },
     /// A function's start back-off has passed.
-    SpawnRetry(usize),
+    SpawnRetry(FunctionId),
     /// Poll the limits the runtime enforces itself.
     LimitPoll,
     /// Delete exited workers' log directories that are due.
@@ -179,7 +181,7 @@ enum Timer {
     /// A draining worker's `dataPlane.closeTrafficTimeout` passed.
     DrainTimeout(Key),
     /// A function's seed restart back-off has passed.
-    SeedRetry(usize),
+    SeedRetry(FunctionId),
     /// The spare restart back-off has passed.
     SpareRetry,
     /// Start the replacement of a taken spare.
@@ -420,7 +422,7 @@ impl Server {
         {
             log::info!("[turf] no spare Node.js workers: {why}");
         }
-        for index in 0..self.scheduler.functions.len() {
+        for index in FunctionId::all(self.scheduler.functions.len()) {
             self.scale(index);
         }
         self.maybe_start_background();
@@ -553,7 +555,7 @@ impl Server {
         }
         self.supervisor.background_started = true;
         log::debug!("reserved workers settled: starting seeds and spares");
-        for index in 0..self.scheduler.functions.len() {
+        for index in FunctionId::all(self.scheduler.functions.len()) {
             self.follow_seed(index);
         }
         self.balance_spares();
@@ -757,7 +759,7 @@ impl Server {
         let in_use = self.functions_in_use();
         for (index, f) in self.scheduler.functions.iter().enumerate() {
             if f.removed && !in_use[index] {
-                self.supervisor.forget_seed_slot(index);
+                self.supervisor.forget_seed_slot(FunctionId::new(index));
             }
         }
         self.scheduler.apply_functions(
@@ -776,7 +778,7 @@ impl Server {
         let seeds = self.supervisor.seeds.iter().map(|s| s.function);
         let requests = (self.front.conns.iter()).filter_map(|c| c.req.as_ref()?.function);
         for index in workers.chain(seeds).chain(requests) {
-            if let Some(slot) = in_use.get_mut(index) {
+            if let Some(slot) = in_use.get_mut(index.index()) {
                 *slot = true;
             }
         }
@@ -815,7 +817,7 @@ impl Server {
     // ---- Warm seeds (`seeds`, on the supervisor; the profiles come from the scheduler) ----
 
     /// Starts, replaces or stops `function`'s seed as its profile and state require.
-    fn follow_seed(&mut self, function: usize) {
+    fn follow_seed(&mut self, function: FunctionId) {
         let running = self.lifecycle.phase == Lifecycle::Running;
         let target = self.scheduler.seed_target(function, running);
         self.supervisor.ensure_seed(&target, &mut lent!(self));
@@ -1008,7 +1010,7 @@ impl Server {
 
     /// A request ended: its place in flight (and in the queue, if it never left it) is freed;
     /// the last one to end lets a draining runtime stop its workers.
-    fn on_request_ended(&mut self, function: usize, client: ConnRef, still_queued: bool) {
+    fn on_request_ended(&mut self, function: FunctionId, client: ConnRef, still_queued: bool) {
         (self.scheduler).finish(function, client, still_queued, Instant::now());
         if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight() == 0 {
             self.on_drained();
@@ -1054,7 +1056,7 @@ impl Server {
     // ---- Invocations between connections and workers (`bridge` moves the bytes) ----
 
     /// Hands `function`'s queued requests to workers with room, oldest first.
-    fn dispatch_queue(&mut self, function: usize) {
+    fn dispatch_queue(&mut self, function: FunctionId) {
         loop {
             let conns = &self.front.conns;
             let waiting = |client: ConnRef| {
@@ -1076,7 +1078,7 @@ impl Server {
     }
 
     /// Opens a stream on `worker_key` for `client`'s request and sends its head.
-    fn dispatch(&mut self, client: ConnRef, worker_key: Key, function: usize) {
+    fn dispatch(&mut self, client: ConnRef, worker_key: Key, function: FunctionId) {
         let profile = &self.scheduler.functions[function].profile;
         let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
             return;
@@ -1360,7 +1362,7 @@ impl Server {
             return;
         };
         let function = (req.function)
-            .and_then(|f| self.scheduler.functions.get(f))
+            .and_then(|f| self.scheduler.functions.get(f.index()))
             .map_or("-", |f| f.profile.name.as_str());
         let message = err.message.trim_end().replace('\n', "\\n");
         log::warn!(
@@ -1373,14 +1375,14 @@ impl Server {
     // ---- Workers' lives (the supervisor's) and what they mean for their functions ----
 
     /// Launches workers for `function` as the queue and the reservation need.
-    fn scale(&mut self, function: usize) {
+    fn scale(&mut self, function: FunctionId) {
         self.scale_with(function, ScaleAction::Hold);
     }
 
     /// Launches the workers the scheduler's plan for `function` asks for, and fails the
     /// queued requests it says no worker can come for. The seed follows the function: started
     /// with it, replaced with its code, stopped when it is removed or the runtime stops.
-    fn scale_with(&mut self, function: usize, action: ScaleAction) {
+    fn scale_with(&mut self, function: FunctionId, action: ScaleAction) {
         self.follow_seed(function);
         if self.lifecycle.phase != Lifecycle::Running || self.scheduler.functions[function].removed
         {
@@ -1410,7 +1412,7 @@ impl Server {
     /// Starts one worker: forked from the function's warm seed when it has a ready one, taken
     /// from the spares when one has its shape, else cold. Returns false when it could not be
     /// started (the failure is recorded).
-    fn spawn_worker(&mut self, function: usize) -> bool {
+    fn spawn_worker(&mut self, function: FunctionId) -> bool {
         // Start-up is timed from here, the launch decision, through fork/exec to INIT_DONE.
         let decided = Instant::now();
         if let Some(started) = self.fork_worker(function, decided) {
@@ -1431,7 +1433,7 @@ impl Server {
 
     /// Asks `function`'s seed to fork a worker, if it has a ready one. `None` when it has none
     /// (the caller cold-starts); otherwise whether a worker is coming.
-    fn fork_worker(&mut self, function: usize, decided: Instant) -> Option<bool> {
+    fn fork_worker(&mut self, function: FunctionId, decided: Instant) -> Option<bool> {
         let running = self.lifecycle.phase == Lifecycle::Running;
         let target = self.scheduler.seed_target(function, running);
         let fork = (self.supervisor).request_fork(&target, decided, &mut lent!(self))?;
@@ -1526,7 +1528,7 @@ impl Server {
     }
 
     /// A worker of `function` could not even be started: `WorkerStartFailed` with `message`.
-    fn worker_start_failed(&mut self, function: usize, message: String) {
+    fn worker_start_failed(&mut self, function: FunctionId, message: String) {
         let error = StartError {
             error_type: "WorkerStartFailed".into(),
             message,
@@ -1536,7 +1538,7 @@ impl Server {
     }
 
     /// Records a failed start, schedules the retry and tells waiting requests.
-    fn on_start_failure(&mut self, function: usize, error: StartError) {
+    fn on_start_failure(&mut self, function: FunctionId, error: StartError) {
         let f = &mut self.scheduler.functions[function];
         let until = f.pool.record_start_failure(error, Instant::now());
         self.timers.schedule(until, Timer::SpawnRetry(function));
@@ -1549,7 +1551,7 @@ impl Server {
     }
 
     /// Fails `function`'s queue with its last start error.
-    fn fail_queue_with_start_error(&mut self, function: usize) {
+    fn fail_queue_with_start_error(&mut self, function: FunctionId) {
         if let Some((clients, err)) = self.scheduler.take_queue_with_start_error(function) {
             for client in clients {
                 self.fail_invocation(client, &err);
@@ -1608,14 +1610,14 @@ impl Server {
     fn on_workers_reaped(&mut self) {
         self.on_workers_gone();
         let functions = &self.scheduler.functions;
-        let name = |function: usize| functions[function].profile.name.clone();
+        let name = |function: FunctionId| functions[function].profile.name.clone();
         self.supervisor.finish_reaped(name, &mut lent!(self));
     }
 
     // ---- Spare Node.js workers (`spares` decides; the shapes come from the profiles) ----
 
     /// The spare shape function `function`'s workers need, if they can take spares.
-    fn spare_shape_of(&self, function: usize) -> Option<crate::turf::spare::SpareShape> {
+    fn spare_shape_of(&self, function: FunctionId) -> Option<crate::turf::spare::SpareShape> {
         let f = &self.scheduler.functions[function];
         if f.removed {
             return None;
@@ -1633,16 +1635,17 @@ impl Server {
         if self.lifecycle.phase != Lifecycle::Running || !self.supervisor.background_started {
             return;
         }
-        let shapes: Vec<crate::turf::spare::SpareShape> = (0..self.scheduler.functions.len())
-            .filter_map(|i| self.spare_shape_of(i))
-            .collect();
+        let shapes: Vec<crate::turf::spare::SpareShape> =
+            FunctionId::all(self.scheduler.functions.len())
+                .filter_map(|i| self.spare_shape_of(i))
+                .collect();
         let mut lp = lent!(self);
         self.supervisor.balance_spares(&shapes, &mut lp);
     }
 
     /// Hands a spare of the right shape to a scale-up of `function`. `None` when there is none
     /// (the caller starts cold); otherwise whether a worker is coming.
-    fn take_spare(&mut self, function: usize, decided: Instant) -> Option<bool> {
+    fn take_spare(&mut self, function: FunctionId, decided: Instant) -> Option<bool> {
         let shape = self.spare_shape_of(function)?;
         if self.supervisor.spare_pool.shape.as_ref() != Some(&shape) {
             // A miss: spares follow the function that scaled up last.
@@ -1709,7 +1712,7 @@ impl Server {
         self.supervisor.retry_stale_cgroups();
         if self.lifecycle.phase == Lifecycle::Running {
             let now = Instant::now();
-            for function in 0..self.scheduler.functions.len() {
+            for function in FunctionId::all(self.scheduler.functions.len()) {
                 let snapshots = self
                     .supervisor
                     .snapshots(&self.scheduler.functions[function].pool.workers);

@@ -18,6 +18,7 @@ use super::client::InvokeError;
 use super::effects::{Effect, Effects};
 use super::scheduler::{Function, Scheduler};
 use crate::config::{self, FunctionProfile, ServiceKind, ServiceProfile, SystemConfig};
+use crate::ids::FunctionId;
 use crate::reactor::slab::Slab;
 use crate::sched::ratelimit::apply_rate_limit;
 use crate::turf::worker::{Worker, WorkerState};
@@ -188,7 +189,7 @@ impl Scheduler {
                         }
                         None => {
                             self.functions.push(function);
-                            self.functions.len() - 1
+                            FunctionId::new(self.functions.len() - 1)
                         }
                     };
                     self.by_name.insert(name.clone(), index);
@@ -201,7 +202,7 @@ impl Scheduler {
             .iter()
             .filter_map(|f| f.get("name").and_then(Value::as_str))
             .collect();
-        let gone: Vec<(String, usize)> = self
+        let gone: Vec<(String, FunctionId)> = self
             .by_name
             .iter()
             .filter(|(name, _)| !keep.contains(&name.as_str()))
@@ -225,7 +226,7 @@ impl Scheduler {
             None if self.by_name.len() == 1 => self.by_name.values().next().copied(),
             None => None,
         };
-        for index in 0..self.functions.len() {
+        for index in FunctionId::all(self.functions.len()) {
             if !self.functions[index].removed {
                 effects.push(Effect::Scale(index));
                 effects.push(Effect::Dispatch(index));
@@ -251,7 +252,7 @@ impl Scheduler {
     /// serving until enough new ones are ready.
     fn begin_rollout(
         &mut self,
-        index: usize,
+        index: FunctionId,
         profile: FunctionProfile,
         workers: &Slab<Worker>,
         effects: &mut Effects,
@@ -284,7 +285,7 @@ impl Scheduler {
     /// the function needs none).
     pub(super) fn check_rollout(
         &mut self,
-        index: usize,
+        index: FunctionId,
         workers: &Slab<Worker>,
         effects: &mut Effects,
     ) {
@@ -320,20 +321,20 @@ impl Scheduler {
     /// add-remove cycle over the admin socket would keep a record for ever. A timer still
     /// armed for the old function (a start or seed retry) only makes the new one re-check its
     /// pool early, which is harmless.
-    fn retired_function(&self, in_use: &[bool]) -> Option<usize> {
-        (0..self.functions.len()).find(|&index| {
+    fn retired_function(&self, in_use: &[bool]) -> Option<FunctionId> {
+        FunctionId::all(self.functions.len()).find(|&index| {
             let f = &self.functions[index];
             f.removed
                 && f.pool.workers.is_empty()
                 && f.pool.queue.is_empty()
-                && !in_use.get(index).copied().unwrap_or(false)
+                && !in_use.get(index.index()).copied().unwrap_or(false)
         })
     }
 
     /// A removed function retires its workers once its queue is empty.
     pub(super) fn retire_if_removed(
         &mut self,
-        index: usize,
+        index: FunctionId,
         workers: &Slab<Worker>,
         effects: &mut Effects,
     ) {
@@ -402,7 +403,7 @@ impl Scheduler {
     /// Every live function rolls to new workers: running workers cannot change their
     /// environment, and the platform's has changed.
     pub(super) fn roll_all(&mut self, workers: &Slab<Worker>, effects: &mut Effects) {
-        for index in 0..self.functions.len() {
+        for index in FunctionId::all(self.functions.len()) {
             if self.functions[index].removed {
                 continue;
             }

@@ -7,12 +7,14 @@
 use super::client::InvokeError;
 use super::scheduler::Scheduler;
 use crate::config::SystemConfig;
+use crate::ids::ConnRef;
+use crate::ids::FunctionId;
 use crate::reactor::slab::Key;
 use crate::sched::capacity::LaunchBlock;
 use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sched::shrink::{self, WorkerSnapshot};
 use crate::sched::{ScaleAction, ScalerInput};
-use crate::turf::worker::{ConnRef, WorkerState};
+use crate::turf::worker::WorkerState;
 use std::time::{Duration, Instant};
 
 /// How often the breaker is checked and pools are considered for shrinking.
@@ -73,7 +75,7 @@ impl Scheduler {
     /// error (counted as rejections).
     pub(super) fn plan_launches(
         &mut self,
-        function: usize,
+        function: FunctionId,
         counts: WorkerCounts,
         config: &SystemConfig,
         action: ScaleAction,
@@ -130,7 +132,7 @@ impl Scheduler {
     /// function's failure), when it has one.
     pub(super) fn take_queue_with_start_error(
         &mut self,
-        function: usize,
+        function: FunctionId,
     ) -> Option<(Vec<ConnRef>, InvokeError)> {
         let pool = &mut self.functions[function].pool;
         let error = pool.last_start_error.clone()?;
@@ -149,7 +151,7 @@ impl Scheduler {
     /// this one, so that later requests find a worker.
     pub(super) fn refusal_if_still_queued(
         &mut self,
-        function: usize,
+        function: FunctionId,
         client: ConnRef,
     ) -> Option<InvokeError> {
         let f = &mut self.functions[function];
@@ -182,7 +184,7 @@ impl Scheduler {
     /// `worker.idleTimeout`, never below the reservation).
     pub(super) fn tick_plan(
         &mut self,
-        function: usize,
+        function: FunctionId,
         snapshots: &[WorkerSnapshot],
         now: Instant,
     ) -> TickPlan {

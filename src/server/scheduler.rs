@@ -6,6 +6,8 @@ use super::client::InvokeError;
 use super::{schedule, seeds};
 use crate::config::{CircuitBreakerConfig, FunctionProfile, ServiceProfile};
 use crate::fc::{InvokeKind, Target};
+use crate::ids::ConnRef;
+use crate::ids::FunctionId;
 use crate::pool::Pool;
 use crate::rand::Rng;
 use crate::reactor::slab::{Key, Slab};
@@ -14,7 +16,7 @@ use crate::sched::dispatch::RoundRobin;
 use crate::sched::dispatch::{self, DisposableCandidate, WorkerLoad};
 use crate::sched::ema::{ConcurrencyMeter, EmaScaler};
 use crate::sched::ratelimit::TokenBucket;
-use crate::turf::worker::{ConnRef, Worker, WorkerState};
+use crate::turf::worker::{Worker, WorkerState};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -22,8 +24,8 @@ use std::time::Instant;
 #[derive(Debug)]
 pub(super) struct Scheduler {
     pub(super) functions: Vec<Function>,
-    pub(super) by_name: HashMap<String, usize>,
-    pub(super) default_function: Option<usize>,
+    pub(super) by_name: HashMap<String, FunctionId>,
+    pub(super) default_function: Option<FunctionId>,
     pub(super) services: Vec<ServiceProfile>,
     /// The function profiles as written (answered by `GET /v1/functions`).
     pub(super) raw_functions: Vec<serde_json::Value>,
@@ -61,6 +63,20 @@ pub(super) struct Function {
     pub(super) rollout_target: usize,
 }
 
+impl std::ops::Index<FunctionId> for Vec<Function> {
+    type Output = Function;
+
+    fn index(&self, id: FunctionId) -> &Function {
+        &self[id.index()]
+    }
+}
+
+impl std::ops::IndexMut<FunctionId> for Vec<Function> {
+    fn index_mut(&mut self, id: FunctionId) -> &mut Function {
+        &mut self[id.index()]
+    }
+}
+
 impl Function {
     /// `worker.maxActivateRequests`: how many invocations one worker runs at once (at least 1).
     pub(super) fn max_active(&self) -> usize {
@@ -92,7 +108,7 @@ impl Function {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Admitted {
     /// The function it goes to.
-    pub(super) function: usize,
+    pub(super) function: FunctionId,
     /// Its time limit: `x-fc-invocation-timeout`'s when given, else the profile's.
     pub(super) timeout_ms: u64,
 }
@@ -128,7 +144,7 @@ pub(super) struct Invocation {
 
 impl Scheduler {
     /// What `function`'s seed needs to know of it; `running` is whether the runtime serves.
-    pub(super) fn seed_target(&self, function: usize, running: bool) -> seeds::SeedTarget<'_> {
+    pub(super) fn seed_target(&self, function: FunctionId, running: bool) -> seeds::SeedTarget<'_> {
         let f = &self.functions[function];
         seeds::SeedTarget {
             function,
@@ -149,10 +165,10 @@ impl Scheduler {
         use_ema: bool,
         now: Instant,
     ) -> Result<Scheduler, super::ServerError> {
-        let by_name: HashMap<String, usize> = functions
+        let by_name: HashMap<String, FunctionId> = functions
             .iter()
             .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
+            .map(|(i, f)| (f.name.clone(), FunctionId::new(i)))
             .collect();
         let default_function = match default {
             Some(name) => Some(
@@ -160,7 +176,7 @@ impl Scheduler {
                     .get(name)
                     .ok_or_else(|| super::ServerError::UnknownDefault(name.to_owned()))?,
             ),
-            None if functions.len() == 1 => Some(0),
+            None if functions.len() == 1 => Some(FunctionId::new(0)),
             None => None,
         };
         Ok(Scheduler {
@@ -238,7 +254,7 @@ impl Scheduler {
     /// The breaker, then the function's rate limit.
     fn check_breaker_and_rate(
         &mut self,
-        function: usize,
+        function: FunctionId,
         kind: InvokeKind,
         now: Instant,
     ) -> Result<(), Refused> {
@@ -286,7 +302,7 @@ impl Scheduler {
     /// requests only until one of the current generation is ready.
     pub(super) fn next_dispatch(
         &mut self,
-        function: usize,
+        function: FunctionId,
         workers: &Slab<Worker>,
         waiting: impl Fn(ConnRef) -> bool,
     ) -> Option<(ConnRef, Key)> {
@@ -333,13 +349,13 @@ impl Scheduler {
     /// queue if it was still waiting there.
     pub(super) fn finish(
         &mut self,
-        function: usize,
+        function: FunctionId,
         client: ConnRef,
         still_queued: bool,
         now: Instant,
     ) {
         self.inflight = self.inflight.saturating_sub(1);
-        if let Some(f) = self.functions.get_mut(function) {
+        if let Some(f) = self.functions.get_mut(function.index()) {
             f.meter.finish(now);
             if still_queued {
                 f.pool.queue.retain(|c| *c != client);
@@ -348,17 +364,17 @@ impl Scheduler {
     }
 
     /// Takes `client` out of `function`'s queue (it was answered while waiting).
-    pub(super) fn leave_queue(&mut self, function: usize, client: ConnRef) {
-        if let Some(f) = self.functions.get_mut(function) {
+    pub(super) fn leave_queue(&mut self, function: FunctionId, client: ConnRef) {
+        if let Some(f) = self.functions.get_mut(function.index()) {
             f.pool.queue.retain(|c| *c != client);
         }
     }
 
     /// Whether `function` answers invocations no worker can take at once instead of queueing
     /// them (`worker.disableRequestQueue`).
-    pub(super) fn queue_disabled(&self, function: usize) -> bool {
+    pub(super) fn queue_disabled(&self, function: FunctionId) -> bool {
         self.functions
-            .get(function)
+            .get(function.index())
             .is_some_and(|f| f.profile.worker.disable_request_queue)
     }
 
@@ -369,7 +385,7 @@ impl Scheduler {
 
     /// The function an invocation goes to: the named function, a function picked by the named
     /// service, or the default.
-    fn resolve_target(&mut self, target: Option<Target>) -> Result<usize, InvokeError> {
+    fn resolve_target(&mut self, target: Option<Target>) -> Result<FunctionId, InvokeError> {
         let name = match target {
             Some(Target::Function(name)) => name,
             Some(Target::Service(service)) => {
@@ -537,7 +553,7 @@ mod tests {
     fn the_only_function_takes_invocations_that_name_none() {
         let mut s = scheduler_for(&format!("[{}]", function("only", "")), None);
         let admitted = admit(&mut s, invocation(1, None)).expect("admitted");
-        assert_eq!(admitted.function, 0);
+        assert_eq!(admitted.function, FunctionId::new(0));
         assert_eq!(s.functions[0].pool.queue.len(), 1);
         assert_eq!(s.inflight(), 1);
     }
@@ -562,7 +578,7 @@ mod tests {
         let mut s = scheduler_for(&json, Some("b"));
         assert_eq!(
             admit(&mut s, invocation(1, None)).map(|a| a.function),
-            Ok(1)
+            Ok(FunctionId::new(1))
         );
     }
 
@@ -590,7 +606,7 @@ mod tests {
         let mut s = two_functions();
         assert_eq!(
             admit(&mut s, invocation(1, named("b"))).map(|a| a.function),
-            Ok(1)
+            Ok(FunctionId::new(1))
         );
         assert_eq!(s.functions[1].pool.queue.front(), Some(&client(1)));
         assert!(s.functions[0].pool.queue.is_empty());
@@ -611,7 +627,7 @@ mod tests {
         let target = Some(Target::Service("svc".to_owned()));
         assert_eq!(
             admit(&mut s, invocation(1, target)).map(|a| a.function),
-            Ok(1)
+            Ok(FunctionId::new(1))
         );
     }
 
@@ -724,13 +740,13 @@ mod tests {
         let now = Instant::now();
         assert!(admit(&mut s, invocation(1, named("a"))).is_ok());
         assert!(admit(&mut s, invocation(2, named("a"))).is_ok());
-        s.finish(0, client(1), true, now);
+        s.finish(FunctionId::new(0), client(1), true, now);
         assert_eq!(s.inflight(), 1);
         assert_eq!(s.functions[0].pool.queue.front(), Some(&client(2)));
         // A dispatched one has left the queue already: finishing it only ends the count.
         let dispatched = s.functions[0].pool.queue.pop_front();
         assert_eq!(dispatched, Some(client(2)));
-        s.finish(0, client(2), false, now);
+        s.finish(FunctionId::new(0), client(2), false, now);
         assert_eq!(s.inflight(), 0);
     }
 
@@ -738,7 +754,7 @@ mod tests {
     fn an_invocation_answered_while_waiting_leaves_the_queue() {
         let mut s = two_functions();
         assert!(admit(&mut s, invocation(1, named("b"))).is_ok());
-        s.leave_queue(1, client(1));
+        s.leave_queue(FunctionId::new(1), client(1));
         assert!(s.functions[1].pool.queue.is_empty());
         // Still in flight until its request ends.
         assert_eq!(s.inflight(), 1);
@@ -804,7 +820,7 @@ mod tests {
         let now = Instant::now();
         let long = std::time::Duration::from_secs(5);
         let workers = [idle_worker(1, long, now), idle_worker(2, long, now)];
-        let plan = s.tick_plan(0, &workers, now);
+        let plan = s.tick_plan(FunctionId::new(0), &workers, now);
         assert_eq!(plan.launch, None);
         assert_eq!(
             plan.drain.len(),
@@ -814,7 +830,10 @@ mod tests {
         // Workers idle for less than worker.idleTimeout stay.
         let short = std::time::Duration::from_millis(10);
         let fresh = [idle_worker(1, short, now), idle_worker(2, short, now)];
-        assert_eq!(s.tick_plan(0, &fresh, now), Default::default());
+        assert_eq!(
+            s.tick_plan(FunctionId::new(0), &fresh, now),
+            Default::default()
+        );
     }
 
     #[test]
@@ -829,7 +848,7 @@ mod tests {
         let now = Instant::now();
         let long = std::time::Duration::from_secs(5);
         assert_eq!(
-            s.tick_plan(0, &[idle_worker(1, long, now)], now),
+            s.tick_plan(FunctionId::new(0), &[idle_worker(1, long, now)], now),
             Default::default()
         );
     }
@@ -844,10 +863,12 @@ mod tests {
             },
             seq: 1,
         };
-        assert_eq!(s.refusal_if_still_queued(0, client), None);
+        assert_eq!(s.refusal_if_still_queued(FunctionId::new(0), client), None);
         assert_eq!(s.functions[0].rejected.no_free_worker, 0);
         s.functions[0].pool.queue.push_back(client);
-        let err = s.refusal_if_still_queued(0, client).expect("refused");
+        let err = s
+            .refusal_if_still_queued(FunctionId::new(0), client)
+            .expect("refused");
         assert_eq!(
             (err.status, err.error_type.as_str()),
             (503, "NoAvailableWorker")

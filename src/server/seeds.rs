@@ -11,6 +11,7 @@ use super::effects::Effect;
 use super::supervisor::Supervisor;
 use super::{Child, Timer};
 use crate::config::{FunctionProfile, Runtime};
+use crate::ids::FunctionId;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sched::backoff::RestartBackoff;
@@ -44,7 +45,7 @@ pub(super) struct SeedSlot {
 /// What the scheduler says of a function, for its seed.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SeedTarget<'a> {
-    pub(super) function: usize,
+    pub(super) function: FunctionId,
     /// The function's code generation: a seed of an older one is replaced.
     pub(super) generation: u64,
     pub(super) profile: &'a FunctionProfile,
@@ -61,22 +62,23 @@ pub(super) struct ForkRequested {
 
 impl Supervisor {
     /// The seed slot of `function` (created on first use).
-    pub(super) fn seed_slot_mut(&mut self, function: usize) -> &mut SeedSlot {
-        if self.seed_slots.len() <= function {
-            self.seed_slots.resize_with(function + 1, SeedSlot::default);
+    pub(super) fn seed_slot_mut(&mut self, function: FunctionId) -> &mut SeedSlot {
+        if self.seed_slots.len() <= function.index() {
+            self.seed_slots
+                .resize_with(function.index() + 1, SeedSlot::default);
         }
-        &mut self.seed_slots[function]
+        &mut self.seed_slots[function.index()]
     }
 
     /// The seed slot of `function`, if it ever had one.
-    pub(super) fn seed_slot(&self, function: usize) -> Option<&SeedSlot> {
-        self.seed_slots.get(function)
+    pub(super) fn seed_slot(&self, function: FunctionId) -> Option<&SeedSlot> {
+        self.seed_slots.get(function.index())
     }
 
     /// Forgets what the slot of a removed function that nothing refers to any more says (its
     /// record may be reused by a new function).
-    pub(super) fn forget_seed_slot(&mut self, function: usize) {
-        if let Some(slot) = self.seed_slots.get_mut(function)
+    pub(super) fn forget_seed_slot(&mut self, function: FunctionId) {
+        if let Some(slot) = self.seed_slots.get_mut(function.index())
             && slot.key.is_none()
         {
             *slot = SeedSlot::default();
@@ -374,7 +376,13 @@ impl Supervisor {
     }
 
     /// The function's seed is gone: cold starts until a new one is ready after the back-off.
-    fn on_seed_ended(&mut self, function: usize, generation: u64, why: String, lp: &mut Lent<'_>) {
+    fn on_seed_ended(
+        &mut self,
+        function: FunctionId,
+        generation: u64,
+        why: String,
+        lp: &mut Lent<'_>,
+    ) {
         let slot = self.seed_slot_mut(function);
         slot.key = None;
         slot.last_error = Some(why);
@@ -389,7 +397,7 @@ impl Supervisor {
     }
 
     /// The restart back-off of `function`'s seed has passed: the loop re-checks its seed.
-    pub(super) fn seed_retry_due(&mut self, function: usize) {
+    pub(super) fn seed_retry_due(&mut self, function: FunctionId) {
         self.seed_slot_mut(function).restart.fired();
     }
 

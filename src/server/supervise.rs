@@ -14,6 +14,8 @@ use super::supervisor::Supervisor;
 use super::{Child, Timer};
 use crate::config::FunctionProfile;
 use crate::fc;
+use crate::ids::ConnRef;
+use crate::ids::FunctionId;
 use crate::pool::StartError;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
@@ -21,7 +23,7 @@ use crate::sched::backoff::CRASH_LOOP_WINDOW;
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::spawn;
-use crate::turf::worker::{ConnRef, Worker, WorkerState};
+use crate::turf::worker::{Worker, WorkerState};
 use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
 use mio::Interest;
 use std::borrow::Cow;
@@ -36,7 +38,7 @@ pub(super) struct Departure {
     pub(super) id: String,
     /// It left service now (not a second notice of the same end): its pool loses it.
     pub(super) first: bool,
-    pub(super) function: usize,
+    pub(super) function: FunctionId,
     /// What its in-flight invocations are answered.
     pub(super) error: InvokeError,
     /// The invocations it was running.
@@ -91,7 +93,7 @@ impl Supervisor {
     /// returned for [`Supervisor::install_worker`]; the error says why it could not start.
     pub(super) fn spawn_cold(
         &mut self,
-        function: usize,
+        function: FunctionId,
         profile: &FunctionProfile,
         decided: Instant,
         lp: &mut Lent<'_>,
@@ -273,7 +275,11 @@ impl Supervisor {
     }
 
     /// INIT_DONE: the worker serves from now on. Returns its function.
-    pub(super) fn on_worker_init_done(&mut self, key: Key, lp: &mut Lent<'_>) -> Option<usize> {
+    pub(super) fn on_worker_init_done(
+        &mut self,
+        key: Key,
+        lp: &mut Lent<'_>,
+    ) -> Option<FunctionId> {
         let worker = self.workers.get_mut(key)?;
         if worker.state != WorkerState::Initializing {
             let reason = format!("INIT_DONE in state {}", worker.state.as_str());
@@ -296,7 +302,7 @@ impl Supervisor {
 
     /// INIT_ERROR: loading the code or the initializer failed. Returns the worker's function
     /// and the start error; the loop records it, then stops the worker.
-    pub(super) fn init_error(&self, key: Key, payload: &[u8]) -> Option<(usize, StartError)> {
+    pub(super) fn init_error(&self, key: Key, payload: &[u8]) -> Option<(FunctionId, StartError)> {
         let worker = self.workers.get(key)?;
         let msg = ErrorPayload::parse_lenient(payload, "InitializationError", "initializer failed");
         let error = StartError {
@@ -622,7 +628,7 @@ impl Supervisor {
     /// `function_name` names a worker's function.
     pub(super) fn finish_reaped(
         &mut self,
-        function_name: impl Fn(usize) -> String,
+        function_name: impl Fn(FunctionId) -> String,
         lp: &mut Lent<'_>,
     ) {
         for (key, reaped) in std::mem::take(&mut self.reaped) {

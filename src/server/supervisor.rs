@@ -5,6 +5,7 @@
 use super::seeds::SeedSlot;
 use super::{Child, spares};
 use crate::config::{FunctionProfile, SystemConfig};
+use crate::ids::FunctionId;
 use crate::reactor::slab::{Key, Slab};
 use crate::runtime::LaunchSpec;
 use crate::runtime::Runtimes;
@@ -83,16 +84,16 @@ impl Supervisor {
     /// console).
     pub(super) fn next_process_id(
         &mut self,
-        function: usize,
+        function: FunctionId,
         name: &str,
         kind: &str,
         config: &SystemConfig,
     ) -> (String, PathBuf) {
-        if self.process_numbers.len() <= function {
-            self.process_numbers.resize(function + 1, 0);
+        if self.process_numbers.len() <= function.index() {
+            self.process_numbers.resize(function.index() + 1, 0);
         }
-        self.process_numbers[function] += 1;
-        let id = format!("{name}-{kind}{}", self.process_numbers[function]);
+        self.process_numbers[function.index()] += 1;
+        let id = format!("{name}-{kind}{}", self.process_numbers[function.index()]);
         let log_dir = if config.logger.worker_output_to_console {
             PathBuf::new()
         } else {

@@ -32,6 +32,7 @@
 //! own pipe) is not fixed, and a worker can even die and be reaped before its pid is known:
 //! the server handles all three orders.
 
+use crate::ids::FunctionId;
 use crate::reactor::slab::Key;
 use crate::turf::cgroup::WorkerCgroup;
 use crate::turf::child::ChildProc;
@@ -76,7 +77,7 @@ pub struct Seed {
     /// directory (empty when worker output goes to the console), stop sequence.
     pub process: ChildProc,
     /// Index of its function.
-    pub function: usize,
+    pub function: FunctionId,
     /// The function's generation it imported.
     pub generation: u64,
     /// Life-cycle state.
@@ -93,7 +94,7 @@ impl Seed {
     /// A seed that was just spawned.
     pub fn new(
         id: String,
-        function: usize,
+        function: FunctionId,
         generation: u64,
         pid: i32,
         control: OwnedFd,

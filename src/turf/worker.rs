@@ -9,8 +9,9 @@
 //!
 //! States only move forward. A worker in `Exited` is kept until its pid has been reaped.
 
+use crate::ids::ConnRef;
+use crate::ids::FunctionId;
 use crate::reactor::buffer::ReadBuf;
-use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
 use crate::turf::accounting::ExitReason;
 use crate::turf::child::ChildProc;
@@ -56,15 +57,6 @@ impl WorkerState {
     }
 }
 
-/// The client side of a stream: a connection and the request sequence number on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnRef {
-    /// The connection.
-    pub conn: Key,
-    /// Which request on that connection (connections serve requests one after another).
-    pub seq: u64,
-}
-
 /// One invocation open on this worker.
 #[derive(Debug)]
 pub struct Stream {
@@ -93,7 +85,7 @@ pub struct Worker {
     /// Its process: name, pid, cgroup, log directory, stop sequence.
     pub process: ChildProc,
     /// Index of its function.
-    pub function: usize,
+    pub function: FunctionId,
     /// Life-cycle state.
     pub state: WorkerState,
     /// Runtime → worker pipe; `None` once closed to ask the worker to exit.
@@ -163,7 +155,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 impl Worker {
     /// A freshly forked worker.
-    pub fn new(id: String, function: usize, pid: i32, to: Sender, from: Receiver) -> Self {
+    pub fn new(id: String, function: FunctionId, pid: i32, to: Sender, from: Receiver) -> Self {
         let now = Instant::now();
         Worker {
             process: ChildProc::new(id, pid),
