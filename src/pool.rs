@@ -3,7 +3,7 @@
 //! many workers to launch, how long to back off) are in [`crate::sched`]; nothing here does I/O.
 
 use crate::ids::ConnRef;
-use crate::reactor::slab::Key;
+use crate::ids::WorkerKey;
 use crate::sched::backoff::{self, Backoff};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -23,7 +23,7 @@ pub struct StartError {
 #[derive(Debug)]
 pub struct Pool {
     /// Its workers that are not yet `Exited` (stopping ones included until they exit).
-    pub workers: Vec<Key>,
+    pub workers: Vec<WorkerKey>,
     /// Requests waiting for a worker, oldest first.
     pub queue: VecDeque<ConnRef>,
     /// Consecutive failed starts; reset by a successful one.

@@ -20,27 +20,34 @@ struct Slot<T> {
     value: Option<T>,
 }
 
-/// Owns values of `T`, addressed by [`Key`].
+/// Owns values of `T`, addressed by keys of type `K`: a [`Key`], or a newtype over one that
+/// says which slab it belongs to (so that a worker's key cannot look up a connection).
 #[derive(Debug)]
-pub struct Slab<T> {
+pub struct Slab<T, K = Key> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     len: usize,
+    keys: std::marker::PhantomData<K>,
 }
 
-impl<T> Default for Slab<T> {
+impl<T, K> Default for Slab<T, K> {
     fn default() -> Self {
         Slab {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
+            keys: std::marker::PhantomData,
         }
     }
 }
 
-impl<T> Slab<T> {
+impl<T, K: Copy + From<Key> + Into<Key>> Slab<T, K> {
     /// Stores `value` and returns its key.
-    pub fn insert(&mut self, value: T) -> Key {
+    pub fn insert(&mut self, value: T) -> K {
+        self.insert_raw(value).into()
+    }
+
+    fn insert_raw(&mut self, value: T) -> Key {
         self.len += 1;
         if let Some(idx) = self.free.pop()
             && let Some(slot) = self.slots.get_mut(idx as usize)
@@ -61,7 +68,8 @@ impl<T> Slab<T> {
     }
 
     /// The entry for `key`, if it is still the one the key was issued for.
-    pub fn get(&self, key: Key) -> Option<&T> {
+    pub fn get(&self, key: K) -> Option<&T> {
+        let key: Key = key.into();
         let slot = self.slots.get(key.idx as usize)?;
         if slot.generation == key.generation {
             slot.value.as_ref()
@@ -71,7 +79,8 @@ impl<T> Slab<T> {
     }
 
     /// Mutable access, with the same staleness check as [`Slab::get`].
-    pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+    pub fn get_mut(&mut self, key: K) -> Option<&mut T> {
+        let key: Key = key.into();
         let slot = self.slots.get_mut(key.idx as usize)?;
         if slot.generation == key.generation {
             slot.value.as_mut()
@@ -81,7 +90,8 @@ impl<T> Slab<T> {
     }
 
     /// Removes and returns the entry for `key`.
-    pub fn remove(&mut self, key: Key) -> Option<T> {
+    pub fn remove(&mut self, key: K) -> Option<T> {
+        let key: Key = key.into();
         let slot = self.slots.get_mut(key.idx as usize)?;
         if slot.generation != key.generation {
             return None;
@@ -103,14 +113,16 @@ impl<T> Slab<T> {
     }
 
     /// Keys of all live entries.
-    pub fn keys(&self) -> Vec<Key> {
+    pub fn keys(&self) -> Vec<K> {
         self.slots
             .iter()
             .enumerate()
             .filter(|(_, slot)| slot.value.is_some())
-            .map(|(idx, slot)| Key {
-                idx: u32::try_from(idx).unwrap_or(u32::MAX),
-                generation: slot.generation,
+            .map(|(idx, slot)| {
+                K::from(Key {
+                    idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                    generation: slot.generation,
+                })
             })
             .collect()
     }
@@ -127,7 +139,7 @@ mod tests {
 
     #[test]
     fn stale_keys_find_nothing_after_reuse() {
-        let mut slab = Slab::default();
+        let mut slab: Slab<&str> = Slab::default();
         let a = slab.insert("a");
         assert_eq!(slab.remove(a), Some("a"));
         let b = slab.insert("b");
@@ -140,7 +152,7 @@ mod tests {
 
     #[test]
     fn keys_lists_live_entries_only() {
-        let mut slab = Slab::default();
+        let mut slab: Slab<i32> = Slab::default();
         let a = slab.insert(1);
         let b = slab.insert(2);
         let c = slab.insert(3);

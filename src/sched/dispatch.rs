@@ -20,14 +20,14 @@
 
 use super::plan::{ScaleInput, workers_to_launch};
 use crate::config::DispatchMode;
-use crate::reactor::slab::Key;
+use crate::ids::WorkerKey;
 use crate::turf::worker::WorkerState;
 
 /// What the dispatcher needs to know about one worker.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerLoad {
     /// The worker.
-    pub key: Key,
+    pub key: WorkerKey,
     /// Its state.
     pub state: WorkerState,
     /// Invocations in flight.
@@ -36,7 +36,7 @@ pub struct WorkerLoad {
 
 /// Least-request-count dispatch: the ready worker with the fewest in-flight invocations below
 /// `max_active`; the earliest-listed one wins ties, which keeps load on warm workers.
-pub fn pick_worker(workers: &[WorkerLoad], max_active: usize) -> Option<Key> {
+pub fn pick_worker(workers: &[WorkerLoad], max_active: usize) -> Option<WorkerKey> {
     workers
         .iter()
         .filter(|w| w.state == WorkerState::Ready && w.active < max_active)
@@ -48,7 +48,7 @@ pub fn pick_worker(workers: &[WorkerLoad], max_active: usize) -> Option<Key> {
 #[derive(Debug, Clone, Default)]
 pub struct RoundRobin {
     /// The last worker picked and its position in the list at the time.
-    last: Option<(Key, usize)>,
+    last: Option<(WorkerKey, usize)>,
 }
 
 impl RoundRobin {
@@ -61,7 +61,7 @@ impl RoundRobin {
     /// that has fewer than `max_active` requests in flight. Workers may come and go between
     /// calls: the turn passes to whoever follows the previous pick in the list, or, if it is
     /// gone, to whoever now holds its position.
-    pub fn pick(&mut self, workers: &[WorkerLoad], max_active: usize) -> Option<Key> {
+    pub fn pick(&mut self, workers: &[WorkerLoad], max_active: usize) -> Option<WorkerKey> {
         let n = workers.len();
         if n == 0 {
             return None;
@@ -89,7 +89,7 @@ pub fn pick(
     cursor: &mut RoundRobin,
     workers: &[WorkerLoad],
     max_active: usize,
-) -> Option<Key> {
+) -> Option<WorkerKey> {
     match mode {
         DispatchMode::LeastRequestCount => pick_worker(workers, max_active),
         DispatchMode::RoundRobin => cursor.pick(workers, max_active),
@@ -147,7 +147,7 @@ impl DisposableLife {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisposableCandidate {
     /// The worker.
-    pub key: Key,
+    pub key: WorkerKey,
     /// Its state.
     pub state: WorkerState,
     /// Where it is in its life.
@@ -155,7 +155,7 @@ pub struct DisposableCandidate {
 }
 
 /// The first listed ready worker that is still fresh (Noslate: the oldest idle worker).
-pub fn pick_disposable(workers: &[DisposableCandidate]) -> Option<Key> {
+pub fn pick_disposable(workers: &[DisposableCandidate]) -> Option<WorkerKey> {
     workers
         .iter()
         .find(|w| w.state == WorkerState::Ready && w.life.is_fresh())
@@ -189,8 +189,8 @@ mod tests {
     use super::*;
 
     /// A slab key with index `idx`.
-    fn key(idx: u32) -> Key {
-        Key { idx, generation: 0 }
+    fn key(idx: u32) -> WorkerKey {
+        WorkerKey(crate::reactor::slab::Key { idx, generation: 0 })
     }
 
     /// A worker's load for the dispatchers.
@@ -222,7 +222,7 @@ mod tests {
 
     fn picks(rr: &mut RoundRobin, workers: &[WorkerLoad], max: usize, n: usize) -> Vec<u32> {
         (0..n)
-            .map(|_| rr.pick(workers, max).map_or(u32::MAX, |k| k.idx))
+            .map(|_| rr.pick(workers, max).map_or(u32::MAX, |k| k.0.idx))
             .collect()
     }
 

@@ -25,7 +25,7 @@
 
 use super::{ScaleAction, ScalerInput};
 use crate::config::ShrinkStrategy;
-use crate::reactor::slab::Key;
+use crate::ids::WorkerKey;
 use crate::turf::worker::WorkerState;
 use std::cmp::{Ordering, Reverse};
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ pub const LEGACY_EXPAND_WATER_LEVEL: f64 = 0.8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerSnapshot {
     /// The worker.
-    pub key: Key,
+    pub key: WorkerKey,
     /// Its state; only `Ready` workers are ever chosen or counted for the reservation.
     pub state: WorkerState,
     /// Requests in flight on it.
@@ -78,7 +78,7 @@ fn compare(a: &WorkerSnapshot, b: &WorkerSnapshot, strategy: ShrinkStrategy) -> 
 }
 
 /// Every ready worker, in the order `strategy` drains them (module docs).
-pub fn victim_order(workers: &[WorkerSnapshot], strategy: ShrinkStrategy) -> Vec<Key> {
+pub fn victim_order(workers: &[WorkerSnapshot], strategy: ShrinkStrategy) -> Vec<WorkerKey> {
     let mut ready: Vec<&WorkerSnapshot> = workers.iter().filter(|w| w.is_ready()).collect();
     ready.sort_by(|a, b| compare(a, b, strategy));
     ready.into_iter().map(|w| w.key).collect()
@@ -90,7 +90,7 @@ pub fn pick_victims(
     workers: &[WorkerSnapshot],
     count: usize,
     strategy: ShrinkStrategy,
-) -> Vec<Key> {
+) -> Vec<WorkerKey> {
     let mut order = victim_order(workers, strategy);
     order.truncate(count);
     order
@@ -104,7 +104,7 @@ pub fn idle_victims(
     idle_after: Duration,
     strategy: ShrinkStrategy,
     now: Instant,
-) -> Vec<Key> {
+) -> Vec<WorkerKey> {
     let ready = workers.iter().filter(|w| w.is_ready()).count();
     let removable = ready.saturating_sub(reservation);
     if removable == 0 {
@@ -239,8 +239,8 @@ impl LegacyScaler {
 mod tests {
     use super::*;
 
-    fn key(idx: u32) -> Key {
-        Key { idx, generation: 0 }
+    fn key(idx: u32) -> WorkerKey {
+        WorkerKey(crate::reactor::slab::Key { idx, generation: 0 })
     }
 
     fn ms(n: u64) -> Duration {
@@ -259,8 +259,8 @@ mod tests {
         }
     }
 
-    fn idx(keys: &[Key]) -> Vec<u32> {
-        keys.iter().map(|k| k.idx).collect()
+    fn idx(keys: &[WorkerKey]) -> Vec<u32> {
+        keys.iter().map(|k| k.0.idx).collect()
     }
 
     #[test]

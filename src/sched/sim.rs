@@ -29,6 +29,7 @@ use crate::config::{
     CircuitBreakerConfig, ConcurrencyStatsMode, DispatchMode, EmaSettings, RateLimit,
     ShrinkStrategy,
 };
+use crate::ids::WorkerKey;
 use crate::pool::{Pool, StartError};
 use crate::rand::Rng;
 use crate::reactor::slab::Key;
@@ -342,11 +343,11 @@ impl Sim {
         }
     }
 
-    fn key(i: usize) -> Key {
-        Key {
+    fn key(i: usize) -> WorkerKey {
+        WorkerKey(Key {
             idx: i as u32,
             generation: 0,
-        }
+        })
     }
 
     fn count(&self, state: WorkerState) -> usize {
@@ -677,7 +678,7 @@ impl Sim {
             let loads = self.loads();
             pick_by_mode(self.p.dispatch, &mut self.rr, &loads, self.p.max_active)
         };
-        key.map(|k| k.idx as usize)
+        key.map(|k| k.0.idx as usize)
     }
 
     fn dispatch(&mut self, req: usize, w: usize, now: Instant) {
@@ -775,7 +776,7 @@ impl Sim {
                     now,
                 );
                 for v in &victims {
-                    let w = &self.workers[v.idx as usize];
+                    let w = &self.workers[v.0.idx as usize];
                     self.check(w.slots.is_empty(), || format!("idle victim {v:?} is busy"));
                     self.check(
                         now.saturating_duration_since(w.last_active) >= self.p.idle_after,
@@ -804,7 +805,7 @@ impl Sim {
             _ => victims,
         };
         for v in victims {
-            self.drain(v.idx as usize);
+            self.drain(v.0.idx as usize);
         }
         action
     }

@@ -16,8 +16,8 @@ use crate::config::FunctionProfile;
 use crate::fc;
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
+use crate::ids::WorkerKey;
 use crate::reactor::buffer::ReadBuf;
-use crate::reactor::slab::Key;
 use crate::sched::dispatch::StreamEnd;
 use crate::turf::accounting::ExitReason;
 use crate::turf::worker::{ReadResult, Worker, WorkerState};
@@ -54,7 +54,7 @@ pub(super) fn open_stream(
     conn: &mut Conn,
     client: ConnRef,
     worker: &mut Worker,
-    worker_key: Key,
+    worker_key: WorkerKey,
     profile: &FunctionProfile,
 ) -> Option<Result<Opened, InvokeError>> {
     let req = conn.req.as_mut().filter(|r| r.seq == client.seq)?;
@@ -215,19 +215,19 @@ pub(super) struct StreamClosed {
 
 impl Supervisor {
     /// Reads what worker `key` sent into its buffer. `None` when the worker is gone.
-    pub(super) fn fill_worker(&mut self, key: Key) -> Option<std::io::Result<ReadResult>> {
+    pub(super) fn fill_worker(&mut self, key: WorkerKey) -> Option<std::io::Result<ReadResult>> {
         Some(self.workers.get_mut(key)?.fill())
     }
 
     /// Takes worker `key`'s read buffer out, so that its frames can be handled while the
     /// worker (and any connection) is touched; [`Supervisor::put_back_frames`] returns it.
-    pub(super) fn take_frames(&mut self, key: Key) -> Option<ReadBuf> {
+    pub(super) fn take_frames(&mut self, key: WorkerKey) -> Option<ReadBuf> {
         let worker = self.workers.get_mut(key)?;
         Some(std::mem::replace(&mut worker.rbuf, ReadBuf::new(0, 0)))
     }
 
     /// Returns a read buffer taken by [`Supervisor::take_frames`], its handled frames consumed.
-    pub(super) fn put_back_frames(&mut self, key: Key, buf: ReadBuf) {
+    pub(super) fn put_back_frames(&mut self, key: WorkerKey, buf: ReadBuf) {
         if let Some(worker) = self.workers.get_mut(key) {
             worker.rbuf = buf;
             worker.compact();
@@ -235,14 +235,14 @@ impl Supervisor {
     }
 
     /// Whether worker `key` still reads: frames after its end are not handled.
-    pub(super) fn worker_reads(&self, key: Key) -> bool {
+    pub(super) fn worker_reads(&self, key: WorkerKey) -> bool {
         self.workers
             .get(key)
             .is_some_and(|w| w.from_worker.is_some())
     }
 
     /// The client of a stream, if the stream exists and is still bound to a live request.
-    pub(super) fn stream_client(&self, key: Key, stream: u32) -> Option<ConnRef> {
+    pub(super) fn stream_client(&self, key: WorkerKey, stream: u32) -> Option<ConnRef> {
         self.workers.get(key)?.streams.get(&stream)?.client
     }
 
@@ -250,7 +250,7 @@ impl Supervisor {
     /// them.
     pub(super) fn on_request_window(
         &mut self,
-        key: Key,
+        key: WorkerKey,
         stream: u32,
         credit: u32,
         lp: &mut Lent<'_>,
@@ -269,7 +269,13 @@ impl Supervisor {
     }
 
     /// Response bytes of `stream` left for the client: the worker may send that much more.
-    pub(super) fn return_credit(&mut self, key: Key, stream: u32, bytes: u32, lp: &mut Lent<'_>) {
+    pub(super) fn return_credit(
+        &mut self,
+        key: WorkerKey,
+        stream: u32,
+        bytes: u32,
+        lp: &mut Lent<'_>,
+    ) {
         if let Some(w) = self.workers.get_mut(key)
             && w.streams.contains_key(&stream)
         {
@@ -282,7 +288,7 @@ impl Supervisor {
     /// the worker's function runs each request in a worker of its own.
     pub(super) fn close_stream(
         &mut self,
-        key: Key,
+        key: WorkerKey,
         stream: u32,
         disposable: bool,
         lp: &mut Lent<'_>,
@@ -305,7 +311,13 @@ impl Supervisor {
 
     /// Tells the worker to abandon a stream; it must send its terminal frame within
     /// `dataPlane.cancelGracePeriod` or it is killed.
-    pub(super) fn cancel_stream(&mut self, key: Key, stream: u32, reason: &str, lp: &mut Lent<'_>) {
+    pub(super) fn cancel_stream(
+        &mut self,
+        key: WorkerKey,
+        stream: u32,
+        reason: &str,
+        lp: &mut Lent<'_>,
+    ) {
         let grace = Duration::from_millis(lp.config.data_plane.cancel_grace_period_ms);
         let Some(worker) = self.workers.get_mut(key) else {
             return;
@@ -341,7 +353,7 @@ impl Supervisor {
     }
 
     /// A cancelled stream was not closed in time: the worker is stuck, kill it.
-    pub(super) fn on_cancel_grace(&mut self, key: Key, stream: u32, lp: &mut Lent<'_>) {
+    pub(super) fn on_cancel_grace(&mut self, key: WorkerKey, stream: u32, lp: &mut Lent<'_>) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
@@ -358,7 +370,12 @@ impl Supervisor {
     }
 
     /// The worker broke the wire protocol: it is killed.
-    pub(super) fn worker_protocol_error(&mut self, key: Key, detail: &str, lp: &mut Lent<'_>) {
+    pub(super) fn worker_protocol_error(
+        &mut self,
+        key: WorkerKey,
+        detail: &str,
+        lp: &mut Lent<'_>,
+    ) {
         let Some(worker) = self.workers.get(key) else {
             return;
         };

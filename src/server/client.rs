@@ -19,6 +19,7 @@ use crate::http::error::HttpError;
 use crate::http::request::{BodyKind, Parsed, parse_request};
 use crate::http::response::{self, Framing};
 use crate::ids::ConnRef;
+use crate::ids::WorkerKey;
 use crate::reactor::slab::{Key, Slab};
 use crate::turf::origin;
 use crate::turf::worker::Worker;
@@ -40,7 +41,7 @@ pub(super) enum Step {
     /// The current request's body goes to a worker's stream, within its credit.
     Pump {
         /// The worker.
-        worker: Key,
+        worker: WorkerKey,
         /// The stream.
         stream: u32,
     },
@@ -114,7 +115,7 @@ impl FrontEnd {
     /// After a round on `key`: reads more from its socket when its state can use more input
     /// (`workers` says which streams have credit for a body). Returns whether a new round is
     /// worth it.
-    pub(super) fn read_more(&mut self, key: Key, workers: &Slab<Worker>) -> bool {
+    pub(super) fn read_more(&mut self, key: Key, workers: &Slab<Worker, WorkerKey>) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -974,7 +975,7 @@ pub(super) fn request_in(conns: &mut Slab<Conn>, client: ConnRef) -> Option<&mut
 }
 
 /// Whether the connection's state can use more input right now.
-fn wants_input(conn: &Conn, workers: &Slab<Worker>) -> bool {
+fn wants_input(conn: &Conn, workers: &Slab<Worker, WorkerKey>) -> bool {
     let Some(req) = conn.req.as_ref() else {
         // Read only to complete a head: complete pipelined requests already buffered are
         // parsed first, and the socket holds the rest.

@@ -18,8 +18,8 @@ use crate::http::error::HttpError;
 use crate::http::request::RequestHead;
 use crate::http::response::Framing;
 use crate::ids::FunctionId;
+use crate::ids::WorkerKey;
 use crate::reactor::buffer::ReadBuf;
-use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
@@ -126,7 +126,7 @@ pub enum Sink {
     /// Forwarded to a worker stream, within its credit.
     Worker {
         /// The worker.
-        worker: Key,
+        worker: WorkerKey,
         /// The stream on it.
         stream: u32,
     },

@@ -12,6 +12,7 @@
 use super::reconfig::Retirement;
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
+use crate::ids::WorkerKey;
 use crate::reactor::slab::Key;
 
 /// One piece of recorded work.
@@ -35,7 +36,7 @@ pub(super) enum Effect {
     /// drained.
     Retire {
         /// The worker.
-        worker: Key,
+        worker: WorkerKey,
         /// Why it leaves.
         why: Retirement,
     },
@@ -48,7 +49,7 @@ pub(super) enum Effect {
     /// A seed reported the pid of the worker it forked.
     WorkerForked {
         /// The worker.
-        worker: Key,
+        worker: WorkerKey,
         /// Its pid.
         pid: i32,
     },
@@ -79,7 +80,7 @@ pub(super) enum Effect {
     /// cancelled, `why` being what the worker is told.
     CancelStream {
         /// The worker.
-        worker: Key,
+        worker: WorkerKey,
         /// The stream.
         stream: u32,
         /// Why.
@@ -89,7 +90,7 @@ pub(super) enum Effect {
     /// stream.
     ReturnCredit {
         /// The worker.
-        worker: Key,
+        worker: WorkerKey,
         /// The stream.
         stream: u32,
         /// How many bytes.
@@ -99,7 +100,7 @@ pub(super) enum Effect {
     /// reservation has settled, and answer `/initialize` and `/pre-stop` waiters that can be.
     Waiters,
     /// Write a worker's buffered frames.
-    FlushWorker(Key),
+    FlushWorker(WorkerKey),
     /// Write a connection's buffered bytes, return credit, close it when it is done.
     FlushConn(Key),
 }
@@ -112,7 +113,7 @@ pub(super) struct Effects {
     /// Position of the next `work` item to hand out.
     next_work: usize,
     /// Workers with frames to write.
-    workers: Vec<Key>,
+    workers: Vec<WorkerKey>,
     /// Connections with bytes to write.
     conns: Vec<Key>,
     /// Connections to drive on the next iteration (they used up their rounds in this one).
@@ -168,7 +169,7 @@ impl Effects {
     }
 }
 
-fn push_key(list: &mut Vec<Key>, key: Key) {
+fn push_key<K: PartialEq>(list: &mut Vec<K>, key: K) {
     if !list.contains(&key) {
         list.push(key);
     }
@@ -178,6 +179,7 @@ fn push_key(list: &mut Vec<Key>, key: Key) {
 mod tests {
     use super::*;
     use crate::ids::FunctionId;
+    use crate::ids::WorkerKey;
 
     fn key(idx: u32) -> Key {
         Key { idx, generation: 0 }
@@ -191,7 +193,7 @@ mod tests {
     fn work_runs_before_worker_flushes_and_those_before_connection_flushes() {
         let mut effects = Effects::default();
         effects.push(Effect::FlushConn(key(1)));
-        effects.push(Effect::FlushWorker(key(2)));
+        effects.push(Effect::FlushWorker(WorkerKey(key(2))));
         effects.push(Effect::DriveConn(key(1)));
         effects.push(Effect::Scale(FunctionId::new(0)));
         assert_eq!(
@@ -199,7 +201,7 @@ mod tests {
             [
                 Effect::DriveConn(key(1)),
                 Effect::Scale(FunctionId::new(0)),
-                Effect::FlushWorker(key(2)),
+                Effect::FlushWorker(WorkerKey(key(2))),
                 Effect::FlushConn(key(1)),
             ]
         );
@@ -210,7 +212,7 @@ mod tests {
         let mut effects = Effects::default();
         for _ in 0..3 {
             effects.push(Effect::Dispatch(FunctionId::new(4)));
-            effects.push(Effect::FlushWorker(key(7)));
+            effects.push(Effect::FlushWorker(WorkerKey(key(7))));
             effects.push(Effect::Waiters);
         }
         assert_eq!(
@@ -218,7 +220,7 @@ mod tests {
             [
                 Effect::Dispatch(FunctionId::new(4)),
                 Effect::Waiters,
-                Effect::FlushWorker(key(7))
+                Effect::FlushWorker(WorkerKey(key(7)))
             ]
         );
     }
@@ -242,12 +244,12 @@ mod tests {
         assert_eq!(effects.pop(), Some(Effect::FlushConn(key(1))));
         // Flushing connection 1 finished its response: its next pipelined request is due.
         effects.push(Effect::DriveConn(key(1)));
-        effects.push(Effect::FlushWorker(key(3)));
+        effects.push(Effect::FlushWorker(WorkerKey(key(3))));
         assert_eq!(
             drain(&mut effects),
             [
                 Effect::DriveConn(key(1)),
-                Effect::FlushWorker(key(3)),
+                Effect::FlushWorker(WorkerKey(key(3))),
                 Effect::FlushConn(key(2)),
             ]
         );

@@ -9,7 +9,7 @@ use super::effects::Effect;
 use super::{Server, ServerOptions};
 use crate::config::{SystemConfig, parse_functions};
 use crate::ids::ConnRef;
-use crate::ids::FunctionId;
+use crate::ids::{FunctionId, WorkerKey};
 use crate::reactor::slab::Key;
 use crate::turf::worker::{Worker, WorkerState};
 use std::io::{Read, Write};
@@ -135,7 +135,7 @@ impl Harness {
     }
 
     /// The supervisor takes `worker` out of service (a kill, a crash, a closed pipe).
-    fn worker_gone(&mut self, worker: Key, reason: &str) {
+    fn worker_gone(&mut self, worker: WorkerKey, reason: &str) {
         let server = &mut self.server;
         server
             .supervisor
@@ -143,7 +143,7 @@ impl Harness {
     }
 
     /// A ready worker of `function` with pipes and no process.
-    fn ready_worker(&mut self, function: usize) -> (Key, mio::unix::pipe::Sender) {
+    fn ready_worker(&mut self, function: usize) -> (WorkerKey, mio::unix::pipe::Sender) {
         let function = FunctionId::new(function);
         let (to_worker, worker_input) = mio::unix::pipe::new().expect("pipe");
         self.worker_inputs.push(worker_input);
@@ -600,7 +600,7 @@ fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
 impl Harness {
     /// A client whose invocation a ready worker of function 0 has taken: the client, its key,
     /// the worker, the worker's output pipe (to answer on) and the stream id.
-    fn dispatched(&mut self) -> (TcpStream, Key, Key, mio::unix::pipe::Sender, u32) {
+    fn dispatched(&mut self) -> (TcpStream, Key, WorkerKey, mio::unix::pipe::Sender, u32) {
         let (worker, out) = self.ready_worker(0);
         let (mut client, key) = self.connect();
         self.send(&mut client, key, INVOKE);
@@ -616,7 +616,12 @@ impl Harness {
     }
 
     /// The worker sends `frames`; the loop reads them.
-    fn worker_sends(&mut self, worker: Key, out: &mut mio::unix::pipe::Sender, frames: &[u8]) {
+    fn worker_sends(
+        &mut self,
+        worker: WorkerKey,
+        out: &mut mio::unix::pipe::Sender,
+        frames: &[u8],
+    ) {
         out.write_all(frames).expect("worker output");
         self.server.on_worker_readable(worker);
     }

@@ -6,7 +6,7 @@
 //! loop kills those.
 
 use super::supervisor::Supervisor;
-use crate::reactor::slab::Key;
+use crate::ids::WorkerKey;
 use crate::turf::accounting::ExitReason;
 use crate::turf::poll::{CPU_OVER_WINDOWS, Verdict};
 use crate::turf::stats;
@@ -16,7 +16,7 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct OverLimit {
     /// The worker.
-    pub(super) worker: Key,
+    pub(super) worker: WorkerKey,
     /// What it exceeded, for its failed invocations and the log.
     pub(super) message: String,
     /// How its exit is accounted.

@@ -52,6 +52,7 @@ use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
+use crate::ids::WorkerKey;
 use crate::pool::StartError;
 use crate::reactor::slab::{Key, Slab};
 use crate::reactor::timer::Timers;
@@ -160,13 +161,13 @@ enum Timer {
     /// An invocation's deadline.
     Request(ConnRef),
     /// A worker has not finished starting in time.
-    WorkerInit(Key),
+    WorkerInit(WorkerKey),
     /// A stopping child process's grace period is over: SIGKILL.
     Kill(Child),
     /// A cancelled stream was not closed by its worker in time.
     CancelGrace {
         /// The worker.
-        worker: Key,
+        worker: WorkerKey,
         /// The stream.
         stream: u32,
     },
@@ -179,7 +180,7 @@ enum Timer {
     /// The scheduler's tick: breaker and scale-down.
     SchedTick,
     /// A draining worker's `dataPlane.closeTrafficTimeout` passed.
-    DrainTimeout(Key),
+    DrainTimeout(WorkerKey),
     /// A function's seed restart back-off has passed.
     SeedRetry(FunctionId),
     /// The spare restart back-off has passed.
@@ -198,7 +199,7 @@ enum Timer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Child {
     /// A worker (`workers`).
-    Worker(Key),
+    Worker(WorkerKey),
     /// A warm seed (`seeds`).
     Seed(Key),
     /// A spare worker (`spares`).
@@ -449,8 +450,8 @@ impl Server {
             for event in events.iter() {
                 match token::source(event.token()) {
                     Some(Source::Signals) => self.on_signals(),
-                    Some(Source::WorkerOut(key)) => self.on_worker_readable(key),
-                    Some(Source::WorkerIn(key)) => self.mark_worker_dirty(key),
+                    Some(Source::WorkerOut(key)) => self.on_worker_readable(WorkerKey(key)),
+                    Some(Source::WorkerIn(key)) => self.mark_worker_dirty(WorkerKey(key)),
                     Some(Source::Seed(key)) => {
                         self.supervisor.on_seed_readable(key, &mut lent!(self));
                     }
@@ -800,7 +801,7 @@ impl Server {
 
     /// A worker leaves because the profiles changed: stopped while it starts, drained once
     /// ready.
-    fn retire_worker(&mut self, key: Key, why: reconfig::Retirement) {
+    fn retire_worker(&mut self, key: WorkerKey, why: reconfig::Retirement) {
         match self.supervisor.workers.get(key).map(|w| w.state) {
             Some(state) if state.is_starting() => {
                 self.supervisor
@@ -1078,7 +1079,7 @@ impl Server {
     }
 
     /// Opens a stream on `worker_key` for `client`'s request and sends its head.
-    fn dispatch(&mut self, client: ConnRef, worker_key: Key, function: FunctionId) {
+    fn dispatch(&mut self, client: ConnRef, worker_key: WorkerKey, function: FunctionId) {
         let profile = &self.scheduler.functions[function].profile;
         let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
             return;
@@ -1105,7 +1106,7 @@ impl Server {
 
     /// Moves connection `key`'s buffered body bytes to its worker stream, within its credit.
     /// Returns whether the body is all sent (or refused, and answered).
-    fn pump_body_to_worker(&mut self, key: Key, worker_key: Key, stream: u32) -> bool {
+    fn pump_body_to_worker(&mut self, key: Key, worker_key: WorkerKey, stream: u32) -> bool {
         let Some(conn) = self.front.conns.get_mut(key) else {
             return false;
         };
@@ -1136,7 +1137,7 @@ impl Server {
     }
 
     /// Reads and handles everything a worker sent.
-    fn on_worker_readable(&mut self, key: Key) {
+    fn on_worker_readable(&mut self, key: WorkerKey) {
         loop {
             let Some(result) = self.supervisor.fill_worker(key) else {
                 return;
@@ -1160,7 +1161,7 @@ impl Server {
 
     /// Handles every complete frame in the worker's read buffer. Returns false when the worker
     /// is gone (killed for a protocol error, or while handling a frame).
-    fn decode_worker_frames(&mut self, key: Key) -> bool {
+    fn decode_worker_frames(&mut self, key: WorkerKey) -> bool {
         // Frames are handled straight from the read buffer, which is taken out of the worker
         // record meanwhile so that handlers may touch the worker (and any connection) freely.
         let Some(mut buf) = self.supervisor.take_frames(key) else {
@@ -1188,7 +1189,7 @@ impl Server {
     }
 
     /// One frame from worker `key`.
-    fn on_frame(&mut self, key: Key, frame: wire::Frame<'_>) {
+    fn on_frame(&mut self, key: WorkerKey, frame: wire::Frame<'_>) {
         let wire::Frame { header, payload } = frame;
         match header.kind {
             wire::Kind::Ready => self.on_worker_ready(key, payload),
@@ -1219,7 +1220,7 @@ impl Server {
         }
     }
 
-    fn on_response_head(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
+    fn on_response_head(&mut self, key: WorkerKey, header: wire::Header, payload: &[u8]) {
         let head = match wire::ResponseHead::parse(payload) {
             Ok(h) => h,
             Err(err) => {
@@ -1239,7 +1240,7 @@ impl Server {
         }
     }
 
-    fn on_response_body(&mut self, key: Key, header: wire::Header, payload: &[u8]) {
+    fn on_response_body(&mut self, key: WorkerKey, header: wire::Header, payload: &[u8]) {
         if let Some(client) = self.supervisor.stream_client(key, header.stream) {
             let started = self
                 .request_mut(client)
@@ -1266,7 +1267,7 @@ impl Server {
         }
     }
 
-    fn on_response_error(&mut self, key: Key, stream: u32, payload: &[u8]) {
+    fn on_response_error(&mut self, key: WorkerKey, stream: u32, payload: &[u8]) {
         if let Some(client) = self.supervisor.stream_client(key, stream) {
             let error = wire::ErrorPayload::parse_lenient(payload, "Error", "");
             let err = InvokeError {
@@ -1283,7 +1284,7 @@ impl Server {
 
     /// The worker sent a stream's terminal frame: its request stops feeding it, its slot goes
     /// to the next queued request, and a disposable or draining worker leaves.
-    fn close_stream(&mut self, key: Key, stream: u32) {
+    fn close_stream(&mut self, key: WorkerKey, stream: u32) {
         let Some(function) = self.supervisor.workers.get(key).map(|w| w.function) else {
             return;
         };
@@ -1447,7 +1448,7 @@ impl Server {
 
     /// Takes a started worker into the loop (`Supervisor::install_worker`) and into its
     /// function's pool.
-    fn install_worker(&mut self, worker: crate::turf::worker::Worker) -> Option<Key> {
+    fn install_worker(&mut self, worker: crate::turf::worker::Worker) -> Option<WorkerKey> {
         let function = worker.function;
         let f = &self.scheduler.functions[function];
         let key =
@@ -1459,7 +1460,7 @@ impl Server {
 
     /// READY: the worker's INIT carries `/initialize`'s request id and bound when it answers
     /// one, else a fresh id.
-    fn on_worker_ready(&mut self, key: Key, payload: &[u8]) {
+    fn on_worker_ready(&mut self, key: WorkerKey, payload: &[u8]) {
         let Some(w) = self.supervisor.workers.get(key) else {
             return;
         };
@@ -1480,7 +1481,7 @@ impl Server {
     }
 
     /// INIT_DONE: the worker serves; its function's rollout, queue and the waiters follow.
-    fn on_worker_init_done(&mut self, key: Key) {
+    fn on_worker_init_done(&mut self, key: WorkerKey) {
         let Some(function) = (self.supervisor).on_worker_init_done(key, &mut lent!(self)) else {
             return;
         };
@@ -1491,7 +1492,7 @@ impl Server {
     }
 
     /// INIT_ERROR: a failed start for the function; the worker stops.
-    fn on_worker_init_error(&mut self, key: Key, payload: &[u8]) {
+    fn on_worker_init_error(&mut self, key: WorkerKey, payload: &[u8]) {
         let Some((function, error)) = self.supervisor.init_error(key, payload) else {
             return;
         };
@@ -1502,7 +1503,7 @@ impl Server {
 
     /// The init deadline passed: a failed start for the function; the worker is killed, and a
     /// seed that never reported its pid is replaced.
-    fn on_worker_init_timeout(&mut self, key: Key) {
+    fn on_worker_init_timeout(&mut self, key: WorkerKey) {
         let Some(function) = self.supervisor.workers.get(key).map(|w| w.function) else {
             return;
         };
@@ -1521,7 +1522,7 @@ impl Server {
     }
 
     /// A seed reported a forked worker's pid; its READY may have been waiting for it.
-    fn on_worker_forked(&mut self, key: Key, pid: i32) {
+    fn on_worker_forked(&mut self, key: WorkerKey, pid: i32) {
         if (self.supervisor).worker_forked(key, pid, &mut lent!(self)) {
             self.on_worker_ready(key, b"(forked)");
         }
@@ -1880,7 +1881,7 @@ impl Server {
         self.effects.push(Effect::FlushConn(key));
     }
 
-    fn mark_worker_dirty(&mut self, key: Key) {
+    fn mark_worker_dirty(&mut self, key: WorkerKey) {
         self.effects.push(Effect::FlushWorker(key));
     }
 

@@ -19,6 +19,7 @@ use super::effects::{Effect, Effects};
 use super::scheduler::{Function, Scheduler};
 use crate::config::{self, FunctionProfile, ServiceKind, ServiceProfile, SystemConfig};
 use crate::ids::FunctionId;
+use crate::ids::WorkerKey;
 use crate::reactor::slab::Slab;
 use crate::sched::ratelimit::apply_rate_limit;
 use crate::turf::worker::{Worker, WorkerState};
@@ -139,7 +140,7 @@ impl Scheduler {
         &mut self,
         set: FunctionSet,
         config: &SystemConfig,
-        workers: &Slab<Worker>,
+        workers: &Slab<Worker, WorkerKey>,
         in_use: &[bool],
         effects: &mut Effects,
     ) -> Result<Value, InvokeError> {
@@ -254,7 +255,7 @@ impl Scheduler {
         &mut self,
         index: FunctionId,
         profile: FunctionProfile,
-        workers: &Slab<Worker>,
+        workers: &Slab<Worker, WorkerKey>,
         effects: &mut Effects,
     ) {
         let now = Instant::now();
@@ -286,7 +287,7 @@ impl Scheduler {
     pub(super) fn check_rollout(
         &mut self,
         index: FunctionId,
-        workers: &Slab<Worker>,
+        workers: &Slab<Worker, WorkerKey>,
         effects: &mut Effects,
     ) {
         let f = &mut self.functions[index];
@@ -335,7 +336,7 @@ impl Scheduler {
     pub(super) fn retire_if_removed(
         &mut self,
         index: FunctionId,
-        workers: &Slab<Worker>,
+        workers: &Slab<Worker, WorkerKey>,
         effects: &mut Effects,
     ) {
         let f = &self.functions[index];
@@ -402,7 +403,7 @@ impl Scheduler {
 
     /// Every live function rolls to new workers: running workers cannot change their
     /// environment, and the platform's has changed.
-    pub(super) fn roll_all(&mut self, workers: &Slab<Worker>, effects: &mut Effects) {
+    pub(super) fn roll_all(&mut self, workers: &Slab<Worker, WorkerKey>, effects: &mut Effects) {
         for index in FunctionId::all(self.functions.len()) {
             if self.functions[index].removed {
                 continue;

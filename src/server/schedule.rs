@@ -9,7 +9,7 @@ use super::scheduler::Scheduler;
 use crate::config::SystemConfig;
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
-use crate::reactor::slab::Key;
+use crate::ids::WorkerKey;
 use crate::sched::capacity::LaunchBlock;
 use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sched::shrink::{self, WorkerSnapshot};
@@ -64,7 +64,7 @@ pub(super) struct TickPlan {
     /// The EMA scaler wants more workers.
     pub(super) launch: Option<ScaleAction>,
     /// Workers to drain (idle, or the scaler wants fewer).
-    pub(super) drain: Vec<Key>,
+    pub(super) drain: Vec<WorkerKey>,
 }
 
 impl Scheduler {

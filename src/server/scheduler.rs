@@ -8,9 +8,10 @@ use crate::config::{CircuitBreakerConfig, FunctionProfile, ServiceProfile};
 use crate::fc::{InvokeKind, Target};
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
+use crate::ids::WorkerKey;
 use crate::pool::Pool;
 use crate::rand::Rng;
-use crate::reactor::slab::{Key, Slab};
+use crate::reactor::slab::Slab;
 use crate::sched::breaker::{BREAKER_ERROR_TYPE, CircuitBreaker, LoadSample};
 use crate::sched::dispatch::RoundRobin;
 use crate::sched::dispatch::{self, DisposableCandidate, WorkerLoad};
@@ -303,9 +304,9 @@ impl Scheduler {
     pub(super) fn next_dispatch(
         &mut self,
         function: FunctionId,
-        workers: &Slab<Worker>,
+        workers: &Slab<Worker, WorkerKey>,
         waiting: impl Fn(ConnRef) -> bool,
-    ) -> Option<(ConnRef, Key)> {
+    ) -> Option<(ConnRef, WorkerKey)> {
         let f = &mut self.functions[function];
         let max_active = f.max_active();
         let client = loop {
@@ -797,7 +798,7 @@ mod tests {
 
     fn idle_worker(idx: u32, idle_for: std::time::Duration, now: Instant) -> WorkerSnapshot {
         WorkerSnapshot {
-            key: Key { idx, generation: 0 },
+            key: crate::ids::WorkerKey(Key { idx, generation: 0 }),
             state: crate::turf::worker::WorkerState::Ready,
             active: 0,
             started_at: now - idle_for,

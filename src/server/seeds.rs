@@ -12,6 +12,7 @@ use super::supervisor::Supervisor;
 use super::{Child, Timer};
 use crate::config::{FunctionProfile, Runtime};
 use crate::ids::FunctionId;
+use crate::ids::WorkerKey;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sched::backoff::RestartBackoff;
@@ -326,7 +327,7 @@ impl Supervisor {
     }
 
     /// The installed worker `worker` (`id`) waits for `seed` to report its pid.
-    pub(super) fn note_pending_fork(&mut self, seed: Key, id: String, worker: Key) {
+    pub(super) fn note_pending_fork(&mut self, seed: Key, id: String, worker: WorkerKey) {
         if let Some(s) = self.seeds.get_mut(seed) {
             log::debug!("[turf w={id}] fork requested from its seed");
             s.pending.push((id, worker));
@@ -342,7 +343,7 @@ impl Supervisor {
 
     /// A worker whose fork never happened (the fork failed, or its seed stopped): it has no
     /// process; its record is retired.
-    fn abandon_fork(&mut self, worker: Key, why: &str, lp: &mut Lent<'_>) {
+    fn abandon_fork(&mut self, worker: WorkerKey, why: &str, lp: &mut Lent<'_>) {
         if let Some(w) = self.workers.get_mut(worker) {
             w.exit_reason.get_or_insert_with(|| why.to_owned());
         }
@@ -351,7 +352,7 @@ impl Supervisor {
 
     /// When worker `key` is still waiting for its seed to report its pid, that seed has failed
     /// it: replace the seed.
-    pub(super) fn fail_seed_of_unforked(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
+    pub(super) fn fail_seed_of_unforked(&mut self, key: WorkerKey, why: &str, lp: &mut Lent<'_>) {
         let waiting = (self.seeds.keys().into_iter()).find(|&s| {
             (self.seeds.get(s)).is_some_and(|seed| seed.pending.iter().any(|(_, w)| *w == key))
         });

@@ -16,8 +16,8 @@ use crate::config::FunctionProfile;
 use crate::fc;
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
+use crate::ids::WorkerKey;
 use crate::pool::StartError;
-use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sched::backoff::CRASH_LOOP_WINDOW;
 use crate::sys;
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 /// its function.
 #[derive(Debug)]
 pub(super) struct Departure {
-    pub(super) worker: Key,
+    pub(super) worker: WorkerKey,
     /// Its process id (`hello-3`), for logs.
     pub(super) id: String,
     /// It left service now (not a second notice of the same end): its pool loses it.
@@ -62,7 +62,7 @@ pub(super) struct InitParams<'a> {
 impl Supervisor {
     /// (starting, alive) among `keys` of `generation`; alive counts starting and ready ones.
     /// Workers of an older generation are being replaced: they do not count.
-    pub(super) fn worker_counts(&self, keys: &[Key], generation: u64) -> (usize, usize) {
+    pub(super) fn worker_counts(&self, keys: &[WorkerKey], generation: u64) -> (usize, usize) {
         let mut starting = 0;
         let mut alive = 0;
         for w in keys.iter().filter_map(|&key| self.workers.get(key)) {
@@ -139,7 +139,7 @@ impl Supervisor {
         generation: u64,
         profile: &FunctionProfile,
         lp: &mut Lent<'_>,
-    ) -> Option<Key> {
+    ) -> Option<WorkerKey> {
         worker.generation = generation;
         worker.memory_limit = profile.resource_limit.memory;
         let init_timeout = Duration::from_millis(profile.worker.initialization_timeout_ms);
@@ -149,10 +149,14 @@ impl Supervisor {
         let registry = lp.registry;
         let registered = self.workers.get_mut(key).map(|w| {
             let out = w.from_worker.as_mut().map(|p| {
-                registry.register(p, token::token(Source::WorkerOut(key)), Interest::READABLE)
+                registry.register(
+                    p,
+                    token::token(Source::WorkerOut(key.0)),
+                    Interest::READABLE,
+                )
             });
             let inp = w.to_worker.as_mut().map(|p| {
-                registry.register(p, token::token(Source::WorkerIn(key)), Interest::WRITABLE)
+                registry.register(p, token::token(Source::WorkerIn(key.0)), Interest::WRITABLE)
             });
             out.transpose().and(inp.transpose())
         });
@@ -177,7 +181,7 @@ impl Supervisor {
     /// READY: the bootstrap runs; send INIT.
     pub(super) fn on_worker_ready(
         &mut self,
-        key: Key,
+        key: WorkerKey,
         payload: &[u8],
         init: &InitParams<'_>,
         lp: &mut Lent<'_>,
@@ -277,7 +281,7 @@ impl Supervisor {
     /// INIT_DONE: the worker serves from now on. Returns its function.
     pub(super) fn on_worker_init_done(
         &mut self,
-        key: Key,
+        key: WorkerKey,
         lp: &mut Lent<'_>,
     ) -> Option<FunctionId> {
         let worker = self.workers.get_mut(key)?;
@@ -302,7 +306,11 @@ impl Supervisor {
 
     /// INIT_ERROR: loading the code or the initializer failed. Returns the worker's function
     /// and the start error; the loop records it, then stops the worker.
-    pub(super) fn init_error(&self, key: Key, payload: &[u8]) -> Option<(FunctionId, StartError)> {
+    pub(super) fn init_error(
+        &self,
+        key: WorkerKey,
+        payload: &[u8],
+    ) -> Option<(FunctionId, StartError)> {
         let worker = self.workers.get(key)?;
         let msg = ErrorPayload::parse_lenient(payload, "InitializationError", "initializer failed");
         let error = StartError {
@@ -323,7 +331,7 @@ impl Supervisor {
     /// error when the worker was still starting; the loop records it, then kills the worker.
     pub(super) fn init_timed_out(
         &mut self,
-        key: Key,
+        key: WorkerKey,
         profile: &FunctionProfile,
     ) -> Option<StartError> {
         let worker = self.workers.get_mut(key)?;
@@ -352,7 +360,7 @@ impl Supervisor {
 
     /// Stops sending a worker new requests; it stops once its in-flight ones finish, or after
     /// `dataPlane.closeTrafficTimeout` at the latest.
-    pub(super) fn drain_worker(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
+    pub(super) fn drain_worker(&mut self, key: WorkerKey, why: &str, lp: &mut Lent<'_>) {
         let timeout = Duration::from_millis(lp.config.data_plane.close_traffic_timeout_ms);
         let Some(worker) = self.workers.get_mut(key) else {
             return;
@@ -373,7 +381,7 @@ impl Supervisor {
     }
 
     /// A draining worker did not finish its requests within `dataPlane.closeTrafficTimeout`.
-    pub(super) fn on_drain_timeout(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(super) fn on_drain_timeout(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         if let Some(w) = self.workers.get_mut(key) {
             w.state_timer = None;
             if w.state == WorkerState::Draining {
@@ -388,7 +396,7 @@ impl Supervisor {
 
     /// Stops a worker gracefully: close its input (EOF asks it to exit), SIGTERM its group, and
     /// SIGKILL after `turf.gracefulExitPeriodMs`.
-    pub(super) fn stop_worker(&mut self, key: Key, reason: &str, lp: &mut Lent<'_>) {
+    pub(super) fn stop_worker(&mut self, key: WorkerKey, reason: &str, lp: &mut Lent<'_>) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
@@ -425,7 +433,7 @@ impl Supervisor {
     /// `accounted` is the reason recorded in `resource_usage.log`.
     pub(super) fn kill_worker(
         &mut self,
-        key: Key,
+        key: WorkerKey,
         reason: &str,
         accounted: ExitReason,
         lp: &mut Lent<'_>,
@@ -441,7 +449,7 @@ impl Supervisor {
 
     /// A worker the kernel killed for exceeding its cgroup memory limit is accounted (and its
     /// requests failed) as `mem_overload`, like one the poller killed.
-    fn note_oom(&mut self, key: Key) {
+    fn note_oom(&mut self, key: WorkerKey) {
         let Some(w) = self.workers.get_mut(key) else {
             return;
         };
@@ -456,7 +464,7 @@ impl Supervisor {
     }
 
     /// The worker's output pipe reached EOF: it exited or is exiting.
-    pub(super) fn on_worker_pipe_closed(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(super) fn on_worker_pipe_closed(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         // The exit status is often already there; reaping first gives errors the real cause.
         self.reap_children(lp);
         self.note_oom(key);
@@ -475,7 +483,7 @@ impl Supervisor {
     /// Takes a worker out of service for good: its pipes are closed, its streams end, and its
     /// [`Departure`] is kept for the loop (`WorkersGone`). Idempotent. The record itself stays
     /// until the pid is reaped.
-    pub(super) fn worker_gone(&mut self, key: Key, reason: &str, lp: &mut Lent<'_>) {
+    pub(super) fn worker_gone(&mut self, key: WorkerKey, reason: &str, lp: &mut Lent<'_>) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
@@ -544,7 +552,7 @@ impl Supervisor {
     }
 
     /// Names the request worker `key` died in, for its `resource_usage.log` line.
-    pub(super) fn note_request_at_exit(&mut self, key: Key, request_id: String) {
+    pub(super) fn note_request_at_exit(&mut self, key: WorkerKey, request_id: String) {
         if let Some(w) = self.workers.get_mut(key) {
             w.request_at_exit.get_or_insert(request_id);
         }
@@ -584,7 +592,7 @@ impl Supervisor {
     /// when `WorkerReaped` runs, after the loop has dealt with its departure.
     pub(super) fn retire_reaped(
         &mut self,
-        key: Key,
+        key: WorkerKey,
         reaped: Option<sys::Reaped>,
         lp: &mut Lent<'_>,
     ) {
@@ -660,7 +668,7 @@ impl Supervisor {
 
     /// The seed reported a forked worker's pid: move it into its cgroup. Returns whether its
     /// READY came first and must now be answered.
-    pub(super) fn worker_forked(&mut self, key: Key, pid: i32, lp: &mut Lent<'_>) -> bool {
+    pub(super) fn worker_forked(&mut self, key: WorkerKey, pid: i32, lp: &mut Lent<'_>) -> bool {
         let Some(w) = self.workers.get_mut(key) else {
             spawn::kill(pid, libc::SIGKILL);
             return false;
@@ -686,7 +694,7 @@ impl Supervisor {
     }
 
     /// A worker whose fork never happened: it has no process; retire its record now.
-    pub(super) fn discard_unforked(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(super) fn discard_unforked(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         let Some(why) = self.workers.get(key).and_then(|w| w.exit_reason.clone()) else {
             return;
         };
@@ -695,7 +703,7 @@ impl Supervisor {
     }
 
     /// Writes a worker's queued frames.
-    pub(super) fn flush_worker(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(super) fn flush_worker(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };

@@ -6,7 +6,8 @@ use super::seeds::SeedSlot;
 use super::{Child, spares};
 use crate::config::{FunctionProfile, SystemConfig};
 use crate::ids::FunctionId;
-use crate::reactor::slab::{Key, Slab};
+use crate::ids::WorkerKey;
+use crate::reactor::slab::Slab;
 use crate::runtime::LaunchSpec;
 use crate::runtime::Runtimes;
 use crate::sched::shrink::WorkerSnapshot;
@@ -25,7 +26,7 @@ use std::time::Instant;
 
 /// The child processes and what they run in.
 pub(super) struct Supervisor {
-    pub(super) workers: Slab<Worker>,
+    pub(super) workers: Slab<Worker, WorkerKey>,
     /// Every child process the runtime waits for, by pid: workers, seeds and spares.
     pub(super) children: HashMap<i32, Child>,
     /// Warm seeds (`turf::seed`).
@@ -35,7 +36,7 @@ pub(super) struct Supervisor {
     pub(super) departures: Vec<super::supervise::Departure>,
     /// Reaped workers whose records wait for their departure to be dealt with
     /// (`Effect::WorkersReaped`).
-    pub(super) reaped: Vec<(Key, Option<crate::sys::Reaped>)>,
+    pub(super) reaped: Vec<(WorkerKey, Option<crate::sys::Reaped>)>,
     /// Each function's seed slot, by function index (`seeds`).
     pub(super) seed_slots: Vec<SeedSlot>,
     /// The last process number given to each function's children, by function index.
@@ -163,7 +164,7 @@ impl Supervisor {
     }
 
     /// What the scheduler's tick needs to know of `workers`.
-    pub(super) fn snapshots(&self, workers: &[Key]) -> Vec<WorkerSnapshot> {
+    pub(super) fn snapshots(&self, workers: &[WorkerKey]) -> Vec<WorkerSnapshot> {
         workers
             .iter()
             .filter_map(|&key| {

@@ -33,7 +33,7 @@
 //! the server handles all three orders.
 
 use crate::ids::FunctionId;
-use crate::reactor::slab::Key;
+use crate::ids::WorkerKey;
 use crate::turf::cgroup::WorkerCgroup;
 use crate::turf::child::ChildProc;
 use serde::Deserialize;
@@ -85,7 +85,7 @@ pub struct Seed {
     /// The runtime's end of the control socket; `None` once closed.
     pub control: Option<OwnedFd>,
     /// Workers asked for and not answered yet: (worker id, worker key).
-    pub pending: Vec<(String, Key)>,
+    pub pending: Vec<(String, WorkerKey)>,
     /// Workers forked.
     pub forks: u64,
 }
@@ -117,7 +117,7 @@ impl Seed {
     }
 
     /// Removes and returns the pending fork of worker `id`.
-    pub fn take_pending(&mut self, id: &str) -> Option<Key> {
+    pub fn take_pending(&mut self, id: &str) -> Option<WorkerKey> {
         let at = self.pending.iter().position(|(i, _)| i == id)?;
         Some(self.pending.swap_remove(at).1)
     }
