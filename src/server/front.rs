@@ -1,12 +1,18 @@
 //! The front end's state: the FC listener, the admin socket, every client connection, the HTTP
 //! limits, the `Date` cache, FC's hook log and request ids.
 
-use super::conn::Conn;
+use super::ServerError;
+use super::client::refuse_connection;
+use super::conn::{Conn, Socket};
+use crate::config::HttpConfig;
 use crate::fc::{FcLog, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
 use crate::reactor::slab::{Key, Slab};
+use crate::reactor::token::{self, Source};
 use mio::net::{TcpListener, UnixListener};
+use mio::{Interest, Registry};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -31,6 +37,169 @@ pub(super) struct FrontEnd {
 }
 
 impl FrontEnd {
+    /// Binds the FC port at `addr` and the admin socket at `admin_path`, both watched by
+    /// `registry`, with the HTTP limits of `http`.
+    pub(super) fn bind(
+        addr: SocketAddr,
+        admin_path: PathBuf,
+        http: &HttpConfig,
+        registry: &Registry,
+    ) -> Result<FrontEnd, ServerError> {
+        let mut listener =
+            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(ServerError::Poll)?;
+        registry
+            .register(
+                &mut listener,
+                token::token(Source::Listener),
+                Interest::READABLE,
+            )
+            .map_err(ServerError::Poll)?;
+        let mut admin = bind_admin(&admin_path)?;
+        registry
+            .register(&mut admin, token::token(Source::Admin), Interest::READABLE)
+            .map_err(ServerError::Poll)?;
+        Ok(FrontEnd {
+            listener,
+            local_addr,
+            admin,
+            admin_path,
+            conns: Slab::default(),
+            request_limits: RequestLimits {
+                max_head_bytes: http.max_header_bytes,
+                max_headers: http.max_headers,
+                max_body_bytes: http.max_request_body_size,
+            },
+            // The read buffer must hold the largest allowed head plus a little, to tell "too
+            // large" from "incomplete".
+            rbuf_size: (http.max_header_bytes + 1024).max(16 * 1024),
+            ids: RequestIds::new(),
+            fc_log: FcLog::default(),
+            date: DateCache::new(),
+            buffered_output: 0,
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
+        })
+    }
+
+    /// Accepts every client waiting on the FC listener, up to `max_connections` held at once
+    /// (clients beyond get 503 `TooManyConnections`), and returns the new connections.
+    pub(super) fn accept(&mut self, max_connections: usize, registry: &Registry) -> Vec<Key> {
+        let mut accepted = Vec::new();
+        loop {
+            match self.listener.accept() {
+                Ok((mut sock, peer)) => {
+                    if self.conns.len() >= max_connections {
+                        log::warn!(
+                            "[http] refusing {peer}: http.maxConnections ({max_connections}) \
+                             reached"
+                        );
+                        let why = format!(
+                            "the runtime already holds http.maxConnections ({max_connections}) \
+                             connections"
+                        );
+                        refuse_connection(&mut sock, &why);
+                        continue;
+                    }
+                    if let Err(err) = sock.set_nodelay(true) {
+                        log::debug!("[http] set_nodelay failed for {peer}: {err}");
+                    }
+                    if let Some(key) = self.add_conn(Socket::Tcp(sock), registry) {
+                        log::trace!("[http conn={}] accepted {peer}", key.idx);
+                        accepted.push(key);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if is_fd_exhaustion(&err) => {
+                    // Out of fds: the pending connection would wait in the backlog, and no
+                    // new readiness edge would come for it. Give back the reserve fd, accept
+                    // it, refuse it with 503, and take the reserve again.
+                    if !self.refuse_with_reserve_fd() {
+                        log::warn!("[http] accept failed: {err}");
+                        break;
+                    }
+                }
+                Err(err) => {
+                    log::warn!("[http] accept failed: {err}");
+                    break;
+                }
+            }
+        }
+        accepted
+    }
+
+    /// Accepts one connection on the fd held in reserve and answers it 503 TooManyConnections.
+    /// Returns false when there was no reserve to give back, or no connection to take.
+    fn refuse_with_reserve_fd(&mut self) -> bool {
+        if self.reserve_fd.take().is_none() {
+            return false;
+        }
+        let refused = match self.listener.accept() {
+            Ok((mut sock, peer)) => {
+                log::warn!("[http] refusing {peer}: out of file descriptors");
+                refuse_connection(
+                    &mut sock,
+                    "the runtime has no file descriptor left for another connection (raise \
+                     RLIMIT_NOFILE or lower http.maxConnections)",
+                );
+                true
+            }
+            Err(_) => false,
+        };
+        self.reserve_fd = std::fs::File::open("/dev/null").ok();
+        refused && self.reserve_fd.is_some()
+    }
+
+    /// Accepts every client waiting on the admin socket, except the runtime's own descendants,
+    /// and returns the new connections.
+    pub(super) fn accept_admin(&mut self, registry: &Registry) -> Vec<Key> {
+        let mut accepted = Vec::new();
+        loop {
+            match self.admin.accept() {
+                Ok((sock, _)) => {
+                    // The socket's mode already keeps other users out; a worker that runs as
+                    // the runtime's own user is kept out here.
+                    if let Ok(pid) = crate::sys::unix_peer_pid(&sock)
+                        && crate::turf::origin::descends_from(pid, crate::sys::getpid())
+                    {
+                        log::warn!(
+                            "[admin] refusing a connection from pid {pid}, a process of the \
+                             runtime's own workers"
+                        );
+                        continue;
+                    }
+                    accepted.extend(self.add_conn(Socket::Unix(sock), registry));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::warn!("[admin] accept failed: {err}");
+                    break;
+                }
+            }
+        }
+        accepted
+    }
+
+    /// Registers an accepted socket. `None` if it could not be watched.
+    fn add_conn(&mut self, sock: Socket, registry: &Registry) -> Option<Key> {
+        let key = self.conns.insert(Conn::new(sock, self.rbuf_size));
+        let registered = match self.conns.get_mut(key) {
+            Some(conn) => registry.register(
+                &mut conn.sock,
+                token::token(Source::Conn(key)),
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+            None => Ok(()),
+        };
+        if let Err(err) = registered {
+            log::warn!("[http] cannot register a connection: {err}");
+            self.conns.remove(key);
+            return None;
+        }
+        Some(key)
+    }
+
     /// Marks every connection that is between requests to close once its output is written;
     /// returns them, to be flushed.
     pub(super) fn close_idle(&mut self) -> Vec<Key> {
@@ -47,4 +216,29 @@ impl FrontEnd {
         }
         idle
     }
+}
+
+/// Creates the admin socket, mode 0600. A socket file left by a runtime that is gone is
+/// replaced; one that still answers belongs to a live runtime sharing this work directory,
+/// which is refused.
+fn bind_admin(path: &std::path::Path) -> Result<UnixListener, ServerError> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServerError::Admin(format!(
+                "another noslate runtime is serving {}; give each runtime its own NOSLATE_WORKDIR",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(|e| {
+            ServerError::Admin(format!("cannot remove stale {}: {e}", path.display()))
+        })?;
+    }
+    // Never connectable by another user, not even between bind and chmod: workers run as one.
+    crate::turf::privilege::bind_private_socket(path)
+        .map_err(|e| ServerError::Admin(format!("cannot create {}: {e}", path.display())))
+}
+
+/// Whether an accept failed for want of file descriptors (the process's or the system's).
+fn is_fd_exhaustion(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }

@@ -47,31 +47,22 @@ mod supervise;
 mod supervisor;
 
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
-use crate::fc::{FcLog, InvokeKind, Phase, RequestIds, Route, Target};
-use crate::http::date::DateCache;
-use crate::http::request::RequestLimits;
+use crate::fc::{InvokeKind, Phase, Route, Target};
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
 use crate::pool::StartError;
-use crate::reactor::slab::{Key, Slab};
+use crate::reactor::slab::Key;
 use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
-use crate::runtime::Runtimes;
 use crate::sched::ScaleAction;
-use crate::turf::accounting::Accounting;
 use crate::turf::cgroup;
-use crate::turf::probe::{self, Capabilities};
-use crate::turf::spawn::Isolation;
 use crate::turf::worker::ReadResult;
 use crate::wire;
 use client::InvokeError;
-use conn::{Conn, Socket};
 use effects::{Effect, Effects};
-use mio::net::{TcpListener, UnixListener};
 use mio::unix::pipe::Receiver;
 use mio::{Events, Interest, Poll};
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -83,12 +74,6 @@ const EVENTS_CAPACITY: usize = 1024;
 /// Upper bound on how long the loop sleeps with nothing scheduled, so that housekeeping (idle
 /// buffer release, the RSS of an idle runtime) still happens.
 const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The runtime's own environment (variables whose name or value is not UTF-8 are left out:
-/// nothing the runtime passes on or reads is).
-fn runtime_env() -> impl Iterator<Item = (String, String)> {
-    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-}
 
 /// How soon to try the console again when its reader was not keeping up.
 const CONSOLE_RETRY: Duration = Duration::from_millis(10);
@@ -278,23 +263,7 @@ impl Server {
             workdir,
             logdir,
         } = options;
-        let accounting_dir = logdir.clone();
-        check_fd_limit(&config, &functions);
-        let (caps, isolation, nofile_cap) =
-            prepare_sandbox(&config, &workdir, &logdir, &functions)?;
-        let warm_fork = become_subreaper_for_seeds(&caps, isolation.as_ref());
-        let spare_support = spare_support(&caps, isolation.as_ref());
         let poll = Poll::new().map_err(ServerError::Poll)?;
-        let mut listener =
-            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(ServerError::Poll)?;
-        poll.registry()
-            .register(
-                &mut listener,
-                token::token(Source::Listener),
-                Interest::READABLE,
-            )
-            .map_err(ServerError::Poll)?;
         let mut signals = crate::sys::install_signal_pipe().map_err(ServerError::Poll)?;
         poll.registry()
             .register(
@@ -303,22 +272,9 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(ServerError::Poll)?;
-        let runtimes =
-            Runtimes::prepare(&workdir, &config, &functions).map_err(ServerError::Runtime)?;
+        let supervisor = supervisor::Supervisor::new(&config, &workdir, logdir, &functions)?;
         let admin_path = crate::admin::socket_path(&workdir);
-        let mut admin = bind_admin(&admin_path)?;
-        poll.registry()
-            .register(&mut admin, token::token(Source::Admin), Interest::READABLE)
-            .map_err(ServerError::Poll)?;
-
-        let request_limits = RequestLimits {
-            max_head_bytes: config.http.max_header_bytes,
-            max_headers: config.http.max_headers,
-            max_body_bytes: config.http.max_request_body_size,
-        };
-        // The read buffer must hold the largest allowed head plus a little, to tell "too large"
-        // from "incomplete".
-        let rbuf_size = (config.http.max_header_bytes + 1024).max(16 * 1024);
+        let front = front::FrontEnd::bind(addr, admin_path, &config.http, poll.registry())?;
         let scheduler = scheduler::Scheduler::new(
             functions,
             services,
@@ -328,60 +284,6 @@ impl Server {
             config.control_plane.use_ema_scaling,
             Instant::now(),
         )?;
-        let front = front::FrontEnd {
-            listener,
-            local_addr,
-            admin,
-            admin_path,
-            conns: Slab::default(),
-            request_limits,
-            rbuf_size,
-            ids: RequestIds::new(),
-            fc_log: FcLog::default(),
-            date: DateCache::new(),
-            buffered_output: 0,
-            reserve_fd: std::fs::File::open("/dev/null").ok(),
-        };
-        let supervisor = supervisor::Supervisor {
-            workers: Slab::default(),
-            children: HashMap::new(),
-            seeds: Slab::default(),
-            departures: Vec::new(),
-            reaped: Vec::new(),
-            seed_slots: Vec::new(),
-            process_numbers: Vec::new(),
-            unclaimed_exits: std::collections::VecDeque::new(),
-            warm_fork,
-            spares: Slab::default(),
-            spare_pool: spares::SparePool::default(),
-            spare_support,
-            background_started: false,
-            platform_env: Vec::new(),
-            inherited_env: {
-                let inherited = config.turf.inherit_env.inherited(runtime_env());
-                // Names only: the values are the function's credentials.
-                let names: Vec<&str> = inherited.iter().map(|(k, _)| k.as_str()).collect();
-                log::info!(
-                    "workers inherit {} of the runtime's environment variables \
-                     (turf.inheritEnv {}): {}",
-                    names.len(),
-                    config.turf.inherit_env.describe(),
-                    names.join(" ")
-                );
-                inherited
-            },
-            platform: crate::fc::PlatformHeaders::from_env(runtime_env()),
-            runtimes,
-            logdir,
-            accounting: Accounting::new(&accounting_dir),
-            limit_poll_armed: false,
-            log_gc: std::collections::VecDeque::new(),
-            log_gc_armed: false,
-            caps,
-            isolation,
-            nofile_cap,
-            stale_cgroups: Vec::new(),
-        };
         let console = console::Console::new(
             config.logger.worker_output_line_limit,
             config.logger.console_buffer_size,
@@ -1885,120 +1787,19 @@ impl Server {
         self.effects.push(Effect::FlushWorker(key));
     }
 
+    /// Accepts what the FC listener has waiting and serves what each new client may already
+    /// have sent (its readiness edge may have come before registration).
     fn accept(&mut self) {
-        loop {
-            match self.front.listener.accept() {
-                Ok((mut sock, peer)) => {
-                    if self.front.conns.len() >= self.config.http.max_connections {
-                        log::warn!(
-                            "[http] refusing {peer}: http.maxConnections ({}) reached",
-                            self.config.http.max_connections
-                        );
-                        client::refuse_connection(
-                            &mut sock,
-                            &format!(
-                                "the runtime already holds http.maxConnections ({}) connections",
-                                self.config.http.max_connections
-                            ),
-                        );
-                        continue;
-                    }
-                    if let Err(err) = sock.set_nodelay(true) {
-                        log::debug!("[http] set_nodelay failed for {peer}: {err}");
-                    }
-                    if let Some(key) = self.add_conn(Socket::Tcp(sock)) {
-                        log::trace!("[http conn={}] accepted {peer}", key.idx);
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) if is_fd_exhaustion(&err) => {
-                    // Out of fds: the pending connection would wait in the backlog, and no
-                    // new readiness edge would come for it. Give back the reserve fd, accept
-                    // it, refuse it with 503, and take the reserve again.
-                    if !self.refuse_with_reserve_fd() {
-                        log::warn!("[http] accept failed: {err}");
-                        return;
-                    }
-                }
-                Err(err) => {
-                    log::warn!("[http] accept failed: {err}");
-                    return;
-                }
-            }
+        let max = self.config.http.max_connections;
+        for key in self.front.accept(max, self.poll.registry()) {
+            self.drive_conn(key);
         }
     }
 
-    /// Accepts one connection on the fd held in reserve and answers it 503 TooManyConnections.
-    /// Returns false when there was no reserve to give back, or no connection to take.
-    fn refuse_with_reserve_fd(&mut self) -> bool {
-        if self.front.reserve_fd.take().is_none() {
-            return false;
-        }
-        let refused = match self.front.listener.accept() {
-            Ok((mut sock, peer)) => {
-                log::warn!("[http] refusing {peer}: out of file descriptors");
-                client::refuse_connection(
-                    &mut sock,
-                    "the runtime has no file descriptor left for another connection (raise \
-                     RLIMIT_NOFILE or lower http.maxConnections)",
-                );
-                true
-            }
-            Err(_) => false,
-        };
-        self.front.reserve_fd = std::fs::File::open("/dev/null").ok();
-        refused && self.front.reserve_fd.is_some()
-    }
-
-    /// Registers an accepted socket and serves what it may already have sent (its readiness
-    /// edge may have come before registration). `None` if it could not be watched.
-    fn add_conn(&mut self, sock: Socket) -> Option<Key> {
-        let key = self
-            .front
-            .conns
-            .insert(Conn::new(sock, self.front.rbuf_size));
-        let registered = match self.front.conns.get_mut(key) {
-            Some(conn) => self.poll.registry().register(
-                &mut conn.sock,
-                token::token(Source::Conn(key)),
-                Interest::READABLE | Interest::WRITABLE,
-            ),
-            None => Ok(()),
-        };
-        if let Err(err) = registered {
-            log::warn!("[http] cannot register a connection: {err}");
-            self.front.conns.remove(key);
-            return None;
-        }
-        self.drive_conn(key);
-        Some(key)
-    }
-
+    /// Accepts what the admin socket has waiting, and serves it.
     fn accept_admin(&mut self) {
-        loop {
-            match self.front.admin.accept() {
-                Ok((sock, _)) => {
-                    // The socket's mode already keeps other users out; a worker that runs as
-                    // the runtime's own user is kept out here.
-                    if let Ok(pid) = crate::sys::unix_peer_pid(&sock)
-                        && crate::turf::origin::descends_from(pid, crate::sys::getpid())
-                    {
-                        log::warn!(
-                            "[admin] refusing a connection from pid {pid}, a process of the \
-                             runtime's own workers"
-                        );
-                        continue;
-                    }
-                    self.add_conn(Socket::Unix(sock));
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    log::warn!("[admin] accept failed: {err}");
-                    return;
-                }
-            }
+        for key in self.front.accept_admin(self.poll.registry()) {
+            self.drive_conn(key);
         }
     }
 
@@ -2023,120 +1824,4 @@ impl Server {
             }
         }
     }
-}
-
-/// Whether an accept failed for want of file descriptors (the process's or the system's).
-fn is_fd_exhaustion(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-/// Raises the fd limit as far as allowed, and warns when it still cannot hold
-/// `http.maxConnections` clients beside the runtime's own fds and its workers' pipes.
-fn check_fd_limit(config: &SystemConfig, functions: &[FunctionProfile]) {
-    let limit = match crate::sys::raise_nofile_soft_limit() {
-        Ok(limit) => limit,
-        Err(err) => {
-            log::warn!("[http] cannot read RLIMIT_NOFILE: {err}");
-            return;
-        }
-    };
-    // Each worker holds two pipe ends and, briefly at spawn, its log files; the runtime itself
-    // needs a few dozen (listener, admin socket, signal pipe, poll, logs).
-    let workers: u64 = functions
-        .iter()
-        .map(|f| u64::from(f.worker.replica_count_limit))
-        .sum();
-    let needed = config.http.max_connections as u64 + 4 * workers + 64;
-    if limit < needed {
-        log::warn!(
-            "[http] RLIMIT_NOFILE is {limit}, below http.maxConnections ({}) plus what up to \
-             {workers} workers need ({needed} in all): clients past the limit get 503 \
-             TooManyConnections",
-            config.http.max_connections
-        );
-    }
-}
-
-/// Creates the admin socket, mode 0600. A socket file left by a runtime that is gone is
-/// replaced; one that still answers belongs to a live runtime sharing this work directory,
-/// which is refused.
-fn bind_admin(path: &std::path::Path) -> Result<UnixListener, ServerError> {
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ServerError::Admin(format!(
-                "another noslate runtime is serving {}; give each runtime its own NOSLATE_WORKDIR",
-                path.display()
-            )));
-        }
-        std::fs::remove_file(path).map_err(|e| {
-            ServerError::Admin(format!("cannot remove stale {}: {e}", path.display()))
-        })?;
-    }
-    // Never connectable by another user, not even between bind and chmod: workers run as one.
-    crate::turf::privilege::bind_private_socket(path)
-        .map_err(|e| ServerError::Admin(format!("cannot create {}: {e}", path.display())))
-}
-
-/// Probes what the sandbox can enforce, logs it in one line, removes cgroups left by a runtime
-/// that crashed, and decides what every worker gets: the worker user (`turf.user`) without
-/// capabilities by default, and `turf.isolation` on top (`turf::privilege`).
-fn prepare_sandbox(
-    config: &SystemConfig,
-    workdir: &std::path::Path,
-    logdir: &std::path::Path,
-    functions: &[crate::config::FunctionProfile],
-) -> Result<(Capabilities, Option<Isolation>, Option<u64>), ServerError> {
-    let caps = probe::probe(&cgroup::instance_name());
-    log::info!("{}", caps.summary());
-    let cleanup = cgroup::cleanup_stale(&caps);
-    for dir in &cleanup.removed {
-        log::info!(
-            "[turf] removed cgroup {} left by a runtime that is gone",
-            dir.display()
-        );
-    }
-    for dir in &cleanup.left {
-        log::warn!("[turf] cannot remove stale cgroup {}", dir.display());
-    }
-    let code_dirs: Vec<std::path::PathBuf> = functions.iter().map(|f| f.code_dir.clone()).collect();
-    let isolation =
-        crate::turf::privilege::worker_isolation(config, &caps, workdir, logdir, &code_dirs)
-            .map_err(ServerError::Runtime)?;
-    // Raising RLIMIT_NOFILE above the runtime's own hard limit needs CAP_SYS_RESOURCE, which
-    // even root lacks in many containers: workers get at most what the runtime has.
-    let nofile_cap = crate::sys::sandbox::nofile_limit()
-        .ok()
-        .map(|(_, hard)| hard);
-    Ok((caps, Some(isolation), nofile_cap))
-}
-
-/// Makes the runtime a child subreaper, so that the workers warm seeds fork become the
-/// runtime's own children (the runtime reaps and accounts for them), and returns whether seeds
-/// can fork workers here. They cannot, and the runtime is left as it is, when `turf.isolation`
-/// gives every process its own PID namespace, whose init would adopt a seed's workers; nor when
-/// the runtime cannot become a child subreaper. The error says why.
-fn become_subreaper_for_seeds(
-    caps: &Capabilities,
-    isolation: Option<&Isolation>,
-) -> Result<(), String> {
-    if isolation.is_some_and(|i| i.namespaces) && caps.namespaces.available {
-        return Err(
-            "turf.isolation gives every process its own PID namespace, whose init would adopt \
-             a seed's workers"
-                .into(),
-        );
-    }
-    crate::sys::set_child_subreaper().map_err(|e| format!("cannot become a child subreaper: {e}"))
-}
-
-/// Whether spare Node.js workers can be used here: not under `turf.isolation`'s namespaces,
-/// whose mount namespace is made at spawn for one function's code directory.
-fn spare_support(caps: &Capabilities, isolation: Option<&Isolation>) -> Result<(), String> {
-    if isolation.is_some_and(|i| i.namespaces) && caps.namespaces.available {
-        return Err(
-            "turf.isolation makes each worker's mount namespace for its function's code at spawn"
-                .into(),
-        );
-    }
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! workers), the one pid map, the sandbox every child gets, the worker runtimes, accounting,
 //! log GC and the platform environment.
 
+use super::ServerError;
 use super::seeds::SeedSlot;
 use super::{Child, spares};
 use crate::config::{FunctionProfile, SystemConfig};
@@ -12,8 +13,10 @@ use crate::runtime::LaunchSpec;
 use crate::runtime::Runtimes;
 use crate::sched::shrink::WorkerSnapshot;
 use crate::turf::accounting::Accounting;
+use crate::turf::cgroup;
 use crate::turf::cgroup::WorkerCgroup;
 use crate::turf::child::ChildProc;
+use crate::turf::probe;
 use crate::turf::probe::Capabilities;
 use crate::turf::seed::Seed;
 use crate::turf::spare::Spare;
@@ -21,7 +24,7 @@ use crate::turf::spawn;
 use crate::turf::spawn::Isolation;
 use crate::turf::worker::Worker;
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The child processes and what they run in.
@@ -80,6 +83,60 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
+    /// The supervisor for `functions` under `config`: raises the fd limit, probes and
+    /// prepares the sandbox, decides whether warm seeds and spares can be used here, writes the
+    /// worker bootstraps, and takes what workers inherit of the runtime's environment.
+    pub(super) fn new(
+        config: &SystemConfig,
+        workdir: &Path,
+        logdir: PathBuf,
+        functions: &[FunctionProfile],
+    ) -> Result<Supervisor, ServerError> {
+        check_fd_limit(config, functions);
+        let (caps, isolation, nofile_cap) = prepare_sandbox(config, workdir, &logdir, functions)?;
+        let warm_fork = become_subreaper_for_seeds(&caps, isolation.as_ref());
+        let spare_support = spare_support(&caps, isolation.as_ref());
+        let runtimes =
+            Runtimes::prepare(workdir, config, functions).map_err(ServerError::Runtime)?;
+        let inherited_env = config.turf.inherit_env.inherited(runtime_env());
+        // Names only: the values are the function's credentials.
+        let names: Vec<&str> = inherited_env.iter().map(|(k, _)| k.as_str()).collect();
+        log::info!(
+            "workers inherit {} of the runtime's environment variables (turf.inheritEnv {}): {}",
+            names.len(),
+            config.turf.inherit_env.describe(),
+            names.join(" ")
+        );
+        Ok(Supervisor {
+            workers: Slab::default(),
+            children: HashMap::new(),
+            seeds: Slab::default(),
+            departures: Vec::new(),
+            reaped: Vec::new(),
+            seed_slots: Vec::new(),
+            process_numbers: Vec::new(),
+            unclaimed_exits: VecDeque::new(),
+            warm_fork,
+            spares: Slab::default(),
+            spare_pool: spares::SparePool::default(),
+            spare_support,
+            background_started: false,
+            platform_env: Vec::new(),
+            inherited_env,
+            platform: crate::fc::PlatformHeaders::from_env(runtime_env()),
+            runtimes,
+            accounting: Accounting::new(&logdir),
+            logdir,
+            limit_poll_armed: false,
+            log_gc: VecDeque::new(),
+            log_gc_armed: false,
+            caps,
+            isolation,
+            nofile_cap,
+            stale_cgroups: Vec::new(),
+        })
+    }
+
     /// The next id of a process of function `function` named `name` (`<name>-<kind><n>`:
     /// `hello-3`, `py-seed-4`) and its log directory (empty when children's output goes to the
     /// console).
@@ -191,4 +248,101 @@ impl Supervisor {
         let spares = self.spares.iter().map(|s| &s.process);
         workers.chain(seeds).chain(spares)
     }
+}
+
+/// The runtime's own environment (variables whose name or value is not UTF-8 are left out:
+/// nothing the runtime passes on or reads is).
+fn runtime_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
+/// Raises the fd limit as far as allowed, and warns when it still cannot hold
+/// `http.maxConnections` clients beside the runtime's own fds and its workers' pipes.
+fn check_fd_limit(config: &SystemConfig, functions: &[FunctionProfile]) {
+    let limit = match crate::sys::raise_nofile_soft_limit() {
+        Ok(limit) => limit,
+        Err(err) => {
+            log::warn!("[http] cannot read RLIMIT_NOFILE: {err}");
+            return;
+        }
+    };
+    // Each worker holds two pipe ends and, briefly at spawn, its log files; the runtime itself
+    // needs a few dozen (listener, admin socket, signal pipe, poll, logs).
+    let workers: u64 = functions
+        .iter()
+        .map(|f| u64::from(f.worker.replica_count_limit))
+        .sum();
+    let needed = config.http.max_connections as u64 + 4 * workers + 64;
+    if limit < needed {
+        log::warn!(
+            "[http] RLIMIT_NOFILE is {limit}, below http.maxConnections ({}) plus what up to \
+             {workers} workers need ({needed} in all): clients past the limit get 503 \
+             TooManyConnections",
+            config.http.max_connections
+        );
+    }
+}
+
+/// Probes what the sandbox can enforce, logs it in one line, removes cgroups left by a runtime
+/// that crashed, and decides what every worker gets: the worker user (`turf.user`) without
+/// capabilities by default, and `turf.isolation` on top (`turf::privilege`).
+fn prepare_sandbox(
+    config: &SystemConfig,
+    workdir: &std::path::Path,
+    logdir: &std::path::Path,
+    functions: &[crate::config::FunctionProfile],
+) -> Result<(Capabilities, Option<Isolation>, Option<u64>), ServerError> {
+    let caps = probe::probe(&cgroup::instance_name());
+    log::info!("{}", caps.summary());
+    let cleanup = cgroup::cleanup_stale(&caps);
+    for dir in &cleanup.removed {
+        log::info!(
+            "[turf] removed cgroup {} left by a runtime that is gone",
+            dir.display()
+        );
+    }
+    for dir in &cleanup.left {
+        log::warn!("[turf] cannot remove stale cgroup {}", dir.display());
+    }
+    let code_dirs: Vec<std::path::PathBuf> = functions.iter().map(|f| f.code_dir.clone()).collect();
+    let isolation =
+        crate::turf::privilege::worker_isolation(config, &caps, workdir, logdir, &code_dirs)
+            .map_err(ServerError::Runtime)?;
+    // Raising RLIMIT_NOFILE above the runtime's own hard limit needs CAP_SYS_RESOURCE, which
+    // even root lacks in many containers: workers get at most what the runtime has.
+    let nofile_cap = crate::sys::sandbox::nofile_limit()
+        .ok()
+        .map(|(_, hard)| hard);
+    Ok((caps, Some(isolation), nofile_cap))
+}
+
+/// Makes the runtime a child subreaper, so that the workers warm seeds fork become the
+/// runtime's own children (the runtime reaps and accounts for them), and returns whether seeds
+/// can fork workers here. They cannot, and the runtime is left as it is, when `turf.isolation`
+/// gives every process its own PID namespace, whose init would adopt a seed's workers; nor when
+/// the runtime cannot become a child subreaper. The error says why.
+fn become_subreaper_for_seeds(
+    caps: &Capabilities,
+    isolation: Option<&Isolation>,
+) -> Result<(), String> {
+    if isolation.is_some_and(|i| i.namespaces) && caps.namespaces.available {
+        return Err(
+            "turf.isolation gives every process its own PID namespace, whose init would adopt \
+             a seed's workers"
+                .into(),
+        );
+    }
+    crate::sys::set_child_subreaper().map_err(|e| format!("cannot become a child subreaper: {e}"))
+}
+
+/// Whether spare Node.js workers can be used here: not under `turf.isolation`'s namespaces,
+/// whose mount namespace is made at spawn for one function's code directory.
+fn spare_support(caps: &Capabilities, isolation: Option<&Isolation>) -> Result<(), String> {
+    if isolation.is_some_and(|i| i.namespaces) && caps.namespaces.available {
+        return Err(
+            "turf.isolation makes each worker's mount namespace for its function's code at spawn"
+                .into(),
+        );
+    }
+    Ok(())
 }
