@@ -43,15 +43,15 @@ impl AdminView<'_> {
             Route::Workers => AdminAction::Answer(self.workers_view()),
             Route::Stats => AdminAction::Answer(self.stats_view()),
             Route::GetFunctions => AdminAction::Answer(json!({
-                "functions": self.scheduler.raw_functions,
-                "services": self.scheduler.raw_services,
+                "functions": self.scheduler.raw_functions(),
+                "services": self.scheduler.raw_services(),
             })),
             Route::GetServices => {
-                AdminAction::Answer(json!({ "services": self.scheduler.raw_services }))
+                AdminAction::Answer(json!({ "services": self.scheduler.raw_services() }))
             }
             Route::GetEnv => AdminAction::Answer(Value::Object(
                 self.supervisor
-                    .platform_env
+                    .platform_env()
                     .iter()
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect(),
@@ -80,13 +80,13 @@ impl AdminView<'_> {
     fn workers_view(&self) -> Value {
         let mut rows: Vec<(&str, Value)> = self
             .supervisor
-            .workers
+            .workers()
             .iter()
             .map(|w| {
                 let live = stats::read(w.process.pid);
                 let view = json!({
                     "id": w.process.id,
-                    "function": self.scheduler.functions[w.function].profile.name,
+                    "function": self.scheduler.functions()[w.function].profile.name,
                     "pid": w.process.pid,
                     "state": w.state.as_str(),
                     "start": if w.forked {
@@ -113,7 +113,7 @@ impl AdminView<'_> {
     /// A function's warm seed: `null` when it has none and no error to tell.
     fn seed_view(&self, function: FunctionId) -> Value {
         let slot = self.supervisor.seed_slot(function);
-        let seed = (slot.and_then(|s| s.key)).and_then(|k| self.supervisor.seeds.get(k));
+        let seed = (slot.and_then(|s| s.key)).and_then(|k| self.supervisor.seeds().get(k));
         let last_error = slot.and_then(|s| s.last_error.as_ref());
         if seed.is_none() && last_error.is_none() {
             return Value::Null;
@@ -135,19 +135,19 @@ impl AdminView<'_> {
             .map(|r| {
                 (
                     r.as_str().to_owned(),
-                    json!(self.supervisor.accounting.count(*r)),
+                    json!(self.supervisor.accounting().count(*r)),
                 )
             })
             .collect();
         let functions: serde_json::Map<String, Value> = self
             .scheduler
-            .functions
+            .functions()
             .iter()
             .enumerate()
             .map(|(index, f)| {
                 let mut states = serde_json::Map::new();
                 for &key in &f.pool.workers {
-                    if let Some(w) = self.supervisor.workers.get(key) {
+                    if let Some(w) = self.supervisor.workers().get(key) {
                         let n = states
                             .entry(w.state.as_str())
                             .or_insert(json!(0))
@@ -179,7 +179,7 @@ impl AdminView<'_> {
             .collect();
         let spares: Vec<Value> = self
             .supervisor
-            .spares
+            .spares()
             .iter()
             .map(|s| {
                 json!({
@@ -194,16 +194,16 @@ impl AdminView<'_> {
         json!({
             "spares": {
                 "wanted": self.config.turf.spare_workers,
-                "taken": self.supervisor.spare_pool.taken,
-                "off": self.supervisor.spare_support.as_ref().err(),
+                "taken": self.supervisor.spare_pool().taken,
+                "off": self.supervisor.spare_support().as_ref().err(),
                 "processes": spares,
             },
-            "breakerOpen": self.scheduler.breaker.is_open(),
-            "inflight": self.scheduler.inflight,
+            "breakerOpen": self.scheduler.breaker().is_open(),
+            "inflight": self.scheduler.inflight(),
             "connections": self.connections,
             // Function records held, current and removed-but-still-draining: reused once a
             // removed function has nothing left, so profile changes cannot grow it for ever.
-            "functionRecords": self.scheduler.functions.len(),
+            "functionRecords": self.scheduler.functions().len(),
             "console": {
                 "relayedPipes": console.relays,
                 "cutLines": console.cut_lines,

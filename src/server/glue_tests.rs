@@ -75,13 +75,12 @@ impl Harness {
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
-        let before: Vec<Key> = self.server.front.conns.keys();
+        let before = self.server.front.connections_keys();
         self.server.accept();
         let key = self
             .server
             .front
-            .conns
-            .keys()
+            .connections_keys()
             .into_iter()
             .find(|k| !before.contains(k))
             .expect("accepted");
@@ -99,7 +98,7 @@ impl Harness {
     fn readable(&mut self, key: Key) {
         // Loopback delivers at once, but the event is only routed once the bytes are readable.
         wait_readable(&self.server, key);
-        if let Some(conn) = self.server.front.conns.get_mut(key) {
+        if let Some(conn) = self.server.front.conn_mut(key) {
             conn.maybe_readable = true;
         }
         self.server.drive_conn(key);
@@ -108,7 +107,7 @@ impl Harness {
     /// The hang-up event the poller reports once the client has closed its side.
     fn hang_up(&mut self, key: Key) {
         wait_readable(&self.server, key);
-        if let Some(conn) = self.server.front.conns.get_mut(key) {
+        if let Some(conn) = self.server.front.conn_mut(key) {
             conn.hung_up = true;
         }
         self.readable(key);
@@ -150,8 +149,8 @@ impl Harness {
         let (from_worker_tx, from_worker) = mio::unix::pipe::new().expect("pipe");
         let mut worker = Worker::new("hello-t".into(), function, 0, to_worker, from_worker);
         worker.advance(WorkerState::Ready);
-        let key = self.server.supervisor.workers.insert(worker);
-        self.server.scheduler.functions[function]
+        let key = self.server.supervisor.adopt_worker(worker);
+        self.server.scheduler.functions_mut()[function]
             .pool
             .workers
             .push(key);
@@ -159,7 +158,7 @@ impl Harness {
     }
 
     fn queue(&self, function: usize) -> Vec<ConnRef> {
-        self.server.scheduler.functions[function]
+        self.server.scheduler.functions()[function]
             .pool
             .queue
             .iter()
@@ -171,7 +170,7 @@ impl Harness {
 /// Waits (bounded) until the server's end of `key` has bytes or a close to read.
 fn wait_readable(server: &Server, key: Key) {
     use std::os::fd::AsFd;
-    let Some(conn) = server.front.conns.get(key) else {
+    let Some(conn) = server.front.conn(key) else {
         return;
     };
     let fd = match &conn.sock {
@@ -305,7 +304,7 @@ fn healthz_is_answered_locally_and_keeps_the_connection_alive() {
     assert!(!effects.iter().any(|e| matches!(e, Effect::Scale(_))));
     let answer = read_answer(&mut client, complete);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(h.server.front.conns.get(key).is_some(), "kept alive");
+    assert!(h.server.front.conn(key).is_some(), "kept alive");
     // The next request on the same connection is served.
     h.send(&mut client, key, INVOKE);
     assert_eq!(h.queue(0), [client_of(key, 2)]);
@@ -357,7 +356,7 @@ fn a_function_without_a_queue_refuses_what_no_worker_took() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("NoAvailableWorker"), "{answer}");
     assert!(h.queue(0).is_empty());
-    assert_eq!(h.server.scheduler.functions[0].rejected.no_free_worker, 1);
+    assert_eq!(h.server.scheduler.functions()[0].rejected.no_free_worker, 1);
 }
 
 #[test]
@@ -368,7 +367,7 @@ fn a_ready_worker_takes_the_queued_invocation_when_dispatch_runs() {
     h.send(&mut client, key, INVOKE);
     let effects = h.run_effects_but_scale();
     assert!(h.queue(0).is_empty(), "dispatched");
-    let w = h.server.supervisor.workers.get(worker).expect("worker");
+    let w = h.server.supervisor.workers().get(worker).expect("worker");
     assert_eq!(w.active(), 1);
     assert!(
         effects.contains(&Effect::FlushWorker(worker)),
@@ -397,7 +396,7 @@ fn a_client_that_closes_mid_body_while_queued_gives_up_its_place() {
         "the rest of its body can never arrive"
     );
     assert_eq!(h.server.scheduler.inflight(), 0);
-    assert!(h.server.front.conns.get(key).is_none(), "connection closed");
+    assert!(h.server.front.conn(key).is_none(), "connection closed");
 }
 
 #[test]
@@ -442,7 +441,7 @@ fn a_worker_death_fails_its_invocation_and_records_scale_dispatch_and_waiters() 
     h.worker_gone(worker, "worker hello-t was killed by the test");
     // The supervisor only records the departure: no connection is written, no pool changed.
     assert_eq!(h.take_effects(), [Effect::WorkersGone]);
-    assert_eq!(h.server.scheduler.functions[0].pool.workers, [worker]);
+    assert_eq!(h.server.scheduler.functions()[0].pool.workers, [worker]);
     h.server.run_effect(Effect::WorkersGone);
     let effects = h.take_effects();
     for expected in [
@@ -454,7 +453,7 @@ fn a_worker_death_fails_its_invocation_and_records_scale_dispatch_and_waiters() 
     }
     assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
     // Nothing was launched or dispatched from inside the handler.
-    assert!(h.server.scheduler.functions[0].pool.workers.is_empty());
+    assert!(h.server.scheduler.functions()[0].pool.workers.is_empty());
     h.server.run_effect(Effect::FlushConn(key));
     let answer = read_answer(&mut client, complete);
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
@@ -525,7 +524,7 @@ impl Harness {
             config: &self.server.config,
             supervisor: &self.server.supervisor,
             scheduler: &self.server.scheduler,
-            connections: self.server.front.conns.len(),
+            connections: self.server.front.connection_count(),
             console: self.server.console.stats(),
         }
         .action(method, path)
@@ -580,7 +579,7 @@ fn admin_requests_that_change_or_invoke_are_handed_to_the_loop_and_bad_ones_refu
 fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
     let mut h = harness(ONE_FUNCTION);
     let (key, _from_worker) = h.ready_worker(0);
-    if let Some(w) = h.server.supervisor.workers.get_mut(key) {
+    if let Some(w) = h.server.supervisor.worker_mut(key) {
         w.state = WorkerState::Initializing;
     }
     h.take_effects();
@@ -592,7 +591,7 @@ fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
     );
     assert!(effects.contains(&Effect::Waiters), "{effects:?}");
     assert_eq!(
-        h.server.supervisor.workers.get(key).map(|w| w.state),
+        h.server.supervisor.workers().get(key).map(|w| w.state),
         Some(WorkerState::Ready)
     );
 }
@@ -608,7 +607,7 @@ impl Harness {
         let stream = self
             .server
             .supervisor
-            .workers
+            .workers()
             .get(worker)
             .and_then(|w| w.streams.keys().next().copied())
             .expect("a stream is open");
@@ -651,7 +650,11 @@ fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue
         "the freed slot: {effects:?}"
     );
     assert_eq!(
-        h.server.supervisor.workers.get(worker).map(Worker::active),
+        h.server
+            .supervisor
+            .workers()
+            .get(worker)
+            .map(Worker::active),
         Some(0)
     );
     for effect in effects {
@@ -699,7 +702,7 @@ fn a_worker_error_frame_is_a_function_error_for_its_client_only() {
     assert!(answer.contains("\"errorType\":\"TypeError\""), "{answer}");
     // The worker keeps serving.
     assert_eq!(
-        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        h.server.supervisor.workers().get(worker).map(|w| w.state),
         Some(WorkerState::Ready)
     );
 }
@@ -714,7 +717,7 @@ fn frames_for_a_stream_that_is_not_open_are_ignored_and_the_open_one_completes()
     frames.extend(response_frames(stream, b"mine"));
     h.worker_sends(worker, &mut out, &frames);
     assert_eq!(
-        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        h.server.supervisor.workers().get(worker).map(|w| w.state),
         Some(WorkerState::Ready)
     );
     h.run_effects_but_scale();
@@ -751,7 +754,7 @@ fn a_reconfiguration_records_scale_and_dispatch_for_every_function_instead_of_la
         );
     }
     assert!(
-        h.server.supervisor.workers.is_empty(),
+        h.server.supervisor.workers().is_empty(),
         "nothing launched inline"
     );
 }
@@ -827,12 +830,12 @@ fn removing_a_function_records_its_workers_retirement_and_its_seed_instead_of_st
     assert!(effects.contains(&Effect::BalanceSpares), "{effects:?}");
     // Recorded, not done: the worker still serves until the effect runs.
     assert_eq!(
-        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        h.server.supervisor.workers().get(worker).map(|w| w.state),
         Some(WorkerState::Ready)
     );
     h.server.run_effect(retire);
     assert_eq!(
-        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        h.server.supervisor.workers().get(worker).map(|w| w.state),
         Some(WorkerState::Stopping),
         "a ready worker with nothing in flight drains straight to a stop"
     );
@@ -860,12 +863,12 @@ fn a_code_change_rolls_a_new_generation_and_retires_the_old_once_it_is_ready() {
     );
     // A worker of the new generation becomes ready: the old one is retired.
     let (new, _out2) = h.ready_worker(0);
-    if let Some(w) = h.server.supervisor.workers.get_mut(new) {
-        w.generation = h.server.scheduler.functions[0].generation;
+    if let Some(w) = h.server.supervisor.worker_mut(new) {
+        w.generation = h.server.scheduler.functions()[0].generation;
     }
     h.server.scheduler.check_rollout(
         FunctionId::new(0),
-        &h.server.supervisor.workers,
+        h.server.supervisor.workers(),
         &mut h.server.effects,
     );
     let effects = h.take_effects();
@@ -894,9 +897,9 @@ fn set_and_remove_cycles_reuse_retired_function_records() {
         h.take_effects();
     }
     assert!(
-        h.server.scheduler.functions.len() <= 2,
+        h.server.scheduler.functions().len() <= 2,
         "{} function records after 20 cycles",
-        h.server.scheduler.functions.len()
+        h.server.scheduler.functions().len()
     );
 }
 
@@ -914,7 +917,7 @@ fn an_invalid_profile_set_changes_nothing_and_records_no_work() {
     assert_eq!(err.status, 400);
     assert_eq!(err.error_type, "InvalidProfiles");
     assert!(h.take_effects().is_empty());
-    assert_eq!(h.server.scheduler.functions.len(), 1);
+    assert_eq!(h.server.scheduler.functions().len(), 1);
 }
 
 #[test]
@@ -923,7 +926,7 @@ fn a_client_that_resets_mid_invocation_records_the_cancel_of_its_worker_stream()
     let (client, key, worker, _out, stream) = h.dispatched();
     h.take_effects();
     drop(client);
-    if let Some(conn) = h.server.front.conns.get_mut(key) {
+    if let Some(conn) = h.server.front.conn_mut(key) {
         conn.reset = true;
     }
     h.hang_up(key);
@@ -941,7 +944,7 @@ fn a_client_that_resets_mid_invocation_records_the_cancel_of_its_worker_stream()
         "{effects:?}"
     );
     // The front end closed the connection; the worker's side is untouched until it runs.
-    assert!(h.server.front.conns.get(key).is_none());
+    assert!(h.server.front.conn(key).is_none());
     let client_of_stream = |h: &Harness| h.server.supervisor.stream_client(worker, stream);
     assert!(client_of_stream(&h).is_some());
     h.server.run_effect(cancel);
@@ -1016,12 +1019,12 @@ fn a_draining_worker_whose_last_stream_ends_is_stopped_and_departs() {
     let mut h = harness(ONE_FUNCTION);
     let (_client, _key, worker, mut out, stream) = h.dispatched();
     h.take_effects();
-    if let Some(w) = h.server.supervisor.workers.get_mut(worker) {
+    if let Some(w) = h.server.supervisor.worker_mut(worker) {
         w.advance(WorkerState::Draining);
     }
     h.worker_sends(worker, &mut out, &response_frames(stream, b"ok"));
     assert_eq!(
-        h.server.supervisor.workers.get(worker).map(|w| w.state),
+        h.server.supervisor.workers().get(worker).map(|w| w.state),
         Some(WorkerState::Stopping)
     );
     let effects = h.take_effects();

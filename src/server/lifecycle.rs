@@ -170,12 +170,12 @@ impl LifecycleState {
 /// Whether every function's reserved workers are ready, still starting, or cannot start.
 pub(super) fn init_status(scheduler: &Scheduler, supervisor: &Supervisor) -> InitStatus {
     let mut pending = false;
-    for f in &scheduler.functions {
+    for f in scheduler.functions() {
         let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
         let mut ready = 0;
         let mut starting = 0;
         for &key in &f.pool.workers {
-            match supervisor.workers.get(key).map(|w| w.state) {
+            match supervisor.workers().get(key).map(|w| w.state) {
                 Some(WorkerState::Ready) => ready += 1,
                 Some(s) if s.is_starting() => starting += 1,
                 _ => {}
@@ -229,8 +229,8 @@ pub(super) fn unready_reasons(
     if lifecycle.phase != Lifecycle::Running {
         reasons.push("the runtime is stopping".to_owned());
     }
-    reasons.extend(scheduler.breaker.open_trips().map(|t| t.message()));
-    for f in &scheduler.functions {
+    reasons.extend(scheduler.breaker().open_trips().map(|t| t.message()));
+    for f in scheduler.functions() {
         let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
         let ready = f
             .pool
@@ -238,7 +238,7 @@ pub(super) fn unready_reasons(
             .iter()
             .filter(|&&k| {
                 supervisor
-                    .workers
+                    .workers()
                     .get(k)
                     .is_some_and(|w| w.state == WorkerState::Ready)
             })

@@ -28,23 +28,18 @@ macro_rules! lent {
 
 mod admin;
 mod bridge;
-mod children;
-mod client;
-mod conn;
 mod console;
 mod effects;
 mod front;
 #[cfg(test)]
 mod glue_tests;
 mod lifecycle;
-mod limit_poll;
-mod reconfig;
-mod schedule;
 mod scheduler;
-mod seeds;
-mod spares;
-mod supervise;
 mod supervisor;
+
+use front::{client, conn};
+use scheduler::{reconfig, schedule};
+use supervisor::{seeds, spares, supervise};
 
 use crate::config::{FunctionProfile, ServiceProfile, SystemConfig};
 use crate::fc::{InvokeKind, Phase, Route, Target};
@@ -241,9 +236,9 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("addr", &self.front.local_addr)
-            .field("conns", &self.front.conns.len())
-            .field("workers", &self.supervisor.workers.len())
+            .field("addr", &self.front.local_addr())
+            .field("conns", &self.front.connection_count())
+            .field("workers", &self.supervisor.workers().len())
             .field("lifecycle", &self.lifecycle.phase)
             .finish_non_exhaustive()
     }
@@ -306,26 +301,26 @@ impl Server {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.front.local_addr
+        self.front.local_addr()
     }
 
     /// Starts the reserved workers and runs the event loop until a signal-initiated shutdown
     /// has completed.
     pub fn run(mut self) -> Result<(), ServerError> {
-        if let Err(why) = &self.supervisor.warm_fork
-            && self.scheduler.functions.iter().any(|f| {
+        if let Err(why) = &self.supervisor.warm_fork()
+            && self.scheduler.functions().iter().any(|f| {
                 f.profile.runtime == crate::config::Runtime::Python3
                     && !f.profile.worker.disable_seed
             })
         {
             log::warn!("[turf] warm fork is off ({why}): Python workers start cold");
         }
-        if let Err(why) = &self.supervisor.spare_support
+        if let Err(why) = &self.supervisor.spare_support()
             && self.config.turf.spare_workers > 0
         {
             log::info!("[turf] no spare Node.js workers: {why}");
         }
-        for index in FunctionId::all(self.scheduler.functions.len()) {
+        for index in FunctionId::all(self.scheduler.functions().len()) {
             self.scale(index);
         }
         self.maybe_start_background();
@@ -376,7 +371,7 @@ impl Server {
                             self.mark_conn_dirty(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Some(conn) = self.front.conns.get_mut(key) {
+                            if let Some(conn) = self.front.conn_mut(key) {
                                 conn.maybe_readable = true;
                                 conn.hung_up |= event.is_read_closed() || event.is_error();
                                 conn.reset |= event.is_error() || event.is_write_closed();
@@ -403,12 +398,12 @@ impl Server {
                 // http.lingerTimeoutMs), so that no client sees a reset at exit.
                 self.close_idle_conns();
                 self.drain_effects();
-                if !self.front.conns.is_empty() && !self.exit_deadline_passed() {
+                if self.front.connection_count() > 0 && !self.exit_deadline_passed() {
                     continue;
                 }
                 log::info!("stopped; exiting");
-                let _ = std::fs::remove_file(&self.front.admin_path);
-                cgroup::remove_instance(&self.supervisor.caps.cgroup);
+                let _ = std::fs::remove_file(self.front.admin_path());
+                cgroup::remove_instance(&self.supervisor.caps().cgroup);
                 return Ok(());
             }
         }
@@ -417,24 +412,22 @@ impl Server {
     // ---- FC's lifecycle hooks and shutdown (`lifecycle` decides) ----
 
     fn begin_hook(&mut self, client: ConnRef, phase: Phase) {
-        if let Some(req) = client::request_in(&mut self.front.conns, client) {
-            req.phase = Some(phase);
-            self.front.fc_log.start(phase, &req.id);
-        }
+        self.front.begin_hook(client, phase);
     }
 
     /// `POST /initialize`: answers once every function's reserved workers are up and their
     /// initializers succeeded, or with the start error (404) when one failed.
     fn on_initialize(&mut self, client: ConnRef) {
         self.begin_hook(client, Phase::Initialize);
-        let call = client::request_in(&mut self.front.conns, client).map(|req| {
-            lifecycle::InitializeCall {
+        let call = self
+            .front
+            .request_mut(client)
+            .map(|req| lifecycle::InitializeCall {
                 request_id: req.id.clone(),
                 timeout_ms: req.head.as_ref().and_then(|head| {
                     crate::fc::seconds_header_ms(&head.headers, "x-fc-initialization-timeout")
                 }),
-            }
-        });
+            });
         match self.lifecycle.wait_initialize(client, call) {
             Err(err) => self.respond_error(client, &err, true),
             Ok(()) => {
@@ -448,7 +441,7 @@ impl Server {
     /// have settled (all ready, or a start failed): until then it would only compete with them
     /// for the CPU, and delay the container's first invocation.
     fn maybe_start_background(&mut self) {
-        if self.supervisor.background_started
+        if self.supervisor.background_started()
             || matches!(
                 lifecycle::init_status(&self.scheduler, &self.supervisor),
                 lifecycle::InitStatus::Pending
@@ -456,9 +449,9 @@ impl Server {
         {
             return;
         }
-        self.supervisor.background_started = true;
+        self.supervisor.start_background();
         log::debug!("reserved workers settled: starting seeds and spares");
-        for index in FunctionId::all(self.scheduler.functions.len()) {
+        for index in FunctionId::all(self.scheduler.functions().len()) {
             self.follow_seed(index);
         }
         self.balance_spares();
@@ -547,14 +540,14 @@ impl Server {
         if let Some(refused) = self.lifecycle.begin_drain() {
             log::info!(
                 "draining ({why}): {} invocation(s) in flight",
-                self.scheduler.inflight
+                self.scheduler.inflight()
             );
             for client in refused {
                 let err = InvokeError::new(404, "RuntimeStopped", "the runtime is stopping");
                 self.respond_error(client, &err, true);
             }
         }
-        if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight == 0 {
+        if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight() == 0 {
             self.on_drained();
         }
     }
@@ -573,9 +566,9 @@ impl Server {
 
     /// Answers `/pre-stop` once every worker has been reaped.
     fn check_workers_stopped(&mut self) {
-        if !self.supervisor.workers.is_empty()
-            || !self.supervisor.seeds.is_empty()
-            || !self.supervisor.spares.is_empty()
+        if !self.supervisor.workers().is_empty()
+            || !self.supervisor.seeds().is_empty()
+            || !self.supervisor.spares().is_empty()
         {
             return;
         }
@@ -595,7 +588,7 @@ impl Server {
             config: &self.config,
             supervisor: &self.supervisor,
             scheduler: &self.scheduler,
-            connections: self.front.conns.len(),
+            connections: self.front.connection_count(),
             console: self.console.stats(),
         };
         match view.action(method, path) {
@@ -656,11 +649,11 @@ impl Server {
     ) -> Result<serde_json::Value, InvokeError> {
         let set = reconfig::FunctionSet::parse(body, base_dir, &self.config)?;
         self.supervisor
-            .runtimes
+            .runtimes_mut()
             .ensure(set.profiles())
             .map_err(|why| InvokeError::new(400, "InvalidProfiles", why))?;
         let in_use = self.functions_in_use();
-        for (index, f) in self.scheduler.functions.iter().enumerate() {
+        for (index, f) in self.scheduler.functions().iter().enumerate() {
             if f.removed && !in_use[index] {
                 self.supervisor.forget_seed_slot(FunctionId::new(index));
             }
@@ -668,7 +661,7 @@ impl Server {
         self.scheduler.apply_functions(
             set,
             &self.config,
-            &self.supervisor.workers,
+            self.supervisor.workers(),
             &in_use,
             &mut self.effects,
         )
@@ -676,10 +669,10 @@ impl Server {
 
     /// Which function records a worker, a seed or a request still refers to.
     fn functions_in_use(&self) -> Vec<bool> {
-        let mut in_use = vec![false; self.scheduler.functions.len()];
-        let workers = self.supervisor.workers.iter().map(|w| w.function);
-        let seeds = self.supervisor.seeds.iter().map(|s| s.function);
-        let requests = (self.front.conns.iter()).filter_map(|c| c.req.as_ref()?.function);
+        let mut in_use = vec![false; self.scheduler.functions().len()];
+        let workers = self.supervisor.workers().iter().map(|w| w.function);
+        let seeds = self.supervisor.seeds().iter().map(|s| s.function);
+        let requests = (self.front.connections()).filter_map(|c| c.req.as_ref()?.function);
         for index in workers.chain(seeds).chain(requests) {
             if let Some(slot) = in_use.get_mut(index.index()) {
                 *slot = true;
@@ -692,19 +685,18 @@ impl Server {
     /// workers, which get them.
     fn set_platform_env(&mut self, body: &[u8]) -> Result<serde_json::Value, InvokeError> {
         let env = reconfig::parse_platform_env(body)?;
-        if env == self.supervisor.platform_env {
+        if !self.supervisor.set_platform_env(env) {
             return Ok(serde_json::json!({ "changed": false }));
         }
-        self.supervisor.platform_env = env;
         self.scheduler
-            .roll_all(&self.supervisor.workers, &mut self.effects);
+            .roll_all(self.supervisor.workers(), &mut self.effects);
         Ok(serde_json::json!({ "changed": true }))
     }
 
     /// A worker leaves because the profiles changed: stopped while it starts, drained once
     /// ready.
     fn retire_worker(&mut self, key: WorkerKey, why: reconfig::Retirement) {
-        match self.supervisor.workers.get(key).map(|w| w.state) {
+        match self.supervisor.workers().get(key).map(|w| w.state) {
             Some(state) if state.is_starting() => {
                 self.supervisor
                     .stop_worker(key, why.reason(), &mut lent!(self))
@@ -739,7 +731,7 @@ impl Server {
         }
         for _ in 0..client::MAX_ROUNDS_PER_EVENT {
             self.step_conn(key);
-            if !self.front.read_more(key, &self.supervisor.workers) {
+            if !self.front.read_more(key, self.supervisor.workers()) {
                 break;
             }
         }
@@ -797,7 +789,7 @@ impl Server {
                 let body = serde_json::json!({
                     "status": if running { "ok" } else { "stopping" },
                     "lifecycle": self.lifecycle.name(),
-                    "workers": self.supervisor.workers.len(),
+                    "workers": self.supervisor.workers().len(),
                 });
                 let status = if running { 200 } else { 503 };
                 self.respond_json(client, status, &[], body.to_string().as_bytes());
@@ -843,9 +835,9 @@ impl Server {
     /// the initializers that run outside any call. A worker could send FC's headers too, to
     /// hand other functions' initializers credentials of its choosing: its calls are ignored.
     fn take_platform_headers(&mut self, key: Key) {
-        let news = (self.front.conns.get(key))
+        let news = (self.front.conn(key))
             .and_then(|c| c.req.as_ref()?.head.as_ref())
-            .is_some_and(|head| self.supervisor.platform.is_news(&head.headers));
+            .is_some_and(|head| self.supervisor.platform().is_news(&head.headers));
         if !news {
             return;
         }
@@ -856,9 +848,8 @@ impl Server {
             );
             return;
         }
-        if let Some(head) = (self.front.conns.get(key)).and_then(|c| c.req.as_ref()?.head.as_ref())
-        {
-            self.supervisor.platform.take_from(&head.headers);
+        if let Some(head) = (self.front.conn(key)).and_then(|c| c.req.as_ref()?.head.as_ref()) {
+            self.supervisor.platform_mut().take_from(&head.headers);
             log::debug!("platform credentials and identity updated from a call");
         }
     }
@@ -961,9 +952,9 @@ impl Server {
     /// Hands `function`'s queued requests to workers with room, oldest first.
     fn dispatch_queue(&mut self, function: FunctionId) {
         loop {
-            let conns = &self.front.conns;
+            let front = &self.front;
             let waiting = |client: ConnRef| {
-                (conns.get(client.conn))
+                (front.conn(client.conn))
                     .and_then(|c| c.req.as_ref())
                     .is_some_and(|r| {
                         r.seq == client.seq
@@ -972,7 +963,7 @@ impl Server {
                     })
             };
             let Some((client, worker)) =
-                (self.scheduler).next_dispatch(function, &self.supervisor.workers, waiting)
+                (self.scheduler).next_dispatch(function, self.supervisor.workers(), waiting)
             else {
                 return;
             };
@@ -982,14 +973,14 @@ impl Server {
 
     /// Opens a stream on `worker_key` for `client`'s request and sends its head.
     fn dispatch(&mut self, client: ConnRef, worker_key: WorkerKey, function: FunctionId) {
-        let profile = &self.scheduler.functions[function].profile;
-        let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
+        let profile = &self.scheduler.functions()[function].profile;
+        let Some(worker) = self.supervisor.worker_mut(worker_key) else {
             return;
         };
         if profile.worker.disposable {
             worker.life.take();
         }
-        let Some(conn) = self.front.conns.get_mut(client.conn) else {
+        let Some(conn) = self.front.conn_mut(client.conn) else {
             return;
         };
         match bridge::open_stream(conn, client, worker, worker_key, profile) {
@@ -1009,13 +1000,13 @@ impl Server {
     /// Moves connection `key`'s buffered body bytes to its worker stream, within its credit.
     /// Returns whether the body is all sent (or refused, and answered).
     fn pump_body_to_worker(&mut self, key: Key, worker_key: WorkerKey, stream: u32) -> bool {
-        let Some(conn) = self.front.conns.get_mut(key) else {
+        let Some(conn) = self.front.conn_mut(key) else {
             return false;
         };
         let Some(seq) = conn.req.as_ref().map(|r| r.seq) else {
             return false;
         };
-        let Some(worker) = self.supervisor.workers.get_mut(worker_key) else {
+        let Some(worker) = self.supervisor.worker_mut(worker_key) else {
             return conn.req.as_ref().is_some_and(|r| r.body.is_done());
         };
         match bridge::pump_body(conn, worker, stream) {
@@ -1187,10 +1178,13 @@ impl Server {
     /// The worker sent a stream's terminal frame: its request stops feeding it, its slot goes
     /// to the next queued request, and a disposable or draining worker leaves.
     fn close_stream(&mut self, key: WorkerKey, stream: u32) {
-        let Some(function) = self.supervisor.workers.get(key).map(|w| w.function) else {
+        let Some(function) = self.supervisor.workers().get(key).map(|w| w.function) else {
             return;
         };
-        let disposable = self.scheduler.functions[function].profile.worker.disposable;
+        let disposable = self.scheduler.functions()[function]
+            .profile
+            .worker
+            .disposable;
         let mut lp = lent!(self);
         let Some(closed) = self
             .supervisor
@@ -1200,7 +1194,9 @@ impl Server {
         };
         if closed.first {
             // A completed invocation proves the function can run: forgive start-up failures.
-            self.scheduler.functions[function].pool.record_stable();
+            self.scheduler.functions_mut()[function]
+                .pool
+                .record_stable();
         }
         if let Some(client) = closed.client {
             // The response may be complete while the request body is still arriving: keep the
@@ -1222,7 +1218,7 @@ impl Server {
         }
         // The freed slot takes the next queued request once this event is handled.
         self.effects.push(Effect::Dispatch(function));
-        (self.scheduler).retire_if_removed(function, &self.supervisor.workers, &mut self.effects);
+        (self.scheduler).retire_if_removed(function, self.supervisor.workers(), &mut self.effects);
     }
 
     /// An invocation's deadline passed: its worker stream is cancelled and it fails with
@@ -1235,7 +1231,7 @@ impl Server {
         let timeout_ms = req.timeout_ms;
         let sink = req.sink;
         let name = (req.function)
-            .map(|f| self.scheduler.functions[f].profile.name.as_str())
+            .map(|f| self.scheduler.functions()[f].profile.name.as_str())
             .unwrap_or_default();
         let message = if matches!(sink, conn::Sink::Hold) {
             format!("waiting for a worker of function {name} timed out after {timeout_ms} ms")
@@ -1258,14 +1254,14 @@ impl Server {
         if !log::log_enabled!(log::Level::Warn) {
             return;
         }
-        let Some(req) = (self.front.conns.get(client.conn))
+        let Some(req) = (self.front.conn(client.conn))
             .and_then(|c| c.req.as_ref())
             .filter(|r| r.seq == client.seq)
         else {
             return;
         };
         let function = (req.function)
-            .and_then(|f| self.scheduler.functions.get(f.index()))
+            .and_then(|f| self.scheduler.functions().get(f.index()))
             .map_or("-", |f| f.profile.name.as_str());
         let message = err.message.trim_end().replace('\n', "\\n");
         log::warn!(
@@ -1287,11 +1283,12 @@ impl Server {
     /// with it, replaced with its code, stopped when it is removed or the runtime stops.
     fn scale_with(&mut self, function: FunctionId, action: ScaleAction) {
         self.follow_seed(function);
-        if self.lifecycle.phase != Lifecycle::Running || self.scheduler.functions[function].removed
+        if self.lifecycle.phase != Lifecycle::Running
+            || self.scheduler.functions()[function].removed
         {
             return;
         }
-        let f = &self.scheduler.functions[function];
+        let f = &self.scheduler.functions()[function];
         let (starting, alive) = self.supervisor.worker_counts(&f.pool.workers, f.generation);
         let counts = schedule::WorkerCounts {
             starting,
@@ -1324,7 +1321,7 @@ impl Server {
         if let Some(started) = self.take_spare(function, decided) {
             return started;
         }
-        let profile = &self.scheduler.functions[function].profile;
+        let profile = &self.scheduler.functions()[function].profile;
         match (self.supervisor).spawn_cold(function, profile, decided, &mut lent!(self)) {
             Ok(worker) => self.install_worker(worker).is_some(),
             Err(message) => {
@@ -1352,10 +1349,13 @@ impl Server {
     /// function's pool.
     fn install_worker(&mut self, worker: crate::turf::worker::Worker) -> Option<WorkerKey> {
         let function = worker.function;
-        let f = &self.scheduler.functions[function];
+        let f = &self.scheduler.functions()[function];
         let key =
             (self.supervisor).install_worker(worker, f.generation, &f.profile, &mut lent!(self))?;
-        self.scheduler.functions[function].pool.workers.push(key);
+        self.scheduler.functions_mut()[function]
+            .pool
+            .workers
+            .push(key);
         self.arm_limit_poll();
         Some(key)
     }
@@ -1363,7 +1363,7 @@ impl Server {
     /// READY: the worker's INIT carries `/initialize`'s request id and bound when it answers
     /// one, else a fresh id.
     fn on_worker_ready(&mut self, key: WorkerKey, payload: &[u8]) {
-        let Some(w) = self.supervisor.workers.get(key) else {
+        let Some(w) = self.supervisor.workers().get(key) else {
             return;
         };
         let function = w.function;
@@ -1371,11 +1371,11 @@ impl Server {
             w.state == crate::turf::worker::WorkerState::Starting && w.process.pid != 0;
         let (request_id, platform_bound_ms) = match &self.lifecycle.initialize_call {
             Some(call) => (call.request_id.clone(), call.timeout_ms),
-            None if sends_init => (self.front.ids.next_id(), None),
+            None if sends_init => (self.front.next_request_id(), None),
             None => (String::new(), None),
         };
         let init = supervise::InitParams {
-            profile: &self.scheduler.functions[function].profile,
+            profile: &self.scheduler.functions()[function].profile,
             request_id,
             platform_bound_ms,
         };
@@ -1387,8 +1387,10 @@ impl Server {
         let Some(function) = (self.supervisor).on_worker_init_done(key, &mut lent!(self)) else {
             return;
         };
-        self.scheduler.functions[function].pool.record_initialized();
-        (self.scheduler).check_rollout(function, &self.supervisor.workers, &mut self.effects);
+        self.scheduler.functions_mut()[function]
+            .pool
+            .record_initialized();
+        (self.scheduler).check_rollout(function, self.supervisor.workers(), &mut self.effects);
         self.effects.push(Effect::Dispatch(function));
         self.effects.push(Effect::Waiters);
     }
@@ -1406,10 +1408,10 @@ impl Server {
     /// The init deadline passed: a failed start for the function; the worker is killed, and a
     /// seed that never reported its pid is replaced.
     fn on_worker_init_timeout(&mut self, key: WorkerKey) {
-        let Some(function) = self.supervisor.workers.get(key).map(|w| w.function) else {
+        let Some(function) = self.supervisor.workers().get(key).map(|w| w.function) else {
             return;
         };
-        let profile = &self.scheduler.functions[function].profile;
+        let profile = &self.scheduler.functions()[function].profile;
         let Some(error) = self.supervisor.init_timed_out(key, profile) else {
             return;
         };
@@ -1442,7 +1444,7 @@ impl Server {
 
     /// Records a failed start, schedules the retry and tells waiting requests.
     fn on_start_failure(&mut self, function: FunctionId, error: StartError) {
-        let f = &mut self.scheduler.functions[function];
+        let f = &mut self.scheduler.functions_mut()[function];
         let until = f.pool.record_start_failure(error, Instant::now());
         self.timers.schedule(until, Timer::SpawnRetry(function));
         let (starting, alive) = self.supervisor.worker_counts(&f.pool.workers, f.generation);
@@ -1480,7 +1482,7 @@ impl Server {
                 continue;
             }
             let function = gone.function;
-            let pool = &mut self.scheduler.functions[function].pool;
+            let pool = &mut self.scheduler.functions_mut()[function].pool;
             pool.workers.retain(|k| *k != gone.worker);
             if gone.was_starting && pool.last_start_error.is_none() {
                 let error = StartError {
@@ -1512,7 +1514,7 @@ impl Server {
     /// Reaped workers' records go, once their departures are dealt with.
     fn on_workers_reaped(&mut self) {
         self.on_workers_gone();
-        let functions = &self.scheduler.functions;
+        let functions = &self.scheduler.functions();
         let name = |function: FunctionId| functions[function].profile.name.clone();
         self.supervisor.finish_reaped(name, &mut lent!(self));
     }
@@ -1521,7 +1523,7 @@ impl Server {
 
     /// The spare shape function `function`'s workers need, if they can take spares.
     fn spare_shape_of(&self, function: FunctionId) -> Option<crate::turf::spare::SpareShape> {
-        let f = &self.scheduler.functions[function];
+        let f = &self.scheduler.functions()[function];
         if f.removed {
             return None;
         }
@@ -1535,11 +1537,11 @@ impl Server {
     /// Brings the spares to `turf.spareWorkers` of the wanted shape, once the runtime serves
     /// and its reserved workers have settled.
     fn balance_spares(&mut self) {
-        if self.lifecycle.phase != Lifecycle::Running || !self.supervisor.background_started {
+        if self.lifecycle.phase != Lifecycle::Running || !self.supervisor.background_started() {
             return;
         }
         let shapes: Vec<crate::turf::spare::SpareShape> =
-            FunctionId::all(self.scheduler.functions.len())
+            FunctionId::all(self.scheduler.functions().len())
                 .filter_map(|i| self.spare_shape_of(i))
                 .collect();
         let mut lp = lent!(self);
@@ -1550,17 +1552,17 @@ impl Server {
     /// (the caller starts cold); otherwise whether a worker is coming.
     fn take_spare(&mut self, function: FunctionId, decided: Instant) -> Option<bool> {
         let shape = self.spare_shape_of(function)?;
-        if self.supervisor.spare_pool.shape.as_ref() != Some(&shape) {
+        if self.supervisor.spare_pool().shape.as_ref() != Some(&shape) {
             // A miss: spares follow the function that scaled up last.
-            self.supervisor.spare_pool.shape = Some(shape);
+            self.supervisor.set_spare_shape(shape);
             self.balance_spares();
             return None;
         }
         let spare_key = self.supervisor.find_spare(&shape)?;
-        let f = &self.scheduler.functions[function];
+        let f = &self.scheduler.functions()[function];
         let (id, log_dir) =
             (self.supervisor).next_process_id(function, &f.profile.name, "", &self.config);
-        let env = match self.supervisor.runtimes.launch_spec(&f.profile, &id) {
+        let env = match self.supervisor.runtimes().launch_spec(&f.profile, &id) {
             Ok(launch) => self.supervisor.with_platform_env(launch.env),
             Err(_) => return None,
         };
@@ -1615,10 +1617,10 @@ impl Server {
         self.supervisor.retry_stale_cgroups();
         if self.lifecycle.phase == Lifecycle::Running {
             let now = Instant::now();
-            for function in FunctionId::all(self.scheduler.functions.len()) {
+            for function in FunctionId::all(self.scheduler.functions().len()) {
                 let snapshots = self
                     .supervisor
-                    .snapshots(&self.scheduler.functions[function].pool.workers);
+                    .snapshots(&self.scheduler.functions()[function].pool.workers);
                 let plan = self.scheduler.tick_plan(function, &snapshots, now);
                 if let Some(action) = plan.launch {
                     self.scale_with(function, action);
@@ -1655,11 +1657,11 @@ impl Server {
     /// Writes the FC log's lines and relayed output to the console as far as it takes them
     /// now, and tries again shortly if some must wait.
     fn flush_console(&mut self) {
-        let fc_lines = self.front.fc_log.take();
+        let fc_lines = self.front.fc_log_mut().take();
         if !fc_lines.is_empty() {
             self.console.write_own(console::Stream::Out, fc_lines);
         }
-        self.front.fc_log.clear();
+        self.front.fc_log_mut().clear();
         if self.console.flush(self.poll.registry()) && !self.console_retry_armed {
             self.console_retry_armed = true;
             self.timers
@@ -1709,7 +1711,7 @@ impl Server {
                     self.flush_console();
                 }
                 Timer::Linger(conn) => {
-                    if let Some(c) = self.front.conns.get_mut(conn) {
+                    if let Some(c) = self.front.conn_mut(conn) {
                         c.linger = None;
                     }
                     self.front.close_conn(conn, &mut lent!(self));

@@ -14,14 +14,14 @@
 //! - A function missing from the new set takes no new requests, finishes its queue, and its
 //!   workers are drained.
 
-use super::client::InvokeError;
-use super::effects::{Effect, Effects};
-use super::scheduler::{Function, Scheduler};
+use super::{Function, Scheduler};
 use crate::config::{self, FunctionProfile, ServiceKind, ServiceProfile, SystemConfig};
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
 use crate::reactor::slab::Slab;
 use crate::sched::ratelimit::apply_rate_limit;
+use crate::server::client::InvokeError;
+use crate::server::effects::{Effect, Effects};
 use crate::turf::worker::{Worker, WorkerState};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -46,7 +46,7 @@ fn bad_request(error_type: &str, message: impl Into<String>) -> InvokeError {
 }
 
 /// A function profile set that passed validation, ready to apply.
-pub(super) struct FunctionSet {
+pub(in crate::server) struct FunctionSet {
     profiles: Vec<FunctionProfile>,
     services: Vec<ServiceProfile>,
     /// The functions as written (answered by `GET /v1/functions`).
@@ -58,7 +58,7 @@ pub(super) struct FunctionSet {
 impl FunctionSet {
     /// Parses and validates `PUT /v1/functions`'s body. `base_dir` resolves relative code urls
     /// (the CLI sends its file's directory).
-    pub(super) fn parse(
+    pub(in crate::server) fn parse(
         body: &[u8],
         base_dir: Option<PathBuf>,
         config: &SystemConfig,
@@ -109,14 +109,14 @@ impl FunctionSet {
     }
 
     /// The profiles, for resolving their interpreters before the set is applied.
-    pub(super) fn profiles(&self) -> &[FunctionProfile] {
+    pub(in crate::server) fn profiles(&self) -> &[FunctionProfile] {
         &self.profiles
     }
 }
 
 /// Why a worker leaves when the profiles change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Retirement {
+pub(in crate::server) enum Retirement {
     /// Its function's code or resources changed and a new generation is ready.
     NewGeneration,
     /// Its function left the profile set.
@@ -124,7 +124,7 @@ pub(super) enum Retirement {
 }
 
 impl Retirement {
-    pub(super) fn reason(self) -> &'static str {
+    pub(in crate::server) fn reason(self) -> &'static str {
         match self {
             Retirement::NewGeneration => "replaced by a new generation",
             Retirement::FunctionRemoved => "function removed",
@@ -136,7 +136,7 @@ impl Scheduler {
     /// Applies a validated profile set. `in_use` says which function records something still
     /// refers to (a worker, a seed, a request), so that a removed one is reused only when
     /// nothing does. Workers to retire and functions to re-plan are recorded in `effects`.
-    pub(super) fn apply_functions(
+    pub(in crate::server) fn apply_functions(
         &mut self,
         set: FunctionSet,
         config: &SystemConfig,
@@ -284,7 +284,7 @@ impl Scheduler {
 
     /// Retires the previous generation once the current one has enough ready workers (or when
     /// the function needs none).
-    pub(super) fn check_rollout(
+    pub(in crate::server) fn check_rollout(
         &mut self,
         index: FunctionId,
         workers: &Slab<Worker, WorkerKey>,
@@ -333,7 +333,7 @@ impl Scheduler {
     }
 
     /// A removed function retires its workers once its queue is empty.
-    pub(super) fn retire_if_removed(
+    pub(in crate::server) fn retire_if_removed(
         &mut self,
         index: FunctionId,
         workers: &Slab<Worker, WorkerKey>,
@@ -358,7 +358,7 @@ impl Scheduler {
 
     /// `PUT /v1/services`: validates the services against the current functions and replaces
     /// them.
-    pub(super) fn set_services(
+    pub(in crate::server) fn set_services(
         &mut self,
         body: &[u8],
         config: &SystemConfig,
@@ -403,7 +403,11 @@ impl Scheduler {
 
     /// Every live function rolls to new workers: running workers cannot change their
     /// environment, and the platform's has changed.
-    pub(super) fn roll_all(&mut self, workers: &Slab<Worker, WorkerKey>, effects: &mut Effects) {
+    pub(in crate::server) fn roll_all(
+        &mut self,
+        workers: &Slab<Worker, WorkerKey>,
+        effects: &mut Effects,
+    ) {
         for index in FunctionId::all(self.functions.len()) {
             if self.functions[index].removed {
                 continue;
@@ -419,7 +423,9 @@ impl Scheduler {
 /// `PUT /v1/env`'s body: the platform environment variables, sorted, with Noslate's checks
 /// (valid names, none of the reserved prefixes, string values without NUL), every problem
 /// reported at once.
-pub(super) fn parse_platform_env(body: &[u8]) -> Result<Vec<(String, String)>, InvokeError> {
+pub(in crate::server) fn parse_platform_env(
+    body: &[u8],
+) -> Result<Vec<(String, String)>, InvokeError> {
     let map: serde_json::Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
         bad_request(
             "InvalidEnvironment",

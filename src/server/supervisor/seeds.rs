@@ -6,16 +6,16 @@
 //! A fork that never happened retires its worker's record here; a fork the seed reported is
 //! recorded (`WorkerForked`) for the loop, which may owe the worker its INIT.
 
-use super::Lent;
-use super::effects::Effect;
-use super::supervisor::Supervisor;
-use super::{Child, Timer};
+use super::Supervisor;
 use crate::config::{FunctionProfile, Runtime};
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
 use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sched::backoff::RestartBackoff;
+use crate::server::Lent;
+use crate::server::effects::Effect;
+use crate::server::{Child, Timer};
 use crate::sys;
 use crate::turf::seed::{self, Seed, SeedMessage, SeedState};
 use crate::turf::spawn;
@@ -31,7 +31,7 @@ const MAX_UNCLAIMED_EXITS: usize = 64;
 
 /// A function's seed slot.
 #[derive(Debug, Default)]
-pub(super) struct SeedSlot {
+pub(in crate::server) struct SeedSlot {
     /// Its current seed, if one is running.
     pub key: Option<Key>,
     /// The restart back-off after seed deaths.
@@ -45,25 +45,25 @@ pub(super) struct SeedSlot {
 
 /// What the scheduler says of a function, for its seed.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct SeedTarget<'a> {
-    pub(super) function: FunctionId,
+pub(in crate::server) struct SeedTarget<'a> {
+    pub(in crate::server) function: FunctionId,
     /// The function's code generation: a seed of an older one is replaced.
-    pub(super) generation: u64,
-    pub(super) profile: &'a FunctionProfile,
+    pub(in crate::server) generation: u64,
+    pub(in crate::server) profile: &'a FunctionProfile,
     /// The function is live and the runtime serves.
-    pub(super) live: bool,
+    pub(in crate::server) live: bool,
 }
 
 /// A fork the seed was asked for: the worker's record, to be installed by the loop, then
 /// noted as pending on the seed.
-pub(super) struct ForkRequested {
-    pub(super) worker: Worker,
-    pub(super) seed: Key,
+pub(in crate::server) struct ForkRequested {
+    pub(in crate::server) worker: Worker,
+    pub(in crate::server) seed: Key,
 }
 
 impl Supervisor {
     /// The seed slot of `function` (created on first use).
-    pub(super) fn seed_slot_mut(&mut self, function: FunctionId) -> &mut SeedSlot {
+    pub(in crate::server) fn seed_slot_mut(&mut self, function: FunctionId) -> &mut SeedSlot {
         if self.seed_slots.len() <= function.index() {
             self.seed_slots
                 .resize_with(function.index() + 1, SeedSlot::default);
@@ -72,13 +72,13 @@ impl Supervisor {
     }
 
     /// The seed slot of `function`, if it ever had one.
-    pub(super) fn seed_slot(&self, function: FunctionId) -> Option<&SeedSlot> {
+    pub(in crate::server) fn seed_slot(&self, function: FunctionId) -> Option<&SeedSlot> {
         self.seed_slots.get(function.index())
     }
 
     /// Forgets what the slot of a removed function that nothing refers to any more says (its
     /// record may be reused by a new function).
-    pub(super) fn forget_seed_slot(&mut self, function: FunctionId) {
+    pub(in crate::server) fn forget_seed_slot(&mut self, function: FunctionId) {
         if let Some(slot) = self.seed_slots.get_mut(function.index())
             && slot.key.is_none()
         {
@@ -96,7 +96,7 @@ impl Supervisor {
     }
 
     /// Starts, replaces or stops the function's seed as its profile and state require.
-    pub(super) fn ensure_seed(&mut self, target: &SeedTarget<'_>, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn ensure_seed(&mut self, target: &SeedTarget<'_>, lp: &mut Lent<'_>) {
         let function = target.function;
         if let Some(key) = self.seed_slot_mut(function).key {
             let current = self.seeds.get(key).is_some_and(|s| {
@@ -173,7 +173,7 @@ impl Supervisor {
     }
 
     /// The seed's control socket is readable: handle every message waiting.
-    pub(super) fn on_seed_readable(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn on_seed_readable(&mut self, key: Key, lp: &mut Lent<'_>) {
         let mut buf = vec![0u8; seed::MAX_MESSAGE];
         loop {
             let Some(control) = self.seeds.get(key).and_then(|s| s.control.as_ref()) else {
@@ -265,7 +265,7 @@ impl Supervisor {
     /// `None` when it has none or the request could not be made (the caller cold-starts);
     /// otherwise the worker's record, which the loop installs and then notes as pending
     /// (`note_pending_fork`) until the seed reports its pid.
-    pub(super) fn request_fork(
+    pub(in crate::server) fn request_fork(
         &mut self,
         target: &SeedTarget<'_>,
         decided: Instant,
@@ -327,7 +327,12 @@ impl Supervisor {
     }
 
     /// The installed worker `worker` (`id`) waits for `seed` to report its pid.
-    pub(super) fn note_pending_fork(&mut self, seed: Key, id: String, worker: WorkerKey) {
+    pub(in crate::server) fn note_pending_fork(
+        &mut self,
+        seed: Key,
+        id: String,
+        worker: WorkerKey,
+    ) {
         if let Some(s) = self.seeds.get_mut(seed) {
             log::debug!("[turf w={id}] fork requested from its seed");
             s.pending.push((id, worker));
@@ -335,7 +340,7 @@ impl Supervisor {
     }
 
     /// The exit of `pid`, if it was reaped before anyone claimed it.
-    pub(super) fn claim_unclaimed_exit(&mut self, pid: i32) -> Option<sys::Reaped> {
+    pub(in crate::server) fn claim_unclaimed_exit(&mut self, pid: i32) -> Option<sys::Reaped> {
         let at = self.unclaimed_exits.iter().position(|(p, _)| *p == pid)?;
         self.children.remove(&pid);
         self.unclaimed_exits.remove(at).map(|(_, reaped)| reaped)
@@ -352,7 +357,12 @@ impl Supervisor {
 
     /// When worker `key` is still waiting for its seed to report its pid, that seed has failed
     /// it: replace the seed.
-    pub(super) fn fail_seed_of_unforked(&mut self, key: WorkerKey, why: &str, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn fail_seed_of_unforked(
+        &mut self,
+        key: WorkerKey,
+        why: &str,
+        lp: &mut Lent<'_>,
+    ) {
         let waiting = (self.seeds.keys().into_iter()).find(|&s| {
             (self.seeds.get(s)).is_some_and(|seed| seed.pending.iter().any(|(_, w)| *w == key))
         });
@@ -398,7 +408,7 @@ impl Supervisor {
     }
 
     /// The restart back-off of `function`'s seed has passed: the loop re-checks its seed.
-    pub(super) fn seed_retry_due(&mut self, function: FunctionId) {
+    pub(in crate::server) fn seed_retry_due(&mut self, function: FunctionId) {
         self.seed_slot_mut(function).restart.fired();
     }
 
@@ -430,7 +440,12 @@ impl Supervisor {
     }
 
     /// A seed's pid was reaped.
-    pub(super) fn on_seed_reaped(&mut self, key: Key, exit: &sys::ExitKind, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn on_seed_reaped(
+        &mut self,
+        key: Key,
+        exit: &sys::ExitKind,
+        lp: &mut Lent<'_>,
+    ) {
         let Some(s) = self.seeds.get(key) else {
             return;
         };
@@ -460,14 +475,14 @@ impl Supervisor {
     }
 
     /// Stops every seed (the runtime is stopping).
-    pub(super) fn stop_all_seeds(&mut self, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn stop_all_seeds(&mut self, lp: &mut Lent<'_>) {
         for key in self.seeds.keys() {
             self.stop_seed(key, "runtime stopping", lp);
         }
     }
 
     /// Keeps the exit of a pid nobody claims yet (see [`MAX_UNCLAIMED_EXITS`]).
-    pub(super) fn keep_unclaimed_exit(&mut self, reaped: sys::Reaped) {
+    pub(in crate::server) fn keep_unclaimed_exit(&mut self, reaped: sys::Reaped) {
         if self.unclaimed_exits.len() >= MAX_UNCLAIMED_EXITS {
             self.unclaimed_exits.pop_front();
         }

@@ -4,8 +4,7 @@
 //! from the scheduler's own state and the workers' snapshots the loop hands in, and return what
 //! must be done (launch, drain, refuse), which the loop carries out.
 
-use super::client::InvokeError;
-use super::scheduler::Scheduler;
+use super::Scheduler;
 use crate::config::SystemConfig;
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
@@ -14,6 +13,7 @@ use crate::sched::capacity::LaunchBlock;
 use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
 use crate::sched::shrink::{self, WorkerSnapshot};
 use crate::sched::{ScaleAction, ScalerInput};
+use crate::server::client::InvokeError;
 use crate::turf::worker::WorkerState;
 use std::time::{Duration, Instant};
 
@@ -39,32 +39,32 @@ pub struct Rejections {
 
 /// What the supervisor says of a function's workers, for its launch plan.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct WorkerCounts {
+pub(in crate::server) struct WorkerCounts {
     /// Its workers of the current generation that are starting.
-    pub(super) starting: usize,
+    pub(in crate::server) starting: usize,
     /// Its workers of the current generation that are starting or ready.
-    pub(super) alive: usize,
+    pub(in crate::server) alive: usize,
     /// Memory all live workers reserve in `virtualMemoryPoolSize`.
-    pub(super) pool_used: u64,
+    pub(in crate::server) pool_used: u64,
 }
 
 /// What a launch plan decided for a function.
 #[derive(Debug, Default)]
-pub(super) struct LaunchDecision {
+pub(in crate::server) struct LaunchDecision {
     /// How many workers to start.
-    pub(super) launch: usize,
+    pub(in crate::server) launch: usize,
     /// Queued invocations that no worker can serve soon, taken out of the queue, and their
     /// answer.
-    pub(super) fail: Option<(Vec<ConnRef>, InvokeError)>,
+    pub(in crate::server) fail: Option<(Vec<ConnRef>, InvokeError)>,
 }
 
 /// What one function's tick decided.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct TickPlan {
+pub(in crate::server) struct TickPlan {
     /// The EMA scaler wants more workers.
-    pub(super) launch: Option<ScaleAction>,
+    pub(in crate::server) launch: Option<ScaleAction>,
     /// Workers to drain (idle, or the scaler wants fewer).
-    pub(super) drain: Vec<WorkerKey>,
+    pub(in crate::server) drain: Vec<WorkerKey>,
 }
 
 impl Scheduler {
@@ -73,7 +73,7 @@ impl Scheduler {
     /// back-off, `replicaCountLimit` and `virtualMemoryPoolSize`). When it says no worker can
     /// come, the queue is failed: with the last start error, or with the capacity limit's
     /// error (counted as rejections).
-    pub(super) fn plan_launches(
+    pub(in crate::server) fn plan_launches(
         &mut self,
         function: FunctionId,
         counts: WorkerCounts,
@@ -130,7 +130,7 @@ impl Scheduler {
 
     /// Takes `function`'s queue out, with its last start error as their answer (404: the
     /// function's failure), when it has one.
-    pub(super) fn take_queue_with_start_error(
+    pub(in crate::server) fn take_queue_with_start_error(
         &mut self,
         function: FunctionId,
     ) -> Option<(Vec<ConnRef>, InvokeError)> {
@@ -149,7 +149,7 @@ impl Scheduler {
     /// when its function's queue was dispatched, if it is still queued (counted as a
     /// rejection). Its function's launches are re-planned by the `Scale` effect recorded with
     /// this one, so that later requests find a worker.
-    pub(super) fn refusal_if_still_queued(
+    pub(in crate::server) fn refusal_if_still_queued(
         &mut self,
         function: FunctionId,
         client: ConnRef,
@@ -170,19 +170,19 @@ impl Scheduler {
     }
 
     /// Whether the tick must be scheduled now; returning true marks it scheduled.
-    pub(super) fn claim_sched_tick(&mut self) -> bool {
+    pub(in crate::server) fn claim_sched_tick(&mut self) -> bool {
         !std::mem::replace(&mut self.sched_tick_armed, true)
     }
 
     /// The tick fired: it is no longer scheduled.
-    pub(super) fn sched_tick_fired(&mut self) {
+    pub(in crate::server) fn sched_tick_fired(&mut self) {
         self.sched_tick_armed = false;
     }
 
     /// One function's scaling on a tick, from its workers' `snapshots`: the EMA scaler when
     /// `controlPlane.useEmaScaling` is on, otherwise idle shrink (workers idle for
     /// `worker.idleTimeout`, never below the reservation).
-    pub(super) fn tick_plan(
+    pub(in crate::server) fn tick_plan(
         &mut self,
         function: FunctionId,
         snapshots: &[WorkerSnapshot],
@@ -233,7 +233,7 @@ impl Scheduler {
 }
 
 /// The one-minute load average, if readable.
-pub(super) fn load1() -> Option<f64> {
+pub(in crate::server) fn load1() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()

@@ -1,7 +1,9 @@
 //! The front end's state: the FC listener, the admin socket, every client connection, the HTTP
 //! limits, the `Date` cache, FC's hook log and request ids.
 
-use super::ServerError;
+pub(super) mod client;
+pub(super) mod conn;
+
 use super::client::refuse_connection;
 use super::conn::{Conn, Socket};
 use crate::config::HttpConfig;
@@ -10,6 +12,7 @@ use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
 use crate::reactor::slab::{Key, Slab};
 use crate::reactor::token::{self, Source};
+use crate::server::ServerError;
 use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry};
 use std::io;
@@ -17,29 +20,29 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// The listeners and the connections they accepted.
-pub(super) struct FrontEnd {
-    pub(super) listener: TcpListener,
+pub(in crate::server) struct FrontEnd {
+    listener: TcpListener,
     /// The address actually bound (useful with port 0).
-    pub(super) local_addr: SocketAddr,
-    pub(super) admin: UnixListener,
-    pub(super) admin_path: PathBuf,
-    pub(super) conns: Slab<Conn>,
-    pub(super) request_limits: RequestLimits,
+    local_addr: SocketAddr,
+    admin: UnixListener,
+    admin_path: PathBuf,
+    conns: Slab<Conn>,
+    request_limits: RequestLimits,
     /// A connection's read buffer size: the largest allowed head plus a little.
-    pub(super) rbuf_size: usize,
-    pub(super) ids: RequestIds,
-    pub(super) fc_log: FcLog,
-    pub(super) date: DateCache,
+    rbuf_size: usize,
+    ids: RequestIds,
+    fc_log: FcLog,
+    date: DateCache,
     /// Unsent response bytes all connections hold (`http.maxBufferedBytes`).
-    pub(super) buffered_output: usize,
+    buffered_output: usize,
     /// An fd kept open so that, out of fds, one can be given back to accept and refuse a client.
-    pub(super) reserve_fd: Option<std::fs::File>,
+    reserve_fd: Option<std::fs::File>,
 }
 
 impl FrontEnd {
     /// Binds the FC port at `addr` and the admin socket at `admin_path`, both watched by
     /// `registry`, with the HTTP limits of `http`.
-    pub(super) fn bind(
+    pub(in crate::server) fn bind(
         addr: SocketAddr,
         admin_path: PathBuf,
         http: &HttpConfig,
@@ -81,9 +84,59 @@ impl FrontEnd {
         })
     }
 
+    /// The address the FC port is bound to (useful with port 0).
+    pub(in crate::server) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin socket's path.
+    pub(in crate::server) fn admin_path(&self) -> &std::path::Path {
+        &self.admin_path
+    }
+
+    /// Connection `key`, if it is still open.
+    pub(in crate::server) fn conn(&self, key: Key) -> Option<&Conn> {
+        self.conns.get(key)
+    }
+
+    /// Connection `key`, to change its flags or its current request.
+    pub(in crate::server) fn conn_mut(&mut self, key: Key) -> Option<&mut Conn> {
+        self.conns.get_mut(key)
+    }
+
+    /// The open connections.
+    pub(in crate::server) fn connections(&self) -> impl Iterator<Item = &Conn> {
+        self.conns.iter()
+    }
+
+    /// The keys of the open connections (the glue tests find the one they connected).
+    #[cfg(test)]
+    pub(in crate::server) fn connections_keys(&self) -> Vec<Key> {
+        self.conns.keys()
+    }
+
+    /// How many connections are open.
+    pub(in crate::server) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// FC's hook and invocation log lines.
+    pub(in crate::server) fn fc_log_mut(&mut self) -> &mut FcLog {
+        &mut self.fc_log
+    }
+
+    /// A fresh request id.
+    pub(in crate::server) fn next_request_id(&mut self) -> String {
+        self.ids.next_id()
+    }
+
     /// Accepts every client waiting on the FC listener, up to `max_connections` held at once
     /// (clients beyond get 503 `TooManyConnections`), and returns the new connections.
-    pub(super) fn accept(&mut self, max_connections: usize, registry: &Registry) -> Vec<Key> {
+    pub(in crate::server) fn accept(
+        &mut self,
+        max_connections: usize,
+        registry: &Registry,
+    ) -> Vec<Key> {
         let mut accepted = Vec::new();
         loop {
             match self.listener.accept() {
@@ -152,7 +205,7 @@ impl FrontEnd {
 
     /// Accepts every client waiting on the admin socket, except the runtime's own descendants,
     /// and returns the new connections.
-    pub(super) fn accept_admin(&mut self, registry: &Registry) -> Vec<Key> {
+    pub(in crate::server) fn accept_admin(&mut self, registry: &Registry) -> Vec<Key> {
         let mut accepted = Vec::new();
         loop {
             match self.admin.accept() {
@@ -202,7 +255,7 @@ impl FrontEnd {
 
     /// Marks every connection that is between requests to close once its output is written;
     /// returns them, to be flushed.
-    pub(super) fn close_idle(&mut self) -> Vec<Key> {
+    pub(in crate::server) fn close_idle(&mut self) -> Vec<Key> {
         let mut idle = Vec::new();
         for key in self.conns.keys() {
             if let Some(conn) = self.conns.get_mut(key)

@@ -7,11 +7,7 @@
 //! recorded; a reaped worker's record stays until `WorkerReaped` has run, so the loop can
 //! still name the request it died in.
 
-use super::Lent;
-use super::client::InvokeError;
-use super::effects::Effect;
-use super::supervisor::Supervisor;
-use super::{Child, Timer};
+use super::Supervisor;
 use crate::config::FunctionProfile;
 use crate::fc;
 use crate::ids::ConnRef;
@@ -20,6 +16,10 @@ use crate::ids::WorkerKey;
 use crate::pool::StartError;
 use crate::reactor::token::{self, Source};
 use crate::sched::backoff::CRASH_LOOP_WINDOW;
+use crate::server::Lent;
+use crate::server::client::InvokeError;
+use crate::server::effects::Effect;
+use crate::server::{Child, Timer};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::spawn;
@@ -32,37 +32,41 @@ use std::time::{Duration, Instant};
 /// A worker that left service, for the loop: who was waiting on it and what its end means for
 /// its function.
 #[derive(Debug)]
-pub(super) struct Departure {
-    pub(super) worker: WorkerKey,
+pub(in crate::server) struct Departure {
+    pub(in crate::server) worker: WorkerKey,
     /// Its process id (`hello-3`), for logs.
-    pub(super) id: String,
+    pub(in crate::server) id: String,
     /// It left service now (not a second notice of the same end): its pool loses it.
-    pub(super) first: bool,
-    pub(super) function: FunctionId,
+    pub(in crate::server) first: bool,
+    pub(in crate::server) function: FunctionId,
     /// What its in-flight invocations are answered.
-    pub(super) error: InvokeError,
+    pub(in crate::server) error: InvokeError,
     /// The invocations it was running.
-    pub(super) clients: Vec<ConnRef>,
+    pub(in crate::server) clients: Vec<ConnRef>,
     /// It died before it was ready: a failed start.
-    pub(super) was_starting: bool,
+    pub(in crate::server) was_starting: bool,
     /// It was ready, died on its own this long after starting and served nothing: respawning
     /// it at once would loop as fast as it starts.
-    pub(super) crash_loop: Option<Duration>,
+    pub(in crate::server) crash_loop: Option<Duration>,
 }
 
 /// What a worker's INIT carries from the rest of the runtime.
-pub(super) struct InitParams<'a> {
-    pub(super) profile: &'a FunctionProfile,
+pub(in crate::server) struct InitParams<'a> {
+    pub(in crate::server) profile: &'a FunctionProfile,
     /// The request id it initializes in: `/initialize`'s, or a fresh one.
-    pub(super) request_id: String,
+    pub(in crate::server) request_id: String,
     /// `x-fc-initialization-timeout`, when it initializes in answer to `/initialize`.
-    pub(super) platform_bound_ms: Option<u64>,
+    pub(in crate::server) platform_bound_ms: Option<u64>,
 }
 
 impl Supervisor {
     /// (starting, alive) among `keys` of `generation`; alive counts starting and ready ones.
     /// Workers of an older generation are being replaced: they do not count.
-    pub(super) fn worker_counts(&self, keys: &[WorkerKey], generation: u64) -> (usize, usize) {
+    pub(in crate::server) fn worker_counts(
+        &self,
+        keys: &[WorkerKey],
+        generation: u64,
+    ) -> (usize, usize) {
         let mut starting = 0;
         let mut alive = 0;
         for w in keys.iter().filter_map(|&key| self.workers.get(key)) {
@@ -81,7 +85,7 @@ impl Supervisor {
 
     /// Memory reserved in `virtualMemoryPoolSize` by every worker that has not exited, starting
     /// ones included (so concurrent starts cannot overcommit the pool).
-    pub(super) fn memory_reserved(&self) -> u64 {
+    pub(in crate::server) fn memory_reserved(&self) -> u64 {
         self.workers
             .iter()
             .filter(|w| w.state < WorkerState::Exited)
@@ -91,7 +95,7 @@ impl Supervisor {
 
     /// Cold-starts a worker of `function` (fork and exec of its runtime). Its record is
     /// returned for [`Supervisor::install_worker`]; the error says why it could not start.
-    pub(super) fn spawn_cold(
+    pub(in crate::server) fn spawn_cold(
         &mut self,
         function: FunctionId,
         profile: &FunctionProfile,
@@ -133,7 +137,7 @@ impl Supervisor {
 
     /// Takes a started (or requested) worker into the loop: watches its pipes, maps its pid
     /// and arms its init deadline. `None` when its pipes cannot be watched (it is killed).
-    pub(super) fn install_worker(
+    pub(in crate::server) fn install_worker(
         &mut self,
         mut worker: Worker,
         generation: u64,
@@ -179,7 +183,7 @@ impl Supervisor {
     }
 
     /// READY: the bootstrap runs; send INIT.
-    pub(super) fn on_worker_ready(
+    pub(in crate::server) fn on_worker_ready(
         &mut self,
         key: WorkerKey,
         payload: &[u8],
@@ -279,7 +283,7 @@ impl Supervisor {
     }
 
     /// INIT_DONE: the worker serves from now on. Returns its function.
-    pub(super) fn on_worker_init_done(
+    pub(in crate::server) fn on_worker_init_done(
         &mut self,
         key: WorkerKey,
         lp: &mut Lent<'_>,
@@ -306,7 +310,7 @@ impl Supervisor {
 
     /// INIT_ERROR: loading the code or the initializer failed. Returns the worker's function
     /// and the start error; the loop records it, then stops the worker.
-    pub(super) fn init_error(
+    pub(in crate::server) fn init_error(
         &self,
         key: WorkerKey,
         payload: &[u8],
@@ -329,7 +333,7 @@ impl Supervisor {
 
     /// The init deadline of a worker of a function with `profile` passed. Returns the start
     /// error when the worker was still starting; the loop records it, then kills the worker.
-    pub(super) fn init_timed_out(
+    pub(in crate::server) fn init_timed_out(
         &mut self,
         key: WorkerKey,
         profile: &FunctionProfile,
@@ -360,7 +364,7 @@ impl Supervisor {
 
     /// Stops sending a worker new requests; it stops once its in-flight ones finish, or after
     /// `dataPlane.closeTrafficTimeout` at the latest.
-    pub(super) fn drain_worker(&mut self, key: WorkerKey, why: &str, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn drain_worker(&mut self, key: WorkerKey, why: &str, lp: &mut Lent<'_>) {
         let timeout = Duration::from_millis(lp.config.data_plane.close_traffic_timeout_ms);
         let Some(worker) = self.workers.get_mut(key) else {
             return;
@@ -381,7 +385,7 @@ impl Supervisor {
     }
 
     /// A draining worker did not finish its requests within `dataPlane.closeTrafficTimeout`.
-    pub(super) fn on_drain_timeout(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn on_drain_timeout(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         if let Some(w) = self.workers.get_mut(key) {
             w.state_timer = None;
             if w.state == WorkerState::Draining {
@@ -396,7 +400,12 @@ impl Supervisor {
 
     /// Stops a worker gracefully: close its input (EOF asks it to exit), SIGTERM its group, and
     /// SIGKILL after `turf.gracefulExitPeriodMs`.
-    pub(super) fn stop_worker(&mut self, key: WorkerKey, reason: &str, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn stop_worker(
+        &mut self,
+        key: WorkerKey,
+        reason: &str,
+        lp: &mut Lent<'_>,
+    ) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
@@ -423,7 +432,7 @@ impl Supervisor {
     }
 
     /// Stops every worker (the runtime is stopping).
-    pub(super) fn stop_all_workers(&mut self, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn stop_all_workers(&mut self, lp: &mut Lent<'_>) {
         for key in self.workers.keys() {
             self.stop_worker(key, "runtime stopping", lp);
         }
@@ -431,7 +440,7 @@ impl Supervisor {
 
     /// Kills a worker's process group at once and fails its invocations with `reason`;
     /// `accounted` is the reason recorded in `resource_usage.log`.
-    pub(super) fn kill_worker(
+    pub(in crate::server) fn kill_worker(
         &mut self,
         key: WorkerKey,
         reason: &str,
@@ -464,7 +473,7 @@ impl Supervisor {
     }
 
     /// The worker's output pipe reached EOF: it exited or is exiting.
-    pub(super) fn on_worker_pipe_closed(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn on_worker_pipe_closed(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         // The exit status is often already there; reaping first gives errors the real cause.
         self.reap_children(lp);
         self.note_oom(key);
@@ -483,7 +492,12 @@ impl Supervisor {
     /// Takes a worker out of service for good: its pipes are closed, its streams end, and its
     /// [`Departure`] is kept for the loop (`WorkersGone`). Idempotent. The record itself stays
     /// until the pid is reaped.
-    pub(super) fn worker_gone(&mut self, key: WorkerKey, reason: &str, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn worker_gone(
+        &mut self,
+        key: WorkerKey,
+        reason: &str,
+        lp: &mut Lent<'_>,
+    ) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
@@ -547,19 +561,19 @@ impl Supervisor {
     }
 
     /// The departures the loop has not dealt with yet, oldest first.
-    pub(super) fn take_departures(&mut self) -> Vec<Departure> {
+    pub(in crate::server) fn take_departures(&mut self) -> Vec<Departure> {
         std::mem::take(&mut self.departures)
     }
 
     /// Names the request worker `key` died in, for its `resource_usage.log` line.
-    pub(super) fn note_request_at_exit(&mut self, key: WorkerKey, request_id: String) {
+    pub(in crate::server) fn note_request_at_exit(&mut self, key: WorkerKey, request_id: String) {
         if let Some(w) = self.workers.get_mut(key) {
             w.request_at_exit.get_or_insert(request_id);
         }
     }
 
     /// Reaps every exited child and retires its record.
-    pub(super) fn reap_children(&mut self, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn reap_children(&mut self, lp: &mut Lent<'_>) {
         loop {
             let reaped = match sys::reap_one() {
                 Ok(Some(r)) => r,
@@ -590,7 +604,7 @@ impl Supervisor {
     /// Retires worker `key` whose process is gone: `reaped` is its exit, `None` when it never
     /// had a process (a fork that did not happen). It leaves service now; its record goes
     /// when `WorkerReaped` runs, after the loop has dealt with its departure.
-    pub(super) fn retire_reaped(
+    pub(in crate::server) fn retire_reaped(
         &mut self,
         key: WorkerKey,
         reaped: Option<sys::Reaped>,
@@ -634,7 +648,7 @@ impl Supervisor {
 
     /// Removes the records of reaped workers and writes their `resource_usage.log` lines;
     /// `function_name` names a worker's function.
-    pub(super) fn finish_reaped(
+    pub(in crate::server) fn finish_reaped(
         &mut self,
         function_name: impl Fn(FunctionId) -> String,
         lp: &mut Lent<'_>,
@@ -668,7 +682,12 @@ impl Supervisor {
 
     /// The seed reported a forked worker's pid: move it into its cgroup. Returns whether its
     /// READY came first and must now be answered.
-    pub(super) fn worker_forked(&mut self, key: WorkerKey, pid: i32, lp: &mut Lent<'_>) -> bool {
+    pub(in crate::server) fn worker_forked(
+        &mut self,
+        key: WorkerKey,
+        pid: i32,
+        lp: &mut Lent<'_>,
+    ) -> bool {
         let Some(w) = self.workers.get_mut(key) else {
             spawn::kill(pid, libc::SIGKILL);
             return false;
@@ -694,7 +713,7 @@ impl Supervisor {
     }
 
     /// A worker whose fork never happened: it has no process; retire its record now.
-    pub(super) fn discard_unforked(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn discard_unforked(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         let Some(why) = self.workers.get(key).and_then(|w| w.exit_reason.clone()) else {
             return;
         };
@@ -703,7 +722,7 @@ impl Supervisor {
     }
 
     /// Writes a worker's queued frames.
-    pub(super) fn flush_worker(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn flush_worker(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
@@ -715,7 +734,7 @@ impl Supervisor {
     }
 
     /// SIGKILLs every worker and seed group: the runtime is exiting.
-    pub(super) fn kill_all_workers(&self) {
+    pub(in crate::server) fn kill_all_workers(&self) {
         for process in self.processes() {
             process.kill();
         }

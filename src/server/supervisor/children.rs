@@ -3,10 +3,10 @@
 //! its log directory. The supervisor owns the records and the deletion queue; the loop's timers
 //! are lent to it for the call.
 
-use super::supervisor::Supervisor;
-use super::{Child, Timer};
+use super::Supervisor;
 use crate::config::WorkerDefaults;
 use crate::reactor::timer::Timers;
+use crate::server::{Child, Timer};
 use crate::turf::child::ChildProc;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,7 +15,12 @@ impl Supervisor {
     /// Asks a child process to exit: SIGTERM to its process group now, and SIGKILL once `grace`
     /// (`turf.gracefulExitPeriodMs`) has passed, by a timer its process record keeps (and that
     /// is cancelled if the child is reaped first).
-    pub(super) fn terminate(&mut self, child: Child, grace: Duration, timers: &mut Timers<Timer>) {
+    pub(in crate::server) fn terminate(
+        &mut self,
+        child: Child,
+        grace: Duration,
+        timers: &mut Timers<Timer>,
+    ) {
         let Some(process) = self.process_mut(child) else {
             return;
         };
@@ -25,7 +30,7 @@ impl Supervisor {
     }
 
     /// A stopping child's grace period is over: SIGKILL its process group.
-    pub(super) fn grace_period_over(&mut self, child: Child) {
+    pub(in crate::server) fn grace_period_over(&mut self, child: Child) {
         if let Some(process) = self.process_mut(child) {
             process.kill_timer = None;
             log::warn!(
@@ -40,7 +45,7 @@ impl Supervisor {
     /// Cleans up after a reaped child process: what is left of its group is killed, its kill
     /// timer cancelled, its cgroup removed (or retried on the tick while its processes are
     /// still dying) and its log directory queued for deletion.
-    pub(super) fn release_process(
+    pub(in crate::server) fn release_process(
         &mut self,
         process: ChildProc,
         timers: &mut Timers<Timer>,
@@ -79,7 +84,7 @@ impl Supervisor {
     }
 
     /// Deletes the log directories that are due.
-    pub(super) fn collect_logs(&mut self, timers: &mut Timers<Timer>) {
+    pub(in crate::server) fn collect_logs(&mut self, timers: &mut Timers<Timer>) {
         self.log_gc_armed = false;
         let now = Instant::now();
         while self.log_gc.front().is_some_and(|(at, _)| *at <= now) {

@@ -2,9 +2,14 @@
 //! workers), the one pid map, the sandbox every child gets, the worker runtimes, accounting,
 //! log GC and the platform environment.
 
-use super::ServerError;
+mod children;
+pub(super) mod limit_poll;
+pub(super) mod seeds;
+pub(super) mod spares;
+mod streams;
+pub(super) mod supervise;
+
 use super::seeds::SeedSlot;
-use super::{Child, spares};
 use crate::config::{FunctionProfile, SystemConfig};
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
@@ -12,6 +17,8 @@ use crate::reactor::slab::Slab;
 use crate::runtime::LaunchSpec;
 use crate::runtime::Runtimes;
 use crate::sched::shrink::WorkerSnapshot;
+use crate::server::Child;
+use crate::server::ServerError;
 use crate::turf::accounting::Accounting;
 use crate::turf::cgroup;
 use crate::turf::cgroup::WorkerCgroup;
@@ -28,65 +35,65 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The child processes and what they run in.
-pub(super) struct Supervisor {
-    pub(super) workers: Slab<Worker, WorkerKey>,
+pub(in crate::server) struct Supervisor {
+    workers: Slab<Worker, WorkerKey>,
     /// Every child process the runtime waits for, by pid: workers, seeds and spares.
-    pub(super) children: HashMap<i32, Child>,
+    children: HashMap<i32, Child>,
     /// Warm seeds (`turf::seed`).
-    pub(super) seeds: Slab<Seed>,
+    seeds: Slab<Seed>,
     /// Workers that left service and what that means elsewhere, until the loop deals with
     /// them (`Effect::WorkersGone`).
-    pub(super) departures: Vec<super::supervise::Departure>,
+    departures: Vec<super::supervise::Departure>,
     /// Reaped workers whose records wait for their departure to be dealt with
     /// (`Effect::WorkersReaped`).
-    pub(super) reaped: Vec<(WorkerKey, Option<crate::sys::Reaped>)>,
+    reaped: Vec<(WorkerKey, Option<crate::sys::Reaped>)>,
     /// Each function's seed slot, by function index (`seeds`).
-    pub(super) seed_slots: Vec<SeedSlot>,
+    seed_slots: Vec<SeedSlot>,
     /// The last process number given to each function's children, by function index.
-    pub(super) process_numbers: Vec<u64>,
+    process_numbers: Vec<u64>,
     /// Exits of children no record claims (yet): see `seeds::MAX_UNCLAIMED_EXITS`.
-    pub(super) unclaimed_exits: VecDeque<(i32, crate::sys::Reaped)>,
+    unclaimed_exits: VecDeque<(i32, crate::sys::Reaped)>,
     /// Whether seeds can fork workers here, or why not.
-    pub(super) warm_fork: Result<(), String>,
+    warm_fork: Result<(), String>,
     /// Spare Node.js workers (`turf::spare`) and the pool's bookkeeping.
-    pub(super) spares: Slab<Spare>,
-    pub(super) spare_pool: spares::SparePool,
+    spares: Slab<Spare>,
+    spare_pool: spares::SparePool,
     /// Whether spares can be used here, or why not.
-    pub(super) spare_support: Result<(), String>,
+    spare_support: Result<(), String>,
     /// Seeds and spares have been started (after the reserved workers settled).
-    pub(super) background_started: bool,
+    background_started: bool,
     /// Platform environment variables given to every new worker (after its own).
-    pub(super) platform_env: Vec<(String, String)>,
+    platform_env: Vec<(String, String)>,
     /// The runtime's own variables that `turf.inheritEnv` passes to workers (after the
     /// platform's).
-    pub(super) inherited_env: Vec<(String, String)>,
+    inherited_env: Vec<(String, String)>,
     /// The platform's latest credentials and function identity, for initializer contexts.
-    pub(super) platform: crate::fc::PlatformHeaders,
-    pub(super) runtimes: Runtimes,
+    platform: crate::fc::PlatformHeaders,
+    runtimes: Runtimes,
     /// Log directory (worker stdout/stderr live under it).
-    pub(super) logdir: PathBuf,
-    pub(super) accounting: Accounting,
+    logdir: PathBuf,
+    accounting: Accounting,
     /// Whether the limit poll timer is scheduled.
-    pub(super) limit_poll_armed: bool,
+    limit_poll_armed: bool,
     /// Exited workers' log directories and when to delete them, oldest first.
-    pub(super) log_gc: VecDeque<(Instant, PathBuf)>,
+    log_gc: VecDeque<(Instant, PathBuf)>,
     /// Whether the log GC timer is scheduled.
-    pub(super) log_gc_armed: bool,
+    log_gc_armed: bool,
     /// What the machine lets the sandbox enforce (probed once at start-up).
-    pub(super) caps: Capabilities,
+    caps: Capabilities,
     /// The isolation every worker gets (`turf.isolation`), where the probe allows it.
-    pub(super) isolation: Option<Isolation>,
+    isolation: Option<Isolation>,
     /// The runtime's own hard `RLIMIT_NOFILE`: workers cannot get more.
-    pub(super) nofile_cap: Option<u64>,
+    nofile_cap: Option<u64>,
     /// Worker cgroups that could not be removed at reap time, retried every tick.
-    pub(super) stale_cgroups: Vec<WorkerCgroup>,
+    stale_cgroups: Vec<WorkerCgroup>,
 }
 
 impl Supervisor {
     /// The supervisor for `functions` under `config`: raises the fd limit, probes and
     /// prepares the sandbox, decides whether warm seeds and spares can be used here, writes the
     /// worker bootstraps, and takes what workers inherit of the runtime's environment.
-    pub(super) fn new(
+    pub(in crate::server) fn new(
         config: &SystemConfig,
         workdir: &Path,
         logdir: PathBuf,
@@ -137,10 +144,110 @@ impl Supervisor {
         })
     }
 
+    /// The workers, for reading.
+    pub(in crate::server) fn workers(&self) -> &Slab<Worker, WorkerKey> {
+        &self.workers
+    }
+
+    /// Takes a worker record with no process (the loop's glue tests drive it by hand).
+    #[cfg(test)]
+    pub(in crate::server) fn adopt_worker(&mut self, worker: Worker) -> WorkerKey {
+        self.workers.insert(worker)
+    }
+
+    /// Worker `key`, to change its record.
+    pub(in crate::server) fn worker_mut(&mut self, key: WorkerKey) -> Option<&mut Worker> {
+        self.workers.get_mut(key)
+    }
+
+    /// The warm seeds.
+    pub(in crate::server) fn seeds(&self) -> &Slab<Seed> {
+        &self.seeds
+    }
+
+    /// The spare workers.
+    pub(in crate::server) fn spares(&self) -> &Slab<Spare> {
+        &self.spares
+    }
+
+    /// The spare pool's bookkeeping.
+    pub(in crate::server) fn spare_pool(&self) -> &spares::SparePool {
+        &self.spare_pool
+    }
+
+    /// Spares follow `shape` from now on (the function that scaled up last).
+    pub(in crate::server) fn set_spare_shape(&mut self, shape: crate::turf::spare::SpareShape) {
+        self.spare_pool.shape = Some(shape);
+    }
+
+    /// Whether spares can be used here, or why not.
+    pub(in crate::server) fn spare_support(&self) -> &Result<(), String> {
+        &self.spare_support
+    }
+
+    /// Whether seeds can fork workers here, or why not.
+    pub(in crate::server) fn warm_fork(&self) -> &Result<(), String> {
+        &self.warm_fork
+    }
+
+    /// Whether seeds and spares have been started (once the reserved workers settled).
+    pub(in crate::server) fn background_started(&self) -> bool {
+        self.background_started
+    }
+
+    /// Seeds and spares may start from now on.
+    pub(in crate::server) fn start_background(&mut self) {
+        self.background_started = true;
+    }
+
+    /// The worker runtimes.
+    pub(in crate::server) fn runtimes(&self) -> &Runtimes {
+        &self.runtimes
+    }
+
+    /// The worker runtimes, to resolve the interpreters a new profile set needs.
+    pub(in crate::server) fn runtimes_mut(&mut self) -> &mut Runtimes {
+        &mut self.runtimes
+    }
+
+    /// The platform environment variables new workers get.
+    pub(in crate::server) fn platform_env(&self) -> &[(String, String)] {
+        &self.platform_env
+    }
+
+    /// Replaces the platform environment; whether it changed.
+    pub(in crate::server) fn set_platform_env(&mut self, env: Vec<(String, String)>) -> bool {
+        if env == self.platform_env {
+            return false;
+        }
+        self.platform_env = env;
+        true
+    }
+
+    /// The platform's latest credentials and function identity.
+    pub(in crate::server) fn platform(&self) -> &crate::fc::PlatformHeaders {
+        &self.platform
+    }
+
+    /// The platform's latest credentials and function identity, to take a call's.
+    pub(in crate::server) fn platform_mut(&mut self) -> &mut crate::fc::PlatformHeaders {
+        &mut self.platform
+    }
+
+    /// What the machine lets the sandbox enforce.
+    pub(in crate::server) fn caps(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Exit counters.
+    pub(in crate::server) fn accounting(&self) -> &Accounting {
+        &self.accounting
+    }
+
     /// The next id of a process of function `function` named `name` (`<name>-<kind><n>`:
     /// `hello-3`, `py-seed-4`) and its log directory (empty when children's output goes to the
     /// console).
-    pub(super) fn next_process_id(
+    pub(in crate::server) fn next_process_id(
         &mut self,
         function: FunctionId,
         name: &str,
@@ -161,7 +268,7 @@ impl Supervisor {
     }
 
     /// The limits a worker (or seed) of a function with `profile` runs under.
-    pub(super) fn worker_limits(
+    pub(in crate::server) fn worker_limits(
         &self,
         profile: &FunctionProfile,
         config: &SystemConfig,
@@ -178,7 +285,7 @@ impl Supervisor {
 
     /// How to spawn process `id` of a function (a worker or its seed) as `launch` says: in the
     /// function's code directory, with the platform's variables and the function's limits.
-    pub(super) fn spawn_spec<'a>(
+    pub(in crate::server) fn spawn_spec<'a>(
         &'a self,
         profile: &'a FunctionProfile,
         launch: &'a LaunchSpec,
@@ -198,7 +305,7 @@ impl Supervisor {
     }
 
     /// The process record of `child`, whichever kind of child it is.
-    pub(super) fn process_mut(&mut self, child: Child) -> Option<&mut ChildProc> {
+    pub(in crate::server) fn process_mut(&mut self, child: Child) -> Option<&mut ChildProc> {
         match child {
             Child::Worker(key) => self.workers.get_mut(key).map(|w| &mut w.process),
             Child::Seed(key) => self.seeds.get_mut(key).map(|s| &mut s.process),
@@ -208,7 +315,7 @@ impl Supervisor {
 
     /// A launch environment plus the platform's variables, then what the worker inherits
     /// from the runtime's (`turf.inheritEnv`); the function's own win, then the platform's.
-    pub(super) fn with_platform_env(
+    pub(in crate::server) fn with_platform_env(
         &self,
         mut env: Vec<(String, String)>,
     ) -> Vec<(String, String)> {
@@ -221,7 +328,7 @@ impl Supervisor {
     }
 
     /// What the scheduler's tick needs to know of `workers`.
-    pub(super) fn snapshots(&self, workers: &[WorkerKey]) -> Vec<WorkerSnapshot> {
+    pub(in crate::server) fn snapshots(&self, workers: &[WorkerKey]) -> Vec<WorkerSnapshot> {
         workers
             .iter()
             .filter_map(|&key| {
@@ -237,12 +344,12 @@ impl Supervisor {
     }
 
     /// Removes the cgroups whose processes were still dying at reap time, where it can now.
-    pub(super) fn retry_stale_cgroups(&mut self) {
+    pub(in crate::server) fn retry_stale_cgroups(&mut self) {
         self.stale_cgroups.retain(|cg| !cg.try_remove());
     }
 
     /// Every child process: workers, seeds and spares.
-    pub(super) fn processes(&self) -> impl Iterator<Item = &ChildProc> {
+    pub(in crate::server) fn processes(&self) -> impl Iterator<Item = &ChildProc> {
         let workers = self.workers.iter().map(|w| &w.process);
         let seeds = self.seeds.iter().map(|s| &s.process);
         let spares = self.spares.iter().map(|s| &s.process);

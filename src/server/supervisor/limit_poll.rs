@@ -5,7 +5,7 @@
 //! `turf::poll`; the supervisor applies them to its workers and says which are over, and the
 //! loop kills those.
 
-use super::supervisor::Supervisor;
+use super::Supervisor;
 use crate::ids::WorkerKey;
 use crate::turf::accounting::ExitReason;
 use crate::turf::poll::{CPU_OVER_WINDOWS, Verdict};
@@ -14,19 +14,19 @@ use std::time::Instant;
 
 /// A worker found over one of its polled limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct OverLimit {
+pub(in crate::server) struct OverLimit {
     /// The worker.
-    pub(super) worker: WorkerKey,
+    pub(in crate::server) worker: WorkerKey,
     /// What it exceeded, for its failed invocations and the log.
-    pub(super) message: String,
+    pub(in crate::server) message: String,
     /// How its exit is accounted.
-    pub(super) reason: ExitReason,
+    pub(in crate::server) reason: ExitReason,
 }
 
 impl Supervisor {
     /// Whether a poll round must be scheduled now: some worker has polled limits and no round
     /// is scheduled. Returning true marks the round scheduled.
-    pub(super) fn claim_limit_poll(&mut self) -> bool {
+    pub(in crate::server) fn claim_limit_poll(&mut self) -> bool {
         if self.limit_poll_armed || !self.workers.iter().any(|w| w.polled.any()) {
             return false;
         }
@@ -35,7 +35,7 @@ impl Supervisor {
     }
 
     /// One poll round over every worker with polled limits: the workers over a limit.
-    pub(super) fn poll_limits(&mut self, now: Instant) -> Vec<OverLimit> {
+    pub(in crate::server) fn poll_limits(&mut self, now: Instant) -> Vec<OverLimit> {
         self.limit_poll_armed = false;
         let mut over = Vec::new();
         for key in self.workers.keys() {

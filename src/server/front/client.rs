@@ -6,13 +6,11 @@
 //! and an answered, ended or abandoned request is recorded as an effect (`LeftQueue`,
 //! `RequestEnded`, `CancelStream`, `ReturnCredit`).
 
+use super::FrontEnd;
 use super::conn::{
     BodyInput, BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink,
     body_complete_in,
 };
-use super::effects::Effect;
-use super::front::FrontEnd;
-use super::{Lent, Timer};
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
 use crate::http::error::HttpError;
@@ -21,6 +19,8 @@ use crate::http::response::{self, Framing};
 use crate::ids::ConnRef;
 use crate::ids::WorkerKey;
 use crate::reactor::slab::{Key, Slab};
+use crate::server::effects::Effect;
+use crate::server::{Lent, Timer};
 use crate::turf::origin;
 use crate::turf::worker::Worker;
 use crate::wire;
@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 /// Bound on parse/pump rounds per readiness event, so one connection cannot starve the loop
 /// (a client pipelining thousands of tiny requests is served in slices).
-pub(super) const MAX_ROUNDS_PER_EVENT: usize = 64;
+pub(in crate::server) const MAX_ROUNDS_PER_EVENT: usize = 64;
 
 /// What one step on a connection's buffered input came to.
-pub(super) enum Step {
+pub(in crate::server) enum Step {
     /// Nothing more until more bytes arrive, the answer is written or room frees up.
     Wait,
     /// Progress was made; step again.
@@ -50,15 +50,15 @@ pub(super) enum Step {
 }
 
 /// A request whose head was just parsed, for the loop to route.
-pub(super) struct Started {
-    pub(super) client: ConnRef,
+pub(in crate::server) struct Started {
+    pub(in crate::server) client: ConnRef,
     /// Its FC route (or why its control path is bad).
-    pub(super) route: Result<Route, String>,
+    pub(in crate::server) route: Result<Route, String>,
     /// The function or service it names in `x-noslate-function`/`x-noslate-service`, or why
     /// the two contradict.
-    pub(super) target: Result<Option<Target>, String>,
+    pub(in crate::server) target: Result<Option<Target>, String>,
     /// It came on the admin socket: its method and path (FC's routes never apply there).
-    pub(super) admin: Option<(String, String)>,
+    pub(in crate::server) admin: Option<(String, String)>,
 }
 
 /// Progress of a collected body.
@@ -108,14 +108,18 @@ pub fn refuse_connection(sock: &mut mio::net::TcpStream, why: &str) {
 
 impl FrontEnd {
     /// Whether connection `key` is closing and only drains what its client still sends.
-    pub(super) fn is_lingering(&self, key: Key) -> bool {
+    pub(in crate::server) fn is_lingering(&self, key: Key) -> bool {
         self.conns.get(key).is_some_and(|c| c.linger.is_some())
     }
 
     /// After a round on `key`: reads more from its socket when its state can use more input
     /// (`workers` says which streams have credit for a body). Returns whether a new round is
     /// worth it.
-    pub(super) fn read_more(&mut self, key: Key, workers: &Slab<Worker, WorkerKey>) -> bool {
+    pub(in crate::server) fn read_more(
+        &mut self,
+        key: Key,
+        workers: &Slab<Worker, WorkerKey>,
+    ) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -131,7 +135,7 @@ impl FrontEnd {
     /// Ends a drive of `key`: notices a client that left (its end of stream may have come with
     /// its last bytes), and puts off pipelined requests left over after the round limit to the
     /// next iteration.
-    pub(super) fn end_drive(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn end_drive(&mut self, key: Key, lp: &mut Lent<'_>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -159,7 +163,7 @@ impl FrontEnd {
 
     /// One step on `key`'s buffered input, without reading the socket. `serving` is whether
     /// the runtime serves (while it stops, every answer closes its connection).
-    pub(super) fn step(&mut self, key: Key, serving: bool, lp: &mut Lent<'_>) -> Step {
+    pub(in crate::server) fn step(&mut self, key: Key, serving: bool, lp: &mut Lent<'_>) -> Step {
         let Some(conn) = self.conns.get_mut(key) else {
             return Step::Wait;
         };
@@ -333,7 +337,7 @@ impl FrontEnd {
     /// clients on this machine are traced, once per connection. Where `/proc` cannot be read
     /// at all, the client is taken for an outsider, since refusing would lock out an
     /// operator's local call.
-    pub(super) fn client_is_descendant(&mut self, key: Key) -> bool {
+    pub(in crate::server) fn client_is_descendant(&mut self, key: Key) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -345,9 +349,17 @@ impl FrontEnd {
         verdict
     }
 
+    /// Marks `client`'s request a call of hook `phase` and writes FC's Start line.
+    pub(in crate::server) fn begin_hook(&mut self, client: ConnRef, phase: Phase) {
+        if let Some(req) = request_in(&mut self.conns, client) {
+            req.phase = Some(phase);
+            self.fc_log.start(phase, &req.id);
+        }
+    }
+
     /// Marks `client`'s request an invocation of `kind` and writes FC's Start line. Returns its
     /// `x-fc-invocation-timeout`, or `None` when the request is gone.
-    pub(super) fn begin_invocation(
+    pub(in crate::server) fn begin_invocation(
         &mut self,
         client: ConnRef,
         kind: InvokeKind,
@@ -364,7 +376,7 @@ impl FrontEnd {
     }
 
     /// The request `client` refers to, if it is still the connection's current one.
-    pub(super) fn request_mut(&mut self, client: ConnRef) -> Option<&mut Request> {
+    pub(in crate::server) fn request_mut(&mut self, client: ConnRef) -> Option<&mut Request> {
         request_in(&mut self.conns, client)
     }
 
@@ -437,7 +449,12 @@ impl FrontEnd {
 
     /// Completes the current request if its response is fully buffered and its body consumed.
     /// Returns whether the connection moved on to the next request.
-    pub(super) fn try_complete(&mut self, key: Key, serving: bool, lp: &mut Lent<'_>) -> bool {
+    pub(in crate::server) fn try_complete(
+        &mut self,
+        key: Key,
+        serving: bool,
+        lp: &mut Lent<'_>,
+    ) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -462,7 +479,7 @@ impl FrontEnd {
 
     /// Forgets the connection's current request: its deadline, FC's End line; what it held
     /// elsewhere (its place in flight) is released by `RequestEnded`.
-    pub(super) fn end_request(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn end_request(&mut self, key: Key, lp: &mut Lent<'_>) {
         let Some(req) = self.conns.get_mut(key).and_then(|c| c.req.take()) else {
             return;
         };
@@ -487,7 +504,7 @@ impl FrontEnd {
     }
 
     /// Writes a complete JSON response for the current request.
-    pub(super) fn respond_json(
+    pub(in crate::server) fn respond_json(
         &mut self,
         client: ConnRef,
         status: u16,
@@ -555,7 +572,7 @@ impl FrontEnd {
 
     /// Answers the current request with an error. `function_error` marks errors FC should count
     /// as the function's failure (`x-fc-status: 404`).
-    pub(super) fn respond_error(
+    pub(in crate::server) fn respond_error(
         &mut self,
         client: ConnRef,
         err: &InvokeError,
@@ -580,7 +597,7 @@ impl FrontEnd {
     /// Fails an invocation: a proper error response if nothing was sent yet, otherwise the
     /// connection is cut (the client sees a truncated body, which is the only honest signal
     /// left).
-    pub(super) fn fail_invocation(
+    pub(in crate::server) fn fail_invocation(
         &mut self,
         client: ConnRef,
         err: &InvokeError,
@@ -618,7 +635,7 @@ impl FrontEnd {
     }
 
     /// Writes the response head a worker sent.
-    pub(super) fn write_response_head(
+    pub(in crate::server) fn write_response_head(
         &mut self,
         client: ConnRef,
         status: u16,
@@ -676,7 +693,7 @@ impl FrontEnd {
 
     /// Appends response-body bytes from a worker. Returns false when the worker broke the
     /// framing it declared (more bytes than its Content-Length).
-    pub(super) fn write_response_body(
+    pub(in crate::server) fn write_response_body(
         &mut self,
         client: ConnRef,
         data: &[u8],
@@ -742,7 +759,7 @@ impl FrontEnd {
 
     /// Writes a connection's buffered output, returns response credit to its worker
     /// (`ReturnCredit`), and closes it when it is done.
-    pub(super) fn flush_conn(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn flush_conn(&mut self, key: Key, lp: &mut Lent<'_>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -869,7 +886,7 @@ impl FrontEnd {
     /// client reads the last response to its end), then reads and drops what the client still
     /// sends until it closes, so that unread input does not turn the close into a reset that
     /// destroys the response. Bounded by `http.lingerTimeoutMs` and `http.lingerMaxBytes`.
-    pub(super) fn begin_close(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn begin_close(&mut self, key: Key, lp: &mut Lent<'_>) {
         self.abandon_request(key, "the connection is closing", lp);
         let timeout = Duration::from_millis(lp.config.http.linger_timeout_ms);
         let Some(conn) = self.conns.get_mut(key) else {
@@ -899,7 +916,7 @@ impl FrontEnd {
 
     /// Reads and drops a closing connection's input; closes it at end of stream or past
     /// `http.lingerMaxBytes`.
-    pub(super) fn drain_lingering(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn drain_lingering(&mut self, key: Key, lp: &mut Lent<'_>) {
         let limit = lp.config.http.linger_max_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -923,7 +940,7 @@ impl FrontEnd {
     }
 
     /// A started head did not complete within `http.headerTimeoutMs`: 408, then close.
-    pub(super) fn on_head_timeout(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn on_head_timeout(&mut self, key: Key, lp: &mut Lent<'_>) {
         let date = self.date.get();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -944,7 +961,7 @@ impl FrontEnd {
     }
 
     /// Closes a connection now, cancelling whatever it was waiting for.
-    pub(super) fn close_conn(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn close_conn(&mut self, key: Key, lp: &mut Lent<'_>) {
         if let Some(conn) = self.conns.get_mut(key) {
             for timer in [conn.head_timer.take(), conn.linger.take()]
                 .into_iter()
@@ -967,7 +984,10 @@ impl FrontEnd {
 }
 
 /// The request `client` refers to, borrowing only the connection slab.
-pub(super) fn request_in(conns: &mut Slab<Conn>, client: ConnRef) -> Option<&mut Request> {
+pub(in crate::server) fn request_in(
+    conns: &mut Slab<Conn>,
+    client: ConnRef,
+) -> Option<&mut Request> {
     conns
         .get_mut(client.conn)
         .and_then(|c| c.req.as_mut())

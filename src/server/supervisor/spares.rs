@@ -7,9 +7,7 @@
 //! the scheduler holds) and handed in; the loop also lends its registry, timers and console for
 //! the call (`Lent`).
 
-use super::Lent;
-use super::supervisor::Supervisor;
-use super::{Child, Timer};
+use super::Supervisor;
 use crate::config::{FunctionProfile, Runtime, SystemConfig};
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::slab::Key;
@@ -17,6 +15,8 @@ use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
 use crate::runtime::Runtimes;
 use crate::sched::backoff::RestartBackoff;
+use crate::server::Lent;
+use crate::server::{Child, Timer};
 use crate::sys;
 use crate::turf::child::ChildProc;
 use crate::turf::spare::{self, Spare, SpareRead, SpareShape, SpareState};
@@ -26,13 +26,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long after a spare is taken its replacement starts.
-pub(super) const SPARE_REFILL_DELAY: Duration = Duration::from_millis(100);
+pub(in crate::server) const SPARE_REFILL_DELAY: Duration = Duration::from_millis(100);
 /// A READY frame is tiny; this bounds what a spare may send before it is taken.
 const SPARE_READ_MAX: usize = 4096;
 
 /// Spare bookkeeping that is not per spare.
 #[derive(Debug, Default)]
-pub(super) struct SparePool {
+pub(in crate::server) struct SparePool {
     /// The shape spares are kept in.
     pub shape: Option<SpareShape>,
     /// The restart back-off after spare deaths.
@@ -46,17 +46,17 @@ pub(super) struct SparePool {
 }
 
 /// A spare taken for a function: its process and pipes, out of the pool.
-pub(super) struct TakenSpare {
-    pub(super) spare: Spare,
-    pub(super) to_worker: mio::unix::pipe::Sender,
-    pub(super) from_worker: mio::unix::pipe::Receiver,
-    pub(super) was_ready: bool,
+pub(in crate::server) struct TakenSpare {
+    pub(in crate::server) spare: Spare,
+    pub(in crate::server) to_worker: mio::unix::pipe::Sender,
+    pub(in crate::server) from_worker: mio::unix::pipe::Receiver,
+    pub(in crate::server) was_ready: bool,
 }
 
 impl Supervisor {
     /// The shape a worker of a function with `profile` (and `limits`) needs, if it can take a
     /// spare at all.
-    pub(super) fn spare_shape(
+    pub(in crate::server) fn spare_shape(
         &self,
         profile: &FunctionProfile,
         limits: WorkerLimits,
@@ -79,7 +79,7 @@ impl Supervisor {
 
     /// Brings the spares to `turf.spareWorkers` of the wanted shape (of those the functions
     /// need, `shapes`): stops the others, starts what is missing (unless backing off).
-    pub(super) fn balance_spares(&mut self, shapes: &[SpareShape], lp: &mut Lent<'_>) {
+    pub(in crate::server) fn balance_spares(&mut self, shapes: &[SpareShape], lp: &mut Lent<'_>) {
         let keep = self
             .spare_pool
             .shape
@@ -187,7 +187,7 @@ impl Supervisor {
     }
 
     /// The spare's pipe is readable: READY, or its end.
-    pub(super) fn on_spare_readable(&mut self, key: Key, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn on_spare_readable(&mut self, key: Key, lp: &mut Lent<'_>) {
         let Some(s) = self.spares.get_mut(key) else {
             return;
         };
@@ -219,7 +219,7 @@ impl Supervisor {
 
     /// A spare of `shape` a scale-up can take: a ready one, else one still starting with
     /// nothing of its READY read yet (the worker record starts with an empty read buffer).
-    pub(super) fn find_spare(&self, shape: &SpareShape) -> Option<Key> {
+    pub(in crate::server) fn find_spare(&self, shape: &SpareShape) -> Option<Key> {
         let pick = |want: SpareState| {
             self.spares.keys().into_iter().find(|&k| {
                 self.spares.get(k).is_some_and(|s| {
@@ -236,7 +236,11 @@ impl Supervisor {
 
     /// Takes spare `key` out of the pool for a scale-up, its pipes no longer watched (the
     /// worker record watches them next).
-    pub(super) fn take_spare(&mut self, key: Key, lp: &mut Lent<'_>) -> Option<TakenSpare> {
+    pub(in crate::server) fn take_spare(
+        &mut self,
+        key: Key,
+        lp: &mut Lent<'_>,
+    ) -> Option<TakenSpare> {
         let mut spare = self.spares.remove(key)?;
         self.children.remove(&spare.process.pid);
         let (Some(mut to_worker), Some(mut from_worker)) =
@@ -257,7 +261,7 @@ impl Supervisor {
 
     /// Stops a spare: EOF on its input asks the bootstrap to exit, SIGTERM its group, SIGKILL
     /// after `turf.gracefulExitPeriodMs`.
-    pub(super) fn stop_spare(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn stop_spare(&mut self, key: Key, why: &str, lp: &mut Lent<'_>) {
         let Some(s) = self.spares.get_mut(key) else {
             return;
         };
@@ -279,7 +283,12 @@ impl Supervisor {
     }
 
     /// A spare's pid was reaped: cleans up after it, and backs off if it died unasked.
-    pub(super) fn spare_reaped(&mut self, key: Key, exit: &sys::ExitKind, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn spare_reaped(
+        &mut self,
+        key: Key,
+        exit: &sys::ExitKind,
+        lp: &mut Lent<'_>,
+    ) {
         let Some(mut s) = self.spares.remove(key) else {
             return;
         };
@@ -305,7 +314,7 @@ impl Supervisor {
     }
 
     /// A taken spare became a function's worker: count it, and start its replacement later.
-    pub(super) fn spare_handed_over(&mut self, timers: &mut Timers<Timer>) {
+    pub(in crate::server) fn spare_handed_over(&mut self, timers: &mut Timers<Timer>) {
         self.spare_pool.taken += 1;
         self.refill_later(timers);
     }
@@ -328,17 +337,17 @@ impl Supervisor {
     }
 
     /// The refill delay has passed (the loop then balances the pool).
-    pub(super) fn spare_refill_fired(&mut self) {
+    pub(in crate::server) fn spare_refill_fired(&mut self) {
         self.spare_pool.refill_armed = false;
     }
 
     /// The spare restart back-off has passed (the loop then balances the pool).
-    pub(super) fn spare_retry_fired(&mut self) {
+    pub(in crate::server) fn spare_retry_fired(&mut self) {
         self.spare_pool.restart.fired();
     }
 
     /// Stops every spare (the runtime is stopping).
-    pub(super) fn stop_all_spares(&mut self, lp: &mut Lent<'_>) {
+    pub(in crate::server) fn stop_all_spares(&mut self, lp: &mut Lent<'_>) {
         for key in self.spares.keys() {
             self.stop_spare(key, "runtime stopping", lp);
         }
@@ -347,7 +356,7 @@ impl Supervisor {
 
 /// Moves a taken spare's log directory to where the function's worker's belongs; keeps the
 /// spare's when that fails (or when output goes to the console).
-pub(super) fn move_log_dir(from: &std::path::Path, to: PathBuf) -> PathBuf {
+pub(in crate::server) fn move_log_dir(from: &std::path::Path, to: PathBuf) -> PathBuf {
     if from.as_os_str().is_empty() || to.as_os_str().is_empty() {
         return from.to_path_buf();
     }

@@ -2,8 +2,9 @@
 //! generations), the services, the default function, the system circuit breaker and the count
 //! of invocations in flight.
 
-use super::client::InvokeError;
-use super::{schedule, seeds};
+pub(super) mod reconfig;
+pub(super) mod schedule;
+
 use crate::config::{CircuitBreakerConfig, FunctionProfile, ServiceProfile};
 use crate::fc::{InvokeKind, Target};
 use crate::ids::ConnRef;
@@ -17,51 +18,53 @@ use crate::sched::dispatch::RoundRobin;
 use crate::sched::dispatch::{self, DisposableCandidate, WorkerLoad};
 use crate::sched::ema::{ConcurrencyMeter, EmaScaler};
 use crate::sched::ratelimit::TokenBucket;
+use crate::server::client::InvokeError;
+use crate::server::seeds;
 use crate::turf::worker::{Worker, WorkerState};
 use std::collections::HashMap;
 use std::time::Instant;
 
 /// Everything the runtime knows about its functions and their demand.
 #[derive(Debug)]
-pub(super) struct Scheduler {
-    pub(super) functions: Vec<Function>,
-    pub(super) by_name: HashMap<String, FunctionId>,
-    pub(super) default_function: Option<FunctionId>,
-    pub(super) services: Vec<ServiceProfile>,
+pub(in crate::server) struct Scheduler {
+    functions: Vec<Function>,
+    by_name: HashMap<String, FunctionId>,
+    default_function: Option<FunctionId>,
+    services: Vec<ServiceProfile>,
     /// The function profiles as written (answered by `GET /v1/functions`).
-    pub(super) raw_functions: Vec<serde_json::Value>,
+    raw_functions: Vec<serde_json::Value>,
     /// The service profiles as written.
-    pub(super) raw_services: Vec<serde_json::Value>,
-    pub(super) rng: Rng,
+    raw_services: Vec<serde_json::Value>,
+    rng: Rng,
     /// Invocations accepted and not yet finished (queued or dispatched).
-    pub(super) inflight: usize,
+    inflight: usize,
     /// The system circuit breaker.
-    pub(super) breaker: CircuitBreaker,
+    breaker: CircuitBreaker,
     /// Whether the scheduler tick is scheduled.
-    pub(super) sched_tick_armed: bool,
+    sched_tick_armed: bool,
 }
 
 /// A configured function, its pool and its scheduling state.
 #[derive(Debug)]
-pub(super) struct Function {
-    pub(super) profile: FunctionProfile,
-    pub(super) pool: Pool,
+pub(in crate::server) struct Function {
+    pub(in crate::server) profile: FunctionProfile,
+    pub(in crate::server) pool: Pool,
     /// Its `rateLimit`, if any.
-    pub(super) bucket: Option<TokenBucket>,
+    pub(in crate::server) bucket: Option<TokenBucket>,
     /// Cursor for `dispatchMode: round-robin`.
-    pub(super) round_robin: RoundRobin,
+    pub(in crate::server) round_robin: RoundRobin,
     /// Concurrency over time, for the EMA scaler.
-    pub(super) meter: ConcurrencyMeter,
+    pub(in crate::server) meter: ConcurrencyMeter,
     /// The EMA scaler, when `controlPlane.useEmaScaling` is on.
-    pub(super) ema: Option<EmaScaler>,
+    pub(in crate::server) ema: Option<EmaScaler>,
     /// Requests turned away, by cause.
-    pub(super) rejected: schedule::Rejections,
+    pub(in crate::server) rejected: schedule::Rejections,
     /// Removed from the profile set: takes no new requests; its workers drain.
-    pub(super) removed: bool,
+    pub(in crate::server) removed: bool,
     /// Bumped when its code or resources change; older workers are replaced.
-    pub(super) generation: u64,
+    pub(in crate::server) generation: u64,
     /// Ready workers of the current generation needed before the older ones are drained.
-    pub(super) rollout_target: usize,
+    pub(in crate::server) rollout_target: usize,
 }
 
 impl std::ops::Index<FunctionId> for Vec<Function> {
@@ -80,13 +83,17 @@ impl std::ops::IndexMut<FunctionId> for Vec<Function> {
 
 impl Function {
     /// `worker.maxActivateRequests`: how many invocations one worker runs at once (at least 1).
-    pub(super) fn max_active(&self) -> usize {
+    pub(in crate::server) fn max_active(&self) -> usize {
         usize::try_from(self.profile.worker.max_activate_requests)
             .unwrap_or(1)
             .max(1)
     }
 
-    pub(super) fn new(profile: FunctionProfile, use_ema: bool, now: Instant) -> Function {
+    pub(in crate::server) fn new(
+        profile: FunctionProfile,
+        use_ema: bool,
+        now: Instant,
+    ) -> Function {
         Function {
             bucket: profile
                 .rate_limit
@@ -107,19 +114,19 @@ impl Function {
 
 /// An invocation the scheduler took: it is queued for its function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Admitted {
+pub(in crate::server) struct Admitted {
     /// The function it goes to.
-    pub(super) function: FunctionId,
+    pub(in crate::server) function: FunctionId,
     /// Its time limit: `x-fc-invocation-timeout`'s when given, else the profile's.
-    pub(super) timeout_ms: u64,
+    pub(in crate::server) timeout_ms: u64,
 }
 
 /// An invocation the scheduler turned away, with the answer it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Refused {
-    pub(super) error: InvokeError,
+pub(in crate::server) struct Refused {
+    pub(in crate::server) error: InvokeError,
     /// Whether FC should count it as the function's failure (`x-fc-status: 404`).
-    pub(super) function_error: bool,
+    pub(in crate::server) function_error: bool,
 }
 
 impl Refused {
@@ -133,19 +140,48 @@ impl Refused {
 
 /// What an invocation brings to admission.
 #[derive(Debug, Clone)]
-pub(super) struct Invocation {
+pub(in crate::server) struct Invocation {
     /// Its place on its connection.
-    pub(super) client: ConnRef,
-    pub(super) kind: InvokeKind,
+    pub(in crate::server) client: ConnRef,
+    pub(in crate::server) kind: InvokeKind,
     /// The function or service it names, if any.
-    pub(super) target: Option<Target>,
+    pub(in crate::server) target: Option<Target>,
     /// Its `x-fc-invocation-timeout`, if any.
-    pub(super) timeout_header_ms: Option<u64>,
+    pub(in crate::server) timeout_header_ms: Option<u64>,
 }
 
 impl Scheduler {
+    /// The functions, by id.
+    pub(in crate::server) fn functions(&self) -> &Vec<Function> {
+        &self.functions
+    }
+
+    /// The functions, to change one's pool or scaling state.
+    pub(in crate::server) fn functions_mut(&mut self) -> &mut Vec<Function> {
+        &mut self.functions
+    }
+
+    /// The function profiles as written.
+    pub(in crate::server) fn raw_functions(&self) -> &[serde_json::Value] {
+        &self.raw_functions
+    }
+
+    /// The service profiles as written.
+    pub(in crate::server) fn raw_services(&self) -> &[serde_json::Value] {
+        &self.raw_services
+    }
+
+    /// The system circuit breaker.
+    pub(in crate::server) fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
     /// What `function`'s seed needs to know of it; `running` is whether the runtime serves.
-    pub(super) fn seed_target(&self, function: FunctionId, running: bool) -> seeds::SeedTarget<'_> {
+    pub(in crate::server) fn seed_target(
+        &self,
+        function: FunctionId,
+        running: bool,
+    ) -> seeds::SeedTarget<'_> {
         let f = &self.functions[function];
         seeds::SeedTarget {
             function,
@@ -157,7 +193,7 @@ impl Scheduler {
 
     /// The scheduler for `functions` and `services`; `default` names the function that takes
     /// invocations naming none (the only function when there is one and none is named).
-    pub(super) fn new(
+    pub(in crate::server) fn new(
         functions: Vec<FunctionProfile>,
         services: Vec<ServiceProfile>,
         raw_functions: Vec<serde_json::Value>,
@@ -165,7 +201,7 @@ impl Scheduler {
         default: Option<&str>,
         use_ema: bool,
         now: Instant,
-    ) -> Result<Scheduler, super::ServerError> {
+    ) -> Result<Scheduler, crate::server::ServerError> {
         let by_name: HashMap<String, FunctionId> = functions
             .iter()
             .enumerate()
@@ -175,7 +211,7 @@ impl Scheduler {
             Some(name) => Some(
                 *by_name
                     .get(name)
-                    .ok_or_else(|| super::ServerError::UnknownDefault(name.to_owned()))?,
+                    .ok_or_else(|| crate::server::ServerError::UnknownDefault(name.to_owned()))?,
             ),
             None if functions.len() == 1 => Some(FunctionId::new(0)),
             None => None,
@@ -201,7 +237,7 @@ impl Scheduler {
     /// running, the breaker closed, the function's rate limit not exceeded and its queue not
     /// full. An admitted invocation is queued and counted in flight; what follows (dispatch,
     /// scaling) is the caller's to record.
-    pub(super) fn admit(
+    pub(in crate::server) fn admit(
         &mut self,
         invocation: Invocation,
         running: bool,
@@ -301,7 +337,7 @@ impl Scheduler {
     /// is not `waiting` any more (it closed or was answered) are dropped on the way. `None`
     /// when the queue is empty or no worker has room. Workers of an older generation take
     /// requests only until one of the current generation is ready.
-    pub(super) fn next_dispatch(
+    pub(in crate::server) fn next_dispatch(
         &mut self,
         function: FunctionId,
         workers: &Slab<Worker, WorkerKey>,
@@ -348,7 +384,7 @@ impl Scheduler {
 
     /// An admitted invocation ended (answered, failed or abandoned). It leaves its function's
     /// queue if it was still waiting there.
-    pub(super) fn finish(
+    pub(in crate::server) fn finish(
         &mut self,
         function: FunctionId,
         client: ConnRef,
@@ -365,7 +401,7 @@ impl Scheduler {
     }
 
     /// Takes `client` out of `function`'s queue (it was answered while waiting).
-    pub(super) fn leave_queue(&mut self, function: FunctionId, client: ConnRef) {
+    pub(in crate::server) fn leave_queue(&mut self, function: FunctionId, client: ConnRef) {
         if let Some(f) = self.functions.get_mut(function.index()) {
             f.pool.queue.retain(|c| *c != client);
         }
@@ -373,14 +409,14 @@ impl Scheduler {
 
     /// Whether `function` answers invocations no worker can take at once instead of queueing
     /// them (`worker.disableRequestQueue`).
-    pub(super) fn queue_disabled(&self, function: FunctionId) -> bool {
+    pub(in crate::server) fn queue_disabled(&self, function: FunctionId) -> bool {
         self.functions
             .get(function.index())
             .is_some_and(|f| f.profile.worker.disable_request_queue)
     }
 
     /// Invocations accepted and not yet finished.
-    pub(super) fn inflight(&self) -> usize {
+    pub(in crate::server) fn inflight(&self) -> usize {
         self.inflight
     }
 
@@ -433,7 +469,7 @@ impl Scheduler {
     }
 
     /// The configured functions' names, for error messages.
-    pub(super) fn function_names(&self) -> String {
+    pub(in crate::server) fn function_names(&self) -> String {
         self.functions
             .iter()
             .filter(|f| !f.removed)
@@ -444,7 +480,11 @@ impl Scheduler {
 
     /// Checks the system circuit breaker against the current load, logging when it opens or
     /// closes.
-    pub(super) fn check_breaker(&mut self, config: &CircuitBreakerConfig, load1: Option<f64>) {
+    pub(in crate::server) fn check_breaker(
+        &mut self,
+        config: &CircuitBreakerConfig,
+        load1: Option<f64>,
+    ) {
         let pending: usize = self.functions.iter().map(|f| f.pool.queue.len()).sum();
         let sample = LoadSample {
             active: self.inflight.saturating_sub(pending),
@@ -598,7 +638,7 @@ mod tests {
             Instant::now(),
         );
         assert!(
-            matches!(err, Err(super::super::ServerError::UnknownDefault(name)) if name == "nope")
+            matches!(err, Err(crate::server::ServerError::UnknownDefault(name)) if name == "nope")
         );
     }
 
