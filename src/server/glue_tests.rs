@@ -1034,3 +1034,22 @@ fn a_draining_worker_whose_last_stream_ends_is_stopped_and_departs() {
         "{effects:?}"
     );
 }
+
+#[test]
+fn answers_that_cannot_be_written_to_a_client_that_reset_close_its_connection() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    let healthz = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    h.send(&mut client, key, &[&healthz[..], &healthz[..]].concat());
+    // Both answers are buffered, both requests complete; nothing has been written yet.
+    let effects = h.take_effects();
+    assert!(effects.contains(&Effect::FlushConn(key)), "{effects:?}");
+    assert!(h.server.front.conn(key).is_some_and(|c| c.req.is_none()));
+    crate::sys::reset_on_close(&client).expect("SO_LINGER");
+    drop(client);
+    wait_readable(&h.server, key);
+    // The write fails: nobody is left to read, so the connection goes with its unsent bytes
+    // instead of waiting for a flush that would never come.
+    h.server.run_effect(Effect::FlushConn(key));
+    assert!(h.server.front.conn(key).is_none(), "closed");
+}

@@ -442,3 +442,26 @@ pub fn wait_readable(
     let ready = cvt(unsafe { libc::poll(&mut pollfd, 1, ms) })?;
     Ok(ready > 0)
 }
+
+/// Makes closing `sock` send a reset (SO_LINGER 0) instead of an orderly FIN. (The loop never
+/// does; tests playing a client that vanishes do.)
+#[cfg(test)]
+pub fn reset_on_close(sock: &impl AsRawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let size = libc::socklen_t::try_from(std::mem::size_of::<libc::linger>()).unwrap_or(0);
+    // SAFETY: setsockopt on an open socket the caller holds, with a valid `linger` struct that
+    // lives across the call and its exact size.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            size,
+        )
+    })?;
+    Ok(())
+}
