@@ -33,6 +33,7 @@ USAGE:
                                   (not run) in a throw-away worker and report each failure
     noslate ps [--json]           list the running runtime's workers (over its admin socket)
     noslate stats                 the running runtime's counters, as JSON
+    noslate metrics               the running runtime's metrics, in Prometheus' text format
     noslate functions get|set FILE   read or replace the running function profile set
     noslate services get|set FILE    read or replace the running service profiles
     noslate env get|set FILE         read or replace the platform environment (a JSON object)
@@ -53,7 +54,7 @@ OPTIONS:
     --logdir DIR        log directory (worker stdout/stderr under <function>/<worker>/)
                                                                env: NOSLATE_LOGDIR
                         default: <workdir>/logs
-    --socket PATH       (ps, stats) the admin socket; default <workdir>/noslated.sock
+    --socket PATH       (ps, stats, metrics) the admin socket; default <workdir>/noslated.sock
     --json              (ps) print JSON instead of a table
     --probe             (serve) print what the sandbox can enforce on this machine and, under
                         guarantees: what a worker is kept from (signalling the runtime,
@@ -87,6 +88,8 @@ enum Command {
     Ps,
     /// Print counters.
     Stats,
+    /// Print the metrics in Prometheus' text format.
+    Metrics,
     /// `functions|services|env get|set`.
     Config,
     /// `invoke NAME`.
@@ -131,6 +134,7 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
         Some("check") => Some(Command::Check),
         Some("ps") => Some(Command::Ps),
         Some("stats") => Some(Command::Stats),
+        Some("metrics") => Some(Command::Metrics),
         Some("functions" | "services" | "env") => Some(Command::Config),
         Some("invoke") => Some(Command::Invoke),
         _ => None,
@@ -264,6 +268,9 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     };
     if matches!(args.command, Command::Ps | Command::Stats) {
         return admin_command(&args);
+    }
+    if args.command == Command::Metrics {
+        return metrics_command(&args);
     }
     if args.command == Command::Config {
         return config_command(&args);
@@ -525,6 +532,25 @@ fn admin_command(args: &Args) -> ExitCode {
         }
         Ok((status, body)) => {
             eprintln!("noslate: the runtime answered {status}: {body}");
+            ExitCode::from(1)
+        }
+        Err(msg) => {
+            eprintln!("noslate: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `noslate metrics`: the runtime's metrics, as Prometheus scrapes them.
+fn metrics_command(args: &Args) -> ExitCode {
+    match crate::admin::client::request_raw(&admin_socket(args), "GET", "/v1/metrics", &[], &[]) {
+        Ok(answer) if answer.status == 200 => {
+            out(&String::from_utf8_lossy(&answer.body));
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            let body = String::from_utf8_lossy(&answer.body);
+            eprintln!("noslate: the runtime answered {}: {body}", answer.status);
             ExitCode::from(1)
         }
         Err(msg) => {

@@ -17,6 +17,7 @@ pub mod config;
 pub(crate) mod fc;
 pub mod http;
 pub(crate) mod ids;
+pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod rand;
 pub(crate) mod reactor;

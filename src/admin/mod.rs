@@ -32,6 +32,8 @@ pub enum Route {
     Workers,
     /// `GET /v1/stats`.
     Stats,
+    /// `GET /v1/metrics`: Prometheus' text format.
+    Metrics,
     /// `GET /v1/functions`.
     GetFunctions,
     /// `PUT /v1/functions`.
@@ -69,7 +71,8 @@ pub fn route(method: &str, path: &str) -> Route {
     match path {
         "/v1/workers" if get => Route::Workers,
         "/v1/stats" if get => Route::Stats,
-        "/v1/workers" | "/v1/stats" => Route::MethodNotAllowed("GET"),
+        "/v1/metrics" if get => Route::Metrics,
+        "/v1/workers" | "/v1/stats" | "/v1/metrics" => Route::MethodNotAllowed("GET"),
         "/v1/functions" => pick(Route::GetFunctions, Route::SetFunctions),
         "/v1/services" => pick(Route::GetServices, Route::SetServices),
         "/v1/env" => pick(Route::GetEnv, Route::SetEnv),

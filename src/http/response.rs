@@ -194,8 +194,38 @@ pub fn write_json_response(
     keep_alive: bool,
     date: &[u8],
 ) {
+    let head = Head {
+        status,
+        content_type: "application/json",
+        extra,
+        keep_alive,
+    };
+    write_response(out, &head, body, date);
+}
+
+/// A complete response's head: its status, body type, extra fields and connection handling.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    /// Extra header fields (a `content-type` among them is ignored).
+    pub extra: &'a [(&'a str, &'a str)],
+    pub keep_alive: bool,
+}
+
+/// Writes a complete response with a body of `head.content_type` and its length.
+pub fn write_response(out: &mut Vec<u8>, head: &Head<'_>, body: &[u8], date: &[u8]) {
+    let Head {
+        status,
+        content_type,
+        extra,
+        keep_alive,
+    } = *head;
     write_status_line(out, status);
-    out.extend_from_slice(b"Content-Type: application/json\r\n");
+    // The runtime's own answers name their own type: no client input reaches it.
+    out.extend_from_slice(b"Content-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in extra {
         if !name.eq_ignore_ascii_case("content-type") {
             write_field_checked(out, name, value);

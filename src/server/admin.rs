@@ -10,8 +10,10 @@ use crate::admin::{self, Route};
 use crate::config::SystemConfig;
 use crate::fc::Target;
 use crate::ids::FunctionId;
+use crate::metrics::Exposition;
 use crate::turf::accounting::ExitReason;
 use crate::turf::stats;
+use crate::turf::worker::WorkerState;
 use serde_json::{Value, json};
 
 /// What an admin request asks of the loop.
@@ -19,6 +21,8 @@ use serde_json::{Value, json};
 pub(super) enum AdminAction {
     /// Answer 200 with this JSON.
     Answer(Value),
+    /// Answer 200 with this text in Prometheus' exposition format.
+    Metrics(String),
     /// Collect the request body, then apply it (`reconfig`).
     CollectBody(Route),
     /// Invoke this function or service as an event.
@@ -42,6 +46,7 @@ impl AdminView<'_> {
         match admin::route(method, path) {
             Route::Workers => AdminAction::Answer(self.workers_view()),
             Route::Stats => AdminAction::Answer(self.stats_view()),
+            Route::Metrics => AdminAction::Metrics(self.metrics_text()),
             Route::GetFunctions => AdminAction::Answer(json!({
                 "functions": self.scheduler.raw_functions(),
                 "services": self.scheduler.raw_services(),
@@ -126,6 +131,142 @@ impl AdminView<'_> {
             "rssBytes": seed.and_then(|s| stats::read(s.process.pid)).map(|l| l.rss_bytes),
             "lastError": last_error,
         })
+    }
+
+    /// Every metric in Prometheus' text format: invocations by outcome, their durations and
+    /// bytes, in-flight and queued requests, workers by state, rejections by cause, worker
+    /// exits by reason, and the runtime's own connections, memory and breaker.
+    fn metrics_text(&self) -> String {
+        let mut out = Exposition::default();
+        let functions = self.scheduler.functions();
+        let live = || functions.iter().filter(|f| !f.removed);
+        out.family(
+            "noslate_invocations_total",
+            "counter",
+            "Invocations that ended, by status class and error type (a function's own error \
+             types count as FunctionError).",
+        );
+        for f in live() {
+            out.invocations(&f.profile.name, &f.invocations);
+        }
+        let histograms = [
+            ("queue wait: admission to dispatch to a worker", 0),
+            ("time from admission to the response head", 1),
+            ("time from admission to the end of the response", 2),
+        ];
+        for (help, index) in histograms {
+            let name = crate::metrics::InvocationMetrics::default().histograms()[index].0;
+            out.family(
+                name,
+                "histogram",
+                &format!("Invocations' {help}, in seconds."),
+            );
+            for f in live() {
+                let (_, h) = f.invocations.histograms()[index];
+                out.histogram(name, &[("function", &f.profile.name)], h);
+            }
+        }
+        let bytes = [
+            (
+                "noslate_request_bytes_total",
+                "Request body bytes sent to workers.",
+            ),
+            (
+                "noslate_response_bytes_total",
+                "Response body bytes written to clients.",
+            ),
+        ];
+        for (i, (name, help)) in bytes.into_iter().enumerate() {
+            out.family(name, "counter", help);
+            for f in live() {
+                let (sent, written) = f.invocations.bytes();
+                let value = if i == 0 { sent } else { written };
+                out.sample(name, &[("function", &f.profile.name)], value);
+            }
+        }
+        out.family(
+            "noslate_inflight_requests",
+            "gauge",
+            "Invocations admitted and not finished (queued or running).",
+        );
+        for f in live() {
+            let labels = [("function", f.profile.name.as_str())];
+            out.sample("noslate_inflight_requests", &labels, f.meter.current());
+        }
+        out.family(
+            "noslate_queued_requests",
+            "gauge",
+            "Invocations waiting for a worker.",
+        );
+        for f in live() {
+            let labels = [("function", f.profile.name.as_str())];
+            out.sample("noslate_queued_requests", &labels, f.pool.queue.len());
+        }
+        out.family("noslate_workers", "gauge", "Workers, by state.");
+        for f in live() {
+            for state in WorkerState::ALL {
+                let count = (f.pool.workers.iter())
+                    .filter_map(|&k| self.supervisor.workers().get(k))
+                    .filter(|w| w.state == state)
+                    .count();
+                let labels = [
+                    ("function", f.profile.name.as_str()),
+                    ("state", state.as_str()),
+                ];
+                out.sample("noslate_workers", &labels, count);
+            }
+        }
+        out.family(
+            "noslate_rejections_total",
+            "counter",
+            "Invocations turned away, by cause.",
+        );
+        for f in live() {
+            let r = &f.rejected;
+            let causes = [
+                ("rate_limit", r.rate_limited),
+                ("breaker", r.breaker_open),
+                ("queue_full", r.queue_full),
+                ("no_free_worker", r.no_free_worker),
+                ("no_memory", r.no_memory),
+                ("replica_limit", r.replica_limit),
+            ];
+            for (cause, n) in causes {
+                let labels = [("function", f.profile.name.as_str()), ("cause", cause)];
+                out.sample("noslate_rejections_total", &labels, n);
+            }
+        }
+        out.family(
+            "noslate_worker_exits_total",
+            "counter",
+            "Worker exits, by the reason resource_usage.log records.",
+        );
+        for reason in ExitReason::ALL {
+            let labels = [("reason", reason.as_str())];
+            let n = self.supervisor.accounting().count(reason);
+            out.sample("noslate_worker_exits_total", &labels, n);
+        }
+        out.family(
+            "noslate_connections",
+            "gauge",
+            "Client connections open (FC port and admin socket).",
+        );
+        out.sample("noslate_connections", &[], self.connections);
+        out.family(
+            "noslate_resident_memory_bytes",
+            "gauge",
+            "The runtime's own resident memory (its workers not included).",
+        );
+        let rss = stats::read(crate::sys::getpid()).map_or(0, |s| s.rss_bytes);
+        out.sample("noslate_resident_memory_bytes", &[], rss);
+        out.family(
+            "noslate_circuit_breaker_open",
+            "gauge",
+            "1 while the system circuit breaker refuses invocations.",
+        );
+        let open = u8::from(self.scheduler.breaker().is_open());
+        out.sample("noslate_circuit_breaker_open", &[], open);
+        out.finish()
     }
 
     /// Exit counters and per-function counts.

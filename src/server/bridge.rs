@@ -97,6 +97,7 @@ pub(super) fn open_stream(
         worker: worker_key,
         stream,
     };
+    req.timing.dispatched = Some(Instant::now());
     let sent_continue = req.expect_continue && !no_body && !req.continue_sent;
     log::trace!(
         "[dp] request {} -> worker {} stream {stream}",
@@ -177,6 +178,7 @@ pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pu
         };
         inbuf.consume(used);
         state.request_credit -= u32::try_from(sent).unwrap_or(u32::MAX);
+        req.timing.bytes_in += sent as u64;
         sent_any |= used > 0 || req.body.is_done();
         if used == 0 && !req.body.is_done() {
             break;

@@ -75,6 +75,8 @@ pub(super) enum Effect {
         client: ConnRef,
         /// It never left the queue.
         still_queued: bool,
+        /// What it contributes to its function's metrics (`None`: it was never admitted).
+        finished: Option<crate::metrics::Finished>,
     },
     /// A request's client went away or its connection closes: its worker stream is
     /// cancelled, `why` being what the worker is told.

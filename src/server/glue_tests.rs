@@ -1004,14 +1004,31 @@ fn a_queued_request_answered_by_its_deadline_leaves_the_queue_then_ends() {
     assert!(h.queue(0).is_empty());
     // Driving the connection ends the answered request; then its place in flight is freed.
     h.server.run_effect(Effect::DriveConn(key));
-    let ended = Effect::RequestEnded {
-        function: FunctionId::new(0),
-        client: queued,
-        still_queued: false,
+    let effects = h.take_effects();
+    let [ended] = effects[..] else {
+        panic!("one effect expected: {effects:?}");
     };
-    assert_eq!(h.take_effects(), [ended]);
+    let Effect::RequestEnded {
+        function,
+        client: ended_client,
+        still_queued: false,
+        finished: Some(finished),
+    } = ended
+    else {
+        panic!("RequestEnded with its metrics expected: {ended:?}");
+    };
+    assert_eq!((function, ended_client), (FunctionId::new(0), queued));
+    // Timed out in the queue: answered 404 by the runtime, never dispatched, no head.
+    assert_eq!(finished.status, 404);
+    assert_eq!(
+        finished.error,
+        crate::metrics::ErrorKind::Runtime("FunctionTimeout")
+    );
+    assert_eq!((finished.queue_wait, finished.to_head), (None, None));
     h.server.run_effect(ended);
     assert_eq!(h.server.scheduler.inflight(), 0);
+    let metrics = &h.server.scheduler.functions()[FunctionId::new(0)].invocations;
+    assert_eq!(metrics.histograms()[2].1.count(), 1, "one total duration");
 }
 
 #[test]

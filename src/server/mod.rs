@@ -595,6 +595,11 @@ impl Server {
             admin::AdminAction::Answer(body) => {
                 self.respond_json(client, 200, &[], body.to_string().as_bytes());
             }
+            admin::AdminAction::Metrics(text) => {
+                let content_type = "text/plain; version=0.0.4; charset=utf-8";
+                let mut lp = lent!(self);
+                (self.front).respond(client, 200, content_type, &[], text.as_bytes(), &mut lp);
+            }
             admin::AdminAction::CollectBody(route) => {
                 // The body is collected first; `on_admin_body` answers.
                 if let Some(req) = self.request_mut(client) {
@@ -891,6 +896,7 @@ impl Server {
             req.deadline = deadline;
             req.counted = true;
             req.deadline_timer = Some(timer);
+            req.timing.admitted = Some(now);
         }
         // A worker may take it now; if none can and the function has no queue, it is refused;
         // either way the function's launches are re-planned for the new demand.
@@ -904,8 +910,17 @@ impl Server {
 
     /// A request ended: its place in flight (and in the queue, if it never left it) is freed;
     /// the last one to end lets a draining runtime stop its workers.
-    fn on_request_ended(&mut self, function: FunctionId, client: ConnRef, still_queued: bool) {
+    fn on_request_ended(
+        &mut self,
+        function: FunctionId,
+        client: ConnRef,
+        still_queued: bool,
+        finished: Option<crate::metrics::Finished>,
+    ) {
         (self.scheduler).finish(function, client, still_queued, Instant::now());
+        if let Some(finished) = finished {
+            self.scheduler.record_finished(function, &finished);
+        }
         if self.lifecycle.phase == Lifecycle::Draining && self.scheduler.inflight() == 0 {
             self.on_drained();
         }
@@ -1761,7 +1776,8 @@ impl Server {
                 function,
                 client,
                 still_queued,
-            } => self.on_request_ended(function, client, still_queued),
+                finished,
+            } => self.on_request_ended(function, client, still_queued, finished),
             Effect::CancelStream {
                 worker,
                 stream,

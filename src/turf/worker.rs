@@ -39,6 +39,16 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
+    /// Every state, in order.
+    pub const ALL: [WorkerState; 6] = [
+        WorkerState::Starting,
+        WorkerState::Initializing,
+        WorkerState::Ready,
+        WorkerState::Draining,
+        WorkerState::Stopping,
+        WorkerState::Exited,
+    ];
+
     /// Lowercase name for logs.
     pub fn as_str(self) -> &'static str {
         match self {

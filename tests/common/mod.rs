@@ -1633,3 +1633,24 @@ pub fn connect_with_recv_buffer(port: u16, bytes: i32, timeout: Duration) -> Tcp
     stream.set_write_timeout(Some(timeout)).unwrap();
     stream
 }
+
+/// One request on an admin socket, with `Connection: close`; the whole raw answer.
+#[allow(dead_code)]
+pub fn admin_request(socket: &std::path::Path, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("admin socket");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `GET path` on an admin socket; the whole raw answer.
+#[allow(dead_code)]
+pub fn admin_get(socket: &std::path::Path, path: &str) -> String {
+    admin_request(socket, "GET", path)
+}

@@ -8,8 +8,8 @@
 
 use super::FrontEnd;
 use super::conn::{
-    BodyInput, BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, Resp, Sink,
-    body_complete_in,
+    BodyInput, BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, RequestTiming, Resp,
+    Sink, body_complete_in,
 };
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
@@ -319,6 +319,7 @@ impl FrontEnd {
             counted: false,
             collected: Vec::new(),
             admin: None,
+            timing: RequestTiming::default(),
             head: Some(head),
         });
         Some(Started {
@@ -496,6 +497,7 @@ impl FrontEnd {
                     seq: req.seq,
                 },
                 still_queued: matches!(req.sink, Sink::Hold),
+                finished: req.timing.finished(Instant::now()),
             });
         }
         if let Some(phase) = req.phase {
@@ -508,6 +510,19 @@ impl FrontEnd {
         &mut self,
         client: ConnRef,
         status: u16,
+        extra: &[(&str, &str)],
+        body: &[u8],
+        lp: &mut Lent<'_>,
+    ) {
+        self.respond(client, status, "application/json", extra, body, lp);
+    }
+
+    /// Writes a complete response with a body of `content_type` for the current request.
+    pub(in crate::server) fn respond(
+        &mut self,
+        client: ConnRef,
+        status: u16,
+        content_type: &str,
         extra: &[(&str, &str)],
         body: &[u8],
         lp: &mut Lent<'_>,
@@ -553,7 +568,14 @@ impl FrontEnd {
         } else {
             extra
         };
-        response::write_json_response(wbuf, status, extra, body, req.keep_alive, date);
+        let head = response::Head {
+            status,
+            content_type,
+            extra,
+            keep_alive: req.keep_alive,
+        };
+        response::write_response(wbuf, &head, body, date);
+        req.timing.status = status;
         // For HEAD, write_json_response announced the length of the body a GET would get,
         // which is right, and no body follows.
         req.resp = Resp::Done;
@@ -591,6 +613,11 @@ impl FrontEnd {
         } else {
             &[]
         };
+        if let Some(req) = self.request_mut(client)
+            && req.resp == Resp::NotStarted
+        {
+            req.timing.error = crate::metrics::ErrorKind::of(&err.error_type);
+        }
         self.respond_json(client, err.status, extra, body.to_string().as_bytes(), lp);
     }
 
@@ -623,6 +650,7 @@ impl FrontEnd {
                 req.keep_alive = false;
                 req.body = BodyLeft::Done;
                 req.sink = Sink::Discard;
+                req.timing.error = crate::metrics::ErrorKind::of(&err.error_type);
                 self.end_request(client.conn, lp);
                 if let Some(conn) = self.conns.get_mut(client.conn) {
                     conn.close_when_flushed = true;
@@ -688,6 +716,8 @@ impl FrontEnd {
             _ => 0,
         };
         req.resp = Resp::Streaming { framing, remaining };
+        req.timing.status = status;
+        req.timing.answered = Some(Instant::now());
         lp.effects.push(Effect::FlushConn(client.conn));
     }
 
@@ -709,6 +739,7 @@ impl FrontEnd {
         let Resp::Streaming { framing, remaining } = &mut req.resp else {
             return true;
         };
+        req.timing.bytes_out += data.len() as u64;
         match framing {
             Framing::NoBody => {}
             Framing::Length(_) => {

@@ -286,6 +286,62 @@ pub struct Request {
     pub collected: Vec<u8>,
     /// The admin route whose body is being collected.
     pub admin: Option<crate::admin::Route>,
+    /// What its metrics need: when it was admitted, dispatched and answered, how, and how
+    /// many body bytes went each way.
+    pub timing: RequestTiming,
+}
+
+/// An invocation's timestamps and outcome, for its function's metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTiming {
+    /// Admitted by the scheduler.
+    pub admitted: Option<Instant>,
+    /// Handed to a worker.
+    pub dispatched: Option<Instant>,
+    /// Its response head was written.
+    pub answered: Option<Instant>,
+    /// The status it was answered with.
+    pub status: u16,
+    /// The error it ended with, if any.
+    pub error: crate::metrics::ErrorKind,
+    /// Request body bytes sent to its worker.
+    pub bytes_in: u64,
+    /// Response body bytes written for its client.
+    pub bytes_out: u64,
+}
+
+impl Default for RequestTiming {
+    fn default() -> Self {
+        RequestTiming {
+            admitted: None,
+            dispatched: None,
+            answered: None,
+            status: 0,
+            error: crate::metrics::ErrorKind::None,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+}
+
+impl RequestTiming {
+    /// What the invocation contributes to its function's metrics, ending now.
+    pub fn finished(&self, now: Instant) -> Option<crate::metrics::Finished> {
+        let admitted = self.admitted?;
+        Some(crate::metrics::Finished {
+            status: self.status,
+            error: self.error,
+            queue_wait: self
+                .dispatched
+                .map(|at| at.saturating_duration_since(admitted)),
+            to_head: self
+                .answered
+                .map(|at| at.saturating_duration_since(admitted)),
+            total: now.saturating_duration_since(admitted),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+        })
+    }
 }
 
 /// A client connection.

@@ -65,6 +65,8 @@ pub(in crate::server) struct Function {
     pub(in crate::server) generation: u64,
     /// Ready workers of the current generation needed before the older ones are drained.
     pub(in crate::server) rollout_target: usize,
+    /// Its invocations' outcomes, durations and bytes (`noslate metrics`).
+    pub(in crate::server) invocations: crate::metrics::InvocationMetrics,
 }
 
 impl std::ops::Index<FunctionId> for Vec<Function> {
@@ -106,6 +108,7 @@ impl Function {
             removed: false,
             generation: 0,
             rollout_target: 0,
+            invocations: crate::metrics::InvocationMetrics::default(),
             pool: Pool::new(),
             profile,
         }
@@ -380,6 +383,17 @@ impl Scheduler {
         }?;
         f.pool.queue.pop_front();
         Some((client, picked))
+    }
+
+    /// Counts a finished invocation in its function's metrics.
+    pub(in crate::server) fn record_finished(
+        &mut self,
+        function: FunctionId,
+        finished: &crate::metrics::Finished,
+    ) {
+        if let Some(f) = self.functions.get_mut(function.index()) {
+            f.invocations.record(finished);
+        }
     }
 
     /// An admitted invocation ended (answered, failed or abandoned). It leaves its function's

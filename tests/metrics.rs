@@ -1,0 +1,116 @@
+//! `noslate metrics`: the running runtime's metrics in Prometheus' text format, on the admin
+//! socket only, after real invocations through a Node.js worker.
+
+mod common;
+
+use common::{Noslate, Req, profile};
+use serde_json::json;
+
+/// The value of the sample `series` (name and labels, exactly as written) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn invocations_are_counted_by_outcome_and_timed() {
+    let ns = Noslate::start(&json!([profile("faulty", "faulty")]));
+    for _ in 0..3 {
+        assert_eq!(ns.invoke(b"x", &[]).status, 200);
+    }
+    let thrown = ns.invoke(b"x", &[("x-faulty-mode", "throw")]);
+    assert_eq!(thrown.status, 404);
+
+    let (ok, text, err) = ns.cli(&["metrics"]);
+    assert!(ok, "metrics failed: {err}");
+    let f = "function=\"faulty\"";
+    let ok_series =
+        format!("noslate_invocations_total{{{f},status_class=\"2xx\",error_type=\"\"}}");
+    assert_eq!(sample(&text, &ok_series), Some(3.0), "{text}");
+    // The function's own error type is not a label: it is the function's, and unbounded.
+    let thrown_series = format!(
+        "noslate_invocations_total{{{f},status_class=\"4xx\",error_type=\"FunctionError\"}}"
+    );
+    assert_eq!(sample(&text, &thrown_series), Some(1.0), "{text}");
+    for histogram in [
+        "noslate_invocation_queue_wait_seconds",
+        "noslate_invocation_time_to_head_seconds",
+        "noslate_invocation_duration_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {histogram} histogram\n")),
+            "{text}"
+        );
+        let count = sample(&text, &format!("{histogram}_count{{{f}}}"));
+        let inf = sample(&text, &format!("{histogram}_bucket{{{f},le=\"+Inf\"}}"));
+        assert_eq!(count, inf, "{histogram}: +Inf equals the count");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            &format!("noslate_invocation_duration_seconds_count{{{f}}}")
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("noslate_request_bytes_total{{{f}}}")),
+        Some(4.0),
+        "one body byte per invocation: {text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("noslate_workers{{{f},state=\"ready\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("noslate_inflight_requests{{{f}}}")),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, "noslate_circuit_breaker_open"), Some(0.0));
+    let rss = sample(&text, "noslate_resident_memory_bytes").unwrap_or(0.0);
+    assert!(rss > 1e6, "the runtime's own RSS: {text}");
+    // Every family is declared once, and every sample belongs to a declared family.
+    let mut declared = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            assert!(
+                !declared.contains(&name.to_owned()),
+                "{name} declared twice"
+            );
+            declared.push(name.to_owned());
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let family = name
+                .strip_suffix("_bucket")
+                .or_else(|| name.strip_suffix("_sum"))
+                .or_else(|| name.strip_suffix("_count"))
+                .filter(|base| declared.iter().any(|d| d == base))
+                .unwrap_or(name);
+            assert!(declared.iter().any(|d| d == family), "undeclared: {line}");
+        }
+    }
+}
+
+#[test]
+fn metrics_are_served_on_the_admin_socket_only_in_the_text_format() {
+    let ns = Noslate::start(&json!([profile("echo", "echo")]));
+    // On the FC port, every path may be a function's: it is an invocation, not the metrics.
+    let fc = ns.send(&Req::new("GET", "/v1/metrics"));
+    assert!(
+        !String::from_utf8_lossy(&fc.body).contains("# TYPE"),
+        "{fc:?}"
+    );
+    let socket = ns.dir().join("work").join("noslated.sock");
+    let answer = common::admin_get(&socket, "/v1/metrics");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{answer}"
+    );
+    let put = common::admin_request(&socket, "PUT", "/v1/metrics");
+    assert!(put.starts_with("HTTP/1.1 405"), "{put}");
+}
