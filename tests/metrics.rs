@@ -114,3 +114,89 @@ fn metrics_are_served_on_the_admin_socket_only_in_the_text_format() {
     let put = common::admin_request(&socket, "PUT", "/v1/metrics");
     assert!(put.starts_with("HTTP/1.1 405"), "{put}");
 }
+
+/// A port nobody listens on (bound then released; the runtime binds it right after).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// One request on TCP `port`, with `Connection: close`; the whole raw answer.
+fn tcp_request(port: u16, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(common::WAIT))
+        .expect("timeout");
+    let request = format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_metrics_address_serves_get_metrics_over_tcp_and_nothing_else() {
+    let port = free_port();
+    // A port alone binds 127.0.0.1.
+    let ns = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({ "metrics": { "address": port.to_string() } }))
+        .start();
+    assert_eq!(ns.invoke(b"hi", &[]).status, 200);
+    let answer = tcp_request(port, "GET", "/metrics");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{answer}"
+    );
+    let series =
+        "noslate_invocations_total{function=\"echo\",status_class=\"2xx\",error_type=\"\"}";
+    assert_eq!(sample(&answer, series), Some(1.0), "{answer}");
+    // No invocation, hook or admin route is reachable there.
+    for path in ["/invoke", "/initialize", "/v1/workers", "/"] {
+        let other = tcp_request(port, "GET", path);
+        assert!(other.starts_with("HTTP/1.1 404"), "{path}: {other}");
+        assert!(
+            other.contains("\"errorType\":\"NotFound\""),
+            "{path}: {other}"
+        );
+    }
+    let post = tcp_request(port, "POST", "/metrics");
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    // The invocation count did not move: nothing above reached the function.
+    let again = tcp_request(port, "GET", "/metrics");
+    assert_eq!(sample(&again, series), Some(1.0), "{again}");
+}
+
+#[test]
+fn a_metrics_address_that_cannot_be_bound_stops_the_start_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let exited = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({ "metrics": { "address": addr } }))
+        .run_to_exit();
+    assert!(!exited.status.success(), "exit status {:?}", exited.status);
+    assert!(
+        exited.stderr.contains(&addr) && exited.stderr.contains("metrics.address"),
+        "stderr:\n{}",
+        exited.stderr
+    );
+}
+
+#[test]
+fn a_malformed_metrics_address_is_a_config_error_naming_its_path() {
+    let exited = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({ "metrics": { "address": "localhost:http" } }))
+        .run_to_exit();
+    assert!(!exited.status.success(), "exit status {:?}", exited.status);
+    assert!(
+        exited.stderr.contains("metrics.address"),
+        "stderr:\n{}",
+        exited.stderr
+    );
+}

@@ -31,6 +31,8 @@ pub enum Source {
     Spare(Key),
     /// A child's stdout or stderr pipe, relayed to the runtime's console.
     Output(Key),
+    /// The metrics listener (`metrics.address`).
+    Metrics,
 }
 
 const ROLE_SHIFT: u32 = 60;
@@ -47,6 +49,7 @@ pub fn token(source: Source) -> Token {
         Source::Seed(key) => (6, Some(key)),
         Source::Spare(key) => (7, Some(key)),
         Source::Output(key) => (8, Some(key)),
+        Source::Metrics => (9, None),
     };
     let low = key.map_or(0, |k| (u64::from(k.generation) << 32) | u64::from(k.idx));
     Token(usize::try_from((role << ROLE_SHIFT) | low).unwrap_or(usize::MAX))
@@ -69,6 +72,7 @@ pub fn source(token: Token) -> Option<Source> {
         6 => Source::Seed(key),
         7 => Source::Spare(key),
         8 => Source::Output(key),
+        9 => Source::Metrics,
         _ => return None,
     })
 }
@@ -93,6 +97,7 @@ mod tests {
             Source::Seed(key),
             Source::Spare(key),
             Source::Output(key),
+            Source::Metrics,
         ] {
             assert_eq!(source(token(s)), Some(s));
         }

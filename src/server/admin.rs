@@ -136,7 +136,7 @@ impl AdminView<'_> {
     /// Every metric in Prometheus' text format: invocations by outcome, their durations and
     /// bytes, in-flight and queued requests, workers by state, rejections by cause, worker
     /// exits by reason, and the runtime's own connections, memory and breaker.
-    fn metrics_text(&self) -> String {
+    pub(super) fn metrics_text(&self) -> String {
         let mut out = Exposition::default();
         let functions = self.scheduler.functions();
         let live = || functions.iter().filter(|f| !f.removed);

@@ -106,6 +106,13 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
+    /// Binding `metrics.address` failed.
+    MetricsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
     /// Preparing the worker runtimes failed (for example, writing the bootstrap).
     Runtime(String),
     /// The event loop itself failed.
@@ -120,6 +127,12 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            ServerError::MetricsBind { addr, source } => {
+                write!(
+                    f,
+                    "cannot serve metrics on {addr} (metrics.address): {source}"
+                )
+            }
             ServerError::Runtime(msg) | ServerError::Admin(msg) => write!(f, "{msg}"),
             ServerError::Poll(source) => write!(f, "event loop failed: {source}"),
             ServerError::Console(source) => write!(f, "cannot use stdout/stderr: {source}"),
@@ -269,7 +282,7 @@ impl Server {
             .map_err(ServerError::Poll)?;
         let supervisor = supervisor::Supervisor::new(&config, &workdir, logdir, &functions)?;
         let admin_path = crate::admin::socket_path(&workdir);
-        let front = front::FrontEnd::bind(addr, admin_path, &config.http, poll.registry())?;
+        let front = front::FrontEnd::bind(addr, admin_path, &config, poll.registry())?;
         let scheduler = scheduler::Scheduler::new(
             functions,
             services,
@@ -366,6 +379,11 @@ impl Server {
                 match token::source(event.token()) {
                     Some(Source::Listener) => self.accept(),
                     Some(Source::Admin) => self.accept_admin(),
+                    Some(Source::Metrics) => {
+                        for key in self.front.accept_metrics(self.poll.registry()) {
+                            self.drive_conn(key);
+                        }
+                    }
                     Some(Source::Conn(key)) => {
                         if event.is_writable() {
                             self.mark_conn_dirty(key);
@@ -582,15 +600,42 @@ impl Server {
         }
     }
 
-    /// Answers one admin request, or starts what it asks for.
-    fn on_admin_request(&mut self, client: ConnRef, method: &str, path: &str) {
-        let view = admin::AdminView {
+    /// A read-only view of the owners for admin answers and metrics.
+    fn admin_view(&self) -> admin::AdminView<'_> {
+        admin::AdminView {
             config: &self.config,
             supervisor: &self.supervisor,
             scheduler: &self.scheduler,
             connections: self.front.connection_count(),
             console: self.console.stats(),
-        };
+        }
+    }
+
+    /// A request on the metrics listener: `GET /metrics` (or `HEAD`), nothing else.
+    fn on_metrics_request(&mut self, client: ConnRef, method: &str, path: &str) {
+        if path != "/metrics" {
+            let err = InvokeError::new(
+                404,
+                "NotFound",
+                format!("{path}: the metrics are at /metrics"),
+            );
+            self.respond_error(client, &err, false);
+            return;
+        }
+        if method != "GET" && method != "HEAD" {
+            let err = InvokeError::new(405, "MethodNotAllowed", "/metrics answers GET and HEAD");
+            self.respond_error(client, &err, false);
+            return;
+        }
+        let text = self.admin_view().metrics_text();
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        let mut lp = lent!(self);
+        (self.front).respond(client, 200, content_type, &[], text.as_bytes(), &mut lp);
+    }
+
+    /// Answers one admin request, or starts what it asks for.
+    fn on_admin_request(&mut self, client: ConnRef, method: &str, path: &str) {
+        let view = self.admin_view();
         match view.action(method, path) {
             admin::AdminAction::Answer(body) => {
                 self.respond_json(client, 200, &[], body.to_string().as_bytes());
@@ -772,9 +817,14 @@ impl Server {
             route,
             target,
             admin,
+            metrics,
         } = started;
         if let Some((method, path)) = admin {
             self.on_admin_request(client, &method, &path);
+            return;
+        }
+        if let Some((method, path)) = metrics {
+            self.on_metrics_request(client, &method, &path);
             return;
         }
         if matches!(

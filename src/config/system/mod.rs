@@ -519,6 +519,9 @@ pub struct SystemConfig {
     pub system_circuit_breaker: CircuitBreakerConfig,
     /// `logger.*`.
     pub logger: LoggerConfig,
+    /// `metrics.address` (ours): where to serve `GET /metrics` over TCP for Prometheus; off
+    /// when unset. A port alone means `127.0.0.1:<port>`.
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Noslate keys and environment variables that were given but mean nothing to this runtime
     /// (file keys as dotted paths, variables by name), for the caller to log once.
     pub ignored_keys: Vec<String>,
@@ -539,6 +542,7 @@ impl Default for SystemConfig {
             starter: StarterConfig::default(),
             system_circuit_breaker: CircuitBreakerConfig::default(),
             logger: LoggerConfig::default(),
+            metrics_address: None,
             ignored_keys: Vec::new(),
         }
     }

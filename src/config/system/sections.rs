@@ -57,6 +57,9 @@ pub(super) fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems)
     section(&mut f, "logger", p, |s, p| {
         apply_logger(&mut cfg.logger, &mut cfg.ignored_keys, s, p);
     });
+    section(&mut f, "metrics", p, |s, p| {
+        apply_metrics(&mut cfg.metrics_address, s, p);
+    });
     section(&mut f, "grpc", p, |s, p| {
         apply_grpc(&mut cfg.ignored_keys, s, p);
     });
@@ -124,6 +127,28 @@ fn apply_default_function(slot: &mut Option<String>, f: &mut Fields<'_>, p: &mut
         && check_name(&name, &path, p)
     {
         *slot = Some(name);
+    }
+}
+
+/// `metrics.address`: `host:port`, or a port alone for `127.0.0.1:<port>` (metrics are not
+/// for the world unless an address says so).
+fn apply_metrics(slot: &mut Option<std::net::SocketAddr>, f: &mut Fields<'_>, p: &mut Problems) {
+    let Some((value, path)) = f.get("address") else {
+        return;
+    };
+    let Some(text) = string(value, &path, p) else {
+        return;
+    };
+    let parsed = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+        let port = text.parse::<u16>().ok()?;
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    });
+    match parsed {
+        Some(addr) => *slot = Some(addr),
+        None => p.add(
+            path,
+            format!("must be host:port (such as 127.0.0.1:9464) or a port, got {text:?}"),
+        ),
     }
 }
 

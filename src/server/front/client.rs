@@ -59,6 +59,8 @@ pub(in crate::server) struct Started {
     pub(in crate::server) target: Result<Option<Target>, String>,
     /// It came on the admin socket: its method and path (FC's routes never apply there).
     pub(in crate::server) admin: Option<(String, String)>,
+    /// It came on the metrics listener: its method and path.
+    pub(in crate::server) metrics: Option<(String, String)>,
 }
 
 /// Progress of a collected body.
@@ -299,6 +301,9 @@ impl FrontEnd {
             .sock
             .is_admin()
             .then(|| (head.method.clone(), head.path().to_owned()));
+        let metrics = conn
+            .metrics_only
+            .then(|| (head.method.clone(), head.path().to_owned()));
         conn.req = Some(Request {
             seq: conn.seq,
             id: request_id,
@@ -330,6 +335,7 @@ impl FrontEnd {
             route,
             target,
             admin,
+            metrics,
         })
     }
 

@@ -349,6 +349,8 @@ impl RequestTiming {
 pub struct Conn {
     /// The socket.
     pub sock: Socket,
+    /// Accepted on the metrics listener: it is answered `GET /metrics` only.
+    pub metrics_only: bool,
     /// Bytes read and not yet consumed.
     pub inbuf: ReadBuf,
     /// Bytes to write, from `wstart`.
@@ -430,6 +432,7 @@ impl Conn {
     pub fn new(sock: Socket, rbuf_size: usize) -> Self {
         Conn {
             sock,
+            metrics_only: false,
             inbuf: ReadBuf::new(INITIAL_READ_BUFFER.min(rbuf_size), rbuf_size),
             wbuf: Vec::new(),
             wstart: 0,

@@ -6,7 +6,7 @@ pub(super) mod conn;
 
 use super::client::refuse_connection;
 use super::conn::{Conn, Socket};
-use crate::config::HttpConfig;
+use crate::config::SystemConfig;
 use crate::fc::{FcLog, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
@@ -26,6 +26,8 @@ pub(in crate::server) struct FrontEnd {
     local_addr: SocketAddr,
     admin: UnixListener,
     admin_path: PathBuf,
+    /// The metrics listener (`metrics.address`), when configured.
+    metrics: Option<TcpListener>,
     conns: Slab<Conn>,
     request_limits: RequestLimits,
     /// A connection's read buffer size: the largest allowed head plus a little.
@@ -45,9 +47,10 @@ impl FrontEnd {
     pub(in crate::server) fn bind(
         addr: SocketAddr,
         admin_path: PathBuf,
-        http: &HttpConfig,
+        config: &SystemConfig,
         registry: &Registry,
     ) -> Result<FrontEnd, ServerError> {
+        let http = &config.http;
         let mut listener =
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(ServerError::Poll)?;
@@ -62,11 +65,29 @@ impl FrontEnd {
         registry
             .register(&mut admin, token::token(Source::Admin), Interest::READABLE)
             .map_err(ServerError::Poll)?;
+        let metrics = match config.metrics_address {
+            Some(addr) => {
+                let mut listener = TcpListener::bind(addr)
+                    .map_err(|source| ServerError::MetricsBind { addr, source })?;
+                let bound = listener.local_addr().map_err(ServerError::Poll)?;
+                registry
+                    .register(
+                        &mut listener,
+                        token::token(Source::Metrics),
+                        Interest::READABLE,
+                    )
+                    .map_err(ServerError::Poll)?;
+                log::info!("metrics on http://{bound}/metrics (metrics.address)");
+                Some(listener)
+            }
+            None => None,
+        };
         Ok(FrontEnd {
             listener,
             local_addr,
             admin,
             admin_path,
+            metrics,
             conns: Slab::default(),
             request_limits: RequestLimits {
                 max_head_bytes: http.max_header_bytes,
@@ -201,6 +222,32 @@ impl FrontEnd {
         };
         self.reserve_fd = std::fs::File::open("/dev/null").ok();
         refused && self.reserve_fd.is_some()
+    }
+
+    /// Accepts every scraper waiting on the metrics listener and returns the new connections,
+    /// which are answered `GET /metrics` and nothing else.
+    pub(in crate::server) fn accept_metrics(&mut self, registry: &Registry) -> Vec<Key> {
+        let mut accepted = Vec::new();
+        while let Some(listener) = self.metrics.as_ref() {
+            match listener.accept() {
+                Ok((sock, peer)) => {
+                    if let Some(key) = self.add_conn(Socket::Tcp(sock), registry) {
+                        log::trace!("[http conn={}] metrics scraper {peer}", key.idx);
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.metrics_only = true;
+                        }
+                        accepted.push(key);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::warn!("[metrics] accept failed: {err}");
+                    break;
+                }
+            }
+        }
+        accepted
     }
 
     /// Accepts every client waiting on the admin socket, except the runtime's own descendants,
