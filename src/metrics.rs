@@ -144,6 +144,57 @@ impl InvocationMetrics {
     }
 }
 
+/// How a worker came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    /// Forked and exec'd from nothing.
+    Cold,
+    /// Forked from its function's warm seed.
+    Forked,
+    /// A spare Node.js worker taken over.
+    Spare,
+}
+
+impl StartKind {
+    /// Every kind, in label order.
+    pub const ALL: [StartKind; 3] = [StartKind::Cold, StartKind::Forked, StartKind::Spare];
+
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartKind::Cold => "cold",
+            StartKind::Forked => "forked",
+            StartKind::Spare => "spare",
+        }
+    }
+}
+
+/// One function's worker starts: how many came up, by kind, and how long from the launch
+/// decision to ready.
+#[derive(Debug, Clone, Default)]
+pub struct StartMetrics {
+    ready: [u64; 3],
+    start_to_ready: Histogram,
+}
+
+impl StartMetrics {
+    /// Counts a worker of `kind` that became ready `after` its launch decision.
+    pub fn record(&mut self, kind: StartKind, after: Duration) {
+        self.ready[kind as usize] += 1;
+        self.start_to_ready.observe(after);
+    }
+
+    /// Workers that became ready, of `kind`.
+    pub fn ready(&self, kind: StartKind) -> u64 {
+        self.ready[kind as usize]
+    }
+
+    /// Launch decision to ready.
+    pub fn start_to_ready(&self) -> &Histogram {
+        &self.start_to_ready
+    }
+}
+
 /// A scrape being written: each metric family once, with its `# HELP` and `# TYPE`.
 #[derive(Debug, Default)]
 pub struct Exposition {

@@ -59,15 +59,47 @@ fn invocations_are_counted_by_outcome_and_timed() {
         "one body byte per invocation: {text}"
     );
     assert_eq!(
-        sample(&text, &format!("noslate_workers{{{f},state=\"ready\"}}")),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
         sample(&text, &format!("noslate_inflight_requests{{{f}}}")),
         Some(0.0)
     );
     assert_eq!(sample(&text, "noslate_circuit_breaker_open"), Some(0.0));
+    // The one worker started cold and became ready once.
+    assert_eq!(
+        sample(
+            &text,
+            &format!("noslate_worker_starts_total{{{f},kind=\"cold\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("noslate_worker_start_to_ready_seconds_count{{{f}}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("noslate_workers{{{f},state=\"ready\",kind=\"cold\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "noslate_open_fds").unwrap_or(0.0) > 3.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "noslate_loop_iterations_total").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "noslate_connections_refused_total"),
+        Some(0.0)
+    );
     let rss = sample(&text, "noslate_resident_memory_bytes").unwrap_or(0.0);
     assert!(rss > 1e6, "the runtime's own RSS: {text}");
     // Every family is declared once, and every sample belongs to a declared family.

@@ -10,7 +10,7 @@ use crate::admin::{self, Route};
 use crate::config::SystemConfig;
 use crate::fc::Target;
 use crate::ids::FunctionId;
-use crate::metrics::Exposition;
+use crate::metrics::{Exposition, StartKind};
 use crate::turf::accounting::ExitReason;
 use crate::turf::stats;
 use crate::turf::worker::WorkerState;
@@ -37,6 +37,10 @@ pub(super) struct AdminView<'a> {
     pub(super) supervisor: &'a Supervisor,
     pub(super) scheduler: &'a Scheduler,
     pub(super) connections: usize,
+    /// Clients refused with 503 `TooManyConnections` so far.
+    pub(super) refused_connections: u64,
+    /// Loop iterations so far.
+    pub(super) loop_iterations: u64,
     pub(super) console: ConsoleStats,
 }
 
@@ -202,19 +206,50 @@ impl AdminView<'_> {
             let labels = [("function", f.profile.name.as_str())];
             out.sample("noslate_queued_requests", &labels, f.pool.queue.len());
         }
-        out.family("noslate_workers", "gauge", "Workers, by state.");
+        out.family(
+            "noslate_workers",
+            "gauge",
+            "Workers, by state and by how they started (cold, forked from a seed, a spare).",
+        );
         for f in live() {
             for state in WorkerState::ALL {
-                let count = (f.pool.workers.iter())
-                    .filter_map(|&k| self.supervisor.workers().get(k))
-                    .filter(|w| w.state == state)
-                    .count();
+                for kind in StartKind::ALL {
+                    let count = (f.pool.workers.iter())
+                        .filter_map(|&k| self.supervisor.workers().get(k))
+                        .filter(|w| w.state == state && w.start_kind() == kind)
+                        .count();
+                    let labels = [
+                        ("function", f.profile.name.as_str()),
+                        ("state", state.as_str()),
+                        ("kind", kind.as_str()),
+                    ];
+                    out.sample("noslate_workers", &labels, count);
+                }
+            }
+        }
+        out.family(
+            "noslate_worker_starts_total",
+            "counter",
+            "Workers that became ready, by how they started.",
+        );
+        for f in live() {
+            for kind in StartKind::ALL {
                 let labels = [
                     ("function", f.profile.name.as_str()),
-                    ("state", state.as_str()),
+                    ("kind", kind.as_str()),
                 ];
-                out.sample("noslate_workers", &labels, count);
+                out.sample("noslate_worker_starts_total", &labels, f.starts.ready(kind));
             }
+        }
+        let name = "noslate_worker_start_to_ready_seconds";
+        out.family(
+            name,
+            "histogram",
+            "From a worker's launch decision to its INIT_DONE, in seconds.",
+        );
+        for f in live() {
+            let labels = [("function", f.profile.name.as_str())];
+            out.histogram(name, &labels, f.starts.start_to_ready());
         }
         out.family(
             "noslate_rejections_total",
@@ -252,6 +287,29 @@ impl AdminView<'_> {
             "Client connections open (FC port and admin socket).",
         );
         out.sample("noslate_connections", &[], self.connections);
+        out.family(
+            "noslate_connections_refused_total",
+            "counter",
+            "Clients refused with 503 TooManyConnections (http.maxConnections, or out of fds).",
+        );
+        out.sample(
+            "noslate_connections_refused_total",
+            &[],
+            self.refused_connections,
+        );
+        out.family(
+            "noslate_open_fds",
+            "gauge",
+            "File descriptors the runtime holds.",
+        );
+        let fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+        out.sample("noslate_open_fds", &[], fds);
+        out.family(
+            "noslate_loop_iterations_total",
+            "counter",
+            "Iterations of the event loop.",
+        );
+        out.sample("noslate_loop_iterations_total", &[], self.loop_iterations);
         out.family(
             "noslate_resident_memory_bytes",
             "gauge",

@@ -120,6 +120,8 @@ pub(super) struct Effects {
     conns: Vec<Key>,
     /// Connections to drive on the next iteration (they used up their rounds in this one).
     next_iteration: Vec<Key>,
+    /// Loop iterations so far (`noslate metrics`).
+    iterations: u64,
 }
 
 impl Effects {
@@ -140,6 +142,11 @@ impl Effects {
         push_key(&mut self.next_iteration, key);
     }
 
+    /// Loop iterations so far.
+    pub(super) fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
     /// Whether work waits for the next iteration (the loop must then not sleep in `poll`).
     pub(super) fn has_next_iteration(&self) -> bool {
         !self.next_iteration.is_empty()
@@ -147,6 +154,7 @@ impl Effects {
 
     /// Starts an iteration: the drives put off by the last one become due.
     pub(super) fn begin_iteration(&mut self) {
+        self.iterations += 1;
         for key in std::mem::take(&mut self.next_iteration) {
             self.push(Effect::DriveConn(key));
         }

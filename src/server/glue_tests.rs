@@ -520,14 +520,7 @@ fn a_full_queue_is_refused_with_429_and_leaves_the_queue_as_it_was() {
 
 impl Harness {
     fn admin(&self, method: &str, path: &str) -> super::admin::AdminAction {
-        super::admin::AdminView {
-            config: &self.server.config,
-            supervisor: &self.server.supervisor,
-            scheduler: &self.server.scheduler,
-            connections: self.server.front.connection_count(),
-            console: self.server.console.stats(),
-        }
-        .action(method, path)
+        self.server.admin_view().action(method, path)
     }
 }
 

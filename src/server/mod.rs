@@ -607,6 +607,8 @@ impl Server {
             supervisor: &self.supervisor,
             scheduler: &self.scheduler,
             connections: self.front.connection_count(),
+            refused_connections: self.front.refused_connections(),
+            loop_iterations: self.effects.iterations(),
             console: self.console.stats(),
         }
     }
@@ -1449,12 +1451,14 @@ impl Server {
 
     /// INIT_DONE: the worker serves; its function's rollout, queue and the waiters follow.
     fn on_worker_init_done(&mut self, key: WorkerKey) {
-        let Some(function) = (self.supervisor).on_worker_init_done(key, &mut lent!(self)) else {
+        let Some((function, kind, after)) =
+            (self.supervisor).on_worker_init_done(key, &mut lent!(self))
+        else {
             return;
         };
-        self.scheduler.functions_mut()[function]
-            .pool
-            .record_initialized();
+        let f = &mut self.scheduler.functions_mut()[function];
+        f.pool.record_initialized();
+        f.starts.record(kind, after);
         (self.scheduler).check_rollout(function, self.supervisor.workers(), &mut self.effects);
         self.effects.push(Effect::Dispatch(function));
         self.effects.push(Effect::Waiters);

@@ -197,6 +197,17 @@ impl Worker {
         }
     }
 
+    /// How it came to be: cold, forked from a seed, or a spare taken over.
+    pub fn start_kind(&self) -> crate::metrics::StartKind {
+        if self.forked {
+            crate::metrics::StartKind::Forked
+        } else if self.from_spare {
+            crate::metrics::StartKind::Spare
+        } else {
+            crate::metrics::StartKind::Cold
+        }
+    }
+
     /// Moves to `next`; states never move backwards.
     pub fn advance(&mut self, next: WorkerState) {
         debug_assert!(

@@ -28,6 +28,8 @@ pub(in crate::server) struct FrontEnd {
     admin_path: PathBuf,
     /// The metrics listener (`metrics.address`), when configured.
     metrics: Option<TcpListener>,
+    /// Clients refused with 503 `TooManyConnections` (`noslate metrics`).
+    refused: u64,
     conns: Slab<Conn>,
     request_limits: RequestLimits,
     /// A connection's read buffer size: the largest allowed head plus a little.
@@ -88,6 +90,7 @@ impl FrontEnd {
             admin,
             admin_path,
             metrics,
+            refused: 0,
             conns: Slab::default(),
             request_limits: RequestLimits {
                 max_head_bytes: http.max_header_bytes,
@@ -136,6 +139,11 @@ impl FrontEnd {
         self.conns.keys()
     }
 
+    /// Clients refused with 503 `TooManyConnections` so far.
+    pub(in crate::server) fn refused_connections(&self) -> u64 {
+        self.refused
+    }
+
     /// How many connections are open.
     pub(in crate::server) fn connection_count(&self) -> usize {
         self.conns.len()
@@ -172,6 +180,7 @@ impl FrontEnd {
                              connections"
                         );
                         refuse_connection(&mut sock, &why);
+                        self.refused += 1;
                         continue;
                     }
                     if let Err(err) = sock.set_nodelay(true) {
@@ -221,6 +230,7 @@ impl FrontEnd {
             Err(_) => false,
         };
         self.reserve_fd = std::fs::File::open("/dev/null").ok();
+        self.refused += u64::from(refused);
         refused && self.reserve_fd.is_some()
     }
 

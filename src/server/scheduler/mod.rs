@@ -67,6 +67,8 @@ pub(in crate::server) struct Function {
     pub(in crate::server) rollout_target: usize,
     /// Its invocations' outcomes, durations and bytes (`noslate metrics`).
     pub(in crate::server) invocations: crate::metrics::InvocationMetrics,
+    /// Its workers' starts (`noslate metrics`).
+    pub(in crate::server) starts: crate::metrics::StartMetrics,
 }
 
 impl std::ops::Index<FunctionId> for Vec<Function> {
@@ -109,6 +111,7 @@ impl Function {
             generation: 0,
             rollout_target: 0,
             invocations: crate::metrics::InvocationMetrics::default(),
+            starts: crate::metrics::StartMetrics::default(),
             pool: Pool::new(),
             profile,
         }

@@ -287,7 +287,7 @@ impl Supervisor {
         &mut self,
         key: WorkerKey,
         lp: &mut Lent<'_>,
-    ) -> Option<FunctionId> {
+    ) -> Option<(FunctionId, crate::metrics::StartKind, std::time::Duration)> {
         let worker = self.workers.get_mut(key)?;
         if worker.state != WorkerState::Initializing {
             let reason = format!("INIT_DONE in state {}", worker.state.as_str());
@@ -299,13 +299,14 @@ impl Supervisor {
         }
         worker.advance(WorkerState::Ready);
         worker.last_active = Instant::now();
+        let after = worker.process.started_at.elapsed();
         log::info!(
             "[turf w={} pid={}] ready to serve after {:.3} ms",
             worker.process.id,
             worker.process.pid,
-            worker.process.started_at.elapsed().as_secs_f64() * 1000.0
+            after.as_secs_f64() * 1000.0
         );
-        Some(worker.function)
+        Some((worker.function, worker.start_kind(), after))
     }
 
     /// INIT_ERROR: loading the code or the initializer failed. Returns the worker's function
