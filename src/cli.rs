@@ -34,6 +34,8 @@ USAGE:
     noslate ps [--json]           list the running runtime's workers (over its admin socket)
     noslate stats                 the running runtime's counters, as JSON
     noslate metrics               the running runtime's metrics, in Prometheus' text format
+    noslate top [--once]          a live view: per function rps, p50/p99, in-flight, queued,
+                                  workers, errors; --once prints one frame
     noslate functions get|set FILE   read or replace the running function profile set
     noslate services get|set FILE    read or replace the running service profiles
     noslate env get|set FILE         read or replace the platform environment (a JSON object)
@@ -54,7 +56,7 @@ OPTIONS:
     --logdir DIR        log directory (worker stdout/stderr under <function>/<worker>/)
                                                                env: NOSLATE_LOGDIR
                         default: <workdir>/logs
-    --socket PATH       (ps, stats, metrics) the admin socket; default <workdir>/noslated.sock
+    --socket PATH       (ps, stats, metrics, top) the admin socket; default <workdir>/noslated.sock
     --json              (ps) print JSON instead of a table
     --probe             (serve) print what the sandbox can enforce on this machine and, under
                         guarantees: what a worker is kept from (signalling the runtime,
@@ -90,6 +92,8 @@ enum Command {
     Stats,
     /// Print the metrics in Prometheus' text format.
     Metrics,
+    /// A live view of the runtime, refreshed every second.
+    Top,
     /// `functions|services|env get|set`.
     Config,
     /// `invoke NAME`.
@@ -104,6 +108,8 @@ struct Args {
     probe: bool,
     /// `check --load`: also load each function's code in a throw-away worker.
     load: bool,
+    /// `top --once`: print one frame and exit.
+    once: bool,
     /// Positional words after the command (`functions set FILE`, `invoke NAME`).
     words: Vec<String>,
     /// `--data TEXT|@FILE`.
@@ -135,6 +141,7 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
         Some("ps") => Some(Command::Ps),
         Some("stats") => Some(Command::Stats),
         Some("metrics") => Some(Command::Metrics),
+        Some("top") => Some(Command::Top),
         Some("functions" | "services" | "env") => Some(Command::Config),
         Some("invoke") => Some(Command::Invoke),
         _ => None,
@@ -181,6 +188,7 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
             "--json" => args.json = true,
             "--probe" => args.probe = true,
             "--load" => args.load = true,
+            "--once" => args.once = true,
             "--service" => args.service = true,
             "--data" | "-d" => {
                 args.data =
@@ -271,6 +279,9 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     }
     if args.command == Command::Metrics {
         return metrics_command(&args);
+    }
+    if args.command == Command::Top {
+        return top_command(&args);
     }
     if args.command == Command::Config {
         return config_command(&args);
@@ -557,6 +568,59 @@ fn metrics_command(args: &Args) -> ExitCode {
             eprintln!("noslate: {msg}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// One scrape of the runtime's metrics.
+fn scrape(socket: &std::path::Path) -> Result<crate::admin::top::Scrape, String> {
+    let answer = crate::admin::client::request_raw(socket, "GET", "/v1/metrics", &[], &[])?;
+    if answer.status != 200 {
+        let body = String::from_utf8_lossy(&answer.body);
+        return Err(format!("the runtime answered {}: {body}", answer.status));
+    }
+    Ok(crate::admin::top::Scrape::parse(&String::from_utf8_lossy(
+        &answer.body,
+    )))
+}
+
+/// `noslate top [--once]`: per function, requests per second, p50/p99 latency, in-flight,
+/// queued, workers by state and errors over the last second, and a header for the runtime.
+/// A terminal gets the frame redrawn in place every second; anything else (and `--once`) gets
+/// plain text frames.
+fn top_command(args: &Args) -> ExitCode {
+    use std::io::IsTerminal;
+    let socket = admin_socket(args);
+    let interval = std::time::Duration::from_secs(1);
+    let redraw = !args.once && std::io::stdout().is_terminal();
+    let mut before = match scrape(&socket) {
+        Ok(s) => s,
+        Err(msg) => {
+            eprintln!("noslate: {msg}");
+            return ExitCode::from(1);
+        }
+    };
+    loop {
+        let taken = std::time::Instant::now();
+        std::thread::sleep(interval);
+        let after = match scrape(&socket) {
+            Ok(s) => s,
+            Err(msg) => {
+                eprintln!("noslate: {msg}");
+                return ExitCode::from(1);
+            }
+        };
+        let rows = crate::admin::top::rows(&before, &after, taken.elapsed());
+        let frame = crate::admin::top::render(&after, &rows);
+        if redraw {
+            // Home and clear, then the frame: plain ANSI, no terminal library.
+            out(&format!("\x1b[H\x1b[2J{frame}"));
+        } else {
+            out(&(frame + "\n"));
+        }
+        if args.once {
+            return ExitCode::SUCCESS;
+        }
+        before = after;
     }
 }
 

@@ -232,3 +232,42 @@ fn a_malformed_metrics_address_is_a_config_error_naming_its_path() {
         exited.stderr
     );
 }
+
+#[test]
+fn top_once_prints_one_frame_of_the_last_second() {
+    let ns = Noslate::start(&json!([profile("echo", "echo")]));
+    // Invocations keep coming while `top` takes its two scrapes one second apart.
+    let port = ns.port();
+    let load = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let mut n = 0;
+        while std::time::Instant::now() < until {
+            let mut c = common::Client::connect(port);
+            if c.request(&Req::new("POST", "/invoke").body(b"x")).status == 200 {
+                n += 1;
+            }
+        }
+        n
+    });
+    let (ok, frame, err) = ns.cli(&["top", "--once"]);
+    let done = load.join().expect("load");
+    assert!(ok, "top failed: {err}");
+    assert!(done > 0);
+    let lines: Vec<&str> = frame.lines().collect();
+    assert!(lines[0].starts_with("noslate: "), "{frame}");
+    assert!(lines[0].contains("breaker closed"), "{frame}");
+    assert!(lines[1].starts_with("FUNCTION"), "{frame}");
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("echo "))
+        .unwrap_or_else(|| panic!("no row for echo:\n{frame}"));
+    let rps: f64 = row
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(rps > 0.0, "invocations in the last second: {frame}");
+    assert!(row.contains("ready 1"), "{frame}");
+    // A pipe gets plain text: no terminal control sequences.
+    assert!(!frame.contains('\u{1b}'), "{frame:?}");
+}

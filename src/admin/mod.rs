@@ -14,6 +14,7 @@
 //! This module holds what both sides share (the path, the routes) and the CLI's client.
 
 pub mod client;
+pub mod top;
 
 use std::path::{Path, PathBuf};
 
