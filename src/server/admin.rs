@@ -4,7 +4,7 @@
 
 use super::client::InvokeError;
 use super::console::ConsoleStats;
-use super::scheduler::Scheduler;
+use super::scheduler::{Function, Scheduler};
 use super::supervisor::Supervisor;
 use crate::admin::{self, Route};
 use crate::config::SystemConfig;
@@ -30,6 +30,14 @@ pub(super) enum AdminAction {
     /// Refuse with this error.
     Refuse(InvokeError),
 }
+
+/// A metric family with one sample per function: its name, type, help and value.
+type PerFunction = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Function) -> u64,
+);
 
 /// What admin answers read: the owners, borrowed for the time of one request.
 pub(super) struct AdminView<'a> {
@@ -170,41 +178,38 @@ impl AdminView<'_> {
                 out.histogram(name, &[("function", &f.profile.name)], h);
             }
         }
-        let bytes = [
+        // The families with one sample per function.
+        let per_function: [PerFunction; 4] = [
             (
                 "noslate_request_bytes_total",
+                "counter",
                 "Request body bytes sent to workers.",
+                |f| f.invocations.bytes().0,
             ),
             (
                 "noslate_response_bytes_total",
+                "counter",
                 "Response body bytes written to clients.",
+                |f| f.invocations.bytes().1,
+            ),
+            (
+                "noslate_inflight_requests",
+                "gauge",
+                "Invocations admitted and not finished (queued or running).",
+                |f| f.meter.current() as u64,
+            ),
+            (
+                "noslate_queued_requests",
+                "gauge",
+                "Invocations waiting for a worker.",
+                |f| f.pool.queue.len() as u64,
             ),
         ];
-        for (i, (name, help)) in bytes.into_iter().enumerate() {
-            out.family(name, "counter", help);
+        for (name, kind, help, value) in per_function {
+            out.family(name, kind, help);
             for f in live() {
-                let (sent, written) = f.invocations.bytes();
-                let value = if i == 0 { sent } else { written };
-                out.sample(name, &[("function", &f.profile.name)], value);
+                out.sample(name, &[("function", &f.profile.name)], value(f));
             }
-        }
-        out.family(
-            "noslate_inflight_requests",
-            "gauge",
-            "Invocations admitted and not finished (queued or running).",
-        );
-        for f in live() {
-            let labels = [("function", f.profile.name.as_str())];
-            out.sample("noslate_inflight_requests", &labels, f.meter.current());
-        }
-        out.family(
-            "noslate_queued_requests",
-            "gauge",
-            "Invocations waiting for a worker.",
-        );
-        for f in live() {
-            let labels = [("function", f.profile.name.as_str())];
-            out.sample("noslate_queued_requests", &labels, f.pool.queue.len());
         }
         out.family(
             "noslate_workers",
