@@ -5,6 +5,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The content type of a scrape: the text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Upper bounds of the duration histograms' buckets, in microseconds: from 100 µs (a warm
 /// invocation through the runtime) to a minute (past most functions' timeouts). Fixed, so that
 /// series from every runtime can be aggregated.

@@ -217,17 +217,19 @@ impl AdminView<'_> {
             "Workers, by state and by how they started (cold, forked from a seed, a spare).",
         );
         for f in live() {
+            // One pass over the pool, then every (state, kind) pair, zeros included.
+            let mut counts = [[0u64; StartKind::ALL.len()]; WorkerState::ALL.len()];
+            for w in (f.pool.workers.iter()).filter_map(|&k| self.supervisor.workers().get(k)) {
+                counts[w.state as usize][w.start_kind() as usize] += 1;
+            }
             for state in WorkerState::ALL {
                 for kind in StartKind::ALL {
-                    let count = (f.pool.workers.iter())
-                        .filter_map(|&k| self.supervisor.workers().get(k))
-                        .filter(|w| w.state == state && w.start_kind() == kind)
-                        .count();
                     let labels = [
                         ("function", f.profile.name.as_str()),
                         ("state", state.as_str()),
                         ("kind", kind.as_str()),
                     ];
+                    let count = counts[state as usize][kind as usize];
                     out.sample("noslate_workers", &labels, count);
                 }
             }

@@ -630,7 +630,12 @@ impl Server {
             return;
         }
         let text = self.admin_view().metrics_text();
-        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        self.respond_metrics(client, &text);
+    }
+
+    /// Answers `client` with a scrape of the metrics.
+    fn respond_metrics(&mut self, client: ConnRef, text: &str) {
+        let content_type = crate::metrics::CONTENT_TYPE;
         let mut lp = lent!(self);
         (self.front).respond(client, 200, content_type, &[], text.as_bytes(), &mut lp);
     }
@@ -642,11 +647,7 @@ impl Server {
             admin::AdminAction::Answer(body) => {
                 self.respond_json(client, 200, &[], body.to_string().as_bytes());
             }
-            admin::AdminAction::Metrics(text) => {
-                let content_type = "text/plain; version=0.0.4; charset=utf-8";
-                let mut lp = lent!(self);
-                (self.front).respond(client, 200, content_type, &[], text.as_bytes(), &mut lp);
-            }
+            admin::AdminAction::Metrics(text) => self.respond_metrics(client, &text),
             admin::AdminAction::CollectBody(route) => {
                 // The body is collected first; `on_admin_body` answers.
                 if let Some(req) = self.request_mut(client) {
