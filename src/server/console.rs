@@ -194,6 +194,19 @@ impl Console {
         Ok(Console::over(stdout, stderr, line_limit, buffer_size))
     }
 
+    /// A console writing into pipes, and the (non-blocking) read end of its stdout.
+    #[cfg(test)]
+    pub(super) fn over_pipes(buffer_size: usize) -> (Console, Receiver) {
+        let (out_reader, out_writer) = std::io::pipe().expect("stdout pipe");
+        let (_err_reader, err_writer) = std::io::pipe().expect("stderr pipe");
+        let console = Console::over(out_writer.into(), err_writer.into(), 1024, buffer_size);
+        let reader = Receiver::from(OwnedFd::from(out_reader));
+        reader
+            .set_nonblocking(true)
+            .expect("non-blocking stdout pipe");
+        (console, reader)
+    }
+
     /// A console writing to `stdout` and `stderr`.
     fn over(stdout: OwnedFd, stderr: OwnedFd, line_limit: usize, buffer_size: usize) -> Console {
         Console {

@@ -5,6 +5,7 @@
 //! the effects it records and the state the owners are left in. Nothing here drains `Scale`,
 //! which would start real processes.
 
+use super::console;
 use super::effects::Effect;
 use super::{Server, ServerOptions};
 use crate::config::{SystemConfig, parse_functions};
@@ -665,6 +666,28 @@ fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue
         "{ended:?}"
     );
     assert_eq!(h.server.scheduler.inflight(), 0);
+}
+
+#[test]
+fn fc_end_lines_reach_stdout_before_the_bytes_that_finish_their_responses() {
+    let mut h = harness(ONE_FUNCTION);
+    let (console, mut stdout) = console::Console::over_pipes(64 * 1024);
+    h.server.console = console;
+    let (mut client, _key, worker, mut out, stream) = h.dispatched();
+    h.take_effects();
+    h.worker_sends(worker, &mut out, &response_frames(stream, b"ok"));
+    // Only the effects run, not the end of the loop iteration, where the console is flushed
+    // anyway: the End line must already be out when the client can read its answer.
+    for effect in h.take_effects() {
+        h.server.run_effect(effect);
+    }
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.contains("\r\n2\r\nok\r\n"), "{answer}");
+    let mut lines = vec![0; 4096];
+    let n = stdout.read(&mut lines).unwrap_or(0);
+    let lines = String::from_utf8_lossy(&lines[..n]);
+    assert!(lines.contains("FC Invoke Start RequestId: "), "{lines}");
+    assert!(lines.contains("FC Invoke End RequestId: "), "{lines}");
 }
 
 #[test]

@@ -1085,8 +1085,9 @@ impl Server {
             bridge::Pumped::Idle { done } => done,
             bridge::Pumped::Refused(err) => {
                 log::debug!(
-                    "[http conn={}] request body refused: {}",
+                    "[http conn={} req={}] request body refused: {}",
                     key.idx,
+                    conn.req.as_ref().map_or("-", |r| r.id.as_str()),
                     err.message
                 );
                 let mut lp = lent!(self);
@@ -1333,7 +1334,7 @@ impl Server {
             .map_or("-", |f| f.profile.name.as_str());
         let message = err.message.trim_end().replace('\n', "\\n");
         log::warn!(
-            "[dp] request {} of function {function} failed: {}: {message}",
+            "[dp req={}] function {function} failed: {}: {message}",
             req.id,
             err.error_type
         );

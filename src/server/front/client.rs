@@ -19,6 +19,7 @@ use crate::http::response::{self, Framing};
 use crate::ids::ConnRef;
 use crate::ids::WorkerKey;
 use crate::reactor::slab::{Key, Slab};
+use crate::server::console::Stream;
 use crate::server::effects::Effect;
 use crate::server::{Lent, Timer};
 use crate::turf::origin;
@@ -308,6 +309,7 @@ impl FrontEnd {
             seq: conn.seq,
             id: request_id,
             phase: None,
+            end_logged: false,
             function: None,
             kind: InvokeKind::Http,
             is_head: head.is_head(),
@@ -406,7 +408,11 @@ impl FrontEnd {
                 BodyStep::Data { used, .. } | BodyStep::NeedMore { used } => used,
                 BodyStep::Refused(err) => {
                     // The framing is broken: nothing after it can be trusted.
-                    log::debug!("[http conn={}] discarding body: {err}", key.idx);
+                    log::debug!(
+                        "[http conn={} req={}] discarding body: {err}",
+                        key.idx,
+                        req.id
+                    );
                     req.keep_alive = false;
                     *close_when_flushed = true;
                     inbuf.data().len()
@@ -487,7 +493,7 @@ impl FrontEnd {
     /// Forgets the connection's current request: its deadline, FC's End line; what it held
     /// elsewhere (its place in flight) is released by `RequestEnded`.
     pub(in crate::server) fn end_request(&mut self, key: Key, lp: &mut Lent<'_>) {
-        let Some(req) = self.conns.get_mut(key).and_then(|c| c.req.take()) else {
+        let Some(mut req) = self.conns.get_mut(key).and_then(|c| c.req.take()) else {
             return;
         };
         if let Some(timer) = req.deadline_timer {
@@ -506,9 +512,7 @@ impl FrontEnd {
                 finished: req.timing.finished(Instant::now()),
             });
         }
-        if let Some(phase) = req.phase {
-            self.fc_log.end(phase, &req.id);
-        }
+        req.log_end(&mut self.fc_log);
     }
 
     /// Writes a complete JSON response for the current request.
@@ -584,7 +588,7 @@ impl FrontEnd {
         req.timing.status = status;
         // For HEAD, write_json_response announced the length of the body a GET would get,
         // which is right, and no body follows.
-        req.resp = Resp::Done;
+        req.complete_response(&mut self.fc_log);
         let was_queued = matches!(req.sink, Sink::Hold)
             .then_some(req.function)
             .flatten();
@@ -648,8 +652,9 @@ impl FrontEnd {
             }
             Resp::Streaming { .. } => {
                 log::info!(
-                    "[http conn={}] aborting response: {}",
+                    "[http conn={} req={}] aborting response: {}",
                     client.conn.idx,
+                    req.id,
                     err.message
                 );
                 req.resp = Resp::Done;
@@ -775,8 +780,10 @@ impl FrontEnd {
                 Framing::Length(_) if *remaining > 0 => {
                     // Fewer bytes than announced: the client must not take this as complete.
                     log::warn!(
-                        "[http conn={}] worker ended the body {} bytes short of its Content-Length",
+                        "[http conn={} req={}] worker ended the body {} bytes short of its \
+                         Content-Length",
                         client.conn.idx,
+                        req.id,
                         remaining
                     );
                     req.keep_alive = false;
@@ -787,7 +794,7 @@ impl FrontEnd {
                 }
                 _ => {}
             }
-            req.resp = Resp::Done;
+            req.complete_response(&mut self.fc_log);
             lp.effects.push(Effect::DriveConn(client.conn));
         }
         lp.effects.push(Effect::FlushConn(client.conn));
@@ -800,6 +807,12 @@ impl FrontEnd {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if !self.fc_log.take().is_empty() {
+            // FC's End lines go out before the bytes that finish their responses.
+            lp.console.write_own(Stream::Out, self.fc_log.take());
+            self.fc_log.clear();
+            lp.console.flush(lp.registry);
+        }
         let written = match conn.flush() {
             Ok(n) => n,
             Err(err) => {
@@ -896,7 +909,7 @@ impl FrontEnd {
         // Mid-request, or reset: the rest of the request can never arrive, or nobody is left
         // to read the answer. Cancel its work and drop the connection.
         log::debug!(
-            "[http conn={}] client went away during request {}",
+            "[http conn={} req={}] client went away during the request",
             key.idx,
             req.id
         );

@@ -249,9 +249,12 @@ pub struct Request {
     pub seq: u64,
     /// FC request id.
     pub id: String,
-    /// The FC phase whose End line is printed when the request completes (none for the
+    /// The FC phase whose End line is printed when the response is complete (none for the
     /// runtime's own routes and requests rejected before routing).
     pub phase: Option<Phase>,
+    /// FC's End line was queued: it goes out once, when the response's last byte is buffered
+    /// (so before that byte reaches the client), or when the request ends without one.
+    pub end_logged: bool,
     /// The target function, for invocations.
     pub function: Option<FunctionId>,
     /// Event or HTTP.
@@ -289,6 +292,23 @@ pub struct Request {
     /// What its metrics need: when it was admitted, dispatched and answered, how, and how
     /// many body bytes went each way.
     pub timing: RequestTiming,
+}
+
+impl Request {
+    /// The response is fully buffered: its FC End line is queued now, ahead of the bytes
+    /// that finish it, so that FC's log collection sees it within the request.
+    pub fn complete_response(&mut self, fc_log: &mut crate::fc::FcLog) {
+        self.resp = Resp::Done;
+        self.log_end(fc_log);
+    }
+
+    /// Queues FC's End line, once.
+    pub fn log_end(&mut self, fc_log: &mut crate::fc::FcLog) {
+        if let (Some(phase), false) = (self.phase, self.end_logged) {
+            self.end_logged = true;
+            fc_log.end(phase, &self.id);
+        }
+    }
 }
 
 /// An invocation's timestamps and outcome, for its function's metrics.
