@@ -144,6 +144,69 @@ pub struct Context<'a> {
     pub account_id: Option<&'a str>,
     /// How many times FC retried this (async) invocation.
     pub retry_count: u32,
+    /// The caller's trace: FC's OpenTracing headers and W3C trace context.
+    #[serde(skip_serializing_if = "Tracing::is_empty")]
+    pub tracing: Tracing<'a>,
+}
+
+/// `context.tracing`: what a handler needs to continue the caller's trace. FC's values are
+/// passed as sent (the baggage stays base64, for the runtimes to decode as FC's do); a W3C
+/// `traceparent` is passed only when it is well formed, and `tracestate` only with it.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tracing<'a> {
+    /// `x-fc-tracing-opentracing-span-context`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_tracing_span_context: Option<&'a str>,
+    /// `x-fc-tracing-opentracing-span-baggages`: base64 of a JSON object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_tracing_span_baggages: Option<&'a str>,
+    /// `x-fc-tracing-jaeger-endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jaeger_endpoint: Option<&'a str>,
+    /// W3C `traceparent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    /// W3C `tracestate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracestate: Option<&'a str>,
+}
+
+impl Tracing<'_> {
+    fn is_empty(&self) -> bool {
+        self.open_tracing_span_context.is_none()
+            && self.open_tracing_span_baggages.is_none()
+            && self.jaeger_endpoint.is_none()
+            && self.traceparent.is_none()
+    }
+}
+
+/// The longest `tracestate` passed on: W3C lets a vendor drop one longer than 512 characters.
+const MAX_TRACESTATE: usize = 512;
+
+/// Whether `value` is a W3C `traceparent` a receiver may use: `VV-TRACEID-PARENTID-FLAGS` in
+/// lowercase hex, version not `ff`, ids not all zero. A later version may append fields after
+/// the four it shares with version `00`.
+pub fn valid_traceparent(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let lower_hex = |b: &[u8]| b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |b: &[u8]| b.iter().all(|&c| c == b'0');
+    if bytes.len() < 55 || [2, 35, 52].iter().any(|&i| bytes[i] != b'-') {
+        return false;
+    }
+    let (version, trace_id, parent_id, flags) =
+        (&bytes[0..2], &bytes[3..35], &bytes[36..52], &bytes[53..55]);
+    let fields_ok = [version, trace_id, parent_id, flags]
+        .iter()
+        .all(|f| lower_hex(f))
+        && version != b"ff"
+        && !zero(trace_id)
+        && !zero(parent_id);
+    let length_ok = match version {
+        b"00" => bytes.len() == 55,
+        _ => bytes.len() == 55 || bytes[55] == b'-',
+    };
+    fields_ok && length_ok
 }
 
 /// STS credentials from `x-fc-access-key-*` and `x-fc-security-token`.
@@ -271,6 +334,24 @@ pub fn context<'a>(
         retry_count: number("x-fc-retry-count")
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0),
+        tracing: tracing(headers),
+    }
+}
+
+/// The trace headers of a request, as `context.tracing` carries them.
+fn tracing(headers: &[(String, String)]) -> Tracing<'_> {
+    let h = |name| header(headers, name);
+    let traceparent = h("traceparent")
+        .map(str::trim)
+        .filter(|v| valid_traceparent(v));
+    Tracing {
+        open_tracing_span_context: h("x-fc-tracing-opentracing-span-context"),
+        open_tracing_span_baggages: h("x-fc-tracing-opentracing-span-baggages"),
+        jaeger_endpoint: h("x-fc-tracing-jaeger-endpoint"),
+        traceparent,
+        tracestate: traceparent
+            .and(h("tracestate"))
+            .filter(|v| v.len() <= MAX_TRACESTATE),
     }
 }
 
@@ -645,6 +726,65 @@ mod tests {
             json.get("service").is_none(),
             "empty FC 3.0 service headers are dropped"
         );
+    }
+
+    #[test]
+    fn tracing_headers_reach_the_context_and_a_bad_traceparent_does_not() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let facts = ProfileFacts {
+            name: "hello",
+            handler: "index.handler",
+            initializer: None,
+            memory_bytes: 512 << 20,
+        };
+        let h = headers(&[
+            ("traceparent", parent),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("x-fc-tracing-opentracing-span-context", "a:b:c:1"),
+            ("x-fc-tracing-opentracing-span-baggages", "eyJrIjoidiJ9"),
+            ("x-fc-tracing-jaeger-endpoint", "http://jaeger/api/traces"),
+        ]);
+        let json = serde_json::to_value(context(&h, "rid", 3000, facts)).unwrap();
+        assert_eq!(json["tracing"]["traceparent"], parent);
+        assert_eq!(json["tracing"]["tracestate"], "congo=t61rcWkgMzE");
+        assert_eq!(json["tracing"]["openTracingSpanContext"], "a:b:c:1");
+        assert_eq!(json["tracing"]["openTracingSpanBaggages"], "eyJrIjoidiJ9");
+        assert_eq!(
+            json["tracing"]["jaegerEndpoint"],
+            "http://jaeger/api/traces"
+        );
+
+        let h = headers(&[
+            (
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]);
+        let json = serde_json::to_value(context(&h, "rid", 3000, facts)).unwrap();
+        assert!(json.get("tracing").is_none(), "{json}");
+    }
+
+    #[test]
+    fn traceparent_follows_the_w3c_grammar() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(good));
+        assert!(valid_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47é-00f067aa0ba902b7-01",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -615,6 +615,14 @@ class Context {
     this.region = valueOrNull(c.region);
     this.accountId = valueOrNull(c.accountId);
     this.retryCount = c.retryCount || 0;
+    const tr = c.tracing || {};
+    this.tracing = {
+      openTracingSpanContext: valueOrNull(tr.openTracingSpanContext),
+      openTracingSpanBaggages: parseBaggages(tr.openTracingSpanBaggages),
+      jaegerEndpoint: valueOrNull(tr.jaegerEndpoint),
+      traceparent: valueOrNull(tr.traceparent),
+      tracestate: valueOrNull(tr.tracestate),
+    };
     this.clientIP = clientIp || null;
     this.logger = new Logger(this.requestId);
   }
@@ -622,6 +630,18 @@ class Context {
 
 function valueOrNull(value) {
   return value === undefined ? null : value;
+}
+
+// FC's baggage header is base64 of a JSON object; FC's runtime hands handlers the object, and
+// an empty one when the header is absent or not that.
+function parseBaggages(encoded) {
+  if (typeof encoded !== 'string' || encoded === '') return {};
+  try {
+    const value = JSON.parse(Buffer.from(encoded, 'base64').toString('utf8'));
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value : {};
+  } catch {
+    return {};
+  }
 }
 
 // The context of an INIT or a request head, built the same way for both.

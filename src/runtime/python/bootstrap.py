@@ -221,6 +221,22 @@ class ServiceMeta(_Attrs):
     pass
 
 
+class Tracing(_Attrs):
+    """`context.tracing`, as FC's Python runtime has it: `span_context`, `span_baggages` (base64
+    of a JSON object, as sent) and `jaeger_endpoint`; plus the W3C `traceparent` and
+    `tracestate`. Absent values are None."""
+
+    def parse_open_tracing_baggages(self):
+        """The baggage as a dict; empty when there is none or it is not base64 JSON."""
+        if not self.span_baggages:
+            return {}
+        try:
+            value = json.loads(base64.b64decode(self.span_baggages))
+        except (ValueError, TypeError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
 # The request id of the invocation (or initializer) running in this thread: every handler call
 # runs in a thread of its own (see _submit), which sets it for the call and resets it after, and
 # asyncio tasks the handler starts copy it. Lines written outside any call have no id.
@@ -343,6 +359,14 @@ class Context(object):
         self.region = c.get("region")
         self.account_id = c.get("accountId")
         self.retry_count = c.get("retryCount") or 0
+        tr = c.get("tracing") or {}
+        self.tracing = Tracing(
+            span_context=tr.get("openTracingSpanContext"),
+            span_baggages=tr.get("openTracingSpanBaggages"),
+            jaeger_endpoint=tr.get("jaegerEndpoint"),
+            traceparent=tr.get("traceparent"),
+            tracestate=tr.get("tracestate"),
+        )
         self._logger = None
 
     @property
