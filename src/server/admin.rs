@@ -2,6 +2,7 @@
 //! view of the owners: an answer built from the live state, or what the loop must do (collect a
 //! body, start an invocation). Nothing here blocks the loop beyond reading a few `/proc` files.
 
+use super::access_log::AccessLogStats;
 use super::client::InvokeError;
 use super::console::ConsoleStats;
 use super::scheduler::{Function, Scheduler};
@@ -50,6 +51,7 @@ pub(super) struct AdminView<'a> {
     /// Loop iterations so far.
     pub(super) loop_iterations: u64,
     pub(super) console: ConsoleStats,
+    pub(super) access_log: AccessLogStats,
 }
 
 impl AdminView<'_> {
@@ -318,6 +320,22 @@ impl AdminView<'_> {
         );
         out.sample("noslate_loop_iterations_total", &[], self.loop_iterations);
         out.family(
+            "noslate_access_log_lines_total",
+            "counter",
+            "Access-log lines written (logger.accessLog).",
+        );
+        out.sample("noslate_access_log_lines_total", &[], self.access_log.lines);
+        out.family(
+            "noslate_access_log_dropped_lines_total",
+            "counter",
+            "Access-log lines dropped: the buffer was full, or the disk or console failed.",
+        );
+        out.sample(
+            "noslate_access_log_dropped_lines_total",
+            &[],
+            self.access_log.dropped,
+        );
+        out.family(
             "noslate_resident_memory_bytes",
             "gauge",
             "The runtime's own resident memory (its workers not included).",
@@ -415,6 +433,11 @@ impl AdminView<'_> {
                 "cutLines": console.cut_lines,
                 "droppedBytes": console.dropped_bytes,
                 "waitingBytes": console.waiting_bytes,
+            },
+            "accessLog": {
+                "destination": self.config.logger.access_log.as_str(),
+                "lines": self.access_log.lines,
+                "droppedLines": self.access_log.dropped,
             },
             "exits": exits,
             "functions": functions,

@@ -97,7 +97,17 @@ pub(super) fn open_stream(
         worker: worker_key,
         stream,
     };
-    req.timing.dispatched = Some(Instant::now());
+    let now = Instant::now();
+    req.timing.dispatched = Some(now);
+    if let Some(facts) = req.access.as_mut() {
+        facts.worker = Some(worker.process.id.clone());
+        // The request waited for this worker's start if the worker became ready after it
+        // was admitted.
+        facts.cold_start = match (req.timing.admitted, worker.ready_at) {
+            (Some(admitted), Some(ready)) if ready > admitted => Some(ready - admitted),
+            _ => None,
+        };
+    }
     let sent_continue = req.expect_continue && !no_body && !req.continue_sent;
     log::trace!(
         "[dp] request {} -> worker {} stream {stream}",

@@ -280,13 +280,15 @@ impl Console {
 
     /// The runtime's own output (whole lines). Dropped, and counted, when the console already
     /// holds `logger.consoleBufferSize`.
-    pub(super) fn write_own(&mut self, stream: Stream, bytes: &[u8]) {
+    /// Returns whether the bytes were taken.
+    pub(super) fn write_own(&mut self, stream: Stream, bytes: &[u8]) -> bool {
         let sink = &mut self.sinks[stream.index()];
         if sink.broken || sink.waiting() + bytes.len() > self.buffer_size {
             self.stats.dropped_bytes += bytes.len() as u64;
-            return;
+            return false;
         }
         sink.pending.extend_from_slice(bytes);
+        true
     }
 
     /// Writes what the console takes now and reads the pipes that were waiting for room.
@@ -394,10 +396,10 @@ mod tests {
         assert!(filled > 0);
         let mut console = Console::over(out, err, 64, 100);
         let poll = mio::Poll::new().expect("poll");
-        console.write_own(Stream::Out, b"0123456789\n");
+        let _ = console.write_own(Stream::Out, b"0123456789\n");
         assert!(console.flush(poll.registry()), "waits: the pipe is full");
         for _ in 0..20 {
-            console.write_own(Stream::Out, b"0123456789\n");
+            let _ = console.write_own(Stream::Out, b"0123456789\n");
         }
         assert!(console.stats().dropped_bytes > 0);
         assert!(console.sinks[0].waiting() <= 100);

@@ -691,6 +691,44 @@ fn fc_end_lines_reach_stdout_before_the_bytes_that_finish_their_responses() {
 }
 
 #[test]
+fn an_ended_invocation_becomes_one_access_log_line_at_the_end_of_the_iteration() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key, worker, mut out, stream) = h.dispatched();
+    let facts = (h.server.front.conn(key))
+        .and_then(|c| c.req.as_ref())
+        .and_then(|r| r.access.as_ref())
+        .map(|f| (f.method.clone(), f.worker.clone()));
+    assert_eq!(
+        facts,
+        Some(("POST".to_owned(), Some("hello-t".to_owned()))),
+        "what the line needs is kept while the log is on"
+    );
+    h.take_effects();
+    h.worker_sends(worker, &mut out, &response_frames(stream, b"ok"));
+    h.run_effects_but_scale();
+    let _ = read_answer(&mut client, complete);
+    assert_eq!(
+        h.server.access_log.stats().lines,
+        0,
+        "not before the iteration ends"
+    );
+    h.server.flush_console();
+    assert_eq!(h.server.access_log.stats().lines, 1);
+}
+
+#[test]
+fn with_the_access_log_off_requests_keep_nothing_for_it() {
+    let mut h = harness_with(ONE_FUNCTION, |c| {
+        c.logger.access_log = crate::config::AccessLogDestination::Off;
+    });
+    let (_client, key, ..) = h.dispatched();
+    let kept = (h.server.front.conn(key))
+        .and_then(|c| c.req.as_ref())
+        .map(|r| r.access.is_some());
+    assert_eq!(kept, Some(false));
+}
+
+#[test]
 fn a_worker_error_frame_is_a_function_error_for_its_client_only() {
     let mut h = harness(ONE_FUNCTION);
     let (mut client, key, worker, mut out, stream) = h.dispatched();

@@ -26,6 +26,7 @@ macro_rules! lent {
     };
 }
 
+mod access_log;
 mod admin;
 mod bridge;
 mod console;
@@ -72,6 +73,8 @@ const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How soon to try the console again when its reader was not keeping up.
 const CONSOLE_RETRY: Duration = Duration::from_millis(10);
+/// How long an exiting runtime waits for the access log's last lines to reach the disk.
+const ACCESS_LOG_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// Everything the server needs to start.
 #[derive(Debug)]
@@ -241,6 +244,11 @@ pub struct Server {
     console: console::Console,
     /// Whether `Timer::ConsoleRetry` is scheduled.
     console_retry_armed: bool,
+    /// One line per invocation and hook, handed on with the console's output.
+    access_log: access_log::AccessLog,
+    /// The requests that ended in this iteration, taken from the front end for the access log
+    /// (kept, empty, between iterations).
+    ended: Vec<conn::EndedRequest>,
     front: front::FrontEnd,
     supervisor: supervisor::Supervisor,
     scheduler: scheduler::Scheduler,
@@ -280,6 +288,7 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(ServerError::Poll)?;
+        let access_log = access_log::AccessLog::new(&config.logger, &logdir);
         let supervisor = supervisor::Supervisor::new(&config, &workdir, logdir, &functions)?;
         let admin_path = crate::admin::socket_path(&workdir);
         let front = front::FrontEnd::bind(addr, admin_path, &config, poll.registry())?;
@@ -306,6 +315,8 @@ impl Server {
             lifecycle: lifecycle::LifecycleState::default(),
             console,
             console_retry_armed: false,
+            access_log,
+            ended: Vec::new(),
             front,
             supervisor,
             scheduler,
@@ -420,6 +431,10 @@ impl Server {
                     continue;
                 }
                 log::info!("stopped; exiting");
+                self.log_access();
+                self.access_log
+                    .close(&mut self.console, ACCESS_LOG_EXIT_WAIT);
+                self.flush_console();
                 let _ = std::fs::remove_file(self.front.admin_path());
                 cgroup::remove_instance(&self.supervisor.caps().cgroup);
                 return Ok(());
@@ -610,6 +625,7 @@ impl Server {
             refused_connections: self.front.refused_connections(),
             loop_iterations: self.effects.iterations(),
             console: self.console.stats(),
+            access_log: self.access_log.stats(),
         }
     }
 
@@ -918,6 +934,11 @@ impl Server {
         let Some(timeout_header_ms) = self.front.begin_invocation(client, kind) else {
             return;
         };
+        if let Some(Target::Service(service)) = &target
+            && let Some(facts) = self.request_mut(client).and_then(|r| r.access.as_mut())
+        {
+            facts.service = Some(service.clone());
+        }
         let invocation = scheduler::Invocation {
             client,
             kind,
@@ -1728,9 +1749,11 @@ impl Server {
     /// Writes the FC log's lines and relayed output to the console as far as it takes them
     /// now, and tries again shortly if some must wait.
     fn flush_console(&mut self) {
+        self.log_access();
         let fc_lines = self.front.fc_log_mut().take();
         if !fc_lines.is_empty() {
-            self.console.write_own(console::Stream::Out, fc_lines);
+            // Dropped lines are counted by the console.
+            let _ = self.console.write_own(console::Stream::Out, fc_lines);
         }
         self.front.fc_log_mut().clear();
         if self.console.flush(self.poll.registry()) && !self.console_retry_armed {
@@ -1738,6 +1761,19 @@ impl Server {
             self.timers
                 .schedule(Instant::now() + CONSOLE_RETRY, Timer::ConsoleRetry);
         }
+    }
+
+    /// Writes the access-log lines of the requests that ended in this iteration.
+    fn log_access(&mut self) {
+        self.front.take_ended(&mut self.ended);
+        for ended in self.ended.drain(..) {
+            let function = (ended.function)
+                .and_then(|f| self.scheduler.functions().get(f.index()))
+                .map(|f| f.profile.name.as_str());
+            self.access_log
+                .append(&access_log::Entry::of(&ended, function));
+        }
+        self.access_log.flush(&mut self.console);
     }
 
     /// Whether a stopped runtime has waited long enough for its connections to close.

@@ -113,6 +113,8 @@ pub struct Worker {
     next_stream: u32,
     /// When it last finished an invocation (or became ready), for idle accounting.
     pub last_active: Instant,
+    /// When it became ready, for the cold start of the requests that waited for it.
+    pub ready_at: Option<Instant>,
     /// The deadline of the current state, if it has one: the init timeout while starting, the
     /// drain timeout (`dataPlane.closeTrafficTimeout`) while draining. (Stopping's grace period
     /// is the process's own `kill_timer`.)
@@ -179,6 +181,7 @@ impl Worker {
             streams: HashMap::new(),
             next_stream: 0,
             last_active: now,
+            ready_at: None,
             state_timer: None,
             platform_init_bound_ms: None,
             served: 0,
@@ -225,6 +228,9 @@ impl Worker {
                 next.as_str()
             );
             self.state = next;
+            if next == WorkerState::Ready {
+                self.ready_at = Some(Instant::now());
+            }
         }
     }
 

@@ -45,6 +45,36 @@ pub const DEFAULT_WORKER_OUTPUT_LINE_LIMIT: usize = 64 * 1024;
 /// Default `logger.consoleBufferSize`: output waiting for the runtime's stdout or stderr.
 pub const DEFAULT_CONSOLE_BUFFER_SIZE: usize = 1024 * 1024;
 
+/// Default `logger.accessLogMaxBytes`: the size at which `access.log` is rotated.
+pub const DEFAULT_ACCESS_LOG_MAX_BYTES: u64 = 16 << 20;
+/// Default `logger.accessLogFiles`: rotated access logs kept beside the current one.
+pub const DEFAULT_ACCESS_LOG_FILES: u32 = 3;
+/// Default `logger.accessLogBufferSize`: access-log lines waiting for the disk; past it, lines
+/// are dropped and counted.
+pub const DEFAULT_ACCESS_LOG_BUFFER_SIZE: usize = 1 << 20;
+
+/// Where the access log goes (`logger.accessLog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogDestination {
+    /// Not written.
+    Off,
+    /// `access.log` in the log directory, rotated by size.
+    File,
+    /// The runtime's stdout, which FC collects into the function's logs.
+    Console,
+}
+
+impl AccessLogDestination {
+    /// The config value that names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogDestination::Off => "off",
+            AccessLogDestination::File => "file",
+            AccessLogDestination::Console => "console",
+        }
+    }
+}
+
 /// Default `http.lingerMaxBytes`: the most input a closing connection reads and drops.
 pub const DEFAULT_LINGER_MAX_BYTES: u64 = 1 << 20;
 
@@ -469,6 +499,17 @@ pub struct LoggerConfig {
     /// stderr. Beyond it workers' output waits in their pipes (they block, the runtime does
     /// not), and the runtime's own lines are dropped and counted.
     pub console_buffer_size: usize,
+    /// `logger.accessLog` (ours): one JSON line per invocation and hook. `file` by default:
+    /// Noslate writes `access.log` too, and stdout is the function's own log in FC (billed,
+    /// and read by people looking for their function's output).
+    pub access_log: AccessLogDestination,
+    /// `logger.accessLogMaxBytes` (ours): `access.log` is rotated when it reaches this size.
+    pub access_log_max_bytes: u64,
+    /// `logger.accessLogFiles` (ours): rotated files kept (`access.log.1` is the newest).
+    pub access_log_files: u32,
+    /// `logger.accessLogBufferSize` (ours): lines that may wait for the disk or the console;
+    /// beyond it they are dropped and counted, so a slow disk never stalls the loop.
+    pub access_log_buffer_size: usize,
 }
 
 impl LoggerConfig {
@@ -486,6 +527,10 @@ impl Default for LoggerConfig {
             worker_output_to_console: false,
             worker_output_line_limit: DEFAULT_WORKER_OUTPUT_LINE_LIMIT,
             console_buffer_size: DEFAULT_CONSOLE_BUFFER_SIZE,
+            access_log: AccessLogDestination::File,
+            access_log_max_bytes: DEFAULT_ACCESS_LOG_MAX_BYTES,
+            access_log_files: DEFAULT_ACCESS_LOG_FILES,
+            access_log_buffer_size: DEFAULT_ACCESS_LOG_BUFFER_SIZE,
         }
     }
 }
@@ -937,6 +982,39 @@ mod tests {
             "http.maxConnectionOutputBytes",
             "http.maxBufferedBytes",
             "http.lingerTimeoutMs",
+        ] {
+            assert!(shown.iter().any(|p| p.starts_with(key)), "{key}: {shown:?}");
+        }
+    }
+
+    #[test]
+    fn access_log_settings_are_read_and_checked() {
+        let cfg = load_json(r#"{}"#).unwrap();
+        assert_eq!(cfg.logger.access_log, AccessLogDestination::File);
+        let cfg = load_json(
+            r#"{"logger": {"accessLog": "console", "accessLogMaxBytes": "1mb",
+                           "accessLogFiles": 0, "accessLogBufferSize": "64kb"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.logger.access_log, AccessLogDestination::Console);
+        assert_eq!(cfg.logger.access_log_max_bytes, 1 << 20);
+        assert_eq!(cfg.logger.access_log_files, 0);
+        assert_eq!(cfg.logger.access_log_buffer_size, 64 << 10);
+        let problems = load_json(
+            r#"{"logger": {"accessLog": "syslog", "accessLogMaxBytes": 10,
+                           "accessLogFiles": -1, "accessLogBufferSize": "x"}}"#,
+        )
+        .unwrap_err();
+        let shown = shown(&problems);
+        assert!(
+            shown.iter().any(|p| p.starts_with("logger.accessLog: ")
+                && p.contains(r#"expected "off", "file" or "console", got "syslog""#)),
+            "{shown:?}"
+        );
+        for key in [
+            "logger.accessLogMaxBytes",
+            "logger.accessLogFiles",
+            "logger.accessLogBufferSize",
         ] {
             assert!(shown.iter().any(|p| p.starts_with(key)), "{key}: {shown:?}");
         }

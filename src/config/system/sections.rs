@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::{
-    CONCURRENCY_STATS_MODES, CircuitBreakerConfig, ControlPlaneConfig,
+    AccessLogDestination, CONCURRENCY_STATS_MODES, CircuitBreakerConfig, ControlPlaneConfig,
     DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS, DataPlaneConfig, EmaSettings, HttpConfig,
     LoggerConfig, MAX_SPARE_WORKERS, MIN_MAX_HEADER_BYTES, SHRINK_STRATEGIES, StarterConfig,
     SystemConfig, TurfConfig, WorkerDefaults, log_level,
@@ -571,6 +571,32 @@ fn apply_logger(
     set(
         &mut logger.console_buffer_size,
         s.int("consoleBufferSize", 64 * 1024, p),
+    );
+    if let Some((value, path)) = s.get("accessLog") {
+        let destination = [
+            AccessLogDestination::Off,
+            AccessLogDestination::File,
+            AccessLogDestination::Console,
+        ]
+        .into_iter()
+        .find(|d| value.as_str() == Some(d.as_str()));
+        match destination {
+            Some(d) => logger.access_log = d,
+            None => p.add(
+                path,
+                format!("expected \"off\", \"file\" or \"console\", got {value}"),
+            ),
+        }
+    }
+    set(
+        &mut logger.access_log_max_bytes,
+        s.byte_size("accessLogMaxBytes", 4096, p),
+    );
+    set(&mut logger.access_log_files, s.int("accessLogFiles", 0, p));
+    set(
+        &mut logger.access_log_buffer_size,
+        s.byte_size("accessLogBufferSize", 4096, p)
+            .map(saturating_usize),
     );
     ignore(
         s,

@@ -8,8 +8,8 @@
 
 use super::FrontEnd;
 use super::conn::{
-    BodyInput, BodyLeft, BodyStep, Conn, Filled, MAX_COLLECTED_BODY, Request, RequestTiming, Resp,
-    Sink, body_complete_in,
+    AccessFacts, BodyInput, BodyLeft, BodyStep, Conn, EndedRequest, Filled, MAX_COLLECTED_BODY,
+    Request, RequestTiming, Resp, Sink, body_complete_in,
 };
 use crate::fc::{self, InvokeKind, Phase, Route, Target};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
@@ -305,6 +305,15 @@ impl FrontEnd {
         let metrics = conn
             .metrics_only
             .then(|| (head.method.clone(), head.path().to_owned()));
+        let access = self.ended.is_some().then(|| AccessFacts {
+            received: Instant::now(),
+            method: head.method.clone(),
+            path: head.path().to_owned(),
+            service: None,
+            worker: None,
+            cold_start: None,
+            error_type: None,
+        });
         conn.req = Some(Request {
             seq: conn.seq,
             id: request_id,
@@ -327,6 +336,7 @@ impl FrontEnd {
             collected: Vec::new(),
             admin: None,
             timing: RequestTiming::default(),
+            access,
             head: Some(head),
         });
         Some(Started {
@@ -493,7 +503,11 @@ impl FrontEnd {
     /// Forgets the connection's current request: its deadline, FC's End line; what it held
     /// elsewhere (its place in flight) is released by `RequestEnded`.
     pub(in crate::server) fn end_request(&mut self, key: Key, lp: &mut Lent<'_>) {
-        let Some(mut req) = self.conns.get_mut(key).and_then(|c| c.req.take()) else {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let client_addr = conn.peer;
+        let Some(mut req) = conn.req.take() else {
             return;
         };
         if let Some(timer) = req.deadline_timer {
@@ -513,6 +527,20 @@ impl FrontEnd {
             });
         }
         req.log_end(&mut self.fc_log);
+        if let (Some(ended), Some(facts), Some(phase)) =
+            (self.ended.as_mut(), req.access.take(), req.phase)
+        {
+            ended.push(EndedRequest {
+                time: crate::server::access_log::now_millis(),
+                id: req.id,
+                phase,
+                function: req.function,
+                facts,
+                timing: req.timing,
+                ended: Instant::now(),
+                client: client_addr,
+            });
+        }
     }
 
     /// Writes a complete JSON response for the current request.
@@ -626,7 +654,7 @@ impl FrontEnd {
         if let Some(req) = self.request_mut(client)
             && req.resp == Resp::NotStarted
         {
-            req.timing.error = crate::metrics::ErrorKind::of(&err.error_type);
+            req.note_error(&err.error_type);
         }
         self.respond_json(client, err.status, extra, body.to_string().as_bytes(), lp);
     }
@@ -661,7 +689,7 @@ impl FrontEnd {
                 req.keep_alive = false;
                 req.body = BodyLeft::Done;
                 req.sink = Sink::Discard;
-                req.timing.error = crate::metrics::ErrorKind::of(&err.error_type);
+                req.note_error(&err.error_type);
                 self.end_request(client.conn, lp);
                 if let Some(conn) = self.conns.get_mut(client.conn) {
                     conn.close_when_flushed = true;
@@ -809,7 +837,8 @@ impl FrontEnd {
         };
         if !self.fc_log.take().is_empty() {
             // FC's End lines go out before the bytes that finish their responses.
-            lp.console.write_own(Stream::Out, self.fc_log.take());
+            // Dropped lines are counted by the console.
+            let _ = lp.console.write_own(Stream::Out, self.fc_log.take());
             self.fc_log.clear();
             lp.console.flush(lp.registry);
         }

@@ -292,6 +292,49 @@ pub struct Request {
     /// What its metrics need: when it was admitted, dispatched and answered, how, and how
     /// many body bytes went each way.
     pub timing: RequestTiming,
+    /// What its access-log line needs beyond the timing; `None` while the access log is off,
+    /// so that nothing is copied for it.
+    pub access: Option<AccessFacts>,
+}
+
+/// What a request's access-log line needs beyond its timing.
+#[derive(Debug)]
+pub struct AccessFacts {
+    /// When its head was parsed.
+    pub received: Instant,
+    /// The request method.
+    pub method: String,
+    /// The request path, without its query.
+    pub path: String,
+    /// The service that picked its function, if one did.
+    pub service: Option<String>,
+    /// The worker that took it.
+    pub worker: Option<String>,
+    /// How long it waited for the start of the worker that took it.
+    pub cold_start: Option<std::time::Duration>,
+    /// The error it ended with (the function's own type, or the runtime's).
+    pub error_type: Option<String>,
+}
+
+/// A request that ended, as the access log records it.
+#[derive(Debug)]
+pub struct EndedRequest {
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub time: u64,
+    /// Its request id.
+    pub id: String,
+    /// The invocation or hook it was.
+    pub phase: Phase,
+    /// Its function, once it was resolved.
+    pub function: Option<FunctionId>,
+    /// Its method, path, service, worker and cold start.
+    pub facts: AccessFacts,
+    /// Its timestamps, outcome and byte counts.
+    pub timing: RequestTiming,
+    /// When it ended.
+    pub ended: Instant,
+    /// The client's address (TCP clients).
+    pub client: Option<std::net::SocketAddr>,
 }
 
 impl Request {
@@ -300,6 +343,14 @@ impl Request {
     pub fn complete_response(&mut self, fc_log: &mut crate::fc::FcLog) {
         self.resp = Resp::Done;
         self.log_end(fc_log);
+    }
+
+    /// The invocation ended with an error of `error_type`.
+    pub fn note_error(&mut self, error_type: &str) {
+        self.timing.error = crate::metrics::ErrorKind::of(error_type);
+        if let Some(facts) = self.access.as_mut() {
+            facts.error_type = Some(error_type.to_owned());
+        }
     }
 
     /// Queues FC's End line, once.
@@ -416,6 +467,8 @@ pub struct Conn {
     pub lingered: u64,
     /// Unsent output last counted in the server's total of buffered bytes.
     pub accounted_output: usize,
+    /// The client's address (TCP clients), for the access log.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// The outcome of reading from the socket.
@@ -471,6 +524,7 @@ impl Conn {
             linger: None,
             lingered: 0,
             accounted_output: 0,
+            peer: None,
         }
     }
 

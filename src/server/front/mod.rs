@@ -6,7 +6,7 @@ pub(super) mod conn;
 
 use super::client::refuse_connection;
 use super::conn::{Conn, Socket};
-use crate::config::SystemConfig;
+use crate::config::{AccessLogDestination, SystemConfig};
 use crate::fc::{FcLog, RequestIds};
 use crate::http::date::DateCache;
 use crate::http::request::RequestLimits;
@@ -41,6 +41,9 @@ pub(in crate::server) struct FrontEnd {
     buffered_output: usize,
     /// An fd kept open so that, out of fds, one can be given back to accept and refuse a client.
     reserve_fd: Option<std::fs::File>,
+    /// Requests that ended since the loop last took them, for the access log; `None` while
+    /// the access log is off.
+    ended: Option<Vec<conn::EndedRequest>>,
 }
 
 impl FrontEnd {
@@ -105,7 +108,16 @@ impl FrontEnd {
             date: DateCache::new(),
             buffered_output: 0,
             reserve_fd: std::fs::File::open("/dev/null").ok(),
+            ended: (config.logger.access_log != AccessLogDestination::Off).then(Vec::new),
         })
+    }
+
+    /// The requests that ended since the last call, for the access log; `into` is handed back
+    /// empty, so that one buffer serves every iteration.
+    pub(in crate::server) fn take_ended(&mut self, into: &mut Vec<conn::EndedRequest>) {
+        if let Some(ended) = self.ended.as_mut() {
+            std::mem::swap(ended, into);
+        }
     }
 
     /// The address the FC port is bound to (useful with port 0).
@@ -188,6 +200,9 @@ impl FrontEnd {
                     }
                     if let Some(key) = self.add_conn(Socket::Tcp(sock), registry) {
                         log::trace!("[http conn={}] accepted {peer}", key.idx);
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.peer = Some(peer);
+                        }
                         accepted.push(key);
                     }
                 }
