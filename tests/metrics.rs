@@ -271,3 +271,46 @@ fn top_once_prints_one_frame_of_the_last_second() {
     // A pipe gets plain text: no terminal control sequences.
     assert!(!frame.contains('\u{1b}'), "{frame:?}");
 }
+
+#[test]
+fn with_metrics_enabled_false_invocations_are_not_counted_and_the_gauges_stay() {
+    let ns = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({"metrics": {"enabled": false}}))
+        .start();
+    assert_eq!(ns.invoke(b"x", &[]).status, 200);
+    let (ok, text, err) = ns.cli(&["metrics"]);
+    assert!(ok, "metrics failed: {err}");
+    for absent in [
+        "noslate_invocations_total",
+        "noslate_invocation_duration_seconds",
+        "noslate_request_bytes_total",
+    ] {
+        assert!(!text.contains(absent), "{absent} is left out: {text}");
+    }
+    assert!(
+        text.contains("noslate_workers{function=\"echo\",state=\"ready\",kind=\"cold\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("noslate_inflight_requests{function=\"echo\"} 0"),
+        "{text}"
+    );
+    let (ok, frame, err) = ns.cli(&["top", "--once"]);
+    assert!(ok, "top failed: {err}");
+    assert!(frame.lines().any(|l| l.starts_with("echo ")), "{frame}");
+}
+
+#[test]
+fn metrics_enabled_must_be_a_boolean() {
+    let exited = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({"metrics": {"enabled": "no"}}))
+        .run_to_exit();
+    assert!(!exited.status.success());
+    assert!(
+        exited.stderr.contains("metrics.enabled"),
+        "{}",
+        exited.stderr
+    );
+}

@@ -4,7 +4,7 @@
 //!
 //! The promise of noslate is that putting the runtime in front of a Node.js function costs
 //! (almost) nothing compared with serving the same function from Node's own `http` module, and
-//! that the runtime itself stays small. Five targets run side by side in one invocation:
+//! that the runtime itself stays small. Six targets run side by side in one invocation:
 //!
 //! - **(a) noslate `GET /healthz`**, answered by the runtime itself: the HTTP floor of the event
 //!   loop, no worker involved.
@@ -19,6 +19,9 @@
 //!   binds (10^8 tokens per second) and `{"controlPlane": {"useEmaScaling": true}}`: the token
 //!   bucket, the EMA scaler and the rest of the scheduler's bookkeeping on every request.
 //!   c=64 only.
+//! - **(f) noslate, metrics off**: (b) again in a runtime started with
+//!   `{"metrics": {"enabled": false}}`: what counting and timing every invocation for the
+//!   metrics costs. c=64 only.
 //!
 //! For each target: a warm-up, then **c=64 throughput** (keep-alive connections on a mio event
 //! loop over 2 threads, each connection closed-loop: send, read the whole response by
@@ -28,7 +31,7 @@
 //! c=64 comes first so that every target's c=64 follows the same warm-up. Every response is
 //! validated: 200 for (a); 200 and body `hello` for the others.
 //!
-//! The targets run interleaved in rounds (default 6: a→d→b→e→c, then c→e→b→d→a, ...), each
+//! The targets run interleaved in rounds (default 6: a→d→b→f→e→c, then c→e→f→b→d→a, ...), each
 //! after a warm-up; `BENCH_SECS` is split across the rounds. (b) sits between (d) and (e), whose
 //! ratios to it have the tightest targets; (a) and (c) are one slot away. **Every round starts
 //! fresh servers** (runtimes, workers, node; like JMH's forks): a Node.js process settles into
@@ -103,6 +106,7 @@
 //! - b/a: how far the function path is from the runtime's own HTTP floor (informational);
 //! - throughput b/d (limits on / limits off) >= 0.97: what enforcing the limits costs;
 //! - throughput e/b (full scheduling / plain) >= 0.95: what the scheduler's bookkeeping costs;
+//! - throughput b/f (metrics on / metrics off) >= 0.98: what the metrics cost;
 //! - runtime RSS with 2 idle workers < 10 MiB;
 //! - native spawn to ready p50 <= 2 ms (Node.js spawn and the burst times are informational);
 //! - runtime RSS per idle connection <= 4 KiB, per stalled pipelining connection < 68 KiB, and
@@ -115,9 +119,9 @@
 //! default 5), `BENCH_ROUNDS` (default 6), `BENCH_FRESH` (1: fresh servers every round, the
 //! default; 0: one set for all rounds), `BENCH_CONNS` (default 64), `BENCH_THREADS` (default 2),
 //! `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default 0.5; with
-//! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`e`
+//! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`f`
 //! the round targets, `s` the spawn rows, `r` the per-runtime rows, `z` the burst, `m` memory per
-//! connection; default `abcdesrzm`), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
+//! connection; default `abcdefsrzm`), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
 //! (default 200), `BENCH_RUNTIME_SPAWNS` (starts per runtime of the `r` rows, default 100),
 //! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_MEM_CONNS` (idle, then stalled connections
 //! of the `m` rows, default 2000), `BENCH_MEM_SMALL_CONNS` (the second stalled count, default 500),
@@ -132,7 +136,7 @@
 //!
 //! - `config`: the `BENCH_*` knobs;
 //! - `servers`: starting noslate and node direct, and each round's servers;
-//! - `rounds`: the targets (a)-(e), their c=64 throughput and c=1 latency rounds and statistics;
+//! - `rounds`: the targets (a)-(f), their c=64 throughput and c=1 latency rounds and statistics;
 //! - `pin`: `BENCH_PIN`;
 //! - `spawn`, `runtimes`, `burst`, `memory`: the rows after the rounds, each measured and
 //!   printed by its own module;
@@ -241,6 +245,7 @@ fn main() {
         Target::new('c', "(c) node http direct", false),
         Target::new('d', "(d) /invoke limits off", true),
         Target::new('e', "(e) /invoke full sched", true),
+        Target::new('f', "(f) /invoke metrics off", true),
     ];
     let mut servers: Option<Servers> = None;
     let (mut enforcement_on, mut enforcement_off) = (None, None);

@@ -23,6 +23,8 @@ pub const TARGET_P50_DELTA_US: f64 = 100.0;
 pub const TARGET_LIMITS_RATIO: f64 = 0.97;
 /// Throughput with the scheduler's full bookkeeping over the plain (b) row.
 pub const TARGET_SCHED_RATIO: f64 = 0.95;
+/// Throughput with metrics on over metrics off (b/f): at most 2 % lost to the metrics.
+pub const TARGET_METRICS_RATIO: f64 = 0.98;
 
 pub fn fmt_us(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.1}"))
@@ -87,12 +89,14 @@ pub struct Ratios {
     pub tp_bd: Option<f64>,
     /// Full scheduling (e) over plain (b).
     pub tp_eb: Option<f64>,
+    /// Metrics on (b) over metrics off (f).
+    pub tp_bf: Option<f64>,
 }
 
 impl Ratios {
     pub fn of(s: &[Option<Stats>]) -> Ratios {
         let get = |i: usize| s.get(i).and_then(Option::as_ref);
-        let (a, b, c, d, e) = (get(0), get(1), get(2), get(3), get(4));
+        let (a, b, c, d, e, f) = (get(0), get(1), get(2), get(3), get(4), get(5));
         let tp = |x: &Stats, y: &Stats| (y.rps > 0.0).then(|| x.rps / y.rps);
         let p50 = |x: &Stats, y: &Stats| Some(x.p50? - y.p50?);
         Ratios {
@@ -102,6 +106,7 @@ impl Ratios {
             p50_ba: b.zip(a).and_then(|(b, a)| p50(b, a)),
             tp_bd: b.zip(d).and_then(|(b, d)| tp(b, d)),
             tp_eb: e.zip(b).and_then(|(e, b)| tp(e, b)),
+            tp_bf: b.zip(f).and_then(|(b, f)| tp(b, f)),
         }
     }
 
@@ -115,6 +120,7 @@ impl Ratios {
             p50_ba: m(|r| r.p50_ba),
             tp_bd: m(|r| r.tp_bd),
             tp_eb: m(|r| r.tp_eb),
+            tp_bf: m(|r| r.tp_bf),
         }
     }
 
@@ -122,7 +128,8 @@ impl Ratios {
         json!({"throughput_b_over_c": self.tp_bc, "p50_b_minus_c_us": self.p50_bc,
                "throughput_b_over_a": self.tp_ba, "p50_b_minus_a_us": self.p50_ba,
                "throughput_b_over_d_limits_on_over_off": self.tp_bd,
-               "throughput_e_over_b_full_sched_over_plain": self.tp_eb})
+               "throughput_e_over_b_full_sched_over_plain": self.tp_eb,
+               "throughput_b_over_f_metrics_on_over_off": self.tp_bf})
     }
 }
 
@@ -202,6 +209,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     let p50_ok = head.p50_bc.is_some_and(|d| d <= TARGET_P50_DELTA_US);
     let limits_ok = head.tp_bd.is_some_and(|r| r >= TARGET_LIMITS_RATIO);
     let sched_ok = head.tp_eb.is_some_and(|r| r >= TARGET_SCHED_RATIO);
+    let metrics_ok = head.tp_bf.is_some_and(|r| r >= TARGET_METRICS_RATIO);
     let rss_ok = rss_pass(&x.rss);
     let verdicts: Vec<bool> = (0..NTARGETS)
         .map(|i| {
@@ -214,6 +222,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
                     1 => tp_ok && p50_ok,
                     3 => limits_ok,
                     4 => sched_ok,
+                    5 => metrics_ok,
                     _ => true,
                 }
         })
@@ -299,6 +308,12 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         "  scheduling overhead: throughput e/b = {} (rateLimit + EMA scaling over plain; target >= {TARGET_SCHED_RATIO:.2})  {}",
         fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_eb, false, 3),
         pass(sched_ok)
+    );
+    let _ = writeln!(
+        out,
+        "  metrics cost: throughput b/f = {} (metrics on over metrics.enabled false; target >= {TARGET_METRICS_RATIO:.2})  {}",
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_bf, false, 3),
+        pass(metrics_ok)
     );
     rss_lines(&mut out, &x.rss, x.rss_after);
 
@@ -388,9 +403,11 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
             "pooled": pooled.json(),
             "targets": {"throughput_b_over_c_min": TARGET_TP_RATIO, "p50_b_minus_c_max_us": TARGET_P50_DELTA_US,
                         "throughput_b_over_d_min": TARGET_LIMITS_RATIO,
-                        "throughput_e_over_b_min": TARGET_SCHED_RATIO},
+                        "throughput_e_over_b_min": TARGET_SCHED_RATIO,
+                        "throughput_b_over_f_min": TARGET_METRICS_RATIO},
             "pass": {"throughput_b_over_c": tp_ok, "p50_b_minus_c": p50_ok,
-                     "throughput_b_over_d": limits_ok, "throughput_e_over_b": sched_ok},
+                     "throughput_b_over_d": limits_ok, "throughput_e_over_b": sched_ok,
+                     "throughput_b_over_f": metrics_ok},
         },
         "limits_on_vs_off": {
             "throughput_on_over_off": head.tp_bd, "target_min": TARGET_LIMITS_RATIO,
@@ -400,6 +417,10 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         "scheduling_overhead": {
             "throughput_full_over_plain": head.tp_eb, "target_min": TARGET_SCHED_RATIO,
             "pass": sched_ok,
+        },
+        "metrics_cost": {
+            "throughput_on_over_off": head.tp_bf, "target_min": TARGET_METRICS_RATIO,
+            "pass": metrics_ok,
         },
         "spawn_to_ready": {
             "node": x.spawn_node.as_ref().map(SpawnRow::json),

@@ -173,7 +173,7 @@ pub fn setup_targets(
             }
         }
     }
-    // (c) node direct, (d) limits off, (e) full scheduling: one server each.
+    // (c) node direct, (d) limits off, (e) full scheduling, (f) metrics off: one server each.
     for t in targets.iter_mut().skip(2) {
         if !cfg.targets.contains(t.key) {
             continue;
@@ -186,6 +186,10 @@ pub fn setup_targets(
             let functions = json!([hello_profile(one_worker(), json!({}))]);
             let config = json!({"turf": {"enforceLimits": false}});
             start_noslate_with(tmp, &tag("nolimits"), &functions, Some(&config), true)
+        } else if t.key == 'f' {
+            let functions = json!([hello_profile(one_worker(), json!({}))]);
+            let config = json!({"metrics": {"enabled": false}});
+            start_noslate_with(tmp, &tag("nometrics"), &functions, Some(&config), true)
         } else {
             let rate = json!({"rateLimit": {
                 "maxTokenCount": 100_000_000u64,

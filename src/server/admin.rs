@@ -147,13 +147,9 @@ impl AdminView<'_> {
         })
     }
 
-    /// Every metric in Prometheus' text format: invocations by outcome, their durations and
-    /// bytes, in-flight and queued requests, workers by state, rejections by cause, worker
-    /// exits by reason, and the runtime's own connections, memory and breaker.
-    pub(super) fn metrics_text(&self) -> String {
-        let mut out = Exposition::default();
-        let functions = self.scheduler.functions();
-        let live = || functions.iter().filter(|f| !f.removed);
+    /// The families of ended invocations (`metrics.enabled`): outcomes, durations and bytes.
+    fn invocation_families(&self, out: &mut Exposition) {
+        let live = || self.scheduler.functions().iter().filter(|f| !f.removed);
         out.family(
             "noslate_invocations_total",
             "counter",
@@ -180,8 +176,7 @@ impl AdminView<'_> {
                 out.histogram(name, &[("function", &f.profile.name)], h);
             }
         }
-        // The families with one sample per function.
-        let per_function: [PerFunction; 4] = [
+        let bytes: [PerFunction; 2] = [
             (
                 "noslate_request_bytes_total",
                 "counter",
@@ -194,6 +189,33 @@ impl AdminView<'_> {
                 "Response body bytes written to clients.",
                 |f| f.invocations.bytes().1,
             ),
+        ];
+        self.per_function(out, &bytes);
+    }
+
+    /// Families with one sample per live function.
+    fn per_function(&self, out: &mut Exposition, families: &[PerFunction]) {
+        let live = self.scheduler.functions().iter().filter(|f| !f.removed);
+        for &(name, kind, help, value) in families {
+            out.family(name, kind, help);
+            for f in live.clone() {
+                out.sample(name, &[("function", &f.profile.name)], value(f));
+            }
+        }
+    }
+
+    /// Every metric in Prometheus' text format: invocations by outcome, their durations and
+    /// bytes, in-flight and queued requests, workers by state, rejections by cause, worker
+    /// exits by reason, and the runtime's own connections, memory and breaker.
+    pub(super) fn metrics_text(&self) -> String {
+        let mut out = Exposition::default();
+        let functions = self.scheduler.functions();
+        let live = || functions.iter().filter(|f| !f.removed);
+        if self.config.metrics_enabled {
+            self.invocation_families(&mut out);
+        }
+        // The families with one sample per function.
+        let per_function: [PerFunction; 2] = [
             (
                 "noslate_inflight_requests",
                 "gauge",
@@ -207,12 +229,7 @@ impl AdminView<'_> {
                 |f| f.pool.queue.len() as u64,
             ),
         ];
-        for (name, kind, help, value) in per_function {
-            out.family(name, kind, help);
-            for f in live() {
-                out.sample(name, &[("function", &f.profile.name)], value(f));
-            }
-        }
+        self.per_function(&mut out, &per_function);
         out.family(
             "noslate_workers",
             "gauge",

@@ -567,6 +567,10 @@ pub struct SystemConfig {
     /// `metrics.address` (ours): where to serve `GET /metrics` over TCP for Prometheus; off
     /// when unset. A port alone means `127.0.0.1:<port>`.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// `metrics.enabled` (ours): whether invocations are counted and timed for the metrics
+    /// (their outcomes, durations and bytes). Off, the request path does none of that work and
+    /// those families are left out; the gauges (workers, queues, connections) stay.
+    pub metrics_enabled: bool,
     /// Noslate keys and environment variables that were given but mean nothing to this runtime
     /// (file keys as dotted paths, variables by name), for the caller to log once.
     pub ignored_keys: Vec<String>,
@@ -588,6 +592,7 @@ impl Default for SystemConfig {
             system_circuit_breaker: CircuitBreakerConfig::default(),
             logger: LoggerConfig::default(),
             metrics_address: None,
+            metrics_enabled: true,
             ignored_keys: Vec::new(),
         }
     }

@@ -59,6 +59,9 @@ pub(super) fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems)
     });
     section(&mut f, "metrics", p, |s, p| {
         apply_metrics(&mut cfg.metrics_address, s, p);
+        if let Some((value, path)) = s.get("enabled") {
+            set(&mut cfg.metrics_enabled, boolean(value, &path, p));
+        }
     });
     section(&mut f, "grpc", p, |s, p| {
         apply_grpc(&mut cfg.ignored_keys, s, p);

@@ -523,7 +523,11 @@ impl FrontEnd {
                     seq: req.seq,
                 },
                 still_queued: matches!(req.sink, Sink::Hold),
-                finished: req.timing.finished(Instant::now()),
+                finished: if self.count_invocations {
+                    req.timing.finished(Instant::now())
+                } else {
+                    None
+                },
             });
         }
         req.log_end(&mut self.fc_log);

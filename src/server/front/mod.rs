@@ -44,6 +44,8 @@ pub(in crate::server) struct FrontEnd {
     /// Requests that ended since the loop last took them, for the access log; `None` while
     /// the access log is off.
     ended: Option<Vec<conn::EndedRequest>>,
+    /// `metrics.enabled`: ended invocations carry their `Finished` record for the metrics.
+    count_invocations: bool,
 }
 
 impl FrontEnd {
@@ -109,6 +111,7 @@ impl FrontEnd {
             buffered_output: 0,
             reserve_fd: std::fs::File::open("/dev/null").ok(),
             ended: (config.logger.access_log != AccessLogDestination::Off).then(Vec::new),
+            count_invocations: config.metrics_enabled,
         })
     }
 
