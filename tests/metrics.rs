@@ -6,6 +6,246 @@ mod common;
 use common::{Noslate, Req, profile};
 use serde_json::json;
 
+/// A validator of Prometheus' text exposition format (0.0.4), checking what `promtool check
+/// metrics` checks, since promtool is not packaged here.
+mod exposition {
+    use std::collections::HashSet;
+
+    fn is_metric_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    fn is_label_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !s.starts_with("__")
+    }
+
+    fn is_value(s: &str) -> bool {
+        matches!(s, "+Inf" | "-Inf" | "NaN") || s.parse::<f64>().is_ok()
+    }
+
+    /// `{a="x",b="y"}` into pairs; `None` when malformed (bad names, quotes or escapes).
+    fn labels(mut s: &str) -> Option<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        s = s.strip_prefix('{')?.strip_suffix('}')?;
+        while !s.is_empty() {
+            let (name, rest) = s.split_once("=\"")?;
+            if !is_label_name(name) {
+                return None;
+            }
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                let (i, c) = chars.next()?;
+                match c {
+                    '\\' => match chars.next()?.1 {
+                        '\\' => value.push('\\'),
+                        '"' => value.push('"'),
+                        'n' => value.push('\n'),
+                        _ => return None,
+                    },
+                    '"' => break i,
+                    '\n' => return None,
+                    c => value.push(c),
+                }
+            };
+            out.push((name.to_owned(), value));
+            s = &rest[end + 1..];
+            s = match s.strip_prefix(',') {
+                Some(more) if !more.is_empty() => more,
+                Some(_) => "",
+                None if s.is_empty() => s,
+                None => return None,
+            };
+        }
+        Some(out)
+    }
+
+    /// Every problem found: syntax, names, TYPE and HELP placement, families split apart,
+    /// duplicate series, counters not named `_total`, histograms whose buckets are not
+    /// cumulative or disagree with `_count`, or that lack `_sum`.
+    pub fn problems(text: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !text.ends_with('\n') {
+            problems.push("the text does not end with a newline".to_owned());
+        }
+        let mut types: Vec<(String, String)> = Vec::new();
+        let mut helped = HashSet::new();
+        let mut finished_families: HashSet<String> = HashSet::new();
+        let mut current: Option<String> = None;
+        let mut series = HashSet::new();
+        // Histogram state per (family, labels without le): last bucket, +Inf, count, sum.
+        let mut buckets: std::collections::HashMap<
+            (String, String),
+            (f64, Option<f64>, Option<f64>, bool),
+        > = Default::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut parts = rest.splitn(3, ' ');
+                let (kind, name, arg) = (parts.next(), parts.next(), parts.next());
+                let Some(name) = name.filter(|n| is_metric_name(n)) else {
+                    problems.push(format!("bad comment: {line}"));
+                    continue;
+                };
+                match kind {
+                    Some("TYPE") => {
+                        let kind = arg.unwrap_or_default();
+                        if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
+                        {
+                            problems.push(format!("unknown type: {line}"));
+                        }
+                        if types.iter().any(|(n, _)| n == name) {
+                            problems.push(format!("TYPE twice for {name}"));
+                        }
+                        if kind == "counter" && !name.ends_with("_total") {
+                            problems.push(format!("counter {name} is not named _total"));
+                        }
+                        types.push((name.to_owned(), kind.to_owned()));
+                    }
+                    Some("HELP") => {
+                        if !helped.insert(name.to_owned()) {
+                            problems.push(format!("HELP twice for {name}"));
+                        }
+                        if arg.is_none_or(str::is_empty) {
+                            problems.push(format!("empty HELP for {name}"));
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                problems.push(format!("stray line: {line:?}"));
+                continue;
+            }
+            let (series_text, value) = match line.rsplit_once(' ') {
+                Some(split) => split,
+                None => {
+                    problems.push(format!("no value: {line}"));
+                    continue;
+                }
+            };
+            if !is_value(value) {
+                problems.push(format!("bad value: {line}"));
+            }
+            let (name, label_text) = match series_text.find('{') {
+                Some(i) => (&series_text[..i], &series_text[i..]),
+                None => (series_text, ""),
+            };
+            if !is_metric_name(name) {
+                problems.push(format!("bad metric name: {line}"));
+                continue;
+            }
+            let pairs = if label_text.is_empty() {
+                Some(Vec::new())
+            } else {
+                labels(label_text)
+            };
+            let Some(pairs) = pairs else {
+                problems.push(format!("bad labels: {line}"));
+                continue;
+            };
+            if !series.insert(series_text.to_owned()) {
+                problems.push(format!("duplicate series: {series_text}"));
+            }
+            let histogram_part = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                types
+                    .iter()
+                    .any(|(n, k)| n == base && k == "histogram")
+                    .then(|| (base.to_owned(), *suffix))
+            });
+            let family = histogram_part
+                .as_ref()
+                .map_or(name.to_owned(), |(base, _)| base.clone());
+            match types.iter().find(|(n, _)| *n == family) {
+                None => problems.push(format!("sample before its TYPE: {line}")),
+                Some((_, kind)) if kind == "histogram" && histogram_part.is_none() => {
+                    problems.push(format!("histogram sample without a suffix: {line}"))
+                }
+                _ => {}
+            }
+            if current.as_deref() != Some(family.as_str()) {
+                if let Some(previous) = current.take() {
+                    finished_families.insert(previous);
+                }
+                if finished_families.contains(&family) {
+                    problems.push(format!("family {family} is split apart"));
+                }
+                current = Some(family.clone());
+            }
+            if let Some((base, suffix)) = histogram_part {
+                let number: f64 = value.parse().unwrap_or(f64::NAN);
+                let rest: Vec<String> = pairs
+                    .iter()
+                    .filter(|(k, _)| k != "le")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let entry = buckets
+                    .entry((base.clone(), rest.join(",")))
+                    .or_insert((0.0, None, None, false));
+                match suffix {
+                    "_bucket" => {
+                        let Some((_, le)) = pairs.iter().find(|(k, _)| k == "le") else {
+                            problems.push(format!("bucket without le: {line}"));
+                            continue;
+                        };
+                        if number < entry.0 {
+                            problems.push(format!("buckets not cumulative: {line}"));
+                        }
+                        entry.0 = number;
+                        if le == "+Inf" {
+                            entry.1 = Some(number);
+                        }
+                    }
+                    "_count" => entry.2 = Some(number),
+                    _ => entry.3 = true,
+                }
+            }
+        }
+        for ((family, labels), (_, inf, count, sum)) in buckets {
+            if inf.is_none() || inf != count {
+                problems.push(format!(
+                    "histogram {family}{{{labels}}}: +Inf bucket {inf:?} vs count {count:?}"
+                ));
+            }
+            if !sum {
+                problems.push(format!("histogram {family}{{{labels}}} has no _sum"));
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn the_validator_finds_what_promtool_would() {
+        let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\",y=\"q\\\"\"} 3\n\
+                    # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n\
+                    h_sum 0.5\nh_count 2\n";
+        assert_eq!(problems(good), Vec::<String>::new());
+        for bad in [
+            "# TYPE a counter\na 1\n",
+            "# TYPE a_total counter\na_total 1\n# TYPE b gauge\nb 1\na_total{x=\"1\"} 2\n",
+            "# TYPE a_total counter\na_total{x=1} 1\n",
+            "# TYPE a_total counter\na_total one\n",
+            "# TYPE a_total counter\na_total 1\na_total 2\n",
+            "b 1\n",
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+            "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n",
+            "# TYPE g gauge\ng 1",
+        ] {
+            assert!(!problems(bad).is_empty(), "should be refused: {bad:?}");
+        }
+    }
+}
+
 /// The value of the sample `series` (name and labels, exactly as written) in `text`.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -102,27 +342,9 @@ fn invocations_are_counted_by_outcome_and_timed() {
     );
     let rss = sample(&text, "noslate_resident_memory_bytes").unwrap_or(0.0);
     assert!(rss > 1e6, "the runtime's own RSS: {text}");
-    // Every family is declared once, and every sample belongs to a declared family.
-    let mut declared = Vec::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let name = rest.split(' ').next().unwrap_or_default();
-            assert!(
-                !declared.contains(&name.to_owned()),
-                "{name} declared twice"
-            );
-            declared.push(name.to_owned());
-        } else if !line.starts_with('#') {
-            let name = line.split(['{', ' ']).next().unwrap_or_default();
-            let family = name
-                .strip_suffix("_bucket")
-                .or_else(|| name.strip_suffix("_sum"))
-                .or_else(|| name.strip_suffix("_count"))
-                .filter(|base| declared.iter().any(|d| d == base))
-                .unwrap_or(name);
-            assert!(declared.iter().any(|d| d == family), "undeclared: {line}");
-        }
-    }
+    // What promtool's `check metrics` checks, with the validator below.
+    let problems = exposition::problems(&text);
+    assert!(problems.is_empty(), "{problems:#?}\n{text}");
 }
 
 #[test]
@@ -312,5 +534,75 @@ fn metrics_enabled_must_be_a_boolean() {
         exited.stderr.contains("metrics.enabled"),
         "{}",
         exited.stderr
+    );
+}
+
+#[test]
+fn a_real_http_client_scrapes_while_other_scrapers_stall_half_close_or_vanish() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let ns = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({ "metrics": { "address": format!("127.0.0.1:{port}") } }))
+        .start();
+    let request = b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n";
+    // Half a request, then nothing.
+    let mut stalled = common::raw_connect(port, common::WAIT);
+    stalled.write_all(&request[..9]).expect("write");
+    // A whole request, then gone without reading.
+    drop({
+        let mut gone = common::raw_connect(port, common::WAIT);
+        gone.write_all(request).expect("write");
+        gone
+    });
+    // A whole request, byte by byte, then a half-close: the answer still comes.
+    let mut half = common::raw_connect(port, common::WAIT);
+    for byte in request {
+        half.write_all(&[*byte]).expect("write");
+    }
+    half.shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut answer = Vec::new();
+    let _ = half.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("# TYPE noslate_workers gauge"), "{answer}");
+
+    // Node's own HTTP client, as a scraper would be.
+    let script = "const http = require('http');\
+        http.get({host: '127.0.0.1', port: +process.argv[1], path: '/metrics'}, (r) => {\
+          let b = ''; r.setEncoding('utf8'); r.on('data', (c) => b += c);\
+          r.on('end', () => process.stdout.write(r.statusCode + '\\n' + r.headers['content-type'] + '\\n' + b));\
+        }).on('error', (e) => { console.error(e.message); process.exit(1); });";
+    let out = std::process::Command::new("node")
+        .args(["-e", script, &port.to_string()])
+        .output()
+        .expect("run node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.splitn(3, '\n');
+    assert_eq!(lines.next(), Some("200"), "{text}");
+    assert_eq!(
+        lines.next(),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "{text}"
+    );
+    let problems = exposition::problems(lines.next().unwrap_or_default());
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // The FC port was never held up, and the stalled scraper is still waiting, not answered.
+    assert_eq!(ns.invoke(b"x", &[]).status, 200);
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(stalled.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            || e.kind() == std::io::ErrorKind::TimedOut),
+        "a half request gets no answer yet"
     );
 }
