@@ -69,6 +69,16 @@ mod exposition {
         Some(out)
     }
 
+    /// What a histogram series showed: its last bucket, its +Inf bucket, its count, and
+    /// whether it had a sum.
+    #[derive(Default)]
+    struct HistogramSeen {
+        last: f64,
+        inf: Option<f64>,
+        count: Option<f64>,
+        sum: bool,
+    }
+
     /// Every problem found: syntax, names, TYPE and HELP placement, families split apart,
     /// duplicate series, counters not named `_total`, histograms whose buckets are not
     /// cumulative or disagree with `_count`, or that lack `_sum`.
@@ -83,10 +93,8 @@ mod exposition {
         let mut current: Option<String> = None;
         let mut series = HashSet::new();
         // Histogram state per (family, labels without le): last bucket, +Inf, count, sum.
-        let mut buckets: std::collections::HashMap<
-            (String, String),
-            (f64, Option<f64>, Option<f64>, bool),
-        > = Default::default();
+        let mut buckets: std::collections::HashMap<(String, String), HistogramSeen> =
+            Default::default();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# ") {
                 let mut parts = rest.splitn(3, ' ');
@@ -189,29 +197,30 @@ mod exposition {
                     .filter(|(k, _)| k != "le")
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                let entry = buckets
-                    .entry((base.clone(), rest.join(",")))
-                    .or_insert((0.0, None, None, false));
+                let entry = buckets.entry((base.clone(), rest.join(","))).or_default();
                 match suffix {
                     "_bucket" => {
                         let Some((_, le)) = pairs.iter().find(|(k, _)| k == "le") else {
                             problems.push(format!("bucket without le: {line}"));
                             continue;
                         };
-                        if number < entry.0 {
+                        if number < entry.last {
                             problems.push(format!("buckets not cumulative: {line}"));
                         }
-                        entry.0 = number;
+                        entry.last = number;
                         if le == "+Inf" {
-                            entry.1 = Some(number);
+                            entry.inf = Some(number);
                         }
                     }
-                    "_count" => entry.2 = Some(number),
-                    _ => entry.3 = true,
+                    "_count" => entry.count = Some(number),
+                    _ => entry.sum = true,
                 }
             }
         }
-        for ((family, labels), (_, inf, count, sum)) in buckets {
+        for ((family, labels), seen) in buckets {
+            let HistogramSeen {
+                inf, count, sum, ..
+            } = seen;
             if inf.is_none() || inf != count {
                 problems.push(format!(
                     "histogram {family}{{{labels}}}: +Inf bucket {inf:?} vs count {count:?}"
