@@ -133,6 +133,26 @@ impl Ratios {
     }
 }
 
+/// The runtime's own CPU per request in (b) and (f), and the median over the rounds of their
+/// ratio: the metrics' cost where the machine's noise does not reach it.
+fn cpu_line(b: &Target, f: &Target) -> String {
+    let ratios: Vec<f64> = (b.cpu_us_per_req.iter().zip(&f.cpu_us_per_req))
+        .filter_map(|(b, f)| Some(b.as_ref()? / f.as_ref()?))
+        .collect();
+    let per_round = |t: &Target| median(t.cpu_us_per_req.iter().flatten().copied().collect());
+    match (per_round(b), per_round(f), median(ratios.clone())) {
+        (Some(b), Some(f), Some(r)) => format!(
+            "runtime CPU per request: b {b:.2} µs, f {f:.2} µs (medians of rounds); b/f = {r:.3} [rounds {}]",
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        _ => "runtime CPU per request: not measured".into(),
+    }
+}
+
 /// The headline value, then the per-round values and the pooled one in brackets. `digits`:
 /// decimals of the headline ratio (a difference in µs has one).
 pub fn fmt_ratio(
@@ -315,6 +335,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_bf, false, 3),
         pass(metrics_ok)
     );
+    let _ = writeln!(out, "  {}", cpu_line(&targets[1], &targets[5]));
     rss_lines(&mut out, &x.rss, x.rss_after);
 
     let _ = writeln!(
@@ -421,6 +442,8 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         "metrics_cost": {
             "throughput_on_over_off": head.tp_bf, "target_min": TARGET_METRICS_RATIO,
             "pass": metrics_ok,
+            "runtime_cpu_us_per_req_on": targets[1].cpu_us_per_req,
+            "runtime_cpu_us_per_req_off": targets[5].cpu_us_per_req,
         },
         "spawn_to_ready": {
             "node": x.spawn_node.as_ref().map(SpawnRow::json),

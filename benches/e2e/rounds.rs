@@ -77,6 +77,21 @@ pub struct Target {
     pub tp_only: bool,
     pub rounds: Vec<(LatencyRun, ThroughputRun)>,
     pub warmup: Counts,
+    /// Per round: the server process's own CPU time (all its threads, not its children) per
+    /// 2xx answer in the c=64 segment, in microseconds. Unlike throughput, this does not move
+    /// with what the rest of the machine (the load generator, the worker) happens to do.
+    pub cpu_us_per_req: Vec<Option<f64>>,
+}
+
+/// CPU time `pid` has used, all its threads together, in nanoseconds (from schedstat).
+pub fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 impl Target {
@@ -92,6 +107,7 @@ impl Target {
             tp_only,
             rounds: Vec::new(),
             warmup: Counts::default(),
+            cpu_us_per_req: Vec::new(),
         }
     }
 
@@ -241,7 +257,15 @@ pub fn run_rounds(
             // c=64 first, right after the warm-up: every target's c=64 then follows the same
             // warm-up (with c=1 first, a target's worker would get more JIT warm-up than a
             // c=64-only one's: +5 % for (b) over (d) in A/A runs).
+            let cpu_before = t.pid.and_then(process_cpu_ns);
             let tp = run_throughput(addr, &t.req, t.expect, cfg.conns, cfg.threads, seg);
+            let cpu_after = t.pid.and_then(process_cpu_ns);
+            t.cpu_us_per_req.push(
+                cpu_before
+                    .zip(cpu_after)
+                    .filter(|_| tp.counts.ok > 0)
+                    .map(|(a, b)| b.saturating_sub(a) as f64 / 1000.0 / tp.counts.ok as f64),
+            );
             let lat = if t.tp_only {
                 LatencyRun {
                     samples: Vec::new(),
