@@ -25,6 +25,8 @@ pub struct Config {
     pub mem_small_conns: usize,
     /// `GET /healthz` requests each stalled connection pipelines.
     pub mem_pipeline: usize,
+    /// Transfers per side and mode of the large-body rows.
+    pub body_runs: usize,
 }
 
 impl Config {
@@ -35,7 +37,7 @@ impl Config {
             threads: env_num("BENCH_THREADS", 2usize).max(1),
             rounds: env_num("BENCH_ROUNDS", 6usize).max(1),
             warmup: env_num("BENCH_WARMUP", 0.5f64).max(0.0),
-            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdefsrzm".into()),
+            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdefsrzml".into()),
             pin: env_num("BENCH_PIN", 0u8) != 0,
             spawns: env_num("BENCH_SPAWNS", 60usize),
             native_spawns: env_num("BENCH_NATIVE_SPAWNS", 200usize),
@@ -45,6 +47,7 @@ impl Config {
             mem_conns: env_num("BENCH_MEM_CONNS", 2000usize).max(1),
             mem_small_conns: env_num("BENCH_MEM_SMALL_CONNS", 500usize).max(1),
             mem_pipeline: env_num("BENCH_MEM_PIPELINE", 2000usize).max(1),
+            body_runs: env_num("BENCH_BODY_RUNS", 5usize).max(1),
         };
         Config {
             threads: c.threads.min(c.conns),

@@ -86,6 +86,11 @@
 //!   default 1 GiB memory pool). Warm: the same with `reservationCount: 4`, after `/initialize`.
 //!   Each burst gets a fresh runtime; `BENCH_BURSTS` (default 5) bursts per side, alternating
 //!   cold/warm; medians and their ratio are reported (no target).
+//! - **Large bodies** (`BENCH_TARGETS` letter `l`): a 32 MiB echo, upload and download
+//!   through noslate with one Node.js worker, through Node's own `http` serving the same
+//!   handler (`benches/bodies/index.js`), and through `cat` over pipes (the floor of this
+//!   machine); each transfer on a fresh connection, from the first byte sent to the last
+//!   received; medians of `BENCH_BODY_RUNS` (default 5); target echo noslate/node >= 0.9.
 //! - **Memory per connection** (`BENCH_TARGETS` letter `m`): the runtime's own `VmRSS` per
 //!   connection. A runtime as in (a)/(b) takes 2,000 keep-alive connections that each make one
 //!   `GET /healthz` and idle (target <= 4 KiB each), then 2,000 more that each pipeline 2,000
@@ -121,7 +126,8 @@
 //! `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default 0.5; with
 //! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`f`
 //! the round targets, `s` the spawn rows, `r` the per-runtime rows, `z` the burst, `m` memory per
-//! connection; default `abcdefsrzm`), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
+//! connection, `l` large bodies; default `abcdefsrzml`), `BENCH_BODY_RUNS` (transfers per side and
+//! mode of the large-body rows, default 5), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
 //! (default 200), `BENCH_RUNTIME_SPAWNS` (starts per runtime of the `r` rows, default 100),
 //! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_MEM_CONNS` (idle, then stalled connections
 //! of the `m` rows, default 2000), `BENCH_MEM_SMALL_CONNS` (the second stalled count, default 500),
@@ -146,6 +152,7 @@
 // connect), each function allowed there by name.
 #![deny(unsafe_code)]
 
+mod bodies;
 mod burst;
 #[path = "../common/mod.rs"]
 mod common;
@@ -283,6 +290,10 @@ fn main() {
         (have_example && cfg.targets.contains('z')).then(|| measure_bursts(&tmp.0, cfg.bursts));
     let conn_memory =
         (have_example && cfg.targets.contains('m')).then(|| measure_conn_memory(&cfg, &tmp.0));
+    let bodies = cfg
+        .targets
+        .contains('l')
+        .then(|| bodies::measure_bodies(&tmp.0, cfg.body_runs));
 
     let extra = Extra {
         rss,
@@ -297,6 +308,7 @@ fn main() {
         burst,
         runtimes,
         conn_memory,
+        bodies,
         nofile: nofile as u64,
     };
     let json = report::report(&cfg, &targets, &extra);

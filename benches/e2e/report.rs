@@ -6,6 +6,7 @@ use std::thread;
 
 use serde_json::{Value, json};
 
+use crate::bodies::{BodyRows, body_lines};
 use crate::burst::{BurstRow, burst_lines};
 use crate::common::*;
 use crate::config::Config;
@@ -200,6 +201,7 @@ pub struct Extra {
     pub burst: Option<BurstRow>,
     pub runtimes: Option<RuntimeRows>,
     pub conn_memory: Option<ConnMemory>,
+    pub bodies: Option<BodyRows>,
     /// The soft RLIMIT_NOFILE of the bench (and the runtimes it starts).
     pub nofile: u64,
 }
@@ -355,6 +357,8 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     let burst_ok = x.burst.as_ref().map(BurstRow::clean);
     conn_memory_lines(&mut out, cfg, x.conn_memory.as_ref());
     let conn_memory_ok = x.conn_memory.as_ref().map(ConnMemory::pass);
+    body_lines(&mut out, x.bodies.as_ref());
+    let bodies_ok = x.bodies.as_ref().map(BodyRows::pass);
 
     if let Some((busy, steal)) = x.cpu {
         let _ = writeln!(
@@ -374,6 +378,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
             burst_ok,
             runtimes_ok,
             conn_memory_ok,
+            bodies_ok,
         ]
         .iter()
         .all(|v| v.unwrap_or(true));
@@ -453,6 +458,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         },
         "burst_from_zero": x.burst.as_ref().map(BurstRow::json),
         "memory_per_connection": x.conn_memory.as_ref().map(ConnMemory::json),
+        "large_bodies": x.bodies.as_ref().map(BodyRows::json),
         "per_runtime": x.runtimes.as_ref().map(|r| r.json(cfg)),
         "rss": {"two_idle_workers": x.rss, "target_max_mib": TARGET_RSS_MIB, "pass": rss_ok,
                 "after_load_kib": x.rss_after},

@@ -1,0 +1,342 @@
+//! Large bodies (`BENCH_TARGETS` letter `l`): a 32 MiB echo, a 32 MiB upload and a 32 MiB
+//! download, through noslate and one Node.js worker, and through Node's own `http` serving the
+//! same handler (`benches/bodies/index.js`), with a plain `cat` through pipes as the physical
+//! floor of this machine. Each transfer is timed from its first byte sent to its last byte
+//! received; the three sides alternate, `BENCH_BODY_RUNS` times, and medians are reported.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::servers::one_worker;
+
+/// The body size of every transfer.
+pub const BODY_BYTES: usize = 32 << 20;
+/// Echo through noslate against echo through Node's own http: the target.
+pub const TARGET_ECHO_RATIO: f64 = 0.9;
+
+/// The three transfers.
+#[derive(Clone, Copy)]
+enum Mode {
+    Echo,
+    Upload,
+    Download,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Echo, Mode::Upload, Mode::Download];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Upload => "upload",
+            Mode::Download => "download",
+        }
+    }
+
+    /// Bytes sent and bytes expected back (at least: a chunked answer adds its framing).
+    fn sizes(self) -> (usize, usize) {
+        match self {
+            Mode::Echo => (BODY_BYTES, BODY_BYTES),
+            Mode::Upload => (BODY_BYTES, 0),
+            Mode::Download => (0, BODY_BYTES),
+        }
+    }
+}
+
+/// One mode's timings, in seconds, per side.
+#[derive(Default)]
+pub struct ModeRuns {
+    noslate: Vec<f64>,
+    node: Vec<f64>,
+    cat: Vec<f64>,
+    errors: Vec<String>,
+}
+
+/// The large-body rows.
+pub struct BodyRows {
+    modes: Vec<(&'static str, ModeRuns)>,
+    note: Option<String>,
+}
+
+fn code_dir() -> PathBuf {
+    Path::new(MANIFEST_DIR).join("benches/bodies")
+}
+
+/// One HTTP transfer on a fresh connection (`Connection: close`): sends `up` bytes, reads the
+/// answer to its end, and checks it carried at least `down` body bytes.
+fn http_transfer(port: u16, mode: Mode) -> Result<f64, String> {
+    let (up, down) = mode.sizes();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let head = match mode {
+        Mode::Download => format!(
+            "GET /download?bytes={down} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n"
+        ),
+        _ => format!(
+            "POST /{} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\ncontent-length: {up}\r\n\r\n",
+            mode.name()
+        ),
+    };
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let sender = thread::spawn(move || -> Result<(), String> {
+        writer
+            .write_all(head.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let chunk = vec![b'x'; 256 * 1024];
+        let mut left = up;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
+            left -= n;
+        }
+        Ok(())
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut total, mut head_len, mut status_ok) = (0usize, None, false);
+    let mut head_bytes = Vec::new();
+    loop {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+        if head_len.is_none() {
+            head_bytes.extend_from_slice(&buf[..n]);
+            if let Some(end) = head_bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                head_len = Some(end + 4);
+                status_ok = head_bytes.starts_with(b"HTTP/1.1 200");
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    sender.join().map_err(|_| "sender panicked".to_string())??;
+    let body = total - head_len.ok_or("no response head")?;
+    if !status_ok {
+        return Err(format!(
+            "answer: {}",
+            String::from_utf8_lossy(&head_bytes[..head_bytes.len().min(200)])
+        ));
+    }
+    if body < down {
+        return Err(format!("{body} body bytes, expected {down}"));
+    }
+    Ok(secs)
+}
+
+/// The same bytes through `cat` (echo: in and out of one `cat`; upload: into `cat` writing to
+/// /dev/null; download: out of `head -c` reading /dev/zero).
+fn cat_transfer(mode: Mode) -> Result<f64, String> {
+    let (up, down) = mode.sizes();
+    let mut cmd = match mode {
+        Mode::Download => {
+            let mut c = Command::new("head");
+            c.args(["-c", &down.to_string(), "/dev/zero"]);
+            c
+        }
+        _ => Command::new("cat"),
+    };
+    cmd.stdin(if up > 0 {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(if down > 0 {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let stdin = child.stdin.take();
+    let sender = thread::spawn(move || -> Result<(), String> {
+        let Some(mut stdin) = stdin else {
+            return Ok(());
+        };
+        let chunk = vec![b'x'; 256 * 1024];
+        let mut left = up;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            stdin.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
+            left -= n;
+        }
+        Ok(())
+    });
+    let mut got = 0;
+    if let Some(mut stdout) = child.stdout.take() {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = stdout.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+    }
+    sender.join().map_err(|_| "sender panicked".to_string())??;
+    child.wait().map_err(|e| e.to_string())?;
+    let secs = start.elapsed().as_secs_f64();
+    if got < down {
+        return Err(format!("{got} bytes through cat, expected {down}"));
+    }
+    Ok(secs)
+}
+
+fn start_node_bodies() -> Result<(Proc, u16), String> {
+    let mut cmd = Command::new("node");
+    cmd.arg(Path::new(MANIFEST_DIR).join("benches/node_direct.js"))
+        .arg("0")
+        .env("HELLO_DIR", code_dir());
+    let (mut p, rx) = Proc::spawn("node_direct[bodies]", cmd, bare_port)?;
+    let port = p.wait_port(&rx, Duration::from_secs(20))?;
+    Ok((p, port))
+}
+
+/// Runs the rows: one runtime and one Node.js server for all runs.
+pub fn measure_bodies(tmp: &Path, runs: usize) -> BodyRows {
+    let functions = json!([{
+        "name": "bodies",
+        "runtime": "nodejs",
+        "url": code_dir(),
+        "handler": "index.handler",
+        "signature": "bench",
+        "worker": one_worker(),
+    }]);
+    let config = json!({"http": {"maxRequestBodySize": "64mb"}});
+    let noslate = start_noslate_with(tmp, "bodies", &functions, Some(&config), true);
+    let node = start_node_bodies();
+    let (noslate, node) = match (noslate, node) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            return BodyRows {
+                modes: Vec::new(),
+                note: Some(e),
+            };
+        }
+    };
+    let mut modes: Vec<(&'static str, ModeRuns)> = Mode::ALL
+        .iter()
+        .map(|m| (m.name(), ModeRuns::default()))
+        .collect();
+    for run in 0..runs.max(1) {
+        for (i, mode) in Mode::ALL.into_iter().enumerate() {
+            let runs = &mut modes[i].1;
+            // Alternating the order cancels drift between the sides.
+            let order: [u8; 3] = if run % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+            for side in order {
+                let result = match side {
+                    0 => http_transfer(noslate.1, mode),
+                    1 => http_transfer(node.1, mode),
+                    _ => cat_transfer(mode),
+                };
+                match (side, result) {
+                    (0, Ok(s)) => runs.noslate.push(s),
+                    (1, Ok(s)) => runs.node.push(s),
+                    (_, Ok(s)) => runs.cat.push(s),
+                    (side, Err(e)) => runs.errors.push(format!(
+                        "{} {}: {e}",
+                        ["noslate", "node", "cat"][usize::from(side)],
+                        mode.name()
+                    )),
+                }
+            }
+        }
+        eprintln!("bench: large bodies, run {} of {runs} done", run + 1);
+    }
+    drop(noslate);
+    drop(node);
+    BodyRows { modes, note: None }
+}
+
+fn mb_per_s(secs: Option<f64>) -> Option<f64> {
+    secs.map(|s| BODY_BYTES as f64 / s / 1e6)
+}
+
+impl BodyRows {
+    fn echo_ratio(&self) -> Option<f64> {
+        let (_, echo) = self.modes.first()?;
+        Some(median(echo.node.clone())? / median(echo.noslate.clone())?)
+    }
+
+    /// Echo at >= 0.9x Node direct, and no transfer failed.
+    pub fn pass(&self) -> bool {
+        self.note.is_none()
+            && self.modes.iter().all(|(_, m)| m.errors.is_empty())
+            && self.echo_ratio().is_some_and(|r| r >= TARGET_ECHO_RATIO)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "body_bytes": BODY_BYTES,
+            "note": self.note,
+            "modes": self.modes.iter().map(|(name, m)| json!({
+                "mode": name,
+                "noslate_secs": m.noslate, "node_secs": m.node, "cat_secs": m.cat,
+                "noslate_mb_per_s": mb_per_s(median(m.noslate.clone())),
+                "node_mb_per_s": mb_per_s(median(m.node.clone())),
+                "cat_mb_per_s": mb_per_s(median(m.cat.clone())),
+                "errors": m.errors,
+            })).collect::<Vec<_>>(),
+            "echo_noslate_over_node": self.echo_ratio(),
+            "target_echo_min": TARGET_ECHO_RATIO,
+            "pass": self.pass(),
+        })
+    }
+}
+
+/// The report's lines for the rows.
+pub fn body_lines(out: &mut String, rows: Option<&BodyRows>) {
+    let _ = writeln!(
+        out,
+        "\nlarge bodies ({} MiB per transfer, fresh connection each; medians of BENCH_BODY_RUNS; MB/s = 10^6 bytes of body per second):",
+        BODY_BYTES >> 20
+    );
+    let Some(rows) = rows else {
+        let _ = writeln!(out, "  not selected (BENCH_TARGETS)");
+        return;
+    };
+    if let Some(note) = &rows.note {
+        let _ = writeln!(out, "  not measured: {note}");
+        return;
+    }
+    for (name, m) in &rows.modes {
+        let (n, d, c) = (
+            median(m.noslate.clone()),
+            median(m.node.clone()),
+            median(m.cat.clone()),
+        );
+        let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:>6.0}"));
+        let ratio = n
+            .zip(d)
+            .map_or("-".into(), |(n, d)| format!("{:.2}", d / n));
+        let _ = writeln!(
+            out,
+            "  {name:<8} noslate {} MB/s, node direct {} MB/s, cat through pipes {} MB/s; noslate/node = {ratio}{}",
+            fmt(mb_per_s(n)),
+            fmt(mb_per_s(d)),
+            fmt(mb_per_s(c)),
+            if m.errors.is_empty() {
+                String::new()
+            } else {
+                format!("; {} failed: {}", m.errors.len(), m.errors[0])
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  echo noslate/node = {} (target >= {TARGET_ECHO_RATIO:.1})  {}",
+        rows.echo_ratio().map_or("-".into(), |r| format!("{r:.2}")),
+        if rows.pass() { "PASS" } else { "FAIL" }
+    );
+}
