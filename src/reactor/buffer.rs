@@ -54,6 +54,17 @@ impl ReadBuf {
         }
     }
 
+    /// Changes how large the buffer may grow, and grows it now if it is smaller: a body
+    /// streamed to a worker is read in pieces as large as the stream's credit, not a head's.
+    /// A smaller maximum applies from the next growth on; memory already held is released by
+    /// [`ReadBuf::shrink_if_empty`] and [`ReadBuf::release_if_empty`].
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.max(self.initial);
+        if !self.buf.is_empty() && self.buf.len() < self.max {
+            self.buf.resize(self.max, 0);
+        }
+    }
+
     /// Drops all unconsumed input.
     pub fn clear(&mut self) {
         self.start = 0;

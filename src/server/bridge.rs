@@ -38,6 +38,10 @@ pub(super) struct Opened {
     pub(super) sent_continue: bool,
 }
 
+/// The read buffer of a connection whose body streams to a worker: one credit window, so
+/// that a large upload takes a few dozen reads and frames per window rather than one per 4 KiB.
+const STREAM_READ_BUFFER: usize = wire::INITIAL_WINDOW as usize;
+
 /// Opens a stream on `worker` for `client`'s request (of a function with `profile`) and
 /// writes its head. `None` when the request is not the connection's current one any more;
 /// an error when its head cannot be encoded (the caller answers it).
@@ -70,6 +74,10 @@ pub(super) fn open_stream(
         context: fc::context(&head.headers, &req.id, req.timeout_ms, facts),
     };
     let no_body = req.body.is_done();
+    if !no_body {
+        // The body is read from the socket in pieces as large as the stream's credit.
+        conn.inbuf.set_max(STREAM_READ_BUFFER);
+    }
     if let Err(err) = wire::put_request_head(&mut worker.wbuf, stream, no_body, &msg) {
         worker.streams.remove(&stream);
         return Some(Err(match err {

@@ -176,6 +176,17 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) }).map(drop)
 }
 
+/// Asks the kernel to make the pipe `fd` belongs to hold `bytes` (it rounds up to a power of
+/// two pages, and refuses more than `/proc/sys/fs/pipe-max-size` to unprivileged users).
+/// Returns the size the pipe now has.
+pub fn set_pipe_size(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl(F_SETPIPE_SZ) resizes the pipe's kernel buffer; it touches no memory of
+    // ours, and a descriptor that is not a pipe fails with EBADF or EINVAL.
+    let size = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
+    Ok(usize::try_from(size).unwrap_or(0))
+}
+
 /// The memory page size in bytes.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf touches no memory.

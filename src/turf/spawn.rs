@@ -95,7 +95,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -313,6 +313,20 @@ fn worker_pipe() -> Result<(Sender, Receiver), SpawnError> {
     Ok((sender, receiver))
 }
 
+/// What a protocol pipe is asked to hold: a whole credit window (docs/PROTOCOL.md) plus a
+/// frame, so that a sender with credit never blocks on the pipe, where a default 64 KiB pipe
+/// would take a quarter of a window per wake-up.
+pub const PROTOCOL_PIPE_BYTES: usize = 1 << 20;
+
+/// Grows a protocol pipe to [`PROTOCOL_PIPE_BYTES`]. Where the kernel refuses (an unprivileged
+/// runtime past `pipe-max-size` or its per-user pipe budget) the pipe keeps its size: only
+/// large bodies get slower.
+fn grow_protocol_pipe(fd: std::os::fd::BorrowedFd<'_>) {
+    if let Err(err) = sys::set_pipe_size(fd, PROTOCOL_PIPE_BYTES) {
+        log::debug!("[turf] cannot grow a worker pipe to {PROTOCOL_PIPE_BYTES} bytes: {err}");
+    }
+}
+
 fn prepare_err(what: &str) -> impl FnOnce(io::Error) -> SpawnError {
     let what = what.to_owned();
     move |source| SpawnError::Prepare { what, source }
@@ -323,6 +337,8 @@ fn prepare_err(what: &str) -> impl FnOnce(io::Error) -> SpawnError {
 fn protocol_pipes() -> Result<(Sender, Receiver, OwnedFd, OwnedFd), SpawnError> {
     let (to_worker, worker_in) = worker_pipe()?;
     let (worker_out, from_worker) = worker_pipe()?;
+    grow_protocol_pipe(to_worker.as_fd());
+    grow_protocol_pipe(from_worker.as_fd());
     worker_in.set_nonblocking(false).map_err(SpawnError::Pipe)?;
     worker_out
         .set_nonblocking(false)

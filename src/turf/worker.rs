@@ -162,8 +162,10 @@ pub struct SpareInit {
     pub cwd: std::path::PathBuf,
 }
 
-/// Read chunk size for worker pipes.
-const READ_CHUNK: usize = 64 * 1024;
+/// Read chunk size for worker pipes: two of the largest body frames, so that a stream of them
+/// is read without growing the buffer (a 64 KiB one grew, and was released again, for every
+/// frame of a large body).
+const READ_CHUNK: usize = 2 * (wire::HEADER_LEN + wire::MAX_BODY_CHUNK);
 
 impl Worker {
     /// A freshly forked worker.
@@ -295,9 +297,14 @@ impl Worker {
         })
     }
 
-    /// Releases buffer memory once everything is consumed (idle workers hold nothing).
+    /// Releases buffer memory once everything is consumed: all of it when no stream is open
+    /// (idle workers hold nothing), what a large frame needed beyond the usual size otherwise.
     pub fn compact(&mut self) {
-        self.rbuf.shrink_if_empty();
+        if self.streams.is_empty() {
+            self.rbuf.release_if_empty();
+        } else {
+            self.rbuf.shrink_if_empty();
+        }
         if self.wbuf.is_empty() && self.wbuf.capacity() > READ_CHUNK * 4 {
             self.wbuf.shrink_to(READ_CHUNK);
         }

@@ -510,6 +510,8 @@ impl FrontEnd {
         let Some(mut req) = conn.req.take() else {
             return;
         };
+        // Back to a head's size after a streamed body (bridge::open_stream).
+        conn.inbuf.set_max(self.rbuf_size);
         if let Some(timer) = req.deadline_timer {
             lp.timers.cancel(timer);
         }
