@@ -55,7 +55,11 @@ pub fn start_noslate(tmp: &Path, tag: &str, reservation: u32) -> Result<(Proc, u
         "maxActivateRequests": 64
     });
     let functions = json!([hello_profile(worker, json!({}))]);
-    start_noslate_with(tmp, tag, &functions, None, true)
+    // BENCH_CONFIG: a system config for this runtime, to measure what a setting costs.
+    let config = std::env::var("BENCH_CONFIG")
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+    start_noslate_with(tmp, tag, &functions, config.as_ref(), true)
 }
 
 /// The `enforcement` of the first worker `noslate ps --json` lists for the runtime started

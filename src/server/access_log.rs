@@ -34,6 +34,13 @@ pub const LOG_NAME: &str = "access.log";
 
 /// Batches that may wait for the writer thread (the bytes they hold are bounded separately).
 const QUEUED_BATCHES: usize = 64;
+/// Lines wait in the loop until they fill this many bytes, or for [`HANDOFF_INTERVAL`], before
+/// they are handed on: handing them on at the end of every iteration woke the writer thread
+/// (or wrote the console) about once per request at high rates, which cost 15-20 % of the
+/// throughput of a trivial function on two vCPUs.
+const HANDOFF_BYTES: usize = 64 * 1024;
+/// The longest a line waits in the loop before it is handed on.
+pub(super) const HANDOFF_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One access-log line, as written.
 #[derive(Debug, Serialize)]
@@ -147,9 +154,13 @@ enum Sink {
 #[derive(Debug)]
 pub(super) struct AccessLog {
     sink: Sink,
-    /// Lines of this iteration, not yet handed on.
+    /// Lines not yet handed on.
     pending: Vec<u8>,
     pending_lines: u64,
+    /// When the oldest pending line was added.
+    pending_since: Option<Instant>,
+    /// A hand-off is scheduled (the loop's timer), so none needs to be asked for.
+    handoff_scheduled: bool,
     buffer_size: usize,
     lines: u64,
     dropped: u64,
@@ -177,6 +188,8 @@ impl AccessLog {
             sink,
             pending: Vec::new(),
             pending_lines: 0,
+            pending_since: None,
+            handoff_scheduled: false,
             buffer_size: logger.access_log_buffer_size.max(1),
             lines: 0,
             dropped: 0,
@@ -198,6 +211,9 @@ impl AccessLog {
             return;
         }
         let start = self.pending.len();
+        if start == 0 {
+            self.pending_since = Some(Instant::now());
+        }
         match serde_json::to_writer(&mut self.pending, entry) {
             Ok(()) => {
                 self.pending.push(b'\n');
@@ -219,9 +235,27 @@ impl AccessLog {
         }
     }
 
-    /// Hands this iteration's lines on: to the console, or to the writer thread. Whatever
+    /// Hands the pending lines on once they fill [`HANDOFF_BYTES`] or the oldest has waited
+    /// [`HANDOFF_INTERVAL`]. Returns when the loop should call again, if it has not been told
+    /// already ([`AccessLog::handoff_due`] clears that).
+    pub(super) fn flush(&mut self, console: &mut Console, now: Instant) -> Option<Instant> {
+        let due = self.pending_since? + HANDOFF_INTERVAL;
+        if self.pending.len() < HANDOFF_BYTES.min(self.buffer_size / 2) && now < due {
+            return (!std::mem::replace(&mut self.handoff_scheduled, true)).then_some(due);
+        }
+        self.flush_now(console);
+        None
+    }
+
+    /// The hand-off the loop scheduled is due.
+    pub(super) fn handoff_due(&mut self) {
+        self.handoff_scheduled = false;
+    }
+
+    /// Hands the pending lines on now: to the console, or to the writer thread. Whatever
     /// cannot be taken now is dropped and counted.
-    pub(super) fn flush(&mut self, console: &mut Console) {
+    pub(super) fn flush_now(&mut self, console: &mut Console) {
+        self.pending_since = None;
         if self.pending.is_empty() {
             return;
         }
@@ -262,7 +296,7 @@ impl AccessLog {
     /// The runtime is exiting: hands on the last lines and gives the writer up to `wait` to
     /// write them. A disk that hangs does not hold the exit longer.
     pub(super) fn close(&mut self, console: &mut Console, wait: Duration) {
-        self.flush(console);
+        self.flush_now(console);
         if let Sink::File(file) = std::mem::replace(&mut self.sink, Sink::Off) {
             let failed = file.finish(wait);
             self.lines = self.lines.saturating_sub(failed);
@@ -535,7 +569,7 @@ mod tests {
             for n in 0..5 {
                 log.append(&entry(&format!("r{round}-{n}")));
             }
-            log.flush(&mut console);
+            log.flush_now(&mut console);
         }
         log.close(&mut console, Duration::from_secs(5));
         let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -590,7 +624,7 @@ mod tests {
         let mut log = AccessLog::new(&config, &dir);
         for round in 0..100 {
             log.append(&entry(&format!("{round}")));
-            log.flush(&mut console);
+            log.flush_now(&mut console);
         }
         let stats = log.stats();
         assert!(stats.dropped > 0, "{stats:?}");
@@ -627,7 +661,7 @@ mod tests {
         let (mut console, mut stdout) = Console::over_pipes(1 << 16);
         let mut log = AccessLog::new(&logger(AccessLogDestination::Console), Path::new("/"));
         log.append(&entry("c"));
-        log.flush(&mut console);
+        log.flush_now(&mut console);
         let poll = mio::Poll::new().expect("poll");
         assert!(!console.flush(poll.registry()), "all written");
         let mut out = vec![0; 4096];
@@ -638,7 +672,7 @@ mod tests {
         let mut off = AccessLog::new(&logger(AccessLogDestination::Off), Path::new("/"));
         assert!(!off.enabled());
         off.append(&entry("d"));
-        off.flush(&mut console);
+        off.flush_now(&mut console);
         assert_eq!(off.stats(), AccessLogStats::default());
     }
 }

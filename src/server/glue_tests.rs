@@ -691,7 +691,7 @@ fn fc_end_lines_reach_stdout_before_the_bytes_that_finish_their_responses() {
 }
 
 #[test]
-fn an_ended_invocation_becomes_one_access_log_line_at_the_end_of_the_iteration() {
+fn an_ended_invocation_becomes_one_access_log_line_handed_on_in_a_batch() {
     let mut h = harness(ONE_FUNCTION);
     let (mut client, key, worker, mut out, stream) = h.dispatched();
     let facts = (h.server.front.conn(key))
@@ -713,6 +713,17 @@ fn an_ended_invocation_becomes_one_access_log_line_at_the_end_of_the_iteration()
         "not before the iteration ends"
     );
     h.server.flush_console();
+    assert_eq!(
+        h.server.access_log.stats().lines,
+        0,
+        "one line waits for more, or for its hand-off timer"
+    );
+    // The hand-off timer, once it is due.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while h.server.access_log.stats().lines == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        h.server.on_access_log_handoff();
+    }
     assert_eq!(h.server.access_log.stats().lines, 1);
 }
 

@@ -189,6 +189,8 @@ enum Timer {
     Linger(Key),
     /// The console had output it could not write yet: try again.
     ConsoleRetry,
+    /// Pending access-log lines are to be handed on.
+    AccessLogHandoff,
 }
 
 /// The record a child process belongs to.
@@ -1763,7 +1765,14 @@ impl Server {
         }
     }
 
-    /// Writes the access-log lines of the requests that ended in this iteration.
+    /// The scheduled access-log hand-off is due.
+    fn on_access_log_handoff(&mut self) {
+        self.access_log.handoff_due();
+        self.log_access();
+    }
+
+    /// Takes the access-log lines of the requests that ended in this iteration, and hands
+    /// them on when enough are waiting or the oldest has waited long enough.
     fn log_access(&mut self) {
         self.front.take_ended(&mut self.ended);
         for ended in self.ended.drain(..) {
@@ -1773,7 +1782,9 @@ impl Server {
             self.access_log
                 .append(&access_log::Entry::of(&ended, function));
         }
-        self.access_log.flush(&mut self.console);
+        if let Some(due) = self.access_log.flush(&mut self.console, Instant::now()) {
+            self.timers.schedule(due, Timer::AccessLogHandoff);
+        }
     }
 
     /// Whether a stopped runtime has waited long enough for its connections to close.
@@ -1813,6 +1824,7 @@ impl Server {
                     self.balance_spares();
                 }
                 Timer::HeadTimeout(conn) => self.front.on_head_timeout(conn, &mut lent!(self)),
+                Timer::AccessLogHandoff => self.on_access_log_handoff(),
                 Timer::ConsoleRetry => {
                     self.console_retry_armed = false;
                     self.flush_console();
