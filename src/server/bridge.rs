@@ -6,7 +6,7 @@
 //! response frame to its client is glue in `server/mod.rs`.
 
 use super::client::InvokeError;
-use super::conn::{BodyInput, BodyStep, Conn, Sink};
+use super::conn::{BodyInput, BodyLeft, BodyStep, Conn, Sink};
 use crate::config::FunctionProfile;
 use crate::fc;
 use crate::ids::ConnRef;
@@ -41,6 +41,9 @@ pub(super) struct Opened {
 /// The read buffer of a connection whose body streams to a worker: one credit window, so
 /// that a large upload takes a few dozen reads and frames per window rather than one per 4 KiB.
 const STREAM_READ_BUFFER: usize = wire::INITIAL_WINDOW as usize;
+/// Bodies up to this size are read with the buffer a head uses: growing it would cost more
+/// than the reads it saves.
+const STREAM_READ_THRESHOLD: u64 = 64 * 1024;
 
 /// Opens a stream on `worker` for `client`'s request (of a function with `profile`) and
 /// writes its head. `None` when the request is not the connection's current one any more;
@@ -74,7 +77,12 @@ pub(super) fn open_stream(
         context: fc::context(&head.headers, &req.id, req.timeout_ms, facts),
     };
     let no_body = req.body.is_done();
-    if !no_body {
+    let large_body = match &req.body {
+        BodyLeft::Length(left) => *left > STREAM_READ_THRESHOLD,
+        BodyLeft::Chunked(_) => true,
+        BodyLeft::Done => false,
+    };
+    if large_body {
         // The body is read from the socket in pieces as large as the stream's credit.
         conn.inbuf.set_max(STREAM_READ_BUFFER);
     }

@@ -297,14 +297,10 @@ impl Worker {
         })
     }
 
-    /// Releases buffer memory once everything is consumed: all of it when no stream is open
-    /// (idle workers hold nothing), what a large frame needed beyond the usual size otherwise.
+    /// Releases what a large frame needed beyond the usual size once everything is consumed.
+    /// The usual size stays: allocating it again for every request would cost more than it.
     pub fn compact(&mut self) {
-        if self.streams.is_empty() {
-            self.rbuf.release_if_empty();
-        } else {
-            self.rbuf.shrink_if_empty();
-        }
+        self.rbuf.shrink_if_empty();
         if self.wbuf.is_empty() && self.wbuf.capacity() > READ_CHUNK * 4 {
             self.wbuf.shrink_to(READ_CHUNK);
         }
