@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::servers::one_worker;
+use crate::servers::{one_worker, start_node_serving};
 
 /// The body size of every transfer.
 pub const BODY_BYTES: usize = 32 << 20;
@@ -94,14 +94,7 @@ fn http_transfer(port: u16, mode: Mode) -> Result<f64, String> {
         writer
             .write_all(head.as_bytes())
             .map_err(|e| e.to_string())?;
-        let chunk = vec![b'x'; 256 * 1024];
-        let mut left = up;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            writer.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
-            left -= n;
-        }
-        Ok(())
+        send_bytes(&mut writer, up)
     });
     let mut buf = vec![0u8; 256 * 1024];
     let (mut total, mut head_len, mut status_ok) = (0usize, None, false);
@@ -161,17 +154,10 @@ fn cat_transfer(mode: Mode) -> Result<f64, String> {
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let stdin = child.stdin.take();
     let sender = thread::spawn(move || -> Result<(), String> {
-        let Some(mut stdin) = stdin else {
-            return Ok(());
-        };
-        let chunk = vec![b'x'; 256 * 1024];
-        let mut left = up;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            stdin.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
-            left -= n;
+        match stdin {
+            Some(mut stdin) => send_bytes(&mut stdin, up),
+            None => Ok(()),
         }
-        Ok(())
     });
     let mut got = 0;
     if let Some(mut stdout) = child.stdout.take() {
@@ -193,14 +179,16 @@ fn cat_transfer(mode: Mode) -> Result<f64, String> {
     Ok(secs)
 }
 
-fn start_node_bodies() -> Result<(Proc, u16), String> {
-    let mut cmd = Command::new("node");
-    cmd.arg(Path::new(MANIFEST_DIR).join("benches/node_direct.js"))
-        .arg("0")
-        .env("HELLO_DIR", code_dir());
-    let (mut p, rx) = Proc::spawn("node_direct[bodies]", cmd, bare_port)?;
-    let port = p.wait_port(&rx, Duration::from_secs(20))?;
-    Ok((p, port))
+/// Writes `n` bytes to `out`, from one reused chunk.
+fn send_bytes(out: &mut impl Write, n: usize) -> Result<(), String> {
+    let chunk = vec![b'x'; 256 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let piece = left.min(chunk.len());
+        out.write_all(&chunk[..piece]).map_err(|e| e.to_string())?;
+        left -= piece;
+    }
+    Ok(())
 }
 
 /// Runs the rows: one runtime and one Node.js server for all runs.
@@ -215,7 +203,7 @@ pub fn measure_bodies(tmp: &Path, runs: usize) -> BodyRows {
     }]);
     let config = json!({"http": {"maxRequestBodySize": "64mb"}});
     let noslate = start_noslate_with(tmp, "bodies", &functions, Some(&config), true);
-    let node = start_node_bodies();
+    let node = start_node_serving(&code_dir(), "node_direct[bodies]");
     let (noslate, node) = match (noslate, node) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {

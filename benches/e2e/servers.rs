@@ -84,11 +84,16 @@ pub fn fmt_enforcement(e: Option<&Value>) -> String {
 }
 
 pub fn start_node_direct() -> Result<(Proc, u16), String> {
+    start_node_serving(&function_dir(), "node_direct")
+}
+
+/// `benches/node_direct.js` serving the handler in `code_dir`.
+pub fn start_node_serving(code_dir: &Path, name: &str) -> Result<(Proc, u16), String> {
     let mut cmd = Command::new("node");
     cmd.arg(Path::new(MANIFEST_DIR).join("benches/node_direct.js"))
         .arg("0")
-        .env("HELLO_DIR", function_dir());
-    let (mut p, rx) = Proc::spawn("node_direct", cmd, bare_port)?;
+        .env("HELLO_DIR", code_dir);
+    let (mut p, rx) = Proc::spawn(name, cmd, bare_port)?;
     let port = p.wait_port(&rx, Duration::from_secs(20))?;
     Ok((p, port))
 }
