@@ -378,6 +378,17 @@ fn metrics_are_served_on_the_admin_socket_only_in_the_text_format() {
     assert!(put.starts_with("HTTP/1.1 405"), "{put}");
 }
 
+/// Starts the runtime with system `config`, which it must refuse; returns its stderr.
+#[track_caller]
+fn refused_start(config: serde_json::Value) -> String {
+    let exited = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&config)
+        .run_to_exit();
+    assert!(!exited.status.success(), "exit status {:?}", exited.status);
+    exited.stderr
+}
+
 /// A port nobody listens on (bound then released; the runtime binds it right after).
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -438,30 +449,17 @@ fn a_metrics_address_serves_get_metrics_over_tcp_and_nothing_else() {
 fn a_metrics_address_that_cannot_be_bound_stops_the_start_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let exited = Noslate::builder()
-        .functions(&json!([profile("echo", "echo")]))
-        .config(&json!({ "metrics": { "address": addr } }))
-        .run_to_exit();
-    assert!(!exited.status.success(), "exit status {:?}", exited.status);
+    let stderr = refused_start(json!({ "metrics": { "address": addr } }));
     assert!(
-        exited.stderr.contains(&addr) && exited.stderr.contains("metrics.address"),
-        "stderr:\n{}",
-        exited.stderr
+        stderr.contains(&addr) && stderr.contains("metrics.address"),
+        "stderr:\n{stderr}"
     );
 }
 
 #[test]
 fn a_malformed_metrics_address_is_a_config_error_naming_its_path() {
-    let exited = Noslate::builder()
-        .functions(&json!([profile("echo", "echo")]))
-        .config(&json!({ "metrics": { "address": "localhost:http" } }))
-        .run_to_exit();
-    assert!(!exited.status.success(), "exit status {:?}", exited.status);
-    assert!(
-        exited.stderr.contains("metrics.address"),
-        "stderr:\n{}",
-        exited.stderr
-    );
+    let stderr = refused_start(json!({ "metrics": { "address": "localhost:http" } }));
+    assert!(stderr.contains("metrics.address"), "stderr:\n{stderr}");
 }
 
 #[test]
@@ -534,16 +532,8 @@ fn with_metrics_enabled_false_invocations_are_not_counted_and_the_gauges_stay() 
 
 #[test]
 fn metrics_enabled_must_be_a_boolean() {
-    let exited = Noslate::builder()
-        .functions(&json!([profile("echo", "echo")]))
-        .config(&json!({"metrics": {"enabled": "no"}}))
-        .run_to_exit();
-    assert!(!exited.status.success());
-    assert!(
-        exited.stderr.contains("metrics.enabled"),
-        "{}",
-        exited.stderr
-    );
+    let stderr = refused_start(json!({"metrics": {"enabled": "no"}}));
+    assert!(stderr.contains("metrics.enabled"), "stderr:\n{stderr}");
 }
 
 #[test]
