@@ -116,6 +116,7 @@ pub(super) fn open_stream(
     let now = Instant::now();
     req.timing.dispatched = Some(now);
     if let Some(facts) = req.access.as_mut() {
+        facts.take_line(head);
         facts.worker = Some(worker.process.id.clone());
         // The request waited for this worker's start if the worker became ready after it
         // was admitted.

@@ -305,15 +305,10 @@ impl FrontEnd {
         let metrics = conn
             .metrics_only
             .then(|| (head.method.clone(), head.path().to_owned()));
-        let access = self.ended.is_some().then(|| AccessFacts {
-            received: Instant::now(),
-            method: head.method.clone(),
-            path: head.path().to_owned(),
-            service: None,
-            worker: None,
-            cold_start: None,
-            error_type: None,
-        });
+        let access = self
+            .ended
+            .is_some()
+            .then(|| AccessFacts::new(Instant::now()));
         conn.req = Some(Request {
             seq: conn.seq,
             id: request_id,
@@ -533,9 +528,13 @@ impl FrontEnd {
             });
         }
         req.log_end(&mut self.fc_log);
-        if let (Some(ended), Some(facts), Some(phase)) =
+        if let (Some(ended), Some(mut facts), Some(phase)) =
             (self.ended.as_mut(), req.access.take(), req.phase)
         {
+            // Answered without a worker: the head is still here.
+            if let Some(head) = req.head.take() {
+                facts.take_line(head);
+            }
             ended.push(EndedRequest {
                 time: crate::server::access_log::now_millis(),
                 id: req.id,

@@ -316,6 +316,34 @@ pub struct AccessFacts {
     pub error_type: Option<String>,
 }
 
+impl AccessFacts {
+    /// Nothing known yet but when the head arrived.
+    pub fn new(received: Instant) -> AccessFacts {
+        AccessFacts {
+            received,
+            method: String::new(),
+            path: String::new(),
+            service: None,
+            worker: None,
+            cold_start: None,
+            error_type: None,
+        }
+    }
+
+    /// Takes the method and the path (its query cut off) from the head, which is done with:
+    /// they move rather than being copied for every request.
+    pub fn take_line(&mut self, head: RequestHead) {
+        let RequestHead {
+            method, mut target, ..
+        } = head;
+        if let Some(query) = target.find('?') {
+            target.truncate(query);
+        }
+        self.method = method;
+        self.path = target;
+    }
+}
+
 /// A request that ended, as the access log records it.
 #[derive(Debug)]
 pub struct EndedRequest {
