@@ -559,6 +559,15 @@ mod tests {
         )
     }
 
+    /// Function `a` alone, with a rate limit of one token per minute.
+    fn one_token_a_minute() -> Scheduler {
+        let limited = function(
+            "a",
+            r#", "rateLimit": {"maxTokenCount": 1, "tokensPerFill": 1, "fillInterval": 60000}"#,
+        );
+        scheduler_for(&format!("[{limited}]"), None)
+    }
+
     fn two_functions() -> Scheduler {
         scheduler_for(
             &format!(
@@ -716,14 +725,7 @@ mod tests {
 
     #[test]
     fn the_rate_limit_refuses_past_the_bucket_and_counts_it() {
-        let json = format!(
-            "[{}]",
-            function(
-                "a",
-                r#", "rateLimit": {"maxTokenCount": 1, "tokensPerFill": 1, "fillInterval": 60000}"#
-            )
-        );
-        let mut s = scheduler_for(&json, None);
+        let mut s = one_token_a_minute();
         assert!(admit(&mut s, invocation(1, None)).is_ok());
         assert_eq!(
             error_type(admit(&mut s, invocation(2, None))),
@@ -820,14 +822,7 @@ mod tests {
 
     #[test]
     fn the_open_breaker_refuses_before_the_rate_limit_is_charged() {
-        let json = format!(
-            "[{}]",
-            function(
-                "a",
-                r#", "rateLimit": {"maxTokenCount": 1, "tokensPerFill": 1, "fillInterval": 60000}"#
-            )
-        );
-        let mut s = scheduler_for(&json, None);
+        let mut s = one_token_a_minute();
         let tight = CircuitBreakerConfig {
             pending_request_count_limit: 0,
             ..CircuitBreakerConfig::default()
