@@ -39,8 +39,11 @@ USAGE:
     noslate functions get|set FILE   read or replace the running function profile set
     noslate services get|set FILE    read or replace the running service profiles
     noslate env get|set FILE         read or replace the platform environment (a JSON object)
-    noslate invoke NAME [--service] [--data TEXT|@FILE] [--header K:V]...
-                                  invoke a function (or service) through the admin socket
+    noslate invoke NAME [--service] [--method M] [--url U] [--data TEXT|@FILE|@-]
+                   [--header K:V]... [--timeout MS]
+                                  invoke a function (or service) through the admin socket and
+                                  stream its body to stdout; --method or --url makes it an
+                                  HTTP-trigger request (an event otherwise); @- streams stdin
     noslate --help | --version
 
 OPTIONS:
@@ -118,6 +121,12 @@ struct Args {
     headers: Vec<String>,
     /// `--service`: `invoke` names a service.
     service: bool,
+    /// `invoke --method M`: the method the function sees.
+    method: Option<String>,
+    /// `invoke --url U`: the url the function sees.
+    url: Option<String>,
+    /// `invoke --timeout MS`: how long the response head may take.
+    timeout_ms: Option<u64>,
     socket: Option<PathBuf>,
     port: Option<String>,
     functions: Option<PathBuf>,
@@ -195,6 +204,28 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
                     Some(value("--data")?.into_string().map_err(|_| {
                         "--data must be UTF-8; use --data @FILE for bytes".to_owned()
                     })?);
+            }
+            "--method" | "-X" => {
+                args.method = Some(
+                    value("--method")?
+                        .into_string()
+                        .map_err(|_| "--method must be UTF-8".to_owned())?,
+                );
+            }
+            "--url" => {
+                args.url = Some(
+                    value("--url")?
+                        .into_string()
+                        .map_err(|_| "--url must be UTF-8".to_owned())?,
+                );
+            }
+            "--timeout" => {
+                args.timeout_ms = Some(
+                    value("--timeout")?
+                        .to_str()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or("--timeout must be a number of milliseconds")?,
+                );
             }
             "--header" | "-H" => args.headers.push(
                 value("--header")?
@@ -690,48 +721,80 @@ fn config_command(args: &Args) -> ExitCode {
     }
 }
 
-/// `noslate invoke NAME [--service] [--data TEXT|@FILE] [--header K:V]...`: prints the body;
-/// exits 1 when the invocation failed.
+/// `noslate invoke NAME [--service] [--method M] [--url U] [--data TEXT|@FILE|@-]
+/// [--header K:V]... [--timeout MS]`: streams the body to stdout; exits 1 when the invocation
+/// failed (an error from the runtime, or a status of 400 or more from the function).
 fn invoke_command(args: &Args) -> ExitCode {
+    use crate::admin::invocation;
     let Some(name) = args.words.first() else {
         eprintln!(
-            "noslate: usage: noslate invoke NAME [--service] [--data TEXT|@FILE] [--header K:V]"
+            "noslate: usage: noslate invoke NAME [--service] [--method M] [--url U] \
+             [--data TEXT|@FILE|@-] [--header K:V] [--timeout MS]"
         );
         return ExitCode::from(2);
     };
-    let body = match args.data.as_deref() {
-        Some(data) if data.starts_with('@') => match std::fs::read(&data[1..]) {
-            Ok(bytes) => bytes,
+    let body: Box<dyn std::io::Read + Send> = match args.data.as_deref() {
+        Some("@-") => Box::new(std::io::stdin()),
+        Some(data) if data.starts_with('@') => match std::fs::File::open(&data[1..]) {
+            Ok(file) => Box::new(file),
             Err(err) => {
                 eprintln!("noslate: cannot read {}: {err}", &data[1..]);
                 return ExitCode::from(2);
             }
         },
-        Some(data) => data.as_bytes().to_vec(),
-        None => Vec::new(),
+        Some(data) => Box::new(std::io::Cursor::new(data.as_bytes().to_vec())),
+        None => Box::new(std::io::empty()),
     };
-    let mut headers = Vec::new();
+    let mut function_headers = Vec::new();
     for header in &args.headers {
         let Some((k, v)) = header.split_once(':') else {
             eprintln!("noslate: --header {header:?} must be NAME:VALUE");
             return ExitCode::from(2);
         };
-        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        function_headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut headers = vec![(
+        invocation::HEADERS.to_owned(),
+        invocation::encode_pairs(&function_headers),
+    )];
+    if let Some(method) = &args.method {
+        headers.push((invocation::METHOD.to_owned(), method.clone()));
+    }
+    if let Some(url) = &args.url {
+        headers.push((invocation::URL.to_owned(), url.clone()));
+    }
+    if let Some(ms) = args.timeout_ms {
+        headers.push((invocation::TIMEOUT.to_owned(), ms.to_string()));
     }
     let path = if args.service {
         format!("/v1/invoke/service/{name}")
     } else {
         format!("/v1/invoke/{name}")
     };
-    match crate::admin::client::request_raw(&admin_socket(args), "POST", &path, &headers, &body) {
-        Ok(answer) => {
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&answer.body);
-            if answer.status == 200 {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("\nnoslate: the invocation answered {}", answer.status);
-                ExitCode::from(1)
+    let mut stdout = std::io::stdout().lock();
+    let answer = crate::admin::client::invoke_streaming(
+        &admin_socket(args),
+        &path,
+        &headers,
+        body,
+        &mut stdout,
+    );
+    match answer {
+        Ok(head) => {
+            let error = head.header(invocation::ERROR);
+            match error {
+                Some(error_type) => {
+                    eprintln!(
+                        "\nnoslate: the invocation failed: {} {error_type}",
+                        head.status
+                    );
+                    ExitCode::from(1)
+                }
+                None if head.status >= 400 => {
+                    eprintln!("\nnoslate: the function answered {}", head.status);
+                    ExitCode::from(1)
+                }
+                None => ExitCode::SUCCESS,
             }
         }
         Err(msg) => {

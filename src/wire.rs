@@ -570,7 +570,7 @@ pub struct RequestHead<'a, C = serde_json::Value> {
     pub headers: Cow<'a, [(String, String)]>,
     /// Noslate metadata, when a caller provides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baggage: Option<Vec<(String, String)>>,
+    pub baggage: Option<Cow<'a, [(String, String)]>>,
     /// The invocation's id.
     #[serde(default)]
     pub request_id: Cow<'a, str>,
@@ -825,7 +825,7 @@ mod tests {
                 ("x-a".into(), "2".into()),
             ]
             .into(),
-            baggage: Some(vec![("k".into(), "v".into())]),
+            baggage: Some(vec![("k".into(), "v".into())].into()),
             request_id: "4e1c".into(),
             deadline: Some(1_764_371_234_567),
             timeout_ms: Some(3000),

@@ -110,6 +110,27 @@ fn shapes() -> Vec<Shape> {
         &[false],
     );
     admin.admin = true;
+    // A full invocation on the admin socket: what the function sees is in `x-noslate-*`
+    // headers, and the body is chunked.
+    let mut admin_invoke_bytes = Req::new("POST", "/v1/invoke/echo")
+        .header("x-noslate-method", "PATCH")
+        .header("x-noslate-url", "/via/admin?x=1")
+        .header(
+            "x-noslate-headers",
+            r#"[["Host","example.com"],["x-a","1"],["x-a","2"]]"#,
+        )
+        .header("x-noslate-baggage", r#"[["tenant","t1"]]"#)
+        .header("x-noslate-request-id", "split-admin-invoke")
+        .header("x-noslate-timeout", "5000")
+        .header("Transfer-Encoding", "chunked")
+        .head_bytes();
+    admin_invoke_bytes.extend_from_slice(b"7\r\nthrough\r\n6\r\n admin\r\n0\r\n\r\n");
+    let mut admin_invoke = Shape::new(
+        "admin POST /v1/invoke with metadata and a chunked body",
+        &[admin_invoke_bytes],
+        &[false],
+    );
+    admin_invoke.admin = true;
     vec![
         Shape::new("GET /healthz", &[healthz()], &[false]),
         Shape::new(
@@ -158,6 +179,7 @@ fn shapes() -> Vec<Shape> {
             &[false],
         ),
         admin,
+        admin_invoke,
     ]
 }
 

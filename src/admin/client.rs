@@ -1,6 +1,7 @@
 //! The CLI side of the admin socket: one blocking HTTP/1.1 request per call, and the
 //! `noslate ps` table.
 
+use crate::http::chunked::{Chunk, ChunkedDecoder, LAST_CHUNK, encode_chunk_header};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -21,6 +22,14 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+fn connect_error(socket: &Path, err: &std::io::Error) -> String {
+    format!(
+        "cannot connect to the runtime's admin socket {}: {err} (is `noslate serve` running \
+         with the same NOSLATE_WORKDIR? --socket PATH names another socket)",
+        socket.display()
+    )
+}
+
 /// Sends one request with optional extra headers and body, and returns the answer.
 pub fn request_raw(
     socket: &Path,
@@ -29,13 +38,7 @@ pub fn request_raw(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Answer, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
-        format!(
-            "cannot connect to the runtime's admin socket {}: {e} (is `noslate serve` running \
-             with the same NOSLATE_WORKDIR? --socket PATH names another socket)",
-            socket.display()
-        )
-    })?;
+    let mut stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
     let _ = stream.set_read_timeout(Some(TIMEOUT));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
     let mut head = format!(
@@ -79,23 +82,204 @@ pub fn request_raw(
 }
 
 /// Decodes a complete chunked body.
-fn dechunk(mut input: &[u8]) -> Result<Vec<u8>, String> {
+fn dechunk(input: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
+    let mut decoder = ChunkedDecoder::new(MAX_RESPONSE);
+    let mut rest = input;
     loop {
-        let line_end = input
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunked answer")?;
-        let size_text = String::from_utf8_lossy(&input[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| "bad chunk size in the answer")?;
-        input = &input[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
+        match decoder.decode(rest) {
+            Ok((used, Chunk::Data(data))) => {
+                out.extend_from_slice(data);
+                rest = rest.get(used..).unwrap_or_default();
+            }
+            Ok((_, Chunk::Done)) => return Ok(out),
+            Ok((_, Chunk::NeedMore)) => return Err("truncated chunked answer".to_owned()),
+            Err(err) => return Err(format!("bad chunked answer: {err}")),
         }
-        let chunk = input.get(..size).ok_or("truncated chunk in the answer")?;
-        out.extend_from_slice(chunk);
-        input = input.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// The head of an invocation's answer.
+#[derive(Debug)]
+pub struct AnswerHead {
+    /// HTTP status.
+    pub status: u16,
+    /// Header fields, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl AnswerHead {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        crate::fc::header(&self.headers, name)
+    }
+}
+
+/// Largest answer head the CLI accepts.
+const MAX_ANSWER_HEAD: usize = 64 * 1024;
+
+/// How an answer's body is framed.
+enum BodyFraming {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// Sends `POST path` with `headers` and `body` streamed as chunks, and copies the answer's
+/// body to `out` as it arrives. The body is sent from its own thread so that a function that
+/// answers while it still reads (an echo) never waits on a client that is itself busy
+/// writing. Returns the answer's head once its body has ended.
+pub fn invoke_streaming(
+    socket: &Path,
+    path: &str,
+    headers: &[(String, String)],
+    mut body: Box<dyn Read + Send>,
+    out: &mut dyn Write,
+) -> Result<AnswerHead, String> {
+    let stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
+    let _ = stream.set_write_timeout(Some(TIMEOUT));
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: noslate\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut writer = stream
+        .try_clone()
+        .map_err(|e| format!("cannot use the admin socket: {e}"))?;
+    writer
+        .write_all(head.as_bytes())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let sender = std::thread::spawn(move || -> Result<(), String> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut frame = Vec::with_capacity(buf.len() + 16);
+        loop {
+            let n = body
+                .read(&mut buf)
+                .map_err(|e| format!("cannot read the request body: {e}"))?;
+            frame.clear();
+            if n == 0 {
+                frame.extend_from_slice(LAST_CHUNK);
+            } else {
+                encode_chunk_header(n, &mut frame);
+                frame.extend_from_slice(&buf[..n]);
+                frame.extend_from_slice(b"\r\n");
+            }
+            // The runtime may answer and stop reading before the body ends (an error, or a
+            // function that ignores its input): the rest is then not needed.
+            if writer.write_all(&frame).is_err() || n == 0 {
+                return Ok(());
+            }
+        }
+    });
+    let answer = read_answer(stream, out);
+    let sent = sender
+        .join()
+        .unwrap_or_else(|_| Err("the request body's sender failed".to_owned()));
+    match (answer, sent) {
+        (Ok(head), _) => Ok(head),
+        (Err(err), Err(body_err)) => Err(format!("{body_err}; {err}")),
+        (Err(err), Ok(())) => Err(err),
+    }
+}
+
+/// Reads an answer's head, then copies its body to `out`.
+fn read_answer(mut stream: UnixStream, out: &mut dyn Write) -> Result<AnswerHead, String> {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let (head, framing, used) = loop {
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("cannot read the answer: {e}"))?;
+        if n == 0 {
+            return Err("the runtime closed the connection before answering".to_owned());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut fields = [httparse::EMPTY_HEADER; 128];
+        let mut parsed = httparse::Response::new(&mut fields);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(used)) => {
+                let status = parsed.code.unwrap_or(0);
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let value = h.value.iter().map(|&b| char::from(b)).collect();
+                        (h.name.to_owned(), value)
+                    })
+                    .collect();
+                let chunked = crate::fc::header(&headers, "transfer-encoding")
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+                let length = crate::fc::header(&headers, "content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let framing = match (chunked, length) {
+                    (true, _) => BodyFraming::Chunked(ChunkedDecoder::new(u64::MAX)),
+                    (false, Some(n)) => BodyFraming::Length(n),
+                    (false, None) => BodyFraming::UntilClose,
+                };
+                break (AnswerHead { status, headers }, framing, used);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER_HEAD => {}
+            Ok(httparse::Status::Partial) => return Err("the answer's head is too large".into()),
+            Err(err) => return Err(format!("the runtime's answer is not HTTP: {err}")),
+        }
+    };
+    buf.drain(..used);
+    copy_body(&mut stream, framing, buf, &mut chunk, out)?;
+    Ok(head)
+}
+
+/// Copies a body framed by `framing` to `out`: first the bytes already read (`pending`), then
+/// the stream's.
+fn copy_body(
+    stream: &mut UnixStream,
+    mut framing: BodyFraming,
+    mut pending: Vec<u8>,
+    chunk: &mut [u8],
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let write = |out: &mut dyn Write, data: &[u8]| {
+        out.write_all(data)
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write the answer: {e}"))
+    };
+    loop {
+        let mut rest = pending.as_slice();
+        match &mut framing {
+            BodyFraming::Length(left) => {
+                let take = usize::try_from(*left).map_or(rest.len(), |l| l.min(rest.len()));
+                write(out, &rest[..take])?;
+                *left -= take as u64;
+                if *left == 0 {
+                    return Ok(());
+                }
+            }
+            BodyFraming::UntilClose => write(out, rest)?,
+            BodyFraming::Chunked(decoder) => loop {
+                match decoder.decode(rest) {
+                    Ok((used, Chunk::Data(data))) => {
+                        write(out, data)?;
+                        rest = rest.get(used..).unwrap_or_default();
+                    }
+                    Ok((_, Chunk::Done)) => return Ok(()),
+                    Ok((_, Chunk::NeedMore)) => break,
+                    Err(err) => return Err(format!("bad chunked answer: {err}")),
+                }
+            },
+        }
+        let n = stream
+            .read(chunk)
+            .map_err(|e| format!("cannot read the answer: {e}"))?;
+        if n == 0 {
+            return match framing {
+                BodyFraming::UntilClose => Ok(()),
+                _ => Err("the answer was cut short (the invocation failed mid-stream)".to_owned()),
+            };
+        }
+        pending.clear();
+        pending.extend_from_slice(&chunk[..n]);
     }
 }
 

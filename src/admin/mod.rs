@@ -5,15 +5,17 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | GET | `/v1/workers` | one object per worker: id, function, pid, state, in-flight, RSS, CPU, age, enforcement |
+//! | GET | `/v1/health` | `health`, `reason` (`Circuit Breaker Enabled` while the breaker is open), `lifecycle`, `breakerOpen`, `instance` (changes when the runtime restarts) |
 //! | GET | `/v1/stats` | exit counters by reason, per-function worker states, queue lengths, rejections |
 //! | GET, PUT | `/v1/functions` | the function profile set (PUT replaces it whole, Noslate's `setFunctionProfile`) |
 //! | GET, PUT | `/v1/services` | the service profiles |
 //! | GET, PUT | `/v1/env` | the platform environment variables given to every new worker |
-//! | POST | `/v1/invoke/NAME`, `/v1/invoke/service/NAME` | an event invocation, answered as on the FC port |
+//! | POST | `/v1/invoke/NAME`, `/v1/invoke/service/NAME` | an invocation: an event, or an HTTP request described by `x-noslate-*` headers ([`invocation`]); the body streams both ways |
 //!
 //! This module holds what both sides share (the path, the routes) and the CLI's client.
 
 pub mod client;
+pub mod invocation;
 pub mod top;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ pub enum Route {
     Workers,
     /// `GET /v1/stats`.
     Stats,
+    /// `GET /v1/health`: whether invocations are served, and the runtime's instance.
+    Health,
     /// `GET /v1/metrics`: Prometheus' text format.
     Metrics,
     /// `GET /v1/functions`.
@@ -72,8 +76,11 @@ pub fn route(method: &str, path: &str) -> Route {
     match path {
         "/v1/workers" if get => Route::Workers,
         "/v1/stats" if get => Route::Stats,
+        "/v1/health" if get => Route::Health,
         "/v1/metrics" if get => Route::Metrics,
-        "/v1/workers" | "/v1/stats" | "/v1/metrics" => Route::MethodNotAllowed("GET"),
+        "/v1/workers" | "/v1/stats" | "/v1/metrics" | "/v1/health" => {
+            Route::MethodNotAllowed("GET")
+        }
         "/v1/functions" => pick(Route::GetFunctions, Route::SetFunctions),
         "/v1/services" => pick(Route::GetServices, Route::SetServices),
         "/v1/env" => pick(Route::GetEnv, Route::SetEnv),
@@ -104,6 +111,8 @@ mod tests {
         use crate::fc::Target;
         assert_eq!(route("GET", "/v1/workers"), Route::Workers);
         assert_eq!(route("GET", "/v1/workers/"), Route::Workers);
+        assert_eq!(route("GET", "/v1/health"), Route::Health);
+        assert_eq!(route("PUT", "/v1/health"), Route::MethodNotAllowed("GET"));
         assert_eq!(route("POST", "/v1/stats"), Route::MethodNotAllowed("GET"));
         assert_eq!(route("GET", "/v2/workers"), Route::NotFound);
         assert_eq!(route("PUT", "/v1/functions"), Route::SetFunctions);

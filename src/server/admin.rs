@@ -2,9 +2,11 @@
 //! view of the owners: an answer built from the live state, or what the loop must do (collect a
 //! body, start an invocation). Nothing here blocks the loop beyond reading a few `/proc` files.
 
+use super::Lifecycle;
 use super::access_log::AccessLogStats;
 use super::client::InvokeError;
 use super::console::ConsoleStats;
+use super::lifecycle::LifecycleState;
 use super::scheduler::{Function, Scheduler};
 use super::supervisor::Supervisor;
 use crate::admin::{self, Route};
@@ -52,6 +54,7 @@ pub(super) struct AdminView<'a> {
     pub(super) loop_iterations: u64,
     pub(super) console: ConsoleStats,
     pub(super) access_log: AccessLogStats,
+    pub(super) lifecycle: &'a LifecycleState,
 }
 
 impl AdminView<'_> {
@@ -60,6 +63,7 @@ impl AdminView<'_> {
         match admin::route(method, path) {
             Route::Workers => AdminAction::Answer(self.workers_view()),
             Route::Stats => AdminAction::Answer(self.stats_view()),
+            Route::Health => AdminAction::Answer(self.health_view()),
             Route::Metrics => AdminAction::Metrics(self.metrics_text()),
             Route::GetFunctions => AdminAction::Answer(json!({
                 "functions": self.scheduler.raw_functions(),
@@ -88,11 +92,33 @@ impl AdminView<'_> {
                 404,
                 "NotFound",
                 format!(
-                    "no admin route {method} {path}; see /v1/workers, /v1/stats, \
+                    "no admin route {method} {path}; see /v1/health, /v1/workers, /v1/stats, \
                      /v1/functions, /v1/services, /v1/env, /v1/invoke/NAME"
                 ),
             )),
         }
+    }
+
+    /// Whether the runtime serves invocations now, and if not why; and who it is. Cheap: a
+    /// client may ask often (`checkDataPlaneHealth`, and the SDK's watch for restarts).
+    fn health_view(&self) -> Value {
+        let breaker_open = self.scheduler.breaker().is_open();
+        let running = self.lifecycle.phase == Lifecycle::Running;
+        let reason = if !running {
+            Some(format!("the runtime is {}", self.lifecycle.name()))
+        } else if breaker_open {
+            // Noslate's words, which its clients may compare.
+            Some("Circuit Breaker Enabled".to_owned())
+        } else {
+            None
+        };
+        json!({
+            "health": reason.is_none(),
+            "reason": reason,
+            "lifecycle": self.lifecycle.name(),
+            "breakerOpen": breaker_open,
+            "instance": self.lifecycle.instance(),
+        })
     }
 
     /// One object per worker, as `noslate ps` shows it.

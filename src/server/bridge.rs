@@ -69,7 +69,7 @@ pub(super) fn open_stream(
         method: Cow::Borrowed(&head.method),
         url: Cow::Borrowed(&head.target),
         headers: Cow::Borrowed(&head.headers),
-        baggage: None,
+        baggage: req.baggage.as_deref().map(Cow::Borrowed),
         request_id: Cow::Borrowed(&req.id),
         deadline: Some(unix_millis(req.deadline)),
         timeout_ms: Some(req.timeout_ms),

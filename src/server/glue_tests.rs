@@ -570,6 +570,26 @@ fn admin_requests_that_change_or_invoke_are_handed_to_the_loop_and_bad_ones_refu
 }
 
 #[test]
+fn admin_health_says_why_invocations_are_not_served_and_who_the_runtime_is() {
+    use super::admin::AdminAction;
+    let mut h = harness(ONE_FUNCTION);
+    let AdminAction::Answer(health) = h.admin("GET", "/v1/health") else {
+        panic!("health is an answer");
+    };
+    assert_eq!(health["health"], true);
+    assert_eq!(health["reason"], serde_json::Value::Null);
+    let instance = health["instance"].as_str().unwrap_or_default().to_owned();
+    assert!(instance.starts_with(&format!("{}-", std::process::id())));
+    h.server.lifecycle.phase = super::Lifecycle::Draining;
+    let AdminAction::Answer(health) = h.admin("GET", "/v1/health") else {
+        panic!("health is an answer");
+    };
+    assert_eq!(health["health"], false);
+    assert_eq!(health["reason"], "the runtime is draining");
+    assert_eq!(health["instance"], instance.as_str());
+}
+
+#[test]
 fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
     let mut h = harness(ONE_FUNCTION);
     let (key, _from_worker) = h.ready_worker(0);
@@ -666,6 +686,38 @@ fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue
         "{ended:?}"
     );
     assert_eq!(h.server.scheduler.inflight(), 0);
+}
+
+#[test]
+fn a_deadline_for_the_head_only_is_lifted_when_the_head_is_written() {
+    let head_frames = |stream: u32| {
+        let mut frames = Vec::new();
+        let head = crate::wire::ResponseHead {
+            status: 200,
+            headers: Vec::new(),
+        };
+        crate::wire::put_response_head(&mut frames, stream, false, &head).expect("head");
+        frames
+    };
+    for head_only in [false, true] {
+        let mut h = harness(ONE_FUNCTION);
+        let (_client, key, worker, mut out, stream) = h.dispatched();
+        let req = |h: &Harness| {
+            let conn = h.server.front.conn(key).expect("the connection");
+            conn.req.as_ref().map(|r| r.deadline_timer.is_some())
+        };
+        if let Some(r) = h.server.front.conn_mut(key).and_then(|c| c.req.as_mut()) {
+            r.head_deadline = head_only;
+        }
+        assert_eq!(req(&h), Some(true), "armed at admission");
+        h.worker_sends(worker, &mut out, &head_frames(stream));
+        h.run_effects_but_scale();
+        assert_eq!(
+            req(&h),
+            Some(!head_only),
+            "a whole-response deadline stays armed while the body streams"
+        );
+    }
 }
 
 #[test]

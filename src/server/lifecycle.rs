@@ -31,6 +31,9 @@ pub(super) struct LifecycleState {
     pub(super) initialize_call: Option<InitializeCall>,
     /// `/pre-stop` requests waiting for the drain.
     stop_waiters: Vec<ConnRef>,
+    /// Who this runtime is (its pid and start time): a client of the admin socket that sees it
+    /// change knows the runtime restarted and its configuration must be sent again.
+    instance: String,
 }
 
 impl Default for LifecycleState {
@@ -42,6 +45,12 @@ impl Default for LifecycleState {
             init_waiters: Vec::new(),
             initialize_call: None,
             stop_waiters: Vec::new(),
+            instance: {
+                let started = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                format!("{}-{}", std::process::id(), started.as_millis())
+            },
         }
     }
 }
@@ -73,6 +82,11 @@ pub(super) enum SignalStep {
 }
 
 impl LifecycleState {
+    /// Who this runtime is: its pid and start time.
+    pub(super) fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// The phase's name, for `/healthz`.
     pub(super) fn name(&self) -> &'static str {
         match self.phase {

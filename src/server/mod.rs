@@ -628,6 +628,7 @@ impl Server {
             loop_iterations: self.effects.iterations(),
             console: self.console.stats(),
             access_log: self.access_log.stats(),
+            lifecycle: &self.lifecycle,
         }
     }
 
@@ -674,11 +675,47 @@ impl Server {
                 }
                 self.schedule_drive(client.conn);
             }
-            admin::AdminAction::Invoke(target) => {
-                self.start_invocation(client, crate::fc::InvokeKind::Event, Some(target));
-            }
+            admin::AdminAction::Invoke(target) => self.start_admin_invocation(client, target),
             admin::AdminAction::Refuse(err) => self.respond_error(client, &err, false),
         }
+    }
+
+    /// An invocation on the admin socket: its `x-noslate-*` headers say what the function sees
+    /// (method, url, headers, baggage, request id) and how long the head may take; the request
+    /// is rewritten to that and then invoked like one from the FC port.
+    fn start_admin_invocation(&mut self, client: ConnRef, target: Target) {
+        let Some(req) = self.request_mut(client) else {
+            return;
+        };
+        let Some(head) = req.head.as_mut() else {
+            return;
+        };
+        let metadata = match crate::admin::invocation::Metadata::parse_now(&head.headers) {
+            Ok(metadata) => metadata,
+            Err(why) => {
+                let err = InvokeError::new(400, "InvalidInvokeMetadata", why.0);
+                self.respond_error(client, &err, false);
+                return;
+            }
+        };
+        let crate::admin::invocation::Metadata {
+            kind,
+            method,
+            url,
+            headers,
+            baggage,
+            head_timeout_ms,
+            request_id,
+        } = metadata;
+        head.method = method;
+        head.target = url;
+        head.headers = headers;
+        req.baggage = baggage;
+        req.head_deadline = head_timeout_ms.is_some();
+        if let Some(id) = request_id {
+            req.id = id;
+        }
+        self.start_invocation_within(client, kind, Some(target), head_timeout_ms);
     }
 
     // ---- Live reconfiguration (`reconfig` validates; the scheduler applies) ----
@@ -933,9 +970,22 @@ impl Server {
     /// Accepts an invocation: the scheduler admits it (or it is refused), its deadline is
     /// armed, and its function's queue is dispatched and its launches re-planned.
     fn start_invocation(&mut self, client: ConnRef, kind: InvokeKind, target: Option<Target>) {
+        self.start_invocation_within(client, kind, target, None);
+    }
+
+    /// [`Server::start_invocation`] with a timeout the caller chose, which wins over FC's
+    /// timeout header and the profile's.
+    fn start_invocation_within(
+        &mut self,
+        client: ConnRef,
+        kind: InvokeKind,
+        target: Option<Target>,
+        timeout_ms: Option<u64>,
+    ) {
         let Some(timeout_header_ms) = self.front.begin_invocation(client, kind) else {
             return;
         };
+        let timeout_header_ms = timeout_ms.or(timeout_header_ms);
         if let Some(Target::Service(service)) = &target
             && let Some(facts) = self.request_mut(client).and_then(|r| r.access.as_mut())
         {

@@ -327,6 +327,8 @@ impl FrontEnd {
             deadline_timer: None,
             timeout_ms: 0,
             deadline: Instant::now(),
+            head_deadline: false,
+            baggage: None,
             counted: false,
             collected: Vec::new(),
             admin: None,
@@ -651,17 +653,25 @@ impl FrontEnd {
         if let Some(stack) = &err.stack {
             body["stackTrace"] = serde_json::json!(stack);
         }
-        let extra: &[(&str, &str)] = if function_error {
-            &[("x-fc-status", "404")]
-        } else {
-            &[]
-        };
+        let mut extra: Vec<(&str, &str)> = Vec::with_capacity(2);
+        if function_error {
+            extra.push(("x-fc-status", "404"));
+        }
+        // On the admin socket, a client tells the runtime's own answers from a function's
+        // response of the same status by this header.
+        if self
+            .conns
+            .get(client.conn)
+            .is_some_and(|c| c.sock.is_admin())
+        {
+            extra.push((crate::admin::invocation::ERROR, &err.error_type));
+        }
         if let Some(req) = self.request_mut(client)
             && req.resp == Resp::NotStarted
         {
             req.note_error(&err.error_type);
         }
-        self.respond_json(client, err.status, extra, body.to_string().as_bytes(), lp);
+        self.respond_json(client, err.status, &extra, body.to_string().as_bytes(), lp);
     }
 
     /// Fails an invocation: a proper error response if nothing was sent yet, otherwise the
@@ -762,6 +772,11 @@ impl FrontEnd {
         req.resp = Resp::Streaming { framing, remaining };
         req.timing.status = status;
         req.timing.answered = Some(Instant::now());
+        if req.head_deadline
+            && let Some(timer) = req.deadline_timer.take()
+        {
+            lp.timers.cancel(timer);
+        }
         lp.effects.push(Effect::FlushConn(client.conn));
     }
 

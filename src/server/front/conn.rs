@@ -283,6 +283,11 @@ pub struct Request {
     pub timeout_ms: u64,
     /// The absolute deadline.
     pub deadline: Instant,
+    /// The deadline covers the wait for the response head only (an admin invocation that set
+    /// its own timeout), so it is lifted when the head is written.
+    pub head_deadline: bool,
+    /// Noslate's baggage, which an admin invocation may carry to the function.
+    pub baggage: Option<Vec<(String, String)>>,
     /// Counted in the server's in-flight invocations.
     pub counted: bool,
     /// The body, for [`Sink::Collect`].

@@ -1,0 +1,405 @@
+//! What an invocation on the admin socket says about itself, in `x-noslate-*` request headers:
+//! the method, url, headers and baggage the function sees, its deadline and its request id.
+//! The headers of the admin request itself frame the transfer to the runtime (Host,
+//! Content-Length, Transfer-Encoding, Connection); the function's own headers, which may carry
+//! any of those names with values of their own, travel apart in `x-noslate-headers`.
+//!
+//! | header | value | default |
+//! |---|---|---|
+//! | `x-noslate-method` | the method the function sees | `POST` |
+//! | `x-noslate-url` | the url (path and query) the function sees | `/` |
+//! | `x-noslate-headers` | a JSON array of `[name, value]` pairs, in order | the request's own headers, less the framing ones and `x-noslate-*` |
+//! | `x-noslate-baggage` | a JSON array of `[key, value]` pairs | none |
+//! | `x-noslate-timeout` | milliseconds until the response head is due | the profile's timeout |
+//! | `x-noslate-deadline` | that moment, in milliseconds since the Unix epoch | |
+//! | `x-noslate-request-id` | the request id the function and the logs see | a fresh one |
+//!
+//! An invocation that names a method or a url is an HTTP-trigger invocation (the function's
+//! status and headers pass through); one that names neither is an event, as on FC's
+//! `POST /invoke`. A timeout or a deadline given here covers the wait for the response head,
+//! not the whole body, so a long stream is not cut by a deadline meant for the answer to start;
+//! without either, the profile's timeout applies as on the FC port.
+//!
+//! Both sides use this module: the runtime parses, and the CLI builds the same headers.
+
+use crate::fc::InvokeKind;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The method the function sees.
+pub const METHOD: &str = "x-noslate-method";
+/// The url the function sees.
+pub const URL: &str = "x-noslate-url";
+/// The function's headers, as JSON pairs.
+pub const HEADERS: &str = "x-noslate-headers";
+/// Noslate's baggage, as JSON pairs.
+pub const BAGGAGE: &str = "x-noslate-baggage";
+/// Milliseconds until the response head is due.
+pub const TIMEOUT: &str = "x-noslate-timeout";
+/// The head's deadline, in milliseconds since the Unix epoch.
+pub const DEADLINE: &str = "x-noslate-deadline";
+/// The request id.
+pub const REQUEST_ID: &str = "x-noslate-request-id";
+/// Set on every answer the runtime made itself (refusals, timeouts, function errors), with the
+/// error's type: a client tells them from a function's own response of the same status.
+pub const ERROR: &str = "x-noslate-error";
+
+/// The longest request id accepted: ids go into log lines and the function's context.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Framing headers of the admin request, which are not the function's.
+const FRAMING: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "proxy-connection",
+];
+
+/// An invocation's description, parsed from an admin request's headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Event or HTTP trigger.
+    pub kind: InvokeKind,
+    /// The method the function sees.
+    pub method: String,
+    /// The url the function sees.
+    pub url: String,
+    /// The function's headers.
+    pub headers: Vec<(String, String)>,
+    /// Noslate's baggage, if any was given.
+    pub baggage: Option<Vec<(String, String)>>,
+    /// Milliseconds until the response head is due, if the caller set a timeout or deadline.
+    pub head_timeout_ms: Option<u64>,
+    /// The caller's request id.
+    pub request_id: Option<String>,
+}
+
+/// Why an admin invocation's headers are refused; the message names the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataError(pub String);
+
+impl std::fmt::Display for MetadataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(header: &str, why: impl std::fmt::Display) -> MetadataError {
+    MetadataError(format!("{header}: {why}"))
+}
+
+/// The only value of `name` in `headers`; a repeated one is refused, since two methods or
+/// two deadlines cannot both hold.
+fn single<'a>(
+    headers: &'a [(String, String)],
+    name: &str,
+) -> Result<Option<&'a str>, MetadataError> {
+    let mut found = None;
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case(name) {
+            if found.is_some() {
+                return Err(bad(name, "given more than once"));
+            }
+            found = Some(v.as_str());
+        }
+    }
+    Ok(found)
+}
+
+/// An HTTP token (RFC 9110 `tchar`s), as a method must be.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Pairs from a JSON array of two-string arrays. Strings stand for bytes (one char per byte, as
+/// headers are presented to functions), so a char past U+00FF cannot be sent and is refused.
+fn pairs(header: &str, value: &str) -> Result<Vec<(String, String)>, MetadataError> {
+    let parsed: serde_json::Value = serde_json::from_str(value).map_err(|e| {
+        bad(
+            header,
+            format!("not JSON ({e}); expected [[name, value], ...]"),
+        )
+    })?;
+    let serde_json::Value::Array(items) = parsed else {
+        return Err(bad(header, "expected a JSON array of [name, value] pairs"));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let pair = match item {
+            serde_json::Value::Array(pair) if pair.len() == 2 => pair,
+            _ => {
+                return Err(bad(
+                    header,
+                    format!("item {index} is not a [name, value] pair"),
+                ));
+            }
+        };
+        let mut strings = pair.into_iter().map(|v| match v {
+            serde_json::Value::String(s) => Some(s),
+            _ => None,
+        });
+        let (Some(Some(name)), Some(Some(value))) = (strings.next(), strings.next()) else {
+            return Err(bad(header, format!("item {index} must hold two strings")));
+        };
+        let invalid = |s: &str| s.chars().any(|c| c > '\u{ff}' || c == '\r' || c == '\n');
+        if name.is_empty() || invalid(&name) || invalid(&value) {
+            return Err(bad(
+                header,
+                format!(
+                    "item {index} has an empty name, a line break, or a char past U+00FF \
+                     (values stand for bytes)"
+                ),
+            ));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// A count of milliseconds.
+fn millis(header: &str, value: &str) -> Result<u64, MetadataError> {
+    value.trim().parse::<u64>().map_err(|_| {
+        bad(
+            header,
+            format!("{value:?} is not a whole number of milliseconds"),
+        )
+    })
+}
+
+fn now_unix_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Metadata {
+    /// Parses an admin invocation's headers. `now_ms` is the wall clock in milliseconds since
+    /// the Unix epoch, for a deadline.
+    pub fn parse(headers: &[(String, String)], now_ms: u64) -> Result<Metadata, MetadataError> {
+        let method = single(headers, METHOD)?;
+        let url = single(headers, URL)?;
+        if let Some(m) = method
+            && !is_token(m)
+        {
+            return Err(bad(METHOD, format!("{m:?} is not an HTTP method")));
+        }
+        if let Some(u) = url
+            && (u.is_empty() || u.bytes().any(|b| b <= b' ' || b == 0x7f))
+        {
+            return Err(bad(
+                URL,
+                format!("{u:?} is empty or holds spaces or control bytes"),
+            ));
+        }
+        let kind = if method.is_some() || url.is_some() {
+            InvokeKind::Http
+        } else {
+            InvokeKind::Event
+        };
+        let function_headers = match single(headers, HEADERS)? {
+            Some(json) => pairs(HEADERS, json)?,
+            None => headers
+                .iter()
+                .filter(|(k, _)| {
+                    let lower = k.to_ascii_lowercase();
+                    !lower.starts_with("x-noslate-") && !FRAMING.contains(&lower.as_str())
+                })
+                .cloned()
+                .collect(),
+        };
+        let baggage = single(headers, BAGGAGE)?
+            .map(|json| pairs(BAGGAGE, json))
+            .transpose()?;
+        let timeout = single(headers, TIMEOUT)?
+            .map(|v| millis(TIMEOUT, v))
+            .transpose()?;
+        let deadline = single(headers, DEADLINE)?
+            .map(|v| millis(DEADLINE, v))
+            .transpose()?;
+        // Both given: the earlier moment wins, as a caller's deadline is never extended.
+        let head_timeout_ms = match (timeout, deadline.map(|d| d.saturating_sub(now_ms))) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let request_id = single(headers, REQUEST_ID)?
+            .map(|id| {
+                let ok = !id.is_empty()
+                    && id.len() <= MAX_REQUEST_ID_LEN
+                    && id.bytes().all(|b| b.is_ascii_graphic());
+                if ok {
+                    Ok(id.to_owned())
+                } else {
+                    Err(bad(
+                        REQUEST_ID,
+                        format!(
+                            "must be 1 to {MAX_REQUEST_ID_LEN} visible ASCII characters, \
+                             without spaces"
+                        ),
+                    ))
+                }
+            })
+            .transpose()?;
+        Ok(Metadata {
+            kind,
+            method: method.unwrap_or("POST").to_owned(),
+            url: url.unwrap_or("/").to_owned(),
+            headers: function_headers,
+            baggage,
+            head_timeout_ms,
+            request_id,
+        })
+    }
+
+    /// Parses with the current wall clock.
+    pub fn parse_now(headers: &[(String, String)]) -> Result<Metadata, MetadataError> {
+        Metadata::parse(headers, now_unix_ms())
+    }
+}
+
+/// Encodes pairs as `x-noslate-headers` / `x-noslate-baggage` carry them: JSON, with every char
+/// past ASCII escaped so that the header value stays ASCII.
+pub fn encode_pairs(pairs: &[(String, String)]) -> String {
+    let json = serde_json::to_string(
+        &pairs
+            .iter()
+            .map(|(k, v)| [k.as_str(), v.as_str()])
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".to_owned());
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn without_metadata_it_is_an_event_with_the_requests_own_headers() {
+        let m = Metadata::parse(
+            &h(&[
+                ("Host", "noslate"),
+                ("Content-Length", "2"),
+                ("X-A", "1"),
+                ("x-noslate-timeout", "50"),
+            ]),
+            0,
+        )
+        .unwrap();
+        assert_eq!(m.kind, InvokeKind::Event);
+        assert_eq!(m.method, "POST");
+        assert_eq!(m.url, "/");
+        assert_eq!(m.headers, h(&[("X-A", "1")]));
+        assert_eq!(m.head_timeout_ms, Some(50));
+        assert_eq!(m.baggage, None);
+        assert_eq!(m.request_id, None);
+    }
+
+    #[test]
+    fn a_method_or_url_makes_an_http_invocation_with_exact_headers() {
+        let headers = encode_pairs(&h(&[
+            ("Host", "example.com"),
+            ("content-length", "5"),
+            ("x-é", "caf\u{e9}"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+        ]));
+        assert!(headers.is_ascii());
+        let m = Metadata::parse(
+            &h(&[
+                ("x-noslate-method", "PUT"),
+                ("x-noslate-url", "/a/b?c=1"),
+                ("x-noslate-headers", &headers),
+                ("x-noslate-baggage", r#"[["k","v"],["k","w"]]"#),
+                ("x-noslate-request-id", "abc-1"),
+                ("x-noslate-deadline", "10500"),
+            ]),
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(m.kind, InvokeKind::Http);
+        assert_eq!(m.method, "PUT");
+        assert_eq!(m.url, "/a/b?c=1");
+        assert_eq!(
+            m.headers,
+            h(&[
+                ("Host", "example.com"),
+                ("content-length", "5"),
+                ("x-é", "caf\u{e9}"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+            ])
+        );
+        assert_eq!(m.baggage, Some(h(&[("k", "v"), ("k", "w")])));
+        assert_eq!(m.request_id.as_deref(), Some("abc-1"));
+        assert_eq!(m.head_timeout_ms, Some(500));
+        let only_url = Metadata::parse(&h(&[("x-noslate-url", "/x")]), 0).unwrap();
+        assert_eq!(
+            (only_url.kind, only_url.method.as_str()),
+            (InvokeKind::Http, "POST")
+        );
+    }
+
+    #[test]
+    fn the_earlier_of_timeout_and_deadline_wins_and_a_past_deadline_is_zero() {
+        let both = |t: &str, d: &str| {
+            Metadata::parse(
+                &h(&[("x-noslate-timeout", t), ("x-noslate-deadline", d)]),
+                1_000,
+            )
+            .unwrap()
+            .head_timeout_ms
+        };
+        assert_eq!(both("300", "1200"), Some(200));
+        assert_eq!(both("100", "1200"), Some(100));
+        assert_eq!(both("100", "10"), Some(0));
+    }
+
+    #[test]
+    fn bad_metadata_names_the_header() {
+        let err = |list: &[(&str, &str)]| Metadata::parse(&h(list), 0).unwrap_err().0;
+        assert!(err(&[("x-noslate-method", "G ET")]).starts_with("x-noslate-method:"));
+        assert!(err(&[("x-noslate-url", "/a b")]).starts_with("x-noslate-url:"));
+        assert!(err(&[("x-noslate-url", "")]).starts_with("x-noslate-url:"));
+        assert!(err(&[("x-noslate-headers", "{")]).contains("not JSON"));
+        assert!(err(&[("x-noslate-headers", "{}")]).contains("JSON array"));
+        assert!(err(&[("x-noslate-headers", "[[1,2]]")]).contains("item 0"));
+        assert!(err(&[("x-noslate-headers", r#"[["a"]]"#)]).contains("item 0"));
+        assert!(err(&[("x-noslate-headers", r#"[["","v"]]"#)]).contains("empty name"));
+        assert!(err(&[("x-noslate-baggage", r#"[["a","\u0100"]]"#)]).contains("U+00FF"));
+        assert!(err(&[("x-noslate-baggage", r#"[["a","x\ny"]]"#)]).contains("line break"));
+        assert!(err(&[("x-noslate-timeout", "-1")]).starts_with("x-noslate-timeout:"));
+        assert!(err(&[("x-noslate-deadline", "soon")]).starts_with("x-noslate-deadline:"));
+        assert!(err(&[("x-noslate-request-id", "a b")]).starts_with("x-noslate-request-id:"));
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        assert!(err(&[("x-noslate-request-id", &long)]).contains("128"));
+        assert!(
+            err(&[("x-noslate-method", "GET"), ("X-Noslate-Method", "PUT")])
+                .contains("more than once")
+        );
+    }
+}
