@@ -41,6 +41,10 @@ RUN mkdir -p /etc/noslate && printf '%s\n' '{"logger": {"workerOutput": "console
 ENV NOSLATED_CONFIG_PATH=/etc/noslate/config.json
 
 COPY target/release/noslate start.sh /usr/local/bin/
+# The Node.js SDK (NoslatedClient) for gateways: `require(process.env.NOSLATE_PATH)`, as in
+# Noslate's images.
+COPY sdk/node/ /usr/local/lib/noslate/sdk/
+ENV NOSLATE_PATH=/usr/local/lib/noslate/sdk
 COPY examples/ /code/
 
 # Declared after the heavy layer so that a new version does not invalidate the apt layer.

@@ -373,6 +373,19 @@ inside_container() {
         for t in gcc cc make g++ apt-get; do command -v "$t" 2>/dev/null | grep -v apt-get; done' || true)"
     [ -z "$extra" ] || die "the image carries apt lists or build tools: $extra"
     say "  ok  no apt lists, no build tools in the image"
+    # A gateway's view: the SDK at NOSLATE_PATH reaches the runtime over its admin socket.
+    sdk="$(podman exec "$CURRENT" node -e '
+        const { NoslatedClient } = require(process.env.NOSLATE_PATH);
+        (async () => {
+          const agent = new NoslatedClient();
+          await agent.start();
+          const res = await agent.invoke("hello", Buffer.from("image"), {});
+          let body = ""; for await (const c of res) body += c;
+          console.log(res.status, body.trim());
+          await agent.close();
+        })().catch((e) => { console.log("FAIL", e.message); process.exit(1); });' 2>&1)" ||
+        die "the SDK at NOSLATE_PATH failed in the image: $sdk"
+    say "  ok  require(NOSLATE_PATH).NoslatedClient invoked hello: $sdk"
 }
 
 # The whole FC conversation, on the first container.

@@ -1,0 +1,186 @@
+'use strict';
+// The transport: HTTP/1.1 over the runtime's admin socket (`NOSLATE_WORKDIR/noslated.sock`),
+// kept alive between calls. JSON calls for configuration and health; streamed invocations whose
+// description travels in `x-noslate-*` headers (the runtime's src/admin/invocation.rs).
+
+const http = require('http');
+const os = require('os');
+const path = require('path');
+const errors = require('./errors');
+
+// Where the runtime puts its admin socket, as it computes it: `NOSLATE_WORKDIR`, else
+// `$TMPDIR/noslate`.
+function defaultSocketPath() {
+  const workdir = process.env.NOSLATE_WORKDIR || path.join(process.env.TMPDIR || '/tmp', 'noslate');
+  return path.join(workdir, 'noslated.sock');
+}
+
+// Headers of the transfer itself, which are not the function's.
+const TRANSFER_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'date']);
+
+// The largest error body read from the runtime.
+const MAX_ERROR_BODY = 1 << 20;
+
+// A socket that cannot be reached means the runtime is not there (yet, or any more).
+function isUnreachable(err) {
+  return ['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTSOCK'].includes(err && err.code);
+}
+
+function readAll(stream, limit) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    stream.on('data', (chunk) => {
+      size += chunk.length;
+      if (size <= limit) chunks.push(chunk);
+    });
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('error', reject);
+  });
+}
+
+function parseJson(bytes) {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return null;
+  }
+}
+
+// Header pairs as JSON whose every char past ASCII is escaped: a header value stays ASCII, and
+// the runtime reads each char up to U+00FF as one byte (Node's own latin1 view of headers).
+function encodePairs(pairs) {
+  return JSON.stringify(pairs).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+class AdminTransport {
+  constructor(socketPath) {
+    this.socketPath = socketPath;
+    this.agent = new http.Agent({ keepAlive: true });
+  }
+
+  close() {
+    this.agent.destroy();
+  }
+
+  // One JSON call; resolves to the parsed answer, rejects with the runtime's error (its
+  // `errorType` as the name), `noDataPlane` when the runtime cannot be reached, or a deadline
+  // error after `timeoutMs`.
+  call(method, urlPath, { body, headers = {}, timeoutMs = 30000 } = {}) {
+    if (!(timeoutMs > 0)) {
+      // A deadline that has already passed: nothing is sent (gRPC's behaviour for Noslate).
+      return Promise.reject(errors.deadlineExceeded(`${method} ${urlPath} with a deadline of ${timeoutMs} ms`));
+    }
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? null : Buffer.from(JSON.stringify(body));
+      const req = http.request({
+        socketPath: this.socketPath,
+        agent: this.agent,
+        method,
+        path: urlPath,
+        headers: {
+          ...headers,
+          ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
+        },
+      });
+      const timer = setTimeout(() => {
+        req.destroy(errors.deadlineExceeded(`${method} ${urlPath} took over ${timeoutMs} ms`));
+      }, timeoutMs);
+      req.on('response', (res) => {
+        readAll(res, MAX_ERROR_BODY).then((bytes) => {
+          clearTimeout(timer);
+          const json = parseJson(bytes);
+          if (res.statusCode >= 200 && res.statusCode < 300) {
+            resolve(json);
+            return;
+          }
+          const err = new Error((json && json.errorMessage) || `the runtime answered ${res.statusCode}`);
+          err.name = (json && json.errorType) || 'Error';
+          err.status = res.statusCode;
+          if (json && Array.isArray(json.stackTrace)) err.problems = json.stackTrace;
+          reject(err);
+        }, (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      });
+      req.on('error', (err) => {
+        clearTimeout(timer);
+        reject(isUnreachable(err) ? errors.noDataPlane(err) : err);
+      });
+      req.end(payload || undefined);
+    });
+  }
+
+  // One invocation. Resolves at the response head to the response stream, with `status` and
+  // `metadata.headers` (the function's headers as pairs); rejects with the runtime's error
+  // before the head. `headGuardMs` bounds the wait for the head on this side too, a second
+  // past the deadline the runtime enforces, should the runtime itself be stuck.
+  invoke(urlPath, headers, data, headGuardMs) {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const fail = (err) => {
+        if (!settled) {
+          settled = true;
+          reject(err);
+        }
+      };
+      const req = http.request({
+        socketPath: this.socketPath,
+        agent: this.agent,
+        method: 'POST',
+        path: urlPath,
+        headers,
+      });
+      const guard = headGuardMs === undefined ? null : setTimeout(() => {
+        const err = errors.deadlineExceeded(`no response head within ${headGuardMs} ms`);
+        fail(err);
+        req.destroy(err);
+      }, headGuardMs);
+      req.on('response', (res) => {
+        clearTimeout(guard);
+        const errorType = res.headers['x-noslate-error'];
+        if (errorType) {
+          readAll(res, MAX_ERROR_BODY).then(
+            (bytes) => fail(errors.fromAnswer(res.statusCode, errorType, parseJson(bytes))),
+            fail,
+          );
+          return;
+        }
+        const pairs = [];
+        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+          const name = res.rawHeaders[i];
+          if (!TRANSFER_HEADERS.has(name.toLowerCase())) pairs.push([name, res.rawHeaders[i + 1]]);
+        }
+        res.status = res.statusCode;
+        res.metadata = { headers: pairs };
+        // Cut short by the runtime (the worker died or broke its stream): Noslate's error, not a
+        // silent end.
+        res.on('aborted', () => res.destroy(errors.peerConnectionClosed()));
+        settled = true;
+        resolve(res);
+      });
+      req.on('error', (err) => {
+        clearTimeout(guard);
+        fail(isUnreachable(err) && !req.reusedSocket ? errors.noDataPlane(err) : err);
+      });
+      if (data && typeof data.pipe === 'function') {
+        data.on('error', (cause) => {
+          const err = new Error('CANCELLED: Cancelled on client');
+          err.code = errors.Status.CANCELLED;
+          err.cause = cause;
+          fail(err);
+          req.destroy(err);
+        });
+        // The invocation starts now, not at the body's first byte: a function may answer
+        // before it reads, and the runtime queues and times it from here.
+        req.flushHeaders();
+        data.pipe(req);
+      } else {
+        req.end(data);
+      }
+    });
+  }
+}
+
+module.exports = { AdminTransport, defaultSocketPath, encodePairs };

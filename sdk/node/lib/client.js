@@ -1,0 +1,373 @@
+'use strict';
+// NoslatedClient: Noslate's SDK interface over noslate's admin socket. Configuration set here is
+// kept, and sent again whenever the runtime (re)appears, so that a runtime restarted under a
+// running gateway gets back what the gateway had set.
+
+const { EventEmitter } = require('events');
+const { AdminTransport, defaultSocketPath, encodePairs } = require('./admin');
+const checks = require('./checks');
+const errors = require('./errors');
+
+const START_TIMEOUT_MS = 10000;
+const WATCH_INTERVAL_MS = 1000;
+const HEALTH_TIMEOUT_MS = 1000;
+// The client's own bound on the response head, past the deadline the runtime enforces.
+const HEAD_GUARD_MARGIN_MS = 1000;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function selectorPairs(selector) {
+  if (!selector || typeof selector !== 'object') return [];
+  return Object.entries(selector).map(([key, value]) => ({ key, value }));
+}
+
+// The service profiles as `getServiceProfile()` returns them in Noslate: selectors as
+// [{key, value}].
+function convertServices(items) {
+  return items.map((item) => {
+    const out = { ...item };
+    if (item.selector) out.selector = selectorPairs(item.selector);
+    if (Array.isArray(item.selectors)) {
+      out.selectors = item.selectors.map((s) => ({ ...s, selector: selectorPairs(s && s.selector) }));
+    }
+    return out;
+  });
+}
+
+class NoslatedClient extends EventEmitter {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.socketPath] the admin socket; default `$NOSLATE_WORKDIR/noslated.sock`
+   * @param {object} [options.logger] `{info, warn, error}`; default: silent but for warnings
+   * @param {number} [options.startTimeout] ms `start()` waits for the runtime (10 000)
+   * @param {number} [options.watchInterval] ms between checks for a restarted runtime (1 000)
+   */
+  constructor(options = {}) {
+    super();
+    this.socketPath = options.socketPath || defaultSocketPath();
+    this.logger = options.logger || { info() {}, warn: (...a) => console.warn('[noslate sdk]', ...a), error: (...a) => console.error('[noslate sdk]', ...a) };
+    this.startTimeout = options.startTimeout ?? START_TIMEOUT_MS;
+    this.watchInterval = options.watchInterval ?? WATCH_INTERVAL_MS;
+    this.transport = new AdminTransport(this.socketPath);
+    // What this client set, sent again to a runtime that (re)appears. null: never set.
+    this.functionProfiles = null;
+    this.functionProfilesMode = 'IMMEDIATELY';
+    this.serviceProfiles = null;
+    this.rawServiceProfiles = null;
+    this.platformEnvironmentVariables = null;
+    this.inspectors = new Set();
+    // The runtime instance last seen (`/v1/health`), and whether it answers now.
+    this.instance = null;
+    this.connected = false;
+    this.closed = false;
+    this.watchTimer = null;
+    // Configuration calls run one after another, each answered: an overlapping set neither
+    // hangs nor lands out of order.
+    this.configChain = Promise.resolve();
+  }
+
+  /** Resolves once the runtime answers; rejects after `startTimeout` ms. */
+  async start() {
+    this.closed = false;
+    const deadline = Date.now() + this.startTimeout;
+    let last;
+    for (;;) {
+      try {
+        const health = await this.transport.call('GET', '/v1/health', { timeoutMs: HEALTH_TIMEOUT_MS });
+        await this.onRuntime(health);
+        break;
+      } catch (err) {
+        last = err;
+      }
+      if (Date.now() >= deadline) {
+        const err = new Error('Timeout on waiting first plane client ready');
+        err.cause = last;
+        throw err;
+      }
+      await sleep(50);
+    }
+    this.watch();
+  }
+
+  /** Stops watching the runtime and closes idle connections. */
+  async close() {
+    this.closed = true;
+    clearTimeout(this.watchTimer);
+    this.watchTimer = null;
+    this.connected = false;
+    this.transport.close();
+  }
+
+  watch() {
+    if (this.closed) return;
+    this.watchTimer = setTimeout(async () => {
+      try {
+        const health = await this.transport.call('GET', '/v1/health', { timeoutMs: HEALTH_TIMEOUT_MS });
+        await this.onRuntime(health);
+      } catch (err) {
+        if (this.connected) this.logger.warn(`the runtime stopped answering: ${err.message}`);
+        this.connected = false;
+      }
+      this.watch();
+    }, this.watchInterval);
+    this.watchTimer.unref();
+  }
+
+  // The runtime answered: if it is new (first contact, a restart, or back after an absence),
+  // send it what this client had set, then say so as Noslate's SDK does.
+  async onRuntime(health) {
+    const fresh = !this.connected || health.instance !== this.instance;
+    this.instance = health.instance;
+    this.connected = true;
+    if (!fresh) return;
+    await this.resend();
+    this.emit('newDataPlaneClientReady', { instance: this.instance });
+    this.emit('newControlPlaneClientReady', { instance: this.instance });
+  }
+
+  async resend() {
+    const steps = [];
+    if (this.platformEnvironmentVariables !== null) {
+      steps.push(['platform environment variables', () => this.putEnv(this.platformEnvironmentVariables)]);
+    }
+    if (this.functionProfiles !== null) {
+      steps.push(['function profiles', () => this.putFunctions(this.functionProfiles)]);
+    }
+    if (this.rawServiceProfiles !== null) {
+      steps.push(['service profiles', () => this.putServices(this.rawServiceProfiles)]);
+    }
+    for (const name of this.inspectors) {
+      steps.push([`the inspector of ${name}`, () => this.putInspector(name, true)]);
+    }
+    for (const [what, step] of steps) {
+      try {
+        await this.serial(step);
+      } catch (err) {
+        this.logger.error(`could not send ${what} again to the runtime: ${err.message}`);
+      }
+    }
+  }
+
+  serial(op) {
+    const run = this.configChain.then(op, op);
+    this.configChain = run.catch(() => {});
+    return run;
+  }
+
+  putFunctions(profiles) {
+    return this.transport.call('PUT', '/v1/functions', {
+      body: profiles,
+      // Relative code urls resolve against the gateway's directory, as they would in its files.
+      headers: { 'x-noslate-base-dir': process.cwd() },
+    });
+  }
+
+  putServices(items) {
+    return this.transport.call('PUT', '/v1/services', { body: items });
+  }
+
+  putEnv(envs) {
+    const map = {};
+    for (const { key, value } of envs) map[key] = value;
+    return this.transport.call('PUT', '/v1/env', { body: map });
+  }
+
+  putInspector(name, use) {
+    return this.transport.call('PUT', `/v1/inspector/${encodeURIComponent(name)}`, { body: { use } });
+  }
+
+  // ---- Invocations ----
+
+  /** Invokes function `name`; resolves at the response head to a Readable. */
+  invoke(name, data, metadata) {
+    return this.trigger('', name, data, metadata);
+  }
+
+  /** Invokes service `name` (which picks a function); resolves at the response head. */
+  invokeService(name, data, metadata) {
+    return this.trigger('service/', name, data, metadata);
+  }
+
+  async trigger(prefix, name, data, metadata) {
+    checks.checkName(name, prefix ? 'service name' : 'function name');
+    const body = checks.checkData(data);
+    const meta = checks.checkMetadata(metadata);
+    if (this.closed || !this.connected) {
+      // Nothing to send to; a Readable given is left for the caller to destroy.
+      throw errors.noDataPlane();
+    }
+    const headers = { 'x-noslate-headers': encodePairs(meta.headers) };
+    if (meta.method !== undefined) headers['x-noslate-method'] = meta.method;
+    if (meta.url !== undefined) headers['x-noslate-url'] = meta.url;
+    if (meta.baggage !== undefined) headers['x-noslate-baggage'] = encodePairs(meta.baggage);
+    if (meta.requestId !== undefined) headers['x-noslate-request-id'] = meta.requestId;
+    let headGuard;
+    if (meta.deadline !== undefined) {
+      headers['x-noslate-deadline'] = String(Math.floor(meta.deadline));
+      headGuard = Math.max(0, meta.deadline - Date.now()) + HEAD_GUARD_MARGIN_MS;
+    } else if (meta.timeout !== undefined) {
+      headers['x-noslate-timeout'] = String(Math.floor(meta.timeout));
+      headGuard = meta.timeout + HEAD_GUARD_MARGIN_MS;
+    }
+    if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
+    const path = `/v1/invoke/${prefix}${encodeURIComponent(name)}`;
+    return this.transport.invoke(path, headers, body, headGuard);
+  }
+
+  // ---- Function profiles ----
+
+  /** Replaces the whole profile set (Noslate's semantics: absent functions are removed). */
+  setFunctionProfile(profiles, mode = 'IMMEDIATELY') {
+    return Promise.resolve().then(() => {
+      checks.checkFunctionProfiles(profiles, mode);
+      const copy = structuredClone(profiles);
+      if (!this.connected) {
+        // Sent when the runtime appears, as Noslate does with no control plane connected.
+        this.functionProfiles = copy;
+        this.functionProfilesMode = mode;
+        return undefined;
+      }
+      return this.serial(async () => {
+        const answer = await this.putFunctions(copy);
+        if (!answer || typeof answer !== 'object') throw new Error("Function profile didn't set.");
+        this.functionProfiles = copy;
+        this.functionProfilesMode = mode;
+        return answer;
+      });
+    });
+  }
+
+  /** The profile set this client last set (Noslate returns its cache, not the runtime's). */
+  getFunctionProfile() {
+    return this.functionProfiles;
+  }
+
+  // ---- Service profiles ----
+
+  setServiceProfile(items) {
+    return Promise.resolve().then(() => {
+      checks.checkServiceProfiles(items);
+      const copy = structuredClone(items);
+      if (!this.connected) {
+        this.rawServiceProfiles = copy;
+        this.serviceProfiles = convertServices(copy);
+        return undefined;
+      }
+      return this.serial(async () => {
+        const answer = await this.putServices(copy);
+        this.rawServiceProfiles = copy;
+        this.serviceProfiles = convertServices(copy);
+        return answer;
+      });
+    });
+  }
+
+  getServiceProfile() {
+    return this.serviceProfiles || [];
+  }
+
+  // ---- Platform environment variables ----
+
+  setPlatformEnvironmentVariables(envs) {
+    return Promise.resolve().then(() => {
+      const checked = checks.checkPlatformEnvironmentVariables(envs);
+      if (!this.connected) {
+        this.platformEnvironmentVariables = checked;
+        return undefined;
+      }
+      return this.serial(async () => {
+        const answer = await this.putEnv(checked);
+        if (!answer || typeof answer !== 'object') throw new Error("Platform environment variables didn't set.");
+        this.platformEnvironmentVariables = checked;
+        return answer;
+      });
+    });
+  }
+
+  getPlatformEnvironmentVariables() {
+    return this.platformEnvironmentVariables || [];
+  }
+
+  // ---- Inspector ----
+
+  /** Routes `name`'s invocations to an inspect worker started with `--inspect` (or back). */
+  useInspector(name, use) {
+    return Promise.resolve().then(() => {
+      checks.checkName(name, 'function name');
+      if (typeof use !== 'boolean') throw new TypeError('use must be a boolean');
+      if (!this.connected) {
+        if (use) this.inspectors.add(name); else this.inspectors.delete(name);
+        return undefined;
+      }
+      return this.serial(async () => {
+        const answer = await this.putInspector(name, use);
+        if (use) this.inspectors.add(name); else this.inspectors.delete(name);
+        return answer;
+      });
+    });
+  }
+
+  // ---- Health and stats ----
+
+  async checkControlPlaneHealth(timeout = 1000) {
+    try {
+      await this.transport.call('GET', '/v1/health', { timeoutMs: timeout });
+      return { health: true, name: 'ControlPlane' };
+    } catch (err) {
+      return { health: false, name: 'ControlPlane', reason: err.message };
+    }
+  }
+
+  async checkDataPlaneHealth(timeout = 1000) {
+    try {
+      const health = await this.transport.call('GET', '/v1/health', { timeoutMs: timeout });
+      return health.health
+        ? { health: true, name: 'DataPlane' }
+        : { health: false, name: 'DataPlane', reason: health.reason };
+    } catch (err) {
+      return { health: false, name: 'DataPlane', reason: err.message };
+    }
+  }
+
+  /** Workers by function, in the shape of Noslate's `getWorkerStatsSnapshot()`. */
+  async getWorkerStatsSnapshot() {
+    const [workers, profiles] = await Promise.all([
+      this.transport.call('GET', '/v1/workers'),
+      this.transport.call('GET', '/v1/functions'),
+    ]);
+    const byName = new Map((profiles.functions || []).map((p) => [p.name, p]));
+    const brokers = new Map();
+    const now = Date.now();
+    for (const w of workers || []) {
+      const inspector = Boolean(w.inspector);
+      const key = `${w.function}${inspector ? ':inspector' : ''}`;
+      if (!brokers.has(key)) {
+        brokers.set(key, {
+          name: w.function,
+          inspector,
+          profile: byName.get(w.function) || null,
+          redundantTimes: 0,
+          startingPool: [],
+          activeWorkerCount: 0,
+          initiatingWorkerCount: 0,
+          workers: [],
+        });
+      }
+      const broker = brokers.get(key);
+      const ready = w.state === 'ready';
+      if (ready) broker.activeWorkerCount += 1;
+      else if (w.state === 'starting' || w.state === 'initializing') broker.initiatingWorkerCount += 1;
+      broker.workers.push({
+        name: w.id,
+        credential: w.id,
+        pid: w.pid,
+        status: w.state,
+        registerTime: typeof w.ageMs === 'number' ? now - w.ageMs : null,
+        activeRequestCount: w.inflight || 0,
+      });
+    }
+    return { brokers: [...brokers.values()] };
+  }
+}
+
+module.exports = { NoslatedClient };

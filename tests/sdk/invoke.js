@@ -1,0 +1,164 @@
+'use strict';
+// invoke / invokeService: data of every kind, metadata, streaming both ways, errors before and
+// after the head, cancellation, and the deadline that covers the head only.
+// Functions: echo (tests/fixtures/echo), drip, bytes; service `front` -> echo.
+
+const assert = require('assert/strict');
+const crypto = require('crypto');
+const { PassThrough, Readable } = require('stream');
+const { NoslatedClient, run, text, waitFor, rejection } = require('./harness');
+
+const agent = new NoslatedClient();
+
+run([
+  ['start', () => agent.start()],
+
+  ['a Buffer, with method, url, headers, baggage and request id', async () => {
+    const res = await agent.invoke('echo', Buffer.from('buf'), {
+      method: 'PATCH',
+      url: '/items/1?x=y',
+      headers: [['Host', 'gw.example'], ['x-echo-status', '202'], ['x-a', '1'], ['x-a', '2']],
+      baggage: [['tenant', 't9']],
+      requestId: 'sdk-req-1',
+    });
+    assert.equal(res.status, 202);
+    const headers = new Map(res.metadata.headers.map(([k, v]) => [k.toLowerCase(), v]));
+    assert.equal(headers.get('x-echo'), 'yes');
+    assert.deepEqual(res.metadata.headers.filter(([k]) => k === 'set-cookie').map(([, v]) => v), ['a=1', 'b=2']);
+    assert.ok(!headers.has('transfer-encoding') && !headers.has('connection'));
+    const seen = JSON.parse(await text(res));
+    assert.equal(seen.method, 'PATCH');
+    assert.equal(seen.url, '/items/1?x=y');
+    assert.deepEqual(seen.headers, [['Host', 'gw.example'], ['x-echo-status', '202'], ['x-a', '1'], ['x-a', '2']]);
+    assert.deepEqual(seen.baggage, { tenant: 't9' });
+    assert.equal(seen.ctx.requestId, 'sdk-req-1');
+    assert.equal(seen.body, 'buf');
+  }],
+
+  ['a string, headers as an object, and an event without metadata', async () => {
+    const res = await agent.invoke('echo', 'str', { url: '/', headers: { 'x-b': ['1', '2'], 'x-c': 3 } });
+    const seen = JSON.parse(await text(res));
+    assert.deepEqual(seen.headers, [['x-b', '1'], ['x-b', '2'], ['x-c', '3']]);
+    assert.equal(seen.body, 'str');
+    const event = await agent.invoke('echo', Buffer.from('ev'));
+    assert.equal(event.status, 200);
+    assert.equal(JSON.parse(await text(event)).body, 'ev');
+  }],
+
+  ['a Readable of 16 MiB streamed through and back', async () => {
+    const size = 16 << 20;
+    const piece = crypto.randomBytes(1 << 16);
+    const sent = crypto.createHash('sha256');
+    let left = size;
+    const source = new Readable({
+      read() {
+        if (left === 0) { this.push(null); return; }
+        const n = Math.min(left, piece.length);
+        left -= n;
+        sent.update(piece.subarray(0, n));
+        this.push(piece.subarray(0, n));
+      },
+    });
+    const res = await agent.invoke('bytes', source, { url: '/', headers: [['x-bytes-mode', 'pipe']] });
+    const got = crypto.createHash('sha256');
+    let received = 0;
+    for await (const chunk of res) { got.update(chunk); received += chunk.length; }
+    assert.equal(received, size);
+    assert.equal(got.digest('hex'), sent.digest('hex'));
+  }],
+
+  ['a response that starts before the request ends (duplex)', async () => {
+    const input = new PassThrough();
+    input.write('ping-1\n');
+    const res = await agent.invoke('bytes', input, { url: '/', headers: [['x-bytes-mode', 'pipe']] });
+    const it = res[Symbol.asyncIterator]();
+    const first = await it.next();
+    assert.equal(first.value.toString(), 'ping-1\n');
+    input.end('ping-2\n');
+    let rest = '';
+    for (let r = await it.next(); !r.done; r = await it.next()) rest += r.value;
+    assert.equal(rest, 'ping-2\n');
+  }],
+
+  ['invokeService picks the service function', async () => {
+    const res = await agent.invokeService('front', 'via service', { url: '/s' });
+    assert.equal(JSON.parse(await text(res)).body, 'via service');
+    const err = await rejection(agent.invokeService('nosuch', 'x'));
+    assert.equal(err.name, 'ServiceNotFound');
+    assert.equal(err.code, 5);
+  }],
+
+  ['errors before the head reject with name, message and code', async () => {
+    const missing = await rejection(agent.invoke('nosuch', 'x'));
+    assert.equal(missing.name, 'FunctionNotFound');
+    assert.equal(missing.code, 5);
+    assert.match(missing.message, /nosuch/);
+    const thrown = await rejection(agent.invoke('drip', '', { url: '/', headers: [['x-drip-throw', '1']] }));
+    assert.equal(thrown.name, 'NoslatedError');
+    assert.equal(thrown.code, 1);
+    assert.equal(thrown.errorType, 'TypeError');
+    assert.match(thrown.message, /CanonicalCode::INTERNAL_ERROR.*drip was asked to throw/);
+    assert.match(thrown.peerStack, /TypeError: drip was asked to throw/);
+    const late = await rejection(agent.invoke('drip', '', {
+      url: '/', timeout: 300, headers: [['x-drip-head-delay', '5000']],
+    }));
+    assert.equal(late.name, 'NoslatedError');
+    assert.equal(late.code, 2, 'TIMEOUT');
+    assert.equal(late.errorType, 'FunctionTimeout');
+  }],
+
+  ['the deadline covers the head, not the stream', async () => {
+    const res = await agent.invoke('drip', '', {
+      url: '/', deadline: Date.now() + 500, headers: [['x-drip-pieces', '8'], ['x-drip-every', '200']],
+    });
+    assert.equal(await text(res), 'drip\n'.repeat(8));
+  }],
+
+  ['destroying the response cancels the invocation', async () => {
+    const cancelled = async () => {
+      const count = await agent.invoke('drip', '', { url: '/', headers: [['x-drip-count', '1']] });
+      return JSON.parse(await text(count)).cancelled;
+    };
+    const before = await cancelled();
+    const res = await agent.invoke('drip', '', { url: '/', headers: [['x-drip-pieces', '1000'], ['x-drip-every', '20']] });
+    await new Promise((resolve) => res.once('data', resolve));
+    res.destroy();
+    await waitFor('the worker saw its stream cancelled', async () => (await cancelled()) === before + 1);
+  }],
+
+  ['a request body that fails cancels the call', async () => {
+    const input = new PassThrough();
+    const pending = agent.invoke('bytes', input, { url: '/', headers: [['x-bytes-mode', 'sink']] });
+    input.write('partial');
+    setTimeout(() => input.destroy(new Error('the upstream client went away')), 50);
+    const err = await rejection(pending);
+    assert.match(err.message, /CANCELLED: Cancelled on client/);
+  }],
+
+  ['bad arguments are rejected without a call', async () => {
+    assert.match((await rejection(agent.invoke('', 'x'))).message, /function name must be a non-empty string/);
+    assert.match((await rejection(agent.invoke('echo', 42))).message, /data must be a Buffer/);
+    assert.match((await rejection(agent.invoke('echo', 'x', { method: 'G ET' }))).message, /metadata.method/);
+    assert.match((await rejection(agent.invoke('echo', 'x', { timeout: -1 }))).message, /metadata.timeout/);
+    assert.match((await rejection(agent.invoke('echo', 'x', { headers: [['a']] }))).message, /pairs/);
+    assert.match((await rejection(agent.invoke('echo', 'x', { requestId: 'a b' }))).message, /requestId/);
+  }],
+
+  ['the runtime refuses what only it can check, with a name', async () => {
+    const err = await rejection(agent.invoke('echo', 'x', { url: '/', headers: [['x-a', '\u0100']] }));
+    assert.equal(err.name, 'InvalidInvokeMetadata');
+    assert.match(err.message, /x-noslate-headers/);
+  }],
+
+  ['64 invocations at once all answer', async () => {
+    const answers = await Promise.all(Array.from({ length: 64 }, (_, i) =>
+      agent.invoke('echo', `n${i}`, { url: `/${i}` }).then(text)));
+    answers.forEach((answer, i) => assert.equal(JSON.parse(answer).body, `n${i}`));
+  }],
+
+  ['after close, invoke says there is no data plane', async () => {
+    await agent.close();
+    const err = await rejection(agent.invoke('echo', 'x'));
+    assert.equal(err.message, 'No activated data plane.');
+  }],
+]);
