@@ -12,8 +12,9 @@
 //! | [`capacity`] | none (the loop sums reserved memory) | every launch decision |
 //! | [`ratelimit`] | function (`rateLimit`) | each invocation, before it is queued or counted |
 //! | [`breaker`] | runtime (`systemCircuitBreaker`) | a periodic check (1 s) |
-//! | [`ema`] | function | each request start/end ([`ema::ConcurrencyMeter`]) and the scaling tick |
-//! | [`shrink`] | function (legacy counter) | the scaling tick |
+//! | [`ema`] | function | each request start/end ([`ema::ConcurrencyMeter`]) and the poll |
+//! | [`scaler`] | function (`controlPlane.scaler`: idle, water level or EMA) | the one-second tick (idle) or the poll (`workerTrafficStatsPullingMs`) |
+//! | [`shrink`] | function (the water-level counter) | the poll; victims for every scaler |
 //! | [`dispatch`] | function (round-robin cursor) | every dispatch; every stream end (disposable) |
 //!
 //! [`plan::launch_plan`] composes the queue's and the reservation's demand, a scaler's
@@ -27,6 +28,7 @@ pub mod dispatch;
 pub mod ema;
 pub mod plan;
 pub mod ratelimit;
+pub mod scaler;
 pub mod shrink;
 
 #[cfg(test)]

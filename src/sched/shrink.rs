@@ -6,7 +6,8 @@
 //!   when it became ready, if it never served). Idle workers are drained, but never so many
 //!   that fewer ready workers than the reservation remain; when the reservation stops some,
 //!   the function's `shrinkStrategy` decides which go.
-//! - [`LegacyScaler`]: Noslate's default water-level algorithm.
+//! - [`LegacyScaler`]: Noslate's default water-level algorithm (`controlPlane.scaler:
+//!   "waterLevel"`), driven by [`crate::sched::scaler::PoolScaler`].
 //! - [`pick_victims`]: the `count` first ready workers in `shrinkStrategy` order, for the
 //!   [`LegacyScaler`] and [`crate::sched::ema::EmaScaler`] [`ScaleAction::Drain`] counts.
 //!
@@ -142,7 +143,7 @@ pub fn next_idle_deadline(
         .min()
 }
 
-/// Noslate's legacy water-level scaler, one per function, evaluated on every scaling tick
+/// Noslate's legacy water-level scaler, one per function, evaluated on every poll
 /// (`controlPlane.workerTrafficStatsPullingMs`).
 ///
 /// `waterLevel = active requests / (maxActivateRequests × ready)`.
@@ -157,6 +158,15 @@ pub fn next_idle_deadline(
 /// - Any other poll resets the count. So does one with queued requests or starting workers
 ///   (ours: that demand is not in the water level yet).
 /// - Without ready workers nothing is decided; the reservation is always topped up.
+///
+/// Where this differs from Noslate, on purpose:
+/// - Growth is net of the workers already starting. Noslate launches the same shortfall again
+///   on every poll until the earlier launches are ready, and only its launcher's replica check
+///   stops the excess; with slow starts it over-launches up to `replicaCountLimit`.
+/// - The reservation floor counts starting workers too (Noslate counts only active ones, so a
+///   reservation still starting is launched again).
+/// - The count lives as long as the function. Noslate keeps it on a broker it deletes when
+///   the function has no worker, so a function that scales to zero starts counting afresh.
 #[derive(Debug, Clone, Default)]
 pub struct LegacyScaler {
     redundant_times: u32,

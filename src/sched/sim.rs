@@ -4,15 +4,17 @@
 //! limit's error when the plan says so.
 //!
 //! Each seed draws a configuration (concurrency per worker, replica limit, reservation, launch
-//! slots, memory pool, fast fail, dispatch mode, disposable or not, scaler, shrink strategy, rate
-//! limit, queue limits, breaker limits) and runs an arrival process for 20 simulated seconds in 10 ms steps, then a
-//! quiet period without arrivals, crashes or start failures. Workers start after a random delay
+//! slots, memory pool, fast fail, dispatch mode, disposable or not, scaler (a [`PoolScaler`]
+//! ticked and polled as the loop does, with its poll interval, spare polls and scaling stage),
+//! shrink strategy, rate limit, queue limits, breaker limits) and runs an arrival process for
+//! 20 simulated seconds in 10 ms steps, then a quiet period without arrivals, crashes or start failures. Workers start after a random delay
 //! and may fail to start or crash; requests take random service times and carry deadlines; the
 //! rate limit is changed once mid-run.
 //!
 //! Replay one seed with `NOSLATE_SIM_SEED=<seed> cargo test sched::sim -- --nocapture`; a
 //! failing seed is printed with every failure.
 
+use super::ScaleAction;
 use super::backoff::CRASH_LOOP_WINDOW;
 use super::breaker::{CircuitBreaker, LoadSample};
 use super::capacity::LaunchBlock;
@@ -20,13 +22,13 @@ use super::dispatch::{
     DisposableCandidate, DisposableLife, RoundRobin, StreamEnd, WorkerLoad, pick as pick_by_mode,
     pick_disposable,
 };
-use super::ema::{ConcurrencyMeter, EmaScaler};
+use super::ema::ConcurrencyMeter;
 use super::plan::{Blocker, LaunchPlan, PlanInput, launch_plan};
 use super::ratelimit::{TokenBucket, apply_rate_limit};
-use super::shrink::{LegacyScaler, WorkerSnapshot, idle_victims, pick_victims};
-use super::{ScaleAction, ScalerInput};
+use super::scaler::{PoolBounds, PoolScaler, ScalerSettings};
+use super::shrink::WorkerSnapshot;
 use crate::config::{
-    CircuitBreakerConfig, ConcurrencyStatsMode, DispatchMode, EmaSettings, RateLimit,
+    CircuitBreakerConfig, ConcurrencyStatsMode, DispatchMode, EmaSettings, RateLimit, ScalerKind,
     ShrinkStrategy,
 };
 use crate::ids::WorkerKey;
@@ -86,13 +88,6 @@ impl Draws for Rng {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scaler {
-    Idle,
-    Legacy,
-    Ema,
-}
-
 #[derive(Debug, Clone)]
 struct Params {
     max_active: usize,
@@ -101,7 +96,11 @@ struct Params {
     expand_concurrency: usize,
     disposable: bool,
     dispatch: DispatchMode,
-    scaler: Scaler,
+    scaler: ScalerKind,
+    /// Scaling ticks per scaler poll (`workerTrafficStatsPullingMs` over the tick).
+    poll_every: u64,
+    spare_times: u32,
+    scaling_stage: f64,
     strategy: ShrinkStrategy,
     idle_after: Duration,
     queue_limit: usize,
@@ -150,10 +149,13 @@ impl Params {
             disposable,
             dispatch: rng.pick(&[DispatchMode::LeastRequestCount, DispatchMode::RoundRobin]),
             scaler: if disposable {
-                Scaler::Idle
+                ScalerKind::Idle
             } else {
-                rng.pick(&[Scaler::Idle, Scaler::Legacy, Scaler::Ema])
+                rng.pick(&[ScalerKind::Idle, ScalerKind::WaterLevel, ScalerKind::Ema])
             },
+            poll_every: rng.range(1, 3),
+            spare_times: rng.range(1, 6) as u32,
+            scaling_stage: rng.pick(&[0.5, 0.7, 1.0]),
             strategy: rng.pick(&[
                 ShrinkStrategy::Lcc,
                 ShrinkStrategy::Fifo,
@@ -278,8 +280,7 @@ struct Sim {
     breaker: CircuitBreaker,
     rr: RoundRobin,
     meter: ConcurrencyMeter,
-    legacy: LegacyScaler,
-    ema: EmaScaler,
+    scaler: PoolScaler,
     /// Admitted requests that have not ended.
     open: usize,
     last_dispatched: Option<usize>,
@@ -294,7 +295,7 @@ impl Sim {
         let p = Params::draw(&mut rng);
         let base = Instant::now();
         let bucket = p.rate_limit.as_ref().map(|l| TokenBucket::new(l, base));
-        let ema = EmaScaler::new(&p.ema, base);
+        let scaler = PoolScaler::new(p.scaler, &p.ema, base);
         let reconfigure_at = rng.range(1, ACTIVE_STEPS - 1);
         Sim {
             seed,
@@ -309,8 +310,7 @@ impl Sim {
             breaker: CircuitBreaker::new(),
             rr: RoundRobin::new(),
             meter: ConcurrencyMeter::new(base),
-            legacy: LegacyScaler::new(),
-            ema,
+            scaler,
             open: 0,
             last_dispatched: None,
             reservation_reached: p.reservation == 0,
@@ -745,69 +745,65 @@ impl Sim {
         self.stats.drains += 1;
     }
 
-    fn scaler_input(&self) -> ScalerInput {
-        let active_requests = self
-            .workers
-            .iter()
-            .filter(|w| w.state == WorkerState::Ready)
-            .map(|w| w.slots.len())
-            .sum();
-        ScalerInput {
-            ready: self.ready(),
-            starting: self.starting(),
-            queued: self.queue.len(),
-            active_requests,
-            max_active: self.p.max_active,
-            reservation: self.p.reservation,
-            replica_limit: self.p.replica_limit,
-        }
-    }
-
-    /// The scaling tick: drains now, returns the scaler's launch wish.
+    /// The scaling tick, as the event loop runs it: the idle scaler's victims on every tick,
+    /// and the water-level or EMA poll every `poll_every` ticks. Drains now, returns the
+    /// poll's launch wish.
     fn scale_down(&mut self, now: Instant) -> ScaleAction {
         let snapshots = self.snapshots();
-        let (action, victims) = match self.p.scaler {
-            Scaler::Idle => {
-                let victims = idle_victims(
-                    &snapshots,
-                    self.p.reservation,
-                    self.p.idle_after,
-                    self.p.strategy,
-                    now,
-                );
-                for v in &victims {
-                    let w = &self.workers[v.0.idx as usize];
-                    self.check(w.slots.is_empty(), || format!("idle victim {v:?} is busy"));
-                    self.check(
-                        now.saturating_duration_since(w.last_active) >= self.p.idle_after,
-                        || format!("idle victim {v:?} is not idle long enough"),
-                    );
-                }
-                (ScaleAction::Hold, victims)
-            }
-            Scaler::Legacy => {
-                let action = self.legacy.evaluate(self.scaler_input(), 3, 0.7);
-                (action, Vec::new())
-            }
-            Scaler::Ema => {
-                let sample = self.meter.sample(self.p.stats_mode, now);
-                let input = self.scaler_input();
-                let decision = self.ema.tick(sample, input, &self.p.ema, now);
+        let settings = ScalerSettings {
+            strategy: self.p.strategy,
+            idle_after: self.p.idle_after,
+            stats_mode: self.p.stats_mode,
+            ema: &self.p.ema,
+            spare_times: self.p.spare_times,
+            scaling_stage: self.p.scaling_stage,
+        };
+        let mut victims = self
+            .scaler
+            .on_tick(&snapshots, self.p.reservation, &settings, now);
+        let mut launch = 0;
+        let tick = self.step / TICK_EVERY;
+        if tick.is_multiple_of(self.p.poll_every) {
+            let bounds = PoolBounds {
+                queued: self.queue.len(),
+                max_active: self.p.max_active,
+                reservation: self.p.reservation,
+                replica_limit: self.p.replica_limit,
+            };
+            let decision = self
+                .scaler
+                .poll(&snapshots, bounds, &mut self.meter, &settings, now);
+            self.check(victims.is_empty() || decision.drain.is_empty(), || {
+                "both the tick and the poll drain".to_owned()
+            });
+            launch = decision.launch;
+            victims.extend(decision.drain);
+        }
+        let alive = self.ready() + self.starting();
+        self.check(alive + launch <= self.p.replica_limit.max(alive), || {
+            format!("the scaler wants {launch} more on {alive} alive")
+        });
+        self.check(
+            self.ready().saturating_sub(victims.len()) >= self.p.reservation.min(self.ready()),
+            || format!("the scaler drains {} below the reservation", victims.len()),
+        );
+        for v in &victims {
+            let w = &self.workers[v.0.idx as usize];
+            if self.p.scaler == ScalerKind::Idle {
+                self.check(w.slots.is_empty(), || format!("idle victim {v:?} is busy"));
                 self.check(
-                    decision.desired <= self.p.replica_limit.max(input.alive()),
-                    || format!("EMA wants {} workers", decision.desired),
+                    now.saturating_duration_since(w.last_active) >= self.p.idle_after,
+                    || format!("idle victim {v:?} is not idle long enough"),
                 );
-                (decision.action, Vec::new())
             }
-        };
-        let victims = match action {
-            ScaleAction::Drain(n) => pick_victims(&snapshots, n, self.p.strategy),
-            _ => victims,
-        };
+        }
         for v in victims {
             self.drain(v.0.idx as usize);
         }
-        action
+        match launch {
+            0 => ScaleAction::Hold,
+            n => ScaleAction::Launch(n),
+        }
     }
 
     /// Scale-up as the event loop does it: [`launch_plan`], then its launches and queue failure.
@@ -1051,7 +1047,7 @@ fn seeded_pool_simulation_keeps_its_invariants() {
          full, no queue, queue timeout, run timeout, crashed, start failed, replica limit, memory \
          pool] = {:?}, {} launches, \
          {} drains, {} crashes, {} start failures, breaker opened {} times, {} launches cut by \
-         the memory pool; scalers idle/legacy/ema = {:?}",
+         the memory pool; scalers idle/waterLevel/ema = {:?}",
         seeds.len(),
         ACTIVE_STEPS + QUIET_STEPS,
         totals.arrivals,

@@ -14,6 +14,7 @@ use crate::config::SystemConfig;
 use crate::fc::Target;
 use crate::ids::FunctionId;
 use crate::metrics::{Exposition, StartKind};
+use crate::sched::scaler::PoolScaler;
 use crate::turf::accounting::ExitReason;
 use crate::turf::stats;
 use crate::turf::worker::WorkerState;
@@ -431,6 +432,7 @@ impl AdminView<'_> {
                         "inflight": f.meter.current(),
                         "removed": f.removed,
                         "startFailures": f.pool.start_failures,
+                        "scaler": scaler_view(&f.scaler),
                         "seed": self.seed_view(FunctionId::new(index)),
                         "rejected": {
                             "rateLimited": f.rejected.rate_limited,
@@ -485,5 +487,15 @@ impl AdminView<'_> {
             "exits": exits,
             "functions": functions,
         })
+    }
+}
+
+/// A function's scaler for `noslate stats`: its name and the state behind its next decision.
+fn scaler_view(scaler: &PoolScaler) -> Value {
+    let kind = scaler.kind().as_str();
+    match scaler {
+        PoolScaler::Idle => json!({ "kind": kind }),
+        PoolScaler::WaterLevel(w) => json!({ "kind": kind, "redundantPolls": w.redundant_times() }),
+        PoolScaler::Ema(e) => json!({ "kind": kind, "ema": e.ema() }),
     }
 }

@@ -1187,3 +1187,47 @@ fn answers_that_cannot_be_written_to_a_client_that_reset_close_its_connection() 
     h.server.run_effect(Effect::FlushConn(key));
     assert!(h.server.front.conn(key).is_none(), "closed");
 }
+
+#[test]
+fn the_scaler_poll_runs_only_for_polling_scalers_and_drains_after_the_spare_polls() {
+    let mut idle = harness(ONE_FUNCTION);
+    let before = idle.server.timers.len();
+    idle.server.arm_scaler_poll();
+    assert_eq!(
+        idle.server.timers.len(),
+        before,
+        "idle shrink does not poll"
+    );
+
+    let mut h = harness_with(ONE_FUNCTION, |c| {
+        c.control_plane.scaler = crate::config::ScalerKind::WaterLevel;
+        c.control_plane.worker_redundant_victim_spare_times = 2;
+    });
+    let before = h.server.timers.len();
+    h.server.arm_scaler_poll();
+    assert_eq!(h.server.timers.len(), before + 1, "the water level polls");
+    let (a, _) = h.ready_worker(0);
+    let (b, _) = h.ready_worker(0);
+    let state = |h: &Harness, k: WorkerKey| h.server.supervisor.workers().get(k).map(|w| w.state);
+    // Two idle workers, reservation 0: the first low poll only counts.
+    h.server.on_scaler_poll();
+    assert_eq!(state(&h, a), Some(WorkerState::Ready));
+    assert_eq!(state(&h, b), Some(WorkerState::Ready));
+    // Called directly, not fired: the first timer is still there beside the next one.
+    assert_eq!(h.server.timers.len(), before + 2, "each poll arms the next");
+    // The second drains both; with nothing in flight they stop at once.
+    h.server.on_scaler_poll();
+    for k in [a, b] {
+        assert!(
+            state(&h, k).is_none_or(|s| s >= WorkerState::Stopping),
+            "{:?}",
+            state(&h, k)
+        );
+    }
+    assert!(
+        h.take_effects()
+            .iter()
+            .all(|e| !matches!(e, Effect::Scale(_))),
+        "a drain plans no launch"
+    );
+}

@@ -173,8 +173,10 @@ enum Timer {
     LimitPoll,
     /// Delete exited workers' log directories that are due.
     LogGc,
-    /// The scheduler's tick: breaker and scale-down.
+    /// The scheduler's tick: breaker and idle shrink.
     SchedTick,
+    /// The water-level and EMA scalers' poll (`controlPlane.workerTrafficStatsPullingMs`).
+    ScalerPoll,
     /// A draining worker's `dataPlane.closeTrafficTimeout` passed.
     DrainTimeout(WorkerKey),
     /// A function's seed restart back-off has passed.
@@ -300,7 +302,7 @@ impl Server {
             raw_functions,
             raw_services,
             config.default_function.as_deref(),
-            config.control_plane.use_ema_scaling,
+            config.control_plane.scaler,
             Instant::now(),
         )?;
         let console = console::Console::new(
@@ -351,6 +353,7 @@ impl Server {
         }
         self.maybe_start_background();
         self.arm_sched_tick();
+        self.arm_scaler_poll();
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let now = Instant::now();
@@ -1765,10 +1768,12 @@ impl Server {
                 let snapshots = self
                     .supervisor
                     .snapshots(&self.scheduler.functions()[function].pool.workers);
-                let plan = self.scheduler.tick_plan(function, &snapshots, now);
-                if let Some(action) = plan.launch {
-                    self.scale_with(function, action);
-                }
+                let plan = (self.scheduler).tick_plan(
+                    function,
+                    &snapshots,
+                    &self.config.control_plane,
+                    now,
+                );
                 for victim in plan.drain {
                     self.supervisor
                         .drain_worker(victim, "idle", &mut lent!(self));
@@ -1776,6 +1781,45 @@ impl Server {
             }
         }
         self.arm_sched_tick();
+    }
+
+    /// Arms the scaler poll when the configured scaler polls (`waterLevel`, `ema`); functions
+    /// added later by a reconfiguration get the same scaler, so the poll runs with or without
+    /// functions.
+    fn arm_scaler_poll(&mut self) {
+        if self.config.control_plane.scaler != crate::config::ScalerKind::Idle {
+            let every =
+                Duration::from_millis(self.config.control_plane.worker_traffic_stats_pulling_ms);
+            self.timers
+                .schedule(Instant::now() + every, Timer::ScalerPoll);
+        }
+    }
+
+    /// The scaler poll: each function's water-level or EMA decision, carried out.
+    fn on_scaler_poll(&mut self) {
+        if self.lifecycle.phase == Lifecycle::Running {
+            let now = Instant::now();
+            for function in FunctionId::all(self.scheduler.functions().len()) {
+                let snapshots = self
+                    .supervisor
+                    .snapshots(&self.scheduler.functions()[function].pool.workers);
+                let plan = (self.scheduler).poll_plan(
+                    function,
+                    &snapshots,
+                    &self.config.control_plane,
+                    now,
+                );
+                if let Some(action) = plan.launch {
+                    self.scale_with(function, action);
+                }
+                let kind = self.scheduler.functions()[function].scaler.kind();
+                let why = format!("{} scaler", kind.as_str());
+                for victim in plan.drain {
+                    self.supervisor.drain_worker(victim, &why, &mut lent!(self));
+                }
+            }
+        }
+        self.arm_scaler_poll();
     }
 
     /// Arms the limit poll timer if some worker needs it and it is not armed.
@@ -1858,6 +1902,7 @@ impl Server {
                 Timer::LimitPoll => self.on_limit_poll(),
                 Timer::LogGc => self.supervisor.collect_logs(&mut self.timers),
                 Timer::SchedTick => self.on_sched_tick(),
+                Timer::ScalerPoll => self.on_scaler_poll(),
                 Timer::DrainTimeout(worker) => {
                     self.supervisor.on_drain_timeout(worker, &mut lent!(self))
                 }

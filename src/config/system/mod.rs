@@ -141,8 +141,9 @@ pub const DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS: u64 = 1_000;
 pub const DEFAULT_WORKER_REDUNDANT_VICTIM_SPARE_TIMES: u32 = 6;
 /// Default `controlPlane.capacityScalingStage`, the water level ratio the legacy scaler aims at.
 pub const DEFAULT_CAPACITY_SCALING_STAGE: f64 = 0.7;
-/// Default `controlPlane.useEmaScaling`.
-pub const DEFAULT_USE_EMA_SCALING: bool = false;
+/// Default `controlPlane.scaler`: idle shrink, what this runtime has always done (README,
+/// "Scaling", says why it stays the default).
+pub const DEFAULT_SCALER: ScalerKind = ScalerKind::Idle;
 
 /// Default `virtualMemoryPoolSize`, in bytes (1 GiB).
 pub const DEFAULT_VIRTUAL_MEMORY_POOL_SIZE_BYTES: u64 = 1 << 30;
@@ -180,6 +181,36 @@ pub(super) const SHRINK_STRATEGIES: &[(&str, ShrinkStrategy)] = &[
     ("FIFO", ShrinkStrategy::Fifo),
     ("FILO", ShrinkStrategy::Filo),
 ];
+
+/// Which scaler decides a pool's size between requests (`controlPlane.scaler`). Growth from
+/// the queue and the reservation floor apply under every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalerKind {
+    /// `idle`: a ready worker idle for `worker.idleTimeout` is drained; growth is the queue's.
+    Idle,
+    /// `waterLevel`: Noslate's default (its `useEmaScaling: false`), polled every
+    /// `controlPlane.workerTrafficStatsPullingMs`.
+    WaterLevel,
+    /// `ema`: Noslate's EMA concurrency scaler (its `useEmaScaling: true`).
+    Ema,
+}
+
+/// The JSON names of [`ScalerKind`].
+pub(super) const SCALERS: &[(&str, ScalerKind)] = &[
+    ("idle", ScalerKind::Idle),
+    ("waterLevel", ScalerKind::WaterLevel),
+    ("ema", ScalerKind::Ema),
+];
+
+impl ScalerKind {
+    /// Its name in `controlPlane.scaler`.
+    pub fn as_str(self) -> &'static str {
+        SCALERS
+            .iter()
+            .find(|(_, kind)| *kind == self)
+            .map_or("idle", |(name, _)| name)
+    }
+}
 
 /// How a function's concurrency is reported to the scaler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,17 +400,17 @@ impl Default for DataPlaneConfig {
 pub struct ControlPlaneConfig {
     /// `controlPlane.expandConcurrency`: concurrent worker launches.
     pub expand_concurrency: u32,
-    /// `controlPlane.workerTrafficStatsPullingMs`, in milliseconds: the scaling tick. Defaults
-    /// to [`DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS`] when `use_ema_scaling` is on and the
-    /// key is not set.
+    /// `controlPlane.workerTrafficStatsPullingMs`, in milliseconds: how often the water-level
+    /// and EMA scalers poll. Defaults to [`DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS`] under
+    /// the EMA scaler when the key is not set.
     pub worker_traffic_stats_pulling_ms: u64,
     /// `controlPlane.workerRedundantVictimSpareTimes`: consecutive redundant ticks before the
     /// legacy scaler shrinks.
     pub worker_redundant_victim_spare_times: u32,
     /// `controlPlane.capacityScalingStage`: water level ratio in (0, 1] the legacy scaler aims at.
     pub capacity_scaling_stage: f64,
-    /// `controlPlane.useEmaScaling`: the EMA scaler instead of the legacy one.
-    pub use_ema_scaling: bool,
+    /// `controlPlane.scaler`, or Noslate's `controlPlane.useEmaScaling: true` for `ema`.
+    pub scaler: ScalerKind,
 }
 
 impl Default for ControlPlaneConfig {
@@ -389,7 +420,7 @@ impl Default for ControlPlaneConfig {
             worker_traffic_stats_pulling_ms: DEFAULT_WORKER_TRAFFIC_STATS_PULLING_MS,
             worker_redundant_victim_spare_times: DEFAULT_WORKER_REDUNDANT_VICTIM_SPARE_TIMES,
             capacity_scaling_stage: DEFAULT_CAPACITY_SCALING_STAGE,
-            use_ema_scaling: DEFAULT_USE_EMA_SCALING,
+            scaler: DEFAULT_SCALER,
         }
     }
 }
@@ -840,7 +871,7 @@ mod tests {
         assert_eq!(cfg.control_plane.expand_concurrency, 4);
         assert_eq!(cfg.control_plane.worker_traffic_stats_pulling_ms, 10_000);
         assert_eq!(cfg.control_plane.worker_redundant_victim_spare_times, 6);
-        assert!(!cfg.control_plane.use_ema_scaling);
+        assert_eq!(cfg.control_plane.scaler, ScalerKind::Idle);
         assert_eq!(cfg.virtual_memory_pool_size, 1 << 30);
         assert_eq!(cfg.turf.graceful_exit_period_ms, 3000);
         assert_eq!(cfg.starter, StarterConfig::default());
@@ -1078,6 +1109,75 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.control_plane.worker_traffic_stats_pulling_ms, 2000);
+        let cfg = load_json(r#"{"controlPlane": {"scaler": "ema"}}"#).unwrap();
+        assert_eq!(cfg.control_plane.worker_traffic_stats_pulling_ms, 1000);
+        let cfg = load_json(r#"{"controlPlane": {"scaler": "waterLevel"}}"#).unwrap();
+        assert_eq!(cfg.control_plane.worker_traffic_stats_pulling_ms, 10_000);
+    }
+
+    #[test]
+    fn the_scaler_is_named_or_implied_by_use_ema_scaling() {
+        let scaler = |json: &str| load_json(json).map(|cfg| cfg.control_plane.scaler);
+        for (json, want) in [
+            (r#"{}"#, ScalerKind::Idle),
+            (r#"{"controlPlane": {"scaler": "idle"}}"#, ScalerKind::Idle),
+            (
+                r#"{"controlPlane": {"scaler": "waterLevel"}}"#,
+                ScalerKind::WaterLevel,
+            ),
+            (r#"{"controlPlane": {"scaler": "ema"}}"#, ScalerKind::Ema),
+            (
+                r#"{"controlPlane": {"useEmaScaling": true}}"#,
+                ScalerKind::Ema,
+            ),
+            (
+                r#"{"controlPlane": {"useEmaScaling": false}}"#,
+                ScalerKind::Idle,
+            ),
+            (
+                r#"{"controlPlane": {"useEmaScaling": true, "scaler": "ema"}}"#,
+                ScalerKind::Ema,
+            ),
+            (
+                r#"{"controlPlane": {"useEmaScaling": false, "scaler": "waterLevel"}}"#,
+                ScalerKind::WaterLevel,
+            ),
+        ] {
+            assert_eq!(scaler(json), Ok(want), "{json}");
+        }
+        for kind in [ScalerKind::Idle, ScalerKind::WaterLevel, ScalerKind::Ema] {
+            assert_eq!(lookup(SCALERS, kind.as_str()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn a_conflicting_or_unknown_scaler_is_a_problem_naming_the_key() {
+        for (json, want) in [
+            (
+                r#"{"controlPlane": {"useEmaScaling": true, "scaler": "waterLevel"}}"#,
+                "controlPlane.scaler: \"waterLevel\" conflicts with \
+                 controlPlane.useEmaScaling: true; set one of them (useEmaScaling: true means \
+                 \"ema\")",
+            ),
+            (
+                r#"{"controlPlane": {"useEmaScaling": false, "scaler": "ema"}}"#,
+                "controlPlane.scaler: \"ema\" conflicts with controlPlane.useEmaScaling: \
+                 false; set one of them (useEmaScaling: true means \"ema\")",
+            ),
+            (
+                r#"{"controlPlane": {"scaler": "legacy"}}"#,
+                "controlPlane.scaler: expected \"idle\", \"waterLevel\" or \"ema\", got \
+                 \"legacy\"",
+            ),
+            (
+                r#"{"controlPlane": {"scaler": true}}"#,
+                "controlPlane.scaler: expected \"idle\", \"waterLevel\" or \"ema\", got true",
+            ),
+        ] {
+            let problems = load_json(json).expect_err(json);
+            let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            assert_eq!(text, [want], "{json}");
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::{
     AccessLogDestination, CONCURRENCY_STATS_MODES, CircuitBreakerConfig, ControlPlaneConfig,
     DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS, DataPlaneConfig, EmaSettings, HttpConfig,
-    LoggerConfig, MAX_SPARE_WORKERS, MIN_MAX_HEADER_BYTES, SHRINK_STRATEGIES, StarterConfig,
-    SystemConfig, TurfConfig, WorkerDefaults, log_level,
+    LoggerConfig, MAX_SPARE_WORKERS, MIN_MAX_HEADER_BYTES, SCALERS, SHRINK_STRATEGIES, ScalerKind,
+    StarterConfig, SystemConfig, TurfConfig, WorkerDefaults, log_level,
 };
 use crate::config::problems::{
     Fields, Problems, boolean, describe, in_unit_interval, int, join, set, string,
@@ -262,13 +262,43 @@ fn apply_control_plane(
             p,
         ),
     );
-    set(&mut cp.use_ema_scaling, s.boolean("useEmaScaling", p));
+    let scaler = s.choice("scaler", SCALERS, p);
+    let use_ema = s.boolean("useEmaScaling", p);
+    set(&mut cp.scaler, resolve_scaler(scaler, use_ema, p));
     // Noslate forces 1 s under EMA scaling even when the key is set; we only default it.
-    if cp.use_ema_scaling {
+    if cp.scaler == ScalerKind::Ema {
         cp.worker_traffic_stats_pulling_ms = DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS;
     }
     set(&mut cp.worker_traffic_stats_pulling_ms, pulling);
     ignore(s, &[("dumpWorkerTrafficStats", Kind::Bool)], ignored, p);
+}
+
+/// `controlPlane.scaler` (ours) and Noslate's `controlPlane.useEmaScaling`: `useEmaScaling:
+/// true` alone means `ema`, as in Noslate; `false` alone keeps the default, because this
+/// runtime's default was idle shrink before `scaler` existed and a config Noslate dumped
+/// carries `false` whether or not its author chose anything. Both set and disagreeing is a
+/// problem at `controlPlane.scaler`.
+fn resolve_scaler(
+    scaler: Option<ScalerKind>,
+    use_ema: Option<bool>,
+    p: &mut Problems,
+) -> Option<ScalerKind> {
+    match (scaler, use_ema) {
+        (Some(kind), Some(ema)) if (kind == ScalerKind::Ema) != ema => {
+            p.add(
+                "controlPlane.scaler",
+                format!(
+                    "{:?} conflicts with controlPlane.useEmaScaling: {ema}; set one of them \
+                     (useEmaScaling: true means \"ema\")",
+                    kind.as_str()
+                ),
+            );
+            None
+        }
+        (Some(kind), _) => Some(kind),
+        (None, Some(true)) => Some(ScalerKind::Ema),
+        (None, _) => None,
+    }
 }
 
 /// `dataPlane.*`: request routing.

@@ -16,8 +16,9 @@ use crate::reactor::slab::Slab;
 use crate::sched::breaker::{BREAKER_ERROR_TYPE, CircuitBreaker, LoadSample};
 use crate::sched::dispatch::RoundRobin;
 use crate::sched::dispatch::{self, DisposableCandidate, WorkerLoad};
-use crate::sched::ema::{ConcurrencyMeter, EmaScaler};
+use crate::sched::ema::ConcurrencyMeter;
 use crate::sched::ratelimit::TokenBucket;
+use crate::sched::scaler::PoolScaler;
 use crate::server::client::InvokeError;
 use crate::server::seeds;
 use crate::turf::worker::{Worker, WorkerState};
@@ -53,10 +54,10 @@ pub(in crate::server) struct Function {
     pub(in crate::server) bucket: Option<TokenBucket>,
     /// Cursor for `dispatchMode: round-robin`.
     pub(in crate::server) round_robin: RoundRobin,
-    /// Concurrency over time, for the EMA scaler.
+    /// Concurrency over time, for the EMA scaler and the stats.
     pub(in crate::server) meter: ConcurrencyMeter,
-    /// The EMA scaler, when `controlPlane.useEmaScaling` is on.
-    pub(in crate::server) ema: Option<EmaScaler>,
+    /// Its scaler (`controlPlane.scaler`) and the scaler's state.
+    pub(in crate::server) scaler: PoolScaler,
     /// Requests turned away, by cause.
     pub(in crate::server) rejected: schedule::Rejections,
     /// Removed from the profile set: takes no new requests; its workers drain.
@@ -95,7 +96,7 @@ impl Function {
 
     pub(in crate::server) fn new(
         profile: FunctionProfile,
-        use_ema: bool,
+        scaler: crate::config::ScalerKind,
         now: Instant,
     ) -> Function {
         Function {
@@ -105,7 +106,7 @@ impl Function {
                 .map(|limit| TokenBucket::new(limit, now)),
             round_robin: RoundRobin::new(),
             meter: ConcurrencyMeter::new(now),
-            ema: use_ema.then(|| EmaScaler::new(&profile.worker.ema, now)),
+            scaler: PoolScaler::new(scaler, &profile.worker.ema, now),
             rejected: schedule::Rejections::default(),
             removed: false,
             generation: 0,
@@ -205,7 +206,7 @@ impl Scheduler {
         raw_functions: Vec<serde_json::Value>,
         raw_services: Vec<serde_json::Value>,
         default: Option<&str>,
-        use_ema: bool,
+        scaler: crate::config::ScalerKind,
         now: Instant,
     ) -> Result<Scheduler, crate::server::ServerError> {
         let by_name: HashMap<String, FunctionId> = functions
@@ -225,7 +226,7 @@ impl Scheduler {
         Ok(Scheduler {
             functions: functions
                 .into_iter()
-                .map(|profile| Function::new(profile, use_ema, now))
+                .map(|profile| Function::new(profile, scaler, now))
                 .collect(),
             by_name,
             default_function,
@@ -526,12 +527,23 @@ mod tests {
     use super::*;
     use crate::config::{SystemConfig, parse_functions};
     use crate::reactor::slab::Key;
+    use crate::sched::ScaleAction;
     use crate::sched::shrink::WorkerSnapshot;
+    use schedule::TickPlan;
     use std::path::Path;
 
     /// A scheduler for the profile document `json` (functions and services), over a
     /// throw-away code directory `code`.
     fn scheduler_for(json: &str, default: Option<&str>) -> Scheduler {
+        scheduler_with(json, default, crate::config::ScalerKind::Idle)
+    }
+
+    /// [`scheduler_for`] with the functions' scaler.
+    fn scheduler_with(
+        json: &str,
+        default: Option<&str>,
+        scaler: crate::config::ScalerKind,
+    ) -> Scheduler {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("noslate-sched-ut-{}-{n}", std::process::id()));
@@ -546,7 +558,7 @@ mod tests {
             Vec::new(),
             Vec::new(),
             default,
-            false,
+            scaler,
             Instant::now(),
         )
         .expect("scheduler")
@@ -660,7 +672,7 @@ mod tests {
             Vec::new(),
             Vec::new(),
             Some("nope"),
-            false,
+            crate::config::ScalerKind::Idle,
             Instant::now(),
         );
         assert!(
@@ -873,7 +885,7 @@ mod tests {
         let now = Instant::now();
         let long = std::time::Duration::from_secs(5);
         let workers = [idle_worker(1, long, now), idle_worker(2, long, now)];
-        let plan = s.tick_plan(FunctionId::new(0), &workers, now);
+        let plan = s.tick_plan(FunctionId::new(0), &workers, &cp(), now);
         assert_eq!(plan.launch, None);
         assert_eq!(
             plan.drain.len(),
@@ -884,9 +896,112 @@ mod tests {
         let short = std::time::Duration::from_millis(10);
         let fresh = [idle_worker(1, short, now), idle_worker(2, short, now)];
         assert_eq!(
-            s.tick_plan(FunctionId::new(0), &fresh, now),
+            s.tick_plan(FunctionId::new(0), &fresh, &cp(), now),
             Default::default()
         );
+    }
+
+    fn cp() -> crate::config::ControlPlaneConfig {
+        crate::config::ControlPlaneConfig::default()
+    }
+
+    fn busy_worker(idx: u32, active: usize, now: Instant) -> WorkerSnapshot {
+        WorkerSnapshot {
+            active,
+            ..idle_worker(idx, std::time::Duration::from_secs(5), now)
+        }
+    }
+
+    const ONE_SLOT_RESERVE_ONE: &str = r#", "worker": {"maxActivateRequests": 1, "reservationCount": 1, "replicaCountLimit": 10,
+            "idleTimeout": 1000, "shrinkCooldownOnStartup": false, "shrinkCooldown": 0}"#;
+
+    fn one_slot(scaler: crate::config::ScalerKind) -> Scheduler {
+        let json = format!("[{}]", function("a", ONE_SLOT_RESERVE_ONE));
+        scheduler_with(&json, None, scaler)
+    }
+
+    #[test]
+    fn the_water_level_poll_grows_a_busy_pool_and_drains_it_after_the_spare_polls() {
+        use crate::config::ScalerKind;
+        let mut s = one_slot(ScalerKind::WaterLevel);
+        assert_eq!(s.functions[0].scaler.kind(), ScalerKind::WaterLevel);
+        let a = FunctionId::new(0);
+        let now = Instant::now();
+        let mut config = cp();
+        config.worker_redundant_victim_spare_times = 3;
+        // Four one-slot workers, all busy: 100 % ≥ 80 %, ⌈4 / 0.7 − 4⌉ = 2 more.
+        let busy: Vec<_> = (0..4).map(|i| busy_worker(i, 1, now)).collect();
+        let plan = s.poll_plan(a, &busy, &config, now);
+        assert_eq!(plan.launch, Some(ScaleAction::Launch(2)));
+        assert!(plan.drain.is_empty());
+        // Six idle: two low polls hold, the third drains down to the reservation.
+        let idle: Vec<_> = (0..6).map(|i| busy_worker(i, 0, now)).collect();
+        for poll in 1..3 {
+            assert_eq!(
+                s.poll_plan(a, &idle, &config, now),
+                TickPlan::default(),
+                "{poll}"
+            );
+        }
+        let plan = s.poll_plan(a, &idle, &config, now);
+        assert_eq!((plan.launch, plan.drain.len()), (None, 5));
+        // The one-second tick leaves them to the poll, however long they idle.
+        assert_eq!(s.tick_plan(a, &idle, &config, now), TickPlan::default());
+        match &s.functions[0].scaler {
+            PoolScaler::WaterLevel(w) => assert_eq!(w.redundant_times(), 0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_poll_with_queued_requests_or_during_a_rollout_drains_nothing() {
+        let mut s = one_slot(crate::config::ScalerKind::WaterLevel);
+        let a = FunctionId::new(0);
+        let now = Instant::now();
+        let mut config = cp();
+        config.worker_redundant_victim_spare_times = 1;
+        let idle: Vec<_> = (0..3).map(|i| busy_worker(i, 0, now)).collect();
+        s.functions[0].pool.queue.push_back(client(1));
+        assert_eq!(s.poll_plan(a, &idle, &config, now), TickPlan::default());
+        s.functions[0].pool.queue.clear();
+        s.functions[0].rollout_target = 3;
+        assert_eq!(s.poll_plan(a, &idle, &config, now), TickPlan::default());
+        s.functions[0].rollout_target = 0;
+        assert_eq!(s.poll_plan(a, &idle, &config, now).drain.len(), 2);
+    }
+
+    #[test]
+    fn the_ema_poll_samples_admitted_requests_and_the_idle_scaler_decides_nothing_on_a_poll() {
+        use crate::config::ScalerKind;
+        let mut idle = one_slot(ScalerKind::Idle);
+        let busy: Vec<_> = (0..4).map(|i| busy_worker(i, 1, Instant::now())).collect();
+        let polled = idle.poll_plan(FunctionId::new(0), &busy, &cp(), Instant::now());
+        assert_eq!(
+            polled,
+            TickPlan::default(),
+            "the idle scaler decides nothing on a poll"
+        );
+        let mut s = one_slot(ScalerKind::Ema);
+        let a = FunctionId::new(0);
+        let now = Instant::now();
+        for conn in 1..=4 {
+            assert!(s.admit(invocation(conn, None), true, 100, now).is_ok());
+        }
+        // One busy worker, four in flight, polled every 10 s (default window: 60 s in six
+        // buckets, alpha 0.5). First poll: buckets hold 4 once, EMA 0.5 × 4/6 = 0.33, below
+        // 0.7. Second: 0.5 × 8/6 + 0.5 × 0.33 = 0.83, above: ⌈0.83 / 0.5⌉ = 2 workers.
+        let one = [busy_worker(0, 1, now)];
+        let ten = std::time::Duration::from_secs(10);
+        let t = now + ten;
+        assert_eq!(s.poll_plan(a, &one, &cp(), t), TickPlan::default());
+        let t = t + ten;
+        assert_eq!(
+            s.poll_plan(a, &one, &cp(), t).launch,
+            Some(ScaleAction::Launch(1))
+        );
+        // Idle workers are the EMA's to drain, not the tick's.
+        let idle: Vec<_> = (0..3).map(|i| busy_worker(i, 0, now)).collect();
+        assert_eq!(s.tick_plan(a, &idle, &cp(), t), TickPlan::default());
     }
 
     #[test]
@@ -901,7 +1016,7 @@ mod tests {
         let now = Instant::now();
         let long = std::time::Duration::from_secs(5);
         assert_eq!(
-            s.tick_plan(FunctionId::new(0), &[idle_worker(1, long, now)], now),
+            s.tick_plan(FunctionId::new(0), &[idle_worker(1, long, now)], &cp(), now),
             Default::default()
         );
     }

@@ -163,7 +163,7 @@ impl Scheduler {
         }
 
         let now = Instant::now();
-        let use_ema = config.control_plane.use_ema_scaling;
+        let scaler = config.control_plane.scaler;
         let mut restarted = Vec::new();
         let mut updated = Vec::new();
         let mut added = Vec::new();
@@ -182,7 +182,7 @@ impl Scheduler {
                     }
                 }
                 None => {
-                    let function = Function::new(profile, use_ema, now);
+                    let function = Function::new(profile, scaler, now);
                     let index = match self.retired_function(in_use) {
                         Some(index) => {
                             self.functions[index] = function;

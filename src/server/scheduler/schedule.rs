@@ -1,20 +1,22 @@
 //! The scheduler's periodic decisions: the one-second tick that checks the breaker and shrinks
-//! idle pools (or runs the EMA scaler), and the refusal of queue-less functions' requests.
+//! idle pools (the idle scaler), the poll of the water-level and EMA scalers
+//! (`controlPlane.workerTrafficStatsPullingMs`), and the refusal of queue-less functions'
+//! requests.
 //! Every decision comes from the pure code in `crate::sched`; these methods gather its inputs
 //! from the scheduler's own state and the workers' snapshots the loop hands in, and return what
 //! must be done (launch, drain, refuse), which the loop carries out.
 
 use super::Scheduler;
-use crate::config::SystemConfig;
+use crate::config::{ControlPlaneConfig, SystemConfig, WorkerProfile};
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
+use crate::sched::ScaleAction;
 use crate::sched::capacity::LaunchBlock;
 use crate::sched::plan::{self, Blocker, LaunchPlan, PlanInput};
-use crate::sched::shrink::{self, WorkerSnapshot};
-use crate::sched::{ScaleAction, ScalerInput};
+use crate::sched::scaler::{PoolBounds, ScalerSettings};
+use crate::sched::shrink::WorkerSnapshot;
 use crate::server::client::InvokeError;
-use crate::turf::worker::WorkerState;
 use std::time::{Duration, Instant};
 
 /// How often the breaker is checked and pools are considered for shrinking.
@@ -58,10 +60,10 @@ pub(in crate::server) struct LaunchDecision {
     pub(in crate::server) fail: Option<(Vec<ConnRef>, InvokeError)>,
 }
 
-/// What one function's tick decided.
+/// What one function's tick or poll decided.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(in crate::server) struct TickPlan {
-    /// The EMA scaler wants more workers.
+    /// The scaler wants more workers.
     pub(in crate::server) launch: Option<ScaleAction>,
     /// Workers to drain (idle, or the scaler wants fewer).
     pub(in crate::server) drain: Vec<WorkerKey>,
@@ -179,56 +181,76 @@ impl Scheduler {
         self.sched_tick_armed = false;
     }
 
-    /// One function's scaling on a tick, from its workers' `snapshots`: the EMA scaler when
-    /// `controlPlane.useEmaScaling` is on, otherwise idle shrink (workers idle for
-    /// `worker.idleTimeout`, never below the reservation).
+    /// One function's one-second tick, from its workers' `snapshots`: under the idle scaler,
+    /// its workers idle for `worker.idleTimeout` (never below the reservation); the polling
+    /// scalers drain only on a poll ([`Scheduler::poll_plan`]).
     pub(in crate::server) fn tick_plan(
         &mut self,
         function: FunctionId,
         snapshots: &[WorkerSnapshot],
+        config: &ControlPlaneConfig,
+        now: Instant,
+    ) -> TickPlan {
+        let f = &self.functions[function];
+        if f.profile.worker.disposable || f.removed {
+            return TickPlan::default();
+        }
+        let reservation = usize::try_from(f.profile.worker.reservation_count).unwrap_or(0);
+        let settings = scaler_settings(&f.profile.worker, config);
+        TickPlan {
+            launch: None,
+            drain: f.scaler.on_tick(snapshots, reservation, &settings, now),
+        }
+    }
+
+    /// One function's scaler poll (`controlPlane.workerTrafficStatsPullingMs`), from its
+    /// workers' `snapshots`: the water-level or EMA scaler's launch or victims. During a
+    /// rollout nothing is drained: the rollout retires the old generation itself, and a drain
+    /// chosen among both generations could take the new workers it waits for.
+    pub(in crate::server) fn poll_plan(
+        &mut self,
+        function: FunctionId,
+        snapshots: &[WorkerSnapshot],
+        config: &ControlPlaneConfig,
         now: Instant,
     ) -> TickPlan {
         let f = &mut self.functions[function];
-        let max_active = f.max_active();
-        let profile = &f.profile;
-        if profile.worker.disposable || f.removed {
+        if f.profile.worker.disposable || f.removed {
             return TickPlan::default();
         }
-        let strategy = profile.worker.shrink_strategy;
-        let reservation = usize::try_from(profile.worker.reservation_count).unwrap_or(0);
-        let idle_after = Duration::from_millis(profile.worker.idle_timeout_ms);
-        let Some(ema) = f.ema.as_mut() else {
-            return TickPlan {
-                launch: None,
-                drain: shrink::idle_victims(snapshots, reservation, idle_after, strategy, now),
-            };
-        };
-        let ready = || snapshots.iter().filter(|w| w.state == WorkerState::Ready);
-        let input = ScalerInput {
-            ready: ready().count(),
-            starting: snapshots.iter().filter(|w| w.state.is_starting()).count(),
+        let worker = &f.profile.worker;
+        let bounds = PoolBounds {
             queued: f.pool.queue.len(),
-            active_requests: ready().map(|w| w.active).sum(),
-            max_active,
-            reservation,
-            replica_limit: usize::try_from(profile.worker.replica_count_limit)
-                .unwrap_or(usize::MAX),
+            max_active: f.max_active(),
+            reservation: usize::try_from(worker.reservation_count).unwrap_or(usize::MAX),
+            replica_limit: usize::try_from(worker.replica_count_limit).unwrap_or(usize::MAX),
         };
-        let concurrency = f.meter.sample(profile.worker.concurrency_stats_mode, now);
-        match ema
-            .tick(concurrency, input, &profile.worker.ema, now)
-            .action
-        {
-            ScaleAction::Hold => TickPlan::default(),
-            ScaleAction::Launch(n) => TickPlan {
-                launch: Some(ScaleAction::Launch(n)),
-                drain: Vec::new(),
-            },
-            ScaleAction::Drain(n) => TickPlan {
-                launch: None,
-                drain: shrink::pick_victims(snapshots, n, strategy),
-            },
+        let settings = scaler_settings(worker, config);
+        let mut decision = f
+            .scaler
+            .poll(snapshots, bounds, &mut f.meter, &settings, now);
+        if f.rollout_target > 0 {
+            decision.drain.clear();
         }
+        TickPlan {
+            launch: (decision.launch > 0).then_some(ScaleAction::Launch(decision.launch)),
+            drain: decision.drain,
+        }
+    }
+}
+
+/// What a function's scaler reads of its profile's `worker` and of `config`.
+fn scaler_settings<'a>(
+    worker: &'a WorkerProfile,
+    config: &ControlPlaneConfig,
+) -> ScalerSettings<'a> {
+    ScalerSettings {
+        strategy: worker.shrink_strategy,
+        idle_after: Duration::from_millis(worker.idle_timeout_ms),
+        stats_mode: worker.concurrency_stats_mode,
+        ema: &worker.ema,
+        spare_times: config.worker_redundant_victim_spare_times,
+        scaling_stage: config.capacity_scaling_stage,
     }
 }
 
