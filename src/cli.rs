@@ -329,6 +329,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     };
     init_logging(&config);
     log::info!("{}", pool_size_line(&config));
+    log::info!("{}", scaler_line(&config));
     for key in &config.ignored_keys {
         log::info!(
             "system config key {key} is accepted for Noslate compatibility and has no effect here"
@@ -391,10 +392,11 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
         out(&format!(
-            "noslate: configuration OK: {} function(s), {} service(s), port {port}; {}\n",
+            "noslate: configuration OK: {} function(s), {} service(s), port {port}; {}; {}\n",
             profiles.functions.len(),
             profiles.services.len(),
-            pool_size_line(&config)
+            pool_size_line(&config),
+            scaler_line(&config)
         ));
         return ExitCode::SUCCESS;
     }
@@ -465,6 +467,25 @@ fn pool_size_line(config: &SystemConfig) -> String {
         config.virtual_memory_pool_size >> 20,
         config.pool_size_source.describe()
     )
+}
+
+/// The scaler (`controlPlane.scaler`) and what drives it, for the start-up log and
+/// `noslate check`.
+fn scaler_line(config: &SystemConfig) -> String {
+    let cp = &config.control_plane;
+    let name = cp.scaler.as_str();
+    let every = cp.worker_traffic_stats_pulling_ms;
+    match cp.scaler {
+        config::ScalerKind::Idle => {
+            format!("scaler {name}: workers idle for worker.idleTimeout are drained")
+        }
+        config::ScalerKind::WaterLevel => format!(
+            "scaler {name}: polled every {every} ms, grows at 80 % busy towards \
+             capacityScalingStage {}, shrinks after {} polls at or below 60 %",
+            cp.capacity_scaling_stage, cp.worker_redundant_victim_spare_times
+        ),
+        config::ScalerKind::Ema => format!("scaler {name}: polled every {every} ms"),
+    }
 }
 
 /// `noslate serve --probe`: the capability probe, and each worker guarantee checked for real

@@ -116,6 +116,14 @@ fn the_water_level_scaler_grows_a_busy_pool_then_shrinks_it_to_the_reservation()
         "waterLevel",
         "stats name the scaler"
     );
+    assert_eq!(
+        ns.log_count(&[
+            "scaler waterLevel: polled every 200 ms",
+            "capacityScalingStage 0.7, shrinks after 3 polls"
+        ]),
+        1,
+        "the start-up log names the scaler"
+    );
 
     // Four requests that each take a one-slot worker: the queue brings the pool to four; at
     // 100 % water level the scaler aims at 70 %, ⌈4 / 0.7⌉ = 6 workers, and no more (4 busy
@@ -170,6 +178,7 @@ fn the_ema_scaler_grows_to_its_scale_factor_and_shrinks_after_the_load() {
         .start();
     wait_for_pool(&ns, "ema", 1, "the reserved worker is up");
     assert_eq!(stats(&ns)["functions"]["ema"]["scaler"]["kind"], "ema");
+    assert_eq!(ns.log_count(&["scaler ema: polled every 200 ms"]), 1);
 
     // Three in flight: ⌈3 / 0.5⌉ = 6 workers; then 3 of 6 busy is 50 %, between the
     // thresholds.
@@ -195,6 +204,7 @@ fn the_ema_scaler_grows_to_its_scale_factor_and_shrinks_after_the_load() {
 fn the_idle_scaler_is_the_default_and_conflicting_or_unknown_scalers_stop_the_start() {
     let ns = Noslate::start(&json!([profile("plain", "faulty")]));
     assert_eq!(stats(&ns)["functions"]["plain"]["scaler"]["kind"], "idle");
+    assert_eq!(ns.log_count(&["scaler idle: workers idle for"]), 1);
     drop(ns);
 
     for (control_plane, says) in [

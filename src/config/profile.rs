@@ -151,8 +151,8 @@ pub struct WorkerProfile {
     /// `invokeTimeout` (ours), in milliseconds: deadline of a request that has no
     /// `x-fc-function-timeout` header.
     pub invoke_timeout_ms: u64,
-    /// `idleTimeout` (ours), in milliseconds: a worker idle this long is drained and stopped,
-    /// never below `reservationCount`.
+    /// `idleTimeout` (ours), in milliseconds: under the idle scaler (`controlPlane.scaler`), a
+    /// worker idle this long is drained and stopped, never below `reservationCount`.
     pub idle_timeout_ms: u64,
     /// `shrinkStrategy`.
     pub shrink_strategy: ShrinkStrategy,
