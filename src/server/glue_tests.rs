@@ -1209,10 +1209,17 @@ fn the_scaler_poll_runs_only_for_polling_scalers_and_drains_after_the_spare_poll
     let (a, _) = h.ready_worker(0);
     let (b, _) = h.ready_worker(0);
     let state = |h: &Harness, k: WorkerKey| h.server.supervisor.workers().get(k).map(|w| w.state);
+    let scaler_stats = |h: &Harness| match h.admin("GET", "/v1/stats") {
+        super::admin::AdminAction::Answer(stats) => stats["functions"]["hello"]["scaler"].clone(),
+        _ => panic!("stats are an answer"),
+    };
+    let polls = serde_json::json!({"kind": "waterLevel", "redundantPolls": 0});
+    assert_eq!(scaler_stats(&h), polls);
     // Two idle workers, reservation 0: the first low poll only counts.
     h.server.on_scaler_poll();
     assert_eq!(state(&h, a), Some(WorkerState::Ready));
     assert_eq!(state(&h, b), Some(WorkerState::Ready));
+    assert_eq!(scaler_stats(&h)["redundantPolls"], 1);
     // Called directly, not fired: the first timer is still there beside the next one.
     assert_eq!(h.server.timers.len(), before + 2, "each poll arms the next");
     // The second drains both; with nothing in flight they stop at once.
@@ -1230,4 +1237,5 @@ fn the_scaler_poll_runs_only_for_polling_scalers_and_drains_after_the_spare_poll
             .all(|e| !matches!(e, Effect::Scale(_))),
         "a drain plans no launch"
     );
+    assert_eq!(scaler_stats(&h), polls, "the count starts again");
 }

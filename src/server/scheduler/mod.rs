@@ -872,7 +872,7 @@ mod tests {
 
     #[test]
     fn the_tick_drains_idle_workers_above_the_reservation_only() {
-        let mut s = scheduler_for(
+        let s = scheduler_for(
             &format!(
                 "[{}]",
                 function(
@@ -1006,7 +1006,7 @@ mod tests {
 
     #[test]
     fn a_removed_or_disposable_function_is_never_shrunk_by_the_tick() {
-        let mut s = scheduler_for(
+        let s = scheduler_for(
             &format!(
                 "[{}]",
                 function("a", r#", "worker": {"disposable": true, "idleTimeout": 1}"#)

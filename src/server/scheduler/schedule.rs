@@ -185,7 +185,7 @@ impl Scheduler {
     /// its workers idle for `worker.idleTimeout` (never below the reservation); the polling
     /// scalers drain only on a poll ([`Scheduler::poll_plan`]).
     pub(in crate::server) fn tick_plan(
-        &mut self,
+        &self,
         function: FunctionId,
         snapshots: &[WorkerSnapshot],
         config: &ControlPlaneConfig,
