@@ -50,6 +50,10 @@ OPTIONS:
     --port N            port to listen on, on 0.0.0.0 (0 picks a free port)
                         env: FC_CUSTOM_LISTEN_PORT, then FC_SERVER_PORT, then SERVER_PORT,
                         then PORT (Knative's); default 9000
+    --gateway PROGRAM   run the user's gateway (e.g. node) on the FC port, beside the workers
+                        (system config gateway.command; the rest of gateway.* applies)
+    --gateway-arg ARG   one argument of the gateway, repeatable (gateway.args), e.g.
+                        --gateway node --gateway-arg /code/server.js
     --functions FILE    function profiles: a JSON array of Noslate function profiles, or
                         {\"functions\": [...], \"services\": [...]}       env: NOSLATE_FUNCTIONS
     --config FILE       system config in Noslate's format (unknown keys are errors)
@@ -75,8 +79,9 @@ ENVIRONMENT:
                               override the matching system config keys, as in Noslate
 
 SIGNALS:
-    SIGTERM, SIGINT           drain in-flight invocations (like GET /pre-stop), stop the
-                              workers, exit 0; a second signal exits at once
+    SIGTERM, SIGINT           stop the gateway (if any; SIGTERM, then SIGKILL after its grace
+                              period), drain in-flight invocations (like GET /pre-stop), stop
+                              the workers, exit 0; a second signal exits at once
 
 See README.md for the routes and the configuration reference.
 ";
@@ -129,6 +134,10 @@ struct Args {
     timeout_ms: Option<u64>,
     socket: Option<PathBuf>,
     port: Option<String>,
+    /// `--gateway PROGRAM`: run the user's gateway (overrides `gateway.command`).
+    gateway: Option<String>,
+    /// `--gateway-arg ARG`, repeated (overrides `gateway.args`).
+    gateway_args: Vec<String>,
     functions: Option<PathBuf>,
     config: Option<PathBuf>,
     workdir: Option<PathBuf>,
@@ -189,6 +198,18 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
                         .map_err(|_| "--port must be a number".to_owned())?,
                 );
             }
+            "--gateway" => {
+                args.gateway = Some(
+                    value("--gateway")?
+                        .into_string()
+                        .map_err(|_| "--gateway must be UTF-8".to_owned())?,
+                );
+            }
+            "--gateway-arg" => args.gateway_args.push(
+                value("--gateway-arg")?
+                    .into_string()
+                    .map_err(|_| "--gateway-arg must be UTF-8".to_owned())?,
+            ),
             "--functions" => args.functions = Some(value("--functions")?.into()),
             "--config" => args.config = Some(value("--config")?.into()),
             "--workdir" => args.workdir = Some(value("--workdir")?.into()),
@@ -324,9 +345,13 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         return probe_command(&args);
     }
 
-    let Some(config) = load_config(&args) else {
+    let Some(mut config) = load_config(&args) else {
         return ExitCode::from(2);
     };
+    if let Err(msg) = apply_gateway_flags(&args, &mut config, &env_var) {
+        eprintln!("noslate: {msg}");
+        return ExitCode::from(2);
+    }
     init_logging(&config);
     log::info!("{}", pool_size_line(&config));
     log::info!("{}", scaler_line(&config));
@@ -413,6 +438,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         }
     }
 
+    let options_gateway_port = config.gateway.as_ref().map(|_| port);
     let options = ServerOptions {
         addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         config,
@@ -431,7 +457,17 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    log::info!("listening on {}", server.local_addr());
+    match (server.local_addr(), &options_gateway_port) {
+        (Some(addr), None) => log::info!("listening on {addr}"),
+        (Some(addr), Some(port)) => log::info!(
+            "listening on {addr} (gateway.runtimePort); the gateway serves the FC port {port}"
+        ),
+        (None, _) => log::info!(
+            "not listening on HTTP (gateway.runtimePort is off): the gateway serves the FC port \
+             {}, the runtime its admin socket",
+            options_gateway_port.unwrap_or_default()
+        ),
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -439,6 +475,45 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `--gateway PROGRAM` and `--gateway-arg ARG`: the gateway's command line over the system
+/// config's (its other `gateway.*` keys stay). Arguments without a program are an error unless
+/// the config names one.
+fn apply_gateway_flags(
+    args: &Args,
+    config: &mut SystemConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    match (&args.gateway, config.gateway.as_mut()) {
+        (Some(program), Some(gateway)) => {
+            program.clone_into(&mut gateway.command);
+            gateway.args.clone_from(&args.gateway_args);
+        }
+        (Some(program), None) => {
+            let mut gateway = config::GatewayConfig::new(program.clone());
+            gateway.args.clone_from(&args.gateway_args);
+            if let Some(sdk) = env(config::GATEWAY_SDK_PATH_ENV).filter(|v| !v.is_empty()) {
+                gateway.sdk_path = sdk;
+            }
+            config.gateway = Some(gateway);
+        }
+        (None, Some(gateway)) if !args.gateway_args.is_empty() => {
+            gateway.args.clone_from(&args.gateway_args);
+        }
+        (None, None) if !args.gateway_args.is_empty() => {
+            return Err("--gateway-arg needs --gateway PROGRAM (or gateway.command)".into());
+        }
+        (None, _) => {}
+    }
+    if config
+        .gateway
+        .as_ref()
+        .is_some_and(|g| g.command.is_empty())
+    {
+        return Err("--gateway must not be empty".into());
+    }
+    Ok(())
 }
 
 /// The system config `serve`, `check` and `--probe` use: the file (`--config`, else

@@ -484,8 +484,28 @@ impl AdminView<'_> {
                 "lines": self.access_log.lines,
                 "droppedLines": self.access_log.dropped,
             },
+            "gateway": self.gateway_view(),
             "exits": exits,
             "functions": functions,
+        })
+    }
+
+    /// The gateway in `noslate stats`: `null` without one; otherwise its command, state, pid,
+    /// restarts and how its last run ended on its own (with its stderr tail).
+    fn gateway_view(&self) -> Value {
+        let Some((gateway, launch)) = self.supervisor.gateway() else {
+            return Value::Null;
+        };
+        json!({
+            "command": launch.command_line,
+            "state": gateway.state().as_str(),
+            "pid": gateway.process.as_ref().map(|p| p.pid),
+            "restarts": gateway.restarts(),
+            "lastFailure": gateway.last_failure().map(|f| json!({
+                "reason": f.reason,
+                "uptimeMs": f.uptime_ms,
+                "stderrTail": f.stderr_tail,
+            })),
         })
     }
 }

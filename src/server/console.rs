@@ -49,13 +49,21 @@ const READ_CHUNK: usize = 64 * 1024;
 struct LineCutter {
     partial: Vec<u8>,
     limit: usize,
+    /// Written before every line (`[gateway] `); empty for workers, whose lines are their own.
+    prefix: Vec<u8>,
 }
 
 impl LineCutter {
+    #[cfg(test)]
     fn new(limit: usize) -> LineCutter {
+        LineCutter::prefixed(limit, "")
+    }
+
+    fn prefixed(limit: usize, prefix: &str) -> LineCutter {
         LineCutter {
             partial: Vec::new(),
             limit: limit.max(1),
+            prefix: prefix.as_bytes().to_vec(),
         }
     }
 
@@ -67,6 +75,7 @@ impl LineCutter {
             let room = self.limit - self.partial.len();
             match bytes.iter().position(|&b| b == b'\n') {
                 Some(end) if end <= room => {
+                    out.extend_from_slice(&self.prefix);
                     out.extend_from_slice(&self.partial);
                     self.partial.clear();
                     out.extend_from_slice(&bytes[..=end]);
@@ -77,6 +86,7 @@ impl LineCutter {
                     bytes = &[];
                 }
                 _ => {
+                    out.extend_from_slice(&self.prefix);
                     out.extend_from_slice(&self.partial);
                     self.partial.clear();
                     out.extend_from_slice(&bytes[..room]);
@@ -92,6 +102,7 @@ impl LineCutter {
     /// The stream ended: what is left is a last line.
     fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.partial.is_empty() {
+            out.extend_from_slice(&self.prefix);
             out.extend_from_slice(&self.partial);
             out.push(b'\n');
             self.partial.clear();
@@ -184,6 +195,9 @@ pub(super) struct Console {
     line_limit: usize,
     scratch: Vec<u8>,
     stats: ConsoleStats,
+    /// The last bytes read from the relays that keep a tail (the gateway's stderr), by relay
+    /// key, with their size limit; kept after the pipe ends until taken.
+    tails: Vec<(Key, Vec<u8>, usize)>,
 }
 
 impl Console {
@@ -216,17 +230,30 @@ impl Console {
             line_limit: line_limit.clamp(1, buffer_size.max(1)),
             scratch: Vec::new(),
             stats: ConsoleStats::default(),
+            tails: Vec::new(),
         }
     }
 
     /// Relays a child's stdout and stderr. A pipe that cannot be watched is closed: the child
     /// then gets EPIPE for its output, rather than blocking forever on a pipe nobody reads.
     pub(super) fn attach(&mut self, registry: &Registry, pipes: OutputPipes) {
+        self.attach_labelled(registry, pipes, "");
+    }
+
+    /// Relays a child's stdout and stderr with `prefix` before each line, and returns the
+    /// stderr relay's key (`None` if it could not be watched).
+    pub(super) fn attach_labelled(
+        &mut self,
+        registry: &Registry,
+        pipes: OutputPipes,
+        prefix: &str,
+    ) -> Option<Key> {
+        let mut stderr_key = None;
         for (pipe, stream) in [(pipes.stdout, Stream::Out), (pipes.stderr, Stream::Err)] {
             let key = self.relays.insert(Relay {
                 pipe,
                 stream,
-                lines: LineCutter::new(self.line_limit),
+                lines: LineCutter::prefixed(self.line_limit, prefix),
                 stalled: false,
             });
             let registered = self.relays.get_mut(key).map(|relay| {
@@ -239,9 +266,27 @@ impl Console {
             if let Some(Err(err)) = registered {
                 log::warn!("cannot relay a worker's output: {err}");
                 self.relays.remove(key);
+            } else if stream == Stream::Err {
+                stderr_key = Some(key);
             }
         }
         self.stats.relays = self.relays.len();
+        stderr_key
+    }
+
+    /// Keeps the last `bytes` read from relay `key` from now on, until [`Console::take_tail`].
+    pub(super) fn keep_tail(&mut self, key: Key, bytes: usize) {
+        self.tails.push((key, Vec::new(), bytes.max(1)));
+    }
+
+    /// Reads relay `key` now (a child that exited has written all it will), then hands over
+    /// and forgets its tail: at most the size given to [`Console::keep_tail`].
+    pub(super) fn take_tail(&mut self, registry: &Registry, key: Key) -> Vec<u8> {
+        self.on_readable(registry, key);
+        match self.tails.iter().position(|(k, _, _)| *k == key) {
+            Some(index) => self.tails.swap_remove(index).1,
+            None => Vec::new(),
+        }
     }
 
     /// A relayed pipe is readable (or closed): moves its lines to its sink while the sink has
@@ -264,6 +309,11 @@ impl Console {
                 Ok(0) => break true,
                 Ok(n) => {
                     self.stats.cut_lines += relay.lines.push(&self.scratch[..n], &mut sink.pending);
+                    if let Some((_, tail, limit)) = self.tails.iter_mut().find(|t| t.0 == key) {
+                        tail.extend_from_slice(&self.scratch[..n]);
+                        let excess = tail.len().saturating_sub(*limit);
+                        tail.drain(..excess);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -72,7 +72,8 @@ fn harness_with(functions: &str, tune: impl FnOnce(&mut SystemConfig)) -> Harnes
 impl Harness {
     /// Connects a client and lets the server accept it; returns the client and its key.
     fn connect(&mut self) -> (TcpStream, Key) {
-        let client = TcpStream::connect(self.server.local_addr()).expect("connect");
+        let client = TcpStream::connect(self.server.local_addr().expect("an HTTP listener"))
+            .expect("connect");
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");

@@ -34,6 +34,9 @@ pub(super) struct LifecycleState {
     /// Who this runtime is (its pid and start time): a client of the admin socket that sees it
     /// change knows the runtime restarted and its configuration must be sent again.
     instance: String,
+    /// A shutdown signal's name while its drain waits for the gateway to exit: the gateway is
+    /// stopped first, so that requests it accepted still reach a runtime that serves them.
+    drain_after_gateway: Option<String>,
 }
 
 impl Default for LifecycleState {
@@ -51,6 +54,7 @@ impl Default for LifecycleState {
                     .unwrap_or_default();
                 format!("{}-{}", std::process::id(), started.as_millis())
             },
+            drain_after_gateway: None,
         }
     }
 }
@@ -149,6 +153,17 @@ impl LifecycleState {
         }
         self.exit_when_stopped = true;
         SignalStep::Drain
+    }
+
+    /// The drain the signal `name` asked for waits until the gateway has exited.
+    pub(super) fn drain_after_gateway(&mut self, name: String) {
+        self.drain_after_gateway = Some(name);
+    }
+
+    /// The gateway is gone for good: the name of the signal whose drain now begins, if one
+    /// was waiting for it.
+    pub(super) fn gateway_gone(&mut self) -> Option<String> {
+        self.drain_after_gateway.take()
     }
 
     /// Starts draining if running. Returns the `/initialize` calls to refuse: they would wait

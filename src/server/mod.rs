@@ -193,6 +193,8 @@ enum Timer {
     ConsoleRetry,
     /// Pending access-log lines are to be handed on.
     AccessLogHandoff,
+    /// The gateway's restart back-off is over.
+    GatewayRetry,
 }
 
 /// The record a child process belongs to.
@@ -204,6 +206,8 @@ enum Child {
     Seed(Key),
     /// A spare worker (`spares`).
     Spare(Key),
+    /// The user's gateway (`supervisor/gateway.rs`).
+    Gateway,
 }
 
 /// The loop's parts an owner borrows for a call that registers sources, arms timers or
@@ -293,9 +297,33 @@ impl Server {
             )
             .map_err(ServerError::Poll)?;
         let access_log = access_log::AccessLog::new(&config.logger, &logdir);
-        let supervisor = supervisor::Supervisor::new(&config, &workdir, logdir, &functions)?;
+        let mut supervisor =
+            supervisor::Supervisor::new(&config, &workdir, logdir.clone(), &functions)?;
         let admin_path = crate::admin::socket_path(&workdir);
-        let front = front::FrontEnd::bind(addr, admin_path, &config, poll.registry())?;
+        // A gateway owns the FC port: the runtime's HTTP listener moves to loopback, or is off.
+        let listen = match config.gateway.as_ref().map(|g| g.runtime_port) {
+            None => Some(addr),
+            Some(crate::config::RuntimePort::Off) => None,
+            Some(crate::config::RuntimePort::Loopback(port)) => {
+                Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)))
+            }
+        };
+        let front = front::FrontEnd::bind(listen, admin_path.clone(), &config, poll.registry())?;
+        if let Some(gateway) = &config.gateway {
+            let places = supervisor::gateway::RuntimePlaces {
+                fc_port: addr.port(),
+                runtime_addr: front.local_addr(),
+                workdir: &workdir,
+                logdir: &logdir,
+                admin_socket: &admin_path,
+            };
+            supervisor.configure_gateway(supervisor::gateway::GatewayLaunch::new(
+                gateway,
+                config.turf.graceful_exit_period_ms,
+                places,
+                supervisor::runtime_env(),
+            ));
+        }
         let scheduler = scheduler::Scheduler::new(
             functions,
             services,
@@ -327,8 +355,9 @@ impl Server {
         })
     }
 
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The address the HTTP listener actually bound (useful with port 0); `None` when a
+    /// gateway owns the FC port and `gateway.runtimePort` is off.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.front.local_addr()
     }
 
@@ -351,6 +380,7 @@ impl Server {
         for index in FunctionId::all(self.scheduler.functions().len()) {
             self.scale(index);
         }
+        self.supervisor.start_gateway_if_due(&mut lent!(self));
         self.maybe_start_background();
         self.arm_sched_tick();
         self.arm_scaler_poll();
@@ -547,7 +577,8 @@ impl Server {
         self.begin_drain("pre-stop");
     }
 
-    /// SIGTERM or SIGINT: drain like `/pre-stop`, then exit. A second signal exits at once.
+    /// SIGTERM or SIGINT: stop the gateway (if any) and wait for it, then drain like
+    /// `/pre-stop` and exit. A second signal exits at once.
     fn on_shutdown_signal(&mut self, signo: i32) {
         let name = crate::sys::signal_name(signo);
         match self.lifecycle.on_signal(Instant::now()) {
@@ -556,14 +587,33 @@ impl Server {
                 self.supervisor.kill_all_workers();
             }
             lifecycle::SignalStep::Drain => {
-                log::info!("{name}: draining in-flight invocations, then exiting");
-                // Connections keep being accepted until the exit, so that a request racing
-                // the drain is refused with 503 RuntimeStopped rather than reset. Idle ones
-                // are closed now with a FIN, which clients take as "open a new connection".
-                self.close_idle_conns();
-                self.begin_drain(&name);
-                self.check_workers_stopped();
+                if self.supervisor.stop_gateway(&mut lent!(self)) {
+                    log::info!("{name}: stopping the gateway first, then draining");
+                    self.lifecycle.drain_after_gateway(name);
+                    return;
+                }
+                self.drain_on_signal(&name);
             }
+        }
+    }
+
+    /// The gateway (if any) is gone: the drain a shutdown signal asked for begins.
+    fn drain_on_signal(&mut self, name: &str) {
+        log::info!("{name}: draining in-flight invocations, then exiting");
+        // Connections keep being accepted until the exit, so that a request racing the drain
+        // is refused with 503 RuntimeStopped rather than reset. Idle ones are closed now with a
+        // FIN, which clients take as "open a new connection".
+        self.close_idle_conns();
+        self.begin_drain(name);
+        self.check_workers_stopped();
+    }
+
+    /// Goes on with a shutdown that waited for the gateway, once it is gone.
+    fn after_gateway_reaped(&mut self) {
+        if self.supervisor.gateway_stopped()
+            && let Some(name) = self.lifecycle.gateway_gone()
+        {
+            self.drain_on_signal(&name);
         }
     }
 
@@ -911,7 +961,9 @@ impl Server {
                 self.respond_json(client, status, &[], body.to_string().as_bytes());
             }
             Ok(Route::Initialize | Route::PreFreeze | Route::PreStop)
-                if self.front.client_is_descendant(key) =>
+                if self
+                    .front
+                    .client_is_descendant(key, self.supervisor.gateway_pid()) =>
             {
                 log::warn!(
                     "[http conn={}] refusing a lifecycle hook from a process of the runtime's \
@@ -957,7 +1009,10 @@ impl Server {
         if !news {
             return;
         }
-        if self.front.client_is_descendant(key) {
+        if self
+            .front
+            .client_is_descendant(key, self.supervisor.gateway_pid())
+        {
             log::warn!(
                 "[http conn={}] ignoring FC credentials sent by the runtime's own workers",
                 key.idx
@@ -1920,6 +1975,7 @@ impl Server {
                 }
                 Timer::HeadTimeout(conn) => self.front.on_head_timeout(conn, &mut lent!(self)),
                 Timer::AccessLogHandoff => self.on_access_log_handoff(),
+                Timer::GatewayRetry => self.supervisor.gateway_retry_due(&mut lent!(self)),
                 Timer::ConsoleRetry => {
                     self.console_retry_armed = false;
                     self.flush_console();
@@ -2015,7 +2071,8 @@ impl Server {
 
     /// Accepts what the admin socket has waiting, and serves it.
     fn accept_admin(&mut self) {
-        for key in self.front.accept_admin(self.poll.registry()) {
+        let trusted = self.supervisor.gateway_pid();
+        for key in self.front.accept_admin(self.poll.registry(), trusted) {
             self.drive_conn(key);
         }
     }
@@ -2034,6 +2091,7 @@ impl Server {
         // Reap first: a SIGTERM handled below may wait for workers that already exited.
         if seen.contains(&(libc::SIGCHLD as u8)) {
             self.supervisor.reap_children(&mut lent!(self));
+            self.after_gateway_reaped();
         }
         for signo in [libc::SIGTERM, libc::SIGINT] {
             if seen.contains(&(signo as u8)) {

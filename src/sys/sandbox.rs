@@ -943,6 +943,31 @@ pub fn prepare_command(
     Ok(StepReport { receiver })
 }
 
+/// Arranges for `command`'s child to run in its own session (so that its process group can be
+/// signalled as a whole) and to be killed when the runtime dies, and nothing else: the user's
+/// gateway runs outside the worker sandbox, as the runtime's own user.
+pub fn prepare_unsandboxed_command(command: &mut Command) {
+    let parent = super::getpid();
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe syscalls (setsid, prctl, getppid) on integers: it allocates nothing
+    // and takes no lock. A failure is returned as an errno, which std reports to `spawn`.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The runtime may have died between fork and prctl; then nobody would kill us.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Moves the two protocol pipes onto 3 and 4 (stdio is std's business on this path).
 fn place_fds_3_4(fd_in: RawFd, fd_out: RawFd) -> ChildResult {
     // SAFETY: fcntl/dup2 on open descriptors; no memory is touched.

@@ -7,6 +7,7 @@
 pub mod accounting;
 pub mod cgroup;
 pub mod child;
+pub mod gateway;
 pub mod origin;
 pub mod plan;
 pub mod poll;

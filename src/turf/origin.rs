@@ -63,9 +63,13 @@ fn trace_in(proc: &Path, local: SocketAddr, peer: SocketAddr, runtime_pid: i32) 
     }
 }
 
-/// Whether process `pid` descends from `ancestor`.
-pub fn descends_from(pid: i32, ancestor: i32) -> bool {
-    ParentMap::read(Path::new("/proc")).descends_from(pid, ancestor)
+/// Whether process `pid` descends from the runtime `runtime_pid` other than through
+/// `trusted` (the user's gateway, which runs outside the sandbox and may use the admin socket
+/// and the hooks): a worker, or anything a worker started.
+pub fn is_workers_process(pid: i32, runtime_pid: i32, trusted: Option<i32>) -> bool {
+    let parents = ParentMap::read(Path::new("/proc"));
+    parents.descends_from(pid, runtime_pid)
+        && !trusted.is_some_and(|root| pid == root || parents.descends_from(pid, root))
 }
 
 /// The inode of the client's end: the `/proc/net/tcp{,6}` line whose local address is `peer`

@@ -3,6 +3,7 @@
 //! settings, their defaults, the environment overrides and the checks across fields; reading
 //! the file's sections is `sections`.
 
+mod gateway;
 mod sections;
 
 use std::path::Path;
@@ -14,6 +15,10 @@ use super::problems::{
     Int, Problems, byte_size, choice, describe, int, join, lookup, one_of, read_json_file, set,
 };
 use super::profile::MIN_MEMORY_LIMIT_BYTES;
+pub use gateway::{
+    DEFAULT_GATEWAY_SDK_PATH, DEFAULT_GATEWAY_STDERR_TAIL_BYTES, GATEWAY_SDK_PATH_ENV,
+    GatewayConfig, RuntimePort,
+};
 use sections::apply_file;
 pub(super) use sections::read_ema;
 
@@ -602,6 +607,9 @@ pub struct SystemConfig {
     /// (their outcomes, durations and bytes). Off, the request path does none of that work and
     /// those families are left out; the gauges (workers, queues, connections) stay.
     pub metrics_enabled: bool,
+    /// `gateway.*` (ours): the user's own HTTP server, run on the FC port; `None` (the default)
+    /// when the runtime serves the FC port itself.
+    pub gateway: Option<GatewayConfig>,
     /// Noslate keys and environment variables that were given but mean nothing to this runtime
     /// (file keys as dotted paths, variables by name), for the caller to log once.
     pub ignored_keys: Vec<String>,
@@ -624,6 +632,7 @@ impl Default for SystemConfig {
             logger: LoggerConfig::default(),
             metrics_address: None,
             metrics_enabled: true,
+            gateway: None,
             ignored_keys: Vec::new(),
         }
     }
@@ -780,6 +789,9 @@ fn apply_env(cfg: &mut SystemConfig, env: &dyn Fn(&str) -> Option<String>, p: &m
     }
     if let Some(text) = get(LOG_DIR) {
         cfg.logger.dir = Some(text);
+    }
+    if let (Some(gateway), Some(text)) = (cfg.gateway.as_mut(), get(GATEWAY_SDK_PATH_ENV)) {
+        gateway.sdk_path = text;
     }
     for name in IGNORED_ENV {
         if get(name).is_some() {

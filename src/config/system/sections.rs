@@ -63,6 +63,9 @@ pub(super) fn apply_file(cfg: &mut SystemConfig, root: &Value, p: &mut Problems)
             set(&mut cfg.metrics_enabled, boolean(value, &path, p));
         }
     });
+    section(&mut f, "gateway", p, |s, p| {
+        super::gateway::apply_gateway(&mut cfg.gateway, s, p);
+    });
     section(&mut f, "grpc", p, |s, p| {
         apply_grpc(&mut cfg.ignored_keys, s, p);
     });

@@ -353,14 +353,18 @@ impl FrontEnd {
     /// clients on this machine are traced, once per connection. Where `/proc` cannot be read
     /// at all, the client is taken for an outsider, since refusing would lock out an
     /// operator's local call.
-    pub(in crate::server) fn client_is_descendant(&mut self, key: Key) -> bool {
+    pub(in crate::server) fn client_is_descendant(
+        &mut self,
+        key: Key,
+        trusted: Option<i32>,
+    ) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
         if let Some(known) = conn.from_descendant {
             return known;
         }
-        let verdict = peer_is_descendant(conn, key);
+        let verdict = peer_is_descendant(conn, key, trusted);
         conn.from_descendant = Some(verdict);
         verdict
     }
@@ -1115,7 +1119,7 @@ fn wants_input(conn: &Conn, workers: &Slab<Worker, WorkerKey>) -> bool {
 
 /// Whether the peer of `conn` is one of the runtime's own descendants, or a local client that
 /// no longer holds its socket (see `turf::origin`).
-fn peer_is_descendant(conn: &Conn, key: Key) -> bool {
+fn peer_is_descendant(conn: &Conn, key: Key, trusted: Option<i32>) -> bool {
     let super::conn::Socket::Tcp(sock) = &conn.sock else {
         return false;
     };
@@ -1126,6 +1130,15 @@ fn peer_is_descendant(conn: &Conn, key: Key) -> bool {
         return false;
     }
     match origin::trace(local, peer, crate::sys::getpid()) {
+        origin::Origin::Descendant(pid)
+            if !origin::is_workers_process(pid, crate::sys::getpid(), trusted) =>
+        {
+            log::debug!(
+                "[http conn={}] the peer is pid {pid}, the gateway or one of its processes",
+                key.idx
+            );
+            false
+        }
         origin::Origin::Descendant(pid) => {
             log::warn!(
                 "[http conn={}] the peer is pid {pid}, a process of the runtime's own \

@@ -21,9 +21,11 @@ use std::path::PathBuf;
 
 /// The listeners and the connections they accepted.
 pub(in crate::server) struct FrontEnd {
-    listener: TcpListener,
+    /// The HTTP listener: the FC port, or `gateway.runtimePort` while a gateway owns the FC
+    /// port; `None` when `gateway.runtimePort` is off.
+    listener: Option<TcpListener>,
     /// The address actually bound (useful with port 0).
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
     admin: UnixListener,
     admin_path: PathBuf,
     /// The metrics listener (`metrics.address`), when configured.
@@ -49,25 +51,31 @@ pub(in crate::server) struct FrontEnd {
 }
 
 impl FrontEnd {
-    /// Binds the FC port at `addr` and the admin socket at `admin_path`, both watched by
-    /// `registry`, with the HTTP limits of `http`.
+    /// Binds the HTTP listener at `addr` (when there is one) and the admin socket at
+    /// `admin_path`, both watched by `registry`, with the HTTP limits of `http`.
     pub(in crate::server) fn bind(
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         admin_path: PathBuf,
         config: &SystemConfig,
         registry: &Registry,
     ) -> Result<FrontEnd, ServerError> {
         let http = &config.http;
-        let mut listener =
-            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(ServerError::Poll)?;
-        registry
-            .register(
-                &mut listener,
-                token::token(Source::Listener),
-                Interest::READABLE,
-            )
-            .map_err(ServerError::Poll)?;
+        let (listener, local_addr) = match addr {
+            Some(addr) => {
+                let mut listener =
+                    TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+                let local_addr = listener.local_addr().map_err(ServerError::Poll)?;
+                registry
+                    .register(
+                        &mut listener,
+                        token::token(Source::Listener),
+                        Interest::READABLE,
+                    )
+                    .map_err(ServerError::Poll)?;
+                (Some(listener), Some(local_addr))
+            }
+            None => (None, None),
+        };
         let mut admin = bind_admin(&admin_path)?;
         registry
             .register(&mut admin, token::token(Source::Admin), Interest::READABLE)
@@ -123,8 +131,8 @@ impl FrontEnd {
         }
     }
 
-    /// The address the FC port is bound to (useful with port 0).
-    pub(in crate::server) fn local_addr(&self) -> SocketAddr {
+    /// The address the HTTP listener is bound to (useful with port 0), if there is one.
+    pub(in crate::server) fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 
@@ -183,7 +191,10 @@ impl FrontEnd {
     ) -> Vec<Key> {
         let mut accepted = Vec::new();
         loop {
-            match self.listener.accept() {
+            let Some(listener) = self.listener.as_ref() else {
+                return accepted;
+            };
+            match listener.accept() {
                 Ok((mut sock, peer)) => {
                     if self.conns.len() >= max_connections {
                         log::warn!(
@@ -235,7 +246,10 @@ impl FrontEnd {
         if self.reserve_fd.take().is_none() {
             return false;
         }
-        let refused = match self.listener.accept() {
+        let Some(listener) = self.listener.as_ref() else {
+            return false;
+        };
+        let refused = match listener.accept() {
             Ok((mut sock, peer)) => {
                 log::warn!("[http] refusing {peer}: out of file descriptors");
                 refuse_connection(
@@ -280,15 +294,24 @@ impl FrontEnd {
 
     /// Accepts every client waiting on the admin socket, except the runtime's own descendants,
     /// and returns the new connections.
-    pub(in crate::server) fn accept_admin(&mut self, registry: &Registry) -> Vec<Key> {
+    pub(in crate::server) fn accept_admin(
+        &mut self,
+        registry: &Registry,
+        trusted: Option<i32>,
+    ) -> Vec<Key> {
         let mut accepted = Vec::new();
         loop {
             match self.admin.accept() {
                 Ok((sock, _)) => {
                     // The socket's mode already keeps other users out; a worker that runs as
-                    // the runtime's own user is kept out here.
+                    // the runtime's own user is kept out here. The gateway (`trusted`) and
+                    // what it starts are let in: that is what the socket is for.
                     if let Ok(pid) = crate::sys::unix_peer_pid(&sock)
-                        && crate::turf::origin::descends_from(pid, crate::sys::getpid())
+                        && crate::turf::origin::is_workers_process(
+                            pid,
+                            crate::sys::getpid(),
+                            trusted,
+                        )
                     {
                         log::warn!(
                             "[admin] refusing a connection from pid {pid}, a process of the \

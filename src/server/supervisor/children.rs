@@ -33,8 +33,13 @@ impl Supervisor {
     pub(in crate::server) fn grace_period_over(&mut self, child: Child) {
         if let Some(process) = self.process_mut(child) {
             process.kill_timer = None;
+            let period = if child == Child::Gateway {
+                "its grace period (gateway.stopGracePeriod)"
+            } else {
+                "turf.gracefulExitPeriodMs"
+            };
             log::warn!(
-                "[turf {} pid={}] still running after turf.gracefulExitPeriodMs; killing",
+                "[turf {} pid={}] still running after {period}; killing",
                 process.id,
                 process.pid
             );

@@ -3,6 +3,7 @@
 //! log GC and the platform environment.
 
 mod children;
+pub(super) mod gateway;
 pub(super) mod limit_poll;
 pub(super) mod seeds;
 pub(super) mod spares;
@@ -87,6 +88,8 @@ pub(in crate::server) struct Supervisor {
     nofile_cap: Option<u64>,
     /// Worker cgroups that could not be removed at reap time, retried every tick.
     stale_cgroups: Vec<WorkerCgroup>,
+    /// The user's gateway (`gateway.*`) and how it is started, when one is configured.
+    gateway: Option<(crate::turf::gateway::Gateway, gateway::GatewayLaunch)>,
 }
 
 impl Supervisor {
@@ -141,6 +144,7 @@ impl Supervisor {
             isolation,
             nofile_cap,
             stale_cgroups: Vec::new(),
+            gateway: None,
         })
     }
 
@@ -310,6 +314,7 @@ impl Supervisor {
             Child::Worker(key) => self.workers.get_mut(key).map(|w| &mut w.process),
             Child::Seed(key) => self.seeds.get_mut(key).map(|s| &mut s.process),
             Child::Spare(key) => self.spares.get_mut(key).map(|s| &mut s.process),
+            Child::Gateway => self.gateway_process_mut(),
         }
     }
 
@@ -348,18 +353,19 @@ impl Supervisor {
         self.stale_cgroups.retain(|cg| !cg.try_remove());
     }
 
-    /// Every child process: workers, seeds and spares.
+    /// Every child process: workers, seeds, spares and the gateway.
     pub(in crate::server) fn processes(&self) -> impl Iterator<Item = &ChildProc> {
         let workers = self.workers.iter().map(|w| &w.process);
         let seeds = self.seeds.iter().map(|s| &s.process);
         let spares = self.spares.iter().map(|s| &s.process);
-        workers.chain(seeds).chain(spares)
+        let gateway = self.gateway.iter().filter_map(|(g, _)| g.process.as_ref());
+        workers.chain(seeds).chain(spares).chain(gateway)
     }
 }
 
 /// The runtime's own environment (variables whose name or value is not UTF-8 are left out:
 /// nothing the runtime passes on or reads is).
-fn runtime_env() -> impl Iterator<Item = (String, String)> {
+pub(super) fn runtime_env() -> impl Iterator<Item = (String, String)> {
     std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 

@@ -592,6 +592,7 @@ impl Supervisor {
                     lp.effects.push(Effect::Waiters);
                 }
                 Some(Child::Worker(key)) => self.retire_reaped(key, Some(reaped), lp),
+                Some(Child::Gateway) => self.gateway_reaped(&reaped.exit, lp),
                 None => {
                     // A forked worker reaped before its seed reported it, or an orphaned
                     // grandchild of a worker (the runtime is a child subreaper).
