@@ -412,6 +412,48 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_starts_every_line_whatever_the_pieces_and_cuts() {
+        let whole = b"one\ntwo\nthree";
+        for split in 0..whole.len() {
+            let mut lines = LineCutter::prefixed(64, "[gateway] ");
+            let mut out = Vec::new();
+            lines.push(&whole[..split], &mut out);
+            lines.push(&whole[split..], &mut out);
+            assert_eq!(out, b"[gateway] one\n[gateway] two\n", "split at {split}");
+            lines.finish(&mut out);
+            assert_eq!(out, b"[gateway] one\n[gateway] two\n[gateway] three\n");
+        }
+        let mut lines = LineCutter::prefixed(4, "> ");
+        let mut out = Vec::new();
+        assert_eq!(lines.push(b"abcdefg\n", &mut out), 1);
+        assert_eq!(out, b"> abcd\n> efg\n");
+    }
+
+    #[test]
+    fn a_kept_tail_holds_the_last_bytes_and_outlives_its_pipe() {
+        let (_out_reader, out) = pipe();
+        let (_err_reader, err) = pipe();
+        let mut console = Console::over(out, err, 64, 1 << 16);
+        let poll = mio::Poll::new().expect("poll");
+        let (mut stdout_writer, stdout) = mio::unix::pipe::new().expect("pipe");
+        let (mut stderr_writer, stderr) = mio::unix::pipe::new().expect("pipe");
+        let key = console
+            .attach_labelled(poll.registry(), OutputPipes { stdout, stderr }, "[g] ")
+            .expect("stderr relayed");
+        console.keep_tail(key, 8);
+        stderr_writer.write_all(b"first\nsecond\n").expect("write");
+        stdout_writer
+            .write_all(b"not in the tail\n")
+            .expect("write");
+        drop(stderr_writer);
+        drop(stdout_writer);
+        // Taking the tail reads what the pipe still holds, to its end.
+        assert_eq!(console.take_tail(poll.registry(), key), b"\nsecond\n");
+        assert_eq!(console.take_tail(poll.registry(), key), b"", "taken once");
+        assert_eq!(console.sinks[1].pending, b"[g] first\n[g] second\n");
+    }
+
+    #[test]
     fn an_over_long_line_is_cut_at_the_limit() {
         let (before_end, cuts, all) = cut(4, &[b"abcdefghij\nxy", b"z\n"]);
         assert_eq!(before_end, b"abcd\nefgh\nij\nxyz\n");

@@ -1240,3 +1240,89 @@ fn the_scaler_poll_runs_only_for_polling_scalers_and_drains_after_the_spare_poll
     );
     assert_eq!(scaler_stats(&h), polls, "the count starts again");
 }
+
+/// A harness whose gateway runs `sh -c script`, with the runtime's listener on loopback.
+fn gateway_harness(script: &str) -> Harness {
+    harness_with(ONE_FUNCTION, |config| {
+        let mut gateway = crate::config::GatewayConfig::new("/bin/sh".into());
+        gateway.args = vec!["-c".into(), script.into()];
+        gateway.runtime_port = crate::config::RuntimePort::Loopback(0);
+        config.gateway = Some(gateway);
+    })
+}
+
+/// The running gateway's pid.
+fn gateway_pid(h: &Harness) -> i32 {
+    h.server
+        .supervisor
+        .gateway_pid()
+        .expect("a running gateway")
+}
+
+/// Waits for the gateway process itself (only it: other tests' children are left alone) and
+/// hands its exit to the supervisor, as the loop's reaping would.
+fn reap_gateway(h: &mut Harness) -> crate::sys::ExitKind {
+    let pid = gateway_pid(h);
+    let exit = crate::sys::sandbox::wait_pid(pid, true)
+        .expect("waitpid")
+        .expect("an exit");
+    let server = &mut h.server;
+    server.supervisor.gateway_reaped(&exit, &mut lent!(server));
+    exit
+}
+
+#[test]
+fn a_gateway_that_exits_is_backed_off_with_its_stderr_tail_then_restarted() {
+    let mut h = gateway_harness("echo starting; echo 'fatal: no config' >&2; exit 3");
+    let server = &mut h.server;
+    server.supervisor.start_gateway_if_due(&mut lent!(server));
+    let (gateway, _) = h.server.supervisor.gateway().expect("configured");
+    assert_eq!(gateway.state().as_str(), "running");
+    assert_eq!(gateway.restarts(), 0);
+    assert_eq!(reap_gateway(&mut h), crate::sys::ExitKind::Code(3));
+    let (gateway, _) = h.server.supervisor.gateway().expect("configured");
+    assert_eq!(gateway.state().as_str(), "backoff");
+    let failure = gateway.last_failure().expect("a failure");
+    assert_eq!(failure.reason, "exit code 3");
+    assert_eq!(failure.stderr_tail, "fatal: no config");
+    // A retry before its delay starts nothing; the retry timer's firing does.
+    let server = &mut h.server;
+    server.supervisor.start_gateway_if_due(&mut lent!(server));
+    assert!(server.supervisor.gateway_pid().is_none());
+    server.supervisor.gateway_retry_due(&mut lent!(server));
+    let (gateway, _) = h.server.supervisor.gateway().expect("configured");
+    assert_eq!(gateway.restarts(), 1);
+    assert_eq!(reap_gateway(&mut h), crate::sys::ExitKind::Code(3));
+}
+
+#[test]
+fn a_shutdown_signal_stops_the_gateway_before_the_runtime_drains() {
+    let mut h = gateway_harness("trap 'exit 0' TERM; while :; do sleep 0.05; done");
+    let server = &mut h.server;
+    server.supervisor.start_gateway_if_due(&mut lent!(server));
+    server.on_shutdown_signal(libc::SIGTERM);
+    // The runtime keeps serving what the gateway sends until the gateway is gone.
+    assert_eq!(h.server.lifecycle.phase, super::Lifecycle::Running);
+    let (gateway, _) = h.server.supervisor.gateway().expect("configured");
+    assert_eq!(gateway.state().as_str(), "stopping");
+    assert_eq!(reap_gateway(&mut h), crate::sys::ExitKind::Code(0));
+    h.server.after_gateway_reaped();
+    assert_ne!(h.server.lifecycle.phase, super::Lifecycle::Running);
+    let (gateway, _) = h.server.supervisor.gateway().expect("configured");
+    assert_eq!(gateway.state().as_str(), "stopped");
+    assert!(gateway.last_failure().is_none(), "a stop is no failure");
+}
+
+#[test]
+fn a_shutdown_signal_while_the_gateway_backs_off_drains_at_once() {
+    let mut h = gateway_harness("exit 1");
+    let server = &mut h.server;
+    server.supervisor.start_gateway_if_due(&mut lent!(server));
+    reap_gateway(&mut h);
+    h.server.on_shutdown_signal(libc::SIGTERM);
+    assert_ne!(h.server.lifecycle.phase, super::Lifecycle::Running);
+    assert!(h.server.supervisor.gateway_stopped());
+    let server = &mut h.server;
+    server.supervisor.gateway_retry_due(&mut lent!(server));
+    assert!(server.supervisor.gateway_pid().is_none(), "no restart");
+}

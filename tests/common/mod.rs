@@ -239,6 +239,10 @@ pub struct Builder {
     config: Option<String>,
     env: Vec<(String, String)>,
     hold_stdout: bool,
+    /// `--port`: 0 unless set.
+    port: Option<u16>,
+    /// The log line `start` waits for instead of `listening on 0.0.0.0:<port>`.
+    ready_mark: Option<String>,
 }
 
 impl Builder {
@@ -267,6 +271,20 @@ impl Builder {
         self
     }
 
+    /// `--port port` instead of `--port 0`.
+    pub fn port(mut self, port: u16) -> Builder {
+        self.port = Some(port);
+        self
+    }
+
+    /// [`Builder::start`] waits for a stderr line containing `mark` instead of
+    /// `listening on 0.0.0.0:<port>` (when the runtime serves no HTTP, or not on the FC port);
+    /// [`Noslate::port`] is then the `--port` given.
+    pub fn ready_when(mut self, mark: &str) -> Builder {
+        self.ready_mark = Some(mark.to_string());
+        self
+    }
+
     /// One more environment variable for the runtime process.
     pub fn env(mut self, key: &str, value: &str) -> Builder {
         self.env.push((key.to_string(), value.to_string()));
@@ -278,8 +296,13 @@ impl Builder {
         let functions = dir.path().join("functions.json");
         fs::write(&functions, &self.functions).expect("write the functions file");
         let mut cmd = Command::new(binary());
-        cmd.args(["serve", "--port", "0", "--functions"])
-            .arg(&functions);
+        cmd.args([
+            "serve",
+            "--port",
+            &self.port.unwrap_or(0).to_string(),
+            "--functions",
+        ])
+        .arg(&functions);
         if let Some(config) = &self.config {
             let path = dir.path().join("config.json");
             fs::write(&path, config).expect("write the config file");
@@ -306,6 +329,8 @@ impl Builder {
     pub fn start(self) -> Noslate {
         let dir = TempDir::new();
         let hold_stdout = self.hold_stdout;
+        let ready_mark = self.ready_mark.clone();
+        let fixed_port = self.port.unwrap_or(0);
         let mut child = self.spawn(&dir);
         let stdout = Arc::new(Output::default());
         let stderr = Arc::new(Output::default());
@@ -326,6 +351,22 @@ impl Builder {
             stderr,
             held_stdout,
         };
+        if let Some(mark) = ready_mark {
+            if noslate
+                .stderr
+                .wait_line(WAIT, |l| l.contains(&mark))
+                .is_none()
+            {
+                let status = noslate.child.try_wait().ok().flatten();
+                panic!(
+                    "noslate did not log `{mark}` within {WAIT:?} (exit status: {status:?}); \
+                     stderr:\n{}",
+                    noslate.stderr.lines().join("\n")
+                );
+            }
+            noslate.port = fixed_port;
+            return noslate;
+        }
         const MARK: &str = "listening on 0.0.0.0:";
         let line = noslate.stderr.wait_line(WAIT, |l| l.contains(MARK));
         let Some(line) = line else {
@@ -531,6 +572,17 @@ impl Noslate {
     /// Whether the runtime process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits (≤ 30 s) for the runtime to exit by itself, and returns its exit status.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut status = None;
+        wait_until(WAIT, "the runtime exits", || {
+            status = self.child.try_wait().expect("poll the runtime");
+            status.is_some()
+        });
+        status.expect("an exit status")
     }
 
     /// Prints the tail of every worker log file (on failure, to help diagnose).

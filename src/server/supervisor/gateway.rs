@@ -292,3 +292,64 @@ fn spawn_gateway(launch: &GatewayLaunch) -> io::Result<(i32, OutputPipes)> {
     drop(command);
     Ok((pid, OutputPipes { stdout, stderr }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GatewayConfig, RuntimePort};
+    use std::path::Path;
+
+    fn env_of(launch: &GatewayLaunch, key: &str) -> Option<String> {
+        let found: Vec<&String> = (launch.env.iter())
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect();
+        assert!(found.len() <= 1, "{key} is set once: {found:?}");
+        found.first().map(|v| (*v).clone())
+    }
+
+    #[test]
+    fn the_launch_sets_the_places_over_the_runtimes_environment_and_gateway_env_wins() {
+        let mut gateway = GatewayConfig::new("node".into());
+        gateway.args = vec!["/code/server.js".into()];
+        gateway.env = vec![("NOSLATE_LOGDIR".into(), "/mine".into())];
+        gateway.runtime_port = RuntimePort::Loopback(0);
+        let places = RuntimePlaces {
+            fc_port: 9000,
+            runtime_addr: Some("127.0.0.1:41234".parse().expect("addr")),
+            workdir: Path::new("/w"),
+            logdir: Path::new("/l"),
+            admin_socket: Path::new("/w/noslated.sock"),
+        };
+        let inherited = [
+            ("PATH", "/usr/bin"),
+            ("PORT", "8080"),
+            ("FC_CUSTOM_LISTEN_PORT", "9000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let launch = GatewayLaunch::new(&gateway, 3000, places, inherited.into_iter());
+        assert_eq!(env_of(&launch, "PATH").as_deref(), Some("/usr/bin"));
+        for name in PORT_VARIABLES {
+            assert_eq!(env_of(&launch, name).as_deref(), Some("9000"), "{name}");
+        }
+        assert_eq!(
+            env_of(&launch, "NOSLATE_PATH").as_deref(),
+            Some(crate::config::DEFAULT_GATEWAY_SDK_PATH)
+        );
+        assert_eq!(env_of(&launch, "NOSLATE_WORKDIR").as_deref(), Some("/w"));
+        assert_eq!(
+            env_of(&launch, "NOSLATE_SOCKET").as_deref(),
+            Some("/w/noslated.sock")
+        );
+        assert_eq!(env_of(&launch, "NOSLATE_LOGDIR").as_deref(), Some("/mine"));
+        assert_eq!(
+            env_of(&launch, "NOSLATE_RUNTIME_PORT").as_deref(),
+            Some("41234")
+        );
+        assert_eq!(launch.command_line, "node /code/server.js");
+        assert_eq!(launch.grace, Duration::from_millis(3000));
+        gateway.stop_grace_period_ms = Some(10);
+        let launch = GatewayLaunch::new(&gateway, 3000, places, std::iter::empty());
+        assert_eq!(launch.grace, Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,325 @@
+//! The user's own gateway (`gateway.*`, Noslate's `server.js`) as a child the runtime
+//! supervises: it gets the FC port and the runtime's places in its environment and serves the
+//! port; the runtime's own HTTP listener moves to loopback or is off; a gateway that dies is
+//! restarted with back-off and counted; one that cannot start is reported with its stderr tail
+//! while the admin socket keeps answering; SIGTERM stops it first, lets a request through it
+//! finish, and the runtime exits 0 after it; one that ignores SIGTERM is killed after its grace;
+//! its output reaches the runtime's, prefixed; workers stay refused on the admin socket that the
+//! gateway uses. The fixture gateways use Node's `http` only.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::thread;
+
+/// A TCP port nobody listens on right now (for the FC port the gateway binds).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn gateway_script(name: &str) -> String {
+    fixture_dir("gateway")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The runtime with the echo function and a gateway running `script` under `extra` config
+/// keys; started once the gateway is (`[gateway] ... listening` on stdout, or `ready` on
+/// stderr when given).
+fn start(script: &str, extra: Value, ready: Option<&str>) -> Noslate {
+    let port = free_port();
+    let mut gateway = json!({ "command": "node", "args": [gateway_script(script)] });
+    for (key, value) in extra.as_object().expect("an object") {
+        gateway[key] = value.clone();
+    }
+    let ns = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({ "gateway": gateway, "turf": { "spareWorkers": 0 } }))
+        .port(port)
+        .ready_when(ready.unwrap_or("[gateway pid="))
+        .start();
+    if ready.is_none() {
+        ns.wait_stdout("[gateway] gateway listening on");
+    }
+    ns
+}
+
+/// `noslate stats`' `gateway` object.
+fn gateway_stats(ns: &Noslate) -> Value {
+    let (ok, out, err) = ns.cli(&["stats"]);
+    assert!(ok, "noslate stats: {err}");
+    let stats: Value = serde_json::from_str(&out).expect("stats JSON");
+    stats["gateway"].clone()
+}
+
+/// `GET /env` on the gateway: the environment it was started with.
+fn gateway_env(ns: &Noslate) -> Value {
+    let resp = ns.send(&Req::new("GET", "/env"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    resp.json()
+}
+
+#[test]
+fn the_gateway_gets_its_environment_serves_the_fc_port_and_reaches_functions() {
+    let ns = start(
+        "server.js",
+        json!({ "env": { "GATEWAY_GREETING": "hi", "SERVER_PORT": "7" }, "sdkPath": "/opt/no-sdk-yet" }),
+        None,
+    );
+    let env = gateway_env(&ns);
+    let port = ns.port().to_string();
+    // gateway.env wins over what the runtime sets.
+    assert_eq!(env["SERVER_PORT"], "7", "{env}");
+    for name in ["PORT", "FC_SERVER_PORT", "FC_CUSTOM_LISTEN_PORT"] {
+        assert_eq!(env[name], port.as_str(), "{name}: {env}");
+    }
+    let work = ns.dir().join("work");
+    assert_eq!(env["NOSLATE_PATH"], "/opt/no-sdk-yet");
+    assert_eq!(env["NOSLATE_WORKDIR"], work.to_string_lossy().as_ref());
+    assert_eq!(
+        env["NOSLATE_SOCKET"],
+        work.join("noslated.sock").to_string_lossy().as_ref()
+    );
+    assert_eq!(
+        env["NOSLATE_LOGDIR"],
+        ns.dir().join("logs").to_string_lossy().as_ref()
+    );
+    assert_eq!(env["GATEWAY_GREETING"], "hi");
+    assert!(env.get("NOSLATE_RUNTIME_PORT").is_none(), "{env}");
+
+    // A request through the gateway reaches the function over the admin socket.
+    let resp = ns.send(&Req::new("POST", "/invoke/echo").body(b"through the gateway"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_eq!(resp.json()["body"], "through the gateway");
+
+    // The runtime's own HTTP listener is off; the gateway's output is the runtime's, prefixed.
+    assert_eq!(ns.log_count(&["not listening on HTTP"]), 1);
+    assert_eq!(ns.log_count(&["listening on 0.0.0.0"]), 0);
+    wait_until(WAIT, "the gateway's stderr line is relayed", || {
+        ns.log_count(&["[gateway] gateway stderr hello from"]) == 1
+    });
+    let stats = gateway_stats(&ns);
+    assert_eq!(stats["state"], "running", "{stats}");
+    assert_eq!(stats["restarts"], 0, "{stats}");
+    assert!(stats["command"].as_str().unwrap().starts_with("node "));
+}
+
+#[test]
+fn the_runtime_port_moves_the_runtimes_listener_to_loopback() {
+    let ns = start(
+        "server.js",
+        json!({ "runtimePort": 0 }),
+        Some("(gateway.runtimePort); the gateway serves the FC port"),
+    );
+    ns.wait_stdout("[gateway] gateway listening on");
+    let line = ns
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("listening on 127.0.0.1:"))
+        .expect("the runtime's listening line");
+    let runtime_port: u16 = line
+        .split("listening on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    assert_ne!(runtime_port, ns.port());
+    let env = gateway_env(&ns);
+    assert_eq!(env["NOSLATE_RUNTIME_PORT"], runtime_port.to_string());
+    // The runtime serves its FC routes there (the gateway's FC port is the gateway's).
+    let resp = Client::connect(runtime_port).request(
+        &Req::new("POST", "/invoke")
+            .header("x-noslate-function", "echo")
+            .body(b"direct"),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_eq!(resp.json()["body"], "direct");
+}
+
+#[test]
+fn a_killed_gateway_is_restarted_and_its_restart_counted() {
+    let ns = start("server.js", json!({}), None);
+    let first = gateway_stats(&ns);
+    let pid = i32::try_from(first["pid"].as_i64().expect("a pid")).unwrap();
+    signal(pid, libc::SIGKILL);
+    let mut stats = Value::Null;
+    wait_until(WAIT, "the gateway is restarted", || {
+        stats = gateway_stats(&ns);
+        stats["restarts"] == 1 && stats["state"] == "running"
+    });
+    assert_ne!(stats["pid"], first["pid"], "{stats}");
+    assert_eq!(stats["lastFailure"]["reason"], "signal SIGKILL", "{stats}");
+    assert!(
+        ns.log_count(&[
+            "[gateway pid=",
+            "exited with signal SIGKILL",
+            "restarting in"
+        ]) >= 1
+    );
+    // The new one serves the FC port.
+    wait_until(WAIT, "the restarted gateway listens", || {
+        ns.stdout_lines()
+            .iter()
+            .filter(|l| l.contains("[gateway] gateway listening on"))
+            .count()
+            == 2
+    });
+    let resp = ns.send(&Req::new("POST", "/invoke/echo").body(b"again"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert!(!is_alive(pid), "the killed gateway was reaped");
+}
+
+#[test]
+fn a_missing_gateway_command_is_reported_and_retried_while_the_admin_socket_answers() {
+    let ns = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({ "gateway": { "command": "/nonexistent/gateway-server" } }))
+        .port(free_port())
+        .ready_when("not listening on HTTP")
+        .start();
+    wait_until(WAIT, "a second failed start (a retry)", || {
+        ns.log_count(&[
+            "[gateway] cannot execute /nonexistent/gateway-server",
+            "restarting in",
+        ]) >= 2
+    });
+    let stats = gateway_stats(&ns);
+    assert_eq!(stats["state"], "backoff", "{stats}");
+    assert_eq!(stats["pid"], Value::Null, "{stats}");
+    let reason = stats["lastFailure"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("cannot execute /nonexistent/gateway-server: ")
+            && reason.contains("No such file"),
+        "{stats}"
+    );
+    let (ok, out, err) = ns.cli(&["ps", "--json"]);
+    assert!(ok, "noslate ps: {err}");
+    assert!(out.contains("\"echo\""), "{out}");
+}
+
+#[test]
+fn a_gateway_that_exits_at_once_is_reported_with_its_stderr_tail() {
+    let ns = start("fail_at_once.js", json!({}), Some("[gateway pid="));
+    let mut stats = Value::Null;
+    wait_until(WAIT, "the gateway was started again after exiting", || {
+        stats = gateway_stats(&ns);
+        stats["restarts"].as_u64().unwrap_or(0) >= 1 && !stats["lastFailure"].is_null()
+    });
+    let failure = &stats["lastFailure"];
+    assert_eq!(failure["reason"], "exit code 3", "{stats}");
+    let tail = failure["stderrTail"].as_str().unwrap_or_default();
+    assert!(
+        tail.contains("gateway: cannot read /code/settings.json: ENOENT")
+            && tail.ends_with("gateway: giving up"),
+        "{stats}"
+    );
+    assert!(
+        ns.log_count(&[
+            "exited with exit code 3",
+            "restarting in",
+            "stderr tail: \"gateway: cannot read /code/settings.json"
+        ]) >= 1
+    );
+    let (ok, _, err) = ns.cli(&["ps"]);
+    assert!(ok, "noslate ps: {err}");
+}
+
+#[test]
+fn sigterm_lets_a_request_through_the_gateway_finish_then_the_runtime_exits_zero() {
+    let mut ns = start("server.js", json!({}), None);
+    let port = ns.port();
+    let slow = thread::spawn(move || {
+        Client::connect(port).request(
+            &Req::new("POST", "/invoke/echo")
+                .header("x-echo-delay", "1500")
+                .body(b"in flight"),
+        )
+    });
+    ns.wait_stdout("FC Invoke Start");
+    let gateway = i32::try_from(gateway_stats(&ns)["pid"].as_i64().expect("a pid")).unwrap();
+    signal(ns.pid(), libc::SIGTERM);
+    let resp = slow.join().expect("the client thread");
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_eq!(resp.json()["body"], "in flight");
+    let status = ns.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(!is_alive(gateway), "the gateway is gone");
+    let out = ns.stdout_lines();
+    let closed = out
+        .iter()
+        .position(|l| l == "[gateway] gateway closed: exiting");
+    assert!(closed.is_some(), "{out:?}");
+    let log = ns.stderr_lines();
+    let gone = log
+        .iter()
+        .position(|l| l.contains("[gateway pid=") && l.contains("exited with exit code 0"))
+        .expect("the gateway's exit is logged");
+    let drained = log
+        .iter()
+        .position(|l| l.contains("SIGTERM: draining in-flight invocations"))
+        .expect("the runtime drains");
+    assert!(gone < drained, "the gateway goes first: {log:?}");
+}
+
+#[test]
+fn a_gateway_ignoring_sigterm_is_killed_after_its_grace_period() {
+    let mut ns = start(
+        "server.js",
+        json!({ "env": { "GATEWAY_IGNORE_SIGTERM": "1" }, "stopGracePeriod": 300 }),
+        None,
+    );
+    let gateway = i32::try_from(gateway_stats(&ns)["pid"].as_i64().expect("a pid")).unwrap();
+    signal(ns.pid(), libc::SIGTERM);
+    ns.wait_stdout("[gateway] gateway ignoring SIGTERM");
+    let status = ns.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(!is_alive(gateway), "the gateway was killed");
+    assert_eq!(
+        ns.log_count(&[
+            "gateway pid=",
+            "still running after its grace period",
+            "killing"
+        ]),
+        1
+    );
+    assert_eq!(
+        ns.log_count(&["[gateway pid=", "exited with signal SIGKILL"]),
+        1
+    );
+}
+
+#[test]
+fn a_worker_is_refused_the_admin_socket_that_the_gateway_uses() {
+    // As root's own user the socket's mode keeps nobody out: only the runtime's check of who
+    // connects stands between a worker and the admin routes.
+    let ns = Noslate::builder()
+        .functions(&json!([
+            profile("echo", "echo"),
+            profile("probe", "adminprobe")
+        ]))
+        .config(&json!({
+            "gateway": { "command": "node", "args": [gateway_script("server.js")] },
+            "turf": { "user": "root", "spareWorkers": 0 },
+        }))
+        .port(free_port())
+        .ready_when("[gateway pid=")
+        .start();
+    ns.wait_stdout("[gateway] gateway listening on");
+    let socket = ns.dir().join("work/noslated.sock");
+    let resp = ns.send(
+        &Req::new("POST", "/invoke/probe").header("x-admin-socket", socket.to_string_lossy()),
+    );
+    assert_eq!(resp.status, 200, "through the gateway: {}", resp.brief());
+    let report = resp.json();
+    let result = report["putFunctions"].as_str().unwrap_or_default();
+    assert!(!result.starts_with("ok"), "the worker got in: {report}");
+    assert!(ns.log_count(&["[admin] refusing a connection from pid"]) >= 1);
+    // Both functions are still there, and the gateway still gets through.
+    let resp = ns.send(&Req::new("POST", "/invoke/echo").body(b"still here"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    let (ok, out, _) = ns.cli(&["functions", "get"]);
+    assert!(ok && out.contains("\"probe\""), "{out}");
+}
