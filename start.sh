@@ -7,6 +7,11 @@
 # Both read the same settings as the binary: --functions FILE or NOSLATE_FUNCTIONS, --config FILE
 # or NOSLATED_CONFIG_PATH, NOSLATE_WORKDIR, NOSLATE_LOGDIR. Every problem is one line on stderr,
 # `start.sh: ...`; the exit status is then 2, as the binary's for a bad configuration.
+#
+# The user's own gateway, as in Noslate's seed image: when $SERVER_PATH/server.js exists
+# (SERVER_PATH=/code by default), the runtime is told to run it with node on the FC port
+# (--gateway node --gateway-arg $SERVER_PATH/server.js) and stays the exec'd PID 1 itself. It
+# is left alone when the command line passes --gateway or the system config sets "gateway".
 set -eu
 
 NOSLATE_BIN="${NOSLATE_BIN:-}"
@@ -22,6 +27,7 @@ if [ -z "$NOSLATE_BIN" ] || [ ! -x "$NOSLATE_BIN" ]; then
 fi
 
 export NOSLATE_WORKDIR="${NOSLATE_WORKDIR:-/tmp/noslate}"
+SERVER_PATH="${SERVER_PATH:-/code}"
 export NOSLATE_LOGDIR="${NOSLATE_LOGDIR:-$NOSLATE_WORKDIR/logs}"
 
 problems=0
@@ -35,9 +41,11 @@ functions_file="${NOSLATE_FUNCTIONS:-}"
 config_file="${NOSLATED_CONFIG_PATH:-}"
 workdir="$NOSLATE_WORKDIR"
 logdir="$NOSLATE_LOGDIR"
+gateway_flag=""
 scan_args() {
     while [ $# -gt 0 ]; do
         case "$1" in
+            --gateway | --gateway=*) gateway_flag=yes ;;
             --functions) functions_file="${2:-}"; [ $# -lt 2 ] || shift ;;
             --functions=*) functions_file="${1#--functions=}" ;;
             --config) config_file="${2:-}"; [ $# -lt 2 ] || shift ;;
@@ -152,6 +160,27 @@ check_runtimes() {
         "node: ${node_path:-not found}$node_note; python3: ${python_path:-not found}$python_note" >&2
 }
 
+# The gateway start.sh adds: "$SERVER_PATH/server.js" when it exists and nothing else names a
+# gateway. Sets gateway_script (empty for none), gateway_bin and gateway_note (for `check`).
+find_gateway() {
+    gateway_script=""
+    gateway_bin=""
+    if [ -n "$gateway_flag" ]; then
+        gateway_note="given on the command line (--gateway)"
+    elif [ -n "$config_file" ] && [ -r "$config_file" ] && grep -q '"gateway"' "$config_file" 2>/dev/null; then
+        gateway_note="from the system config (gateway.*)"
+    elif [ -f "$SERVER_PATH/server.js" ]; then
+        gateway_script="$SERVER_PATH/server.js"
+        gateway_bin="$(starter_bin nodejs node)"
+        gateway_note="$gateway_bin $gateway_script (SERVER_PATH)"
+        if ! command -v "$gateway_bin" >/dev/null 2>&1; then
+            problem "$gateway_script exists, but $gateway_bin was not found to run it (install Node.js or set starter.nodejs.bin)"
+        fi
+    else
+        gateway_note="none (no $SERVER_PATH/server.js)"
+    fi
+}
+
 case "${1:-start}" in
     start)
         [ $# -eq 0 ] || shift
@@ -159,9 +188,13 @@ case "${1:-start}" in
         check_dirs yes
         check_files
         check_runtimes no
+        find_gateway
         if [ "$problems" -gt 0 ]; then
             echo "start.sh: not starting: $problems problem(s) above" >&2
             exit 2
+        fi
+        if [ -n "$gateway_script" ]; then
+            set -- --gateway "$gateway_bin" --gateway-arg "$gateway_script" "$@"
         fi
         exec "$NOSLATE_BIN" serve "$@"
         ;;
@@ -171,6 +204,11 @@ case "${1:-start}" in
         check_dirs no
         check_files
         check_runtimes yes
+        find_gateway
+        echo "start.sh: gateway: $gateway_note" >&2
+        if [ -n "$gateway_script" ]; then
+            set -- --gateway "$gateway_bin" --gateway-arg "$gateway_script" "$@"
+        fi
         # The binary validates every field of the profiles and the config, with field paths.
         if ! "$NOSLATE_BIN" check "$@"; then
             problems=$((problems + 1))

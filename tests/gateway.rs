@@ -323,3 +323,157 @@ fn a_worker_is_refused_the_admin_socket_that_the_gateway_uses() {
     let (ok, out, _) = ns.cli(&["functions", "get"]);
     assert!(ok && out.contains("\"probe\""), "{out}");
 }
+
+/// `start.sh` with `SERVER_PATH` holding `server.js`, the FC port in `FC_SERVER_PORT`, and the
+/// rest of its settings in the environment; killed with its group when dropped.
+struct StartSh {
+    child: std::process::Child,
+    /// Removed after the runtime is gone (dropped after `Drop::drop` has killed it).
+    _dir: TempDir,
+}
+
+impl StartSh {
+    fn command(dir: &TempDir, verb: &str, port: u16) -> std::process::Command {
+        let server_path = dir.path().join("code");
+        std::fs::create_dir_all(&server_path).expect("SERVER_PATH");
+        std::fs::copy(
+            fixture_dir("gateway").join("server.js"),
+            server_path.join("server.js"),
+        )
+        .expect("server.js");
+        let functions = dir.path().join("functions.json");
+        std::fs::write(&functions, json!([profile("echo", "echo")]).to_string())
+            .expect("functions");
+        let mut cmd = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("start.sh"),
+        );
+        cmd.arg(verb)
+            .env("NOSLATE_BIN", binary())
+            .env("SERVER_PATH", &server_path)
+            .env("NOSLATE_FUNCTIONS", &functions)
+            .env("NOSLATE_WORKDIR", dir.path().join("work"))
+            .env("FC_SERVER_PORT", port.to_string())
+            .env_remove("NOSLATED_CONFIG_PATH")
+            .env_remove("FC_CUSTOM_LISTEN_PORT");
+        cmd
+    }
+}
+
+impl Drop for StartSh {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) only sends signals, to our own child and its process group.
+            unsafe {
+                libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn start_sh_runs_server_js_as_the_gateway_of_the_execd_runtime() {
+    use std::os::unix::process::CommandExt;
+    require_node();
+    let dir = TempDir::new();
+    let port = free_port();
+    let check = StartSh::command(&dir, "check", port)
+        .output()
+        .expect("start.sh check");
+    let said = String::from_utf8_lossy(&check.stderr);
+    let script = dir.path().join("code/server.js");
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "start.sh: gateway: node {} (SERVER_PATH)",
+            script.display()
+        )),
+        "{said}"
+    );
+
+    let child = StartSh::command(&dir, "start", port)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start.sh start");
+    let mut run = StartSh { child, _dir: dir };
+    let runtime = i32::try_from(run.child.id()).unwrap();
+    let mut env = Value::Null;
+    wait_until(WAIT, "the gateway serves the FC port", || {
+        let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        drop(stream);
+        let resp = Client::connect(port).request(&Req::new("GET", "/env"));
+        env = resp.json();
+        resp.status == 200
+    });
+    // start.sh exec'd the runtime, which is the gateway's parent.
+    let comm = std::fs::read_to_string(format!("/proc/{runtime}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "noslate");
+    let gateway = children_of(runtime)
+        .into_iter()
+        .find(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("server.js"))
+        })
+        .expect("the gateway is the runtime's child");
+    assert!(env["NOSLATE_PATH"].is_string(), "{env}");
+    assert_eq!(env["FC_SERVER_PORT"], port.to_string());
+    signal(runtime, libc::SIGTERM);
+    let mut status = None;
+    wait_until(WAIT, "the runtime exits", || {
+        status = run.child.try_wait().expect("poll");
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    assert!(!is_alive(gateway));
+}
+
+#[test]
+fn the_example_gateway_invokes_functions_through_an_sdk_of_the_same_interface() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let ns = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({
+            "gateway": {
+                "command": "node",
+                "args": [examples.join("gateway/server.js").to_string_lossy()],
+                "sdkPath": fixture_dir("fake-sdk").to_string_lossy(),
+                "env": { "GATEWAY_DEFAULT_FUNCTION": "echo" },
+            },
+            "turf": { "spareWorkers": 0 },
+        }))
+        .port(free_port())
+        .ready_when("[gateway pid=")
+        .start();
+    ns.wait_stdout("[gateway] gateway listening on");
+    let resp = ns.send(
+        &Req::new("POST", "/invoke/echo")
+            .header("x-gateway-test", "passed on")
+            .body(b"via the example"),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert!(
+        resp.header("content-type").is_some(),
+        "the answer's headers"
+    );
+    let echoed = resp.json();
+    assert_eq!(echoed["body"], "via the example");
+    let headers = echoed["headers"].to_string();
+    assert!(
+        headers.contains(r#"["x-gateway-test","passed on"]"#)
+            && headers.contains(r#"["x-fake-sdk-url","/invoke/echo"]"#),
+        "the request's metadata reached the function: {headers}"
+    );
+    // Another path goes to the default function, with its URL in the metadata.
+    let resp = ns.send(&Req::new("POST", "/some/where?x=1").body(b"default"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    let headers = resp.json()["headers"].to_string();
+    assert!(headers.contains("/some/where?x=1"), "{headers}");
+    // An unknown function is the runtime's error, passed through.
+    let resp = ns.send(&Req::new("POST", "/invoke/nope").body(b""));
+    assert_eq!(resp.status, 404, "{}", resp.brief());
+}
