@@ -406,7 +406,8 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         }
     };
     if args.command == Command::Check {
-        let problems = crate::runtime::interpreter_problems(&config, &profiles.functions);
+        let mut problems = crate::runtime::interpreter_problems(&config, &profiles.functions);
+        problems.extend(gateway_problem(&config));
         for problem in &problems {
             eprintln!("noslate: {problem}");
         }
@@ -416,8 +417,11 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         if !problems.is_empty() {
             return ExitCode::from(2);
         }
+        let gateway = config.gateway.as_ref().map_or_else(String::new, |g| {
+            format!("; gateway: {} on port {port}", g.command_line())
+        });
         out(&format!(
-            "noslate: configuration OK: {} function(s), {} service(s), port {port}; {}; {}\n",
+            "noslate: configuration OK: {} function(s), {} service(s), port {port}; {}; {}{gateway}\n",
             profiles.functions.len(),
             profiles.services.len(),
             pool_size_line(&config),
@@ -514,6 +518,24 @@ fn apply_gateway_flags(
         return Err("--gateway must not be empty".into());
     }
     Ok(())
+}
+
+/// `noslate check`: the gateway's program, when one is configured, must be found (on `PATH`,
+/// or relative to `gateway.cwd`). `serve` starts anyway and keeps retrying: the program may
+/// appear later.
+fn gateway_problem(config: &SystemConfig) -> Option<String> {
+    let gateway = config.gateway.as_ref()?;
+    let program = match &gateway.cwd {
+        Some(cwd) if gateway.command.contains('/') => PathBuf::from(cwd).join(&gateway.command),
+        _ => PathBuf::from(&gateway.command),
+    };
+    let found = crate::turf::spawn::find_on_path(&program.to_string_lossy()).is_some();
+    (!found).then(|| {
+        format!(
+            "gateway.command: {} is not an executable file or on PATH",
+            gateway.command
+        )
+    })
 }
 
 /// The system config `serve`, `check` and `--probe` use: the file (`--config`, else

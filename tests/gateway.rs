@@ -477,3 +477,44 @@ fn the_example_gateway_invokes_functions_through_an_sdk_of_the_same_interface() 
     let resp = ns.send(&Req::new("POST", "/invoke/nope").body(b""));
     assert_eq!(resp.status, 404, "{}", resp.brief());
 }
+
+#[test]
+fn check_reports_the_gateway_and_a_program_that_cannot_be_found() {
+    let dir = TempDir::new();
+    let functions = dir.path().join("functions.json");
+    std::fs::write(&functions, json!([profile("echo", "echo")]).to_string()).expect("write");
+    let check = |gateway: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .arg("check")
+            .arg("--functions")
+            .arg(&functions)
+            .args(["--port", "9123"])
+            .args(gateway)
+            .env_remove("NOSLATED_CONFIG_PATH")
+            .output()
+            .expect("noslate check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = check(&["--gateway", "node", "--gateway-arg", "/code/server.js"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("; gateway: node /code/server.js on port 9123"),
+        "{out}"
+    );
+    let (code, _, err) = check(&["--gateway", "/nonexistent/gateway-server"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("gateway.command: /nonexistent/gateway-server is not an executable file"),
+        "{err}"
+    );
+    let (code, _, err) = check(&["--gateway-arg", "server.js"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--gateway-arg needs --gateway PROGRAM"),
+        "{err}"
+    );
+}
