@@ -1326,3 +1326,21 @@ fn a_shutdown_signal_while_the_gateway_backs_off_drains_at_once() {
     server.supervisor.gateway_retry_due(&mut lent!(server));
     assert!(server.supervisor.gateway_pid().is_none(), "no restart");
 }
+
+#[test]
+fn a_signal_after_pre_stop_still_waits_for_the_gateway_before_exiting() {
+    let mut h = gateway_harness("trap 'exit 0' TERM; while :; do sleep 0.05; done");
+    let server = &mut h.server;
+    server.supervisor.start_gateway_if_due(&mut lent!(server));
+    // `/pre-stop` stopped the runtime (no workers: at once); the gateway still runs.
+    server.begin_drain("pre-stop");
+    assert_eq!(server.lifecycle.phase, super::Lifecycle::Stopped);
+    server.on_shutdown_signal(libc::SIGTERM);
+    assert!(
+        !h.server.stopped_for_exit(),
+        "the gateway is still stopping"
+    );
+    reap_gateway(&mut h);
+    h.server.after_gateway_reaped();
+    assert!(h.server.stopped_for_exit());
+}

@@ -457,7 +457,7 @@ impl Server {
             self.fire_timers();
             self.drain_effects();
             self.flush_console();
-            if self.lifecycle.phase == Lifecycle::Stopped && self.lifecycle.exit_when_stopped {
+            if self.stopped_for_exit() {
                 // Answers still being written or lingering closes finish first (bounded by
                 // http.lingerTimeoutMs), so that no client sees a reset at exit.
                 self.close_idle_conns();
@@ -475,6 +475,15 @@ impl Server {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether a signal asked the runtime to exit and everything has stopped: the workers and
+    /// the gateway, which may still be stopping when a `/pre-stop` had already stopped the
+    /// rest (it is killed after its grace period, and reaped).
+    fn stopped_for_exit(&self) -> bool {
+        self.lifecycle.phase == Lifecycle::Stopped
+            && self.lifecycle.exit_when_stopped
+            && self.supervisor.gateway_stopped()
     }
 
     // ---- FC's lifecycle hooks and shutdown (`lifecycle` decides) ----
