@@ -46,9 +46,8 @@ COPY target/release/noslate start.sh /usr/local/bin/
 COPY sdk/node/ /usr/local/lib/noslate/sdk/
 ENV NOSLATE_PATH=/usr/local/lib/noslate/sdk
 COPY examples/ /code/
-# A /code/server.js of the user's is run by start.sh as the gateway (Noslate's seed image does
-# the same), with NOSLATE_PATH set to gateway.sdkPath: /usr/local/lib/noslate/sdk/node, where
-# Noslate's Node.js SDK (sdk/node) belongs in this image.
+# A /code/server.js of the user's is run by start.sh as the gateway, beside the workers (as
+# Noslate's seed image does), with this NOSLATE_PATH (README, "Your own gateway").
 
 # Declared after the heavy layer so that a new version does not invalidate the apt layer.
 # `make image` passes the version from Cargo.toml, the git remote and the commit.

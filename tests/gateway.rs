@@ -433,19 +433,20 @@ fn start_sh_runs_server_js_as_the_gateway_of_the_execd_runtime() {
 }
 
 #[test]
-fn the_example_gateway_invokes_functions_through_an_sdk_of_the_same_interface() {
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+fn the_example_gateway_invokes_functions_through_the_sdk() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let ns = Noslate::builder()
         .functions(&json!([profile("echo", "echo")]))
         .config(&json!({
             "gateway": {
                 "command": "node",
-                "args": [examples.join("gateway/server.js").to_string_lossy()],
-                "sdkPath": fixture_dir("fake-sdk").to_string_lossy(),
+                "args": [repo.join("examples/gateway/server.js").to_string_lossy()],
+                "sdkPath": repo.join("sdk/node").to_string_lossy(),
                 "env": { "GATEWAY_DEFAULT_FUNCTION": "echo" },
             },
             "turf": { "spareWorkers": 0 },
         }))
+        .env("NOSLATE_PATH", "")
         .port(free_port())
         .ready_when("[gateway pid=")
         .start();
@@ -453,29 +454,42 @@ fn the_example_gateway_invokes_functions_through_an_sdk_of_the_same_interface() 
     let resp = ns.send(
         &Req::new("POST", "/invoke/echo")
             .header("x-gateway-test", "passed on")
+            .header("x-echo-status", "201")
             .body(b"via the example"),
     );
-    assert_eq!(resp.status, 200, "{}", resp.brief());
-    assert!(
-        resp.header("content-type").is_some(),
-        "the answer's headers"
+    assert_eq!(resp.status, 201, "the function's status: {}", resp.brief());
+    assert_eq!(resp.header("x-echo"), Some("yes"), "the function's headers");
+    assert_eq!(
+        resp.header_all("set-cookie").len(),
+        2,
+        "repeated headers stay"
     );
     let echoed = resp.json();
     assert_eq!(echoed["body"], "via the example");
+    assert_eq!(echoed["method"], "POST");
     let headers = echoed["headers"].to_string();
     assert!(
-        headers.contains(r#"["x-gateway-test","passed on"]"#)
-            && headers.contains(r#"["x-fake-sdk-url","/invoke/echo"]"#),
-        "the request's metadata reached the function: {headers}"
+        headers.contains(r#"["x-gateway-test","passed on"]"#),
+        "the request's headers reached the function: {headers}"
     );
-    // Another path goes to the default function, with its URL in the metadata.
-    let resp = ns.send(&Req::new("POST", "/some/where?x=1").body(b"default"));
+    // Another path goes to the default function, with its method and URL.
+    let resp = ns.send(&Req::new("PUT", "/some/where?x=1").body(b"default"));
     assert_eq!(resp.status, 200, "{}", resp.brief());
-    let headers = resp.json()["headers"].to_string();
-    assert!(headers.contains("/some/where?x=1"), "{headers}");
-    // An unknown function is the runtime's error, passed through.
+    let echoed = resp.json();
+    assert_eq!(
+        (echoed["method"].as_str(), echoed["url"].as_str()),
+        (Some("PUT"), Some("/some/where?x=1")),
+        "{echoed}"
+    );
+    // An unknown function is the runtime's refusal, passed on as a 404 naming it.
     let resp = ns.send(&Req::new("POST", "/invoke/nope").body(b""));
     assert_eq!(resp.status, 404, "{}", resp.brief());
+    assert_eq!(
+        resp.json()["errorType"],
+        "FunctionNotFound",
+        "{}",
+        resp.brief()
+    );
 }
 
 #[test]

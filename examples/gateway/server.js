@@ -5,9 +5,9 @@
 //   noslate serve --functions examples/functions.json --gateway node \
 //       --gateway-arg examples/gateway/server.js
 //
-// The runtime starts it with the FC port in PORT, the SDK's directory in NOSLATE_PATH and the
-// admin socket (which the SDK talks to) in NOSLATE_SOCKET; it restarts it if it dies and stops
-// it first on SIGTERM.
+// The runtime starts it with the FC port in PORT, the SDK's directory in NOSLATE_PATH and its
+// work directory in NOSLATE_WORKDIR (where the SDK finds the admin socket); it restarts it if it
+// dies and stops it first on SIGTERM.
 //
 // Routes: `/invoke/NAME[/...]` and `/invoke/service/NAME[/...]` invoke the function or service
 // NAME; anything else goes to the function named by `x-noslate-function`, else to `hello`.
@@ -19,6 +19,11 @@ const { NoslatedClient } = require(process.env.NOSLATE_PATH);
 const port = Number(process.env.PORT || 9000);
 const defaultFunction = process.env.GATEWAY_DEFAULT_FUNCTION || 'hello';
 const agent = new NoslatedClient();
+
+// HTTP statuses for the SDK's error codes: NOT_FOUND (no such function or service),
+// RESOURCE_EXHAUSTED (rate limit, full queue), DEADLINE_EXCEEDED, UNAVAILABLE (stopping, no
+// worker could start); any other failure is a 502.
+const STATUS_OF_CODE = { 5: 404, 8: 429, 4: 504, 14: 503 };
 
 // The request's headers as [name, value] pairs, in order and with repeats (Noslate's metadata).
 function headerPairs(req) {
@@ -53,8 +58,9 @@ async function handle(req, res) {
     response.on('error', () => res.destroy());
     response.pipe(res);
   } catch (err) {
-    // Noslate's errors carry name, message and code (NoSuchFunction, rate limits, timeouts).
-    res.writeHead(502, { 'content-type': 'application/json' });
+    // Refused before the response head: the error's name is the runtime's errorType, its code
+    // a gRPC status as in Noslate's SDK.
+    res.writeHead(STATUS_OF_CODE[err.code] || 502, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ errorType: err.name || 'Error', errorMessage: err.message, code: err.code }));
   }
 }

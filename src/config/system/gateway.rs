@@ -7,9 +7,10 @@ use serde_json::Value;
 use crate::config::problems::{Fields, Problems, describe, join, set, string};
 use crate::config::profile::is_env_name;
 
-/// Default `gateway.sdkPath`: where the image installs Noslate's Node.js SDK (`sdk/node`), given
-/// to the gateway as `NOSLATE_PATH` for `require(process.env.NOSLATE_PATH)`.
-pub const DEFAULT_GATEWAY_SDK_PATH: &str = "/usr/local/lib/noslate/sdk/node";
+/// Default `gateway.sdkPath`: where the image installs the Node.js SDK (`sdk/node`), given to the
+/// gateway as `NOSLATE_PATH` for `require(process.env.NOSLATE_PATH)` (the image also sets
+/// `NOSLATE_PATH` itself, which overrides this).
+pub const DEFAULT_GATEWAY_SDK_PATH: &str = "/usr/local/lib/noslate/sdk";
 /// The variable that carries the SDK's directory to the gateway; set in the runtime's own
 /// environment, it overrides `gateway.sdkPath`.
 pub const GATEWAY_SDK_PATH_ENV: &str = "NOSLATE_PATH";
