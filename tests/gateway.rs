@@ -137,6 +137,12 @@ fn the_runtime_port_moves_the_runtimes_listener_to_loopback() {
     );
     assert_eq!(resp.status, 200, "{}", resp.brief());
     assert_eq!(resp.json()["body"], "direct");
+    // FC's hooks forwarded by the gateway are honoured: it is not one of the workers, whose
+    // hooks the runtime refuses.
+    let resp = ns.send(&Req::new("GET", "/runtime/pre-freeze"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_eq!(resp.json()["status"], "ok", "{}", resp.brief());
+    assert_eq!(ns.log_count(&["refusing a lifecycle hook"]), 0);
 }
 
 #[test]
