@@ -65,6 +65,11 @@ impl ReadBuf {
         }
     }
 
+    /// Bytes of memory the buffer holds now.
+    pub fn allocated(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Drops all unconsumed input.
     pub fn clear(&mut self) {
         self.start = 0;

@@ -77,13 +77,10 @@ pub(super) fn open_stream(
         context: fc::context(&head.headers, &req.id, req.timeout_ms, facts),
     };
     let no_body = req.body.is_done();
-    let large_body = match &req.body {
-        BodyLeft::Length(left) => *left > STREAM_READ_THRESHOLD,
-        BodyLeft::Chunked(_) => true,
-        BodyLeft::Done => false,
-    };
-    if large_body {
-        // The body is read from the socket in pieces as large as the stream's credit.
+    // A body known to be large is read from the socket in pieces as large as the stream's
+    // credit. A chunked one is too, but only once it has proved large (`pump_body`): most are
+    // a few bytes, and a credit-sized buffer for each would cost more than the reads it saves.
+    if matches!(req.body, BodyLeft::Length(left) if left > STREAM_READ_THRESHOLD) {
         conn.inbuf.set_max(STREAM_READ_BUFFER);
     }
     if let Err(err) = wire::put_request_head(&mut worker.wbuf, stream, no_body, &msg) {
@@ -212,6 +209,10 @@ pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pu
         }
     }
     let done = req.body.is_done();
+    if !done && req.timing.bytes_in > STREAM_READ_THRESHOLD {
+        // A chunked body that has proved large: read the rest in credit-sized pieces.
+        inbuf.set_max(STREAM_READ_BUFFER);
+    }
     if sent_any {
         Pumped::Sent { done }
     } else {

@@ -690,6 +690,35 @@ fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue
 }
 
 #[test]
+fn a_chunked_body_gets_a_credit_sized_read_buffer_only_once_it_proves_large() {
+    let mut h = harness(ONE_FUNCTION);
+    let (_worker, _out) = h.ready_worker(0);
+    let (mut client, key) = h.connect();
+    let allocated = |h: &Harness| h.server.front.conn(key).map(|c| c.inbuf.allocated());
+    h.send(
+        &mut client,
+        key,
+        b"POST /invoke HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    );
+    h.run_effects_but_scale();
+    let small = allocated(&h).expect("the connection");
+    assert!(
+        small < 64 * 1024,
+        "a small chunked body keeps a head's buffer: {small}"
+    );
+    let mut big = format!("{:x}\r\n", 96 * 1024).into_bytes();
+    big.extend(std::iter::repeat_n(b'x', 96 * 1024));
+    big.extend_from_slice(b"\r\n");
+    h.send(&mut client, key, &big);
+    h.run_effects_but_scale();
+    assert_eq!(
+        allocated(&h),
+        Some(crate::wire::INITIAL_WINDOW as usize),
+        "past 64 KiB it is read in credit-sized pieces"
+    );
+}
+
+#[test]
 fn a_deadline_for_the_head_only_is_lifted_when_the_head_is_written() {
     let head_frames = |stream: u32| {
         let mut frames = Vec::new();
