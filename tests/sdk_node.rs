@@ -149,6 +149,15 @@ fn health_follows_the_breaker_and_a_missing_runtime_is_reported() {
 }
 
 #[test]
+fn the_sdks_http_client_survives_answers_split_stalled_cut_and_garbled() {
+    // No runtime: the script serves a fake one on the admin socket's path.
+    let dir = TempDir::new();
+    let mut child = spawn_script("wire.js", &dir.path().join("noslated.sock"));
+    let lines = lines_of(&mut child);
+    finish(child, &lines, |_, _| {});
+}
+
+#[test]
 fn a_restarted_runtime_gets_back_what_the_client_had_set() {
     let start = || {
         Noslate::builder()

@@ -66,6 +66,7 @@ impl ReadBuf {
     }
 
     /// Bytes of memory the buffer holds now.
+    #[cfg(test)]
     pub fn allocated(&self) -> usize {
         self.buf.len()
     }

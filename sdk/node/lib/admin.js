@@ -7,6 +7,7 @@ const http = require('http');
 const os = require('os');
 const path = require('path');
 const errors = require('./errors');
+const { Pool } = require('./wire');
 
 // Where the runtime puts its admin socket, as it computes it: `NOSLATE_WORKDIR`, else
 // `$TMPDIR/noslate`.
@@ -24,6 +25,11 @@ const MAX_ERROR_BODY = 1 << 20;
 // A socket that cannot be reached means the runtime is not there (yet, or any more).
 function isUnreachable(err) {
   return ['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTSOCK'].includes(err && err.code);
+}
+
+// No runtime listens on the socket: there is nothing to send to.
+function cannotConnect(err) {
+  return ['ENOENT', 'ECONNREFUSED', 'ENOTSOCK'].includes(err && err.code);
 }
 
 function readAll(stream, limit) {
@@ -57,10 +63,12 @@ class AdminTransport {
   constructor(socketPath) {
     this.socketPath = socketPath;
     this.agent = new http.Agent({ keepAlive: true });
+    this.pool = new Pool(socketPath);
   }
 
   close() {
     this.agent.destroy();
+    this.pool.close();
   }
 
   // One JSON call; resolves to the parsed answer, rejects with the runtime's error (its
@@ -117,70 +125,82 @@ class AdminTransport {
   // before the head. `headGuardMs` bounds the wait for the head on this side too, a second
   // past the deadline the runtime enforces, should the runtime itself be stuck.
   invoke(urlPath, headers, data, headGuardMs) {
+    let head = `POST ${urlPath} HTTP/1.1\r\nHost: noslate\r\n`;
+    for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+    const streamed = !Buffer.isBuffer(data);
+    const length = streamed ? knownLength(data) : data.length;
+    head += length === undefined ? 'Transfer-Encoding: chunked\r\n\r\n' : `Content-Length: ${length}\r\n\r\n`;
     return new Promise((resolve, reject) => {
       let settled = false;
+      let exchange = null;
       const fail = (err) => {
         if (!settled) {
           settled = true;
           reject(err);
         }
       };
-      const req = http.request({
-        socketPath: this.socketPath,
-        agent: this.agent,
-        method: 'POST',
-        path: urlPath,
-        headers,
-      });
       const guard = headGuardMs === undefined ? null : setTimeout(() => {
         const err = errors.deadlineExceeded(`no response head within ${headGuardMs} ms`);
         fail(err);
-        req.destroy(err);
+        if (exchange) exchange.cancel(err);
       }, headGuardMs);
-      req.on('response', (res) => {
-        clearTimeout(guard);
-        const errorType = res.headers['x-noslate-error'];
-        if (errorType) {
-          readAll(res, MAX_ERROR_BODY).then(
-            (bytes) => fail(errors.fromAnswer(res.statusCode, errorType, parseJson(bytes))),
-            fail,
-          );
-          return;
-        }
-        const pairs = [];
-        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
-          const name = res.rawHeaders[i];
-          if (!TRANSFER_HEADERS.has(name.toLowerCase())) pairs.push([name, res.rawHeaders[i + 1]]);
-        }
-        res.status = res.statusCode;
-        res.metadata = { headers: pairs };
-        // Cut short by the runtime (the worker died or broke its stream): Noslate's error, not a
-        // silent end.
-        res.on('aborted', () => res.destroy(errors.peerConnectionClosed()));
-        settled = true;
-        resolve(res);
-      });
-      req.on('error', (err) => {
-        clearTimeout(guard);
-        fail(isUnreachable(err) && !req.reusedSocket ? errors.noDataPlane(err) : err);
-      });
-      if (data && typeof data.pipe === 'function') {
+      const attempt = (mayRetry) => {
+        exchange = this.pool.exchange(head, data, streamed ? length : undefined, (err, res, info) => {
+          clearTimeout(guard);
+          if (err) {
+            // A kept-alive connection the runtime closed just before this request reached
+            // it (a restart): nothing was done, so a whole body may go again on a new one.
+            if (mayRetry && info.reused && !info.received && !streamed && !settled) {
+              attempt(false);
+              return;
+            }
+            fail(cannotConnect(err) ? errors.noDataPlane(err) : err);
+            return;
+          }
+          const errorType = res.headers['x-noslate-error'];
+          if (errorType) {
+            readAll(res, MAX_ERROR_BODY).then(
+              (bytes) => fail(errors.fromAnswer(res.statusCode, errorType, parseJson(bytes))),
+              fail,
+            );
+            return;
+          }
+          const pairs = [];
+          for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+            const name = res.rawHeaders[i];
+            if (!TRANSFER_HEADERS.has(name.toLowerCase())) pairs.push([name, res.rawHeaders[i + 1]]);
+          }
+          res.status = res.statusCode;
+          res.metadata = { headers: pairs };
+          if (settled) {
+            // Given up on already (the guard fired): nobody reads it.
+            res.destroy();
+            return;
+          }
+          settled = true;
+          resolve(res);
+        });
+      };
+      attempt(true);
+      if (streamed) {
         data.on('error', (cause) => {
           const err = new Error('CANCELLED: Cancelled on client');
           err.code = errors.Status.CANCELLED;
           err.cause = cause;
           fail(err);
-          req.destroy(err);
+          exchange.cancel(err);
         });
-        // The invocation starts now, not at the body's first byte: a function may answer
-        // before it reads, and the runtime queues and times it from here.
-        req.flushHeaders();
-        data.pipe(req);
-      } else {
-        req.end(data);
       }
     });
   }
+}
+
+// The length of a stream that states it: an incoming HTTP request with a Content-Length (what
+// a gateway passes on), which then goes to the runtime as is rather than re-framed in chunks.
+function knownLength(stream) {
+  const h = stream.headers;
+  if (!h || h['transfer-encoding'] !== undefined || typeof h['content-length'] !== 'string') return undefined;
+  return /^\d+$/.test(h['content-length']) ? Number(h['content-length']) : undefined;
 }
 
 module.exports = { AdminTransport, defaultSocketPath, encodePairs };

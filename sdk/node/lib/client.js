@@ -209,7 +209,6 @@ class NoslatedClient extends EventEmitter {
       headers['x-noslate-timeout'] = String(Math.floor(meta.timeout));
       headGuard = meta.timeout + HEAD_GUARD_MARGIN_MS;
     }
-    if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length);
     const path = `/v1/invoke/${prefix}${encodeURIComponent(name)}`;
     return this.transport.invoke(path, headers, body, headGuard);
   }

@@ -1,0 +1,162 @@
+'use strict';
+// The SDK's own HTTP/1.1 client against a fake runtime on a Unix socket that splits its answers
+// at every byte, stalls, cuts them and half-closes, and against responses that are not HTTP.
+// No runtime is started; NOSLATE_WORKDIR is a fresh directory.
+
+const assert = require('assert/strict');
+const fs = require('fs');
+const net = require('net');
+const path = require('path');
+const { NoslatedClient, run, text, rejection } = require('./harness');
+const { Dechunker, parseHead, framingOf } = require(path.join(process.env.NOSLATE_PATH, 'lib', 'wire'));
+
+const socketPath = path.join(process.env.NOSLATE_WORKDIR, 'noslated.sock');
+const HEALTH_BODY = '{"health":true,"reason":null,"lifecycle":"running","instance":"x"}';
+const HEALTH = `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${HEALTH_BODY.length}\r\n\r\n${HEALTH_BODY}`;
+
+// The fake runtime: health checks answer at once; an invocation gets `script(socket)`.
+let script = null;
+function serve() {
+  try { fs.unlinkSync(socketPath); } catch {}
+  const server = net.createServer((socket) => {
+    let buf = '';
+    socket.on('data', (chunk) => {
+      buf += chunk.toString('latin1');
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.slice(0, end);
+        const length = /content-length: (\d+)/i.exec(head);
+        const chunked = /transfer-encoding: chunked/i.test(head);
+        let used = end + 4;
+        if (length) used += Number(length[1]);
+        if (chunked) {
+          const last = buf.indexOf('0\r\n\r\n', end + 4);
+          if (last < 0) return;
+          used = last + 5;
+        }
+        if (buf.length < used) return;
+        buf = buf.slice(used);
+        if (head.startsWith('GET /v1/health')) socket.write(HEALTH);
+        else script(socket);
+      }
+    });
+    socket.on('error', () => {});
+  });
+  return new Promise((resolve) => server.listen(socketPath, () => resolve(server)));
+}
+
+// Writes `bytes` one piece at a time, `size` bytes each, a tick apart.
+async function dribble(socket, bytes, size) {
+  for (let i = 0; i < bytes.length; i += size) {
+    socket.write(bytes.subarray(i, i + size));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+const chunkedAnswer = Buffer.from(
+  'HTTP/1.1 201 Created\r\nx-a: 1\r\nx-a: 2\r\ntransfer-encoding: chunked\r\n\r\n'
+  + '5;ext=1\r\nhello\r\n1\r\n,\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n', 'latin1');
+const lengthAnswer = Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world', 'latin1');
+
+let agent;
+let server;
+
+run([
+  ['the chunk decoder gives the same bytes split anywhere', async () => {
+    const body = chunkedAnswer.subarray(chunkedAnswer.indexOf('\r\n\r\n') + 4);
+    for (let cut = 0; cut <= body.length; cut++) {
+      const d = new Dechunker();
+      const out = [];
+      for (const piece of [body.subarray(0, cut), body.subarray(cut)]) {
+        const [parts] = d.feed(piece);
+        out.push(...parts);
+      }
+      assert.equal(Buffer.concat(out).toString(), 'hello, world', `cut at ${cut}`);
+      assert.ok(d.done);
+    }
+    const bytewise = new Dechunker();
+    const out = [];
+    for (const byte of body) out.push(...bytewise.feed(Buffer.from([byte]))[0]);
+    assert.equal(Buffer.concat(out).toString(), 'hello, world');
+    assert.throws(() => new Dechunker().feed(Buffer.from('zz\r\n')), /bad chunk size/);
+    assert.throws(() => new Dechunker().feed(Buffer.from('1\r\nab\r\n')), /no CRLF/);
+  }],
+
+  ['heads that are not HTTP are refused', async () => {
+    assert.equal(parseHead(Buffer.from('HTTP/2 200')), null);
+    assert.equal(parseHead(Buffer.from('HTTP/1.1 200 OK\r\nno-colon')), null);
+    assert.equal(framingOf(parseHead(Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: x'))), null);
+    assert.equal(framingOf(parseHead(Buffer.from('HTTP/1.1 200 OK\r\ntransfer-encoding: gzip'))), null);
+  }],
+
+  ['start against the fake runtime', async () => {
+    server = await serve();
+    agent = new NoslatedClient({ watchInterval: 60000 });
+    await agent.start();
+  }],
+
+  ['answers split at every size, chunked and by length, read whole', async () => {
+    for (const answer of [chunkedAnswer, lengthAnswer]) {
+      for (const size of [1, 2, 3, 7, 64]) {
+        script = (socket) => { dribble(socket, answer, size); };
+        const res = await agent.invoke('f', 'x', { url: '/' });
+        const body = await text(res);
+        assert.equal(body, answer === chunkedAnswer ? 'hello, world' : 'hello world', `size ${size}`);
+        if (answer === chunkedAnswer) {
+          assert.equal(res.status, 201);
+          assert.deepEqual(res.metadata.headers, [['x-a', '1'], ['x-a', '2']]);
+        }
+      }
+    }
+  }],
+
+  ['a connection is reused after each answer, also after a stall', async () => {
+    script = (socket) => {
+      socket.write(lengthAnswer.subarray(0, 20));
+      setTimeout(() => socket.write(lengthAnswer.subarray(20)), 200);
+    };
+    assert.equal(await text(await agent.invoke('f', 'x', { url: '/' })), 'hello world');
+    assert.equal(await text(await agent.invoke('f', 'x', { url: '/' })), 'hello world');
+  }],
+
+  ['an answer cut after its head errors the stream with Peer connection closed', async () => {
+    script = (socket) => { socket.end(chunkedAnswer.subarray(0, chunkedAnswer.length - 12)); };
+    const res = await agent.invoke('f', 'x', { url: '/' });
+    const err = await rejection(text(res));
+    assert.equal(err.message, 'Peer connection closed');
+    assert.equal(err.name, 'NoslatedError');
+  }],
+
+  ['a connection closed before any answer, or half-closed, rejects', async () => {
+    script = (socket) => { socket.destroy(); };
+    assert.match((await rejection(agent.invoke('f', 'x', { url: '/' }))).message, /closed the connection|ECONNRESET|EPIPE/);
+    script = (socket) => { socket.end(); };
+    assert.match((await rejection(agent.invoke('f', 'x', { url: '/' }))).message, /closed the connection/);
+    script = (socket) => { socket.end('HTTP/1.1 200 OK\r\ncontent-le'); };
+    assert.match((await rejection(agent.invoke('f', 'x', { url: '/' }))).message, /closed the connection/);
+  }],
+
+  ['garbage and an over-long head reject and close', async () => {
+    script = (socket) => { socket.write('SMTP ready\r\n\r\n'); };
+    assert.match((await rejection(agent.invoke('f', 'x', { url: '/' }))).message, /not HTTP\/1.1/);
+    script = (socket) => { socket.write(`HTTP/1.1 200 OK\r\nx: ${'a'.repeat(70000)}`); };
+    assert.match((await rejection(agent.invoke('f', 'x', { url: '/' }))).message, /over-long response head/);
+    script = (socket) => { socket.write(`${lengthAnswer.toString('latin1')}EXTRA`); };
+    const res = await agent.invoke('f', 'x', { url: '/' });
+    assert.match((await rejection(text(res))).message, /bytes after the response/);
+  }],
+
+  ['a stalled head is given up at the deadline plus a second', async () => {
+    script = () => {};
+    const t0 = Date.now();
+    const err = await rejection(agent.invoke('f', 'x', { url: '/', timeout: 100 }));
+    assert.match(err.message, /DEADLINE_EXCEEDED/);
+    assert.ok(Date.now() - t0 < 5000);
+  }],
+
+  ['close', async () => {
+    await agent.close();
+    server.close();
+  }],
+]);
