@@ -16,7 +16,7 @@ use crate::turf::worker::{Worker, WorkerState};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A server over a throw-away work directory, with the clients connected to it.
 struct Harness {
@@ -1324,11 +1324,37 @@ fn a_gateway_that_exits_is_backed_off_with_its_stderr_tail_then_restarted() {
     assert_eq!(reap_gateway(&mut h), crate::sys::ExitKind::Code(3));
 }
 
-#[test]
-fn a_shutdown_signal_stops_the_gateway_before_the_runtime_drains() {
-    let mut h = gateway_harness("trap 'exit 0' TERM; while :; do sleep 0.05; done");
+/// A harness with a started gateway that exits 0 on SIGTERM, once its shell has set that trap
+/// (a signal before it would kill the shell instead).
+fn trapping_gateway() -> Harness {
+    let mark = std::env::temp_dir().join(format!(
+        "noslate-glue-trap-{}-{}",
+        std::process::id(),
+        crate::rand::Rng::from_entropy().next_u64()
+    ));
+    let script = format!(
+        "trap 'exit 0' TERM; : > '{}'; while :; do sleep 0.05; done",
+        mark.display()
+    );
+    let mut h = gateway_harness(&script);
     let server = &mut h.server;
     server.supervisor.start_gateway_if_due(&mut lent!(server));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mark.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway's shell did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::remove_file(&mark);
+    h
+}
+
+#[test]
+fn a_shutdown_signal_stops_the_gateway_before_the_runtime_drains() {
+    let mut h = trapping_gateway();
+    let server = &mut h.server;
     server.on_shutdown_signal(libc::SIGTERM);
     // The runtime keeps serving what the gateway sends until the gateway is gone.
     assert_eq!(h.server.lifecycle.phase, super::Lifecycle::Running);
@@ -1358,9 +1384,8 @@ fn a_shutdown_signal_while_the_gateway_backs_off_drains_at_once() {
 
 #[test]
 fn a_signal_after_pre_stop_still_waits_for_the_gateway_before_exiting() {
-    let mut h = gateway_harness("trap 'exit 0' TERM; while :; do sleep 0.05; done");
+    let mut h = trapping_gateway();
     let server = &mut h.server;
-    server.supervisor.start_gateway_if_due(&mut lent!(server));
     // `/pre-stop` stopped the runtime (no workers: at once); the gateway still runs.
     server.begin_drain("pre-stop");
     assert_eq!(server.lifecycle.phase, super::Lifecycle::Stopped);
