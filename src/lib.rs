@@ -13,6 +13,7 @@
 
 pub(crate) mod admin;
 pub mod cli;
+pub(crate) mod code;
 pub mod config;
 pub(crate) mod fc;
 pub mod http;

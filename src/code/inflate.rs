@@ -1,0 +1,470 @@
+//! A DEFLATE (RFC 1951) decoder: stored, fixed-Huffman and dynamic-Huffman blocks.
+//!
+//! The output goes to a sink in pieces while a 32 KiB window (the farthest a match may reach
+//! back) is kept, so an entry of any size costs bounded memory. The output is counted as it is
+//! produced, and decoding stops with [`InflateError::TooLarge`] as soon as it passes the
+//! caller's limit: a bomb is caught on the bytes it actually expands to, not on the size its
+//! archive declares. Every malformed input is an error; nothing here panics on input.
+//!
+//! Huffman codes are decoded canonically, one bit at a time against the count of codes of each
+//! length: slower than table lookup, but small and obviously bounded (at most 15 steps per
+//! symbol).
+
+use std::fmt;
+
+/// How far back a match may reach.
+const WINDOW: usize = 32 * 1024;
+/// Output is handed to the sink once this much beyond the window has accumulated.
+const FLUSH_AT: usize = 4 * WINDOW;
+/// Longest Huffman code.
+const MAX_BITS: usize = 15;
+
+/// Why a stream could not be inflated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InflateError {
+    /// The input ended before the final block did.
+    Truncated,
+    /// A block header with the reserved type 3.
+    BadBlockType,
+    /// A stored block whose length and its complement disagree.
+    BadStoredLength,
+    /// Code lengths that do not form a usable Huffman code.
+    BadCodeLengths,
+    /// A bit pattern that is no code, or a reserved symbol.
+    BadSymbol,
+    /// A match reaching back before the start of the output.
+    DistanceTooFar,
+    /// The output passed the limit (in bytes).
+    TooLarge(u64),
+    /// The sink refused the output.
+    Sink(String),
+}
+
+impl fmt::Display for InflateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InflateError::Truncated => f.write_str("the deflate stream is truncated"),
+            InflateError::BadBlockType => f.write_str("a deflate block has the reserved type 3"),
+            InflateError::BadStoredLength => {
+                f.write_str("a stored deflate block's length does not match its complement")
+            }
+            InflateError::BadCodeLengths => {
+                f.write_str("a deflate block has invalid Huffman code lengths")
+            }
+            InflateError::BadSymbol => f.write_str("a deflate block has an invalid code"),
+            InflateError::DistanceTooFar => {
+                f.write_str("a deflate match reaches before the start of the data")
+            }
+            InflateError::TooLarge(limit) => write!(f, "inflates to more than {limit} bytes"),
+            InflateError::Sink(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Inflates the raw DEFLATE stream `input`, handing the output to `sink` in pieces. Fails with
+/// [`InflateError::TooLarge`] once more than `max_out` bytes come out. Returns the number of
+/// bytes produced. Input after the final block is ignored.
+pub fn inflate(
+    input: &[u8],
+    max_out: u64,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<u64, InflateError> {
+    let mut out = Output {
+        buf: Vec::with_capacity(FLUSH_AT + WINDOW),
+        flushed: 0,
+        max_out,
+        sink,
+    };
+    let mut bits = Bits::new(input);
+    let fixed = fixed_codes()?;
+    loop {
+        let last = bits.take(1)? == 1;
+        match bits.take(2)? {
+            0 => stored(&mut bits, &mut out)?,
+            1 => codes(&mut bits, &mut out, &fixed.0, &fixed.1)?,
+            2 => {
+                let (lit, dist) = dynamic_codes(&mut bits)?;
+                codes(&mut bits, &mut out, &lit, &dist)?;
+            }
+            _ => return Err(InflateError::BadBlockType),
+        }
+        if last {
+            break;
+        }
+    }
+    out.finish()
+}
+
+/// The output: the unflushed tail (at least the window once anything was flushed), the count
+/// of bytes already handed on, and where they go.
+struct Output<'s> {
+    buf: Vec<u8>,
+    flushed: u64,
+    max_out: u64,
+    sink: &'s mut dyn FnMut(&[u8]) -> Result<(), String>,
+}
+
+impl Output<'_> {
+    fn total(&self) -> u64 {
+        self.flushed + self.buf.len() as u64
+    }
+
+    /// Makes room for `n` more bytes: checks the limit and flushes all but the window.
+    fn reserve(&mut self, n: usize) -> Result<(), InflateError> {
+        if self.total() + n as u64 > self.max_out {
+            return Err(InflateError::TooLarge(self.max_out));
+        }
+        if self.buf.len() >= FLUSH_AT + WINDOW {
+            let cut = self.buf.len() - WINDOW;
+            (self.sink)(&self.buf[..cut]).map_err(InflateError::Sink)?;
+            self.buf.drain(..cut);
+            self.flushed += cut as u64;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, byte: u8) -> Result<(), InflateError> {
+        self.reserve(1)?;
+        self.buf.push(byte);
+        Ok(())
+    }
+
+    /// Copies `len` bytes starting `dist` back (they may overlap what is being written).
+    fn copy_back(&mut self, dist: usize, len: usize) -> Result<(), InflateError> {
+        if dist == 0 || dist as u64 > self.total() || dist > self.buf.len() {
+            return Err(InflateError::DistanceTooFar);
+        }
+        self.reserve(len)?;
+        let start = self.buf.len() - dist;
+        for i in 0..len {
+            let byte = self.buf[start + i];
+            self.buf.push(byte);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<u64, InflateError> {
+        if !self.buf.is_empty() {
+            (self.sink)(&self.buf).map_err(InflateError::Sink)?;
+        }
+        Ok(self.total())
+    }
+}
+
+/// Bits read least significant first, as DEFLATE packs them.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+    buf: u64,
+    count: u32,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Bits {
+            data,
+            pos: 0,
+            buf: 0,
+            count: 0,
+        }
+    }
+
+    /// The next `n` (at most 16) bits as a number.
+    fn take(&mut self, n: u32) -> Result<u32, InflateError> {
+        while self.count < n {
+            let byte = *self.data.get(self.pos).ok_or(InflateError::Truncated)?;
+            self.pos += 1;
+            self.buf |= u64::from(byte) << self.count;
+            self.count += 8;
+        }
+        let value = (self.buf & ((1u64 << n) - 1)) as u32;
+        self.buf >>= n;
+        self.count -= n;
+        Ok(value)
+    }
+
+    /// Drops the bits left of the current byte (bytes are loaded one at a time, so fewer than
+    /// eight are buffered between symbols).
+    fn align(&mut self) {
+        self.buf = 0;
+        self.count = 0;
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], InflateError> {
+        let end = self.pos.checked_add(n).ok_or(InflateError::Truncated)?;
+        let slice = self
+            .data
+            .get(self.pos..end)
+            .ok_or(InflateError::Truncated)?;
+        self.pos = end;
+        Ok(slice)
+    }
+}
+
+/// A canonical Huffman code: how many codes have each length, and the symbols in code order.
+struct Huffman {
+    counts: [u16; MAX_BITS + 1],
+    symbols: Vec<u16>,
+}
+
+impl Huffman {
+    /// Builds the code from each symbol's code length (0: unused). Over-subscribed lengths are
+    /// refused; an incomplete code is accepted (its unused patterns fail when decoded).
+    fn new(lengths: &[u8]) -> Result<Huffman, InflateError> {
+        let mut counts = [0u16; MAX_BITS + 1];
+        for &len in lengths {
+            let len = usize::from(len);
+            if len > MAX_BITS {
+                return Err(InflateError::BadCodeLengths);
+            }
+            counts[len] += 1;
+        }
+        let mut left: i32 = 1;
+        for &count in &counts[1..] {
+            left = (left << 1) - i32::from(count);
+            if left < 0 {
+                return Err(InflateError::BadCodeLengths);
+            }
+        }
+        let mut offsets = [0u16; MAX_BITS + 2];
+        for len in 1..=MAX_BITS {
+            offsets[len + 1] = offsets[len] + counts[len];
+        }
+        let mut symbols = vec![0u16; usize::from(offsets[MAX_BITS + 1])];
+        for (symbol, &len) in lengths.iter().enumerate() {
+            if len != 0 {
+                let slot = &mut offsets[usize::from(len)];
+                symbols[usize::from(*slot)] = symbol as u16;
+                *slot += 1;
+            }
+        }
+        Ok(Huffman { counts, symbols })
+    }
+
+    fn decode(&self, bits: &mut Bits<'_>) -> Result<u16, InflateError> {
+        let mut code: i32 = 0;
+        let mut first: i32 = 0;
+        let mut index: i32 = 0;
+        for len in 1..=MAX_BITS {
+            code |= bits.take(1)? as i32;
+            let count = i32::from(self.counts[len]);
+            if code - first < count {
+                let at =
+                    usize::try_from(index + code - first).map_err(|_| InflateError::BadSymbol)?;
+                return self.symbols.get(at).copied().ok_or(InflateError::BadSymbol);
+            }
+            index += count;
+            first = (first + count) << 1;
+            code <<= 1;
+        }
+        Err(InflateError::BadSymbol)
+    }
+}
+
+const LENGTH_BASE: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+const LENGTH_EXTRA: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+const DIST_BASE: [u16; 30] = [
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+];
+const DIST_EXTRA: [u8; 30] = [
+    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
+    13,
+];
+/// The order code-length code lengths are sent in.
+const CLEN_ORDER: [usize; 19] = [
+    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+];
+
+fn stored(bits: &mut Bits<'_>, out: &mut Output<'_>) -> Result<(), InflateError> {
+    bits.align();
+    let header = bits.bytes(4)?;
+    let len = u16::from_le_bytes([header[0], header[1]]);
+    let nlen = u16::from_le_bytes([header[2], header[3]]);
+    if len != !nlen {
+        return Err(InflateError::BadStoredLength);
+    }
+    let data = bits.bytes(usize::from(len))?;
+    for &byte in data {
+        out.push(byte)?;
+    }
+    Ok(())
+}
+
+fn fixed_codes() -> Result<(Huffman, Huffman), InflateError> {
+    let mut lengths = [0u8; 288];
+    for (symbol, len) in lengths.iter_mut().enumerate() {
+        *len = match symbol {
+            0..=143 => 8,
+            144..=255 => 9,
+            256..=279 => 7,
+            _ => 8,
+        };
+    }
+    Ok((Huffman::new(&lengths)?, Huffman::new(&[5u8; 30])?))
+}
+
+fn dynamic_codes(bits: &mut Bits<'_>) -> Result<(Huffman, Huffman), InflateError> {
+    let nlen = bits.take(5)? as usize + 257;
+    let ndist = bits.take(5)? as usize + 1;
+    let ncode = bits.take(4)? as usize + 4;
+    if nlen > 286 || ndist > 30 {
+        return Err(InflateError::BadCodeLengths);
+    }
+    let mut clens = [0u8; 19];
+    for &at in &CLEN_ORDER[..ncode] {
+        clens[at] = bits.take(3)? as u8;
+    }
+    let clen_code = Huffman::new(&clens)?;
+    let mut lengths = [0u8; 286 + 30];
+    let total = nlen + ndist;
+    let mut i = 0;
+    while i < total {
+        let symbol = clen_code.decode(bits)?;
+        let (value, repeat) = match symbol {
+            0..=15 => (symbol as u8, 1),
+            16 => {
+                let previous = *i
+                    .checked_sub(1)
+                    .and_then(|p| lengths.get(p))
+                    .ok_or(InflateError::BadCodeLengths)?;
+                (previous, 3 + bits.take(2)? as usize)
+            }
+            17 => (0, 3 + bits.take(3)? as usize),
+            18 => (0, 11 + bits.take(7)? as usize),
+            _ => return Err(InflateError::BadCodeLengths),
+        };
+        if i + repeat > total {
+            return Err(InflateError::BadCodeLengths);
+        }
+        lengths[i..i + repeat].fill(value);
+        i += repeat;
+    }
+    if lengths[256] == 0 {
+        // No end-of-block code: the block could never end.
+        return Err(InflateError::BadCodeLengths);
+    }
+    Ok((
+        Huffman::new(&lengths[..nlen])?,
+        Huffman::new(&lengths[nlen..total])?,
+    ))
+}
+
+fn codes(
+    bits: &mut Bits<'_>,
+    out: &mut Output<'_>,
+    lit: &Huffman,
+    dist: &Huffman,
+) -> Result<(), InflateError> {
+    loop {
+        let symbol = lit.decode(bits)?;
+        match symbol {
+            0..=255 => out.push(symbol as u8)?,
+            256 => return Ok(()),
+            257..=285 => {
+                let at = usize::from(symbol - 257);
+                let len =
+                    usize::from(LENGTH_BASE[at]) + bits.take(u32::from(LENGTH_EXTRA[at]))? as usize;
+                let d = usize::from(dist.decode(bits)?);
+                if d >= DIST_BASE.len() {
+                    return Err(InflateError::BadSymbol);
+                }
+                let back =
+                    usize::from(DIST_BASE[d]) + bits.take(u32::from(DIST_EXTRA[d]))? as usize;
+                out.copy_back(back, len)?;
+            }
+            _ => return Err(InflateError::BadSymbol),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8], max: u64) -> Result<Vec<u8>, InflateError> {
+        let mut got = Vec::new();
+        let mut sink = |piece: &[u8]| {
+            got.extend_from_slice(piece);
+            Ok(())
+        };
+        let n = inflate(input, max, &mut sink)?;
+        assert_eq!(n, got.len() as u64);
+        Ok(got)
+    }
+
+    #[test]
+    fn a_stored_block_comes_out_as_is() {
+        let input = [0x01, 0x05, 0x00, 0xfa, 0xff, b'h', b'e', b'l', b'l', b'o'];
+        assert_eq!(run(&input, 100).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_fixed_block_decodes() {
+        // zlib.compress(b"hello hello hello", wbits=-15) with fixed codes.
+        let input = [0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x57, 0xc8, 0x40, 0x90, 0x00];
+        assert_eq!(run(&input, 100).unwrap(), b"hello hello hello");
+    }
+
+    #[test]
+    fn an_empty_fixed_block_is_empty_output() {
+        assert_eq!(run(&[0x03, 0x00], 10).unwrap(), b"");
+    }
+
+    #[test]
+    fn output_past_the_limit_is_refused_while_inflating() {
+        let input = [0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x57, 0xc8, 0x40, 0x90, 0x00];
+        assert_eq!(run(&input, 16), Err(InflateError::TooLarge(16)));
+        assert_eq!(run(&input, 17).unwrap().len(), 17);
+    }
+
+    #[test]
+    fn malformed_streams_are_errors() {
+        assert_eq!(run(&[], 10), Err(InflateError::Truncated));
+        assert_eq!(run(&[0x07], 10), Err(InflateError::BadBlockType));
+        assert_eq!(
+            run(&[0x01, 0x05, 0x00, 0x00, 0x00], 10),
+            Err(InflateError::BadStoredLength)
+        );
+        assert_eq!(
+            run(&[0x01, 0x05, 0x00, 0xfa, 0xff, b'h'], 10),
+            Err(InflateError::Truncated)
+        );
+        // A fixed block whose first symbol is a match with nothing before it.
+        // Length code 257 (7 bits 0000001) then distance 0 (5 bits 00000).
+        assert_eq!(
+            run(&[0x03, 0x02, 0x00], 10),
+            Err(InflateError::DistanceTooFar)
+        );
+    }
+
+    #[test]
+    fn random_mutations_of_valid_streams_never_panic() {
+        let valid: [&[u8]; 2] = [
+            &[0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x57, 0xc8, 0x40, 0x90, 0x00],
+            &[0x01, 0x05, 0x00, 0xfa, 0xff, b'h', b'e', b'l', b'l', b'o'],
+        ];
+        let mut rng = crate::rand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let base = valid[(rng.next_u64() % 2) as usize];
+            let mut input = base.to_vec();
+            for _ in 0..=(rng.next_u64() % 4) {
+                let at = (rng.next_u64() as usize) % input.len();
+                input[at] ^= 1 << (rng.next_u64() % 8);
+            }
+            input.truncate(1 + (rng.next_u64() as usize) % input.len());
+            let _ = run(&input, 1 << 20);
+        }
+        // Pure noise, including dynamic-block headers.
+        for _ in 0..20_000 {
+            let len = (rng.next_u64() % 64) as usize;
+            let input: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            let _ = run(&input, 1 << 20);
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Code packages.
+
+pub mod inflate;
+pub mod zip;

@@ -1,0 +1,599 @@
+//! Reading a zip archive's central directory and unpacking it into a fresh directory.
+//!
+//! Only what code packages need: one disk, no ZIP64, no encryption, entries stored (method 0)
+//! or deflated (method 8, [`super::inflate`]). Every entry name is checked before anything is
+//! written: no absolute path, no `..` (or `.` or empty) component, no backslash or control
+//! character, valid UTF-8; symlinks and other special files are refused. The limits are
+//! applied to what the archive really holds: the entry count as the directory is walked, the
+//! unpacked bytes as they are inflated (the sizes the headers declare are checked against
+//! the real output, never trusted). Each entry's CRC-32 is verified.
+
+use super::inflate::{self, InflateError};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+const EOCD_SIGNATURE: u32 = 0x0605_4b50;
+const CENTRAL_SIGNATURE: u32 = 0x0201_4b50;
+const LOCAL_SIGNATURE: u32 = 0x0403_4b50;
+const EOCD_LEN: usize = 22;
+const CENTRAL_LEN: usize = 46;
+const LOCAL_LEN: usize = 30;
+/// Longest entry name accepted, in bytes.
+const MAX_NAME_BYTES: usize = 1024;
+/// The host byte of "version made by" for Unix, whose external attributes carry a mode.
+const HOST_UNIX: u8 = 3;
+const MODE_TYPE: u32 = 0o170_000;
+const MODE_FILE: u32 = 0o100_000;
+const MODE_DIR: u32 = 0o040_000;
+const MODE_SYMLINK: u32 = 0o120_000;
+
+/// What an archive may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZipLimits {
+    /// Most bytes all entries together may unpack to.
+    pub max_unpacked_bytes: u64,
+    /// Most entries (files and directories).
+    pub max_entries: u32,
+}
+
+/// What an unpacking produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpacked {
+    /// Files written.
+    pub files: u32,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// One entry of the central directory, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its path inside the package, without a trailing `/`.
+    pub name: String,
+    /// A directory (name ending in `/`, or a directory mode).
+    pub is_dir: bool,
+    /// Executable by its owner (a Unix mode with any execute bit).
+    pub executable: bool,
+    method: u16,
+    crc: u32,
+    compressed: u64,
+    declared: u64,
+    local_offset: u64,
+}
+
+fn u16_at(data: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Reads and checks the central directory.
+pub fn entries(archive: &[u8], limits: &ZipLimits) -> Result<Vec<Entry>, String> {
+    let eocd = find_eocd(archive).ok_or("not a zip archive (no end of central directory)")?;
+    let disk = u16_at(archive, eocd + 4).unwrap_or(1);
+    let cd_disk = u16_at(archive, eocd + 6).unwrap_or(1);
+    let count = u16_at(archive, eocd + 10).unwrap_or(0);
+    let cd_size = u32_at(archive, eocd + 12).unwrap_or(0);
+    let cd_offset = u32_at(archive, eocd + 16).unwrap_or(0);
+    if disk != 0 || cd_disk != 0 {
+        return Err("multi-disk zip archives are not supported".into());
+    }
+    if count == 0xffff || cd_size == u32::MAX || cd_offset == u32::MAX {
+        return Err("ZIP64 archives are not supported".into());
+    }
+    if u32::from(count) > limits.max_entries {
+        return Err(format!(
+            "the archive has {count} entries, more than the limit of {}",
+            limits.max_entries
+        ));
+    }
+    let mut at = cd_offset as usize;
+    let end = at
+        .checked_add(cd_size as usize)
+        .filter(|&end| end <= eocd)
+        .ok_or("the central directory lies outside the archive")?;
+    let mut list: Vec<Entry> = Vec::with_capacity(usize::from(count));
+    while at < end {
+        if list.len() >= limits.max_entries as usize {
+            return Err(format!(
+                "the archive has more than the limit of {} entries",
+                limits.max_entries
+            ));
+        }
+        let (entry, next) = central_entry(archive, at, end)?;
+        if list.iter().any(|e| e.name == entry.name) {
+            return Err(format!("zip entry {} appears twice", entry.name));
+        }
+        list.push(entry);
+        at = next;
+    }
+    if list.len() != usize::from(count) {
+        return Err(format!(
+            "the central directory holds {} entries, its end record says {count}",
+            list.len()
+        ));
+    }
+    Ok(list)
+}
+
+/// The end-of-central-directory record: searched backwards over the longest comment.
+fn find_eocd(archive: &[u8]) -> Option<usize> {
+    let last = archive.len().checked_sub(EOCD_LEN)?;
+    let first = last.saturating_sub(usize::from(u16::MAX));
+    (first..=last).rev().find(|&at| {
+        u32_at(archive, at) == Some(EOCD_SIGNATURE)
+            && u16_at(archive, at + 20).map(|c| at + EOCD_LEN + usize::from(c))
+                == Some(archive.len())
+    })
+}
+
+fn central_entry(archive: &[u8], at: usize, end: usize) -> Result<(Entry, usize), String> {
+    let corrupt = || "the central directory is corrupt".to_string();
+    if at + CENTRAL_LEN > end || u32_at(archive, at) != Some(CENTRAL_SIGNATURE) {
+        return Err(corrupt());
+    }
+    let made_by_host = archive[at + 5];
+    let flags = u16_at(archive, at + 8).ok_or_else(corrupt)?;
+    let method = u16_at(archive, at + 10).ok_or_else(corrupt)?;
+    let crc = u32_at(archive, at + 16).ok_or_else(corrupt)?;
+    let compressed = u32_at(archive, at + 20).ok_or_else(corrupt)?;
+    let declared = u32_at(archive, at + 24).ok_or_else(corrupt)?;
+    let name_len = usize::from(u16_at(archive, at + 28).ok_or_else(corrupt)?);
+    let extra_len = usize::from(u16_at(archive, at + 30).ok_or_else(corrupt)?);
+    let comment_len = usize::from(u16_at(archive, at + 32).ok_or_else(corrupt)?);
+    let external = u32_at(archive, at + 38).ok_or_else(corrupt)?;
+    let local_offset = u32_at(archive, at + 42).ok_or_else(corrupt)?;
+    let next = at + CENTRAL_LEN + name_len + extra_len + comment_len;
+    if next > end {
+        return Err(corrupt());
+    }
+    let raw_name = &archive[at + CENTRAL_LEN..at + CENTRAL_LEN + name_len];
+    let shown = String::from_utf8_lossy(raw_name).into_owned();
+    let (name, named_dir) = check_name(raw_name)?;
+    if flags & 1 != 0 {
+        return Err(format!("zip entry {shown} is encrypted"));
+    }
+    if compressed == u32::MAX || declared == u32::MAX || local_offset == u32::MAX {
+        return Err("ZIP64 archives are not supported".into());
+    }
+    let mode = if made_by_host == HOST_UNIX {
+        external >> 16
+    } else {
+        0
+    };
+    let kind = mode & MODE_TYPE;
+    if kind == MODE_SYMLINK {
+        return Err(format!("zip entry {shown} is a symlink"));
+    }
+    if kind != 0 && kind != MODE_FILE && kind != MODE_DIR {
+        return Err(format!("zip entry {shown} is not a file or a directory"));
+    }
+    // MS-DOS attributes: 0x10 marks a directory.
+    let is_dir = named_dir || kind == MODE_DIR || (mode == 0 && external & 0x10 != 0);
+    if !is_dir && method != 0 && method != 8 {
+        return Err(format!(
+            "zip entry {shown} uses compression method {method}; only stored (0) and deflate (8) are supported"
+        ));
+    }
+    let entry = Entry {
+        name,
+        is_dir,
+        executable: mode & 0o111 != 0,
+        method,
+        crc,
+        compressed: u64::from(compressed),
+        declared: u64::from(declared),
+        local_offset: u64::from(local_offset),
+    };
+    Ok((entry, next))
+}
+
+/// Checks an entry's name; returns it without a trailing `/`, and whether it had one.
+pub fn check_name(raw: &[u8]) -> Result<(String, bool), String> {
+    let shown = String::from_utf8_lossy(raw);
+    let Ok(name) = std::str::from_utf8(raw) else {
+        return Err(format!("zip entry {shown} has a name that is not UTF-8"));
+    };
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "zip entry {name:?} has an empty or overlong name (at most {MAX_NAME_BYTES} bytes)"
+        ));
+    }
+    if name.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(format!(
+            "zip entry {name:?} has a name with a control character or a backslash"
+        ));
+    }
+    if name.starts_with('/') {
+        return Err(format!("zip entry {name} has an absolute path"));
+    }
+    let (path, is_dir) = match name.strip_suffix('/') {
+        Some(path) => (path, true),
+        None => (name, false),
+    };
+    for component in path.split('/') {
+        match component {
+            ".." => return Err(format!("zip entry {name} escapes the package")),
+            "" | "." => {
+                return Err(format!(
+                    "zip entry {name} has an empty or \".\" path component"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok((path.to_owned(), is_dir))
+}
+
+/// Unpacks `archive` into `dest`, a new empty directory nothing else writes to. Stops at the
+/// first problem; the caller removes `dest` then.
+pub fn unpack(archive: &[u8], dest: &Path, limits: &ZipLimits) -> Result<Unpacked, String> {
+    let list = entries(archive, limits)?;
+    let mut done = Unpacked { files: 0, bytes: 0 };
+    for entry in &list {
+        let path = dest.join(&entry.name);
+        if entry.is_dir {
+            fs::create_dir_all(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let data = entry_data(archive, entry)?;
+        let budget = limits.max_unpacked_bytes.saturating_sub(done.bytes);
+        let written = write_entry(entry, data, &path, budget).map_err(|why| match why {
+            WriteError::TooLarge => format!(
+                "the archive unpacks to more than the limit of {} bytes",
+                limits.max_unpacked_bytes
+            ),
+            WriteError::Other(why) => why,
+        })?;
+        done.bytes += written;
+        done.files += 1;
+    }
+    Ok(done)
+}
+
+/// An entry's compressed bytes, found through its local header.
+fn entry_data<'a>(archive: &'a [u8], entry: &Entry) -> Result<&'a [u8], String> {
+    let outside = || format!("zip entry {}'s data lies outside the archive", entry.name);
+    let at = usize::try_from(entry.local_offset).map_err(|_| outside())?;
+    if u32_at(archive, at) != Some(LOCAL_SIGNATURE) {
+        return Err(format!(
+            "zip entry {}'s local header is missing",
+            entry.name
+        ));
+    }
+    let name_len = usize::from(u16_at(archive, at + 26).ok_or_else(outside)?);
+    let extra_len = usize::from(u16_at(archive, at + 28).ok_or_else(outside)?);
+    let start = at + LOCAL_LEN + name_len + extra_len;
+    let len = usize::try_from(entry.compressed).map_err(|_| outside())?;
+    archive
+        .get(start..start.checked_add(len).ok_or_else(outside)?)
+        .ok_or_else(outside)
+}
+
+enum WriteError {
+    TooLarge,
+    Other(String),
+}
+
+/// Writes one file, inflating it within `budget` bytes; checks its size and CRC-32.
+fn write_entry(entry: &Entry, data: &[u8], path: &Path, budget: u64) -> Result<u64, WriteError> {
+    let mode = if entry.executable { 0o755 } else { 0o644 };
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| WriteError::Other(format!("cannot create {}: {e}", path.display())))?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
+    let mut crc = Crc32::new();
+    let mut sink = |piece: &[u8]| {
+        crc.update(piece);
+        out.write_all(piece)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    let written = match entry.method {
+        0 => {
+            if data.len() as u64 > budget {
+                return Err(WriteError::TooLarge);
+            }
+            sink(data).map_err(WriteError::Other)?;
+            data.len() as u64
+        }
+        _ => match inflate::inflate(data, budget, &mut sink) {
+            Ok(n) => n,
+            Err(InflateError::TooLarge(_)) => return Err(WriteError::TooLarge),
+            Err(InflateError::Sink(why)) => return Err(WriteError::Other(why)),
+            Err(e) => return Err(WriteError::Other(format!("zip entry {}: {e}", entry.name))),
+        },
+    };
+    out.flush()
+        .map_err(|e| WriteError::Other(format!("cannot write {}: {e}", path.display())))?;
+    if written != entry.declared {
+        return Err(WriteError::Other(format!(
+            "zip entry {} unpacks to {written} bytes, its header says {}",
+            entry.name, entry.declared
+        )));
+    }
+    if crc.finish() != entry.crc {
+        return Err(WriteError::Other(format!(
+            "zip entry {} fails its CRC-32 check",
+            entry.name
+        )));
+    }
+    Ok(written)
+}
+
+/// CRC-32 (IEEE 802.3, reflected), as zip uses it.
+struct Crc32 {
+    table: [u32; 256],
+    value: u32,
+}
+
+impl Crc32 {
+    fn new() -> Self {
+        let mut table = [0u32; 256];
+        for (i, slot) in table.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *slot = c;
+        }
+        Crc32 {
+            table,
+            value: 0xffff_ffff,
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        for &byte in data {
+            self.value =
+                self.table[((self.value ^ u32::from(byte)) & 0xff) as usize] ^ (self.value >> 8);
+        }
+    }
+
+    fn finish(&self) -> u32 {
+        self.value ^ 0xffff_ffff
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    const LIMITS: ZipLimits = ZipLimits {
+        max_unpacked_bytes: 64 << 20,
+        max_entries: 1000,
+    };
+
+    /// Builds a zip with python's `zipfile`; `script` adds entries to `z`.
+    fn python_zip(script: &str) -> Vec<u8> {
+        let program = format!(
+            "import io, sys, zipfile\nb = io.BytesIO()\nz = zipfile.ZipFile(b, 'w')\n{script}\nz.close()\nsys.stdout.buffer.write(b.getvalue())\n"
+        );
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(&program)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "noslate-zip-{name}-{}-{}",
+            std::process::id(),
+            crate::rand::Rng::from_entropy().next_u64()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn python_zips_unpack_stored_and_deflated_at_every_level() {
+        let script = r#"
+import random
+r = random.Random(5)
+text = ''.join(r.choice('abc def\n') for _ in range(200000)).encode()
+noise = bytes(r.getrandbits(8) for _ in range(70000))
+z.writestr('stored.txt', text, compress_type=zipfile.ZIP_STORED)
+for level in (0, 1, 6, 9):
+    z.writestr(zipfile.ZipInfo('lvl%d/text' % level), text, compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
+    z.writestr('lvl%d/noise' % level, noise, compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
+z.writestr('empty', b'')
+z.writestr('empty-deflated', b'', compress_type=zipfile.ZIP_DEFLATED)
+z.writestr('dir/', b'')
+z.writestr('dir/sub/x.js', b'module.exports = 1;\n', compress_type=zipfile.ZIP_DEFLATED)
+i = zipfile.ZipInfo('bin/run')
+i.external_attr = 0o100755 << 16
+i.create_system = 3
+z.writestr(i, b'#!/bin/sh\n')
+"#;
+        let archive = python_zip(script);
+        let dest = scratch("levels");
+        let done = unpack(&archive, &dest, &LIMITS).unwrap();
+        assert_eq!(done.files, 13);
+        let text = fs::read(dest.join("stored.txt")).unwrap();
+        assert_eq!(text.len(), 200_000);
+        for level in [0, 1, 6, 9] {
+            assert_eq!(
+                fs::read(dest.join(format!("lvl{level}/text"))).unwrap(),
+                text
+            );
+            assert_eq!(
+                fs::read(dest.join(format!("lvl{level}/noise")))
+                    .unwrap()
+                    .len(),
+                70_000
+            );
+        }
+        assert_eq!(fs::read(dest.join("empty")).unwrap(), b"");
+        assert_eq!(fs::read(dest.join("empty-deflated")).unwrap(), b"");
+        assert!(dest.join("dir").is_dir());
+        assert_eq!(
+            fs::read(dest.join("dir/sub/x.js")).unwrap(),
+            b"module.exports = 1;\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dest.join("bin/run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111);
+        let _ = fs::remove_dir_all(&dest);
+    }
+
+    #[test]
+    fn names_that_escape_or_are_invalid_are_refused() {
+        for (name, why) in [
+            ("../x", "escapes the package"),
+            ("a/../../x", "escapes the package"),
+            ("a/..", "escapes the package"),
+            ("/etc/passwd", "absolute path"),
+            ("a//b", "empty or"),
+            ("./a", "empty or"),
+            ("a\\b", "backslash"),
+            ("a\nb", "control character"),
+        ] {
+            let err = check_name(name.as_bytes()).unwrap_err();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        assert!(check_name(b"\xff\xfe").unwrap_err().contains("not UTF-8"));
+        assert_eq!(check_name(b"a/b/").unwrap(), ("a/b".to_string(), true));
+        assert_eq!(
+            check_name(b"a.b/c..d").unwrap(),
+            ("a.b/c..d".to_string(), false)
+        );
+
+        let archive = python_zip("z.writestr('ok.js', b'1')\nz.writestr('../../evil.js', b'x')");
+        let dest = scratch("slip");
+        let err = unpack(&archive, &dest, &LIMITS).unwrap_err();
+        assert_eq!(err, "zip entry ../../evil.js escapes the package");
+        assert!(
+            !dest.join("ok.js").exists(),
+            "nothing is written before the names are checked"
+        );
+        let _ = fs::remove_dir_all(&dest);
+    }
+
+    #[test]
+    fn symlink_entries_are_refused() {
+        let archive = python_zip(
+            "i = zipfile.ZipInfo('link')\ni.create_system = 3\ni.external_attr = 0o120777 << 16\nz.writestr(i, b'/etc/passwd')",
+        );
+        let err = entries(&archive, &LIMITS).unwrap_err();
+        assert_eq!(err, "zip entry link is a symlink");
+    }
+
+    #[test]
+    fn a_bomb_is_stopped_by_the_bytes_it_inflates_to() {
+        // 8 MiB of zeros deflate to a few KiB; the header's declared size is lied about too.
+        let archive = python_zip(
+            "z.writestr('zeros', b'\\0' * (8 << 20), compress_type=zipfile.ZIP_DEFLATED)",
+        );
+        assert!(archive.len() < 64 * 1024);
+        let mut lying = archive.clone();
+        let central = (0..lying.len() - 4)
+            .rev()
+            .find(|&i| u32_at(&lying, i) == Some(CENTRAL_SIGNATURE))
+            .unwrap();
+        lying[central + 24..central + 28].copy_from_slice(&10u32.to_le_bytes());
+        let limits = ZipLimits {
+            max_unpacked_bytes: 1 << 20,
+            max_entries: 10,
+        };
+        for archive in [&archive, &lying] {
+            let dest = scratch("bomb");
+            let err = unpack(archive, &dest, &limits).unwrap_err();
+            assert_eq!(
+                err,
+                "the archive unpacks to more than the limit of 1048576 bytes"
+            );
+            let _ = fs::remove_dir_all(&dest);
+        }
+        // Within a limit, the lie is caught by the real size.
+        let dest = scratch("bomb-lie");
+        let err = unpack(&lying, &dest, &LIMITS).unwrap_err();
+        assert!(
+            err.contains("unpacks to 8388608 bytes, its header says 10"),
+            "{err}"
+        );
+        let _ = fs::remove_dir_all(&dest);
+    }
+
+    #[test]
+    fn too_many_entries_are_refused() {
+        let archive = python_zip("for i in range(11): z.writestr('f%d' % i, b'')");
+        let limits = ZipLimits {
+            max_unpacked_bytes: 1 << 20,
+            max_entries: 10,
+        };
+        let err = entries(&archive, &limits).unwrap_err();
+        assert_eq!(err, "the archive has 11 entries, more than the limit of 10");
+        assert_eq!(entries(&archive, &LIMITS).unwrap().len(), 11);
+    }
+
+    #[test]
+    fn unsupported_methods_and_garbage_are_clear_errors() {
+        let archive =
+            python_zip("z.writestr('a.txt', b'hello' * 100, compress_type=zipfile.ZIP_BZIP2)");
+        let err = entries(&archive, &LIMITS).unwrap_err();
+        assert!(err.contains("compression method 12"), "{err}");
+        assert_eq!(
+            entries(b"hello", &LIMITS).unwrap_err(),
+            "not a zip archive (no end of central directory)"
+        );
+    }
+
+    #[test]
+    fn corrupt_and_truncated_archives_are_errors_never_panics() {
+        let archive = python_zip(
+            "z.writestr('a.js', b'exports.h = 1;\\n' * 50, compress_type=zipfile.ZIP_DEFLATED)\nz.writestr('b/', b'')\nz.writestr('b/c', b'xyz')",
+        );
+        let dest = scratch("fuzz");
+        let mut rng = crate::rand::Rng::with_seed(11);
+        for round in 0..3000 {
+            let mut bytes = archive.clone();
+            for _ in 0..=(rng.next_u64() % 3) {
+                let at = (rng.next_u64() as usize) % bytes.len();
+                bytes[at] = rng.next_u64() as u8;
+            }
+            if round % 3 == 0 {
+                bytes.truncate((rng.next_u64() as usize) % bytes.len());
+            }
+            let into = dest.join(round.to_string());
+            fs::create_dir(&into).unwrap();
+            let _ = unpack(&bytes, &into, &LIMITS);
+            let _ = fs::remove_dir_all(&into);
+        }
+        let _ = fs::remove_dir_all(&dest);
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        let mut crc = Crc32::new();
+        crc.update(b"123456789");
+        assert_eq!(crc.finish(), 0xcbf4_3926);
+    }
+}
