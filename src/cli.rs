@@ -597,7 +597,10 @@ fn probe_command(args: &Args) -> ExitCode {
         .clone()
         .or_else(|| env_var("NOSLATE_FUNCTIONS").map(PathBuf::from))
         .and_then(|file| config::load_functions(&file, &config).ok())
-        .map(|p| p.functions.into_iter().map(|f| f.code_dir).collect())
+        .map(|p| {
+            let dirs = p.functions.into_iter().filter(|f| f.package.is_none());
+            dirs.map(|f| f.code_dir).collect()
+        })
         .unwrap_or_default();
     let workdir = resolve_workdir(args.workdir.clone());
     let logdir = args

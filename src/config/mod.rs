@@ -24,17 +24,17 @@ pub use bytes::parse_byte_size;
 pub use inherit::{EnvPattern, InheritEnv};
 pub use problems::{Problem, ROOT_PATH};
 pub use profile::{
-    DEFAULT_DISABLE_REQUEST_QUEUE, DEFAULT_DISABLE_SEED, DEFAULT_DISPATCH_MODE, DEFAULT_DISPOSABLE,
-    DEFAULT_FAST_FAIL_REQUESTS_ON_STARTING, DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_NOFILE_LIMIT,
-    DEFAULT_PIDS_LIMIT, DispatchMode, FunctionProfile, HandlerStyle, MAX_NAME_CHARS,
-    MIN_MEMORY_LIMIT_BYTES, ProfileSet, RESERVED_ENV_PREFIXES, RateLimit, ResourceLimit, Runtime,
-    WorkerProfile, load_functions, parse_functions,
+    CodePackage, DEFAULT_DISABLE_REQUEST_QUEUE, DEFAULT_DISABLE_SEED, DEFAULT_DISPATCH_MODE,
+    DEFAULT_DISPOSABLE, DEFAULT_FAST_FAIL_REQUESTS_ON_STARTING, DEFAULT_MEMORY_LIMIT_BYTES,
+    DEFAULT_NOFILE_LIMIT, DEFAULT_PIDS_LIMIT, DispatchMode, FunctionProfile, HandlerStyle,
+    MAX_NAME_CHARS, MIN_MEMORY_LIMIT_BYTES, PackageLocation, ProfileSet, RESERVED_ENV_PREFIXES,
+    RateLimit, ResourceLimit, Runtime, WorkerProfile, load_functions, parse_functions,
 };
 pub use service::{PROPORTION_SUM_TOLERANCE, ServiceKind, ServiceProfile};
 pub use sizing::{HostMemory, PoolSizeSource, instance_memory, size_pool_from_instance};
 pub use system::{
-    AccessLogDestination, CircuitBreakerConfig, ConcurrencyStatsMode, ControlPlaneConfig,
-    DEFAULT_CANCEL_GRACE_PERIOD_MS, DEFAULT_CAPACITY_SCALING_STAGE,
+    AccessLogDestination, CircuitBreakerConfig, CodePackageLimits, ConcurrencyStatsMode,
+    ControlPlaneConfig, DEFAULT_CANCEL_GRACE_PERIOD_MS, DEFAULT_CAPACITY_SCALING_STAGE,
     DEFAULT_CLOSE_TRAFFIC_TIMEOUT_MS, DEFAULT_CONCURRENCY_EXPAND_THRESHOLD,
     DEFAULT_CONCURRENCY_SHRINK_THRESHOLD, DEFAULT_CONCURRENCY_SLIDING_BUCKET_COUNT,
     DEFAULT_CONCURRENCY_SLIDING_WINDOW_SIZE_MS, DEFAULT_CONCURRENCY_STATS_MODE,

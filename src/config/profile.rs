@@ -183,8 +183,13 @@ pub struct FunctionProfile {
     pub runtime: Runtime,
     /// `url`, as written.
     pub url: String,
-    /// The absolute code directory `url` points to; it existed when the profile was loaded.
+    /// The absolute code directory workers run in: the one `url` points to (it existed when
+    /// the profile was loaded), or, for a code package, its place in the package cache, set
+    /// by the runtime that owns the cache ([`CodePackage::key`]; empty until then).
     pub code_dir: PathBuf,
+    /// `url` when it names a zip package (`file://PATH.zip`, `http(s)://…`): what is fetched
+    /// and unpacked before a worker can start.
+    pub package: Option<CodePackage>,
     /// `signature`: part of the code's identity; a change means new code.
     pub signature: String,
     /// `handler`: `file.export`. Always `Some` for [`Runtime::Nodejs`], never for
@@ -207,6 +212,43 @@ pub struct FunctionProfile {
     pub worker: WorkerProfile,
     /// `handlerStyle` (ours).
     pub handler_style: HandlerStyle,
+}
+
+/// Where a code package's zip comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageLocation {
+    /// A zip file on this machine (absolute).
+    File(PathBuf),
+    /// An `http://` or `https://` url, downloaded.
+    Remote(String),
+}
+
+/// A function's code as a zip package, fetched and unpacked once per `(url, signature)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodePackage {
+    /// Where the zip is.
+    pub location: PackageLocation,
+    /// Its name in the package cache, from the url and the signature: a new signature for the
+    /// same url is a new package.
+    pub key: String,
+}
+
+impl CodePackage {
+    fn new(location: PackageLocation, url: &str, signature: &str) -> CodePackage {
+        CodePackage {
+            location,
+            key: format!("{:016x}-{:016x}", fnv1a64(url), fnv1a64(signature)),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a stable short name for cache entries. Not a defence against chosen
+/// collisions; the cache's marker records the url and signature it was built for and an
+/// entry whose marker names others is rebuilt.
+fn fnv1a64(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The content of a profile file: functions and the services that route to them.
@@ -384,10 +426,21 @@ fn parse_function(
         .required("runtime", p)
         .and_then(|(v, at)| parse_runtime(v, &at, p));
     let url = f.required_string("url", p);
-    let code_dir = url
+    let code = url
         .as_deref()
-        .and_then(|url| resolve_code_dir(url, &f.child("url"), base_dir, p));
+        .and_then(|url| resolve_code(url, &f.child("url"), base_dir, p));
     let signature = f.required_string("signature", p);
+    let (code_dir, package) = match (code, &url, &signature) {
+        (Some(Code::Dir(dir)), _, _) => (Some(dir), None),
+        (Some(Code::Package(location)), Some(url), Some(signature)) => (
+            Some(PathBuf::new()),
+            Some(CodePackage::new(location, url, signature)),
+        ),
+        _ => (None, None),
+    };
+    // A package's files are only known once it is unpacked: `sourceFile` is then checked
+    // when a worker starts.
+    let listed_dir = code_dir.as_deref().filter(|_| package.is_none());
 
     let handler = f.get("handler");
     let initializer = f.get("initializer");
@@ -420,7 +473,7 @@ fn parse_function(
     let initializer = initializer.and_then(|(v, at)| export_name(v, &at, p));
     let source_file = source_file.and_then(|(v, at)| {
         let file = string(v, &at, p)?;
-        check_source_file(&file, &at, code_dir.as_deref(), p).then_some(file)
+        check_source_file(&file, &at, listed_dir, p).then_some(file)
     });
 
     let environments = f
@@ -463,6 +516,7 @@ fn parse_function(
         runtime: runtime?,
         url: url?,
         code_dir: code_dir?,
+        package,
         signature: signature?,
         handler,
         initializer,
@@ -499,20 +553,37 @@ fn parse_runtime(value: &Value, path: &str, p: &mut Problems) -> Option<Runtime>
     runtime
 }
 
-/// Resolves a code `url` to an existing directory.
-fn resolve_code_dir(url: &str, path: &str, base_dir: &Path, p: &mut Problems) -> Option<PathBuf> {
+/// What a code `url` names.
+enum Code {
+    /// An existing directory.
+    Dir(PathBuf),
+    /// A zip package.
+    Package(PackageLocation),
+}
+
+/// Resolves a code `url`: an existing directory, an existing `.zip` file, or an
+/// `http(s)://` url of a zip.
+fn resolve_code(url: &str, path: &str, base_dir: &Path, p: &mut Problems) -> Option<Code> {
     const FILE_SCHEME: &str = "file://";
     let lower = url.to_ascii_lowercase();
     let location = if lower.starts_with(FILE_SCHEME) {
         url.get(FILE_SCHEME.len()..).unwrap_or_default()
     } else if lower.starts_with("http://") || lower.starts_with("https://") {
-        p.add(path, "remote code urls are not supported yet");
-        return None;
+        let host = url.split_once("://").map_or("", |(_, rest)| rest);
+        if host.is_empty() || host.starts_with('/') {
+            p.add(path, format!("expected a host in {}", quote(url)));
+            return None;
+        }
+        if url.chars().any(|c| c.is_control() || c == ' ') {
+            p.add(path, "a url may not contain spaces or control characters");
+            return None;
+        }
+        return Some(Code::Package(PackageLocation::Remote(url.to_owned())));
     } else if let Some((scheme, _)) = url.split_once("://") {
         p.add(
             path,
             format!(
-                "unsupported url scheme {}, expected file:// or a plain path",
+                "unsupported url scheme {}, expected file://, http://, https:// or a plain path",
                 quote(scheme)
             ),
         );
@@ -524,24 +595,29 @@ fn resolve_code_dir(url: &str, path: &str, base_dir: &Path, p: &mut Problems) ->
         p.add(
             path,
             format!(
-                "expected a code directory (file:///abs, file://./rel or a path), got {}",
+                "expected a code directory or zip (file:///abs, file://./rel or a path), got {}",
                 quote(url)
             ),
         );
         return None;
     }
     let joined = base_dir.join(location);
-    let dir = std::path::absolute(&joined).unwrap_or(joined);
-    match fs::metadata(&dir) {
-        Ok(meta) if meta.is_dir() => Some(dir),
+    let target = std::path::absolute(&joined).unwrap_or(joined);
+    let is_zip = location.to_ascii_lowercase().ends_with(".zip");
+    match fs::metadata(&target) {
+        Ok(meta) if meta.is_dir() => Some(Code::Dir(target)),
+        Ok(meta) if meta.is_file() && is_zip => Some(Code::Package(PackageLocation::File(target))),
         Ok(_) => {
-            p.add(path, format!("{} is not a directory", dir.display()));
+            p.add(
+                path,
+                format!("{} is not a directory or a .zip file", target.display()),
+            );
             None
         }
         Err(e) => {
             p.add(
                 path,
-                format!("code directory {} is not accessible: {e}", dir.display()),
+                format!("code {} is not accessible: {e}", target.display()),
             );
             None
         }
@@ -985,6 +1061,41 @@ mod tests {
     }
 
     #[test]
+    fn zip_and_http_urls_are_packages_keyed_by_url_and_signature() {
+        let tmp = fixture("packages");
+        let base: &Path = &tmp;
+        fs::write(base.join("code.zip"), b"PK").unwrap();
+        let with = |url: &str, signature: &str| {
+            let json = HELLO
+                .replace("file://./code", url)
+                .replace("md5:1", signature);
+            let set = parse(&format!("[{json}]"), base).unwrap();
+            set.functions[0].package.clone().unwrap()
+        };
+        let local = with("file://./code.zip", "s1");
+        assert_eq!(local.location, PackageLocation::File(base.join("code.zip")));
+        let remote = with("https://oss.example/a.zip?x=1", "s1");
+        assert_eq!(
+            remote.location,
+            PackageLocation::Remote("https://oss.example/a.zip?x=1".into())
+        );
+        assert_ne!(remote.key, with("https://oss.example/a.zip?x=1", "s2").key);
+        assert_eq!(remote.key, with("https://oss.example/a.zip?x=1", "s1").key);
+        assert_ne!(local.key, remote.key);
+        assert!(
+            remote
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'-')
+        );
+        assert!(
+            parse(&format!("[{HELLO}]"), base).unwrap().functions[0]
+                .package
+                .is_none()
+        );
+    }
+
+    #[test]
     fn urls_resolve_against_the_base_dir() {
         let tmp = fixture("urls");
         let base: &Path = &tmp;
@@ -1005,26 +1116,27 @@ mod tests {
         }
         for (url, reason) in [
             (
-                "https://oss.example/a.zip",
-                "remote code urls are not supported yet".to_owned(),
+                "https://",
+                "expected a host in \"https://\"".to_owned(),
             ),
             (
-                "HTTP://x/a.zip",
-                "remote code urls are not supported yet".to_owned(),
+                "http://x/a b.zip",
+                "a url may not contain spaces or control characters".to_owned(),
             ),
             (
                 "ftp://x/a",
-                "unsupported url scheme \"ftp\", expected file:// or a plain path".to_owned(),
+                "unsupported url scheme \"ftp\", expected file://, http://, https:// or a plain path"
+                    .to_owned(),
             ),
             (
                 "file://",
-                "expected a code directory (file:///abs, file://./rel or a path), got \"file://\""
+                "expected a code directory or zip (file:///abs, file://./rel or a path), got \"file://\""
                     .to_owned(),
             ),
             (
                 "file://./code/index.js",
                 format!(
-                    "{} is not a directory",
+                    "{} is not a directory or a .zip file",
                     base.join("code/index.js").display()
                 ),
             ),
@@ -1042,7 +1154,7 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].reason.starts_with(&format!(
-                "code directory {} is not accessible: ",
+                "code {} is not accessible: ",
                 base.join("missing").display()
             )),
             "{}",

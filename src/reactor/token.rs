@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! bits 63..60  role      (listener, signal pipe, admin listener, connection, worker pipes,
-//!                        seed socket, spare pipe, relayed output pipe)
+//!                        seed socket, spare pipe, relayed output pipe,
+//!                        metrics listener, code-package waker)
 //! bits 59..32  generation of the slab key
 //! bits 31..0   slab index
 //! ```
@@ -33,6 +34,8 @@ pub enum Source {
     Output(Key),
     /// The metrics listener (`metrics.address`).
     Metrics,
+    /// The waker code-package threads report through (`code::Packages`).
+    Packages,
 }
 
 const ROLE_SHIFT: u32 = 60;
@@ -50,6 +53,7 @@ pub fn token(source: Source) -> Token {
         Source::Spare(key) => (7, Some(key)),
         Source::Output(key) => (8, Some(key)),
         Source::Metrics => (9, None),
+        Source::Packages => (10, None),
     };
     let low = key.map_or(0, |k| (u64::from(k.generation) << 32) | u64::from(k.idx));
     Token(usize::try_from((role << ROLE_SHIFT) | low).unwrap_or(usize::MAX))
@@ -73,6 +77,7 @@ pub fn source(token: Token) -> Option<Source> {
         7 => Source::Spare(key),
         8 => Source::Output(key),
         9 => Source::Metrics,
+        10 => Source::Packages,
         _ => return None,
     })
 }
@@ -98,6 +103,7 @@ mod tests {
             Source::Spare(key),
             Source::Output(key),
             Source::Metrics,
+            Source::Packages,
         ] {
             assert_eq!(source(token(s)), Some(s));
         }

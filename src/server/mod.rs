@@ -260,6 +260,8 @@ pub struct Server {
     front: front::FrontEnd,
     supervisor: supervisor::Supervisor,
     scheduler: scheduler::Scheduler,
+    /// The code-package cache: builds on helper threads, the keys ready to run from.
+    packages: crate::code::Packages,
 }
 
 impl fmt::Debug for Server {
@@ -280,7 +282,7 @@ impl Server {
         let ServerOptions {
             addr,
             config,
-            functions,
+            mut functions,
             services,
             raw_functions,
             raw_services,
@@ -288,6 +290,12 @@ impl Server {
             logdir,
         } = options;
         let poll = Poll::new().map_err(ServerError::Poll)?;
+        let package_root = crate::code::cache_root(&workdir);
+        crate::code::place(&package_root, &mut functions);
+        let waker = mio::Waker::new(poll.registry(), token::token(Source::Packages))
+            .map_err(ServerError::Poll)?;
+        let packages =
+            crate::code::Packages::new(package_root, config.control_plane.code_packages, waker);
         let mut signals = crate::sys::install_signal_pipe().map_err(ServerError::Poll)?;
         poll.registry()
             .register(
@@ -352,6 +360,7 @@ impl Server {
             front,
             supervisor,
             scheduler,
+            packages,
         })
     }
 
@@ -377,6 +386,8 @@ impl Server {
         {
             log::info!("[turf] no spare Node.js workers: {why}");
         }
+        // Entries of packages no profile uses go first (builds wait for the sweep).
+        self.sweep_packages();
         for index in FunctionId::all(self.scheduler.functions().len()) {
             self.scale(index);
         }
@@ -418,6 +429,7 @@ impl Server {
                     Some(Source::Output(key)) => {
                         self.console.on_readable(self.poll.registry(), key)
                     }
+                    Some(Source::Packages) => self.on_packages_built(),
                     _ => {}
                 }
             }
@@ -449,7 +461,8 @@ impl Server {
                         | Source::WorkerIn(_)
                         | Source::Seed(_)
                         | Source::Spare(_)
-                        | Source::Output(_),
+                        | Source::Output(_)
+                        | Source::Packages,
                     ) => {}
                     None => log::trace!("event for unknown token {:?}", event.token()),
                 }
@@ -817,7 +830,8 @@ impl Server {
         body: &[u8],
         base_dir: Option<PathBuf>,
     ) -> Result<serde_json::Value, InvokeError> {
-        let set = reconfig::FunctionSet::parse(body, base_dir, &self.config)?;
+        let mut set = reconfig::FunctionSet::parse(body, base_dir, &self.config)?;
+        set.place_packages(self.packages.root());
         self.supervisor
             .runtimes_mut()
             .ensure(set.profiles())
@@ -828,13 +842,64 @@ impl Server {
                 self.supervisor.forget_seed_slot(FunctionId::new(index));
             }
         }
-        self.scheduler.apply_functions(
+        let answer = self.scheduler.apply_functions(
             set,
             &self.config,
             self.supervisor.workers(),
             &in_use,
             &mut self.effects,
-        )
+        );
+        if answer.is_ok() {
+            self.sweep_packages();
+        }
+        answer
+    }
+
+    /// Removes the cache entries of packages no live function and no live worker uses.
+    fn sweep_packages(&mut self) {
+        let live = (self.scheduler.functions().iter()).filter(|f| !f.removed);
+        self.packages.sweep(live.map(|f| &f.profile));
+    }
+
+    /// Package builds finished: the functions waiting for a built one launch their workers;
+    /// those whose package failed fail their starts (and their queued requests) with
+    /// `CodeFetchFailed`, backing off like any failed start; a later start fetches again.
+    fn on_packages_built(&mut self) {
+        for built in self.packages.take_built() {
+            let waiting: Vec<FunctionId> = FunctionId::all(self.scheduler.functions().len())
+                .filter(|&id| {
+                    let f = &self.scheduler.functions()[id];
+                    !f.removed
+                        && f.profile
+                            .package
+                            .as_ref()
+                            .is_some_and(|p| p.key == built.key)
+                })
+                .collect();
+            match built.result {
+                Ok(()) => {
+                    for function in waiting {
+                        self.effects.push(Effect::Scale(function));
+                    }
+                }
+                Err(cause) => {
+                    for function in waiting {
+                        let profile = &self.scheduler.functions()[function].profile;
+                        let message = format!(
+                            "Failed to ensure (or download) code of function {} from {}: {cause}",
+                            profile.name, profile.url
+                        );
+                        log::error!("[code] {message}");
+                        let error = StartError {
+                            error_type: "CodeFetchFailed".into(),
+                            message,
+                            stack: Vec::new(),
+                        };
+                        self.on_start_failure(function, error);
+                    }
+                }
+            }
+        }
     }
 
     /// Which function records a worker, a seed or a request still refers to.
@@ -884,7 +949,13 @@ impl Server {
     /// Starts, replaces or stops `function`'s seed as its profile and state require.
     fn follow_seed(&mut self, function: FunctionId) {
         let running = self.lifecycle.phase == Lifecycle::Running;
-        let target = self.scheduler.seed_target(function, running);
+        let mut target = self.scheduler.seed_target(function, running);
+        // A seed imports the function's code: none before its package is unpacked.
+        if let Some(package) = &target.profile.package
+            && !self.packages.is_ready(package)
+        {
+            target.live = false;
+        }
         self.supervisor.ensure_seed(&target, &mut lent!(self));
     }
 
@@ -1511,10 +1582,24 @@ impl Server {
                 self.fail_invocation(client, &err);
             }
         }
+        if decision.launch > 0 && !self.ensure_package(function) {
+            // Requests wait in the queue, as for a cold start; the build's end re-plans.
+            return;
+        }
         for _ in 0..decision.launch {
             if !self.spawn_worker(function) {
                 break;
             }
+        }
+    }
+
+    /// Whether `function`'s code is on disk: always for a directory; for a package, once it
+    /// is unpacked (a build is started if none is under way).
+    fn ensure_package(&mut self, function: FunctionId) -> bool {
+        let profile = &self.scheduler.functions()[function].profile;
+        match &profile.package {
+            None => true,
+            Some(package) => (self.packages).ensure(package, &profile.url, &profile.signature),
         }
     }
 
@@ -1561,6 +1646,9 @@ impl Server {
         let f = &self.scheduler.functions()[function];
         let key =
             (self.supervisor).install_worker(worker, f.generation, &f.profile, &mut lent!(self))?;
+        if let Some(package) = &f.profile.package {
+            self.packages.note_worker(key, package);
+        }
         self.scheduler.functions_mut()[function]
             .pool
             .workers
@@ -1728,6 +1816,13 @@ impl Server {
         let functions = &self.scheduler.functions();
         let name = |function: FunctionId| functions[function].profile.name.clone();
         self.supervisor.finish_reaped(name, &mut lent!(self));
+        let workers = self.supervisor.workers();
+        if self
+            .packages
+            .forget_workers(|key| workers.get(key).is_none())
+        {
+            self.sweep_packages();
+        }
     }
 
     // ---- Spare Node.js workers (`spares` decides; the shapes come from the profiles) ----
@@ -1735,7 +1830,9 @@ impl Server {
     /// The spare shape function `function`'s workers need, if they can take spares.
     fn spare_shape_of(&self, function: FunctionId) -> Option<crate::turf::spare::SpareShape> {
         let f = &self.scheduler.functions()[function];
-        if f.removed {
+        // A spare starts in the code directory: a package's exists once it is unpacked.
+        let unpacked = (f.profile.package.as_ref()).is_none_or(|p| self.packages.is_ready(p));
+        if f.removed || !unpacked {
             return None;
         }
         self.supervisor.spare_shape(

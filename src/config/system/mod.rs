@@ -137,6 +137,17 @@ pub const DEFAULT_CANCEL_GRACE_PERIOD_MS: u64 = 1_000;
 
 /// Default `controlPlane.expandConcurrency`: concurrent worker launches.
 pub const DEFAULT_EXPAND_CONCURRENCY: u32 = 4;
+/// Default `controlPlane.codePackageMaxBytes`: the largest code package (zip) fetched.
+pub const DEFAULT_CODE_PACKAGE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `controlPlane.codePackageMaxUnpackedBytes`: most bytes a package may unpack to.
+pub const DEFAULT_CODE_PACKAGE_MAX_UNPACKED_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default `controlPlane.codePackageMaxEntries`: most entries (files and directories) in a
+/// package.
+pub const DEFAULT_CODE_PACKAGE_MAX_ENTRIES: u32 = 100_000;
+/// Default `controlPlane.codePackageFetchTimeoutMs`: the longest a download may take.
+pub const DEFAULT_CODE_PACKAGE_FETCH_TIMEOUT_MS: u64 = 120_000;
+/// Default `controlPlane.codePackageFetchConcurrency`: packages fetched at once.
+pub const DEFAULT_CODE_PACKAGE_FETCH_CONCURRENCY: u32 = 2;
 /// Default `controlPlane.workerTrafficStatsPullingMs`, in milliseconds.
 pub const DEFAULT_WORKER_TRAFFIC_STATS_PULLING_MS: u64 = 10_000;
 /// Default `controlPlane.workerTrafficStatsPullingMs` when `useEmaScaling` is on, in
@@ -416,6 +427,36 @@ pub struct ControlPlaneConfig {
     pub capacity_scaling_stage: f64,
     /// `controlPlane.scaler`, or Noslate's `controlPlane.useEmaScaling: true` for `ema`.
     pub scaler: ScalerKind,
+    /// `controlPlane.codePackage*`: fetching and unpacking code packages.
+    pub code_packages: CodePackageLimits,
+}
+
+/// `controlPlane.codePackage*`: what a code package may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodePackageLimits {
+    /// `codePackageMaxBytes`: the largest zip downloaded or read.
+    pub max_bytes: u64,
+    /// `codePackageMaxUnpackedBytes`: most bytes a package unpacks to, counted as it inflates.
+    pub max_unpacked_bytes: u64,
+    /// `codePackageMaxEntries`: most entries in a package.
+    pub max_entries: u32,
+    /// `codePackageFetchTimeoutMs`: the longest one download may take.
+    pub fetch_timeout_ms: u64,
+    /// `codePackageFetchConcurrency`: packages fetched and unpacked at once (one helper
+    /// thread each).
+    pub fetch_concurrency: u32,
+}
+
+impl Default for CodePackageLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_CODE_PACKAGE_MAX_BYTES,
+            max_unpacked_bytes: DEFAULT_CODE_PACKAGE_MAX_UNPACKED_BYTES,
+            max_entries: DEFAULT_CODE_PACKAGE_MAX_ENTRIES,
+            fetch_timeout_ms: DEFAULT_CODE_PACKAGE_FETCH_TIMEOUT_MS,
+            fetch_concurrency: DEFAULT_CODE_PACKAGE_FETCH_CONCURRENCY,
+        }
+    }
 }
 
 impl Default for ControlPlaneConfig {
@@ -426,6 +467,7 @@ impl Default for ControlPlaneConfig {
             worker_redundant_victim_spare_times: DEFAULT_WORKER_REDUNDANT_VICTIM_SPARE_TIMES,
             capacity_scaling_stage: DEFAULT_CAPACITY_SCALING_STAGE,
             scaler: DEFAULT_SCALER,
+            code_packages: CodePackageLimits::default(),
         }
     }
 }
@@ -945,6 +987,41 @@ mod tests {
         assert_eq!(cfg.logger.level, "debug");
         assert_eq!(cfg.logger.level_filter(), log::LevelFilter::Debug);
         assert_eq!(cfg.logger.dir.as_deref(), Some("/var/log/noslate"));
+    }
+
+    #[test]
+    fn code_package_limits_have_defaults_and_are_checked() {
+        let cfg = load_json("{}").unwrap();
+        assert_eq!(
+            cfg.control_plane.code_packages,
+            CodePackageLimits::default()
+        );
+        let cfg = load_json(
+            r#"{"controlPlane": {"codePackageMaxBytes": "1mb", "codePackageMaxUnpackedBytes": 4096,
+                "codePackageMaxEntries": 3, "codePackageFetchTimeoutMs": 500,
+                "codePackageFetchConcurrency": 1}}"#,
+        )
+        .unwrap();
+        let limits = cfg.control_plane.code_packages;
+        assert_eq!(limits.max_bytes, 1 << 20);
+        assert_eq!(limits.max_unpacked_bytes, 4096);
+        assert_eq!(limits.max_entries, 3);
+        assert_eq!(limits.fetch_timeout_ms, 500);
+        assert_eq!(limits.fetch_concurrency, 1);
+        let problems = load_json(
+            r#"{"controlPlane": {"codePackageMaxEntries": 0, "codePackageFetchTimeoutMs": "x"}}"#,
+        )
+        .unwrap_err();
+        let shown = shown(&problems);
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("controlPlane.codePackageMaxEntries: "),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].starts_with("controlPlane.codePackageFetchTimeoutMs: "),
+            "{shown:?}"
+        );
     }
 
     #[test]

@@ -268,6 +268,24 @@ fn apply_control_plane(
     let scaler = s.choice("scaler", SCALERS, p);
     let use_ema = s.boolean("useEmaScaling", p);
     set(&mut cp.scaler, resolve_scaler(scaler, use_ema, p));
+    let code = &mut cp.code_packages;
+    set(
+        &mut code.max_bytes,
+        s.byte_size("codePackageMaxBytes", 1, p),
+    );
+    set(
+        &mut code.max_unpacked_bytes,
+        s.byte_size("codePackageMaxUnpackedBytes", 1, p),
+    );
+    set(&mut code.max_entries, s.int("codePackageMaxEntries", 1, p));
+    set(
+        &mut code.fetch_timeout_ms,
+        s.int("codePackageFetchTimeoutMs", 1, p),
+    );
+    set(
+        &mut code.fetch_concurrency,
+        s.int("codePackageFetchConcurrency", 1, p),
+    );
     // Noslate forces 1 s under EMA scaling even when the key is set; we only default it.
     if cp.scaler == ScalerKind::Ema {
         cp.worker_traffic_stats_pulling_ms = DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS;

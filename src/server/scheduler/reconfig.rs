@@ -112,6 +112,11 @@ impl FunctionSet {
     pub(in crate::server) fn profiles(&self) -> &[FunctionProfile] {
         &self.profiles
     }
+
+    /// Points packaged functions at their place in the package cache under `root`.
+    pub(in crate::server) fn place_packages(&mut self, root: &std::path::Path) {
+        crate::code::place(root, &mut self.profiles);
+    }
 }
 
 /// Why a worker leaves when the profiles change.

@@ -417,7 +417,12 @@ fn prepare_sandbox(
     for dir in &cleanup.left {
         log::warn!("[turf] cannot remove stale cgroup {}", dir.display());
     }
-    let code_dirs: Vec<std::path::PathBuf> = functions.iter().map(|f| f.code_dir.clone()).collect();
+    // A package's directory exists only once it is unpacked: only code directories given as
+    // such are checked.
+    let code_dirs: Vec<std::path::PathBuf> = (functions.iter())
+        .filter(|f| f.package.is_none())
+        .map(|f| f.code_dir.clone())
+        .collect();
     let isolation =
         crate::turf::privilege::worker_isolation(config, &caps, workdir, logdir, &code_dirs)
             .map_err(ServerError::Runtime)?;
