@@ -15,15 +15,16 @@ FROM ${BASE_IMAGE}
 
 # The runtimes the workers exec, from the distribution: Node.js 20 (`nodejs`) and Python 3.13
 # (`python3`). ca-certificates: functions call HTTPS APIs (OSS, SLS, ...) with the system's trust
-# store. No recommends, no build tools, no apt lists or caches left in the layer.
+# store, and the runtime downloads http(s):// code packages with `curl`. No recommends, no build
+# tools, no apt lists or caches left in the layer.
 RUN set -eux; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        nodejs python3 ca-certificates; \
+        nodejs python3 ca-certificates curl; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/lib/dpkg/*-old \
         /var/log/apt /var/log/dpkg.log /var/log/alternatives.log; \
-    node --version; python3 --version
+    node --version; python3 --version; curl --version
 
 # Where the runtime writes the worker bootstrap and the worker logs (both must be writable; FC's
 # writable layer is enough), the port FC calls, and the function profiles: the default code is the

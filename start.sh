@@ -95,6 +95,21 @@ runtimes_used() {
         | sed 's/.*"\([^"]*\)"$/\1/' | sort -u
 }
 
+# Profiles with http(s):// code urls need curl, which downloads them. `check` counts a missing
+# one as a problem; `start` only warns: the runtime serves, and those functions' starts fail.
+check_fetcher() {
+    strict="$1"
+    [ -n "$functions_file" ] && [ -r "$functions_file" ] && [ ! -d "$functions_file" ] || return 0
+    grep -qi '"url"[[:space:]]*:[[:space:]]*"https\{0,1\}://' "$functions_file" 2>/dev/null || return 0
+    command -v curl >/dev/null 2>&1 && return 0
+    what="functions have http(s):// code urls, but curl was not found (install curl)"
+    if [ "$strict" = yes ]; then
+        problem "$what"
+    else
+        echo "start.sh: warning: $what; their starts will fail" >&2
+    fi
+}
+
 # starter.<runtime>.bin from the system config, when it sets one (parsed with whichever of
 # python3 or node exists; without either the default name is checked).
 starter_bin() {
@@ -189,6 +204,7 @@ case "${1:-start}" in
         check_files
         check_runtimes no
         find_gateway
+        check_fetcher no
         if [ "$problems" -gt 0 ]; then
             echo "start.sh: not starting: $problems problem(s) above" >&2
             exit 2
@@ -204,6 +220,7 @@ case "${1:-start}" in
         check_dirs no
         check_files
         check_runtimes yes
+        check_fetcher yes
         find_gateway
         echo "start.sh: gateway: $gateway_note" >&2
         if [ -n "$gateway_script" ]; then

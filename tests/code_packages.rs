@@ -57,6 +57,8 @@ fn package(dir: &Path, name: &str, version: &str) -> PathBuf {
 #[derive(Clone)]
 enum Serve {
     Bytes(Vec<u8>),
+    /// The answer written in random small pieces, with pauses between some.
+    Split(Vec<u8>),
     /// A head promising 100000 bytes, 10 of them, then nothing until the test ends.
     Stall,
     /// A head promising 100000 bytes, 10 of them, then a close.
@@ -147,6 +149,31 @@ fn serve(
             stream
                 .write_all(head.as_bytes())
                 .and_then(|()| stream.write_all(&bytes))
+        }
+        Some(Serve::Split(bytes)) => {
+            let mut answer =
+                format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", bytes.len()).into_bytes();
+            answer.extend_from_slice(&bytes);
+            stream.set_nodelay(true).unwrap();
+            let mut seed = answer.len() as u64 | 1;
+            let mut at = 0;
+            let mut result = Ok(());
+            while at < answer.len() && result.is_ok() {
+                // xorshift: piece sizes 1..=64 in the head, up to 4 KiB after it.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let most = if at < 64 { 64 } else { 4096 };
+                let end = (at + 1 + (seed % most) as usize).min(answer.len());
+                result = stream
+                    .write_all(&answer[at..end])
+                    .and_then(|()| stream.flush());
+                if seed.is_multiple_of(4) {
+                    thread::park_timeout(Duration::from_millis(1));
+                }
+                at = end;
+            }
+            result
         }
         Some(Serve::CutShort) => stream.write_all(promise),
         Some(Serve::Stall) => {
@@ -246,7 +273,8 @@ fn local_and_http_zips_serve_a_new_signature_serves_new_code_and_unused_entries_
 
     // Same url, new content and a new signature: the new code (fetched again), not the old
     // download. `local` is removed, `twin` stays on the old package.
-    server.set("/app.zip", Serve::Bytes(std::fs::read(&remote_v2).unwrap()));
+    // Served in random pieces this time: the download does not depend on how bytes arrive.
+    server.set("/app.zip", Serve::Split(std::fs::read(&remote_v2).unwrap()));
     let answer = set_functions(
         &ns,
         &json!([packaged("remote", &url, "r2"), packaged("twin", &url, "r1")]),
@@ -424,4 +452,61 @@ fn a_stalled_or_cut_download_fails_within_the_fetch_timeout() {
     );
     assert_eq!(answer["restarted"], json!(["stall"]), "{answer}");
     assert_eq!(invoke(&ns, "good").status, 200);
+}
+
+/// A directory of links to every program on `PATH` but curl.
+fn path_without_curl(dir: &Path) -> PathBuf {
+    let farm = dir.join("bin-without-curl");
+    std::fs::create_dir_all(&farm).unwrap();
+    let path = std::env::var_os("PATH").unwrap();
+    for bin in std::env::split_paths(&path) {
+        for entry in std::fs::read_dir(&bin).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let link = farm.join(&name);
+            if name != "curl" && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    farm
+}
+
+#[test]
+fn without_curl_remote_functions_fail_clearly_and_check_says_so() {
+    let scratch = common::TempDir::new();
+    let farm = path_without_curl(scratch.path());
+    let local = package(scratch.path(), "local.zip", "local");
+    let remote = packaged("remote", "http://127.0.0.1:9/app.zip", "s");
+    let functions = json!([
+        packaged("local", &format!("file://{}", local.display()), "s"),
+        remote,
+    ]);
+    let ns = Noslate::builder()
+        .env("PATH", &farm.to_string_lossy())
+        .functions(&functions)
+        .start();
+    let body = assert_function_error(&invoke(&ns, "remote"), "CodeFetchFailed");
+    let message = body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("curl is not installed"), "{message}");
+    assert_eq!(version(&ns, "local"), "local");
+    assert!(ns.log_count(&["curl=no (no executable curl on PATH"]) == 1);
+    assert!(ns.log_count(&["functions [\"remote\"] have http(s):// code urls"]) == 1);
+
+    // start.sh check names the missing curl.
+    let file = scratch.path().join("functions.json");
+    std::fs::write(&file, functions.to_string()).unwrap();
+    let start_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("start.sh");
+    let out = Command::new("sh")
+        .arg(&start_sh)
+        .arg("check")
+        .arg("--functions")
+        .arg(&file)
+        .env("PATH", &farm)
+        .env("NOSLATE_BIN", common::binary())
+        .env("NOSLATE_WORKDIR", scratch.path().join("work"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("curl was not found"), "{stderr}");
 }

@@ -82,6 +82,8 @@ pub struct Capabilities {
     pub seccomp: Feature,
     /// Landlock (reported only; the sandbox does not use it yet).
     pub landlock: Landlock,
+    /// `curl` on `PATH`: what downloads `http(s)://` code packages (`code::fetch`).
+    pub curl: Feature,
 }
 
 /// Probes the machine for the runtime instance `instance` (normally
@@ -98,6 +100,24 @@ pub fn probe(instance: &str) -> Capabilities {
         namespaces: probe_namespaces(),
         seccomp: probe_seccomp(),
         landlock: probe_landlock(),
+        curl: probe_curl(),
+    }
+}
+
+/// Whether an executable `curl` is on `PATH` (looked up, not run: the probe forks nothing for
+/// it).
+fn probe_curl() -> Feature {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join("curl"))
+        .find(|file| {
+            std::fs::metadata(file)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    match found {
+        Some(_) => Feature::yes(),
+        None => Feature::no("no executable curl on PATH; http(s):// code urls cannot be fetched"),
     }
 }
 
@@ -119,6 +139,7 @@ impl Capabilities {
                 abi: None,
                 reason: Some(reason.to_owned()),
             },
+            curl: Feature::no(reason),
         }
     }
 
@@ -144,7 +165,7 @@ impl Capabilities {
         };
         format!(
             "sandbox: instance {}, cgroup memory={} cpu={} pids={}; namespaces={}; seccomp={}; \
-             setuid={}; landlock={}",
+             setuid={}; landlock={}; curl={}",
             self.instance,
             cg(&self.cgroup.memory),
             cg(&self.cgroup.cpu),
@@ -153,6 +174,7 @@ impl Capabilities {
             f(&self.seccomp),
             f(&self.setuid),
             landlock,
+            f(&self.curl),
         )
     }
 }

@@ -407,6 +407,19 @@ fn prepare_sandbox(
 ) -> Result<(Capabilities, Option<Isolation>, Option<u64>), ServerError> {
     let caps = probe::probe(&cgroup::instance_name());
     log::info!("{}", caps.summary());
+    let remote = (functions.iter())
+        .filter(|f| {
+            let package = f.package.as_ref().map(|p| &p.location);
+            matches!(package, Some(crate::config::PackageLocation::Remote(_)))
+        })
+        .map(|f| f.name.as_str());
+    let remote: Vec<&str> = remote.collect();
+    if !caps.curl.available && !remote.is_empty() {
+        log::warn!(
+            "[code] functions {remote:?} have http(s):// code urls, but {}: their starts fail",
+            caps.curl.reason()
+        );
+    }
     let cleanup = cgroup::cleanup_stale(&caps);
     for dir in &cleanup.removed {
         log::info!(
