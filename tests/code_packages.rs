@@ -59,6 +59,8 @@ enum Serve {
     Bytes(Vec<u8>),
     /// The answer written in random small pieces, with pauses between some.
     Split(Vec<u8>),
+    /// The bytes with no length declared: the body ends at the close.
+    Unsized(Vec<u8>),
     /// A head promising 100000 bytes, 10 of them, then nothing until the test ends.
     Stall,
     /// A head promising 100000 bytes, 10 of them, then a close.
@@ -175,6 +177,9 @@ fn serve(
             }
             result
         }
+        Some(Serve::Unsized(bytes)) => stream
+            .write_all(b"HTTP/1.0 200 OK\r\n\r\n")
+            .and_then(|()| stream.write_all(&bytes)),
         Some(Serve::CutShort) => stream.write_all(promise),
         Some(Serve::Stall) => {
             let _ = stream.write_all(promise);
@@ -347,7 +352,17 @@ fn bad_packages_fail_their_function_clearly_and_others_keep_working() {
             handler("many")
         ),
     );
+    let big = scratch.path().join("big.zip");
+    python_zip(
+        &big,
+        &format!(
+            "import os\nz.writestr('index.js', {:?})\nz.writestr('noise', os.urandom(400000), compress_type=zipfile.ZIP_STORED)",
+            handler("big")
+        ),
+    );
     let server = FileServer::start();
+    server.set("/big.zip", Serve::Bytes(std::fs::read(&big).unwrap()));
+    server.set("/unsized.zip", Serve::Unsized(std::fs::read(&big).unwrap()));
     server.set("/slip.zip", Serve::Bytes(std::fs::read(&slip).unwrap()));
     server.set("/bomb.zip", Serve::Bytes(std::fs::read(&bomb).unwrap()));
     server.set("/garbage.zip", Serve::Bytes(b"this is not a zip".to_vec()));
@@ -358,6 +373,7 @@ fn bad_packages_fail_their_function_clearly_and_others_keep_working() {
     };
     let ns = Noslate::builder()
         .config(&json!({ "controlPlane": {
+            "codePackageMaxBytes": 300_000,
             "codePackageMaxUnpackedBytes": 1 << 20,
             "codePackageMaxEntries": 20
         }}))
@@ -368,6 +384,9 @@ fn bad_packages_fail_their_function_clearly_and_others_keep_working() {
             on_demand("bomb", &server.url("/bomb.zip")),
             on_demand("garbage", &server.url("/garbage.zip")),
             on_demand("many", &format!("file://{}", many.display())),
+            on_demand("big", &server.url("/big.zip")),
+            on_demand("unsized", &server.url("/unsized.zip")),
+            on_demand("big-local", &format!("file://{}", big.display())),
         ]))
         .start();
     for (function, cause) in [

@@ -261,3 +261,140 @@ impl Packages {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PackageLocation;
+    use std::time::{Duration, Instant};
+
+    struct Fixture {
+        poll: mio::Poll,
+        packages: Packages,
+        dir: PathBuf,
+    }
+
+    impl Fixture {
+        fn new(name: &str, concurrency: u32) -> Fixture {
+            let dir = std::env::temp_dir().join(format!(
+                "noslate-packages-{name}-{}-{}",
+                std::process::id(),
+                crate::rand::Rng::from_entropy().next_u64()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let poll = mio::Poll::new().unwrap();
+            let waker = mio::Waker::new(poll.registry(), mio::Token(7)).unwrap();
+            let limits = CodePackageLimits {
+                fetch_concurrency: concurrency,
+                ..CodePackageLimits::default()
+            };
+            let packages = Packages::new(dir.join("bundles"), limits, waker);
+            Fixture {
+                poll,
+                packages,
+                dir,
+            }
+        }
+
+        fn zip(&self, name: &str) -> PathBuf {
+            let path = self.dir.join(name);
+            let status = std::process::Command::new("python3")
+                .arg("-c")
+                .arg(format!(
+                    "import zipfile\nz = zipfile.ZipFile({:?}, 'w')\nz.writestr('index.js', '1')\nz.close()",
+                    path.display().to_string()
+                ))
+                .status()
+                .unwrap();
+            assert!(status.success());
+            path
+        }
+
+        fn package(&self, path: &Path, key: &str) -> CodePackage {
+            CodePackage {
+                location: PackageLocation::File(path.to_path_buf()),
+                key: key.into(),
+            }
+        }
+
+        /// Waits (bounded) for the waker and takes what finished.
+        fn wait_built(&mut self) -> Vec<Built> {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut events = mio::Events::with_capacity(4);
+            loop {
+                let built = self.packages.take_built();
+                if !built.is_empty() {
+                    return built;
+                }
+                assert!(Instant::now() < deadline, "no build finished");
+                self.poll
+                    .poll(&mut events, Some(Duration::from_millis(200)))
+                    .unwrap();
+            }
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn needs_for_one_key_share_a_build_and_a_failure_is_forgotten() {
+        let mut f = Fixture::new("share", 2);
+        let zip = f.zip("a.zip");
+        let a = f.package(&zip, "a");
+        assert!(!f.packages.ensure(&a, "file://a.zip", "s"));
+        assert!(!f.packages.ensure(&a, "file://a.zip", "s"));
+        assert_eq!(f.packages.running, 1, "one build for both needs");
+        let built = f.wait_built();
+        assert_eq!(built.len(), 1);
+        assert_eq!(built[0].result, Ok(()));
+        assert!(f.packages.is_ready(&a));
+        assert!(f.packages.ensure(&a, "file://a.zip", "s"));
+        assert!(f.packages.root().join("a/code/index.js").is_file());
+
+        let missing = f.package(&f.dir.join("missing.zip"), "m");
+        assert!(!f.packages.ensure(&missing, "file://missing.zip", "s"));
+        let built = f.wait_built();
+        assert!(
+            built[0]
+                .result
+                .as_ref()
+                .unwrap_err()
+                .starts_with("cannot open")
+        );
+        assert!(!f.packages.is_ready(&missing));
+        // Not remembered as failed: the next need builds again.
+        assert!(!f.packages.ensure(&missing, "file://missing.zip", "s"));
+        assert_eq!(f.packages.running, 1);
+        f.wait_built();
+    }
+
+    #[test]
+    fn builds_beyond_the_concurrency_wait_and_a_sweep_waits_for_builds() {
+        let mut f = Fixture::new("order", 1);
+        let zip = f.zip("a.zip");
+        let (a, b) = (f.package(&zip, "a"), f.package(&zip, "b"));
+        f.packages.ensure(&a, "u", "1");
+        f.packages.ensure(&b, "u", "2");
+        assert_eq!((f.packages.running, f.packages.waiting.len()), (1, 1));
+        // Nothing keeps `a`: the sweep waits for the running build and holds `b` back.
+        f.packages.sweep(std::iter::empty());
+        assert!(!f.packages.sweeping && f.packages.sweep_wanted.is_some());
+        let built = f.wait_built();
+        assert_eq!(built[0].key, "a");
+        assert!(f.packages.sweeping, "the sweep runs once no build does");
+        assert_eq!(f.packages.waiting.len(), 1, "b waits for the sweep");
+        let built = f.wait_built();
+        assert_eq!(built[0].key, "b");
+        assert!(!f.packages.is_ready(&a), "a was swept");
+        assert!(!f.packages.root().join("a").exists());
+        assert!(
+            f.packages.is_ready(&b),
+            "b, waiting during the sweep, was kept"
+        );
+        assert!(f.packages.root().join("b/code/index.js").is_file());
+    }
+}
