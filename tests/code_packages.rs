@@ -61,6 +61,8 @@ enum Serve {
     Split(Vec<u8>),
     /// The bytes with no length declared: the body ends at the close.
     Unsized(Vec<u8>),
+    /// The bytes after a pause of 700 ms (a fetch that takes a while).
+    Late(Vec<u8>),
     /// A head promising 100000 bytes, 10 of them, then nothing until the test ends.
     Stall,
     /// A head promising 100000 bytes, 10 of them, then a close.
@@ -180,6 +182,16 @@ fn serve(
         Some(Serve::Unsized(bytes)) => stream
             .write_all(b"HTTP/1.0 200 OK\r\n\r\n")
             .and_then(|()| stream.write_all(&bytes)),
+        Some(Serve::Late(bytes)) => {
+            let until = Instant::now() + Duration::from_millis(700);
+            while Instant::now() < until {
+                thread::park_timeout(until - Instant::now());
+            }
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", bytes.len());
+            stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.write_all(&bytes))
+        }
         Some(Serve::CutShort) => stream.write_all(promise),
         Some(Serve::Stall) => {
             let _ = stream.write_all(promise);
@@ -528,4 +540,47 @@ fn without_curl_remote_functions_fail_clearly_and_check_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("curl was not found"), "{stderr}");
+}
+
+#[test]
+fn a_python_function_and_its_warm_seed_run_from_a_package() {
+    let scratch = common::TempDir::new();
+    let py_zip = |name: &str, version: &str| {
+        let zip = scratch.path().join(name);
+        let code = format!(
+            "import json, os\ndef handler(event, context):\n    return json.dumps({{'version': '{version}', 'cwd': os.getcwd()}})\n"
+        );
+        python_zip(&zip, &format!("z.writestr('index.py', {code:?})"));
+        std::fs::read(zip).unwrap()
+    };
+    let server = FileServer::start();
+    server.set("/py.zip", Serve::Bytes(py_zip("v1.zip", "py-v1")));
+    let python = |signature: &str| {
+        let mut p = packaged("py", &server.url("/py.zip"), signature);
+        p["runtime"] = json!("python3");
+        p
+    };
+    let ns = Noslate::start(&json!([python("s1")]));
+    assert_eq!(version(&ns, "py"), "py-v1");
+    wait_until(WAIT, "the warm seed is ready", || {
+        ns.log_count(&["[turf seed=", "] ready after "]) == 1
+    });
+
+    // A new signature whose package takes a while: the new seed waits for it, and starts
+    // once, from the new code.
+    server.set("/py.zip", Serve::Late(py_zip("v2.zip", "py-v2")));
+    set_functions(&ns, &json!([python("s2")]));
+    wait_until(WAIT, "the new code serves", || {
+        version(&ns, "py") == "py-v2"
+    });
+    wait_until(WAIT, "the new seed is ready", || {
+        ns.log_count(&["[turf seed=", "] ready after "]) == 2
+    });
+    assert_eq!(
+        ns.log_count(&["[turf seed=", "] started"]),
+        2,
+        "no failed seed start"
+    );
+    assert_eq!(ns.log_count(&["cannot start seed"]), 0);
+    assert_eq!(server.hits("/py.zip"), 2);
 }
