@@ -584,3 +584,30 @@ fn a_python_function_and_its_warm_seed_run_from_a_package() {
     assert_eq!(ns.log_count(&["cannot start seed"]), 0);
     assert_eq!(server.hits("/py.zip"), 2);
 }
+
+#[test]
+fn a_download_in_flight_dies_with_the_runtime() {
+    let server = FileServer::start();
+    server.set("/stall.zip", Serve::Stall);
+    let mut ns = Noslate::builder()
+        .config(&json!({ "controlPlane": { "codePackageFetchTimeoutMs": 60_000 } }))
+        .functions(&json!([packaged("stall", &server.url("/stall.zip"), "s")]))
+        .start();
+    let is_curl = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "curl")
+    };
+    let mut curl = None;
+    wait_until(WAIT, "curl downloads the package", || {
+        curl = common::children_of(ns.pid())
+            .into_iter()
+            .find(|&p| is_curl(p));
+        curl.is_some()
+    });
+    let curl = curl.unwrap();
+    // The runtime alone is killed (not its process group): curl must not outlive it.
+    common::signal(ns.pid(), libc::SIGKILL);
+    wait_until(WAIT, "the runtime is gone", || !ns.is_running());
+    wait_until(WAIT, "curl is gone", || {
+        !common::is_alive(curl) || !is_curl(curl)
+    });
+}

@@ -53,7 +53,10 @@ pub fn download(
     let stderr = create(&stderr_file)?;
     let report = create(&report_file)?;
     let seconds = format!("{:.3}", timeout.as_secs_f64());
-    let mut child = Command::new("curl")
+    let mut command = Command::new("curl");
+    // curl dies with this thread: a runtime that exits leaves no download behind.
+    crate::sys::kill_with_spawning_thread(&mut command);
+    let mut child = command
         .args(["--silent", "--show-error", "--fail", "--location"])
         .args(["--proto", "=http,https", "--proto-redir", "=http,https"])
         .args(["--max-filesize", &max_bytes.to_string()])

@@ -153,6 +153,29 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// Makes `command`'s child get SIGKILL when the thread that spawns it ends (the runtime
+/// exiting included): a helper process, such as the curl a code-package thread waits for,
+/// never outlives the work it was started for.
+pub fn kill_with_spawning_thread(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = getpid();
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe syscalls with integer arguments; it allocates nothing and takes no
+    // lock.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The runtime may have died between fork and prctl; then nobody would kill us.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The fd numbers a worker finds its protocol pipes on (see docs/PROTOCOL.md).
 pub const WORKER_FD_IN: RawFd = 3;
 /// See [`WORKER_FD_IN`].
