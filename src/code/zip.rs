@@ -332,6 +332,14 @@ fn write_entry(entry: &Entry, data: &[u8], path: &Path, budget: u64) -> Result<u
     Ok(written)
 }
 
+/// The CRC-32 of `data`, as zip records it (for tests that build archives by hand).
+#[cfg(test)]
+pub(crate) fn crc32(data: &[u8]) -> u32 {
+    let mut crc = Crc32::new();
+    crc.update(data);
+    crc.finish()
+}
+
 /// CRC-32 (IEEE 802.3, reflected), as zip uses it.
 struct Crc32 {
     table: [u32; 256],

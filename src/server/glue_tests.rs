@@ -48,6 +48,9 @@ fn harness_with(functions: &str, tune: impl FnOnce(&mut SystemConfig)) -> Harnes
         std::fs::create_dir_all(dir.join(sub)).expect("test dirs");
     }
     std::fs::write(dir.join("code/index.js"), "exports.handler = () => {};").expect("code");
+    let index = b"exports.handler = () => {};";
+    std::fs::write(dir.join("code.zip"), stored_zip("index.js", index)).expect("code.zip");
+    std::fs::write(dir.join("bad.zip"), b"not a zip at all").expect("bad.zip");
     let mut config = SystemConfig::default();
     tune(&mut config);
     let set = parse_functions(functions, &dir, &config).expect("valid profiles");
@@ -1397,4 +1400,113 @@ fn a_signal_after_pre_stop_still_waits_for_the_gateway_before_exiting() {
     reap_gateway(&mut h);
     h.server.after_gateway_reaped();
     assert!(h.server.stopped_for_exit());
+}
+
+/// A zip of one stored file, built by hand.
+fn stored_zip(name: &str, data: &[u8]) -> Vec<u8> {
+    let crc = crate::code::zip::crc32(data);
+    let size = u32::try_from(data.len()).expect("small");
+    let name_len = u16::try_from(name.len()).expect("short");
+    let mut zip = Vec::new();
+    zip.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    for field in [20u16, 0, 0, 0, 0] {
+        zip.extend_from_slice(&field.to_le_bytes());
+    }
+    for field in [crc, size, size] {
+        zip.extend_from_slice(&field.to_le_bytes());
+    }
+    zip.extend_from_slice(&name_len.to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip.extend_from_slice(name.as_bytes());
+    zip.extend_from_slice(data);
+    let central = zip.len();
+    zip.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+    for field in [20u16, 20, 0, 0, 0, 0] {
+        zip.extend_from_slice(&field.to_le_bytes());
+    }
+    for field in [crc, size, size] {
+        zip.extend_from_slice(&field.to_le_bytes());
+    }
+    for field in [name_len, 0, 0, 0, 0] {
+        zip.extend_from_slice(&field.to_le_bytes());
+    }
+    zip.extend_from_slice(&0u32.to_le_bytes());
+    zip.extend_from_slice(&0u32.to_le_bytes());
+    zip.extend_from_slice(name.as_bytes());
+    let central_len = u32::try_from(zip.len() - central).expect("small");
+    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    for field in [0u16, 0, 1, 1] {
+        zip.extend_from_slice(&field.to_le_bytes());
+    }
+    zip.extend_from_slice(&central_len.to_le_bytes());
+    zip.extend_from_slice(&u32::try_from(central).expect("small").to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip
+}
+
+#[test]
+fn a_packaged_function_launches_once_its_package_is_built_or_fails_its_start() {
+    let mut h = harness(
+        r#"[{"name": "pkg", "runtime": "nodejs", "url": "file://code.zip", "handler": "index.handler",
+             "signature": "s", "worker": {"reservationCount": 1}},
+            {"name": "bad", "runtime": "nodejs", "url": "bad.zip", "handler": "index.handler",
+             "signature": "s", "worker": {"reservationCount": 1}}]"#,
+    );
+    let (pkg, bad) = (FunctionId::new(0), FunctionId::new(1));
+    // The plan wants a worker each; none starts before its package is unpacked.
+    h.server.scale(pkg);
+    h.server.scale(bad);
+    assert_eq!(h.server.supervisor.workers().iter().count(), 0);
+    assert!(h.take_effects().is_empty());
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut events = mio::Events::with_capacity(8);
+    let mut effects = Vec::new();
+    loop {
+        let failed = h.server.scheduler.functions()[bad]
+            .pool
+            .last_start_error
+            .clone();
+        let built = h.server.scheduler.functions()[pkg].profile.package.clone();
+        let ready = built.is_some_and(|p| h.server.packages.is_ready(&p));
+        if ready && failed.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the builds did not end"
+        );
+        h.server
+            .poll
+            .poll(&mut events, Some(Duration::from_millis(100)))
+            .expect("poll");
+        let woken = events.iter().any(|e| {
+            crate::reactor::token::source(e.token())
+                == Some(crate::reactor::token::Source::Packages)
+        });
+        if woken {
+            h.server.on_packages_built();
+            effects.extend(h.take_effects());
+        }
+    }
+    assert!(effects.contains(&Effect::Scale(pkg)), "{effects:?}");
+    assert!(!effects.contains(&Effect::Scale(bad)), "{effects:?}");
+    let code_dir = &h.server.scheduler.functions()[pkg].profile.code_dir;
+    assert!(
+        code_dir.join("index.js").is_file(),
+        "{}",
+        code_dir.display()
+    );
+    let error = h.server.scheduler.functions()[bad]
+        .pool
+        .last_start_error
+        .clone();
+    let error = error.expect("a start error");
+    assert_eq!(error.error_type, "CodeFetchFailed");
+    assert!(
+        error.message.contains("function bad from bad.zip")
+            && error.message.contains("not a zip archive"),
+        "{}",
+        error.message
+    );
 }
