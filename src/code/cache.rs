@@ -91,27 +91,30 @@ pub fn ensure(root: &Path, build: &Build, limits: &CodePackageLimits) -> Result<
         .map_err(|e| format!("cannot write {}: {e}", marker.display()))
 }
 
-/// Fetches the zip and unpacks it into `temp/code`.
+/// Fetches the zip and unpacks it into `temp/code`; a download is removed afterwards.
 fn build_into(temp: &Path, build: &Build, limits: &CodePackageLimits) -> Result<(), String> {
-    let archive = match &build.location {
-        PackageLocation::File(path) => fetch::read_local(path, limits.max_bytes)?,
-        PackageLocation::Remote(url) => {
-            let download = temp.join("download.zip");
-            let timeout = Duration::from_millis(limits.fetch_timeout_ms);
-            let bytes = fetch::download(url, &download, temp, limits.max_bytes, timeout);
-            for file in ["download.zip", "curl.stderr", "curl.report"] {
-                let _ = fs::remove_file(temp.join(file));
-            }
-            bytes?
-        }
-    };
     let code = temp.join("code");
     fs::create_dir(&code).map_err(|e| format!("cannot create {}: {e}", code.display()))?;
     let zip_limits = ZipLimits {
         max_unpacked_bytes: limits.max_unpacked_bytes,
         max_entries: limits.max_entries,
     };
-    let done = zip::unpack(&archive, &code, &zip_limits)?;
+    let done = match &build.location {
+        PackageLocation::File(path) => {
+            let archive = fetch::open_local(path, limits.max_bytes)?;
+            zip::unpack(&archive, &code, &zip_limits)
+        }
+        PackageLocation::Remote(url) => {
+            let download = temp.join("download.zip");
+            let timeout = Duration::from_millis(limits.fetch_timeout_ms);
+            let unpacked = fetch::download(url, &download, temp, limits.max_bytes, timeout)
+                .and_then(|archive| zip::unpack(&archive, &code, &zip_limits));
+            for file in ["download.zip", "curl.stderr", "curl.report"] {
+                let _ = fs::remove_file(temp.join(file));
+            }
+            unpacked
+        }
+    }?;
     log::info!(
         "[code] unpacked {} ({} files, {} bytes)",
         build.url,

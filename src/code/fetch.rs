@@ -3,7 +3,6 @@
 //! the image). Blocking: runs on a package thread, never on the loop.
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,24 +14,26 @@ const CURL_GRACE: Duration = Duration::from_secs(5);
 /// How often the thread checks whether curl has exited.
 const WAIT_STEP: Duration = Duration::from_millis(20);
 
-/// Reads a local zip of at most `max_bytes`.
-pub fn read_local(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+/// Opens a local zip of at most `max_bytes` (it is read piece by piece as it is unpacked).
+pub fn open_local(path: &Path, max_bytes: u64) -> Result<fs::File, String> {
     let file = fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(max_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
+    let meta = file
+        .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > max_bytes {
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    if meta.len() > max_bytes {
         return Err(format!(
             "{} is larger than controlPlane.codePackageMaxBytes ({max_bytes} bytes)",
             path.display()
         ));
     }
-    Ok(bytes)
+    Ok(file)
 }
 
-/// Downloads `url` into `to` (created) with curl, within `max_bytes` and `timeout`, then
-/// reads it. `scratch` is a directory for curl's report and messages (files, not pipes:
+/// Downloads `url` into `to` (created) with curl, within `max_bytes` and `timeout`, and
+/// opens it. `scratch` is a directory for curl's report and messages (files, not pipes:
 /// nothing to drain while waiting).
 ///
 /// The loop reaps every exited child of the runtime (`wait4(-1)`), so curl's exit status may
@@ -44,7 +45,7 @@ pub fn download(
     scratch: &Path,
     max_bytes: u64,
     timeout: Duration,
-) -> Result<Vec<u8>, String> {
+) -> Result<fs::File, String> {
     let stderr_file = scratch.join("curl.stderr");
     let report_file = scratch.join("curl.report");
     let create = |path: &Path| {
@@ -114,7 +115,7 @@ pub fn download(
         .and_then(|text| text.split_whitespace().next())
         .and_then(|code| code.parse::<i32>().ok());
     match code {
-        Some(0) => read_local(to, max_bytes),
+        Some(0) => open_local(to, max_bytes),
         Some(code) => Err(format!(
             "curl exited with {code}{}",
             explain(code, &stderr_tail(&stderr_file))
@@ -167,18 +168,23 @@ mod tests {
     fn a_local_zip_over_the_limit_is_refused() {
         let file = std::env::temp_dir().join(format!("noslate-fetch-{}", std::process::id()));
         fs::write(&file, [0u8; 100]).unwrap();
-        assert_eq!(read_local(&file, 100).unwrap().len(), 100);
-        let err = read_local(&file, 99).unwrap_err();
+        assert_eq!(
+            open_local(&file, 100).unwrap().metadata().unwrap().len(),
+            100
+        );
+        let err = open_local(&file, 99).unwrap_err();
         assert!(
             err.contains("larger than controlPlane.codePackageMaxBytes (99 bytes)"),
             "{err}"
         );
         let _ = fs::remove_file(&file);
         assert!(
-            read_local(&file, 99)
+            open_local(&file, 99)
                 .unwrap_err()
                 .starts_with("cannot open")
         );
+        let dir = std::env::temp_dir();
+        assert!(open_local(&dir, 99).unwrap_err().ends_with("is not a file"));
     }
 
     #[test]

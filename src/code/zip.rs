@@ -9,6 +9,7 @@
 //! the real output, never trusted). Each entry's CRC-32 is verified.
 
 use super::inflate::{self, InflateError};
+use std::borrow::Cow;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -63,6 +64,68 @@ pub struct Entry {
     local_offset: u64,
 }
 
+/// Where an archive's bytes are read from: memory, or a file read piece by piece (the
+/// directory, then one entry's data at a time), so that unpacking a large package does not
+/// hold it whole.
+pub trait Source {
+    /// The archive's length in bytes.
+    fn size(&self) -> u64;
+    /// `len` bytes at `offset`, which the caller has checked lie inside the archive.
+    fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, String>;
+}
+
+impl Source for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, String> {
+        let start = usize::try_from(offset).map_err(|_| "offset out of range".to_string())?;
+        start
+            .checked_add(len)
+            .and_then(|end| self.get(start..end))
+            .map(Cow::Borrowed)
+            .ok_or_else(|| "read past the end of the archive".to_string())
+    }
+}
+
+impl Source for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.as_slice().size()
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, String> {
+        self.as_slice().read_at(offset, len)
+    }
+}
+
+impl Source for fs::File {
+    fn size(&self) -> u64 {
+        self.metadata().map_or(0, |m| m.len())
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, String> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        self.read_exact_at(&mut buf, offset)
+            .map_err(|e| format!("cannot read the archive: {e}"))?;
+        Ok(Cow::Owned(buf))
+    }
+}
+
+/// The bytes `[offset, offset + len)` of `source`, if they lie inside it.
+fn read_inside<S: Source + ?Sized>(
+    source: &S,
+    offset: u64,
+    len: u64,
+) -> Option<Result<Cow<'_, [u8]>, String>> {
+    let end = offset.checked_add(len)?;
+    if end > source.size() {
+        return None;
+    }
+    Some(source.read_at(offset, usize::try_from(len).ok()?))
+}
+
 fn u16_at(data: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?))
 }
@@ -72,13 +135,21 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Reads and checks the central directory.
-pub fn entries(archive: &[u8], limits: &ZipLimits) -> Result<Vec<Entry>, String> {
-    let eocd = find_eocd(archive).ok_or("not a zip archive (no end of central directory)")?;
-    let disk = u16_at(archive, eocd + 4).unwrap_or(1);
-    let cd_disk = u16_at(archive, eocd + 6).unwrap_or(1);
-    let count = u16_at(archive, eocd + 10).unwrap_or(0);
-    let cd_size = u32_at(archive, eocd + 12).unwrap_or(0);
-    let cd_offset = u32_at(archive, eocd + 16).unwrap_or(0);
+pub fn entries<S: Source + ?Sized>(archive: &S, limits: &ZipLimits) -> Result<Vec<Entry>, String> {
+    let not_zip = || "not a zip archive (no end of central directory)".to_string();
+    // The end record is within the last 22 bytes plus the longest comment.
+    let tail_len = archive
+        .size()
+        .min((EOCD_LEN + usize::from(u16::MAX)) as u64);
+    let tail_start = archive.size() - tail_len;
+    let tail = read_inside(archive, tail_start, tail_len).ok_or_else(not_zip)??;
+    let eocd = find_eocd(&tail).ok_or_else(not_zip)?;
+    let disk = u16_at(&tail, eocd + 4).unwrap_or(1);
+    let cd_disk = u16_at(&tail, eocd + 6).unwrap_or(1);
+    let count = u16_at(&tail, eocd + 10).unwrap_or(0);
+    let cd_size = u32_at(&tail, eocd + 12).unwrap_or(0);
+    let cd_offset = u32_at(&tail, eocd + 16).unwrap_or(0);
+    let eocd_offset = tail_start + eocd as u64;
     if disk != 0 || cd_disk != 0 {
         return Err("multi-disk zip archives are not supported".into());
     }
@@ -91,11 +162,14 @@ pub fn entries(archive: &[u8], limits: &ZipLimits) -> Result<Vec<Entry>, String>
             limits.max_entries
         ));
     }
-    let mut at = cd_offset as usize;
-    let end = at
-        .checked_add(cd_size as usize)
-        .filter(|&end| end <= eocd)
-        .ok_or("the central directory lies outside the archive")?;
+    let outside = || "the central directory lies outside the archive".to_string();
+    if u64::from(cd_offset) + u64::from(cd_size) > eocd_offset {
+        return Err(outside());
+    }
+    let directory =
+        read_inside(archive, u64::from(cd_offset), u64::from(cd_size)).ok_or_else(outside)??;
+    let mut at = 0;
+    let end = directory.len();
     let mut list: Vec<Entry> = Vec::with_capacity(usize::from(count));
     while at < end {
         if list.len() >= limits.max_entries as usize {
@@ -104,7 +178,7 @@ pub fn entries(archive: &[u8], limits: &ZipLimits) -> Result<Vec<Entry>, String>
                 limits.max_entries
             ));
         }
-        let (entry, next) = central_entry(archive, at, end)?;
+        let (entry, next) = central_entry(&directory, at, end)?;
         if list.iter().any(|e| e.name == entry.name) {
             return Err(format!("zip entry {} appears twice", entry.name));
         }
@@ -231,7 +305,11 @@ pub fn check_name(raw: &[u8]) -> Result<(String, bool), String> {
 
 /// Unpacks `archive` into `dest`, a new empty directory nothing else writes to. Stops at the
 /// first problem; the caller removes `dest` then.
-pub fn unpack(archive: &[u8], dest: &Path, limits: &ZipLimits) -> Result<Unpacked, String> {
+pub fn unpack<S: Source + ?Sized>(
+    archive: &S,
+    dest: &Path,
+    limits: &ZipLimits,
+) -> Result<Unpacked, String> {
     let list = entries(archive, limits)?;
     let mut done = Unpacked { files: 0, bytes: 0 };
     for entry in &list {
@@ -247,7 +325,7 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &ZipLimits) -> Result<Unpacke
         }
         let data = entry_data(archive, entry)?;
         let budget = limits.max_unpacked_bytes.saturating_sub(done.bytes);
-        let written = write_entry(entry, data, &path, budget).map_err(|why| match why {
+        let written = write_entry(entry, &data, &path, budget).map_err(|why| match why {
             WriteError::TooLarge => format!(
                 "the archive unpacks to more than the limit of {} bytes",
                 limits.max_unpacked_bytes
@@ -261,22 +339,23 @@ pub fn unpack(archive: &[u8], dest: &Path, limits: &ZipLimits) -> Result<Unpacke
 }
 
 /// An entry's compressed bytes, found through its local header.
-fn entry_data<'a>(archive: &'a [u8], entry: &Entry) -> Result<&'a [u8], String> {
+fn entry_data<'a, S: Source + ?Sized>(
+    archive: &'a S,
+    entry: &Entry,
+) -> Result<Cow<'a, [u8]>, String> {
     let outside = || format!("zip entry {}'s data lies outside the archive", entry.name);
-    let at = usize::try_from(entry.local_offset).map_err(|_| outside())?;
-    if u32_at(archive, at) != Some(LOCAL_SIGNATURE) {
+    let at = entry.local_offset;
+    let header = read_inside(archive, at, LOCAL_LEN as u64).ok_or_else(outside)??;
+    if u32_at(&header, 0) != Some(LOCAL_SIGNATURE) {
         return Err(format!(
             "zip entry {}'s local header is missing",
             entry.name
         ));
     }
-    let name_len = usize::from(u16_at(archive, at + 26).ok_or_else(outside)?);
-    let extra_len = usize::from(u16_at(archive, at + 28).ok_or_else(outside)?);
-    let start = at + LOCAL_LEN + name_len + extra_len;
-    let len = usize::try_from(entry.compressed).map_err(|_| outside())?;
-    archive
-        .get(start..start.checked_add(len).ok_or_else(outside)?)
-        .ok_or_else(outside)
+    let name_len = u64::from(u16_at(&header, 26).ok_or_else(outside)?);
+    let extra_len = u64::from(u16_at(&header, 28).ok_or_else(outside)?);
+    let start = at + LOCAL_LEN as u64 + name_len + extra_len;
+    read_inside(archive, start, entry.compressed).ok_or_else(outside)?
 }
 
 enum WriteError {
@@ -438,7 +517,7 @@ i.external_attr = 0o100755 << 16
 i.create_system = 3
 z.writestr(i, b'#!/bin/sh\n')
 "#;
-        let archive = python_zip(script);
+        let archive: Vec<u8> = python_zip(script);
         let dest = scratch("levels");
         let done = unpack(&archive, &dest, &LIMITS).unwrap();
         assert_eq!(done.files, 13);
@@ -469,6 +548,34 @@ z.writestr(i, b'#!/bin/sh\n')
             .permissions()
             .mode();
         assert_eq!(mode & 0o111, 0o111);
+
+        // The same archive read piece by piece from a file unpacks to the same tree.
+        let file = dest.with_extension("zip");
+        fs::write(&file, &archive).unwrap();
+        let from_file = scratch("levels-file");
+        let opened = fs::File::open(&file).unwrap();
+        assert_eq!(unpack(&opened, &from_file, &LIMITS).unwrap(), done);
+        for name in [
+            "stored.txt",
+            "lvl9/noise",
+            "dir/sub/x.js",
+            "bin/run",
+            "empty",
+        ] {
+            assert_eq!(
+                fs::read(from_file.join(name)).unwrap(),
+                fs::read(dest.join(name)).unwrap()
+            );
+        }
+        // Truncated files are errors.
+        for keep in [0, 10, archive.len() / 2, archive.len() - 1] {
+            fs::write(&file, &archive[..keep]).unwrap();
+            let into = from_file.join(format!("cut-{keep}"));
+            fs::create_dir(&into).unwrap();
+            assert!(unpack(&fs::File::open(&file).unwrap(), &into, &LIMITS).is_err());
+        }
+        let _ = fs::remove_file(&file);
+        let _ = fs::remove_dir_all(&from_file);
         let _ = fs::remove_dir_all(&dest);
     }
 
@@ -494,7 +601,8 @@ z.writestr(i, b'#!/bin/sh\n')
             ("a.b/c..d".to_string(), false)
         );
 
-        let archive = python_zip("z.writestr('ok.js', b'1')\nz.writestr('../../evil.js', b'x')");
+        let archive: Vec<u8> =
+            python_zip("z.writestr('ok.js', b'1')\nz.writestr('../../evil.js', b'x')");
         let dest = scratch("slip");
         let err = unpack(&archive, &dest, &LIMITS).unwrap_err();
         assert_eq!(err, "zip entry ../../evil.js escapes the package");
@@ -507,7 +615,7 @@ z.writestr(i, b'#!/bin/sh\n')
 
     #[test]
     fn symlink_entries_are_refused() {
-        let archive = python_zip(
+        let archive: Vec<u8> = python_zip(
             "i = zipfile.ZipInfo('link')\ni.create_system = 3\ni.external_attr = 0o120777 << 16\nz.writestr(i, b'/etc/passwd')",
         );
         let err = entries(&archive, &LIMITS).unwrap_err();
@@ -517,7 +625,7 @@ z.writestr(i, b'#!/bin/sh\n')
     #[test]
     fn a_bomb_is_stopped_by_the_bytes_it_inflates_to() {
         // 8 MiB of zeros deflate to a few KiB; the header's declared size is lied about too.
-        let archive = python_zip(
+        let archive: Vec<u8> = python_zip(
             "z.writestr('zeros', b'\\0' * (8 << 20), compress_type=zipfile.ZIP_DEFLATED)",
         );
         assert!(archive.len() < 64 * 1024);
@@ -552,7 +660,7 @@ z.writestr(i, b'#!/bin/sh\n')
 
     #[test]
     fn too_many_entries_are_refused() {
-        let archive = python_zip("for i in range(11): z.writestr('f%d' % i, b'')");
+        let archive: Vec<u8> = python_zip("for i in range(11): z.writestr('f%d' % i, b'')");
         let limits = ZipLimits {
             max_unpacked_bytes: 1 << 20,
             max_entries: 10,
@@ -569,14 +677,14 @@ z.writestr(i, b'#!/bin/sh\n')
         let err = entries(&archive, &LIMITS).unwrap_err();
         assert!(err.contains("compression method 12"), "{err}");
         assert_eq!(
-            entries(b"hello", &LIMITS).unwrap_err(),
+            entries(&b"hello"[..], &LIMITS).unwrap_err(),
             "not a zip archive (no end of central directory)"
         );
     }
 
     #[test]
     fn corrupt_and_truncated_archives_are_errors_never_panics() {
-        let archive = python_zip(
+        let archive: Vec<u8> = python_zip(
             "z.writestr('a.js', b'exports.h = 1;\\n' * 50, compress_type=zipfile.ZIP_DEFLATED)\nz.writestr('b/', b'')\nz.writestr('b/c', b'xyz')",
         );
         let dest = scratch("fuzz");
