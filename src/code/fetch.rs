@@ -1,5 +1,5 @@
-//! Getting a package's bytes: reading a local zip, or downloading an `http(s)://` one with
-//! `curl` run as a child process (TLS needs a library the runtime does not carry; curl is in
+//! Getting a package's zip as a file: opening a local one, or downloading an `http(s)://` one
+//! with `curl` run as a child process (TLS needs a library the runtime does not carry; curl is in
 //! the image). Blocking: runs on a package thread, never on the loop.
 
 use std::fs;
