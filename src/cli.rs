@@ -44,6 +44,13 @@ USAGE:
                                   invoke a function (or service) through the admin socket and
                                   stream its body to stdout; --method or --url makes it an
                                   HTTP-trigger request (an event otherwise); @- streams stdin
+    noslate inspect NAME [--timeout MS]
+                                  turn a Node.js function's inspector on: its invocations go
+                                  to one inspect worker whose debugger listens on 127.0.0.1
+                                  only; waits for it (default 30000 ms) and prints the
+                                  DevTools and ws:// URLs
+    noslate inspect NAME --off    turn it off: the inspect worker drains and stops, and
+                                  invocations go back to the function's workers
     noslate --help | --version
 
 OPTIONS:
@@ -106,6 +113,8 @@ enum Command {
     Config,
     /// `invoke NAME`.
     Invoke,
+    /// `inspect NAME [--off]`.
+    Inspect,
 }
 
 /// Parsed command line.
@@ -130,8 +139,11 @@ struct Args {
     method: Option<String>,
     /// `invoke --url U`: the url the function sees.
     url: Option<String>,
-    /// `invoke --timeout MS`: how long the response head may take.
+    /// `--timeout MS`: for `invoke`, how long the response head may take; for `inspect`, how
+    /// long to wait for the inspect worker.
     timeout_ms: Option<u64>,
+    /// `inspect --off`.
+    off: bool,
     socket: Option<PathBuf>,
     port: Option<String>,
     /// `--gateway PROGRAM`: run the user's gateway (overrides `gateway.command`).
@@ -162,6 +174,7 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
         Some("top") => Some(Command::Top),
         Some("functions" | "services" | "env") => Some(Command::Config),
         Some("invoke") => Some(Command::Invoke),
+        Some("inspect") => Some(Command::Inspect),
         _ => None,
     };
     if let Some(command) = command {
@@ -220,6 +233,7 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
             "--load" => args.load = true,
             "--once" => args.once = true,
             "--service" => args.service = true,
+            "--off" => args.off = true,
             "--data" | "-d" => {
                 args.data =
                     Some(value("--data")?.into_string().map_err(|_| {
@@ -253,8 +267,10 @@ fn parse_args(raw: Vec<OsString>) -> Result<Parsed, String> {
                     .into_string()
                     .map_err(|_| "--header must be UTF-8".to_owned())?,
             ),
-            word if matches!(args.command, Command::Config | Command::Invoke)
-                && !word.starts_with('-') =>
+            word if matches!(
+                args.command,
+                Command::Config | Command::Invoke | Command::Inspect
+            ) && !word.starts_with('-') =>
             {
                 args.words.push(word.to_owned());
             }
@@ -340,6 +356,9 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     }
     if args.command == Command::Invoke {
         return invoke_command(&args);
+    }
+    if args.command == Command::Inspect {
+        return inspect_command(&args);
     }
     if args.probe {
         return probe_command(&args);
@@ -837,6 +856,120 @@ fn config_command(args: &Args) -> ExitCode {
         }
         Err(msg) => {
             eprintln!("noslate: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// How long `noslate inspect` waits for the inspect worker when `--timeout` is not given.
+const INSPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often `noslate inspect` asks whether the inspect worker is ready.
+const INSPECT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `noslate inspect NAME [--off] [--timeout MS]`.
+fn inspect_command(args: &Args) -> ExitCode {
+    let (Some(name), None) = (args.words.first(), args.words.get(1)) else {
+        eprintln!("noslate: usage: noslate inspect NAME [--off] [--timeout MS]");
+        return ExitCode::from(2);
+    };
+    let wait = args
+        .timeout_ms
+        .map_or(INSPECT_WAIT, std::time::Duration::from_millis);
+    let socket = admin_socket(args);
+    let path = format!("/v1/inspector/{name}");
+    let body = serde_json::json!({ "use": !args.off }).to_string();
+    match crate::admin::client::request_json(&socket, "PUT", &path, &[], body.as_bytes()) {
+        Ok((200, _)) => {}
+        Ok((status, answer)) => {
+            let message =
+                (answer["errorMessage"].as_str()).map_or(answer.to_string(), str::to_owned);
+            eprintln!("noslate: inspect {name}: {message} ({status})");
+            return ExitCode::from(1);
+        }
+        Err(msg) => {
+            eprintln!("noslate: {msg}");
+            return ExitCode::from(1);
+        }
+    }
+    if args.off {
+        out(&format!(
+            "inspector of {name} is off: its inspect worker drains and stops; invocations go \
+             to its workers\n"
+        ));
+        return ExitCode::SUCCESS;
+    }
+    let deadline = std::time::Instant::now() + wait;
+    let worker = loop {
+        match crate::admin::client::request(&socket, "GET", &path) {
+            Ok((200, view)) if view["use"] == serde_json::Value::Bool(false) => {
+                eprintln!("noslate: inspect {name}: the inspector was turned off meanwhile");
+                return ExitCode::from(1);
+            }
+            Ok((200, view)) => {
+                let workers = view["workers"].as_array().cloned().unwrap_or_default();
+                let ready = workers
+                    .into_iter()
+                    .find(|w| w["state"] == "ready" && w["port"].is_u64());
+                if let Some(worker) = ready {
+                    break worker;
+                }
+            }
+            Ok((status, answer)) => {
+                eprintln!("noslate: inspect {name}: the runtime answered {status}: {answer}");
+                return ExitCode::from(1);
+            }
+            Err(msg) => {
+                eprintln!("noslate: {msg}");
+                return ExitCode::from(1);
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "noslate: inspect {name}: no inspect worker was ready within {:.1} s; the \
+                 inspector stays on (see noslate ps, the worker's log, or noslate inspect {name} \
+                 --off)",
+                wait.as_secs_f64()
+            );
+            return ExitCode::from(1);
+        }
+        std::thread::sleep(INSPECT_POLL);
+    };
+    let port = worker["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0);
+    let id = worker["id"].as_str().unwrap_or("-");
+    let pid = &worker["pid"];
+    // The target list is what DevTools itself reads; the runtime's own URL is the fallback.
+    let ws = match crate::admin::client::debugger_targets(port) {
+        Ok(list) => list
+            .as_array()
+            .and_then(|l| l.iter().find_map(|t| t["webSocketDebuggerUrl"].as_str()))
+            .map(str::to_owned),
+        Err(why) => {
+            eprintln!("noslate: inspect {name}: {why}; using the address the worker reported");
+            None
+        }
+    }
+    .or_else(|| worker["webSocketDebuggerUrl"].as_str().map(str::to_owned));
+    let endpoint = ws.as_deref().map(crate::inspector::Endpoint::parse);
+    match endpoint {
+        Some(Ok(endpoint)) => {
+            out(&format!(
+                "function {name}: inspect worker {id} (pid {pid}), debugger on 127.0.0.1:{port}\n\
+                 DevTools: {}\n\
+                 WebSocket: {}\n",
+                endpoint.devtools_url(),
+                endpoint.ws_url()
+            ));
+            ExitCode::SUCCESS
+        }
+        Some(Err(why)) => {
+            eprintln!("noslate: inspect {name}: {why}");
+            ExitCode::from(1)
+        }
+        None => {
+            eprintln!("noslate: inspect {name}: the debugger on port {port} lists no target");
             ExitCode::from(1)
         }
     }

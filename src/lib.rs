@@ -18,6 +18,7 @@ pub mod config;
 pub(crate) mod fc;
 pub mod http;
 pub(crate) mod ids;
+pub(crate) mod inspector;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod rand;

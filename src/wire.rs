@@ -770,6 +770,10 @@ pub struct Ready {
     /// Set by a worker forked from a warm seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked: Option<bool>,
+    /// Set by a Node.js inspect worker: its debugger's WebSocket URL
+    /// (`ws://127.0.0.1:PORT/ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspector: Option<String>,
 }
 
 impl Ready {
@@ -855,6 +859,7 @@ mod tests {
             protocol: 1,
             spare: Some(true),
             forked: None,
+            inspector: Some("ws://127.0.0.1:40000/id".into()),
         };
         put_ready(&mut to_runtime, &ready).unwrap();
         put_init_done(&mut to_runtime);

@@ -302,6 +302,61 @@ pub fn request_json(
     Ok((answer.status, json))
 }
 
+/// Largest `/json/list` answer the CLI reads from a debugger.
+const MAX_TARGET_LIST: usize = 1 << 20;
+
+/// Fetches the target list a Node.js debugger serves on `127.0.0.1:port` (`GET /json/list`,
+/// a JSON array), bounded by [`TIMEOUT`] for the connection and each read.
+pub fn debugger_targets(port: u16) -> Result<Value, String> {
+    use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .map_err(|e| format!("cannot connect to the debugger on {addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    let _ = stream.set_write_timeout(Some(TIMEOUT));
+    let head = format!("GET /json/list HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| format!("cannot ask the debugger on {addr}: {e}"))?;
+    // The debugger may keep the connection open: read until the body its length announces.
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(body) = length.and_then(|n| raw.get(split + 4..split + 4 + n)) {
+                return parse_targets(body);
+            }
+        }
+        if raw.len() > MAX_TARGET_LIST {
+            return Err(format!("the debugger on {addr} answered more than 1 MiB"));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("cannot read the debugger's answer on {addr}: {e}")),
+        }
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("the debugger on {addr} sent no HTTP answer"))?;
+    parse_targets(raw.get(split + 4..).unwrap_or_default())
+}
+
+fn parse_targets(body: &[u8]) -> Result<Value, String> {
+    let list: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the debugger's /json/list is not JSON: {e}"))?;
+    if !list.is_array() {
+        return Err(format!("the debugger's /json/list is not a list: {list}"));
+    }
+    Ok(list)
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

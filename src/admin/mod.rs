@@ -11,6 +11,9 @@
 //! | GET, PUT | `/v1/services` | the service profiles |
 //! | GET, PUT | `/v1/env` | the platform environment variables given to every new worker |
 //! | POST | `/v1/invoke/NAME`, `/v1/invoke/service/NAME` | an invocation: an event, or an HTTP request described by `x-noslate-*` headers ([`invocation`]); the body streams both ways |
+//! | GET | `/v1/inspector` | the functions whose inspector is on, each inspect worker with its 127.0.0.1 port, `ws://` and DevTools URLs |
+//! | GET | `/v1/inspector/NAME` | the same for one function (`"use": false` when its inspector is off) |
+//! | PUT | `/v1/inspector/NAME` | body `{"use": true\|false}`: turn the function's inspector on or off (Noslate's `useInspector`); 400 naming the problem for any other body, 404 for an unknown function, 409 for a function that is not Node.js |
 //!
 //! This module holds what both sides share (the path, the routes) and the CLI's client.
 
@@ -53,6 +56,12 @@ pub enum Route {
     SetEnv,
     /// `POST /v1/invoke/...`: invoke a function or service.
     Invoke(crate::fc::Target),
+    /// `GET /v1/inspector`: every function whose inspector is on.
+    Inspectors,
+    /// `GET /v1/inspector/NAME`.
+    InspectorOf(String),
+    /// `PUT /v1/inspector/NAME`: turn its inspector on or off.
+    SetInspector(String),
     /// A known path with the wrong method; carries the allowed ones.
     MethodNotAllowed(&'static str),
     /// No such path.
@@ -84,6 +93,17 @@ pub fn route(method: &str, path: &str) -> Route {
         "/v1/functions" => pick(Route::GetFunctions, Route::SetFunctions),
         "/v1/services" => pick(Route::GetServices, Route::SetServices),
         "/v1/env" => pick(Route::GetEnv, Route::SetEnv),
+        "/v1/inspector" if get => Route::Inspectors,
+        "/v1/inspector" => Route::MethodNotAllowed("GET"),
+        _ if path.starts_with("/v1/inspector/") => {
+            let name = path.trim_start_matches("/v1/inspector/");
+            if name.is_empty() || name.contains('/') {
+                Route::NotFound
+            } else {
+                let name = name.to_owned();
+                pick(Route::InspectorOf(name.clone()), Route::SetInspector(name))
+            }
+        }
         _ => match path.strip_prefix("/v1/invoke/") {
             Some(rest) if method == "POST" => {
                 let single = |n: &str| (!n.is_empty() && !n.contains('/')).then(|| n.to_owned());
@@ -133,6 +153,24 @@ mod tests {
             route("GET", "/v1/invoke/hello"),
             Route::MethodNotAllowed("POST")
         );
+        assert_eq!(route("GET", "/v1/inspector"), Route::Inspectors);
+        assert_eq!(
+            route("PUT", "/v1/inspector"),
+            Route::MethodNotAllowed("GET")
+        );
+        assert_eq!(
+            route("PUT", "/v1/inspector/hello"),
+            Route::SetInspector("hello".into())
+        );
+        assert_eq!(
+            route("GET", "/v1/inspector/hello/"),
+            Route::InspectorOf("hello".into())
+        );
+        assert_eq!(
+            route("POST", "/v1/inspector/hello"),
+            Route::MethodNotAllowed("GET, PUT")
+        );
+        assert_eq!(route("PUT", "/v1/inspector/a/b"), Route::NotFound);
         assert_eq!(
             socket_path(Path::new("/w")),
             PathBuf::from("/w/noslated.sock")

@@ -80,9 +80,26 @@ impl AdminView<'_> {
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect(),
             )),
-            route @ (Route::SetFunctions | Route::SetServices | Route::SetEnv) => {
-                AdminAction::CollectBody(route)
+            route @ (Route::SetFunctions
+            | Route::SetServices
+            | Route::SetEnv
+            | Route::SetInspector(_)) => AdminAction::CollectBody(route),
+            Route::Inspectors => {
+                let on = FunctionId::all(self.scheduler.functions().len())
+                    .filter(|&f| self.scheduler.inspecting(f))
+                    .filter(|&f| !self.scheduler.functions()[f].removed)
+                    .map(|f| self.inspector_view(f))
+                    .collect();
+                AdminAction::Answer(json!({ "functions": Value::Array(on) }))
             }
+            Route::InspectorOf(name) => match self.scheduler.function_id(&name) {
+                Some(function) => AdminAction::Answer(self.inspector_view(function)),
+                None => AdminAction::Refuse(InvokeError::new(
+                    404,
+                    "FunctionNotFound",
+                    format!("function {name} not found"),
+                )),
+            },
             Route::Invoke(target) => AdminAction::Invoke(target),
             Route::MethodNotAllowed(allowed) => AdminAction::Refuse(InvokeError::new(
                 405,
@@ -94,7 +111,7 @@ impl AdminView<'_> {
                 "NotFound",
                 format!(
                     "no admin route {method} {path}; see /v1/health, /v1/workers, /v1/stats, \
-                     /v1/functions, /v1/services, /v1/env, /v1/invoke/NAME"
+                     /v1/functions, /v1/services, /v1/env, /v1/invoke/NAME, /v1/inspector"
                 ),
             )),
         }
@@ -122,6 +139,36 @@ impl AdminView<'_> {
         })
     }
 
+    /// A function's inspector: whether it is on, and its inspect workers (those still
+    /// draining after it was turned off included) with where their debugger listens.
+    fn inspector_view(&self, function: FunctionId) -> Value {
+        let f = &self.scheduler.functions()[function];
+        let workers: Vec<Value> = (f.pool.workers.iter())
+            .filter_map(|&k| self.supervisor.workers().get(k))
+            .filter(|w| w.inspect)
+            .map(|w| {
+                let endpoint = w.inspector.as_ref();
+                json!({
+                    "id": w.process.id,
+                    "pid": w.process.pid,
+                    "state": w.state.as_str(),
+                    "host": endpoint.map(|_| "127.0.0.1"),
+                    "port": endpoint.map(|e| e.port),
+                    "webSocketDebuggerUrl": endpoint.map(crate::inspector::Endpoint::ws_url),
+                    "devtoolsFrontendUrl": endpoint.map(crate::inspector::Endpoint::devtools_url),
+                    "jsonList": endpoint.map(crate::inspector::Endpoint::list_url),
+                    "memoryLimitBytes": crate::inspector::relaxed_memory(f.profile.resource_limit.memory),
+                })
+            })
+            .collect();
+        json!({
+            "function": f.profile.name,
+            "use": f.inspector,
+            "supported": crate::inspector::supports(f.profile.runtime),
+            "workers": workers,
+        })
+    }
+
     /// One object per worker, as `noslate ps` shows it.
     fn workers_view(&self) -> Value {
         let mut rows: Vec<(&str, Value)> = self
@@ -144,6 +191,7 @@ impl AdminView<'_> {
                     },
                     "inflight": w.active(),
                     "served": w.served,
+                    "inspect": w.inspect,
                     "rssBytes": live.map(|s| s.rss_bytes),
                     "cpuMs": live.map(|s| s.cpu_ms),
                     "ageMs": u64::try_from(w.process.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),

@@ -814,6 +814,7 @@ impl Server {
                 self.scheduler.set_services(&body, &self.config)
             }
             Some(crate::admin::Route::SetEnv) => self.set_platform_env(&body),
+            Some(crate::admin::Route::SetInspector(name)) => self.set_inspector(&name, &body),
             _ => return,
         };
         match result {
@@ -928,8 +929,28 @@ impl Server {
         Ok(serde_json::json!({ "changed": true }))
     }
 
-    /// A worker leaves because the profiles changed: stopped while it starts, drained once
-    /// ready.
+    /// `PUT /v1/inspector/NAME`: turns the function's inspector on or off (`{"use": bool}`).
+    fn set_inspector(&mut self, name: &str, body: &[u8]) -> Result<serde_json::Value, InvokeError> {
+        let function = self.scheduler.function_id(name).ok_or_else(|| {
+            InvokeError::new(
+                404,
+                "FunctionNotFound",
+                format!("function {name} not found"),
+            )
+        })?;
+        let on = crate::inspector::parse_use(body)
+            .map_err(|why| InvokeError::new(400, "InvalidInspectorRequest", why))?;
+        let changed = (self.scheduler).use_inspector(
+            function,
+            on,
+            self.supervisor.workers(),
+            &mut self.effects,
+        )?;
+        Ok(serde_json::json!({ "function": name, "use": on, "changed": changed }))
+    }
+
+    /// A worker leaves because the profiles changed (or its inspector was turned off):
+    /// stopped while it starts, drained once ready.
     fn retire_worker(&mut self, key: WorkerKey, why: reconfig::Retirement) {
         match self.supervisor.workers().get(key).map(|w| w.state) {
             Some(state) if state.is_starting() => {
@@ -1560,7 +1581,8 @@ impl Server {
 
     /// Launches the workers the scheduler's plan for `function` asks for, and fails the
     /// queued requests it says no worker can come for. The seed follows the function: started
-    /// with it, replaced with its code, stopped when it is removed or the runtime stops.
+    /// with it, replaced with its code, stopped when it is removed or the runtime stops. While
+    /// the function's inspector is on, its inspect worker is planned too.
     fn scale_with(&mut self, function: FunctionId, action: ScaleAction) {
         self.follow_seed(function);
         if self.lifecycle.phase != Lifecycle::Running
@@ -1568,15 +1590,41 @@ impl Server {
         {
             return;
         }
+        let counts = self.worker_counts(function, false);
+        let decision =
+            (self.scheduler).plan_launches(function, counts, &self.config, action, Instant::now());
+        self.carry_out(function, decision, false);
+        if self.scheduler.inspecting(function) {
+            let counts = self.worker_counts(function, true);
+            let decision = (self.scheduler).plan_inspect_launch(
+                function,
+                counts,
+                &self.config,
+                Instant::now(),
+            );
+            self.carry_out(function, decision, true);
+        }
+    }
+
+    /// What a launch plan needs of `function`'s ordinary or inspect workers.
+    fn worker_counts(&self, function: FunctionId, inspect: bool) -> schedule::WorkerCounts {
         let f = &self.scheduler.functions()[function];
-        let (starting, alive) = self.supervisor.worker_counts(&f.pool.workers, f.generation);
-        let counts = schedule::WorkerCounts {
+        let (starting, alive) =
+            (self.supervisor).worker_counts(&f.pool.workers, f.generation, inspect);
+        schedule::WorkerCounts {
             starting,
             alive,
             pool_used: self.supervisor.memory_reserved(),
-        };
-        let decision =
-            (self.scheduler).plan_launches(function, counts, &self.config, action, Instant::now());
+        }
+    }
+
+    /// Fails the requests a launch decision gives up on and starts the workers it asks for.
+    fn carry_out(
+        &mut self,
+        function: FunctionId,
+        decision: schedule::LaunchDecision,
+        inspect: bool,
+    ) {
         if let Some((clients, err)) = decision.fail {
             for client in clients {
                 self.fail_invocation(client, &err);
@@ -1587,7 +1635,12 @@ impl Server {
             return;
         }
         for _ in 0..decision.launch {
-            if !self.spawn_worker(function) {
+            let started = if inspect {
+                self.spawn_inspect_worker(function)
+            } else {
+                self.spawn_worker(function)
+            };
+            if !started {
                 break;
             }
         }
@@ -1615,8 +1668,26 @@ impl Server {
         if let Some(started) = self.take_spare(function, decided) {
             return started;
         }
+        self.spawn_cold(function, false, decided)
+    }
+
+    /// Starts `function`'s inspect worker: always a fresh process (never a seed's fork or a
+    /// spare, whose V8 started without the debugger), and never a second one.
+    fn spawn_inspect_worker(&mut self, function: FunctionId) -> bool {
+        let decided = Instant::now();
+        let counts = self.worker_counts(function, true);
+        let name = &self.scheduler.functions()[function].profile.name;
+        if let Err(message) = crate::inspector::may_launch(name, counts.alive) {
+            log::error!("[cp] {message}");
+            return false;
+        }
+        self.spawn_cold(function, true, decided)
+    }
+
+    /// Cold-starts a worker (an inspect worker when `inspect`).
+    fn spawn_cold(&mut self, function: FunctionId, inspect: bool, decided: Instant) -> bool {
         let profile = &self.scheduler.functions()[function].profile;
-        match (self.supervisor).spawn_cold(function, profile, decided, &mut lent!(self)) {
+        match (self.supervisor).spawn_cold(function, profile, inspect, decided, &mut lent!(self)) {
             Ok(worker) => self.install_worker(worker).is_some(),
             Err(message) => {
                 self.worker_start_failed(function, message);
@@ -1746,7 +1817,11 @@ impl Server {
         let f = &mut self.scheduler.functions_mut()[function];
         let until = f.pool.record_start_failure(error, Instant::now());
         self.timers.schedule(until, Timer::SpawnRetry(function));
-        let (starting, alive) = self.supervisor.worker_counts(&f.pool.workers, f.generation);
+        // The queue waits for the workers that serve it: the inspect worker while the
+        // inspector is on.
+        let inspect = f.inspector;
+        let (starting, alive) =
+            (self.supervisor).worker_counts(&f.pool.workers, f.generation, inspect);
         // Only the dying worker may still be counted; nothing else will serve the queue soon.
         if starting <= 1 && alive <= 1 && f.pool.fails_fast() {
             self.fail_queue_with_start_error(function);

@@ -151,6 +151,11 @@ pub struct Worker {
     pub from_spare: bool,
     /// For a spare: the environment and cwd its INIT carries, sent once.
     pub spare_init: Option<SpareInit>,
+    /// Its function's inspect worker (`crate::inspector`): started with the debugger on,
+    /// takes invocations only while the function's inspector is on.
+    pub inspect: bool,
+    /// Where its debugger listens on 127.0.0.1, from its READY (inspect workers only).
+    pub inspector: Option<crate::inspector::Endpoint>,
 }
 
 /// What a spare process learns at INIT about the function that took it.
@@ -199,6 +204,8 @@ impl Worker {
             ready_deferred: false,
             from_spare: false,
             spare_init: None,
+            inspect: false,
+            inspector: None,
         }
     }
 

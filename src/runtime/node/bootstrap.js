@@ -42,6 +42,50 @@ const util = require('util');
 const { pathToFileURL } = require('url');
 const { AsyncLocalStorage } = require('async_hooks');
 const { Readable, Writable } = require('stream');
+const workerThreads = require('worker_threads');
+
+// ---- The debugger belongs to the runtime ---------------------------------------------------
+//
+// A debugger runs any code it is sent, so it must never listen beyond this machine. An inspect
+// worker (NOSLATE_INSPECT=1) is started by the runtime with --inspect=127.0.0.1:0 and reports the
+// address in READY. No function may open one of its own, on any address: inspector.open() (also
+// through inspector/promises) and the deprecated process.binding('inspector') refuse, in every
+// thread; worker threads are started with this file preloaded (--require), whatever execArgv the
+// code asks for, and it only installs this guard there. Other processes a function starts are out
+// of its reach (see docs/ARCHITECTURE.md, "Inspector").
+const INSPECTOR_DENIED = 'the inspector is opened by the runtime only (on 127.0.0.1, for an ' +
+  'inspect worker: noslate inspect NAME); a function may not open it';
+
+function guardInspector() {
+  const refuse = function open() {
+    const err = new Error(INSPECTOR_DENIED);
+    err.code = 'ERR_NOSLATE_INSPECTOR_DENIED';
+    throw err;
+  };
+  const fixed = (object, name, value) =>
+    Object.defineProperty(object, name, { value, writable: false, configurable: false, enumerable: true });
+  fixed(require('inspector'), 'open', refuse);
+  fixed(require('inspector/promises'), 'open', refuse);
+  const binding = process.binding;
+  fixed(process, 'binding', function (name) {
+    if (String(name) === 'inspector') refuse();
+    return binding.call(process, name);
+  });
+  const Worker = workerThreads.Worker;
+  const preload = __filename;
+  const Guarded = new Proxy(Worker, {
+    construct(target, args, newTarget) {
+      const options = Object.assign({}, args[1]);
+      options.execArgv = [...(options.execArgv || process.execArgv), '--require', preload];
+      return Reflect.construct(target, [args[0], options, ...args.slice(2)], newTarget === Guarded ? target : newTarget);
+    },
+  });
+  fixed(Worker.prototype, 'constructor', Guarded);
+  fixed(workerThreads, 'Worker', Guarded);
+}
+
+guardInspector();
+if (!workerThreads.isMainThread) return;
 
 // ---- Wire constants (PROTOCOL.md "Framing") --------------------------------------------------
 
@@ -76,6 +120,9 @@ const MAX_BODY_FRAME = 64 * 1024;
 // so what reads through `env` after INIT sees the function's environment. The fds are read once;
 // spares get the same ones.
 const env = process.env;
+// Started by the runtime with --inspect=127.0.0.1:0: READY says where the debugger listens.
+const inspectWorker = env.NOSLATE_INSPECT === '1';
+delete env.NOSLATE_INSPECT;
 // `noslate check --load` runs this file with NOSLATE_CHECK_LOAD=1 and no protocol pipes: load the
 // handler and initializer as INIT would (without running the initializer), report, exit.
 if (env.NOSLATE_CHECK_LOAD === '1') {
@@ -1831,6 +1878,7 @@ input.on('error', (err) => crash('read from runtime failed', err));
 output.on('error', (err) => crash('write to runtime failed', err));
 
 const ready = { pid: process.pid, runtime: runtimeName, version: process.version, protocol: 1 };
+if (inspectWorker) ready.inspector = require('inspector').url();
 if (spare) {
   ready.spare = true;
   // Everything else the bootstrap uses, whatever the style, is loaded above. The ES module loader

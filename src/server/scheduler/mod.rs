@@ -2,6 +2,7 @@
 //! generations), the services, the default function, the system circuit breaker and the count
 //! of invocations in flight.
 
+pub(super) mod inspect;
 pub(super) mod reconfig;
 pub(super) mod schedule;
 
@@ -70,6 +71,9 @@ pub(in crate::server) struct Function {
     pub(in crate::server) invocations: crate::metrics::InvocationMetrics,
     /// Its workers' starts (`noslate metrics`).
     pub(in crate::server) starts: crate::metrics::StartMetrics,
+    /// Its inspector is on (`PUT /v1/inspector/NAME`): its invocations go to its inspect
+    /// worker (`inspect.rs`).
+    pub(in crate::server) inspector: bool,
 }
 
 impl std::ops::Index<FunctionId> for Vec<Function> {
@@ -113,6 +117,7 @@ impl Function {
             rollout_target: 0,
             invocations: crate::metrics::InvocationMetrics::default(),
             starts: crate::metrics::StartMetrics::default(),
+            inspector: false,
             pool: Pool::new(),
             profile,
         }
@@ -343,7 +348,8 @@ impl Scheduler {
     /// dispatch mode picks among `workers`; the request leaves the queue. Entries whose client
     /// is not `waiting` any more (it closed or was answered) are dropped on the way. `None`
     /// when the queue is empty or no worker has room. Workers of an older generation take
-    /// requests only until one of the current generation is ready.
+    /// requests only until one of the current generation is ready. While the function's
+    /// inspector is on only its inspect worker takes requests; while it is off, never one.
     pub(in crate::server) fn next_dispatch(
         &mut self,
         function: FunctionId,
@@ -360,8 +366,12 @@ impl Scheduler {
             f.pool.queue.pop_front();
         };
         let generation = f.generation;
-        let of_pool =
-            || (f.pool.workers.iter()).filter_map(|&key| workers.get(key).map(|w| (key, w)));
+        let inspecting = f.inspector;
+        let of_pool = || {
+            (f.pool.workers.iter())
+                .filter_map(|&key| workers.get(key).map(|w| (key, w)))
+                .filter(|(_, w)| w.inspect == inspecting)
+        };
         let current_ready =
             of_pool().any(|(_, w)| w.generation == generation && w.state == WorkerState::Ready);
         let picked = if f.profile.worker.disposable {

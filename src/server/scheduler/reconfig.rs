@@ -126,6 +126,8 @@ pub(in crate::server) enum Retirement {
     NewGeneration,
     /// Its function left the profile set.
     FunctionRemoved,
+    /// It was its function's inspect worker and the inspector was turned off.
+    InspectorOff,
 }
 
 impl Retirement {
@@ -133,6 +135,7 @@ impl Retirement {
         match self {
             Retirement::NewGeneration => "replaced by a new generation",
             Retirement::FunctionRemoved => "function removed",
+            Retirement::InspectorOff => "inspector turned off",
         }
     }
 }
@@ -185,6 +188,7 @@ impl Scheduler {
                         f.profile = profile;
                         updated.push(name);
                     }
+                    self.drop_unsupported_inspector(index, workers, effects);
                 }
                 None => {
                     let function = Function::new(profile, scaler, now);
@@ -272,7 +276,7 @@ impl Scheduler {
             .filter(|&&k| {
                 workers
                     .get(k)
-                    .is_some_and(|w| w.state == WorkerState::Ready)
+                    .is_some_and(|w| w.state == WorkerState::Ready && !w.inspect)
             })
             .count();
         apply_rate_limit(&mut f.bucket, profile.rate_limit.as_ref(), now);
@@ -303,7 +307,8 @@ impl Scheduler {
                 continue;
             };
             if w.generation == f.generation {
-                if w.state == WorkerState::Ready {
+                // The target counts ordinary workers; an inspect worker is wanted on its own.
+                if w.state == WorkerState::Ready && !w.inspect {
                     current_ready += 1;
                 }
             } else if w.state <= WorkerState::Ready {

@@ -74,7 +74,9 @@ impl Scheduler {
     /// as [`plan::launch_plan`] decides (within `controlPlane.expandConcurrency`, the
     /// back-off, `replicaCountLimit` and `virtualMemoryPoolSize`). When it says no worker can
     /// come, the queue is failed: with the last start error, or with the capacity limit's
-    /// error (counted as rejections).
+    /// error (counted as rejections). While the function's inspector is on, its queue is the
+    /// inspect worker's (`plan_inspect_launch`): the ordinary workers are planned for their
+    /// reservation only, and never by the scaler.
     pub(in crate::server) fn plan_launches(
         &mut self,
         function: FunctionId,
@@ -85,8 +87,9 @@ impl Scheduler {
     ) -> LaunchDecision {
         let f = &mut self.functions[function];
         let worker = &f.profile.worker;
+        let inspecting = f.inspector;
         let input = PlanInput {
-            queued: f.pool.queue.len(),
+            queued: if inspecting { 0 } else { f.pool.queue.len() },
             starting: counts.starting,
             alive: counts.alive,
             max_active: f.max_active(),
@@ -101,7 +104,11 @@ impl Scheduler {
             pool_used: counts.pool_used,
             pool_size: config.virtual_memory_pool_size,
             fast_fail: worker.fast_fail_requests_on_starting,
-            action,
+            action: if inspecting {
+                ScaleAction::Hold
+            } else {
+                action
+            },
         };
         let plan = plan::launch_plan(input, now);
         if let LaunchPlan::Admitted { cut, blocked, .. } = plan {
@@ -111,6 +118,7 @@ impl Scheduler {
             }
         }
         let fail = match plan.fail_queue() {
+            _ if inspecting => None,
             Some(Blocker::Backoff) => self.take_queue_with_start_error(function),
             Some(Blocker::Capacity(block)) => {
                 let err = InvokeError::new(503, block.error_type(), block.to_string());

@@ -298,6 +298,18 @@ impl Supervisor {
         config: &SystemConfig,
     ) -> spawn::SpawnSpec<'a> {
         let limits = self.worker_limits(profile, config);
+        self.spawn_spec_with(profile, launch, id, log_dir, limits)
+    }
+
+    /// [`Supervisor::spawn_spec`] under `limits` rather than the function's own.
+    pub(in crate::server) fn spawn_spec_with<'a>(
+        &'a self,
+        profile: &'a FunctionProfile,
+        launch: &'a LaunchSpec,
+        id: &str,
+        log_dir: &std::path::Path,
+        limits: spawn::WorkerLimits,
+    ) -> spawn::SpawnSpec<'a> {
         spawn::SpawnSpec {
             program: &launch.program,
             args: launch.args.clone(),
@@ -332,12 +344,14 @@ impl Supervisor {
         env
     }
 
-    /// What the scheduler's tick needs to know of `workers`.
+    /// What the scheduler's tick needs to know of `workers`. Inspect workers are left out:
+    /// they are never shrunk.
     pub(in crate::server) fn snapshots(&self, workers: &[WorkerKey]) -> Vec<WorkerSnapshot> {
         workers
             .iter()
             .filter_map(|&key| {
-                self.workers.get(key).map(|w| WorkerSnapshot {
+                let w = self.workers.get(key).filter(|w| !w.inspect);
+                w.map(|w| WorkerSnapshot {
                     key,
                     state: w.state,
                     active: w.active(),

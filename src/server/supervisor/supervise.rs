@@ -13,6 +13,7 @@ use crate::fc;
 use crate::ids::ConnRef;
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
+use crate::inspector;
 use crate::pool::StartError;
 use crate::reactor::token::{self, Source};
 use crate::sched::backoff::CRASH_LOOP_WINDOW;
@@ -60,17 +61,19 @@ pub(in crate::server) struct InitParams<'a> {
 }
 
 impl Supervisor {
-    /// (starting, alive) among `keys` of `generation`; alive counts starting and ready ones.
-    /// Workers of an older generation are being replaced: they do not count.
+    /// (starting, alive) among `keys` of `generation` that are inspect workers or not, as
+    /// `inspect` says; alive counts starting and ready ones. Workers of an older generation
+    /// are being replaced: they do not count.
     pub(in crate::server) fn worker_counts(
         &self,
         keys: &[WorkerKey],
         generation: u64,
+        inspect: bool,
     ) -> (usize, usize) {
         let mut starting = 0;
         let mut alive = 0;
         for w in keys.iter().filter_map(|&key| self.workers.get(key)) {
-            if w.generation != generation {
+            if w.generation != generation || w.inspect != inspect {
                 continue;
             }
             if w.state.is_starting() {
@@ -95,17 +98,32 @@ impl Supervisor {
 
     /// Cold-starts a worker of `function` (fork and exec of its runtime). Its record is
     /// returned for [`Supervisor::install_worker`]; the error says why it could not start.
+    /// An `inspect` worker (`crate::inspector`) runs Node.js with its debugger on 127.0.0.1
+    /// and its memory limit relaxed; the virtual memory pool still counts the function's own.
     pub(in crate::server) fn spawn_cold(
         &mut self,
         function: FunctionId,
         profile: &FunctionProfile,
+        inspect: bool,
         decided: Instant,
         lp: &mut Lent<'_>,
     ) -> Result<Worker, String> {
-        let (id, log_dir) = self.next_process_id(function, &profile.name, "", lp.config);
-        let launch = self.runtimes.launch_spec(profile, &id)?;
-        let limits = self.worker_limits(profile, lp.config);
-        let spec = self.spawn_spec(profile, &launch, &id, &log_dir, lp.config);
+        let kind = if inspect { "inspect-" } else { "" };
+        let (id, log_dir) = self.next_process_id(function, &profile.name, kind, lp.config);
+        let mut launch = self.runtimes.launch_spec(profile, &id)?;
+        let mut limits = self.worker_limits(profile, lp.config);
+        if inspect {
+            if !inspector::supports(profile.runtime) {
+                return Err(inspector::unsupported_message(
+                    &profile.name,
+                    profile.runtime,
+                ));
+            }
+            launch.args.insert(0, inspector::NODE_INSPECT_ARG.into());
+            launch.env.push((inspector::INSPECT_ENV.into(), "1".into()));
+            limits.memory = limits.memory.map(inspector::relaxed_memory);
+        }
+        let spec = self.spawn_spec_with(profile, &launch, &id, &log_dir, limits);
         let spawned = spawn::spawn(&spec).map_err(|err| {
             let message = format!("cannot start a worker for function {}: {err}", profile.name);
             log::error!("[turf] {message}");
@@ -131,7 +149,11 @@ impl Supervisor {
         worker.process.log_dir = log_dir;
         worker.process.cgroup = spawned.cgroup;
         worker.process.started_at = decided;
-        log::info!("[turf w={id} pid={pid}] started");
+        worker.inspect = inspect;
+        log::info!(
+            "[turf w={id} pid={pid}] started{}",
+            if inspect { " (inspect worker)" } else { "" }
+        );
         Ok(worker)
     }
 
@@ -203,6 +225,31 @@ impl Supervisor {
             // is in its cgroup (`worker_forked`).
             worker.ready_deferred = true;
             return;
+        }
+        if worker.inspect {
+            let reported = wire::Ready::parse(payload).ok().and_then(|r| r.inspector);
+            let endpoint = reported
+                .as_deref()
+                .ok_or_else(|| "its READY names no debugger".to_owned())
+                .and_then(inspector::Endpoint::parse);
+            match endpoint {
+                Ok(endpoint) => {
+                    log::info!(
+                        "[turf w={} pid={}] debugger on {} (DevTools: {})",
+                        worker.process.id,
+                        worker.process.pid,
+                        endpoint.ws_url(),
+                        endpoint.devtools_url()
+                    );
+                    worker.inspector = Some(endpoint);
+                }
+                Err(why) => {
+                    let reason = format!("inspect worker refused: {why}");
+                    log::error!("[turf w={}] {reason}", worker.process.id);
+                    self.kill_worker(key, &reason, ExitReason::Crashed, lp);
+                    return;
+                }
+            }
         }
         if log::log_enabled!(log::Level::Debug) {
             match wire::Ready::parse(payload) {
