@@ -1118,6 +1118,15 @@ mod tests {
         assert_eq!(ps.command, Command::Ps);
         assert!(ps.json);
         assert_eq!(ps.socket, Some(PathBuf::from("/s")));
+        let Ok(Parsed::Run(inspect)) = args(&["inspect", "hello", "--off", "--timeout", "5000"])
+        else {
+            panic!("expected inspect");
+        };
+        assert_eq!(inspect.command, Command::Inspect);
+        assert_eq!(inspect.words, ["hello"]);
+        assert!(inspect.off);
+        assert_eq!(inspect.timeout_ms, Some(5000));
+        assert!(args(&["inspect", "hello", "--timeout"]).is_err());
     }
 
     #[test]

@@ -303,6 +303,37 @@ fn the_inspect_worker_serves_while_on_listens_on_loopback_only_and_goes_when_off
 }
 
 #[test]
+fn the_inspect_worker_listens_on_loopback_inside_the_sandbox() {
+    require_node();
+    let mut dbg = profile("dbg", "inspect");
+    dbg["resourceLimit"] = json!({ "memory": 128 << 20 });
+    let ns = Noslate::builder()
+        .functions(&json!([dbg]))
+        .config(&json!({ "turf": { "isolation": true, "user": "nobody" } }))
+        .start();
+    assert_eq!(ns.send(&Req::new("POST", "/initialize")).status, 200);
+    let (ok, stdout, stderr) = ns.cli(&["inspect", "dbg"]);
+    assert!(ok, "noslate inspect under turf.isolation failed: {stderr}");
+    let workers = inspect_workers(&ns);
+    let port = u16::try_from(workers[0]["port"].as_u64().expect("port")).expect("u16");
+    let pid = workers[0]["pid"].as_i64().expect("pid");
+    assert!(
+        stdout.contains(&format!("ws://127.0.0.1:{port}/")),
+        "{stdout}"
+    );
+    assert!(json_list(port).contains("\"webSocketDebuggerUrl\""));
+    let tried = call(&ns, "open");
+    assert_eq!(tried["worker"], workers[0]["id"], "{tried}");
+    all_refused(&tried["attempts"]);
+    let sockets = listening(pid);
+    assert_eq!(sockets, [(LOOPBACK_HEX.to_owned(), port)], "{sockets:?}");
+    // Ordinary workers in the same sandbox run no debugger.
+    let (ok, _, stderr) = ns.cli(&["inspect", "dbg", "--off"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(call(&ns, "hi")["url"], Value::Null);
+}
+
+#[test]
 fn an_ordinary_worker_cannot_open_a_debugger_of_its_own() {
     let ns = start();
     let tried = call(&ns, "open");

@@ -1510,3 +1510,122 @@ fn a_packaged_function_launches_once_its_package_is_built_or_fails_its_start() {
         error.message
     );
 }
+
+#[test]
+fn while_the_inspector_is_on_only_the_inspect_worker_takes_invocations() {
+    use super::reconfig::Retirement;
+    let mut h = harness(ONE_FUNCTION);
+    let (ordinary, _out) = h.ready_worker(0);
+    let (inspect, _inspect_out) = h.ready_worker(0);
+    if let Some(w) = h.server.supervisor.worker_mut(inspect) {
+        w.inspect = true;
+    }
+    let on = h.server.set_inspector("hello", br#"{"use": true}"#);
+    assert_eq!(
+        on.expect("on"),
+        serde_json::json!({"function": "hello", "use": true, "changed": true})
+    );
+    let f = FunctionId::new(0);
+    let effects = h.take_effects();
+    for wanted in [Effect::Scale(f), Effect::Dispatch(f), Effect::Waiters] {
+        assert!(effects.contains(&wanted), "{effects:?}");
+    }
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    h.run_effects_but_scale();
+    let active = |h: &Harness, k| h.server.supervisor.workers().get(k).map(Worker::active);
+    assert_eq!(active(&h, inspect), Some(1));
+    assert_eq!(active(&h, ordinary), Some(0));
+
+    // Off: the inspect worker is retired and the next invocation goes to the ordinary worker.
+    let off = h.server.set_inspector("hello", br#"{"use": false}"#);
+    assert_eq!(off.expect("off")["changed"], true);
+    let effects = h.take_effects();
+    let retire = Effect::Retire {
+        worker: inspect,
+        why: Retirement::InspectorOff,
+    };
+    assert!(effects.contains(&retire), "{effects:?}");
+    let (mut other, other_key) = h.connect();
+    h.send(&mut other, other_key, INVOKE);
+    h.run_effects_but_scale();
+    assert_eq!(active(&h, ordinary), Some(1));
+    assert_eq!(
+        active(&h, inspect),
+        Some(1),
+        "the first one still runs there"
+    );
+}
+
+#[test]
+fn a_second_inspect_worker_is_refused_and_none_is_planned() {
+    let mut h = harness(ONE_FUNCTION);
+    let (inspect, _out) = h.ready_worker(0);
+    if let Some(w) = h.server.supervisor.worker_mut(inspect) {
+        w.inspect = true;
+    }
+    assert!(h.server.set_inspector("hello", br#"{"use": true}"#).is_ok());
+    let f = FunctionId::new(0);
+    let counts = h.server.worker_counts(f, true);
+    assert_eq!((counts.starting, counts.alive), (0, 1));
+    let config = h.server.config.clone();
+    let plan =
+        (h.server.scheduler).plan_inspect_launch(f, counts, &config, std::time::Instant::now());
+    assert_eq!(plan.launch, 0, "one is there: none is planned");
+    let before = h.server.supervisor.workers().len();
+    assert!(
+        !h.server.spawn_inspect_worker(f),
+        "a second inspect worker is refused"
+    );
+    assert_eq!(h.server.supervisor.workers().len(), before);
+    // Without one, exactly one is planned, whatever the queue.
+    if let Some(w) = h.server.supervisor.worker_mut(inspect) {
+        w.inspect = false;
+    }
+    let counts = h.server.worker_counts(f, true);
+    let plan =
+        (h.server.scheduler).plan_inspect_launch(f, counts, &config, std::time::Instant::now());
+    assert_eq!(plan.launch, 1);
+}
+
+#[test]
+fn the_inspector_of_a_python_function_or_an_unknown_one_is_refused() {
+    let mut h = harness(
+        r#"[{"name": "py", "runtime": "python3", "url": "code", "handler": "index.handler",
+            "signature": "s"}]"#,
+    );
+    let err = h
+        .server
+        .set_inspector("py", br#"{"use": true}"#)
+        .expect_err("refused");
+    assert_eq!(
+        (err.status, err.error_type.as_str()),
+        (409, "InspectorUnsupported")
+    );
+    assert!(!h.server.scheduler.inspecting(FunctionId::new(0)));
+    let err = h
+        .server
+        .set_inspector("nope", br#"{"use": true}"#)
+        .expect_err("unknown");
+    assert_eq!(err.status, 404);
+    let err = h
+        .server
+        .set_inspector("py", br#"{"use": "on"}"#)
+        .expect_err("bad body");
+    assert_eq!(err.status, 400);
+    assert!(h.take_effects().is_empty());
+}
+
+#[test]
+fn the_tick_never_sees_an_inspect_worker() {
+    let mut h = harness(ONE_FUNCTION);
+    let (ordinary, _out) = h.ready_worker(0);
+    let (inspect, _inspect_out) = h.ready_worker(0);
+    if let Some(w) = h.server.supervisor.worker_mut(inspect) {
+        w.inspect = true;
+    }
+    let workers = h.server.scheduler.functions()[0].pool.workers.clone();
+    let snapshots = h.server.supervisor.snapshots(&workers);
+    let seen: Vec<WorkerKey> = snapshots.iter().map(|s| s.key).collect();
+    assert_eq!(seen, [ordinary], "idle shrink and the scaler skip it");
+}
