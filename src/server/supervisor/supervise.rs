@@ -512,10 +512,19 @@ impl Supervisor {
         };
         if w.imposed.is_none() && w.process.cgroup.as_ref().is_some_and(|cg| cg.oom_killed()) {
             w.imposed = Some(ExitReason::MemOverload);
+            // An inspect worker's cgroup holds the relaxed limit, not the pool's share.
+            let (limit, relaxed) = if w.inspect {
+                (
+                    inspector::relaxed_memory(w.memory_limit),
+                    ", x100 for an inspect worker",
+                )
+            } else {
+                (w.memory_limit, "")
+            };
             w.exit_reason = Some(format!(
                 "worker {} was killed by the kernel for exceeding resourceLimit.memory \
-                 ({} bytes, enforced by its cgroup)",
-                w.process.id, w.memory_limit
+                 ({limit} bytes{relaxed}, enforced by its cgroup)",
+                w.process.id
             ));
         }
     }
