@@ -64,8 +64,9 @@ function guardInspector() {
   };
   const fixed = (object, name, value) =>
     Object.defineProperty(object, name, { value, writable: false, configurable: false, enumerable: true });
+  // inspector/promises and `import 'node:inspector'` copy `open` from these exports when they
+  // first load, which is after this.
   fixed(require('inspector'), 'open', refuse);
-  fixed(require('inspector/promises'), 'open', refuse);
   const binding = process.binding;
   fixed(process, 'binding', function (name) {
     if (String(name) === 'inspector') refuse();
