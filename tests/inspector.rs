@@ -123,6 +123,15 @@ fn listening(pid: i64) -> Vec<(String, u16)> {
     found
 }
 
+/// The arguments `pid` was started with.
+fn cmdline(pid: i64) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 /// 127.0.0.1 as `/proc/net/tcp` writes it.
 const LOOPBACK_HEX: &str = "0100007F";
 
@@ -186,6 +195,11 @@ fn the_inspect_worker_serves_while_on_listens_on_loopback_only_and_goes_when_off
             .is_empty()
     );
 
+    // A spare is ready: an ordinary scale-up would take it; the inspect worker must not.
+    wait_until(WAIT, "a spare is ready", || {
+        ns.log_count(&["[turf spare=", "] ready after "]) >= 1
+    });
+
     // On: the CLI waits for the inspect worker and prints its URLs.
     let (ok, stdout, stderr) = ns.cli(&["inspect", "dbg"]);
     assert!(ok, "noslate inspect failed: {stderr}");
@@ -217,6 +231,25 @@ fn the_inspect_worker_serves_while_on_listens_on_loopback_only_and_goes_when_off
         inspect["memoryLimitBytes"],
         100 * (128u64 << 20),
         "the inspect worker's memory limit is relaxed a hundred-fold"
+    );
+
+    // A fresh process, with the debugger flag; the ordinary worker has none.
+    let row = get(&ns, "/v1/workers");
+    let row = (row.as_array().expect("workers").iter())
+        .find(|w| w["pid"].as_i64() == Some(inspect_pid))
+        .cloned()
+        .expect("the inspect worker in ps");
+    assert_eq!(
+        (&row["inspect"], &row["start"]),
+        (&json!(true), &json!("cold")),
+        "{row}"
+    );
+    assert_eq!(get(&ns, "/v1/stats")["spares"]["taken"], 0);
+    assert!(cmdline(inspect_pid).contains(&"--inspect=127.0.0.1:0".to_owned()));
+    let ordinary = cmdline(normal_pid);
+    assert!(
+        !ordinary.iter().any(|a| a.starts_with("--inspect")),
+        "{ordinary:?}"
     );
 
     // Invocations go to the inspect worker, which sees its own debugger.
