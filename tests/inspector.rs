@@ -240,7 +240,7 @@ fn the_inspect_worker_serves_while_on_listens_on_loopback_only_and_goes_when_off
         .cloned()
         .expect("the inspect worker in ps");
     assert_eq!(
-        (&row["inspect"], &row["start"]),
+        (&row["inspector"], &row["start"]),
         (&json!(true), &json!("cold")),
         "{row}"
     );
@@ -312,7 +312,7 @@ fn the_inspect_worker_serves_while_on_listens_on_loopback_only_and_goes_when_off
     assert_eq!(inspect_workers(&ns).len(), 1);
     let workers = get(&ns, "/v1/workers");
     let inspecting = workers.as_array().expect("workers").iter();
-    assert_eq!(inspecting.filter(|w| w["inspect"] == true).count(), 1);
+    assert_eq!(inspecting.filter(|w| w["inspector"] == true).count(), 1);
 
     // Off: traffic goes back to the ordinary workers and the inspect worker goes.
     let (ok, off, stderr) = ns.cli(&["inspect", "dbg", "--off"]);

@@ -191,7 +191,7 @@ impl AdminView<'_> {
                     },
                     "inflight": w.active(),
                     "served": w.served,
-                    "inspect": w.inspect,
+                    "inspector": w.inspect,
                     "rssBytes": live.map(|s| s.rss_bytes),
                     "cpuMs": live.map(|s| s.cpu_ms),
                     "ageMs": u64::try_from(w.process.started_at.elapsed().as_millis()).unwrap_or(u64::MAX),
