@@ -13,9 +13,6 @@ use crate::config::Runtime;
 /// The Node.js flag of an inspect worker: loopback only, port chosen by the kernel.
 pub const NODE_INSPECT_ARG: &str = "--inspect=127.0.0.1:0";
 
-/// The environment variable that tells the Node.js bootstrap it is an inspect worker.
-pub const INSPECT_ENV: &str = "NOSLATE_INSPECT";
-
 /// An inspect worker's memory limit is its function's times this (Noslate's rule: a debugging
 /// session, heap snapshots included, needs room); the virtual memory pool still counts the
 /// function's own limit.
@@ -64,6 +61,24 @@ pub fn may_launch(function: &str, live: usize) -> Result<(), String> {
         "{REPLICA_LIMIT_MESSAGE}: function {function} already has {live} inspect worker(s) \
          (at most {MAX_INSPECT_WORKERS})"
     ))
+}
+
+/// The first Node.js debugger flag (`--inspect`, `--inspect-brk=0.0.0.0:9229`, `--debug-port`,
+/// any spelling with `_`) among the space-separated words of `args` (an `execArgv` entry,
+/// `NODE_OPTIONS`). A debugger runs whatever code it is sent, so only the runtime opens one.
+pub fn debugger_flag_in(args: &str) -> Option<&str> {
+    args.split_whitespace().find(|word| {
+        let name = word.split('=').next().unwrap_or_default().replace('_', "-");
+        name.starts_with("--inspect") || name.starts_with("--debug")
+    })
+}
+
+/// Why a configured debugger flag is refused.
+pub fn debugger_flag_problem(flag: &str) -> String {
+    format!(
+        "{flag:?} opens a debugger, which runs any code it is sent: the runtime opens it itself, \
+         on 127.0.0.1 only (noslate inspect NAME, PUT /v1/inspector/NAME)"
+    )
 }
 
 /// Parses the body of `PUT /v1/inspector/NAME`: `{"use": true}` or `{"use": false}`. The
@@ -179,6 +194,31 @@ mod tests {
         let message = unsupported_message("py", Runtime::Python3);
         assert!(message.contains("Node.js functions only"), "{message}");
         assert!(message.contains("Python functions run without a debugger"));
+    }
+
+    #[test]
+    fn debugger_flags_are_the_runtimes() {
+        for flag in [
+            "--inspect",
+            "--inspect=0.0.0.0:9229",
+            "--inspect-brk",
+            "--inspect_wait=1.2.3.4:1",
+            "--inspect-port=0.0.0.0:9229",
+            "--debug-port=9229",
+        ] {
+            assert_eq!(
+                debugger_flag_in(&format!("--enable-source-maps {flag}")),
+                Some(flag)
+            );
+        }
+        for harmless in [
+            "",
+            "--enable-source-maps",
+            "--max-old-space-size=100",
+            "inspect",
+        ] {
+            assert_eq!(debugger_flag_in(harmless), None, "{harmless}");
+        }
     }
 
     #[test]

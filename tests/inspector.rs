@@ -368,6 +368,90 @@ fn the_inspect_worker_listens_on_loopback_inside_the_sandbox() {
 }
 
 #[test]
+fn debugger_flags_in_the_configuration_are_refused() {
+    require_node();
+    // In a profile: the set is refused, naming each key.
+    let mut flagged = profile("dbg", "inspect");
+    flagged["worker"]["execArgv"] = json!(["--inspect=0.0.0.0:0"]);
+    flagged["environments"] = json!([{"key": "NODE_OPTIONS", "value": "--inspect-brk"}]);
+    let exited = Noslate::builder()
+        .functions(&json!([flagged]))
+        .run_to_exit();
+    assert_eq!(exited.status.code(), Some(2), "{}", exited.stderr);
+    for key in ["worker.execArgv[0]", "environments[0].value"] {
+        assert!(
+            exited.stderr.contains(&format!("{key}: "))
+                && exited.stderr.contains("opens a debugger"),
+            "{key}: {}",
+            exited.stderr
+        );
+    }
+    // In the platform environment: refused. Inherited from the runtime's: not passed on.
+    let ns = Noslate::builder()
+        .functions(&json!([profile("dbg", "inspect")]))
+        .config(&json!({ "turf": { "inheritEnv": ["NODE_OPTIONS"] } }))
+        .env("NODE_OPTIONS", "--inspect=0.0.0.0:0")
+        .start();
+    assert_eq!(ns.send(&Req::new("POST", "/initialize")).status, 200);
+    assert_eq!(call(&ns, "hi")["url"], Value::Null);
+    assert_eq!(
+        ns.log_count(&["workers do not inherit NODE_OPTIONS", "opens a debugger"]),
+        1
+    );
+    let env = b"PUT /v1/env HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 42\r\n\r\n\
+                {\"NODE_OPTIONS\": \"--inspect=0.0.0.0:9229\"}";
+    let (status, answer) = admin_exchange(&ns, &[env], false);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("opens a debugger")
+    );
+}
+
+#[test]
+fn a_worker_whose_debugger_opened_anyway_is_refused() {
+    require_node();
+    // A Node.js that opens a debugger on every address before the bootstrap runs: what no
+    // configuration key can ask for any more, and what the runtime checks at READY.
+    let tmp = common::TempDir::new();
+    let node = std::process::Command::new("sh")
+        .args(["-c", "command -v node"])
+        .output()
+        .expect("find node");
+    let node = String::from_utf8_lossy(&node.stdout).trim().to_owned();
+    let wrapper = tmp.path().join("node-with-debugger");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {node} --inspect=0.0.0.0:0 \"$@\"\n"),
+    )
+    .expect("wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ns = Noslate::builder()
+        .functions(&json!([profile("dbg", "inspect")]))
+        .config(&json!({ "starter": { "nodejs": { "bin": wrapper } } }))
+        .start();
+    let init = ns.send(&Req::new("POST", "/initialize"));
+    assert_ne!(init.status, 200, "{}", init.brief());
+    assert!(
+        init.text().contains("only an inspect worker may have one"),
+        "{}",
+        init.brief()
+    );
+    wait_until(WAIT, "a spare with a debugger is refused too", || {
+        ns.log_count(&["[turf spare=", "a debugger is open on ws://0.0.0.0:"]) >= 1
+    });
+    // None of them is left listening anywhere.
+    wait_until(WAIT, "no child listens", || {
+        ns.children()
+            .iter()
+            .all(|&pid| !is_alive(pid) || listening(i64::from(pid)).is_empty())
+    });
+}
+
+#[test]
 fn an_ordinary_worker_cannot_open_a_debugger_of_its_own() {
     let ns = start();
     let tried = call(&ns, "open");

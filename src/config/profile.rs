@@ -476,9 +476,11 @@ fn parse_function(
         check_source_file(&file, &at, listed_dir, p).then_some(file)
     });
 
+    // Node.js functions' debugger flags are refused: only the runtime opens a debugger.
+    let node = matches!(runtime, Some(Runtime::Nodejs | Runtime::Aworker));
     let environments = f
         .get("environments")
-        .map(|(v, at)| parse_environments(v, &at, p))
+        .map(|(v, at)| parse_environments(v, &at, node, p))
         .unwrap_or_default();
     let namespace = f.string("namespace", p).filter(|ns| !ns.is_empty());
     let rate_limit = f
@@ -487,7 +489,7 @@ fn parse_function(
     let resource_limit_path = f.child("resourceLimit");
     let resource_limit = parse_resource_limit(f.get("resourceLimit"), &resource_limit_path, sys, p);
     let worker_path = f.child("worker");
-    let worker = parse_worker(f.get("worker"), &worker_path, sys, p);
+    let worker = parse_worker(f.get("worker"), &worker_path, sys, node, p);
     let style_path = f.child("handlerStyle");
     let handler_style = f.choice("handlerStyle", HANDLER_STYLES, p);
     let handler_style = match (runtime, handler_style) {
@@ -670,7 +672,12 @@ fn check_source_file(file: &str, path: &str, code_dir: Option<&Path>, p: &mut Pr
 }
 
 /// `environments`: `[{"key": ..., "value": ...}]`.
-fn parse_environments(value: &Value, path: &str, p: &mut Problems) -> Vec<(String, String)> {
+fn parse_environments(
+    value: &Value,
+    path: &str,
+    node: bool,
+    p: &mut Problems,
+) -> Vec<(String, String)> {
     let Some(items) = array(value, path, "an array of {\"key\", \"value\"} objects", p) else {
         return Vec::new();
     };
@@ -693,6 +700,14 @@ fn parse_environments(value: &Value, path: &str, p: &mut Problems) -> Vec<(Strin
             }
             ok
         });
+        if node
+            && key.as_deref() == Some("NODE_OPTIONS")
+            && let Some(flag) = value
+                .as_deref()
+                .and_then(crate::inspector::debugger_flag_in)
+        {
+            p.add(&value_path, crate::inspector::debugger_flag_problem(flag));
+        }
         f.finish(p);
         let Some(key) = key else { continue };
         if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
@@ -797,11 +812,12 @@ fn parse_resource_limit(
     limit
 }
 
-/// `worker` at `path`, over the system's worker defaults.
+/// `worker` at `path`, over the system's worker defaults; `node` when its runtime is Node.js.
 fn parse_worker(
     given: Option<(&Value, String)>,
     path: &str,
     sys: &SystemConfig,
+    node: bool,
     p: &mut Problems,
 ) -> WorkerProfile {
     let d = &sys.worker;
@@ -849,6 +865,17 @@ fn parse_worker(
         );
         let v8_options = f.strings("v8Options", p).unwrap_or_default();
         let exec_argv = f.strings("execArgv", p).unwrap_or_default();
+        let node_args = [("v8Options", &v8_options), ("execArgv", &exec_argv)];
+        for (key, args) in node_args.into_iter().filter(|_| node) {
+            for (i, arg) in args.iter().enumerate() {
+                if let Some(flag) = crate::inspector::debugger_flag_in(arg) {
+                    p.add(
+                        index(&f.child(key), i),
+                        crate::inspector::debugger_flag_problem(flag),
+                    );
+                }
+            }
+        }
         w.exec_argv = v8_options.into_iter().chain(exec_argv).collect();
         set(&mut w.disable_seed, f.boolean("disableSeed", p));
         set(&mut w.disposable, f.boolean("disposable", p));
@@ -1328,6 +1355,43 @@ mod tests {
         }
         let json = HELLO.replace("hello", &"x".repeat(64));
         assert!(parse(&format!("[{json}]"), base).is_ok());
+    }
+
+    #[test]
+    fn a_profile_cannot_open_a_debugger_itself() {
+        let tmp = fixture("debugger");
+        let base: &Path = &tmp;
+        let json = HELLO.replace(
+            "}",
+            r#", "worker": {"v8Options": ["--inspect"],
+                            "execArgv": ["--enable-source-maps", "--inspect-brk=0.0.0.0:9229"]},
+                 "environments": [{"key": "NODE_OPTIONS",
+                                   "value": "--max-old-space-size=64 --inspect=0.0.0.0:0"}]}"#,
+        );
+        let problems = parse(&format!("[{json}]"), base).unwrap_err();
+        let shown = shown(&problems);
+        let at = "functions[0]";
+        for (path, flag) in [
+            ("worker.v8Options[0]", "--inspect"),
+            ("worker.execArgv[1]", "--inspect-brk=0.0.0.0:9229"),
+            ("environments[0].value", "--inspect=0.0.0.0:0"),
+        ] {
+            let wanted = format!("{at}.{path}: \"{flag}\" opens a debugger");
+            assert!(
+                shown.iter().any(|l| l.starts_with(&wanted)),
+                "{wanted} in {shown:?}"
+            );
+        }
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        // A process function's arguments are its own program's.
+        let process = HELLO.replace("\"nodejs\"", "\"process\"").replace(
+            "}",
+            r#", "sourceFile": "index.js", "worker": {"execArgv": ["--debug"]}}"#,
+        );
+        if let Err(problems) = parse(&format!("[{process}]"), base) {
+            let lines = super::tests::shown(&problems);
+            assert!(!lines.iter().any(|l| l.contains("execArgv")), "{lines:?}");
+        }
     }
 
     #[test]

@@ -151,8 +151,16 @@ impl Spare {
                 frame.header.kind
             ));
         }
+        let debugger = wire::Ready::parse(frame.payload)
+            .ok()
+            .and_then(|ready| ready.inspector);
         let used = frame.wire_len();
         self.rbuf.consume(used);
+        if let Some(url) = debugger {
+            return SpareRead::Protocol(format!(
+                "a debugger is open on {url}: only an inspect worker may have one"
+            ));
+        }
         if !self.rbuf.data().is_empty() {
             return SpareRead::Protocol("frames after READY before it was assigned".into());
         }

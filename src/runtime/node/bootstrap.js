@@ -47,8 +47,7 @@ const workerThreads = require('worker_threads');
 // ---- The debugger belongs to the runtime ---------------------------------------------------
 //
 // A debugger runs any code it is sent, so it must never listen beyond this machine. An inspect
-// worker (NOSLATE_INSPECT=1) is started by the runtime with --inspect=127.0.0.1:0 and reports the
-// address in READY. No function may open one of its own, on any address: inspector.open() (also
+// worker is started by the runtime with --inspect=127.0.0.1:0 and reports the address in READY. No function may open one of its own, on any address: inspector.open() (also
 // through inspector/promises) and the deprecated process.binding('inspector') refuse, in every
 // thread; worker threads are started with this file preloaded (--require), whatever execArgv the
 // code asks for, and it only installs this guard there. Other processes a function starts are out
@@ -121,9 +120,6 @@ const MAX_BODY_FRAME = 64 * 1024;
 // so what reads through `env` after INIT sees the function's environment. The fds are read once;
 // spares get the same ones.
 const env = process.env;
-// Started by the runtime with --inspect=127.0.0.1:0: READY says where the debugger listens.
-const inspectWorker = env.NOSLATE_INSPECT === '1';
-delete env.NOSLATE_INSPECT;
 // `noslate check --load` runs this file with NOSLATE_CHECK_LOAD=1 and no protocol pipes: load the
 // handler and initializer as INIT would (without running the initializer), report, exit.
 if (env.NOSLATE_CHECK_LOAD === '1') {
@@ -1879,7 +1875,10 @@ input.on('error', (err) => crash('read from runtime failed', err));
 output.on('error', (err) => crash('write to runtime failed', err));
 
 const ready = { pid: process.pid, runtime: runtimeName, version: process.version, protocol: 1 };
-if (inspectWorker) ready.inspector = require('inspector').url();
+// Where a debugger listens, if one is open: an inspect worker's, or one a flag opened that the
+// runtime then refuses (only it opens debuggers).
+const debuggerUrl = require('inspector').url();
+if (debuggerUrl) ready.inspector = debuggerUrl;
 if (spare) {
   ready.spare = true;
   // Everything else the bootstrap uses, whatever the style, is loaded above. The ES module loader

@@ -18,6 +18,7 @@ use super::{Function, Scheduler};
 use crate::config::{self, FunctionProfile, ServiceKind, ServiceProfile, SystemConfig};
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
+use crate::inspector::{debugger_flag_in, debugger_flag_problem};
 use crate::reactor::slab::Slab;
 use crate::sched::ratelimit::apply_rate_limit;
 use crate::server::client::InvokeError;
@@ -461,6 +462,10 @@ pub(in crate::server) fn parse_platform_env(
             ));
         }
         match value {
+            Value::String(v) if key == "NODE_OPTIONS" && debugger_flag_in(&v).is_some() => {
+                let flag = debugger_flag_in(&v).unwrap_or_default();
+                problems.push(format!("{key}: {}", debugger_flag_problem(flag)));
+            }
             Value::String(v) if !v.contains('\0') => env.push((key, v)),
             _ => problems.push(format!("{key}: the value must be a string without NUL")),
         }

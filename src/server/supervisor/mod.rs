@@ -108,7 +108,21 @@ impl Supervisor {
         let spare_support = spare_support(&caps, isolation.as_ref());
         let runtimes =
             Runtimes::prepare(workdir, config, functions).map_err(ServerError::Runtime)?;
-        let inherited_env = config.turf.inherit_env.inherited(runtime_env());
+        let mut inherited_env = config.turf.inherit_env.inherited(runtime_env());
+        // Only the runtime opens debuggers (`crate::inspector`): an inherited NODE_OPTIONS that
+        // would open one in every Node.js worker, on any address, is not passed on.
+        inherited_env.retain(|(key, value)| {
+            let flag = (key == "NODE_OPTIONS")
+                .then(|| crate::inspector::debugger_flag_in(value))
+                .flatten();
+            if let Some(flag) = flag {
+                log::warn!(
+                    "workers do not inherit NODE_OPTIONS: {}",
+                    crate::inspector::debugger_flag_problem(flag)
+                );
+            }
+            flag.is_none()
+        });
         // Names only: the values are the function's credentials.
         let names: Vec<&str> = inherited_env.iter().map(|(k, _)| k.as_str()).collect();
         log::info!(

@@ -120,7 +120,6 @@ impl Supervisor {
                 ));
             }
             launch.args.insert(0, inspector::NODE_INSPECT_ARG.into());
-            launch.env.push((inspector::INSPECT_ENV.into(), "1".into()));
             limits.memory = limits.memory.map(inspector::relaxed_memory);
         }
         let spec = self.spawn_spec_with(profile, &launch, &id, &log_dir, limits);
@@ -226,8 +225,19 @@ impl Supervisor {
             worker.ready_deferred = true;
             return;
         }
+        let reported = wire::Ready::parse(payload).ok().and_then(|r| r.inspector);
+        if !worker.inspect
+            && let Some(url) = reported
+        {
+            // Only the runtime opens a debugger (`crate::inspector`); one opened by a flag
+            // that reached Node.js some other way (the inherited environment) is refused.
+            let reason =
+                format!("a debugger is open on {url}: only an inspect worker may have one");
+            log::error!("[turf w={}] {reason}", worker.process.id);
+            self.kill_worker(key, &reason, ExitReason::Crashed, lp);
+            return;
+        }
         if worker.inspect {
-            let reported = wire::Ready::parse(payload).ok().and_then(|r| r.inspector);
             let endpoint = reported
                 .as_deref()
                 .ok_or_else(|| "its READY names no debugger".to_owned())
