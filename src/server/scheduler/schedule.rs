@@ -228,7 +228,8 @@ impl Scheduler {
         }
         let worker = &f.profile.worker;
         let bounds = PoolBounds {
-            queued: f.pool.queue.len(),
+            // While the inspector is on, the queue is the inspect worker's, not this pool's.
+            queued: if f.inspector { 0 } else { f.pool.queue.len() },
             max_active: f.max_active(),
             reservation: usize::try_from(worker.reservation_count).unwrap_or(usize::MAX),
             replica_limit: usize::try_from(worker.replica_count_limit).unwrap_or(usize::MAX),
