@@ -463,6 +463,10 @@ fn an_ordinary_worker_cannot_open_a_debugger_of_its_own() {
         sockets.is_empty(),
         "an ordinary worker listens: {sockets:?}"
     );
+    let signalled = call(&ns, "usr1");
+    assert_eq!(signalled["pid"].as_i64(), Some(pid));
+    assert_eq!(signalled["url"], Value::Null, "SIGUSR1 started a debugger");
+    assert!(listening(pid).is_empty());
 }
 
 #[test]

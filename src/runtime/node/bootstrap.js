@@ -49,7 +49,7 @@ const workerThreads = require('worker_threads');
 // A debugger runs any code it is sent, so it must never listen beyond this machine. An inspect
 // worker is started by the runtime with --inspect=127.0.0.1:0 and reports the address in READY. No function may open one of its own, on any address: inspector.open() (also
 // through inspector/promises) and the deprecated process.binding('inspector') refuse, in every
-// thread; worker threads are started with this file preloaded (--require), whatever execArgv the
+// thread, and SIGUSR1 starts none; worker threads are started with this file preloaded (--require), whatever execArgv the
 // code asks for, and it only installs this guard there. Other processes a function starts are out
 // of its reach (see docs/ARCHITECTURE.md, "Inspector").
 const INSPECTOR_DENIED = 'the inspector is opened by the runtime only (on 127.0.0.1, for an ' +
@@ -82,6 +82,10 @@ function guardInspector() {
   });
   fixed(Worker.prototype, 'constructor', Guarded);
   fixed(workerThreads, 'Worker', Guarded);
+  // SIGUSR1 (also what process._debugProcess sends) would start a debugger on 127.0.0.1:9229
+  // that the runtime knows nothing of. With a listener Node does not; with the listener
+  // removed, the signal's default action ends the process.
+  if (workerThreads.isMainThread) process.on('SIGUSR1', () => {});
 }
 
 guardInspector();
