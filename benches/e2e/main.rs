@@ -91,6 +91,10 @@
 //!   handler (`benches/bodies/index.js`), and through `cat` over pipes (the floor of this
 //!   machine); each transfer on a fresh connection, from the first byte sent to the last
 //!   received; medians of `BENCH_BODY_RUNS` (default 5); target echo noslate/node >= 0.9.
+//! - **SDK gateway** (`BENCH_TARGETS` letter `g`): Node's `http` + `NoslatedClient` + noslate
+//!   (`benches/sdk_gateway.js`), the runtime's direct FC port and Node direct, fresh servers per
+//!   round, alternating; c=64 throughput and c=1 p50 per side; target gateway/direct >= 0.5
+//!   (median of per-round ratios).
 //! - **Memory per connection** (`BENCH_TARGETS` letter `m`): the runtime's own `VmRSS` per
 //!   connection. A runtime as in (a)/(b) takes 2,000 keep-alive connections that each make one
 //!   `GET /healthz` and idle (target <= 4 KiB each), then 2,000 more that each pipeline 2,000
@@ -126,7 +130,7 @@
 //! `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default 0.5; with
 //! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`f`
 //! the round targets, `s` the spawn rows, `r` the per-runtime rows, `z` the burst, `m` memory per
-//! connection, `l` large bodies; default `abcdefsrzml`), `BENCH_BODY_RUNS` (transfers per side and
+//! connection, `l` large bodies, `g` the SDK gateway; default `abcdefsrzmlg`), `BENCH_BODY_RUNS` (transfers per side and
 //! mode of the large-body rows, default 5), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
 //! (default 200), `BENCH_RUNTIME_SPAWNS` (starts per runtime of the `r` rows, default 100),
 //! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_MEM_CONNS` (idle, then stalled connections
@@ -144,7 +148,7 @@
 //! - `servers`: starting noslate and node direct, and each round's servers;
 //! - `rounds`: the targets (a)-(f), their c=64 throughput and c=1 latency rounds and statistics;
 //! - `pin`: `BENCH_PIN`;
-//! - `spawn`, `runtimes`, `burst`, `memory`: the rows after the rounds, each measured and
+//! - `spawn`, `runtimes`, `burst`, `memory`, `bodies`, `gateway`: the rows after the rounds, each measured and
 //!   printed by its own module;
 //! - `report`: the tables, the ratios and their verdicts, and the JSON;
 //! - `../common`: the load generator and the process helpers shared with `soak.rs`.
@@ -157,6 +161,7 @@ mod burst;
 #[path = "../common/mod.rs"]
 mod common;
 mod config;
+mod gateway;
 mod memory;
 mod pin;
 mod report;
@@ -294,6 +299,8 @@ fn main() {
         .targets
         .contains('l')
         .then(|| bodies::measure_bodies(&tmp.0, cfg.body_runs));
+    let gateway =
+        (have_example && cfg.targets.contains('g')).then(|| gateway::measure_gateway(&cfg, &tmp.0));
 
     let extra = Extra {
         rss,
@@ -309,6 +316,7 @@ fn main() {
         runtimes,
         conn_memory,
         bodies,
+        gateway,
         nofile: nofile as u64,
     };
     let json = report::report(&cfg, &targets, &extra);

@@ -10,6 +10,7 @@ use crate::bodies::{BodyRows, body_lines};
 use crate::burst::{BurstRow, burst_lines};
 use crate::common::*;
 use crate::config::Config;
+use crate::gateway::{GatewayRows, gateway_lines};
 use crate::memory::{ConnMemory, TARGET_RSS_MIB, conn_memory_lines, rss_lines, rss_pass};
 use crate::rounds::{NTARGETS, Stats, Target, round_order};
 use crate::runtimes::{RuntimeRows, runtime_lines};
@@ -202,6 +203,7 @@ pub struct Extra {
     pub runtimes: Option<RuntimeRows>,
     pub conn_memory: Option<ConnMemory>,
     pub bodies: Option<BodyRows>,
+    pub gateway: Option<GatewayRows>,
     /// The soft RLIMIT_NOFILE of the bench (and the runtimes it starts).
     pub nofile: u64,
 }
@@ -359,6 +361,8 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     let conn_memory_ok = x.conn_memory.as_ref().map(ConnMemory::pass);
     body_lines(&mut out, x.bodies.as_ref());
     let bodies_ok = x.bodies.as_ref().map(BodyRows::pass);
+    gateway_lines(&mut out, x.gateway.as_ref());
+    let gateway_ok = x.gateway.as_ref().map(GatewayRows::pass);
 
     if let Some((busy, steal)) = x.cpu {
         let _ = writeln!(
@@ -379,6 +383,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
             runtimes_ok,
             conn_memory_ok,
             bodies_ok,
+            gateway_ok,
         ]
         .iter()
         .all(|v| v.unwrap_or(true));
@@ -459,6 +464,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         "burst_from_zero": x.burst.as_ref().map(BurstRow::json),
         "memory_per_connection": x.conn_memory.as_ref().map(ConnMemory::json),
         "large_bodies": x.bodies.as_ref().map(BodyRows::json),
+        "sdk_gateway": x.gateway.as_ref().map(GatewayRows::json),
         "per_runtime": x.runtimes.as_ref().map(|r| r.json(cfg)),
         "rss": {"two_idle_workers": x.rss, "target_max_mib": TARGET_RSS_MIB, "pass": rss_ok,
                 "after_load_kib": x.rss_after},

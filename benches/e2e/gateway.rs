@@ -1,0 +1,190 @@
+//! The SDK gateway (`BENCH_TARGETS` letter `g`): invocations through a gateway as Noslate's users
+//! wrote them (Node's own `http` + `require(NOSLATE_PATH).NoslatedClient` + noslate,
+//! `benches/sdk_gateway.js`), side by side with the runtime's direct FC port and with Node's
+//! own `http` serving the handler. Every round starts a fresh runtime (one Node.js worker,
+//! `maxActivateRequests` 64), a fresh gateway in front of its admin socket and a fresh Node
+//! direct; the three sides alternate, each with a warm-up, c=64 throughput and c=1 latency.
+//! The ratio gateway/direct FC port is the median of the per-round ratios; target >= 0.5.
+//! Noslate's own SDK path measured 1.4 k req/s at c=64 on this kind of machine
+//! (`HTTP -> SDK -> data plane`, reference peers table): quoted, not measured here.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::config::Config;
+use crate::rounds::run_latency;
+use crate::servers::{BODY, hello_profile, one_worker, start_node_direct};
+
+/// Gateway c=64 throughput against the direct FC port's: the target.
+pub const TARGET_GATEWAY_RATIO: f64 = 0.5;
+/// Noslate's SDK path at c=64 (HTTP front + SDK + data plane + one worker), req/s, from the
+/// peers measured on this kind of machine; a quoted figure, for scale.
+const NOSLATE_SDK_PATH_RPS: f64 = 1_397.0;
+
+const SIDES: [&str; 3] = ["direct FC port", "SDK gateway", "node direct"];
+
+/// One side's numbers over the rounds.
+#[derive(Default)]
+struct Side {
+    rps: Vec<f64>,
+    p50_us: Vec<f64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+pub struct GatewayRows {
+    sides: Vec<Side>,
+    note: Option<String>,
+}
+
+/// `node benches/sdk_gateway.js` in front of the runtime whose work directory is `work`.
+fn start_gateway(work: &Path) -> Result<(Proc, u16), String> {
+    let mut cmd = Command::new("node");
+    cmd.arg(Path::new(MANIFEST_DIR).join("benches/sdk_gateway.js"))
+        .arg("0")
+        .env("NOSLATE_WORKDIR", work)
+        .env("NOSLATE_PATH", Path::new(MANIFEST_DIR).join("sdk/node"));
+    let (mut p, rx) = Proc::spawn("sdk_gateway", cmd, bare_port)?;
+    let port = p.wait_port(&rx, Duration::from_secs(20))?;
+    Ok((p, port))
+}
+
+pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
+    let mut sides: Vec<Side> = SIDES.iter().map(|_| Side::default()).collect();
+    let functions = json!([hello_profile(one_worker(), json!({}))]);
+    for round in 0..cfg.rounds {
+        let tag = format!("gateway-r{}", round + 1);
+        let runtime = start_noslate_with(tmp, &tag, &functions, None, true);
+        let (runtime, runtime_port) = match runtime {
+            Ok(r) => r,
+            Err(e) => {
+                return GatewayRows {
+                    sides,
+                    note: Some(e),
+                };
+            }
+        };
+        let started =
+            start_gateway(&workdir(tmp, &tag)).and_then(|g| Ok((g, start_node_direct()?)));
+        let ((gateway, gateway_port), (node, node_port)) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                return GatewayRows {
+                    sides,
+                    note: Some(e),
+                };
+            }
+        };
+        let ports = [runtime_port, gateway_port, node_port];
+        // Alternating the order cancels the position bias of a round.
+        let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        for i in order {
+            let addr = ([127, 0, 0, 1], ports[i]).into();
+            let req = request_bytes("POST", "/invoke", ports[i], BODY);
+            let warm = Duration::from_secs_f64(cfg.warmup);
+            let _ = run_throughput(addr, &req, Some(BODY), cfg.conns, cfg.threads, warm);
+            let tp = run_throughput(
+                addr,
+                &req,
+                Some(BODY),
+                cfg.conns,
+                cfg.threads,
+                cfg.segment(),
+            );
+            let lat = run_latency(addr, &req, Some(BODY), cfg.segment());
+            let side = &mut sides[i];
+            side.rps.push(tp.rps());
+            if let Some(p50) = percentile_us(&lat.samples, 50.0) {
+                side.p50_us.push(p50);
+            }
+            for counts in [&tp.counts, &lat.counts] {
+                side.errors += counts.errors + counts.non2xx;
+                if side.first_error.is_none() {
+                    side.first_error = (counts.first_error.clone()).or(counts.first_non2xx.clone());
+                }
+            }
+        }
+        drop((gateway, node, runtime));
+        eprintln!(
+            "bench: SDK gateway, round {} of {} done",
+            round + 1,
+            cfg.rounds
+        );
+    }
+    GatewayRows { sides, note: None }
+}
+
+impl GatewayRows {
+    /// Per-round ratios of side `a` over side `b`, their median.
+    fn ratio(&self, a: usize, b: usize) -> Option<f64> {
+        let pairs: Vec<f64> = (self.sides[a].rps.iter())
+            .zip(&self.sides[b].rps)
+            .filter(|(_, d)| **d > 0.0)
+            .map(|(g, d)| g / d)
+            .collect();
+        median(pairs)
+    }
+
+    pub fn pass(&self) -> bool {
+        self.note.is_none()
+            && self.sides.iter().all(|s| s.errors == 0)
+            && self.ratio(1, 0).is_some_and(|r| r >= TARGET_GATEWAY_RATIO)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "note": self.note,
+            "sides": SIDES.iter().zip(&self.sides).map(|(name, s)| json!({
+                "side": name, "rps": s.rps, "p50_us": s.p50_us, "errors": s.errors,
+                "first_error": s.first_error,
+            })).collect::<Vec<_>>(),
+            "gateway_over_direct": self.ratio(1, 0),
+            "gateway_over_node_direct": self.ratio(1, 2),
+            "target_min": TARGET_GATEWAY_RATIO,
+            "noslate_sdk_path_rps_quoted": NOSLATE_SDK_PATH_RPS,
+            "pass": self.pass(),
+        })
+    }
+}
+
+/// The report's lines for the rows.
+pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
+    let _ = writeln!(
+        out,
+        "\nSDK gateway (node http + NoslatedClient + noslate, one worker; fresh servers per round; medians of rounds):"
+    );
+    let Some(rows) = rows else {
+        let _ = writeln!(out, "  not selected (BENCH_TARGETS)");
+        return;
+    };
+    if let Some(note) = &rows.note {
+        let _ = writeln!(out, "  not measured: {note}");
+        return;
+    }
+    for (name, s) in SIDES.iter().zip(&rows.sides) {
+        let rps = median(s.rps.clone()).map_or("-".into(), |v| format!("{v:>8.0}"));
+        let p50 = median(s.p50_us.clone()).map_or("-".into(), |v| format!("{v:.0}"));
+        let errors = match (&s.first_error, s.errors) {
+            (_, 0) => String::new(),
+            (Some(e), n) => format!("; {n} errors, first: {e}"),
+            (None, n) => format!("; {n} errors"),
+        };
+        let _ = writeln!(
+            out,
+            "  {name:<15} c=64 {rps} req/s, c=1 p50 {p50} µs{errors}"
+        );
+    }
+    let fmt = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
+    let _ = writeln!(
+        out,
+        "  gateway/direct FC port = {} (target >= {TARGET_GATEWAY_RATIO:.1})  {}; gateway/node direct = {}; Noslate's own SDK path: {NOSLATE_SDK_PATH_RPS:.0} req/s (quoted, not this run)",
+        fmt(rows.ratio(1, 0)),
+        pass(rows.pass()),
+        fmt(rows.ratio(1, 2)),
+    );
+}

@@ -1,0 +1,37 @@
+'use strict';
+// The `g` rows of benches/e2e: a gateway as Noslate's users wrote them, Node's own `http` in
+// front of `require(NOSLATE_PATH).NoslatedClient`, forwarding every request to the function
+// `hello` of the runtime whose admin socket is `$NOSLATE_WORKDIR/noslated.sock`.
+//
+// Usage: node benches/sdk_gateway.js [port]   (0 = any free port). Prints the port once listening.
+
+const http = require('http');
+const path = require('path');
+
+const { NoslatedClient } = require(process.env.NOSLATE_PATH || path.join(__dirname, '..', 'sdk', 'node'));
+
+const agent = new NoslatedClient();
+const port = Number(process.argv[2] ?? 0);
+
+const server = http.createServer(async (req, res) => {
+  try {
+    const response = await agent.invoke('hello', req, {
+      method: req.method,
+      url: req.url,
+      headers: req.headers,
+    });
+    res.statusCode = response.status;
+    for (const [key, value] of response.metadata.headers) res.appendHeader(key, value);
+    response.pipe(res);
+  } catch (err) {
+    res.writeHead(502, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ name: err.name, message: err.message }));
+  }
+});
+
+agent.start().then(() => {
+  server.listen(port, '127.0.0.1', () => console.log(server.address().port));
+}, (err) => {
+  console.error(err.message);
+  process.exit(1);
+});
