@@ -499,6 +499,99 @@ fn the_example_gateway_invokes_functions_through_the_sdk() {
 }
 
 #[test]
+fn the_seed_pattern_through_the_sdk_streams_both_ways_serves_services_and_drains_on_sigterm() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut bytes = profile("bytes", "bytes");
+    bytes["worker"]["maxActivateRequests"] = json!(4);
+    let mut ns = Noslate::builder()
+        .functions(&json!({
+            "functions": [profile("echo", "echo"), profile("drip", "drip"), bytes],
+            "services": [{"name": "front", "selector": {"functionName": "echo"}}]
+        }))
+        .config(&json!({
+            "gateway": {
+                "command": "node",
+                "args": [repo.join("examples/gateway/server.js").to_string_lossy()],
+                "sdkPath": repo.join("sdk/node").to_string_lossy(),
+            },
+            "turf": { "spareWorkers": 0 },
+        }))
+        .env("NOSLATE_PATH", "")
+        .port(free_port())
+        .ready_when("[gateway pid=")
+        .start();
+    ns.wait_stdout("[gateway] gateway listening on");
+
+    // 8 MiB up through the gateway and the SDK, piped back by the function as it arrives.
+    let size = 8 << 20;
+    let mut body = vec![0u8; size];
+    Pattern::new(3).fill(&mut body);
+    let resp = ns.send(
+        &Req::new("POST", "/invoke/bytes")
+            .header("x-bytes-mode", "pipe")
+            .body(&body),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    let mut check = PatternCheck::new(3);
+    check.feed(&resp.body);
+    assert_eq!((check.received, check.first_mismatch), (size as u64, None));
+
+    // A service picks its function.
+    let resp = ns.send(&Req::new("POST", "/invoke/service/front").body(b"to the service"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_eq!(resp.json()["body"], "to the service");
+
+    // The function's own error, refused before its head: the SDK's NoslatedError.
+    let resp = ns.send(&Req::new("POST", "/invoke/drip").header("x-drip-throw", "1"));
+    assert_eq!(resp.status, 502, "{}", resp.brief());
+    let err = resp.json();
+    assert_eq!(
+        (err["errorType"].as_str(), err["code"].as_i64()),
+        (Some("NoslatedError"), Some(1))
+    );
+    assert!(
+        err["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("drip was asked to throw"),
+        "{err}"
+    );
+
+    // SIGTERM while a response streams through the gateway: it is delivered whole, then the
+    // gateway, the workers and the runtime leave, and the runtime exits 0.
+    use std::io::{Read, Write};
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", ns.port())).expect("connect");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .expect("timeout");
+    let req = Req::new("POST", "/invoke/drip")
+        .header("x-drip-pieces", "10")
+        .header("x-drip-every", "100")
+        .header("connection", "close");
+    client.write_all(&req.to_bytes()).expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(5).any(|w| w == b"drip\n") {
+        let n = client.read(&mut buf).expect("the first piece");
+        assert!(n > 0, "closed before the first piece");
+        got.extend_from_slice(&buf[..n]);
+    }
+    signal(ns.pid(), libc::SIGTERM);
+    client
+        .read_to_end(&mut got)
+        .expect("the rest of the stream");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(text.matches("drip\n").count(), 10, "every piece: {text}");
+    assert!(
+        text.ends_with("0\r\n\r\n"),
+        "a complete chunked body: {text}"
+    );
+    let status = ns.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
 fn check_reports_the_gateway_and_a_program_that_cannot_be_found() {
     let dir = TempDir::new();
     let functions = dir.path().join("functions.json");

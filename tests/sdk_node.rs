@@ -83,6 +83,7 @@ fn finish(
                     seen.join("\n")
                 );
                 assert!(seen.iter().any(|l| l.starts_with("ok ")), "no check ran");
+                eprintln!("{}", seen.join("\n"));
                 return;
             }
         }

@@ -5,7 +5,7 @@
 
 const assert = require('assert/strict');
 const path = require('path');
-const { NoslatedClient, run, text, rejection } = require('./harness');
+const { NoslatedClient, run, text, waitFor, rejection } = require('./harness');
 
 const fixtures = process.env.FIXTURES;
 const profile = (name, fixture, extra = {}) => ({
@@ -97,6 +97,24 @@ run([
     assert.equal(typeof worker.pid, 'number');
     assert.equal(typeof worker.registerTime, 'number');
     assert.equal(typeof worker.activeRequestCount, 'number');
+  }],
+
+  ['useInspector routes a function to its inspect worker and back', async () => {
+    assert.equal((await rejection(agent.useInspector('echo', 'yes'))).message, 'use must be a boolean');
+    assert.equal((await rejection(agent.useInspector('nosuch', true))).name, 'FunctionNotFound');
+    await agent.useInspector('echo', true);
+    const broker = await waitFor('the inspect worker is ready', async () => {
+      const snapshot = await agent.getWorkerStatsSnapshot();
+      const b = snapshot.brokers.find((x) => x.name === 'echo' && x.inspector);
+      return b && b.activeWorkerCount === 1 ? b : null;
+    }, 15000);
+    const seen = JSON.parse(await text(await agent.invoke('echo', 'x', { url: '/' })));
+    assert.equal(seen.pid, broker.workers[0].pid, 'served by the inspect worker');
+    await agent.useInspector('echo', false);
+    await waitFor('the inspect worker is gone', async () =>
+      !(await agent.getWorkerStatsSnapshot()).brokers.some((b) => b.inspector), 15000);
+    const back = JSON.parse(await text(await agent.invoke('echo', 'x', { url: '/' })));
+    assert.notEqual(back.pid, broker.workers[0].pid);
   }],
 
   ['close', () => agent.close()],
