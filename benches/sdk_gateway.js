@@ -35,3 +35,6 @@ agent.start().then(() => {
   console.error(err.message);
   process.exit(1);
 });
+
+// A clean exit on SIGTERM, so that `--cpu-prof` (BENCH_GATEWAY_NODE_ARGS) writes its profile.
+process.on('SIGTERM', () => process.exit(0));

@@ -45,6 +45,10 @@ pub struct GatewayRows {
 /// `node benches/sdk_gateway.js` in front of the runtime whose work directory is `work`.
 fn start_gateway(work: &Path) -> Result<(Proc, u16), String> {
     let mut cmd = Command::new("node");
+    // BENCH_GATEWAY_NODE_ARGS: extra Node.js flags for the gateway, such as `--cpu-prof`.
+    if let Ok(args) = std::env::var("BENCH_GATEWAY_NODE_ARGS") {
+        cmd.args(args.split_whitespace());
+    }
     cmd.arg(Path::new(MANIFEST_DIR).join("benches/sdk_gateway.js"))
         .arg("0")
         .env("NOSLATE_WORKDIR", work)
