@@ -4,8 +4,7 @@
 
 use serde_json::Value;
 
-use crate::config::problems::{Fields, Problems, describe, join, set, string};
-use crate::config::profile::is_env_name;
+use crate::config::problems::{Fields, Problems, describe, set, string};
 
 /// Default `gateway.sdkPath`: where the image installs the Node.js SDK (`sdk/node`), given to the
 /// gateway as `NOSLATE_PATH` for `require(process.env.NOSLATE_PATH)` (the image also sets
@@ -97,7 +96,7 @@ pub(super) fn apply_gateway(
     let mut gateway = GatewayConfig::new(command.clone().unwrap_or_default());
     set(&mut gateway.args, s.strings("args", p));
     if let Some((value, path)) = s.get("env") {
-        set(&mut gateway.env, env_object(value, &path, p));
+        set(&mut gateway.env, super::sections::env_map(value, &path, p));
     }
     set(&mut gateway.cwd, s.non_empty_string("cwd", p).map(Some));
     set(&mut gateway.sdk_path, s.non_empty_string("sdkPath", p));
@@ -134,38 +133,6 @@ fn runtime_port(value: &Value, path: &str, p: &mut Problems) -> Option<RuntimePo
             None
         }
     }
-}
-
-/// An object of string values, each named like an environment variable, as sorted pairs.
-fn env_object(value: &Value, path: &str, p: &mut Problems) -> Option<Vec<(String, String)>> {
-    let Some(map) = value.as_object() else {
-        p.add(
-            path,
-            format!(
-                "expected an object of string values, got {}",
-                describe(value)
-            ),
-        );
-        return None;
-    };
-    let mut pairs = Vec::new();
-    let mut all_ok = true;
-    for (key, item) in map {
-        let item_path = join(path, key);
-        if !is_env_name(key) {
-            all_ok = false;
-            p.add(
-                &item_path,
-                "not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
-            );
-        }
-        match string(item, &item_path, p) {
-            Some(s) => pairs.push((key.clone(), s)),
-            None => all_ok = false,
-        }
-    }
-    pairs.sort();
-    all_ok.then_some(pairs)
 }
 
 #[cfg(test)]

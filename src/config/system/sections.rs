@@ -479,8 +479,13 @@ fn apply_starter(starter: &mut StarterConfig, s: &mut Fields<'_>, p: &mut Proble
     });
 }
 
-/// A JSON object of string values (`starter.aworker.defaultEnvirons`) as sorted pairs.
-fn env_map(value: &Value, path: &str, p: &mut Problems) -> Option<Vec<(String, String)>> {
+/// A JSON object of string values, each named like an environment variable
+/// (`starter.aworker.defaultEnvirons`, `gateway.env`), as sorted pairs.
+pub(super) fn env_map(
+    value: &Value,
+    path: &str,
+    p: &mut Problems,
+) -> Option<Vec<(String, String)>> {
     let map = value.as_object();
     if map.is_none() {
         p.add(
@@ -507,6 +512,7 @@ fn env_map(value: &Value, path: &str, p: &mut Problems) -> Option<Vec<(String, S
             None => all_ok = false,
         }
     }
+    pairs.sort();
     all_ok.then_some(pairs)
 }
 
