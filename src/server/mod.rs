@@ -1992,6 +1992,11 @@ impl Server {
         }
     }
 
+    /// What the scalers see of `function`'s workers.
+    fn worker_snapshots(&self, function: FunctionId) -> Vec<crate::sched::shrink::WorkerSnapshot> {
+        (self.supervisor).snapshots(&self.scheduler.functions()[function].pool.workers)
+    }
+
     /// The scheduler tick: the breaker, stale cgroups, then each function's scaling.
     fn on_sched_tick(&mut self) {
         self.scheduler.sched_tick_fired();
@@ -2001,9 +2006,7 @@ impl Server {
         if self.lifecycle.phase == Lifecycle::Running {
             let now = Instant::now();
             for function in FunctionId::all(self.scheduler.functions().len()) {
-                let snapshots = self
-                    .supervisor
-                    .snapshots(&self.scheduler.functions()[function].pool.workers);
+                let snapshots = self.worker_snapshots(function);
                 let plan = (self.scheduler).tick_plan(
                     function,
                     &snapshots,
@@ -2036,9 +2039,7 @@ impl Server {
         if self.lifecycle.phase == Lifecycle::Running {
             let now = Instant::now();
             for function in FunctionId::all(self.scheduler.functions().len()) {
-                let snapshots = self
-                    .supervisor
-                    .snapshots(&self.scheduler.functions()[function].pool.workers);
+                let snapshots = self.worker_snapshots(function);
                 let plan = (self.scheduler).poll_plan(
                     function,
                     &snapshots,
