@@ -22,6 +22,9 @@
 //! - **(f) noslate, metrics off**: (b) again in a runtime started with
 //!   `{"metrics": {"enabled": false}}`: what counting and timing every invocation for the
 //!   metrics costs. c=64 only.
+//! - **(w) noslate, two workers**: (b) again in a runtime whose function keeps two workers
+//!   (`reservationCount` = `replicaCountLimit` = 2): what a second worker adds over Node
+//!   direct's one process, at c=64 and c=1.
 //!
 //! For each target: a warm-up, then **c=64 throughput** (keep-alive connections on a mio event
 //! loop over 2 threads, each connection closed-loop: send, read the whole response by
@@ -128,9 +131,9 @@
 //! default 5), `BENCH_ROUNDS` (default 6), `BENCH_FRESH` (1: fresh servers every round, the
 //! default; 0: one set for all rounds), `BENCH_CONNS` (default 64), `BENCH_THREADS` (default 2),
 //! `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default 0.5; with
-//! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`f`
+//! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`f` and `w`
 //! the round targets, `s` the spawn rows, `r` the per-runtime rows, `z` the burst, `m` memory per
-//! connection, `l` large bodies, `g` the SDK gateway; default `abcdefsrzmlg`), `BENCH_BODY_RUNS` (transfers per side and
+//! connection, `l` large bodies, `g` the SDK gateway; default `abcdefwsrzmlg`), `BENCH_BODY_RUNS` (transfers per side and
 //! mode of the large-body rows, default 5), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
 //! (default 200), `BENCH_RUNTIME_SPAWNS` (starts per runtime of the `r` rows, default 100),
 //! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_MEM_CONNS` (idle, then stalled connections
@@ -258,6 +261,7 @@ fn main() {
         Target::new('d', "(d) /invoke limits off", true),
         Target::new('e', "(e) /invoke full sched", true),
         Target::new('f', "(f) /invoke metrics off", true),
+        Target::new('w', "(w) /invoke 2 workers", false),
     ];
     let mut servers: Option<Servers> = None;
     let (mut enforcement_on, mut enforcement_off) = (None, None);

@@ -93,12 +93,16 @@ pub struct Ratios {
     pub tp_eb: Option<f64>,
     /// Metrics on (b) over metrics off (f).
     pub tp_bf: Option<f64>,
+    /// Two workers (w) over Node direct (c), and over one worker (b).
+    pub tp_wc: Option<f64>,
+    pub p50_wc: Option<f64>,
+    pub tp_wb: Option<f64>,
 }
 
 impl Ratios {
     pub fn of(s: &[Option<Stats>]) -> Ratios {
         let get = |i: usize| s.get(i).and_then(Option::as_ref);
-        let (a, b, c, d, e, f) = (get(0), get(1), get(2), get(3), get(4), get(5));
+        let (a, b, c, d, e, f, w) = (get(0), get(1), get(2), get(3), get(4), get(5), get(6));
         let tp = |x: &Stats, y: &Stats| (y.rps > 0.0).then(|| x.rps / y.rps);
         let p50 = |x: &Stats, y: &Stats| Some(x.p50? - y.p50?);
         Ratios {
@@ -109,6 +113,9 @@ impl Ratios {
             tp_bd: b.zip(d).and_then(|(b, d)| tp(b, d)),
             tp_eb: e.zip(b).and_then(|(e, b)| tp(e, b)),
             tp_bf: b.zip(f).and_then(|(b, f)| tp(b, f)),
+            tp_wc: w.zip(c).and_then(|(w, c)| tp(w, c)),
+            p50_wc: w.zip(c).and_then(|(w, c)| p50(w, c)),
+            tp_wb: w.zip(b).and_then(|(w, b)| tp(w, b)),
         }
     }
 
@@ -123,6 +130,9 @@ impl Ratios {
             tp_bd: m(|r| r.tp_bd),
             tp_eb: m(|r| r.tp_eb),
             tp_bf: m(|r| r.tp_bf),
+            tp_wc: m(|r| r.tp_wc),
+            p50_wc: m(|r| r.p50_wc),
+            tp_wb: m(|r| r.tp_wb),
         }
     }
 
@@ -131,7 +141,9 @@ impl Ratios {
                "throughput_b_over_a": self.tp_ba, "p50_b_minus_a_us": self.p50_ba,
                "throughput_b_over_d_limits_on_over_off": self.tp_bd,
                "throughput_e_over_b_full_sched_over_plain": self.tp_eb,
-               "throughput_b_over_f_metrics_on_over_off": self.tp_bf})
+               "throughput_b_over_f_metrics_on_over_off": self.tp_bf,
+               "throughput_w_over_c_two_workers": self.tp_wc, "p50_w_minus_c_us": self.p50_wc,
+               "throughput_w_over_b_two_workers_over_one": self.tp_wb})
     }
 }
 
@@ -261,7 +273,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     };
     let _ = writeln!(
         out,
-        "\nper round ({seg:.2} s per mode and target{pin}; order a→d→b→e→c, then c→e→b→d→a, ...; d and e: c=64 only)"
+        "\nper round ({seg:.2} s per mode and target{pin}; order a→d→b→f→e→w→c, then c→w→e→f→b→d→a, ...; d, e and f: c=64 only)"
     );
     let _ = writeln!(out, "rnd {HEADER}");
     for (r, stats) in per_round.iter().enumerate() {
@@ -340,6 +352,13 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         pass(metrics_ok)
     );
     let _ = writeln!(out, "  {}", cpu_line(&targets[1], &targets[5]));
+    let _ = writeln!(
+        out,
+        "  two workers: throughput w/c = {}, w/b = {}; p50 w-c = {} µs (informational)",
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_wc, false, 2),
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_wb, false, 2),
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.p50_wc, true, 1),
+    );
     rss_lines(&mut out, &x.rss, x.rss_after);
 
     let _ = writeln!(
@@ -448,6 +467,10 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         "scheduling_overhead": {
             "throughput_full_over_plain": head.tp_eb, "target_min": TARGET_SCHED_RATIO,
             "pass": sched_ok,
+        },
+        "two_workers": {
+            "throughput_w_over_c": head.tp_wc, "throughput_w_over_b": head.tp_wb,
+            "p50_w_minus_c_us": head.p50_wc,
         },
         "metrics_cost": {
             "throughput_on_over_off": head.tp_bf, "target_min": TARGET_METRICS_RATIO,

@@ -182,7 +182,8 @@ pub fn setup_targets(
             }
         }
     }
-    // (c) node direct, (d) limits off, (e) full scheduling, (f) metrics off: one server each.
+    // (c) node direct, (d) limits off, (e) full scheduling, (f) metrics off, (w) two workers:
+    // one server each.
     for t in targets.iter_mut().skip(2) {
         if !cfg.targets.contains(t.key) {
             continue;
@@ -195,6 +196,11 @@ pub fn setup_targets(
             let functions = json!([hello_profile(one_worker(), json!({}))]);
             let config = json!({"turf": {"enforceLimits": false}});
             start_noslate_with(tmp, &tag("nolimits"), &functions, Some(&config), true)
+        } else if t.key == 'w' {
+            let two =
+                json!({"reservationCount": 2, "replicaCountLimit": 2, "maxActivateRequests": 64});
+            let functions = json!([hello_profile(two, json!({}))]);
+            start_noslate_with(tmp, &tag("two"), &functions, None, true)
         } else if t.key == 'f' {
             let functions = json!([hello_profile(one_worker(), json!({}))]);
             let config = json!({"metrics": {"enabled": false}});
