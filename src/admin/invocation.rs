@@ -137,7 +137,7 @@ fn pairs(header: &str, value: &str) -> Result<Vec<(String, String)>, MetadataErr
             _ => {
                 return Err(bad(
                     header,
-                    format!("item {index} is not a [name, value] pair"),
+                    format!("entry {index} is not a [name, value] pair"),
                 ));
             }
         };
@@ -146,14 +146,14 @@ fn pairs(header: &str, value: &str) -> Result<Vec<(String, String)>, MetadataErr
             _ => None,
         });
         let (Some(Some(name)), Some(Some(value))) = (strings.next(), strings.next()) else {
-            return Err(bad(header, format!("item {index} must hold two strings")));
+            return Err(bad(header, format!("entry {index} must hold two strings")));
         };
         let invalid = |s: &str| s.chars().any(|c| c > '\u{ff}' || c == '\r' || c == '\n');
         if name.is_empty() || invalid(&name) || invalid(&value) {
             return Err(bad(
                 header,
                 format!(
-                    "item {index} has an empty name, a line break, or a char past U+00FF \
+                    "entry {index} has an empty name, a line break, or a char past U+00FF \
                      (values stand for bytes)"
                 ),
             ));
@@ -387,8 +387,8 @@ mod tests {
         assert!(err(&[("x-noslate-url", "")]).starts_with("x-noslate-url:"));
         assert!(err(&[("x-noslate-headers", "{")]).contains("not JSON"));
         assert!(err(&[("x-noslate-headers", "{}")]).contains("JSON array"));
-        assert!(err(&[("x-noslate-headers", "[[1,2]]")]).contains("item 0"));
-        assert!(err(&[("x-noslate-headers", r#"[["a"]]"#)]).contains("item 0"));
+        assert!(err(&[("x-noslate-headers", "[[1,2]]")]).contains("entry 0"));
+        assert!(err(&[("x-noslate-headers", r#"[["a"]]"#)]).contains("entry 0"));
         assert!(err(&[("x-noslate-headers", r#"[["","v"]]"#)]).contains("empty name"));
         assert!(err(&[("x-noslate-baggage", r#"[["a","\u0100"]]"#)]).contains("U+00FF"));
         assert!(err(&[("x-noslate-baggage", r#"[["a","x\ny"]]"#)]).contains("line break"));
