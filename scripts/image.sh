@@ -309,12 +309,14 @@ RUN_RETURNED_MS=""
 EXITED_MS=""
 # Milliseconds since the epoch of a podman time stamp (`2026-11-29 00:04:01.123456789 +0000 UTC`).
 stamp_ms() { date -d "${1% UTC}" +%s%3N; }
-# Starts container $1 and waits for the first good /invoke; START_MS is the time it took.
+# Starts container $1 (with more `podman run` arguments after it) and waits for the first good
+# /invoke; START_MS is the time it took.
 start_container() {
     local name="$1" t0 deadline
+    shift
     t0=$(now_ms)
     # shellcheck disable=SC2086 # NOSLATE_IMAGE_RUN_ARGS is split on purpose
-    podman run -d --name "$name" -p 127.0.0.1::9000 ${NOSLATE_IMAGE_RUN_ARGS:-} "$IMAGE_ID" >/dev/null ||
+    podman run -d --name "$name" -p 127.0.0.1::9000 ${NOSLATE_IMAGE_RUN_ARGS:-} "$@" "$IMAGE_ID" >/dev/null ||
         die "podman run failed"
     RUN_RETURNED_MS=$(($(now_ms) - t0))
     CONTAINERS+=("$name")
@@ -494,6 +496,22 @@ warm_fork_in_image() {
     say "  ok  warm fork: a worker of $fn forked from its seed on $(podman exec "$CURRENT" python3 --version) served"
 }
 
+# The seed's gateway pattern: /code/server.js (the example gateway, on the SDK at NOSLATE_PATH)
+# started by start.sh and supervised by the runtime, which stays PID 1 and serves through it.
+gateway_in_image() {
+    local pid1 state
+    pid1="$(podman exec "$CURRENT" cat /proc/1/cmdline | tr '\0' ' ')"
+    case "$pid1" in
+        /usr/local/bin/noslate\ serve*--gateway*) ;;
+        *) die "gateway: PID 1 is '$pid1', expected noslate serve with --gateway" ;;
+    esac
+    state="$(podman exec "$CURRENT" noslate stats | python3 -c 'import json, sys; g = json.load(sys.stdin).get("gateway") or {}; print(g.get("state"), g.get("restarts"))')"
+    [ "$state" = "running 0" ] || die "gateway: noslate stats says state and restarts '$state', expected 'running 0'"
+    req gateway POST /invoke/hello --data-binary 'through the gateway'
+    expect gateway 200 '' '^hello'
+    say "  ok  /code/server.js runs as the supervised gateway (PID 1: $pid1) and invokes through the SDK"
+}
+
 # A streamed invocation in flight when SIGTERM arrives must finish whole before the exit.
 stop_with_stream_in_flight() {
     local name="$1" out="$TMPD/stream.out" deadline pid rc=0
@@ -626,6 +644,14 @@ cmd_test() {
         exits+=("$EXITED_MS")
         podman rm -f -t 0 "$CURRENT" >/dev/null
     done
+
+    # ---- the seed's gateway ----
+    say "gateway:"
+    start_container "noslate-image-test-$id-gateway" -v "$PWD/examples/gateway/server.js:/code/server.js:ro"
+    gateway_in_image
+    stop_container "$CURRENT"
+    say "  ok  podman stop with the gateway: exit 0 in $STOP_MS ms (process gone after $EXITED_MS ms)"
+    podman rm -f -t 0 "$CURRENT" >/dev/null
 
     local total_s
     total_s="$(awk -v ms="$(($(now_ms) - t_all))" 'BEGIN { printf "%.1f", ms / 1000 }')"
