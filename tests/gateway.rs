@@ -438,17 +438,18 @@ fn start_sh_runs_server_js_as_the_gateway_of_the_execd_runtime() {
     assert!(!is_alive(gateway));
 }
 
-#[test]
-fn the_example_gateway_invokes_functions_through_the_sdk() {
+/// The runtime with `functions`, and `examples/gateway/server.js` as its gateway on the repo's
+/// SDK, with `env`; started once the gateway listens.
+fn start_example_gateway(functions: &Value, env: Value) -> Noslate {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let ns = Noslate::builder()
-        .functions(&json!([profile("echo", "echo")]))
+        .functions(functions)
         .config(&json!({
             "gateway": {
                 "command": "node",
                 "args": [repo.join("examples/gateway/server.js").to_string_lossy()],
                 "sdkPath": repo.join("sdk/node").to_string_lossy(),
-                "env": { "GATEWAY_DEFAULT_FUNCTION": "echo" },
+                "env": env,
             },
             "turf": { "spareWorkers": 0 },
         }))
@@ -457,6 +458,15 @@ fn the_example_gateway_invokes_functions_through_the_sdk() {
         .ready_when("[gateway pid=")
         .start();
     ns.wait_stdout("[gateway] gateway listening on");
+    ns
+}
+
+#[test]
+fn the_example_gateway_invokes_functions_through_the_sdk() {
+    let ns = start_example_gateway(
+        &json!([profile("echo", "echo")]),
+        json!({ "GATEWAY_DEFAULT_FUNCTION": "echo" }),
+    );
     let resp = ns.send(
         &Req::new("POST", "/invoke/echo")
             .header("x-gateway-test", "passed on")
@@ -500,27 +510,13 @@ fn the_example_gateway_invokes_functions_through_the_sdk() {
 
 #[test]
 fn the_seed_pattern_through_the_sdk_streams_both_ways_serves_services_and_drains_on_sigterm() {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut bytes = profile("bytes", "bytes");
     bytes["worker"]["maxActivateRequests"] = json!(4);
-    let mut ns = Noslate::builder()
-        .functions(&json!({
-            "functions": [profile("echo", "echo"), profile("drip", "drip"), bytes],
-            "services": [{"name": "front", "selector": {"functionName": "echo"}}]
-        }))
-        .config(&json!({
-            "gateway": {
-                "command": "node",
-                "args": [repo.join("examples/gateway/server.js").to_string_lossy()],
-                "sdkPath": repo.join("sdk/node").to_string_lossy(),
-            },
-            "turf": { "spareWorkers": 0 },
-        }))
-        .env("NOSLATE_PATH", "")
-        .port(free_port())
-        .ready_when("[gateway pid=")
-        .start();
-    ns.wait_stdout("[gateway] gateway listening on");
+    let functions = json!({
+        "functions": [profile("echo", "echo"), profile("drip", "drip"), bytes],
+        "services": [{"name": "front", "selector": {"functionName": "echo"}}]
+    });
+    let mut ns = start_example_gateway(&functions, json!({}));
 
     // 8 MiB up through the gateway and the SDK, piped back by the function as it arrives.
     let size = 8 << 20;
