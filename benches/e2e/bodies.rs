@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::report::rows_or_why;
 use crate::servers::{one_worker, start_node_serving};
 
 /// The body size of every transfer.
@@ -285,19 +286,13 @@ impl BodyRows {
 
 /// The report's lines for the rows.
 pub fn body_lines(out: &mut String, rows: Option<&BodyRows>) {
-    let _ = writeln!(
-        out,
-        "\nlarge bodies ({} MiB per transfer, fresh connection each; medians of BENCH_BODY_RUNS; MB/s = 10^6 bytes of body per second):",
+    let title = format!(
+        "large bodies ({} MiB per transfer, fresh connection each; medians of BENCH_BODY_RUNS; MB/s = 10^6 bytes of body per second):",
         BODY_BYTES >> 20
     );
-    let Some(rows) = rows else {
-        let _ = writeln!(out, "  not selected (BENCH_TARGETS)");
+    let Some(rows) = rows_or_why(out, &title, rows, |r| r.note.as_ref()) else {
         return;
     };
-    if let Some(note) = &rows.note {
-        let _ = writeln!(out, "  not measured: {note}");
-        return;
-    }
     for (name, m) in &rows.modes {
         let (n, d, c) = (
             median(m.noslate.clone()),

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::config::Config;
+use crate::report::rows_or_why;
 use crate::rounds::run_latency;
 use crate::servers::{BODY, hello_profile, one_worker, start_node_direct};
 
@@ -158,18 +159,10 @@ impl GatewayRows {
 
 /// The report's lines for the rows.
 pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
-    let _ = writeln!(
-        out,
-        "\nSDK gateway (node http + NoslatedClient + noslate, one worker; fresh servers per round; medians of rounds):"
-    );
-    let Some(rows) = rows else {
-        let _ = writeln!(out, "  not selected (BENCH_TARGETS)");
+    let title = "SDK gateway (node http + NoslatedClient + noslate, one worker; fresh servers per round; medians of rounds):";
+    let Some(rows) = rows_or_why(out, title, rows, |r| r.note.as_ref()) else {
         return;
     };
-    if let Some(note) = &rows.note {
-        let _ = writeln!(out, "  not measured: {note}");
-        return;
-    }
     for (name, s) in SIDES.iter().zip(&rows.sides) {
         let rps = median(s.rps.clone()).map_or("-".into(), |v| format!("{v:>8.0}"));
         let p50 = median(s.p50_us.clone()).map_or("-".into(), |v| format!("{v:.0}"));

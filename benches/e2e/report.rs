@@ -220,6 +220,26 @@ pub struct Extra {
     pub nofile: u64,
 }
 
+/// The opening of a row section after the rounds: its title line, then the rows, or why there
+/// are none (not selected, or `note` says why not measured).
+pub fn rows_or_why<'a, T>(
+    out: &mut String,
+    title: &str,
+    rows: Option<&'a T>,
+    note: impl Fn(&T) -> Option<&String>,
+) -> Option<&'a T> {
+    let _ = writeln!(out, "\n{title}");
+    let Some(rows) = rows else {
+        let _ = writeln!(out, "  not selected (BENCH_TARGETS)");
+        return None;
+    };
+    if let Some(why) = note(rows) {
+        let _ = writeln!(out, "  not measured: {why}");
+        return None;
+    }
+    Some(rows)
+}
+
 /// Prints the tables and verdicts; returns the JSON report.
 pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     let per_round: Vec<Vec<Option<Stats>>> = (0..cfg.rounds)
