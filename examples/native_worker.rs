@@ -39,6 +39,8 @@ struct Stream {
 struct Worker {
     out: File,
     streams: HashMap<u32, Stream>,
+    /// Response-body credit each stream starts with (INIT's `responseWindow`).
+    response_window: u32,
 }
 
 impl Worker {
@@ -46,8 +48,16 @@ impl Worker {
         let (stream, end, payload) = (frame.header.stream, frame.is_end(), frame.payload);
         match frame.header.kind {
             Kind::Init => {
+                if let Ok(init) = wire::Init::<serde_json::Value>::parse(payload) {
+                    self.response_window = init.response_window;
+                }
+                // Request bodies may come a window of the runtime's size ahead: this worker
+                // buffers what it has not echoed yet, so it grants what it is granted.
+                let done = wire::InitDone {
+                    request_window: self.response_window,
+                };
                 let mut out = Vec::new();
-                wire::put_init_done(&mut out);
+                wire::put_init_done(&mut out, &done).map_err(io::Error::other)?;
                 self.out.write_all(&out)
             }
             Kind::RequestHead => {
@@ -82,7 +92,7 @@ impl Worker {
                     Stream {
                         pending: Vec::new(),
                         request_done: end,
-                        credit: u64::from(wire::INITIAL_WINDOW),
+                        credit: u64::from(self.response_window),
                         head_sent: false,
                         headers,
                     },
@@ -185,6 +195,7 @@ fn main() -> io::Result<()> {
     let mut worker = Worker {
         out,
         streams: HashMap::new(),
+        response_window: wire::INITIAL_WINDOW,
     };
     let ready = Ready {
         pid: std::process::id(),

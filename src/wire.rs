@@ -22,8 +22,11 @@ use std::io::{self, Read};
 pub const HEADER_LEN: usize = 12;
 /// Largest payload a frame may carry.
 pub const MAX_PAYLOAD: usize = 1 << 20;
-/// Credit each stream direction starts with.
+/// Credit each stream direction starts with when its receiver announced no other: INIT's
+/// `responseWindow` (the runtime's grant) and INIT_DONE's `requestWindow` (the worker's).
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
+/// Most credit a receiver may announce as the window each stream starts with.
+pub const MAX_WINDOW: u32 = 16 << 20;
 /// Largest request-body chunk the runtime puts in one frame.
 pub const MAX_BODY_CHUNK: usize = 64 * 1024;
 /// `flags` bit: the last frame of this direction of the stream.
@@ -357,8 +360,8 @@ pub fn put_ready(out: &mut Vec<u8>, ready: &Ready) -> Result<(), WireError> {
 }
 
 /// Appends an INIT_DONE frame (payload `{}`).
-pub fn put_init_done(out: &mut Vec<u8>) {
-    put_frame(out, Kind::InitDone, 0, 0, b"{}");
+pub fn put_init_done(out: &mut Vec<u8>, done: &InitDone) -> Result<(), WireError> {
+    put_json(out, Kind::InitDone, 0, 0, done)
 }
 
 /// Appends an INIT_ERROR frame.
@@ -710,6 +713,10 @@ pub struct Init<'a, C = serde_json::Value> {
     pub context: C,
     /// The initializer's budget.
     pub timeout_ms: u64,
+    /// Response-body credit each stream starts with: the runtime's grant, which a worker may
+    /// ignore and keep [`INITIAL_WINDOW`], since sending less than granted is always allowed.
+    #[serde(default = "initial_window")]
+    pub response_window: u32,
     /// Only for a spare process: what a cold worker would have had from its spawn
     /// (docs/PROTOCOL.md "Spare Node.js workers").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -774,6 +781,48 @@ pub struct Ready {
     /// (`ws://127.0.0.1:PORT/ID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspector: Option<String>,
+}
+
+fn initial_window() -> u32 {
+    INITIAL_WINDOW
+}
+
+/// INIT_DONE's payload: empty, `{}`, or the request-body window the worker grants each stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitDone {
+    /// Request-body credit each stream starts with, 1 to [`MAX_WINDOW`] bytes.
+    #[serde(default = "initial_window")]
+    pub request_window: u32,
+}
+
+impl Default for InitDone {
+    fn default() -> Self {
+        InitDone {
+            request_window: INITIAL_WINDOW,
+        }
+    }
+}
+
+impl InitDone {
+    /// Parses an INIT_DONE payload: empty means the defaults; a window of 0 or over
+    /// [`MAX_WINDOW`] is an error.
+    pub fn parse(payload: &[u8]) -> Result<InitDone, WireError> {
+        if payload.is_empty() {
+            return Ok(InitDone::default());
+        }
+        let done: InitDone = parse_json(Kind::InitDone, payload)?;
+        if done.request_window == 0 || done.request_window > MAX_WINDOW {
+            return Err(WireError::BadPayload {
+                kind: Kind::InitDone,
+                reason: format!(
+                    "requestWindow {} is outside 1..={MAX_WINDOW}",
+                    done.request_window
+                ),
+            });
+        }
+        Ok(done)
+    }
 }
 
 impl Ready {
@@ -862,7 +911,7 @@ mod tests {
             inspector: Some("ws://127.0.0.1:40000/id".into()),
         };
         put_ready(&mut to_runtime, &ready).unwrap();
-        put_init_done(&mut to_runtime);
+        put_init_done(&mut to_runtime, &InitDone::default()).unwrap();
         let error = ErrorPayload::new("Error", "boom", vec!["Error: boom".into(), "  at x".into()]);
         put_init_error(&mut to_runtime, &error).unwrap();
         let head = ResponseHead {
@@ -964,7 +1013,7 @@ mod tests {
             (42, Some(true), None)
         );
         assert_eq!(frames[1].0.kind, Kind::InitDone);
-        assert_eq!(frames[1].1, b"{}");
+        assert_eq!(frames[1].1, br#"{"requestWindow":262144}"#);
         let error = ErrorPayload::parse(Kind::InitError, &frames[2].1).unwrap();
         assert_eq!(error.stack_trace, ["Error: boom", "  at x"]);
         let head = ResponseHead::parse(&frames[3].1).unwrap();
@@ -1080,6 +1129,7 @@ mod tests {
             request_id: Cow::Borrowed("i1"),
             context: json!({"requestId": "i1"}),
             timeout_ms: 3000,
+            response_window: 1 << 20,
             spare: None,
         };
         let mut out = Vec::new();
@@ -1091,7 +1141,7 @@ mod tests {
         );
         assert_eq!(
             std::str::from_utf8(frame.payload).unwrap(),
-            r#"{"function":{"name":"hello","handler":"index.handler","initializer":null,"codeDir":"/code/hello","memory":536870912,"timeoutMs":10000},"requestId":"i1","context":{"requestId":"i1"},"timeoutMs":3000}"#
+            r#"{"function":{"name":"hello","handler":"index.handler","initializer":null,"codeDir":"/code/hello","memory":536870912,"timeoutMs":10000},"requestId":"i1","context":{"requestId":"i1"},"timeoutMs":3000,"responseWindow":1048576}"#
         );
         assert_eq!(Init::parse(frame.payload), Ok(init.clone()));
 
@@ -1421,6 +1471,33 @@ mod tests {
     fn window_payload_is_exactly_four_bytes() {
         assert_eq!(window_credit(&65536u32.to_le_bytes()), Ok(65536));
         assert_eq!(window_credit(b"abc"), Err(WireError::BadWindow(3)));
+    }
+
+    #[test]
+    fn init_done_announces_the_request_window_within_its_bounds() {
+        let window = |payload: &[u8]| InitDone::parse(payload).map(|d| d.request_window);
+        assert_eq!(window(b""), Ok(INITIAL_WINDOW), "empty: the default");
+        assert_eq!(window(b"{}"), Ok(INITIAL_WINDOW));
+        assert_eq!(window(br#"{"requestWindow":1048576}"#), Ok(1 << 20));
+        assert_eq!(window(br#"{"requestWindow":16777216}"#), Ok(MAX_WINDOW));
+        for bad in [
+            &br#"{"requestWindow":0}"#[..],
+            br#"{"requestWindow":16777217}"#,
+            br#"{"requestWindow":-1}"#,
+            b"[",
+        ] {
+            assert!(
+                matches!(
+                    window(bad),
+                    Err(WireError::BadPayload {
+                        kind: Kind::InitDone,
+                        ..
+                    })
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         let mut out = Vec::new();
         put_window(&mut out, 9, 1024);
         assert_eq!(out.len(), HEADER_LEN + 4);

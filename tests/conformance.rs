@@ -1198,14 +1198,18 @@ impl Drop for Bare {
 }
 
 /// An INIT frame.
-fn init_frame(handler: &str, code_dir: &Path) -> Vec<u8> {
-    let init = json!({
+/// INIT; with `response_window`, the response-body credit it grants each stream.
+fn init_frame(handler: &str, code_dir: &Path, response_window: Option<u32>) -> Vec<u8> {
+    let mut init = json!({
         "function": {"name": "bare", "handler": handler, "codeDir": code_dir,
                      "memory": 536870912, "timeoutMs": 10000},
         "requestId": "init-1",
         "context": {"requestId": "init-1", "function": {"name": "bare"}},
         "timeoutMs": 10000
     });
+    if let Some(window) = response_window {
+        init["responseWindow"] = json!(window);
+    }
     let mut out = Vec::new();
     wire::put_init(&mut out, &init).unwrap();
     out
@@ -1239,6 +1243,18 @@ fn body_frame(stream: u32, end: bool, data: &[u8]) -> Vec<u8> {
 /// READY, INIT (trickled) and INIT_DONE. `handler` is `index.<case>`; aworker gets
 /// `main.js` with the case in `CONF_CASE`.
 fn bare_ready(program: &str, script: &str, style: Style, handler: &str) -> Bare {
+    bare_ready_with_windows(program, script, style, handler, None).0
+}
+
+/// [`bare_ready`] with INIT granting `response_window`; also returns the request window the
+/// worker's INIT_DONE announced.
+fn bare_ready_with_windows(
+    program: &str,
+    script: &str,
+    style: Style,
+    handler: &str,
+    response_window: Option<u32>,
+) -> (Bare, u32) {
     let code_dir = fixture_dir(&format!("conformance/{}", style.name()));
     let mut env = vec![("NOSLATE_HANDLER", handler)];
     env.push(("NOSLATE_RUNTIME", style.runtime()));
@@ -1252,7 +1268,7 @@ fn bare_ready(program: &str, script: &str, style: Style, handler: &str) -> Bare 
     let mut w = Bare::start(program, script, &code_dir, &env);
     let ready = w.next();
     assert_eq!(ready.kind, Kind::Ready, "{ready:?}");
-    w.trickle(&init_frame(handler, &code_dir));
+    w.trickle(&init_frame(handler, &code_dir, response_window));
     let done = w.next();
     assert_eq!(
         done.kind,
@@ -1260,7 +1276,9 @@ fn bare_ready(program: &str, script: &str, style: Style, handler: &str) -> Bare 
         "{done:?}: {}",
         String::from_utf8_lossy(&done.payload)
     );
-    w
+    let announced = wire::InitDone::parse(&done.payload)
+        .unwrap_or_else(|e| panic!("INIT_DONE {}: {e}", String::from_utf8_lossy(&done.payload)));
+    (w, announced.request_window)
 }
 
 /// Two interleaved streams, every byte in its own write: both echo answers come back whole.
@@ -1295,17 +1313,28 @@ fn trickled_streams(program: &str, script: &str, style: Style) {
     }
 }
 
-/// The worker takes at most the initial window of request body before it returns credit as it
-/// reads, and sends at most the credit we gave it of response body; an echo of 3 windows comes
-/// back intact.
-fn credit_both_ways(program: &str, script: &str, style: Style) {
-    let mut w = bare_ready(program, script, style, "index.bigbody");
-    let len = 3 * WINDOW + 1234;
+/// The worker announces the request window it grants (`request_window`), takes at most that
+/// much request body before it returns credit as it reads, and sends at most the credit we
+/// gave it of response body: INIT's `responseWindow` (`response_window`, the default
+/// without), then a default window per WINDOW frame. An echo of 3 MiB comes back intact.
+fn credit_both_ways(
+    program: &str,
+    script: &str,
+    style: Style,
+    response_window: Option<u32>,
+    request_window: u32,
+) {
+    let (mut w, announced) =
+        bare_ready_with_windows(program, script, style, "index.bigbody", response_window);
+    assert_eq!(announced, request_window, "the announced request window");
+    let request_window = request_window as usize;
+    let len = 3 * MIB + 1234;
     let mut body = vec![0u8; len];
     Pattern::new(7).fill(&mut body);
     w.trickle(&head_frame(1, "c-1"));
-    let mut credit = WINDOW; // request body we may still send
-    let mut granted = WINDOW; // response body the worker may send in all
+    let mut credit = request_window; // request body we may still send
+    // Response body the worker may send in all.
+    let mut granted = response_window.map_or(WINDOW, |w| w as usize);
     let mut sent = 0;
     let mut received = Vec::new();
     let mut head_seen = false;
@@ -1320,25 +1349,25 @@ fn credit_both_ways(program: &str, script: &str, style: Style) {
             credit -= n;
             continue;
         }
-        let Some(f) = w.maybe_next(Duration::from_millis(500)) else {
-            // Quiet: the only good reason is that the worker used up its response credit.
-            assert_eq!(
-                received.len(),
-                granted,
-                "the worker went quiet with response credit left ({sent} of {len} request \
-                 bytes sent, {credit} request credit left)"
-            );
+        if received.len() == granted {
+            // The worker used up its response credit: it must wait for this.
             let mut window = Vec::new();
             wire::put_window(&mut window, 1, wire::INITIAL_WINDOW);
             w.to.write_all(&window).unwrap();
             granted += WINDOW;
-            continue;
+        }
+        let Some(f) = w.maybe_next(Duration::from_secs(2)) else {
+            panic!(
+                "the worker went quiet with response credit left ({} of {granted} sent; \
+                 {sent} of {len} request bytes sent, {credit} request credit left)",
+                received.len()
+            );
         };
         match f.kind {
             Kind::WindowToRuntime => {
                 credit += wire::window_credit(&f.payload).unwrap() as usize;
                 assert!(
-                    sent + credit <= len + WINDOW,
+                    sent + credit <= len + request_window,
                     "more request credit than body"
                 );
             }
@@ -1376,13 +1405,33 @@ fn node_bootstrap_reassembles_frames_from_single_byte_writes() {
 #[test]
 fn python_bootstrap_keeps_the_credit_windows() {
     require_python();
-    credit_both_ways("python3", "python/bootstrap.py", Style::PythonWsgi);
+    // It announces no request window (the default) and honours a granted response window.
+    credit_both_ways(
+        "python3",
+        "python/bootstrap.py",
+        Style::PythonWsgi,
+        None,
+        wire::INITIAL_WINDOW,
+    );
+    credit_both_ways(
+        "python3",
+        "python/bootstrap.py",
+        Style::PythonWsgi,
+        Some(512 * 1024),
+        wire::INITIAL_WINDOW,
+    );
 }
 
 #[test]
 fn node_bootstrap_keeps_the_credit_windows_in_every_style() {
     require_node();
-    credit_both_ways("node", "node/bootstrap.js", Style::NodeNoslate);
-    credit_both_ways("node", "node/bootstrap.js", Style::NodeFcHttp);
-    credit_both_ways("node", "node/bootstrap.js", Style::Aworker);
+    // It announces a 1 MiB request window, and honours the default and a granted response
+    // window.
+    let node = |style, response_window| {
+        credit_both_ways("node", "node/bootstrap.js", style, response_window, 1 << 20);
+    };
+    node(Style::NodeNoslate, None);
+    node(Style::NodeNoslate, Some(512 * 1024));
+    node(Style::NodeFcHttp, Some(512 * 1024));
+    node(Style::Aworker, Some(512 * 1024));
 }

@@ -118,15 +118,33 @@ impl ReadBuf {
         }
     }
 
-    /// Reads from `source` until it would block, ends, or the buffer is full.
+    /// Reads from `source` until it would block, ends, or the buffer's present allocation is
+    /// full. It grows only when unconsumed input already fills it (one unit larger than the
+    /// buffer), so a busy source is taken in bites of the buffer's size and the caller handles
+    /// each bite before reading the next: a worker pipe, whose frames are best passed on while
+    /// the worker writes more.
+    pub fn fill_bounded_from<R: Read>(&mut self, source: &mut R) -> Fill {
+        self.make_room();
+        self.read_into_tail(source, false)
+    }
+
+    /// Reads from `source` until it would block, ends, or the buffer is full at its maximum.
     pub fn fill_from<R: Read>(&mut self, source: &mut R) -> Fill {
+        self.read_into_tail(source, true)
+    }
+
+    /// Reads into the free tail until the source would block or ends, or the tail is full;
+    /// with `grow`, a full tail is first made room for (reclaimed or grown up to `max`).
+    fn read_into_tail<R: Read>(&mut self, source: &mut R, grow: bool) -> Fill {
         let mut fill = Fill {
             bytes: 0,
             closed: false,
             drained: false,
         };
         loop {
-            self.make_room();
+            if grow {
+                self.make_room();
+            }
             if self.end >= self.buf.len() {
                 return fill;
             }
@@ -187,5 +205,29 @@ mod tests {
         buf.consume(4);
         buf.shrink_if_empty();
         assert!(buf.data().is_empty());
+    }
+
+    #[test]
+    fn bounded_fill_takes_one_bite_and_grows_only_for_a_unit_larger_than_the_buffer() {
+        let mut buf = ReadBuf::new(4, 8);
+        let mut src: &[u8] = b"abcdefghijkl";
+        let fill = buf.fill_bounded_from(&mut src);
+        assert_eq!(
+            (fill.bytes, fill.drained),
+            (4, false),
+            "one bite of the buffer's size"
+        );
+        assert_eq!(buf.data(), b"abcd");
+        buf.consume(3);
+        let fill = buf.fill_bounded_from(&mut src);
+        assert_eq!(fill.bytes, 3, "consumed room is reclaimed, not grown");
+        assert_eq!(buf.data(), b"defg");
+        // Nothing consumed: the unconsumed unit fills the buffer, so it grows.
+        let fill = buf.fill_bounded_from(&mut src);
+        assert_eq!(fill.bytes, 4);
+        assert_eq!(buf.data(), b"defghijk");
+        buf.consume(8);
+        let fill = buf.fill_bounded_from(&mut src);
+        assert_eq!((fill.bytes, fill.drained), (1, true));
     }
 }

@@ -569,6 +569,8 @@ struct Worker {
     config: Arc<Config>,
     out: Arc<Out>,
     streams: Streams,
+    /// Response-body credit each stream starts with (INIT's `responseWindow`).
+    response_window: u32,
 }
 
 impl Worker {
@@ -576,8 +578,13 @@ impl Worker {
         let (stream, end, payload) = (frame.header.stream, frame.is_end(), frame.payload);
         match frame.header.kind {
             Kind::Init => {
+                if let Ok(init) = wire::Init::<Value>::parse(payload) {
+                    self.response_window = init.response_window;
+                }
                 let sent = match self.config.check() {
-                    Ok(()) => self.out.send(wire::put_init_done),
+                    Ok(()) => self
+                        .out
+                        .send_json(|frame| wire::put_init_done(frame, &wire::InitDone::default())),
                     Err(why) => {
                         let error = ErrorPayload::new("ProcessNotExecutable", &why, Vec::new());
                         self.out
@@ -591,7 +598,7 @@ impl Worker {
                     .map_err(|e| format!("bad request head on stream {stream}: {e}"))?;
                 let shared = Arc::new(Shared {
                     control: Mutex::new(Control {
-                        credit: u64::from(INITIAL_WINDOW),
+                        credit: u64::from(self.response_window),
                         ..Control::default()
                     }),
                     changed: Condvar::new(),
@@ -728,6 +735,7 @@ pub fn main() -> ExitCode {
             pipe: Mutex::new(Box::new(output)),
         }),
         streams: Arc::default(),
+        response_window: INITIAL_WINDOW,
     };
     let ready = Ready {
         pid: std::process::id(),
@@ -904,6 +912,7 @@ mod tests {
                 pipe: Mutex::new(Box::new(sink.clone())),
             }),
             streams: Arc::default(),
+            response_window: INITIAL_WINDOW,
         };
         (worker, sink)
     }

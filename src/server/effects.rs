@@ -101,6 +101,8 @@ pub(super) enum Effect {
     /// Workers came or went: start the background workers (seeds, spares) once the
     /// reservation has settled, and answer `/initialize` and `/pre-stop` waiters that can be.
     Waiters,
+    /// Read on from a worker's pipe: the last read stopped at its budget with bytes left.
+    ReadWorker(WorkerKey),
     /// Write a worker's buffered frames.
     FlushWorker(WorkerKey),
     /// Write a connection's buffered bytes, return credit, close it when it is done.
@@ -120,6 +122,8 @@ pub(super) struct Effects {
     conns: Vec<Key>,
     /// Connections to drive on the next iteration (they used up their rounds in this one).
     next_iteration: Vec<Key>,
+    /// Workers whose pipes to read on in the next iteration.
+    reads_next_iteration: Vec<WorkerKey>,
     /// Loop iterations so far (`noslate metrics`).
     iterations: u64,
 }
@@ -142,6 +146,11 @@ impl Effects {
         push_key(&mut self.next_iteration, key);
     }
 
+    /// Reads on from worker `key`'s pipe on the next iteration.
+    pub(super) fn read_next_iteration(&mut self, key: WorkerKey) {
+        push_key(&mut self.reads_next_iteration, key);
+    }
+
     /// Loop iterations so far.
     pub(super) fn iterations(&self) -> u64 {
         self.iterations
@@ -149,7 +158,7 @@ impl Effects {
 
     /// Whether work waits for the next iteration (the loop must then not sleep in `poll`).
     pub(super) fn has_next_iteration(&self) -> bool {
-        !self.next_iteration.is_empty()
+        !self.next_iteration.is_empty() || !self.reads_next_iteration.is_empty()
     }
 
     /// Starts an iteration: the drives put off by the last one become due.
@@ -157,6 +166,9 @@ impl Effects {
         self.iterations += 1;
         for key in std::mem::take(&mut self.next_iteration) {
             self.push(Effect::DriveConn(key));
+        }
+        for key in std::mem::take(&mut self.reads_next_iteration) {
+            self.push(Effect::ReadWorker(key));
         }
     }
 

@@ -601,7 +601,8 @@ fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
         w.state = WorkerState::Initializing;
     }
     h.take_effects();
-    h.server.on_worker_init_done(key);
+    h.server
+        .on_worker_init_done(key, br#"{"requestWindow":1048576}"#);
     let effects = h.take_effects();
     assert!(
         effects.contains(&Effect::Dispatch(FunctionId::new(0))),
@@ -611,6 +612,39 @@ fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
     assert_eq!(
         h.server.supervisor.workers().get(key).map(|w| w.state),
         Some(WorkerState::Ready)
+    );
+    // Its streams start with the request window it announced.
+    let (_client, conn) = h.connect();
+    let stream = h
+        .server
+        .supervisor
+        .worker_mut(key)
+        .map(|w| w.open_stream(crate::ids::ConnRef { conn, seq: 1 }));
+    let credit = stream.and_then(|s| {
+        let w = h.server.supervisor.workers().get(key)?;
+        w.streams.get(&s).map(|st| st.request_credit)
+    });
+    assert_eq!(credit, Some(1 << 20));
+}
+
+#[test]
+fn a_worker_that_announces_a_window_out_of_bounds_is_stopped_for_a_protocol_error() {
+    let mut h = harness(ONE_FUNCTION);
+    let (key, _from_worker) = h.ready_worker(0);
+    if let Some(w) = h.server.supervisor.worker_mut(key) {
+        w.state = WorkerState::Initializing;
+    }
+    h.take_effects();
+    h.server.on_worker_init_done(key, br#"{"requestWindow":0}"#);
+    let effects = h.take_effects();
+    assert!(
+        !effects.contains(&Effect::Dispatch(FunctionId::new(0))),
+        "{effects:?}"
+    );
+    assert_ne!(
+        h.server.supervisor.workers().get(key).map(|w| w.state),
+        Some(WorkerState::Ready),
+        "never serves"
     );
 }
 
@@ -1628,4 +1662,64 @@ fn the_tick_never_sees_an_inspect_worker() {
     let snapshots = h.server.supervisor.snapshots(&workers);
     let seen: Vec<WorkerKey> = snapshots.iter().map(|s| s.key).collect();
     assert_eq!(seen, [ordinary], "idle shrink and the scaler skip it");
+}
+
+#[test]
+fn a_worker_pipe_is_read_one_bite_per_event_and_the_rest_on_the_next_iteration() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key, worker, mut out, stream) = h.dispatched();
+    h.take_effects();
+    {
+        use std::os::fd::AsFd;
+        crate::sys::set_pipe_size(out.as_fd(), 1 << 20).expect("a 1 MiB pipe");
+    }
+    // Three body frames of 64 KiB: more than the worker's read buffer holds at once.
+    let piece = vec![b'x'; crate::wire::MAX_BODY_CHUNK];
+    let mut frames = Vec::new();
+    let head = crate::wire::ResponseHead {
+        status: 200,
+        headers: vec![("content-length".into(), (3 * piece.len()).to_string())],
+    };
+    crate::wire::put_response_head(&mut frames, stream, false, &head).expect("head");
+    for i in 0..3 {
+        crate::wire::put_response_body(&mut frames, stream, i == 2, &piece);
+    }
+    h.worker_sends(worker, &mut out, &frames);
+    let first = h.take_effects();
+    assert!(first.contains(&Effect::FlushConn(key)), "{first:?}");
+    assert!(
+        h.server.effects.has_next_iteration(),
+        "the rest waits for the next iteration"
+    );
+    assert_eq!(
+        h.server
+            .supervisor
+            .workers()
+            .get(worker)
+            .map(Worker::active),
+        Some(1),
+        "the end frame is not read yet"
+    );
+    h.server.effects.begin_iteration();
+    let mut ran = Vec::new();
+    for _ in 0..8 {
+        ran.extend(h.run_effects_but_scale());
+        if !h.server.effects.has_next_iteration() {
+            break;
+        }
+        h.server.effects.begin_iteration();
+    }
+    assert!(ran.contains(&Effect::ReadWorker(worker)), "{ran:?}");
+    assert_eq!(
+        h.server
+            .supervisor
+            .workers()
+            .get(worker)
+            .map(Worker::active),
+        Some(0),
+        "the end frame was read on a later iteration"
+    );
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..40]);
+    assert!(answer.ends_with(&"x".repeat(100)), "the whole body arrived");
 }

@@ -1330,25 +1330,27 @@ impl Server {
         }
     }
 
-    /// Reads and handles everything a worker sent.
+    /// Reads and handles one bite of what a worker sent: its read buffer's worth. When more
+    /// is waiting, the rest is read on the next iteration, after this one's flushes, so that
+    /// the bytes just read reach their clients, and the credit they free reaches the worker,
+    /// while the worker writes more: a large response flows instead of stopping and starting
+    /// once per window. It also keeps one busy worker from holding the loop.
     fn on_worker_readable(&mut self, key: WorkerKey) {
-        loop {
-            let Some(result) = self.supervisor.fill_worker(key) else {
-                return;
-            };
-            if !self.decode_worker_frames(key) {
-                return;
+        let Some(result) = self.supervisor.fill_worker(key) else {
+            return;
+        };
+        if !self.decode_worker_frames(key) {
+            return;
+        }
+        match result {
+            Ok(ReadResult::More) => self.effects.read_next_iteration(key),
+            Ok(ReadResult::Drained) => {}
+            Ok(ReadResult::Closed) => {
+                self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
             }
-            match result {
-                Ok(ReadResult::More) => {}
-                Ok(ReadResult::Drained) => return,
-                Ok(ReadResult::Closed) => {
-                    return self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
-                }
-                Err(err) => {
-                    log::warn!("[turf] reading worker pipe failed: {err}");
-                    return self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
-                }
+            Err(err) => {
+                log::warn!("[turf] reading worker pipe failed: {err}");
+                self.supervisor.on_worker_pipe_closed(key, &mut lent!(self));
             }
         }
     }
@@ -1387,7 +1389,7 @@ impl Server {
         let wire::Frame { header, payload } = frame;
         match header.kind {
             wire::Kind::Ready => self.on_worker_ready(key, payload),
-            wire::Kind::InitDone => self.on_worker_init_done(key),
+            wire::Kind::InitDone => self.on_worker_init_done(key, payload),
             wire::Kind::InitError => self.on_worker_init_error(key, payload),
             wire::Kind::ResponseHead => self.on_response_head(key, header, payload),
             wire::Kind::ResponseBody => self.on_response_body(key, header, payload),
@@ -1751,9 +1753,9 @@ impl Server {
     }
 
     /// INIT_DONE: the worker serves; its function's rollout, queue and the waiters follow.
-    fn on_worker_init_done(&mut self, key: WorkerKey) {
+    fn on_worker_init_done(&mut self, key: WorkerKey, payload: &[u8]) {
         let Some((function, kind, after)) =
-            (self.supervisor).on_worker_init_done(key, &mut lent!(self))
+            (self.supervisor).on_worker_init_done(key, payload, &mut lent!(self))
         else {
             return;
         };
@@ -2204,6 +2206,7 @@ impl Server {
                 self.answer_init_waiters();
                 self.check_workers_stopped();
             }
+            Effect::ReadWorker(key) => self.on_worker_readable(key),
             Effect::FlushWorker(key) => self.supervisor.flush_worker(key, &mut lent!(self)),
             Effect::FlushConn(key) => self.front.flush_conn(key, &mut lent!(self)),
             Effect::LeftQueue { function, client } => {

@@ -83,7 +83,7 @@ pub struct Stream {
 pub enum ReadResult {
     /// The pipe is drained for now.
     Drained,
-    /// The buffer filled up first: decode, then read again.
+    /// The buffer filled up first: decode, then read again (more is waiting).
     More,
     /// The worker closed its end: it is exiting or has died.
     Closed,
@@ -104,6 +104,8 @@ pub struct Worker {
     pub from_worker: Option<Receiver>,
     /// Bytes read from the worker and not yet decoded.
     pub rbuf: ReadBuf,
+    /// Request-body credit each of its streams starts with: what its INIT_DONE announced.
+    pub request_window: u32,
     /// Frames waiting to be written to the worker, from `wstart`.
     pub wbuf: Vec<u8>,
     /// Start of unwritten bytes in `wbuf`.
@@ -183,6 +185,7 @@ impl Worker {
             to_worker: Some(to),
             from_worker: Some(from),
             rbuf: ReadBuf::new(READ_CHUNK, wire::HEADER_LEN + wire::MAX_PAYLOAD),
+            request_window: wire::INITIAL_WINDOW,
             wbuf: Vec::new(),
             wstart: 0,
             streams: HashMap::new(),
@@ -260,7 +263,7 @@ impl Worker {
             self.next_stream,
             Stream {
                 client: Some(client),
-                request_credit: wire::INITIAL_WINDOW,
+                request_credit: self.request_window,
                 cancel_timer: None,
             },
         );
@@ -289,12 +292,13 @@ impl Worker {
         Ok(true)
     }
 
-    /// Reads everything the pipe has into `rbuf`. The buffer grows to hold the largest frame.
+    /// Reads what the pipe has into `rbuf`, up to the buffer's size: one bite. The buffer grows
+    /// only to hold a frame larger than it.
     pub fn fill(&mut self) -> io::Result<ReadResult> {
         let Some(pipe) = self.from_worker.as_mut() else {
             return Ok(ReadResult::Closed);
         };
-        let fill = self.rbuf.fill_from(pipe);
+        let fill = self.rbuf.fill_bounded_from(pipe);
         Ok(if fill.closed {
             ReadResult::Closed
         } else if fill.drained {

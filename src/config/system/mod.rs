@@ -134,6 +134,11 @@ pub const DEFAULT_CLOSE_TRAFFIC_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_REQUEST_QUEUE_LIMIT: usize = 1_000;
 /// Default `dataPlane.cancelGracePeriod`, in milliseconds.
 pub const DEFAULT_CANCEL_GRACE_PERIOD_MS: u64 = 1_000;
+/// `dataPlane.streamWindow`: one protocol pipe's worth (1 MiB), so that a worker streaming a
+/// large response always has bytes in flight while the runtime passes the last ones on.
+pub const DEFAULT_STREAM_WINDOW: u32 = 1 << 20;
+/// The smallest `dataPlane.streamWindow`: one response-body frame.
+pub const MIN_STREAM_WINDOW: u32 = 64 * 1024;
 
 /// Default `controlPlane.expandConcurrency`: concurrent worker launches.
 pub const DEFAULT_EXPAND_CONCURRENCY: u32 = 4;
@@ -399,6 +404,10 @@ pub struct DataPlaneConfig {
     pub request_queue_limit: usize,
     /// `dataPlane.cancelGracePeriod` (ours), in milliseconds.
     pub cancel_grace_period_ms: u64,
+    /// `dataPlane.streamWindow` (ours): the response-body credit each worker stream starts
+    /// with (INIT's `responseWindow`), which is also the most the runtime holds for one slow
+    /// client.
+    pub stream_window: u32,
 }
 
 impl Default for DataPlaneConfig {
@@ -407,6 +416,7 @@ impl Default for DataPlaneConfig {
             close_traffic_timeout_ms: DEFAULT_CLOSE_TRAFFIC_TIMEOUT_MS,
             request_queue_limit: DEFAULT_REQUEST_QUEUE_LIMIT,
             cancel_grace_period_ms: DEFAULT_CANCEL_GRACE_PERIOD_MS,
+            stream_window: DEFAULT_STREAM_WINDOW,
         }
     }
 }
@@ -922,6 +932,7 @@ mod tests {
         assert_eq!(cfg.data_plane.close_traffic_timeout_ms, 30_000);
         assert_eq!(cfg.data_plane.request_queue_limit, 1000);
         assert_eq!(cfg.data_plane.cancel_grace_period_ms, 1000);
+        assert_eq!(cfg.data_plane.stream_window, 1 << 20);
         assert_eq!(cfg.control_plane.expand_concurrency, 4);
         assert_eq!(cfg.control_plane.worker_traffic_stats_pulling_ms, 10_000);
         assert_eq!(cfg.control_plane.worker_redundant_victim_spare_times, 6);
@@ -1038,6 +1049,23 @@ mod tests {
             let problems = load_json(bad).unwrap_err();
             assert_eq!(problems.len(), 1, "{bad}");
             assert_eq!(problems[0].path, "turf.spareWorkers", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_stream_window_takes_sizes_within_its_bounds() {
+        let cfg = load_json(r#"{"dataPlane": {"streamWindow": "4mb"}}"#).unwrap();
+        assert_eq!(cfg.data_plane.stream_window, 4 << 20);
+        let cfg = load_json(r#"{"dataPlane": {"streamWindow": 65536}}"#).unwrap();
+        assert_eq!(cfg.data_plane.stream_window, MIN_STREAM_WINDOW);
+        for bad in [
+            r#"{"dataPlane": {"streamWindow": 65535}}"#,
+            r#"{"dataPlane": {"streamWindow": "17mb"}}"#,
+            r#"{"dataPlane": {"streamWindow": "lots"}}"#,
+        ] {
+            let problems = load_json(bad).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].path, "dataPlane.streamWindow", "{bad}");
         }
     }
 

@@ -10,8 +10,9 @@ use serde_json::Value;
 use super::{
     AccessLogDestination, CONCURRENCY_STATS_MODES, CircuitBreakerConfig, ControlPlaneConfig,
     DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS, DataPlaneConfig, EmaSettings, HttpConfig,
-    LoggerConfig, MAX_SPARE_WORKERS, MIN_MAX_HEADER_BYTES, SCALERS, SHRINK_STRATEGIES, ScalerKind,
-    StarterConfig, SystemConfig, TurfConfig, WorkerDefaults, log_level,
+    LoggerConfig, MAX_SPARE_WORKERS, MIN_MAX_HEADER_BYTES, MIN_STREAM_WINDOW, SCALERS,
+    SHRINK_STRATEGIES, ScalerKind, StarterConfig, SystemConfig, TurfConfig, WorkerDefaults,
+    log_level,
 };
 use crate::config::problems::{
     Fields, Problems, boolean, describe, in_unit_interval, int, join, set, string,
@@ -341,6 +342,18 @@ fn apply_data_plane(
         &mut dp.cancel_grace_period_ms,
         s.int("cancelGracePeriod", 0, p),
     );
+    if let Some(bytes) = s.byte_size("streamWindow", u64::from(MIN_STREAM_WINDOW), p) {
+        match u32::try_from(bytes) {
+            Ok(window) if window <= crate::wire::MAX_WINDOW => dp.stream_window = window,
+            _ => p.add(
+                "dataPlane.streamWindow",
+                format!(
+                    "expected at most {} bytes (16 MiB), got {bytes}",
+                    crate::wire::MAX_WINDOW
+                ),
+            ),
+        }
+    }
     ignore(
         s,
         &[

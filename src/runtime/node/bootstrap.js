@@ -112,10 +112,17 @@ const RESPONSE_BODY = 0x85;
 const RESPONSE_ERROR = 0x86;
 const WINDOW_OUT = 0x87;
 
+// Credit a stream direction starts with when its receiver announced no other.
 const INITIAL_WINDOW = 256 * 1024;
-// Request-body credit is returned once this much has been consumed: half the window, so the
-// runtime always has the other half in flight.
-const GRANT_THRESHOLD = INITIAL_WINDOW / 2;
+const MAX_WINDOW = 16 * 1024 * 1024;
+// The request-body credit this worker grants each stream, announced in INIT_DONE: one protocol
+// pipe's worth, so that the runtime can keep writing a large upload while the handler reads.
+const REQUEST_WINDOW = 1024 * 1024;
+// Request-body credit is returned once this much has been consumed, at once rather than at the
+// end of the loop turn: a quarter of the window, so the runtime always has the rest in flight.
+const GRANT_THRESHOLD = REQUEST_WINDOW / 4;
+// The response-body credit each stream starts with: INIT's responseWindow, the runtime's grant.
+let responseWindow = INITIAL_WINDOW;
 // Response bodies are cut into frames of at most this size so that one large write cannot hold the
 // pipe for long while other streams wait.
 const MAX_BODY_FRAME = 64 * 1024;
@@ -503,6 +510,8 @@ function callWithCallback(fn, args) {
 }
 
 async function onInit(init) {
+  const granted = init == null ? undefined : init.responseWindow;
+  if (Number.isInteger(granted) && granted > 0 && granted <= MAX_WINDOW) responseWindow = granted;
   // Before anything reads the environment or the cwd: a spare becomes the function's worker here.
   // "spare": null counts as absent (an Option serialised without skipping).
   if (spare || (init != null && init.spare != null)) {
@@ -540,7 +549,7 @@ async function onInit(init) {
       handler = loaded;
       serve = styles[handlerStyle];
     }
-    if (initializing) sendEmpty(0, INIT_DONE, 0);
+    if (initializing) sendJson(0, INIT_DONE, 0, { requestWindow: REQUEST_WINDOW });
   } catch (err) {
     logWorker(`initialization failed: ${err instanceof Error ? err.stack : util.inspect(err)}`);
     if (initializing) sendJson(0, INIT_ERROR, 0, errorPayload(err));
@@ -898,6 +907,7 @@ class Request extends Readable {
     if (consumed >= GRANT_THRESHOLD) {
       this._unacked -= consumed;
       sendU32(this._res._id, WINDOW_OUT, consumed);
+      flush();
     }
   }
 }
@@ -945,7 +955,7 @@ class Response extends Writable {
     this._headers = null; // lowercase name → [name as given, value]
     this._head = HEAD_NONE;
     this._done = false; // the terminal frame is queued
-    this._credit = INITIAL_WINDOW;
+    this._credit = responseWindow;
     // A body chunk waiting for credit: the chunk, how far it was sent, its write callback.
     this._waiting = null;
     this._waitingAt = 0;

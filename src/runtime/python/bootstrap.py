@@ -62,7 +62,11 @@ RESPONSE_ERROR = 0x86
 WINDOW_OUT = 0x87
 
 INITIAL_WINDOW = 256 * 1024
+MAX_WINDOW = 16 * 1024 * 1024
+# This worker grants the default request window (its INIT_DONE announces none).
 GRANT_THRESHOLD = INITIAL_WINDOW // 2
+# The response-body credit each stream starts with: INIT's responseWindow, the runtime's grant.
+_response_window = INITIAL_WINDOW
 MAX_BODY_FRAME = 64 * 1024
 U32 = struct.Struct("<I")
 
@@ -394,7 +398,7 @@ class Stream(object):
         self.chunks = collections.deque()
         self.body_ended = ended
         self.consumed = 0  # body bytes read by the handler and not yet returned as credit
-        self.credit = INITIAL_WINDOW
+        self.credit = _response_window
         self.done = False  # the terminal frame went out
         self.cancelled = False
         self.cancel_reason = None  # the CANCEL's reason, for the error a body read raises
@@ -1037,7 +1041,10 @@ def init_error_payload(err):
 
 
 def on_init(init):
-    global _handler, _serve
+    global _handler, _serve, _response_window
+    granted = init.get("responseWindow")
+    if isinstance(granted, int) and not isinstance(granted, bool) and 0 < granted <= MAX_WINDOW:
+        _response_window = granted
     fn = init.get("function") or {}
     code_dir = fn.get("codeDir") or os.environ.get("NOSLATE_CODE_DIR") or os.getcwd()
     try:

@@ -24,7 +24,6 @@ use crate::server::effects::Effect;
 use crate::server::{Lent, Timer};
 use crate::turf::origin;
 use crate::turf::worker::Worker;
-use crate::wire;
 use std::time::{Duration, Instant};
 
 /// Bound on parse/pump rounds per readiness event, so one connection cannot starve the loop
@@ -887,8 +886,11 @@ impl FrontEnd {
             _ => None,
         });
         if let Some((worker, stream)) = stream {
+            // A quarter of the window: the worker keeps three quarters in flight while this
+            // part travels back, and the WINDOW frames stay few.
             let owed = conn.credit_owed;
-            if owed >= wire::INITIAL_WINDOW / 2 || (owed > 0 && !conn.has_output()) {
+            let step = lp.config.data_plane.stream_window / 4;
+            if owed >= step || (owed > 0 && !conn.has_output()) {
                 conn.credit_owed = 0;
                 lp.effects.push(Effect::ReturnCredit {
                     worker,

@@ -313,6 +313,7 @@ impl Supervisor {
             request_id: Cow::Borrowed(request_id),
             context,
             timeout_ms,
+            response_window: lp.config.data_plane.stream_window,
             spare: worker.spare_init.take().map(|s| SpareInit {
                 env: s.env,
                 cwd: s.cwd.to_string_lossy().into_owned(),
@@ -343,6 +344,7 @@ impl Supervisor {
     pub(in crate::server) fn on_worker_init_done(
         &mut self,
         key: WorkerKey,
+        payload: &[u8],
         lp: &mut Lent<'_>,
     ) -> Option<(FunctionId, crate::metrics::StartKind, std::time::Duration)> {
         let worker = self.workers.get_mut(key)?;
@@ -351,6 +353,15 @@ impl Supervisor {
             self.kill_worker(key, &reason, ExitReason::Crashed, lp);
             return None;
         }
+        let done = match wire::InitDone::parse(payload) {
+            Ok(done) => done,
+            Err(err) => {
+                self.worker_protocol_error(key, &err.to_string(), lp);
+                return None;
+            }
+        };
+        let worker = self.workers.get_mut(key)?;
+        worker.request_window = done.request_window;
         if let Some(timer) = worker.state_timer.take() {
             lp.timers.cancel(timer);
         }
