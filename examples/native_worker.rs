@@ -5,8 +5,14 @@
 //!
 //! It is an echo function: the response body is the request body, and the response carries
 //! `x-method` and `x-url` headers from the request head. A request with `x-native-error: 1`
-//! fails with a function error instead. Streams are handled concurrently, with credit windows
-//! in both directions, so it serves 32 MiB bodies with bounded memory per stream.
+//! fails with a function error instead. Two paths measure one direction at a time (the
+//! benchmark's large-body rows):
+//!
+//! - `/upload`: the body is read and dropped; the answer is its length in decimal;
+//! - `/download?bytes=N`: the answer is N bytes, with a Content-Length.
+//!
+//! Streams are handled concurrently, with credit windows in both directions, so it serves
+//! 32 MiB bodies with bounded memory per stream.
 //!
 //! Build: `cargo build --example native_worker`. Profile:
 //! `{"name": "native", "runtime": "native", "url": "<dir of the binary>",
@@ -22,8 +28,43 @@ use std::io::{self, Write};
 /// Largest response-body chunk put in one frame.
 const CHUNK: usize = wire::MAX_BODY_CHUNK;
 
+/// What a stream answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The request body.
+    Echo,
+    /// The length of the request body, once it has all come.
+    Upload { received: u64 },
+    /// This many more bytes.
+    Download { left: u64 },
+}
+
+impl Mode {
+    /// The mode a request's url asks for.
+    fn of(url: &str) -> Mode {
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        if path.ends_with("/upload") {
+            return Mode::Upload { received: 0 };
+        }
+        if path.ends_with("/download") {
+            let left = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("bytes="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            return Mode::Download { left };
+        }
+        Mode::Echo
+    }
+}
+
+/// The bytes a download sends, one frame's worth, reused.
+static DOWNLOAD_CHUNK: [u8; CHUNK] = [b'a'; CHUNK];
+
 /// One invocation in progress.
 struct Stream {
+    /// What it answers with.
+    mode: Mode,
     /// The echo: request bytes received and not yet sent back.
     pending: Vec<u8>,
     /// Whether the request body has ended.
@@ -79,7 +120,8 @@ impl Worker {
                     wire::put_response_error(&mut out, stream, &error).map_err(io::Error::other)?;
                     return self.out.write_all(&out);
                 }
-                let headers = vec![
+                let mode = Mode::of(&head.url);
+                let mut headers = vec![
                     (
                         "content-type".to_owned(),
                         "application/octet-stream".to_owned(),
@@ -87,9 +129,13 @@ impl Worker {
                     ("x-method".to_owned(), head.method.to_string()),
                     ("x-url".to_owned(), head.url.to_string()),
                 ];
+                if let Mode::Download { left } = mode {
+                    headers.push(("content-length".to_owned(), left.to_string()));
+                }
                 self.streams.insert(
                     stream,
                     Stream {
+                        mode,
                         pending: Vec::new(),
                         request_done: end,
                         credit: u64::from(self.response_window),
@@ -103,8 +149,21 @@ impl Worker {
                 let Some(s) = self.streams.get_mut(&stream) else {
                     return Ok(()); // a stream we already answered: ignore the rest
                 };
-                s.pending.extend_from_slice(payload);
                 s.request_done |= end;
+                if s.mode == Mode::Echo {
+                    s.pending.extend_from_slice(payload);
+                } else {
+                    // Dropped as it comes: the runtime may send that much more at once.
+                    if let Mode::Upload { received } = &mut s.mode {
+                        *received += payload.len() as u64;
+                    }
+                    if !payload.is_empty() && !end {
+                        let credit = u32::try_from(payload.len()).map_err(io::Error::other)?;
+                        let mut out = Vec::new();
+                        wire::put_worker_window(&mut out, stream, credit);
+                        self.out.write_all(&out)?;
+                    }
+                }
                 self.pump(stream)
             }
             Kind::WindowToWorker => {
@@ -140,6 +199,14 @@ impl Worker {
             let Some(s) = self.streams.get_mut(&stream) else {
                 return Ok(());
             };
+            if let Mode::Upload { received } = s.mode {
+                // Answered once the whole body has come.
+                if !s.request_done {
+                    return Ok(());
+                }
+                s.pending = received.to_string().into_bytes();
+                s.mode = Mode::Echo;
+            }
             if !s.head_sent {
                 let head = ResponseHead {
                     status: 200,
@@ -148,6 +215,20 @@ impl Worker {
                 wire::put_response_head(&mut out, stream, false, &head)
                     .map_err(io::Error::other)?;
                 s.head_sent = true;
+            }
+            if let Mode::Download { left } = &mut s.mode {
+                while *left > 0 && s.credit > 0 {
+                    let n = usize::try_from((*left).min(s.credit))
+                        .unwrap_or(CHUNK)
+                        .min(CHUNK);
+                    wire::put_response_body(&mut out, stream, false, &DOWNLOAD_CHUNK[..n]);
+                    *left -= n as u64;
+                    s.credit -= n as u64;
+                }
+                if *left == 0 && s.request_done {
+                    wire::put_response_body(&mut out, stream, true, &[]);
+                    finished = true;
+                }
             }
             let mut consumed = 0usize;
             while !s.pending.is_empty() && s.credit > 0 {
@@ -166,7 +247,7 @@ impl Worker {
                 let credit = u32::try_from(consumed).map_err(io::Error::other)?;
                 wire::put_worker_window(&mut out, stream, credit);
             }
-            if s.request_done && s.pending.is_empty() {
+            if s.mode == Mode::Echo && s.request_done && s.pending.is_empty() {
                 wire::put_response_body(&mut out, stream, true, &[]);
                 finished = true;
             }

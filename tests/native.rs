@@ -1,6 +1,6 @@
 //! `runtime: "native"` with the reference worker (examples/native_worker.rs, which frames with
-//! `noslate::wire` as docs/PROTOCOL.md describes): echo with metadata, 32 MiB both ways, function
-//! errors; then 1,000 spawn/stop cycles that leave no zombie, no runtime descriptor and no cgroup
+//! `noslate::wire` as docs/PROTOCOL.md describes): echo with metadata, 32 MiB both ways, one
+//! direction at a time, function errors; then 1,000 spawn/stop cycles that leave no zombie, no runtime descriptor and no cgroup
 //! behind; and a missing interpreter or code directory that fails only its own function, naming
 //! the path.
 
@@ -38,6 +38,30 @@ fn the_reference_worker_echoes_with_metadata_and_reports_errors() {
     let resp = ns.invoke(b"", &[("x-native-error", "1")]);
     let body = assert_error_json(&resp, 404, Some("NativeError"));
     assert!(body["stackTrace"].is_array());
+}
+
+#[test]
+fn the_reference_worker_measures_one_direction_at_a_time() {
+    let ns = Noslate::start(&json!([native_profile("oneway")]));
+    // Upload: 3 MiB read and dropped (more than any credit window), answered with its length.
+    let body = vec![7u8; 3 << 20];
+    let resp = ns.send(&Req::new("POST", "/upload").body(&body));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_eq!(resp.body, (3u32 << 20).to_string().as_bytes());
+    // Download: exactly the bytes asked for, with their Content-Length; and none.
+    let resp = ns.send(&Req::new("GET", "/download?bytes=5000000"));
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_eq!(resp.header("content-length"), Some("5000000"));
+    assert_eq!(resp.body.len(), 5_000_000);
+    assert!(resp.body.iter().all(|&b| b == b'a'));
+    let resp = ns.send(&Req::new("GET", "/download?bytes=0"));
+    assert_eq!((resp.status, resp.body.len()), (200, 0), "{}", resp.brief());
+    // A download that is sent a body drops it, whatever its size.
+    let resp = ns.send(&Req::new("POST", "/download?bytes=10").body(&body));
+    assert_eq!(
+        (resp.status, resp.body.as_slice()),
+        (200, &b"aaaaaaaaaa"[..])
+    );
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Large bodies (`BENCH_TARGETS` letter `l`): a 32 MiB echo, a 32 MiB upload and a 32 MiB
 //! download, through noslate and one Node.js worker, and through Node's own `http` serving the
 //! same handler (`benches/bodies/index.js`), with a plain `cat` through pipes as the physical
-//! floor of this machine. Each transfer is timed from its first byte sent to its last byte
-//! received; the three sides alternate, `BENCH_BODY_RUNS` times, and medians are reported.
+//! floor of this machine; and through noslate with the native reference worker
+//! (`examples/native_worker.rs`, which is not the bottleneck), so the runtime's own throughput
+//! shows. Each transfer is timed from its first byte sent to its last byte received; the four
+//! sides alternate, `BENCH_BODY_RUNS` times, and medians are reported.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -17,11 +19,14 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::report::rows_or_why;
 use crate::servers::{one_worker, start_node_serving};
+use crate::spawn::native_worker_bin;
 
 /// The body size of every transfer.
 pub const BODY_BYTES: usize = 32 << 20;
 /// Echo through noslate against echo through Node's own http: the target.
 pub const TARGET_ECHO_RATIO: f64 = 0.9;
+/// Upload and download through noslate with the native worker, MB/s: the target.
+pub const TARGET_NATIVE_MB_PER_S: f64 = 1000.0;
 
 /// The three transfers.
 #[derive(Clone, Copy)]
@@ -58,6 +63,7 @@ pub struct ModeRuns {
     noslate: Vec<f64>,
     node: Vec<f64>,
     cat: Vec<f64>,
+    native: Vec<f64>,
     errors: Vec<String>,
 }
 
@@ -205,9 +211,20 @@ pub fn measure_bodies(tmp: &Path, runs: usize) -> BodyRows {
     let config = json!({"http": {"maxRequestBodySize": "64mb"}});
     let noslate = start_noslate_with(tmp, "bodies", &functions, Some(&config), true);
     let node = start_node_serving(&code_dir(), "node_direct[bodies]");
-    let (noslate, node) = match (noslate, node) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
+    let native = native_worker_bin().and_then(|bin| {
+        let functions = json!([{
+            "name": "bodies-native",
+            "runtime": "native",
+            "url": bin.parent().unwrap_or(Path::new("/")),
+            "sourceFile": "native_worker",
+            "signature": "bench",
+            "worker": one_worker(),
+        }]);
+        start_noslate_with(tmp, "bodies-native", &functions, Some(&config), true)
+    });
+    let (noslate, node, native) = match (noslate, node, native) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             return BodyRows {
                 modes: Vec::new(),
                 note: Some(e),
@@ -222,20 +239,26 @@ pub fn measure_bodies(tmp: &Path, runs: usize) -> BodyRows {
         for (i, mode) in Mode::ALL.into_iter().enumerate() {
             let runs = &mut modes[i].1;
             // Alternating the order cancels drift between the sides.
-            let order: [u8; 3] = if run % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+            let order: [u8; 4] = if run % 2 == 0 {
+                [0, 1, 2, 3]
+            } else {
+                [3, 2, 1, 0]
+            };
             for side in order {
                 let result = match side {
                     0 => http_transfer(noslate.1, mode),
                     1 => http_transfer(node.1, mode),
-                    _ => cat_transfer(mode),
+                    2 => cat_transfer(mode),
+                    _ => http_transfer(native.1, mode),
                 };
                 match (side, result) {
                     (0, Ok(s)) => runs.noslate.push(s),
                     (1, Ok(s)) => runs.node.push(s),
-                    (_, Ok(s)) => runs.cat.push(s),
+                    (2, Ok(s)) => runs.cat.push(s),
+                    (_, Ok(s)) => runs.native.push(s),
                     (side, Err(e)) => runs.errors.push(format!(
                         "{} {}: {e}",
-                        ["noslate", "node", "cat"][usize::from(side)],
+                        ["noslate", "node", "cat", "native"][usize::from(side)],
                         mode.name()
                     )),
                 }
@@ -245,6 +268,7 @@ pub fn measure_bodies(tmp: &Path, runs: usize) -> BodyRows {
     }
     drop(noslate);
     drop(node);
+    drop(native);
     BodyRows { modes, note: None }
 }
 
@@ -258,11 +282,27 @@ impl BodyRows {
         Some(median(echo.node.clone())? / median(echo.noslate.clone())?)
     }
 
-    /// Echo at >= 0.9x Node direct, and no transfer failed.
+    /// Upload and download through noslate with the native worker, MB/s.
+    fn native_one_way(&self) -> [Option<f64>; 2] {
+        ["upload", "download"].map(|name| {
+            let (_, runs) = self.modes.iter().find(|(n, _)| *n == name)?;
+            mb_per_s(median(runs.native.clone()))
+        })
+    }
+
+    fn native_pass(&self) -> bool {
+        (self.native_one_way())
+            .iter()
+            .all(|v| v.is_some_and(|v| v >= TARGET_NATIVE_MB_PER_S))
+    }
+
+    /// Echo at >= 0.9x Node direct, upload and download at >= 1 GB/s with the native worker,
+    /// and no transfer failed.
     pub fn pass(&self) -> bool {
         self.note.is_none()
             && self.modes.iter().all(|(_, m)| m.errors.is_empty())
             && self.echo_ratio().is_some_and(|r| r >= TARGET_ECHO_RATIO)
+            && self.native_pass()
     }
 
     pub fn json(&self) -> Value {
@@ -272,13 +312,16 @@ impl BodyRows {
             "modes": self.modes.iter().map(|(name, m)| json!({
                 "mode": name,
                 "noslate_secs": m.noslate, "node_secs": m.node, "cat_secs": m.cat,
+                "native_secs": m.native,
                 "noslate_mb_per_s": mb_per_s(median(m.noslate.clone())),
                 "node_mb_per_s": mb_per_s(median(m.node.clone())),
                 "cat_mb_per_s": mb_per_s(median(m.cat.clone())),
+                "native_mb_per_s": mb_per_s(median(m.native.clone())),
                 "errors": m.errors,
             })).collect::<Vec<_>>(),
             "echo_noslate_over_node": self.echo_ratio(),
             "target_echo_min": TARGET_ECHO_RATIO,
+            "target_native_mb_per_s_min": TARGET_NATIVE_MB_PER_S,
             "pass": self.pass(),
         })
     }
@@ -294,10 +337,11 @@ pub fn body_lines(out: &mut String, rows: Option<&BodyRows>) {
         return;
     };
     for (name, m) in &rows.modes {
-        let (n, d, c) = (
+        let (n, d, c, v) = (
             median(m.noslate.clone()),
             median(m.node.clone()),
             median(m.cat.clone()),
+            median(m.native.clone()),
         );
         let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:>6.0}"));
         let ratio = n
@@ -305,10 +349,11 @@ pub fn body_lines(out: &mut String, rows: Option<&BodyRows>) {
             .map_or("-".into(), |(n, d)| format!("{:.2}", d / n));
         let _ = writeln!(
             out,
-            "  {name:<8} noslate {} MB/s, node direct {} MB/s, cat through pipes {} MB/s; noslate/node = {ratio}{}",
+            "  {name:<8} noslate {} MB/s, node direct {} MB/s, cat through pipes {} MB/s; noslate/node = {ratio}; native worker through noslate {} MB/s{}",
             fmt(mb_per_s(n)),
             fmt(mb_per_s(d)),
             fmt(mb_per_s(c)),
+            fmt(mb_per_s(v)),
             if m.errors.is_empty() {
                 String::new()
             } else {
@@ -320,6 +365,18 @@ pub fn body_lines(out: &mut String, rows: Option<&BodyRows>) {
         out,
         "  echo noslate/node = {} (target >= {TARGET_ECHO_RATIO:.1})  {}",
         rows.echo_ratio().map_or("-".into(), |r| format!("{r:.2}")),
-        if rows.pass() { "PASS" } else { "FAIL" }
+        if rows.echo_ratio().is_some_and(|r| r >= TARGET_ECHO_RATIO) {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    let [up, down] = rows
+        .native_one_way()
+        .map(|v| v.map_or("-".into(), |v| format!("{v:.0}")));
+    let _ = writeln!(
+        out,
+        "  native worker through noslate: upload {up} MB/s, download {down} MB/s (target >= {TARGET_NATIVE_MB_PER_S:.0} each)  {}",
+        if rows.native_pass() { "PASS" } else { "FAIL" }
     );
 }

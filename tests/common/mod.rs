@@ -221,14 +221,17 @@ pub fn native_worker() -> PathBuf {
         .expect("the binary's directory")
         .join("examples")
         .join("native_worker");
-    if !worker.exists() {
+    // Built once per test binary, even when it exists: a stale one from an earlier build
+    // would test old code (`cargo test --test native` does not build examples itself).
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--example", "native_worker"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build --example native_worker");
         assert!(status.success(), "cannot build the native reference worker");
-    }
+    });
     worker
 }
 
