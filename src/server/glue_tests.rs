@@ -1723,3 +1723,52 @@ fn a_worker_pipe_is_read_one_bite_per_event_and_the_rest_on_the_next_iteration()
     assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..40]);
     assert!(answer.ends_with(&"x".repeat(100)), "the whole body arrived");
 }
+
+#[test]
+fn a_large_request_body_is_written_to_its_worker_in_batches_as_it_is_framed() {
+    use std::os::fd::AsFd;
+    let mut h = harness(ONE_FUNCTION);
+    let (worker, _out) = h.ready_worker(0);
+    if let Some(input) = h.worker_inputs.last() {
+        crate::sys::set_pipe_size(input.as_fd(), 1 << 20).expect("a 1 MiB pipe");
+    }
+    if let Some(w) = h.server.supervisor.worker_mut(worker) {
+        w.request_window = 1 << 20;
+    }
+    let (mut client, key) = h.connect();
+    let body_len = 400 * 1024;
+    h.send(
+        &mut client,
+        key,
+        format!("POST /invoke HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n")
+            .as_bytes(),
+    );
+    h.run_effects_but_scale();
+    // The body arrives in one burst, and is framed within one iteration: the frames past the
+    // batch size are already in the pipe before the iteration's flushes run.
+    std::io::Write::write_all(&mut client, &vec![b'x'; body_len]).expect("write");
+    let framed = |h: &Harness| {
+        let w = h.server.supervisor.workers().get(worker)?;
+        let credit = w.streams.values().next()?.request_credit;
+        Some((1usize << 20) - credit as usize)
+    };
+    let mut queued = 0;
+    for _ in 0..100 {
+        if framed(&h).unwrap_or(0) >= body_len {
+            break;
+        }
+        h.readable(key);
+        queued = (h.server.supervisor.workers().get(worker)).map_or(0, |w| w.wbuf.len());
+        assert!(
+            queued < super::WORKER_WRITE_BATCH_BYTES + crate::wire::MAX_BODY_CHUNK + 64,
+            "{queued} bytes of frames queued"
+        );
+    }
+    assert_eq!(framed(&h), Some(body_len), "the whole body was framed");
+    let mut piped = vec![0u8; 1 << 20];
+    let n = std::io::Read::read(&mut h.worker_inputs[0], &mut piped).unwrap_or(0);
+    assert!(
+        n >= super::WORKER_WRITE_BATCH_BYTES,
+        "only {n} bytes reached the pipe before the flushes ({queued} queued)"
+    );
+}

@@ -67,6 +67,9 @@ use std::time::{Duration, Instant};
 
 /// Events handled per poll call.
 const EVENTS_CAPACITY: usize = 1024;
+/// Framed request-body bytes for one worker above which they are written to its pipe at once
+/// rather than at the end of the iteration: a quarter of the default window.
+const WORKER_WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Upper bound on how long the loop sleeps with nothing scheduled, so that housekeeping (idle
 /// buffer release, the RSS of an idle runtime) still happens.
 const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -1311,6 +1314,12 @@ impl Server {
         };
         match bridge::pump_body(conn, worker, stream) {
             bridge::Pumped::Sent { done } => {
+                // A large body is written to the pipe as it is framed, a batch at a time, so
+                // that the worker starts on it while the rest is read from the client, and
+                // the write buffer never grows to a whole window (and is freed again after).
+                if worker.wbuf.len() >= WORKER_WRITE_BATCH_BYTES {
+                    self.supervisor.flush_worker(worker_key, &mut lent!(self));
+                }
                 self.effects.push(Effect::FlushWorker(worker_key));
                 done
             }
