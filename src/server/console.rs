@@ -113,7 +113,10 @@ impl LineCutter {
 /// One of the runtime's standard streams and what waits to be written to it.
 #[derive(Debug)]
 struct Sink {
-    fd: OwnedFd,
+    fd: std::fs::File,
+    /// `fd` is a non-blocking pipe of our own (`sys::reopen_pipe_nonblocking`): written
+    /// directly, where another descriptor must be polled before each write.
+    nonblocking: bool,
     pending: Vec<u8>,
     /// Bytes of `pending` already written.
     written: usize,
@@ -123,8 +126,10 @@ struct Sink {
 
 impl Sink {
     fn new(fd: OwnedFd) -> Sink {
+        let own = sys::reopen_pipe_nonblocking(fd.as_fd());
         Sink {
-            fd,
+            nonblocking: own.is_some(),
+            fd: std::fs::File::from(own.unwrap_or(fd)),
             pending: Vec::new(),
             written: 0,
             broken: false,
@@ -138,7 +143,21 @@ impl Sink {
     /// Writes what the stream takes now. Returns the bytes dropped because it broke.
     fn flush(&mut self) -> u64 {
         while self.written < self.pending.len() && !self.broken {
-            match sys::write_if_ready(self.fd.as_fd(), &self.pending[self.written..]) {
+            let rest = &self.pending[self.written..];
+            // At most PIPE_BUF at once either way, so that each write stays atomic among the
+            // other writers a shared stdout may have.
+            let rest = &rest[..rest.len().min(sys::ATOMIC_WRITE)];
+            let wrote = if self.nonblocking {
+                match std::io::Write::write(&mut &self.fd, rest) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => Ok(None),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            } else {
+                sys::write_if_ready(self.fd.as_fd(), rest)
+            };
+            match wrote {
                 Ok(Some(0)) | Ok(None) => break,
                 Ok(Some(n)) => self.written += n,
                 Err(_) => self.broken = true,
@@ -478,6 +497,44 @@ mod tests {
             filled += n;
         }
         filled
+    }
+
+    /// Whether `fd` is in non-blocking mode, from /proc/self/fdinfo (flags in octal).
+    fn is_nonblocking(fd: &impl AsFd) -> bool {
+        use std::os::fd::AsRawFd;
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
+            .expect("fdinfo");
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| i64::from_str_radix(f.trim(), 8).ok())
+            .expect("flags");
+        flags & i64::from(libc::O_NONBLOCK) != 0
+    }
+
+    #[test]
+    fn a_pipe_is_written_without_polling_and_its_shared_descriptor_stays_blocking() {
+        let (mut reader, writer) = std::io::pipe().expect("pipe");
+        let shared = OwnedFd::from(writer);
+        let parents = shared.try_clone().expect("dup");
+        let mut sink = Sink::new(shared);
+        assert!(sink.nonblocking, "a pipe gets a descriptor of its own");
+        assert!(is_nonblocking(&sink.fd));
+        assert!(
+            !is_nonblocking(&parents),
+            "the shared one is left as it was"
+        );
+        sink.pending.extend_from_slice(b"line\n");
+        assert_eq!(sink.flush(), 0);
+        let mut got = [0u8; 5];
+        reader.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"line\n");
+        // Anything else keeps the poll before each write.
+        let null = std::fs::File::options()
+            .write(true)
+            .open("/dev/null")
+            .expect("null");
+        assert!(!Sink::new(OwnedFd::from(null)).nonblocking);
     }
 
     #[test]

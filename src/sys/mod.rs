@@ -417,6 +417,25 @@ pub fn unix_peer_pid(sock: &impl AsRawFd) -> io::Result<i32> {
     Ok(cred.pid)
 }
 
+/// A non-blocking descriptor of its own for the pipe that `fd` writes to, or `None` when `fd` is
+/// not a pipe (a terminal, a file, a socket) or cannot be reopened. Opening `/proc/self/fd/N`
+/// of a pipe makes a new open file description, so `O_NONBLOCK` set on it does not change the
+/// writes of whoever else holds `fd` (the runtime's stdout and stderr come from its parent):
+/// writes to it then never block, without a poll(2) before each one.
+pub fn reopen_pipe_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> Option<OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    if !std::fs::metadata(&path).ok()?.file_type().is_fifo() {
+        return None;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .ok()?;
+    Some(OwnedFd::from(file))
+}
+
 /// The most bytes [`write_if_ready`] writes at once: a pipe that polls writable has room for
 /// at least this much, so a blocking descriptor never blocks on such a write.
 pub const ATOMIC_WRITE: usize = libc::PIPE_BUF;
