@@ -167,6 +167,18 @@ fn cpu_line(b: &Target, f: &Target) -> String {
     }
 }
 
+/// Wake-ups per c=1 exchange of (b) (the runtime and its worker) and (c) (Node's process):
+/// where a proxy's extra latency comes from, counted rather than timed.
+fn wakeups_line(b: &Target, c: &Target) -> String {
+    let per_round = |t: &Target| median(t.wakeups_per_req.iter().flatten().copied().collect());
+    match (per_round(b), per_round(c)) {
+        (Some(b), Some(c)) => format!(
+            "c=1 wake-ups per request (voluntary context switches of the server and its workers, medians of rounds): b {b:.2}, c {c:.2} (informational)"
+        ),
+        _ => "c=1 wake-ups per request: not measured".into(),
+    }
+}
+
 /// The headline value, then the per-round values and the pooled one in brackets. `digits`:
 /// decimals of the headline ratio (a difference in µs has one).
 pub fn fmt_ratio(
@@ -372,6 +384,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         pass(metrics_ok)
     );
     let _ = writeln!(out, "  {}", cpu_line(&targets[1], &targets[5]));
+    let _ = writeln!(out, "  {}", wakeups_line(&targets[1], &targets[2]));
     let _ = writeln!(
         out,
         "  two workers: throughput w/c = {}, w/b = {}; p50 w-c = {} µs (informational)",
@@ -495,6 +508,8 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         "metrics_cost": {
             "throughput_on_over_off": head.tp_bf, "target_min": TARGET_METRICS_RATIO,
             "pass": metrics_ok,
+            "c1_wakeups_per_req_b": targets[1].wakeups_per_req,
+            "c1_wakeups_per_req_c": targets[2].wakeups_per_req,
             "runtime_cpu_us_per_req_on": targets[1].cpu_us_per_req,
             "runtime_cpu_us_per_req_off": targets[5].cpu_us_per_req,
         },

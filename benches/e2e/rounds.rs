@@ -81,6 +81,48 @@ pub struct Target {
     /// 2xx answer in the c=64 segment, in microseconds. Unlike throughput, this does not move
     /// with what the rest of the machine (the load generator, the worker) happens to do.
     pub cpu_us_per_req: Vec<Option<f64>>,
+    /// Per round: voluntary context switches (a process went to sleep and was woken) of the
+    /// server process and its children (the workers) per c=1 exchange.
+    pub wakeups_per_req: Vec<Option<f64>>,
+}
+
+/// Voluntary context switches of `pid` and its children, all their threads together (from
+/// /proc/PID/task/TID/status): how often they slept and were woken.
+pub fn wakeups(pid: u32) -> Option<u64> {
+    let mut pids = vec![pid];
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The parent pid is the second field after the command, which is in parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            pids.push(child);
+        }
+    }
+    let mut total = 0;
+    for p in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some(total)
 }
 
 /// CPU time `pid` has used, all its threads together, in nanoseconds (from schedstat).
@@ -108,6 +150,7 @@ impl Target {
             rounds: Vec::new(),
             warmup: Counts::default(),
             cpu_us_per_req: Vec::new(),
+            wakeups_per_req: Vec::new(),
         }
     }
 
@@ -275,7 +318,17 @@ pub fn run_rounds(
                 }
             } else {
                 let _pin = (cfg.pin).then(|| t.pid.map(Pin::new));
-                run_latency(addr, &t.req, t.expect, seg)
+                let before = t.pid.and_then(wakeups);
+                let lat = run_latency(addr, &t.req, t.expect, seg);
+                let after = t.pid.and_then(wakeups);
+                let exchanges = lat.counts.ok + lat.counts.non2xx;
+                t.wakeups_per_req.push(
+                    before
+                        .zip(after)
+                        .filter(|_| exchanges > 0)
+                        .map(|(a, b)| b.saturating_sub(a) as f64 / exchanges as f64),
+                );
+                lat
             };
             let c1 = if t.tp_only {
                 "c=1 not measured".to_string()
