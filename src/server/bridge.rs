@@ -11,7 +11,7 @@ use crate::config::FunctionProfile;
 use crate::fc;
 use crate::ids::ConnRef;
 use crate::ids::WorkerKey;
-use crate::turf::worker::Worker;
+use crate::turf::worker::{WRITE_QUEUE_LIMIT, Worker};
 use crate::wire::{self, RequestHead, WireError};
 use std::borrow::Cow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -172,7 +172,13 @@ pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pu
         };
     };
     let mut sent_any = false;
-    while !req.body.is_done() && state.request_credit > 0 {
+    // Within the stream's credit, and while the worker's queue is under its limit whatever
+    // credit it granted: a worker that grants credit and never reads its pipe holds the runtime
+    // to a bounded buffer, and its clients to TCP back-pressure.
+    while !req.body.is_done()
+        && state.request_credit > 0
+        && worker.wbuf.len() - worker.wstart < WRITE_QUEUE_LIMIT
+    {
         let credit = usize::try_from(state.request_credit).unwrap_or(usize::MAX);
         let (used, sent) = match req
             .body

@@ -1772,3 +1772,66 @@ fn a_large_request_body_is_written_to_its_worker_in_batches_as_it_is_framed() {
         "only {n} bytes reached the pipe before the flushes ({queued} queued)"
     );
 }
+
+#[test]
+fn a_worker_that_grants_credit_but_never_reads_holds_the_runtime_to_a_bounded_queue() {
+    use crate::turf::worker::WRITE_QUEUE_LIMIT;
+    let mut h = harness(ONE_FUNCTION);
+    let (worker, _out) = h.ready_worker(0);
+    if let Some(w) = h.server.supervisor.worker_mut(worker) {
+        w.request_window = crate::wire::MAX_WINDOW;
+    }
+    let (mut client, key) = h.connect();
+    let body_len: usize = 8 << 20;
+    h.send(
+        &mut client,
+        key,
+        format!("POST /invoke HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n")
+            .as_bytes(),
+    );
+    h.run_effects_but_scale();
+    let mut writer = client.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        // Blocks once the runtime stops reading; ends with an error when the test drops it.
+        let _ = std::io::Write::write_all(&mut writer, &vec![b'x'; body_len]);
+    });
+    let bound = WRITE_QUEUE_LIMIT + crate::wire::MAX_BODY_CHUNK + crate::wire::HEADER_LEN;
+    let queued =
+        |h: &Harness| (h.server.supervisor.workers().get(worker)).map_or(0, Worker::queued);
+    // Drive the connection as readiness events would, until the queue reaches its limit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while queued(&h) < WRITE_QUEUE_LIMIT && std::time::Instant::now() < deadline {
+        if let Some(conn) = h.server.front.conn_mut(key) {
+            conn.maybe_readable = true;
+        }
+        h.server.drive_conn(key);
+        h.run_effects_but_scale();
+        assert!(queued(&h) <= bound, "{} bytes queued", queued(&h));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // More readiness changes nothing: the rest of the body waits in the socket.
+    for _ in 0..20 {
+        if let Some(conn) = h.server.front.conn_mut(key) {
+            conn.maybe_readable = true;
+        }
+        h.server.drive_conn(key);
+        h.run_effects_but_scale();
+        assert!(queued(&h) <= bound, "{} bytes queued", queued(&h));
+    }
+    assert!(
+        queued(&h) >= WRITE_QUEUE_LIMIT,
+        "the queue filled up to its limit: {}",
+        queued(&h)
+    );
+    // The worker reads: its queue drains below the limit, and the body moves on.
+    let mut sink = vec![0u8; 1 << 20];
+    while std::io::Read::read(&mut h.worker_inputs[0], &mut sink).is_ok_and(|n| n > 0) {}
+    h.server.effects.push(Effect::FlushWorker(worker));
+    let ran = h.run_effects_but_scale();
+    assert!(ran.contains(&Effect::DriveConn(key)), "{ran:?}");
+    // The runtime's side goes: the blocked sender fails and ends.
+    drop(client);
+    let server = &mut h.server;
+    server.front.close_conn(key, &mut lent!(server));
+    let _ = sender.join();
+}

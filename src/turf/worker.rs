@@ -78,6 +78,10 @@ pub struct Stream {
     pub cancel_timer: Option<TimerKey>,
 }
 
+/// The most request-body bytes queued for one worker beyond what its pipe took: two protocol
+/// pipes' worth. Frames already queued (heads, credit, cancels) may pass it; body bytes wait.
+pub const WRITE_QUEUE_LIMIT: usize = 2 * crate::turf::spawn::PROTOCOL_PIPE_BYTES;
+
 /// What a read from the worker's pipe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadResult {
@@ -283,13 +287,28 @@ impl Worker {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.wstart += n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    // A worker that reads slowly while more is queued behind: drop what it has
+                    // taken once that is at least half, so the buffer holds the unsent bytes
+                    // and not everything written before them (and never moves more bytes than
+                    // were sent).
+                    if self.wstart * 2 >= self.wbuf.len() {
+                        self.wbuf.drain(..self.wstart);
+                        self.wstart = 0;
+                    }
+                    return Ok(false);
+                }
                 Err(err) => return Err(err),
             }
         }
         self.wbuf.clear();
         self.wstart = 0;
         Ok(true)
+    }
+
+    /// Bytes of frames queued for the worker and not yet written to its pipe.
+    pub fn queued(&self) -> usize {
+        self.wbuf.len() - self.wstart
     }
 
     /// Reads what the pipe has into `rbuf`, up to the buffer's size: one bite. The buffer grows

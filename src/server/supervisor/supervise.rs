@@ -24,7 +24,7 @@ use crate::server::{Child, Timer};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::spawn;
-use crate::turf::worker::{Worker, WorkerState};
+use crate::turf::worker::{WRITE_QUEUE_LIMIT, Worker, WorkerState};
 use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
 use mio::Interest;
 use std::borrow::Cow;
@@ -805,10 +805,18 @@ impl Supervisor {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
+        let was_full = worker.queued() >= WRITE_QUEUE_LIMIT;
         if let Err(err) = worker.flush() {
             let reason = format!("writing to worker {} failed: {err}", worker.process.id);
             worker.exit_reason.get_or_insert(reason);
             self.on_worker_pipe_closed(key, lp);
+            return;
+        }
+        if was_full && worker.queued() < WRITE_QUEUE_LIMIT {
+            // Its queue has room again: the bodies that waited for it move on.
+            for client in worker.streams.values().filter_map(|s| s.client) {
+                lp.effects.push(Effect::DriveConn(client.conn));
+            }
         }
     }
 
