@@ -666,6 +666,34 @@ impl Harness {
         (client, key, worker, out, stream)
     }
 
+    /// A ready worker of function 0 that grants `request_window` of request body, and a client
+    /// whose upload of `body_len` bytes it was dispatched (the head only, so far).
+    fn upload_dispatched(
+        &mut self,
+        request_window: u32,
+        body_len: usize,
+    ) -> (WorkerKey, mio::unix::pipe::Sender, TcpStream, Key) {
+        let (worker, out) = self.ready_worker(0);
+        if let Some(w) = self.server.supervisor.worker_mut(worker) {
+            w.request_window = request_window;
+        }
+        let (mut client, key) = self.connect();
+        let head =
+            format!("POST /invoke HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n");
+        self.send(&mut client, key, head.as_bytes());
+        self.run_effects_but_scale();
+        (worker, out, client, key)
+    }
+
+    /// A readiness event for connection `key` without waiting for bytes, then the effects.
+    fn drive_ready(&mut self, key: Key) {
+        if let Some(conn) = self.server.front.conn_mut(key) {
+            conn.maybe_readable = true;
+        }
+        self.server.drive_conn(key);
+        self.run_effects_but_scale();
+    }
+
     /// The worker sends `frames`; the loop reads them.
     fn worker_sends(
         &mut self,
@@ -1728,22 +1756,11 @@ fn a_worker_pipe_is_read_one_bite_per_event_and_the_rest_on_the_next_iteration()
 fn a_large_request_body_is_written_to_its_worker_in_batches_as_it_is_framed() {
     use std::os::fd::AsFd;
     let mut h = harness(ONE_FUNCTION);
-    let (worker, _out) = h.ready_worker(0);
+    let body_len = 400 * 1024;
+    let (worker, _out, mut client, key) = h.upload_dispatched(1 << 20, body_len);
     if let Some(input) = h.worker_inputs.last() {
         crate::sys::set_pipe_size(input.as_fd(), 1 << 20).expect("a 1 MiB pipe");
     }
-    if let Some(w) = h.server.supervisor.worker_mut(worker) {
-        w.request_window = 1 << 20;
-    }
-    let (mut client, key) = h.connect();
-    let body_len = 400 * 1024;
-    h.send(
-        &mut client,
-        key,
-        format!("POST /invoke HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n")
-            .as_bytes(),
-    );
-    h.run_effects_but_scale();
     // The body arrives in one burst, and is framed within one iteration: the frames past the
     // batch size are already in the pipe before the iteration's flushes run.
     std::io::Write::write_all(&mut client, &vec![b'x'; body_len]).expect("write");
@@ -1777,19 +1794,8 @@ fn a_large_request_body_is_written_to_its_worker_in_batches_as_it_is_framed() {
 fn a_worker_that_grants_credit_but_never_reads_holds_the_runtime_to_a_bounded_queue() {
     use crate::turf::worker::WRITE_QUEUE_LIMIT;
     let mut h = harness(ONE_FUNCTION);
-    let (worker, _out) = h.ready_worker(0);
-    if let Some(w) = h.server.supervisor.worker_mut(worker) {
-        w.request_window = crate::wire::MAX_WINDOW;
-    }
-    let (mut client, key) = h.connect();
     let body_len: usize = 8 << 20;
-    h.send(
-        &mut client,
-        key,
-        format!("POST /invoke HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n")
-            .as_bytes(),
-    );
-    h.run_effects_but_scale();
+    let (worker, _out, client, key) = h.upload_dispatched(crate::wire::MAX_WINDOW, body_len);
     let mut writer = client.try_clone().expect("clone");
     let sender = std::thread::spawn(move || {
         // Blocks once the runtime stops reading; ends with an error when the test drops it.
@@ -1801,21 +1807,13 @@ fn a_worker_that_grants_credit_but_never_reads_holds_the_runtime_to_a_bounded_qu
     // Drive the connection as readiness events would, until the queue reaches its limit.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while queued(&h) < WRITE_QUEUE_LIMIT && std::time::Instant::now() < deadline {
-        if let Some(conn) = h.server.front.conn_mut(key) {
-            conn.maybe_readable = true;
-        }
-        h.server.drive_conn(key);
-        h.run_effects_but_scale();
+        h.drive_ready(key);
         assert!(queued(&h) <= bound, "{} bytes queued", queued(&h));
         std::thread::sleep(Duration::from_millis(1));
     }
     // More readiness changes nothing: the rest of the body waits in the socket.
     for _ in 0..20 {
-        if let Some(conn) = h.server.front.conn_mut(key) {
-            conn.maybe_readable = true;
-        }
-        h.server.drive_conn(key);
-        h.run_effects_but_scale();
+        h.drive_ready(key);
         assert!(queued(&h) <= bound, "{} bytes queued", queued(&h));
     }
     assert!(
