@@ -596,11 +596,7 @@ fn admin_health_says_why_invocations_are_not_served_and_who_the_runtime_is() {
 #[test]
 fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
     let mut h = harness(ONE_FUNCTION);
-    let (key, _from_worker) = h.ready_worker(0);
-    if let Some(w) = h.server.supervisor.worker_mut(key) {
-        w.state = WorkerState::Initializing;
-    }
-    h.take_effects();
+    let (key, _from_worker) = h.initializing_worker();
     h.server
         .on_worker_init_done(key, br#"{"requestWindow":1048576}"#);
     let effects = h.take_effects();
@@ -630,11 +626,7 @@ fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
 #[test]
 fn a_worker_that_announces_a_window_out_of_bounds_is_stopped_for_a_protocol_error() {
     let mut h = harness(ONE_FUNCTION);
-    let (key, _from_worker) = h.ready_worker(0);
-    if let Some(w) = h.server.supervisor.worker_mut(key) {
-        w.state = WorkerState::Initializing;
-    }
-    h.take_effects();
+    let (key, _from_worker) = h.initializing_worker();
     h.server.on_worker_init_done(key, br#"{"requestWindow":0}"#);
     let effects = h.take_effects();
     assert!(
@@ -692,6 +684,17 @@ impl Harness {
         }
         self.server.drive_conn(key);
         self.run_effects_but_scale();
+    }
+
+    /// A worker of function 0 that was sent INIT and has not answered, with nothing recorded
+    /// yet.
+    fn initializing_worker(&mut self) -> (WorkerKey, mio::unix::pipe::Sender) {
+        let (key, out) = self.ready_worker(0);
+        if let Some(w) = self.server.supervisor.worker_mut(key) {
+            w.state = WorkerState::Initializing;
+        }
+        self.take_effects();
+        (key, out)
     }
 
     /// The worker sends `frames`; the loop reads them.
