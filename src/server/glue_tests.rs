@@ -686,6 +686,15 @@ impl Harness {
         self.run_effects_but_scale();
     }
 
+    /// A ready inspect worker of function 0 (its debugger open, `crate::inspector`).
+    fn inspect_worker(&mut self) -> (WorkerKey, mio::unix::pipe::Sender) {
+        let (key, out) = self.ready_worker(0);
+        if let Some(w) = self.server.supervisor.worker_mut(key) {
+            w.inspect = true;
+        }
+        (key, out)
+    }
+
     /// A worker of function 0 that was sent INIT and has not answered, with nothing recorded
     /// yet.
     fn initializing_worker(&mut self) -> (WorkerKey, mio::unix::pipe::Sender) {
@@ -1581,10 +1590,7 @@ fn while_the_inspector_is_on_only_the_inspect_worker_takes_invocations() {
     use super::reconfig::Retirement;
     let mut h = harness(ONE_FUNCTION);
     let (ordinary, _out) = h.ready_worker(0);
-    let (inspect, _inspect_out) = h.ready_worker(0);
-    if let Some(w) = h.server.supervisor.worker_mut(inspect) {
-        w.inspect = true;
-    }
+    let (inspect, _inspect_out) = h.inspect_worker();
     let on = h.server.set_inspector("hello", br#"{"use": true}"#);
     assert_eq!(
         on.expect("on"),
@@ -1625,10 +1631,7 @@ fn while_the_inspector_is_on_only_the_inspect_worker_takes_invocations() {
 #[test]
 fn a_second_inspect_worker_is_refused_and_none_is_planned() {
     let mut h = harness(ONE_FUNCTION);
-    let (inspect, _out) = h.ready_worker(0);
-    if let Some(w) = h.server.supervisor.worker_mut(inspect) {
-        w.inspect = true;
-    }
+    let (inspect, _out) = h.inspect_worker();
     assert!(h.server.set_inspector("hello", br#"{"use": true}"#).is_ok());
     let f = FunctionId::new(0);
     let counts = h.server.worker_counts(f, true);
@@ -1685,10 +1688,7 @@ fn the_inspector_of_a_python_function_or_an_unknown_one_is_refused() {
 fn the_tick_never_sees_an_inspect_worker() {
     let mut h = harness(ONE_FUNCTION);
     let (ordinary, _out) = h.ready_worker(0);
-    let (inspect, _inspect_out) = h.ready_worker(0);
-    if let Some(w) = h.server.supervisor.worker_mut(inspect) {
-        w.inspect = true;
-    }
+    let (_inspect, _inspect_out) = h.inspect_worker();
     let workers = h.server.scheduler.functions()[0].pool.workers.clone();
     let snapshots = h.server.supervisor.snapshots(&workers);
     let seen: Vec<WorkerKey> = snapshots.iter().map(|s| s.key).collect();
