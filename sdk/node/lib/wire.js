@@ -99,6 +99,220 @@ class Dechunker {
   }
 }
 
+// One kept-alive connection to the runtime. Its listeners are attached once, for its whole
+// life: they hand what the socket does to the exchange it carries, and drop it while it idles
+// (the runtime closing an idle connection is a restart, or its idle timeout).
+class Connection {
+  constructor(pool) {
+    this.pool = pool;
+    this.socket = net.connect(pool.socketPath);
+    this.exchange = null;
+    const socket = this.socket;
+    socket.on('data', (chunk) => {
+      if (this.exchange) this.exchange.onData(chunk);
+      else pool.drop(this);
+    });
+    socket.on('error', (err) => {
+      if (this.exchange) this.exchange.fail(err);
+      else pool.drop(this);
+    });
+    socket.on('end', () => {
+      if (!this.exchange) pool.drop(this);
+    });
+    socket.on('close', () => {
+      if (this.exchange) this.exchange.onClose();
+      else pool.drop(this);
+    });
+    socket.on('drain', () => {
+      if (this.exchange && this.exchange.body) this.exchange.body.resume();
+    });
+  }
+}
+
+// One request and its response on a connection. `onHead(err, response, {reused, received})`
+// is called once; the response is a Readable with `statusCode`, `headers` and `rawHeaders`.
+class Exchange {
+  constructor(connection, reused, onHead) {
+    this.connection = connection;
+    this.socket = connection.socket;
+    this.reused = reused;
+    this.onHead = onHead;
+    this.body = null;
+    this.bodyLength = undefined;
+    this.sent = 0;
+    this.headDone = false;
+    this.requestDone = false;
+    this.responseDone = false;
+    this.failed = false;
+    this.received = false;
+    this.pending = null;
+    this.framing = null;
+    this.dechunker = null;
+    this.left = 0;
+    this.response = null;
+  }
+
+  finishHead(err, res) {
+    if (this.headDone) return;
+    this.headDone = true;
+    this.onHead(err, res, { reused: this.reused, received: this.received });
+  }
+
+  fail(err) {
+    if (this.failed) return;
+    this.failed = true;
+    if (!this.headDone) this.finishHead(err);
+    else if (this.response && !this.responseDone) this.response.destroy(err);
+    this.socket.destroy();
+  }
+
+  maybeRelease() {
+    if (this.requestDone && this.responseDone && !this.failed) this.connection.pool.release(this.connection);
+  }
+
+  endResponse() {
+    this.responseDone = true;
+    this.response.push(null);
+    this.maybeRelease();
+  }
+
+  onClose() {
+    if (this.responseDone) return;
+    if (this.response && this.framing.untilClose) {
+      this.endResponse();
+      return;
+    }
+    // Before the head: the runtime went away. After it: the stream was cut (the worker died or
+    // broke it), which Noslate calls a closed peer connection.
+    this.fail(this.response ? peerConnectionClosed()
+      : Object.assign(new Error('the runtime closed the connection'), { code: 'ECONNRESET' }));
+  }
+
+  onData(chunk) {
+    this.received = true;
+    if (this.response === null) this.onHeadBytes(chunk);
+    else this.onBody(chunk);
+  }
+
+  onHeadBytes(chunk) {
+    const pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    const end = pending.indexOf(CRLF_CRLF);
+    if (end < 0) {
+      if (pending.length > MAX_HEAD_BYTES) this.fail(new Error('the runtime sent an over-long response head'));
+      else this.pending = pending;
+      return;
+    }
+    this.pending = null;
+    const parsed = parseHead(pending.subarray(0, end));
+    const framing = parsed && framingOf(parsed);
+    if (!framing) {
+      this.fail(new Error('the runtime sent a response that is not HTTP/1.1'));
+      return;
+    }
+    this.framing = framing;
+    if (framing.chunked) this.dechunker = new Dechunker();
+    this.left = framing.length || 0;
+    const response = new Readable({
+      // Once done, the connection may carry another exchange: reading on must not resume it.
+      read: () => {
+        if (!this.responseDone) this.socket.resume();
+      },
+      destroy: (err, cb) => {
+        if (!this.responseDone) this.socket.destroy();
+        cb(err);
+      },
+    });
+    response.statusCode = parsed.status;
+    response.headers = parsed.headers;
+    response.rawHeaders = parsed.rawHeaders;
+    // A cut or broken answer destroys the stream with an error. It may come before the caller
+    // has attached any listener (the head is handed over a tick later), and an 'error' nobody
+    // listens to would end the whole gateway process: the caller still sees it through
+    // `for await`, `pipeline()` or an 'error' listener of its own.
+    response.on('error', () => {});
+    this.response = response;
+    this.finishHead(null, response);
+    if (framing.length === 0) this.endResponse();
+    else this.onBody(pending.subarray(end + 4));
+  }
+
+  onBody(buf) {
+    if (buf.length === 0) return;
+    const { framing, response } = this;
+    if (framing.untilClose) {
+      if (!response.push(buf)) this.socket.pause();
+      return;
+    }
+    if (framing.length !== undefined) {
+      const n = Math.min(this.left, buf.length);
+      this.left -= n;
+      if (n > 0 && !response.push(n === buf.length ? buf : buf.subarray(0, n))) this.socket.pause();
+      if (this.left === 0) {
+        if (n < buf.length) this.fail(new Error('bytes after the response'));
+        else this.endResponse();
+      }
+      return;
+    }
+    let parts;
+    let used;
+    try {
+      [parts, used] = this.dechunker.feed(buf);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    let more = true;
+    for (const part of parts) more = response.push(part) && more;
+    if (!more) this.socket.pause();
+    if (this.dechunker.done) {
+      if (used < buf.length) this.fail(new Error('bytes after the response'));
+      else this.endResponse();
+    }
+  }
+
+  // Sends a Readable body after the head: as is when `bodyLength` is its known length (the
+  // head says so), else chunked.
+  stream(head, body, bodyLength) {
+    this.body = body;
+    this.bodyLength = bodyLength;
+    const socket = this.socket;
+    // The head waits for the body bytes this tick brings, so that a small body goes in the
+    // same write as its head: one syscall, and one read on the runtime's side.
+    socket.cork();
+    socket.write(head);
+    body.on('data', (chunk) => this.onRequestData(chunk));
+    // Queued after the body's own resume (a tick away), so it runs once those bytes are in.
+    process.nextTick(() => socket.uncork());
+    body.once('end', () => {
+      if (this.failed) return;
+      if (bodyLength === undefined) {
+        socket.write(LAST_CHUNK);
+      } else if (this.sent < bodyLength) {
+        this.fail(new Error(`the request body ended after ${this.sent} of its stated ${bodyLength} bytes`));
+        return;
+      }
+      this.requestDone = true;
+      this.maybeRelease();
+    });
+  }
+
+  onRequestData(chunk) {
+    if (!chunk.length || this.failed) return;
+    let ok;
+    if (this.bodyLength === undefined) {
+      ok = this.socket.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, CRLF]));
+    } else {
+      this.sent += chunk.length;
+      if (this.sent > this.bodyLength) {
+        this.fail(new Error(`the request body is longer than its stated ${this.bodyLength} bytes`));
+        return;
+      }
+      ok = this.socket.write(chunk);
+    }
+    if (!ok) this.body.pause();
+  }
+}
+
 class Pool {
   constructor(socketPath) {
     this.socketPath = socketPath;
@@ -108,188 +322,44 @@ class Pool {
 
   close() {
     this.closed = true;
-    for (const socket of this.idle.splice(0)) socket.destroy();
+    for (const connection of this.idle.splice(0)) connection.socket.destroy();
   }
 
-  release(socket) {
-    if (this.closed || socket.destroyed) {
-      socket.destroy();
+  release(connection) {
+    connection.exchange = null;
+    if (this.closed || connection.socket.destroyed) {
+      connection.socket.destroy();
       return;
     }
-    for (const event of ['data', 'end', 'error', 'close', 'drain']) socket.removeAllListeners(event);
-    // An idle connection the runtime closes (a restart) leaves the pool at once.
-    const drop = () => {
-      const at = this.idle.indexOf(socket);
-      if (at >= 0) this.idle.splice(at, 1);
-      socket.destroy();
-    };
-    socket.on('error', drop);
-    socket.on('end', drop);
-    socket.on('close', drop);
-    socket.on('data', drop);
     // Paused by back-pressure on the last response, it would not even see its own close.
-    socket.resume();
-    this.idle.push(socket);
+    connection.socket.resume();
+    this.idle.push(connection);
   }
 
-  // An idle connection (reused: true) or a new one.
-  acquire() {
-    const socket = this.idle.pop();
-    if (socket) {
-      for (const event of ['data', 'end', 'error', 'close']) socket.removeAllListeners(event);
-      return { socket, reused: true };
-    }
-    return { socket: net.connect(this.socketPath), reused: false };
+  // An idle connection that did something (closed, failed, or sent unasked bytes) leaves.
+  drop(connection) {
+    const at = this.idle.indexOf(connection);
+    if (at >= 0) this.idle.splice(at, 1);
+    connection.socket.destroy();
   }
 
   // One exchange. `head` is the request head's text (ending with CRLF CRLF); `body` a Buffer
   // sent with it, or a Readable sent after it: as is when `bodyLength` is its known length (the
-  // head says so), else chunked. Calls `onHead(err, response, {reused, received})` once; the
-  // response is a Readable with `statusCode`, `headers` and `rawHeaders`.
+  // head says so), else chunked. Calls `onHead(err, response, {reused, received})` once.
+  // Returns `{cancel(err)}`, which ends the exchange and its connection.
   exchange(head, body, bodyLength, onHead) {
-    const { socket, reused } = this.acquire();
-    let headDone = false;
-    let requestDone = false;
-    let responseDone = false;
-    let pending = Buffer.alloc(0);
-    let framing = null;
-    let dechunker = null;
-    let left = 0;
-    let response = null;
-    let received = false;
-
-    const finishHead = (err, res) => {
-      if (headDone) return;
-      headDone = true;
-      onHead(err, res, { reused, received });
-    };
-    const fail = (err) => {
-      if (!headDone) finishHead(err);
-      else if (response && !responseDone) response.destroy(err);
-      socket.destroy();
-    };
-    const maybeRelease = () => {
-      if (requestDone && responseDone) this.release(socket);
-    };
-    const endResponse = () => {
-      responseDone = true;
-      response.push(null);
-      maybeRelease();
-    };
-    const onBody = (buf) => {
-      if (buf.length === 0) return;
-      if (framing.untilClose) {
-        if (!response.push(buf)) socket.pause();
-        return;
-      }
-      if (framing.length !== undefined) {
-        const n = Math.min(left, buf.length);
-        left -= n;
-        if (n > 0 && !response.push(buf.subarray(0, n))) socket.pause();
-        if (left === 0) {
-          if (n < buf.length) { fail(new Error('bytes after the response')); return; }
-          endResponse();
-        }
-        return;
-      }
-      let parts;
-      let used;
-      try {
-        [parts, used] = dechunker.feed(buf);
-      } catch (err) {
-        fail(err);
-        return;
-      }
-      let more = true;
-      for (const part of parts) more = response.push(part) && more;
-      if (!more) socket.pause();
-      if (dechunker.done) {
-        if (used < buf.length) { fail(new Error('bytes after the response')); return; }
-        endResponse();
-      }
-    };
-    socket.on('data', (chunk) => {
-      received = true;
-      if (response === null) {
-        pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-        const end = pending.indexOf(CRLF_CRLF);
-        if (end < 0) {
-          if (pending.length > MAX_HEAD_BYTES) fail(new Error('the runtime sent an over-long response head'));
-          return;
-        }
-        const parsed = parseHead(pending.subarray(0, end));
-        framing = parsed && framingOf(parsed);
-        if (!framing) { fail(new Error('the runtime sent a response that is not HTTP/1.1')); return; }
-        if (framing.chunked) dechunker = new Dechunker();
-        left = framing.length || 0;
-        response = new Readable({ read: () => socket.resume() });
-        response.statusCode = parsed.status;
-        response.headers = parsed.headers;
-        response.rawHeaders = parsed.rawHeaders;
-        // A cut or broken answer destroys the stream with an error. It may come before the
-        // caller has attached any listener (the head is handed over a tick later), and an
-        // 'error' nobody listens to would end the whole gateway process: the caller still sees
-        // it through `for await`, `pipeline()` or an 'error' listener of its own.
-        response.on('error', () => {});
-        response._destroy = (err, cb) => {
-          if (!responseDone) socket.destroy();
-          cb(err);
-        };
-        const rest = pending.subarray(end + 4);
-        pending = null;
-        finishHead(null, response);
-        if (framing.length === 0) endResponse();
-        else onBody(rest);
-        return;
-      }
-      onBody(chunk);
-    });
-    socket.on('error', (err) => fail(err));
-    socket.on('close', () => {
-      if (!responseDone) {
-        if (response && framing && framing.untilClose) { endResponse(); return; }
-        // Before the head: the runtime went away. After it: the stream was cut (the worker
-        // died or broke it), which Noslate calls a closed peer connection.
-        fail(response ? peerConnectionClosed()
-          : Object.assign(new Error('the runtime closed the connection'), { code: 'ECONNRESET' }));
-      }
-    });
-
+    let connection = this.idle.pop();
+    const reused = connection !== undefined;
+    if (!reused) connection = new Connection(this);
+    const exchange = new Exchange(connection, reused, onHead);
+    connection.exchange = exchange;
     if (Buffer.isBuffer(body)) {
-      socket.write(body.length ? Buffer.concat([Buffer.from(head, 'latin1'), body]) : head);
-      requestDone = true;
-      return { socket, cancel: (err) => fail(err) };
+      connection.socket.write(body.length ? Buffer.concat([Buffer.from(head, 'latin1'), body]) : head);
+      exchange.requestDone = true;
+    } else {
+      exchange.stream(head, body, bodyLength);
     }
-    socket.write(head);
-    let sent = 0;
-    const onData = (chunk) => {
-      if (!chunk.length) return;
-      let ok;
-      if (bodyLength === undefined) {
-        ok = socket.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, CRLF]));
-      } else {
-        sent += chunk.length;
-        if (sent > bodyLength) {
-          fail(new Error(`the request body is longer than its stated ${bodyLength} bytes`));
-          return;
-        }
-        ok = socket.write(chunk);
-      }
-      if (!ok) body.pause();
-    };
-    socket.on('drain', () => body.resume());
-    body.on('data', onData);
-    body.once('end', () => {
-      if (bodyLength === undefined) {
-        socket.write(LAST_CHUNK);
-      } else if (sent < bodyLength) {
-        fail(new Error(`the request body ended after ${sent} of its stated ${bodyLength} bytes`));
-        return;
-      }
-      requestDone = true;
-      maybeRelease();
-    });
-    return { socket, cancel: (err) => fail(err) };
+    return { cancel: (err) => exchange.fail(err) };
   }
 }
 
