@@ -461,7 +461,6 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         }
     }
 
-    let options_gateway_port = config.gateway.as_ref().map(|_| port);
     let options = ServerOptions {
         addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         config,
@@ -480,7 +479,8 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match (server.local_addr(), &options_gateway_port) {
+    let gateway_port = server.gateway_fc_port();
+    match (server.local_addr(), gateway_port) {
         (Some(addr), None) => log::info!("listening on {addr}"),
         (Some(addr), Some(port)) => log::info!(
             "listening on {addr} (gateway.runtimePort); the gateway serves the FC port {port}"
@@ -488,7 +488,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         (None, _) => log::info!(
             "not listening on HTTP (gateway.runtimePort is off): the gateway serves the FC port \
              {}, the runtime its admin socket",
-            options_gateway_port.unwrap_or_default()
+            gateway_port.unwrap_or_default()
         ),
     }
     match server.run() {

@@ -5,7 +5,8 @@
 //! while the admin socket keeps answering; SIGTERM stops it first, lets a request through it
 //! finish, and the runtime exits 0 after it; one that ignores SIGTERM is killed after its grace;
 //! its output reaches the runtime's, prefixed; workers stay refused on the admin socket that the
-//! gateway uses. The fixture gateways use Node's `http` only.
+//! gateway uses; with `--port 0` the gateway is given a free port, not 0. The fixture gateways
+//! use Node's `http` only.
 
 mod common;
 
@@ -27,10 +28,9 @@ fn gateway_script(name: &str) -> String {
 }
 
 /// The runtime with the echo function and a gateway running `script` under `extra` config
-/// keys; started once the gateway is (`[gateway] ... listening` on stdout, or `ready` on
+/// keys, on `--port 0`; started once the gateway is (`[gateway] ... listening` on stdout, or `ready` on
 /// stderr when given).
 fn start(script: &str, extra: Value, ready: Option<&str>) -> Noslate {
-    let port = free_port();
     let mut gateway = json!({ "command": "node", "args": [gateway_script(script)] });
     for (key, value) in extra.as_object().expect("an object") {
         gateway[key] = value.clone();
@@ -38,7 +38,6 @@ fn start(script: &str, extra: Value, ready: Option<&str>) -> Noslate {
     let ns = Noslate::builder()
         .functions(&json!([profile("echo", "echo")]))
         .config(&json!({ "gateway": gateway, "turf": { "spareWorkers": 0 } }))
-        .port(port)
         .ready_when(ready.unwrap_or("[gateway pid="))
         .start();
     if ready.is_none() {
@@ -69,6 +68,8 @@ fn the_gateway_gets_its_environment_serves_the_fc_port_and_reaches_functions() {
         json!({ "env": { "GATEWAY_GREETING": "hi", "SERVER_PORT": "7" }, "sdkPath": "/opt/no-sdk-yet" }),
         None,
     );
+    // Started with `--port 0`: the gateway is told the free port the runtime picked for it.
+    assert_ne!(ns.port(), 0, "the runtime logs the gateway's FC port");
     let env = gateway_env(&ns);
     let port = ns.port().to_string();
     // gateway.env wins over what the runtime sets.

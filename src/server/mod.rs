@@ -321,8 +321,10 @@ impl Server {
         };
         let front = front::FrontEnd::bind(listen, admin_path.clone(), &config, poll.registry())?;
         if let Some(gateway) = &config.gateway {
+            let fc_port = supervisor::gateway::fc_port_for(addr)
+                .map_err(|source| ServerError::Bind { addr, source })?;
             let places = supervisor::gateway::RuntimePlaces {
-                fc_port: addr.port(),
+                fc_port,
                 runtime_addr: front.local_addr(),
                 workdir: &workdir,
                 logdir: &logdir,
@@ -371,6 +373,11 @@ impl Server {
     /// gateway owns the FC port and `gateway.runtimePort` is off.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.front.local_addr()
+    }
+
+    /// The FC port the gateway serves, when one is configured (a free port when asked for 0).
+    pub fn gateway_fc_port(&self) -> Option<u16> {
+        self.supervisor.gateway().map(|(_, launch)| launch.fc_port)
     }
 
     /// Starts the reserved workers and runs the event loop until a signal-initiated shutdown

@@ -282,7 +282,8 @@ impl Builder {
 
     /// [`Builder::start`] waits for a stderr line containing `mark` instead of
     /// `listening on 0.0.0.0:<port>` (when the runtime serves no HTTP, or not on the FC port);
-    /// [`Noslate::port`] is then the `--port` given.
+    /// [`Noslate::port`] is then the `--port` given, or with none the port the runtime gave
+    /// its gateway.
     pub fn ready_when(mut self, mark: &str) -> Builder {
         self.ready_mark = Some(mark.to_string());
         self
@@ -368,6 +369,25 @@ impl Builder {
                 );
             }
             noslate.port = fixed_port;
+            if fixed_port == 0 {
+                // With `--port 0`, a gateway is given a free port, which the runtime logs.
+                const GATEWAY_MARK: &str = "the gateway serves the FC port ";
+                let line = noslate
+                    .stderr
+                    .lines()
+                    .into_iter()
+                    .find(|l| l.contains(GATEWAY_MARK));
+                if let Some(line) = line {
+                    let at = line
+                        .find(GATEWAY_MARK)
+                        .map_or(0, |i| i + GATEWAY_MARK.len());
+                    let digits: String = line[at..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    noslate.port = digits.parse().unwrap_or(0);
+                }
+            }
             return noslate;
         }
         const MARK: &str = "listening on 0.0.0.0:";

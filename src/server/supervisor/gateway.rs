@@ -35,6 +35,8 @@ pub(in crate::server) struct GatewayLaunch {
     pub(in crate::server) grace: Duration,
     /// `gateway.stderrTailBytes`.
     pub(in crate::server) stderr_tail_bytes: usize,
+    /// The FC port the gateway is told to serve.
+    pub(in crate::server) fc_port: u16,
 }
 
 /// Where the runtime is, as the gateway's environment tells it.
@@ -102,8 +104,21 @@ impl GatewayLaunch {
             command_line: gateway.command_line(),
             grace: Duration::from_millis(gateway.stop_grace_period_ms.unwrap_or(default_grace_ms)),
             stderr_tail_bytes: gateway.stderr_tail_bytes,
+            fc_port: places.fc_port,
         }
     }
+}
+
+/// The FC port a gateway is told to serve when the runtime is asked for `addr`: its port, or
+/// with port 0 ("any free port", as tests and local runs ask) one the kernel has just handed
+/// out on that address. The gateway binds it itself, so it must be a real number: a gateway
+/// told `0` would listen somewhere nobody knows.
+pub(in crate::server) fn fc_port_for(addr: std::net::SocketAddr) -> io::Result<u16> {
+    if addr.port() != 0 {
+        return Ok(addr.port());
+    }
+    let probe = std::net::TcpListener::bind(addr)?;
+    Ok(probe.local_addr()?.port())
 }
 
 impl Supervisor {
@@ -298,6 +313,16 @@ mod tests {
     use super::*;
     use crate::config::{GatewayConfig, RuntimePort};
     use std::path::Path;
+
+    #[test]
+    fn a_gateway_asked_for_port_0_is_given_a_free_port_and_any_other_port_as_is() {
+        let fixed = fc_port_for("127.0.0.1:9000".parse().expect("addr")).expect("no bind");
+        assert_eq!(fixed, 9000);
+        let picked = fc_port_for("127.0.0.1:0".parse().expect("addr")).expect("a free port");
+        assert_ne!(picked, 0);
+        // Released again: the gateway binds it.
+        std::net::TcpListener::bind(("127.0.0.1", picked)).expect("the port is free");
+    }
 
     fn env_of(launch: &GatewayLaunch, key: &str) -> Option<String> {
         let found: Vec<&String> = (launch.env.iter())
