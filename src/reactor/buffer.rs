@@ -54,15 +54,20 @@ impl ReadBuf {
         }
     }
 
-    /// Changes how large the buffer may grow, and grows it now if it is smaller: a body
+    /// Raises how large the buffer may grow, and grows it now if it is smaller: a body
     /// streamed to a worker is read in pieces as large as the stream's credit, not a head's.
-    /// A smaller maximum applies from the next growth on; memory already held is released by
-    /// [`ReadBuf::shrink_if_empty`] and [`ReadBuf::release_if_empty`].
-    pub fn set_max(&mut self, max: usize) {
+    pub fn grow_to(&mut self, max: usize) {
         self.max = max.max(self.initial);
         if !self.buf.is_empty() && self.buf.len() < self.max {
             self.buf.resize(self.max, 0);
         }
+    }
+
+    /// Sets how large the buffer may grow from now on, without growing it: back to a head's
+    /// size after a streamed body. Memory already held above it is released by
+    /// [`ReadBuf::shrink_if_empty`] and [`ReadBuf::release_if_empty`].
+    pub fn limit_to(&mut self, max: usize) {
+        self.max = max.max(self.initial);
     }
 
     /// Bytes of memory the buffer holds now.
@@ -184,6 +189,26 @@ impl ReadBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_only_caps_later_growth_and_grow_to_grows_at_once() {
+        let mut buf = ReadBuf::new(4, 8);
+        let mut src: &[u8] = b"ab";
+        buf.fill_from(&mut src);
+        assert_eq!(buf.allocated(), 4);
+        // Every request sets a head's limit again: it must not allocate up to it.
+        buf.limit_to(64);
+        assert_eq!(buf.allocated(), 4);
+        buf.grow_to(32);
+        assert_eq!(buf.allocated(), 32);
+        buf.limit_to(8);
+        assert_eq!(buf.allocated(), 32, "held until released while empty");
+        buf.consume(2);
+        buf.shrink_if_empty();
+        assert_eq!(buf.allocated(), 0);
+        let mut src: &[u8] = b"0123456789";
+        assert_eq!(buf.fill_from(&mut src).bytes, 8, "capped by the new limit");
+    }
 
     #[test]
     fn reuses_and_grows_up_to_max() {

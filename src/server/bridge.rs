@@ -81,7 +81,7 @@ pub(super) fn open_stream(
     // credit. A chunked one is too, but only once it has proved large (`pump_body`): most are
     // a few bytes, and a credit-sized buffer for each would cost more than the reads it saves.
     if matches!(req.body, BodyLeft::Length(left) if left > STREAM_READ_THRESHOLD) {
-        conn.inbuf.set_max(STREAM_READ_BUFFER);
+        conn.inbuf.grow_to(STREAM_READ_BUFFER);
     }
     if let Err(err) = wire::put_request_head(&mut worker.wbuf, stream, no_body, &msg) {
         worker.streams.remove(&stream);
@@ -217,7 +217,7 @@ pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pu
     let done = req.body.is_done();
     if !done && req.timing.bytes_in > STREAM_READ_THRESHOLD {
         // A chunked body that has proved large: read the rest in credit-sized pieces.
-        inbuf.set_max(STREAM_READ_BUFFER);
+        inbuf.grow_to(STREAM_READ_BUFFER);
     }
     if sent_any {
         Pumped::Sent { done }

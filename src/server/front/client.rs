@@ -510,8 +510,10 @@ impl FrontEnd {
         let Some(mut req) = conn.req.take() else {
             return;
         };
-        // Back to a head's size after a streamed body (bridge::open_stream).
-        conn.inbuf.set_max(self.rbuf_size);
+        // Back to a head's size after a streamed body (bridge::open_stream). Only the limit:
+        // growing a head's 4 KiB buffer to it here cost an allocation and a 13 KiB memset per
+        // request.
+        conn.inbuf.limit_to(self.rbuf_size);
         if let Some(timer) = req.deadline_timer {
             lp.timers.cancel(timer);
         }
