@@ -17,6 +17,47 @@ pub struct Fill {
     pub drained: bool,
 }
 
+/// Buffers given back by connections between requests, kept for the next request to take
+/// instead of asking the allocator: a fresh one is zeroed (read buffers), grown by doubling
+/// (write buffers), and after frees at the heap's top faulted in again. Bounded by count and by
+/// the size of what is kept, so that a burst leaves at most `keep` buffers of at most
+/// `max_bytes` each behind.
+#[derive(Debug)]
+pub struct SpareBuffers {
+    kept: Vec<Vec<u8>>,
+    keep: usize,
+    max_bytes: usize,
+}
+
+impl SpareBuffers {
+    /// Keeps up to `keep` buffers of at most `max_bytes` (capacity) each.
+    pub fn new(keep: usize, max_bytes: usize) -> Self {
+        SpareBuffers {
+            kept: Vec::new(),
+            keep,
+            max_bytes,
+        }
+    }
+
+    /// A kept buffer, if any; its length is what it was given back with.
+    pub fn take(&mut self) -> Option<Vec<u8>> {
+        self.kept.pop()
+    }
+
+    /// Keeps `buf` if there is room and it is not too large; otherwise frees it.
+    pub fn give(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > 0 && buf.capacity() <= self.max_bytes && self.kept.len() < self.keep {
+            self.kept.push(buf);
+        }
+    }
+
+    /// Buffers kept now.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+}
+
 /// Unconsumed input lives in `buf[start..end]`.
 #[derive(Debug)]
 pub struct ReadBuf {
@@ -105,6 +146,33 @@ impl ReadBuf {
         }
     }
 
+    /// Gives an empty buffer's memory of its initial size to `spares`, and holds none after;
+    /// larger memory (from a body read in bigger pieces) is freed.
+    pub fn release_into(&mut self, spares: &mut SpareBuffers) {
+        if self.start == self.end && !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            if buf.len() == self.initial {
+                spares.give(buf);
+            }
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Takes memory from `spares` for a buffer that holds none, so that its next read does
+    /// not allocate. Only buffers of this buffer's initial size are ever given back.
+    pub fn provide_from(&mut self, spares: &mut SpareBuffers) {
+        if self.buf.is_empty()
+            && let Some(buf) = spares.take()
+        {
+            if buf.len() == self.initial {
+                self.buf = buf;
+            } else {
+                spares.give(buf);
+            }
+        }
+    }
+
     /// Makes room at the tail: reclaim consumed bytes, else grow (up to `max`).
     fn make_room(&mut self) {
         if self.buf.is_empty() {
@@ -189,6 +257,42 @@ impl ReadBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_buffer_goes_back_to_the_spares_and_is_taken_again_without_allocating() {
+        let mut spares = SpareBuffers::new(1, 16);
+        let mut buf = ReadBuf::new(4, 8);
+        let mut src: &[u8] = b"ab";
+        buf.fill_from(&mut src);
+        // Holding input: kept.
+        buf.release_into(&mut spares);
+        assert_eq!((buf.allocated(), spares.len()), (4, 0));
+        buf.consume(2);
+        buf.release_into(&mut spares);
+        assert_eq!((buf.allocated(), spares.len()), (0, 1));
+        let mut other = ReadBuf::new(4, 8);
+        other.provide_from(&mut spares);
+        assert_eq!((other.allocated(), spares.len()), (4, 0));
+        let mut src: &[u8] = b"xyz";
+        other.fill_from(&mut src);
+        assert_eq!(
+            other.data(),
+            b"xyz",
+            "old bytes are never read: only the filled part is"
+        );
+        // A grown buffer is freed, not kept; a full pool frees what it cannot keep.
+        let mut src: &[u8] = b"0123456";
+        other.fill_from(&mut src);
+        assert_eq!(other.allocated(), 8);
+        other.consume(10);
+        other.release_into(&mut spares);
+        assert_eq!(spares.len(), 0);
+        spares.give(vec![0; 4]);
+        spares.give(vec![0; 4]);
+        assert_eq!(spares.len(), 1);
+        spares.give(vec![0; 32]);
+        assert_eq!(spares.len(), 1, "larger than max_bytes");
+    }
 
     #[test]
     fn a_limit_only_caps_later_growth_and_grow_to_grows_at_once() {

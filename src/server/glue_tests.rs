@@ -316,6 +316,26 @@ fn healthz_is_answered_locally_and_keeps_the_connection_alive() {
 }
 
 #[test]
+fn a_keep_alive_connection_gives_its_buffers_back_between_requests_and_takes_them_again() {
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    let healthz = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    h.send(&mut client, key, healthz);
+    h.run_effects_but_scale();
+    assert!(read_answer(&mut client, complete).starts_with("HTTP/1.1 200"));
+    // Idle: the connection holds no buffer; the front end keeps one of each for later.
+    let conn = h.server.front.conn(key).expect("kept alive");
+    assert_eq!((conn.inbuf.allocated(), conn.wbuf.capacity()), (0, 0));
+    assert_eq!(h.server.front.spare_buffers(), (1, 1));
+    // The next request takes them instead of allocating, and gives them back after.
+    h.send(&mut client, key, healthz);
+    assert_eq!(h.server.front.spare_buffers(), (0, 0));
+    h.run_effects_but_scale();
+    assert!(read_answer(&mut client, complete).starts_with("HTTP/1.1 200"));
+    assert_eq!(h.server.front.spare_buffers(), (1, 1));
+}
+
+#[test]
 fn an_unknown_function_is_answered_404_without_planning_launches() {
     let mut h = harness(ONE_FUNCTION);
     let (mut client, key) = h.connect();

@@ -131,7 +131,7 @@ impl FrontEnd {
         if !wants_input(conn, workers) || conn.input_full() {
             return false;
         }
-        matches!(conn.fill(), Filled::Bytes(n) if n > 0)
+        matches!(conn.fill(&mut self.spares), Filled::Bytes(n) if n > 0)
     }
 
     /// Ends a drive of `key`: notices a client that left (its end of stream may have come with
@@ -145,7 +145,7 @@ impl FrontEnd {
             // The client's last bytes and its end of stream can come in one event, and the
             // short read that took the bytes stops before the end of stream: look for it.
             conn.maybe_readable = true;
-            if let Filled::Bytes(n) = conn.fill()
+            if let Filled::Bytes(n) = conn.fill(&mut self.spares)
                 && n > 0
             {
                 lp.effects.push(Effect::DriveConn(key));
@@ -289,6 +289,7 @@ impl FrontEnd {
         };
         let max_body = lp.config.http.max_request_body_size;
         let conn = self.conns.get_mut(key)?;
+        conn.provide_write_buffer(&mut self.spares);
         conn.seq += 1;
         // While stopping, every answer closes its connection.
         let keep_alive = head.keep_alive && serving;
@@ -495,7 +496,7 @@ impl FrontEnd {
                 conn.close_when_flushed = true;
                 return false;
             }
-            conn.release_if_idle();
+            conn.release_if_idle(&mut self.spares);
         }
         true
     }
@@ -911,7 +912,7 @@ impl FrontEnd {
                 self.begin_close(key, lp);
                 return;
             }
-            conn.release_if_idle();
+            conn.release_if_idle(&mut self.spares);
             // Finished a response with pipelined requests behind it: serve them. The start of
             // a head still arriving waits for its next readable event instead.
             if conn.req.is_none() && conn.has_parsable_input() {
@@ -934,7 +935,7 @@ impl FrontEnd {
             // A queued request's bytes are left in the socket for backpressure: read them now,
             // to learn whether its body is all there.
             conn.maybe_readable = true;
-            conn.fill();
+            conn.fill(&mut self.spares);
         }
         let Some(req) = conn.req.as_mut() else {
             if conn.has_parsable_input() && !conn.reset {
@@ -1029,7 +1030,7 @@ impl FrontEnd {
             return;
         };
         loop {
-            let filled = conn.fill();
+            let filled = conn.fill(&mut self.spares);
             let read = conn.input().len() as u64;
             conn.inbuf.clear();
             conn.lingered += read;

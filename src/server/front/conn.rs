@@ -19,7 +19,7 @@ use crate::http::request::RequestHead;
 use crate::http::response::Framing;
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
-use crate::reactor::buffer::ReadBuf;
+use crate::reactor::buffer::{ReadBuf, SpareBuffers};
 use crate::reactor::timer::TimerKey;
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
@@ -504,6 +504,39 @@ pub struct Conn {
     pub peer: Option<std::net::SocketAddr>,
 }
 
+/// Connection buffers given back between requests (`Conn::release_if_idle`), kept for the
+/// next requests: reads of a head's initial size, writes up to [`SPARE_WRITE_BUFFER_BYTES`].
+#[derive(Debug)]
+pub struct ConnSpares {
+    reads: SpareBuffers,
+    writes: SpareBuffers,
+}
+
+/// How many buffers of each kind are kept: one per connection of a busy keep-alive client
+/// pool, so that its requests stop allocating; beyond it they are freed.
+pub const SPARE_BUFFERS_KEPT: usize = 64;
+
+/// The largest write buffer kept: a small response's head and body. Larger ones (a large
+/// buffered response) are freed, so that the kept memory stays within 64 x 16 KiB.
+pub const SPARE_WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+impl ConnSpares {
+    /// Kept read and write buffers.
+    #[cfg(test)]
+    pub fn counts(&self) -> (usize, usize) {
+        (self.reads.len(), self.writes.len())
+    }
+}
+
+impl Default for ConnSpares {
+    fn default() -> Self {
+        ConnSpares {
+            reads: SpareBuffers::new(SPARE_BUFFERS_KEPT, INITIAL_READ_BUFFER),
+            writes: SpareBuffers::new(SPARE_BUFFERS_KEPT, SPARE_WRITE_BUFFER_BYTES),
+        }
+    }
+}
+
 /// The outcome of reading from the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filled {
@@ -572,13 +605,14 @@ impl Conn {
     }
 
     /// Reads what the socket has, up to the buffer's capacity.
-    pub fn fill(&mut self) -> Filled {
+    pub fn fill(&mut self, spares: &mut ConnSpares) -> Filled {
         if self.peer_closed {
             return Filled::Closed;
         }
         if !self.maybe_readable {
             return Filled::Bytes(0);
         }
+        self.inbuf.provide_from(&mut spares.reads);
         let fill = self.inbuf.fill_from(&mut self.sock);
         self.maybe_readable = !fill.drained;
         if fill.bytes > 0 {
@@ -651,12 +685,23 @@ impl Conn {
 
     /// Gives both buffers back while the connection idles between requests, so that an idle
     /// keep-alive connection costs its record and the socket, not its buffers.
-    pub fn release_if_idle(&mut self) {
+    /// They go to `spares`, for the next request of any connection to take.
+    pub fn release_if_idle(&mut self, spares: &mut ConnSpares) {
         if self.req.is_none() && self.wbuf.is_empty() {
             if self.wbuf.capacity() > 0 {
-                self.wbuf = Vec::new();
+                spares.writes.give(std::mem::take(&mut self.wbuf));
+                self.wstart = 0;
             }
-            self.inbuf.release_if_empty();
+            self.inbuf.release_into(&mut spares.reads);
+        }
+    }
+
+    /// Takes a kept write buffer for the response of the request that starts now.
+    pub fn provide_write_buffer(&mut self, spares: &mut ConnSpares) {
+        if self.wbuf.capacity() == 0
+            && let Some(buf) = spares.writes.take()
+        {
+            self.wbuf = buf;
         }
     }
 }

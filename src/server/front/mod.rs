@@ -33,6 +33,8 @@ pub(in crate::server) struct FrontEnd {
     /// Clients refused with 503 `TooManyConnections` (`noslate metrics`).
     refused: u64,
     conns: Slab<Conn>,
+    /// Buffers connections gave back between requests, for the next requests.
+    spares: conn::ConnSpares,
     request_limits: RequestLimits,
     /// A connection's read buffer size: the largest allowed head plus a little.
     rbuf_size: usize,
@@ -105,6 +107,7 @@ impl FrontEnd {
             metrics,
             refused: 0,
             conns: Slab::default(),
+            spares: conn::ConnSpares::default(),
             request_limits: RequestLimits {
                 max_head_bytes: http.max_header_bytes,
                 max_headers: http.max_headers,
@@ -173,6 +176,12 @@ impl FrontEnd {
     }
 
     /// FC's hook and invocation log lines.
+    /// Kept read and write buffers (`ConnSpares`).
+    #[cfg(test)]
+    pub(in crate::server) fn spare_buffers(&self) -> (usize, usize) {
+        self.spares.counts()
+    }
+
     pub(in crate::server) fn fc_log_mut(&mut self) -> &mut FcLog {
         &mut self.fc_log
     }
