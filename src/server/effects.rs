@@ -116,10 +116,12 @@ pub(super) struct Effects {
     work: Vec<Effect>,
     /// Position of the next `work` item to hand out.
     next_work: usize,
-    /// Workers with frames to write.
+    /// Workers with frames to write, from `next_worker`.
     workers: Vec<WorkerKey>,
-    /// Connections with bytes to write.
+    next_worker: usize,
+    /// Connections with bytes to write, from `next_conn`.
     conns: Vec<Key>,
+    next_conn: usize,
     /// Connections to drive on the next iteration (they used up their rounds in this one).
     next_iteration: Vec<Key>,
     /// Workers whose pipes to read on in the next iteration.
@@ -131,24 +133,24 @@ pub(super) struct Effects {
 impl Effects {
     /// Records `effect`, once: a piece of work already waiting is not recorded twice.
     pub(super) fn push(&mut self, effect: Effect) {
-        let (list, from) = match effect {
-            Effect::FlushWorker(key) => return push_key(&mut self.workers, key),
-            Effect::FlushConn(key) => return push_key(&mut self.conns, key),
-            _ => (&mut self.work, self.next_work),
-        };
-        if !list[from..].contains(&effect) {
-            list.push(effect);
+        match effect {
+            Effect::FlushWorker(key) => push_key(&mut self.workers, self.next_worker, key),
+            Effect::FlushConn(key) => push_key(&mut self.conns, self.next_conn, key),
+            // One per request, and credit is a sum: two equal returns are two returns. Neither
+            // is looked for among the waiting work (a scan per request at high concurrency).
+            Effect::RequestEnded { .. } | Effect::ReturnCredit { .. } => self.work.push(effect),
+            _ => push_key(&mut self.work, self.next_work, effect),
         }
     }
 
     /// Drives `key` on the next iteration rather than in this one.
     pub(super) fn drive_next_iteration(&mut self, key: Key) {
-        push_key(&mut self.next_iteration, key);
+        push_key(&mut self.next_iteration, 0, key);
     }
 
     /// Reads on from worker `key`'s pipe on the next iteration.
     pub(super) fn read_next_iteration(&mut self, key: WorkerKey) {
-        push_key(&mut self.reads_next_iteration, key);
+        push_key(&mut self.reads_next_iteration, 0, key);
     }
 
     /// Loop iterations so far.
@@ -181,18 +183,26 @@ impl Effects {
         }
         self.work.clear();
         self.next_work = 0;
-        if !self.workers.is_empty() {
-            return Some(Effect::FlushWorker(self.workers.remove(0)));
+        if let Some(&key) = self.workers.get(self.next_worker) {
+            self.next_worker += 1;
+            return Some(Effect::FlushWorker(key));
         }
-        if !self.conns.is_empty() {
-            return Some(Effect::FlushConn(self.conns.remove(0)));
+        self.workers.clear();
+        self.next_worker = 0;
+        if let Some(&key) = self.conns.get(self.next_conn) {
+            self.next_conn += 1;
+            return Some(Effect::FlushConn(key));
         }
+        self.conns.clear();
+        self.next_conn = 0;
         None
     }
 }
 
-fn push_key<K: PartialEq>(list: &mut Vec<K>, key: K) {
-    if !list.contains(&key) {
+/// Appends `key` unless it already waits in `list[from..]` (what is before `from` was handed
+/// out already, and may be due again).
+fn push_key<K: PartialEq>(list: &mut Vec<K>, from: usize, key: K) {
+    if !list[from..].contains(&key) {
         list.push(key);
     }
 }
@@ -275,6 +285,26 @@ mod tests {
                 Effect::FlushConn(key(2)),
             ]
         );
+    }
+
+    #[test]
+    fn equal_credit_returns_both_count_and_a_flush_handed_out_can_be_due_again() {
+        let mut effects = Effects::default();
+        let credit = Effect::ReturnCredit {
+            worker: WorkerKey(key(3)),
+            stream: 1,
+            bytes: 4096,
+        };
+        effects.push(Effect::FlushConn(key(1)));
+        effects.push(credit);
+        effects.push(credit);
+        assert_eq!(effects.pop(), Some(credit));
+        assert_eq!(effects.pop(), Some(credit));
+        assert_eq!(effects.pop(), Some(Effect::FlushConn(key(1))));
+        // The flush left bytes the socket did not take, and more were written since.
+        effects.push(Effect::FlushConn(key(1)));
+        effects.push(Effect::FlushConn(key(1)));
+        assert_eq!(drain(&mut effects), [Effect::FlushConn(key(1))]);
     }
 
     #[test]
