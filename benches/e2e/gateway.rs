@@ -3,7 +3,8 @@
 //! `benches/sdk_gateway.js`), side by side with the runtime's direct FC port and with Node's
 //! own `http` serving the handler. Every round starts a fresh runtime (one Node.js worker,
 //! `maxActivateRequests` 64), a fresh gateway in front of its admin socket and a fresh Node
-//! direct; the three sides alternate, each with a warm-up, c=64 throughput and c=1 latency.
+//! direct; the three sides alternate, each with a warm-up (2 s, `BENCH_GATEWAY_WARMUP`), c=64
+//! throughput and c=1 latency.
 //! The ratio gateway/direct FC port is the median of the per-round ratios; target >= 0.5.
 //! Noslate's own SDK path measured 1.4 k req/s at c=64 on this kind of machine
 //! (`HTTP -> SDK -> data plane`, reference peers table): quoted, not measured here.
@@ -28,6 +29,12 @@ pub const TARGET_GATEWAY_RATIO: f64 = 0.5;
 const NOSLATE_SDK_PATH_RPS: f64 = 1_397.0;
 
 const SIDES: [&str; 3] = ["direct FC port", "SDK gateway", "node direct"];
+
+/// The warm-up of every side of this row, in seconds (`BENCH_GATEWAY_WARMUP`), at least
+/// `BENCH_WARMUP`. A fresh gateway runs the SDK's and Node's `http` code through V8's tiers
+/// for over a second: in one run it served 2.1 k req/s in its first 0.5 s, 5.9 k and 9.4 k in
+/// the next two 0.83 s windows and 11.7 k from then on. The row compares steady states.
+const GATEWAY_WARMUP_SECS: f64 = 2.0;
 
 /// One side's numbers over the rounds.
 #[derive(Default)]
@@ -62,6 +69,7 @@ fn start_gateway(work: &Path) -> Result<(Proc, u16), String> {
 pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
     let mut sides: Vec<Side> = SIDES.iter().map(|_| Side::default()).collect();
     let functions = json!([hello_profile(one_worker(), json!({}))]);
+    let warmup = env_num("BENCH_GATEWAY_WARMUP", GATEWAY_WARMUP_SECS).max(cfg.warmup);
     for round in 0..cfg.rounds {
         let tag = format!("gateway-r{}", round + 1);
         let runtime = start_noslate_with(tmp, &tag, &functions, None, true);
@@ -91,7 +99,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
         for i in order {
             let addr = ([127, 0, 0, 1], ports[i]).into();
             let req = request_bytes("POST", "/invoke", ports[i], BODY);
-            let warm = Duration::from_secs_f64(cfg.warmup);
+            let warm = Duration::from_secs_f64(warmup);
             let _ = run_throughput(addr, &req, Some(BODY), cfg.conns, cfg.threads, warm);
             let tp = run_throughput(
                 addr,
