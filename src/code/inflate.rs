@@ -1,7 +1,8 @@
 //! A DEFLATE (RFC 1951) decoder: stored, fixed-Huffman and dynamic-Huffman blocks.
 //!
-//! The output goes to a sink in pieces while a 32 KiB window (the farthest a match may reach
-//! back) is kept, so an entry of any size costs bounded memory. The output is counted as it is
+//! The input is read from a reader in 64 KiB pieces, and the output goes to a sink in pieces
+//! while a 32 KiB window (the farthest a match may reach back) is kept, so an entry of any
+//! size costs bounded memory on both sides. The output is counted as it is
 //! produced, and decoding stops with [`InflateError::TooLarge`] as soon as it passes the
 //! caller's limit: a bomb is caught on the bytes it actually expands to, not on the size its
 //! archive declares. Every malformed input is an error; nothing here panics on input.
@@ -11,6 +12,7 @@
 //! symbol).
 
 use std::fmt;
+use std::io::{self, Read};
 
 /// How far back a match may reach.
 const WINDOW: usize = 32 * 1024;
@@ -18,6 +20,8 @@ const WINDOW: usize = 32 * 1024;
 const FLUSH_AT: usize = 4 * WINDOW;
 /// Longest Huffman code.
 const MAX_BITS: usize = 15;
+/// Compressed input is read in pieces of this size.
+const INPUT_CHUNK: usize = 64 * 1024;
 
 /// Why a stream could not be inflated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub enum InflateError {
     TooLarge(u64),
     /// The sink refused the output.
     Sink(String),
+    /// The input could not be read.
+    Input(String),
 }
 
 impl fmt::Display for InflateError {
@@ -57,15 +63,16 @@ impl fmt::Display for InflateError {
             }
             InflateError::TooLarge(limit) => write!(f, "inflates to more than {limit} bytes"),
             InflateError::Sink(why) => f.write_str(why),
+            InflateError::Input(why) => write!(f, "cannot read the compressed data: {why}"),
         }
     }
 }
 
-/// Inflates the raw DEFLATE stream `input`, handing the output to `sink` in pieces. Fails with
-/// [`InflateError::TooLarge`] once more than `max_out` bytes come out. Returns the number of
-/// bytes produced. Input after the final block is ignored.
+/// Inflates the raw DEFLATE stream read from `input`, handing the output to `sink` in pieces.
+/// Fails with [`InflateError::TooLarge`] once more than `max_out` bytes come out. Returns the
+/// number of bytes produced. Input after the final block is ignored (and may be left unread).
 pub fn inflate(
-    input: &[u8],
+    input: &mut dyn Read,
     max_out: u64,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<u64, InflateError> {
@@ -151,29 +158,53 @@ impl Output<'_> {
     }
 }
 
-/// Bits read least significant first, as DEFLATE packs them.
-struct Bits<'a> {
-    data: &'a [u8],
+/// Bits read least significant first, as DEFLATE packs them, from input read a piece at a
+/// time.
+struct Bits<'r> {
+    source: &'r mut dyn Read,
+    chunk: Box<[u8]>,
+    len: usize,
     pos: usize,
     buf: u64,
     count: u32,
 }
 
-impl<'a> Bits<'a> {
-    fn new(data: &'a [u8]) -> Self {
+impl<'r> Bits<'r> {
+    fn new(source: &'r mut dyn Read) -> Self {
         Bits {
-            data,
+            source,
+            chunk: vec![0; INPUT_CHUNK].into_boxed_slice(),
+            len: 0,
             pos: 0,
             buf: 0,
             count: 0,
         }
     }
 
+    /// The next input byte.
+    fn byte(&mut self) -> Result<u8, InflateError> {
+        if self.pos == self.len {
+            self.len = loop {
+                match self.source.read(&mut self.chunk) {
+                    Ok(n) => break n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(InflateError::Input(err.to_string())),
+                }
+            };
+            self.pos = 0;
+            if self.len == 0 {
+                return Err(InflateError::Truncated);
+            }
+        }
+        let byte = self.chunk[self.pos];
+        self.pos += 1;
+        Ok(byte)
+    }
+
     /// The next `n` (at most 16) bits as a number.
     fn take(&mut self, n: u32) -> Result<u32, InflateError> {
         while self.count < n {
-            let byte = *self.data.get(self.pos).ok_or(InflateError::Truncated)?;
-            self.pos += 1;
+            let byte = self.byte()?;
             self.buf |= u64::from(byte) << self.count;
             self.count += 8;
         }
@@ -188,16 +219,6 @@ impl<'a> Bits<'a> {
     fn align(&mut self) {
         self.buf = 0;
         self.count = 0;
-    }
-
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], InflateError> {
-        let end = self.pos.checked_add(n).ok_or(InflateError::Truncated)?;
-        let slice = self
-            .data
-            .get(self.pos..end)
-            .ok_or(InflateError::Truncated)?;
-        self.pos = end;
-        Ok(slice)
     }
 }
 
@@ -283,15 +304,17 @@ const CLEN_ORDER: [usize; 19] = [
 
 fn stored(bits: &mut Bits<'_>, out: &mut Output<'_>) -> Result<(), InflateError> {
     bits.align();
-    let header = bits.bytes(4)?;
+    let mut header = [0u8; 4];
+    for byte in &mut header {
+        *byte = bits.byte()?;
+    }
     let len = u16::from_le_bytes([header[0], header[1]]);
     let nlen = u16::from_le_bytes([header[2], header[3]]);
     if len != !nlen {
         return Err(InflateError::BadStoredLength);
     }
-    let data = bits.bytes(usize::from(len))?;
-    for &byte in data {
-        out.push(byte)?;
+    for _ in 0..len {
+        out.push(bits.byte()?)?;
     }
     Ok(())
 }
@@ -393,7 +416,8 @@ mod tests {
             got.extend_from_slice(piece);
             Ok(())
         };
-        let n = inflate(input, max, &mut sink)?;
+        let mut reader = input;
+        let n = inflate(&mut reader, max, &mut sink)?;
         assert_eq!(n, got.len() as u64);
         Ok(got)
     }

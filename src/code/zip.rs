@@ -11,7 +11,7 @@
 use super::inflate::{self, InflateError};
 use std::borrow::Cow;
 use std::fs;
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -65,13 +65,16 @@ pub struct Entry {
 }
 
 /// Where an archive's bytes are read from: memory, or a file read piece by piece (the
-/// directory, then one entry's data at a time), so that unpacking a large package does not
-/// hold it whole.
+/// directory, then each entry's data in pieces), so that unpacking a large package holds
+/// neither it nor any of its entries whole.
 pub trait Source {
     /// The archive's length in bytes.
     fn size(&self) -> u64;
     /// `len` bytes at `offset`, which the caller has checked lie inside the archive.
     fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, String>;
+    /// A reader of the `len` bytes at `offset` (checked by the caller as above), which reads
+    /// them piece by piece: an entry's compressed data is never held whole.
+    fn section(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>, String>;
 }
 
 impl Source for [u8] {
@@ -87,6 +90,14 @@ impl Source for [u8] {
             .map(Cow::Borrowed)
             .ok_or_else(|| "read past the end of the archive".to_string())
     }
+
+    fn section(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>, String> {
+        let len = usize::try_from(len).map_err(|_| "length out of range".to_string())?;
+        match self.read_at(offset, len)? {
+            Cow::Borrowed(bytes) => Ok(Box::new(bytes)),
+            Cow::Owned(bytes) => Ok(Box::new(io::Cursor::new(bytes))),
+        }
+    }
 }
 
 impl Source for Vec<u8> {
@@ -96,6 +107,10 @@ impl Source for Vec<u8> {
 
     fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, String> {
         self.as_slice().read_at(offset, len)
+    }
+
+    fn section(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>, String> {
+        self.as_slice().section(offset, len)
     }
 }
 
@@ -110,6 +125,44 @@ impl Source for fs::File {
         self.read_exact_at(&mut buf, offset)
             .map_err(|e| format!("cannot read the archive: {e}"))?;
         Ok(Cow::Owned(buf))
+    }
+
+    fn section(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>, String> {
+        Ok(Box::new(FileSection {
+            file: self,
+            offset,
+            left: len,
+        }))
+    }
+}
+
+/// `left` bytes of a file from `offset`, read with `pread` (the file's position is not used,
+/// so sections of one file do not disturb each other).
+struct FileSection<'f> {
+    file: &'f fs::File,
+    offset: u64,
+    left: u64,
+}
+
+impl Read for FileSection<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = FileExt::read_at(self.file, &mut buf[..want], self.offset)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive ends inside an entry",
+            ));
+        }
+        self.offset += n as u64;
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -323,9 +376,9 @@ pub fn unpack<S: Source + ?Sized>(
             fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
-        let data = entry_data(archive, entry)?;
+        let mut data = entry_data(archive, entry)?;
         let budget = limits.max_unpacked_bytes.saturating_sub(done.bytes);
-        let written = write_entry(entry, &data, &path, budget).map_err(|why| match why {
+        let written = write_entry(entry, &mut data, &path, budget).map_err(|why| match why {
             WriteError::TooLarge => format!(
                 "the archive unpacks to more than the limit of {} bytes",
                 limits.max_unpacked_bytes
@@ -338,11 +391,11 @@ pub fn unpack<S: Source + ?Sized>(
     Ok(done)
 }
 
-/// An entry's compressed bytes, found through its local header.
+/// A reader of an entry's compressed bytes, found through its local header.
 fn entry_data<'a, S: Source + ?Sized>(
     archive: &'a S,
     entry: &Entry,
-) -> Result<Cow<'a, [u8]>, String> {
+) -> Result<Box<dyn Read + 'a>, String> {
     let outside = || format!("zip entry {}'s data lies outside the archive", entry.name);
     let at = entry.local_offset;
     let header = read_inside(archive, at, LOCAL_LEN as u64).ok_or_else(outside)??;
@@ -355,7 +408,13 @@ fn entry_data<'a, S: Source + ?Sized>(
     let name_len = u64::from(u16_at(&header, 26).ok_or_else(outside)?);
     let extra_len = u64::from(u16_at(&header, 28).ok_or_else(outside)?);
     let start = at + LOCAL_LEN as u64 + name_len + extra_len;
-    read_inside(archive, start, entry.compressed).ok_or_else(outside)?
+    let inside = start
+        .checked_add(entry.compressed)
+        .is_some_and(|end| end <= archive.size());
+    if !inside {
+        return Err(outside());
+    }
+    archive.section(start, entry.compressed)
 }
 
 enum WriteError {
@@ -363,8 +422,14 @@ enum WriteError {
     Other(String),
 }
 
-/// Writes one file, inflating it within `budget` bytes; checks its size and CRC-32.
-fn write_entry(entry: &Entry, data: &[u8], path: &Path, budget: u64) -> Result<u64, WriteError> {
+/// Writes one file from its compressed bytes `data`, inflating it within `budget` bytes;
+/// checks its size and CRC-32.
+fn write_entry(
+    entry: &Entry,
+    data: &mut dyn Read,
+    path: &Path,
+    budget: u64,
+) -> Result<u64, WriteError> {
     let mode = if entry.executable { 0o755 } else { 0o644 };
     let file = fs::OpenOptions::new()
         .write(true)
@@ -381,16 +446,21 @@ fn write_entry(entry: &Entry, data: &[u8], path: &Path, budget: u64) -> Result<u
     };
     let written = match entry.method {
         0 => {
-            if data.len() as u64 > budget {
+            if entry.compressed > budget {
                 return Err(WriteError::TooLarge);
             }
-            sink(data).map_err(WriteError::Other)?;
-            data.len() as u64
+            copy_stored(entry, data, &mut sink)?
         }
         _ => match inflate::inflate(data, budget, &mut sink) {
             Ok(n) => n,
             Err(InflateError::TooLarge(_)) => return Err(WriteError::TooLarge),
             Err(InflateError::Sink(why)) => return Err(WriteError::Other(why)),
+            Err(InflateError::Input(why)) => {
+                return Err(WriteError::Other(format!(
+                    "zip entry {}: {why}",
+                    entry.name
+                )));
+            }
             Err(e) => return Err(WriteError::Other(format!("zip entry {}: {e}", entry.name))),
         },
     };
@@ -409,6 +479,32 @@ fn write_entry(entry: &Entry, data: &[u8], path: &Path, budget: u64) -> Result<u
         )));
     }
     Ok(written)
+}
+
+/// Copies a stored entry's bytes to `sink` in pieces.
+fn copy_stored(
+    entry: &Entry,
+    data: &mut dyn Read,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<u64, WriteError> {
+    let mut piece = vec![0u8; 64 * 1024];
+    let mut copied = 0u64;
+    while copied < entry.compressed {
+        let n = match data.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                return Err(WriteError::Other(format!(
+                    "zip entry {}: cannot read its data: {err}",
+                    entry.name
+                )));
+            }
+        };
+        sink(&piece[..n]).map_err(WriteError::Other)?;
+        copied += n as u64;
+    }
+    Ok(copied)
 }
 
 /// The CRC-32 of `data`, as zip records it (for tests that build archives by hand).
@@ -495,6 +591,74 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// An archive file whose reads are watched: the largest piece any read asked for.
+    struct WatchedFile {
+        file: fs::File,
+        largest_read: std::cell::Cell<usize>,
+    }
+
+    impl Source for WatchedFile {
+        fn size(&self) -> u64 {
+            self.file.size()
+        }
+
+        fn read_at(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, String> {
+            self.largest_read.set(self.largest_read.get().max(len));
+            Source::read_at(&self.file, offset, len)
+        }
+
+        fn section(&self, offset: u64, len: u64) -> Result<Box<dyn Read + '_>, String> {
+            let inner = self.file.section(offset, len)?;
+            Ok(Box::new(WatchedRead { inner, watch: self }))
+        }
+    }
+
+    struct WatchedRead<'a> {
+        inner: Box<dyn Read + 'a>,
+        watch: &'a WatchedFile,
+    }
+
+    impl Read for WatchedRead<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let largest = &self.watch.largest_read;
+            largest.set(largest.get().max(buf.len()));
+            self.inner.read(buf)
+        }
+    }
+
+    #[test]
+    fn large_entries_are_read_from_the_archive_file_in_pieces_never_whole() {
+        let script = r#"
+import random
+r = random.Random(9)
+noise = bytes(r.getrandbits(8) for _ in range(3 << 20))
+z.writestr('stored.bin', noise, compress_type=zipfile.ZIP_STORED)
+z.writestr('deflated.bin', noise, compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
+"#;
+        let dir = scratch("pieces");
+        let path = dir.join("package.zip");
+        fs::write(&path, python_zip(script)).unwrap();
+        let archive = WatchedFile {
+            file: fs::File::open(&path).unwrap(),
+            largest_read: std::cell::Cell::new(0),
+        };
+        let dest = dir.join("out");
+        fs::create_dir(&dest).unwrap();
+        let done = unpack(&archive, &dest, &LIMITS).unwrap();
+        assert_eq!(done.files, 2);
+        let stored = fs::read(dest.join("stored.bin")).unwrap();
+        assert_eq!(stored.len(), 3 << 20);
+        assert_eq!(fs::read(dest.join("deflated.bin")).unwrap(), stored);
+        // Each entry is 3 MiB compressed: it went through in pieces of at most 64 KiB (the
+        // largest read is the search for the end of the directory: 64 KiB and 22 bytes).
+        assert!(
+            archive.largest_read.get() <= 64 * 1024 + 22,
+            "largest read {} bytes",
+            archive.largest_read.get()
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
