@@ -114,9 +114,11 @@ impl LineCutter {
 #[derive(Debug)]
 struct Sink {
     fd: std::fs::File,
-    /// `fd` is a non-blocking pipe of our own (`sys::reopen_pipe_nonblocking`): written
-    /// directly, where another descriptor must be polled before each write.
-    nonblocking: bool,
+    /// `fd` is written directly: a non-blocking pipe of our own
+    /// (`sys::reopen_pipe_nonblocking`), or a regular file, which is always writable. Another
+    /// descriptor (a terminal, a socket, a pipe that cannot be reopened) is polled before each
+    /// write.
+    direct: bool,
     pending: Vec<u8>,
     /// Bytes of `pending` already written.
     written: usize,
@@ -127,9 +129,12 @@ struct Sink {
 impl Sink {
     fn new(fd: OwnedFd) -> Sink {
         let own = sys::reopen_pipe_nonblocking(fd.as_fd());
+        let reopened = own.is_some();
+        let fd = std::fs::File::from(own.unwrap_or(fd));
+        let regular = fd.metadata().is_ok_and(|m| m.file_type().is_file());
         Sink {
-            nonblocking: own.is_some(),
-            fd: std::fs::File::from(own.unwrap_or(fd)),
+            direct: reopened || regular,
+            fd,
             pending: Vec::new(),
             written: 0,
             broken: false,
@@ -147,7 +152,7 @@ impl Sink {
             // At most PIPE_BUF at once either way, so that each write stays atomic among the
             // other writers a shared stdout may have.
             let rest = &rest[..rest.len().min(sys::ATOMIC_WRITE)];
-            let wrote = if self.nonblocking {
+            let wrote = if self.direct {
                 match std::io::Write::write(&mut &self.fd, rest) {
                     Ok(n) => Ok(Some(n)),
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock) => Ok(None),
@@ -513,12 +518,12 @@ mod tests {
     }
 
     #[test]
-    fn a_pipe_is_written_without_polling_and_its_shared_descriptor_stays_blocking() {
+    fn a_pipe_or_a_file_is_written_without_polling_and_a_shared_pipe_stays_blocking() {
         let (mut reader, writer) = std::io::pipe().expect("pipe");
         let shared = OwnedFd::from(writer);
         let parents = shared.try_clone().expect("dup");
         let mut sink = Sink::new(shared);
-        assert!(sink.nonblocking, "a pipe gets a descriptor of its own");
+        assert!(sink.direct, "a pipe gets a descriptor of its own");
         assert!(is_nonblocking(&sink.fd));
         assert!(
             !is_nonblocking(&parents),
@@ -529,12 +534,21 @@ mod tests {
         let mut got = [0u8; 5];
         reader.read_exact(&mut got).expect("read");
         assert_eq!(&got, b"line\n");
-        // Anything else keeps the poll before each write.
+        // A regular file is always writable: written directly too.
+        let path = std::env::temp_dir().join(format!("noslate-console-{}", std::process::id()));
+        let file = std::fs::File::create(&path).expect("a file");
+        let mut sink = Sink::new(OwnedFd::from(file));
+        assert!(sink.direct);
+        sink.pending.extend_from_slice(b"to a file\n");
+        assert_eq!(sink.flush(), 0);
+        assert_eq!(std::fs::read(&path).expect("read"), b"to a file\n");
+        let _ = std::fs::remove_file(&path);
+        // Anything else (here a character device) keeps the poll before each write.
         let null = std::fs::File::options()
             .write(true)
             .open("/dev/null")
             .expect("null");
-        assert!(!Sink::new(OwnedFd::from(null)).nonblocking);
+        assert!(!Sink::new(OwnedFd::from(null)).direct);
     }
 
     #[test]
