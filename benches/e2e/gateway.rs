@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::config::Config;
 use crate::report::rows_or_why;
-use crate::rounds::run_latency;
+use crate::rounds::{process_cpu_ns, run_latency};
 use crate::servers::{BODY, hello_profile, one_worker, start_node_direct};
 
 /// Gateway c=64 throughput against the direct FC port's: the target.
@@ -41,6 +41,11 @@ const GATEWAY_WARMUP_SECS: f64 = 2.0;
 struct Side {
     rps: Vec<f64>,
     p50_us: Vec<f64>,
+    /// CPU per request at c=64 of the process serving the side's port (the runtime, the
+    /// gateway, Node), in µs.
+    front_cpu_us: Vec<f64>,
+    /// The same for the runtime behind the gateway (SDK gateway side only).
+    runtime_cpu_us: Vec<f64>,
     errors: u64,
     first_error: Option<String>,
 }
@@ -94,6 +99,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
             }
         };
         let ports = [runtime_port, gateway_port, node_port];
+        let pids = [runtime.pid(), gateway.pid(), node.pid()];
         // Alternating the order cancels the position bias of a round.
         let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
         for i in order {
@@ -101,6 +107,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
             let req = request_bytes("POST", "/invoke", ports[i], BODY);
             let warm = Duration::from_secs_f64(warmup);
             let _ = run_throughput(addr, &req, Some(BODY), cfg.conns, cfg.threads, warm);
+            let cpu_before = [pids[i], pids[0]].map(process_cpu_ns);
             let tp = run_throughput(
                 addr,
                 &req,
@@ -109,8 +116,18 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
                 cfg.threads,
                 cfg.segment(),
             );
+            let cpu_after = [pids[i], pids[0]].map(process_cpu_ns);
+            let served = tp.rps() * cfg.segment().as_secs_f64();
+            let per_request = |k: usize| match (cpu_before[k], cpu_after[k]) {
+                (Some(a), Some(b)) if served > 0.0 => Some(b.saturating_sub(a) as f64 / 1e3 / served),
+                _ => None,
+            };
             let lat = run_latency(addr, &req, Some(BODY), cfg.segment());
             let side = &mut sides[i];
+            side.front_cpu_us.extend(per_request(0));
+            if i == 1 {
+                side.runtime_cpu_us.extend(per_request(1));
+            }
             side.rps.push(tp.rps());
             if let Some(p50) = percentile_us(&lat.samples, 50.0) {
                 side.p50_us.push(p50);
@@ -154,7 +171,8 @@ impl GatewayRows {
             "note": self.note,
             "sides": SIDES.iter().zip(&self.sides).map(|(name, s)| json!({
                 "side": name, "rps": s.rps, "p50_us": s.p50_us, "errors": s.errors,
-                "first_error": s.first_error,
+                "first_error": s.first_error, "front_cpu_us_per_req": s.front_cpu_us,
+                "runtime_cpu_us_per_req": s.runtime_cpu_us,
             })).collect::<Vec<_>>(),
             "gateway_over_direct": self.ratio(1, 0),
             "gateway_over_node_direct": self.ratio(1, 2),
@@ -184,6 +202,21 @@ pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
             "  {name:<15} c=64 {rps} req/s, c=1 p50 {p50} µs{errors}"
         );
     }
+    let cpu = |v: &Vec<f64>| median(v.clone()).map_or("-".into(), |v| format!("{v:.1} µs"));
+    let [direct, gateway, node] = [0, 1, 2].map(|i| &rows.sides[i]);
+    // Busy share of one core: a gateway near 100 % is the row's bottleneck.
+    let busy = match (median(gateway.front_cpu_us.clone()), median(gateway.rps.clone())) {
+        (Some(us), Some(rps)) => format!("{:.0} %", us * rps / 1e4),
+        _ => "-".into(),
+    };
+    let _ = writeln!(
+        out,
+        "  CPU per request at c=64: gateway process {} (busy {busy} of a core), the runtime behind it {}; the runtime on the direct FC port {}; node direct {}",
+        cpu(&gateway.front_cpu_us),
+        cpu(&gateway.runtime_cpu_us),
+        cpu(&direct.front_cpu_us),
+        cpu(&node.front_cpu_us),
+    );
     let fmt = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
     let _ = writeln!(
         out,
