@@ -336,6 +336,54 @@ fn a_keep_alive_connection_gives_its_buffers_back_between_requests_and_takes_the
 }
 
 #[test]
+fn a_connection_is_watched_for_writability_only_while_its_output_waits() {
+    use crate::reactor::token::{self, Source};
+    let mut h = harness(ONE_FUNCTION);
+    let (mut client, key) = h.connect();
+    assert!(!h.server.front.conn(key).expect("conn").watching_writable());
+    // More than the loopback socket's buffers take at once.
+    let big = 16 << 20;
+    h.server.front.conn_mut(key).expect("conn").wbuf = vec![b'x'; big];
+    h.server.effects.push(Effect::FlushConn(key));
+    h.run_effects_but_scale();
+    let conn = h.server.front.conn(key).expect("conn");
+    assert!(conn.has_output(), "the socket took only part of it");
+    assert!(conn.watching_writable());
+    // The client reads it all; the rest goes out as the poller reports room in the socket.
+    let reader = std::thread::spawn(move || {
+        let mut total = 0;
+        let mut buf = vec![0u8; 1 << 16];
+        while total < big {
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        (client, total)
+    });
+    let mut events = mio::Events::with_capacity(16);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.server.front.conn(key).is_some_and(|c| c.has_output()) && Instant::now() < deadline {
+        (h.server.poll)
+            .poll(&mut events, Some(Duration::from_millis(100)))
+            .expect("poll");
+        for event in &events {
+            if token::source(event.token()) == Some(Source::Conn(key)) && event.is_writable() {
+                h.server.effects.push(Effect::FlushConn(key));
+            }
+        }
+        h.run_effects_but_scale();
+    }
+    let (_client, total) = reader.join().expect("reader");
+    assert_eq!(total, big, "every byte reached the client");
+    let conn = h.server.front.conn(key).expect("conn");
+    assert!(
+        !conn.watching_writable(),
+        "back to reads only once all is written"
+    );
+}
+
+#[test]
 fn an_unknown_function_is_answered_404_without_planning_launches() {
     let mut h = harness(ONE_FUNCTION);
     let (mut client, key) = h.connect();

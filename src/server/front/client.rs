@@ -19,6 +19,7 @@ use crate::http::response::{self, Framing};
 use crate::ids::ConnRef;
 use crate::ids::WorkerKey;
 use crate::reactor::slab::{Key, Slab};
+use crate::reactor::token::{self, Source};
 use crate::server::console::Stream;
 use crate::server::effects::Effect;
 use crate::server::{Lent, Timer};
@@ -879,6 +880,7 @@ impl FrontEnd {
                 return;
             }
         };
+        conn.watch_writable(lp.registry, token::token(Source::Conn(key)));
         let credited = written.min(conn.body_in_wbuf);
         conn.body_in_wbuf -= credited;
         conn.credit_owed = conn

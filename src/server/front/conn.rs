@@ -502,6 +502,9 @@ pub struct Conn {
     pub accounted_output: usize,
     /// The client's address (TCP clients), for the access log.
     pub peer: Option<std::net::SocketAddr>,
+    /// The socket is registered for writability too: only while output waits that the socket
+    /// did not take ([`Conn::watch_writable`]).
+    watching_writable: bool,
 }
 
 /// Connection buffers given back between requests (`Conn::release_if_idle`), kept for the
@@ -591,6 +594,7 @@ impl Conn {
             lingered: 0,
             accounted_output: 0,
             peer: None,
+            watching_writable: false,
         }
     }
 
@@ -671,6 +675,34 @@ impl Conn {
             }
         }
         Ok(written)
+    }
+
+    /// Registers the socket for writability while output waits, and for reads only once it
+    /// is all written. A socket registered for writability is signalled every time its peer
+    /// frees send space: for a Unix socket that is every read the peer makes (the SDK's
+    /// gateway reading each response woke the loop for nothing), and the peer pays for the
+    /// wake-up in its read. Re-registering reports a readiness that is already there, so no
+    /// edge is lost.
+    pub fn watch_writable(&mut self, registry: &mio::Registry, token: mio::Token) {
+        let want = self.has_output();
+        if want == self.watching_writable {
+            return;
+        }
+        let interest = if want {
+            mio::Interest::READABLE | mio::Interest::WRITABLE
+        } else {
+            mio::Interest::READABLE
+        };
+        match registry.reregister(&mut self.sock, token, interest) {
+            Ok(()) => self.watching_writable = want,
+            Err(err) => log::warn!("[http] cannot re-register a connection: {err}"),
+        }
+    }
+
+    /// Whether the socket is registered for writability (glue tests).
+    #[cfg(test)]
+    pub fn watching_writable(&self) -> bool {
+        self.watching_writable
     }
 
     /// Whether output is waiting.

@@ -348,7 +348,8 @@ impl FrontEnd {
             Some(conn) => registry.register(
                 &mut conn.sock,
                 token::token(Source::Conn(key)),
-                Interest::READABLE | Interest::WRITABLE,
+                // Writability is watched only while output waits (Conn::watch_writable).
+                Interest::READABLE,
             ),
             None => Ok(()),
         };
