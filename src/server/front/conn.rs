@@ -678,13 +678,14 @@ impl Conn {
     }
 
     /// Registers the socket for writability while output waits, and for reads only once it
-    /// is all written. A socket registered for writability is signalled every time its peer
-    /// frees send space: for a Unix socket that is every read the peer makes (the SDK's
-    /// gateway reading each response woke the loop for nothing), and the peer pays for the
-    /// wake-up in its read. Re-registering reports a readiness that is already there, so no
-    /// edge is lost.
+    /// is all written and the request is over. A socket registered for writability is
+    /// signalled every time its peer frees send space: for a Unix socket that is every read
+    /// the peer makes (the SDK's gateway reading each response woke the loop for nothing), and
+    /// the peer pays for the wake-up in its read. A response still streaming keeps the
+    /// registration, so that a large body does not re-register twice per bite.
+    /// Re-registering reports a readiness that is already there, so no edge is lost.
     pub fn watch_writable(&mut self, registry: &mio::Registry, token: mio::Token) {
-        let want = self.has_output();
+        let want = self.has_output() || (self.watching_writable && self.req.is_some());
         if want == self.watching_writable {
             return;
         }
