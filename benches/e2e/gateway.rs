@@ -119,7 +119,9 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
             let cpu_after = [pids[i], pids[0]].map(process_cpu_ns);
             let served = tp.rps() * cfg.segment().as_secs_f64();
             let per_request = |k: usize| match (cpu_before[k], cpu_after[k]) {
-                (Some(a), Some(b)) if served > 0.0 => Some(b.saturating_sub(a) as f64 / 1e3 / served),
+                (Some(a), Some(b)) if served > 0.0 => {
+                    Some(b.saturating_sub(a) as f64 / 1e3 / served)
+                }
                 _ => None,
             };
             let lat = run_latency(addr, &req, Some(BODY), cfg.segment());
@@ -205,7 +207,10 @@ pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
     let cpu = |v: &Vec<f64>| median(v.clone()).map_or("-".into(), |v| format!("{v:.1} µs"));
     let [direct, gateway, node] = [0, 1, 2].map(|i| &rows.sides[i]);
     // Busy share of one core: a gateway near 100 % is the row's bottleneck.
-    let busy = match (median(gateway.front_cpu_us.clone()), median(gateway.rps.clone())) {
+    let busy = match (
+        median(gateway.front_cpu_us.clone()),
+        median(gateway.rps.clone()),
+    ) {
         (Some(us), Some(rps)) => format!("{:.0} %", us * rps / 1e4),
         _ => "-".into(),
     };
