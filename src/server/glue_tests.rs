@@ -162,6 +162,15 @@ impl Harness {
         (key, from_worker_tx)
     }
 
+    /// Invocations `worker` is running now; `None` once its record is gone.
+    fn active(&self, worker: WorkerKey) -> Option<usize> {
+        self.server
+            .supervisor
+            .workers()
+            .get(worker)
+            .map(Worker::active)
+    }
+
     fn queue(&self, function: usize) -> Vec<ConnRef> {
         self.server.scheduler.functions()[function]
             .pool
@@ -809,14 +818,7 @@ fn a_worker_response_reaches_the_client_and_its_end_frees_the_slot_for_the_queue
         effects.contains(&Effect::Dispatch(FunctionId::new(0))),
         "the freed slot: {effects:?}"
     );
-    assert_eq!(
-        h.server
-            .supervisor
-            .workers()
-            .get(worker)
-            .map(Worker::active),
-        Some(0)
-    );
+    assert_eq!(h.active(worker), Some(0));
     for effect in effects {
         h.server.run_effect(effect);
     }
@@ -1672,9 +1674,8 @@ fn while_the_inspector_is_on_only_the_inspect_worker_takes_invocations() {
     let (mut client, key) = h.connect();
     h.send(&mut client, key, INVOKE);
     h.run_effects_but_scale();
-    let active = |h: &Harness, k| h.server.supervisor.workers().get(k).map(Worker::active);
-    assert_eq!(active(&h, inspect), Some(1));
-    assert_eq!(active(&h, ordinary), Some(0));
+    assert_eq!(h.active(inspect), Some(1));
+    assert_eq!(h.active(ordinary), Some(0));
 
     // Off: the inspect worker is retired and the next invocation goes to the ordinary worker.
     let off = h.server.set_inspector("hello", br#"{"use": false}"#);
@@ -1688,12 +1689,8 @@ fn while_the_inspector_is_on_only_the_inspect_worker_takes_invocations() {
     let (mut other, other_key) = h.connect();
     h.send(&mut other, other_key, INVOKE);
     h.run_effects_but_scale();
-    assert_eq!(active(&h, ordinary), Some(1));
-    assert_eq!(
-        active(&h, inspect),
-        Some(1),
-        "the first one still runs there"
-    );
+    assert_eq!(h.active(ordinary), Some(1));
+    assert_eq!(h.active(inspect), Some(1), "the first one still runs there");
 }
 
 #[test]
@@ -1790,15 +1787,7 @@ fn a_worker_pipe_is_read_one_bite_per_event_and_the_rest_on_the_next_iteration()
         h.server.effects.has_next_iteration(),
         "the rest waits for the next iteration"
     );
-    assert_eq!(
-        h.server
-            .supervisor
-            .workers()
-            .get(worker)
-            .map(Worker::active),
-        Some(1),
-        "the end frame is not read yet"
-    );
+    assert_eq!(h.active(worker), Some(1), "the end frame is not read yet");
     h.server.effects.begin_iteration();
     let mut ran = Vec::new();
     for _ in 0..8 {
@@ -1810,11 +1799,7 @@ fn a_worker_pipe_is_read_one_bite_per_event_and_the_rest_on_the_next_iteration()
     }
     assert!(ran.contains(&Effect::ReadWorker(worker)), "{ran:?}");
     assert_eq!(
-        h.server
-            .supervisor
-            .workers()
-            .get(worker)
-            .map(Worker::active),
+        h.active(worker),
         Some(0),
         "the end frame was read on a later iteration"
     );
