@@ -1,6 +1,7 @@
 //! Function Compute's side of the contract: which route a request is, which function it targets,
 //! the context built from FC's `x-fc-*` headers, request ids, and the log lines FC expects.
 
+use crate::wire;
 use serde::Serialize;
 
 /// What an incoming request asks the runtime to do.
@@ -147,6 +148,54 @@ pub struct Context<'a> {
     /// The caller's trace: FC's OpenTracing headers and W3C trace context.
     #[serde(skip_serializing_if = "Tracing::is_empty")]
     pub tracing: Tracing<'a>,
+}
+
+/// COMPACT_HEAD's context (docs/PROTOCOL.md "compact head"): a u32 of presence bits for the
+/// optional values, the numbers, the function's name and handler, then each optional string
+/// that is present, in bit order. Its `requestId` is the head's.
+impl wire::CompactContext for Context<'_> {
+    fn put_compact(&self, out: &mut wire::CompactWriter<'_>) {
+        let (c, f, s, t) = (
+            &self.credentials,
+            &self.function,
+            &self.service,
+            &self.tracing,
+        );
+        let optional = [
+            c.access_key_id,
+            c.access_key_secret,
+            c.security_token,
+            f.initializer,
+            s.name,
+            s.log_project,
+            s.log_store,
+            s.qualifier,
+            s.version_id,
+            self.region,
+            self.account_id,
+            t.open_tracing_span_context,
+            t.open_tracing_span_baggages,
+            t.jaeger_endpoint,
+            t.traceparent,
+            t.tracestate,
+        ];
+        let mut present = u32::from(f.initialization_timeout.is_some()) << optional.len();
+        for (bit, value) in optional.iter().enumerate() {
+            if value.is_some() {
+                present |= 1 << bit;
+            }
+        }
+        out.u32(present);
+        for number in [f.memory, f.timeout, f.initialization_timeout.unwrap_or(0)] {
+            out.f64(number as f64);
+        }
+        out.u32(self.retry_count);
+        out.str(f.name);
+        out.str(f.handler);
+        for value in optional.into_iter().flatten() {
+            out.str(value);
+        }
+    }
 }
 
 /// `context.tracing`: what a handler needs to continue the caller's trace. FC's values are
@@ -612,6 +661,59 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_compact_context_lists_present_values_in_bit_order_after_the_numbers() {
+        const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let h = headers(&[
+            ("x-fc-region", "cn-hangzhou"),
+            ("x-fc-access-key-id", "AK"),
+            ("x-fc-initialization-timeout", "7"),
+            ("x-fc-retry-count", "2"),
+            ("traceparent", PARENT),
+        ]);
+        let facts = ProfileFacts {
+            name: "f",
+            handler: "index.handler",
+            initializer: Some("index.init"),
+            memory_bytes: 256 << 20,
+        };
+        let head = wire::RequestHead {
+            kind: "event".into(),
+            method: "".into(),
+            url: "".into(),
+            headers: Vec::new().into(),
+            baggage: None,
+            request_id: "r".into(),
+            deadline: None,
+            timeout_ms: None,
+            client_ip: None,
+            context: context(&h, "r", 3000, facts),
+        };
+        let mut out = Vec::new();
+        wire::put_compact_head(&mut out, 1, true, &head).unwrap();
+        // The head's own fields: 28 fixed bytes, then method "", url "" and request id "r".
+        let ctx = &out[wire::HEADER_LEN + 28 + 4 + 4 + 5..];
+        let present = (1 << 0) | (1 << 3) | (1 << 9) | (1 << 14) | (1 << 16);
+        assert_eq!(ctx[..4], u32::to_le_bytes(present));
+        assert_eq!(ctx[4..12], 256f64.to_le_bytes(), "memory in MB");
+        assert_eq!(ctx[12..20], 3f64.to_le_bytes(), "timeout in seconds");
+        assert_eq!(ctx[20..28], 7f64.to_le_bytes(), "initialization timeout");
+        assert_eq!(ctx[28..32], 2u32.to_le_bytes(), "retry count");
+        let mut strings = Vec::new();
+        for value in [
+            "f",
+            "index.handler",
+            "AK",
+            "index.init",
+            "cn-hangzhou",
+            PARENT,
+        ] {
+            strings.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            strings.extend_from_slice(value.as_bytes());
+        }
+        assert_eq!(&ctx[32..], strings.as_slice());
     }
 
     #[test]

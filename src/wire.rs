@@ -40,7 +40,7 @@ pub fn end_flag(end: bool) -> u8 {
 /// Which way a frame goes; each direction has kinds of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
-    /// Runtime → worker (the worker's fd 3): kinds `0x01`–`0x05`.
+    /// Runtime → worker (the worker's fd 3): kinds `0x01`–`0x06`.
     ToWorker,
     /// Worker → runtime (the worker's fd 4): kinds `0x81`–`0x87`.
     ToRuntime,
@@ -53,6 +53,8 @@ pub enum Kind {
     Init,
     /// Opens a stream: the request head as JSON.
     RequestHead,
+    /// Opens a stream: the request head in the compact encoding, to a worker that reads it.
+    CompactHead,
     /// Request body bytes.
     RequestBody,
     /// The client went away or the deadline passed.
@@ -77,9 +79,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, the runtime's first.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Init,
         Kind::RequestHead,
+        Kind::CompactHead,
         Kind::RequestBody,
         Kind::Cancel,
         Kind::WindowToWorker,
@@ -100,6 +103,7 @@ impl Kind {
             Kind::RequestBody => 0x03,
             Kind::Cancel => 0x04,
             Kind::WindowToWorker => 0x05,
+            Kind::CompactHead => 0x06,
             Kind::Ready => 0x81,
             Kind::InitDone => 0x82,
             Kind::InitError => 0x83,
@@ -118,6 +122,7 @@ impl Kind {
             0x03 => Kind::RequestBody,
             0x04 => Kind::Cancel,
             0x05 => Kind::WindowToWorker,
+            0x06 => Kind::CompactHead,
             0x81 => Kind::Ready,
             0x82 => Kind::InitDone,
             0x83 => Kind::InitError,
@@ -158,6 +163,7 @@ impl Kind {
         match self {
             Kind::Init => "INIT",
             Kind::RequestHead => "REQUEST_HEAD",
+            Kind::CompactHead => "COMPACT_HEAD",
             Kind::RequestBody => "REQUEST_BODY",
             Kind::Cancel => "CANCEL",
             Kind::WindowToWorker | Kind::WindowToRuntime => "WINDOW",
@@ -342,6 +348,128 @@ pub fn put_request_head<C: Serialize>(
     head: &RequestHead<'_, C>,
 ) -> Result<(), WireError> {
     put_json(out, Kind::RequestHead, end_flag(end), stream, head)
+}
+
+/// COMPACT_HEAD's first byte: an HTTP-trigger request (else an event).
+pub const COMPACT_HTTP: u8 = 0x01;
+/// COMPACT_HEAD's first byte: `deadline` is set.
+pub const COMPACT_DEADLINE: u8 = 0x02;
+/// COMPACT_HEAD's first byte: `timeoutMs` is set.
+pub const COMPACT_TIMEOUT: u8 = 0x04;
+/// COMPACT_HEAD's first byte: the head has baggage.
+pub const COMPACT_BAGGAGE: u8 = 0x08;
+/// COMPACT_HEAD's first byte: the head has a `clientIp`.
+pub const COMPACT_CLIENT_IP: u8 = 0x10;
+/// COMPACT_HEAD's first byte: every string in it is ASCII.
+pub const COMPACT_ASCII: u8 = 0x20;
+
+/// A request context with a compact encoding: what follows the head's own fields in a
+/// COMPACT_HEAD (docs/PROTOCOL.md "compact head").
+pub trait CompactContext {
+    /// Writes the context's compact fields.
+    fn put_compact(&self, out: &mut CompactWriter<'_>);
+}
+
+/// Appends a COMPACT_HEAD's fields, and notes whether all its strings are ASCII: a worker
+/// can then decode them all at once, as one-byte chars, and cut each from the result.
+#[derive(Debug)]
+pub struct CompactWriter<'a> {
+    out: &'a mut Vec<u8>,
+    ascii: bool,
+}
+
+impl CompactWriter<'_> {
+    /// A string: its UTF-8 length as a u32, then its bytes. Header values are latin1 chars,
+    /// so their bytes are those chars' UTF-8, as in the JSON head.
+    pub fn str(&mut self, value: &str) {
+        self.ascii &= value.is_ascii();
+        self.u32(compact_len(value.len()));
+        self.out.extend_from_slice(value.as_bytes());
+    }
+
+    /// A little-endian u32.
+    pub fn u32(&mut self, value: u32) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// A little-endian double: what JSON gives a JavaScript worker for any number, and exact
+    /// for integers below 2^53.
+    pub fn f64(&mut self, value: f64) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// A count or length as a u32. Anything larger cannot fit in a frame, whose payload is then
+/// refused as too large.
+fn compact_len(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Appends a COMPACT_HEAD frame opening `stream`: the head [`put_request_head`] sends as JSON,
+/// in the compact encoding, for a worker whose READY asked for it (a worker spends less time
+/// decoding it than parsing the JSON). `end` when the request has no body. On an error `out`
+/// is left as it was.
+pub fn put_compact_head<C: CompactContext>(
+    out: &mut Vec<u8>,
+    stream: u32,
+    end: bool,
+    head: &RequestHead<'_, C>,
+) -> Result<(), WireError> {
+    let kind = Kind::CompactHead;
+    let mut flags = match head.kind.as_ref() {
+        "event" => 0,
+        "http" => COMPACT_HTTP,
+        other => {
+            return Err(WireError::BadPayload {
+                kind,
+                reason: format!("unknown request kind {other:?}"),
+            });
+        }
+    };
+    for (set, bit) in [
+        (head.deadline.is_some(), COMPACT_DEADLINE),
+        (head.timeout_ms.is_some(), COMPACT_TIMEOUT),
+        (head.baggage.is_some(), COMPACT_BAGGAGE),
+        (head.client_ip.is_some(), COMPACT_CLIENT_IP),
+    ] {
+        if set {
+            flags |= bit;
+        }
+    }
+    let start = out.len();
+    put_header(out, kind, end_flag(end), stream, 0);
+    let baggage = head.baggage.as_deref().unwrap_or_default();
+    out.extend_from_slice(&[flags, 0, 0, 0]);
+    let mut w = CompactWriter { out, ascii: true };
+    w.u32(compact_len(head.headers.len()));
+    w.u32(compact_len(baggage.len()));
+    w.f64(head.deadline.unwrap_or(0) as f64);
+    w.f64(head.timeout_ms.unwrap_or(0) as f64);
+    w.str(&head.method);
+    w.str(&head.url);
+    w.str(&head.request_id);
+    if let Some(ip) = &head.client_ip {
+        w.str(ip);
+    }
+    for (name, value) in head.headers.iter().chain(baggage) {
+        w.str(name);
+        w.str(value);
+    }
+    head.context.put_compact(&mut w);
+    if w.ascii {
+        out[start + HEADER_LEN] |= COMPACT_ASCII;
+    }
+    let len = out.len() - start - HEADER_LEN;
+    match u32::try_from(len) {
+        Ok(len32) if len <= MAX_PAYLOAD => {
+            out[start..start + 4].copy_from_slice(&len32.to_le_bytes());
+            Ok(())
+        }
+        _ => {
+            out.truncate(start);
+            Err(WireError::TooLarge { len })
+        }
+    }
 }
 
 /// Appends a REQUEST_BODY frame (`data` within [`MAX_PAYLOAD`]).
@@ -759,6 +887,7 @@ impl Init<'_> {
 
 /// READY's payload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Ready {
     /// The worker's process id.
     pub pid: u32,
@@ -781,6 +910,10 @@ pub struct Ready {
     /// (`ws://127.0.0.1:PORT/ID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspector: Option<String>,
+    /// Set by a worker that reads COMPACT_HEAD frames: it is sent those instead of
+    /// REQUEST_HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_head: Option<bool>,
 }
 
 fn initial_window() -> u32 {
@@ -909,6 +1042,7 @@ mod tests {
             spare: Some(true),
             forked: None,
             inspector: Some("ws://127.0.0.1:40000/id".into()),
+            compact_head: Some(true),
         };
         put_ready(&mut to_runtime, &ready).unwrap();
         put_init_done(&mut to_runtime, &InitDone::default()).unwrap();
@@ -1068,6 +1202,126 @@ mod tests {
         assert_eq!(head["clientIp"], "10.0.0.1");
         // Lenient decoding: an empty head has empty fields.
         assert_eq!(RequestHead::parse(b"{}"), Ok(RequestHead::default()));
+    }
+
+    /// A context with one field, written as the runtime's is.
+    #[derive(Default)]
+    struct OneField<'a>(&'a str);
+
+    impl CompactContext for OneField<'_> {
+        fn put_compact(&self, out: &mut CompactWriter<'_>) {
+            out.str(self.0);
+        }
+    }
+
+    /// `value` as a compact string.
+    fn compact_str(value: &str) -> Vec<u8> {
+        let mut out = (value.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(value.as_bytes());
+        out
+    }
+
+    #[test]
+    fn a_compact_head_has_the_documented_layout() {
+        let headers = vec![("x-a".to_owned(), "1".to_owned())];
+        let baggage = vec![("b".to_owned(), "2".to_owned())];
+        let head = RequestHead {
+            kind: Cow::Borrowed("http"),
+            method: Cow::Borrowed("GET"),
+            url: Cow::Borrowed("/p?q"),
+            headers: Cow::Borrowed(&headers),
+            baggage: Some(Cow::Borrowed(&baggage)),
+            request_id: Cow::Borrowed("r1"),
+            deadline: Some(1_764_371_234_567),
+            timeout_ms: Some(3000),
+            client_ip: Some("10.0.0.1".to_owned()),
+            context: OneField("ctx"),
+        };
+        let mut out = b"queued".to_vec();
+        put_compact_head(&mut out, 5, true, &head).unwrap();
+        let frame = decode_frame(Direction::ToWorker, &out[6..])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (frame.header.kind, frame.header.stream, frame.is_end()),
+            (Kind::CompactHead, 5, true)
+        );
+        let mut expected = vec![
+            COMPACT_HTTP
+                | COMPACT_DEADLINE
+                | COMPACT_TIMEOUT
+                | COMPACT_BAGGAGE
+                | COMPACT_CLIENT_IP
+                | COMPACT_ASCII,
+            0,
+            0,
+            0,
+        ];
+        expected.extend_from_slice(&1u32.to_le_bytes());
+        expected.extend_from_slice(&1u32.to_le_bytes());
+        expected.extend_from_slice(&1_764_371_234_567f64.to_le_bytes());
+        expected.extend_from_slice(&3000f64.to_le_bytes());
+        for field in ["GET", "/p?q", "r1", "10.0.0.1", "x-a", "1", "b", "2", "ctx"] {
+            expected.extend(compact_str(field));
+        }
+        assert_eq!(frame.payload, expected.as_slice());
+    }
+
+    #[test]
+    fn a_compact_head_says_which_fields_are_absent_and_whether_all_is_ascii() {
+        let headers = vec![("x-a".to_owned(), "caf\u{e9}".to_owned())];
+        let head = RequestHead {
+            kind: Cow::Borrowed("event"),
+            method: Cow::Borrowed("POST"),
+            url: Cow::Borrowed("/invoke"),
+            headers: Cow::Borrowed(&headers),
+            request_id: Cow::Borrowed("r1"),
+            context: OneField(""),
+            ..RequestHead::default()
+        };
+        let mut out = Vec::new();
+        put_compact_head(&mut out, 1, false, &head).unwrap();
+        let payload = &out[HEADER_LEN..];
+        // An event with no deadline, timeout, baggage or client address; "café" is not ASCII,
+        // and is sent as UTF-8, as in the JSON head.
+        assert_eq!(payload[0], 0);
+        assert_eq!(&payload[4..12], &[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&payload[12..28], &[0; 16]);
+        let tail = [compact_str("café"), compact_str("")].concat();
+        assert!(payload.ends_with(&tail));
+    }
+
+    #[test]
+    fn a_compact_head_that_cannot_be_sent_leaves_the_buffer_as_it_was() {
+        let big = "x".repeat(MAX_PAYLOAD);
+        let mut head = RequestHead {
+            kind: Cow::Borrowed("event"),
+            context: OneField(&big),
+            ..RequestHead::default()
+        };
+        let mut out = b"queued".to_vec();
+        assert!(matches!(
+            put_compact_head(&mut out, 1, false, &head),
+            Err(WireError::TooLarge { .. })
+        ));
+        assert_eq!(out, b"queued");
+        head.context = OneField("");
+        head.kind = Cow::Borrowed("cron");
+        assert!(matches!(
+            put_compact_head(&mut out, 1, false, &head),
+            Err(WireError::BadPayload {
+                kind: Kind::CompactHead,
+                ..
+            })
+        ));
+        assert_eq!(out, b"queued");
+    }
+
+    #[test]
+    fn ready_says_whether_the_worker_reads_compact_heads() {
+        let ready = Ready::parse(br#"{"pid":7,"protocol":1,"compactHead":true}"#).unwrap();
+        assert_eq!(ready.compact_head, Some(true));
+        assert_eq!(Ready::parse(br#"{"pid":7}"#).unwrap().compact_head, None);
     }
 
     #[test]
@@ -1356,7 +1610,7 @@ mod tests {
             let frame = raw_frame(code, 0, 1, b"");
             assert_eq!(decode_header(&frame), Err(WireError::UnknownKind(code)));
         }
-        for code in [0x00, 0x06, 0x7f, 0x81, 0x87, 0xff] {
+        for code in [0x00, 0x07, 0x7f, 0x81, 0x87, 0xff] {
             let frame = raw_frame(code, 0, 1, b"");
             assert_eq!(
                 decode_pieces(Direction::ToWorker, &[&frame]).1,

@@ -1402,6 +1402,188 @@ fn node_bootstrap_reassembles_frames_from_single_byte_writes() {
     trickled_streams("node", "node/bootstrap.js", Style::NodeFcEvent);
 }
 
+/// A context as the runtime's COMPACT_HEAD carries it, written here by hand from
+/// docs/PROTOCOL.md "compact head": the function, credentials (bit 0), region (bit 9) and a
+/// traceparent (bit 14).
+struct HandWrittenContext;
+
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+impl wire::CompactContext for HandWrittenContext {
+    fn put_compact(&self, out: &mut wire::CompactWriter<'_>) {
+        out.u32((1 << 0) | (1 << 9) | (1 << 14));
+        out.f64(512.0);
+        out.f64(10.0);
+        out.f64(0.0);
+        out.u32(1);
+        out.str("bare");
+        out.str("index.dump");
+        out.str("AK");
+        out.str("cn-hangzhou");
+        out.str(TRACEPARENT);
+    }
+}
+
+/// The same head (request id included) twice, on streams `json_stream` and `json_stream + 1`:
+/// as REQUEST_HEAD and as COMPACT_HEAD, with `value` as one header's value.
+fn head_both_ways(json_stream: u32, value: &str) -> Vec<u8> {
+    let headers = vec![
+        ("Host".to_owned(), "fc".to_owned()),
+        ("X-Value".to_owned(), value.to_owned()),
+        ("x-dup".to_owned(), "1".to_owned()),
+        ("x-dup".to_owned(), "2".to_owned()),
+    ];
+    let baggage = vec![("tenant".to_owned(), format!("t-{value}"))];
+    let request_id = format!("r-{json_stream}");
+    let json_head = RequestHead {
+        kind: "http".into(),
+        method: "PUT".into(),
+        url: "/p/q?x=1".into(),
+        headers: headers.clone().into(),
+        baggage: Some(baggage.clone().into()),
+        request_id: request_id.clone().into(),
+        deadline: Some(1_764_371_234_567),
+        timeout_ms: Some(10000),
+        client_ip: Some("10.1.2.3".into()),
+        context: json!({
+            "requestId": request_id,
+            "credentials": {"accessKeyId": "AK"},
+            "function": {"name": "bare", "handler": "index.dump", "memory": 512, "timeout": 10},
+            "region": "cn-hangzhou",
+            "retryCount": 1,
+            "tracing": {"traceparent": TRACEPARENT},
+        }),
+    };
+    let compact_head = RequestHead {
+        kind: json_head.kind.clone(),
+        method: json_head.method.clone(),
+        url: json_head.url.clone(),
+        headers: headers.into(),
+        baggage: Some(baggage.into()),
+        request_id: request_id.into(),
+        deadline: json_head.deadline,
+        timeout_ms: json_head.timeout_ms,
+        client_ip: json_head.client_ip.clone(),
+        context: HandWrittenContext,
+    };
+    let mut out = Vec::new();
+    wire::put_request_head(&mut out, json_stream, true, &json_head).unwrap();
+    wire::put_compact_head(&mut out, json_stream + 1, true, &compact_head).unwrap();
+    out
+}
+
+#[test]
+fn node_bootstrap_asks_for_compact_heads_and_hands_handlers_what_the_json_head_gives() {
+    require_node();
+    let dir = common::TempDir::new();
+    fs::write(
+        dir.path().join("index.js"),
+        r#"exports.dump = (ctx, req, res) => {
+  req.resume();
+  const { logger, ...context } = ctx;
+  res.end(JSON.stringify({ method: req.method, url: req.url, rawHeaders: req.rawHeaders,
+    headers: req.headers, baggage: req.baggage, context }));
+};"#,
+    )
+    .unwrap();
+    let env = [
+        ("NOSLATE_HANDLER", "index.dump"),
+        ("NOSLATE_RUNTIME", "nodejs"),
+        ("NOSLATE_HANDLER_STYLE", "noslate"),
+    ];
+    let mut w = Bare::start("node", "node/bootstrap.js", dir.path(), &env);
+    let ready = w.next();
+    assert_eq!(ready.kind, Kind::Ready, "{ready:?}");
+    let announced = wire::Ready::parse(&ready.payload).unwrap();
+    assert_eq!(announced.compact_head, Some(true), "{announced:?}");
+    w.trickle(&init_frame("index.dump", dir.path(), None));
+    assert_eq!(w.next().kind, Kind::InitDone);
+    // "café" (a latin1 byte in a header) makes the second pair's strings not all ASCII.
+    let mut bytes = head_both_ways(1, "plain");
+    bytes.extend(head_both_ways(3, "caf\u{e9}"));
+    w.trickle(&bytes);
+    let mut bodies: [Vec<u8>; 4] = Default::default();
+    let mut ended = 0;
+    while ended < 4 {
+        let f = w.next();
+        let i = usize::try_from(f.stream).unwrap() - 1;
+        match f.kind {
+            Kind::ResponseHead => {}
+            Kind::ResponseBody => bodies[i].extend_from_slice(&f.payload),
+            other => panic!("{other:?}: {}", String::from_utf8_lossy(&f.payload)),
+        }
+        ended += usize::from(f.end);
+    }
+    let seen: Vec<Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    for (json_view, compact_view, value) in [
+        (&seen[0], &seen[1], "plain"),
+        (&seen[2], &seen[3], "caf\u{e9}"),
+    ] {
+        assert_eq!(json_view, compact_view);
+        assert_eq!(json_view["headers"]["x-value"], value);
+        assert_eq!(json_view["baggage"]["tenant"], format!("t-{value}"));
+    }
+    let view = &seen[1];
+    assert_eq!(view["context"]["requestId"], "r-1");
+    assert_eq!(view["method"], "PUT");
+    assert_eq!(view["url"], "/p/q?x=1");
+    assert_eq!(view["headers"]["x-dup"], "1, 2");
+    assert_eq!(view["context"]["credentials"]["accessKeyId"], "AK");
+    assert_eq!(view["context"]["credentials"]["securityToken"], Value::Null);
+    assert_eq!(view["context"]["function"]["memory"], 512);
+    assert_eq!(view["context"]["region"], "cn-hangzhou");
+    assert_eq!(view["context"]["retryCount"], 1);
+    assert_eq!(view["context"]["tracing"]["traceparent"], TRACEPARENT);
+    assert_eq!(view["context"]["clientIP"], "10.1.2.3");
+}
+
+#[test]
+fn node_bootstrap_stops_on_a_compact_head_whose_fields_overrun_or_fall_short_of_it() {
+    require_node();
+    let dir = common::TempDir::new();
+    fs::write(dir.path().join("index.js"), "exports.h = () => {};").unwrap();
+    let env = [
+        ("NOSLATE_HANDLER", "index.h"),
+        ("NOSLATE_RUNTIME", "nodejs"),
+    ];
+    let both = head_both_ways(1, "plain");
+    let json_len = wire::HEADER_LEN + u32::from_le_bytes(both[..4].try_into().unwrap()) as usize;
+    let good = &both[json_len..];
+    // One byte short (the last string runs past the end), and one byte too many.
+    let short = {
+        let mut frame = good[..good.len() - 1].to_vec();
+        let len = u32::try_from(frame.len() - wire::HEADER_LEN).unwrap();
+        frame[..4].copy_from_slice(&len.to_le_bytes());
+        frame
+    };
+    let long = {
+        let mut frame = good.to_vec();
+        frame.push(0);
+        let len = u32::try_from(frame.len() - wire::HEADER_LEN).unwrap();
+        frame[..4].copy_from_slice(&len.to_le_bytes());
+        frame
+    };
+    for bad in [short, long] {
+        let mut w = Bare::start("node", "node/bootstrap.js", dir.path(), &env);
+        assert_eq!(w.next().kind, Kind::Ready);
+        w.trickle(&init_frame("index.h", dir.path(), None));
+        assert_eq!(w.next().kind, Kind::InitDone);
+        w.to.write_all(&bad).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = w.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the worker still runs");
+            thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(status.code(), Some(1));
+    }
+}
+
 #[test]
 fn python_bootstrap_keeps_the_credit_windows() {
     require_python();

@@ -83,7 +83,12 @@ pub(super) fn open_stream(
     if matches!(req.body, BodyLeft::Length(left) if left > STREAM_READ_THRESHOLD) {
         conn.inbuf.grow_to(STREAM_READ_BUFFER);
     }
-    if let Err(err) = wire::put_request_head(&mut worker.wbuf, stream, no_body, &msg) {
+    let written = if worker.compact_head {
+        wire::put_compact_head(&mut worker.wbuf, stream, no_body, &msg)
+    } else {
+        wire::put_request_head(&mut worker.wbuf, stream, no_body, &msg)
+    };
+    if let Err(err) = written {
         worker.streams.remove(&stream);
         return Some(Err(match err {
             // Only a pathological head (16 KiB of headers cannot get here) could; fail it.

@@ -701,6 +701,48 @@ fn a_worker_that_finishes_initializing_records_dispatch_and_waiters() {
 }
 
 #[test]
+fn a_worker_is_sent_its_request_heads_in_the_encoding_its_ready_asked_for() {
+    use crate::wire::{self, Direction, FrameDecoder, Kind};
+    for (ready, head_kind) in [
+        (
+            &br#"{"pid":1,"protocol":1,"compactHead":true}"#[..],
+            Kind::CompactHead,
+        ),
+        (br#"{"pid":1,"protocol":1}"#, Kind::RequestHead),
+    ] {
+        let mut h = harness(ONE_FUNCTION);
+        let (worker, mut out) = h.ready_worker(0);
+        if let Some(w) = h.server.supervisor.worker_mut(worker) {
+            w.state = WorkerState::Starting;
+            // No such process: nothing here signals it.
+            w.process.pid = i32::MAX;
+        }
+        let mut frame = Vec::new();
+        wire::put_frame(&mut frame, Kind::Ready, 0, 0, ready);
+        h.worker_sends(worker, &mut out, &frame);
+        h.server.on_worker_init_done(worker, b"{}");
+        let (mut client, key) = h.connect();
+        h.send(&mut client, key, INVOKE);
+        h.run_effects_but_scale();
+        let input = h.worker_inputs.last_mut().expect("the worker's input");
+        let mut bytes = vec![0; 64 * 1024];
+        let n = input.read(&mut bytes).expect("frames for the worker");
+        let mut decoder = FrameDecoder::new(Direction::ToWorker);
+        decoder.push(&bytes[..n]);
+        let mut kinds = Vec::new();
+        while let Ok(Some(frame)) = decoder.next_frame() {
+            kinds.push(frame.header.kind);
+        }
+        assert_eq!(
+            kinds[..2],
+            [Kind::Init, head_kind],
+            "{}",
+            String::from_utf8_lossy(ready)
+        );
+    }
+}
+
+#[test]
 fn a_worker_that_announces_a_window_out_of_bounds_is_stopped_for_a_protocol_error() {
     let mut h = harness(ONE_FUNCTION);
     let (key, _from_worker) = h.initializing_worker();

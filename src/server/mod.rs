@@ -1424,6 +1424,7 @@ impl Server {
             }
             wire::Kind::Init
             | wire::Kind::RequestHead
+            | wire::Kind::CompactHead
             | wire::Kind::RequestBody
             | wire::Kind::Cancel
             | wire::Kind::WindowToWorker => {
@@ -1986,6 +1987,7 @@ impl Server {
         worker.process.log_dir = log_dir;
         worker.process.started_at = decided;
         worker.from_spare = true;
+        worker.compact_head = spare.compact_head;
         worker.spare_init = Some(crate::turf::worker::SpareInit { env, cwd });
         let key = self.install_worker(worker)?;
         self.supervisor.spare_handed_over(&mut self.timers);

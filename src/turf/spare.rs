@@ -114,6 +114,8 @@ pub struct Spare {
     /// It ended on its own or broke the protocol (not stopped by the runtime's choice): its
     /// exit is a failure that backs the refill off.
     pub failed: bool,
+    /// Its READY asked for COMPACT_HEAD frames; the worker it becomes is sent those.
+    pub compact_head: bool,
 }
 
 /// What reading a spare's pipe found.
@@ -151,9 +153,9 @@ impl Spare {
                 frame.header.kind
             ));
         }
-        let debugger = wire::Ready::parse(frame.payload)
-            .ok()
-            .and_then(|ready| ready.inspector);
+        let ready = wire::Ready::parse(frame.payload).ok();
+        self.compact_head = ready.as_ref().and_then(|r| r.compact_head) == Some(true);
+        let debugger = ready.and_then(|ready| ready.inspector);
         let used = frame.wire_len();
         self.rbuf.consume(used);
         if let Some(url) = debugger {

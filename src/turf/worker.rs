@@ -155,6 +155,8 @@ pub struct Worker {
     pub ready_deferred: bool,
     /// Taken from a spare process (`turf::spare`).
     pub from_spare: bool,
+    /// Its READY asked for COMPACT_HEAD frames instead of REQUEST_HEAD.
+    pub compact_head: bool,
     /// For a spare: the environment and cwd its INIT carries, sent once.
     pub spare_init: Option<SpareInit>,
     /// Its function's inspect worker (`crate::inspector`): started with the debugger on,
@@ -210,6 +212,7 @@ impl Worker {
             forked: false,
             ready_deferred: false,
             from_spare: false,
+            compact_head: false,
             spare_init: None,
             inspect: false,
             inspector: None,

@@ -169,6 +169,7 @@ impl Supervisor {
             enforcement: serde_json::to_value(&enforcement).unwrap_or_default(),
             polled,
             failed: false,
+            compact_head: false,
         });
         self.children.insert(pid, Child::Spare(key));
         let registered = self.spares.get_mut(key).and_then(|s| {

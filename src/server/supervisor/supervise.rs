@@ -225,7 +225,13 @@ impl Supervisor {
             worker.ready_deferred = true;
             return;
         }
-        let reported = wire::Ready::parse(payload).ok().and_then(|r| r.inspector);
+        // A spare's READY was read before it was taken (`payload` is then not one): what
+        // it asked for is already on the worker.
+        let ready = wire::Ready::parse(payload).ok();
+        if let Some(ready) = &ready {
+            worker.compact_head = ready.compact_head == Some(true);
+        }
+        let reported = ready.and_then(|r| r.inspector);
         if !worker.inspect
             && let Some(url) = reported
         {
