@@ -1566,7 +1566,13 @@ fn node_bootstrap_stops_on_a_compact_head_whose_fields_overrun_or_fall_short_of_
         frame[..4].copy_from_slice(&len.to_le_bytes());
         frame
     };
-    for bad in [short, long] {
+    // A header count no payload of this size could hold.
+    let counted = {
+        let mut frame = good.to_vec();
+        frame[wire::HEADER_LEN + 4..wire::HEADER_LEN + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        frame
+    };
+    for bad in [short, long, counted] {
         let mut w = Bare::start("node", "node/bootstrap.js", dir.path(), &env);
         assert_eq!(w.next().kind, Kind::Ready);
         w.trickle(&init_frame("index.h", dir.path(), None));
