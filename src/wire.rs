@@ -303,24 +303,29 @@ pub fn put_json<T: Serialize + ?Sized>(
 ) -> Result<(), WireError> {
     let start = out.len();
     put_header(out, kind, flags, stream, 0);
-    let written = serde_json::to_writer(&mut *out, value);
-    let len = out.len() - start - HEADER_LEN;
-    let len_bytes = match (written, u32::try_from(len)) {
-        (Err(err), _) => Err(WireError::BadPayload {
+    if let Err(err) = serde_json::to_writer(&mut *out, value) {
+        out.truncate(start);
+        return Err(WireError::BadPayload {
             kind,
             reason: err.to_string(),
-        }),
-        (Ok(()), Ok(len32)) if len <= MAX_PAYLOAD => Ok(len32.to_le_bytes()),
-        (Ok(()), _) => Err(WireError::TooLarge { len }),
-    };
-    match len_bytes {
-        Ok(bytes) => {
-            out[start..start + 4].copy_from_slice(&bytes);
+        });
+    }
+    seal_frame(out, start)
+}
+
+/// Writes the length of the frame that starts at `start` of `out` (its header put with length
+/// 0, its payload after it) into its header; a payload over [`MAX_PAYLOAD`] is taken back off
+/// `out` instead.
+fn seal_frame(out: &mut Vec<u8>, start: usize) -> Result<(), WireError> {
+    let len = out.len() - start - HEADER_LEN;
+    match u32::try_from(len) {
+        Ok(len32) if len <= MAX_PAYLOAD => {
+            out[start..start + 4].copy_from_slice(&len32.to_le_bytes());
             Ok(())
         }
-        Err(err) => {
+        _ => {
             out.truncate(start);
-            Err(err)
+            Err(WireError::TooLarge { len })
         }
     }
 }
@@ -459,17 +464,7 @@ pub fn put_compact_head<C: CompactContext>(
     if w.ascii {
         out[start + HEADER_LEN] |= COMPACT_ASCII;
     }
-    let len = out.len() - start - HEADER_LEN;
-    match u32::try_from(len) {
-        Ok(len32) if len <= MAX_PAYLOAD => {
-            out[start..start + 4].copy_from_slice(&len32.to_le_bytes());
-            Ok(())
-        }
-        _ => {
-            out.truncate(start);
-            Err(WireError::TooLarge { len })
-        }
-    }
+    seal_frame(out, start)
 }
 
 /// Appends a REQUEST_BODY frame (`data` within [`MAX_PAYLOAD`]).
