@@ -591,6 +591,22 @@ mod tests {
     use super::*;
     use crate::config::parse_functions;
 
+    /// Runtimes with these interpreters resolved (`None`: not resolved), the bootstraps under
+    /// `/w/runtime` and this binary at `/usr/bin/noslate`.
+    fn runtimes(node: Option<&str>, python: Option<&str>) -> Runtimes {
+        Runtimes {
+            node_wanted: "node".into(),
+            python_wanted: "python3".into(),
+            node: node.map(|path| Ok(PathBuf::from(path))),
+            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
+            python: python.map(|path| Ok(PathBuf::from(path))),
+            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
+            aworker_environs: Vec::new(),
+            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
+            worker: None,
+        }
+    }
+
     /// Parses `json` against a throw-away code directory `code` holding `main.js`.
     fn profiles(json: &str) -> Vec<FunctionProfile> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -644,20 +660,11 @@ mod tests {
             r#"[{"name": "a", "runtime": "aworker", "url": "code", "sourceFile": "main.js",
                  "signature": "s", "environments": [{"key": "B", "value": "profile"}]}]"#,
         );
-        let runtimes = Runtimes {
-            node_wanted: "node".into(),
-            python_wanted: "python3".into(),
-            node: Some(Ok(PathBuf::from("/usr/bin/node"))),
-            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
-            python: None,
-            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
-            aworker_environs: vec![
-                ("A".into(), "starter".into()),
-                ("B".into(), "starter".into()),
-            ],
-            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
-            worker: None,
-        };
+        let mut runtimes = runtimes(Some("/usr/bin/node"), None);
+        runtimes.aworker_environs = vec![
+            ("A".into(), "starter".into()),
+            ("B".into(), "starter".into()),
+        ];
         let spec = runtimes.launch_spec(&fs[0], "a-1").unwrap();
         assert_eq!(get(&spec.env, "A"), Some("starter"));
         assert_eq!(get(&spec.env, "B"), Some("profile"));
@@ -674,17 +681,8 @@ mod tests {
             r#"[{"name": "n", "runtime": "nodejs", "url": "code", "handler": "index.h",
                  "signature": "s"}]"#,
         );
-        let mut runtimes = Runtimes {
-            node_wanted: "/nonexistent/node".into(),
-            python_wanted: "python3".into(),
-            node: None,
-            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
-            python: None,
-            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
-            aworker_environs: Vec::new(),
-            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
-            worker: None,
-        };
+        let mut runtimes = runtimes(None, None);
+        runtimes.node_wanted = "/nonexistent/node".into();
         runtimes
             .ensure(&fs)
             .expect("a missing interpreter is not fatal");
@@ -699,17 +697,7 @@ mod tests {
                  "signature": "s", "resourceLimit": {"memory": 536870912},
                  "worker": {"execArgv": ["--allocation-site-pretenuring"]}}]"#,
         );
-        let runtimes = Runtimes {
-            node_wanted: "node".into(),
-            python_wanted: "python3".into(),
-            node: Some(Ok(PathBuf::from("/usr/bin/node"))),
-            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
-            python: None,
-            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
-            aworker_environs: Vec::new(),
-            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
-            worker: None,
-        };
+        let runtimes = runtimes(Some("/usr/bin/node"), None);
         let spec = runtimes.launch_spec(&fs[0], "n-1").unwrap();
         let args: Vec<String> = spec
             .args
@@ -734,17 +722,7 @@ mod tests {
             r#"[{"name": "p", "runtime": "python3", "url": "code", "handler": "index.h",
                  "signature": "s", "worker": {"execArgv": ["-X", "dev"]}}]"#,
         );
-        let runtimes = Runtimes {
-            node_wanted: "node".into(),
-            python_wanted: "python3".into(),
-            node: None,
-            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
-            python: Some(Ok(PathBuf::from("/usr/bin/python3"))),
-            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
-            aworker_environs: Vec::new(),
-            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
-            worker: None,
-        };
+        let runtimes = runtimes(None, Some("/usr/bin/python3"));
         let spec = runtimes.launch_spec(&fs[0], "p-1").unwrap();
         assert_eq!(spec.program, PathBuf::from("/usr/bin/python3"));
         let args: Vec<String> = spec
@@ -761,17 +739,7 @@ mod tests {
             r#"[{"name": "c", "runtime": "process", "url": "code", "sourceFile": "main.js",
                  "signature": "s", "worker": {"execArgv": ["-x", "y z"]}}]"#,
         );
-        let mut runtimes = Runtimes {
-            node_wanted: "node".into(),
-            python_wanted: "python3".into(),
-            node: None,
-            node_bootstrap: PathBuf::from("/w/runtime/node/bootstrap.js"),
-            python: None,
-            python_bootstrap: PathBuf::from("/w/runtime/python/bootstrap.py"),
-            aworker_environs: Vec::new(),
-            self_exe: Ok(PathBuf::from("/usr/bin/noslate")),
-            worker: None,
-        };
+        let mut runtimes = runtimes(None, None);
         runtimes.ensure(&fs).unwrap();
         let spec = runtimes.launch_spec(&fs[0], "c-1").unwrap();
         assert_eq!(spec.program, PathBuf::from("/usr/bin/noslate"));
