@@ -132,3 +132,18 @@ fn paths_under_reserved_names_are_not_fc_routes() {
         assert_eq!(resp.json()["url"], path);
     }
 }
+
+#[test]
+fn header_bytes_beyond_ascii_reach_the_function_as_one_char_each() {
+    // Node's own latin1 view of headers: a byte 0xE9 is "é". The head goes to the Node.js
+    // worker in the compact encoding, where such a head is not all ASCII and each string is
+    // decoded as UTF-8.
+    let ns = echo();
+    let mut client = ns.client();
+    client.send(b"GET /bytes HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9 \xff\r\n\r\n");
+    let resp = client.read_response();
+    assert_eq!(resp.status, 200, "body: {}", resp.brief());
+    let seen = seen_headers(&resp.json());
+    let latin = ("X-Latin".to_owned(), "caf\u{e9} \u{ff}".to_owned());
+    assert!(seen.contains(&latin), "{seen:?}");
+}
