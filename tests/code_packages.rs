@@ -227,7 +227,12 @@ fn version(ns: &Noslate, function: &str) -> String {
 
 /// The cache's entries (without builds in progress).
 fn entries(ns: &Noslate) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(ns.dir().join("work/bundles"))
+    entries_in(&ns.dir().join("work/bundles"))
+}
+
+/// The entries of the cache at `root` (without builds in progress).
+fn entries_in(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root)
         .map(|dir| {
             dir.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -318,6 +323,70 @@ fn local_and_http_zips_serve_a_new_signature_serves_new_code_and_unused_entries_
         entries(&ns) == vec![new_key.clone()]
     });
     assert_eq!(version(&ns, "remote"), "remote-v2");
+}
+
+#[test]
+fn a_restarted_runtime_reuses_complete_entries_and_removes_the_rest() {
+    let scratch = common::TempDir::new();
+    let kept_zip = package(scratch.path(), "kept.zip", "kept-v1");
+    let cut_zip = package(scratch.path(), "cut.zip", "cut-v1");
+    let server = FileServer::start();
+    server.set("/kept.zip", Serve::Bytes(std::fs::read(&kept_zip).unwrap()));
+    server.set("/cut.zip", Serve::Bytes(std::fs::read(&cut_zip).unwrap()));
+    let functions = json!([
+        packaged("kept", &server.url("/kept.zip"), "k1"),
+        packaged("cut", &server.url("/cut.zip"), "c1"),
+    ]);
+    // Both runtimes share one work directory, as a container's restarts do.
+    let work = scratch.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let start = || {
+        Noslate::builder()
+            .functions(&functions)
+            .env("NOSLATE_WORKDIR", &work.to_string_lossy())
+            .start()
+    };
+    let root = work.join("bundles");
+
+    let first = start();
+    assert_eq!(version(&first, "kept"), "kept-v1");
+    assert_eq!(version(&first, "cut"), "cut-v1");
+    let kept_key = entry_of(&first, "kept");
+    let cut_key = entry_of(&first, "cut");
+    drop(first);
+
+    // What a runtime killed mid-work leaves: an entry whose marker was never written, a build
+    // directory, and an entry of a function that is gone.
+    std::fs::remove_file(root.join(&cut_key).join(".integrity")).unwrap();
+    let leftover_build = root.join(format!(".tmp-{cut_key}-1-0"));
+    std::fs::create_dir_all(leftover_build.join("code")).unwrap();
+    let gone = root.join("0123456789abcdef");
+    std::fs::create_dir_all(gone.join("code")).unwrap();
+    std::fs::write(
+        gone.join(".integrity"),
+        r#"{"url":"file:///old.zip","signature":"x"}"#,
+    )
+    .unwrap();
+
+    let second = start();
+    wait_until(
+        WAIT,
+        "the unused entry and the leftover build are removed",
+        || !gone.exists() && !leftover_build.exists(),
+    );
+    assert_eq!(version(&second, "kept"), "kept-v1");
+    assert_eq!(version(&second, "cut"), "cut-v1");
+    assert_eq!(server.hits("/kept.zip"), 1, "a complete entry is reused");
+    assert_eq!(
+        server.hits("/cut.zip"),
+        2,
+        "an entry without its marker is fetched again"
+    );
+    assert_eq!(entry_of(&second, "kept"), kept_key);
+    assert_eq!(entry_of(&second, "cut"), cut_key);
+    assert!(root.join(&cut_key).join(".integrity").exists());
+    assert_eq!(entries_in(&root), sorted(vec![kept_key, cut_key]));
+    assert_eq!(second.log_count(&["removed and rebuilt"]), 1);
 }
 
 /// The cache entry `function`'s worker runs from (`bundles/<entry>/code`).
