@@ -520,9 +520,7 @@ impl FcLog {
         out.push(b'\n');
     }
 
-    /// Writes the queued lines. A closed or failing stdout must not take the runtime down, so
-    /// errors are dropped with the lines.
-    /// The lines written since the last [`FcLog::clear`], for the console.
+    /// The lines queued since the last [`FcLog::clear`], for the console to write.
     pub fn take(&self) -> &[u8] {
         &self.pending
     }
