@@ -7,7 +7,7 @@ const assert = require('assert/strict');
 const fs = require('fs');
 const net = require('net');
 const path = require('path');
-const { NoslatedClient, run, text, rejection } = require('./harness');
+const { NoslatedClient, run, text, waitFor, rejection } = require('./harness');
 const { Dechunker, parseHead, framingOf } = require(path.join(process.env.NOSLATE_PATH, 'lib', 'wire'));
 
 const socketPath = path.join(process.env.NOSLATE_WORKDIR, 'noslated.sock');
@@ -145,6 +145,95 @@ run([
     script = (socket) => { socket.write(`${lengthAnswer.toString('latin1')}EXTRA`); };
     const res = await agent.invoke('f', 'x', { url: '/' });
     assert.match((await rejection(text(res))).message, /bytes after the response/);
+  }],
+
+  ['a piped response gives the same bytes and events, whole or still arriving', async () => {
+    const { PassThrough, Writable } = require('stream');
+    const collect = () => {
+      const dest = new Writable({ write(chunk, _, cb) { this.parts.push(chunk); cb(); } });
+      dest.parts = [];
+      return dest;
+    };
+    const events = (res) => {
+      const seen = [];
+      for (const name of ['end', 'close']) res.on(name, () => seen.push(name));
+      return seen;
+    };
+    // Whole before it is piped (split 'hello' ',' ' world' on the wire): one write, then the end.
+    script = (socket) => { socket.write(chunkedAnswer); };
+    let res = await agent.invoke('f', 'x', { url: '/' });
+    let dest = collect();
+    let piped = null;
+    dest.on('pipe', (src) => { piped = src; });
+    let seen = events(res);
+    assert.equal(res.pipe(dest), dest);
+    await new Promise((resolve) => dest.on('finish', resolve));
+    assert.equal(piped, res);
+    assert.equal(Buffer.concat(dest.parts).toString(), 'hello, world');
+    assert.equal(dest.parts.length, 1, 'a whole body goes in one write');
+    await waitFor('the response closes', () => seen.length === 2);
+    assert.deepEqual(seen, ['end', 'close']);
+    // { end: false } leaves the destination open.
+    script = (socket) => { socket.write(lengthAnswer); };
+    res = await agent.invoke('f', 'x', { url: '/' });
+    const open = new PassThrough();
+    res.pipe(open, { end: false });
+    await new Promise((resolve) => res.on('end', resolve));
+    assert.equal(open.read().toString(), 'hello world');
+    assert.equal(open.writableEnded, false);
+    // Still arriving when piped: every part as it comes, then the end.
+    script = (socket) => {
+      socket.write(chunkedAnswer.subarray(0, chunkedAnswer.length - 20));
+      setTimeout(() => socket.write(chunkedAnswer.subarray(chunkedAnswer.length - 20)), 100);
+    };
+    res = await agent.invoke('f', 'x', { url: '/' });
+    dest = collect();
+    seen = events(res);
+    res.pipe(dest);
+    await new Promise((resolve) => dest.on('finish', resolve));
+    assert.equal(Buffer.concat(dest.parts).toString(), 'hello, world');
+    await waitFor('the response closes', () => seen.length === 2);
+    // Already read by someone else: piped the usual way, and both see every byte.
+    script = (socket) => { socket.write(lengthAnswer); };
+    res = await agent.invoke('f', 'x', { url: '/' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const alsoRead = [];
+    res.on('data', (chunk) => alsoRead.push(chunk));
+    dest = collect();
+    res.pipe(dest);
+    await new Promise((resolve) => dest.on('finish', resolve));
+    assert.equal(Buffer.concat(dest.parts).toString(), 'hello world');
+    assert.equal(Buffer.concat(alsoRead).toString(), 'hello world');
+  }],
+
+  ['a gateway piping a whole answer states its length; one still arriving is chunked', async () => {
+    const http = require('http');
+    const gateway = http.createServer(async (req, res) => {
+      const response = await agent.invoke('f', req, { url: req.url });
+      response.pipe(res);
+    });
+    await new Promise((resolve) => gateway.listen(0, '127.0.0.1', resolve));
+    const get = () => new Promise((resolve, reject) => {
+      http.get({ port: gateway.address().port, path: '/', agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => { body += chunk; });
+        res.on('end', () => resolve({ headers: res.headers, body }));
+      }).on('error', reject);
+    });
+    script = (socket) => { socket.write(chunkedAnswer); };
+    let answer = await get();
+    assert.equal(answer.body, 'hello, world');
+    assert.equal(answer.headers['content-length'], '12');
+    assert.equal(answer.headers['transfer-encoding'], undefined);
+    script = (socket) => {
+      socket.write(chunkedAnswer.subarray(0, chunkedAnswer.length - 20));
+      setTimeout(() => socket.write(chunkedAnswer.subarray(chunkedAnswer.length - 20)), 100);
+    };
+    answer = await get();
+    assert.equal(answer.body, 'hello, world');
+    assert.equal(answer.headers['transfer-encoding'], 'chunked');
+    gateway.close();
   }],
 
   ['a stalled head is given up at the deadline plus a second', async () => {
