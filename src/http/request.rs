@@ -51,7 +51,7 @@ pub struct RequestHead {
     /// `0` for HTTP/1.0, `1` for HTTP/1.1.
     pub minor_version: u8,
     /// The header fields in order, names in their original case, duplicates kept; values are
-    /// decoded as UTF-8 lossily, since workers receive them as JSON strings.
+    /// decoded as ISO-8859-1, one char per byte (see [`latin1`]).
     pub headers: Vec<(String, String)>,
     /// Where the body ends.
     pub body: BodyKind,

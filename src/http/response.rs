@@ -65,10 +65,10 @@ pub fn response_framing(
 /// writes `Connection: close`; an HTTP/1.0 client that stays connected gets
 /// `Connection: keep-alive`. `Framing::Chunked` must not be used for an HTTP/1.0 client (see
 /// [`response_framing`]). `date` is an IMF-fixdate such as `DateCache::get` returns.
-pub fn write_head(
+pub fn write_head<'a>(
     out: &mut Vec<u8>,
     status: u16,
-    headers: &[(String, String)],
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     framing: &Framing,
     keep_alive: bool,
     minor_version: u8,
@@ -323,13 +323,6 @@ mod tests {
 
     const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
 
-    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
     fn head(
         status: u16,
         headers: &[(&str, &str)],
@@ -341,7 +334,7 @@ mod tests {
         write_head(
             &mut out,
             status,
-            &fields(headers),
+            headers.iter().copied(),
             &framing,
             keep_alive,
             minor,
@@ -458,8 +451,8 @@ mod tests {
     #[test]
     fn latin1_values_go_out_as_single_bytes() {
         let mut out = Vec::new();
-        let headers = [("X-Latin1".to_owned(), "caf\u{e9}".to_owned())];
-        write_head(&mut out, 200, &headers, &Framing::NoBody, true, 1, b"d");
+        let headers = [("X-Latin1", "caf\u{e9}")];
+        write_head(&mut out, 200, headers, &Framing::NoBody, true, 1, b"d");
         let needle: &[u8] = b"X-Latin1: caf\xe9\r\n";
         assert!(out.windows(needle.len()).any(|w| w == needle));
     }

@@ -728,7 +728,7 @@ impl FrontEnd {
         &mut self,
         client: ConnRef,
         status: u16,
-        mut headers: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
         no_body: bool,
         lp: &mut Lent<'_>,
     ) {
@@ -742,12 +742,10 @@ impl FrontEnd {
         if req.resp != Resp::NotStarted {
             return;
         }
-        let status = match req.kind {
-            InvokeKind::Event => {
-                headers.push(("x-fc-status".to_owned(), "200".to_owned()));
-                200
-            }
-            InvokeKind::Http => status,
+        // An event invocation answers 200 whatever the function said, and tells FC so.
+        let (status, fc_status) = match req.kind {
+            InvokeKind::Event => (200, Some(("x-fc-status", "200"))),
+            InvokeKind::Http => (status, None),
         };
         let declared = headers
             .iter()
@@ -760,10 +758,13 @@ impl FrontEnd {
             (true, Some(len)) => Framing::Length(len),
             _ => framing,
         };
+        let fields = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()));
         response::write_head(
             &mut conn.wbuf,
             status,
-            &headers,
+            fields.chain(fc_status),
             &announced,
             req.keep_alive,
             req.minor_version,
