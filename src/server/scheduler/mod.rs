@@ -44,6 +44,9 @@ pub(in crate::server) struct Scheduler {
     breaker: CircuitBreaker,
     /// Whether the scheduler tick is scheduled.
     sched_tick_armed: bool,
+    /// The worker loads a dispatch picks from, kept between dispatches so that picking a
+    /// worker for a request does not allocate.
+    loads: Vec<WorkerLoad>,
 }
 
 /// A configured function, its pool and its scheduling state.
@@ -242,6 +245,7 @@ impl Scheduler {
             inflight: 0,
             breaker: CircuitBreaker::new(),
             sched_tick_armed: false,
+            loads: Vec::new(),
         })
     }
 
@@ -384,16 +388,19 @@ impl Scheduler {
                 .collect();
             dispatch::pick_disposable(&candidates)
         } else {
-            let loads: Vec<WorkerLoad> = of_pool()
-                .filter(|(_, w)| !current_ready || w.generation == generation)
-                .map(|(key, w)| WorkerLoad {
-                    key,
-                    state: w.state,
-                    active: w.active(),
-                })
-                .collect();
+            let loads = &mut self.loads;
+            loads.clear();
+            loads.extend(
+                of_pool()
+                    .filter(|(_, w)| !current_ready || w.generation == generation)
+                    .map(|(key, w)| WorkerLoad {
+                        key,
+                        state: w.state,
+                        active: w.active(),
+                    }),
+            );
             let mode = f.profile.worker.dispatch_mode;
-            dispatch::pick(mode, &mut f.round_robin, &loads, max_active)
+            dispatch::pick(mode, &mut f.round_robin, loads, max_active)
         }?;
         f.pool.queue.pop_front();
         Some((client, picked))
