@@ -69,6 +69,8 @@ pub enum Kind {
     InitError,
     /// Response status and headers as JSON.
     ResponseHead,
+    /// Response status and headers in the compact encoding.
+    CompactResponseHead,
     /// Response body bytes.
     ResponseBody,
     /// The invocation failed (terminal).
@@ -79,7 +81,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, the runtime's first.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Init,
         Kind::RequestHead,
         Kind::CompactHead,
@@ -93,6 +95,7 @@ impl Kind {
         Kind::ResponseBody,
         Kind::ResponseError,
         Kind::WindowToRuntime,
+        Kind::CompactResponseHead,
     ];
 
     /// The byte on the wire.
@@ -111,6 +114,7 @@ impl Kind {
             Kind::ResponseBody => 0x85,
             Kind::ResponseError => 0x86,
             Kind::WindowToRuntime => 0x87,
+            Kind::CompactResponseHead => 0x88,
         }
     }
 
@@ -130,6 +134,7 @@ impl Kind {
             0x85 => Kind::ResponseBody,
             0x86 => Kind::ResponseError,
             0x87 => Kind::WindowToRuntime,
+            0x88 => Kind::CompactResponseHead,
             _ => return None,
         })
     }
@@ -171,6 +176,7 @@ impl Kind {
             Kind::InitDone => "INIT_DONE",
             Kind::InitError => "INIT_ERROR",
             Kind::ResponseHead => "RESPONSE_HEAD",
+            Kind::CompactResponseHead => "COMPACT_RESPONSE_HEAD",
             Kind::ResponseBody => "RESPONSE_BODY",
             Kind::ResponseError => "RESPONSE_ERROR",
         }
@@ -492,6 +498,40 @@ pub fn put_init_error(out: &mut Vec<u8>, error: &ErrorPayload) -> Result<(), Wir
     put_json(out, Kind::InitError, 0, 0, error)
 }
 
+/// Appends a COMPACT_RESPONSE_HEAD frame; `end` when the response has no body. Every char
+/// of the header names and values must be latin1 (one byte each).
+pub fn put_compact_response_head(
+    out: &mut Vec<u8>,
+    stream: u32,
+    end: bool,
+    head: &ResponseHead,
+) -> Result<(), WireError> {
+    let kind = Kind::CompactResponseHead;
+    let start = out.len();
+    put_header(out, kind, end_flag(end), stream, 0);
+    out.extend_from_slice(&head.status.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&compact_len(head.headers.len()).to_le_bytes());
+    for (name, value) in &head.headers {
+        for field in [name, value] {
+            out.extend_from_slice(&compact_len(field.chars().count()).to_le_bytes());
+        }
+    }
+    for field in head.headers.iter().flat_map(|(name, value)| [name, value]) {
+        for c in field.chars() {
+            let Ok(byte) = u8::try_from(u32::from(c)) else {
+                out.truncate(start);
+                return Err(WireError::BadPayload {
+                    kind,
+                    reason: format!("{c:?} in a header is not latin1"),
+                });
+            };
+            out.push(byte);
+        }
+    }
+    seal_frame(out, start)
+}
+
 /// Appends a RESPONSE_HEAD frame; `end` when the response has no body.
 pub fn put_response_head(
     out: &mut Vec<u8>,
@@ -731,10 +771,75 @@ pub struct ResponseHead {
     pub headers: Vec<(String, String)>,
 }
 
+/// The fixed part of a COMPACT_RESPONSE_HEAD: status, reserved, header count.
+const COMPACT_RESPONSE_FIXED: usize = 8;
+
 impl ResponseHead {
     /// Parses a RESPONSE_HEAD payload.
     pub fn parse(payload: &[u8]) -> Result<ResponseHead, WireError> {
         parse_json(Kind::ResponseHead, payload)
+    }
+
+    /// Parses a COMPACT_RESPONSE_HEAD payload (docs/PROTOCOL.md "compact response head").
+    pub fn parse_compact(payload: &[u8]) -> Result<ResponseHead, WireError> {
+        let bad = |reason: String| WireError::BadPayload {
+            kind: Kind::CompactResponseHead,
+            reason,
+        };
+        let u16_at = |at: usize| u16::from_le_bytes([payload[at], payload[at + 1]]);
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([
+                payload[at],
+                payload[at + 1],
+                payload[at + 2],
+                payload[at + 3],
+            ])
+        };
+        if payload.len() < COMPACT_RESPONSE_FIXED {
+            return Err(bad(format!(
+                "{} bytes, shorter than its fixed part",
+                payload.len()
+            )));
+        }
+        if u16_at(2) != 0 {
+            return Err(bad("non-zero reserved bytes".to_owned()));
+        }
+        let status = u16_at(0);
+        let count = u32_at(4) as usize;
+        // Each pair takes 8 bytes of lengths: a count the payload cannot hold is refused
+        // before anything is allocated for it.
+        let table_end = count
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(COMPACT_RESPONSE_FIXED))
+            .filter(|&end| end <= payload.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "{count} header pairs do not fit its {} bytes",
+                    payload.len()
+                ))
+            })?;
+        let mut headers = Vec::with_capacity(count);
+        let mut at = table_end;
+        for pair in 0..count {
+            let lens = COMPACT_RESPONSE_FIXED + pair * 8;
+            let mut field = |len: usize| {
+                let bytes = payload
+                    .get(at..at.saturating_add(len))
+                    .ok_or_else(|| bad(format!("header pair {pair} runs past the end")))?;
+                at += len;
+                Ok(crate::http::request::latin1(bytes))
+            };
+            let name = field(u32_at(lens) as usize)?;
+            let value = field(u32_at(lens + 4) as usize)?;
+            headers.push((name, value));
+        }
+        if at != payload.len() {
+            return Err(bad(format!(
+                "{} bytes left after the last header",
+                payload.len() - at
+            )));
+        }
+        Ok(ResponseHead { status, headers })
     }
 }
 
@@ -1052,6 +1157,7 @@ mod tests {
         put_response_body(&mut to_runtime, 7, true, b"");
         put_response_error(&mut to_runtime, 8, &error).unwrap();
         put_worker_window(&mut to_runtime, 7, 1024);
+        put_compact_response_head(&mut to_runtime, 9, true, &head).unwrap();
         (to_worker, to_runtime)
     }
 
@@ -1157,6 +1263,8 @@ mod tests {
         );
         assert_eq!(frames[7].0.kind, Kind::WindowToRuntime);
         assert_eq!(window_credit(&frames[7].1), Ok(1024));
+        assert_eq!(frames[8].0.kind, Kind::CompactResponseHead);
+        assert_eq!(ResponseHead::parse_compact(&frames[8].1), Ok(head));
     }
 
     #[test]
@@ -1309,6 +1417,81 @@ mod tests {
                 ..
             })
         ));
+        assert_eq!(out, b"queued");
+    }
+
+    #[test]
+    fn a_compact_response_head_has_the_documented_layout() {
+        let head = ResponseHead {
+            status: 404,
+            headers: vec![
+                ("Content-Type".into(), "text/plain".into()),
+                ("x-v".into(), "caf\u{e9}".into()),
+            ],
+        };
+        let mut out = Vec::new();
+        put_compact_response_head(&mut out, 3, true, &head).unwrap();
+        let mut payload = vec![0x94, 0x01, 0, 0, 2, 0, 0, 0];
+        for len in [12u32, 10, 3, 4] {
+            payload.extend_from_slice(&len.to_le_bytes());
+        }
+        payload.extend_from_slice(b"Content-Typetext/plainx-vcaf\xe9");
+        assert_eq!(out, raw_frame(0x88, FLAG_END, 3, &payload));
+        let frame = decode_frame(Direction::ToRuntime, &out).unwrap().unwrap();
+        assert_eq!(frame.header.kind, Kind::CompactResponseHead);
+        assert_eq!(ResponseHead::parse_compact(frame.payload), Ok(head));
+        // No fields at all.
+        let bare = ResponseHead {
+            status: 204,
+            headers: Vec::new(),
+        };
+        out.clear();
+        put_compact_response_head(&mut out, 3, true, &bare).unwrap();
+        assert_eq!(
+            out,
+            raw_frame(0x88, FLAG_END, 3, &[0xcc, 0, 0, 0, 0, 0, 0, 0])
+        );
+        assert_eq!(ResponseHead::parse_compact(&out[HEADER_LEN..]), Ok(bare));
+    }
+
+    #[test]
+    fn a_compact_response_head_that_does_not_add_up_is_refused() {
+        let mut good = Vec::new();
+        let head = ResponseHead {
+            status: 200,
+            headers: vec![("a".into(), "bc".into())],
+        };
+        put_compact_response_head(&mut good, 1, false, &head).unwrap();
+        let good = &good[HEADER_LEN..];
+        let with = |at: usize, bytes: &[u8]| {
+            let mut p = good.to_vec();
+            p[at..at + bytes.len()].copy_from_slice(bytes);
+            p
+        };
+        let longer = [good, b"x"].concat();
+        for (payload, why) in [
+            (&good[..7], "shorter than its fixed part"),
+            (&with(2, &[1, 0])[..], "non-zero reserved bytes"),
+            (&with(4, &u32::MAX.to_le_bytes())[..], "do not fit"),
+            (&with(4, &2u32.to_le_bytes())[..], "do not fit"),
+            (&with(12, &3u32.to_le_bytes())[..], "runs past the end"),
+            (&with(8, &u32::MAX.to_le_bytes())[..], "runs past the end"),
+            (&good[..good.len() - 1], "runs past the end"),
+            (&longer[..], "1 bytes left after the last header"),
+        ] {
+            let err = ResponseHead::parse_compact(payload).unwrap_err();
+            assert!(
+                matches!(&err, WireError::BadPayload { kind: Kind::CompactResponseHead, reason } if reason.contains(why)),
+                "{payload:?}: {err}"
+            );
+        }
+        // A char past latin1 has no one-byte form: nothing is written.
+        let wide = ResponseHead {
+            status: 200,
+            headers: vec![("x".into(), "\u{100}".into())],
+        };
+        let mut out = b"queued".to_vec();
+        assert!(put_compact_response_head(&mut out, 1, false, &wide).is_err());
         assert_eq!(out, b"queued");
     }
 
@@ -1601,7 +1784,7 @@ mod tests {
 
     #[test]
     fn rejects_kinds_of_the_other_direction_and_unknown_kinds() {
-        for code in [0x00, 0x01, 0x02, 0x05, 0x80, 0x88, 0xff] {
+        for code in [0x00, 0x01, 0x02, 0x05, 0x80, 0x89, 0xff] {
             let frame = raw_frame(code, 0, 1, b"");
             assert_eq!(decode_header(&frame), Err(WireError::UnknownKind(code)));
         }

@@ -1281,6 +1281,16 @@ fn bare_ready_with_windows(
     (w, announced.request_window)
 }
 
+/// The head a RESPONSE_HEAD or COMPACT_RESPONSE_HEAD frame carries; `None` for other kinds.
+fn response_head(f: &Frame) -> Option<ResponseHead> {
+    let parsed = match f.kind {
+        Kind::ResponseHead => ResponseHead::parse(&f.payload),
+        Kind::CompactResponseHead => ResponseHead::parse_compact(&f.payload),
+        _ => return None,
+    };
+    Some(parsed.unwrap_or_else(|e| panic!("{:?}: {e}", f.kind)))
+}
+
 /// Two interleaved streams, every byte in its own write: both echo answers come back whole.
 fn trickled_streams(program: &str, script: &str, style: Style) {
     let mut w = bare_ready(program, script, style, "index.echo");
@@ -1297,8 +1307,8 @@ fn trickled_streams(program: &str, script: &str, style: Style) {
         let f = w.next();
         let i = usize::try_from(f.stream).unwrap() - 1;
         match f.kind {
-            Kind::ResponseHead => {
-                let head = ResponseHead::parse(&f.payload).unwrap();
+            Kind::ResponseHead | Kind::CompactResponseHead => {
+                let head = response_head(&f).unwrap();
                 assert_eq!(head.status, 200, "{head:?}");
             }
             Kind::ResponseBody => bodies[i].extend_from_slice(&f.payload),
@@ -1371,7 +1381,7 @@ fn credit_both_ways(
                     "more request credit than body"
                 );
             }
-            Kind::ResponseHead => head_seen = true,
+            Kind::ResponseHead | Kind::CompactResponseHead => head_seen = true,
             Kind::ResponseBody => {
                 received.extend_from_slice(&f.payload);
                 assert!(
@@ -1508,7 +1518,7 @@ fn node_bootstrap_asks_for_compact_heads_and_hands_handlers_what_the_json_head_g
         let f = w.next();
         let i = usize::try_from(f.stream).unwrap() - 1;
         match f.kind {
-            Kind::ResponseHead => {}
+            Kind::ResponseHead | Kind::CompactResponseHead => {}
             Kind::ResponseBody => bodies[i].extend_from_slice(&f.payload),
             other => panic!("{other:?}: {}", String::from_utf8_lossy(&f.payload)),
         }
@@ -1538,6 +1548,89 @@ fn node_bootstrap_asks_for_compact_heads_and_hands_handlers_what_the_json_head_g
     assert_eq!(view["context"]["retryCount"], 1);
     assert_eq!(view["context"]["tracing"]["traceparent"], TRACEPARENT);
     assert_eq!(view["context"]["clientIP"], "10.1.2.3");
+}
+
+/// The Node.js bootstrap sends response heads compact: the status and every field the handler
+/// set, in order, names as written, latin1 values byte for byte and repeated values as
+/// repeated fields; a head with no fields at all as well. A value that is no longer latin1
+/// when the head goes out (its String() changed since it was checked) goes as JSON instead.
+#[test]
+fn node_bootstrap_sends_response_heads_compact_with_every_field_the_handler_set() {
+    require_node();
+    let dir = common::TempDir::new();
+    fs::write(
+        dir.path().join("index.js"),
+        r#"exports.head = (ctx, req, res) => {
+  req.resume();
+  if (req.url === '/bare') { res.statusCode = 204; res.end(); return; }
+  if (req.url === '/shifty') {
+    let calls = 0;
+    res.setHeader('x-shifty', { toString: () => (calls++ === 0 ? 'ok' : '\u0101') });
+    res.end();
+    return;
+  }
+  res.setHeader('X-Multi', ['a', 'b']);
+  res.writeHead(201, { 'Content-Type': 'text/plain', 'x-latin1': 'caf\u00e9' });
+  res.end('body');
+};"#,
+    )
+    .unwrap();
+    let env = [
+        ("NOSLATE_HANDLER", "index.head"),
+        ("NOSLATE_RUNTIME", "nodejs"),
+        ("NOSLATE_HANDLER_STYLE", "noslate"),
+    ];
+    let mut w = Bare::start("node", "node/bootstrap.js", dir.path(), &env);
+    assert_eq!(w.next().kind, Kind::Ready);
+    w.trickle(&init_frame("index.head", dir.path(), None));
+    assert_eq!(w.next().kind, Kind::InitDone);
+    let mut bytes = Vec::new();
+    for (stream, url) in [(1, "/fields"), (2, "/bare"), (3, "/shifty")] {
+        let head = RequestHead {
+            kind: "http".into(),
+            method: "GET".into(),
+            url: url.into(),
+            request_id: format!("r-{stream}").into(),
+            context: json!({"requestId": format!("r-{stream}"), "function": {"name": "bare"}}),
+            ..RequestHead::default()
+        };
+        wire::put_request_head(&mut bytes, stream, true, &head).unwrap();
+    }
+    w.trickle(&bytes);
+    let mut heads = [None, None, None];
+    let mut ended = 0;
+    while ended < 3 {
+        let f = w.next();
+        let i = usize::try_from(f.stream).unwrap() - 1;
+        match f.kind {
+            Kind::CompactResponseHead if i < 2 => heads[i] = response_head(&f),
+            Kind::ResponseHead if i == 2 => heads[i] = response_head(&f),
+            Kind::ResponseBody => {}
+            other => panic!("{other:?}: {}", String::from_utf8_lossy(&f.payload)),
+        }
+        ended += usize::from(f.end);
+    }
+    let fields = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let [with_fields, bare, shifty] = heads.map(Option::unwrap);
+    assert_eq!(with_fields.status, 201);
+    assert_eq!(
+        with_fields.headers,
+        fields(&[
+            ("X-Multi", "a"),
+            ("X-Multi", "b"),
+            ("Content-Type", "text/plain"),
+            ("x-latin1", "caf\u{e9}"),
+            ("content-length", "4"),
+        ])
+    );
+    assert_eq!(bare.status, 204);
+    assert_eq!(bare.headers, fields(&[]));
+    assert_eq!(shifty.headers, fields(&[("x-shifty", "\u{101}")]));
 }
 
 #[test]

@@ -1407,7 +1407,14 @@ impl Server {
             wire::Kind::Ready => self.on_worker_ready(key, payload),
             wire::Kind::InitDone => self.on_worker_init_done(key, payload),
             wire::Kind::InitError => self.on_worker_init_error(key, payload),
-            wire::Kind::ResponseHead => self.on_response_head(key, header, payload),
+            wire::Kind::ResponseHead => {
+                let head = wire::ResponseHead::parse(payload);
+                self.on_response_head(key, header, head);
+            }
+            wire::Kind::CompactResponseHead => {
+                let head = wire::ResponseHead::parse_compact(payload);
+                self.on_response_head(key, header, head);
+            }
             wire::Kind::ResponseBody => self.on_response_body(key, header, payload),
             wire::Kind::ResponseError => self.on_response_error(key, header.stream, payload),
             wire::Kind::WindowToRuntime => {
@@ -1433,8 +1440,13 @@ impl Server {
         }
     }
 
-    fn on_response_head(&mut self, key: WorkerKey, header: wire::Header, payload: &[u8]) {
-        let head = match wire::ResponseHead::parse(payload) {
+    fn on_response_head(
+        &mut self,
+        key: WorkerKey,
+        header: wire::Header,
+        head: Result<wire::ResponseHead, wire::WireError>,
+    ) {
+        let head = match head {
             Ok(h) => h,
             Err(err) => {
                 let detail = err.to_string();
