@@ -154,6 +154,61 @@ fn other_requests_on_a_crashed_worker_fail_and_the_runtime_recovers() {
     ns.wait_no_zombies();
 }
 
+/// A function that writes frames of its own to the protocol pipe cannot take the runtime down:
+/// a frame that breaks the wire protocol stops its worker, the request in flight fails, the
+/// runtime says why, and a new worker serves the next request.
+#[test]
+fn a_function_that_breaks_the_wire_protocol_loses_its_worker_and_nothing_else() {
+    let ns = faulty(None);
+    let frame = |kind: u8, flags: u8, payload: &[u8]| {
+        let mut bytes = u32::try_from(payload.len()).unwrap().to_le_bytes().to_vec();
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&[kind, flags, 0, 0]);
+        bytes.extend_from_slice(payload);
+        bytes
+    };
+    let mut compact_overrun = vec![200, 0, 0, 0, 1, 0, 0, 0];
+    compact_overrun
+        .extend_from_slice(&[4, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, b'n', b'a', b'm', b'e']);
+    let mut impossible_count = vec![200, 0, 0, 0];
+    impossible_count.extend_from_slice(&u32::MAX.to_le_bytes());
+    let cases = [
+        (
+            "compact head, a value past the end",
+            frame(0x88, 0, &compact_overrun),
+        ),
+        (
+            "compact head, an impossible count",
+            frame(0x88, 0, &impossible_count),
+        ),
+        (
+            "compact head, bytes left over",
+            frame(0x88, 0, &[200, 0, 0, 0, 0, 0, 0, 0, 9]),
+        ),
+        (
+            "JSON head that does not parse",
+            frame(0x84, 0, b"{\"status\": "),
+        ),
+        ("a kind the runtime never reads", frame(0x06, 0, b"")),
+        ("unknown flags", frame(0x85, 0x40, b"x")),
+    ];
+    let mut pid = pid_of(&ns.invoke(b"", &[]));
+    for (n, (what, bytes)) in cases.iter().enumerate() {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let resp = ns.invoke(b"", &[("x-faulty-mode", "forge"), ("x-faulty-frame", &hex)]);
+        assert_function_error(&resp, "WorkerCrashed");
+        wait_until(
+            WAIT,
+            "the runtime says the worker broke the protocol",
+            || ns.log_count(&["[turf] worker faulty-", "broke the wire protocol"]) == n + 1,
+        );
+        let next = pid_of(&ns.invoke(b"", &[]));
+        assert_ne!(next, pid, "{what}: a new worker serves");
+        pid = next;
+    }
+    ns.wait_no_zombies();
+}
+
 #[test]
 fn deadline_from_the_timeout_header_gives_function_timeout() {
     let ns = faulty(None);
