@@ -173,6 +173,19 @@ run([
     assert.equal(dest.parts.length, 1, 'a whole body goes in one write');
     await waitFor('the response closes', () => seen.length === 2);
     assert.deepEqual(seen, ['end', 'close']);
+    // Two destinations piped before the end both get the body; one piped after it, none.
+    script = (socket) => { socket.write(lengthAnswer); };
+    res = await agent.invoke('f', 'x', { url: '/' });
+    const [first, second, late] = [collect(), collect(), collect()];
+    const finished = [first, second, late].map((d) => new Promise((resolve) => d.on('finish', resolve)));
+    res.pipe(first);
+    res.pipe(second);
+    await new Promise((resolve) => res.on('end', resolve));
+    res.pipe(late);
+    await Promise.all(finished);
+    assert.equal(Buffer.concat(first.parts).toString(), 'hello world');
+    assert.equal(Buffer.concat(second.parts).toString(), 'hello world');
+    assert.equal(late.parts.length, 0);
     // { end: false } leaves the destination open.
     script = (socket) => { socket.write(lengthAnswer); };
     res = await agent.invoke('f', 'x', { url: '/' });

@@ -104,20 +104,28 @@ class Dechunker {
 // pipe (its listeners on both streams, the flowing loop, a write, then an end a tick later)
 // costs a gateway more than the rest of the invocation, and an HTTP response ended with its
 // whole body states a Content-Length instead of being chunked. A stream someone else already
-// reads, or one still receiving, is piped the usual way.
+// reads, or one still receiving, is piped the usual way. As with Readable's pipe, every
+// destination piped before the stream's 'end' gets the body, and one piped after gets none.
 class Response extends Readable {
   constructor(options) {
     super(options);
     this.whole = false;
+    // The body a first pipe took (null: empty), for other destinations piped before 'end'.
+    this.pipedBody = undefined;
   }
 
   pipe(dest, options) {
-    if (!this.whole || this.destroyed || this.readableFlowing !== null
-      || this.listenerCount('data') > 0 || this.listenerCount('readable') > 0) {
+    if (this.pipedBody === undefined) {
+      if (!this.whole || this.destroyed || this.readableFlowing !== null
+        || this.listenerCount('data') > 0 || this.listenerCount('readable') > 0) {
+        return super.pipe(dest, options);
+      }
+      // All of it, as the stream has ended; then 'end' and 'close' follow as they would.
+      this.pipedBody = this.read();
+    } else if (this.readableEnded) {
       return super.pipe(dest, options);
     }
-    // All of it, as the stream has ended; then 'end' and 'close' follow as they would.
-    const body = this.read();
+    const body = this.pipedBody;
     dest.emit('pipe', this);
     if (options && options.end === false) {
       if (body !== null) dest.write(body);
