@@ -1482,6 +1482,24 @@ fn head_both_ways(json_stream: u32, value: &str) -> Vec<u8> {
     out
 }
 
+/// A Node.js bootstrap started bare on `dir`'s `index.js`, handler `index.<export>` in the
+/// Noslate style, and initialized: the worker, and what its READY announced.
+fn bare_node_ready(dir: &Path, export: &str) -> (Bare, wire::Ready) {
+    let handler = format!("index.{export}");
+    let env = [
+        ("NOSLATE_HANDLER", handler.as_str()),
+        ("NOSLATE_RUNTIME", "nodejs"),
+        ("NOSLATE_HANDLER_STYLE", "noslate"),
+    ];
+    let mut w = Bare::start("node", "node/bootstrap.js", dir, &env);
+    let ready = w.next();
+    assert_eq!(ready.kind, Kind::Ready, "{ready:?}");
+    let announced = wire::Ready::parse(&ready.payload).unwrap();
+    w.trickle(&init_frame(&handler, dir, None));
+    assert_eq!(w.next().kind, Kind::InitDone);
+    (w, announced)
+}
+
 #[test]
 fn node_bootstrap_asks_for_compact_heads_and_hands_handlers_what_the_json_head_gives() {
     require_node();
@@ -1496,18 +1514,8 @@ fn node_bootstrap_asks_for_compact_heads_and_hands_handlers_what_the_json_head_g
 };"#,
     )
     .unwrap();
-    let env = [
-        ("NOSLATE_HANDLER", "index.dump"),
-        ("NOSLATE_RUNTIME", "nodejs"),
-        ("NOSLATE_HANDLER_STYLE", "noslate"),
-    ];
-    let mut w = Bare::start("node", "node/bootstrap.js", dir.path(), &env);
-    let ready = w.next();
-    assert_eq!(ready.kind, Kind::Ready, "{ready:?}");
-    let announced = wire::Ready::parse(&ready.payload).unwrap();
+    let (mut w, announced) = bare_node_ready(dir.path(), "dump");
     assert_eq!(announced.compact_head, Some(true), "{announced:?}");
-    w.trickle(&init_frame("index.dump", dir.path(), None));
-    assert_eq!(w.next().kind, Kind::InitDone);
     // "café" (a latin1 byte in a header) makes the second pair's strings not all ASCII.
     let mut bytes = head_both_ways(1, "plain");
     bytes.extend(head_both_ways(3, "caf\u{e9}"));
@@ -1575,15 +1583,7 @@ fn node_bootstrap_sends_response_heads_compact_with_every_field_the_handler_set(
 };"#,
     )
     .unwrap();
-    let env = [
-        ("NOSLATE_HANDLER", "index.head"),
-        ("NOSLATE_RUNTIME", "nodejs"),
-        ("NOSLATE_HANDLER_STYLE", "noslate"),
-    ];
-    let mut w = Bare::start("node", "node/bootstrap.js", dir.path(), &env);
-    assert_eq!(w.next().kind, Kind::Ready);
-    w.trickle(&init_frame("index.head", dir.path(), None));
-    assert_eq!(w.next().kind, Kind::InitDone);
+    let (mut w, _) = bare_node_ready(dir.path(), "head");
     let mut bytes = Vec::new();
     for (stream, url) in [(1, "/fields"), (2, "/bare"), (3, "/shifty")] {
         let head = RequestHead {
@@ -1638,10 +1638,6 @@ fn node_bootstrap_stops_on_a_compact_head_whose_fields_overrun_or_fall_short_of_
     require_node();
     let dir = common::TempDir::new();
     fs::write(dir.path().join("index.js"), "exports.h = () => {};").unwrap();
-    let env = [
-        ("NOSLATE_HANDLER", "index.h"),
-        ("NOSLATE_RUNTIME", "nodejs"),
-    ];
     let both = head_both_ways(1, "plain");
     let json_len = wire::HEADER_LEN + u32::from_le_bytes(both[..4].try_into().unwrap()) as usize;
     let good = &both[json_len..];
@@ -1666,10 +1662,7 @@ fn node_bootstrap_stops_on_a_compact_head_whose_fields_overrun_or_fall_short_of_
         frame
     };
     for bad in [short, long, counted] {
-        let mut w = Bare::start("node", "node/bootstrap.js", dir.path(), &env);
-        assert_eq!(w.next().kind, Kind::Ready);
-        w.trickle(&init_frame("index.h", dir.path(), None));
-        assert_eq!(w.next().kind, Kind::InitDone);
+        let (mut w, _) = bare_node_ready(dir.path(), "h");
         w.to.write_all(&bad).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
