@@ -121,46 +121,50 @@ fn is_token(s: &str) -> bool {
 /// Pairs from a JSON array of two-string arrays. Strings stand for bytes (one char per byte, as
 /// headers are presented to functions), so a char past U+00FF cannot be sent and is refused.
 fn pairs(header: &str, value: &str) -> Result<Vec<(String, String)>, MetadataError> {
-    let parsed: serde_json::Value = serde_json::from_str(value).map_err(|e| {
-        bad(
-            header,
-            format!("not JSON ({e}); expected [[name, value], ...]"),
-        )
-    })?;
-    let serde_json::Value::Array(items) = parsed else {
-        return Err(bad(header, "expected a JSON array of [name, value] pairs"));
+    // A well-formed list (every gateway invocation carries one) parses straight into pairs;
+    // anything else is read again as a JSON value, only to say what is wrong with it.
+    let Ok(out) = serde_json::from_str::<Vec<(String, String)>>(value) else {
+        return Err(shape_error(header, value));
     };
-    let mut out = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        let pair = match item {
-            serde_json::Value::Array(pair) if pair.len() == 2 => pair,
-            _ => {
-                return Err(bad(
-                    header,
-                    format!("entry {index} is not a [name, value] pair"),
-                ));
-            }
-        };
-        let mut strings = pair.into_iter().map(|v| match v {
-            serde_json::Value::String(s) => Some(s),
-            _ => None,
-        });
-        let (Some(Some(name)), Some(Some(value))) = (strings.next(), strings.next()) else {
-            return Err(bad(header, format!("entry {index} must hold two strings")));
-        };
-        let invalid = |s: &str| s.chars().any(|c| c > '\u{ff}' || c == '\r' || c == '\n');
-        if name.is_empty() || invalid(&name) || invalid(&value) {
-            return Err(bad(
-                header,
-                format!(
-                    "entry {index} has an empty name, a line break, or a char past U+00FF \
-                     (values stand for bytes)"
-                ),
-            ));
-        }
-        out.push((name, value));
+    let invalid = |s: &str| s.chars().any(|c| c > '\u{ff}' || c == '\r' || c == '\n');
+    if let Some(index) = (out.iter()).position(|(n, v)| n.is_empty() || invalid(n) || invalid(v)) {
+        return Err(bad(
+            header,
+            format!(
+                "entry {index} has an empty name, a line break, or a char past U+00FF \
+                 (values stand for bytes)"
+            ),
+        ));
     }
     Ok(out)
+}
+
+/// Why `value` is not a JSON array of two-string arrays.
+fn shape_error(header: &str, value: &str) -> MetadataError {
+    let parsed: serde_json::Value = match serde_json::from_str(value) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return bad(
+                header,
+                format!("not JSON ({e}); expected [[name, value], ...]"),
+            );
+        }
+    };
+    let serde_json::Value::Array(items) = parsed else {
+        return bad(header, "expected a JSON array of [name, value] pairs");
+    };
+    for (index, item) in items.iter().enumerate() {
+        let serde_json::Value::Array(pair) = item else {
+            return bad(header, format!("entry {index} is not a [name, value] pair"));
+        };
+        if pair.len() != 2 {
+            return bad(header, format!("entry {index} is not a [name, value] pair"));
+        }
+        if !pair.iter().all(serde_json::Value::is_string) {
+            return bad(header, format!("entry {index} must hold two strings"));
+        }
+    }
+    bad(header, "expected a JSON array of [name, value] pairs")
 }
 
 /// A count of milliseconds.
@@ -387,8 +391,13 @@ mod tests {
         assert!(err(&[("x-noslate-url", "")]).starts_with("x-noslate-url:"));
         assert!(err(&[("x-noslate-headers", "{")]).contains("not JSON"));
         assert!(err(&[("x-noslate-headers", "{}")]).contains("JSON array"));
-        assert!(err(&[("x-noslate-headers", "[[1,2]]")]).contains("entry 0"));
-        assert!(err(&[("x-noslate-headers", r#"[["a"]]"#)]).contains("entry 0"));
+        assert!(err(&[("x-noslate-headers", "[[1,2]]")]).contains("entry 0 must hold two strings"));
+        assert!(err(&[("x-noslate-headers", r#"[["a"]]"#)]).contains("entry 0 is not a [name"));
+        assert!(
+            err(&[("x-noslate-headers", r#"[["a","b"],["c","d","e"]]"#)])
+                .contains("entry 1 is not a [name")
+        );
+        assert!(err(&[("x-noslate-headers", r#"[["a","b"],7]"#)]).contains("entry 1 is not a"));
         assert!(err(&[("x-noslate-headers", r#"[["","v"]]"#)]).contains("empty name"));
         assert!(err(&[("x-noslate-baggage", r#"[["a","\u0100"]]"#)]).contains("U+00FF"));
         assert!(err(&[("x-noslate-baggage", r#"[["a","x\ny"]]"#)]).contains("line break"));
