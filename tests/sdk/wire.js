@@ -186,6 +186,13 @@ run([
     assert.equal(Buffer.concat(first.parts).toString(), 'hello world');
     assert.equal(Buffer.concat(second.parts).toString(), 'hello world');
     assert.equal(late.parts.length, 0);
+    // stream.pipeline (which pipes with { end: false } and ends the destination itself).
+    script = (socket) => { socket.write(chunkedAnswer); };
+    res = await agent.invoke('f', 'x', { url: '/' });
+    const viaPipeline = collect();
+    await require('stream/promises').pipeline(res, viaPipeline);
+    assert.equal(Buffer.concat(viaPipeline.parts).toString(), 'hello, world');
+    assert.ok(viaPipeline.writableFinished);
     // { end: false } leaves the destination open.
     script = (socket) => { socket.write(lengthAnswer); };
     res = await agent.invoke('f', 'x', { url: '/' });
