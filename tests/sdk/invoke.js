@@ -152,6 +152,9 @@ run([
     assert.match((await rejection(agent.invoke('echo', 42))).message, /data must be a Buffer/);
     assert.match((await rejection(agent.invoke('echo', 'x', { method: 'G ET' }))).message, /metadata.method/);
     assert.match((await rejection(agent.invoke('echo', 'x', { timeout: -1 }))).message, /metadata.timeout/);
+    // A url that would end its header and add one of its own.
+    assert.match((await rejection(agent.invoke('echo', 'x', { url: '/a\r\nx-noslate-deadline: 1' }))).message, /metadata.url/);
+    assert.match((await rejection(agent.invoke('echo', 'x', { url: '/a b' }))).message, /metadata.url/);
     assert.match((await rejection(agent.invoke('echo', 'x', { headers: [['a']] }))).message, /pairs/);
     assert.match((await rejection(agent.invoke('echo', 'x', { requestId: 'a b' }))).message, /requestId/);
   }],

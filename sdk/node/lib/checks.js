@@ -95,8 +95,10 @@ function checkMetadata(metadata) {
   if (method !== undefined && (typeof method !== 'string' || !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(method))) {
     throw new TypeError(`metadata.method must be an HTTP method, not ${JSON.stringify(method)}`);
   }
-  if (url !== undefined && (typeof url !== 'string' || url === '')) {
-    throw new TypeError('metadata.url must be a non-empty string');
+  // The url travels as a header of the admin request: a CR or LF in it would end that header
+  // and start another one of the caller's choosing.
+  if (url !== undefined && (typeof url !== 'string' || !/^[\x21-\x7e\x80-\xff]+$/.test(url))) {
+    throw new TypeError('metadata.url must be a non-empty string without spaces, control characters or characters past U+00FF');
   }
   for (const [key, v] of [['timeout', timeout], ['deadline', deadline]]) {
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0)) {
