@@ -14,14 +14,18 @@ const socketPath = path.join(process.env.NOSLATE_WORKDIR, 'noslated.sock');
 const HEALTH_BODY = '{"health":true,"reason":null,"lifecycle":"running","instance":"x"}';
 const HEALTH = `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${HEALTH_BODY.length}\r\n\r\n${HEALTH_BODY}`;
 
-// The fake runtime: health checks answer at once; an invocation gets `script(socket)`.
+// The fake runtime: health checks answer at once; an invocation gets `script(socket)`, and is
+// recorded in `invocations` as its bytes and the number of reads they took.
 let script = null;
+const invocations = [];
 function serve() {
   try { fs.unlinkSync(socketPath); } catch {}
   const server = net.createServer((socket) => {
     let buf = '';
+    let reads = 0;
     socket.on('data', (chunk) => {
       buf += chunk.toString('latin1');
+      reads += 1;
       for (;;) {
         const end = buf.indexOf('\r\n\r\n');
         if (end < 0) return;
@@ -36,9 +40,15 @@ function serve() {
           used = last + 5;
         }
         if (buf.length < used) return;
+        const bytes = buf.slice(0, used);
         buf = buf.slice(used);
-        if (head.startsWith('GET /v1/health')) socket.write(HEALTH);
-        else script(socket);
+        if (head.startsWith('GET /v1/health')) {
+          socket.write(HEALTH);
+        } else {
+          invocations.push({ bytes, reads });
+          script(socket);
+        }
+        reads = 0;
       }
     });
     socket.on('error', () => {});
@@ -253,6 +263,68 @@ run([
     answer = await get();
     assert.equal(answer.body, 'hello, world');
     assert.equal(answer.headers['transfer-encoding'], 'chunked');
+    gateway.close();
+  }],
+
+  ['a gateway passes on request bodies of a stated length whole, late or cut', async () => {
+    const http = require('http');
+    const failures = [];
+    const gateway = http.createServer(async (req, res) => {
+      try {
+        const response = await agent.invoke('f', req, { url: req.url, headers: { 'x-h': req.headers['x-h'] } });
+        response.pipe(res);
+      } catch (err) {
+        failures.push(err);
+        res.destroy();
+      }
+    });
+    await new Promise((resolve) => gateway.listen(0, '127.0.0.1', resolve));
+    script = (socket) => { socket.write(lengthAnswer); };
+    // Sends a raw request to the gateway in `pieces`, `gap` ms apart; resolves to its answer.
+    const send = (pieces, gap, { end = false } = {}) => new Promise((resolve) => {
+      const client = net.connect(gateway.address().port, '127.0.0.1');
+      let answer = '';
+      client.on('data', (chunk) => { answer += chunk.toString('latin1'); });
+      client.on('close', () => resolve(answer));
+      client.on('error', () => {});
+      pieces.forEach((piece, i) => setTimeout(() => {
+        client.write(Buffer.from(piece, 'latin1'));
+        if (i === pieces.length - 1) {
+          if (end) client.destroy();
+          else setTimeout(() => client.end(), 200);
+        }
+      }, i * gap));
+    });
+    const head = (length) => `POST /p HTTP/1.1\r\nHost: x\r\nx-h: \u00e9\r\nContent-Length: ${length}\r\nConnection: close\r\n\r\n`;
+    const body = (invocation) => invocation.bytes.slice(invocation.bytes.indexOf('\r\n\r\n') + 4);
+    // Head and body in one packet: they go on to the runtime in one write.
+    invocations.length = 0;
+    let answer = await send([`${head(5)}hello`], 0);
+    assert.match(answer, /hello world$/);
+    assert.equal(invocations.length, 1);
+    assert.equal(body(invocations[0]), 'hello');
+    assert.equal(invocations[0].reads, 1);
+    assert.match(invocations[0].bytes, /\r\nContent-Length: 5\r\n/);
+    // A header past ASCII travels escaped, and the runtime reads it back as the same char.
+    assert.match(invocations[0].bytes, /x-noslate-headers: \[\["x-h","\\u00e9"\]\]\r\n/);
+    // An empty body.
+    answer = await send([head(0)], 0);
+    assert.match(answer, /hello world$/);
+    assert.equal(body(invocations[1]), '');
+    // The body comes after the head, in pieces, with stalls between them.
+    answer = await send([head(11), 'hel', 'lo w', 'orld'], 60);
+    assert.match(answer, /hello world$/);
+    assert.equal(body(invocations[2]), 'hello world');
+    // The client goes away in the middle of the body: that invocation is cancelled, and the
+    // gateway serves the next one.
+    script = () => {};
+    await send([head(10), 'abcd'], 60, { end: true });
+    await waitFor('the cut body cancels its invocation', () => failures.length === 1);
+    assert.match(failures[0].message, /CANCELLED/);
+    script = (socket) => { socket.write(lengthAnswer); };
+    answer = await send([`${head(2)}ok`], 0);
+    assert.match(answer, /hello world$/);
+    assert.equal(body(invocations[invocations.length - 1]), 'ok');
     gateway.close();
   }],
 

@@ -16,9 +16,6 @@ function defaultSocketPath() {
   return path.join(workdir, 'noslated.sock');
 }
 
-// Headers of the transfer itself, which are not the function's.
-const TRANSFER_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'date']);
-
 // The largest error body read from the runtime.
 const MAX_ERROR_BODY = 1 << 20;
 
@@ -51,12 +48,6 @@ function parseJson(bytes) {
   } catch {
     return null;
   }
-}
-
-// Header pairs as JSON whose every char past ASCII is escaped: a header value stays ASCII, and
-// the runtime reads each char up to U+00FF as one byte (Node's own latin1 view of headers).
-function encodePairs(pairs) {
-  return JSON.stringify(pairs).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 class AdminTransport {
@@ -120,16 +111,16 @@ class AdminTransport {
     });
   }
 
-  // One invocation. Resolves at the response head to the response stream, with `status` and
-  // `metadata.headers` (the function's headers as pairs); rejects with the runtime's error
-  // before the head. `headGuardMs` bounds the wait for the head on this side too, a second
-  // past the deadline the runtime enforces, should the runtime itself be stuck.
-  invoke(urlPath, headers, data, headGuardMs) {
-    let head = `POST ${urlPath} HTTP/1.1\r\nHost: noslate\r\n`;
-    for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+  // One invocation: `fields` are its `x-noslate-*` header lines. Resolves at the response head
+  // to the response stream, with `status` and `metadata.headers` (the function's headers as
+  // pairs); rejects with the runtime's error before the head. `headGuardMs` bounds the wait for
+  // the head on this side too, a second past the deadline the runtime enforces, should the
+  // runtime itself be stuck.
+  invoke(urlPath, fields, data, headGuardMs) {
     const streamed = !Buffer.isBuffer(data);
     const length = streamed ? knownLength(data) : data.length;
-    head += length === undefined ? 'Transfer-Encoding: chunked\r\n\r\n' : `Content-Length: ${length}\r\n\r\n`;
+    const head = `POST ${urlPath} HTTP/1.1\r\nHost: noslate\r\n${fields}${
+      length === undefined ? 'Transfer-Encoding: chunked' : `Content-Length: ${length}`}\r\n\r\n`;
     return new Promise((resolve, reject) => {
       let settled = false;
       let exchange = null;
@@ -142,53 +133,44 @@ class AdminTransport {
       const guard = headGuardMs === undefined ? null : setTimeout(() => {
         const err = errors.deadlineExceeded(`no response head within ${headGuardMs} ms`);
         fail(err);
-        if (exchange) exchange.cancel(err);
+        if (exchange) exchange.fail(err);
       }, headGuardMs);
-      const attempt = (mayRetry) => {
-        exchange = this.pool.exchange(head, data, streamed ? length : undefined, (err, res, info) => {
-          clearTimeout(guard);
-          if (err) {
-            // A kept-alive connection the runtime closed just before this request reached
-            // it (a restart): nothing was done, so a whole body may go again on a new one.
-            if (mayRetry && info.reused && !info.received && !streamed && !settled) {
-              attempt(false);
-              return;
-            }
-            fail(cannotConnect(err) ? errors.noDataPlane(err) : err);
+      const onHead = (err, res, done) => {
+        if (guard !== null) clearTimeout(guard);
+        if (err) {
+          // A kept-alive connection the runtime closed just before this request reached it (a
+          // restart): nothing was done, so a whole body may go again on a new one.
+          if (done.reused && !done.received && !streamed && !settled && done.mayRetry) {
+            exchange = this.pool.exchange(head, data, undefined, onHead);
+            exchange.mayRetry = false;
             return;
           }
-          const errorType = res.headers['x-noslate-error'];
-          if (errorType) {
-            readAll(res, MAX_ERROR_BODY).then(
-              (bytes) => fail(errors.fromAnswer(res.statusCode, errorType, parseJson(bytes))),
-              fail,
-            );
-            return;
-          }
-          const pairs = [];
-          for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
-            const name = res.rawHeaders[i];
-            if (!TRANSFER_HEADERS.has(name.toLowerCase())) pairs.push([name, res.rawHeaders[i + 1]]);
-          }
-          res.status = res.statusCode;
-          res.metadata = { headers: pairs };
-          if (settled) {
-            // Given up on already (the guard fired): nobody reads it.
-            res.destroy();
-            return;
-          }
-          settled = true;
-          resolve(res);
-        });
+          fail(cannotConnect(err) ? errors.noDataPlane(err) : err);
+          return;
+        }
+        if (done.errorType !== undefined) {
+          readAll(res, MAX_ERROR_BODY).then(
+            (bytes) => fail(errors.fromAnswer(res.status, done.errorType, parseJson(bytes))),
+            fail,
+          );
+          return;
+        }
+        if (settled) {
+          // Given up on already (the guard fired): nobody reads it.
+          res.destroy();
+          return;
+        }
+        settled = true;
+        resolve(res);
       };
-      attempt(true);
+      exchange = this.pool.exchange(head, data, streamed ? length : undefined, onHead);
       if (streamed) {
         data.on('error', (cause) => {
           const err = new Error('CANCELLED: Cancelled on client');
           err.code = errors.Status.CANCELLED;
           err.cause = cause;
           fail(err);
-          exchange.cancel(err);
+          exchange.fail(err);
         });
       }
     });
@@ -203,4 +185,4 @@ function knownLength(stream) {
   return /^\d+$/.test(h['content-length']) ? Number(h['content-length']) : undefined;
 }
 
-module.exports = { AdminTransport, defaultSocketPath, encodePairs };
+module.exports = { AdminTransport, defaultSocketPath };

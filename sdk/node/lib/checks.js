@@ -62,34 +62,57 @@ function checkData(data) {
   throw new TypeError('data must be a Buffer, a Uint8Array, a string or a Readable');
 }
 
-// Header-like metadata as [name, value] pairs: Noslate takes pairs; an object (Node's
-// `req.headers`) is taken too, with array values as repeated headers.
-function toPairs(value, what) {
-  if (value === undefined || value === null) return [];
-  const pairs = [];
-  const push = (k, v) => {
-    if (typeof k !== 'string' || k === '') throw new TypeError(`${what}: every name must be a non-empty string`);
-    if (Array.isArray(v)) {
-      for (const one of v) pairs.push([k, String(one)]);
-    } else if (v !== undefined && v !== null) {
-      pairs.push([k, String(v)]);
-    }
-  };
+// Header-like metadata as the JSON text of [name, value] pairs, which is how it travels to the
+// runtime. Noslate takes pairs; an object (Node's `req.headers`) is taken too, with array values
+// as repeated headers. The text is written here directly rather than through an array of pairs
+// and one JSON.stringify: this runs for every invocation a gateway forwards, and most names and
+// values need no escaping at all.
+function pairsJson(value, what) {
+  if (value === undefined || value === null) return '[]';
+  let json = '';
   if (Array.isArray(value)) {
     for (const pair of value) {
       if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError(`${what} must be [name, value] pairs`);
-      push(pair[0], pair[1]);
+      json += pairJson(pair[0], pair[1], what);
     }
   } else if (typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) push(k, v);
+    for (const name in value) {
+      if (Object.hasOwn(value, name)) json += pairJson(name, value[name], what);
+    }
   } else {
     throw new TypeError(`${what} must be an array of [name, value] pairs or an object`);
   }
-  return pairs;
+  return json === '' ? '[]' : `[${json.slice(1)}]`;
 }
 
+// One pair (or one per item of an array value) as `,[name,value]`; nothing for a value that is
+// absent.
+function pairJson(name, value, what) {
+  if (typeof name !== 'string' || name === '') throw new TypeError(`${what}: every name must be a non-empty string`);
+  if (typeof value === 'string') return `,[${quote(name)},${quote(value)}]`;
+  if (value === undefined || value === null) return '';
+  if (!Array.isArray(value)) return `,[${quote(name)},${quote(String(value))}]`;
+  let json = '';
+  for (const one of value) json += `,[${quote(name)},${quote(String(one))}]`;
+  return json;
+}
+
+// A JSON string whose every char past ASCII is escaped: a header value stays ASCII, and the
+// runtime reads each char up to U+00FF as one byte (Node's own latin1 view of headers).
+function quote(text) {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) {
+      return JSON.stringify(text).replace(/[\u007f-\uffff]/g, escapeChar);
+    }
+  }
+  return `"${text}"`;
+}
+
+const escapeChar = (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
 function checkMetadata(metadata) {
-  if (metadata === undefined || metadata === null) return { headers: [] };
+  if (metadata === undefined || metadata === null) return { headersJson: '[]' };
   if (typeof metadata !== 'object') throw new TypeError('metadata must be an object');
   const { method, url, timeout, deadline, requestId } = metadata;
   if (method !== undefined && (typeof method !== 'string' || !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(method))) {
@@ -111,8 +134,8 @@ function checkMetadata(metadata) {
   return {
     method,
     url,
-    headers: toPairs(metadata.headers, 'metadata.headers'),
-    baggage: metadata.baggage === undefined ? undefined : toPairs(metadata.baggage, 'metadata.baggage'),
+    headersJson: pairsJson(metadata.headers, 'metadata.headers'),
+    baggageJson: metadata.baggage === undefined ? undefined : pairsJson(metadata.baggage, 'metadata.baggage'),
     timeout,
     deadline,
     requestId,

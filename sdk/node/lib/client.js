@@ -4,7 +4,7 @@
 // running gateway gets back what the gateway had set.
 
 const { EventEmitter } = require('events');
-const { AdminTransport, defaultSocketPath, encodePairs } = require('./admin');
+const { AdminTransport, defaultSocketPath } = require('./admin');
 const checks = require('./checks');
 const errors = require('./errors');
 
@@ -188,29 +188,37 @@ class NoslatedClient extends EventEmitter {
     return this.trigger('service/', name, data, metadata);
   }
 
-  async trigger(prefix, name, data, metadata) {
-    checks.checkName(name, prefix ? 'service name' : 'function name');
-    const body = checks.checkData(data);
-    const meta = checks.checkMetadata(metadata);
+  // Not `async`: a gateway awaits this once per request, and an async function would wrap the
+  // transport's promise in one more.
+  trigger(prefix, name, data, metadata) {
+    let body;
+    let meta;
+    try {
+      checks.checkName(name, prefix ? 'service name' : 'function name');
+      body = checks.checkData(data);
+      meta = checks.checkMetadata(metadata);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (this.closed || !this.connected) {
       // Nothing to send to; a Readable given is left for the caller to destroy.
-      throw errors.noDataPlane();
+      return Promise.reject(errors.noDataPlane());
     }
-    const headers = { 'x-noslate-headers': encodePairs(meta.headers) };
-    if (meta.method !== undefined) headers['x-noslate-method'] = meta.method;
-    if (meta.url !== undefined) headers['x-noslate-url'] = meta.url;
-    if (meta.baggage !== undefined) headers['x-noslate-baggage'] = encodePairs(meta.baggage);
-    if (meta.requestId !== undefined) headers['x-noslate-request-id'] = meta.requestId;
+    let fields = `x-noslate-headers: ${meta.headersJson}\r\n`;
+    if (meta.method !== undefined) fields += `x-noslate-method: ${meta.method}\r\n`;
+    if (meta.url !== undefined) fields += `x-noslate-url: ${meta.url}\r\n`;
+    if (meta.baggageJson !== undefined) fields += `x-noslate-baggage: ${meta.baggageJson}\r\n`;
+    if (meta.requestId !== undefined) fields += `x-noslate-request-id: ${meta.requestId}\r\n`;
     let headGuard;
     if (meta.deadline !== undefined) {
-      headers['x-noslate-deadline'] = String(Math.floor(meta.deadline));
+      fields += `x-noslate-deadline: ${Math.floor(meta.deadline)}\r\n`;
       headGuard = Math.max(0, meta.deadline - Date.now()) + HEAD_GUARD_MARGIN_MS;
     } else if (meta.timeout !== undefined) {
-      headers['x-noslate-timeout'] = String(Math.floor(meta.timeout));
+      fields += `x-noslate-timeout: ${Math.floor(meta.timeout)}\r\n`;
       headGuard = meta.timeout + HEAD_GUARD_MARGIN_MS;
     }
     const path = `/v1/invoke/${prefix}${encodeURIComponent(name)}`;
-    return this.transport.invoke(path, headers, body, headGuard);
+    return this.transport.invoke(path, fields, body, headGuard);
   }
 
   // ---- Function profiles ----

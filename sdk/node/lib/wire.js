@@ -15,40 +15,66 @@ const MAX_HEAD_BYTES = 64 * 1024;
 const CRLF_CRLF = Buffer.from('\r\n\r\n');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 const CRLF = Buffer.from('\r\n');
+const ignore = () => {};
 
-// Parses a response head (without its final CRLF CRLF); null when it is not one.
+// Header fields of the transfer itself, which are not the function's.
+const TRANSFER_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'date']);
+
+// Parses a response head (without its final CRLF CRLF) into what this client uses: the status,
+// the function's header pairs in order (without the transfer's own fields), the framing fields
+// and the runtime's error type. null when it is not an HTTP/1.x response head. Repeated framing
+// fields are joined, so that two lengths make a length that does not parse.
 function parseHead(bytes) {
-  const lines = bytes.toString('latin1').split('\r\n');
-  const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
-  if (!status) return null;
-  const rawHeaders = [];
-  const headers = Object.create(null);
-  for (let i = 1; i < lines.length; i++) {
-    const colon = lines[i].indexOf(':');
-    if (colon <= 0) return null;
-    const name = lines[i].slice(0, colon);
-    const value = lines[i].slice(colon + 1).trim();
-    rawHeaders.push(name, value);
-    const lower = name.toLowerCase();
-    headers[lower] = lower in headers ? `${headers[lower]}, ${value}` : value;
+  const text = bytes.toString('latin1');
+  let end = text.indexOf('\r\n');
+  if (end < 0) end = text.length;
+  if (end < 12 || !text.startsWith('HTTP/1.') || (text[7] !== '1' && text[7] !== '0') || text[8] !== ' '
+    || (end > 12 && text[12] !== ' ')) {
+    return null;
   }
-  return { status: Number(status[1]), rawHeaders, headers };
+  let status = 0;
+  for (let i = 9; i < 12; i++) {
+    const digit = text.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return null;
+    status = status * 10 + digit;
+  }
+  const head = { status, pairs: [], contentLength: undefined, transferEncoding: undefined, errorType: undefined };
+  while (end < text.length) {
+    const at = end + 2;
+    end = text.indexOf('\r\n', at);
+    if (end < 0) end = text.length;
+    const colon = text.indexOf(':', at);
+    if (colon <= at || colon >= end) return null;
+    const name = text.slice(at, colon);
+    const value = text.slice(colon + 1, end).trim();
+    const lower = name.toLowerCase();
+    if (lower === 'content-length') head.contentLength = join(head.contentLength, value);
+    else if (lower === 'transfer-encoding') head.transferEncoding = join(head.transferEncoding, value);
+    else if (lower === 'x-noslate-error') head.errorType = join(head.errorType, value);
+    if (!TRANSFER_HEADERS.has(lower)) head.pairs.push([name, value]);
+  }
+  return head;
 }
+
+const join = (prev, value) => (prev === undefined ? value : `${prev}, ${value}`);
 
 // The body framing of a response: { length } or { chunked } or { untilClose }.
 function framingOf(head) {
-  const te = head.headers['transfer-encoding'];
+  const te = head.transferEncoding;
   if (te !== undefined) {
-    return /(^|,)\s*chunked\s*$/i.test(te) ? { chunked: true } : null;
+    return /(^|,)\s*chunked\s*$/i.test(te) ? CHUNKED : null;
   }
-  const cl = head.headers['content-length'];
+  const cl = head.contentLength;
   if (cl !== undefined) {
     if (!/^\d+$/.test(cl)) return null;
     return { length: Number(cl) };
   }
   if (head.status === 204 || head.status === 304 || (head.status >= 100 && head.status < 200)) return { length: 0 };
-  return { untilClose: true };
+  return UNTIL_CLOSE;
 }
+
+const CHUNKED = Object.freeze({ chunked: true });
+const UNTIL_CLOSE = Object.freeze({ untilClose: true });
 
 // An incremental decoder of the chunked coding: feed() returns the data bytes it completed,
 // and sets `done` after the last chunk and its (empty or skipped) trailers.
@@ -107,11 +133,24 @@ class Dechunker {
 // reads, or one still receiving, is piped the usual way. As with Readable's pipe, every
 // destination piped before the stream's 'end' gets the body, and one piped after gets none.
 class Response extends Readable {
-  constructor(options) {
-    super(options);
+  constructor(exchange, head) {
+    super();
+    this.exchange = exchange;
+    this.status = head.status;
+    this.metadata = { headers: head.pairs };
     this.whole = false;
     // The body a first pipe took (null: empty), for other destinations piped before 'end'.
     this.pipedBody = undefined;
+  }
+
+  _read() {
+    // Once done, the connection may carry another exchange: reading on must not resume it.
+    if (!this.exchange.responseDone) this.exchange.socket.resume();
+  }
+
+  _destroy(err, cb) {
+    if (!this.exchange.responseDone) this.exchange.socket.destroy();
+    cb(err);
   }
 
   pipe(dest, options) {
@@ -161,18 +200,22 @@ class Connection {
       else pool.drop(this);
     });
     socket.on('drain', () => {
-      if (this.exchange && this.exchange.body) this.exchange.body.resume();
+      if (this.exchange && this.exchange.body && !this.exchange.requestDone) this.exchange.body.resume();
     });
   }
 }
 
-// One request and its response on a connection. `onHead(err, response, {reused, received})`
-// is called once; the response is a Readable with `statusCode`, `headers` and `rawHeaders`.
+// One request and its response on a connection. `onHead(err, response, exchange)` is called
+// once; the response is a Readable with `status` and `metadata.headers`. The exchange tells
+// whether its connection was `reused`, whether anything was `received` on it, and the runtime's
+// `errorType` of an answer that is an error.
 class Exchange {
   constructor(connection, reused, onHead) {
     this.connection = connection;
     this.socket = connection.socket;
     this.reused = reused;
+    this.mayRetry = true;
+    this.errorType = undefined;
     this.onHead = onHead;
     this.body = null;
     this.bodyLength = undefined;
@@ -192,7 +235,7 @@ class Exchange {
   finishHead(err, res) {
     if (this.headDone) return;
     this.headDone = true;
-    this.onHead(err, res, { reused: this.reused, received: this.received });
+    this.onHead(err, res, this);
   }
 
   fail(err) {
@@ -250,24 +293,13 @@ class Exchange {
     this.framing = framing;
     if (framing.chunked) this.dechunker = new Dechunker();
     this.left = framing.length || 0;
-    const response = new Response({
-      // Once done, the connection may carry another exchange: reading on must not resume it.
-      read: () => {
-        if (!this.responseDone) this.socket.resume();
-      },
-      destroy: (err, cb) => {
-        if (!this.responseDone) this.socket.destroy();
-        cb(err);
-      },
-    });
-    response.statusCode = parsed.status;
-    response.headers = parsed.headers;
-    response.rawHeaders = parsed.rawHeaders;
+    this.errorType = parsed.errorType;
+    const response = new Response(this, parsed);
     // A cut or broken answer destroys the stream with an error. It may come before the caller
     // has attached any listener (the head is handed over a tick later), and an 'error' nobody
     // listens to would end the whole gateway process: the caller still sees it through
     // `for await`, `pipeline()` or an 'error' listener of its own.
-    response.on('error', () => {});
+    response.on('error', ignore);
     this.response = response;
     this.finishHead(null, response);
     if (framing.length === 0) this.endResponse();
@@ -313,11 +345,42 @@ class Exchange {
   stream(head, body, bodyLength) {
     this.body = body;
     this.bodyLength = bodyLength;
+    // An incoming HTTP request (what a gateway passes on) of a stated length: its parser, which
+    // called the gateway at the request's head, pushes the body that came in the same read
+    // before the next tick. A body whose stated length is all there is taken whole, and goes
+    // with the head in one write, without the stream's flowing machinery.
+    if (typeof body.complete === 'boolean' && bodyLength !== undefined && body.readableFlowing === null) {
+      if (!this.sendWhole(head, body)) process.nextTick(() => this.sendWhole(head, body) || this.sendChunks(head, body));
+      return;
+    }
+    this.sendChunks(head, body);
+  }
+
+  // Sends a request whose body has all arrived, unread, with its head; false if it has not.
+  sendWhole(head, body) {
+    if (this.failed) return true;
+    if (body.readableFlowing !== null || body.readableLength !== this.bodyLength
+      || body.listenerCount('data') > 0 || body.listenerCount('readable') > 0) {
+      return false;
+    }
+    writeWithHead(this.socket, head, this.bodyLength === 0 ? null : body.read());
+    // Its parser has yet to say that the message is complete: flowing, the stream then ends as
+    // usual ('end', 'close'), for whoever else listens.
+    if (!body.complete) body.resume();
+    this.sent = this.bodyLength;
+    this.requestDone = true;
+    this.maybeRelease();
+    return true;
+  }
+
+  // Sends the head, then the body as it comes.
+  sendChunks(head, body) {
+    const bodyLength = this.bodyLength;
     const socket = this.socket;
     // The head waits for the body bytes this tick brings, so that a small body goes in the
     // same write as its head: one syscall, and one read on the runtime's side.
     socket.cork();
-    socket.write(head);
+    socket.write(head, 'latin1');
     body.on('data', (chunk) => this.onRequestData(chunk));
     // Queued after the body's own resume (a tick away), so it runs once those bytes are in.
     process.nextTick(() => socket.uncork());
@@ -351,6 +414,27 @@ class Exchange {
   }
 }
 
+// The largest body copied behind its head into one buffer; a larger one goes in the same
+// writev as its head, without the copy.
+const COPY_WITH_HEAD_BYTES = 64 * 1024;
+
+// Writes a request head and its whole body (null: none) in one syscall.
+function writeWithHead(socket, head, body) {
+  if (body === null) {
+    socket.write(head, 'latin1');
+  } else if (body.length <= COPY_WITH_HEAD_BYTES) {
+    const buf = Buffer.allocUnsafe(head.length + body.length);
+    buf.write(head, 0, 'latin1');
+    body.copy(buf, head.length);
+    socket.write(buf);
+  } else {
+    socket.cork();
+    socket.write(head, 'latin1');
+    socket.write(body);
+    socket.uncork();
+  }
+}
+
 class Pool {
   constructor(socketPath) {
     this.socketPath = socketPath;
@@ -381,10 +465,10 @@ class Pool {
     connection.socket.destroy();
   }
 
-  // One exchange. `head` is the request head's text (ending with CRLF CRLF); `body` a Buffer
-  // sent with it, or a Readable sent after it: as is when `bodyLength` is its known length (the
-  // head says so), else chunked. Calls `onHead(err, response, {reused, received})` once.
-  // Returns `{cancel(err)}`, which ends the exchange and its connection.
+  // One exchange. `head` is the request head's text (ending with CRLF CRLF, one byte per char);
+  // `body` a Buffer sent with it, or a Readable sent after it: as is when `bodyLength` is its
+  // known length (the head says so), else chunked. Calls `onHead(err, response, exchange)` once.
+  // Returns the exchange, whose `fail(err)` ends it and its connection.
   exchange(head, body, bodyLength, onHead) {
     let connection = this.idle.pop();
     const reused = connection !== undefined;
@@ -392,12 +476,12 @@ class Pool {
     const exchange = new Exchange(connection, reused, onHead);
     connection.exchange = exchange;
     if (Buffer.isBuffer(body)) {
-      connection.socket.write(body.length ? Buffer.concat([Buffer.from(head, 'latin1'), body]) : head);
+      writeWithHead(connection.socket, head, body.length === 0 ? null : body);
       exchange.requestDone = true;
     } else {
       exchange.stream(head, body, bodyLength);
     }
-    return { cancel: (err) => exchange.fail(err) };
+    return exchange;
   }
 }
 
