@@ -42,6 +42,8 @@ run([
     assert.equal(seen.body, 'str');
     const event = await agent.invoke('echo', Buffer.from('ev'));
     assert.equal(event.status, 200);
+    // FC's own signal on the runtime's answer is not one of the function's headers.
+    assert.ok(!event.metadata.headers.some(([name]) => name.toLowerCase() === 'x-fc-status'), JSON.stringify(event.metadata.headers));
     assert.equal(JSON.parse(await text(event)).body, 'ev');
   }],
 

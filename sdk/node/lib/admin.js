@@ -115,8 +115,9 @@ class AdminTransport {
   // to the response stream, with `status` and `metadata.headers` (the function's headers as
   // pairs); rejects with the runtime's error before the head. `headGuardMs` bounds the wait for
   // the head on this side too, a second past the deadline the runtime enforces, should the
-  // runtime itself be stuck.
-  invoke(urlPath, fields, data, headGuardMs) {
+  // runtime itself be stuck. The answer to an `event` invocation carries FC's `x-fc-status`,
+  // as on the FC port; it is the runtime's, not the function's, and is left out.
+  invoke(urlPath, fields, data, headGuardMs, event) {
     const streamed = !Buffer.isBuffer(data);
     const length = streamed ? knownLength(data) : data.length;
     const head = `POST ${urlPath} HTTP/1.1\r\nHost: noslate\r\n${fields}${
@@ -160,6 +161,7 @@ class AdminTransport {
           res.destroy();
           return;
         }
+        if (event) res.metadata.headers = res.metadata.headers.filter(([name]) => name.toLowerCase() !== 'x-fc-status');
         settled = true;
         resolve(res);
       };

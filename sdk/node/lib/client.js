@@ -218,7 +218,8 @@ class NoslatedClient extends EventEmitter {
       headGuard = meta.timeout + HEAD_GUARD_MARGIN_MS;
     }
     const path = `/v1/invoke/${prefix}${encodeURIComponent(name)}`;
-    return this.transport.invoke(path, fields, body, headGuard);
+    const event = meta.method === undefined && meta.url === undefined;
+    return this.transport.invoke(path, fields, body, headGuard, event);
   }
 
   // ---- Function profiles ----
