@@ -47,6 +47,17 @@ run([
     assert.equal(JSON.parse(await text(event)).body, 'ev');
   }],
 
+  ['a Readable of strings or Uint8Arrays is sent as bytes; one of anything else is refused', async () => {
+    let res = await agent.invoke('echo', Readable.from(['h\u00e9', 'llo']), { url: '/' });
+    assert.equal(JSON.parse(await text(res)).body, 'h\u00e9llo');
+    res = await agent.invoke('echo', Readable.from([new Uint8Array([104, 105])]), { url: '/' });
+    assert.equal(JSON.parse(await text(res)).body, 'hi');
+    const err = await rejection(agent.invoke('echo', Readable.from([1, 2]), { url: '/' }));
+    assert.match(err.message, /chunk of type number/);
+    res = await agent.invoke('echo', 'after', { url: '/' });
+    assert.equal(JSON.parse(await text(res)).body, 'after');
+  }],
+
   ['a Readable of 16 MiB streamed through and back', async () => {
     const size = 16 << 20;
     const piece = crypto.randomBytes(1 << 16);

@@ -269,7 +269,9 @@ run([
   ['a gateway passes on request bodies of a stated length whole, late or cut', async () => {
     const http = require('http');
     const failures = [];
+    let decode = false;
     const gateway = http.createServer(async (req, res) => {
+      if (decode) req.setEncoding('utf8');
       try {
         const response = await agent.invoke('f', req, { url: req.url, headers: { 'x-h': req.headers['x-h'] } });
         response.pipe(res);
@@ -315,6 +317,12 @@ run([
     answer = await send([head(11), 'hel', 'lo w', 'orld'], 60);
     assert.match(answer, /hello world$/);
     assert.equal(body(invocations[2]), 'hello world');
+    // A gateway that reads its requests as text: the bytes still go as they came.
+    decode = true;
+    answer = await send([`${head(5)}h\u00c3\u00a9!!`], 0);
+    decode = false;
+    assert.match(answer, /hello world$/);
+    assert.equal(body(invocations[3]), 'h\u00c3\u00a9!!');
     // The client goes away in the middle of the body: that invocation is cancelled, and the
     // gateway serves the next one.
     script = () => {};

@@ -359,7 +359,9 @@ class Exchange {
   // Sends a request whose body has all arrived, unread, with its head; false if it has not.
   sendWhole(head, body) {
     if (this.failed) return true;
+    // Decoded text or objects are not bytes of the stated length: those go the usual way.
     if (body.readableFlowing !== null || body.readableLength !== this.bodyLength
+      || body.readableEncoding !== null || body.readableObjectMode
       || body.listenerCount('data') > 0 || body.listenerCount('readable') > 0) {
       return false;
     }
@@ -397,8 +399,14 @@ class Exchange {
     });
   }
 
-  onRequestData(chunk) {
-    if (!chunk.length || this.failed) return;
+  onRequestData(data) {
+    if (this.failed) return;
+    const chunk = bytesOf(data, this.body.readableEncoding);
+    if (chunk === null) {
+      this.fail(new TypeError(`the request body gave a chunk of type ${typeof data}, not bytes or a string`));
+      return;
+    }
+    if (chunk.length === 0) return;
     let ok;
     if (this.bodyLength === undefined) {
       ok = this.socket.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, CRLF]));
@@ -412,6 +420,15 @@ class Exchange {
     }
     if (!ok) this.body.pause();
   }
+}
+
+// A request body's chunk as bytes: a Readable of strings (`Readable.from(['...'])`, or one with
+// an encoding set) gives text, sent in that encoding (UTF-8 for object mode). null: not bytes.
+function bytesOf(chunk, encoding) {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (typeof chunk === 'string') return Buffer.from(chunk, encoding || 'utf8');
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  return null;
 }
 
 // The largest body copied behind its head into one buffer; a larger one goes in the same
