@@ -58,6 +58,25 @@ run([
     assert.equal(JSON.parse(await text(res)).body, 'after');
   }],
 
+  ['a Readable already read, destroyed, or destroyed on the way gets an answer', async () => {
+    const drained = Readable.from(['x']);
+    for await (const _ of drained);
+    const res = await agent.invoke('echo', drained, { url: '/' });
+    assert.equal(JSON.parse(await text(res)).body, '');
+    drained.headers = { 'content-length': '1' };
+    assert.match((await rejection(agent.invoke('echo', drained, { url: '/' }))).message, /already been read/);
+    const gone = new PassThrough();
+    gone.destroy();
+    assert.match((await rejection(agent.invoke('echo', gone, { url: '/' }))).message, /CANCELLED/);
+    const cut = new PassThrough();
+    const pending = agent.invoke('bytes', cut, { url: '/', headers: [['x-bytes-mode', 'sink']] });
+    cut.write('partial');
+    setTimeout(() => cut.destroy(), 50);
+    const err = await rejection(pending);
+    assert.match(err.message, /CANCELLED/);
+    assert.match(err.cause.message, /destroyed before its end/);
+  }],
+
   ['a Readable of 16 MiB streamed through and back', async () => {
     const size = 16 << 20;
     const piece = crypto.randomBytes(1 << 16);

@@ -118,8 +118,20 @@ class AdminTransport {
   // runtime itself be stuck. The answer to an `event` invocation carries FC's `x-fc-status`,
   // as on the FC port; it is the runtime's, not the function's, and is left out.
   invoke(urlPath, fields, data, headGuardMs, event) {
-    const streamed = !Buffer.isBuffer(data);
-    const length = streamed ? knownLength(data) : data.length;
+    let streamed = !Buffer.isBuffer(data);
+    let length = streamed ? knownLength(data) : data.length;
+    if (streamed && data.readableEnded) {
+      // Read to its end already: it gives no bytes, and would never say so again.
+      if (length > 0) {
+        return Promise.reject(new Error(`the request body had already been read: it ended before its stated ${length} bytes`));
+      }
+      data = EMPTY;
+      length = 0;
+      streamed = false;
+    } else if (streamed && (data.destroyed || data.errored)) {
+      // Destroyed before it ended: nothing will come, not even an 'error'.
+      return Promise.reject(cancelled(data.errored || new Error('the request body stream was destroyed')));
+    }
     const head = `POST ${urlPath} HTTP/1.1\r\nHost: noslate\r\n${fields}${
       length === undefined ? 'Transfer-Encoding: chunked' : `Content-Length: ${length}`}\r\n\r\n`;
     return new Promise((resolve, reject) => {
@@ -168,15 +180,31 @@ class AdminTransport {
       exchange = this.pool.exchange(head, data, streamed ? length : undefined, onHead);
       if (streamed) {
         data.on('error', (cause) => {
-          const err = new Error('CANCELLED: Cancelled on client');
-          err.code = errors.Status.CANCELLED;
-          err.cause = cause;
+          const err = cancelled(cause);
+          fail(err);
+          exchange.fail(err);
+        });
+        // Destroyed without an error, it says nothing else: neither 'end' nor 'error' comes.
+        data.on('close', () => {
+          if (data.readableEnded) return;
+          const err = cancelled(data.errored || new Error('the request body stream was destroyed before its end'));
           fail(err);
           exchange.fail(err);
         });
       }
     });
   }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+// A request body that failed or was destroyed: the invocation is cancelled, as Noslate's gRPC
+// client says when its caller gives up.
+function cancelled(cause) {
+  const err = new Error('CANCELLED: Cancelled on client');
+  err.code = errors.Status.CANCELLED;
+  err.cause = cause;
+  return err;
 }
 
 // The length of a stream that states it: an incoming HTTP request with a Content-Length (what
