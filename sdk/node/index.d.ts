@@ -3,16 +3,19 @@
 import { EventEmitter } from 'events';
 import { Readable } from 'stream';
 
-/** Header-like pairs, in order, duplicates allowed. An object (Node's `req.headers`) is accepted too. */
+/** Header-like pairs, in order, duplicates allowed. An object (Node's `req.headers`), a Map or a fetch `Headers` is accepted too. */
 export type Pairs = Array<[string, string]>;
+
+/** What `headers` and `baggage` accept. */
+export type PairsLike = Pairs | Iterable<[string, string]> | Record<string, string | string[] | number | undefined>;
 
 export interface Metadata {
   /** The method the function sees. With `url`, makes the invocation an HTTP request; without both, an event. */
   method?: string;
   /** The url (path and query) the function sees. */
   url?: string;
-  headers?: Pairs | Record<string, string | string[] | number | undefined>;
-  baggage?: Pairs | Record<string, string>;
+  headers?: PairsLike;
+  baggage?: PairsLike;
   /** Milliseconds until the response head is due (not the whole stream). Default: the function's timeout. */
   timeout?: number;
   /** The head's deadline, in milliseconds since the Unix epoch. */

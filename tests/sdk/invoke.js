@@ -40,6 +40,14 @@ run([
     const seen = JSON.parse(await text(res));
     assert.deepEqual(seen.headers, [['x-b', '1'], ['x-b', '2'], ['x-c', '3']]);
     assert.equal(seen.body, 'str');
+    const fromMap = await agent.invoke('echo', 'map', { url: '/', headers: new Map([['x-m', '1']]) });
+    assert.deepEqual(JSON.parse(await text(fromMap)).headers, [['x-m', '1']]);
+    const fromHeaders = await agent.invoke('echo', 'h', { url: '/', headers: new Headers([['x-h', '2']]) });
+    assert.deepEqual(JSON.parse(await text(fromHeaders)).headers, [['x-h', '2']]);
+    // A timeout past what a Node.js timer holds is the runtime's to keep, not a timer that
+    // fires at once.
+    const far = await agent.invoke('echo', 'far', { url: '/', timeout: 2 ** 40 });
+    assert.equal(JSON.parse(await text(far)).body, 'far');
     const event = await agent.invoke('echo', Buffer.from('ev'));
     assert.equal(event.status, 200);
     // FC's own signal on the runtime's answer is not one of the function's headers.
@@ -184,6 +192,8 @@ run([
     assert.match((await rejection(agent.invoke('echo', 42))).message, /data must be a Buffer/);
     assert.match((await rejection(agent.invoke('echo', 'x', { method: 'G ET' }))).message, /metadata.method/);
     assert.match((await rejection(agent.invoke('echo', 'x', { timeout: -1 }))).message, /metadata.timeout/);
+    assert.match((await rejection(agent.invoke('echo', 'x', { timeout: 1e300 }))).message, /metadata.timeout/);
+    assert.match((await rejection(agent.invoke('echo', 'x', { deadline: NaN }))).message, /metadata.deadline/);
     // A url that would end its header and add one of its own.
     assert.match((await rejection(agent.invoke('echo', 'x', { url: '/a\r\nx-noslate-deadline: 1' }))).message, /metadata.url/);
     assert.match((await rejection(agent.invoke('echo', 'x', { url: '/a b' }))).message, /metadata.url/);

@@ -64,13 +64,19 @@ function checkData(data) {
 
 // Header-like metadata as the JSON text of [name, value] pairs, which is how it travels to the
 // runtime. Noslate takes pairs; an object (Node's `req.headers`) is taken too, with array values
-// as repeated headers. The text is written here directly rather than through an array of pairs
+// as repeated headers, and so is a Map or a fetch Headers. The text is written here directly rather than through an array of pairs
 // and one JSON.stringify: this runs for every invocation a gateway forwards, and most names and
 // values need no escaping at all.
 function pairsJson(value, what) {
   if (value === undefined || value === null) return '[]';
   let json = '';
   if (Array.isArray(value)) {
+    for (const pair of value) {
+      if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError(`${what} must be [name, value] pairs`);
+      json += pairJson(pair[0], pair[1], what);
+    }
+  } else if (typeof value === 'object' && typeof value[Symbol.iterator] === 'function') {
+    // A Map, or a fetch Headers: its entries are the pairs.
     for (const pair of value) {
       if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError(`${what} must be [name, value] pairs`);
       json += pairJson(pair[0], pair[1], what);
@@ -124,7 +130,8 @@ function checkMetadata(metadata) {
     throw new TypeError('metadata.url must be a non-empty string without spaces, control characters or characters past U+00FF');
   }
   for (const [key, v] of [['timeout', timeout], ['deadline', deadline]]) {
-    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0)) {
+    // Whole enough to be written as digits: the runtime reads a whole number of milliseconds.
+    if (v !== undefined && (typeof v !== 'number' || !(v >= 0 && v <= Number.MAX_SAFE_INTEGER))) {
       throw new TypeError(`metadata.${key} must be a number of milliseconds`);
     }
   }

@@ -13,6 +13,9 @@ const WATCH_INTERVAL_MS = 1000;
 const HEALTH_TIMEOUT_MS = 1000;
 // The client's own bound on the response head, past the deadline the runtime enforces.
 const HEAD_GUARD_MARGIN_MS = 1000;
+// The longest timer Node.js keeps (a longer one fires at once); a guard past it is left to
+// the runtime's own deadline.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -217,6 +220,7 @@ class NoslatedClient extends EventEmitter {
       fields += `x-noslate-timeout: ${Math.floor(meta.timeout)}\r\n`;
       headGuard = meta.timeout + HEAD_GUARD_MARGIN_MS;
     }
+    if (headGuard > MAX_TIMER_MS) headGuard = undefined;
     const path = `/v1/invoke/${prefix}${encodeURIComponent(name)}`;
     const event = meta.method === undefined && meta.url === undefined;
     return this.transport.invoke(path, fields, body, headGuard, event);
