@@ -152,6 +152,28 @@ fn the_runtimes_own_answers_are_marked_and_the_functions_are_not() {
         let message = body["errorMessage"].as_str().unwrap_or_default();
         assert!(message.starts_with(names), "{message}");
     }
+    // Refused by the HTTP layer before any route: marked too, as the runtime's own.
+    let too_large = exchange(
+        &ns,
+        &Req::new("POST", "/v1/invoke/echo")
+            .header("x-noslate-url", format!("/{}", "a".repeat(64 * 1024))),
+    );
+    assert_eq!(too_large.status, 431);
+    assert_eq!(
+        too_large.header("x-noslate-error").as_deref(),
+        Some("RequestHeaderFieldsTooLarge")
+    );
+    let mut sock = admin(&ns);
+    sock.write_all(b"POST /v1/invoke/echo HTTP/1.1\r\nbad header line\r\n\r\n")
+        .expect("send a malformed head");
+    let malformed = RawReader::new(&mut sock)
+        .next(false)
+        .expect("an answer to a malformed head");
+    assert_eq!(malformed.status, 400);
+    assert_eq!(
+        malformed.header("x-noslate-error").as_deref(),
+        Some("MalformedRequest")
+    );
     // The runtime serves on after all of them.
     let ok = exchange(&ns, &Req::new("POST", "/v1/invoke/echo").body(b"ok"));
     assert_eq!(ok.status, 200);

@@ -205,6 +205,9 @@ run([
     const err = await rejection(agent.invoke('echo', 'x', { url: '/', headers: [['x-a', '\u0100']] }));
     assert.equal(err.name, 'InvalidInvokeMetadata');
     assert.match(err.message, /x-noslate-headers/);
+    // Refused before routing (a head over http.maxHeaderBytes): an error too, not an answer.
+    const big = await rejection(agent.invoke('echo', 'x', { url: `/${'a'.repeat(64 * 1024)}` }));
+    assert.equal(big.name, 'RequestHeaderFieldsTooLarge');
   }],
 
   ['64 invocations at once all answer', async () => {

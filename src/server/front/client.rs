@@ -109,6 +109,16 @@ pub fn refuse_connection(sock: &mut mio::net::TcpStream, why: &str) {
     let _ = std::io::Write::write(sock, &out);
 }
 
+/// Writes the answer to a request the HTTP layer refused (a head that does not parse, or did
+/// not arrive in time). On the admin socket it carries `x-noslate-error`, as every answer the
+/// runtime makes there does, so that a client does not take it for a function's response.
+fn write_refusal(conn: &mut Conn, err: &HttpError, date: &[u8]) {
+    let body = response::error_body(err.error_type(), &err.to_string());
+    let admin = [(crate::admin::invocation::ERROR, err.error_type())];
+    let extra: &[(&str, &str)] = if conn.sock.is_admin() { &admin } else { &[] };
+    response::write_json_response(&mut conn.wbuf, err.status(), extra, &body, false, date);
+}
+
 impl FrontEnd {
     /// Whether connection `key` is closing and only drains what its client still sends.
     pub(in crate::server) fn is_lingering(&self, key: Key) -> bool {
@@ -250,7 +260,7 @@ impl FrontEnd {
         log::debug!("[http conn={}] bad request: {err}", key.idx);
         let date = self.date.get();
         if let Some(conn) = self.conns.get_mut(key) {
-            response::write_error(&mut conn.wbuf, err, false, date);
+            write_refusal(conn, err, date);
             conn.close_when_flushed = true;
             conn.consume(conn.input().len());
         }
@@ -1065,7 +1075,7 @@ impl FrontEnd {
             key.idx
         );
         let err = HttpError::HeadTimeout(lp.config.http.header_timeout_ms);
-        response::write_error(&mut conn.wbuf, &err, false, date);
+        write_refusal(conn, &err, date);
         conn.close_when_flushed = true;
         conn.consume(conn.input().len());
         lp.effects.push(Effect::FlushConn(key));
