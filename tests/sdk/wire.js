@@ -18,11 +18,14 @@ const HEALTH = `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-len
 // recorded in `invocations` as its bytes and the number of reads they took.
 let script = null;
 const invocations = [];
+// Connections that carried at least one invocation.
+let invocationConnections = 0;
 function serve() {
   try { fs.unlinkSync(socketPath); } catch {}
   const server = net.createServer((socket) => {
     let buf = '';
     let reads = 0;
+    let invoked = false;
     socket.on('data', (chunk) => {
       buf += chunk.toString('latin1');
       reads += 1;
@@ -46,6 +49,8 @@ function serve() {
           socket.write(HEALTH);
         } else {
           invocations.push({ bytes, reads });
+          if (!invoked) invocationConnections += 1;
+          invoked = true;
           script(socket);
         }
         reads = 0;
@@ -342,6 +347,15 @@ run([
     const err = await rejection(agent.invoke('f', 'x', { url: '/', timeout: 100 }));
     assert.match(err.message, /DEADLINE_EXCEEDED/);
     assert.ok(Date.now() - t0 < 5000);
+  }],
+
+  ['started again after close(), the client keeps its connections alive again', async () => {
+    script = (socket) => { socket.write(lengthAnswer); };
+    await agent.close();
+    await agent.start();
+    invocationConnections = 0;
+    for (let i = 0; i < 3; i++) assert.equal(await text(await agent.invoke('f', 'x', { url: '/' })), 'hello world');
+    assert.equal(invocationConnections, 1);
   }],
 
   ['close', async () => {

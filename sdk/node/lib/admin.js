@@ -62,6 +62,11 @@ class AdminTransport {
     this.pool.close();
   }
 
+  // In use again after close(): connections are kept alive again.
+  open() {
+    this.pool.closed = false;
+  }
+
   // One JSON call; resolves to the parsed answer, rejects with the runtime's error (its
   // `errorType` as the name), `noDataPlane` when the runtime cannot be reached, or a deadline
   // error after `timeoutMs`.

@@ -72,6 +72,7 @@ class NoslatedClient extends EventEmitter {
   /** Resolves once the runtime answers; rejects after `startTimeout` ms. */
   async start() {
     this.closed = false;
+    this.transport.open();
     const deadline = Date.now() + this.startTimeout;
     let last;
     for (;;) {
