@@ -40,6 +40,8 @@ export interface ClientOptions {
   startTimeout?: number;
   /** How often the client checks for a restarted runtime, in ms. Default 1 000. */
   watchInterval?: number;
+  /** Invocations under way at once, each on its own connection; more wait for one. Default 1 024. */
+  maxConnections?: number;
 }
 
 export interface PlatformEnvironmentVariable {

@@ -358,6 +358,54 @@ run([
     assert.equal(invocationConnections, 1);
   }],
 
+  ['past maxConnections, invocations wait for a connection; given up there, they leave', async () => {
+    const small = new NoslatedClient({ watchInterval: 60000, maxConnections: 2 });
+    await small.start();
+    let open = 0;
+    let most = 0;
+    const sockets = new Set();
+    const counting = (socket) => {
+      if (!sockets.has(socket)) {
+        sockets.add(socket);
+        open += 1;
+        most = Math.max(most, open);
+        socket.on('close', () => { open -= 1; });
+      }
+    };
+    script = (socket) => {
+      counting(socket);
+      setTimeout(() => socket.write(lengthAnswer), 30);
+    };
+    const answers = await Promise.all(Array.from({ length: 6 }, () => small.invoke('f', 'x', { url: '/' }).then(text)));
+    assert.deepEqual(answers, Array(6).fill('hello world'));
+    assert.equal(most, 2);
+    // Two hold the connections; a third waits, and its deadline passes while it does.
+    script = (socket) => { counting(socket); setTimeout(() => socket.write(lengthAnswer), 1500); };
+    const held = [small.invoke('f', 'x', { url: '/' }), small.invoke('f', 'x', { url: '/' })];
+    const late = await rejection(small.invoke('f', 'x', { url: '/', timeout: 0 }));
+    assert.match(late.message, /DEADLINE_EXCEEDED/);
+    // close() fails one still waiting; those under way finish.
+    const waiting = small.invoke('f', 'x', { url: '/' });
+    await small.close();
+    assert.match((await rejection(waiting)).message, /closed/);
+    for (const answer of await Promise.all(held)) assert.equal(await text(answer), 'hello world');
+  }],
+
+  ['a burst of connections past the listener backlog is tried again, not failed', async () => {
+    const crowdedPath = path.join(process.env.NOSLATE_WORKDIR, 'crowded.sock');
+    const crowded = net.createServer((socket) => {
+      socket.on('data', (chunk) => socket.write(chunk.toString('latin1').startsWith('GET /v1/health') ? HEALTH : lengthAnswer));
+      socket.on('error', () => {});
+    });
+    await new Promise((resolve) => crowded.listen({ path: crowdedPath, backlog: 1 }, resolve));
+    const client = new NoslatedClient({ socketPath: crowdedPath, watchInterval: 60000 });
+    await client.start();
+    const answers = await Promise.all(Array.from({ length: 40 }, () => client.invoke('f', 'x', { url: '/' }).then(text)));
+    assert.deepEqual(answers, Array(40).fill('hello world'));
+    await client.close();
+    crowded.close();
+  }],
+
   ['close', async () => {
     await agent.close();
     server.close();

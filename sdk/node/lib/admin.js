@@ -51,10 +51,10 @@ function parseJson(bytes) {
 }
 
 class AdminTransport {
-  constructor(socketPath) {
+  constructor(socketPath, maxConnections) {
     this.socketPath = socketPath;
     this.agent = new http.Agent({ keepAlive: true });
-    this.pool = new Pool(socketPath);
+    this.pool = new Pool(socketPath, maxConnections);
   }
 
   close() {

@@ -11,6 +11,10 @@ const errors = require('./errors');
 const START_TIMEOUT_MS = 10000;
 const WATCH_INTERVAL_MS = 1000;
 const HEALTH_TIMEOUT_MS = 1000;
+// Invocation connections open at once; one invocation holds one until its answer has ended,
+// and invocations past it wait for one. The runtime queues at most
+// dataPlane.requestQueueLimit (1000) per function beyond what its workers take.
+const MAX_CONNECTIONS = 1024;
 // The client's own bound on the response head, past the deadline the runtime enforces.
 const HEAD_GUARD_MARGIN_MS = 1000;
 // The longest timer Node.js keeps (a longer one fires at once); a guard past it is left to
@@ -44,6 +48,7 @@ class NoslatedClient extends EventEmitter {
    * @param {object} [options.logger] `{info, warn, error}`; default: silent but for warnings
    * @param {number} [options.startTimeout] ms `start()` waits for the runtime (10 000)
    * @param {number} [options.watchInterval] ms between checks for a restarted runtime (1 000)
+   * @param {number} [options.maxConnections] invocations under way at once (1 024); more wait
    */
   constructor(options = {}) {
     super();
@@ -51,7 +56,11 @@ class NoslatedClient extends EventEmitter {
     this.logger = options.logger || { info() {}, warn: (...a) => console.warn('[noslate sdk]', ...a), error: (...a) => console.error('[noslate sdk]', ...a) };
     this.startTimeout = options.startTimeout ?? START_TIMEOUT_MS;
     this.watchInterval = options.watchInterval ?? WATCH_INTERVAL_MS;
-    this.transport = new AdminTransport(this.socketPath);
+    this.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+    if (!Number.isInteger(this.maxConnections) || this.maxConnections < 1) {
+      throw new TypeError(`maxConnections must be a positive integer, not ${JSON.stringify(options.maxConnections)}`);
+    }
+    this.transport = new AdminTransport(this.socketPath, this.maxConnections);
     // What this client set, sent again to a runtime that (re)appears. null: never set.
     this.functionProfiles = null;
     this.functionProfilesMode = 'IMMEDIATELY';

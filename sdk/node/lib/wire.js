@@ -177,19 +177,30 @@ class Response extends Readable {
 
 // One kept-alive connection to the runtime. Its listeners are attached once, for its whole
 // life: they hand what the socket does to the exchange it carries, and drop it while it idles
-// (the runtime closing an idle connection is a restart, or its idle timeout).
+// (the runtime closing an idle connection is a restart, or its idle timeout). Until it is
+// connected it carries nothing: an exchange waits in `connecting`, so that a connection the
+// runtime's listener could not take yet can be tried again without losing a byte.
 class Connection {
-  constructor(pool) {
+  constructor(pool, exchange, attempt) {
     this.pool = pool;
     this.socket = net.connect(pool.socketPath);
     this.exchange = null;
+    this.connecting = exchange;
+    // How many times its exchange was turned away before (see Pool#connectFailed).
+    this.attempt = attempt;
     const socket = this.socket;
+    socket.once('connect', () => {
+      const waiting = this.connecting;
+      this.connecting = null;
+      pool.begin(this, waiting, false);
+    });
     socket.on('data', (chunk) => {
       if (this.exchange) this.exchange.onData(chunk);
       else pool.drop(this);
     });
     socket.on('error', (err) => {
-      if (this.exchange) this.exchange.fail(err);
+      if (this.connecting) pool.connectFailed(this, err);
+      else if (this.exchange) this.exchange.fail(err);
       else pool.drop(this);
     });
     socket.on('end', () => {
@@ -198,6 +209,7 @@ class Connection {
     socket.on('close', () => {
       if (this.exchange) this.exchange.onClose();
       else pool.drop(this);
+      pool.onConnectionClosed(this);
     });
     socket.on('drain', () => {
       if (this.exchange && this.exchange.body && !this.exchange.requestDone) this.exchange.body.resume();
@@ -208,17 +220,22 @@ class Connection {
 // One request and its response on a connection. `onHead(err, response, exchange)` is called
 // once; the response is a Readable with `status` and `metadata.headers`. The exchange tells
 // whether its connection was `reused`, whether anything was `received` on it, and the runtime's
-// `errorType` of an answer that is an error.
+// `errorType` of an answer that is an error. Until the pool gives it a connection (`begin`), it
+// waits, and nothing of it is sent.
 class Exchange {
-  constructor(connection, reused, onHead) {
-    this.connection = connection;
-    this.socket = connection.socket;
-    this.reused = reused;
+  constructor(pool, head, body, bodyLength, onHead) {
+    this.pool = pool;
+    this.connection = null;
+    this.socket = null;
+    this.head = head;
+    this.reused = false;
     this.mayRetry = true;
+    // When a connection for it was first turned away (0: never).
+    this.firstRefused = 0;
     this.errorType = undefined;
     this.onHead = onHead;
-    this.body = null;
-    this.bodyLength = undefined;
+    this.body = body;
+    this.bodyLength = bodyLength;
     this.sent = 0;
     this.headDone = false;
     this.requestDone = false;
@@ -238,16 +255,32 @@ class Exchange {
     this.onHead(err, res, this);
   }
 
+  // Sends the request on `connection`, which it now owns.
+  begin(connection, reused) {
+    this.connection = connection;
+    this.socket = connection.socket;
+    this.reused = reused;
+    const { head, body } = this;
+    this.head = null;
+    if (Buffer.isBuffer(body)) {
+      writeWithHead(this.socket, head, body.length === 0 ? null : body);
+      this.requestDone = true;
+    } else {
+      this.stream(head, body, this.bodyLength);
+    }
+  }
+
   fail(err) {
     if (this.failed) return;
     this.failed = true;
     if (!this.headDone) this.finishHead(err);
     else if (this.response && !this.responseDone) this.response.destroy(err);
-    this.socket.destroy();
+    if (this.socket) this.socket.destroy();
+    else this.pool.forget(this);
   }
 
   maybeRelease() {
-    if (this.requestDone && this.responseDone && !this.failed) this.connection.pool.release(this.connection);
+    if (this.requestDone && this.responseDone && !this.failed) this.pool.release(this.connection);
   }
 
   endResponse() {
@@ -343,8 +376,6 @@ class Exchange {
   // Sends a Readable body after the head: as is when `bodyLength` is its known length (the
   // head says so), else chunked.
   stream(head, body, bodyLength) {
-    this.body = body;
-    this.bodyLength = bodyLength;
     // An incoming HTTP request (what a gateway passes on) of a stated length: its parser, which
     // called the gateway at the request's head, pushes the body that came in the same read
     // before the next tick. A body whose stated length is all there is taken whole, and goes
@@ -452,16 +483,87 @@ function writeWithHead(socket, head, body) {
   }
 }
 
+// For how long, and how soon, a connection the runtime's listener turned away for want of
+// room in its backlog (EAGAIN: a burst of new connections) is tried again. The waits grow and
+// are spread at random, so that a burst does not come back as one.
+const CONNECT_RETRY_BUDGET_MS = 3000;
+const CONNECT_RETRY_FIRST_MS = 2;
+const CONNECT_RETRY_MAX_MS = 100;
+
 class Pool {
-  constructor(socketPath) {
+  // `maxConnections` bounds the connections open at once; an exchange past it waits for one.
+  constructor(socketPath, maxConnections) {
     this.socketPath = socketPath;
+    this.maxConnections = maxConnections;
     this.idle = [];
+    // Exchanges waiting for a connection, oldest first.
+    this.waiting = [];
+    // Connections open or opening.
+    this.open = 0;
     this.closed = false;
   }
 
+  // Ends idle connections; exchanges still waiting for one fail. Those under way finish.
   close() {
     this.closed = true;
     for (const connection of this.idle.splice(0)) connection.socket.destroy();
+    for (const exchange of this.waiting.splice(0)) exchange.fail(new Error('the client was closed'));
+  }
+
+  // One exchange. `head` is the request head's text (ending with CRLF CRLF, one byte per char);
+  // `body` a Buffer sent with it, or a Readable sent after it: as is when `bodyLength` is its
+  // known length (the head says so), else chunked. Calls `onHead(err, response, exchange)` once.
+  // Returns the exchange, whose `fail(err)` ends it and its connection.
+  exchange(head, body, bodyLength, onHead) {
+    const exchange = new Exchange(this, head, body, bodyLength, onHead);
+    const connection = this.idle.pop();
+    if (connection !== undefined) this.begin(connection, exchange, true);
+    else if (this.open < this.maxConnections) this.connect(exchange, 0);
+    else this.waiting.push(exchange);
+    return exchange;
+  }
+
+  connect(exchange, attempt) {
+    this.open += 1;
+    // It lives on through its socket's listeners.
+    new Connection(this, exchange, attempt);
+  }
+
+  // `connection` is ready for `exchange` (null: it was given up while connecting).
+  begin(connection, exchange, reused) {
+    if (exchange === null || exchange.failed) {
+      this.release(connection);
+      return;
+    }
+    connection.exchange = exchange;
+    exchange.begin(connection, reused);
+  }
+
+  // A connection failed before it was established: a listener whose backlog was full
+  // (EAGAIN) is tried again a little later; anything else fails its exchange.
+  connectFailed(connection, err) {
+    const exchange = connection.connecting;
+    connection.connecting = null;
+    if (exchange === null || exchange.failed) return;
+    if (exchange.firstRefused === 0) exchange.firstRefused = Date.now();
+    if (err.code === 'EAGAIN' && !this.closed && Date.now() - exchange.firstRefused < CONNECT_RETRY_BUDGET_MS) {
+      const attempt = connection.attempt + 1;
+      const wait = Math.min(CONNECT_RETRY_MAX_MS, CONNECT_RETRY_FIRST_MS * 2 ** attempt) * (0.5 + Math.random());
+      // Not counted while it waits, so that others may connect meanwhile.
+      setTimeout(() => {
+        if (exchange.failed) return;
+        if (this.open < this.maxConnections) this.connect(exchange, attempt);
+        else this.waiting.unshift(exchange);
+      }, wait);
+      return;
+    }
+    exchange.fail(err);
+  }
+
+  // An exchange given up while it waited for a connection.
+  forget(exchange) {
+    const at = this.waiting.indexOf(exchange);
+    if (at >= 0) this.waiting.splice(at, 1);
   }
 
   release(connection) {
@@ -472,7 +574,9 @@ class Pool {
     }
     // Paused by back-pressure on the last response, it would not even see its own close.
     connection.socket.resume();
-    this.idle.push(connection);
+    const next = this.waiting.shift();
+    if (next !== undefined) this.begin(connection, next, true);
+    else this.idle.push(connection);
   }
 
   // An idle connection that did something (closed, failed, or sent unasked bytes) leaves.
@@ -482,23 +586,17 @@ class Pool {
     connection.socket.destroy();
   }
 
-  // One exchange. `head` is the request head's text (ending with CRLF CRLF, one byte per char);
-  // `body` a Buffer sent with it, or a Readable sent after it: as is when `bodyLength` is its
-  // known length (the head says so), else chunked. Calls `onHead(err, response, exchange)` once.
-  // Returns the exchange, whose `fail(err)` ends it and its connection.
-  exchange(head, body, bodyLength, onHead) {
-    let connection = this.idle.pop();
-    const reused = connection !== undefined;
-    if (!reused) connection = new Connection(this);
-    const exchange = new Exchange(connection, reused, onHead);
-    connection.exchange = exchange;
-    if (Buffer.isBuffer(body)) {
-      writeWithHead(connection.socket, head, body.length === 0 ? null : body);
-      exchange.requestDone = true;
-    } else {
-      exchange.stream(head, body, bodyLength);
+  // A connection is gone: room for one that an exchange waits for.
+  onConnectionClosed(connection) {
+    this.open -= 1;
+    const exchange = connection.connecting;
+    if (exchange !== null && !exchange.failed) {
+      // Closed before it connected, without an error of its own.
+      exchange.fail(Object.assign(new Error('the connection to the runtime closed before it was established'), { code: 'ECONNRESET' }));
     }
-    return exchange;
+    const next = this.waiting.shift();
+    if (next !== undefined && this.open < this.maxConnections) this.connect(next, 0);
+    else if (next !== undefined) this.waiting.unshift(next);
   }
 }
 
