@@ -742,6 +742,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("noslate-spawn-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // Stated, not left to the umask: other tests bind the admin socket under a umask of 077
+        // at the same time, and a worker user must enter this directory.
+        std::fs::set_permissions(
+            &dir,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
         dir
     }
 
@@ -1077,6 +1084,11 @@ os.write(4, ('%d %d %d %d %s %d\n' % (r1, e1, r2, e2, mode, os.getpid() > 0)).en
     fn namespaces_give_pid_1_a_private_tmp_and_a_read_only_code_dir() {
         let dir = scratch("ns");
         std::fs::write(dir.join("handler.js"), "code").unwrap();
+        std::fs::set_permissions(
+            dir.join("handler.js"),
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+        )
+        .unwrap();
         let caps = probe::probe(&instance("ns"));
         let nobody = resolve_user("nobody").ok();
         let iso = Isolation::full(nobody, Vec::new());
