@@ -468,6 +468,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
         services: profiles.services,
         raw_functions: raw.0,
         raw_services: raw.1,
+        functions_base: config::profile_base_dir(&functions_file).to_path_buf(),
         workdir,
         logdir,
     };

@@ -29,6 +29,7 @@ pub use profile::{
     DEFAULT_NOFILE_LIMIT, DEFAULT_PIDS_LIMIT, DispatchMode, FunctionProfile, HandlerStyle,
     MAX_NAME_CHARS, MIN_MEMORY_LIMIT_BYTES, PackageLocation, ProfileSet, RESERVED_ENV_PREFIXES,
     RateLimit, ResourceLimit, Runtime, WorkerProfile, load_functions, parse_functions,
+    profile_base_dir,
 };
 pub use service::{PROPORTION_SUM_TOLERANCE, ServiceKind, ServiceProfile};
 pub use sizing::{HostMemory, PoolSizeSource, instance_memory, size_pool_from_instance};

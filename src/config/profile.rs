@@ -291,11 +291,15 @@ pub fn parse_functions(
 /// file's directory. A file that cannot be read or parsed is one problem naming the file.
 pub fn load_functions(file: &Path, sys: &SystemConfig) -> Result<ProfileSet, Vec<Problem>> {
     let root = read_json_file(file).map_err(|problem| vec![problem])?;
-    let base_dir = match file.parent() {
+    parse_profile_set(&root, profile_base_dir(file), sys)
+}
+
+/// The directory a profile file's relative code urls resolve against: its own.
+pub fn profile_base_dir(file: &Path) -> &Path {
+    match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
-    };
-    parse_profile_set(&root, base_dir, sys)
+    }
 }
 
 /// Checks a function or service name; records a problem at `path` and returns false if bad.

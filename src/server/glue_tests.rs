@@ -61,6 +61,7 @@ fn harness_with(functions: &str, tune: impl FnOnce(&mut SystemConfig)) -> Harnes
         services: set.services,
         raw_functions: Vec::new(),
         raw_services: Vec::new(),
+        functions_base: dir.clone(),
         workdir: dir.join("work"),
         logdir: dir.join("log"),
     })

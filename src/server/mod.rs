@@ -94,6 +94,8 @@ pub struct ServerOptions {
     pub raw_functions: Vec<serde_json::Value>,
     /// The service profiles as written.
     pub raw_services: Vec<serde_json::Value>,
+    /// The directory the profiles' relative code urls were resolved against (their file's).
+    pub functions_base: PathBuf,
     /// Work directory (bootstraps are written here).
     pub workdir: PathBuf,
     /// Log directory (worker stdout/stderr live under it).
@@ -289,6 +291,7 @@ impl Server {
             services,
             raw_functions,
             raw_services,
+            functions_base,
             workdir,
             logdir,
         } = options;
@@ -340,8 +343,11 @@ impl Server {
         let scheduler = scheduler::Scheduler::new(
             functions,
             services,
-            raw_functions,
-            raw_services,
+            scheduler::WrittenProfiles {
+                functions: raw_functions,
+                services: raw_services,
+                base: functions_base,
+            },
             config.default_function.as_deref(),
             config.control_plane.scaler,
             Instant::now(),

@@ -73,6 +73,21 @@ run([
     assert.equal(agent.getServiceProfile()[0].name, 'front');
   }],
 
+  ['a relative code url resolves against the caller\'s directory, and services see it so', async () => {
+    // The runtime runs elsewhere: a url relative to this process's directory must not be read
+    // against the runtime's when a service set is checked against the functions.
+    const cwd = process.cwd();
+    process.chdir(fixtures);
+    try {
+      await agent.setFunctionProfile([profile('echo', 'echo'), { ...profile('rel', 'echo'), url: 'file://./echo' }]);
+    } finally {
+      process.chdir(cwd);
+    }
+    await agent.setServiceProfile([{ name: 'front', selector: { functionName: 'echo' } }]);
+    assert.equal(JSON.parse(await text(await agent.invoke('rel', 'relative', { url: '/' }))).body, 'relative');
+    assert.equal(JSON.parse(await text(await agent.invokeService('front', 'svc', { url: '/' }))).body, 'svc');
+  }],
+
   ['platform environment variables, with Noslate\'s checks', async () => {
     assert.equal((await rejection(agent.setPlatformEnvironmentVariables([{ key: 'NOSLATE_A', value: '1' }]))).message,
       "Platform environment variables' key can't start with NOSLATED_ and NOSLATE_. (Failed: NOSLATE_A)");

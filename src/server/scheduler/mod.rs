@@ -24,9 +24,20 @@ use crate::server::client::InvokeError;
 use crate::server::seeds;
 use crate::turf::worker::{Worker, WorkerState};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Everything the runtime knows about its functions and their demand.
+/// A profile set as it was written: `GET /v1/functions` answers it, and a new service set is
+/// checked against its functions.
+#[derive(Debug, Default)]
+pub(in crate::server) struct WrittenProfiles {
+    pub functions: Vec<serde_json::Value>,
+    pub services: Vec<serde_json::Value>,
+    /// The directory their relative code urls were resolved against.
+    pub base: PathBuf,
+}
+
 #[derive(Debug)]
 pub(in crate::server) struct Scheduler {
     functions: Vec<Function>,
@@ -37,6 +48,8 @@ pub(in crate::server) struct Scheduler {
     raw_functions: Vec<serde_json::Value>,
     /// The service profiles as written.
     raw_services: Vec<serde_json::Value>,
+    /// The directory `raw_functions`' relative code urls were resolved against.
+    functions_base: PathBuf,
     rng: Rng,
     /// Invocations accepted and not yet finished (queued or dispatched).
     inflight: usize,
@@ -211,8 +224,7 @@ impl Scheduler {
     pub(in crate::server) fn new(
         functions: Vec<FunctionProfile>,
         services: Vec<ServiceProfile>,
-        raw_functions: Vec<serde_json::Value>,
-        raw_services: Vec<serde_json::Value>,
+        written: WrittenProfiles,
         default: Option<&str>,
         scaler: crate::config::ScalerKind,
         now: Instant,
@@ -239,8 +251,9 @@ impl Scheduler {
             by_name,
             default_function,
             services,
-            raw_functions,
-            raw_services,
+            raw_functions: written.functions,
+            raw_services: written.services,
+            functions_base: written.base,
             rng: Rng::from_entropy(),
             inflight: 0,
             breaker: CircuitBreaker::new(),
@@ -572,8 +585,7 @@ mod tests {
         Scheduler::new(
             set.functions,
             set.services,
-            Vec::new(),
-            Vec::new(),
+            WrittenProfiles::default(),
             default,
             scaler,
             Instant::now(),
@@ -686,8 +698,7 @@ mod tests {
                 .map(|set| set.functions)
                 .unwrap_or_default(),
             Vec::new(),
-            Vec::new(),
-            Vec::new(),
+            WrittenProfiles::default(),
             Some("nope"),
             crate::config::ScalerKind::Idle,
             Instant::now(),

@@ -54,6 +54,8 @@ pub(in crate::server) struct FunctionSet {
     raw_functions: Vec<Value>,
     /// The services as written, when the set replaces them.
     raw_services: Option<Vec<Value>>,
+    /// The directory its relative code urls were resolved against.
+    base: PathBuf,
 }
 
 impl FunctionSet {
@@ -106,6 +108,7 @@ impl FunctionSet {
             services: set.services,
             raw_functions,
             raw_services,
+            base,
         })
     }
 
@@ -232,6 +235,7 @@ impl Scheduler {
             self.raw_services = services;
         }
         self.raw_functions = set.raw_functions;
+        self.functions_base = set.base;
         self.default_function = match &config.default_function {
             Some(name) => self.by_name.get(name).copied(),
             None if self.by_name.len() == 1 => self.by_name.values().next().copied(),
@@ -398,15 +402,18 @@ impl Scheduler {
                 ));
             }
         };
-        // Validate with the profile parser, against the current functions.
+        // Validate with the profile parser, against the current functions as they were resolved
+        // (relative code urls against their own file's or caller's directory, not this
+        // process's).
         let doc = json!({ "functions": self.raw_functions, "services": items });
-        let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let set = config::parse_functions(&doc.to_string(), &base, config).map_err(|problems| {
-            let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            let mut err = bad_request("InvalidServices", lines.join("; "));
-            err.stack = Some(lines);
-            err
-        })?;
+        let set = config::parse_functions(&doc.to_string(), &self.functions_base, config).map_err(
+            |problems| {
+                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                let mut err = bad_request("InvalidServices", lines.join("; "));
+                err.stack = Some(lines);
+                err
+            },
+        )?;
         self.services = set.services;
         self.raw_services = items;
         Ok(json!({ "services": self.services.len() }))
