@@ -552,7 +552,8 @@ class Pool {
       // Not counted while it waits, so that others may connect meanwhile.
       setTimeout(() => {
         if (exchange.failed) return;
-        if (this.open < this.maxConnections) this.connect(exchange, attempt);
+        if (this.closed) exchange.fail(new Error('the client was closed'));
+        else if (this.open < this.maxConnections) this.connect(exchange, attempt);
         else this.waiting.unshift(exchange);
       }, wait);
       return;
