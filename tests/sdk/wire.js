@@ -20,6 +20,9 @@ let script = null;
 const invocations = [];
 // Connections that carried at least one invocation.
 let invocationConnections = 0;
+// How long health checks wait for their answer, and how many came.
+let healthDelay = 0;
+let healthChecks = 0;
 function serve() {
   try { fs.unlinkSync(socketPath); } catch {}
   const server = net.createServer((socket) => {
@@ -46,7 +49,9 @@ function serve() {
         const bytes = buf.slice(0, used);
         buf = buf.slice(used);
         if (head.startsWith('GET /v1/health')) {
-          socket.write(HEALTH);
+          healthChecks += 1;
+          if (healthDelay > 0) setTimeout(() => socket.write(HEALTH), healthDelay);
+          else socket.write(HEALTH);
         } else {
           invocations.push({ bytes, reads });
           if (!invoked) invocationConnections += 1;
@@ -404,6 +409,25 @@ run([
     assert.deepEqual(answers, Array(40).fill('hello world'));
     await client.close();
     crowded.close();
+  }],
+
+  ['a runtime slow to answer its health checks is not taken for gone', async () => {
+    const warnings = [];
+    const watching = new NoslatedClient({
+      watchInterval: 50,
+      logger: { info() {}, warn: (line) => warnings.push(line), error: (line) => warnings.push(line) },
+    });
+    await watching.start();
+    script = (socket) => { socket.write(lengthAnswer); };
+    // Past the client's 1 s health timeout: the first check after this goes unanswered in time.
+    healthDelay = 1300;
+    const checksBefore = healthChecks;
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.ok(healthChecks > checksBefore, 'a slow health check was made');
+    assert.equal(await text(await watching.invoke('f', 'x', { url: '/' })), 'hello world');
+    assert.deepEqual(warnings, []);
+    healthDelay = 0;
+    await watching.close();
   }],
 
   ['close', async () => {

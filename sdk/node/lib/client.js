@@ -11,6 +11,8 @@ const errors = require('./errors');
 const START_TIMEOUT_MS = 10000;
 const WATCH_INTERVAL_MS = 1000;
 const HEALTH_TIMEOUT_MS = 1000;
+// Health checks in a row that may go unanswered in time before the runtime counts as gone.
+const MISSED_CHECKS = 3;
 // Invocation connections open at once; one invocation holds one until its answer has ended,
 // and invocations past it wait for one. The runtime queues at most
 // dataPlane.requestQueueLimit (1000) per function beyond what its workers take.
@@ -73,6 +75,8 @@ class NoslatedClient extends EventEmitter {
     this.connected = false;
     this.closed = false;
     this.watchTimer = null;
+    // Health checks not answered in time, in a row.
+    this.missedChecks = 0;
     // Configuration calls run one after another, each answered: an overlapping set neither
     // hangs nor lands out of order.
     this.configChain = Promise.resolve();
@@ -116,10 +120,18 @@ class NoslatedClient extends EventEmitter {
     this.watchTimer = setTimeout(async () => {
       try {
         const health = await this.transport.call('GET', '/v1/health', { timeoutMs: HEALTH_TIMEOUT_MS });
+        this.missedChecks = 0;
         await this.onRuntime(health);
       } catch (err) {
-        if (this.connected) this.logger.warn(`the runtime stopped answering: ${err.message}`);
-        this.connected = false;
+        this.missedChecks += 1;
+        // Gone (nothing listens, or the connection broke): at once. Slow to answer (a busy
+        // loop, a burst of connections ahead in its backlog): only after several checks in a
+        // row, so that a busy runtime is not taken for a gone one, with every invocation
+        // refused meanwhile.
+        if (err.code === errors.Status.UNAVAILABLE || this.missedChecks >= MISSED_CHECKS) {
+          if (this.connected) this.logger.warn(`the runtime stopped answering: ${err.message}`);
+          this.connected = false;
+        }
       }
       this.watch();
     }, this.watchInterval);
