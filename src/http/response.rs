@@ -174,12 +174,19 @@ pub fn error_body(error_type: &str, message: &str) -> Vec<u8> {
 }
 
 /// A complete error response for `err`: status, JSON body, `Content-Type: application/json`,
-/// `Content-Length`. With `keep_alive` false it also says `Connection: close`.
+/// `Content-Length` and the `extra` header fields. With `keep_alive` false it also says
+/// `Connection: close`.
 ///
 /// For a HEAD request the caller sends only the head, i.e. drops the body bytes.
-pub fn write_error(out: &mut Vec<u8>, err: &HttpError, keep_alive: bool, date: &[u8]) {
+pub fn write_error(
+    out: &mut Vec<u8>,
+    err: &HttpError,
+    extra: &[(&str, &str)],
+    keep_alive: bool,
+    date: &[u8],
+) {
     let body = error_body(err.error_type(), &err.to_string());
-    write_json_response(out, err.status(), &[], &body, keep_alive, date);
+    write_json_response(out, err.status(), extra, &body, keep_alive, date);
 }
 
 /// A complete response with a JSON `body` and the `extra` header fields, such as
@@ -526,7 +533,7 @@ mod tests {
     fn complete_error_response() {
         let mut out = Vec::new();
         let err = HttpError::BodyTooLarge { limit: 33_554_432 };
-        write_error(&mut out, &err, false, DATE);
+        write_error(&mut out, &err, &[], false, DATE);
         let body = r#"{"errorMessage":"request body exceeds http.maxRequestBodySize (33554432 bytes)","errorType":"PayloadTooLarge"}"#;
         let expected = format!(
             "HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n\
@@ -543,6 +550,7 @@ mod tests {
         write_error(
             &mut out,
             &HttpError::ExpectationFailed("x".into()),
+            &[],
             true,
             DATE,
         );

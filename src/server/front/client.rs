@@ -113,10 +113,9 @@ pub fn refuse_connection(sock: &mut mio::net::TcpStream, why: &str) {
 /// not arrive in time). On the admin socket it carries `x-noslate-error`, as every answer the
 /// runtime makes there does, so that a client does not take it for a function's response.
 fn write_refusal(conn: &mut Conn, err: &HttpError, date: &[u8]) {
-    let body = response::error_body(err.error_type(), &err.to_string());
     let admin = [(crate::admin::invocation::ERROR, err.error_type())];
     let extra: &[(&str, &str)] = if conn.sock.is_admin() { &admin } else { &[] };
-    response::write_json_response(&mut conn.wbuf, err.status(), extra, &body, false, date);
+    response::write_error(&mut conn.wbuf, err, extra, false, date);
 }
 
 impl FrontEnd {
