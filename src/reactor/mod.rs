@@ -1,8 +1,9 @@
 //! Event-loop plumbing that knows nothing about HTTP or workers: token encoding, the
-//! generational slab that owns connections and workers, and the deadline set that drives the
-//! poll timeout.
+//! generational slab that owns connections and workers, the deadline set that drives the
+//! poll timeout, and the wait that spins briefly before it sleeps.
 
 pub mod buffer;
+pub mod busy_poll;
 pub mod slab;
 pub mod timer;
 pub mod token;

@@ -48,6 +48,7 @@ use crate::ids::ConnRef;
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
 use crate::pool::StartError;
+use crate::reactor::busy_poll::BusyPoll;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
@@ -412,6 +413,10 @@ impl Server {
         self.arm_sched_tick();
         self.arm_scaler_poll();
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let busy_poll = BusyPoll::new(
+            Duration::from_micros(self.config.data_plane.busy_poll_micros),
+            self.config.data_plane.busy_poll_max_connections,
+        );
         loop {
             let now = Instant::now();
             let timeout = if !self.effects.has_next_iteration() {
@@ -421,7 +426,13 @@ impl Server {
             } else {
                 Duration::ZERO
             };
-            if let Err(err) = self.poll.poll(&mut events, Some(timeout))
+            // `events` still holds the batch just handled.
+            let spin = busy_poll.should_spin(
+                events.iter().count(),
+                self.front.connection_count(),
+                timeout,
+            );
+            if let Err(err) = busy_poll.wait(&mut self.poll, &mut events, timeout, spin)
                 && err.kind() != io::ErrorKind::Interrupted
             {
                 self.supervisor.kill_all_workers();

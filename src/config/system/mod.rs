@@ -139,6 +139,14 @@ pub const DEFAULT_CANCEL_GRACE_PERIOD_MS: u64 = 1_000;
 pub const DEFAULT_STREAM_WINDOW: u32 = 1 << 20;
 /// The smallest `dataPlane.streamWindow`: one response-body frame.
 pub const MIN_STREAM_WINDOW: u32 = 64 * 1024;
+/// Default `dataPlane.busyPollMicros`: about one worker's answer to a trivial request, so that
+/// at low concurrency the answer usually arrives before the loop would have slept.
+pub const DEFAULT_BUSY_POLL_MICROS: u64 = 100;
+/// The largest `dataPlane.busyPollMicros`: past this, sleeping costs less than spinning.
+pub const MAX_BUSY_POLL_MICROS: u64 = 10_000;
+/// Default `dataPlane.busyPollMaxConnections`: a few clients (FC's default instance
+/// concurrency is 1); with more, events batch up while the loop sleeps.
+pub const DEFAULT_BUSY_POLL_MAX_CONNECTIONS: usize = 4;
 
 /// Default `controlPlane.expandConcurrency`: concurrent worker launches.
 pub const DEFAULT_EXPAND_CONCURRENCY: u32 = 4;
@@ -408,6 +416,12 @@ pub struct DataPlaneConfig {
     /// with (INIT's `responseWindow`), which is also the most the runtime holds for one slow
     /// client.
     pub stream_window: u32,
+    /// `dataPlane.busyPollMicros` (ours): how long the loop keeps polling, yielding the CPU
+    /// between polls, after it handled events and before it sleeps (0: never).
+    pub busy_poll_micros: u64,
+    /// `dataPlane.busyPollMaxConnections` (ours): the most open client connections at which
+    /// the loop still spins.
+    pub busy_poll_max_connections: usize,
 }
 
 impl Default for DataPlaneConfig {
@@ -417,6 +431,8 @@ impl Default for DataPlaneConfig {
             request_queue_limit: DEFAULT_REQUEST_QUEUE_LIMIT,
             cancel_grace_period_ms: DEFAULT_CANCEL_GRACE_PERIOD_MS,
             stream_window: DEFAULT_STREAM_WINDOW,
+            busy_poll_micros: DEFAULT_BUSY_POLL_MICROS,
+            busy_poll_max_connections: DEFAULT_BUSY_POLL_MAX_CONNECTIONS,
         }
     }
 }
@@ -1049,6 +1065,42 @@ mod tests {
             let problems = load_json(bad).unwrap_err();
             assert_eq!(problems.len(), 1, "{bad}");
             assert_eq!(problems[0].path, "turf.spareWorkers", "{bad}");
+        }
+    }
+
+    #[test]
+    fn busy_polling_defaults_on_for_few_clients_and_is_bounded() {
+        let dp = SystemConfig::default().data_plane;
+        assert_eq!(dp.busy_poll_micros, 100);
+        assert_eq!(dp.busy_poll_max_connections, 4);
+        let cfg =
+            load_json(r#"{"dataPlane": {"busyPollMicros": 0, "busyPollMaxConnections": 64}}"#)
+                .unwrap();
+        assert_eq!(cfg.data_plane.busy_poll_micros, 0);
+        assert_eq!(cfg.data_plane.busy_poll_max_connections, 64);
+        let cfg = load_json(r#"{"dataPlane": {"busyPollMicros": 10000}}"#).unwrap();
+        assert_eq!(cfg.data_plane.busy_poll_micros, 10_000);
+        for (bad, path) in [
+            (
+                r#"{"dataPlane": {"busyPollMicros": 10001}}"#,
+                "dataPlane.busyPollMicros",
+            ),
+            (
+                r#"{"dataPlane": {"busyPollMicros": -1}}"#,
+                "dataPlane.busyPollMicros",
+            ),
+            (
+                r#"{"dataPlane": {"busyPollMicros": "100us"}}"#,
+                "dataPlane.busyPollMicros",
+            ),
+            (
+                r#"{"dataPlane": {"busyPollMaxConnections": 1.5}}"#,
+                "dataPlane.busyPollMaxConnections",
+            ),
+        ] {
+            let problems = load_json(bad).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].path, path, "{bad}");
         }
     }
 

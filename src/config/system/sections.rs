@@ -10,9 +10,9 @@ use serde_json::Value;
 use super::{
     AccessLogDestination, CONCURRENCY_STATS_MODES, CircuitBreakerConfig, ControlPlaneConfig,
     DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS, DataPlaneConfig, EmaSettings, HttpConfig,
-    LoggerConfig, MAX_SPARE_WORKERS, MIN_MAX_HEADER_BYTES, MIN_STREAM_WINDOW, SCALERS,
-    SHRINK_STRATEGIES, ScalerKind, StarterConfig, SystemConfig, TurfConfig, WorkerDefaults,
-    log_level,
+    LoggerConfig, MAX_BUSY_POLL_MICROS, MAX_SPARE_WORKERS, MIN_MAX_HEADER_BYTES, MIN_STREAM_WINDOW,
+    SCALERS, SHRINK_STRATEGIES, ScalerKind, StarterConfig, SystemConfig, TurfConfig,
+    WorkerDefaults, log_level,
 };
 use crate::config::problems::{
     Fields, Problems, boolean, describe, in_unit_interval, int, join, set, string,
@@ -354,6 +354,20 @@ fn apply_data_plane(
             ),
         }
     }
+    if let Some(micros) = s.int::<u64>("busyPollMicros", 0, p) {
+        if micros > MAX_BUSY_POLL_MICROS {
+            p.add(
+                s.child("busyPollMicros"),
+                format!("must be at most {MAX_BUSY_POLL_MICROS} (10 ms), got {micros}"),
+            );
+        } else {
+            dp.busy_poll_micros = micros;
+        }
+    }
+    set(
+        &mut dp.busy_poll_max_connections,
+        s.int("busyPollMaxConnections", 0, p),
+    );
     ignore(
         s,
         &[
