@@ -416,7 +416,11 @@ impl Server {
         let busy_poll = BusyPoll::new(
             Duration::from_micros(self.config.data_plane.busy_poll_micros),
             self.config.data_plane.busy_poll_max_connections,
+            BusyPoll::available_cpus(),
         );
+        if let Some(why) = busy_poll.off_reason() {
+            log::debug!("[loop] no busy polling: {why}");
+        }
         loop {
             let now = Instant::now();
             let timeout = if !self.effects.has_next_iteration() {
