@@ -1,0 +1,103 @@
+//! The loop's spin before it sleeps (`dataPlane.busyPollMicros`): requests that arrive whole,
+//! in pieces or after a stall are all answered while it spins, and a runtime whose clients went
+//! quiet falls asleep: with a keep-alive connection still open, it uses no CPU.
+
+mod common;
+
+use std::thread;
+use std::time::Duration;
+
+use common::{Client, Noslate, Req, assert_invoke_ok, proc_cpu_ticks, profile};
+use serde_json::json;
+
+/// The longest window there is, so that a spin that never ended, or one that ran between
+/// requests as if they were still coming, would show as whole clock ticks of CPU.
+fn spinning_runtime() -> Noslate {
+    common::require_node();
+    Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({"dataPlane": {"busyPollMicros": 10_000, "busyPollMaxConnections": 4}}))
+        .start()
+}
+
+fn invoke(body: &str) -> Req {
+    Req::new("POST", "/invoke").body(body.as_bytes())
+}
+
+#[test]
+fn requests_whole_split_and_stalled_are_answered_while_the_loop_spins() {
+    let noslate = spinning_runtime();
+    let mut client = Client::connect(noslate.port());
+    for i in 0..50 {
+        let resp = client.request(&invoke(&format!("whole {i}")));
+        assert_invoke_ok(&resp);
+        assert!(
+            resp.text().contains(&format!("whole {i}")),
+            "{}",
+            resp.brief()
+        );
+    }
+    // Byte by byte, with pauses inside the spin window and past it.
+    let bytes = invoke("split").to_bytes();
+    for (i, byte) in bytes.iter().enumerate() {
+        client.send(std::slice::from_ref(byte));
+        if i % 7 == 0 {
+            thread::sleep(Duration::from_millis(if i % 14 == 0 { 15 } else { 1 }));
+        }
+    }
+    let resp = client.read_response();
+    assert_invoke_ok(&resp);
+    assert!(resp.text().contains("split"), "{}", resp.brief());
+    // Then the same connection stays quiet, and ends with a half-close after a request.
+    thread::sleep(Duration::from_millis(30));
+    let resp = client.request(&invoke("after a stall"));
+    assert_invoke_ok(&resp);
+    client.send(&invoke("last").to_bytes());
+    client.shutdown_write();
+    let resp = client.read_response();
+    assert_invoke_ok(&resp);
+    assert!(resp.text().contains("last"), "{}", resp.brief());
+}
+
+#[test]
+fn a_runtime_whose_clients_went_quiet_uses_no_cpu() {
+    let noslate = spinning_runtime();
+    // Two keep-alive connections stay open: under busyPollMaxConnections, so the loop would
+    // spin if it took an open connection for a coming request.
+    let mut first = Client::connect(noslate.port());
+    let mut second = Client::connect(noslate.port());
+    for i in 0..20 {
+        assert_invoke_ok(&first.request(&invoke(&format!("a {i}"))));
+        assert_invoke_ok(&second.request(&invoke(&format!("b {i}"))));
+    }
+    // Let the last window run out, then measure one second of quiet.
+    thread::sleep(Duration::from_millis(100));
+    let before = proc_cpu_ticks(noslate.pid()).expect("the runtime's CPU time");
+    thread::sleep(Duration::from_secs(1));
+    let after = proc_cpu_ticks(noslate.pid()).expect("the runtime's CPU time");
+    // A clock tick is 10 ms: a loop spinning through the second would show about 100.
+    assert!(
+        after - before <= 5,
+        "the idle runtime used {} ticks of CPU in one second",
+        after - before
+    );
+    // And it still answers at once on both connections.
+    assert_invoke_ok(&first.request(&invoke("again")));
+    assert_invoke_ok(&second.request(&invoke("again")));
+}
+
+#[test]
+fn a_window_past_its_bound_is_refused_at_start() {
+    let exited = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({"dataPlane": {"busyPollMicros": 10_001}}))
+        .run_to_exit();
+    assert!(!exited.status.success(), "{exited:?}");
+    assert!(
+        exited
+            .stderr
+            .contains("dataPlane.busyPollMicros: must be at most 10000 (10 ms), got 10001"),
+        "{}",
+        exited.stderr
+    );
+}
