@@ -13,6 +13,14 @@
 //! while it works, and sleeping lets them gather into larger batches. There it sleeps at once.
 //! A loop woken only by its timers (an idle runtime) never spins either.
 //!
+//! A spin that waits for a worker's answer can also hold that worker off: when the kernel
+//! wakes the worker on the runtime's own CPU (it expects a waker that wrote to a pipe to sleep
+//! soon), `sched_yield` does not reliably run it first, and the answer comes only once the
+//! window has passed. So a window that passed without an event after the loop had handed a
+//! worker something turns the spin off after the next [`FEED_BACKOFF`] such hand-offs; the
+//! spin for a client's next request stays. A slow handler, whose answer no window would have
+//! caught, is spared the spin the same way.
+//!
 //! Nor does a runtime that may use only one CPU (its affinity, or its cgroup's CPU quota): the
 //! worker it just handed a request to then waits on the same CPU, and `sched_yield` does not
 //! reliably run it first. Pinned to one CPU with a log reader elsewhere, a spinning runtime
@@ -24,13 +32,20 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
+/// Waits after a hand-off to a worker that do not spin, once such a spin passed in vain.
+pub const FEED_BACKOFF: u32 = 16;
+
 /// When the loop may poll instead of sleeping, and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusyPoll {
     window: Duration,
     max_connections: usize,
     /// The CPUs this process may run on; spinning needs another one for the worker.
     cpus: usize,
+    /// This iteration handed a worker something (frames were written to its pipe).
+    fed_worker: bool,
+    /// Waits after a hand-off that still sleep at once.
+    feeds_without_spin: u32,
 }
 
 impl BusyPoll {
@@ -42,7 +57,20 @@ impl BusyPoll {
             window,
             max_connections,
             cpus,
+            fed_worker: false,
+            feeds_without_spin: 0,
         }
+    }
+
+    /// The loop wrote frames to a worker in this iteration.
+    pub fn note_worker_fed(&mut self) {
+        self.fed_worker = true;
+    }
+
+    /// Whether this iteration wrote frames to a worker (for the loop's tests).
+    #[cfg(test)]
+    pub fn worker_fed(&self) -> bool {
+        self.fed_worker
     }
 
     /// The CPUs this process may use: its affinity mask, within its cgroup's CPU quota.
@@ -62,40 +90,57 @@ impl BusyPoll {
     }
 
     /// Whether the next wait should spin first: the last wait returned events (the loop is
-    /// serving someone), few clients are connected, and the wait would otherwise block.
-    pub fn should_spin(&self, last_events: usize, connections: usize, timeout: Duration) -> bool {
-        self.off_reason().is_none()
-            && !timeout.is_zero()
-            && last_events > 0
-            && connections <= self.max_connections
+    /// serving someone), few clients are connected, the wait would otherwise block, and spins
+    /// after hand-offs to workers are not backed off.
+    fn should_spin(&mut self, last_events: usize, connections: usize, timeout: Duration) -> bool {
+        if self.off_reason().is_some()
+            || timeout.is_zero()
+            || last_events == 0
+            || connections > self.max_connections
+        {
+            return false;
+        }
+        if self.fed_worker && self.feeds_without_spin > 0 {
+            self.feeds_without_spin -= 1;
+            return false;
+        }
+        true
     }
 
-    /// Waits for events as `Poll::poll` does with `timeout`, spinning first when `spin` is set.
-    /// The spin never outlasts `timeout`, so a timer that is due soon is not late.
+    /// Waits for events as `Poll::poll` does with `timeout`. It spins first when the last wait
+    /// returned `last_events` events and `connections` clients are connected, as
+    /// [`BusyPoll`] describes. The spin never outlasts `timeout`, so a timer that is due soon
+    /// is not late.
     pub fn wait(
-        &self,
+        &mut self,
         poll: &mut Poll,
         events: &mut Events,
         timeout: Duration,
-        spin: bool,
+        last_events: usize,
+        connections: usize,
     ) -> io::Result<()> {
-        if spin {
-            let start = Instant::now();
-            let window = self.window.min(timeout);
-            loop {
-                poll.poll(events, Some(Duration::ZERO))?;
-                if !events.is_empty() {
-                    return Ok(());
-                }
-                let spun = start.elapsed();
-                if spun >= window {
-                    return poll.poll(events, Some(timeout.saturating_sub(spun)));
-                }
-                // A worker or client sharing this CPU gets it before the next poll.
-                std::thread::yield_now();
-            }
+        let spin = self.should_spin(last_events, connections, timeout);
+        let fed_worker = std::mem::take(&mut self.fed_worker);
+        if !spin {
+            return poll.poll(events, Some(timeout));
         }
-        poll.poll(events, Some(timeout))
+        let start = Instant::now();
+        let window = self.window.min(timeout);
+        loop {
+            poll.poll(events, Some(Duration::ZERO))?;
+            if !events.is_empty() {
+                return Ok(());
+            }
+            let spun = start.elapsed();
+            if spun >= window {
+                if fed_worker {
+                    self.feeds_without_spin = FEED_BACKOFF;
+                }
+                return poll.poll(events, Some(timeout.saturating_sub(spun)));
+            }
+            // A worker or client sharing this CPU gets it before the next poll.
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -108,7 +153,7 @@ mod tests {
 
     #[test]
     fn spins_only_after_events_with_few_connections_and_a_wait_ahead() {
-        let busy = BusyPoll::new(WINDOW, 4, 2);
+        let mut busy = BusyPoll::new(WINDOW, 4, 2);
         let wait = Duration::from_millis(5);
         assert!(busy.should_spin(1, 1, wait));
         assert!(busy.should_spin(3, 4, wait));
@@ -120,7 +165,7 @@ mod tests {
         assert!(!busy.should_spin(1, 1, Duration::ZERO));
         assert!(!BusyPoll::new(Duration::ZERO, 4, 2).should_spin(1, 1, wait));
         // One CPU: the worker would wait for the spin to end.
-        let one_cpu = BusyPoll::new(WINDOW, 4, 1);
+        let mut one_cpu = BusyPoll::new(WINDOW, 4, 1);
         assert!(!one_cpu.should_spin(1, 1, wait));
         assert_eq!(
             one_cpu.off_reason(),
@@ -130,14 +175,59 @@ mod tests {
     }
 
     #[test]
+    fn a_spin_after_a_hand_off_that_passed_in_vain_backs_off_such_spins_only() {
+        let mut poll = Poll::new().expect("poll");
+        let waker = Waker::new(poll.registry(), Token(1)).expect("waker");
+        let mut events = Events::with_capacity(8);
+        let mut busy = BusyPoll::new(Duration::from_millis(1), 4, 2);
+        let timeout = Duration::from_millis(2);
+        // A hand-off whose answer came within the window: spins stay on.
+        busy.note_worker_fed();
+        waker.wake().expect("wake");
+        busy.wait(&mut poll, &mut events, timeout, 1, 1)
+            .expect("wait");
+        assert_eq!(events.iter().count(), 1);
+        busy.note_worker_fed();
+        assert!(busy.should_spin(1, 1, timeout));
+        busy.fed_worker = false;
+        // A hand-off whose window passed quietly.
+        busy.note_worker_fed();
+        busy.wait(&mut poll, &mut events, timeout, 1, 1)
+            .expect("wait");
+        assert!(events.is_empty());
+        // The next FEED_BACKOFF hand-offs sleep at once; waits for clients still spin.
+        for _ in 0..FEED_BACKOFF {
+            assert!(busy.should_spin(1, 1, timeout), "a wait for a client");
+            busy.note_worker_fed();
+            assert!(!busy.should_spin(1, 1, timeout), "a wait after a hand-off");
+            busy.fed_worker = false;
+        }
+        busy.note_worker_fed();
+        assert!(busy.should_spin(1, 1, timeout), "then it tries again");
+    }
+
+    #[test]
+    fn a_quiet_wait_for_a_client_does_not_back_off() {
+        let mut poll = Poll::new().expect("poll");
+        let mut events = Events::with_capacity(8);
+        let mut busy = BusyPoll::new(Duration::from_millis(1), 4, 2);
+        let timeout = Duration::from_millis(2);
+        busy.wait(&mut poll, &mut events, timeout, 1, 1)
+            .expect("wait");
+        assert!(events.is_empty());
+        busy.note_worker_fed();
+        assert!(busy.should_spin(1, 1, timeout));
+    }
+
+    #[test]
     fn a_spinning_wait_returns_an_event_that_is_already_there() {
         let mut poll = Poll::new().expect("poll");
         let waker = Waker::new(poll.registry(), Token(7)).expect("waker");
         waker.wake().expect("wake");
         let mut events = Events::with_capacity(8);
-        let busy = BusyPoll::new(Duration::from_secs(5), 4, 2);
+        let mut busy = BusyPoll::new(Duration::from_secs(5), 4, 2);
         let start = Instant::now();
-        busy.wait(&mut poll, &mut events, Duration::from_secs(5), true)
+        busy.wait(&mut poll, &mut events, Duration::from_secs(5), 1, 1)
             .expect("wait");
         assert!(start.elapsed() < Duration::from_secs(2));
         assert_eq!(
@@ -157,9 +247,9 @@ mod tests {
         });
         let mut events = Events::with_capacity(8);
         // A window far longer than the wake's delay: the event ends the spin.
-        let busy = BusyPoll::new(Duration::from_secs(5), 4, 2);
+        let mut busy = BusyPoll::new(Duration::from_secs(5), 4, 2);
         let start = Instant::now();
-        busy.wait(&mut poll, &mut events, Duration::from_secs(10), true)
+        busy.wait(&mut poll, &mut events, Duration::from_secs(10), 1, 1)
             .expect("wait");
         thread.join().expect("join");
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -173,9 +263,9 @@ mod tests {
     fn a_quiet_spin_falls_asleep_and_still_ends_at_the_timeout() {
         let mut poll = Poll::new().expect("poll");
         let mut events = Events::with_capacity(8);
-        let busy = BusyPoll::new(Duration::from_millis(2), 4, 2);
+        let mut busy = BusyPoll::new(Duration::from_millis(2), 4, 2);
         let start = Instant::now();
-        busy.wait(&mut poll, &mut events, Duration::from_millis(30), true)
+        busy.wait(&mut poll, &mut events, Duration::from_millis(30), 1, 1)
             .expect("wait");
         let waited = start.elapsed();
         assert!(events.is_empty());
@@ -188,9 +278,9 @@ mod tests {
     fn a_spin_never_outlasts_a_timer_that_is_due_sooner() {
         let mut poll = Poll::new().expect("poll");
         let mut events = Events::with_capacity(8);
-        let busy = BusyPoll::new(Duration::from_secs(10), 4, 2);
+        let mut busy = BusyPoll::new(Duration::from_secs(10), 4, 2);
         let start = Instant::now();
-        busy.wait(&mut poll, &mut events, Duration::from_millis(20), true)
+        busy.wait(&mut poll, &mut events, Duration::from_millis(20), 1, 1)
             .expect("wait");
         assert!(events.is_empty());
         assert!(start.elapsed() < Duration::from_secs(5));

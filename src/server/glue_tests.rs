@@ -448,7 +448,10 @@ fn a_ready_worker_takes_the_queued_invocation_when_dispatch_runs() {
     let (worker, _out) = h.ready_worker(0);
     let (mut client, key) = h.connect();
     h.send(&mut client, key, INVOKE);
+    assert!(!h.server.busy_poll.worker_fed());
     let effects = h.run_effects_but_scale();
+    // The loop's next wait knows that it handed a worker something.
+    assert!(h.server.busy_poll.worker_fed());
     assert!(h.queue(0).is_empty(), "dispatched");
     let w = h.server.supervisor.workers().get(worker).expect("worker");
     assert_eq!(w.active(), 1);

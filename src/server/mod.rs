@@ -250,6 +250,8 @@ pub struct Server {
     poll: Poll,
     signals: Receiver,
     timers: Timers<Timer>,
+    /// How the loop waits: whether it spins before it sleeps.
+    busy_poll: BusyPoll,
     /// Work recorded by handlers, carried out after each event batch (`effects`).
     effects: Effects,
     config: SystemConfig,
@@ -362,6 +364,11 @@ impl Server {
             poll,
             signals,
             timers: Timers::default(),
+            busy_poll: BusyPoll::new(
+                Duration::from_micros(config.data_plane.busy_poll_micros),
+                config.data_plane.busy_poll_max_connections,
+                BusyPoll::available_cpus(),
+            ),
             effects: Effects::default(),
             config,
             lifecycle: lifecycle::LifecycleState::default(),
@@ -413,12 +420,7 @@ impl Server {
         self.arm_sched_tick();
         self.arm_scaler_poll();
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        let busy_poll = BusyPoll::new(
-            Duration::from_micros(self.config.data_plane.busy_poll_micros),
-            self.config.data_plane.busy_poll_max_connections,
-            BusyPoll::available_cpus(),
-        );
-        if let Some(why) = busy_poll.off_reason() {
+        if let Some(why) = self.busy_poll.off_reason() {
             log::debug!("[loop] no busy polling: {why}");
         }
         loop {
@@ -431,12 +433,11 @@ impl Server {
                 Duration::ZERO
             };
             // `events` still holds the batch just handled.
-            let spin = busy_poll.should_spin(
-                events.iter().count(),
-                self.front.connection_count(),
-                timeout,
-            );
-            if let Err(err) = busy_poll.wait(&mut self.poll, &mut events, timeout, spin)
+            let handled = events.iter().count();
+            let connections = self.front.connection_count();
+            if let Err(err) =
+                self.busy_poll
+                    .wait(&mut self.poll, &mut events, timeout, handled, connections)
                 && err.kind() != io::ErrorKind::Interrupted
             {
                 self.supervisor.kill_all_workers();
@@ -2258,7 +2259,10 @@ impl Server {
                 self.check_workers_stopped();
             }
             Effect::ReadWorker(key) => self.on_worker_readable(key),
-            Effect::FlushWorker(key) => self.supervisor.flush_worker(key, &mut lent!(self)),
+            Effect::FlushWorker(key) => {
+                self.busy_poll.note_worker_fed();
+                self.supervisor.flush_worker(key, &mut lent!(self));
+            }
             Effect::FlushConn(key) => self.front.flush_conn(key, &mut lent!(self)),
             Effect::LeftQueue { function, client } => {
                 self.scheduler.leave_queue(function, client);
