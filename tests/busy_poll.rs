@@ -16,7 +16,7 @@ fn spinning_runtime() -> Noslate {
     common::require_node();
     Noslate::builder()
         .functions(&json!([profile("echo", "echo")]))
-        .config(&json!({"dataPlane": {"busyPollMicros": 10_000, "busyPollMaxConnections": 4}}))
+        .config(&json!({"dataPlane": {"busyPollMicros": 10_000, "busyPollMaxRequests": 4}}))
         .start()
 }
 
@@ -62,8 +62,9 @@ fn requests_whole_split_and_stalled_are_answered_while_the_loop_spins() {
 #[test]
 fn a_runtime_whose_clients_went_quiet_uses_no_cpu() {
     let noslate = spinning_runtime();
-    // Two keep-alive connections stay open: under busyPollMaxConnections, so the loop would
-    // spin if it took an open connection for a coming request.
+    // Two keep-alive connections stay open, and requests alternate on them: the loop spins
+    // between them, and would go on spinning if it took an open connection for a coming
+    // request.
     let mut first = Client::connect(noslate.port());
     let mut second = Client::connect(noslate.port());
     for i in 0..20 {

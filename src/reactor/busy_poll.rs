@@ -1,17 +1,19 @@
-//! Waiting for events without falling asleep at once, while few clients are connected.
+//! Waiting for events without falling asleep at once, while few requests are in progress.
 //!
 //! A proxied request at low concurrency crosses three processes: the client wakes the runtime,
 //! the runtime wakes the worker, the worker wakes the runtime again. Each of those wake-ups of a
 //! sleeping thread costs a context switch, and on a VM whose idle vCPU has halted, a wake-up by
 //! inter-processor interrupt as well: tens of microseconds per request, more than the runtime's
-//! own work. When only a few clients are connected nothing else would fill that time, so the
+//! own work. When only a few requests are in progress nothing else would fill that time, so the
 //! loop keeps polling (without blocking, yielding the CPU between polls so a worker or client on
 //! the same CPU runs first) for a short window after it has handled events, and sleeps only when
 //! that window passes quietly.
 //!
-//! With many clients connected the loop is bound by throughput, not by wake-ups: events arrive
-//! while it works, and sleeping lets them gather into larger batches. There it sleeps at once.
-//! A loop woken only by its timers (an idle runtime) never spins either.
+//! With many requests in progress the loop is bound by throughput, not by wake-ups: events
+//! arrive while it works, and sleeping lets them gather into larger batches. There it sleeps at
+//! once. The measure is requests, not connections: a gateway keeps a pool of idle connections
+//! open after a burst, and a connection without a request asks nothing of the loop. A loop
+//! woken only by its timers (an idle runtime) never spins either.
 //!
 //! A spin that waits for a worker's answer can also hold that worker off: when the kernel
 //! wakes the worker on the runtime's own CPU (it expects a waker that wrote to a pipe to sleep
@@ -39,7 +41,7 @@ pub const FEED_BACKOFF: u32 = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusyPoll {
     window: Duration,
-    max_connections: usize,
+    max_requests: usize,
     /// The CPUs this process may run on; spinning needs another one for the worker.
     cpus: usize,
     /// This iteration handed a worker something (frames were written to its pipe).
@@ -49,13 +51,13 @@ pub struct BusyPoll {
 }
 
 impl BusyPoll {
-    /// Spin for up to `window` after handling events while at most `max_connections` client
-    /// connections are open, if the process may use more than one of `cpus`. A zero window turns
-    /// spinning off.
-    pub fn new(window: Duration, max_connections: usize, cpus: usize) -> Self {
+    /// Spin for up to `window` after handling events while at most `max_requests` requests are
+    /// in progress, if the process may use more than one of `cpus`. A zero window turns spinning
+    /// off.
+    pub fn new(window: Duration, max_requests: usize, cpus: usize) -> Self {
         Self {
             window,
-            max_connections,
+            max_requests,
             cpus,
             fed_worker: false,
             feeds_without_spin: 0,
@@ -90,13 +92,13 @@ impl BusyPoll {
     }
 
     /// Whether the next wait should spin first: the last wait returned events (the loop is
-    /// serving someone), few clients are connected, the wait would otherwise block, and spins
+    /// serving someone), few requests are in progress, the wait would otherwise block, and spins
     /// after hand-offs to workers are not backed off.
-    fn should_spin(&mut self, last_events: usize, connections: usize, timeout: Duration) -> bool {
+    fn should_spin(&mut self, last_events: usize, requests: usize, timeout: Duration) -> bool {
         if self.off_reason().is_some()
             || timeout.is_zero()
             || last_events == 0
-            || connections > self.max_connections
+            || requests > self.max_requests
         {
             return false;
         }
@@ -108,7 +110,7 @@ impl BusyPoll {
     }
 
     /// Waits for events as `Poll::poll` does with `timeout`. It spins first when the last wait
-    /// returned `last_events` events and `connections` clients are connected, as
+    /// returned `last_events` events and `requests` requests are in progress, as
     /// [`BusyPoll`] describes. The spin never outlasts `timeout`, so a timer that is due soon
     /// is not late.
     pub fn wait(
@@ -117,9 +119,9 @@ impl BusyPoll {
         events: &mut Events,
         timeout: Duration,
         last_events: usize,
-        connections: usize,
+        requests: usize,
     ) -> io::Result<()> {
-        let spin = self.should_spin(last_events, connections, timeout);
+        let spin = self.should_spin(last_events, requests, timeout);
         let fed_worker = std::mem::take(&mut self.fed_worker);
         if !spin {
             return poll.poll(events, Some(timeout));
@@ -152,12 +154,12 @@ mod tests {
     const WINDOW: Duration = Duration::from_micros(100);
 
     #[test]
-    fn spins_only_after_events_with_few_connections_and_a_wait_ahead() {
+    fn spins_only_after_events_with_few_requests_and_a_wait_ahead() {
         let mut busy = BusyPoll::new(WINDOW, 4, 2);
         let wait = Duration::from_millis(5);
         assert!(busy.should_spin(1, 1, wait));
         assert!(busy.should_spin(3, 4, wait));
-        // Many clients: batches form while the loop sleeps.
+        // Many requests in progress: batches form while the loop sleeps.
         assert!(!busy.should_spin(1, 5, wait));
         // Woken by a timer only: an idle runtime does not spin.
         assert!(!busy.should_spin(0, 1, wait));

@@ -366,7 +366,7 @@ impl Server {
             timers: Timers::default(),
             busy_poll: BusyPoll::new(
                 Duration::from_micros(config.data_plane.busy_poll_micros),
-                config.data_plane.busy_poll_max_connections,
+                config.data_plane.busy_poll_max_requests,
                 BusyPoll::available_cpus(),
             ),
             effects: Effects::default(),
@@ -434,10 +434,10 @@ impl Server {
             };
             // `events` still holds the batch just handled.
             let handled = events.iter().count();
-            let connections = self.front.connection_count();
+            let requests = self.scheduler.inflight();
             if let Err(err) =
                 self.busy_poll
-                    .wait(&mut self.poll, &mut events, timeout, handled, connections)
+                    .wait(&mut self.poll, &mut events, timeout, handled, requests)
                 && err.kind() != io::ErrorKind::Interrupted
             {
                 self.supervisor.kill_all_workers();

@@ -144,9 +144,9 @@ pub const MIN_STREAM_WINDOW: u32 = 64 * 1024;
 pub const DEFAULT_BUSY_POLL_MICROS: u64 = 100;
 /// The largest `dataPlane.busyPollMicros`: past this, sleeping costs less than spinning.
 pub const MAX_BUSY_POLL_MICROS: u64 = 10_000;
-/// Default `dataPlane.busyPollMaxConnections`: a few clients (FC's default instance
+/// Default `dataPlane.busyPollMaxRequests`: a few requests in progress (FC's default instance
 /// concurrency is 1); with more, events batch up while the loop sleeps.
-pub const DEFAULT_BUSY_POLL_MAX_CONNECTIONS: usize = 4;
+pub const DEFAULT_BUSY_POLL_MAX_REQUESTS: usize = 4;
 
 /// Default `controlPlane.expandConcurrency`: concurrent worker launches.
 pub const DEFAULT_EXPAND_CONCURRENCY: u32 = 4;
@@ -419,9 +419,9 @@ pub struct DataPlaneConfig {
     /// `dataPlane.busyPollMicros` (ours): how long the loop keeps polling, yielding the CPU
     /// between polls, after it handled events and before it sleeps (0: never).
     pub busy_poll_micros: u64,
-    /// `dataPlane.busyPollMaxConnections` (ours): the most open client connections at which
-    /// the loop still spins.
-    pub busy_poll_max_connections: usize,
+    /// `dataPlane.busyPollMaxRequests` (ours): the most requests in progress at which the loop
+    /// still spins.
+    pub busy_poll_max_requests: usize,
 }
 
 impl Default for DataPlaneConfig {
@@ -432,7 +432,7 @@ impl Default for DataPlaneConfig {
             cancel_grace_period_ms: DEFAULT_CANCEL_GRACE_PERIOD_MS,
             stream_window: DEFAULT_STREAM_WINDOW,
             busy_poll_micros: DEFAULT_BUSY_POLL_MICROS,
-            busy_poll_max_connections: DEFAULT_BUSY_POLL_MAX_CONNECTIONS,
+            busy_poll_max_requests: DEFAULT_BUSY_POLL_MAX_REQUESTS,
         }
     }
 }
@@ -1069,15 +1069,14 @@ mod tests {
     }
 
     #[test]
-    fn busy_polling_defaults_on_for_few_clients_and_is_bounded() {
+    fn busy_polling_defaults_on_for_few_requests_and_is_bounded() {
         let dp = SystemConfig::default().data_plane;
         assert_eq!(dp.busy_poll_micros, 100);
-        assert_eq!(dp.busy_poll_max_connections, 4);
-        let cfg =
-            load_json(r#"{"dataPlane": {"busyPollMicros": 0, "busyPollMaxConnections": 64}}"#)
-                .unwrap();
+        assert_eq!(dp.busy_poll_max_requests, 4);
+        let cfg = load_json(r#"{"dataPlane": {"busyPollMicros": 0, "busyPollMaxRequests": 64}}"#)
+            .unwrap();
         assert_eq!(cfg.data_plane.busy_poll_micros, 0);
-        assert_eq!(cfg.data_plane.busy_poll_max_connections, 64);
+        assert_eq!(cfg.data_plane.busy_poll_max_requests, 64);
         let cfg = load_json(r#"{"dataPlane": {"busyPollMicros": 10000}}"#).unwrap();
         assert_eq!(cfg.data_plane.busy_poll_micros, 10_000);
         for (bad, path) in [
@@ -1094,8 +1093,8 @@ mod tests {
                 "dataPlane.busyPollMicros",
             ),
             (
-                r#"{"dataPlane": {"busyPollMaxConnections": 1.5}}"#,
-                "dataPlane.busyPollMaxConnections",
+                r#"{"dataPlane": {"busyPollMaxRequests": 1.5}}"#,
+                "dataPlane.busyPollMaxRequests",
             ),
         ] {
             let problems = load_json(bad).unwrap_err();

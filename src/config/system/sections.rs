@@ -365,8 +365,8 @@ fn apply_data_plane(
         }
     }
     set(
-        &mut dp.busy_poll_max_connections,
-        s.int("busyPollMaxConnections", 0, p),
+        &mut dp.busy_poll_max_requests,
+        s.int("busyPollMaxRequests", 0, p),
     );
     ignore(
         s,
