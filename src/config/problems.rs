@@ -383,6 +383,22 @@ impl<'a> Fields<'a> {
         int(value, &path, min, p)
     }
 
+    /// An optional integer `>= min` and `<= max`.
+    pub(super) fn int_at_most<T: Int + PartialOrd + std::fmt::Display>(
+        &mut self,
+        key: &'static str,
+        min: u64,
+        max: T,
+        p: &mut Problems,
+    ) -> Option<T> {
+        let n: T = self.int(key, min, p)?;
+        if n > max {
+            p.add(self.child(key), format!("must be at most {max}, got {n}"));
+            return None;
+        }
+        Some(n)
+    }
+
     /// An optional finite number accepted by `ok` (see [`number`]).
     pub(super) fn number(
         &mut self,

@@ -153,6 +153,10 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_micros(100);
 
+    fn tokens(events: &Events) -> Vec<Token> {
+        events.iter().map(|e| e.token()).collect()
+    }
+
     #[test]
     fn spins_only_after_events_with_few_requests_and_a_wait_ahead() {
         let mut busy = BusyPoll::new(WINDOW, 4, 2);
@@ -232,10 +236,7 @@ mod tests {
         busy.wait(&mut poll, &mut events, Duration::from_secs(5), 1, 1)
             .expect("wait");
         assert!(start.elapsed() < Duration::from_secs(2));
-        assert_eq!(
-            events.iter().map(|e| e.token()).collect::<Vec<_>>(),
-            [Token(7)]
-        );
+        assert_eq!(tokens(&events), [Token(7)]);
     }
 
     #[test]
@@ -255,10 +256,7 @@ mod tests {
             .expect("wait");
         thread.join().expect("join");
         assert!(start.elapsed() < Duration::from_secs(5));
-        assert_eq!(
-            events.iter().map(|e| e.token()).collect::<Vec<_>>(),
-            [Token(3)]
-        );
+        assert_eq!(tokens(&events), [Token(3)]);
     }
 
     #[test]

@@ -354,16 +354,10 @@ fn apply_data_plane(
             ),
         }
     }
-    if let Some(micros) = s.int::<u64>("busyPollMicros", 0, p) {
-        if micros > MAX_BUSY_POLL_MICROS {
-            p.add(
-                s.child("busyPollMicros"),
-                format!("must be at most {MAX_BUSY_POLL_MICROS} (10 ms), got {micros}"),
-            );
-        } else {
-            dp.busy_poll_micros = micros;
-        }
-    }
+    set(
+        &mut dp.busy_poll_micros,
+        s.int_at_most("busyPollMicros", 0, MAX_BUSY_POLL_MICROS, p),
+    );
     set(
         &mut dp.busy_poll_max_requests,
         s.int("busyPollMaxRequests", 0, p),
@@ -575,16 +569,10 @@ fn apply_turf(
             crate::config::inherit::parse_inherit_env(value, &path, p),
         );
     }
-    if let Some(n) = s.int::<u32>("spareWorkers", 0, p) {
-        if n > MAX_SPARE_WORKERS {
-            p.add(
-                s.child("spareWorkers"),
-                format!("must be at most {MAX_SPARE_WORKERS}, got {n}"),
-            );
-        } else {
-            turf.spare_workers = n;
-        }
-    }
+    set(
+        &mut turf.spare_workers,
+        s.int_at_most("spareWorkers", 0, MAX_SPARE_WORKERS, p),
+    );
     ignore(
         s,
         &[
