@@ -61,6 +61,65 @@ fn invoke_returns_the_handler_output_and_logs_fc_lines() {
 }
 
 #[test]
+fn a_slow_invocations_start_line_is_written_while_it_runs_and_quick_ones_stay_in_order() {
+    let ns = Noslate::start(&json!([profile("echo", "echo")]));
+    // A call's Start line shows while it runs, not with its End.
+    let mut client = common::Client::connect(ns.port());
+    client.send(
+        &Req::new("POST", "/invoke")
+            .header("x-fc-request-id", "slow-1")
+            .header("x-echo-delay", "1000")
+            .body(b"slow")
+            .to_bytes(),
+    );
+    wait_until(
+        Duration::from_millis(500),
+        "the Start line of a call that is still running",
+        || {
+            ns.stdout_lines()
+                .iter()
+                .any(|l| l == "FC Invoke Start RequestId: slow-1")
+        },
+    );
+    assert!(
+        !ns.stdout_lines()
+            .iter()
+            .any(|l| l.contains("FC Invoke End RequestId: slow-1")),
+        "the Start line waited for the call to end"
+    );
+    assert_invoke_ok(&client.read_response());
+    let start = ns.wait_stdout("FC Invoke Start RequestId: slow-1");
+    let end = ns.wait_stdout("FC Invoke End RequestId: slow-1");
+    assert!(start < end);
+    // Quick calls one after another: every Start before its End, and before the next call's.
+    for i in 0..20 {
+        let id = format!("quick-{i}");
+        assert_invoke_ok(
+            &client.request(
+                &Req::new("POST", "/invoke")
+                    .header("x-fc-request-id", &id)
+                    .body(b"q"),
+            ),
+        );
+    }
+    ns.wait_stdout("FC Invoke End RequestId: quick-19");
+    let lines: Vec<String> = ns
+        .stdout_lines()
+        .into_iter()
+        .filter(|l| l.contains("RequestId: quick-"))
+        .collect();
+    let expected: Vec<String> = (0..20)
+        .flat_map(|i| {
+            [
+                format!("FC Invoke Start RequestId: quick-{i}"),
+                format!("FC Invoke End RequestId: quick-{i}"),
+            ]
+        })
+        .collect();
+    assert_eq!(lines, expected);
+}
+
+#[test]
 fn event_invocation_answers_200_whatever_status_the_handler_sets() {
     let ns = Noslate::start(&json!([profile("echo", "echo")]));
     // For an event the handler's status does not reach the caller: success is 200.

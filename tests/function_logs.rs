@@ -120,6 +120,26 @@ fn node_console_lines_carry_the_request_id_of_their_invocation() {
 }
 
 #[test]
+fn a_functions_lines_sit_between_the_start_and_end_lines_of_its_invocation() {
+    let mut p = profile("logs", "logs-node");
+    p["handlerStyle"] = json!("fc-event");
+    let ns = start(p);
+    for i in 0..5 {
+        let id = format!("seq-{i}");
+        let resp = ns.invoke(format!("order-{i}").as_bytes(), &[("x-fc-request-id", &id)]);
+        assert_invoke_ok(&resp);
+        let start = ns.wait_stdout(&format!("FC Invoke Start RequestId: {id}"));
+        let first = ns.wait_stdout(&format!("first order-{i}"));
+        let last = ns.wait_stdout(&format!("logger order-{i}"));
+        let end = ns.wait_stdout(&format!("FC Invoke End RequestId: {id}"));
+        assert!(
+            start < first && first < last && last < end,
+            "{id}: Start {start}, first {first}, last {last}, End {end}"
+        );
+    }
+}
+
+#[test]
 fn python_print_and_logging_lines_carry_the_request_id_of_their_invocation() {
     require_python();
     let mut p = profile("logs", "logs-python");
