@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// File name of the access log inside the log directory (Noslate's name).
 pub const LOG_NAME: &str = "access.log";
@@ -126,13 +126,6 @@ fn millis(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub(super) fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// What the access log has done, for `stats` and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct AccessLogStats {
@@ -201,8 +194,9 @@ impl AccessLog {
         !matches!(self.sink, Sink::Off)
     }
 
-    /// Adds one line, or drops and counts it when the lines waiting already fill the buffer.
-    pub(super) fn append(&mut self, entry: &Entry<'_>) {
+    /// Adds one line at `now`, or drops and counts it when the lines waiting already fill the
+    /// buffer.
+    pub(super) fn append(&mut self, entry: &Entry<'_>, now: Instant) {
         if !self.enabled() {
             return;
         }
@@ -212,7 +206,7 @@ impl AccessLog {
         }
         let start = self.pending.len();
         if start == 0 {
-            self.pending_since = Some(Instant::now());
+            self.pending_since = Some(now);
         }
         match serde_json::to_writer(&mut self.pending, entry) {
             Ok(()) => {
@@ -535,8 +529,8 @@ mod tests {
         let dir = temp_dir("file");
         let (mut console, _stdout) = Console::over_pipes(1 << 16);
         let mut log = AccessLog::new(&logger(AccessLogDestination::File), &dir);
-        log.append(&entry("a"));
-        log.append(&entry("b"));
+        log.append(&entry("a"), Instant::now());
+        log.append(&entry("b"), Instant::now());
         log.close(&mut console, Duration::from_secs(5));
         let text = std::fs::read_to_string(dir.join(LOG_NAME)).expect("access.log");
         let lines: Vec<serde_json::Value> = text
@@ -567,7 +561,7 @@ mod tests {
         let mut log = AccessLog::new(&config, &dir);
         for round in 0..40 {
             for n in 0..5 {
-                log.append(&entry(&format!("r{round}-{n}")));
+                log.append(&entry(&format!("r{round}-{n}")), Instant::now());
             }
             log.flush_now(&mut console);
         }
@@ -598,7 +592,7 @@ mod tests {
         config.access_log_buffer_size = 1024;
         let mut log = AccessLog::new(&config, &dir);
         for n in 0..100 {
-            log.append(&entry(&format!("{n}")));
+            log.append(&entry(&format!("{n}")), Instant::now());
         }
         assert!(log.pending.len() <= 1024 + 400, "{}", log.pending.len());
         let stats = log.stats();
@@ -623,7 +617,7 @@ mod tests {
         config.access_log_buffer_size = 8192;
         let mut log = AccessLog::new(&config, &dir);
         for round in 0..100 {
-            log.append(&entry(&format!("{round}")));
+            log.append(&entry(&format!("{round}")), Instant::now());
             log.flush_now(&mut console);
         }
         let stats = log.stats();
@@ -645,7 +639,7 @@ mod tests {
         let missing =
             std::env::temp_dir().join(format!("noslate-access-none-{}/x/y", std::process::id()));
         let mut log = AccessLog::new(&logger(AccessLogDestination::File), &missing);
-        log.append(&entry("a"));
+        log.append(&entry("a"), Instant::now());
         log.close(&mut console, Duration::from_secs(5));
         assert_eq!(
             log.stats(),
@@ -660,7 +654,7 @@ mod tests {
     fn console_lines_go_to_stdout_and_off_writes_nothing() {
         let (mut console, mut stdout) = Console::over_pipes(1 << 16);
         let mut log = AccessLog::new(&logger(AccessLogDestination::Console), Path::new("/"));
-        log.append(&entry("c"));
+        log.append(&entry("c"), Instant::now());
         log.flush_now(&mut console);
         let poll = mio::Poll::new().expect("poll");
         assert!(!console.flush(poll.registry()), "all written");
@@ -671,7 +665,7 @@ mod tests {
 
         let mut off = AccessLog::new(&logger(AccessLogDestination::Off), Path::new("/"));
         assert!(!off.enabled());
-        off.append(&entry("d"));
+        off.append(&entry("d"), Instant::now());
         off.flush_now(&mut console);
         assert_eq!(off.stats(), AccessLogStats::default());
     }

@@ -11,23 +11,10 @@ use crate::config::FunctionProfile;
 use crate::fc;
 use crate::ids::ConnRef;
 use crate::ids::WorkerKey;
+use crate::reactor::clock::{LoopClock, unix_millis};
 use crate::turf::worker::{WRITE_QUEUE_LIMIT, Worker};
 use crate::wire::{self, RequestHead, WireError};
 use std::borrow::Cow;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn unix_millis(at: Instant) -> u64 {
-    let now = Instant::now();
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let wall_at = if at >= now {
-        wall + (at - now)
-    } else {
-        wall.saturating_sub(now - at)
-    };
-    u64::try_from(wall_at.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// A stream opened for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +41,7 @@ pub(super) fn open_stream(
     worker: &mut Worker,
     worker_key: WorkerKey,
     profile: &FunctionProfile,
+    clock: &LoopClock,
 ) -> Option<Result<Opened, InvokeError>> {
     let req = conn.req.as_mut().filter(|r| r.seq == client.seq)?;
     let head = req.head.take()?;
@@ -71,7 +59,7 @@ pub(super) fn open_stream(
         headers: Cow::Borrowed(&head.headers),
         baggage: req.baggage.as_deref().map(Cow::Borrowed),
         request_id: Cow::Borrowed(&req.id),
-        deadline: Some(unix_millis(req.deadline)),
+        deadline: Some(unix_millis(clock.wall_at(req.deadline))),
         timeout_ms: Some(req.timeout_ms),
         client_ip: None,
         context: fc::context(&head.headers, &req.id, req.timeout_ms, facts),
@@ -115,7 +103,7 @@ pub(super) fn open_stream(
         worker: worker_key,
         stream,
     };
-    let now = Instant::now();
+    let now = clock.now();
     req.timing.dispatched = Some(now);
     if let Some(facts) = req.access.as_mut() {
         facts.take_line(head);

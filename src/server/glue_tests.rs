@@ -993,13 +993,51 @@ fn an_ended_invocation_becomes_one_access_log_line_handed_on_in_a_batch() {
         0,
         "one line waits for more, or for its hand-off timer"
     );
-    // The hand-off timer, once it is due.
+    // The hand-off timer, once it is due (the loop reads its clock at each wake-up).
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while h.server.access_log.stats().lines == 0 && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
+        h.server.clock.tick();
         h.server.on_access_log_handoff();
     }
     assert_eq!(h.server.access_log.stats().lines, 1);
+}
+
+#[test]
+fn the_handlers_of_one_wake_up_share_its_clock_reading() {
+    let mut h = harness(ONE_FUNCTION);
+    let (worker, mut out) = h.ready_worker(0);
+    let (mut client, key) = h.connect();
+    let woke = h.server.clock.tick();
+    // Time passes within the iteration; its timestamps stay those of the wake-up.
+    std::thread::sleep(Duration::from_millis(2));
+    h.send(&mut client, key, INVOKE);
+    h.run_effects_but_scale();
+    let timing = |h: &Harness| {
+        (h.server.front.conn(key))
+            .and_then(|c| c.req.as_ref())
+            .map(|r| r.timing)
+    };
+    let at_dispatch = timing(&h).expect("a request in progress");
+    assert_eq!(at_dispatch.admitted, Some(woke));
+    assert_eq!(at_dispatch.dispatched, Some(woke));
+    let stream = (h.server.supervisor.workers().get(worker))
+        .and_then(|w| w.streams.keys().next().copied())
+        .expect("a stream is open");
+    let answer_woke = h.server.clock.tick();
+    assert!(answer_woke >= woke + Duration::from_millis(2));
+    std::thread::sleep(Duration::from_millis(2));
+    h.worker_sends(worker, &mut out, &response_frames(stream, b"ok"));
+    h.run_effects_but_scale();
+    let _ = read_answer(&mut client, complete);
+    let mut ended = Vec::new();
+    h.server.front.take_ended(&mut ended);
+    let [one] = ended.as_slice() else {
+        panic!("one request ended: {}", ended.len());
+    };
+    assert_eq!(one.timing.admitted, Some(woke));
+    assert_eq!(one.timing.answered, Some(answer_woke));
+    assert_eq!(one.ended, answer_woke);
 }
 
 #[test]

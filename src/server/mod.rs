@@ -19,6 +19,7 @@ macro_rules! lent {
         $crate::server::Lent {
             registry: $server.poll.registry(),
             timers: &mut $server.timers,
+            clock: &$server.clock,
             console: &mut $server.console,
             config: &$server.config,
             effects: &mut $server.effects,
@@ -49,6 +50,7 @@ use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
 use crate::pool::StartError;
 use crate::reactor::busy_poll::BusyPoll;
+use crate::reactor::clock::LoopClock;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::Timers;
 use crate::reactor::token::{self, Source};
@@ -217,11 +219,12 @@ enum Child {
 }
 
 /// The loop's parts an owner borrows for a call that registers sources, arms timers or
-/// relays output: the poll registry, the timers, the console, the configuration, and the
-/// effect queue for what the call means for the other owners.
+/// relays output: the poll registry, the timers and the loop's clock, the console, the
+/// configuration, and the effect queue for what the call means for the other owners.
 struct Lent<'a> {
     registry: &'a mio::Registry,
     timers: &'a mut Timers<Timer>,
+    clock: &'a LoopClock,
     console: &'a mut console::Console,
     config: &'a SystemConfig,
     effects: &'a mut Effects,
@@ -250,6 +253,8 @@ pub struct Server {
     poll: Poll,
     signals: Receiver,
     timers: Timers<Timer>,
+    /// The time as of this iteration's wake-up, read once for all its handlers.
+    clock: LoopClock,
     /// How the loop waits: whether it spins before it sleeps.
     busy_poll: BusyPoll,
     /// Work recorded by handlers, carried out after each event batch (`effects`).
@@ -364,6 +369,7 @@ impl Server {
             poll,
             signals,
             timers: Timers::default(),
+            clock: LoopClock::new(),
             busy_poll: BusyPoll::new(
                 Duration::from_micros(config.data_plane.busy_poll_micros),
                 config.data_plane.busy_poll_max_requests,
@@ -424,7 +430,8 @@ impl Server {
             log::debug!("[loop] no busy polling: {why}");
         }
         loop {
-            let now = Instant::now();
+            // Read afresh: the iteration's work since the wake-up counts against the timeout.
+            let now = self.clock.tick();
             let timeout = if !self.effects.has_next_iteration() {
                 self.timers
                     .next_timeout(now)
@@ -443,6 +450,7 @@ impl Server {
                 self.supervisor.kill_all_workers();
                 return Err(ServerError::Poll(err));
             }
+            self.clock.tick();
             self.effects.begin_iteration();
             // Worker and signal events first: a worker that died before a request arrived in
             // the same batch must be out of service before that request is dispatched.
@@ -1188,7 +1196,7 @@ impl Server {
             target,
             timeout_header_ms,
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         let admitted = self.scheduler.admit(
             invocation,
             self.lifecycle.phase == Lifecycle::Running,
@@ -1234,7 +1242,7 @@ impl Server {
         still_queued: bool,
         finished: Option<crate::metrics::Finished>,
     ) {
-        (self.scheduler).finish(function, client, still_queued, Instant::now());
+        (self.scheduler).finish(function, client, still_queued, self.clock.now());
         if let Some(finished) = finished {
             self.scheduler.record_finished(function, &finished);
         }
@@ -1315,7 +1323,7 @@ impl Server {
         let Some(conn) = self.front.conn_mut(client.conn) else {
             return;
         };
-        match bridge::open_stream(conn, client, worker, worker_key, profile) {
+        match bridge::open_stream(conn, client, worker, worker_key, profile, &self.clock) {
             None => {}
             Some(Err(err)) => self.respond_error(client, &err, false),
             Some(Ok(opened)) => {
@@ -1644,17 +1652,13 @@ impl Server {
             return;
         }
         let counts = self.worker_counts(function, false);
-        let decision =
-            (self.scheduler).plan_launches(function, counts, &self.config, action, Instant::now());
+        let now = self.clock.now();
+        let decision = (self.scheduler).plan_launches(function, counts, &self.config, action, now);
         self.carry_out(function, decision, false);
         if self.scheduler.inspecting(function) {
             let counts = self.worker_counts(function, true);
-            let decision = (self.scheduler).plan_inspect_launch(
-                function,
-                counts,
-                &self.config,
-                Instant::now(),
-            );
+            let decision =
+                (self.scheduler).plan_inspect_launch(function, counts, &self.config, now);
             self.carry_out(function, decision, true);
         }
     }
@@ -2165,9 +2169,9 @@ impl Server {
                 .and_then(|f| self.scheduler.functions().get(f.index()))
                 .map(|f| f.profile.name.as_str());
             self.access_log
-                .append(&access_log::Entry::of(&ended, function));
+                .append(&access_log::Entry::of(&ended, function), self.clock.now());
         }
-        if let Some(due) = self.access_log.flush(&mut self.console, Instant::now()) {
+        if let Some(due) = self.access_log.flush(&mut self.console, self.clock.now()) {
             self.timers.schedule(due, Timer::AccessLogHandoff);
         }
     }
@@ -2180,7 +2184,7 @@ impl Server {
     }
 
     fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Request(client) => self.on_request_deadline(client),

@@ -25,7 +25,7 @@ use crate::server::effects::Effect;
 use crate::server::{Lent, Timer};
 use crate::turf::origin;
 use crate::turf::worker::Worker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bound on parse/pump rounds per readiness event, so one connection cannot starve the loop
 /// (a client pipelining thousands of tiny requests is served in slices).
@@ -200,7 +200,7 @@ impl FrontEnd {
                         // The client closed in the middle of a head: nothing to answer.
                         conn.close_when_flushed = true;
                     } else if conn.head_timer.is_none() {
-                        let due = Instant::now() + Duration::from_millis(http.header_timeout_ms);
+                        let due = lp.clock.now() + Duration::from_millis(http.header_timeout_ms);
                         conn.head_timer = Some(lp.timers.schedule(due, Timer::HeadTimeout(key)));
                     }
                     Step::Wait
@@ -257,7 +257,7 @@ impl FrontEnd {
     /// A head that could not be parsed: answer and close, since the stream cannot be resynced.
     fn reject_head(&mut self, key: Key, err: &HttpError, lp: &mut Lent<'_>) {
         log::debug!("[http conn={}] bad request: {err}", key.idx);
-        let date = self.date.get();
+        let date = self.date.get_at(lp.clock.wall());
         if let Some(conn) = self.conns.get_mut(key) {
             write_refusal(conn, err, date);
             conn.close_when_flushed = true;
@@ -318,7 +318,7 @@ impl FrontEnd {
         let access = self
             .ended
             .is_some()
-            .then(|| AccessFacts::new(Instant::now()));
+            .then(|| AccessFacts::new(lp.clock.now()));
         conn.req = Some(Request {
             seq: conn.seq,
             id: request_id,
@@ -336,7 +336,7 @@ impl FrontEnd {
             resp: Resp::NotStarted,
             deadline_timer: None,
             timeout_ms: 0,
-            deadline: Instant::now(),
+            deadline: lp.clock.now(),
             head_deadline: false,
             baggage: None,
             counted: false,
@@ -539,7 +539,7 @@ impl FrontEnd {
                 },
                 still_queued: matches!(req.sink, Sink::Hold),
                 finished: if self.count_invocations {
-                    req.timing.finished(Instant::now())
+                    req.timing.finished(lp.clock.now())
                 } else {
                     None
                 },
@@ -554,13 +554,13 @@ impl FrontEnd {
                 facts.take_line(head);
             }
             ended.push(EndedRequest {
-                time: crate::server::access_log::now_millis(),
+                time: crate::reactor::clock::unix_millis(lp.clock.wall()),
                 id: req.id,
                 phase,
                 function: req.function,
                 facts,
                 timing: req.timing,
-                ended: Instant::now(),
+                ended: lp.clock.now(),
                 client: client_addr,
             });
         }
@@ -588,7 +588,7 @@ impl FrontEnd {
         body: &[u8],
         lp: &mut Lent<'_>,
     ) {
-        let date = self.date.get();
+        let date = self.date.get_at(lp.clock.wall());
         let Some(conn) = self.conns.get_mut(client.conn) else {
             return;
         };
@@ -741,7 +741,7 @@ impl FrontEnd {
         no_body: bool,
         lp: &mut Lent<'_>,
     ) {
-        let date = self.date.get();
+        let date = self.date.get_at(lp.clock.wall());
         let Some(conn) = self.conns.get_mut(client.conn) else {
             return;
         };
@@ -788,7 +788,7 @@ impl FrontEnd {
         };
         req.resp = Resp::Streaming { framing, remaining };
         req.timing.status = status;
-        req.timing.answered = Some(Instant::now());
+        req.timing.answered = Some(lp.clock.now());
         if req.head_deadline
             && let Some(timer) = req.deadline_timer.take()
         {
@@ -1029,7 +1029,7 @@ impl FrontEnd {
         conn.inbuf.release_if_empty();
         conn.linger = Some(
             lp.timers
-                .schedule(Instant::now() + timeout, Timer::Linger(key)),
+                .schedule(lp.clock.now() + timeout, Timer::Linger(key)),
         );
         self.drain_lingering(key, lp);
     }
@@ -1061,7 +1061,7 @@ impl FrontEnd {
 
     /// A started head did not complete within `http.headerTimeoutMs`: 408, then close.
     pub(in crate::server) fn on_head_timeout(&mut self, key: Key, lp: &mut Lent<'_>) {
-        let date = self.date.get();
+        let date = self.date.get_at(lp.clock.wall());
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

@@ -115,7 +115,7 @@ impl Supervisor {
             lp.timers.cancel(timer);
         }
         worker.served += 1;
-        worker.last_active = Instant::now();
+        worker.last_active = lp.clock.now();
         Some(StreamClosed {
             function: worker.function,
             client: state.client,
