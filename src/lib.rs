@@ -19,6 +19,7 @@ pub(crate) mod fc;
 pub mod http;
 pub(crate) mod ids;
 pub(crate) mod inspector;
+pub(crate) mod json_text;
 pub(crate) mod metrics;
 pub(crate) mod pool;
 pub(crate) mod rand;

@@ -19,7 +19,7 @@ use super::conn::EndedRequest;
 use super::console::{Console, Stream};
 use crate::config::{AccessLogDestination, LoggerConfig};
 use crate::fc::Phase;
-use serde::Serialize;
+use crate::json_text::{Millis, write_str, write_u64};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -42,9 +42,8 @@ const HANDOFF_BYTES: usize = 64 * 1024;
 /// The longest a line waits in the loop before it is handed on.
 pub(super) const HANDOFF_INTERVAL: Duration = Duration::from_millis(100);
 
-/// One access-log line, as written.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One access-log line, as written (its fields in this order, named in camelCase).
+#[derive(Debug)]
 pub(super) struct Entry<'a> {
     /// When it ended, in milliseconds since the Unix epoch (as `resource_usage.log`).
     pub time: u64,
@@ -63,13 +62,13 @@ pub(super) struct Entry<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// From admission to a worker taking it (`None`: no worker took it).
-    pub queue_ms: Option<f64>,
+    pub queue_ms: Option<Millis>,
     /// Of the queueing, how long it waited for the start of the worker that took it.
-    pub cold_start_ms: Option<f64>,
+    pub cold_start_ms: Option<Millis>,
     /// From the head's arrival to the response head.
-    pub head_ms: Option<f64>,
+    pub head_ms: Option<Millis>,
     /// From the head's arrival to the end.
-    pub total_ms: f64,
+    pub total_ms: Millis,
     /// The client's address (`None` on the admin socket).
     pub client: Option<std::net::SocketAddr>,
 }
@@ -79,7 +78,7 @@ impl<'a> Entry<'a> {
     pub(super) fn of(ended: &'a EndedRequest, function: Option<&'a str>) -> Entry<'a> {
         let timing = &ended.timing;
         let facts = &ended.facts;
-        let since_received = |at: Instant| millis(at.saturating_duration_since(facts.received));
+        let since_received = |at: Instant| Millis::of(at.saturating_duration_since(facts.received));
         // A local answer (a hook, a refusal) is written whole when it ends.
         let head = timing
             .answered
@@ -101,13 +100,83 @@ impl<'a> Entry<'a> {
                 .admitted
                 .zip(timing.dispatched)
                 .map(|(admitted, dispatched)| {
-                    millis(dispatched.saturating_duration_since(admitted))
+                    Millis::of(dispatched.saturating_duration_since(admitted))
                 }),
-            cold_start_ms: facts.cold_start.map(millis),
+            cold_start_ms: facts.cold_start.map(Millis::of),
             head_ms: head.map(since_received),
             total_ms: since_received(ended.ended),
             client: ended.client,
         }
+    }
+}
+
+impl Entry<'_> {
+    /// Appends the line's JSON object (without the newline).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        fn opt_str(out: &mut Vec<u8>, value: Option<&str>) {
+            match value {
+                Some(s) => write_str(out, s),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn opt_millis(out: &mut Vec<u8>, value: Option<Millis>) {
+            match value {
+                Some(m) => m.write(out),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.extend_from_slice(b"{\"time\":");
+        write_u64(out, self.time);
+        out.extend_from_slice(b",\"requestId\":");
+        write_str(out, self.request_id);
+        out.extend_from_slice(b",\"kind\":");
+        write_str(out, self.kind);
+        out.extend_from_slice(b",\"function\":");
+        opt_str(out, self.function);
+        out.extend_from_slice(b",\"service\":");
+        opt_str(out, self.service);
+        out.extend_from_slice(b",\"worker\":");
+        opt_str(out, self.worker);
+        out.extend_from_slice(b",\"method\":");
+        write_str(out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        write_str(out, self.path);
+        out.extend_from_slice(b",\"status\":");
+        write_u64(out, u64::from(self.status));
+        out.extend_from_slice(b",\"errorType\":");
+        opt_str(out, self.error_type);
+        out.extend_from_slice(b",\"bytesIn\":");
+        write_u64(out, self.bytes_in);
+        out.extend_from_slice(b",\"bytesOut\":");
+        write_u64(out, self.bytes_out);
+        out.extend_from_slice(b",\"queueMs\":");
+        opt_millis(out, self.queue_ms);
+        out.extend_from_slice(b",\"coldStartMs\":");
+        opt_millis(out, self.cold_start_ms);
+        out.extend_from_slice(b",\"headMs\":");
+        opt_millis(out, self.head_ms);
+        out.extend_from_slice(b",\"totalMs\":");
+        self.total_ms.write(out);
+        out.extend_from_slice(b",\"client\":");
+        match self.client {
+            Some(std::net::SocketAddr::V4(addr)) => {
+                out.push(b'"');
+                for (i, octet) in addr.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    write_u64(out, u64::from(octet));
+                }
+                out.push(b':');
+                write_u64(out, u64::from(addr.port()));
+                out.push(b'"');
+            }
+            Some(addr) => {
+                let _ = write!(out, "\"{addr}\"");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
     }
 }
 
@@ -119,11 +188,6 @@ fn kind_of(phase: Phase) -> &'static str {
         Phase::PreFreeze => "pre-freeze",
         Phase::PreStop => "pre-stop",
     }
-}
-
-/// A duration in milliseconds, to the microsecond.
-fn millis(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1000.0
 }
 
 /// What the access log has done, for `stats` and metrics.
@@ -204,21 +268,12 @@ impl AccessLog {
             self.dropped += 1;
             return;
         }
-        let start = self.pending.len();
-        if start == 0 {
+        if self.pending.is_empty() {
             self.pending_since = Some(now);
         }
-        match serde_json::to_writer(&mut self.pending, entry) {
-            Ok(()) => {
-                self.pending.push(b'\n');
-                self.pending_lines += 1;
-            }
-            Err(err) => {
-                self.pending.truncate(start);
-                self.dropped += 1;
-                log::debug!("[http] cannot encode an access-log line: {err}");
-            }
-        }
+        entry.write_json(&mut self.pending);
+        self.pending.push(b'\n');
+        self.pending_lines += 1;
     }
 
     /// Bytes handed to the writer thread and not yet written.
@@ -501,12 +556,50 @@ mod tests {
             error_type: None,
             bytes_in: 3,
             bytes_out: 5,
-            queue_ms: Some(0.25),
+            queue_ms: Some(Millis::of(Duration::from_micros(250))),
             cold_start_ms: None,
-            head_ms: Some(1.5),
-            total_ms: 2.0,
+            head_ms: Some(Millis::of(Duration::from_micros(1500))),
+            total_ms: Millis::of(Duration::from_millis(2)),
             client: Some(([127, 0, 0, 1], 5000).into()),
         }
+    }
+
+    fn line_of(entry: &Entry<'_>) -> String {
+        let mut out = Vec::new();
+        entry.write_json(&mut out);
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn a_line_names_its_fields_in_camel_case_in_a_fixed_order() {
+        assert_eq!(
+            line_of(&entry("r-1")),
+            "{\"time\":1,\"requestId\":\"r-1\",\"kind\":\"invoke\",\"function\":\"f\",\
+             \"service\":null,\"worker\":\"f-1\",\"method\":\"POST\",\"path\":\"/invoke\",\
+             \"status\":200,\"errorType\":null,\"bytesIn\":3,\"bytesOut\":5,\"queueMs\":0.25,\
+             \"coldStartMs\":null,\"headMs\":1.5,\"totalMs\":2.0,\"client\":\"127.0.0.1:5000\"}"
+        );
+    }
+
+    #[test]
+    fn what_a_client_sent_stays_one_valid_json_line_whatever_it_holds() {
+        let id = "q\"uo\\te\n\r\t\u{0}\u{1b}\u{7f}é😀";
+        let mut hostile = entry(id);
+        hostile.path = "/a\"b\\c\nd";
+        hostile.method = "P\u{1}ST";
+        hostile.error_type = Some("Bad\"Type");
+        hostile.client = Some("[::1]:65535".parse().expect("an IPv6 address"));
+        hostile.time = u64::MAX;
+        let line = line_of(&hostile);
+        assert!(!line.contains('\n'), "{line}");
+        let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
+        assert_eq!(parsed["requestId"], id);
+        assert_eq!(parsed["path"], "/a\"b\\c\nd");
+        assert_eq!(parsed["method"], "P\u{1}ST");
+        assert_eq!(parsed["errorType"], "Bad\"Type");
+        assert_eq!(parsed["client"], "[::1]:65535");
+        assert_eq!(parsed["time"], u64::MAX);
+        assert_eq!(parsed.as_object().map(|o| o.len()), Some(17));
     }
 
     fn temp_dir(name: &str) -> PathBuf {
