@@ -1718,27 +1718,33 @@ impl Server {
     /// started (the failure is recorded).
     fn spawn_worker(&mut self, function: FunctionId) -> bool {
         // Start-up is timed from here, the launch decision, through fork/exec to INIT_DONE.
-        let decided = Instant::now();
-        if let Some(started) = self.fork_worker(function, decided) {
-            return started;
-        }
-        if let Some(started) = self.take_spare(function, decided) {
-            return started;
-        }
-        self.spawn_cold(function, false, decided)
+        let decided = self.clock.tick();
+        let started = match self.fork_worker(function, decided) {
+            Some(started) => started,
+            None => match self.take_spare(function, decided) {
+                Some(started) => started,
+                None => self.spawn_cold(function, false, decided),
+            },
+        };
+        // A fork (and an exec) can take milliseconds: the rest of the iteration reads the
+        // time after it, so that a deadline armed next is not early by that much.
+        self.clock.tick();
+        started
     }
 
     /// Starts `function`'s inspect worker: always a fresh process (never a seed's fork or a
     /// spare, whose V8 started without the debugger), and never a second one.
     fn spawn_inspect_worker(&mut self, function: FunctionId) -> bool {
-        let decided = Instant::now();
+        let decided = self.clock.tick();
         let counts = self.worker_counts(function, true);
         let name = &self.scheduler.functions()[function].profile.name;
         if let Err(message) = crate::inspector::may_launch(name, counts.alive) {
             log::error!("[cp] {message}");
             return false;
         }
-        self.spawn_cold(function, true, decided)
+        let started = self.spawn_cold(function, true, decided);
+        self.clock.tick();
+        started
     }
 
     /// Cold-starts a worker (an inspect worker when `inspect`).
