@@ -247,9 +247,15 @@ impl Worker {
                 next.as_str()
             );
             self.state = next;
-            if next == WorkerState::Ready {
-                self.ready_at = Some(Instant::now());
-            }
+        }
+    }
+
+    /// Advances to `Ready` (from an earlier state) at `at`, the loop's time, so that it
+    /// compares with the times of the requests that waited for it.
+    pub fn become_ready(&mut self, at: Instant) {
+        if self.state < WorkerState::Ready {
+            self.advance(WorkerState::Ready);
+            self.ready_at = Some(at);
         }
     }
 

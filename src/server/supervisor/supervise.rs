@@ -371,8 +371,8 @@ impl Supervisor {
         if let Some(timer) = worker.state_timer.take() {
             lp.timers.cancel(timer);
         }
-        worker.advance(WorkerState::Ready);
-        worker.last_active = Instant::now();
+        worker.become_ready(lp.clock.now());
+        worker.last_active = lp.clock.now();
         let after = worker.process.started_at.elapsed();
         log::info!(
             "[turf w={} pid={}] ready to serve after {:.3} ms",
