@@ -95,14 +95,22 @@ pub struct Reaped {
     pub max_rss_kib: u64,
 }
 
-/// Reaps one exited child without blocking. `Ok(None)` when no child is waiting to be reaped
-/// (or there are no children at all).
+/// Reaps one exited child of the calling thread without blocking. `Ok(None)` when no child is
+/// waiting to be reaped (or there are no children at all).
+///
+/// Only the children this thread forked are reaped, and the orphans the kernel hands to the
+/// process (as PID 1 or a child subreaper), which become the main thread's. A child that a
+/// helper thread started (curl fetching a code package) is that thread's to wait for: reaped
+/// here, its exit status was lost to the helper, and `std`'s `Command::spawn`, which waits
+/// for a child whose exec failed and asserts that the wait succeeds, panicked the helper.
+/// So the loop that forks workers must run on the main thread and reap from there.
 pub fn reap_one() -> io::Result<Option<Reaped>> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data that the kernel fills in; zeroed is a valid initial value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let options = libc::WNOHANG | libc::__WNOTHREAD;
     // SAFETY: both out-pointers point to live, properly aligned locals for the whole call.
-    let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
+    let pid = unsafe { libc::wait4(-1, &mut status, options, &mut usage) };
     if pid == 0 {
         return Ok(None);
     }
@@ -517,4 +525,78 @@ pub fn reset_on_close(sock: &impl AsRawFd) -> io::Result<()> {
         )
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// Whether `pid` has exited and waits to be reaped (a zombie), from /proc.
+    fn is_zombie(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    }
+
+    #[test]
+    fn a_child_of_another_thread_is_left_for_that_thread_to_wait_for() {
+        let (pid_tx, pid_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            let mut child = Command::new("sh")
+                .args(["-c", "exit 3"])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("sh");
+            pid_tx.send(child.id()).expect("send the pid");
+            let _ = go_rx.recv();
+            child.wait().map(|status| status.code())
+        });
+        let pid = pid_rx.recv().expect("the helper's child");
+        let until = Instant::now() + Duration::from_secs(10);
+        while !is_zombie(pid) && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        assert!(is_zombie(pid), "the helper's child exited and waits");
+        // The loop's reaping, from another thread, must leave it alone.
+        for _ in 0..3 {
+            let reaped = reap_one().expect("wait4");
+            assert!(
+                reaped.is_none_or(|r| r.pid != pid as i32),
+                "reaped a child of another thread"
+            );
+        }
+        go_tx.send(()).expect("let the helper wait");
+        let status = helper.join().expect("the helper thread");
+        assert_eq!(
+            status.ok(),
+            Some(Some(3)),
+            "the helper sees its child's exit"
+        );
+    }
+
+    #[test]
+    fn a_child_of_this_thread_is_reaped_with_its_exit() {
+        // Reaped below by `reap_one`, not by `Child::wait`: only its pid is kept.
+        let pid = Command::new("sh")
+            .args(["-c", "exit 5"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh")
+            .id() as i32;
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut seen = None;
+        while seen.is_none() && Instant::now() < until {
+            match reap_one().expect("wait4") {
+                Some(r) if r.pid == pid => seen = Some(r.exit),
+                _ => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(seen, Some(ExitKind::Code(5)));
+    }
 }
