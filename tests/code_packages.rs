@@ -386,7 +386,7 @@ fn a_restarted_runtime_reuses_complete_entries_and_removes_the_rest() {
     assert_eq!(entry_of(&second, "cut"), cut_key);
     assert!(root.join(&cut_key).join(".integrity").exists());
     assert_eq!(entries_in(&root), sorted(vec![kept_key, cut_key]));
-    assert_eq!(second.log_count(&["removed and rebuilt"]), 1);
+    assert_eq!(second.wait_log_count(&["removed and rebuilt"], 1), 1);
 }
 
 /// The cache entry `function`'s worker runs from (`bundles/<entry>/code`).
@@ -496,7 +496,7 @@ fn bad_packages_fail_their_function_clearly_and_others_keep_working() {
         body["errorMessage"].as_str().unwrap().contains("404"),
         "curl's stderr names the status: {body}"
     );
-    assert!(ns.log_count(&["Failed to ensure (or download) code of function slip"]) >= 1);
+    ns.wait_log_count(&["Failed to ensure (or download) code of function slip"], 1);
     // Nothing escaped, and no half-built entry is left behind.
     assert!(!ns.dir().join("work/escape.js").exists());
     assert!(!ns.dir().join("escape.js").exists());

@@ -323,7 +323,7 @@ fn a_worker_is_refused_the_admin_socket_that_the_gateway_uses() {
     let report = resp.json();
     let result = report["putFunctions"].as_str().unwrap_or_default();
     assert!(!result.starts_with("ok"), "the worker got in: {report}");
-    assert!(ns.log_count(&["[admin] refusing a connection from pid"]) >= 1);
+    ns.wait_log_count(&["[admin] refusing a connection from pid"], 1);
     // Both functions are still there, and the gateway still gets through.
     let resp = ns.send(&Req::new("POST", "/invoke/echo").body(b"still here"));
     assert_eq!(resp.status, 200, "{}", resp.brief());

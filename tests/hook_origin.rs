@@ -53,7 +53,7 @@ fn a_function_cannot_stop_the_runtime_through_the_fc_port() {
         assert_eq!(body["errorType"], "HookForbidden", "{path}: {body}");
     }
     assert_still_serving(&ns);
-    assert!(ns.log_count(&["refusing a lifecycle hook"]) >= 3);
+    ns.wait_log_count(&["refusing a lifecycle hook"], 3);
 }
 
 #[test]

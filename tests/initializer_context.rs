@@ -163,7 +163,10 @@ fn a_function_cannot_plant_credentials_for_later_initializers() {
         fresh["init"]["credentials"]["accessKeyId"], "AK-REAL",
         "{fresh}"
     );
-    assert!(ns.log_count(&["ignoring FC credentials sent by the runtime's own workers"]) >= 1);
+    ns.wait_log_count(
+        &["ignoring FC credentials sent by the runtime's own workers"],
+        1,
+    );
 }
 
 /// A runtime with one reserved Node.js worker held before its bootstrap until a gate file

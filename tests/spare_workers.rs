@@ -86,7 +86,10 @@ fn a_spare_becomes_the_functions_worker_with_its_env_cwd_logs_and_cgroup() {
     assert_eq!(env["NOSLATE_FUNCTION_NAME"], "alpha");
     assert_eq!(env["NOSLATE_WORKER_ID"], "alpha-1");
     assert!(!env.contains_key("NOSLATE_SPARE"), "{a}");
-    assert_eq!(n.log_count(&["[turf w=alpha-1 ", "taken from spare-1"]), 1);
+    assert_eq!(
+        n.wait_log_count(&["[turf w=alpha-1 ", "taken from spare-1"], 1),
+        1
+    );
     // Its log directory moved under the function's.
     let stdout = n
         .dir()

@@ -135,7 +135,7 @@ fn forked_workers_are_the_runtimes_children_with_their_own_init_randomness_logs_
             assert!(memory.contains(wid), "not in its own cgroup: {cgroups}");
         }
     }
-    assert_eq!(n.log_count(&["] forked from its seed"]), 4);
+    assert_eq!(n.wait_log_count(&["] forked from its seed"], 4), 4);
     // Every worker was reaped by the runtime (each was disposable).
     wait_until(WAIT, "the forked workers are reaped", || {
         pids.iter().all(|&p| !is_alive(p as i32))
@@ -218,7 +218,7 @@ fn stopping_the_runtime_stops_the_seed_and_its_workers() {
     wait_seed_ready(&n, 1);
     let seed = seed_pid(&n, 0);
     let worker = invoke_json(&n)["pid"].as_i64().unwrap() as i32;
-    assert_eq!(n.log_count(&["] forked from its seed"]), 1);
+    assert_eq!(n.wait_log_count(&["] forked from its seed"], 1), 1);
     let stop = n.send(&common::Req::new("GET", "/pre-stop"));
     assert_eq!(stop.status, 200, "{}", stop.brief());
     assert!(!is_alive(seed), "the seed outlived /pre-stop");

@@ -510,6 +510,18 @@ impl Noslate {
             .count()
     }
 
+    /// Waits (bounded) until at least `at_least` lines of the runtime's stderr contain all of
+    /// `needles`, and returns how many do. A line the runtime logged before it answered may
+    /// still be in the pipe, or in the reader thread, when the test has the answer.
+    pub fn wait_log_count(&self, needles: &[&str], at_least: usize) -> usize {
+        wait_until(
+            WAIT,
+            &format!("{at_least} log lines with {needles:?}"),
+            || self.log_count(needles) >= at_least,
+        );
+        self.log_count(needles)
+    }
+
     /// The runtime's stderr (its log), readable after this `Noslate` is gone.
     pub fn stderr_handle(&self) -> LogLines {
         LogLines(Arc::clone(&self.stderr))
