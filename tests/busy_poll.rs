@@ -88,6 +88,67 @@ fn a_runtime_whose_clients_went_quiet_uses_no_cpu() {
 }
 
 #[test]
+fn at_its_cpu_pressure_limit_the_loop_sleeps_between_requests() {
+    if !std::path::Path::new("/proc/pressure/cpu").exists() {
+        eprintln!("skipped: this kernel reports no CPU pressure (/proc/pressure/cpu)");
+        return;
+    }
+    common::require_node();
+    // The longest window, and a limit any pressure reaches: once the loop has sampled the
+    // pressure twice, no wait spins.
+    let noslate = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({"dataPlane": {
+            "busyPollMicros": 10_000,
+            "busyPollMaxRequests": 4,
+            "busyPollMaxCpuPressure": 0
+        }}))
+        .env("RUST_LOG", "debug")
+        .start();
+    noslate.wait_log_count(
+        &[
+            "no busy polling for now",
+            "dataPlane.busyPollMaxCpuPressure 0 %",
+        ],
+        1,
+    );
+    // A request every 5 ms for a second: a 10 ms spin after each answer would keep the loop
+    // busy through all of it, about 100 clock ticks.
+    let mut client = Client::connect(noslate.port());
+    let before = proc_cpu_ticks(noslate.pid()).expect("the runtime's CPU time");
+    let start = std::time::Instant::now();
+    let mut answered = 0;
+    while start.elapsed() < Duration::from_secs(1) {
+        assert_invoke_ok(&client.request(&invoke(&format!("paced {answered}"))));
+        answered += 1;
+        thread::sleep(Duration::from_millis(5));
+    }
+    let after = proc_cpu_ticks(noslate.pid()).expect("the runtime's CPU time");
+    assert!(answered > 20, "{answered} requests answered");
+    assert!(
+        after - before <= 30,
+        "the runtime used {} ticks of CPU for {answered} paced requests",
+        after - before
+    );
+}
+
+#[test]
+fn a_cpu_pressure_limit_past_100_percent_is_refused_at_start() {
+    let exited = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({"dataPlane": {"busyPollMaxCpuPressure": 101}}))
+        .run_to_exit();
+    assert!(!exited.status.success(), "{exited:?}");
+    assert!(
+        exited
+            .stderr
+            .contains("dataPlane.busyPollMaxCpuPressure: must be at most 100, got 101"),
+        "{}",
+        exited.stderr
+    );
+}
+
+#[test]
 fn a_window_past_its_bound_is_refused_at_start() {
     let exited = Noslate::builder()
         .functions(&json!([profile("echo", "echo")]))

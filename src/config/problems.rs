@@ -127,6 +127,10 @@ pub(super) trait Int: TryFrom<u64> {
     const LIMIT: u64;
 }
 
+impl Int for u8 {
+    const LIMIT: u64 = u8::MAX as u64;
+}
+
 impl Int for u32 {
     const LIMIT: u64 = u32::MAX as u64;
 }

@@ -49,7 +49,7 @@ use crate::ids::ConnRef;
 use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
 use crate::pool::StartError;
-use crate::reactor::busy_poll::BusyPoll;
+use crate::reactor::busy_poll::{self, BusyPoll};
 use crate::reactor::clock::LoopClock;
 use crate::reactor::slab::Key;
 use crate::reactor::timer::Timers;
@@ -65,7 +65,7 @@ use mio::{Events, Interest, Poll};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Events handled per poll call.
@@ -374,7 +374,8 @@ impl Server {
                 Duration::from_micros(config.data_plane.busy_poll_micros),
                 config.data_plane.busy_poll_max_requests,
                 BusyPoll::available_cpus(),
-            ),
+            )
+            .with_max_cpu_pressure(config.data_plane.busy_poll_max_cpu_pressure),
             effects: Effects::default(),
             config,
             lifecycle: lifecycle::LifecycleState::default(),
@@ -2064,6 +2065,7 @@ impl Server {
     /// The scheduler tick: the breaker, stale cgroups, then each function's scaling.
     fn on_sched_tick(&mut self) {
         self.scheduler.sched_tick_fired();
+        self.sample_cpu_pressure();
         self.scheduler
             .check_breaker(&self.config.system_circuit_breaker, schedule::load1());
         self.supervisor.retry_stale_cgroups();
@@ -2084,6 +2086,22 @@ impl Server {
             }
         }
         self.arm_sched_tick();
+    }
+
+    /// Samples the CPU pressure that decides whether the loop may spin, and logs when it stops
+    /// or resumes spinning because of it.
+    fn sample_cpu_pressure(&mut self) {
+        if self.busy_poll.off_reason().is_some() || !self.busy_poll.watches_cpu_pressure() {
+            return;
+        }
+        let was = self.busy_poll.paused_reason().is_some();
+        (self.busy_poll)
+            .sample_cpu_pressure(Path::new(busy_poll::CPU_PRESSURE_PATH), self.clock.now());
+        match (was, self.busy_poll.paused_reason()) {
+            (false, Some(why)) => log::debug!("[loop] no busy polling for now: {why}"),
+            (true, None) => log::debug!("[loop] busy polling again"),
+            _ => {}
+        }
     }
 
     /// Arms the scaler poll when the configured scaler polls (`waterLevel`, `ema`); functions

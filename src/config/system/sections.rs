@@ -362,6 +362,10 @@ fn apply_data_plane(
         &mut dp.busy_poll_max_requests,
         s.int("busyPollMaxRequests", 0, p),
     );
+    set(
+        &mut dp.busy_poll_max_cpu_pressure,
+        s.int_at_most("busyPollMaxCpuPressure", 0, 100u8, p),
+    );
     ignore(
         s,
         &[
