@@ -112,8 +112,8 @@ impl BusyPoll {
         self.note_cpu_stall(at, total);
     }
 
-    /// The share of time some task waited for a CPU between the last two samples, in percent.
-    #[cfg(test)]
+    /// The share of time some task waited for a CPU between the last two samples, in percent
+    /// (`None` while the pressure is not watched, or not reported).
     pub fn cpu_pressure(&self) -> Option<f64> {
         self.cpu_pressure
     }

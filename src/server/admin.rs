@@ -56,6 +56,8 @@ pub(super) struct AdminView<'a> {
     pub(super) console: ConsoleStats,
     pub(super) access_log: AccessLogStats,
     pub(super) lifecycle: &'a LifecycleState,
+    /// How the loop waits: whether it may spin, and the CPU pressure it last saw.
+    pub(super) busy_poll: &'a crate::reactor::busy_poll::BusyPoll,
 }
 
 impl AdminView<'_> {
@@ -531,6 +533,11 @@ impl AdminView<'_> {
                 "destination": self.config.logger.access_log.as_str(),
                 "lines": self.access_log.lines,
                 "droppedLines": self.access_log.dropped,
+            },
+            "busyPoll": {
+                "off": self.busy_poll.off_reason(),
+                "paused": self.busy_poll.paused_reason(),
+                "cpuPressurePercent": self.busy_poll.cpu_pressure(),
             },
             "gateway": self.gateway_view(),
             "exits": exits,

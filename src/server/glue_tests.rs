@@ -611,6 +611,46 @@ impl Harness {
 }
 
 #[test]
+fn stats_say_whether_the_loop_spins_and_the_cpu_pressure_it_saw() {
+    use super::admin::AdminAction;
+    let stats = |h: &Harness| match h.admin("GET", "/v1/stats") {
+        AdminAction::Answer(stats) => stats["busyPoll"].clone(),
+        _ => panic!("stats are an answer"),
+    };
+    let h = harness(ONE_FUNCTION);
+    let busy = stats(&h);
+    assert_eq!(busy["paused"], serde_json::Value::Null, "{busy}");
+    assert_eq!(
+        busy["cpuPressurePercent"],
+        serde_json::Value::Null,
+        "not watched: {busy}"
+    );
+    let mut h = harness_with(ONE_FUNCTION, |c| {
+        c.data_plane.busy_poll_max_cpu_pressure = 25
+    });
+    let report = h.dir.join("pressure");
+    let t0 = std::time::Instant::now();
+    std::fs::write(&report, "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").expect("report");
+    h.server.busy_poll.sample_cpu_pressure(&report, t0);
+    std::fs::write(
+        &report,
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=400000\n",
+    )
+    .expect("report");
+    h.server
+        .busy_poll
+        .sample_cpu_pressure(&report, t0 + Duration::from_secs(1));
+    let busy = stats(&h);
+    assert_eq!(busy["cpuPressurePercent"], 40.0, "{busy}");
+    assert!(
+        busy["paused"]
+            .as_str()
+            .is_some_and(|why| why.contains("40 %") && why.contains("busyPollMaxCpuPressure 25 %")),
+        "{busy}"
+    );
+}
+
+#[test]
 fn admin_stats_are_answered_from_the_owners_state() {
     use super::admin::AdminAction;
     let mut h = harness(ONE_FUNCTION);

@@ -745,6 +745,7 @@ impl Server {
             console: self.console.stats(),
             access_log: self.access_log.stats(),
             lifecycle: &self.lifecycle,
+            busy_poll: &self.busy_poll,
         }
     }
 
