@@ -132,34 +132,29 @@ fn at_its_cpu_pressure_limit_the_loop_sleeps_between_requests() {
     );
 }
 
-#[test]
-fn a_cpu_pressure_limit_past_100_percent_is_refused_at_start() {
+/// Starts a runtime with `data_plane` and expects it to refuse, naming the problem.
+#[track_caller]
+fn assert_refused_at_start(data_plane: serde_json::Value, problem: &str) {
     let exited = Noslate::builder()
         .functions(&json!([profile("echo", "echo")]))
-        .config(&json!({"dataPlane": {"busyPollMaxCpuPressure": 101}}))
+        .config(&json!({ "dataPlane": data_plane }))
         .run_to_exit();
     assert!(!exited.status.success(), "{exited:?}");
-    assert!(
-        exited
-            .stderr
-            .contains("dataPlane.busyPollMaxCpuPressure: must be at most 100, got 101"),
-        "{}",
-        exited.stderr
+    assert!(exited.stderr.contains(problem), "{}", exited.stderr);
+}
+
+#[test]
+fn a_cpu_pressure_limit_past_100_percent_is_refused_at_start() {
+    assert_refused_at_start(
+        json!({"busyPollMaxCpuPressure": 101}),
+        "dataPlane.busyPollMaxCpuPressure: must be at most 100, got 101",
     );
 }
 
 #[test]
 fn a_window_past_its_bound_is_refused_at_start() {
-    let exited = Noslate::builder()
-        .functions(&json!([profile("echo", "echo")]))
-        .config(&json!({"dataPlane": {"busyPollMicros": 10_001}}))
-        .run_to_exit();
-    assert!(!exited.status.success(), "{exited:?}");
-    assert!(
-        exited
-            .stderr
-            .contains("dataPlane.busyPollMicros: must be at most 10000, got 10001"),
-        "{}",
-        exited.stderr
+    assert_refused_at_start(
+        json!({"busyPollMicros": 10_001}),
+        "dataPlane.busyPollMicros: must be at most 10000, got 10001",
     );
 }
