@@ -1659,6 +1659,8 @@ impl Server {
         self.carry_out(function, decision, false);
         if self.scheduler.inspecting(function) {
             let counts = self.worker_counts(function, true);
+            // After `carry_out`, which may have started a worker and read the clock again.
+            let now = self.clock.now();
             let decision =
                 (self.scheduler).plan_inspect_launch(function, counts, &self.config, now);
             self.carry_out(function, decision, true);
