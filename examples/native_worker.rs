@@ -103,12 +103,7 @@ impl Worker {
             }
             Kind::RequestHead => {
                 let head = RequestHead::parse(payload).unwrap_or_default();
-                let header = |name: &str| {
-                    head.headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v.as_str())
-                };
+                let header = |name: &str| head.headers.get(name);
                 if header("x-native-error") == Some("1") {
                     let error = ErrorPayload::new(
                         "NativeError",

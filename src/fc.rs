@@ -1,6 +1,7 @@
 //! Function Compute's side of the contract: which route a request is, which function it targets,
 //! the context built from FC's `x-fc-*` headers, request ids, and the log lines FC expects.
 
+use crate::http::HeaderList;
 use crate::wire;
 use serde::Serialize;
 
@@ -339,79 +340,155 @@ pub struct ProfileFacts<'a> {
 
 /// Finds a header by (lowercase) name, case-insensitively. Non-empty values only: FC 3.0 sends
 /// some `x-fc-*` headers as empty strings.
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
+pub fn header<'a>(headers: &'a HeaderList, name: &str) -> Option<&'a str> {
+    headers.get(name).filter(|v| !v.is_empty())
+}
+
+/// The headers [`context`] reads; each is the index of its name in [`CONTEXT_HEADERS`].
+#[derive(Debug, Clone, Copy)]
+enum ContextField {
+    AccessKeyId,
+    AccessKeySecret,
+    SecurityToken,
+    FunctionName,
+    FunctionHandler,
+    FunctionMemory,
+    FunctionTimeout,
+    FunctionInitializer,
+    InitializationTimeout,
+    ServiceName,
+    ServiceLogProject,
+    ServiceLogStore,
+    Qualifier,
+    VersionId,
+    Region,
+    AccountId,
+    RetryCount,
+    OpenTracingSpanContext,
+    OpenTracingSpanBaggages,
+    JaegerEndpoint,
+    TraceParent,
+    TraceState,
+}
+
+/// The names of the [`ContextField`]s, in their order.
+const CONTEXT_HEADERS: [&str; 22] = [
+    "x-fc-access-key-id",
+    "x-fc-access-key-secret",
+    "x-fc-security-token",
+    "x-fc-function-name",
+    "x-fc-function-handler",
+    "x-fc-function-memory",
+    "x-fc-function-timeout",
+    "x-fc-function-initializer",
+    "x-fc-initialization-timeout",
+    "x-fc-service-name",
+    "x-fc-service-logproject",
+    "x-fc-service-logstore",
+    "x-fc-qualifier",
+    "x-fc-version-id",
+    "x-fc-region",
+    "x-fc-account-id",
+    "x-fc-retry-count",
+    "x-fc-tracing-opentracing-span-context",
+    "x-fc-tracing-opentracing-span-baggages",
+    "x-fc-tracing-jaeger-endpoint",
+    "traceparent",
+    "tracestate",
+];
+
+/// The values of [`CONTEXT_HEADERS`] in a request, found in one pass over its fields: FC sends
+/// some twenty headers, and looking each name up on its own read them all twenty times. A
+/// slot holds what [`header`] would find: the first field of that name, if not empty.
+struct ContextHeaders<'a>([Option<&'a str>; CONTEXT_HEADERS.len()]);
+
+impl<'a> ContextHeaders<'a> {
+    fn of(headers: &'a HeaderList) -> Self {
+        let mut found = [None; CONTEXT_HEADERS.len()];
+        for (name, value) in headers {
+            if let Some(slot) = CONTEXT_HEADERS
+                .iter()
+                .position(|known| known.eq_ignore_ascii_case(name))
+            {
+                found[slot].get_or_insert(value);
+            }
+        }
+        ContextHeaders(found.map(|v| v.filter(|v| !v.is_empty())))
+    }
+
+    fn get(&self, field: ContextField) -> Option<&'a str> {
+        self.0[field as usize]
+    }
 }
 
 /// Builds the context for one invocation or initialization.
 pub fn context<'a>(
-    headers: &'a [(String, String)],
+    headers: &'a HeaderList,
     request_id: &'a str,
     timeout_ms: u64,
     facts: ProfileFacts<'a>,
 ) -> Context<'a> {
-    let h = |name| header(headers, name);
-    let number = |name| h(name).and_then(|v| v.trim().parse::<u64>().ok());
+    use ContextField::*;
+    let found = ContextHeaders::of(headers);
+    let h = |field| found.get(field);
+    let number = |field| h(field).and_then(|v| v.trim().parse::<u64>().ok());
     Context {
         request_id,
         credentials: Credentials {
-            access_key_id: h("x-fc-access-key-id"),
-            access_key_secret: h("x-fc-access-key-secret"),
-            security_token: h("x-fc-security-token"),
+            access_key_id: h(AccessKeyId),
+            access_key_secret: h(AccessKeySecret),
+            security_token: h(SecurityToken),
         },
         function: FunctionInfo {
-            name: h("x-fc-function-name").unwrap_or(facts.name),
-            handler: h("x-fc-function-handler").unwrap_or(facts.handler),
-            memory: number("x-fc-function-memory").unwrap_or(facts.memory_bytes >> 20),
-            timeout: number("x-fc-function-timeout").unwrap_or(timeout_ms.div_ceil(1000)),
-            initializer: h("x-fc-function-initializer").or(facts.initializer),
-            initialization_timeout: number("x-fc-initialization-timeout"),
+            name: h(FunctionName).unwrap_or(facts.name),
+            handler: h(FunctionHandler).unwrap_or(facts.handler),
+            memory: number(FunctionMemory).unwrap_or(facts.memory_bytes >> 20),
+            timeout: number(FunctionTimeout).unwrap_or(timeout_ms.div_ceil(1000)),
+            initializer: h(FunctionInitializer).or(facts.initializer),
+            initialization_timeout: number(InitializationTimeout),
         },
         service: ServiceInfo {
-            name: h("x-fc-service-name"),
-            log_project: h("x-fc-service-logproject"),
-            log_store: h("x-fc-service-logstore"),
-            qualifier: h("x-fc-qualifier"),
-            version_id: h("x-fc-version-id"),
+            name: h(ServiceName),
+            log_project: h(ServiceLogProject),
+            log_store: h(ServiceLogStore),
+            qualifier: h(Qualifier),
+            version_id: h(VersionId),
         },
-        region: h("x-fc-region"),
-        account_id: h("x-fc-account-id"),
-        retry_count: number("x-fc-retry-count")
+        region: h(Region),
+        account_id: h(AccountId),
+        retry_count: number(RetryCount)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0),
-        tracing: tracing(headers),
+        tracing: tracing(&found),
     }
 }
 
 /// The trace headers of a request, as `context.tracing` carries them.
-fn tracing(headers: &[(String, String)]) -> Tracing<'_> {
-    let h = |name| header(headers, name);
-    let traceparent = h("traceparent")
+fn tracing<'a>(found: &ContextHeaders<'a>) -> Tracing<'a> {
+    use ContextField::*;
+    let h = |field| found.get(field);
+    let traceparent = h(TraceParent)
         .map(str::trim)
         .filter(|v| valid_traceparent(v));
     Tracing {
-        open_tracing_span_context: h("x-fc-tracing-opentracing-span-context"),
-        open_tracing_span_baggages: h("x-fc-tracing-opentracing-span-baggages"),
-        jaeger_endpoint: h("x-fc-tracing-jaeger-endpoint"),
+        open_tracing_span_context: h(OpenTracingSpanContext),
+        open_tracing_span_baggages: h(OpenTracingSpanBaggages),
+        jaeger_endpoint: h(JaegerEndpoint),
         traceparent,
         tracestate: traceparent
-            .and(h("tracestate"))
+            .and(h(TraceState))
             .filter(|v| v.len() <= MAX_TRACESTATE),
     }
 }
 
 /// The per-invocation timeout FC sent in `x-fc-function-timeout` (seconds), in milliseconds.
-pub fn timeout_header_ms(headers: &[(String, String)]) -> Option<u64> {
+pub fn timeout_header_ms(headers: &HeaderList) -> Option<u64> {
     seconds_header_ms(headers, "x-fc-function-timeout")
 }
 
 /// A positive duration FC sent in header `name` in (possibly fractional) seconds, in
 /// milliseconds.
-pub fn seconds_header_ms(headers: &[(String, String)], name: &str) -> Option<u64> {
+pub fn seconds_header_ms(headers: &HeaderList, name: &str) -> Option<u64> {
     let secs: f64 = header(headers, name)?.trim().parse().ok()?;
     if secs.is_finite() && secs > 0.0 {
         Some((secs * 1000.0).round() as u64)
@@ -586,7 +663,8 @@ const PLATFORM_ENV: [(&str, &str); 10] = [
 /// variables stand in for the headers.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PlatformHeaders {
-    headers: Vec<(String, String)>,
+    /// Sorted by name.
+    headers: HeaderList,
     /// Whether `headers` came from a call (rather than from the environment).
     from_call: bool,
 }
@@ -606,7 +684,7 @@ impl PlatformHeaders {
             .collect();
         headers.sort();
         PlatformHeaders {
-            headers,
+            headers: headers.into_iter().collect(),
             from_call: false,
         }
     }
@@ -614,7 +692,7 @@ impl PlatformHeaders {
     /// Whether `call` is a platform call (it has FC's request id) whose instance headers are
     /// not the ones held: taking them in is then worth its allocation, and, for a call from a
     /// local peer, the cost of checking where it came from.
-    pub fn is_news(&self, call: &[(String, String)]) -> bool {
+    pub fn is_news(&self, call: &HeaderList) -> bool {
         if header(call, "x-fc-request-id").is_none() {
             return false;
         }
@@ -627,8 +705,8 @@ impl PlatformHeaders {
             let held = self
                 .headers
                 .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str());
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v);
             if held != Some(value) || !self.from_call {
                 return true;
             }
@@ -639,18 +717,18 @@ impl PlatformHeaders {
 
     /// Takes the instance headers of a platform call in place of what was held: FC sends them
     /// all on every call, so one missing now is one that no longer applies.
-    pub fn take_from(&mut self, call: &[(String, String)]) {
-        let mut headers: Vec<(String, String)> = PLATFORM_HEADERS
+    pub fn take_from(&mut self, call: &HeaderList) {
+        let mut headers: Vec<(&str, &str)> = PLATFORM_HEADERS
             .iter()
-            .filter_map(|name| header(call, name).map(|v| ((*name).to_owned(), v.to_owned())))
+            .filter_map(|name| header(call, name).map(|v| (*name, v)))
             .collect();
-        headers.sort();
-        self.headers = headers;
+        headers.sort_unstable();
+        self.headers = headers.into_iter().collect();
         self.from_call = true;
     }
 
     /// The headers, in the form `context` reads.
-    pub fn headers(&self) -> &[(String, String)] {
+    pub fn headers(&self) -> &HeaderList {
         &self.headers
     }
 
@@ -668,11 +746,8 @@ impl PlatformHeaders {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    fn headers(pairs: &[(&str, &str)]) -> HeaderList {
+        pairs.iter().copied().collect()
     }
 
     #[test]
@@ -695,7 +770,7 @@ mod tests {
             kind: "event".into(),
             method: "".into(),
             url: "".into(),
-            headers: Vec::new().into(),
+            headers: Default::default(),
             baggage: None,
             request_id: "r".into(),
             deadline: None,
@@ -840,6 +915,38 @@ mod tests {
             json.get("service").is_none(),
             "empty FC 3.0 service headers are dropped"
         );
+    }
+
+    #[test]
+    fn every_context_field_is_read_from_the_first_field_of_its_name() {
+        let facts = ProfileFacts {
+            name: "hello",
+            handler: "index.handler",
+            initializer: None,
+            memory_bytes: 512 << 20,
+        };
+        // Each known header twice, in mixed case, the second value different: the context
+        // takes the first, as a lookup of that name would, and an empty first hides the second.
+        let mut pairs = Vec::new();
+        for (i, name) in CONTEXT_HEADERS.iter().enumerate() {
+            pairs.push((name.to_ascii_uppercase(), format!("first-{i}")));
+            pairs.push(((*name).to_owned(), format!("second-{i}")));
+        }
+        pairs.push(("x-fc-unknown".to_owned(), "x".to_owned()));
+        let list: HeaderList = pairs.iter().map(|(n, v)| (n, v)).collect();
+        let found = ContextHeaders::of(&list);
+        for (i, name) in CONTEXT_HEADERS.iter().enumerate() {
+            assert_eq!(found.0[i], Some(format!("first-{i}").as_str()), "{name}");
+            assert_eq!(found.0[i], header(&list, name), "{name}");
+        }
+        let h = headers(&[
+            ("x-fc-region", ""),
+            ("x-fc-region", "cn-hangzhou"),
+            ("X-FC-FUNCTION-NAME", "from-header"),
+        ]);
+        let json = serde_json::to_value(context(&h, "rid", 3000, facts)).unwrap();
+        assert!(json.get("region").is_none(), "{json}");
+        assert_eq!(json["function"]["name"], "from-header");
     }
 
     #[test]

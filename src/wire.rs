@@ -12,6 +12,7 @@
 //! [`ErrorPayload`], [`Ready`], CANCEL's reason ([`put_cancel`], [`cancel_reason`]) and WINDOW's credit
 //! ([`put_window`], [`put_worker_window`], [`window_credit`]).
 
+use crate::http::HeaderList;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -462,6 +463,7 @@ pub fn put_compact_head<C: CompactContext>(
     if let Some(ip) = &head.client_ip {
         w.str(ip);
     }
+    let baggage = baggage.iter().map(|(n, v)| (n.as_str(), v.as_str()));
     for (name, value) in head.headers.iter().chain(baggage) {
         w.str(name);
         w.str(value);
@@ -733,7 +735,7 @@ pub struct RequestHead<'a, C = serde_json::Value> {
     pub url: Cow<'a, str>,
     /// The client's headers in order, values latin1 (one char per byte).
     #[serde(default)]
-    pub headers: Cow<'a, [(String, String)]>,
+    pub headers: Cow<'a, HeaderList>,
     /// Noslate metadata, when a caller provides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baggage: Option<Cow<'a, [(String, String)]>>,
@@ -827,7 +829,7 @@ impl ResponseHead {
                     .get(at..at.saturating_add(len))
                     .ok_or_else(|| bad(format!("header pair {pair} runs past the end")))?;
                 at += len;
-                Ok(crate::http::request::latin1(bytes))
+                Ok(crate::http::headers::latin1(bytes))
             };
             let name = field(u32_at(lens) as usize)?;
             let value = field(u32_at(lens + 4) as usize)?;
@@ -1105,12 +1107,11 @@ mod tests {
             kind: "http".into(),
             method: "POST".into(),
             url: "/invoke?x=1".into(),
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("x-a".into(), "caf\u{e9}".into()),
-                ("x-a".into(), "2".into()),
-            ]
-            .into(),
+            headers: Cow::Owned(HeaderList::from_iter([
+                ("content-type", "application/json"),
+                ("x-a", "caf\u{e9}"),
+                ("x-a", "2"),
+            ])),
             baggage: Some(vec![("k".into(), "v".into())].into()),
             request_id: "4e1c".into(),
             deadline: Some(1_764_371_234_567),
@@ -1326,7 +1327,7 @@ mod tests {
 
     #[test]
     fn a_compact_head_has_the_documented_layout() {
-        let headers = vec![("x-a".to_owned(), "1".to_owned())];
+        let headers = HeaderList::from_iter([("x-a", "1")]);
         let baggage = vec![("b".to_owned(), "2".to_owned())];
         let head = RequestHead {
             kind: Cow::Borrowed("http"),
@@ -1372,7 +1373,7 @@ mod tests {
 
     #[test]
     fn a_compact_head_says_which_fields_are_absent_and_whether_all_is_ascii() {
-        let headers = vec![("x-a".to_owned(), "caf\u{e9}".to_owned())];
+        let headers = HeaderList::from_iter([("x-a", "caf\u{e9}")]);
         let head = RequestHead {
             kind: Cow::Borrowed("event"),
             method: Cow::Borrowed("POST"),
@@ -1510,7 +1511,7 @@ mod tests {
         struct Ctx<'a> {
             request_id: &'a str,
         }
-        let headers = vec![("x-a".to_owned(), "caf\u{e9}".to_owned())];
+        let headers = HeaderList::from_iter([("x-a", "caf\u{e9}")]);
         let head = RequestHead {
             kind: Cow::Borrowed("event"),
             method: Cow::Borrowed("POST"),
@@ -1538,7 +1539,7 @@ mod tests {
             r#"{"kind":"event","method":"POST","url":"/invoke","headers":[["x-a","café"]],"requestId":"r1","deadline":1764371234567,"timeoutMs":3000,"context":{"requestId":"r1"}}"#
         );
         let parsed = RequestHead::parse(frame.payload).unwrap();
-        assert_eq!(parsed.headers.as_ref(), headers.as_slice());
+        assert_eq!(parsed.headers.as_ref(), &headers);
         assert_eq!(parsed.context, json!({"requestId": "r1"}));
         assert_eq!(
             (parsed.method.as_ref(), parsed.deadline, parsed.baggage),

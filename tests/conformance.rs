@@ -40,6 +40,7 @@ use common::{
     Client, Framing, LogLines, MIB, Noslate, Pattern, PatternCheck, Req, Response,
     assert_function_error, fixture_dir, require_node, require_python,
 };
+use noslate::http::HeaderList;
 use noslate::wire::{self, Direction, FrameDecoder, Kind, RequestHead, ResponseHead};
 use serde_json::{Value, json};
 use std::cell::RefCell;
@@ -1221,7 +1222,7 @@ fn head_frame(stream: u32, request_id: &str) -> Vec<u8> {
         kind: "event".into(),
         method: "POST".into(),
         url: "/invoke".into(),
-        headers: vec![("x-a".into(), "1".into())].into(),
+        headers: HeaderList::from_iter([("x-a", "1")]).into(),
         request_id: request_id.into(),
         deadline: Some(0),
         timeout_ms: Some(10000),
@@ -1449,7 +1450,7 @@ fn head_both_ways(json_stream: u32, value: &str) -> Vec<u8> {
         kind: "http".into(),
         method: "PUT".into(),
         url: "/p/q?x=1".into(),
-        headers: headers.clone().into(),
+        headers: HeaderList::from_iter(headers.clone()).into(),
         baggage: Some(baggage.clone().into()),
         request_id: request_id.clone().into(),
         deadline: Some(1_764_371_234_567),
@@ -1468,7 +1469,7 @@ fn head_both_ways(json_stream: u32, value: &str) -> Vec<u8> {
         kind: json_head.kind.clone(),
         method: json_head.method.clone(),
         url: json_head.url.clone(),
-        headers: headers.into(),
+        headers: HeaderList::from_iter(headers).into(),
         baggage: Some(baggage.into()),
         request_id: request_id.into(),
         deadline: json_head.deadline,

@@ -1,6 +1,7 @@
 //! The CLI side of the admin socket: one blocking HTTP/1.1 request per call, and the
 //! `noslate ps` table.
 
+use crate::http::HeaderList;
 use crate::http::chunked::{Chunk, ChunkedDecoder, LAST_CHUNK, encode_chunk_header};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -105,7 +106,7 @@ pub struct AnswerHead {
     /// HTTP status.
     pub status: u16,
     /// Header fields, in order.
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderList,
 }
 
 impl AnswerHead {
@@ -202,14 +203,10 @@ fn read_answer(mut stream: UnixStream, out: &mut dyn Write) -> Result<AnswerHead
         match parsed.parse(&buf) {
             Ok(httparse::Status::Complete(used)) => {
                 let status = parsed.code.unwrap_or(0);
-                let headers: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        let value = h.value.iter().map(|&b| char::from(b)).collect();
-                        (h.name.to_owned(), value)
-                    })
-                    .collect();
+                let mut headers = HeaderList::new();
+                for h in parsed.headers.iter() {
+                    headers.push_latin1(h.name, h.value);
+                }
                 let chunked = crate::fc::header(&headers, "transfer-encoding")
                     .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
                 let length = crate::fc::header(&headers, "content-length")

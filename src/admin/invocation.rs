@@ -23,6 +23,7 @@
 //! Both sides use this module: the runtime parses, and the CLI builds the same headers.
 
 use crate::fc::InvokeKind;
+use crate::http::HeaderList;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The method the function sees.
@@ -45,6 +46,9 @@ pub const ERROR: &str = "x-noslate-error";
 
 /// The longest request id accepted: ids go into log lines and the function's context.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Where the names of the metadata headers start: none of them is the function's.
+const NOSLATE_PREFIX: &str = "x-noslate-";
 
 /// Framing headers of the admin request, which are not the function's.
 const FRAMING: &[&str] = &[
@@ -70,7 +74,7 @@ pub struct Metadata {
     /// The url the function sees.
     pub url: String,
     /// The function's headers.
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderList,
     /// Noslate's baggage, if any was given.
     pub baggage: Option<Vec<(String, String)>>,
     /// Milliseconds until the response head is due, if the caller set a timeout or deadline.
@@ -95,17 +99,14 @@ fn bad(header: &str, why: impl std::fmt::Display) -> MetadataError {
 
 /// The only value of `name` in `headers`; a repeated one is refused, since two methods or
 /// two deadlines cannot both hold.
-fn single<'a>(
-    headers: &'a [(String, String)],
-    name: &str,
-) -> Result<Option<&'a str>, MetadataError> {
+fn single<'a>(headers: &'a HeaderList, name: &str) -> Result<Option<&'a str>, MetadataError> {
     let mut found = None;
     for (k, v) in headers {
         if k.eq_ignore_ascii_case(name) {
             if found.is_some() {
                 return Err(bad(name, "given more than once"));
             }
-            found = Some(v.as_str());
+            found = Some(v);
         }
     }
     Ok(found)
@@ -187,7 +188,7 @@ fn now_unix_ms() -> u64 {
 impl Metadata {
     /// Parses an admin invocation's headers. `now_ms` is the wall clock in milliseconds since
     /// the Unix epoch, for a deadline.
-    pub fn parse(headers: &[(String, String)], now_ms: u64) -> Result<Metadata, MetadataError> {
+    pub fn parse(headers: &HeaderList, now_ms: u64) -> Result<Metadata, MetadataError> {
         let method = single(headers, METHOD)?;
         let url = single(headers, URL)?;
         if let Some(m) = method
@@ -209,14 +210,14 @@ impl Metadata {
             InvokeKind::Event
         };
         let function_headers = match single(headers, HEADERS)? {
-            Some(json) => pairs(HEADERS, json)?,
+            Some(json) => pairs(HEADERS, json)?.into_iter().collect(),
             None => headers
                 .iter()
                 .filter(|(k, _)| {
-                    let lower = k.to_ascii_lowercase();
-                    !lower.starts_with("x-noslate-") && !FRAMING.contains(&lower.as_str())
+                    let noslate = (k.as_bytes().get(..NOSLATE_PREFIX.len()))
+                        .is_some_and(|p| p.eq_ignore_ascii_case(NOSLATE_PREFIX.as_bytes()));
+                    !noslate && !FRAMING.iter().any(|f| k.eq_ignore_ascii_case(f))
                 })
-                .cloned()
                 .collect(),
         };
         let baggage = single(headers, BAGGAGE)?
@@ -263,7 +264,7 @@ impl Metadata {
     }
 
     /// Parses with the current wall clock.
-    pub fn parse_now(headers: &[(String, String)]) -> Result<Metadata, MetadataError> {
+    pub fn parse_now(headers: &HeaderList) -> Result<Metadata, MetadataError> {
         Metadata::parse(headers, now_unix_ms())
     }
 }
@@ -296,10 +297,12 @@ pub fn encode_pairs(pairs: &[(String, String)]) -> String {
 mod tests {
     use super::*;
 
-    fn h(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    fn h(list: &[(&str, &str)]) -> HeaderList {
+        list.iter().copied().collect()
+    }
+
+    fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        h(list).to_pairs()
     }
 
     #[test]
@@ -325,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_method_or_url_makes_an_http_invocation_with_exact_headers() {
-        let headers = encode_pairs(&h(&[
+        let headers = encode_pairs(&owned(&[
             ("Host", "example.com"),
             ("content-length", "5"),
             ("x-é", "caf\u{e9}"),
@@ -358,7 +361,7 @@ mod tests {
                 ("x-a", "2"),
             ])
         );
-        assert_eq!(m.baggage, Some(h(&[("k", "v"), ("k", "w")])));
+        assert_eq!(m.baggage, Some(owned(&[("k", "v"), ("k", "w")])));
         assert_eq!(m.request_id.as_deref(), Some("abc-1"));
         assert_eq!(m.head_timeout_ms, Some(500));
         let only_url = Metadata::parse(&h(&[("x-noslate-url", "/x")]), 0).unwrap();

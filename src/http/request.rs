@@ -4,6 +4,7 @@
 use std::mem::MaybeUninit;
 
 use super::error::HttpError;
+use super::headers::HeaderList;
 
 /// Size of the stack array `httparse` fills: the hard ceiling on header fields per request,
 /// whatever [`RequestLimits::max_headers`] says.
@@ -51,8 +52,8 @@ pub struct RequestHead {
     /// `0` for HTTP/1.0, `1` for HTTP/1.1.
     pub minor_version: u8,
     /// The header fields in order, names in their original case, duplicates kept; values are
-    /// decoded as ISO-8859-1, one char per byte (see [`latin1`]).
-    pub headers: Vec<(String, String)>,
+    /// decoded as ISO-8859-1, one char per byte (see [`HeaderList::push_latin1`]).
+    pub headers: HeaderList,
     /// Where the body ends.
     pub body: BodyKind,
     /// Whether the connection may carry another request after this one.
@@ -65,10 +66,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// The value of the first header field named `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 
     /// The target without its `?query`.
@@ -96,15 +94,6 @@ pub enum Parsed {
     },
     /// The head is not complete yet: read more and call again with the longer buffer.
     Partial,
-}
-
-/// Decodes header bytes as ISO-8859-1 (one char per byte), the way Node's `http` module does,
-/// so that opaque non-ASCII bytes reach a worker, and come back in its response, unchanged.
-pub fn latin1(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(ascii) if bytes.is_ascii() => ascii.to_owned(),
-        _ => bytes.iter().map(|&b| char::from(b)).collect(),
-    }
 }
 
 /// Parses the request head at the start of `buf`.
@@ -143,11 +132,15 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Parsed, HttpE
         .path
         .ok_or_else(|| malformed("missing request target"))?;
     let minor_version = req.version.ok_or_else(|| malformed("missing version"))?;
-    let headers: Vec<(String, String)> = req
+    let bytes = req
         .headers
         .iter()
-        .map(|h| (h.name.to_owned(), latin1(h.value)))
-        .collect();
+        .map(|h| h.name.len() + h.value.len())
+        .sum();
+    let mut headers = HeaderList::with_capacity(req.headers.len(), bytes);
+    for h in req.headers.iter() {
+        headers.push_latin1(h.name, h.value);
+    }
 
     let body = body_kind(&headers, minor_version, limits)?;
     let keep_alive = keep_alive(&headers, minor_version);
@@ -185,17 +178,6 @@ fn map_parse_error(err: httparse::Error, header_cap: usize) -> HttpError {
     }
 }
 
-/// The values of every field named `name`, in order.
-fn values<'h>(
-    headers: &'h [(String, String)],
-    name: &'static str,
-) -> impl Iterator<Item = &'h str> {
-    headers
-        .iter()
-        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
 /// The non-empty elements of a comma-separated list field (RFC 9110 §5.6.1), trimmed.
 fn elements(value: &str) -> impl Iterator<Item = &str> {
     value
@@ -208,7 +190,7 @@ fn elements(value: &str) -> impl Iterator<Item = &str> {
 /// rejecting every ambiguous combination, since a disagreement with a front proxy about where a
 /// body ends is how requests get smuggled.
 fn body_kind(
-    headers: &[(String, String)],
+    headers: &HeaderList,
     minor_version: u8,
     limits: &RequestLimits,
 ) -> Result<BodyKind, HttpError> {
@@ -217,7 +199,7 @@ fn body_kind(
     let mut has_transfer_encoding = false;
     let mut chunked_count = 0usize;
     let mut unsupported = None;
-    for value in values(headers, "transfer-encoding") {
+    for value in headers.values("transfer-encoding") {
         has_transfer_encoding = true;
         for coding in elements(value) {
             if coding.eq_ignore_ascii_case("chunked") {
@@ -263,9 +245,9 @@ fn body_kind(
 /// The single `Content-Length` value, if any. Repeated fields or list elements are accepted only
 /// when they all agree, as HTTP/1.1 allows; any disagreement is an invalid length (two parties
 /// reading two different lengths is how requests are smuggled).
-fn content_length(headers: &[(String, String)]) -> Result<Option<u64>, HttpError> {
+fn content_length(headers: &HeaderList) -> Result<Option<u64>, HttpError> {
     let mut found = None;
-    for value in values(headers, "content-length") {
+    for value in headers.values("content-length") {
         // Empty elements are not skipped here: "Content-Length: ,5" is not a length.
         for element in value.split(',') {
             let len = parse_decimal(element.trim_matches([' ', '\t']))?;
@@ -294,10 +276,10 @@ fn parse_decimal(digits: &str) -> Result<u64, HttpError> {
 
 /// Persistence per RFC 9112 §9.3: HTTP/1.1 persists unless told `close`; HTTP/1.0 only with
 /// `keep-alive`. `close` wins over everything.
-fn keep_alive(headers: &[(String, String)], minor_version: u8) -> bool {
+fn keep_alive(headers: &HeaderList, minor_version: u8) -> bool {
     let mut close = false;
     let mut keep = false;
-    for value in values(headers, "connection") {
+    for value in headers.values("connection") {
         for option in elements(value) {
             if option.eq_ignore_ascii_case("close") {
                 close = true;
@@ -311,9 +293,9 @@ fn keep_alive(headers: &[(String, String)], minor_version: u8) -> bool {
 
 /// Whether `Expect: 100-continue` is present; any other expectation is refused (RFC 9110
 /// §10.1.1), since this server cannot meet it.
-fn expects_continue(headers: &[(String, String)]) -> Result<bool, HttpError> {
+fn expects_continue(headers: &HeaderList) -> Result<bool, HttpError> {
     let mut found = false;
-    for value in values(headers, "expect") {
+    for value in headers.values("expect") {
         for expectation in elements(value) {
             if expectation.eq_ignore_ascii_case("100-continue") {
                 found = true;
