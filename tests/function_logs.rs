@@ -183,6 +183,54 @@ fn node_context_client_ip_is_fc_client_ip() {
     assert_eq!(body["clientIP"], Value::Null, "{body}");
 }
 
+/// Without FC's header, the client's address comes from the first X-Forwarded-For's first hop,
+/// else the first X-Real-IP, whatever the names' case, and an empty x-fc-client-ip does not
+/// count. A head with a byte past ASCII (decoded another way in the worker) finds the same.
+#[test]
+fn node_context_client_ip_falls_back_to_forwarding_headers() {
+    let mut p = profile("logs", "logs-node");
+    p["handlerStyle"] = json!("fc-event");
+    let ns = start(p);
+    let cases: [(&[(&str, &str)], Value); 6] = [
+        (
+            &[
+                ("X-Real-IP", "192.0.2.9"),
+                ("X-Forwarded-For", " 198.51.100.1 , 10.0.0.1"),
+                ("x-forwarded-for", "198.51.100.2"),
+            ],
+            json!("198.51.100.1"),
+        ),
+        (
+            &[("x-real-ip", "192.0.2.9"), ("X-REAL-IP", "192.0.2.10")],
+            json!("192.0.2.9"),
+        ),
+        (
+            &[
+                ("x-fc-client-ip", ""),
+                ("x-forwarded-for", "198.51.100.3"),
+                ("X-Fc-Client-Ip", "203.0.113.8"),
+            ],
+            json!("203.0.113.8"),
+        ),
+        (
+            &[("x-forwarded-for", ""), ("x-real-ip", "192.0.2.11")],
+            json!("192.0.2.11"),
+        ),
+        (
+            &[("x-other", "198.51.100.4"), ("x-real-i", "1")],
+            Value::Null,
+        ),
+        (
+            &[("x-note", "caf\u{e9}"), ("X-Forwarded-For", "198.51.100.5")],
+            json!("198.51.100.5"),
+        ),
+    ];
+    for (headers, want) in cases {
+        let body = assert_invoke_ok(&ns.invoke(b"ip", headers));
+        assert_eq!(body["clientIP"], want, "{headers:?}: {body}");
+    }
+}
+
 #[test]
 fn python_wsgi_remote_addr_is_fc_client_ip() {
     require_python();

@@ -725,6 +725,113 @@ function compactPairs(count) {
   return pairs;
 }
 
+// A decoded COMPACT_HEAD: the fields a REQUEST_HEAD's JSON parses to. When the head is all
+// ASCII, its header pairs are made from the payload's text only when something reads
+// `headers`: most handlers never do, and FC's calls carry some twenty x-fc-* headers, whose
+// strings and pairs were most of what this worker allocated per invocation, all of it alive
+// until the answer and so carried through young-generation collections.
+class CompactHead {
+  constructor(kind) {
+    this.kind = kind;
+    this.method = '';
+    this.url = '';
+    this.requestId = '';
+    this.context = null;
+    this.deadline = undefined;
+    this.timeoutMs = undefined;
+    this.clientIp = undefined;
+    this.baggage = undefined;
+    this._pairs = null;
+    // The payload's text and where its header pairs start in it (null: decoded).
+    this._text = null;
+    this._at = 0;
+    this._count = 0;
+    // What clientIpOf would find in the headers (undefined: not looked for).
+    this._headerClientIp = undefined;
+  }
+
+  get headers() {
+    if (this._text !== null) {
+      this._pairs = pairsFromText(this._text, this._at, this._count);
+      this._text = null;
+    }
+    return this._pairs;
+  }
+
+  set headers(pairs) {
+    this._pairs = pairs;
+    this._text = null;
+  }
+}
+
+// A field length of the compact layout, read from the payload's latin1 text.
+function textLength(text, at) {
+  return (text.charCodeAt(at) | (text.charCodeAt(at + 1) << 8) | (text.charCodeAt(at + 2) << 16))
+    + text.charCodeAt(at + 3) * 0x1000000;
+}
+
+function pairsFromText(text, at, count) {
+  const pairs = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const nameLength = textLength(text, at);
+    const name = text.slice(at + 4, at + 4 + nameLength);
+    at += 4 + nameLength;
+    const valueLength = textLength(text, at);
+    pairs[i] = [name, text.slice(at + 4, at + 4 + valueLength)];
+    at += 4 + valueLength;
+  }
+  return pairs;
+}
+
+// Checks the bounds of `count` header pairs and steps over them, leaving where they are for
+// CompactHead's `headers`; on the way, finds the client address clientIpOf would read from
+// them, which every invocation's context needs. Only names of those headers' lengths are
+// made into strings.
+function stepOverPairs(head, count) {
+  compactNeed(count * 8);
+  const buf = compactBuf;
+  const text = compactText;
+  const base = compactBase;
+  head._text = text;
+  head._at = compactAt - base;
+  head._count = count;
+  let fc = null;
+  let forwarded = null;
+  let real = null;
+  for (let i = 0; i < count; i++) {
+    let at = compactAt;
+    compactNeed(4);
+    const nameLength = (buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16)) + buf[at + 3] * 0x1000000;
+    const nameAt = at + 4;
+    compactAt = nameAt;
+    compactNeed(nameLength + 4);
+    at = nameAt + nameLength;
+    const valueLength = (buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16)) + buf[at + 3] * 0x1000000;
+    const valueAt = at + 4;
+    compactAt = valueAt;
+    compactNeed(valueLength);
+    compactAt = valueAt + valueLength;
+    if (nameLength !== 14 && nameLength !== 15 && nameLength !== 9) continue;
+    const key = text.slice(nameAt - base, nameAt - base + nameLength).toLowerCase();
+    if (key === 'x-fc-client-ip') {
+      if (fc === null && valueLength > 0) fc = text.slice(valueAt - base, valueAt - base + valueLength);
+    } else if (key === 'x-forwarded-for') {
+      if (forwarded === null) forwarded = text.slice(valueAt - base, valueAt - base + valueLength);
+    } else if (key === 'x-real-ip') {
+      if (real === null) real = text.slice(valueAt - base, valueAt - base + valueLength);
+    }
+  }
+  head._headerClientIp = clientIpFrom(fc, forwarded, real);
+}
+
+// The client's address among its headers: FC's x-fc-client-ip (the first that is not empty),
+// else the first X-Forwarded-For's first hop, else the first X-Real-IP.
+function clientIpFrom(fc, forwarded, real) {
+  if (fc) return fc;
+  if (forwarded) return forwarded.split(',')[0].trim();
+  return real || null;
+}
+
 // The object a REQUEST_HEAD's JSON parses to (absent context values are null).
 function decodeCompactHead(buf, start, end) {
   compactBuf = buf;
@@ -737,14 +844,7 @@ function decodeCompactHead(buf, start, end) {
   compactBase = start;
   const headerCount = buf.readUInt32LE(start + 4);
   const baggageCount = buf.readUInt32LE(start + 8);
-  const head = {
-    kind: bits & COMPACT_HTTP ? 'http' : 'event',
-    method: '',
-    url: '',
-    headers: null,
-    requestId: '',
-    context: null,
-  };
+  const head = new CompactHead(bits & COMPACT_HTTP ? 'http' : 'event');
   if (bits & COMPACT_DEADLINE) head.deadline = buf.readDoubleLE(start + 12);
   if (bits & COMPACT_TIMEOUT) head.timeoutMs = buf.readDoubleLE(start + 20);
   compactAt = start + COMPACT_FIXED;
@@ -752,7 +852,8 @@ function decodeCompactHead(buf, start, end) {
   head.url = compactString();
   head.requestId = compactString();
   if (bits & COMPACT_CLIENT_IP) head.clientIp = compactString();
-  head.headers = compactPairs(headerCount);
+  if (compactText === null) head.headers = compactPairs(headerCount);
+  else stepOverPairs(head, headerCount);
   if (bits & COMPACT_BAGGAGE) head.baggage = compactPairs(baggageCount);
   head.context = decodeCompactContext(head.requestId);
   if (compactAt !== end) protocolError(`COMPACT_HEAD has ${end - compactAt} bytes after its fields`);
@@ -870,17 +971,18 @@ function contextOf(msg) {
 function clientIpOf(head) {
   if (head == null) return null;
   if (typeof head.clientIp === 'string' && head.clientIp) return head.clientIp;
+  if (head._headerClientIp !== undefined) return head._headerClientIp;
   const headers = Array.isArray(head.headers) ? head.headers : [];
+  let fc = null;
   let forwarded = null;
   let real = null;
   for (const [name, value] of headers) {
     const key = name.toLowerCase();
-    if (key === 'x-fc-client-ip' && value) return value;
-    if (key === 'x-forwarded-for' && forwarded === null) forwarded = value;
+    if (key === 'x-fc-client-ip' && fc === null && value) fc = value;
+    else if (key === 'x-forwarded-for' && forwarded === null) forwarded = value;
     else if (key === 'x-real-ip' && real === null) real = value;
   }
-  if (forwarded) return forwarded.split(',')[0].trim();
-  return real || null;
+  return clientIpFrom(fc, forwarded, real);
 }
 
 // The request id of the invocation (or initializer) whose code is running: console lines written
@@ -965,7 +1067,6 @@ class Request extends Readable {
     this.url = head.url;
     // Not in the v1 request head; accepted as pairs or an object should the runtime send it.
     this.baggage = Array.isArray(head.baggage) ? Object.fromEntries(head.baggage) : (head.baggage || {});
-    this._headerPairs = head.headers || [];
     this._reqHead = head;
     this._headers = null; // built on first use: most handlers never look
     this._rawHeaders = null;
@@ -979,7 +1080,7 @@ class Request extends Readable {
   }
 
   get headers() {
-    if (this._headers === null) this._headers = headersObject(this._headerPairs);
+    if (this._headers === null) this._headers = headersObject(this._reqHead.headers || []);
     return this._headers;
   }
 
@@ -988,7 +1089,7 @@ class Request extends Readable {
   }
 
   get rawHeaders() {
-    if (this._rawHeaders === null) this._rawHeaders = this._headerPairs.flat();
+    if (this._rawHeaders === null) this._rawHeaders = (this._reqHead.headers || []).flat();
     return this._rawHeaders;
   }
 
