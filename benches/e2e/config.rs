@@ -37,7 +37,7 @@ impl Config {
             threads: env_num("BENCH_THREADS", 2usize).max(1),
             rounds: env_num("BENCH_ROUNDS", 6usize).max(1),
             warmup: env_num("BENCH_WARMUP", 0.5f64).max(0.0),
-            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdefwsrzmlg".into()),
+            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdefwxysrzmlg".into()),
             pin: env_num("BENCH_PIN", 0u8) != 0,
             spawns: env_num("BENCH_SPAWNS", 60usize),
             native_spawns: env_num("BENCH_NATIVE_SPAWNS", 200usize),

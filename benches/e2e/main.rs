@@ -4,7 +4,7 @@
 //!
 //! The promise of noslate is that putting the runtime in front of a Node.js function costs
 //! (almost) nothing compared with serving the same function from Node's own `http` module, and
-//! that the runtime itself stays small. Six targets run side by side in one invocation:
+//! that the runtime itself stays small. Nine targets run side by side in one invocation:
 //!
 //! - **(a) noslate `GET /healthz`**, answered by the runtime itself: the HTTP floor of the event
 //!   loop, no worker involved.
@@ -25,6 +25,10 @@
 //! - **(w) noslate, two workers**: (b) again in a runtime whose function keeps two workers
 //!   (`reservationCount` = `replicaCountLimit` = 2): what a second worker adds over Node
 //!   direct's one process, at c=64 and c=1.
+//! - **(x) noslate, FC's headers**: (b) again in its own runtime, every request carrying the
+//!   21 `x-fc-*` headers FC sends a function (`FC_CALL_HEADERS`), at c=64 and c=1.
+//! - **(y) node direct, FC's headers**: (c) again in its own process with the same request:
+//!   x/y is the b/c comparison for what a function behind FC really receives (informational).
 //!
 //! For each target: a warm-up, then **c=64 throughput** (keep-alive connections on a mio event
 //! loop over 2 threads, each connection closed-loop: send, read the whole response by
@@ -34,8 +38,8 @@
 //! c=64 comes first so that every target's c=64 follows the same warm-up. Every response is
 //! validated: 200 for (a); 200 and body `hello` for the others.
 //!
-//! The targets run interleaved in rounds (default 6: a→d→b→f→e→c, then c→e→f→b→d→a, ...), each
-//! after a warm-up; `BENCH_SECS` is split across the rounds. (b) sits between (d) and (e), whose
+//! The targets run interleaved in rounds (default 6: a→d→b→f→e→w→c→y→x, then
+//! x→y→c→w→e→f→b→d→a, ...), each after a warm-up; `BENCH_SECS` is split across the rounds. (b) sits between (d) and (e), whose
 //! ratios to it have the tightest targets; (a) and (c) are one slot away. **Every round starts
 //! fresh servers** (runtimes, workers, node; like JMH's forks): a Node.js process settles into
 //! one of two speeds for its whole life. In A/A runs (two identical runtimes as b and d) one
@@ -135,7 +139,7 @@
 //! `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default 0.5; with
 //! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`f` and `w`
 //! the round targets, `s` the spawn rows, `r` the per-runtime rows, `z` the burst, `m` memory per
-//! connection, `l` large bodies, `g` the SDK gateway; default `abcdefwsrzmlg`), `BENCH_BODY_RUNS` (transfers per side and
+//! connection, `l` large bodies, `g` the SDK gateway; default `abcdefwxysrzmlg`), `BENCH_BODY_RUNS` (transfers per side and
 //! mode of the large-body rows, default 5), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
 //! (default 200), `BENCH_RUNTIME_SPAWNS` (starts per runtime of the `r` rows, default 100),
 //! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_MEM_CONNS` (idle, then stalled connections
@@ -264,6 +268,8 @@ fn main() {
         Target::new('e', "(e) /invoke full sched", true),
         Target::new('f', "(f) /invoke metrics off", true),
         Target::new('w', "(w) /invoke 2 workers", false),
+        Target::new('x', "(x) /invoke FC headers", false),
+        Target::new('y', "(y) node direct FC hdrs", false),
     ];
     let mut servers: Option<Servers> = None;
     let (mut enforcement_on, mut enforcement_off) = (None, None);

@@ -100,12 +100,16 @@ pub struct Ratios {
     pub tp_wc: Option<f64>,
     pub p50_wc: Option<f64>,
     pub tp_wb: Option<f64>,
+    /// FC-shaped requests: noslate (x) over Node direct (y).
+    pub tp_xy: Option<f64>,
+    pub p50_xy: Option<f64>,
 }
 
 impl Ratios {
     pub fn of(s: &[Option<Stats>]) -> Ratios {
         let get = |i: usize| s.get(i).and_then(Option::as_ref);
         let (a, b, c, d, e, f, w) = (get(0), get(1), get(2), get(3), get(4), get(5), get(6));
+        let (x, y) = (get(7), get(8));
         let tp = |x: &Stats, y: &Stats| (y.rps > 0.0).then(|| x.rps / y.rps);
         let p50 = |x: &Stats, y: &Stats| Some(x.p50? - y.p50?);
         Ratios {
@@ -119,6 +123,8 @@ impl Ratios {
             tp_wc: w.zip(c).and_then(|(w, c)| tp(w, c)),
             p50_wc: w.zip(c).and_then(|(w, c)| p50(w, c)),
             tp_wb: w.zip(b).and_then(|(w, b)| tp(w, b)),
+            tp_xy: x.zip(y).and_then(|(x, y)| tp(x, y)),
+            p50_xy: x.zip(y).and_then(|(x, y)| p50(x, y)),
         }
     }
 
@@ -136,6 +142,8 @@ impl Ratios {
             tp_wc: m(|r| r.tp_wc),
             p50_wc: m(|r| r.p50_wc),
             tp_wb: m(|r| r.tp_wb),
+            tp_xy: m(|r| r.tp_xy),
+            p50_xy: m(|r| r.p50_xy),
         }
     }
 
@@ -146,7 +154,8 @@ impl Ratios {
                "throughput_e_over_b_full_sched_over_plain": self.tp_eb,
                "throughput_b_over_f_metrics_on_over_off": self.tp_bf,
                "throughput_w_over_c_two_workers": self.tp_wc, "p50_w_minus_c_us": self.p50_wc,
-               "throughput_w_over_b_two_workers_over_one": self.tp_wb})
+               "throughput_w_over_b_two_workers_over_one": self.tp_wb,
+               "throughput_x_over_y_fc_headers": self.tp_xy, "p50_x_minus_y_us": self.p50_xy})
     }
 }
 
@@ -401,6 +410,13 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_wb, false, 2),
         fmt_ratio(&head, &round_ratios, &pooled, |r| r.p50_wc, true, 1),
     );
+    let _ = writeln!(
+        out,
+        "  FC's headers on every request: throughput x/y = {}; p50 x-y = {} µs (the b/c comparison with the {} x-fc-* headers FC sends; informational)",
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.tp_xy, false, 2),
+        fmt_ratio(&head, &round_ratios, &pooled, |r| r.p50_xy, true, 1),
+        FC_CALL_HEADERS.len(),
+    );
     rss_lines(&mut out, &x.rss, x.rss_after);
 
     let _ = writeln!(
@@ -513,6 +529,10 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         "two_workers": {
             "throughput_w_over_c": head.tp_wc, "throughput_w_over_b": head.tp_wb,
             "p50_w_minus_c_us": head.p50_wc,
+        },
+        "fc_headers": {
+            "throughput_x_over_y": head.tp_xy, "p50_x_minus_y_us": head.p50_xy,
+            "headers": FC_CALL_HEADERS.len(),
         },
         "metrics_cost": {
             "throughput_on_over_off": head.tp_bf, "target_min": TARGET_METRICS_RATIO,

@@ -13,7 +13,7 @@ use crate::pin::Pin;
 use crate::report::{fmt_int, fmt_us};
 
 /// The round targets, in `Target` order.
-pub const NTARGETS: usize = 7;
+pub const NTARGETS: usize = 9;
 
 pub struct LatencyRun {
     /// Latency of every 2xx-valid exchange, nanoseconds, sorted.
@@ -258,15 +258,15 @@ impl Stats {
     }
 }
 
-/// Round r runs the targets in this order: a→d→b→f→e→w→c, then c→w→e→f→b→d→a, and so on. (b)
-/// is adjacent in time to (d) and (f), whose ratios to it have the tightest targets, and (e) is
-/// one c=64-only segment away, as are (a) and (c); (w), two workers, sits next to (c), which
-/// it is compared with. Unselected targets drop out of the order.
+/// Round r runs the targets in this order: a→d→b→f→e→w→c→y→x, then x→y→c→w→e→f→b→d→a, and so
+/// on. (b) is adjacent in time to (d) and (f), whose ratios to it have the tightest targets, and
+/// (e) is one c=64-only segment away, as are (a) and (c); (w), two workers, sits next to (c),
+/// which it is compared with, and (x) next to (y). Unselected targets drop out of the order.
 pub fn round_order(r: usize) -> [usize; NTARGETS] {
     if r.is_multiple_of(2) {
-        [0, 3, 1, 5, 4, 6, 2]
+        [0, 3, 1, 5, 4, 6, 2, 8, 7]
     } else {
-        [2, 6, 4, 5, 1, 3, 0]
+        [7, 8, 2, 6, 4, 5, 1, 3, 0]
     }
 }
 

@@ -182,16 +182,19 @@ pub fn setup_targets(
             }
         }
     }
-    // (c) node direct, (d) limits off, (e) full scheduling, (f) metrics off, (w) two workers:
-    // one server each.
+    // (c) node direct, (d) limits off, (e) full scheduling, (f) metrics off, (w) two workers,
+    // (x) and (y) FC-shaped requests to noslate and to node direct: one server each.
     for t in targets.iter_mut().skip(2) {
         if !cfg.targets.contains(t.key) {
             continue;
         }
         let started = if !have_example {
             missing()
-        } else if t.key == 'c' {
+        } else if t.key == 'c' || t.key == 'y' {
             start_node_direct()
+        } else if t.key == 'x' {
+            let functions = json!([hello_profile(one_worker(), json!({}))]);
+            start_noslate_with(tmp, &tag("fc"), &functions, None, true)
         } else if t.key == 'd' {
             let functions = json!([hello_profile(one_worker(), json!({}))]);
             let config = json!({"turf": {"enforceLimits": false}});
@@ -218,6 +221,9 @@ pub fn setup_targets(
         match started {
             Ok((p, port)) => {
                 t.set(&p, port, "POST", "/invoke", BODY, Some(BODY));
+                if t.key == 'x' || t.key == 'y' {
+                    t.req = fc_request_bytes("POST", "/invoke", port, BODY);
+                }
                 servers.others.push(p);
                 if t.key == 'd' {
                     servers.enforcement_off = enforcement(tmp, &tag("nolimits"));
