@@ -93,6 +93,42 @@ fn pattern_and_crc_match_the_javascript_fixture_on_a_small_body() {
     assert_sink(&answer, 10, crc);
 }
 
+/// A handler may refill its buffer once a write of it has completed. Large response writes go
+/// to the runtime without a copy, so the worker may complete such a write only once its bytes
+/// are out: four concurrent responses from one recycled buffer each, read slowly at first so
+/// that the worker's output backs up, all arrive as written.
+#[test]
+fn a_buffer_reused_after_its_write_completed_arrives_as_written() {
+    const LEN: usize = 8 * MIB;
+    let mut p = profile("bytes", "bytes");
+    p["worker"]["maxActivateRequests"] = json!(4);
+    let ns = Noslate::start(&json!([p]));
+    let readers: Vec<_> = (0..4u32)
+        .map(|i| {
+            let mut c = ns.client();
+            thread::spawn(move || {
+                let seed = 100 + i;
+                let req = Req::new("GET", "/reuse")
+                    .header("x-bytes-mode", "reuse")
+                    .header("x-bytes-size", LEN.to_string())
+                    .header("x-bytes-seed", seed.to_string());
+                c.send(&req.to_bytes());
+                // Nothing read for a while: the socket, the runtime and the worker fill up.
+                thread::sleep(std::time::Duration::from_millis(300));
+                let mut check = PatternCheck::new(seed);
+                let resp = c.read_response_with(false, &mut |b| check.feed(b));
+                (resp.status, check.received, check.first_mismatch)
+            })
+        })
+        .collect();
+    for (i, reader) in readers.into_iter().enumerate() {
+        let (status, received, mismatch) = reader.join().unwrap();
+        assert_eq!(status, 200, "response {i}");
+        assert_eq!(received, LEN as u64, "response {i} length");
+        assert_eq!(mismatch, None, "response {i}: first wrong byte");
+    }
+}
+
 #[test]
 fn one_mib_request_body_http_trigger_and_event() {
     let ns = bytes_fn();

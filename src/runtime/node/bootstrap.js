@@ -147,8 +147,20 @@ const output = new net.Socket({ fd: Number(env.NOSLATE_IPC_OUT) || 4, readable: 
 const ARENA_SIZE = 256 * 1024;
 let arena = Buffer.allocUnsafeSlow(ARENA_SIZE);
 let arenaUsed = 0;
-// Arenas that filled up before the flush; written, in order, ahead of the current one.
-let fullArenas = [];
+// Where the arena's part not yet handed to `segments` starts.
+let arenaStart = 0;
+// What goes out ahead of that part, in order: arenas that filled up before the flush, parts of
+// the arena cut off before a payload sent by reference, and those payloads.
+let segments = [];
+// The write callbacks of chunks sent by reference, run once the flush that carries them has
+// been taken by the output socket.
+let referenceCallbacks = [];
+// A response body frame's payload at least this large goes out as a reference to the handler's
+// buffer, after its header, rather than copied into the arena: copying took a fifth of a worker's
+// CPU streaming a large body. The handler's write then completes only once the output socket took
+// the bytes, since a writer may reuse its buffer when the write completes.
+const REFERENCE_MIN = 16 * 1024;
+const EMPTY_BYTES = Buffer.alloc(0);
 let flushScheduled = false;
 // Where the flags byte of the newest RESPONSE_BODY frame still in the arena lives, if no other frame
 // of its stream followed it, so that res.end() can mark that frame END instead of sending an empty
@@ -161,9 +173,10 @@ let committedHeads = [];
 
 function reserve(size) {
   if (arenaUsed + size > arena.length) {
-    if (arenaUsed > 0) fullArenas.push(arena.subarray(0, arenaUsed));
+    if (arenaUsed > arenaStart) segments.push(arena.subarray(arenaStart, arenaUsed));
     arena = Buffer.allocUnsafeSlow(Math.max(ARENA_SIZE, size));
     arenaUsed = 0;
+    arenaStart = 0;
     lastBodyFlagsAt = -1;
   }
   if (!flushScheduled) {
@@ -174,8 +187,10 @@ function reserve(size) {
   }
 }
 
-function putHeader(stream, kind, flags, length) {
-  reserve(HEADER_SIZE + length);
+// A frame header, with room in the arena for `inArena` bytes of its payload (all of it unless the
+// payload goes by reference).
+function putHeader(stream, kind, flags, length, inArena = length) {
+  reserve(HEADER_SIZE + inArena);
   const at = arenaUsed;
   arena.writeUInt32LE(length, at);
   arena.writeUInt32LE(stream, at + 4);
@@ -242,6 +257,15 @@ function sendBytes(stream, kind, flags, bytes, start, end) {
   arenaUsed += bytes.copy(arena, arenaUsed, start, end);
 }
 
+// A frame whose payload, `bytes[start..end)`, goes out by reference after its header: the
+// caller must keep those bytes unchanged until the flush that carries them was written.
+function sendBytesByReference(stream, kind, flags, bytes, start, end) {
+  putHeader(stream, kind, flags, end - start, 0);
+  segments.push(arena.subarray(arenaStart, arenaUsed));
+  arenaStart = arenaUsed;
+  segments.push(bytes.subarray(start, end));
+}
+
 function sendU32(stream, kind, value) {
   putHeader(stream, kind, 0, 4);
   arena.writeUInt32LE(value, arenaUsed);
@@ -265,17 +289,30 @@ function flush() {
   // While the runtime is behind on reading, queue an exact-size copy rather than pinning the whole
   // arena in the socket's queue for every flush.
   const backedUp = output.writableLength !== 0;
-  const used = arenaUsed === 0 ? null : backedUp ? Buffer.from(arena.subarray(0, arenaUsed)) : arena.subarray(0, arenaUsed);
+  if (arenaUsed > arenaStart) segments.push(arena.subarray(arenaStart, arenaUsed));
   arenaUsed = 0;
-  if (fullArenas.length > 0) {
-    output.cork();
-    for (const chunk of fullArenas) output.write(chunk);
-    if (used !== null) output.write(used);
-    output.uncork();
-    fullArenas = [];
-  } else if (used !== null) {
-    output.write(used);
+  arenaStart = 0;
+  const out = segments;
+  segments = [];
+  // Parts of the current arena are copied when the socket still holds earlier bytes, so that the
+  // arena can be reused; other segments (full arenas, payloads by reference) are written as they are.
+  const current = arena.buffer;
+  const last = out.length - 1;
+  let done;
+  if (referenceCallbacks.length > 0) {
+    const callbacks = referenceCallbacks;
+    referenceCallbacks = [];
+    done = () => { for (const cb of callbacks) cb(); };
   }
+  if (last > 0) output.cork();
+  for (let i = 0; i <= last; i++) {
+    const chunk = backedUp && out[i].buffer === current ? Buffer.from(out[i]) : out[i];
+    if (i === last) output.write(chunk, done);
+    else output.write(chunk);
+  }
+  if (last > 0) output.uncork();
+  // Nothing new to write: the callbacks run once what the socket holds is out.
+  if (last < 0 && done !== undefined) output.write(EMPTY_BYTES, done);
   // Otherwise an empty write queue means the kernel took every byte synchronously and the arena
   // can be reused; if not, the socket still points into it.
   if (!backedUp && output.writableLength !== 0) arena = Buffer.allocUnsafeSlow(ARENA_SIZE);
@@ -1220,6 +1257,8 @@ class Response extends Writable {
     this._waiting = null;
     this._waitingAt = 0;
     this._waitingCb = null;
+    // Whether some of the waiting chunk went by reference (its write completes after the flush).
+    this._waitingByReference = false;
     // Called after a CANCEL (aworker aborts the request's signal with it).
     this._onCancel = null;
     this.on('error', ignoreError);
@@ -1353,7 +1392,12 @@ class Response extends Writable {
     let at = this._waitingAt;
     while (this._credit > 0 && at < chunk.length) {
       const n = Math.min(chunk.length - at, this._credit, MAX_BODY_FRAME);
-      sendBytes(this._id, RESPONSE_BODY, 0, chunk, at, at + n);
+      if (n >= REFERENCE_MIN) {
+        sendBytesByReference(this._id, RESPONSE_BODY, 0, chunk, at, at + n);
+        this._waitingByReference = true;
+      } else {
+        sendBytes(this._id, RESPONSE_BODY, 0, chunk, at, at + n);
+      }
       this._credit -= n;
       at += n;
     }
@@ -1365,7 +1409,17 @@ class Response extends Writable {
     const cb = this._waitingCb;
     this._waiting = null;
     this._waitingCb = null;
-    cb();
+    if (this._waitingByReference) {
+      this._waitingByReference = false;
+      referenceCallbacks.push(cb);
+      // Its last frames may have gone out already (an abort after a wait for credit).
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
+      }
+    } else {
+      cb();
+    }
   }
 
   _final(cb) {
