@@ -333,8 +333,38 @@ function frameLength(buf, at) {
   return length;
 }
 
+// A REQUEST_BODY frame whose payload is still arriving: its stream, its flags and how many of
+// its bytes are still to come. Its pieces go to the request as they arrive rather than being
+// joined into one buffer first: socket reads and body frames are both about 64 KiB, so nearly
+// every body frame of a large upload straddles two reads, and joining them copied most of it.
+let bodyStream = 0;
+let bodyFlags = 0;
+let bodyLeft = 0;
+
+// Passes on the part of the arriving body frame in `buf[start..end)`; returns where it ended.
+// END, if the frame has it, goes with the frame's last piece.
+function bodyPiece(buf, start, end) {
+  const n = Math.min(bodyLeft, end - start);
+  bodyLeft -= n;
+  onRequestBody(bodyStream, bodyLeft === 0 ? bodyFlags : bodyFlags & ~FLAG_END, buf, start, start + n);
+  return start + n;
+}
+
+// A REQUEST_BODY frame with `length` payload bytes, whose header was just read, starts arriving
+// with `buf[start..end)`; returns where its part of `buf` ended.
+function startBody(stream, flags, length, buf, start, end) {
+  bodyStream = stream;
+  bodyFlags = flags;
+  bodyLeft = length;
+  return bodyPiece(buf, start, end);
+}
+
 function onData(chunk) {
   let at = 0;
+  if (bodyLeft > 0) {
+    at = bodyPiece(chunk, 0, chunk.length);
+    if (bodyLeft > 0) return;
+  }
   // Complete a frame that straddles the previous chunk, copying only that frame's bytes.
   while (partialSize > 0) {
     const take = Math.min(partialNeed - partialSize, chunk.length - at);
@@ -345,7 +375,15 @@ function onData(chunk) {
     const frame = partial.length === 1 ? partial[0] : Buffer.concat(partial, partialSize);
     partial = [frame];
     if (partialNeed === HEADER_SIZE) {
-      partialNeed = HEADER_SIZE + frameLength(frame, 0);
+      const length = frameLength(frame, 0);
+      if (frame[8] === REQUEST_BODY && length > 0) {
+        partial = [];
+        partialSize = 0;
+        at = startBody(frame.readUInt32LE(4), frame[9], length, chunk, at, chunk.length);
+        if (bodyLeft > 0) return;
+        break;
+      }
+      partialNeed = HEADER_SIZE + length;
       if (partialNeed > HEADER_SIZE) continue;
     }
     partial = [];
@@ -355,8 +393,13 @@ function onData(chunk) {
   }
   const end = chunk.length;
   while (end - at >= HEADER_SIZE) {
-    const frameEnd = at + HEADER_SIZE + frameLength(chunk, at);
-    if (frameEnd > end) break;
+    const length = frameLength(chunk, at);
+    const frameEnd = at + HEADER_SIZE + length;
+    if (frameEnd > end) {
+      if (chunk[at + 8] !== REQUEST_BODY) break;
+      startBody(chunk.readUInt32LE(at + 4), chunk[at + 9], length, chunk, at + HEADER_SIZE, end);
+      return;
+    }
     dispatch(chunk, at);
     at = frameEnd;
   }
