@@ -93,19 +93,27 @@ impl HeaderList {
 
     /// The value of the first field named `name` (ASCII case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        // Names are compared as bytes: only the value found is sliced as text.
-        let text = self.text.as_bytes();
-        self.spans
-            .iter()
-            .find(|s| text[s.start..s.name_end].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|s| &self.text[s.name_end..s.value_end])
+        (self.spans.iter())
+            .find(|s| self.is_named(s, name))
+            .map(|s| self.value(s))
     }
 
-    /// The values of every field named `name` (ASCII case-insensitive), in order.
+    /// The values of every field named `name` (ASCII case-insensitive), in order. The parser
+    /// looks up four framing fields in every head this way.
     pub fn values<'h>(&'h self, name: &'h str) -> impl Iterator<Item = &'h str> + 'h {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        (self.spans.iter())
+            .filter(move |s| self.is_named(s, name))
+            .map(|s| self.value(s))
+    }
+
+    /// Whether the field at `span` is named `name`: compared as bytes, so that only the values
+    /// found are sliced as text.
+    fn is_named(&self, span: &Span, name: &str) -> bool {
+        self.text.as_bytes()[span.start..span.name_end].eq_ignore_ascii_case(name.as_bytes())
+    }
+
+    fn value(&self, span: &Span) -> &str {
+        &self.text[span.name_end..span.value_end]
     }
 
     /// The fields as owned pairs.
