@@ -24,6 +24,8 @@
 
 use crate::fc::InvokeKind;
 use crate::http::HeaderList;
+use serde::Deserialize;
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The method the function sees.
@@ -119,16 +121,24 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// One `[name, value]` entry, borrowed from the JSON text unless it had to be unescaped: the
+/// headers a gateway forwards come this way with every invocation, and their strings are then
+/// copied once, into the function's header list.
+#[derive(Deserialize)]
+struct Pair<'a>(#[serde(borrow)] Cow<'a, str>, #[serde(borrow)] Cow<'a, str>);
+
 /// Pairs from a JSON array of two-string arrays. Strings stand for bytes (one char per byte, as
 /// headers are presented to functions), so a char past U+00FF cannot be sent and is refused.
-fn pairs(header: &str, value: &str) -> Result<Vec<(String, String)>, MetadataError> {
+fn pairs<'a>(header: &str, value: &'a str) -> Result<Vec<Pair<'a>>, MetadataError> {
     // A well-formed list (every gateway invocation carries one) parses straight into pairs;
     // anything else is read again as a JSON value, only to say what is wrong with it.
-    let Ok(out) = serde_json::from_str::<Vec<(String, String)>>(value) else {
+    let Ok(out) = serde_json::from_str::<Vec<Pair<'a>>>(value) else {
         return Err(shape_error(header, value));
     };
     let invalid = |s: &str| s.chars().any(|c| c > '\u{ff}' || c == '\r' || c == '\n');
-    if let Some(index) = (out.iter()).position(|(n, v)| n.is_empty() || invalid(n) || invalid(v)) {
+    if let Some(index) =
+        (out.iter()).position(|Pair(n, v)| n.is_empty() || invalid(n) || invalid(v))
+    {
         return Err(bad(
             header,
             format!(
@@ -210,7 +220,10 @@ impl Metadata {
             InvokeKind::Event
         };
         let function_headers = match single(headers, HEADERS)? {
-            Some(json) => pairs(HEADERS, json)?.into_iter().collect(),
+            Some(json) => pairs(HEADERS, json)?
+                .iter()
+                .map(|Pair(n, v)| (n, v))
+                .collect(),
             None => headers
                 .iter()
                 .filter(|(k, _)| {
@@ -222,7 +235,12 @@ impl Metadata {
         };
         let baggage = single(headers, BAGGAGE)?
             .map(|json| pairs(BAGGAGE, json))
-            .transpose()?;
+            .transpose()?
+            .map(|list| {
+                (list.into_iter())
+                    .map(|Pair(n, v)| (n.into_owned(), v.into_owned()))
+                    .collect()
+            });
         let timeout = single(headers, TIMEOUT)?
             .map(|v| millis(TIMEOUT, v))
             .transpose()?;
