@@ -55,6 +55,41 @@ run([
     assert.equal(JSON.parse(await text(event)).body, 'ev');
   }],
 
+  ['a plain object of headers arrives as the same pairs whichever way the SDK encodes it', async () => {
+    const seenHeaders = async (headers) => JSON.parse(await text(await agent.invoke('echo', '', { url: '/', headers }))).headers;
+    // All strings: sent as one JSON.stringify. Escapes, empty values and order survive.
+    const plain = { 'x-q': 'say "hi"\\', 'x-tab': 'a\tb', 'x-empty': '', 'x-b': '2', 'x-a': '1' };
+    const expected = Object.entries(plain);
+    assert.deepEqual(await seenHeaders(plain), expected);
+    assert.deepEqual(await seenHeaders(Object.assign(Object.create(null), plain)), expected);
+    // A Node.js request's own headers, as a gateway forwards them.
+    const incoming = await new Promise((resolve, reject) => {
+      const server = require('http').createServer((req, res) => {
+        resolve(req.headers);
+        res.end();
+        server.close();
+      });
+      server.listen(0, '127.0.0.1', () => {
+        const req = require('http').get({ port: server.address().port, headers: { 'X-Mixed-Case': 'v', 'x-fc-request-id': 'r1' } });
+        req.on('response', (res) => res.resume());
+        req.on('error', reject);
+      });
+    });
+    assert.deepEqual(await seenHeaders(incoming), Object.entries(incoming));
+    // Anything else takes the careful path and means the same as before: past ASCII escaped,
+    // numbers and bigints as strings, arrays repeated; null, undefined, functions and symbols
+    // left out.
+    const mixed = { 'x-latin1': 'caf\u00e9', 'x-n': 7, 'x-big': 10n, 'x-r': ['1', '2'], 'x-null': null, 'x-u': undefined };
+    assert.deepEqual(await seenHeaders(mixed), [['x-latin1', 'caf\u00e9'], ['x-n', '7'], ['x-big', '10'], ['x-r', '1'], ['x-r', '2']]);
+    assert.deepEqual(await seenHeaders({ 'x-del': 'a\x7fb', 'x-c1': '\u0085' }), [['x-del', 'a\x7fb'], ['x-c1', '\u0085']]);
+    class Custom { constructor() { this['x-k'] = 'v'; } toJSON() { return { other: 'x' }; } }
+    assert.deepEqual(await seenHeaders(new Custom()), [['x-k', 'v']]);
+    assert.deepEqual(await seenHeaders({ 'x-own': 'v', toJSON: () => ({}), 'x-sym': Symbol('s') }), [['x-own', 'v']]);
+    assert.match((await rejection(agent.invoke('echo', 'x', { url: '/', headers: { '': 'v' } }))).message, /non-empty string/);
+    assert.match((await rejection(agent.invoke('echo', 'x', { url: '/', headers: { a: '1', '': 'v' } }))).message, /non-empty string/);
+    assert.deepEqual(await seenHeaders({}), []);
+  }],
+
   ['a Readable of strings or Uint8Arrays is sent as bytes; one of anything else is refused', async () => {
     let res = await agent.invoke('echo', Readable.from(['h\u00e9', 'llo']), { url: '/' });
     assert.equal(JSON.parse(await text(res)).body, 'h\u00e9llo');
