@@ -6,6 +6,8 @@
 //! direct; the three sides alternate, each with a warm-up (2 s, `BENCH_GATEWAY_WARMUP`), c=64
 //! throughput and c=1 latency.
 //! The ratio gateway/direct FC port is the median of the per-round ratios; target >= 0.5.
+//! With `BENCH_GATEWAY_FC_HEADERS=1`, every side's requests carry FC's headers instead of the
+//! bench's plain request.
 //! Noslate's own SDK path measured 1.4 k req/s at c=64 on this kind of machine
 //! (`HTTP -> SDK -> data plane`, reference peers table): quoted, not measured here.
 
@@ -53,6 +55,9 @@ struct Side {
 pub struct GatewayRows {
     sides: Vec<Side>,
     note: Option<String>,
+    /// Every side's requests carried FC's headers (`BENCH_GATEWAY_FC_HEADERS=1`), which the
+    /// gateway forwards as `req.headers`, as a gateway behind FC does.
+    fc_headers: bool,
 }
 
 /// `node benches/sdk_gateway.js` in front of the runtime whose work directory is `work`.
@@ -75,6 +80,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
     let mut sides: Vec<Side> = SIDES.iter().map(|_| Side::default()).collect();
     let functions = json!([hello_profile(one_worker(), json!({}))]);
     let warmup = env_num("BENCH_GATEWAY_WARMUP", GATEWAY_WARMUP_SECS).max(cfg.warmup);
+    let fc_headers = env_num("BENCH_GATEWAY_FC_HEADERS", 0.0) > 0.0;
     for round in 0..cfg.rounds {
         let tag = format!("gateway-r{}", round + 1);
         let runtime = start_noslate_with(tmp, &tag, &functions, None, true);
@@ -84,6 +90,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
                 return GatewayRows {
                     sides,
                     note: Some(e),
+                    fc_headers,
                 };
             }
         };
@@ -95,6 +102,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
                 return GatewayRows {
                     sides,
                     note: Some(e),
+                    fc_headers,
                 };
             }
         };
@@ -104,7 +112,11 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
         let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
         for i in order {
             let addr = ([127, 0, 0, 1], ports[i]).into();
-            let req = request_bytes("POST", "/invoke", ports[i], BODY);
+            let req = if fc_headers {
+                fc_request_bytes("POST", "/invoke", ports[i], BODY)
+            } else {
+                request_bytes("POST", "/invoke", ports[i], BODY)
+            };
             let warm = Duration::from_secs_f64(warmup);
             let _ = run_throughput(addr, &req, Some(BODY), cfg.conns, cfg.threads, warm);
             let cpu_before = [pids[i], pids[0]].map(process_cpu_ns);
@@ -148,7 +160,11 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
             cfg.rounds
         );
     }
-    GatewayRows { sides, note: None }
+    GatewayRows {
+        sides,
+        note: None,
+        fc_headers,
+    }
 }
 
 impl GatewayRows {
@@ -180,6 +196,7 @@ impl GatewayRows {
             "gateway_over_node_direct": self.ratio(1, 2),
             "target_min": TARGET_GATEWAY_RATIO,
             "noslate_sdk_path_rps_quoted": NOSLATE_SDK_PATH_RPS,
+            "fc_headers": self.fc_headers,
             "pass": self.pass(),
         })
     }
@@ -187,8 +204,16 @@ impl GatewayRows {
 
 /// The report's lines for the rows.
 pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
-    let title = "SDK gateway (node http + NoslatedClient + noslate, one worker; fresh servers per round; medians of rounds):";
-    let Some(rows) = rows_or_why(out, title, rows, |r| r.note.as_ref()) else {
+    let fc = rows.is_some_and(|r| r.fc_headers);
+    let title = format!(
+        "SDK gateway (node http + NoslatedClient + noslate, one worker; fresh servers per round; medians of rounds){}:",
+        if fc {
+            "; every request with FC's headers"
+        } else {
+            ""
+        }
+    );
+    let Some(rows) = rows_or_why(out, &title, rows, |r| r.note.as_ref()) else {
         return;
     };
     for (name, s) in SIDES.iter().zip(&rows.sides) {
