@@ -20,7 +20,7 @@ export interface Metadata {
   timeout?: number;
   /** The head's deadline, in milliseconds since the Unix epoch. */
   deadline?: number;
-  /** The id the function and the logs see. Default: a fresh one. */
+  /** The id the function and the logs see. Default: the `x-fc-request-id` among `headers`, else a fresh one. */
   requestId?: string;
   /** Accepted for compatibility; noslate has no debugger tags. */
   debuggerTag?: string;

@@ -12,7 +12,7 @@
 //! | `x-noslate-baggage` | the same, of keys and values | none |
 //! | `x-noslate-timeout` | milliseconds until the response head is due | the profile's timeout |
 //! | `x-noslate-deadline` | that moment, in milliseconds since the Unix epoch | |
-//! | `x-noslate-request-id` | the request id the function and the logs see | a fresh one |
+//! | `x-noslate-request-id` | the request id the function and the logs see | the function's `x-fc-request-id` header if not empty (as on the FC port), else a fresh one |
 //!
 //! An invocation that names a method or a url is an HTTP-trigger invocation (the function's
 //! status and headers pass through); one that names neither is an event, as on FC's

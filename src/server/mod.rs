@@ -824,14 +824,22 @@ impl Server {
             head_timeout_ms,
             request_id,
         } = metadata;
+        // Without an id of its own, an invocation that forwards FC's request id (a gateway
+        // passing on FC's call with its headers) takes that one, as a call on the FC port does:
+        // the function's context and the FC log lines then name the platform's request.
+        let forwarded_id = || {
+            (headers.get("x-fc-request-id"))
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        if let Some(id) = request_id.or_else(forwarded_id) {
+            req.id = id;
+        }
         head.method = method;
         head.target = url;
         head.headers = headers;
         req.baggage = baggage;
         req.head_deadline = head_timeout_ms.is_some();
-        if let Some(id) = request_id {
-            req.id = id;
-        }
         self.start_invocation_within(client, kind, Some(target), head_timeout_ms);
     }
 

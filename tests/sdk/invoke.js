@@ -55,6 +55,17 @@ run([
     assert.equal(JSON.parse(await text(event)).body, 'ev');
   }],
 
+  ['without a requestId, a forwarded x-fc-request-id names the request, as on the FC port', async () => {
+    const ctxOf = async (metadata) => JSON.parse(await text(await agent.invoke('echo', '', metadata))).ctx;
+    assert.equal((await ctxOf({ url: '/', headers: { 'x-fc-request-id': 'fc-req-7' } })).requestId, 'fc-req-7');
+    assert.equal((await ctxOf({ headers: [['X-Fc-Request-Id', 'fc-req-8']] })).requestId, 'fc-req-8');
+    const both = await ctxOf({ url: '/', requestId: 'own-1', headers: { 'x-fc-request-id': 'fc-req-9' } });
+    assert.equal(both.requestId, 'own-1');
+    // An empty one is no id; the runtime makes one, as for a call that forwards none.
+    const none = await ctxOf({ url: '/', headers: { 'x-fc-request-id': '' } });
+    assert.match(none.requestId, /^[0-9a-f-]{36}$/);
+  }],
+
   ['a plain object of headers arrives as the same pairs whichever way the SDK encodes it', async () => {
     const seenHeaders = async (headers) => JSON.parse(await text(await agent.invoke('echo', '', { url: '/', headers }))).headers;
     // All strings: sent as one JSON.stringify. Escapes, empty values and order survive.
