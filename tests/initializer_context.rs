@@ -8,7 +8,7 @@ mod common;
 use std::thread;
 
 use common::{
-    Noslate, Req, WAIT, assert_function_error, assert_invoke_ok, fixture_dir, profile,
+    Noslate, RawReader, Req, WAIT, assert_function_error, assert_invoke_ok, fixture_dir, profile,
     require_python, signal, wait_until,
 };
 use serde_json::{Value, json};
@@ -39,6 +39,29 @@ fn platform_call(ns: &Noslate, request_id: &str, access_key: &str) -> Value {
             ("x-fc-account-id", "1234"),
         ],
     ))
+}
+
+/// The same platform call as a gateway forwards it on the admin socket, FC's headers among the
+/// function's.
+fn forwarded_platform_call(ns: &Noslate, request_id: &str, access_key: &str) -> Value {
+    use std::io::Write;
+    let headers = json!([
+        ["x-fc-request-id", request_id],
+        ["x-fc-access-key-id", access_key],
+        ["x-fc-access-key-secret", "secret"],
+        ["x-fc-security-token", "token"],
+        ["x-fc-region", "cn-beijing"],
+        ["x-fc-account-id", "1234"],
+    ]);
+    let req =
+        Req::new("POST", "/v1/invoke/initctx").header("x-noslate-headers", headers.to_string());
+    let mut sock =
+        std::os::unix::net::UnixStream::connect(ns.admin_socket()).expect("admin socket");
+    sock.set_read_timeout(Some(WAIT)).expect("timeout");
+    sock.write_all(&req.to_bytes()).expect("send");
+    let resp = RawReader::new(&mut sock).next(false).expect("an answer");
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    resp.json().expect("the handler answers JSON")
 }
 
 /// A call that is not the platform's (no FC request id): it changes nothing the runtime keeps.
@@ -142,6 +165,30 @@ fn node_credentials_rotate_between_invocations_and_reach_new_initializers() {
 fn python_credentials_rotate_between_invocations_and_reach_new_initializers() {
     require_python();
     assert_rotating_credentials("python3");
+}
+
+#[test]
+fn credentials_forwarded_by_a_gateway_reach_new_initializers() {
+    let mut p = initctx("nodejs");
+    p["worker"]["reservationCount"] = json!(0);
+    let ns = Noslate::start(&json!([p]));
+    let first = forwarded_platform_call(&ns, "gw-call-1", "AK-GW-1");
+    assert_eq!(first["invoke"]["requestId"], "gw-call-1", "{first}");
+    assert_eq!(
+        first["init"]["credentials"]["accessKeyId"], "AK-GW-1",
+        "{first}"
+    );
+    assert_eq!(first["init"]["region"], "cn-beijing", "{first}");
+    let second = forwarded_platform_call(&ns, "gw-call-2", "AK-GW-2");
+    assert_eq!(
+        second["invoke"]["credentials"]["accessKeyId"], "AK-GW-2",
+        "{second}"
+    );
+    let third = replace_worker(&ns, &second);
+    assert_eq!(
+        third["init"]["credentials"]["accessKeyId"], "AK-GW-2",
+        "{third}"
+    );
 }
 
 #[test]

@@ -840,6 +840,9 @@ impl Server {
         head.headers = headers;
         req.baggage = baggage;
         req.head_deadline = head_timeout_ms.is_some();
+        // A gateway forwarding FC's call brings FC's latest credentials, as the call would
+        // have on the FC port. The admin socket already refuses the runtime's own workers.
+        self.take_platform_headers(client.conn);
         self.start_invocation_within(client, kind, Some(target), head_timeout_ms);
     }
 
@@ -1150,9 +1153,10 @@ impl Server {
         }
     }
 
-    /// Keeps the instance headers (credentials, function identity) of a platform call for
-    /// the initializers that run outside any call. A worker could send FC's headers too, to
-    /// hand other functions' initializers credentials of its choosing: its calls are ignored.
+    /// Keeps the instance headers (credentials, function identity) of a platform call, made on
+    /// the FC port or forwarded on the admin socket, for the initializers that run outside any
+    /// call. A worker could send FC's headers too, to hand other functions' initializers
+    /// credentials of its choosing: its calls are ignored.
     fn take_platform_headers(&mut self, key: Key) {
         let news = (self.front.conn(key))
             .and_then(|c| c.req.as_ref()?.head.as_ref())
