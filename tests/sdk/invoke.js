@@ -66,13 +66,16 @@ run([
     assert.match(none.requestId, /^[0-9a-f-]{36}$/);
   }],
 
-  ['a plain object of headers arrives as the same pairs whichever way the SDK encodes it', async () => {
+  ['headers arrive as the same pairs whichever way the SDK encodes them', async () => {
     const seenHeaders = async (headers) => JSON.parse(await text(await agent.invoke('echo', '', { url: '/', headers }))).headers;
     // All strings: sent as one JSON.stringify. Escapes, empty values and order survive.
     const plain = { 'x-q': 'say "hi"\\', 'x-tab': 'a\tb', 'x-empty': '', 'x-b': '2', 'x-a': '1' };
     const expected = Object.entries(plain);
     assert.deepEqual(await seenHeaders(plain), expected);
     assert.deepEqual(await seenHeaders(Object.assign(Object.create(null), plain)), expected);
+    // Pairs of strings go as one JSON.stringify too; others take the careful path.
+    assert.deepEqual(await seenHeaders(expected), expected);
+    assert.deepEqual(await seenHeaders([['x-l', 'caf\u00e9'], ['x-n', 7], ['x-null', null]]), [['x-l', 'caf\u00e9'], ['x-n', '7']]);
     // A Node.js request's own headers, as a gateway forwards them.
     const incoming = await new Promise((resolve, reject) => {
       const server = require('http').createServer((req, res) => {

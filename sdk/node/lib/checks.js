@@ -72,6 +72,11 @@ function pairsJson(value, what) {
   if (value === undefined || value === null) return '[]';
   let json = '';
   if (Array.isArray(value)) {
+    if (value.every(isStringPair)) {
+      // Already the wire's shape: one native JSON.stringify, unless a char must be escaped.
+      const plain = JSON.stringify(value);
+      if (Buffer.byteLength(plain) === plain.length) return plain;
+    }
     for (const pair of value) {
       if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError(`${what} must be [name, value] pairs`);
       json += pairJson(pair[0], pair[1], what);
@@ -93,6 +98,10 @@ function pairsJson(value, what) {
   }
   return json === '' ? '[]' : `[${json.slice(1)}]`;
 }
+
+// A [name, value] pair of strings with a name: what JSON.stringify writes as the wire expects.
+const isStringPair = (pair) =>
+  Array.isArray(pair) && pair.length === 2 && typeof pair[0] === 'string' && pair[0] !== '' && typeof pair[1] === 'string';
 
 // In a plain object's JSON.stringify, a value that is not a string (a number is sent as its
 // string, an array as repeated headers, null not at all) or an empty name (refused), each of
