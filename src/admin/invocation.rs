@@ -136,8 +136,8 @@ struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 /// The entries of `x-noslate-headers` or `x-noslate-baggage`, in order. Two shapes are taken:
 /// an array of `[name, value]` pairs, and an object whose values are strings, or arrays of
 /// strings for a repeated name. The object is what `JSON.stringify` makes of Node's
-/// `req.headers` in one native call; building the pairs in JavaScript took a gateway about
-/// twice as long for the twenty-odd headers FC sends.
+/// `req.headers` in one native call; building the pairs in JavaScript took a gateway 40 %
+/// longer for the twenty-odd headers FC sends.
 struct PairList<'a>(Vec<Pair<'a>>);
 
 impl<'de> Deserialize<'de> for PairList<'de> {
@@ -155,12 +155,8 @@ impl<'de> Visitor<'de> for PairListVisitor {
         f.write_str("[[name, value], ...] or {name: value, ...}")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(pair) = seq.next_element::<Pair<'de>>()? {
-            out.push(pair);
-        }
-        Ok(PairList(out))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Ok(PairList(all_of(seq)?))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -210,13 +206,18 @@ impl<'de> Visitor<'de> for ValuesVisitor {
         Ok(Values::One(Cow::Owned(v)))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(text) = seq.next_element::<Text<'de>>()? {
-            out.push(text);
-        }
-        Ok(Values::Many(out))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Ok(Values::Many(all_of(seq)?))
     }
+}
+
+/// Every element of a JSON array, borrowing what it can.
+fn all_of<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<T>, A::Error> {
+    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+    while let Some(item) = seq.next_element()? {
+        out.push(item);
+    }
+    Ok(out)
 }
 
 /// Pairs from a JSON array of two-string arrays, or from an object of names to values. Strings
