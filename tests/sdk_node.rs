@@ -150,6 +150,15 @@ fn health_follows_the_breaker_and_a_missing_runtime_is_reported() {
 }
 
 #[test]
+fn the_event_loop_spins_briefly_for_heads_and_never_for_a_slow_function() {
+    let ns = Noslate::builder()
+        .functions(&json!([profile("drip", "drip")]))
+        .config(&quiet())
+        .start();
+    run_script("busy_poll.js", &ns);
+}
+
+#[test]
 fn the_sdks_http_client_survives_answers_split_stalled_cut_and_garbled() {
     // No runtime: the script serves a fake one on the admin socket's path.
     let dir = TempDir::new();

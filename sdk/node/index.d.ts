@@ -42,6 +42,10 @@ export interface ClientOptions {
   watchInterval?: number;
   /** Invocations under way at once, each on its own connection; more wait for one. Default 1 024. */
   maxConnections?: number;
+  /** How long the event loop keeps polling instead of sleeping after an invocation is sent, in µs (0 to 1 000). Default 500; 0 turns it off. */
+  busyPollMicros?: number;
+  /** The most invocations waiting for their response heads at which the loop polls. Default 2. */
+  busyPollMaxWaiting?: number;
 }
 
 export interface PlatformEnvironmentVariable {

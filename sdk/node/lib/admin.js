@@ -51,10 +51,11 @@ function parseJson(bytes) {
 }
 
 class AdminTransport {
-  constructor(socketPath, maxConnections) {
+  constructor(socketPath, maxConnections, busyPoll) {
     this.socketPath = socketPath;
     this.agent = new http.Agent({ keepAlive: true });
     this.pool = new Pool(socketPath, maxConnections);
+    this.busyPoll = busyPoll;
   }
 
   close() {
@@ -145,6 +146,7 @@ class AdminTransport {
       const fail = (err) => {
         if (!settled) {
           settled = true;
+          this.busyPoll.settled();
           reject(err);
         }
       };
@@ -180,9 +182,11 @@ class AdminTransport {
         }
         if (event) res.metadata.headers = res.metadata.headers.filter(([name]) => name.toLowerCase() !== 'x-fc-status');
         settled = true;
+        this.busyPoll.settled();
         resolve(res);
       };
       exchange = this.pool.exchange(head, data, streamed ? length : undefined, onHead);
+      this.busyPoll.sent();
       if (streamed) {
         data.on('error', (cause) => {
           const err = cancelled(cause);

@@ -5,6 +5,7 @@
 
 const { EventEmitter } = require('events');
 const { AdminTransport, defaultSocketPath } = require('./admin');
+const { BusyPoll, DEFAULT_WINDOW_MICROS, DEFAULT_MAX_WAITING } = require('./busy_poll');
 const checks = require('./checks');
 const errors = require('./errors');
 
@@ -17,6 +18,8 @@ const MISSED_CHECKS = 3;
 // and invocations past it wait for one. The runtime queues at most
 // dataPlane.requestQueueLimit (1000) per function beyond what its workers take.
 const MAX_CONNECTIONS = 1024;
+// The longest busy-poll window: past this, sleeping costs less than spinning.
+const MAX_BUSY_POLL_MICROS = 1000;
 // The client's own bound on the response head, past the deadline the runtime enforces.
 const HEAD_GUARD_MARGIN_MS = 1000;
 // The longest timer Node.js keeps (a longer one fires at once); a guard past it is left to
@@ -51,6 +54,10 @@ class NoslatedClient extends EventEmitter {
    * @param {number} [options.startTimeout] ms `start()` waits for the runtime (10 000)
    * @param {number} [options.watchInterval] ms between checks for a restarted runtime (1 000)
    * @param {number} [options.maxConnections] invocations under way at once (1 024); more wait
+   * @param {number} [options.busyPollMicros] how long the event loop keeps polling, instead of
+   *   sleeping, after an invocation is sent while at most `busyPollMaxWaiting` wait for their
+   *   heads (500; 0 turns it off)
+   * @param {number} [options.busyPollMaxWaiting] (2)
    */
   constructor(options = {}) {
     super();
@@ -62,7 +69,15 @@ class NoslatedClient extends EventEmitter {
     if (!Number.isInteger(this.maxConnections) || this.maxConnections < 1) {
       throw new TypeError(`maxConnections must be a positive integer, not ${JSON.stringify(options.maxConnections)}`);
     }
-    this.transport = new AdminTransport(this.socketPath, this.maxConnections);
+    const busyPollMicros = options.busyPollMicros ?? DEFAULT_WINDOW_MICROS;
+    const busyPollMaxWaiting = options.busyPollMaxWaiting ?? DEFAULT_MAX_WAITING;
+    if (!Number.isFinite(busyPollMicros) || busyPollMicros < 0 || busyPollMicros > MAX_BUSY_POLL_MICROS) {
+      throw new TypeError(`busyPollMicros must be a number of microseconds from 0 to ${MAX_BUSY_POLL_MICROS}, not ${JSON.stringify(options.busyPollMicros)}`);
+    }
+    if (!Number.isInteger(busyPollMaxWaiting) || busyPollMaxWaiting < 1) {
+      throw new TypeError(`busyPollMaxWaiting must be a positive integer, not ${JSON.stringify(options.busyPollMaxWaiting)}`);
+    }
+    this.transport = new AdminTransport(this.socketPath, this.maxConnections, new BusyPoll(busyPollMicros, busyPollMaxWaiting));
     // What this client set, sent again to a runtime that (re)appears. null: never set.
     this.functionProfiles = null;
     this.functionProfilesMode = 'IMMEDIATELY';
