@@ -185,8 +185,9 @@ class AdminTransport {
         this.busyPoll.settled();
         resolve(res);
       };
-      exchange = this.pool.exchange(head, data, streamed ? length : undefined, onHead);
+      // Counted before the exchange starts, so that an answer however early settles it.
       this.busyPoll.sent();
+      exchange = this.pool.exchange(head, data, streamed ? length : undefined, onHead);
       if (streamed) {
         data.on('error', (cause) => {
           const err = cancelled(cause);
