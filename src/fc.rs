@@ -344,6 +344,13 @@ pub fn header<'a>(headers: &'a HeaderList, name: &str) -> Option<&'a str> {
     headers.get(name).filter(|v| !v.is_empty())
 }
 
+/// The request id FC gave a call (`x-fc-request-id`), if it gave one: the call's own id on the
+/// FC port, and on the admin socket when a gateway forwards FC's headers without an id of its
+/// own.
+pub fn call_request_id(headers: &HeaderList) -> Option<&str> {
+    header(headers, "x-fc-request-id")
+}
+
 /// The headers [`context`] reads; each is the index of its name in [`CONTEXT_HEADERS`].
 #[derive(Debug, Clone, Copy)]
 enum ContextField {

@@ -827,11 +827,7 @@ impl Server {
         // Without an id of its own, an invocation that forwards FC's request id (a gateway
         // passing on FC's call with its headers) takes that one, as a call on the FC port does:
         // the function's context and the FC log lines then name the platform's request.
-        let forwarded_id = || {
-            (headers.get("x-fc-request-id"))
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        };
+        let forwarded_id = || crate::fc::call_request_id(&headers).map(str::to_owned);
         if let Some(id) = request_id.or_else(forwarded_id) {
             req.id = id;
         }

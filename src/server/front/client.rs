@@ -274,9 +274,7 @@ impl FrontEnd {
         serving: bool,
         lp: &mut Lent<'_>,
     ) -> Option<Started> {
-        let request_id = head
-            .header("x-fc-request-id")
-            .filter(|v| !v.is_empty())
+        let request_id = fc::call_request_id(&head.headers)
             .map(str::to_owned)
             .unwrap_or_else(|| self.ids.next_id());
         let route = fc::route(
