@@ -230,7 +230,8 @@ struct Huffman {
 
 impl Huffman {
     /// Builds the code from each symbol's code length (0: unused). Over-subscribed lengths are
-    /// refused; an incomplete code is accepted (its unused patterns fail when decoded).
+    /// refused; an incomplete code is built (its unused patterns fail when decoded), and
+    /// [`Huffman::is_sendable`] says whether a dynamic block may carry it.
     fn new(lengths: &[u8]) -> Result<Huffman, InflateError> {
         let mut counts = [0u16; MAX_BITS + 1];
         for &len in lengths {
@@ -260,6 +261,25 @@ impl Huffman {
             }
         }
         Ok(Huffman { counts, symbols })
+    }
+
+    /// Whether a dynamic block may send this code: a complete one, or one with a single code of
+    /// one bit (a block with one literal or one distance), or none at all (a distance code
+    /// of a block of literals only). zlib refuses every other incomplete code, as corrupt
+    /// data: decoding what it refuses would turn a damaged archive into wrong bytes that only
+    /// the CRC could catch.
+    fn is_sendable(&self) -> bool {
+        let longest = (1..=MAX_BITS).rev().find(|&len| self.counts[len] > 0);
+        self.is_complete() || longest.is_none() || (longest == Some(1) && self.counts[1] == 1)
+    }
+
+    /// Whether every bit pattern decodes to a symbol.
+    fn is_complete(&self) -> bool {
+        let mut unused: i32 = 1;
+        for &count in &self.counts[1..] {
+            unused = (unused << 1) - i32::from(count);
+        }
+        unused == 0
     }
 
     fn decode(&self, bits: &mut Bits<'_>) -> Result<u16, InflateError> {
@@ -344,6 +364,9 @@ fn dynamic_codes(bits: &mut Bits<'_>) -> Result<(Huffman, Huffman), InflateError
         clens[at] = bits.take(3)? as u8;
     }
     let clen_code = Huffman::new(&clens)?;
+    if !clen_code.is_complete() {
+        return Err(InflateError::BadCodeLengths);
+    }
     let mut lengths = [0u8; 286 + 30];
     let total = nlen + ndist;
     let mut i = 0;
@@ -372,10 +395,12 @@ fn dynamic_codes(bits: &mut Bits<'_>) -> Result<(Huffman, Huffman), InflateError
         // No end-of-block code: the block could never end.
         return Err(InflateError::BadCodeLengths);
     }
-    Ok((
-        Huffman::new(&lengths[..nlen])?,
-        Huffman::new(&lengths[nlen..total])?,
-    ))
+    let lit = Huffman::new(&lengths[..nlen])?;
+    let dist = Huffman::new(&lengths[nlen..total])?;
+    if !lit.is_sendable() || !dist.is_sendable() {
+        return Err(InflateError::BadCodeLengths);
+    }
+    Ok((lit, dist))
 }
 
 fn codes(
@@ -465,6 +490,28 @@ mod tests {
             run(&[0x03, 0x02, 0x00], 10),
             Err(InflateError::DistanceTooFar)
         );
+    }
+
+    #[test]
+    fn incomplete_codes_are_refused_as_zlib_refuses_them() {
+        // A dynamic block whose distance code leaves bit patterns unused (zlib: "invalid
+        // distances set"); decoding it anyway gave three bytes.
+        let input = [
+            0x05, 0xc1, 0x81, 0x09, 0x00, 0x20, 0x08, 0x00, 0xc1, 0x55, 0x7e, 0x36, 0xc5, 0x30,
+            0x02, 0xa5, 0x48, 0x72, 0xfc, 0x72, 0x23, 0x9b, 0x0f,
+        ];
+        assert_eq!(run(&input, 100), Err(InflateError::BadCodeLengths));
+        let code = |lengths: &[u8]| Huffman::new(lengths).unwrap();
+        // Complete codes, one one-bit code, and no code at all may be sent.
+        assert!(code(&[1, 1]).is_sendable());
+        assert!(code(&[2, 2, 1]).is_sendable());
+        assert!(code(&[0, 1, 0]).is_sendable());
+        assert!(code(&[0, 0]).is_sendable());
+        // Any other incomplete code may not.
+        assert!(!code(&[2, 2]).is_sendable());
+        assert!(!code(&[2]).is_sendable());
+        assert!(!code(&[1, 2]).is_sendable());
+        assert!(!code(&[0, 1, 0]).is_complete());
     }
 
     #[test]
