@@ -9,7 +9,8 @@
 //!
 //! The library exports what the `noslate` binary ([`cli`]), the integration tests and the fuzz
 //! targets use (the command line, the configuration loaders, the HTTP parsers, the worker frame
-//! codec), and the pure scheduling decisions ([`sched`]); everything else is internal.
+//! codec, the code package unpackers), and the pure scheduling decisions ([`sched`]);
+//! everything else is internal.
 
 pub(crate) mod admin;
 pub mod cli;
@@ -33,3 +34,7 @@ pub mod wire;
 
 /// The oldest Python the `python3` runtime supports (stated and enforced in one place).
 pub use runtime::MIN_PYTHON;
+
+/// The decoders of code packages, which read archives fetched from anywhere: exported for the
+/// fuzz targets.
+pub use code::{inflate, zip};

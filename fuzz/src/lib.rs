@@ -6,7 +6,10 @@
 //! Inputs that must be split carry their split first: a few control bytes, then the bytes under
 //! test. Every function panics when a property fails and accepts any input.
 
-use std::path::Path;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use noslate::config::{
     self, MAX_NAME_CHARS, PROPORTION_SUM_TOLERANCE, ProfileSet, ServiceKind, SystemConfig,
@@ -14,7 +17,9 @@ use noslate::config::{
 use noslate::http::HttpError;
 use noslate::http::chunked::{Chunk, ChunkedDecoder, LAST_CHUNK, encode_chunk_header};
 use noslate::http::request::{BodyKind, MAX_HEADERS_CAP, Parsed, RequestLimits, parse_request};
+use noslate::inflate::InflateError;
 use noslate::wire::{self, HEADER_LEN, Header, Kind, MAX_PAYLOAD, WireError};
+use noslate::zip::{self, Unpacked, ZipLimits};
 
 /// A target's check: panics when the input breaks a property.
 pub type Check = fn(&[u8]);
@@ -25,6 +30,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("chunked", chunked),
     ("wire_frames", wire_frames),
     ("config", config),
+    ("inflate", inflate),
+    ("zip", zip_archive),
 ];
 
 /// Splits off the piece lengths at the front of `data`: one byte `n` (low 4 bits), then `n`
@@ -409,4 +416,235 @@ fn check_profiles(set: &ProfileSet) {
             }
         }
     }
+}
+
+/// A reader that hands out its input in the given pieces (and the rest as one last piece),
+/// however large the buffer it is asked to fill: a socket or a pipe that splits its data.
+struct PieceReader<'a> {
+    pieces: Vec<&'a [u8]>,
+    next: usize,
+}
+
+impl<'a> PieceReader<'a> {
+    fn new(pieces: Vec<&'a [u8]>) -> Self {
+        PieceReader { pieces, next: 0 }
+    }
+}
+
+impl Read for PieceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(piece) = self.pieces.get_mut(self.next) {
+            if piece.is_empty() {
+                self.next += 1;
+                continue;
+            }
+            let n = piece.len().min(buf.len());
+            buf[..n].copy_from_slice(&piece[..n]);
+            *piece = &piece[n..];
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// The output limits [`inflate`]'s `limit` byte picks from.
+const INFLATE_LIMITS: [u64; 8] = [0, 1, 7, 100, 4096, 65_535, 65_536, 1 << 20];
+
+/// The most a stream may inflate to in the unlimited runs: far beyond what libFuzzer's inputs
+/// reach except as bombs, which are then only checked against the limits.
+pub const INFLATE_CEILING: u64 = 64 << 20;
+
+/// What inflating one stream produced: the result and every byte the sink was handed.
+pub type InflateRun = (Result<u64, InflateError>, Vec<u8>);
+
+/// Inflates what `input` reads, at most `max_out` bytes, collecting the sink's pieces.
+pub fn inflate_run(input: &mut dyn Read, max_out: u64) -> InflateRun {
+    let mut out = Vec::new();
+    let result = noslate::inflate::inflate(input, max_out, &mut |piece: &[u8]| {
+        out.extend_from_slice(piece);
+        Ok(())
+    });
+    (result, out)
+}
+
+/// [`inflate`]'s input taken apart: the `limit` byte, the piece lengths and the stream.
+pub fn inflate_input(data: &[u8]) -> Option<(u8, Vec<usize>, &[u8])> {
+    let (&limit, rest) = data.split_first()?;
+    let (lens, stream) = pieces(rest);
+    Some((limit, lens, stream))
+}
+
+/// `inflate`: `[limit]`, then [`pieces`], then a raw DEFLATE stream.
+///
+/// [`noslate::inflate::inflate`] never panics; it produces the same output and the same end
+/// whether its reader returns the stream whole, a byte at a time or in the chosen pieces; a
+/// success reports exactly the bytes its sink got. Under a limit the sink never gets more than
+/// the limit, what it gets is a prefix of the unlimited output, and the run ends as the
+/// unlimited one did if that fits, else with `TooLarge`.
+pub fn inflate(data: &[u8]) {
+    let Some((limit, lens, stream)) = inflate_input(data) else {
+        return;
+    };
+    let whole = inflate_run(&mut &stream[..], INFLATE_CEILING);
+    if let (Ok(n), out) = &whole {
+        assert_eq!(*n, out.len() as u64, "reported length");
+    }
+    let bytes = stream.chunks(1).collect();
+    for split in [cut(stream, &lens), bytes] {
+        let run = inflate_run(&mut PieceReader::new(split), INFLATE_CEILING);
+        assert_eq!(run, whole, "split input inflates differently");
+    }
+    if matches!(whole.0, Err(InflateError::TooLarge(_))) {
+        return;
+    }
+    let max = INFLATE_LIMITS[usize::from(limit) % INFLATE_LIMITS.len()];
+    let (result, out) = inflate_run(&mut &stream[..], max);
+    assert!(
+        out.len() as u64 <= max,
+        "{} bytes past the limit {max}",
+        out.len()
+    );
+    assert!(whole.1.starts_with(&out), "limited output is not a prefix");
+    let fits = whole.1.len() as u64 <= max;
+    match (&whole.0, &result) {
+        (Ok(_), _) if fits => assert_eq!((&result, &out), (&whole.0, &whole.1)),
+        (Err(e), r) if fits => assert!(
+            r.as_ref().err() == Some(e) || r == &Err(InflateError::TooLarge(max)),
+            "unlimited {e:?}, limited {r:?}"
+        ),
+        (Ok(_), r) => assert_eq!(r, &Err(InflateError::TooLarge(max))),
+        (Err(e), r) => assert!(
+            r.as_ref().err() == Some(e) || r == &Err(InflateError::TooLarge(max)),
+            "unlimited {e:?}, limited {r:?}"
+        ),
+    }
+}
+
+/// The limits [`zip_archive`]'s `limits` byte picks from: (unpacked bytes, entries).
+const ZIP_LIMITS: [(u64, u32); 4] = [(1 << 20, 64), (100, 64), (1 << 20, 2), (0, 64)];
+
+/// `zip`: `[limits]`, then a zip archive.
+///
+/// Reading the central directory never panics, and every entry it lists has a checked,
+/// relative, unique name. Unpacking (from memory, and from a file read piece by piece, which
+/// must end alike) never panics and never writes outside its directory; a success wrote
+/// exactly the files and bytes it reports, within the limits, and nothing but regular files
+/// and directories.
+pub fn zip_archive(data: &[u8]) {
+    let Some((&pick, archive)) = data.split_first() else {
+        return;
+    };
+    let (max_unpacked_bytes, max_entries) = ZIP_LIMITS[usize::from(pick) % ZIP_LIMITS.len()];
+    let limits = ZipLimits {
+        max_unpacked_bytes,
+        max_entries,
+    };
+    if let Ok(list) = zip::entries(archive, &limits) {
+        assert!(list.len() <= max_entries as usize, "{} entries", list.len());
+        for (i, entry) in list.iter().enumerate() {
+            let (name, _) = zip::check_name(entry.name.as_bytes()).expect("listed name checks");
+            assert_eq!(name, entry.name);
+            assert!(list[..i].iter().all(|e| e.name != entry.name), "repeated");
+        }
+    }
+    let scratch = Scratch::new();
+    let from_memory = scratch.dir("memory");
+    let in_memory = zip::unpack(archive, &from_memory, &limits);
+    let file_path = scratch.root.join("archive.zip");
+    fs::write(&file_path, archive).expect("write the archive");
+    let file = fs::File::open(&file_path).expect("open the archive");
+    let from_file = scratch.dir("file");
+    let in_file = zip::unpack(&file, &from_file, &limits);
+    assert_eq!(
+        in_memory.as_ref().map_err(|_| ()),
+        in_file.as_ref().map_err(|_| ()),
+        "memory {in_memory:?}, file {in_file:?}"
+    );
+    let mut names: Vec<_> = fs::read_dir(&scratch.root)
+        .expect("read the scratch directory")
+        .map(|e| e.expect("scratch entry").file_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["archive.zip", "file", "memory"],
+        "wrote outside its directory"
+    );
+    if let Ok(done) = in_memory {
+        assert!(done.bytes <= max_unpacked_bytes, "{} bytes", done.bytes);
+        assert!(done.files <= max_entries, "{} files", done.files);
+        let on_disk = tree(&from_memory);
+        assert_eq!(on_disk, tree(&from_file), "the two unpackings differ");
+        let files = on_disk.iter().filter(|(_, bytes)| bytes.is_some()).count();
+        let bytes: u64 = on_disk.iter().filter_map(|(_, bytes)| *bytes).sum();
+        assert_eq!(
+            Unpacked {
+                files: files as u32,
+                bytes
+            },
+            done
+        );
+    }
+}
+
+/// A directory of its own for one run, removed when dropped.
+struct Scratch {
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        // Replays run on several test threads of one process.
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, Ordering::Relaxed);
+        let root =
+            std::env::temp_dir().join(format!("noslate-fuzz-zip-{}-{run}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).expect("create the scratch directory");
+        Scratch { root }
+    }
+
+    /// A new empty directory `name` inside the scratch directory.
+    fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        fs::create_dir(&dir).expect("create an unpack directory");
+        dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Every path under `dir` (relative, sorted) with its length for a file and `None` for a
+/// directory; panics on anything else (a symlink, a device).
+fn tree(dir: &Path) -> Vec<(PathBuf, Option<u64>)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(at) = todo.pop() {
+        for entry in fs::read_dir(&at).expect("read an unpacked directory") {
+            let entry = entry.expect("unpacked entry");
+            let kind = fs::symlink_metadata(entry.path()).expect("stat an unpacked entry");
+            let relative = entry
+                .path()
+                .strip_prefix(dir)
+                .expect("inside")
+                .to_path_buf();
+            if kind.is_dir() {
+                found.push((relative, None));
+                todo.push(entry.path());
+            } else {
+                assert!(
+                    kind.is_file(),
+                    "{} is neither file nor directory",
+                    relative.display()
+                );
+                found.push((relative, Some(kind.len())));
+            }
+        }
+    }
+    found.sort();
+    found
 }
