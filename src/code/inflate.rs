@@ -7,12 +7,14 @@
 //! caller's limit: a bomb is caught on the bytes it actually expands to, not on the size its
 //! archive declares. Every malformed input is an error; nothing here panics on input.
 //!
-//! Huffman codes are decoded canonically, one bit at a time against the count of codes of each
-//! length: slower than table lookup, but small and obviously bounded (at most 15 steps per
-//! symbol).
+//! Huffman codes are decoded with a table indexed by the next [`FAST_BITS`] bits, which holds
+//! every code that short (nearly all symbols of real data). A longer code, an unused bit
+//! pattern, or the last few bits of the input fall back to canonical decoding, one bit at a
+//! time against the count of codes of each length (at most 15 steps per symbol).
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::OnceLock;
 
 /// How far back a match may reach.
 const WINDOW: usize = 32 * 1024;
@@ -22,6 +24,8 @@ const FLUSH_AT: usize = 4 * WINDOW;
 const MAX_BITS: usize = 15;
 /// Compressed input is read in pieces of this size.
 const INPUT_CHUNK: usize = 64 * 1024;
+/// Codes up to this long are decoded by one table lookup.
+const FAST_BITS: u32 = 10;
 
 /// Why a stream could not be inflated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,12 +87,14 @@ pub fn inflate(
         sink,
     };
     let mut bits = Bits::new(input);
-    let fixed = fixed_codes()?;
     loop {
         let last = bits.take(1)? == 1;
         match bits.take(2)? {
             0 => stored(&mut bits, &mut out)?,
-            1 => codes(&mut bits, &mut out, &fixed.0, &fixed.1)?,
+            1 => {
+                let (lit, dist) = fixed_codes()?;
+                codes(&mut bits, &mut out, lit, dist)?;
+            }
             2 => {
                 let (lit, dist) = dynamic_codes(&mut bits)?;
                 codes(&mut bits, &mut out, &lit, &dist)?;
@@ -130,6 +136,20 @@ impl Output<'_> {
         Ok(())
     }
 
+    /// Appends `bytes`, flushing and failing at the same output positions as pushing them one
+    /// at a time would (so that neither depends on how the input was split).
+    fn extend(&mut self, mut bytes: &[u8]) -> Result<(), InflateError> {
+        while !bytes.is_empty() {
+            self.reserve(1)?;
+            let to_flush = FLUSH_AT + WINDOW - self.buf.len();
+            let to_limit = usize::try_from(self.max_out - self.total()).unwrap_or(usize::MAX);
+            let (now, rest) = bytes.split_at(bytes.len().min(to_flush).min(to_limit));
+            self.buf.extend_from_slice(now);
+            bytes = rest;
+        }
+        Ok(())
+    }
+
     fn push(&mut self, byte: u8) -> Result<(), InflateError> {
         self.reserve(1)?;
         self.buf.push(byte);
@@ -142,10 +162,14 @@ impl Output<'_> {
             return Err(InflateError::DistanceTooFar);
         }
         self.reserve(len)?;
-        let start = self.buf.len() - dist;
-        for i in 0..len {
-            let byte = self.buf[start + i];
-            self.buf.push(byte);
+        // A match longer than its distance repeats the last `dist` bytes: copied a distance at
+        // a time, each copy reading what the one before wrote.
+        let mut left = len;
+        while left > 0 {
+            let piece = left.min(dist);
+            let start = self.buf.len() - dist;
+            self.buf.extend_from_within(start..start + piece);
+            left -= piece;
         }
         Ok(())
     }
@@ -181,8 +205,8 @@ impl<'r> Bits<'r> {
         }
     }
 
-    /// The next input byte.
-    fn byte(&mut self) -> Result<u8, InflateError> {
+    /// Reads more input when all that was read is used; false at the end of the input.
+    fn fill(&mut self) -> Result<bool, InflateError> {
         if self.pos == self.len {
             self.len = loop {
                 match self.source.read(&mut self.chunk) {
@@ -192,13 +216,68 @@ impl<'r> Bits<'r> {
                 }
             };
             self.pos = 0;
-            if self.len == 0 {
-                return Err(InflateError::Truncated);
-            }
+        }
+        Ok(self.pos < self.len)
+    }
+
+    /// The next input byte; `None` at the end of the input.
+    fn next_byte(&mut self) -> Result<Option<u8>, InflateError> {
+        if !self.fill()? {
+            return Ok(None);
         }
         let byte = self.chunk[self.pos];
         self.pos += 1;
-        Ok(byte)
+        Ok(Some(byte))
+    }
+
+    /// The next input byte.
+    fn byte(&mut self) -> Result<u8, InflateError> {
+        self.next_byte()?.ok_or(InflateError::Truncated)
+    }
+
+    /// The next byte at a byte boundary (after [`Bits::align`]): whole bytes a lookahead has
+    /// buffered come first.
+    fn aligned_byte(&mut self) -> Result<u8, InflateError> {
+        if self.count >= 8 {
+            return Ok(self.take(8)? as u8);
+        }
+        self.byte()
+    }
+
+    /// Hands the next `n` bytes at a byte boundary (after [`Bits::align`]) to `out`: whole
+    /// bytes a lookahead has buffered first, then the input as read.
+    fn copy_aligned(&mut self, mut n: usize, out: &mut Output<'_>) -> Result<(), InflateError> {
+        while n > 0 && self.count >= 8 {
+            out.push(self.take(8)? as u8)?;
+            n -= 1;
+        }
+        while n > 0 {
+            if !self.fill()? {
+                return Err(InflateError::Truncated);
+            }
+            let piece = n.min(self.len - self.pos);
+            out.extend(&self.chunk[self.pos..self.pos + piece])?;
+            self.pos += piece;
+            n -= piece;
+        }
+        Ok(())
+    }
+
+    /// The next `n` (at most 32) bits without consuming them, and how many of them the input
+    /// still has (fewer than `n` only near its end; the missing ones read as zeros).
+    fn peek(&mut self, n: u32) -> Result<(u32, u32), InflateError> {
+        while self.count < n {
+            let Some(byte) = self.next_byte()? else { break };
+            self.buf |= u64::from(byte) << self.count;
+            self.count += 8;
+        }
+        Ok(((self.buf & ((1u64 << n) - 1)) as u32, self.count.min(n)))
+    }
+
+    /// Drops `n` bits that [`Bits::peek`] has buffered.
+    fn consume(&mut self, n: u32) {
+        self.buf >>= n;
+        self.count -= n;
     }
 
     /// The next `n` (at most 16) bits as a number.
@@ -214,18 +293,20 @@ impl<'r> Bits<'r> {
         Ok(value)
     }
 
-    /// Drops the bits left of the current byte (bytes are loaded one at a time, so fewer than
-    /// eight are buffered between symbols).
+    /// Drops the bits left of the current byte; whole bytes buffered by a lookahead stay.
     fn align(&mut self) {
-        self.buf = 0;
-        self.count = 0;
+        self.consume(self.count % 8);
     }
 }
 
-/// A canonical Huffman code: how many codes have each length, and the symbols in code order.
+/// A canonical Huffman code: how many codes have each length, the symbols in code order, and
+/// the lookup table of the short codes.
 struct Huffman {
     counts: [u16; MAX_BITS + 1],
     symbols: Vec<u16>,
+    /// Indexed by the next [`FAST_BITS`] input bits: `symbol << 4 | length` of the code they
+    /// start with, or 0 when that code is longer (or the bits start no code).
+    fast: Box<[u16; 1 << FAST_BITS]>,
 }
 
 impl Huffman {
@@ -260,7 +341,37 @@ impl Huffman {
                 *slot += 1;
             }
         }
-        Ok(Huffman { counts, symbols })
+        // Canonical codes (RFC 1951, 3.2.2): each length's first code follows the last code of
+        // the length before; symbols of one length take consecutive codes in symbol order.
+        // (`counts[0]` counts the unused symbols, which take no code.)
+        let mut next_code = [0u32; MAX_BITS + 1];
+        for len in 2..=MAX_BITS {
+            next_code[len] = (next_code[len - 1] + u32::from(counts[len - 1])) << 1;
+        }
+        let mut fast = Box::new([0u16; 1 << FAST_BITS]);
+        for (symbol, &len) in lengths.iter().enumerate() {
+            let len = u32::from(len);
+            if len == 0 {
+                continue;
+            }
+            let code = next_code[len as usize];
+            next_code[len as usize] += 1;
+            if len > FAST_BITS {
+                continue;
+            }
+            // Codes are packed most significant bit first into a stream read least significant
+            // bit first: the table is indexed by the code reversed, whatever bits follow it.
+            let reversed = code.reverse_bits() >> (32 - len);
+            let entry = (symbol as u16) << 4 | len as u16;
+            for index in (reversed as usize..fast.len()).step_by(1 << len) {
+                fast[index] = entry;
+            }
+        }
+        Ok(Huffman {
+            counts,
+            symbols,
+            fast,
+        })
     }
 
     /// Whether a dynamic block may send this code: a complete one, or one with a single code of
@@ -283,6 +394,19 @@ impl Huffman {
     }
 
     fn decode(&self, bits: &mut Bits<'_>) -> Result<u16, InflateError> {
+        let (next, available) = bits.peek(FAST_BITS)?;
+        let entry = self.fast[next as usize];
+        let len = u32::from(entry & 0xf);
+        if len != 0 && len <= available {
+            bits.consume(len);
+            return Ok(entry >> 4);
+        }
+        self.decode_bitwise(bits)
+    }
+
+    /// Decodes one bit at a time: codes longer than the table's, unused patterns, and the end
+    /// of the input.
+    fn decode_bitwise(&self, bits: &mut Bits<'_>) -> Result<u16, InflateError> {
         let mut code: i32 = 0;
         let mut first: i32 = 0;
         let mut index: i32 = 0;
@@ -326,20 +450,27 @@ fn stored(bits: &mut Bits<'_>, out: &mut Output<'_>) -> Result<(), InflateError>
     bits.align();
     let mut header = [0u8; 4];
     for byte in &mut header {
-        *byte = bits.byte()?;
+        *byte = bits.aligned_byte()?;
     }
     let len = u16::from_le_bytes([header[0], header[1]]);
     let nlen = u16::from_le_bytes([header[2], header[3]]);
     if len != !nlen {
         return Err(InflateError::BadStoredLength);
     }
-    for _ in 0..len {
-        out.push(bits.byte()?)?;
-    }
-    Ok(())
+    bits.copy_aligned(usize::from(len), out)
 }
 
-fn fixed_codes() -> Result<(Huffman, Huffman), InflateError> {
+/// The fixed codes, built once: a package's small files are often a fixed block each, one
+/// stream per file, and a table of 1 024 entries per code is not worth rebuilding for each.
+fn fixed_codes() -> Result<&'static (Huffman, Huffman), InflateError> {
+    static FIXED: OnceLock<Result<(Huffman, Huffman), InflateError>> = OnceLock::new();
+    FIXED
+        .get_or_init(build_fixed_codes)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn build_fixed_codes() -> Result<(Huffman, Huffman), InflateError> {
     let mut lengths = [0u8; 288];
     for (symbol, len) in lengths.iter_mut().enumerate() {
         *len = match symbol {
@@ -490,6 +621,82 @@ mod tests {
             run(&[0x03, 0x02, 0x00], 10),
             Err(InflateError::DistanceTooFar)
         );
+    }
+
+    #[test]
+    fn a_dynamic_block_from_zlib_decodes() {
+        // zlib's level 9 of 400 random common words and then every byte value once: one
+        // dynamic block, whose rare symbols take codes longer than the lookup table's.
+        let input = include_bytes!("testdata/words.deflate");
+        let expected = include_bytes!("testdata/words.bin");
+        assert_eq!((input[0] >> 1) & 3, 2, "a dynamic block");
+        assert_eq!(run(input, 1 << 20).unwrap(), expected);
+        // And fed a byte at a time, the lookahead meeting the end of every read.
+        let mut got = Vec::new();
+        let mut reader = OneByte(input);
+        inflate(&mut reader, 1 << 20, &mut |piece: &[u8]| {
+            got.extend_from_slice(piece);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, expected);
+    }
+
+    /// A reader that returns one byte per read.
+    struct OneByte<'a>(&'a [u8]);
+
+    impl std::io::Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((&byte, rest)), Some(slot)) => {
+                    *slot = byte;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn the_lookup_table_and_bitwise_decoding_agree_on_every_code_length() {
+        // Lengths 1 to 15 and a second 15: a complete code with codes of every length.
+        let mut lengths: Vec<u8> = (1..=15).collect();
+        lengths.push(15);
+        let code = Huffman::new(&lengths).unwrap();
+        assert!(code.is_complete());
+        // Canonical codes: symbol i < 15 is i ones and a zero; the last two are all ones but
+        // the last bit. Packed most significant bit first into an LSB-first stream.
+        let mut stream = Vec::new();
+        let (mut acc, mut count) = (0u64, 0);
+        for (symbol, &len) in lengths.iter().enumerate() {
+            let len = u32::from(len);
+            let code_value: u32 = match symbol {
+                0..=14 => ((1 << len) - 1) & !1,
+                _ => (1 << len) - 1,
+            };
+            for bit in (0..len).rev() {
+                acc |= u64::from((code_value >> bit) & 1) << count;
+                count += 1;
+                if count == 8 {
+                    stream.push(acc as u8);
+                    (acc, count) = (0, 0);
+                }
+            }
+        }
+        stream.push(acc as u8);
+        for bitwise in [false, true] {
+            let mut reader = &stream[..];
+            let mut bits = Bits::new(&mut reader);
+            for symbol in 0..lengths.len() {
+                let got = if bitwise {
+                    code.decode_bitwise(&mut bits)
+                } else {
+                    code.decode(&mut bits)
+                };
+                assert_eq!(got, Ok(symbol as u16), "bitwise {bitwise}");
+            }
+        }
     }
 
     #[test]

@@ -517,35 +517,72 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
 
 /// CRC-32 (IEEE 802.3, reflected), as zip uses it.
 struct Crc32 {
-    table: [u32; 256],
     value: u32,
+}
+
+/// The reflected polynomial.
+const CRC_POLY: u32 = 0xedb8_8320;
+
+/// Tables for eight bytes at a time: `[0]` is the classic byte table, and `[k][i]` the CRC of
+/// byte `i` followed by `k` zero bytes. Every entry's CRC is checked in pieces of
+/// about 64 KiB, so the byte-at-a-time loop made CRC-32 a tenth of the unpacking time.
+static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
+
+const fn crc_tables() -> [[u32; 256]; 8] {
+    let mut tables = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            c = if c & 1 != 0 {
+                CRC_POLY ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            bit += 1;
+        }
+        tables[0][i] = c;
+        i += 1;
+    }
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let previous = tables[k - 1][i];
+            tables[k][i] = (previous >> 8) ^ tables[0][(previous & 0xff) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    tables
 }
 
 impl Crc32 {
     fn new() -> Self {
-        let mut table = [0u32; 256];
-        for (i, slot) in table.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *slot = c;
-        }
-        Crc32 {
-            table,
-            value: 0xffff_ffff,
-        }
+        Crc32 { value: 0xffff_ffff }
     }
 
     fn update(&mut self, data: &[u8]) {
-        for &byte in data {
-            self.value =
-                self.table[((self.value ^ u32::from(byte)) & 0xff) as usize] ^ (self.value >> 8);
+        let t = &CRC_TABLES;
+        let mut crc = self.value;
+        let mut words = data.chunks_exact(8);
+        for word in &mut words {
+            let lo = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) ^ crc;
+            let hi = u32::from_le_bytes([word[4], word[5], word[6], word[7]]);
+            crc = t[7][(lo & 0xff) as usize]
+                ^ t[6][((lo >> 8) & 0xff) as usize]
+                ^ t[5][((lo >> 16) & 0xff) as usize]
+                ^ t[4][(lo >> 24) as usize]
+                ^ t[3][(hi & 0xff) as usize]
+                ^ t[2][((hi >> 8) & 0xff) as usize]
+                ^ t[1][((hi >> 16) & 0xff) as usize]
+                ^ t[0][(hi >> 24) as usize];
         }
+        for &byte in words.remainder() {
+            crc = t[0][((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
+        }
+        self.value = crc;
     }
 
     fn finish(&self) -> u32 {
@@ -558,6 +595,37 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
     use std::process::Command;
+
+    #[test]
+    fn crc32_eight_bytes_at_a_time_matches_the_definition() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+        // Bit by bit, straight from the polynomial.
+        let reference = |data: &[u8]| {
+            let mut crc = 0xffff_ffffu32;
+            for &byte in data {
+                crc ^= u32::from(byte);
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        CRC_POLY ^ (crc >> 1)
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            crc ^ 0xffff_ffff
+        };
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for len in 0..data.len() {
+            assert_eq!(crc32(&data[..len]), reference(&data[..len]), "length {len}");
+        }
+        // Fed in pieces of every size, as entries are.
+        for piece in 1..20 {
+            let mut crc = Crc32::new();
+            data.chunks(piece).for_each(|p| crc.update(p));
+            assert_eq!(crc.finish(), reference(&data), "pieces of {piece}");
+        }
+    }
 
     const LIMITS: ZipLimits = ZipLimits {
         max_unpacked_bytes: 64 << 20,
