@@ -61,10 +61,11 @@ clean:
 .PHONY: fuzz
 
 # Coverage-guided fuzzing of the HTTP head parser, the chunked decoder, the worker frame codec,
-# the config loaders and the code package unpackers (zip and DEFLATE, the latter also against
-# zlib) with cargo-fuzz (nightly; installed if missing), FUZZ_SECONDS (default 60) per
-# target, one target at a time; ends with executions and crashes per target. Not part
-# of `make test`, which replays the seed corpora instead (tests/fuzz_corpus.rs).
+# the config loaders, the code package unpackers (zip and DEFLATE, the latter also against
+# zlib) and the admin invocation headers with cargo-fuzz (nightly; installed if missing),
+# FUZZ_SECONDS (default 60) per target, one target at a time; ends with executions and crashes
+# per target. Not part of `make test`, which replays the seed corpora instead
+# (tests/fuzz_corpus.rs).
 FUZZ_SECONDS ?= 60
 
 fuzz:

@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing: `make fuzz` (scripts/fuzz.sh [TARGET...]). See fuzz/src/lib.rs for
 # what each target checks.
 #
-# Runs each target of fuzz/ (all six by default) with `cargo fuzz`, one after the other in a
+# Runs each target of fuzz/ (all seven by default) with `cargo fuzz`, one after the other in a
 # single libFuzzer process, for FUZZ_SECONDS seconds each (default 60), then prints a table of
 # executions and crashes per target. Exits non-zero when any target crashed.
 #
@@ -26,7 +26,7 @@ read -r -a extra <<<"${FUZZ_ARGS:-}"
 sanitizer=${FUZZ_SANITIZER:-none}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(request_head chunked wire_frames config inflate zip)
+    targets=(request_head chunked wire_frames config inflate zip admin_metadata)
 fi
 
 if ! "${cargo[@]}" fuzz --version >/dev/null 2>&1; then

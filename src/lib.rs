@@ -35,6 +35,8 @@ pub mod wire;
 /// The oldest Python the `python3` runtime supports (stated and enforced in one place).
 pub use runtime::MIN_PYTHON;
 
-/// The decoders of code packages, which read archives fetched from anywhere: exported for the
-/// fuzz targets.
+/// The decoders of code packages, which read archives fetched from anywhere, and the parser of
+/// an admin invocation's headers, which a gateway fills from its own clients' requests:
+/// exported for the fuzz targets.
+pub use admin::invocation as admin_invocation;
 pub use code::{inflate, zip};

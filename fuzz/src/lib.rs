@@ -11,12 +11,13 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use noslate::admin_invocation::{self, Metadata};
 use noslate::config::{
     self, MAX_NAME_CHARS, PROPORTION_SUM_TOLERANCE, ProfileSet, ServiceKind, SystemConfig,
 };
-use noslate::http::HttpError;
 use noslate::http::chunked::{Chunk, ChunkedDecoder, LAST_CHUNK, encode_chunk_header};
 use noslate::http::request::{BodyKind, MAX_HEADERS_CAP, Parsed, RequestLimits, parse_request};
+use noslate::http::{HeaderList, HttpError};
 use noslate::inflate::InflateError;
 use noslate::wire::{self, HEADER_LEN, Header, Kind, MAX_PAYLOAD, WireError};
 use noslate::zip::{self, Unpacked, ZipLimits};
@@ -32,6 +33,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("config", config),
     ("inflate", inflate),
     ("zip", zip_archive),
+    ("admin_metadata", admin_metadata),
 ];
 
 /// Splits off the piece lengths at the front of `data`: one byte `n` (low 4 bits), then `n`
@@ -647,4 +649,71 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Option<u64>)> {
     }
     found.sort();
     found
+}
+
+/// `admin_metadata`: an admin invocation's header fields, one `name:value` per line (the
+/// value's bytes as ISO-8859-1, as the HTTP parser hands them on).
+///
+/// [`Metadata::parse`] never panics; what it accepts is what the function may be given: a
+/// method that is a token, a url without spaces or control bytes, header and baggage names
+/// that are not empty, no line break and no char past U+00FF in any pair (values stand for
+/// bytes), and a request id of 1 to 128 visible ASCII characters. Accepted pairs encode with
+/// [`admin_invocation::encode_pairs`] into a value that parses back to the same pairs.
+pub fn admin_metadata(data: &[u8]) {
+    let mut headers = HeaderList::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&line[..colon]);
+        headers.push_latin1(&name, &line[colon + 1..]);
+    }
+    let Ok(meta) = Metadata::parse(&headers, 1_700_000_000_000) else {
+        return;
+    };
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    assert!(token(&meta.method), "method {:?}", meta.method);
+    assert!(
+        !meta.url.is_empty() && meta.url.bytes().all(|b| b > b' ' && b != 0x7f),
+        "url {:?}",
+        meta.url
+    );
+    if let Some(id) = &meta.request_id {
+        assert!(
+            (1..=admin_invocation::MAX_REQUEST_ID_LEN).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_graphic()),
+            "request id {id:?}"
+        );
+    }
+    let sendable = |s: &str| s.chars().all(|c| c <= '\u{ff}' && c != '\r' && c != '\n');
+    let from_json = headers.get(admin_invocation::HEADERS).is_some();
+    let pairs = meta.headers.to_pairs();
+    let lists = [
+        (admin_invocation::HEADERS, Some(pairs).filter(|_| from_json)),
+        (admin_invocation::BAGGAGE, meta.baggage.clone()),
+    ];
+    for (header, list) in lists {
+        let Some(list) = list else { continue };
+        for (name, value) in &list {
+            assert!(!name.is_empty(), "{header}: an empty name");
+            assert!(
+                sendable(name) && sendable(value),
+                "{header}: {name:?}: {value:?}"
+            );
+        }
+        let mut again = HeaderList::new();
+        again.push(header, &admin_invocation::encode_pairs(&list));
+        let reparsed = Metadata::parse(&again, 1_700_000_000_000)
+            .unwrap_or_else(|e| panic!("{header}: its own encoding is refused: {e}"));
+        let back = if header == admin_invocation::HEADERS {
+            reparsed.headers.to_pairs()
+        } else {
+            reparsed.baggage.unwrap_or_default()
+        };
+        assert_eq!(back, list, "{header}: the encoding does not parse back");
+    }
 }
