@@ -1,15 +1,17 @@
 //! A hostile function against the promises the runtime makes by default (no `turf.isolation`):
 //! when the runtime is root, a worker runs as `turf.user` without capabilities, so it cannot
 //! read the runtime's `/proc` environment or descriptors, cannot talk to the admin socket,
-//! cannot signal the runtime, cannot write another function's code and cannot read another
-//! function's logs. The fixture (`tests/fixtures/hostile`) tries each and reports what worked.
+//! cannot signal the runtime, cannot write another function's code (a directory, or a package
+//! unpacked into the runtime's cache), cannot plant an entry in that cache, and cannot read
+//! another function's logs. The fixture (`tests/fixtures/hostile`) tries each and reports what
+//! worked.
 
 mod common;
 
 use common::{Noslate, Req, WAIT, binary, fixture_dir, profile, wait_until};
 use serde_json::{Value, json};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `noslate serve --probe` for this runtime's directories and profiles.
 fn probe(ns: &Noslate, functions: &Value) -> Value {
@@ -26,10 +28,49 @@ fn probe(ns: &Noslate, functions: &Value) -> Value {
     serde_json::from_slice(&out.stdout).expect("the probe prints JSON")
 }
 
-fn functions(hostile_reservation: u32) -> Value {
+/// The hostile function, a victim served from a directory and one served from `package`, a
+/// zip (see [`talk_package`]).
+fn functions(hostile_reservation: u32, package: &Path) -> Value {
     let mut hostile = profile("hostile", "hostile");
     hostile["worker"]["reservationCount"] = json!(hostile_reservation);
-    json!([hostile, profile("victim", "talk")])
+    let mut packaged = profile("packaged", "talk");
+    packaged["url"] = json!(format!("file://{}", package.display()));
+    json!([hostile, profile("victim", "talk"), packaged])
+}
+
+/// Zips the `talk` fixture into `dir` (python's `zipfile`); returns the zip's path.
+fn talk_package(dir: &Path) -> PathBuf {
+    common::require_python();
+    let zip = dir.join("talk.zip");
+    let source = fixture_dir("talk").join("index.js");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import zipfile\nwith zipfile.ZipFile({:?}, 'w', zipfile.ZIP_DEFLATED) as z:\n    \
+             z.write({:?}, 'index.js')\n",
+            zip.display().to_string(),
+            source.display().to_string()
+        ))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    zip
+}
+
+/// The directory the packaged victim's code was unpacked into, in the runtime's cache.
+fn unpacked_package(ns: &Noslate) -> PathBuf {
+    let cache = ns.dir().join("work/bundles");
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(entries.len(), 1, "one package in the cache: {entries:?}");
+    entries[0].join("code")
 }
 
 /// Has the victim write a line into its log file, then the hostile function attack; returns
@@ -40,6 +81,8 @@ fn attack(ns: &Noslate) -> Value {
         &[("x-noslate-function", "victim"), ("x-say", "victim-secret")],
     );
     assert_eq!(said.status, 200, "{}", said.brief());
+    let packaged = ns.invoke(b"", &[("x-noslate-function", "packaged"), ("x-say", "hi")]);
+    assert_eq!(packaged.status, 200, "{}", packaged.brief());
     let logs = ns.dir().join("logs").join("victim");
     let log = logs.join("victim-1").join("stdout");
     wait_until(WAIT, "the victim's line reaches its log file", || {
@@ -54,7 +97,12 @@ fn attack(ns: &Noslate) -> Value {
             )
             .header("x-victim-code", fixture_dir("talk").to_string_lossy())
             .header("x-victim-log", log.to_string_lossy())
-            .header("x-victim-logs", logs.to_string_lossy()),
+            .header("x-victim-logs", logs.to_string_lossy())
+            .header("x-victim-package", unpacked_package(ns).to_string_lossy())
+            .header(
+                "x-cache-root",
+                ns.dir().join("work/bundles").to_string_lossy(),
+            ),
     );
     assert_eq!(resp.status, 200, "{}", resp.brief());
     resp.json()
@@ -77,6 +125,9 @@ fn assert_every_attempt_failed(ns: &mut Noslate, report: &Value) {
         "putFunctions",
         "putEnv",
         "writeCode",
+        "writePackage",
+        "changePackage",
+        "plantPackage",
         "readLog",
         "listLogs",
         "sigterm",
@@ -89,6 +140,14 @@ fn assert_every_attempt_failed(ns: &mut Noslate, report: &Value) {
     assert_eq!(report["readEnviron"], "EACCES", "{report}");
     assert_eq!(report["putFunctions"], "EACCES", "{report}");
     assert!(!fixture_dir("talk").join("pwned.js").exists());
+    let package = unpacked_package(ns);
+    assert!(!package.join("pwned.js").exists());
+    let code = std::fs::read_to_string(package.join("index.js")).unwrap();
+    assert_eq!(
+        code,
+        std::fs::read_to_string(fixture_dir("talk").join("index.js")).unwrap(),
+        "the unpacked package is unchanged"
+    );
 
     // The runtime is alive, still serves both functions, and kept its configuration.
     assert!(ns.is_running(), "the runtime survived");
@@ -115,7 +174,8 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn a_hostile_function_breaks_none_of_the_default_promises() {
-    let profiles = functions(1);
+    let tmp = common::TempDir::new();
+    let profiles = functions(1, &talk_package(tmp.path()));
     let mut ns = Noslate::start(&profiles);
     let caps = probe(&ns, &profiles);
     if caps["setuid"]["available"] != true {
@@ -172,7 +232,8 @@ fn a_hostile_function_breaks_none_of_the_default_promises() {
 
 #[test]
 fn a_hostile_function_started_from_a_spare_worker_is_as_powerless() {
-    let profiles = functions(0);
+    let tmp = common::TempDir::new();
+    let profiles = functions(0, &talk_package(tmp.path()));
     let mut ns = Noslate::builder()
         .functions(&profiles)
         .config(&json!({ "turf": { "spareWorkers": 1 } }))
@@ -202,7 +263,8 @@ fn a_hostile_function_started_from_a_spare_worker_is_as_powerless() {
 
 #[test]
 fn naming_the_runtime_user_keeps_workers_privileged_and_says_so() {
-    let profiles = functions(1);
+    let tmp = common::TempDir::new();
+    let profiles = functions(1, &talk_package(tmp.path()));
     let ns = Noslate::builder()
         .functions(&profiles)
         .config(&json!({ "turf": { "user": "root" } }))
