@@ -266,6 +266,18 @@ impl<'r> Bits<'r> {
     /// The next `n` (at most 32) bits without consuming them, and how many of them the input
     /// still has (fewer than `n` only near its end; the missing ones read as zeros).
     fn peek(&mut self, n: u32) -> Result<(u32, u32), InflateError> {
+        if self.count < n && self.len - self.pos >= 8 {
+            // As many whole bytes as fit, in one load: enough for a literal/length code, its
+            // extra bits, a distance code and its extra bits, so the symbols after this one
+            // seldom come back here.
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&self.chunk[self.pos..self.pos + 8]);
+            let bytes = (63 - self.count) / 8;
+            let fresh = u64::from_le_bytes(word) & ((1u64 << (bytes * 8)) - 1);
+            self.buf |= fresh << self.count;
+            self.pos += bytes as usize;
+            self.count += bytes * 8;
+        }
         while self.count < n {
             let Some(byte) = self.next_byte()? else { break };
             self.buf |= u64::from(byte) << self.count;
