@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The marker's name inside an entry.
 const MARKER: &str = ".integrity";
@@ -99,16 +99,26 @@ fn build_into(temp: &Path, build: &Build, limits: &CodePackageLimits) -> Result<
         max_unpacked_bytes: limits.max_unpacked_bytes,
         max_entries: limits.max_entries,
     };
-    let done = match &build.location {
-        PackageLocation::File(path) => {
-            let archive = fetch::open_local(path, limits.max_bytes)?;
-            zip::unpack(&archive, &code, &zip_limits)
-        }
+    // A package is unpacked on its function's first start: the log says what that took.
+    let unpack = |archive: fs::File| {
+        let started = Instant::now();
+        zip::unpack(&archive, &code, &zip_limits).map(|done| (done, started.elapsed()))
+    };
+    let (done, took) = match &build.location {
+        PackageLocation::File(path) => unpack(fetch::open_local(path, limits.max_bytes)?),
         PackageLocation::Remote(url) => {
             let download = temp.join("download.zip");
             let timeout = Duration::from_millis(limits.fetch_timeout_ms);
+            let started = Instant::now();
             let unpacked = fetch::download(url, &download, temp, limits.max_bytes, timeout)
-                .and_then(|archive| zip::unpack(&archive, &code, &zip_limits));
+                .and_then(|archive| {
+                    log::info!(
+                        "[code] downloaded {url} ({} bytes) in {:.1} ms",
+                        archive.metadata().map_or(0, |m| m.len()),
+                        started.elapsed().as_secs_f64() * 1e3
+                    );
+                    unpack(archive)
+                });
             for file in ["download.zip", "curl.stderr", "curl.report"] {
                 let _ = fs::remove_file(temp.join(file));
             }
@@ -116,10 +126,11 @@ fn build_into(temp: &Path, build: &Build, limits: &CodePackageLimits) -> Result<
         }
     }?;
     log::info!(
-        "[code] unpacked {} ({} files, {} bytes)",
+        "[code] unpacked {} ({} files, {} bytes) in {:.1} ms",
         build.url,
         done.files,
-        done.bytes
+        done.bytes,
+        took.as_secs_f64() * 1e3
     );
     Ok(())
 }
