@@ -27,6 +27,10 @@ pub struct Config {
     pub mem_pipeline: usize,
     /// Transfers per side and mode of the large-body rows.
     pub body_runs: usize,
+    /// Generated files in the package of the unpacking rows (`p`), besides its `index.js`.
+    pub package_files: usize,
+    /// Unpackings per tool of those rows.
+    pub package_runs: usize,
 }
 
 impl Config {
@@ -37,7 +41,7 @@ impl Config {
             threads: env_num("BENCH_THREADS", 2usize).max(1),
             rounds: env_num("BENCH_ROUNDS", 6usize).max(1),
             warmup: env_num("BENCH_WARMUP", 0.5f64).max(0.0),
-            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdefwxysrzmlg".into()),
+            targets: std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "abcdefwxysrzmlgp".into()),
             pin: env_num("BENCH_PIN", 0u8) != 0,
             spawns: env_num("BENCH_SPAWNS", 60usize),
             native_spawns: env_num("BENCH_NATIVE_SPAWNS", 200usize),
@@ -48,6 +52,8 @@ impl Config {
             mem_small_conns: env_num("BENCH_MEM_SMALL_CONNS", 500usize).max(1),
             mem_pipeline: env_num("BENCH_MEM_PIPELINE", 2000usize).max(1),
             body_runs: env_num("BENCH_BODY_RUNS", 5usize).max(1),
+            package_files: env_num("BENCH_PACKAGE_FILES", 3000usize),
+            package_runs: env_num("BENCH_PACKAGE_RUNS", 5usize).max(1),
         };
         Config {
             threads: c.threads.min(c.conns),

@@ -102,6 +102,11 @@
 //!   (`benches/sdk_gateway.js`), the runtime's direct FC port and Node direct, fresh servers per
 //!   round, alternating; c=64 throughput and c=1 p50 per side; target gateway/direct >= 0.5
 //!   (median of per-round ratios).
+//! - **Code package unpacking** (`BENCH_TARGETS` letter `p`): a zip of the hello function and
+//!   `BENCH_PACKAGE_FILES` (default 3000) generated files of word-like JavaScript (about 8 KiB
+//!   each), unpacked by a fresh runtime (its own `[code] unpacked ... in <ms> ms` line), by
+//!   `unzip -q` (if installed) and by python's `zipfile`, `BENCH_PACKAGE_RUNS` (default 5)
+//!   times each, alternating; medians (informational).
 //! - **Memory per connection** (`BENCH_TARGETS` letter `m`): the runtime's own `VmRSS` per
 //!   connection. A runtime as in (a)/(b) takes 2,000 keep-alive connections that each make one
 //!   `GET /healthz` and idle (target <= 4 KiB each), then 2,000 more that each pipeline 2,000
@@ -139,8 +144,9 @@
 //! `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default 0.5; with
 //! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`f` and `w`
 //! the round targets, `s` the spawn rows, `r` the per-runtime rows, `z` the burst, `m` memory per
-//! connection, `l` large bodies, `g` the SDK gateway; default `abcdefwxysrzmlg`), `BENCH_BODY_RUNS` (transfers per side and
-//! mode of the large-body rows, default 5), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
+//! connection, `l` large bodies, `g` the SDK gateway, `p` package unpacking; default `abcdefwxysrzmlgp`), `BENCH_BODY_RUNS` (transfers per side and
+//! mode of the large-body rows, default 5), `BENCH_PACKAGE_FILES` and `BENCH_PACKAGE_RUNS` (the `p`
+//! rows' package size and unpackings per tool, default 3000 and 5), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
 //! (default 200), `BENCH_RUNTIME_SPAWNS` (starts per runtime of the `r` rows, default 100),
 //! `BENCH_BURSTS` (bursts per side, default 5), `BENCH_MEM_CONNS` (idle, then stalled connections
 //! of the `m` rows, default 2000), `BENCH_MEM_SMALL_CONNS` (the second stalled count, default 500),
@@ -157,7 +163,7 @@
 //! - `servers`: starting noslate and node direct, and each round's servers;
 //! - `rounds`: the targets (a)-(f), their c=64 throughput and c=1 latency rounds and statistics;
 //! - `pin`: `BENCH_PIN`;
-//! - `spawn`, `runtimes`, `burst`, `memory`, `bodies`, `gateway`: the rows after the rounds, each measured and
+//! - `spawn`, `runtimes`, `burst`, `memory`, `bodies`, `gateway`, `packages`: the rows after the rounds, each measured and
 //!   printed by its own module;
 //! - `report`: the tables, the ratios and their verdicts, and the JSON;
 //! - `../common`: the load generator and the process helpers shared with `soak.rs`.
@@ -172,6 +178,7 @@ mod common;
 mod config;
 mod gateway;
 mod memory;
+mod packages;
 mod pin;
 mod report;
 mod rounds;
@@ -313,6 +320,8 @@ fn main() {
         .then(|| bodies::measure_bodies(&tmp.0, cfg.body_runs));
     let gateway =
         (have_example && cfg.targets.contains('g')).then(|| gateway::measure_gateway(&cfg, &tmp.0));
+    let packages = (have_example && cfg.targets.contains('p'))
+        .then(|| packages::measure_packages(&tmp.0, cfg.package_files, cfg.package_runs));
 
     let extra = Extra {
         rss,
@@ -329,6 +338,7 @@ fn main() {
         conn_memory,
         bodies,
         gateway,
+        packages,
         nofile: nofile as u64,
     };
     let json = report::report(&cfg, &targets, &extra);

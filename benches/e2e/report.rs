@@ -12,6 +12,7 @@ use crate::common::*;
 use crate::config::Config;
 use crate::gateway::{GatewayRows, gateway_lines};
 use crate::memory::{ConnMemory, TARGET_RSS_MIB, conn_memory_lines, rss_lines, rss_pass};
+use crate::packages::{PackageRows, package_lines};
 use crate::rounds::{NTARGETS, Stats, Target, round_order};
 use crate::runtimes::{RuntimeRows, runtime_lines};
 use crate::servers::fmt_enforcement;
@@ -240,6 +241,7 @@ pub struct Extra {
     pub conn_memory: Option<ConnMemory>,
     pub bodies: Option<BodyRows>,
     pub gateway: Option<GatewayRows>,
+    pub packages: Option<PackageRows>,
     /// The soft RLIMIT_NOFILE of the bench (and the runtimes it starts).
     pub nofile: u64,
 }
@@ -440,6 +442,8 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
     let bodies_ok = x.bodies.as_ref().map(BodyRows::pass);
     gateway_lines(&mut out, x.gateway.as_ref());
     let gateway_ok = x.gateway.as_ref().map(GatewayRows::pass);
+    package_lines(&mut out, x.packages.as_ref());
+    let packages_ok = x.packages.as_ref().map(PackageRows::clean);
 
     if let Some((busy, steal)) = x.cpu {
         let _ = writeln!(
@@ -461,6 +465,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
             conn_memory_ok,
             bodies_ok,
             gateway_ok,
+            packages_ok,
         ]
         .iter()
         .all(|v| v.unwrap_or(true));
@@ -552,6 +557,7 @@ pub fn report(cfg: &Config, targets: &[Target; NTARGETS], x: &Extra) -> Value {
         "memory_per_connection": x.conn_memory.as_ref().map(ConnMemory::json),
         "large_bodies": x.bodies.as_ref().map(BodyRows::json),
         "sdk_gateway": x.gateway.as_ref().map(GatewayRows::json),
+        "package_unpack": x.packages.as_ref().map(PackageRows::json),
         "per_runtime": x.runtimes.as_ref().map(|r| r.json(cfg)),
         "rss": {"two_idle_workers": x.rss, "target_max_mib": TARGET_RSS_MIB, "pass": rss_ok,
                 "after_load_kib": x.rss_after},
