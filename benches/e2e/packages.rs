@@ -38,10 +38,10 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("node_modules/m%02d/f%05d.js" % (i % 50, i), "\n".join(lines) + "\n")
 "#;
 
-/// The unpacking times of one tool, ms, sorted.
+/// What the package holds, and each tool's unpacking times (ms, sorted).
 #[derive(Default)]
 pub struct PackageRows {
-    /// What the package holds.
+    /// Files in the package.
     pub files: usize,
     pub zip_bytes: u64,
     pub unpacked_bytes: u64,
