@@ -88,6 +88,49 @@ fn a_runtime_whose_clients_went_quiet_uses_no_cpu() {
 }
 
 #[test]
+fn after_many_clients_were_served_the_loop_sleeps_at_once() {
+    common::require_node();
+    // The longest window and a limit of two: six clients that each send one request and wait
+    // for its answer, all at once, then go quiet for longer than the window, as a gateway's
+    // pooled connections do. A spin after each burst's last answer would cost a whole window,
+    // about half of every pause.
+    let noslate = Noslate::builder()
+        .functions(&json!([profile("echo", "echo")]))
+        .config(&json!({"dataPlane": {"busyPollMicros": 10_000, "busyPollMaxRequests": 2}}))
+        .start();
+    let mut clients: Vec<Client> = (0..6).map(|_| Client::connect(noslate.port())).collect();
+    let burst = |clients: &mut [Client], round: usize| {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.send(&invoke(&format!("burst {round} client {i}")).to_bytes());
+        }
+        for client in clients.iter_mut() {
+            assert_invoke_ok(&client.read_response());
+        }
+    };
+    burst(&mut clients, 0);
+    let before = proc_cpu_ticks(noslate.pid()).expect("the runtime's CPU time");
+    let start = std::time::Instant::now();
+    let mut bursts = 0u64;
+    while start.elapsed() < Duration::from_secs(1) {
+        bursts += 1;
+        burst(&mut clients, bursts as usize);
+        thread::sleep(Duration::from_millis(20));
+    }
+    let after = proc_cpu_ticks(noslate.pid()).expect("the runtime's CPU time");
+    assert!(bursts > 10, "{bursts} bursts answered");
+    // A 10 ms spin after every burst would be about `bursts` ticks (a tick is 10 ms).
+    assert!(
+        after - before <= bursts / 3,
+        "the runtime used {} ticks of CPU for {bursts} bursts of six clients",
+        after - before
+    );
+    // And a client alone is answered as before.
+    for i in 0..20 {
+        assert_invoke_ok(&clients[0].request(&invoke(&format!("alone {i}"))));
+    }
+}
+
+#[test]
 fn at_its_cpu_pressure_limit_the_loop_sleeps_between_requests() {
     if !std::path::Path::new("/proc/pressure/cpu").exists() {
         eprintln!("skipped: this kernel reports no CPU pressure (/proc/pressure/cpu)");

@@ -326,6 +326,32 @@ fn healthz_is_answered_locally_and_keeps_the_connection_alive() {
 }
 
 #[test]
+fn the_loop_counts_the_connections_that_started_requests_for_its_spin() {
+    let mut h = harness(ONE_FUNCTION);
+    let healthz = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    let (mut first, first_key) = h.connect();
+    for _ in 0..3 {
+        h.send(&mut first, first_key, healthz);
+        h.run_effects_but_scale();
+        assert!(read_answer(&mut first, complete).starts_with("HTTP/1.1 200"));
+    }
+    // Request after request on one connection is one client.
+    assert_eq!(h.server.busy_poll.recent_clients(h.server.clock.now()), 1);
+    // Connections that are open but send nothing are not clients being served.
+    let _idle: Vec<_> = (0..6).map(|_| h.connect()).collect();
+    assert_eq!(h.server.busy_poll.recent_clients(h.server.clock.now()), 1);
+    // Four more that each sent one (the harness's clock stands still: all within the horizon):
+    // five, past the default limit of four.
+    for _ in 0..4 {
+        let (mut client, key) = h.connect();
+        h.send(&mut client, key, healthz);
+        h.run_effects_but_scale();
+        assert!(read_answer(&mut client, complete).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(h.server.busy_poll.recent_clients(h.server.clock.now()), 5);
+}
+
+#[test]
 fn a_keep_alive_connection_gives_its_buffers_back_between_requests_and_takes_them_again() {
     let mut h = harness(ONE_FUNCTION);
     let (mut client, key) = h.connect();

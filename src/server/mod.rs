@@ -443,10 +443,13 @@ impl Server {
             // `events` still holds the batch just handled.
             let handled = events.iter().count();
             let requests = self.scheduler.inflight();
-            if let Err(err) =
-                self.busy_poll
-                    .wait(&mut self.poll, &mut events, timeout, handled, requests)
-                && err.kind() != io::ErrorKind::Interrupted
+            if let Err(err) = self.busy_poll.wait(
+                &mut self.poll,
+                &mut events,
+                timeout,
+                (handled, requests),
+                now,
+            ) && err.kind() != io::ErrorKind::Interrupted
             {
                 self.supervisor.kill_all_workers();
                 return Err(ServerError::Poll(err));
@@ -1057,7 +1060,10 @@ impl Server {
             match self.front.step(key, serving, &mut lent!(self)) {
                 client::Step::Wait => return,
                 client::Step::Continue => {}
-                client::Step::Started(started) => self.route_request(key, started),
+                client::Step::Started(started) => {
+                    (self.busy_poll).note_client(key, self.clock.now());
+                    self.route_request(key, started)
+                }
                 client::Step::AdminBody(client) => self.on_admin_body(client),
                 client::Step::Pump { worker, stream } => {
                     if !self.pump_body_to_worker(key, worker, stream)
@@ -2311,7 +2317,10 @@ impl Server {
                 client,
                 still_queued,
                 finished,
-            } => self.on_request_ended(function, client, still_queued, finished),
+            } => {
+                (self.busy_poll).note_client(client.conn, self.clock.now());
+                self.on_request_ended(function, client, still_queued, finished)
+            }
             Effect::CancelStream {
                 worker,
                 stream,
