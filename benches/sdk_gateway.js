@@ -8,7 +8,11 @@
 const http = require('http');
 const path = require('path');
 
-const { NoslatedClient } = require(process.env.NOSLATE_PATH || path.join(__dirname, '..', 'sdk', 'node'));
+const sdkPath = process.env.NOSLATE_PATH || path.join(__dirname, '..', 'sdk', 'node');
+// BENCH_GATEWAY_TRANSPORT=none: invocations are answered inside this process
+// (benches/sdk_null_transport.js), the bound of any transport to the runtime.
+if (process.env.BENCH_GATEWAY_TRANSPORT === 'none') require('./sdk_null_transport').install(sdkPath);
+const { NoslatedClient } = require(sdkPath);
 
 const agent = new NoslatedClient();
 const port = Number(process.argv[2] ?? 0);

@@ -6,6 +6,9 @@
 //! direct; the three sides alternate, each with a warm-up (2 s, `BENCH_GATEWAY_WARMUP`), c=64
 //! throughput and c=1 latency.
 //! The ratio gateway/direct FC port is the median of the per-round ratios; target >= 0.5.
+//! A fourth side is the same gateway with the SDK's transport replaced by answers made in the
+//! gateway's own process (`benches/sdk_null_transport.js`): what it serves is the most any
+//! transport between the SDK and the runtime could give the gateway (informational).
 //! With `BENCH_GATEWAY_FC_HEADERS=1`, every side's requests carry FC's headers instead of the
 //! bench's plain request.
 //! Noslate's own SDK path measured 1.4 k req/s at c=64 on this kind of machine
@@ -30,7 +33,12 @@ pub const TARGET_GATEWAY_RATIO: f64 = 0.5;
 /// peers measured on this kind of machine; a quoted figure, for scale.
 const NOSLATE_SDK_PATH_RPS: f64 = 1_397.0;
 
-const SIDES: [&str; 3] = ["direct FC port", "SDK gateway", "node direct"];
+const SIDES: [&str; 4] = [
+    "direct FC port",
+    "SDK gateway",
+    "node direct",
+    "SDK, no transport",
+];
 
 /// The warm-up of every side of this row, in seconds (`BENCH_GATEWAY_WARMUP`), at least
 /// `BENCH_WARMUP`. A fresh gateway runs the SDK's and Node's `http` code through V8's tiers
@@ -60,9 +68,14 @@ pub struct GatewayRows {
     fc_headers: bool,
 }
 
-/// `node benches/sdk_gateway.js` in front of the runtime whose work directory is `work`.
-fn start_gateway(work: &Path) -> Result<(Proc, u16), String> {
+/// `node benches/sdk_gateway.js` in front of the runtime whose work directory is `work`; with
+/// `in_process` its invocations are answered inside the gateway instead
+/// (`BENCH_GATEWAY_TRANSPORT=none`).
+fn start_gateway(work: &Path, in_process: bool) -> Result<(Proc, u16), String> {
     let mut cmd = Command::new("node");
+    if in_process {
+        cmd.env("BENCH_GATEWAY_TRANSPORT", "none");
+    }
     // BENCH_GATEWAY_NODE_ARGS: extra Node.js flags for the gateway, such as `--cpu-prof`.
     if let Ok(args) = std::env::var("BENCH_GATEWAY_NODE_ARGS") {
         cmd.args(args.split_whitespace());
@@ -94,9 +107,14 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
                 };
             }
         };
-        let started =
-            start_gateway(&workdir(tmp, &tag)).and_then(|g| Ok((g, start_node_direct()?)));
-        let ((gateway, gateway_port), (node, node_port)) = match started {
+        let started = start_gateway(&workdir(tmp, &tag), false).and_then(|g| {
+            Ok((
+                g,
+                start_node_direct()?,
+                start_gateway(&workdir(tmp, &tag), true)?,
+            ))
+        });
+        let ((gateway, gateway_port), (node, node_port), (bound, bound_port)) = match started {
             Ok(s) => s,
             Err(e) => {
                 return GatewayRows {
@@ -106,10 +124,14 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
                 };
             }
         };
-        let ports = [runtime_port, gateway_port, node_port];
-        let pids = [runtime.pid(), gateway.pid(), node.pid()];
+        let ports = [runtime_port, gateway_port, node_port, bound_port];
+        let pids = [runtime.pid(), gateway.pid(), node.pid(), bound.pid()];
         // Alternating the order cancels the position bias of a round.
-        let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        let order: [usize; 4] = if round % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [3, 2, 1, 0]
+        };
         for i in order {
             let addr = ([127, 0, 0, 1], ports[i]).into();
             let req = if fc_headers {
@@ -153,7 +175,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
                 }
             }
         }
-        drop((gateway, node, runtime));
+        drop((gateway, bound, node, runtime));
         eprintln!(
             "bench: SDK gateway, round {} of {} done",
             round + 1,
@@ -194,6 +216,7 @@ impl GatewayRows {
             })).collect::<Vec<_>>(),
             "gateway_over_direct": self.ratio(1, 0),
             "gateway_over_node_direct": self.ratio(1, 2),
+            "no_transport_over_direct": self.ratio(3, 0),
             "target_min": TARGET_GATEWAY_RATIO,
             "noslate_sdk_path_rps_quoted": NOSLATE_SDK_PATH_RPS,
             "fc_headers": self.fc_headers,
@@ -226,11 +249,11 @@ pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
         };
         let _ = writeln!(
             out,
-            "  {name:<15} c=64 {rps} req/s, c=1 p50 {p50} µs{errors}"
+            "  {name:<17} c=64 {rps} req/s, c=1 p50 {p50} µs{errors}"
         );
     }
     let cpu = |v: &Vec<f64>| median(v.clone()).map_or("-".into(), |v| format!("{v:.1} µs"));
-    let [direct, gateway, node] = [0, 1, 2].map(|i| &rows.sides[i]);
+    let [direct, gateway, node, bound] = [0, 1, 2, 3].map(|i| &rows.sides[i]);
     // Busy share of one core: a gateway near 100 % is the row's bottleneck.
     let busy = match (
         median(gateway.front_cpu_us.clone()),
@@ -241,11 +264,12 @@ pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
     };
     let _ = writeln!(
         out,
-        "  CPU per request at c=64: gateway process {} (busy {busy} of a core), the runtime behind it {}; the runtime on the direct FC port {}; node direct {}",
+        "  CPU per request at c=64: gateway process {} (busy {busy} of a core), the runtime behind it {}; the runtime on the direct FC port {}; node direct {}; the gateway without a transport {}",
         cpu(&gateway.front_cpu_us),
         cpu(&gateway.runtime_cpu_us),
         cpu(&direct.front_cpu_us),
         cpu(&node.front_cpu_us),
+        cpu(&bound.front_cpu_us),
     );
     let fmt = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
     let _ = writeln!(
@@ -254,5 +278,10 @@ pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
         fmt(rows.ratio(1, 0)),
         pass(rows.pass()),
         fmt(rows.ratio(1, 2)),
+    );
+    let _ = writeln!(
+        out,
+        "  SDK, no transport/direct FC port = {} (invocations answered inside the gateway: the most any transport to the runtime could give; informational)",
+        fmt(rows.ratio(3, 0)),
     );
 }

@@ -99,8 +99,9 @@
 //!   machine); each transfer on a fresh connection, from the first byte sent to the last
 //!   received; medians of `BENCH_BODY_RUNS` (default 5); target echo noslate/node >= 0.9.
 //! - **SDK gateway** (`BENCH_TARGETS` letter `g`): Node's `http` + `NoslatedClient` + noslate
-//!   (`benches/sdk_gateway.js`), the runtime's direct FC port and Node direct, fresh servers per
-//!   round, alternating; c=64 throughput and c=1 p50 per side; target gateway/direct >= 0.5
+//!   (`benches/sdk_gateway.js`), the runtime's direct FC port, Node direct, and the gateway
+//!   with invocations answered in its own process (the bound of any transport), fresh servers
+//!   per round, alternating; c=64 throughput and c=1 p50 per side; target gateway/direct >= 0.5
 //!   (median of per-round ratios).
 //! - **Code package unpacking** (`BENCH_TARGETS` letter `p`): a zip of the hello function and
 //!   `BENCH_PACKAGE_FILES` (default 3000) generated files of word-like JavaScript (about 8 KiB
