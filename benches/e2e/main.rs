@@ -293,7 +293,10 @@ fn main() {
         .as_ref()
         .and_then(|s| s.main.as_ref())
         .and_then(|p| vm_rss_kib(p.pid()));
-    let cpu = cpu0.zip(cpu_times()).map(|(a, b)| {
+    // The machine's load over the rounds; without rounds (no round target selected) the span
+    // is the bench's start alone, and its share would say nothing.
+    let rounds_ran = targets.iter().any(|t| t.addr.is_some());
+    let cpu = cpu0.zip(cpu_times()).filter(|_| rounds_ran).map(|(a, b)| {
         let d: Vec<f64> = (0..3).map(|i| b[i].saturating_sub(a[i]) as f64).collect();
         let total = (d[0] + d[1] + d[2]).max(1.0);
         (100.0 * d[0] / total, 100.0 * d[2] / total)
