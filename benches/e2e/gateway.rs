@@ -33,6 +33,12 @@ pub const TARGET_GATEWAY_RATIO: f64 = 0.5;
 /// peers measured on this kind of machine; a quoted figure, for scale.
 const NOSLATE_SDK_PATH_RPS: f64 = 1_397.0;
 
+// The sides' places in `SIDES` and `GatewayRows::sides`.
+const DIRECT: usize = 0;
+const GATEWAY: usize = 1;
+const NODE_DIRECT: usize = 2;
+const NO_TRANSPORT: usize = 3;
+
 const SIDES: [&str; 4] = [
     "direct FC port",
     "SDK gateway",
@@ -141,7 +147,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
             };
             let warm = Duration::from_secs_f64(warmup);
             let _ = run_throughput(addr, &req, Some(BODY), cfg.conns, cfg.threads, warm);
-            let cpu_before = [pids[i], pids[0]].map(process_cpu_ns);
+            let cpu_before = [pids[i], pids[DIRECT]].map(process_cpu_ns);
             let tp = run_throughput(
                 addr,
                 &req,
@@ -150,7 +156,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
                 cfg.threads,
                 cfg.segment(),
             );
-            let cpu_after = [pids[i], pids[0]].map(process_cpu_ns);
+            let cpu_after = [pids[i], pids[DIRECT]].map(process_cpu_ns);
             let served = tp.rps() * cfg.segment().as_secs_f64();
             let per_request = |k: usize| match (cpu_before[k], cpu_after[k]) {
                 (Some(a), Some(b)) if served > 0.0 => {
@@ -161,7 +167,7 @@ pub fn measure_gateway(cfg: &Config, tmp: &Path) -> GatewayRows {
             let lat = run_latency(addr, &req, Some(BODY), cfg.segment());
             let side = &mut sides[i];
             side.front_cpu_us.extend(per_request(0));
-            if i == 1 {
+            if i == GATEWAY {
                 side.runtime_cpu_us.extend(per_request(1));
             }
             side.rps.push(tp.rps());
@@ -203,7 +209,9 @@ impl GatewayRows {
     pub fn pass(&self) -> bool {
         self.note.is_none()
             && self.sides.iter().all(|s| s.errors == 0)
-            && self.ratio(1, 0).is_some_and(|r| r >= TARGET_GATEWAY_RATIO)
+            && self
+                .ratio(GATEWAY, DIRECT)
+                .is_some_and(|r| r >= TARGET_GATEWAY_RATIO)
     }
 
     pub fn json(&self) -> Value {
@@ -214,9 +222,9 @@ impl GatewayRows {
                 "first_error": s.first_error, "front_cpu_us_per_req": s.front_cpu_us,
                 "runtime_cpu_us_per_req": s.runtime_cpu_us,
             })).collect::<Vec<_>>(),
-            "gateway_over_direct": self.ratio(1, 0),
-            "gateway_over_node_direct": self.ratio(1, 2),
-            "no_transport_over_direct": self.ratio(3, 0),
+            "gateway_over_direct": self.ratio(GATEWAY, DIRECT),
+            "gateway_over_node_direct": self.ratio(GATEWAY, NODE_DIRECT),
+            "no_transport_over_direct": self.ratio(NO_TRANSPORT, DIRECT),
             "target_min": TARGET_GATEWAY_RATIO,
             "noslate_sdk_path_rps_quoted": NOSLATE_SDK_PATH_RPS,
             "fc_headers": self.fc_headers,
@@ -253,7 +261,8 @@ pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
         );
     }
     let cpu = |v: &Vec<f64>| median(v.clone()).map_or("-".into(), |v| format!("{v:.1} µs"));
-    let [direct, gateway, node, bound] = [0, 1, 2, 3].map(|i| &rows.sides[i]);
+    let [direct, gateway, node, bound] =
+        [DIRECT, GATEWAY, NODE_DIRECT, NO_TRANSPORT].map(|i| &rows.sides[i]);
     // Busy share of one core: a gateway near 100 % is the row's bottleneck.
     let busy = match (
         median(gateway.front_cpu_us.clone()),
@@ -275,13 +284,13 @@ pub fn gateway_lines(out: &mut String, rows: Option<&GatewayRows>) {
     let _ = writeln!(
         out,
         "  gateway/direct FC port = {} (target >= {TARGET_GATEWAY_RATIO:.1})  {}; gateway/node direct = {}; Noslate's own SDK path: {NOSLATE_SDK_PATH_RPS:.0} req/s (quoted, not this run)",
-        fmt(rows.ratio(1, 0)),
+        fmt(rows.ratio(GATEWAY, DIRECT)),
         pass(rows.pass()),
-        fmt(rows.ratio(1, 2)),
+        fmt(rows.ratio(GATEWAY, NODE_DIRECT)),
     );
     let _ = writeln!(
         out,
         "  SDK, no transport/direct FC port = {} (invocations answered inside the gateway: the most any transport to the runtime could give; informational)",
-        fmt(rows.ratio(3, 0)),
+        fmt(rows.ratio(NO_TRANSPORT, DIRECT)),
     );
 }
