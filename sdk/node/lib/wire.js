@@ -17,6 +17,15 @@ const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 const CRLF = Buffer.from('\r\n');
 const ignore = () => {};
 
+// Reads land in one buffer that every connection shares: each read is handled before the next
+// one happens, so a read costs no allocation and no trip through the socket's own stream, and
+// what an exchange keeps of it (a body chunk, an unfinished head) is copied out. A read that
+// fills the buffer is a large body under way: that connection's reads get buffers of their
+// own, handed on without a copy, until its exchange ends.
+const READ_BYTES = 64 * 1024;
+const SHARED_READ_BUFFER = Buffer.allocUnsafe(READ_BYTES);
+const kept = (chunk) => (chunk.buffer === SHARED_READ_BUFFER.buffer ? Buffer.from(chunk) : chunk);
+
 // Header fields of the transfer itself, which are not the function's.
 const TRANSFER_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'date']);
 
@@ -183,7 +192,12 @@ class Response extends Readable {
 class Connection {
   constructor(pool, exchange, attempt) {
     this.pool = pool;
-    this.socket = net.connect(pool.socketPath);
+    // Whether its reads get buffers of their own (see SHARED_READ_BUFFER).
+    this.ownReadBuffers = false;
+    this.socket = net.connect({
+      path: pool.socketPath,
+      onread: { buffer: () => this.nextReadBuffer(), callback: (n, buf) => this.onRead(n, buf) },
+    });
     this.exchange = null;
     this.connecting = exchange;
     // How many times its exchange was turned away before (see Pool#connectFailed).
@@ -193,10 +207,6 @@ class Connection {
       const waiting = this.connecting;
       this.connecting = null;
       pool.begin(this, waiting, false);
-    });
-    socket.on('data', (chunk) => {
-      if (this.exchange) this.exchange.onData(chunk);
-      else pool.drop(this);
     });
     socket.on('error', (err) => {
       if (this.connecting) pool.connectFailed(this, err);
@@ -214,6 +224,18 @@ class Connection {
     socket.on('drain', () => {
       if (this.exchange && this.exchange.body && !this.exchange.requestDone) this.exchange.body.resume();
     });
+  }
+
+  nextReadBuffer() {
+    return this.ownReadBuffers ? Buffer.allocUnsafe(READ_BYTES) : SHARED_READ_BUFFER;
+  }
+
+  // `n` bytes were read into `buf`: they belong to the exchange under way. An idle connection
+  // that reads anything leaves the pool.
+  onRead(n, buf) {
+    if (n === buf.length) this.ownReadBuffers = true;
+    if (this.exchange) this.exchange.onData(buf.subarray(0, n));
+    else this.pool.drop(this);
   }
 }
 
@@ -313,7 +335,7 @@ class Exchange {
     const end = pending.indexOf(CRLF_CRLF);
     if (end < 0) {
       if (pending.length > MAX_HEAD_BYTES) this.fail(new Error('the runtime sent an over-long response head'));
-      else this.pending = pending;
+      else this.pending = kept(pending);
       return;
     }
     this.pending = null;
@@ -343,13 +365,13 @@ class Exchange {
     if (buf.length === 0) return;
     const { framing, response } = this;
     if (framing.untilClose) {
-      if (!response.push(buf)) this.socket.pause();
+      if (!response.push(kept(buf))) this.socket.pause();
       return;
     }
     if (framing.length !== undefined) {
       const n = Math.min(this.left, buf.length);
       this.left -= n;
-      if (n > 0 && !response.push(n === buf.length ? buf : buf.subarray(0, n))) this.socket.pause();
+      if (n > 0 && !response.push(kept(n === buf.length ? buf : buf.subarray(0, n)))) this.socket.pause();
       if (this.left === 0) {
         if (n < buf.length) this.fail(new Error('bytes after the response'));
         else this.endResponse();
@@ -365,7 +387,7 @@ class Exchange {
       return;
     }
     let more = true;
-    for (const part of parts) more = response.push(part) && more;
+    for (const part of parts) more = response.push(kept(part)) && more;
     if (!more) this.socket.pause();
     if (this.dechunker.done) {
       if (used < buf.length) this.fail(new Error('bytes after the response'));
@@ -569,6 +591,7 @@ class Pool {
 
   release(connection) {
     connection.exchange = null;
+    connection.ownReadBuffers = false;
     if (this.closed || connection.socket.destroyed) {
       connection.socket.destroy();
       return;
