@@ -386,9 +386,9 @@ const CONTEXT_HEADERS: [&str; 22] = [
     "x-fc-function-name",
     "x-fc-function-handler",
     "x-fc-function-memory",
-    "x-fc-function-timeout",
+    FUNCTION_TIMEOUT_HEADER,
     "x-fc-function-initializer",
-    "x-fc-initialization-timeout",
+    INITIALIZATION_TIMEOUT_HEADER,
     "x-fc-service-name",
     "x-fc-service-logproject",
     "x-fc-service-logstore",
@@ -488,19 +488,36 @@ fn tracing<'a>(found: &ContextHeaders<'a>) -> Tracing<'a> {
     }
 }
 
-/// The per-invocation timeout FC sent in `x-fc-function-timeout` (seconds), in milliseconds.
+/// The header in which FC sends each invocation's timeout, in seconds.
+pub const FUNCTION_TIMEOUT_HEADER: &str = "x-fc-function-timeout";
+/// The header in which FC sends the initializer's timeout on `/initialize`, in seconds.
+pub const INITIALIZATION_TIMEOUT_HEADER: &str = "x-fc-initialization-timeout";
+
+/// The per-invocation timeout FC sent in `x-fc-function-timeout` (seconds), in milliseconds;
+/// None when it sent none, or one that [`seconds_header_ms`] refuses (the request was turned
+/// away for that before it became an invocation).
 pub fn timeout_header_ms(headers: &HeaderList) -> Option<u64> {
-    seconds_header_ms(headers, "x-fc-function-timeout")
+    seconds_header_ms(headers, FUNCTION_TIMEOUT_HEADER)
+        .ok()
+        .flatten()
 }
 
-/// A positive duration FC sent in header `name` in (possibly fractional) seconds, in
-/// milliseconds.
-pub fn seconds_header_ms(headers: &HeaderList, name: &str) -> Option<u64> {
-    let secs: f64 = header(headers, name)?.trim().parse().ok()?;
-    if secs.is_finite() && secs > 0.0 {
-        Some((secs * 1000.0).round() as u64)
-    } else {
-        None
+/// The duration FC sent in header `name`, in (possibly fractional) seconds, in milliseconds:
+/// None without the header, and why not when its value is not a positive number of seconds
+/// (FC sends whole seconds; a value it would not send is a client's mistake, which silently
+/// becoming the profile's timeout would hide).
+pub fn seconds_header_ms(headers: &HeaderList, name: &str) -> Result<Option<u64>, String> {
+    let Some(value) = header(headers, name) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<f64>() {
+        // Rounded to whole milliseconds, at least one; a value past u64's range saturates.
+        Ok(secs) if secs.is_finite() && secs > 0.0 => {
+            Ok(Some((secs * 1000.0).round().max(1.0) as u64))
+        }
+        _ => Err(format!(
+            "{name}: {value:?} is not a positive number of seconds"
+        )),
     }
 }
 
@@ -1025,14 +1042,47 @@ mod tests {
             timeout_header_ms(&headers(&[("x-fc-function-timeout", "0.5")])),
             Some(500)
         );
+        assert_eq!(timeout_header_ms(&headers(&[])), None);
+        // FC 3.0 sends some of its headers empty: as if it had sent none.
         assert_eq!(
-            timeout_header_ms(&headers(&[("x-fc-function-timeout", "-1")])),
-            None
+            seconds_header_ms(
+                &headers(&[("x-fc-function-timeout", "")]),
+                FUNCTION_TIMEOUT_HEADER
+            ),
+            Ok(None)
         );
         assert_eq!(
-            timeout_header_ms(&headers(&[("x-fc-function-timeout", "x")])),
-            None
+            seconds_header_ms(
+                &headers(&[("x-fc-function-timeout", " 0.0001 ")]),
+                FUNCTION_TIMEOUT_HEADER
+            ),
+            Ok(Some(1))
         );
+        assert_eq!(
+            seconds_header_ms(
+                &headers(&[("x-fc-function-timeout", "1e300")]),
+                FUNCTION_TIMEOUT_HEADER
+            ),
+            Ok(Some(u64::MAX))
+        );
+        for bad in ["-1", "0", "x", "3s", "inf", "NaN", "1e400"] {
+            let got = seconds_header_ms(
+                &headers(&[("x-fc-function-timeout", bad)]),
+                FUNCTION_TIMEOUT_HEADER,
+            );
+            assert_eq!(
+                got,
+                Err(format!(
+                    "x-fc-function-timeout: {bad:?} is not a positive number of seconds"
+                )),
+                "{bad}"
+            );
+            // Refused before the request becomes an invocation; never a timeout of its own.
+            assert_eq!(
+                timeout_header_ms(&headers(&[("x-fc-function-timeout", bad)])),
+                None
+            );
+        }
     }
 
     #[test]

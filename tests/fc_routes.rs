@@ -397,6 +397,49 @@ fn unknown_control_path_gives_400_json() {
 }
 
 #[test]
+fn a_timeout_header_that_is_not_a_positive_number_of_seconds_gives_400_json() {
+    let ns = Noslate::start(&json!([profile("echo", "echo")]));
+    // On one kept-alive connection: each refusal names the header and its value, and the
+    // connection goes on serving.
+    let mut client = ns.client();
+    for bad in ["abc", "0", "-3", "3s", "inf"] {
+        let resp = client.request(
+            &Req::new("POST", "/invoke")
+                .header("x-fc-function-timeout", bad)
+                .body(b"x"),
+        );
+        let body = assert_error_json(&resp, 400, Some("InvalidTimeout"));
+        assert_eq!(
+            body["errorMessage"],
+            format!("x-fc-function-timeout: {bad:?} is not a positive number of seconds")
+        );
+    }
+    // An HTTP-trigger invocation reads the same header.
+    let resp = client.request(&Req::new("GET", "/any").header("x-fc-function-timeout", "soon"));
+    assert_error_json(&resp, 400, Some("InvalidTimeout"));
+    let resp = client
+        .request(&Req::new("POST", "/initialize").header("x-fc-initialization-timeout", "never"));
+    let body = assert_error_json(&resp, 400, Some("InvalidTimeout"));
+    // A hook answer: FC reads its `x-fc-status`, which says 200 or 404.
+    assert_eq!(resp.header("x-fc-status"), Some("404"), "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("x-fc-initialization-timeout: \"never\"")),
+        "{body}"
+    );
+    let resp = client.request(
+        &Req::new("POST", "/invoke")
+            .header("x-fc-function-timeout", "0.5")
+            .body(b"x"),
+    );
+    assert_invoke_ok(&resp);
+    let resp =
+        client.request(&Req::new("POST", "/initialize").header("x-fc-initialization-timeout", "2"));
+    assert_eq!(resp.status, 200, "body: {}", resp.brief());
+}
+
+#[test]
 fn sigterm_drains_and_stops_the_runtime_and_its_workers() {
     let mut ns = Noslate::start(&json!([profile("faulty", "faulty")]));
     let worker = assert_invoke_ok(&ns.invoke(b"", &[]))["pid"]

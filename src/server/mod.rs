@@ -559,7 +559,12 @@ impl Server {
             .map(|req| lifecycle::InitializeCall {
                 request_id: req.id.clone(),
                 timeout_ms: req.head.as_ref().and_then(|head| {
-                    crate::fc::seconds_header_ms(&head.headers, "x-fc-initialization-timeout")
+                    crate::fc::seconds_header_ms(
+                        &head.headers,
+                        crate::fc::INITIALIZATION_TIMEOUT_HEADER,
+                    )
+                    .ok()
+                    .flatten()
                 }),
             });
         match self.lifecycle.wait_initialize(client, call) {
@@ -1100,6 +1105,20 @@ impl Server {
         ) {
             self.take_platform_headers(key);
         }
+        if let Some(problem) = self.timeout_header_problem(key, &route) {
+            if matches!(route, Ok(Route::Initialize))
+                && let Some(req) = self.request_mut(client)
+            {
+                // A hook answer, with the `x-fc-status` every hook answer carries.
+                req.phase = Some(Phase::Initialize);
+            }
+            self.respond_error(
+                client,
+                &InvokeError::new(400, "InvalidTimeout", problem),
+                false,
+            );
+            return;
+        }
         match route {
             Err(message) => {
                 let err = InvokeError::new(400, "InvalidControlPath", message);
@@ -1153,6 +1172,18 @@ impl Server {
                 }
             },
         }
+    }
+
+    /// Why the timeout header of the request on `key` is refused, for the routes that read one:
+    /// an invocation's `x-fc-function-timeout`, `/initialize`'s `x-fc-initialization-timeout`.
+    fn timeout_header_problem(&self, key: Key, route: &Result<Route, String>) -> Option<String> {
+        let name = match route {
+            Ok(Route::Invoke { .. }) => crate::fc::FUNCTION_TIMEOUT_HEADER,
+            Ok(Route::Initialize) => crate::fc::INITIALIZATION_TIMEOUT_HEADER,
+            _ => return None,
+        };
+        let head = (self.front.conn(key)).and_then(|c| c.req.as_ref()?.head.as_ref())?;
+        crate::fc::seconds_header_ms(&head.headers, name).err()
     }
 
     /// Keeps the instance headers (credentials, function identity) of a platform call, made on
