@@ -411,6 +411,45 @@ run([
     crowded.close();
   }],
 
+  ['a large answer nobody reads is held back at the socket, then arrives whole', async () => {
+    // 32 MiB of pseudo-random bytes by length, written as fast as the socket takes them: the
+    // SDK reads into buffers of its own once a read fills one, and stops reading while its
+    // response stream is full, so the runtime's writes wait instead of piling up in the SDK.
+    const size = 32 << 20;
+    // A prime length, so that no read lines up with a repeat of the pattern.
+    const piece = Buffer.alloc(65521);
+    for (let i = 0; i < piece.length; i++) piece[i] = (i * 7919 + (i >> 8)) & 0xff;
+    let written = 0;
+    script = (socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${size}\r\n\r\n`);
+      const more = () => {
+        while (written < size) {
+          const n = Math.min(piece.length, size - written);
+          written += n;
+          if (!socket.write(piece.subarray(0, n))) {
+            socket.once('drain', more);
+            return;
+          }
+        }
+      };
+      more();
+    };
+    const res = await agent.invoke('f', 'x', { url: '/' });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const unread = written;
+    assert.ok(unread < 8 << 20, `the runtime wrote ${unread} bytes into an unread response`);
+    // Every chunk is kept until the end, as a caller that collects a body does: a chunk must
+    // not share memory with a later read.
+    const chunks = [];
+    for await (const chunk of res) chunks.push(chunk);
+    const body = Buffer.concat(chunks);
+    assert.equal(body.length, size);
+    for (let at = 0; at < size; at += piece.length) {
+      const n = Math.min(piece.length, size - at);
+      assert.ok(body.subarray(at, at + n).equals(piece.subarray(0, n)), `the bytes at ${at} arrived as written`);
+    }
+  }],
+
   ['a runtime slow to answer its health checks is not taken for gone', async () => {
     const warnings = [];
     const watching = new NoslatedClient({
