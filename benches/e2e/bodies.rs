@@ -4,7 +4,11 @@
 //! floor of this machine; and through noslate with the native reference worker
 //! (`examples/native_worker.rs`, which is not the bottleneck), so the runtime's own throughput
 //! shows. Each transfer is timed from its first byte sent to its last byte received; the four
-//! sides alternate, `BENCH_BODY_RUNS` times, and medians are reported.
+//! sides alternate, `BENCH_BODY_RUNS` times, and medians are reported. Before that, each side
+//! makes `BENCH_BODY_WARMUP` untimed transfers of each mode: a fresh Node.js process runs its
+//! stream code, and the worker its frame code, unoptimised for the first few transfers (a 32
+//! MiB echo through noslate took 72, 69, 44, 47 and 39 ms in its first five and 22 to 29 ms from
+//! the eighth on), so medians of cold runs measure V8's compiler more than the path.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -199,7 +203,7 @@ fn send_bytes(out: &mut impl Write, n: usize) -> Result<(), String> {
 }
 
 /// Runs the rows: one runtime and one Node.js server for all runs.
-pub fn measure_bodies(tmp: &Path, runs: usize) -> BodyRows {
+pub fn measure_bodies(tmp: &Path, runs: usize, warmup: usize) -> BodyRows {
     let functions = json!([{
         "name": "bodies",
         "runtime": "nodejs",
@@ -231,6 +235,14 @@ pub fn measure_bodies(tmp: &Path, runs: usize) -> BodyRows {
             };
         }
     };
+    for _ in 0..warmup {
+        for mode in Mode::ALL {
+            // Errors show in the timed runs that follow.
+            let _ = http_transfer(noslate.1, mode);
+            let _ = http_transfer(node.1, mode);
+            let _ = http_transfer(native.1, mode);
+        }
+    }
     let mut modes: Vec<(&'static str, ModeRuns)> = Mode::ALL
         .iter()
         .map(|m| (m.name(), ModeRuns::default()))

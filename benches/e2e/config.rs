@@ -27,6 +27,8 @@ pub struct Config {
     pub mem_pipeline: usize,
     /// Transfers per side and mode of the large-body rows.
     pub body_runs: usize,
+    /// Untimed transfers per side and mode before them.
+    pub body_warmup: usize,
     /// Generated files in the package of the unpacking rows (`p`), besides its `index.js`.
     pub package_files: usize,
     /// Unpackings per tool of those rows.
@@ -52,6 +54,7 @@ impl Config {
             mem_small_conns: env_num("BENCH_MEM_SMALL_CONNS", 500usize).max(1),
             mem_pipeline: env_num("BENCH_MEM_PIPELINE", 2000usize).max(1),
             body_runs: env_num("BENCH_BODY_RUNS", 5usize).max(1),
+            body_warmup: env_num("BENCH_BODY_WARMUP", 3usize),
             package_files: env_num("BENCH_PACKAGE_FILES", 3000usize),
             package_runs: env_num("BENCH_PACKAGE_RUNS", 5usize).max(1),
         };
