@@ -1105,20 +1105,21 @@ impl Server {
         ) {
             self.take_platform_headers(key);
         }
-        if let Some(problem) = self.timeout_header_problem(key, &route) {
-            if matches!(route, Ok(Route::Initialize))
-                && let Some(req) = self.request_mut(client)
-            {
-                // A hook answer, with the `x-fc-status` every hook answer carries.
-                req.phase = Some(Phase::Initialize);
+        // The timeout FC sent, read once, and refused before anything starts when it is not one.
+        let timeout_header_ms = match self.timeout_header_ms(key, &route) {
+            Ok(ms) => ms,
+            Err(problem) => {
+                if matches!(route, Ok(Route::Initialize))
+                    && let Some(req) = self.request_mut(client)
+                {
+                    // A hook answer, with the `x-fc-status` every hook answer carries.
+                    req.phase = Some(Phase::Initialize);
+                }
+                let err = InvokeError::new(400, "InvalidTimeout", problem);
+                self.respond_error(client, &err, false);
+                return;
             }
-            self.respond_error(
-                client,
-                &InvokeError::new(400, "InvalidTimeout", problem),
-                false,
-            );
-            return;
-        }
+        };
         match route {
             Err(message) => {
                 let err = InvokeError::new(400, "InvalidControlPath", message);
@@ -1165,7 +1166,12 @@ impl Server {
                 kind,
                 function_from_path,
             }) => match target {
-                Ok(target) => self.start_invocation(client, kind, target.or(function_from_path)),
+                Ok(target) => self.start_invocation_within(
+                    client,
+                    kind,
+                    target.or(function_from_path),
+                    timeout_header_ms,
+                ),
                 Err(message) => {
                     let err = InvokeError::new(400, "AmbiguousTarget", message);
                     self.respond_error(client, &err, false);
@@ -1174,16 +1180,23 @@ impl Server {
         }
     }
 
-    /// Why the timeout header of the request on `key` is refused, for the routes that read one:
-    /// an invocation's `x-fc-function-timeout`, `/initialize`'s `x-fc-initialization-timeout`.
-    fn timeout_header_problem(&self, key: Key, route: &Result<Route, String>) -> Option<String> {
+    /// The timeout header of the request on `key`, in milliseconds, for the routes that read
+    /// one (an invocation's `x-fc-function-timeout`, `/initialize`'s
+    /// `x-fc-initialization-timeout`), or why its value is refused.
+    fn timeout_header_ms(
+        &self,
+        key: Key,
+        route: &Result<Route, String>,
+    ) -> Result<Option<u64>, String> {
         let name = match route {
             Ok(Route::Invoke { .. }) => crate::fc::FUNCTION_TIMEOUT_HEADER,
             Ok(Route::Initialize) => crate::fc::INITIALIZATION_TIMEOUT_HEADER,
-            _ => return None,
+            _ => return Ok(None),
         };
-        let head = (self.front.conn(key)).and_then(|c| c.req.as_ref()?.head.as_ref())?;
-        crate::fc::seconds_header_ms(&head.headers, name).err()
+        match (self.front.conn(key)).and_then(|c| c.req.as_ref()?.head.as_ref()) {
+            Some(head) => crate::fc::seconds_header_ms(&head.headers, name),
+            None => Ok(None),
+        }
     }
 
     /// Keeps the instance headers (credentials, function identity) of a platform call, made on
@@ -1214,13 +1227,9 @@ impl Server {
     }
 
     /// Accepts an invocation: the scheduler admits it (or it is refused), its deadline is
-    /// armed, and its function's queue is dispatched and its launches re-planned.
-    fn start_invocation(&mut self, client: ConnRef, kind: InvokeKind, target: Option<Target>) {
-        self.start_invocation_within(client, kind, target, None);
-    }
-
-    /// [`Server::start_invocation`] with a timeout the caller chose, which wins over FC's
-    /// timeout header and the profile's.
+    /// armed, and its function's queue is dispatched and its launches re-planned. `timeout_ms`
+    /// is the one its caller chose or FC sent; without one, FC's header among the headers a
+    /// gateway forwarded, if it parses, or else the profile's.
     fn start_invocation_within(
         &mut self,
         client: ConnRef,
@@ -1228,10 +1237,13 @@ impl Server {
         target: Option<Target>,
         timeout_ms: Option<u64>,
     ) {
-        let Some(timeout_header_ms) = self.front.begin_invocation(client, kind) else {
+        if !self.front.begin_invocation(client, kind) {
             return;
-        };
-        let timeout_header_ms = timeout_ms.or(timeout_header_ms);
+        }
+        let timeout_header_ms = timeout_ms.or_else(|| {
+            let head = self.request_mut(client)?.head.as_ref()?;
+            crate::fc::timeout_header_ms(&head.headers)
+        });
         if let Some(Target::Service(service)) = &target
             && let Some(facts) = self.request_mut(client).and_then(|r| r.access.as_mut())
         {

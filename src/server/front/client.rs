@@ -385,22 +385,20 @@ impl FrontEnd {
         }
     }
 
-    /// Marks `client`'s request an invocation of `kind` and writes FC's Start line. Returns its
-    /// `x-fc-invocation-timeout`, or `None` when the request is gone.
+    /// Marks `client`'s request an invocation of `kind` and writes FC's Start line; false when
+    /// the request is gone.
     pub(in crate::server) fn begin_invocation(
         &mut self,
         client: ConnRef,
         kind: InvokeKind,
-    ) -> Option<Option<u64>> {
-        let req = request_in(&mut self.conns, client)?;
+    ) -> bool {
+        let Some(req) = request_in(&mut self.conns, client) else {
+            return false;
+        };
         req.kind = kind;
         req.phase = Some(Phase::Invoke);
         self.fc_log.start(Phase::Invoke, &req.id);
-        Some(
-            req.head
-                .as_ref()
-                .and_then(|h| fc::timeout_header_ms(&h.headers)),
-        )
+        true
     }
 
     /// The request `client` refers to, if it is still the connection's current one.
