@@ -550,22 +550,16 @@ impl Server {
     }
 
     /// `POST /initialize`: answers once every function's reserved workers are up and their
-    /// initializers succeeded, or with the start error (404) when one failed.
-    fn on_initialize(&mut self, client: ConnRef) {
+    /// initializers succeeded, or with the start error (404) when one failed. `timeout_ms` is
+    /// the `x-fc-initialization-timeout` FC sent, as the route read it.
+    fn on_initialize(&mut self, client: ConnRef, timeout_ms: Option<u64>) {
         self.begin_hook(client, Phase::Initialize);
         let call = self
             .front
             .request_mut(client)
             .map(|req| lifecycle::InitializeCall {
                 request_id: req.id.clone(),
-                timeout_ms: req.head.as_ref().and_then(|head| {
-                    crate::fc::seconds_header_ms(
-                        &head.headers,
-                        crate::fc::INITIALIZATION_TIMEOUT_HEADER,
-                    )
-                    .ok()
-                    .flatten()
-                }),
+                timeout_ms,
             });
         match self.lifecycle.wait_initialize(client, call) {
             Err(err) => self.respond_error(client, &err, true),
@@ -1159,7 +1153,7 @@ impl Server {
                 self.respond_error(client, &err, false);
             }
             Ok(Route::Ready) => self.on_ready(client),
-            Ok(Route::Initialize) => self.on_initialize(client),
+            Ok(Route::Initialize) => self.on_initialize(client, timeout_header_ms),
             Ok(Route::PreFreeze) => self.on_pre_freeze(client),
             Ok(Route::PreStop) => self.on_pre_stop(client),
             Ok(Route::Invoke {
