@@ -130,3 +130,28 @@ fn a_worker_that_keeps_dying_on_its_own_is_respawned_with_back_off() {
         "{started} workers started in 4 s"
     );
 }
+
+#[test]
+fn a_worker_that_cannot_start_is_backed_off_and_requests_get_its_start_error() {
+    // Node refuses an unknown flag and exits 9 before it loads anything: every start fails
+    // the same way, before the worker is ready.
+    let mut p = profile("crashy", "crashy");
+    p["worker"]["execArgv"] = json!(["--no-such-flag"]);
+    let ns = Noslate::start(&json!([p]));
+    let failed = ["[turf w=crashy-", "exited with exit code 9"];
+    ns.wait_log_count(&failed, 1);
+    let first_failure_seen = Instant::now();
+    // A request answers at once with the start error, rather than waiting for its deadline.
+    let resp = ns.send(&Req::new("POST", "/invoke").body(b"hi"));
+    let body = assert_error_json(&resp, 404, Some("WorkerStartFailed"));
+    let message = body["errorMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("exit code 9"), "{body}");
+    // Each failed start doubles the wait before the next: 100, 200 then 400 ms before the
+    // fourth. Unbounded, four starts took a few milliseconds.
+    ns.wait_log_count(&failed, 4);
+    let waited = first_failure_seen.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "four failed starts within {waited:?}"
+    );
+}

@@ -149,12 +149,23 @@ impl Harness {
 
     /// A ready worker of `function` with pipes and no process.
     fn ready_worker(&mut self, function: usize) -> (WorkerKey, mio::unix::pipe::Sender) {
+        self.worker_in_state(function, WorkerState::Ready)
+    }
+
+    /// A worker of `function` in `state`, with pipes and no process.
+    fn worker_in_state(
+        &mut self,
+        function: usize,
+        state: WorkerState,
+    ) -> (WorkerKey, mio::unix::pipe::Sender) {
         let function = FunctionId::new(function);
         let (to_worker, worker_input) = mio::unix::pipe::new().expect("pipe");
         self.worker_inputs.push(worker_input);
         let (from_worker_tx, from_worker) = mio::unix::pipe::new().expect("pipe");
         let mut worker = Worker::new("hello-t".into(), function, 0, to_worker, from_worker);
-        worker.advance(WorkerState::Ready);
+        if state != WorkerState::Starting {
+            worker.advance(state);
+        }
         let key = self.server.supervisor.adopt_worker(worker);
         self.server.scheduler.functions_mut()[function]
             .pool
@@ -581,6 +592,64 @@ fn a_worker_gone_twice_records_its_consequences_once() {
     h.worker_gone(worker, "second");
     assert!(h.take_effects().is_empty(), "idempotent");
     assert!(h.server.supervisor.take_departures().is_empty());
+}
+
+#[test]
+fn every_worker_that_dies_starting_backs_its_function_off_further_and_fails_the_queue() {
+    let mut h = harness(ONE_FUNCTION);
+    let function = FunctionId::new(0);
+    let (mut client, key) = h.connect();
+    h.send(&mut client, key, INVOKE);
+    h.run_effects_but_scale();
+    let mut last_until = None;
+    for (n, reason) in ["first exit", "second exit", "third exit"]
+        .iter()
+        .enumerate()
+    {
+        let (worker, _out) = h.worker_in_state(0, WorkerState::Starting);
+        h.worker_gone(worker, reason);
+        h.server.run_effect(Effect::WorkersGone);
+        let pool = &h.server.scheduler.functions()[function].pool;
+        assert_eq!(
+            pool.start_failures as usize,
+            n + 1,
+            "each failed start counts"
+        );
+        let until = pool.backoff_until.expect("backing off");
+        assert!(
+            last_until.is_none_or(|last| until > last),
+            "the back-off grows"
+        );
+        last_until = Some(until);
+        assert!(pool.fails_fast());
+    }
+    // The waiting request was failed with the start error, not left to its deadline.
+    h.run_effects_but_scale();
+    let answer = read_answer(&mut client, complete);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("WorkerStartFailed"), "{answer}");
+    assert!(answer.contains("while starting"), "{answer}");
+}
+
+#[test]
+fn a_start_failure_recorded_at_init_error_is_not_counted_again_when_the_worker_exits() {
+    let mut h = harness(ONE_FUNCTION);
+    let function = FunctionId::new(0);
+    let (worker, _out) = h.worker_in_state(0, WorkerState::Initializing);
+    h.server.on_worker_init_error(
+        worker,
+        br#"{"errorType":"SyntaxError","errorMessage":"Unexpected token"}"#,
+    );
+    assert_eq!(
+        h.server.scheduler.functions()[function].pool.start_failures,
+        1
+    );
+    h.worker_gone(worker, "exited after its INIT_ERROR");
+    h.run_effects_but_scale();
+    let pool = &h.server.scheduler.functions()[function].pool;
+    assert_eq!(pool.start_failures, 1, "one failed start, one count");
+    let error = pool.last_start_error.as_ref().expect("the start error");
+    assert_eq!(error.error_type, "SyntaxError", "the first cause is kept");
 }
 
 #[test]

@@ -1976,7 +1976,7 @@ impl Server {
             let function = gone.function;
             let pool = &mut self.scheduler.functions_mut()[function].pool;
             pool.workers.retain(|k| *k != gone.worker);
-            if gone.was_starting && pool.last_start_error.is_none() {
+            if gone.start_failed {
                 let error = StartError {
                     error_type: "WorkerStartFailed".into(),
                     message: format!("{} while starting", gone.error.message),

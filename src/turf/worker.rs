@@ -164,6 +164,9 @@ pub struct Worker {
     pub inspect: bool,
     /// Where its debugger listens on 127.0.0.1, from its READY (inspect workers only).
     pub inspector: Option<crate::inspector::Endpoint>,
+    /// Its failed start was already recorded for its function (INIT_ERROR, init timeout), so
+    /// that its exit does not count as a second one.
+    pub start_failure_recorded: bool,
 }
 
 /// What a spare process learns at INIT about the function that took it.
@@ -213,6 +216,7 @@ impl Worker {
             ready_deferred: false,
             from_spare: false,
             compact_head: false,
+            start_failure_recorded: false,
             spare_init: None,
             inspect: false,
             inspector: None,

@@ -44,8 +44,9 @@ pub(in crate::server) struct Departure {
     pub(in crate::server) error: InvokeError,
     /// The invocations it was running.
     pub(in crate::server) clients: Vec<ConnRef>,
-    /// It died before it was ready: a failed start.
-    pub(in crate::server) was_starting: bool,
+    /// It died before it was ready, and that failed start is not recorded yet (an INIT_ERROR
+    /// or an init timeout is recorded when it happens).
+    pub(in crate::server) start_failed: bool,
     /// It was ready, died on its own this long after starting and served nothing: respawning
     /// it at once would loop as fast as it starts.
     pub(in crate::server) crash_loop: Option<Duration>,
@@ -386,11 +387,12 @@ impl Supervisor {
     /// INIT_ERROR: loading the code or the initializer failed. Returns the worker's function
     /// and the start error; the loop records it, then stops the worker.
     pub(in crate::server) fn init_error(
-        &self,
+        &mut self,
         key: WorkerKey,
         payload: &[u8],
     ) -> Option<(FunctionId, StartError)> {
-        let worker = self.workers.get(key)?;
+        let worker = self.workers.get_mut(key)?;
+        worker.start_failure_recorded = true;
         let msg = ErrorPayload::parse_lenient(payload, "InitializationError", "initializer failed");
         let error = StartError {
             error_type: msg.error_type,
@@ -418,6 +420,7 @@ impl Supervisor {
         if !worker.state.is_starting() {
             return None;
         }
+        worker.start_failure_recorded = true;
         let bound = match worker.platform_init_bound_ms {
             Some(ms) => format!("x-fc-initialization-timeout ({ms} ms)"),
             None => format!(
@@ -586,6 +589,8 @@ impl Supervisor {
             return;
         };
         let was_starting = worker.state.is_starting();
+        // A start whose failure was recorded when it happened does not fail again by exiting.
+        let start_failed_here = was_starting && !worker.start_failure_recorded;
         let lifetime = worker.process.started_at.elapsed();
         // Nothing served and nothing in flight: no request is to blame for its death.
         let never_served = worker.served == 0 && worker.streams.is_empty();
@@ -636,7 +641,7 @@ impl Supervisor {
             function: worker.function,
             error: InvokeError::new(404, error_type, reason),
             clients,
-            was_starting: was_starting && !already_gone,
+            start_failed: start_failed_here && !already_gone,
             crash_loop,
         });
         // What follows a worker's death is recorded, not done here: this runs inside frame,
