@@ -146,6 +146,8 @@ fn a_worker_that_cannot_start_is_backed_off_and_requests_get_its_start_error() {
     let body = assert_error_json(&resp, 404, Some("WorkerStartFailed"));
     let message = body["errorMessage"].as_str().unwrap_or_default();
     assert!(message.contains("exit code 9"), "{body}");
+    // What node said, from the worker's stderr file: the cause, not only its exit code.
+    assert!(message.contains("bad option: --no-such-flag"), "{body}");
     // Each failed start doubles the wait before the next: 100, 200 then 400 ms before the
     // fourth. Unbounded, four starts took a few milliseconds.
     ns.wait_log_count(&failed, 4);
@@ -154,4 +156,20 @@ fn a_worker_that_cannot_start_is_backed_off_and_requests_get_its_start_error() {
         waited >= Duration::from_millis(500),
         "four failed starts within {waited:?}"
     );
+}
+
+#[test]
+fn a_start_failure_quotes_the_end_of_the_workers_stderr_relayed_to_the_console() {
+    let mut p = profile("crashy", "crashy");
+    p["worker"]["execArgv"] = json!(["--no-such-flag"]);
+    let ns = Noslate::builder()
+        .functions(&json!([p]))
+        .config(&json!({"logger": {"workerOutput": "console"}}))
+        .start();
+    let resp = ns.send(&Req::new("POST", "/initialize"));
+    let body = assert_error_json(&resp, 404, Some("WorkerStartFailed"));
+    let message = body["errorMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("bad option: --no-such-flag"), "{body}");
+    // The runtime's log says it too, once per failed start.
+    ns.wait_log_count(&["failed to start: worker crashy-", "--no-such-flag"], 1);
 }

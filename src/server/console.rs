@@ -303,6 +303,11 @@ impl Console {
         self.tails.push((key, Vec::new(), bytes.max(1)));
     }
 
+    /// Stops keeping relay `key`'s tail and drops what was kept.
+    pub(super) fn forget_tail(&mut self, key: Key) {
+        self.tails.retain(|(k, _, _)| *k != key);
+    }
+
     /// Reads relay `key` now (a child that exited has written all it will), then hands over
     /// and forgets its tail: at most the size given to [`Console::keep_tail`].
     pub(super) fn take_tail(&mut self, registry: &Registry, key: Key) -> Vec<u8> {

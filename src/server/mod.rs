@@ -1977,9 +1977,17 @@ impl Server {
             let pool = &mut self.scheduler.functions_mut()[function].pool;
             pool.workers.retain(|k| *k != gone.worker);
             if gone.start_failed {
+                let message = match &gone.stderr_tail {
+                    Some(tail) => format!(
+                        "{} while starting; the end of its stderr: {tail:?}",
+                        gone.error.message
+                    ),
+                    None => format!("{} while starting", gone.error.message),
+                };
+                log::warn!("[turf w={}] failed to start: {message}", gone.id);
                 let error = StartError {
                     error_type: "WorkerStartFailed".into(),
-                    message: format!("{} while starting", gone.error.message),
+                    message,
                     stack: Vec::new(),
                 };
                 self.on_start_failure(function, error);
@@ -2084,6 +2092,7 @@ impl Server {
         worker.enforcement = spare.enforcement.clone();
         worker.polled = std::mem::take(&mut spare.polled);
         worker.process.log_dir = log_dir;
+        worker.process.stderr_relay = spare.process.stderr_relay.take();
         worker.process.started_at = decided;
         worker.from_spare = true;
         worker.compact_head = spare.compact_head;

@@ -3,10 +3,13 @@
 //! holds, and where it is in the one stop sequence (SIGTERM to its process group, SIGKILL when
 //! the grace period is over).
 
+use crate::reactor::slab::Key;
 use crate::reactor::timer::TimerKey;
 use crate::turf::cgroup::WorkerCgroup;
 use crate::turf::spawn;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// One child process and what it holds.
@@ -24,6 +27,9 @@ pub struct ChildProc {
     pub log_dir: PathBuf,
     /// Armed once it was asked to exit: SIGKILL when the grace period is over.
     pub kill_timer: Option<TimerKey>,
+    /// The console relay of its stderr while the console keeps that relay's tail for a start
+    /// failure's error: from its start until it is ready (its output relayed to the console).
+    pub stderr_relay: Option<Key>,
 }
 
 /// What a reaped child leaves for the supervisor to clean up.
@@ -48,6 +54,7 @@ impl ChildProc {
             cgroup: None,
             log_dir: PathBuf::new(),
             kill_timer: None,
+            stderr_relay: None,
         }
     }
 
@@ -74,6 +81,34 @@ impl ChildProc {
             log_dir: self.log_dir,
         }
     }
+}
+
+/// The last lines of `bytes` (a stderr tail), decoded lossily and trimmed of a cut first line
+/// when there is more than one. `full`: `bytes` is all the output there was, not a cut.
+pub fn tail_text(bytes: &[u8], full: bool) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end();
+    if full {
+        return text.to_owned();
+    }
+    // The tail was cut at its size limit: drop the partial first line if whole ones follow.
+    match text.split_once('\n') {
+        Some((_, rest)) if !rest.is_empty() => rest.to_owned(),
+        _ => text.to_owned(),
+    }
+}
+
+/// The text of the last `bytes` (at most) of the `stderr` file in a child's log directory;
+/// `None` when there is no such file or it is empty.
+pub fn stderr_file_tail(log_dir: &Path, bytes: usize) -> Option<String> {
+    let mut file = File::open(log_dir.join("stderr")).ok()?;
+    let len = file.metadata().ok()?.len();
+    let want = u64::try_from(bytes).unwrap_or(u64::MAX).min(len);
+    file.seek(SeekFrom::Start(len - want)).ok()?;
+    let mut tail = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+    file.take(want).read_to_end(&mut tail).ok()?;
+    let text = tail_text(&tail, want == len);
+    (!text.is_empty()).then_some(text)
 }
 
 #[cfg(test)]
@@ -143,5 +178,36 @@ mod tests {
         process.kill();
         let leftovers = process.release();
         assert!(leftovers.kill_timer.is_none());
+    }
+
+    #[test]
+    fn tails_drop_a_cut_first_line() {
+        assert_eq!(
+            tail_text(b"ial line\nError: x\n  at y\n", false),
+            "Error: x\n  at y"
+        );
+        assert_eq!(tail_text(b"whole\nError: x\n", true), "whole\nError: x");
+        assert_eq!(tail_text(b"only a piece", false), "only a piece");
+        assert_eq!(tail_text(b"", true), "");
+    }
+
+    #[test]
+    fn a_stderr_file_tail_is_its_last_whole_lines() {
+        let dir = std::env::temp_dir().join(format!("noslate-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(stderr_file_tail(&dir, 64), None, "no file");
+        std::fs::write(dir.join("stderr"), "").unwrap();
+        assert_eq!(stderr_file_tail(&dir, 64), None, "empty");
+        std::fs::write(dir.join("stderr"), "first line\nnode: bad option: --x\n").unwrap();
+        assert_eq!(
+            stderr_file_tail(&dir, 64).as_deref(),
+            Some("first line\nnode: bad option: --x")
+        );
+        assert_eq!(
+            stderr_file_tail(&dir, 24).as_deref(),
+            Some("node: bad option: --x"),
+            "the cut first line goes"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -170,21 +170,6 @@ impl Gateway {
     }
 }
 
-/// The last lines of `bytes` (a stderr tail), decoded lossily and trimmed of a cut first line
-/// when there is more than one.
-pub fn tail_text(bytes: &[u8], full: bool) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim_end();
-    if full {
-        return text.to_owned();
-    }
-    // The tail was cut at its size limit: drop the partial first line if whole ones follow.
-    match text.split_once('\n') {
-        Some((_, rest)) if !rest.is_empty() => rest.to_owned(),
-        _ => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,16 +276,5 @@ mod tests {
         assert!(g.is_stopped());
         g.retry_due();
         assert!(!g.may_start(), "the armed retry starts nothing");
-    }
-
-    #[test]
-    fn tails_drop_a_cut_first_line() {
-        assert_eq!(
-            tail_text(b"ial line\nError: x\n  at y\n", false),
-            "Error: x\n  at y"
-        );
-        assert_eq!(tail_text(b"whole\nError: x\n", true), "whole\nError: x");
-        assert_eq!(tail_text(b"only a piece", false), "only a piece");
-        assert_eq!(tail_text(b"", true), "");
     }
 }

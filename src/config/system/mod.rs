@@ -47,6 +47,11 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
 pub const DEFAULT_LINGER_TIMEOUT_MS: u64 = 2_000;
 /// Default `logger.workerOutputLineLimit`: lines longer than this are cut.
 pub const DEFAULT_WORKER_OUTPUT_LINE_LIMIT: usize = 64 * 1024;
+/// Default `logger.startFailureStderrBytes`: how much of the end of a worker's stderr the error
+/// of a start that failed by exiting quotes (a node flag it refused, a module it could not load).
+pub const DEFAULT_START_FAILURE_STDERR_BYTES: usize = 1024;
+/// Largest accepted `logger.startFailureStderrBytes`: the quote goes into an error answer.
+pub const MAX_START_FAILURE_STDERR_BYTES: usize = 64 * 1024;
 /// Default `logger.consoleBufferSize`: output waiting for the runtime's stdout or stderr.
 pub const DEFAULT_CONSOLE_BUFFER_SIZE: usize = 1024 * 1024;
 
@@ -608,6 +613,9 @@ pub struct LoggerConfig {
     /// `logger.workerOutputLineLimit` (ours): the longest line of worker output relayed to the
     /// console in one piece; a longer one is cut into lines of this length.
     pub worker_output_line_limit: usize,
+    /// `logger.startFailureStderrBytes` (ours): the end of its stderr, at most this many bytes,
+    /// that the error of a worker which exited before it was ready quotes; 0 quotes nothing.
+    pub start_failure_stderr_bytes: usize,
     /// `logger.consoleBufferSize` (ours): how much output may wait for the runtime's stdout or
     /// stderr. Beyond it workers' output waits in their pipes (they block, the runtime does
     /// not), and the runtime's own lines are dropped and counted.
@@ -639,6 +647,7 @@ impl Default for LoggerConfig {
             dir: None,
             worker_output_to_console: false,
             worker_output_line_limit: DEFAULT_WORKER_OUTPUT_LINE_LIMIT,
+            start_failure_stderr_bytes: DEFAULT_START_FAILURE_STDERR_BYTES,
             console_buffer_size: DEFAULT_CONSOLE_BUFFER_SIZE,
             access_log: AccessLogDestination::File,
             access_log_max_bytes: DEFAULT_ACCESS_LOG_MAX_BYTES,
@@ -1241,6 +1250,27 @@ mod tests {
             "logger.accessLogBufferSize",
         ] {
             assert!(shown.iter().any(|p| p.starts_with(key)), "{key}: {shown:?}");
+        }
+    }
+
+    #[test]
+    fn the_start_failure_stderr_quote_is_bounded() {
+        let cfg = load_json(r#"{}"#).unwrap();
+        assert_eq!(
+            cfg.logger.start_failure_stderr_bytes,
+            DEFAULT_START_FAILURE_STDERR_BYTES
+        );
+        let cfg = load_json(r#"{"logger": {"startFailureStderrBytes": 0}}"#).unwrap();
+        assert_eq!(cfg.logger.start_failure_stderr_bytes, 0, "0 turns it off");
+        for bad in ["65537", "-1", "\"1kb\""] {
+            let text = format!(r#"{{"logger": {{"startFailureStderrBytes": {bad}}}}}"#);
+            let shown = shown(&load_json(&text).unwrap_err());
+            assert!(
+                shown
+                    .iter()
+                    .any(|p| p.starts_with("logger.startFailureStderrBytes: ")),
+                "{bad}: {shown:?}"
+            );
         }
     }
 

@@ -10,9 +10,9 @@ use serde_json::Value;
 use super::{
     AccessLogDestination, CONCURRENCY_STATS_MODES, CircuitBreakerConfig, ControlPlaneConfig,
     DEFAULT_EMA_WORKER_TRAFFIC_STATS_PULLING_MS, DataPlaneConfig, EmaSettings, HttpConfig,
-    LoggerConfig, MAX_BUSY_POLL_MICROS, MAX_SPARE_WORKERS, MIN_MAX_HEADER_BYTES, MIN_STREAM_WINDOW,
-    SCALERS, SHRINK_STRATEGIES, ScalerKind, StarterConfig, SystemConfig, TurfConfig,
-    WorkerDefaults, log_level,
+    LoggerConfig, MAX_BUSY_POLL_MICROS, MAX_SPARE_WORKERS, MAX_START_FAILURE_STDERR_BYTES,
+    MIN_MAX_HEADER_BYTES, MIN_STREAM_WINDOW, SCALERS, SHRINK_STRATEGIES, ScalerKind, StarterConfig,
+    SystemConfig, TurfConfig, WorkerDefaults, log_level,
 };
 use crate::config::problems::{
     Fields, Problems, boolean, describe, in_unit_interval, int, join, set, string,
@@ -646,6 +646,15 @@ fn apply_logger(
     set(
         &mut logger.worker_output_line_limit,
         s.int("workerOutputLineLimit", 80, p),
+    );
+    set(
+        &mut logger.start_failure_stderr_bytes,
+        s.int_at_most(
+            "startFailureStderrBytes",
+            0,
+            MAX_START_FAILURE_STDERR_BYTES,
+            p,
+        ),
     );
     set(
         &mut logger.console_buffer_size,

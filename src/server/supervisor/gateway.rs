@@ -6,7 +6,8 @@
 use super::Supervisor;
 use crate::server::{Child, Lent, Timer};
 use crate::turf::child::ChildProc;
-use crate::turf::gateway::{AfterExit, Gateway, GatewayFailure, tail_text};
+use crate::turf::child::tail_text;
+use crate::turf::gateway::{AfterExit, Gateway, GatewayFailure};
 use crate::turf::spawn::OutputPipes;
 use std::ffi::OsString;
 use std::io;

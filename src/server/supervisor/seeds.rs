@@ -308,9 +308,9 @@ impl Supervisor {
             }
             None => return None,
         }
-        if let Some(output) = parts.output {
-            lp.console.attach(lp.registry, output);
-        }
+        let stderr_relay = parts
+            .output
+            .and_then(|output| super::supervise::relay_starting_output(output, lp));
         let mut enforcement = parts.enforcement;
         let polled = enforcement.polled_limits(&limits);
         let mut worker = Worker::new(id, function, 0, parts.to_worker, parts.from_worker);
@@ -318,6 +318,7 @@ impl Supervisor {
         worker.process.cgroup = parts.cgroup;
         worker.polled = polled;
         worker.process.log_dir = log_dir;
+        worker.process.stderr_relay = stderr_relay;
         worker.process.started_at = decided;
         worker.forked = true;
         Some(ForkRequested {

@@ -149,9 +149,9 @@ impl Supervisor {
                 return false;
             }
         };
-        if let Some(output) = spawned.output {
-            lp.console.attach(lp.registry, output);
-        }
+        let stderr_relay = spawned
+            .output
+            .and_then(|output| super::supervise::relay_starting_output(output, lp));
         let mut enforcement = spawned.enforcement;
         let polled = enforcement.polled_limits(&shape.limits);
         let pid = spawned.pid;
@@ -159,6 +159,7 @@ impl Supervisor {
             process: ChildProc {
                 cgroup: spawned.cgroup,
                 log_dir,
+                stderr_relay,
                 ..ChildProc::new(id.clone(), pid)
             },
             state: SpareState::Starting,
@@ -293,6 +294,9 @@ impl Supervisor {
         let Some(mut s) = self.spares.remove(key) else {
             return;
         };
+        if let Some(relay) = s.process.stderr_relay.take() {
+            lp.console.forget_tail(relay);
+        }
         if let Some(mut pipe) = s.from_worker.take() {
             let _ = lp.registry.deregister(&mut pipe);
         }

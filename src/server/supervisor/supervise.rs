@@ -15,6 +15,7 @@ use crate::ids::FunctionId;
 use crate::ids::WorkerKey;
 use crate::inspector;
 use crate::pool::StartError;
+use crate::reactor::slab::Key;
 use crate::reactor::token::{self, Source};
 use crate::sched::backoff::CRASH_LOOP_WINDOW;
 use crate::server::Lent;
@@ -23,11 +24,13 @@ use crate::server::effects::Effect;
 use crate::server::{Child, Timer};
 use crate::sys;
 use crate::turf::accounting::{ExitReason, ExitRecord};
+use crate::turf::child::{stderr_file_tail, tail_text};
 use crate::turf::spawn;
 use crate::turf::worker::{WRITE_QUEUE_LIMIT, Worker, WorkerState};
 use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
 use mio::Interest;
 use std::borrow::Cow;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A worker that left service, for the loop: who was waiting on it and what its end means for
@@ -47,6 +50,9 @@ pub(in crate::server) struct Departure {
     /// It died before it was ready, and that failed start is not recorded yet (an INIT_ERROR
     /// or an init timeout is recorded when it happens).
     pub(in crate::server) start_failed: bool,
+    /// For such a start: the end of its stderr (`logger.startFailureStderrBytes`), if it wrote
+    /// any.
+    pub(in crate::server) stderr_tail: Option<String>,
     /// It was ready, died on its own this long after starting and served nothing: respawning
     /// it at once would loop as fast as it starts.
     pub(in crate::server) crash_loop: Option<Duration>,
@@ -130,9 +136,9 @@ impl Supervisor {
             message
         })?;
         let pid = spawned.pid;
-        if let Some(output) = spawned.output {
-            lp.console.attach(lp.registry, output);
-        }
+        let stderr_relay = spawned
+            .output
+            .and_then(|output| relay_starting_output(output, lp));
         let mut enforcement = spawned.enforcement;
         // What no cgroup enforces, the runtime polls.
         let polled = enforcement.polled_limits(&limits);
@@ -147,6 +153,7 @@ impl Supervisor {
         worker.polled = polled;
         worker.enforcement = serde_json::to_value(&enforcement).unwrap_or_default();
         worker.process.log_dir = log_dir;
+        worker.process.stderr_relay = stderr_relay;
         worker.process.cgroup = spawned.cgroup;
         worker.process.started_at = decided;
         worker.inspect = inspect;
@@ -374,6 +381,9 @@ impl Supervisor {
         }
         worker.become_ready(lp.clock.now());
         worker.last_active = lp.clock.now();
+        if let Some(relay) = worker.process.stderr_relay.take() {
+            lp.console.forget_tail(relay);
+        }
         let after = worker.process.started_at.elapsed();
         log::info!(
             "[turf w={} pid={}] ready to serve after {:.3} ms",
@@ -596,6 +606,15 @@ impl Supervisor {
         let never_served = worker.served == 0 && worker.streams.is_empty();
         let was_stopping = worker.state >= WorkerState::Stopping;
         let already_gone = worker.from_worker.is_none() && worker.to_worker.is_none();
+        let relay = worker.process.stderr_relay.take();
+        let stderr_tail = if start_failed_here && !already_gone {
+            start_failure_stderr(relay, &worker.process.log_dir, lp)
+        } else {
+            if let Some(relay) = relay {
+                lp.console.forget_tail(relay);
+            }
+            None
+        };
         if let Some(mut pipe) = worker.from_worker.take() {
             let _ = lp.registry.deregister(&mut pipe);
         }
@@ -642,6 +661,7 @@ impl Supervisor {
             error: InvokeError::new(404, error_type, reason),
             clients,
             start_failed: start_failed_here && !already_gone,
+            stderr_tail,
             crash_loop,
         });
         // What follows a worker's death is recorded, not done here: this runs inside frame,
@@ -837,4 +857,36 @@ impl Supervisor {
             process.kill();
         }
     }
+}
+
+/// Relays a starting worker's (or spare's) output to the console. Until it is ready, the console
+/// keeps the end of its stderr (`logger.startFailureStderrBytes`) for the error of a failed
+/// start; returns the relay whose tail is kept.
+pub(in crate::server) fn relay_starting_output(
+    output: spawn::OutputPipes,
+    lp: &mut Lent<'_>,
+) -> Option<Key> {
+    let relay = lp.console.attach_labelled(lp.registry, output, "")?;
+    let bytes = lp.config.logger.start_failure_stderr_bytes;
+    if bytes == 0 {
+        return None;
+    }
+    lp.console.keep_tail(relay, bytes);
+    Some(relay)
+}
+
+/// The end of the stderr of a worker that exited while starting: what the console kept of its
+/// relay, or the end of the `stderr` file in its log directory. `None` when it wrote nothing or
+/// quoting is off.
+fn start_failure_stderr(relay: Option<Key>, log_dir: &Path, lp: &mut Lent<'_>) -> Option<String> {
+    let bytes = lp.config.logger.start_failure_stderr_bytes;
+    let text = match relay {
+        Some(relay) => {
+            let tail = lp.console.take_tail(lp.registry, relay);
+            tail_text(&tail, tail.len() < bytes)
+        }
+        None if bytes > 0 && !log_dir.as_os_str().is_empty() => stderr_file_tail(log_dir, bytes)?,
+        None => return None,
+    };
+    (!text.is_empty()).then_some(text)
 }
