@@ -109,6 +109,69 @@ pub(super) enum Effect {
     FlushConn(Key),
 }
 
+impl Effect {
+    /// Its bit in a [`Summary`]: equal effects have the same one.
+    fn summary_bit(&self) -> usize {
+        let key = |k: Key| (k.idx, k.generation);
+        let function = |f: FunctionId| (u32::try_from(f.index()).unwrap_or(u32::MAX), 0);
+        let (tag, (a, b)) = match *self {
+            Effect::DriveConn(k) => (1, key(k)),
+            Effect::Scale(f) => (2, function(f)),
+            Effect::Dispatch(f) => (3, function(f)),
+            Effect::RefuseIfStillQueued { client, .. } => (4, key(client.conn)),
+            Effect::Retire { worker, .. } => (5, key(worker.0)),
+            Effect::FollowSeed(f) => (6, function(f)),
+            Effect::BalanceSpares => (7, (0, 0)),
+            Effect::WorkerForked { worker, .. } => (8, key(worker.0)),
+            Effect::WorkersGone => (9, (0, 0)),
+            Effect::WorkersReaped => (10, (0, 0)),
+            Effect::LeftQueue { client, .. } => (11, key(client.conn)),
+            Effect::RequestEnded { client, .. } => (12, key(client.conn)),
+            Effect::CancelStream { worker, stream, .. } => (13, (worker.0.idx, stream)),
+            Effect::ReturnCredit { worker, stream, .. } => (14, (worker.0.idx, stream)),
+            Effect::Waiters => (15, (0, 0)),
+            Effect::ReadWorker(w) => (16, key(w.0)),
+            Effect::FlushWorker(w) => (17, key(w.0)),
+            Effect::FlushConn(k) => (18, key(k)),
+        };
+        summary_bit(tag, a, b)
+    }
+}
+
+/// Mixes an effect's kind and key into one of [`Summary`]'s bits.
+fn summary_bit(tag: u32, a: u32, b: u32) -> usize {
+    let mixed = tag
+        .wrapping_mul(0x9e37_79b1)
+        .wrapping_add(a.wrapping_mul(0x85eb_ca77))
+        .wrapping_add(b.wrapping_mul(0xc2b2_ae3d))
+        .wrapping_mul(0x27d4_eb2f);
+    (mixed >> 24) as usize % SUMMARY_BITS
+}
+
+/// Bits in a [`Summary`].
+const SUMMARY_BITS: usize = 256;
+
+/// Which effects may be waiting in a list: one bit per [`Effect::summary_bit`], set on push and
+/// cleared with the list. A clear bit means no equal effect waits, so a push skips the scan for
+/// one; a set bit may be another effect's, and the scan decides. At high concurrency a drain
+/// holds dozens of entries, and scanning all of them on every push was quadratic.
+#[derive(Debug, Default)]
+struct Summary([u64; SUMMARY_BITS / 64]);
+
+impl Summary {
+    fn may_hold(&self, bit: usize) -> bool {
+        self.0[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    fn add(&mut self, bit: usize) {
+        self.0[bit / 64] |= 1 << (bit % 64);
+    }
+
+    fn clear(&mut self) {
+        self.0 = [0; SUMMARY_BITS / 64];
+    }
+}
+
 /// The queue of recorded work.
 #[derive(Debug, Default)]
 pub(super) struct Effects {
@@ -116,12 +179,18 @@ pub(super) struct Effects {
     work: Vec<Effect>,
     /// Position of the next `work` item to hand out.
     next_work: usize,
+    /// What `work` may hold.
+    work_summary: Summary,
     /// Workers with frames to write, from `next_worker`.
     workers: Vec<WorkerKey>,
     next_worker: usize,
+    /// What `workers` may hold.
+    workers_summary: Summary,
     /// Connections with bytes to write, from `next_conn`.
     conns: Vec<Key>,
     next_conn: usize,
+    /// What `conns` may hold.
+    conns_summary: Summary,
     /// Connections to drive on the next iteration (they used up their rounds in this one).
     next_iteration: Vec<Key>,
     /// Workers whose pipes to read on in the next iteration.
@@ -134,12 +203,30 @@ impl Effects {
     /// Records `effect`, once: a piece of work already waiting is not recorded twice.
     pub(super) fn push(&mut self, effect: Effect) {
         match effect {
-            Effect::FlushWorker(key) => push_key(&mut self.workers, self.next_worker, key),
-            Effect::FlushConn(key) => push_key(&mut self.conns, self.next_conn, key),
+            Effect::FlushWorker(key) => push_unique(
+                &mut self.workers,
+                &mut self.workers_summary,
+                self.next_worker,
+                key,
+                effect.summary_bit(),
+            ),
+            Effect::FlushConn(key) => push_unique(
+                &mut self.conns,
+                &mut self.conns_summary,
+                self.next_conn,
+                key,
+                effect.summary_bit(),
+            ),
             // One per request, and credit is a sum: two equal returns are two returns. Neither
-            // is looked for among the waiting work (a scan per request at high concurrency).
+            // is looked for among the waiting work.
             Effect::RequestEnded { .. } | Effect::ReturnCredit { .. } => self.work.push(effect),
-            _ => push_key(&mut self.work, self.next_work, effect),
+            _ => push_unique(
+                &mut self.work,
+                &mut self.work_summary,
+                self.next_work,
+                effect,
+                effect.summary_bit(),
+            ),
         }
     }
 
@@ -182,18 +269,21 @@ impl Effects {
             return Some(effect);
         }
         self.work.clear();
+        self.work_summary.clear();
         self.next_work = 0;
         if let Some(&key) = self.workers.get(self.next_worker) {
             self.next_worker += 1;
             return Some(Effect::FlushWorker(key));
         }
         self.workers.clear();
+        self.workers_summary.clear();
         self.next_worker = 0;
         if let Some(&key) = self.conns.get(self.next_conn) {
             self.next_conn += 1;
             return Some(Effect::FlushConn(key));
         }
         self.conns.clear();
+        self.conns_summary.clear();
         self.next_conn = 0;
         None
     }
@@ -205,6 +295,21 @@ fn push_key<K: PartialEq>(list: &mut Vec<K>, from: usize, key: K) {
     if !list[from..].contains(&key) {
         list.push(key);
     }
+}
+
+/// [`push_key`] for a list whose [`Summary`] is kept: `bit` is `key`'s effect's bit.
+fn push_unique<K: PartialEq>(
+    list: &mut Vec<K>,
+    summary: &mut Summary,
+    from: usize,
+    key: K,
+    bit: usize,
+) {
+    if summary.may_hold(bit) && list[from..].contains(&key) {
+        return;
+    }
+    summary.add(bit);
+    list.push(key);
 }
 
 #[cfg(test)]
@@ -305,6 +410,40 @@ mod tests {
         effects.push(Effect::FlushConn(key(1)));
         effects.push(Effect::FlushConn(key(1)));
         assert_eq!(drain(&mut effects), [Effect::FlushConn(key(1))]);
+    }
+
+    #[test]
+    fn many_waiting_effects_are_each_kept_once_though_their_bits_collide() {
+        let mut effects = Effects::default();
+        // Far more entries than summary bits: every bit is set, the scans decide.
+        for round in 0..2 {
+            for idx in 0..600 {
+                effects.push(Effect::DriveConn(key(idx)));
+                effects.push(Effect::FlushConn(key(idx)));
+                effects.push(Effect::FlushWorker(WorkerKey(key(idx % 40))));
+                if round == 0 {
+                    // Not deduplicated: each is a request's end of its own.
+                    effects.push(Effect::RequestEnded {
+                        function: FunctionId::new(0),
+                        client: ConnRef {
+                            conn: key(idx),
+                            seq: 1,
+                        },
+                        still_queued: false,
+                        finished: None,
+                    });
+                }
+            }
+        }
+        let all = drain(&mut effects);
+        let count = |f: &dyn Fn(&Effect) -> bool| all.iter().filter(|e| f(e)).count();
+        assert_eq!(count(&|e| matches!(e, Effect::DriveConn(_))), 600);
+        assert_eq!(count(&|e| matches!(e, Effect::FlushConn(_))), 600);
+        assert_eq!(count(&|e| matches!(e, Effect::FlushWorker(_))), 40);
+        assert_eq!(count(&|e| matches!(e, Effect::RequestEnded { .. })), 600);
+        // A drained queue forgets its summary: what comes next is taken at once.
+        effects.push(Effect::DriveConn(key(7)));
+        assert_eq!(drain(&mut effects), [Effect::DriveConn(key(7))]);
     }
 
     #[test]
