@@ -7,7 +7,7 @@ use crate::config::{self, Problem, SystemConfig};
 use crate::server::{Server, ServerOptions};
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The port FC calls when nothing else is configured.
@@ -450,10 +450,7 @@ pub fn main(raw: Vec<OsString>) -> ExitCode {
     }
 
     let workdir = resolve_workdir(args.workdir.clone());
-    let logdir = args
-        .logdir
-        .or_else(|| env_var("NOSLATE_LOGDIR").map(PathBuf::from))
-        .unwrap_or_else(|| workdir.join("logs"));
+    let logdir = resolve_logdir(args.logdir.clone(), &workdir);
     for dir in [&workdir, &logdir] {
         if let Err(err) = std::fs::create_dir_all(dir) {
             eprintln!("noslate: cannot create {}: {err}", dir.display());
@@ -623,11 +620,7 @@ fn probe_command(args: &Args) -> ExitCode {
         })
         .unwrap_or_default();
     let workdir = resolve_workdir(args.workdir.clone());
-    let logdir = args
-        .logdir
-        .clone()
-        .or_else(|| env_var("NOSLATE_LOGDIR").map(PathBuf::from))
-        .unwrap_or_else(|| workdir.join("logs"));
+    let logdir = resolve_logdir(args.logdir.clone(), &workdir);
     for dir in [&workdir, &logdir] {
         if let Err(err) = std::fs::create_dir_all(dir) {
             eprintln!("noslate: cannot create {}: {err}", dir.display());
@@ -689,9 +682,29 @@ fn check_load(args: &Args, config: &SystemConfig, functions: &[config::FunctionP
     ok
 }
 
+/// The work directory: `--workdir`, else `NOSLATE_WORKDIR`, else `$TMPDIR/noslate`; made
+/// absolute, because workers run in their code directories and are handed paths inside it
+/// (their bootstraps), which a relative path would resolve against the wrong directory.
 fn resolve_workdir(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| env_var("NOSLATE_WORKDIR").map(PathBuf::from))
-        .unwrap_or_else(|| std::env::temp_dir().join("noslate"))
+    let dir = flag
+        .or_else(|| env_var("NOSLATE_WORKDIR").map(PathBuf::from))
+        .unwrap_or_else(|| std::env::temp_dir().join("noslate"));
+    absolute(dir)
+}
+
+/// The log directory: `--logdir`, else `NOSLATE_LOGDIR`, else `logs` in the work directory;
+/// absolute, like the work directory.
+fn resolve_logdir(flag: Option<PathBuf>, workdir: &Path) -> PathBuf {
+    let dir = flag
+        .or_else(|| env_var("NOSLATE_LOGDIR").map(PathBuf::from))
+        .unwrap_or_else(|| workdir.join("logs"));
+    absolute(dir)
+}
+
+/// `path` joined to the current directory when it is relative (as it is, if that cannot be
+/// read: the directory creation that follows then reports the problem).
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// `noslate ps` and `noslate stats`: one request on the admin socket.
@@ -1076,6 +1089,21 @@ mod tests {
 
     fn args(list: &[&str]) -> Result<Parsed, String> {
         parse_args(list.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn work_and_log_directories_given_relative_are_made_absolute() {
+        let here = std::env::current_dir().unwrap();
+        let work = resolve_workdir(Some(PathBuf::from("w")));
+        assert_eq!(work, here.join("w"));
+        assert_eq!(
+            resolve_logdir(Some(PathBuf::from("l/x")), &work),
+            here.join("l/x")
+        );
+        assert_eq!(
+            resolve_logdir(Some(PathBuf::from("/abs")), &work),
+            PathBuf::from("/abs")
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! Start-up configuration: invalid function profiles are refused with one line per problem, and
-//! requests for functions that do not exist get FC's FunctionNotFound.
+//! Start-up configuration: invalid function profiles are refused with one line per problem,
+//! requests for functions that do not exist get FC's FunctionNotFound, and relative work and
+//! log directories serve like absolute ones.
 
 mod common;
 
-use common::{Noslate, Req, assert_function_error, fixture_dir, profile};
+use common::{
+    Noslate, Req, TempDir, assert_function_error, assert_invoke_ok, fixture_dir, profile,
+};
 use serde_json::json;
 
 #[test]
@@ -98,4 +101,20 @@ fn unknown_function_gives_404_function_not_found() {
     // The known one still works.
     let resp = ns.send(&Req::new("POST", "/invoke/known").body(b"x"));
     assert_eq!(resp.status, 200, "body: {}", resp.brief());
+}
+
+#[test]
+fn relative_work_and_log_directories_are_taken_from_where_the_runtime_starts() {
+    // Workers run in their code directories: a work directory left relative would point
+    // their bootstraps somewhere else, and every start would fail.
+    let base = TempDir::new();
+    let ns = Noslate::builder()
+        .functions(&json!([profile("ok", "echo")]))
+        .current_dir(base.path())
+        .env("NOSLATE_WORKDIR", "relative-work")
+        .env("NOSLATE_LOGDIR", "relative-logs")
+        .start();
+    assert_invoke_ok(&ns.send(&Req::new("POST", "/invoke").body(b"hi")));
+    assert!(base.path().join("relative-work/noslated.sock").exists());
+    assert!(base.path().join("relative-logs/ok").is_dir());
 }

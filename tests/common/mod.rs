@@ -246,9 +246,17 @@ pub struct Builder {
     port: Option<u16>,
     /// The log line `start` waits for instead of `listening on 0.0.0.0:<port>`.
     ready_mark: Option<String>,
+    /// The runtime's working directory, when not the test's.
+    cwd: Option<PathBuf>,
 }
 
 impl Builder {
+    /// Runs the runtime in `dir`.
+    pub fn current_dir(mut self, dir: &Path) -> Builder {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
     /// The functions file content (a JSON array of profiles).
     pub fn functions(mut self, profiles: &Value) -> Builder {
         self.functions = profiles.to_string();
@@ -319,6 +327,9 @@ impl Builder {
         cmd.env("NOSLATE_WORKDIR", work).env("NOSLATE_LOGDIR", logs);
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
         }
         // Its own process group, so that drop can kill the whole group.
         cmd.process_group(0)
