@@ -483,6 +483,27 @@ mod tests {
     }
 
     #[test]
+    fn a_forgotten_tail_is_dropped_and_its_relay_still_relays() {
+        let (_out_reader, out) = pipe();
+        let (_err_reader, err) = pipe();
+        let mut console = Console::over(out, err, 64, 1 << 16);
+        let poll = mio::Poll::new().expect("poll");
+        let (_stdout_writer, stdout) = mio::unix::pipe::new().expect("pipe");
+        let (mut stderr_writer, stderr) = mio::unix::pipe::new().expect("pipe");
+        let key = console
+            .attach_labelled(poll.registry(), OutputPipes { stdout, stderr }, "")
+            .expect("stderr relayed");
+        console.keep_tail(key, 64);
+        stderr_writer.write_all(b"starting\n").expect("write");
+        console.on_readable(poll.registry(), key);
+        console.forget_tail(key);
+        assert!(console.tails.is_empty(), "nothing kept once forgotten");
+        stderr_writer.write_all(b"ready\n").expect("write");
+        assert_eq!(console.take_tail(poll.registry(), key), b"");
+        assert_eq!(console.sinks[1].pending, b"starting\nready\n");
+    }
+
+    #[test]
     fn an_over_long_line_is_cut_at_the_limit() {
         let (before_end, cuts, all) = cut(4, &[b"abcdefghij\nxy", b"z\n"]);
         assert_eq!(before_end, b"abcd\nefgh\nij\nxyz\n");

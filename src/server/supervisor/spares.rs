@@ -248,6 +248,9 @@ impl Supervisor {
         let (Some(mut to_worker), Some(mut from_worker)) =
             (spare.to_worker.take(), spare.from_worker.take())
         else {
+            if let Some(relay) = spare.process.stderr_relay.take() {
+                lp.console.forget_tail(relay);
+            }
             return None;
         };
         let _ = lp.registry.deregister(&mut from_worker);
