@@ -457,6 +457,7 @@ impl AdminView<'_> {
                 )
             })
             .collect();
+        let now = std::time::Instant::now();
         let functions: serde_json::Map<String, Value> = self
             .scheduler
             .functions()
@@ -482,6 +483,14 @@ impl AdminView<'_> {
                         "inflight": f.meter.current(),
                         "removed": f.removed,
                         "startFailures": f.pool.start_failures,
+                        "lastStartError": f.pool.last_start_error.as_ref().map(|e| json!({
+                            "errorType": e.error_type,
+                            "errorMessage": e.message,
+                        })),
+                        "nextStartInMs": f.pool.backoff_until.and_then(|until| {
+                            let left = until.checked_duration_since(now)?;
+                            Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+                        }),
                         "scaler": scaler_view(&f.scaler),
                         "seed": self.seed_view(FunctionId::new(index)),
                         "rejected": {

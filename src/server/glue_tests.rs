@@ -623,6 +623,21 @@ fn every_worker_that_dies_starting_backs_its_function_off_further_and_fails_the_
         last_until = Some(until);
         assert!(pool.fails_fast());
     }
+    // `noslate stats` says why the function does not start, and when it tries again.
+    let super::admin::AdminAction::Answer(stats) = h.admin("GET", "/v1/stats") else {
+        panic!("stats are an answer");
+    };
+    let hello = &stats["functions"]["hello"];
+    assert_eq!(hello["startFailures"], 3, "{hello}");
+    assert_eq!(hello["lastStartError"]["errorType"], "WorkerStartFailed");
+    assert_eq!(
+        hello["lastStartError"]["errorMessage"],
+        "third exit while starting"
+    );
+    assert!(
+        hello["nextStartInMs"].as_u64().is_some_and(|ms| ms <= 400),
+        "{hello}"
+    );
     // The waiting request was failed with the start error, not left to its deadline.
     h.run_effects_but_scale();
     let answer = read_answer(&mut client, complete);
