@@ -458,18 +458,48 @@ mod tests {
         assert_eq!(out, b"> abcd\n> efg\n");
     }
 
-    #[test]
-    fn a_kept_tail_holds_the_last_bytes_and_outlives_its_pipe() {
-        let (_out_reader, out) = pipe();
-        let (_err_reader, err) = pipe();
+    /// A child relayed with `prefix` by a console over pipes, its stderr tail of `tail_bytes`
+    /// kept.
+    struct Relayed {
+        console: Console,
+        poll: mio::Poll,
+        key: Key,
+        stdout: mio::unix::pipe::Sender,
+        stderr: mio::unix::pipe::Sender,
+        _readers: (std::fs::File, std::fs::File),
+    }
+
+    fn relayed(prefix: &str, tail_bytes: usize) -> Relayed {
+        let (out_reader, out) = pipe();
+        let (err_reader, err) = pipe();
         let mut console = Console::over(out, err, 64, 1 << 16);
         let poll = mio::Poll::new().expect("poll");
-        let (mut stdout_writer, stdout) = mio::unix::pipe::new().expect("pipe");
-        let (mut stderr_writer, stderr) = mio::unix::pipe::new().expect("pipe");
+        let (stdout_writer, stdout) = mio::unix::pipe::new().expect("pipe");
+        let (stderr_writer, stderr) = mio::unix::pipe::new().expect("pipe");
         let key = console
-            .attach_labelled(poll.registry(), OutputPipes { stdout, stderr }, "[g] ")
+            .attach_labelled(poll.registry(), OutputPipes { stdout, stderr }, prefix)
             .expect("stderr relayed");
-        console.keep_tail(key, 8);
+        console.keep_tail(key, tail_bytes);
+        Relayed {
+            console,
+            poll,
+            key,
+            stdout: stdout_writer,
+            stderr: stderr_writer,
+            _readers: (out_reader, err_reader),
+        }
+    }
+
+    #[test]
+    fn a_kept_tail_holds_the_last_bytes_and_outlives_its_pipe() {
+        let Relayed {
+            mut console,
+            poll,
+            key,
+            stdout: mut stdout_writer,
+            stderr: mut stderr_writer,
+            _readers,
+        } = relayed("[g] ", 8);
         stderr_writer.write_all(b"first\nsecond\n").expect("write");
         stdout_writer
             .write_all(b"not in the tail\n")
@@ -484,16 +514,14 @@ mod tests {
 
     #[test]
     fn a_forgotten_tail_is_dropped_and_its_relay_still_relays() {
-        let (_out_reader, out) = pipe();
-        let (_err_reader, err) = pipe();
-        let mut console = Console::over(out, err, 64, 1 << 16);
-        let poll = mio::Poll::new().expect("poll");
-        let (_stdout_writer, stdout) = mio::unix::pipe::new().expect("pipe");
-        let (mut stderr_writer, stderr) = mio::unix::pipe::new().expect("pipe");
-        let key = console
-            .attach_labelled(poll.registry(), OutputPipes { stdout, stderr }, "")
-            .expect("stderr relayed");
-        console.keep_tail(key, 64);
+        let Relayed {
+            mut console,
+            poll,
+            key,
+            stderr: mut stderr_writer,
+            _readers,
+            ..
+        } = relayed("", 64);
         stderr_writer.write_all(b"starting\n").expect("write");
         console.on_readable(poll.registry(), key);
         console.forget_tail(key);
