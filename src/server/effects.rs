@@ -172,25 +172,64 @@ impl Summary {
     }
 }
 
+/// Work of one kind waiting to be handed out, in the order recorded, from `next`.
+#[derive(Debug)]
+struct WorkList<T> {
+    items: Vec<T>,
+    /// Position of the next item to hand out.
+    next: usize,
+    /// What `items[next..]` may hold.
+    summary: Summary,
+}
+
+impl<T> Default for WorkList<T> {
+    fn default() -> Self {
+        WorkList {
+            items: Vec::new(),
+            next: 0,
+            summary: Summary::default(),
+        }
+    }
+}
+
+impl<T: Copy + PartialEq> WorkList<T> {
+    /// Appends `item` unless an equal one still waits (what was handed out already may be due
+    /// again); `bit` is its effect's [`Effect::summary_bit`].
+    fn push_unique(&mut self, item: T, bit: usize) {
+        if self.summary.may_hold(bit) && self.items[self.next..].contains(&item) {
+            return;
+        }
+        self.summary.add(bit);
+        self.items.push(item);
+    }
+
+    /// Appends `item` whether or not an equal one waits.
+    fn push(&mut self, item: T) {
+        self.items.push(item);
+    }
+
+    /// The next item; once there is none, the list starts over empty.
+    fn pop(&mut self) -> Option<T> {
+        if let Some(&item) = self.items.get(self.next) {
+            self.next += 1;
+            return Some(item);
+        }
+        self.items.clear();
+        self.summary.clear();
+        self.next = 0;
+        None
+    }
+}
+
 /// The queue of recorded work.
 #[derive(Debug, Default)]
 pub(super) struct Effects {
-    /// Driving, planning, dispatching and waiters, in the order recorded.
-    work: Vec<Effect>,
-    /// Position of the next `work` item to hand out.
-    next_work: usize,
-    /// What `work` may hold.
-    work_summary: Summary,
-    /// Workers with frames to write, from `next_worker`.
-    workers: Vec<WorkerKey>,
-    next_worker: usize,
-    /// What `workers` may hold.
-    workers_summary: Summary,
-    /// Connections with bytes to write, from `next_conn`.
-    conns: Vec<Key>,
-    next_conn: usize,
-    /// What `conns` may hold.
-    conns_summary: Summary,
+    /// Driving, planning, dispatching and waiters.
+    work: WorkList<Effect>,
+    /// Workers with frames to write.
+    workers: WorkList<WorkerKey>,
+    /// Connections with bytes to write.
+    conns: WorkList<Key>,
     /// Connections to drive on the next iteration (they used up their rounds in this one).
     next_iteration: Vec<Key>,
     /// Workers whose pipes to read on in the next iteration.
@@ -203,30 +242,12 @@ impl Effects {
     /// Records `effect`, once: a piece of work already waiting is not recorded twice.
     pub(super) fn push(&mut self, effect: Effect) {
         match effect {
-            Effect::FlushWorker(key) => push_unique(
-                &mut self.workers,
-                &mut self.workers_summary,
-                self.next_worker,
-                key,
-                effect.summary_bit(),
-            ),
-            Effect::FlushConn(key) => push_unique(
-                &mut self.conns,
-                &mut self.conns_summary,
-                self.next_conn,
-                key,
-                effect.summary_bit(),
-            ),
+            Effect::FlushWorker(key) => self.workers.push_unique(key, effect.summary_bit()),
+            Effect::FlushConn(key) => self.conns.push_unique(key, effect.summary_bit()),
             // One per request, and credit is a sum: two equal returns are two returns. Neither
             // is looked for among the waiting work.
             Effect::RequestEnded { .. } | Effect::ReturnCredit { .. } => self.work.push(effect),
-            _ => push_unique(
-                &mut self.work,
-                &mut self.work_summary,
-                self.next_work,
-                effect,
-                effect.summary_bit(),
-            ),
+            _ => self.work.push_unique(effect, effect.summary_bit()),
         }
     }
 
@@ -264,28 +285,9 @@ impl Effects {
     /// The next piece of work to carry out: recorded work first, then worker flushes, then
     /// connection flushes. `None` at the fixed point.
     pub(super) fn pop(&mut self) -> Option<Effect> {
-        if let Some(&effect) = self.work.get(self.next_work) {
-            self.next_work += 1;
-            return Some(effect);
-        }
-        self.work.clear();
-        self.work_summary.clear();
-        self.next_work = 0;
-        if let Some(&key) = self.workers.get(self.next_worker) {
-            self.next_worker += 1;
-            return Some(Effect::FlushWorker(key));
-        }
-        self.workers.clear();
-        self.workers_summary.clear();
-        self.next_worker = 0;
-        if let Some(&key) = self.conns.get(self.next_conn) {
-            self.next_conn += 1;
-            return Some(Effect::FlushConn(key));
-        }
-        self.conns.clear();
-        self.conns_summary.clear();
-        self.next_conn = 0;
-        None
+        (self.work.pop())
+            .or_else(|| self.workers.pop().map(Effect::FlushWorker))
+            .or_else(|| self.conns.pop().map(Effect::FlushConn))
     }
 }
 
@@ -295,21 +297,6 @@ fn push_key<K: PartialEq>(list: &mut Vec<K>, from: usize, key: K) {
     if !list[from..].contains(&key) {
         list.push(key);
     }
-}
-
-/// [`push_key`] for a list whose [`Summary`] is kept: `bit` is `key`'s effect's bit.
-fn push_unique<K: PartialEq>(
-    list: &mut Vec<K>,
-    summary: &mut Summary,
-    from: usize,
-    key: K,
-    bit: usize,
-) {
-    if summary.may_hold(bit) && list[from..].contains(&key) {
-        return;
-    }
-    summary.add(bit);
-    list.push(key);
 }
 
 #[cfg(test)]
