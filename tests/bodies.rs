@@ -427,6 +427,8 @@ fn oversized_chunked_upload_answered_413_and_the_function_sees_the_abort() {
             .is_some_and(|m| m.contains("http.maxRequestBodySize")),
         "{body}"
     );
+    // The client's body is at fault, not the function: FC must not count a failure of it.
+    assert_eq!(resp.header("x-fc-status"), None, "{}", resp.brief());
     c.expect_closed();
     assert_body_failed(&ns, "too-large");
     assert_invoke_ok(&ns.invoke(b"", &[]));
@@ -441,6 +443,7 @@ fn broken_chunk_framing_answered_400_and_the_function_sees_the_abort() {
     let resp = c.read_response();
     writer.join().unwrap();
     assert_error_json(&resp, 400, Some("InvalidChunk"));
+    assert_eq!(resp.header("x-fc-status"), None, "{}", resp.brief());
     c.expect_closed();
     assert_body_failed(&ns, "framing");
     assert_invoke_ok(&ns.invoke(b"", &[]));

@@ -1335,9 +1335,10 @@ impl Server {
         (self.front).write_response_body(client, data, end, &mut lent!(self))
     }
 
-    /// Fails an invocation (`FrontEnd::fail_invocation`).
+    /// Fails an invocation for a fault of its function or worker (`FrontEnd::fail_invocation`).
     fn fail_invocation(&mut self, client: ConnRef, err: &InvokeError) {
-        self.front.fail_invocation(client, err, &mut lent!(self));
+        self.front
+            .fail_invocation(client, err, true, &mut lent!(self));
     }
 
     // ---- Invocations between connections and workers (`bridge` moves the bytes) ----
@@ -1423,7 +1424,8 @@ impl Server {
                 );
                 let mut lp = lent!(self);
                 (self.supervisor).cancel_stream(worker_key, stream, &err.message, &mut lp);
-                self.fail_invocation(ConnRef { conn: key, seq }, &err);
+                // The client's framing or size is at fault, not the function.
+                (self.front).fail_invocation(ConnRef { conn: key, seq }, &err, false, &mut lp);
                 true
             }
         }

@@ -689,10 +689,13 @@ impl FrontEnd {
     /// Fails an invocation: a proper error response if nothing was sent yet, otherwise the
     /// connection is cut (the client sees a truncated body, which is the only honest signal
     /// left).
+    /// `function_error` is whether FC should count it as the function's failure
+    /// (`x-fc-status: 404`): not when the client's own body was refused.
     pub(in crate::server) fn fail_invocation(
         &mut self,
         client: ConnRef,
         err: &InvokeError,
+        function_error: bool,
         lp: &mut Lent<'_>,
     ) {
         let Some(req) = self.request_mut(client) else {
@@ -703,7 +706,7 @@ impl FrontEnd {
                 if let Sink::Worker { .. } = req.sink {
                     req.sink = Sink::Discard;
                 }
-                self.respond_error(client, err, true, lp);
+                self.respond_error(client, err, function_error, lp);
             }
             Resp::Streaming { .. } => {
                 log::info!(
