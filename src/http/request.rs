@@ -142,6 +142,11 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Parsed, HttpE
         headers.push_latin1(h.name, h.value);
     }
 
+    // Two hosts are two readings of where the request goes, for a proxy and for us (RFC 9112
+    // §3.2 asks for a 400).
+    if headers.values("host").nth(1).is_some() {
+        return Err(malformed("more than one host header"));
+    }
     let body = body_kind(&headers, minor_version, limits)?;
     let keep_alive = keep_alive(&headers, minor_version);
     let expect_continue =
@@ -598,6 +603,17 @@ mod tests {
                 String::from_utf8_lossy(buf)
             );
         }
+    }
+
+    #[test]
+    fn a_second_host_is_malformed() {
+        let e = err(b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nhost: b\r\n\r\n");
+        assert_eq!(
+            e.to_string(),
+            "malformed request: more than one host header"
+        );
+        let e = err(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n");
+        assert!(matches!(e, HttpError::Malformed(_)), "{e:?}");
     }
 
     #[test]
