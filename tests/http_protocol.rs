@@ -1,5 +1,6 @@
 //! HTTP/1.1 handling of the front end: keep-alive, pipelining, Connection: close,
-//! Expect: 100-continue, and the JSON errors for malformed, oversized and bad-chunk requests.
+//! Expect: 100-continue, absolute-form targets, and the JSON errors for malformed, oversized and
+//! bad-chunk requests.
 
 mod common;
 
@@ -118,11 +119,12 @@ fn expect_100_continue_gets_an_interim_response_first() {
 #[test]
 fn malformed_requests_get_400_json() {
     let ns = echo();
-    let cases: [&[u8]; 4] = [
+    let cases: [&[u8]; 5] = [
         b"THIS IS NOT HTTP\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nno colon in this header line\r\n\r\n",
         b"POST /invoke HTTP/1.1\r\nHost: a\r\nContent-Length: twelve\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nBad Name: v\r\n\r\n",
+        b"POST /invoke HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 0\r\n\r\n",
     ];
     for raw in cases {
         let mut c = ns.client();
@@ -134,6 +136,17 @@ fn malformed_requests_get_400_json() {
     }
     // The runtime survived all of them.
     assert_invoke_ok(&ns.invoke(b"still alive", &[]));
+}
+
+#[test]
+fn an_absolute_form_target_is_routed_by_its_path() {
+    let ns = echo();
+    let mut c = ns.client();
+    c.send(b"POST http://fc.example/invoke?x=1 HTTP/1.1\r\nHost: fc.example\r\nContent-Length: 2\r\n\r\nhi");
+    let body = assert_invoke_ok(&c.read_response());
+    assert_eq!(body["body"], "hi");
+    // The function sees the target as it was sent, as Node's own server would give it.
+    assert_eq!(body["url"], "http://fc.example/invoke?x=1");
 }
 
 #[test]

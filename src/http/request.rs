@@ -69,17 +69,32 @@ impl RequestHead {
         self.headers.get(name)
     }
 
-    /// The target without its `?query`.
+    /// The target's path, without its `?query`. For the absolute form a server must also
+    /// accept (`http://host/path`, RFC 9112 §3.2.2), the path after the authority (`/` when
+    /// there is none), so that routes do not depend on which form the client used.
     pub fn path(&self) -> &str {
-        self.target
-            .split_once('?')
-            .map_or(self.target.as_str(), |(path, _)| path)
+        let target = self.target.as_str();
+        let path = match absolute_form_rest(target) {
+            Some(rest) => rest.find(['/', '?']).map_or("/", |at| &rest[at..]),
+            None => target,
+        };
+        match path.split_once('?') {
+            Some(("", _)) => "/",
+            Some((path, _)) => path,
+            None => path,
+        }
     }
 
     /// Whether this is a `HEAD` request, whose response must carry no body.
     pub fn is_head(&self) -> bool {
         self.method == "HEAD"
     }
+}
+
+/// What follows `scheme://` in an absolute-form target of scheme http or https.
+fn absolute_form_rest(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")).then_some(rest)
 }
 
 /// The outcome of [`parse_request`] on the bytes received so far.
@@ -395,6 +410,19 @@ mod tests {
         assert_eq!(h.path(), "/a");
         let h = head(b"GET /? HTTP/1.1\r\n\r\n");
         assert_eq!(h.path(), "/");
+        for (target, path) in [
+            ("http://example.com/invoke?x=1", "/invoke"),
+            ("HTTPS://example.com:8443/a/b", "/a/b"),
+            ("http://example.com", "/"),
+            ("http://example.com?q", "/"),
+            ("http://user@example.com/p", "/p"),
+            // Not the absolute form: an origin-form path that happens to hold "://".
+            ("/a/http://b", "/a/http://b"),
+        ] {
+            let h = head(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes());
+            assert_eq!(h.path(), path, "{target}");
+            assert_eq!(h.target, target, "the target stays as sent");
+        }
         // Methods are case-sensitive: "head" is some other method.
         assert!(!head(b"head / HTTP/1.1\r\n\r\n").is_head());
     }
