@@ -1040,6 +1040,10 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The start of the runtime's per-invocation log lines (`FC Invoke Start RequestId: ...` and
+/// `FC Invoke End ...`), which the output readers drop unparsed.
+const FC_INVOKE_LINE: &[u8] = b"FC Invoke ";
+
 impl Proc {
     /// Spawns `cmd` with stdout and stderr read by threads into a tail of recent lines. The
     /// first line for which `port_of` yields a port is sent back; `wait_port` receives it.
@@ -1070,6 +1074,12 @@ impl Proc {
                 let mut line = Vec::new();
                 let mut sent = false;
                 while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    // Two per invocation: read, as a log agent would, but not kept or parsed,
+                    // so that the reader costs what a log agent's copy costs and no more.
+                    if line.starts_with(FC_INVOKE_LINE) {
+                        line.clear();
+                        continue;
+                    }
                     let s = String::from_utf8_lossy(&line).trim_end().to_string();
                     line.clear();
                     if !sent && let Some(p) = port_of(&s) {
