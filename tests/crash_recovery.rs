@@ -173,3 +173,48 @@ fn a_start_failure_quotes_the_end_of_the_workers_stderr_relayed_to_the_console()
     // The runtime's log says it too, once per failed start.
     ns.wait_log_count(&["failed to start: worker crashy-", "--no-such-flag"], 1);
 }
+
+#[test]
+fn a_starting_worker_that_closes_its_channels_and_lives_on_is_killed_and_reported() {
+    // A native worker that closes fds 3 and 4 at once and sleeps on: it will never be ready,
+    // and nothing it does ends it.
+    let dir = common::TempDir::new();
+    let script = dir.path().join("closer.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec 3<&- 4>&-\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let p = json!({
+        "name": "closer", "runtime": "native", "url": dir.path(), "sourceFile": "closer.sh",
+        "signature": "t", "worker": {"reservationCount": 1}
+    });
+    let mut ns = Noslate::start(&json!([p]));
+    let killed = ["[turf w=closer-", "exited with signal SIGKILL"];
+    ns.wait_log_count(&killed, 2);
+    let resp = ns.send(&Req::new("POST", "/invoke").body(b"hi"));
+    let body = assert_error_json(&resp, 404, Some("WorkerStartFailed"));
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("closed its protocol channel and did not exit")),
+        "{body}"
+    );
+    // Each is killed once reported: at most the one being started is alive.
+    let sleepers = common::descendants_of(ns.pid())
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x00600"))
+        })
+        .count();
+    assert!(
+        sleepers <= 1,
+        "{sleepers} workers live on without their channels"
+    );
+    // And the runtime stops at once, leaving none.
+    common::signal(ns.pid(), libc::SIGTERM);
+    assert!(ns.wait_exit().success());
+}

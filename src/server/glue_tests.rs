@@ -647,6 +647,67 @@ fn every_worker_that_dies_starting_backs_its_function_off_further_and_fails_the_
 }
 
 #[test]
+fn a_starting_worker_whose_channel_closes_is_reported_with_its_exit_status_once_reaped() {
+    let mut h = harness(ONE_FUNCTION);
+    let (worker, out) = h.worker_in_state(0, WorkerState::Starting);
+    drop(out);
+    h.server.on_worker_readable(worker);
+    // The end of its channel comes a moment before its exit status: nothing is reported yet.
+    assert!(!h.take_effects().contains(&Effect::WorkersGone));
+    assert!(
+        h.server.scheduler.functions()[0]
+            .pool
+            .last_start_error
+            .is_none()
+    );
+    let reaped = crate::sys::Reaped {
+        pid: 0,
+        exit: crate::sys::ExitKind::Code(9),
+        user_cpu_us: 0,
+        system_cpu_us: 0,
+        max_rss_kib: 0,
+    };
+    let server = &mut h.server;
+    (server.supervisor).retire_reaped(worker, Some(reaped), &mut lent!(server));
+    h.run_effects_but_scale();
+    let pool = &h.server.scheduler.functions()[0].pool;
+    let error = pool.last_start_error.as_ref().expect("a failed start");
+    assert!(
+        error
+            .message
+            .contains("exited unexpectedly with exit code 9 while starting"),
+        "{}",
+        error.message
+    );
+    assert_eq!(pool.start_failures, 1);
+}
+
+#[test]
+fn a_starting_worker_that_closes_its_channel_and_is_not_reaped_is_reported_after_the_wait() {
+    let mut h = harness(ONE_FUNCTION);
+    let (worker, out) = h.worker_in_state(0, WorkerState::Starting);
+    drop(out);
+    h.server.on_worker_readable(worker);
+    assert!(!h.take_effects().contains(&Effect::WorkersGone));
+    // A second read of the closed channel changes nothing while the wait runs.
+    h.server.on_worker_readable(worker);
+    assert!(!h.take_effects().contains(&Effect::WorkersGone));
+    let server = &mut h.server;
+    (server.supervisor).exit_status_wait_over(worker, &mut lent!(server));
+    h.run_effects_but_scale();
+    let pool = &h.server.scheduler.functions()[0].pool;
+    let error = pool.last_start_error.as_ref().expect("a failed start");
+    assert!(
+        error
+            .message
+            .contains("closed its protocol channel and did not exit while starting"),
+        "{}",
+        error.message
+    );
+    assert_eq!(pool.start_failures, 1);
+}
+
+#[test]
 fn a_start_failure_recorded_at_init_error_is_not_counted_again_when_the_worker_exits() {
     let mut h = harness(ONE_FUNCTION);
     let function = FunctionId::new(0);

@@ -166,6 +166,8 @@ enum Timer {
     Request(ConnRef),
     /// A worker has not finished starting in time.
     WorkerInit(WorkerKey),
+    /// A starting worker whose channel closed has not been reaped in time.
+    ExitStatusWait(WorkerKey),
     /// A stopping child process's grace period is over: SIGKILL.
     Kill(Child),
     /// A cancelled stream was not closed by its worker in time.
@@ -2278,6 +2280,9 @@ impl Server {
             match timer {
                 Timer::Request(client) => self.on_request_deadline(client),
                 Timer::WorkerInit(worker) => self.on_worker_init_timeout(worker),
+                Timer::ExitStatusWait(worker) => {
+                    (self.supervisor).exit_status_wait_over(worker, &mut lent!(self));
+                }
                 Timer::Kill(child) => self.supervisor.grace_period_over(child),
                 Timer::CancelGrace { worker, stream } => {
                     (self.supervisor).on_cancel_grace(worker, stream, &mut lent!(self));

@@ -167,6 +167,9 @@ pub struct Worker {
     /// Its failed start was already recorded for its function (INIT_ERROR, init timeout), so
     /// that its exit does not count as a second one.
     pub start_failure_recorded: bool,
+    /// Its protocol channel closed while it was starting, and the runtime waits a moment for
+    /// its exit status before it reports the failed start.
+    pub awaiting_exit: bool,
 }
 
 /// What a spare process learns at INIT about the function that took it.
@@ -217,6 +220,7 @@ impl Worker {
             from_spare: false,
             compact_head: false,
             start_failure_recorded: false,
+            awaiting_exit: false,
             spare_init: None,
             inspect: false,
             inspector: None,

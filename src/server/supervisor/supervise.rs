@@ -27,6 +27,11 @@ use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::child::{stderr_file_tail, tail_text};
 use crate::turf::spawn;
 use crate::turf::worker::{WRITE_QUEUE_LIMIT, Worker, WorkerState};
+
+/// How long a starting worker whose protocol channel closed is given to become reapable, so
+/// that its failed start is reported with its exit status (a process closes its descriptors
+/// shortly before the kernel makes its status available).
+const EXIT_STATUS_WAIT: Duration = Duration::from_millis(100);
 use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
 use mio::Interest;
 use std::borrow::Cow;
@@ -574,15 +579,68 @@ impl Supervisor {
         // The exit status is often already there; reaping first gives errors the real cause.
         self.reap_children(lp);
         self.note_oom(key);
-        let reason = match self.workers.get(key) {
-            Some(w) => w.exit_reason.clone().unwrap_or_else(|| {
-                format!(
-                    "worker {} (pid {}) exited unexpectedly",
+        if let Some(w) = self.workers.get_mut(key)
+            && w.state.is_starting()
+            && w.exit_reason.is_none()
+        {
+            if w.awaiting_exit {
+                return;
+            }
+            // A process closes its descriptors a moment before its exit status can be
+            // collected. A failed start's error is read by whoever deploys the function, so it
+            // waits for that status (the reap reports it) rather than saying only "exited";
+            // a worker that closed its channel and lives on is reported when the wait is over.
+            w.awaiting_exit = true;
+            if let Some(pipe) = w.from_worker.as_mut() {
+                let _ = lp.registry.deregister(pipe);
+            }
+            if let Some(pipe) = w.to_worker.as_mut() {
+                let _ = lp.registry.deregister(pipe);
+            }
+            if let Some(timer) = w.state_timer.take() {
+                lp.timers.cancel(timer);
+            }
+            let due = Instant::now() + EXIT_STATUS_WAIT;
+            w.state_timer = Some(lp.timers.schedule(due, Timer::ExitStatusWait(key)));
+            return;
+        }
+        self.report_closed_channel(key, lp);
+    }
+
+    /// A starting worker whose channel closed was not reaped within [`EXIT_STATUS_WAIT`]: it
+    /// goes out of service without its exit status (its process is stopped as usual).
+    pub(in crate::server) fn exit_status_wait_over(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
+        self.reap_children(lp);
+        if let Some(w) = self.workers.get_mut(key) {
+            w.state_timer = None;
+            if w.exit_reason.is_none() {
+                w.exit_reason = Some(format!(
+                    "worker {} (pid {}) closed its protocol channel and did not exit",
                     w.process.id, w.process.pid
-                )
-            }),
-            None => return,
+                ));
+            }
+        }
+        self.report_closed_channel(key, lp);
+    }
+
+    /// Takes worker `key`, whose protocol channel closed, out of service with the reason it
+    /// has, or "exited unexpectedly".
+    fn report_closed_channel(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
+        let Some(w) = self.workers.get(key) else {
+            return;
         };
+        let reason = w.exit_reason.clone().unwrap_or_else(|| {
+            format!(
+                "worker {} (pid {}) exited unexpectedly",
+                w.process.id, w.process.pid
+            )
+        });
+        // Without its channel a worker can serve nothing: one that closed it and lives on (or
+        // left processes in its group) is killed now, not when it chooses to exit. A stopping
+        // worker closes it as it exits, within the grace period it was given.
+        if w.state < WorkerState::Stopping {
+            w.process.kill();
+        }
         self.worker_gone(key, &reason, lp);
     }
 
@@ -836,6 +894,10 @@ impl Supervisor {
         let Some(worker) = self.workers.get_mut(key) else {
             return;
         };
+        if worker.awaiting_exit {
+            // Its channel is closed; writing would only replace its exit status with EPIPE.
+            return;
+        }
         let was_full = worker.queued() >= WRITE_QUEUE_LIMIT;
         if let Err(err) = worker.flush() {
             let reason = format!("writing to worker {} failed: {err}", worker.process.id);
