@@ -255,19 +255,22 @@ impl Worker {
 }
 
 fn main() -> io::Result<()> {
-    let fd_in: u32 = std::env::var("NOSLATE_IPC_IN")
+    let fd_in: i32 = std::env::var("NOSLATE_IPC_IN")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let fd_out: u32 = std::env::var("NOSLATE_IPC_OUT")
+    let fd_out: i32 = std::env::var("NOSLATE_IPC_OUT")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    // Reopening the inherited pipes through /proc needs no unsafe code in a worker.
-    let mut input = File::open(format!("/proc/self/fd/{fd_in}"))?;
-    let out = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/self/fd/{fd_out}"))?;
+    // The protocol channels may be sockets (the default) or pipes: take the inherited
+    // descriptors as they are; a socket cannot be reopened through /proc/self/fd.
+    use std::os::fd::FromRawFd;
+    // SAFETY: the runtime leaves fds NOSLATE_IPC_IN and NOSLATE_IPC_OUT open in every worker it
+    // starts, and nothing else in this process owns or closes them.
+    let mut input = unsafe { File::from_raw_fd(fd_in) };
+    // SAFETY: as above.
+    let out = unsafe { File::from_raw_fd(fd_out) };
     let mut worker = Worker {
         out,
         streams: HashMap::new(),

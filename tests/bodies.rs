@@ -232,9 +232,21 @@ fn chunked_response_of_a_small_multi_write_answer() {
 
 #[test]
 fn eight_mib_streamed_through_the_function_both_ways_at_once() {
+    stream_eight_mib_both_ways(&bytes_fn());
+}
+
+#[test]
+fn eight_mib_streamed_both_ways_over_pipes_as_protocol_channels() {
+    let ns = Noslate::builder()
+        .functions(&json!([profile("bytes", "bytes")]))
+        .config(&json!({ "turf": { "workerChannel": "pipe" } }))
+        .start();
+    stream_eight_mib_both_ways(&ns);
+}
+
+fn stream_eight_mib_both_ways(ns: &Noslate) {
     // The function pipes the request body into the response while the client is still sending:
     // flow control in both directions must keep this from dead-locking.
-    let ns = bytes_fn();
     let mut c = ns.client();
     let len = 8 * MIB;
     let head = Req::new("POST", "/pipe")

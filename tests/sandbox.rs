@@ -57,13 +57,29 @@ fn the_probe_reports_each_feature_with_a_reason_when_missing() {
 }
 
 #[test]
+fn turf_worker_channel_pipe_gives_workers_pipes() {
+    let ns = Noslate::builder()
+        .functions(&json!([profile("fds", "sandbox")]))
+        .config(&json!({ "turf": { "workerChannel": "pipe" } }))
+        .start();
+    let me = ask(&ns, "whoami");
+    let kinds: Vec<&str> = (me["fds"].as_array().unwrap().iter())
+        .filter(|p| p[0] == 3 || p[0] == 4)
+        .filter_map(|p| p[1].as_str())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{me}");
+    assert!(kinds.iter().all(|k| k.starts_with("pipe:")), "{kinds:?}");
+}
+
+#[test]
 fn a_worker_inherits_no_descriptor_of_the_runtime() {
     let ns = Noslate::start(&json!([profile("fds", "sandbox")]));
     let me = ask(&ns, "whoami");
     for pair in me["fds"].as_array().unwrap() {
         let target = pair[1].as_str().unwrap_or_default();
+        // Its protocol channels (fds 3 and 4) are sockets of its own; nothing else is.
         assert!(
-            !target.starts_with("socket:"),
+            !target.starts_with("socket:") || pair[0] == 3 || pair[0] == 4,
             "a worker holds none of the runtime's sockets: {pair}"
         );
         assert!(
@@ -79,14 +95,16 @@ fn a_worker_inherits_no_descriptor_of_the_runtime() {
             .find(|p| p[0] == n)
             .map(|p| p[1].as_str().unwrap_or_default().to_owned())
     };
+    let (fd3, fd4) = (fd(3).unwrap(), fd(4).unwrap());
     assert!(
-        fd(3).unwrap().starts_with("pipe:"),
-        "fd 3 is the request pipe"
+        fd3.starts_with("socket:"),
+        "fd 3 is the request channel: {fd3}"
     );
     assert!(
-        fd(4).unwrap().starts_with("pipe:"),
-        "fd 4 is the response pipe"
+        fd4.starts_with("socket:"),
+        "fd 4 is the response channel: {fd4}"
     );
+    assert_ne!(fd3, fd4, "one channel each way");
     assert!(
         fd(1).unwrap().ends_with("/stdout"),
         "stdout goes to its log file"

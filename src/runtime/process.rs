@@ -704,17 +704,16 @@ pub fn main() -> ExitCode {
     };
     let fd_in = fd("NOSLATE_IPC_IN", crate::sys::WORKER_FD_IN);
     let fd_out = fd("NOSLATE_IPC_OUT", crate::sys::WORKER_FD_OUT);
-    // Reopening the inherited pipes through /proc needs no unsafe code.
-    let opened = std::fs::File::open(format!("/proc/self/fd/{fd_in}")).and_then(|input| {
-        let output = std::fs::OpenOptions::new()
-            .write(true)
-            .open(format!("/proc/self/fd/{fd_out}"))?;
-        Ok((input, output))
+    // Duplicates of the inherited channels (pipes or sockets, which cannot be reopened through
+    // /proc), owned from here on.
+    let opened = crate::sys::dup_cloexec(fd_in).and_then(|input| {
+        let output = crate::sys::dup_cloexec(fd_out)?;
+        Ok((std::fs::File::from(input), std::fs::File::from(output)))
     });
     let (input, output) = match opened {
         Ok(pipes) => {
-            // The reopened descriptors are close-on-exec; the inherited ones are not, and the
-            // commands must not hold the protocol pipes open.
+            // The duplicates are close-on-exec; the inherited descriptors are not, and the
+            // commands must not hold the protocol channels open.
             for fd in [fd_in, fd_out] {
                 if let Err(e) = crate::sys::set_cloexec(fd) {
                     eprintln!("noslate {WORKER_ARG}: cannot mark fd {fd} close-on-exec: {e}");
@@ -724,7 +723,7 @@ pub fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!(
-                "noslate {WORKER_ARG}: cannot open the protocol pipes (fds {fd_in}/{fd_out}): {e}"
+                "noslate {WORKER_ARG}: cannot take the protocol channels (fds {fd_in}/{fd_out}): {e}"
             );
             return ExitCode::FAILURE;
         }

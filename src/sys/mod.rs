@@ -207,6 +207,17 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) }).map(drop)
 }
 
+/// A new close-on-exec descriptor for what `fd` refers to, owned by the caller: how a process
+/// takes a descriptor it inherited (which no object of its own owns) without `unsafe` at the
+/// call site, and without reopening it through `/proc`, which sockets refuse.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) touches no memory; an fd that is not open fails with EBADF.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `new` was just created by the kernel for this call and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// Asks the kernel to make the pipe `fd` belongs to hold `bytes` (it rounds up to a power of
 /// two pages, and refuses more than `/proc/sys/fs/pipe-max-size` to unprivileged users).
 /// Returns the size the pipe now has.
@@ -272,6 +283,11 @@ pub fn signal_name(signo: i32) -> String {
 /// A connected pair of `SOCK_SEQPACKET` Unix sockets, both close-on-exec: message boundaries
 /// are kept and descriptors can travel with a message (the warm-seed control channel).
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    unix_socket_pair(libc::SOCK_SEQPACKET)
+}
+
+/// A connected pair of Unix sockets of `kind`, both close-on-exec.
+fn unix_socket_pair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     use std::os::fd::FromRawFd;
     let mut fds = [-1 as libc::c_int; 2];
     // SAFETY: socketpair(2) writes two descriptors into `fds`, which is a live array of exactly
@@ -279,13 +295,46 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     cvt(unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_CLOEXEC,
             0,
             fds.as_mut_ptr(),
         )
     })?;
     // SAFETY: both descriptors were just created by socketpair and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A connected pair of `SOCK_STREAM` Unix sockets, both close-on-exec, made one-way: bytes
+/// written to the first are read from the second, and neither carries anything the other way
+/// (the first is shut for reading, the second for writing).
+pub fn one_way_stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (sending, receiving) = unix_socket_pair(libc::SOCK_STREAM)?;
+    // SAFETY: shutdown(2) only changes the state of the sockets behind these live descriptors.
+    cvt(unsafe { libc::shutdown(sending.as_raw_fd(), libc::SHUT_RD) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::shutdown(receiving.as_raw_fd(), libc::SHUT_WR) })?;
+    Ok((sending, receiving))
+}
+
+/// Sets the kernel buffer of socket `fd` for `option` (`SO_SNDBUF` or `SO_RCVBUF`) to `bytes`;
+/// the kernel doubles it for its bookkeeping and caps it at `net.core.wmem_max` / `rmem_max`.
+pub fn set_socket_buffer(
+    fd: std::os::fd::BorrowedFd<'_>,
+    option: libc::c_int,
+    bytes: usize,
+) -> io::Result<()> {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from `&bytes`, a live c_int.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::addr_of!(bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
 }
 
 /// The most descriptors one [`send_with_fds`] carries.

@@ -80,7 +80,7 @@ pub struct Stream {
 
 /// The most request-body bytes queued for one worker beyond what its pipe took: two protocol
 /// pipes' worth. Frames already queued (heads, credit, cancels) may pass it; body bytes wait.
-pub const WRITE_QUEUE_LIMIT: usize = 2 * crate::turf::spawn::PROTOCOL_PIPE_BYTES;
+pub const WRITE_QUEUE_LIMIT: usize = 2 * crate::turf::spawn::PROTOCOL_CHANNEL_BYTES;
 
 /// What a read from the worker's pipe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -538,6 +538,8 @@ pub struct TurfConfig {
     /// `turf.inheritEnv` (ours): which of the runtime's environment variables workers inherit
     /// (`config::InheritEnv`).
     pub inherit_env: crate::config::InheritEnv,
+    /// `turf.workerChannel` (ours): what carries the protocol on a worker's fds 3 and 4.
+    pub worker_channel: crate::turf::spawn::Channel,
 }
 
 /// Default `turf.spareWorkers`.
@@ -560,6 +562,7 @@ impl Default for TurfConfig {
             enforce_limits: true,
             spare_workers: DEFAULT_SPARE_WORKERS,
             inherit_env: crate::config::InheritEnv::Fc,
+            worker_channel: crate::turf::spawn::Channel::Socket,
         }
     }
 }
@@ -1067,6 +1070,19 @@ mod tests {
             shown[1].starts_with("controlPlane.codePackageFetchTimeoutMs: "),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn worker_channel_defaults_to_sockets_and_names_its_options() {
+        use crate::turf::spawn::Channel;
+        assert_eq!(SystemConfig::default().turf.worker_channel, Channel::Socket);
+        let cfg = load_json(r#"{"turf": {"workerChannel": "pipe"}}"#).unwrap();
+        assert_eq!(cfg.turf.worker_channel, Channel::Pipe);
+        let problems = load_json(r#"{"turf": {"workerChannel": "shm"}}"#).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "turf.workerChannel");
+        let message = &problems[0].reason;
+        assert!(message.contains("\"socket\""), "{message}");
     }
 
     #[test]

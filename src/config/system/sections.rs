@@ -541,6 +541,12 @@ pub(super) fn env_map(
     all_ok.then_some(pairs)
 }
 
+/// `turf.workerChannel`'s values.
+const WORKER_CHANNELS: &[(&str, crate::turf::spawn::Channel)] = &[
+    ("socket", crate::turf::spawn::Channel::Socket),
+    ("pipe", crate::turf::spawn::Channel::Pipe),
+];
+
 /// `turf.*`: the process sandbox. `stopGracePeriod` is ours for Noslate's
 /// `gracefulExitPeriodMs`; setting both is a problem.
 fn apply_turf(
@@ -576,6 +582,10 @@ fn apply_turf(
     set(
         &mut turf.spare_workers,
         s.int_at_most("spareWorkers", 0, MAX_SPARE_WORKERS, p),
+    );
+    set(
+        &mut turf.worker_channel,
+        s.choice("workerChannel", WORKER_CHANNELS, p),
     );
     ignore(
         s,

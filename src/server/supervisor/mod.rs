@@ -84,6 +84,8 @@ pub(in crate::server) struct Supervisor {
     caps: Capabilities,
     /// The isolation every worker gets (`turf.isolation`), where the probe allows it.
     isolation: Option<Isolation>,
+    /// What carries every worker's protocol (`turf.workerChannel`).
+    channel: spawn::Channel,
     /// The runtime's own hard `RLIMIT_NOFILE`: workers cannot get more.
     nofile_cap: Option<u64>,
     /// Worker cgroups that could not be removed at reap time, retried every tick.
@@ -156,6 +158,7 @@ impl Supervisor {
             log_gc_armed: false,
             caps,
             isolation,
+            channel: config.turf.worker_channel,
             nofile_cap,
             stale_cgroups: Vec::new(),
             gateway: None,
@@ -331,6 +334,7 @@ impl Supervisor {
             cwd: &profile.code_dir,
             log_dir: log_dir.to_path_buf(),
             sandbox: spawn::SandboxPlan::build(&self.caps, id, limits, self.isolation.as_ref()),
+            channel: self.channel,
         }
     }
 

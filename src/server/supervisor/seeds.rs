@@ -280,7 +280,7 @@ impl Supervisor {
         let (id, log_dir) = self.next_process_id(function, &target.profile.name, "", lp.config);
         let limits = self.worker_limits(target.profile, lp.config);
         let plan = spawn::SandboxPlan::build(&self.caps, &id, limits, self.isolation.as_ref());
-        let parts = match spawn::prepare_fork(&log_dir, &plan) {
+        let parts = match spawn::prepare_fork(&log_dir, &plan, self.channel) {
             Ok(p) => p,
             Err(err) => {
                 log::warn!("[turf w={id}] cannot prepare a forked worker: {err}; cold-starting");

@@ -140,6 +140,7 @@ impl Supervisor {
                 shape.limits,
                 self.isolation.as_ref(),
             ),
+            channel: self.channel,
         };
         let spawned = match spawn::spawn(&spec) {
             Ok(s) => s,
