@@ -1,7 +1,8 @@
 //! Large bodies (`BENCH_TARGETS` letter `l`): a 32 MiB echo, a 32 MiB upload and a 32 MiB
 //! download, through noslate and one Node.js worker, and through Node's own `http` serving the
-//! same handler (`benches/bodies/index.js`), with a plain `cat` through pipes as the physical
-//! floor of this machine; and through noslate with the native reference worker
+//! same handler (`benches/bodies/index.js`), with a plain `cat` through pipes for scale (a
+//! pipe's speed on this machine: worker channels are socket pairs by default, which pass it,
+//! and `turf.workerChannel: "pipe"` is held to it); and through noslate with the native reference worker
 //! (`examples/native_worker.rs`, which is not the bottleneck), so the runtime's own throughput
 //! shows. Each transfer is timed from its first byte sent to its last byte received; the four
 //! sides alternate, `BENCH_BODY_RUNS` times, and medians are reported. Before that, each side
