@@ -31,7 +31,9 @@ test:
 	$(CARGO) test --all-targets
 
 # End-to-end benchmark: the runtime vs Node's own http server, side by side (benches/README.md).
-bench:
+# It measures the examples as built, so they are built first (a native-echo binary left from an
+# older build would be measured otherwise).
+bench: build
 	$(CARGO) bench --bench e2e
 
 # Soak and fault suite, run by hand (not part of `make test`): a million requests, kill -9 of a
