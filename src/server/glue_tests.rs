@@ -669,17 +669,10 @@ fn a_starting_worker_whose_channel_closes_is_reported_with_its_exit_status_once_
     };
     let server = &mut h.server;
     (server.supervisor).retire_reaped(worker, Some(reaped), &mut lent!(server));
-    h.run_effects_but_scale();
-    let pool = &h.server.scheduler.functions()[0].pool;
-    let error = pool.last_start_error.as_ref().expect("a failed start");
-    assert!(
-        error
-            .message
-            .contains("exited unexpectedly with exit code 9 while starting"),
-        "{}",
-        error.message
+    assert_one_failed_start(
+        &mut h,
+        "exited unexpectedly with exit code 9 while starting",
     );
-    assert_eq!(pool.start_failures, 1);
 }
 
 #[test]
@@ -694,16 +687,20 @@ fn a_starting_worker_that_closes_its_channel_and_is_not_reaped_is_reported_after
     assert!(!h.take_effects().contains(&Effect::WorkersGone));
     let server = &mut h.server;
     (server.supervisor).exit_status_wait_over(worker, &mut lent!(server));
+    assert_one_failed_start(
+        &mut h,
+        "closed its protocol channel and did not exit while starting",
+    );
+}
+
+/// Runs the effects of a departure, then checks that function 0 counted one failed start
+/// whose error says `what`.
+#[track_caller]
+fn assert_one_failed_start(h: &mut Harness, what: &str) {
     h.run_effects_but_scale();
     let pool = &h.server.scheduler.functions()[0].pool;
     let error = pool.last_start_error.as_ref().expect("a failed start");
-    assert!(
-        error
-            .message
-            .contains("closed its protocol channel and did not exit while starting"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains(what), "{}", error.message);
     assert_eq!(pool.start_failures, 1);
 }
 

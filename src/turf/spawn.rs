@@ -326,7 +326,7 @@ pub enum Channel {
 /// ([`protocol_channels`] makes the worker's end blocking; the child's `dup2` onto 3/4 clears
 /// close-on-exec).
 fn worker_channel(kind: Channel) -> Result<(Sender, Receiver), SpawnError> {
-    let (sender, receiver) = match kind {
+    Ok(match kind {
         Channel::Pipe => {
             let (sender, receiver) = mio::unix::pipe::new().map_err(SpawnError::Pipe)?;
             if let Err(err) = sys::set_pipe_size(sender.as_fd(), PROTOCOL_CHANNEL_BYTES) {
@@ -351,8 +351,7 @@ fn worker_channel(kind: Channel) -> Result<(Sender, Receiver), SpawnError> {
             receiver.set_nonblocking(true).map_err(SpawnError::Pipe)?;
             (sender, receiver)
         }
-    };
-    Ok((sender, receiver))
+    })
 }
 
 /// What a protocol channel is asked to hold: a whole credit window (docs/PROTOCOL.md) plus a

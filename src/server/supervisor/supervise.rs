@@ -27,16 +27,16 @@ use crate::turf::accounting::{ExitReason, ExitRecord};
 use crate::turf::child::{stderr_file_tail, tail_text};
 use crate::turf::spawn;
 use crate::turf::worker::{WRITE_QUEUE_LIMIT, Worker, WorkerState};
-
-/// How long a starting worker whose protocol channel closed is given to become reapable, so
-/// that its failed start is reported with its exit status (a process closes its descriptors
-/// shortly before the kernel makes its status available).
-const EXIT_STATUS_WAIT: Duration = Duration::from_millis(100);
 use crate::wire::{self, ErrorPayload, Init, InitFunction, SpareInit};
 use mio::Interest;
 use std::borrow::Cow;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// How long a starting worker whose protocol channel closed is given to become reapable, so
+/// that its failed start is reported with its exit status (a process closes its descriptors
+/// shortly before the kernel makes its status available).
+const EXIT_STATUS_WAIT: Duration = Duration::from_millis(100);
 
 /// A worker that left service, for the loop: who was waiting on it and what its end means for
 /// its function.
@@ -608,7 +608,7 @@ impl Supervisor {
     }
 
     /// A starting worker whose channel closed was not reaped within [`EXIT_STATUS_WAIT`]: it
-    /// goes out of service without its exit status (its process is stopped as usual).
+    /// goes out of service without its exit status, and its process group is killed.
     pub(in crate::server) fn exit_status_wait_over(&mut self, key: WorkerKey, lp: &mut Lent<'_>) {
         self.reap_children(lp);
         if let Some(w) = self.workers.get_mut(key) {
