@@ -649,17 +649,7 @@ fn every_worker_that_dies_starting_backs_its_function_off_further_and_fails_the_
 #[test]
 fn a_starting_worker_whose_channel_closes_is_reported_with_its_exit_status_once_reaped() {
     let mut h = harness(ONE_FUNCTION);
-    let (worker, out) = h.worker_in_state(0, WorkerState::Starting);
-    drop(out);
-    h.server.on_worker_readable(worker);
-    // The end of its channel comes a moment before its exit status: nothing is reported yet.
-    assert!(!h.take_effects().contains(&Effect::WorkersGone));
-    assert!(
-        h.server.scheduler.functions()[0]
-            .pool
-            .last_start_error
-            .is_none()
-    );
+    let worker = starting_worker_whose_channel_closed(&mut h);
     let reaped = crate::sys::Reaped {
         pid: 0,
         exit: crate::sys::ExitKind::Code(9),
@@ -678,10 +668,7 @@ fn a_starting_worker_whose_channel_closes_is_reported_with_its_exit_status_once_
 #[test]
 fn a_starting_worker_that_closes_its_channel_and_is_not_reaped_is_reported_after_the_wait() {
     let mut h = harness(ONE_FUNCTION);
-    let (worker, out) = h.worker_in_state(0, WorkerState::Starting);
-    drop(out);
-    h.server.on_worker_readable(worker);
-    assert!(!h.take_effects().contains(&Effect::WorkersGone));
+    let worker = starting_worker_whose_channel_closed(&mut h);
     // A second read of the closed channel changes nothing while the wait runs.
     h.server.on_worker_readable(worker);
     assert!(!h.take_effects().contains(&Effect::WorkersGone));
@@ -691,6 +678,19 @@ fn a_starting_worker_that_closes_its_channel_and_is_not_reaped_is_reported_after
         &mut h,
         "closed its protocol channel and did not exit while starting",
     );
+}
+
+/// A starting worker of function 0 whose output channel the loop has just read to its end.
+/// The end of a channel comes a moment before the exit status: nothing is reported yet.
+#[track_caller]
+fn starting_worker_whose_channel_closed(h: &mut Harness) -> WorkerKey {
+    let (worker, out) = h.worker_in_state(0, WorkerState::Starting);
+    drop(out);
+    h.server.on_worker_readable(worker);
+    assert!(!h.take_effects().contains(&Effect::WorkersGone));
+    let pool = &h.server.scheduler.functions()[0].pool;
+    assert!(pool.last_start_error.is_none());
+    worker
 }
 
 /// Runs the effects of a departure, then checks that function 0 counted one failed start
