@@ -480,6 +480,12 @@ pub fn put_request_body(out: &mut Vec<u8>, stream: u32, end: bool, data: &[u8]) 
     put_frame(out, Kind::RequestBody, end_flag(end), stream, data);
 }
 
+/// Appends the header of a REQUEST_BODY frame whose `len` payload bytes follow by another
+/// route (spliced from the client's socket; `len` within [`MAX_PAYLOAD`]).
+pub fn put_request_body_header(out: &mut Vec<u8>, stream: u32, end: bool, len: usize) {
+    put_header(out, Kind::RequestBody, end_flag(end), stream, len);
+}
+
 /// Appends a CANCEL frame ending `stream` in both directions.
 pub fn put_cancel(out: &mut Vec<u8>, stream: u32, reason: &str) -> Result<(), WireError> {
     put_json(out, Kind::Cancel, 0, stream, &CancelPayload { reason })

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::thread;
 
 use common::{
-    Client, Crc32, Framing, MIB, Noslate, Pattern, PatternCheck, Req, WAIT, assert_error_json,
-    assert_invoke_ok, profile, wait_until,
+    Client, Crc32, Framing, MIB, Noslate, Pattern, PatternCheck, Req, SplitMix, WAIT,
+    assert_error_json, assert_invoke_ok, profile, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -548,5 +548,166 @@ def handler(environ, start_response):
     assert!(
         got["ended"].is_null(),
         "a cut-off body read as a whole one: {got}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies spliced from the client's socket to the worker (the default for a large
+// Content-Length body), and copied when `dataPlane.spliceRequestBodies` is off
+
+fn bytes_fn_copying() -> Noslate {
+    Noslate::builder()
+        .functions(&json!([profile("bytes", "bytes")]))
+        .config(&json!({ "dataPlane": { "spliceRequestBodies": false } }))
+        .start()
+}
+
+/// Sends `len` pattern bytes as the Content-Length body of an upload to the sink, cut at random
+/// points into pieces of up to `max_piece` bytes with pauses of up to `max_pause_us`, and checks
+/// what the function read.
+fn upload_in_pieces(ns: &Noslate, seed: u64, len: usize, max_piece: usize, max_pause_us: usize) {
+    let mut body = vec![0u8; len];
+    Pattern::new(u32::try_from(seed).unwrap_or(1) + 1).fill(&mut body);
+    let mut crc = Crc32::new();
+    crc.update(&body);
+    let mut c = ns.client();
+    c.stream().set_nodelay(true).unwrap();
+    let head = Req::new("POST", "/upload")
+        .header("x-bytes-mode", "sink")
+        .header("Content-Length", len.to_string())
+        .head_bytes();
+    c.send(&head);
+    let mut w = c.stream().try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let mut rng = SplitMix::new(seed);
+        let mut at = 0;
+        while at < body.len() {
+            let n = (1 + rng.below(max_piece)).min(body.len() - at);
+            w.write_all(&body[at..at + n]).unwrap();
+            at += n;
+            let pause = rng.below(max_pause_us + 1);
+            if pause > 0 {
+                // Pacing the client, not waiting for a condition.
+                thread::sleep(std::time::Duration::from_micros(pause as u64));
+            }
+        }
+    });
+    let resp = c.read_response();
+    writer.join().unwrap();
+    assert_eq!(resp.status, 200, "seed {seed}: {}", resp.brief());
+    assert_sink(&resp.json(), len, crc.finish());
+}
+
+#[test]
+fn a_large_body_split_at_random_points_and_stalled_arrives_whole_spliced_or_copied() {
+    for ns in [bytes_fn(), bytes_fn_copying()] {
+        for seed in 0..4 {
+            upload_in_pieces(&ns, 0xB0D1 + seed, 300 * 1024, 16 * 1024, 2000);
+        }
+        assert_invoke_ok(&ns.invoke(b"", &[("x-bytes-mode", "sink")]));
+    }
+}
+
+#[test]
+fn a_large_body_delivered_one_byte_at_a_time_arrives_whole() {
+    // Just over the size from which a body is spliced: every byte may be a splice of its own.
+    upload_in_pieces(&bytes_fn(), 7, 64 * 1024 + 333, 1, 0);
+}
+
+#[test]
+fn thirty_two_mib_request_body_copied_when_splicing_is_off() {
+    let ns = bytes_fn_copying();
+    let mut c = ns.client();
+    let (answer, crc) = post_pattern(&mut c, "/upload", "sink", 33, 32 * MIB);
+    assert_sink(&answer, 32 * MIB, crc);
+}
+
+#[test]
+fn a_large_body_then_a_half_close_gets_the_whole_answer() {
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let head = Req::new("POST", "/upload")
+        .header("x-bytes-mode", "sink")
+        .header("Content-Length", MIB.to_string())
+        .head_bytes();
+    c.send(&head);
+    let crc = Pattern::new(41).write_to(&mut c.stream(), MIB).unwrap();
+    c.shutdown_write();
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200, "{}", resp.brief());
+    assert_sink(&resp.json(), MIB, crc);
+    let mut rest = Vec::new();
+    let _ = c.stream().read_to_end(&mut rest);
+    assert!(rest.is_empty(), "after the answer: {rest:?}");
+}
+
+/// Sends the head of a Content-Length upload of `len` bytes to the bodywatch fixture, and the
+/// first `sent` of them.
+fn start_watched_length_upload(c: &mut Client, id: &str, len: usize, sent: usize) {
+    let head = Req::new("POST", "/upload")
+        .header("x-watch-mode", "whole")
+        .header("x-watch-id", id)
+        .header("Content-Length", len.to_string())
+        .head_bytes();
+    c.send(&head);
+    c.stream().write_all(&vec![b'x'; sent]).unwrap();
+}
+
+#[test]
+fn a_client_leaving_mid_spliced_body_fails_the_functions_request() {
+    let ns = bodywatch();
+    let mut c = ns.client();
+    start_watched_length_upload(&mut c, "left", 900 * 1024, 300 * 1024);
+    wait_events(&ns, "left", &["data"]);
+    drop(c);
+    assert_body_failed(&ns, "left");
+    assert_invoke_ok(&ns.invoke(b"", &[]));
+}
+
+#[test]
+fn a_client_resetting_mid_spliced_body_fails_the_functions_request() {
+    let ns = bodywatch();
+    let mut c = ns.client();
+    start_watched_length_upload(&mut c, "reset", 900 * 1024, 300 * 1024);
+    wait_events(&ns, "reset", &["data"]);
+    c.reset();
+    assert_body_failed(&ns, "reset");
+    assert_invoke_ok(&ns.invoke(b"", &[]));
+}
+
+#[test]
+fn spliced_uploads_cut_off_or_whole_leave_no_descriptor_behind() {
+    // No spare process: its start would change the count the test watches.
+    let ns = Noslate::builder()
+        .functions(&json!([profile("bytes", "bytes")]))
+        .config(&json!({ "turf": { "spareWorkers": 0 } }))
+        .start();
+    let mut c = ns.client();
+    let (answer, crc) = post_pattern(&mut c, "/upload", "sink", 5, MIB);
+    assert_sink(&answer, MIB, crc);
+    drop(c);
+    // The worker's body pipe now exists; everything after this must give back what it takes.
+    let settled = common::proc_fd_count(ns.pid()).expect("the runtime's fds");
+    for round in 0..4 {
+        let mut c = ns.client();
+        let head = Req::new("POST", "/upload")
+            .header("x-bytes-mode", "sink")
+            .header("Content-Length", MIB.to_string())
+            .head_bytes();
+        c.send(&head);
+        c.stream().write_all(&vec![b'z'; 200 * 1024]).unwrap();
+        if round % 2 == 0 {
+            c.reset();
+        } else {
+            drop(c);
+        }
+        let mut c = ns.client();
+        let (answer, crc) = post_pattern(&mut c, "/upload", "sink", round, MIB);
+        assert_sink(&answer, MIB, crc);
+    }
+    wait_until(
+        WAIT,
+        "the runtime's descriptors are back to where they were",
+        || common::proc_fd_count(ns.pid()) == Some(settled),
     );
 }

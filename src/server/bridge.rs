@@ -6,7 +6,7 @@
 //! response frame to its client is glue in `server/mod.rs`.
 
 use super::client::InvokeError;
-use super::conn::{BodyInput, BodyLeft, BodyStep, Conn, Sink};
+use super::conn::{BodyInput, BodyLeft, BodyStep, Conn, Sink, Socket};
 use crate::config::FunctionProfile;
 use crate::fc;
 use crate::ids::ConnRef;
@@ -33,7 +33,8 @@ const STREAM_READ_BUFFER: usize = wire::INITIAL_WINDOW as usize;
 const STREAM_READ_THRESHOLD: u64 = 64 * 1024;
 
 /// Opens a stream on `worker` for `client`'s request (of a function with `profile`) and
-/// writes its head. `None` when the request is not the connection's current one any more;
+/// writes its head. With `splice`, a large Content-Length body arriving on a TCP socket is to
+/// be spliced to the worker (`splice_body`). `None` when the request is not the connection's current one any more;
 /// an error when its head cannot be encoded (the caller answers it).
 pub(super) fn open_stream(
     conn: &mut Conn,
@@ -42,6 +43,7 @@ pub(super) fn open_stream(
     worker_key: WorkerKey,
     profile: &FunctionProfile,
     clock: &LoopClock,
+    splice: bool,
 ) -> Option<Result<Opened, InvokeError>> {
     let req = conn.req.as_mut().filter(|r| r.seq == client.seq)?;
     let head = req.head.take()?;
@@ -68,7 +70,10 @@ pub(super) fn open_stream(
     // A body known to be large is read from the socket in pieces as large as the stream's
     // credit. A chunked one is too, but only once it has proved large (`pump_body`): most are
     // a few bytes, and a credit-sized buffer for each would cost more than the reads it saves.
-    if matches!(req.body, BodyLeft::Length(left) if left > STREAM_READ_THRESHOLD) {
+    // A large one on a TCP socket is spliced instead, and needs no larger buffer.
+    let large = matches!(req.body, BodyLeft::Length(left) if left > STREAM_READ_THRESHOLD);
+    req.splice_body = large && splice && matches!(conn.sock, Socket::Tcp(_));
+    if large && !req.splice_body {
         conn.inbuf.grow_to(STREAM_READ_BUFFER);
     }
     let written = if worker.compact_head {
@@ -208,7 +213,7 @@ pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pu
         }
     }
     let done = req.body.is_done();
-    if !done && req.timing.bytes_in > STREAM_READ_THRESHOLD {
+    if !done && !req.splice_body && req.timing.bytes_in > STREAM_READ_THRESHOLD {
         // A chunked body that has proved large: read the rest in credit-sized pieces.
         inbuf.grow_to(STREAM_READ_BUFFER);
     }
@@ -217,4 +222,95 @@ pub(super) fn pump_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Pu
     } else {
         Pumped::Idle { done }
     }
+}
+
+/// What splicing a request body to its worker came to.
+#[derive(Debug)]
+pub(super) enum Spliced {
+    /// Bytes are in the worker's body pipe, their frame header queued; whether the body is now
+    /// all sent.
+    Moved { done: bool },
+    /// Nothing could move: no bytes in the socket (or it ended), no credit, or the worker's
+    /// pipe or queue still full.
+    Idle,
+    /// The kernel cannot splice these descriptors: the body goes on by copy, and so should
+    /// every later one.
+    Unsupported(std::io::Error),
+}
+
+/// Moves the next piece of `conn`'s request body from its socket to `stream` on `worker` by
+/// splice(2), within the stream's credit, when the request splices its body and nothing of
+/// it is buffered. The socket's end, or an error reading it, is the client leaving, as for a
+/// read.
+pub(super) fn splice_body(conn: &mut Conn, worker: &mut Worker, stream: u32) -> Spliced {
+    let Some(req) = conn.req.as_ref() else {
+        return Spliced::Idle;
+    };
+    let BodyLeft::Length(left) = req.body else {
+        return Spliced::Idle;
+    };
+    if !req.splice_body
+        || !matches!(req.sink, Sink::Worker { stream: s, .. } if s == stream)
+        || !worker.can_splice()
+        || worker.queued() >= WRITE_QUEUE_LIMIT
+    {
+        return Spliced::Idle;
+    }
+    let Some(credit) = worker.streams.get(&stream).map(|s| s.request_credit) else {
+        return Spliced::Idle;
+    };
+    if credit == 0 {
+        return Spliced::Idle;
+    }
+    let Some(source) = conn.splice_source() else {
+        return Spliced::Idle;
+    };
+    let max = usize::try_from(credit).unwrap_or(usize::MAX);
+    let moved = worker.splice_request_body(source, stream, max, left);
+    let n = match moved {
+        Ok(0) => {
+            conn.peer_closed = true;
+            return Spliced::Idle;
+        }
+        Ok(n) => n,
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+            conn.maybe_readable = false;
+            return Spliced::Idle;
+        }
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
+            if let Some(req) = conn.req.as_mut() {
+                req.splice_body = false;
+            }
+            conn.inbuf.grow_to(STREAM_READ_BUFFER);
+            return Spliced::Unsupported(err);
+        }
+        Err(err) => {
+            log::debug!("splicing a request body from its socket failed: {err}");
+            conn.peer_closed = true;
+            return Spliced::Idle;
+        }
+    };
+    conn.awaiting_bytes = false;
+    let sent = n as u64;
+    if let Some(state) = worker.streams.get_mut(&stream) {
+        state.request_credit -= u32::try_from(n)
+            .unwrap_or(u32::MAX)
+            .min(state.request_credit);
+    }
+    let Some(req) = conn.req.as_mut() else {
+        return Spliced::Idle;
+    };
+    req.timing.bytes_in += sent;
+    let done = sent >= left;
+    req.body = if done {
+        BodyLeft::Done
+    } else {
+        BodyLeft::Length(left - sent)
+    };
+    Spliced::Moved { done }
 }

@@ -2103,7 +2103,7 @@ fn a_worker_pipe_is_read_one_bite_per_event_and_the_rest_on_the_next_iteration()
 #[test]
 fn a_large_request_body_is_written_to_its_worker_in_batches_as_it_is_framed() {
     use std::os::fd::AsFd;
-    let mut h = harness(ONE_FUNCTION);
+    let mut h = harness_with(ONE_FUNCTION, |c| c.data_plane.splice_request_bodies = false);
     let body_len = 400 * 1024;
     let (worker, _out, mut client, key) = h.upload_dispatched(1 << 20, body_len);
     if let Some(input) = h.worker_inputs.last() {
@@ -2141,7 +2141,8 @@ fn a_large_request_body_is_written_to_its_worker_in_batches_as_it_is_framed() {
 #[test]
 fn a_worker_that_grants_credit_but_never_reads_holds_the_runtime_to_a_bounded_queue() {
     use crate::turf::worker::WRITE_QUEUE_LIMIT;
-    let mut h = harness(ONE_FUNCTION);
+    // Copied bodies: a spliced one stops sooner, at one body pipe.
+    let mut h = harness_with(ONE_FUNCTION, |c| c.data_plane.splice_request_bodies = false);
     let body_len: usize = 8 << 20;
     let (worker, _out, client, key) = h.upload_dispatched(crate::wire::MAX_WINDOW, body_len);
     let mut writer = client.try_clone().expect("clone");
@@ -2180,4 +2181,184 @@ fn a_worker_that_grants_credit_but_never_reads_holds_the_runtime_to_a_bounded_qu
     let server = &mut h.server;
     server.front.close_conn(key, &mut lent!(server));
     let _ = sender.join();
+}
+
+/// Reads frames from a worker's input until `body_len` request-body bytes of `stream` came,
+/// the last frame marked END; returns the body and the frame kinds in order.
+fn read_request_body(
+    input: &mut mio::unix::pipe::Receiver,
+    stream: u32,
+    body_len: usize,
+) -> (Vec<u8>, Vec<crate::wire::Kind>) {
+    let mut decoder = crate::wire::FrameDecoder::new(crate::wire::Direction::ToWorker);
+    let (mut body, mut kinds) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 256 * 1024];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while body.len() < body_len {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {body_len} body bytes",
+            body.len()
+        );
+        let n = match std::io::Read::read(input, &mut buf) {
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::yield_now();
+                continue;
+            }
+            Err(err) => panic!("{err}"),
+        };
+        decoder.push(&buf[..n]);
+        while let Some(frame) = decoder.next_frame().expect("well-formed frames") {
+            kinds.push(frame.header.kind);
+            if frame.header.kind == crate::wire::Kind::RequestBody {
+                assert_eq!(frame.header.stream, stream);
+                body.extend_from_slice(frame.payload);
+                let end = frame.header.flags & crate::wire::FLAG_END != 0;
+                assert_eq!(end, body.len() == body_len, "END on the last frame only");
+            }
+        }
+    }
+    (body, kinds)
+}
+
+#[test]
+fn a_large_body_on_a_tcp_socket_is_spliced_to_its_worker_and_the_read_buffer_stays_small() {
+    let mut h = harness(ONE_FUNCTION);
+    let body_len = 3 * 256 * 1024 + 1234;
+    let (worker, _out, client, key) = h.upload_dispatched(1 << 20, body_len);
+    let body: Vec<u8> = (0..body_len).map(|i| (i % 251) as u8).collect();
+    let mut writer = client.try_clone().expect("clone");
+    let sent = body.clone();
+    let sender = std::thread::spawn(move || std::io::Write::write_all(&mut writer, &sent));
+    let mut input = h.worker_inputs.remove(0);
+    let reader = std::thread::spawn(move || {
+        let stream = 1;
+        read_request_body(&mut input, stream, body_len)
+    });
+    let moved = |h: &Harness| {
+        let w = h.server.supervisor.workers().get(worker)?;
+        let credit = w.streams.values().next()?.request_credit;
+        Some((1usize << 20) - credit as usize)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while moved(&h) != Some(body_len) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "moved {:?}",
+            moved(&h)
+        );
+        h.drive_ready(key);
+        h.server
+            .supervisor
+            .flush_worker(worker, &mut lent!(h.server));
+        let conn = h.server.front.conn_mut(key).expect("conn");
+        assert!(
+            conn.input().is_empty(),
+            "body bytes went through the read buffer"
+        );
+        assert!(
+            conn.inbuf.allocated() < 64 * 1024,
+            "the read buffer grew to {}",
+            conn.inbuf.allocated()
+        );
+        std::thread::yield_now();
+    }
+    sender.join().expect("sender").expect("sent");
+    let (received, kinds) = reader.join().expect("reader");
+    assert_eq!(received, body, "the worker got the body as sent");
+    assert_eq!(kinds.first(), Some(&crate::wire::Kind::RequestHead));
+    let spliced = h
+        .server
+        .supervisor
+        .workers()
+        .get(worker)
+        .map(Worker::spliced_held);
+    assert_eq!(spliced, Some(0));
+    drop(client.shutdown(std::net::Shutdown::Both));
+}
+
+#[test]
+fn a_worker_that_does_not_read_a_spliced_body_holds_at_most_one_body_pipe_of_it() {
+    let mut h = harness(ONE_FUNCTION);
+    let body_len: usize = 8 << 20;
+    let (worker, _out, client, key) = h.upload_dispatched(crate::wire::MAX_WINDOW, body_len);
+    let mut writer = client.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        // Blocks once the runtime stops reading; ends with an error when the test drops it.
+        let _ = std::io::Write::write_all(&mut writer, &vec![b'x'; body_len]);
+    });
+    let queued =
+        |h: &Harness| (h.server.supervisor.workers().get(worker)).map_or(0, Worker::queued);
+    let bound = crate::turf::body_pipe::BODY_PIPE_BYTES + crate::wire::HEADER_LEN;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while h
+        .server
+        .supervisor
+        .workers()
+        .get(worker)
+        .map_or(0, Worker::spliced_held)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing stayed in the body pipe"
+        );
+        h.drive_ready(key);
+        assert!(queued(&h) <= bound, "{} bytes queued", queued(&h));
+    }
+    for _ in 0..20 {
+        h.drive_ready(key);
+        assert!(queued(&h) <= bound, "{} bytes queued", queued(&h));
+    }
+    // The worker reads: its body pipe empties into the channel, and the body moves on.
+    let mut sink = vec![0u8; 1 << 20];
+    let mut ran = Vec::new();
+    while !ran.contains(&Effect::DriveConn(key)) {
+        assert!(std::time::Instant::now() < deadline, "{ran:?}");
+        while std::io::Read::read(&mut h.worker_inputs[0], &mut sink).is_ok_and(|n| n > 0) {}
+        h.server.effects.push(Effect::FlushWorker(worker));
+        ran = h.run_effects_but_scale();
+    }
+    drop(client);
+    let server = &mut h.server;
+    server.front.close_conn(key, &mut lent!(server));
+    let _ = sender.join();
+}
+
+#[test]
+fn request_bodies_are_copied_when_splicing_is_off() {
+    let mut h = harness_with(ONE_FUNCTION, |c| c.data_plane.splice_request_bodies = false);
+    let body_len = 200 * 1024;
+    let (worker, _out, client, key) = h.upload_dispatched(1 << 20, body_len);
+    std::io::Write::write_all(&mut &client, &vec![b'y'; body_len]).expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut grew = false;
+    while h
+        .server
+        .supervisor
+        .workers()
+        .get(worker)
+        .and_then(|w| w.streams.values().next())
+        .is_some_and(|s| s.request_credit as usize > (1 << 20) - body_len)
+    {
+        assert!(std::time::Instant::now() < deadline);
+        h.drive_ready(key);
+        grew |= h
+            .server
+            .front
+            .conn_mut(key)
+            .is_some_and(|c| c.inbuf.allocated() >= 64 * 1024);
+    }
+    assert!(
+        grew,
+        "a copied large body is read with a credit-sized buffer"
+    );
+    let held = h
+        .server
+        .supervisor
+        .workers()
+        .get(worker)
+        .map(Worker::spliced_held);
+    assert_eq!(held, Some(0));
 }

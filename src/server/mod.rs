@@ -277,6 +277,9 @@ pub struct Server {
     scheduler: scheduler::Scheduler,
     /// The code-package cache: builds on helper threads, the keys ready to run from.
     packages: crate::code::Packages,
+    /// Whether large request bodies are spliced to workers: `dataPlane.spliceRequestBodies`,
+    /// turned off for good when the kernel refuses a splice.
+    splice_bodies: bool,
 }
 
 impl fmt::Debug for Server {
@@ -379,6 +382,7 @@ impl Server {
             )
             .with_max_cpu_pressure(config.data_plane.busy_poll_max_cpu_pressure),
             effects: Effects::default(),
+            splice_bodies: config.data_plane.splice_request_bodies,
             config,
             lifecycle: lifecycle::LifecycleState::default(),
             console,
@@ -1379,7 +1383,16 @@ impl Server {
         let Some(conn) = self.front.conn_mut(client.conn) else {
             return;
         };
-        match bridge::open_stream(conn, client, worker, worker_key, profile, &self.clock) {
+        let splice = self.splice_bodies;
+        match bridge::open_stream(
+            conn,
+            client,
+            worker,
+            worker_key,
+            profile,
+            &self.clock,
+            splice,
+        ) {
             None => {}
             Some(Err(err)) => self.respond_error(client, &err, false),
             Some(Ok(opened)) => {
@@ -1414,9 +1427,11 @@ impl Server {
                     self.supervisor.flush_worker(worker_key, &mut lent!(self));
                 }
                 self.effects.push(Effect::FlushWorker(worker_key));
-                done
+                done || self.splice_body_to_worker(key, worker_key, stream)
             }
-            bridge::Pumped::Idle { done } => done,
+            bridge::Pumped::Idle { done } => {
+                done || self.splice_body_to_worker(key, worker_key, stream)
+            }
             bridge::Pumped::Refused(err) => {
                 log::debug!(
                     "[http conn={} req={}] request body refused: {}",
@@ -1429,6 +1444,41 @@ impl Server {
                 // The client's framing or size is at fault, not the function.
                 (self.front).fail_invocation(ConnRef { conn: key, seq }, &err, false, &mut lp);
                 true
+            }
+        }
+    }
+
+    /// Splices connection `key`'s request body from its socket to its worker stream while the
+    /// socket has bytes, the stream credit, and the worker room: each piece goes through the
+    /// worker's body pipe, which is emptied into its channel before the next. Returns whether
+    /// the body is all sent.
+    fn splice_body_to_worker(&mut self, key: Key, worker_key: WorkerKey, stream: u32) -> bool {
+        loop {
+            let (Some(conn), Some(worker)) = (
+                self.front.conn_mut(key),
+                self.supervisor.worker_mut(worker_key),
+            ) else {
+                return false;
+            };
+            match bridge::splice_body(conn, worker, stream) {
+                bridge::Spliced::Moved { done } => {
+                    self.supervisor.flush_worker(worker_key, &mut lent!(self));
+                    if done {
+                        return true;
+                    }
+                }
+                bridge::Spliced::Idle => return false,
+                bridge::Spliced::Unsupported(err) => {
+                    log::warn!(
+                        "[http conn={}] request bodies cannot be spliced here ({err}): they \
+                         are copied from now on",
+                        key.idx
+                    );
+                    self.splice_bodies = false;
+                    // The rest of this body is read into the buffer and copied.
+                    self.effects.push(Effect::DriveConn(key));
+                    return false;
+                }
             }
         }
     }

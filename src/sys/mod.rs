@@ -229,6 +229,48 @@ pub fn set_pipe_size(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> io::Resul
     Ok(usize::try_from(size).unwrap_or(0))
 }
 
+/// A new pipe, both ends close-on-exec and non-blocking: `(read end, write end)`.
+pub fn nonblocking_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2(2) writes two descriptors into `fds`, a live array of exactly two c_ints;
+    // on failure it writes nothing and returns -1.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: both descriptors were just created by pipe2 and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel with splice(2); one of them
+/// must be a pipe. Never blocks on the pipe (`SPLICE_F_NONBLOCK`); a socket end blocks or not
+/// as its own `O_NONBLOCK` says. Returns the bytes moved: 0 at the end of `from`'s stream.
+pub fn splice(
+    from: std::os::fd::BorrowedFd<'_>,
+    to: std::os::fd::BorrowedFd<'_>,
+    len: usize,
+) -> io::Result<usize> {
+    loop {
+        // SAFETY: splice(2) with null offsets reads and writes no memory of ours; it only moves
+        // buffers between the kernel objects behind two live descriptors.
+        let n = unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n >= 0 {
+            return Ok(usize::try_from(n).unwrap_or(0));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// The memory page size in bytes.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf touches no memory.

@@ -5,6 +5,7 @@
 //! spare processes (`spare`).
 
 pub mod accounting;
+pub mod body_pipe;
 pub mod cgroup;
 pub mod child;
 pub mod gateway;

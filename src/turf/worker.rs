@@ -14,11 +14,13 @@ use crate::ids::FunctionId;
 use crate::reactor::buffer::ReadBuf;
 use crate::reactor::timer::TimerKey;
 use crate::turf::accounting::ExitReason;
+use crate::turf::body_pipe::BodyPipe;
 use crate::turf::child::ChildProc;
 use crate::wire;
 use mio::unix::pipe::{Receiver, Sender};
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 /// Where a worker is in its life.
@@ -170,6 +172,11 @@ pub struct Worker {
     /// Its protocol channel closed while it was starting, and the runtime waits a moment for
     /// its exit status before it reports the failed start.
     pub awaiting_exit: bool,
+    /// Request-body bytes spliced from a client's socket on their way to its channel, made on
+    /// the first splice.
+    body_pipe: Option<BodyPipe>,
+    /// Where in `wbuf` the bytes the body pipe holds belong: right after their frame header.
+    spliced_at: usize,
 }
 
 /// What a spare process learns at INIT about the function that took it.
@@ -224,6 +231,8 @@ impl Worker {
             spare_init: None,
             inspect: false,
             inspector: None,
+            body_pipe: None,
+            spliced_at: 0,
         }
     }
 
@@ -291,31 +300,43 @@ impl Worker {
         self.next_stream
     }
 
-    /// Writes queued frames until done or the pipe is full. Returns whether everything was
-    /// written. A worker whose input pipe is closed silently drops output.
+    /// Writes queued frames until done or the channel is full. Returns whether everything was
+    /// written. A worker whose input channel is closed silently drops output.
     pub fn flush(&mut self) -> io::Result<bool> {
-        let Some(pipe) = self.to_worker.as_mut() else {
+        let Some(channel) = self.to_worker.as_mut() else {
             self.wbuf.clear();
             self.wstart = 0;
+            self.body_pipe = None;
             return Ok(true);
         };
-        while self.wstart < self.wbuf.len() {
-            match pipe.write(&self.wbuf[self.wstart..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wstart += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    // A worker that reads slowly while more is queued behind: drop what it has
-                    // taken once that is at least half, so the buffer holds the unsent bytes
-                    // and not everything written before them (and never moves more bytes than
-                    // were sent).
-                    if self.wstart * 2 >= self.wbuf.len() {
-                        self.wbuf.drain(..self.wstart);
-                        self.wstart = 0;
+        loop {
+            let pipe = self.body_pipe.as_mut().filter(|p| p.held() > 0);
+            // Spliced bytes go right after their frame header, before anything queued later.
+            let end = if pipe.is_some() {
+                self.spliced_at
+            } else {
+                self.wbuf.len()
+            };
+            while self.wstart < end {
+                match channel.write(&self.wbuf[self.wstart..end]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.wstart += n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        self.drop_written();
+                        return Ok(false);
                     }
-                    return Ok(false);
+                    Err(err) => return Err(err),
                 }
-                Err(err) => return Err(err),
+            }
+            match pipe {
+                None => break,
+                Some(pipe) => {
+                    if !pipe.give_to(channel.as_fd())? {
+                        self.drop_written();
+                        return Ok(false);
+                    }
+                }
             }
         }
         self.wbuf.clear();
@@ -323,9 +344,58 @@ impl Worker {
         Ok(true)
     }
 
-    /// Bytes of frames queued for the worker and not yet written to its pipe.
+    /// A worker that reads slowly while more is queued behind: drops what it has taken once
+    /// that is at least half, so the buffer holds the unsent bytes and not everything written
+    /// before them (and never moves more bytes than were sent).
+    fn drop_written(&mut self) {
+        if self.wstart * 2 >= self.wbuf.len() {
+            self.wbuf.drain(..self.wstart);
+            self.spliced_at = self.spliced_at.saturating_sub(self.wstart);
+            self.wstart = 0;
+        }
+    }
+
+    /// Bytes of frames queued for the worker and not yet written to its channel, spliced
+    /// payloads included.
     pub fn queued(&self) -> usize {
-        self.wbuf.len() - self.wstart
+        self.wbuf.len() - self.wstart + self.spliced_held()
+    }
+
+    /// Spliced request-body bytes its body pipe holds for the channel.
+    pub fn spliced_held(&self) -> usize {
+        self.body_pipe.as_ref().map_or(0, BodyPipe::held)
+    }
+
+    /// Whether a request body can be spliced to it now: its channel is open and its body
+    /// pipe is empty (it carries one frame's payload at a time).
+    pub fn can_splice(&self) -> bool {
+        self.to_worker.is_some() && self.spliced_held() == 0
+    }
+
+    /// Moves up to `max` bytes of `stream`'s request body from `source` (a client's socket)
+    /// into the body pipe, and queues the header of the REQUEST_BODY frame they are the
+    /// payload of; the frame is END when it carries the last of the `left` bytes the body still
+    /// had. Returns the bytes moved: 0 when `source` ended.
+    pub fn splice_request_body(
+        &mut self,
+        source: BorrowedFd<'_>,
+        stream: u32,
+        max: usize,
+        left: u64,
+    ) -> io::Result<usize> {
+        let pipe = match self.body_pipe.as_mut() {
+            Some(pipe) => pipe,
+            None => self.body_pipe.insert(BodyPipe::new()?),
+        };
+        let max = max
+            .min(wire::MAX_PAYLOAD)
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = pipe.take_from(source, max)?;
+        if n > 0 {
+            wire::put_request_body_header(&mut self.wbuf, stream, n as u64 == left, n);
+            self.spliced_at = self.wbuf.len();
+        }
+        Ok(n)
     }
 
     /// Reads what the pipe has into `rbuf`, up to the buffer's size: one bite. The buffer grows

@@ -435,6 +435,10 @@ pub struct DataPlaneConfig {
     /// `dataPlane.busyPollMaxCpuPressure` (ours): the share of time (percent) in which some task
     /// waited for a CPU at or above which the loop does not spin (100: any).
     pub busy_poll_max_cpu_pressure: u8,
+    /// `dataPlane.spliceRequestBodies` (ours): whether a large Content-Length request body
+    /// moves from the client's socket to its worker with splice(2), inside the kernel, rather
+    /// than being copied through the runtime.
+    pub splice_request_bodies: bool,
 }
 
 impl Default for DataPlaneConfig {
@@ -447,6 +451,7 @@ impl Default for DataPlaneConfig {
             busy_poll_micros: DEFAULT_BUSY_POLL_MICROS,
             busy_poll_max_requests: DEFAULT_BUSY_POLL_MAX_REQUESTS,
             busy_poll_max_cpu_pressure: DEFAULT_BUSY_POLL_MAX_CPU_PRESSURE,
+            splice_request_bodies: true,
         }
     }
 }

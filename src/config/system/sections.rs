@@ -366,6 +366,10 @@ fn apply_data_plane(
         &mut dp.busy_poll_max_cpu_pressure,
         s.int_at_most("busyPollMaxCpuPressure", 0, 100u8, p),
     );
+    set(
+        &mut dp.splice_request_bodies,
+        s.boolean("spliceRequestBodies", p),
+    );
     ignore(
         s,
         &[

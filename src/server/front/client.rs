@@ -331,6 +331,7 @@ impl FrontEnd {
             continue_sent: false,
             body,
             sink: Sink::Hold,
+            splice_body: false,
             resp: Resp::NotStarted,
             deadline_timer: None,
             timeout_ms: 0,
@@ -1126,6 +1127,8 @@ fn wants_input(conn: &Conn, workers: &Slab<Worker, WorkerKey>) -> bool {
     match req.sink {
         Sink::Hold => false,
         Sink::Discard | Sink::Collect => true,
+        // A spliced body is read by the splice, once the buffered bytes went.
+        Sink::Worker { .. } if req.splice_body && conn.input().is_empty() => false,
         Sink::Worker { worker, stream } => workers
             .get(worker)
             .and_then(|w| w.streams.get(&stream))

@@ -25,6 +25,7 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 /// Write-buffer capacity a connection whose client stalls may keep above its unsent bytes.
@@ -275,6 +276,10 @@ pub struct Request {
     pub body: BodyLeft,
     /// Where body bytes go.
     pub sink: Sink,
+    /// Its body goes to its worker by splice(2), from the socket through the worker's body
+    /// pipe, rather than through the read buffer: the bytes already buffered go first, and the
+    /// socket is then read by the splice alone.
+    pub splice_body: bool,
     /// Response progress.
     pub resp: Resp,
     /// The invocation deadline's timer.
@@ -635,6 +640,19 @@ impl Conn {
     /// in it, rather than nothing or the start of a head that is still arriving.
     pub fn has_parsable_input(&self) -> bool {
         !self.awaiting_bytes && !self.inbuf.data().is_empty()
+    }
+
+    /// The socket to splice body bytes from: a TCP socket that may have bytes and whose read
+    /// buffer holds none (buffered bytes come first).
+    pub fn splice_source(&self) -> Option<BorrowedFd<'_>> {
+        match &self.sock {
+            Socket::Tcp(sock)
+                if self.maybe_readable && !self.peer_closed && self.inbuf.data().is_empty() =>
+            {
+                Some(sock.as_fd())
+            }
+            _ => None,
+        }
     }
 
     /// Whether the read buffer has no free space left.
