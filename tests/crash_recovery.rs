@@ -78,6 +78,13 @@ fn exit_mid_request_fails_alone_and_the_next_requests_succeed() {
 }
 
 #[test]
+fn stopping_itself_mid_request_fails_alone_and_the_next_requests_succeed() {
+    // A stopped worker is alive and serves nothing: it is killed when it stops, not found out
+    // when its requests time out.
+    each_crash_fails_only_its_own_request("stop", &["WorkerCrashed"]);
+}
+
+#[test]
 fn requests_queued_behind_a_crashing_one_wait_for_the_replacement() {
     // One slot: two "boom"s and then the valid requests queue; each "boom" kills the worker
     // that takes it, and the valid ones must be served by the next replacement, not failed with

@@ -50,11 +50,12 @@ pub fn install_signal_pipe() -> io::Result<mio::unix::pipe::Receiver> {
     for signo in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT] {
         // SAFETY: `action` is fully initialised (zeroed, then the handler, mask and flags set)
         // before sigaction reads it. `on_signal` only calls async-signal-safe functions.
-        // SA_RESTART keeps blocking syscalls elsewhere from failing with EINTR.
+        // SA_RESTART keeps blocking syscalls elsewhere from failing with EINTR. SIGCHLD also
+        // comes when a child is stopped (no SA_NOCLDSTOP): a frozen worker is found at once.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+            action.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut action.sa_mask);
             cvt(libc::sigaction(signo, &action, std::ptr::null_mut()))?;
         }
@@ -95,8 +96,23 @@ pub struct Reaped {
     pub max_rss_kib: u64,
 }
 
-/// Reaps one exited child of the calling thread without blocking. `Ok(None)` when no child is
-/// waiting to be reaped (or there are no children at all).
+/// What waiting for a child found.
+#[derive(Debug, Clone, Copy)]
+pub enum Waited {
+    /// It exited, and is reaped.
+    Exited(Reaped),
+    /// It was stopped by a signal (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) and lives on, frozen.
+    Stopped {
+        /// The child's pid.
+        pid: i32,
+        /// The signal that stopped it.
+        signal: i32,
+    },
+}
+
+/// Reaps one exited child of the calling thread without blocking, or reports one that a signal
+/// stopped. `Ok(None)` when no child is waiting to be reaped or newly stopped (or there are no
+/// children at all).
 ///
 /// Only the children this thread forked are reaped, and the orphans the kernel hands to the
 /// process (as PID 1 or a child subreaper), which become the main thread's. A child that a
@@ -104,11 +120,11 @@ pub struct Reaped {
 /// here, its exit status was lost to the helper, and `std`'s `Command::spawn`, which waits
 /// for a child whose exec failed and asserts that the wait succeeds, panicked the helper.
 /// So the loop that forks workers must run on the main thread and reap from there.
-pub fn reap_one() -> io::Result<Option<Reaped>> {
+pub fn reap_one() -> io::Result<Option<Waited>> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data that the kernel fills in; zeroed is a valid initial value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let options = libc::WNOHANG | libc::__WNOTHREAD;
+    let options = libc::WNOHANG | libc::WUNTRACED | libc::__WNOTHREAD;
     // SAFETY: both out-pointers point to live, properly aligned locals for the whole call.
     let pid = unsafe { libc::wait4(-1, &mut status, options, &mut usage) };
     if pid == 0 {
@@ -122,6 +138,12 @@ pub fn reap_one() -> io::Result<Option<Reaped>> {
             Err(err)
         };
     }
+    if libc::WIFSTOPPED(status) {
+        return Ok(Some(Waited::Stopped {
+            pid,
+            signal: libc::WSTOPSIG(status),
+        }));
+    }
     let exit = if libc::WIFSIGNALED(status) {
         ExitKind::Signal(libc::WTERMSIG(status))
     } else {
@@ -130,13 +152,13 @@ pub fn reap_one() -> io::Result<Option<Reaped>> {
     let micros = |tv: libc::timeval| {
         u64::try_from(tv.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(tv.tv_usec).unwrap_or(0)
     };
-    Ok(Some(Reaped {
+    Ok(Some(Waited::Exited(Reaped {
         pid,
         exit,
         user_cpu_us: micros(usage.ru_utime),
         system_cpu_us: micros(usage.ru_stime),
         max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
-    }))
+    })))
 }
 
 /// Sends `signal` to every process in the group `pgid`. A group that is already gone is not an
@@ -318,6 +340,10 @@ pub fn signal_name(signo: i32) -> String {
         libc::SIGTERM => "SIGTERM".into(),
         libc::SIGCHLD => "SIGCHLD".into(),
         libc::SIGXCPU => "SIGXCPU".into(),
+        libc::SIGSTOP => "SIGSTOP".into(),
+        libc::SIGTSTP => "SIGTSTP".into(),
+        libc::SIGTTIN => "SIGTTIN".into(),
+        libc::SIGTTOU => "SIGTTOU".into(),
         other => format!("signal {other}"),
     }
 }
@@ -656,9 +682,9 @@ mod tests {
         assert!(is_zombie(pid), "the helper's child exited and waits");
         // The loop's reaping, from another thread, must leave it alone.
         for _ in 0..3 {
-            let reaped = reap_one().expect("wait4");
+            let waited = reap_one().expect("wait4");
             assert!(
-                reaped.is_none_or(|r| r.pid != pid as i32),
+                !matches!(waited, Some(Waited::Exited(r)) if r.pid == pid as i32),
                 "reaped a child of another thread"
             );
         }
@@ -684,10 +710,39 @@ mod tests {
         let mut seen = None;
         while seen.is_none() && Instant::now() < until {
             match reap_one().expect("wait4") {
-                Some(r) if r.pid == pid => seen = Some(r.exit),
+                Some(Waited::Exited(r)) if r.pid == pid => seen = Some(r.exit),
                 _ => std::thread::yield_now(),
             }
         }
         assert_eq!(seen, Some(ExitKind::Code(5)));
+    }
+
+    #[test]
+    fn a_child_stopped_by_a_signal_is_reported_and_then_reaped_once_killed() {
+        let pid = Command::new("sh")
+            .args(["-c", "kill -STOP $$; exit 0"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh")
+            .id() as i32;
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut stopped = None;
+        while stopped.is_none() && Instant::now() < until {
+            match reap_one().expect("wait4") {
+                Some(Waited::Stopped { pid: p, signal }) if p == pid => stopped = Some(signal),
+                _ => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(stopped, Some(libc::SIGSTOP));
+        // SAFETY: kill(2) touches no memory; `pid` is this test's own child, still unreaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let mut seen = None;
+        while seen.is_none() && Instant::now() < until {
+            match reap_one().expect("wait4") {
+                Some(Waited::Exited(r)) if r.pid == pid => seen = Some(r.exit),
+                _ => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(seen, Some(ExitKind::Signal(libc::SIGKILL)));
     }
 }

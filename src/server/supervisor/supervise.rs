@@ -743,7 +743,11 @@ impl Supervisor {
     pub(in crate::server) fn reap_children(&mut self, lp: &mut Lent<'_>) {
         loop {
             let reaped = match sys::reap_one() {
-                Ok(Some(r)) => r,
+                Ok(Some(sys::Waited::Exited(r))) => r,
+                Ok(Some(sys::Waited::Stopped { pid, signal })) => {
+                    self.child_stopped(pid, signal, lp);
+                    continue;
+                }
                 Ok(None) => return,
                 Err(err) => {
                     log::warn!("[turf] wait4 failed: {err}");
@@ -766,6 +770,42 @@ impl Supervisor {
                     self.keep_unclaimed_exit(reaped);
                 }
             }
+        }
+    }
+
+    /// A child process was stopped by `signal` (its own code, or anyone allowed to signal it):
+    /// frozen, it would hold its invocations until their deadlines and its place in its pool
+    /// for ever. It is killed, and its exit goes the usual way; a worker's invocations fail now
+    /// with the reason. An orphaned grandchild (the runtime is a child subreaper) is left alone.
+    fn child_stopped(&mut self, pid: i32, signal: i32, lp: &mut Lent<'_>) {
+        let Some(&child) = self.children.get(&pid) else {
+            log::debug!(
+                "[turf] unknown child {pid} stopped by {}",
+                sys::signal_name(signal)
+            );
+            return;
+        };
+        if let Child::Worker(key) = child {
+            let Some(w) = self.workers.get(key) else {
+                return;
+            };
+            let reason = format!(
+                "worker {} (pid {pid}) was stopped by {} and could serve nothing, so it was \
+                 killed",
+                w.process.id,
+                sys::signal_name(signal)
+            );
+            log::warn!("[turf w={} pid={pid}] {reason}", w.process.id);
+            self.kill_worker(key, &reason, ExitReason::Crashed, lp);
+            return;
+        }
+        if let Some(process) = self.process_mut(child) {
+            log::warn!(
+                "[turf {} pid={pid}] stopped by {}; killing it",
+                process.id,
+                sys::signal_name(signal)
+            );
+            process.kill();
         }
     }
 
