@@ -177,6 +177,8 @@ pub struct Worker {
     body_pipe: Option<BodyPipe>,
     /// Where in `wbuf` the bytes the body pipe holds belong: right after their frame header.
     spliced_at: usize,
+    /// A body found the pipe busy and waits for it to empty.
+    splice_waiters: bool,
 }
 
 /// What a spare process learns at INIT about the function that took it.
@@ -233,6 +235,7 @@ impl Worker {
             inspector: None,
             body_pipe: None,
             spliced_at: 0,
+            splice_waiters: false,
         }
     }
 
@@ -367,9 +370,22 @@ impl Worker {
     }
 
     /// Whether a request body can be spliced to it now: its channel is open and its body
-    /// pipe is empty (it carries one frame's payload at a time).
-    pub fn can_splice(&self) -> bool {
-        self.to_worker.is_some() && self.spliced_held() == 0
+    /// pipe is empty (it carries one frame's payload at a time). When the pipe is busy, the
+    /// asker is noted as waiting (`take_splice_waiters`).
+    pub fn can_splice(&mut self) -> bool {
+        let free = self.spliced_held() == 0;
+        self.splice_waiters |= !free;
+        self.to_worker.is_some() && free
+    }
+
+    /// Whether a body waited for the body pipe since the last call, now that it is empty:
+    /// the connections of its streams are then to be driven again.
+    pub fn take_splice_waiters(&mut self) -> bool {
+        let waited = self.splice_waiters && self.spliced_held() == 0;
+        if waited {
+            self.splice_waiters = false;
+        }
+        waited
     }
 
     /// Moves up to `max` bytes of `stream`'s request body from `source` (a client's socket)

@@ -939,16 +939,13 @@ impl Supervisor {
             return;
         }
         let was_full = worker.queued() >= WRITE_QUEUE_LIMIT;
-        let was_holding = worker.spliced_held() > 0;
         if let Err(err) = worker.flush() {
             let reason = format!("writing to worker {} failed: {err}", worker.process.id);
             worker.exit_reason.get_or_insert(reason);
             self.on_worker_pipe_closed(key, lp);
             return;
         }
-        if (was_full && worker.queued() < WRITE_QUEUE_LIMIT)
-            || (was_holding && worker.spliced_held() == 0)
-        {
+        if (was_full && worker.queued() < WRITE_QUEUE_LIMIT) | worker.take_splice_waiters() {
             // Its queue has room again, or its body pipe is empty: the bodies that waited for
             // it move on.
             for client in worker.streams.values().filter_map(|s| s.client) {
