@@ -113,13 +113,18 @@ pub fn route(
     })
 }
 
-/// The target named by `/invoke/NAME` or `/invoke/service/NAME` (non-empty single segments).
+/// The target named by `/invoke/NAME` or `/invoke/service/NAME`.
 fn invoke_path_function(path: &str) -> Option<Target> {
-    let rest = path.strip_prefix("/invoke/")?;
-    let single = |name: &str| (!name.is_empty() && !name.contains('/')).then(|| name.to_owned());
+    path_target(path.strip_prefix("/invoke/")?)
+}
+
+/// The target `NAME` or `service/NAME` names, at the end of an invocation path: one non-empty
+/// segment, percent-decoded (`crate::http::request::decode_path_segment`).
+pub fn path_target(rest: &str) -> Option<Target> {
+    use crate::http::request::decode_path_segment;
     match rest.strip_prefix("service/") {
-        Some(service) => single(service).map(Target::Service),
-        None => single(rest).map(Target::Function),
+        Some(service) => decode_path_segment(service).map(Target::Service),
+        None => decode_path_segment(rest).map(Target::Function),
     }
 }
 
@@ -877,6 +882,13 @@ mod tests {
             Ok(Route::Invoke {
                 kind: InvokeKind::Event,
                 function_from_path: Some(Target::Service("front".into()))
+            })
+        );
+        assert_eq!(
+            route("POST", "/invoke/%65cho", None, "/ready"),
+            Ok(Route::Invoke {
+                kind: InvokeKind::Event,
+                function_from_path: Some(Target::Function("echo".into()))
             })
         );
         // The wrong method for a hook is somebody's HTTP function.

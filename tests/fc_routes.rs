@@ -285,6 +285,9 @@ fn target_function_is_chosen_by_header_or_path() {
     assert_eq!(body["body"], "3");
     let body = assert_invoke_ok(&ns.send(&Req::new("POST", "/invoke/alpha").body(b"4")));
     assert_eq!(body["label"], "alpha");
+    // The name in the path is percent-decoded, as any path segment.
+    let body = assert_invoke_ok(&ns.send(&Req::new("POST", "/invoke/%62eta").body(b"5")));
+    assert_eq!(body["label"], "beta");
 
     // HTTP triggers are routed by the header as well.
     let resp = ns.send(&Req::new("GET", "/web/page").header("x-noslate-function", "beta"));

@@ -96,25 +96,15 @@ pub fn route(method: &str, path: &str) -> Route {
         "/v1/inspector" if get => Route::Inspectors,
         "/v1/inspector" => Route::MethodNotAllowed("GET"),
         _ if path.starts_with("/v1/inspector/") => {
-            let name = path.trim_start_matches("/v1/inspector/");
-            if name.is_empty() || name.contains('/') {
-                Route::NotFound
-            } else {
-                let name = name.to_owned();
-                pick(Route::InspectorOf(name.clone()), Route::SetInspector(name))
+            let segment = path.trim_start_matches("/v1/inspector/");
+            match crate::http::request::decode_path_segment(segment) {
+                None => Route::NotFound,
+                Some(name) => pick(Route::InspectorOf(name.clone()), Route::SetInspector(name)),
             }
         }
         _ => match path.strip_prefix("/v1/invoke/") {
             Some(rest) if method == "POST" => {
-                let single = |n: &str| (!n.is_empty() && !n.contains('/')).then(|| n.to_owned());
-                match rest.strip_prefix("service/") {
-                    Some(service) => single(service).map_or(Route::NotFound, |n| {
-                        Route::Invoke(crate::fc::Target::Service(n))
-                    }),
-                    None => single(rest).map_or(Route::NotFound, |n| {
-                        Route::Invoke(crate::fc::Target::Function(n))
-                    }),
-                }
+                crate::fc::path_target(rest).map_or(Route::NotFound, Route::Invoke)
             }
             Some(_) => Route::MethodNotAllowed("POST"),
             None => Route::NotFound,
@@ -149,6 +139,12 @@ mod tests {
             route("POST", "/v1/invoke/service/front"),
             Route::Invoke(Target::Service("front".into()))
         );
+        assert_eq!(
+            route("POST", "/v1/invoke/service/%66ront"),
+            Route::Invoke(Target::Service("front".into()))
+        );
+        assert_eq!(route("POST", "/v1/invoke/a%2Fb"), Route::NotFound);
+        assert_eq!(route("POST", "/v1/invoke/%zz"), Route::NotFound);
         assert_eq!(
             route("GET", "/v1/invoke/hello"),
             Route::MethodNotAllowed("POST")

@@ -91,6 +91,37 @@ impl RequestHead {
     }
 }
 
+/// One path segment as the name it stands for: percent-encoded octets decoded (RFC 3986
+/// §2.1), so that `/invoke/%65cho` names `echo`. `None` for an empty segment, a malformed
+/// escape, bytes that are not UTF-8, or an encoded `/` (a name is never two segments).
+pub fn decode_path_segment(segment: &str) -> Option<String> {
+    if segment.is_empty() || segment.contains('/') {
+        return None;
+    }
+    if !segment.contains('%') {
+        return Some(segment.to_owned());
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
+        if b == b'%' {
+            let hex = bytes.get(at + 1..at + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            out.push(b);
+            at += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (!name.contains('/')).then_some(name)
+}
+
 /// What follows `scheme://` in an absolute-form target of scheme http or https.
 fn absolute_form_rest(target: &str) -> Option<&str> {
     let (scheme, rest) = target.split_once("://")?;
@@ -331,6 +362,19 @@ fn expects_continue(headers: &HeaderList) -> Result<bool, HttpError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_path_segment_is_percent_decoded_into_the_name_it_stands_for() {
+        assert_eq!(decode_path_segment("echo").as_deref(), Some("echo"));
+        assert_eq!(decode_path_segment("%65cho").as_deref(), Some("echo"));
+        assert_eq!(decode_path_segment("a%2Db%2db").as_deref(), Some("a-b-b"));
+        assert_eq!(decode_path_segment("caf%C3%A9").as_deref(), Some("café"));
+        for bad in [
+            "", "a/b", "a%2Fb", "a%2fb", "%", "%6", "%zz", "%+1", "%C3", "%FF",
+        ] {
+            assert_eq!(decode_path_segment(bad), None, "{bad:?}");
+        }
+    }
     use super::*;
 
     fn parse(buf: &[u8]) -> Result<Parsed, HttpError> {
