@@ -711,3 +711,31 @@ fn spliced_uploads_cut_off_or_whole_leave_no_descriptor_behind() {
         || common::proc_fd_count(ns.pid()) == Some(settled),
     );
 }
+
+#[test]
+fn a_request_pipelined_right_behind_a_spliced_body_is_answered_after_it() {
+    // The splice takes exactly the body: the next request's bytes, sent in the same writes,
+    // stay in the socket for the parser.
+    let ns = bytes_fn();
+    let mut c = ns.client();
+    let len = 300 * 1024 + 7;
+    let mut body = vec![0u8; len];
+    Pattern::new(9).fill(&mut body);
+    let mut crc = Crc32::new();
+    crc.update(&body);
+    let mut bytes = Req::new("POST", "/upload")
+        .header("x-bytes-mode", "sink")
+        .header("Content-Length", len.to_string())
+        .head_bytes();
+    bytes.extend_from_slice(&body);
+    bytes.extend_from_slice(&Req::new("GET", "/healthz").to_bytes());
+    let mut w = c.stream().try_clone().unwrap();
+    let writer = thread::spawn(move || w.write_all(&bytes).unwrap());
+    let first = c.read_response();
+    assert_eq!(first.status, 200, "{}", first.brief());
+    assert_sink(&first.json(), len, crc.finish());
+    let second = c.read_response();
+    assert_eq!(second.status, 200, "{}", second.brief());
+    assert_eq!(second.json()["status"], "ok", "{}", second.brief());
+    writer.join().unwrap();
+}
