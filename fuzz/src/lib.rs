@@ -16,7 +16,9 @@ use noslate::config::{
     self, MAX_NAME_CHARS, PROPORTION_SUM_TOLERANCE, ProfileSet, ServiceKind, SystemConfig,
 };
 use noslate::http::chunked::{Chunk, ChunkedDecoder, LAST_CHUNK, encode_chunk_header};
-use noslate::http::request::{BodyKind, MAX_HEADERS_CAP, Parsed, RequestLimits, parse_request};
+use noslate::http::request::{
+    BodyKind, MAX_HEADERS_CAP, Parsed, RequestLimits, decode_path_segment, parse_request,
+};
 use noslate::http::{HeaderList, HttpError};
 use noslate::inflate::InflateError;
 use noslate::wire::{self, HEADER_LEN, Header, Kind, MAX_PAYLOAD, WireError};
@@ -101,6 +103,18 @@ fn check_head(input: &[u8], split: usize, limits: &RequestLimits) {
             BodyKind::Chunked => {}
         }
         assert!(!head.expect_continue || head.minor_version >= 1);
+        // A path's last segment as a name (how `/invoke/NAME` is read): never empty, never two
+        // segments, whatever the escapes.
+        let last = head.path().rsplit('/').next().unwrap_or_default();
+        if let Some(name) = decode_path_segment(last) {
+            assert!(
+                !name.is_empty() && !name.contains('/'),
+                "name {name:?} from {last:?}"
+            );
+            if !last.contains('%') {
+                assert_eq!(name, last, "a segment without escapes is its own name");
+            }
+        }
         let alone = parse_request(&input[..*head_len], limits);
         assert_eq!(alone, whole, "the head alone parses differently");
     }
