@@ -148,11 +148,12 @@ fn one_mib_request_body_http_trigger_and_event() {
 }
 
 #[test]
-fn thirty_two_mib_request_body() {
-    let ns = bytes_fn();
-    let mut c = ns.client();
-    let (answer, crc) = post_pattern(&mut c, "/upload", "sink", 32, 32 * MIB);
-    assert_sink(&answer, 32 * MIB, crc);
+fn thirty_two_mib_request_body_spliced_and_copied() {
+    for (ns, seed) in [(bytes_fn(), 32), (bytes_fn_copying(), 33)] {
+        let mut c = ns.client();
+        let (answer, crc) = post_pattern(&mut c, "/upload", "sink", seed, 32 * MIB);
+        assert_sink(&answer, 32 * MIB, crc);
+    }
 }
 
 #[test]
@@ -562,6 +563,14 @@ fn bytes_fn_copying() -> Noslate {
         .start()
 }
 
+/// The head of a Content-Length upload of `len` bytes to the sink.
+fn sink_upload_head(len: usize) -> Vec<u8> {
+    Req::new("POST", "/upload")
+        .header("x-bytes-mode", "sink")
+        .header("Content-Length", len.to_string())
+        .head_bytes()
+}
+
 /// Sends `len` pattern bytes as the Content-Length body of an upload to the sink, cut at random
 /// points into pieces of up to `max_piece` bytes with pauses of up to `max_pause_us`, and checks
 /// what the function read.
@@ -572,10 +581,7 @@ fn upload_in_pieces(ns: &Noslate, seed: u64, len: usize, max_piece: usize, max_p
     crc.update(&body);
     let mut c = ns.client();
     c.stream().set_nodelay(true).unwrap();
-    let head = Req::new("POST", "/upload")
-        .header("x-bytes-mode", "sink")
-        .header("Content-Length", len.to_string())
-        .head_bytes();
+    let head = sink_upload_head(len);
     c.send(&head);
     let mut w = c.stream().try_clone().unwrap();
     let writer = thread::spawn(move || {
@@ -615,21 +621,10 @@ fn a_large_body_delivered_one_byte_at_a_time_arrives_whole() {
 }
 
 #[test]
-fn thirty_two_mib_request_body_copied_when_splicing_is_off() {
-    let ns = bytes_fn_copying();
-    let mut c = ns.client();
-    let (answer, crc) = post_pattern(&mut c, "/upload", "sink", 33, 32 * MIB);
-    assert_sink(&answer, 32 * MIB, crc);
-}
-
-#[test]
 fn a_large_body_then_a_half_close_gets_the_whole_answer() {
     let ns = bytes_fn();
     let mut c = ns.client();
-    let head = Req::new("POST", "/upload")
-        .header("x-bytes-mode", "sink")
-        .header("Content-Length", MIB.to_string())
-        .head_bytes();
+    let head = sink_upload_head(MIB);
     c.send(&head);
     let crc = Pattern::new(41).write_to(&mut c.stream(), MIB).unwrap();
     c.shutdown_write();
@@ -690,10 +685,7 @@ fn spliced_uploads_cut_off_or_whole_leave_no_descriptor_behind() {
     let settled = common::proc_fd_count(ns.pid()).expect("the runtime's fds");
     for round in 0..4 {
         let mut c = ns.client();
-        let head = Req::new("POST", "/upload")
-            .header("x-bytes-mode", "sink")
-            .header("Content-Length", MIB.to_string())
-            .head_bytes();
+        let head = sink_upload_head(MIB);
         c.send(&head);
         c.stream().write_all(&vec![b'z'; 200 * 1024]).unwrap();
         if round % 2 == 0 {
@@ -723,10 +715,7 @@ fn a_request_pipelined_right_behind_a_spliced_body_is_answered_after_it() {
     Pattern::new(9).fill(&mut body);
     let mut crc = Crc32::new();
     crc.update(&body);
-    let mut bytes = Req::new("POST", "/upload")
-        .header("x-bytes-mode", "sink")
-        .header("Content-Length", len.to_string())
-        .head_bytes();
+    let mut bytes = sink_upload_head(len);
     bytes.extend_from_slice(&body);
     bytes.extend_from_slice(&Req::new("GET", "/healthz").to_bytes());
     let mut w = c.stream().try_clone().unwrap();

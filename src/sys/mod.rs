@@ -697,52 +697,57 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_child_of_this_thread_is_reaped_with_its_exit() {
-        // Reaped below by `reap_one`, not by `Child::wait`: only its pid is kept.
-        let pid = Command::new("sh")
-            .args(["-c", "exit 5"])
+    /// Starts `sh -c script` from this thread; its pid. Reaped by `reap_one`, not by
+    /// `Child::wait`: only the pid is kept.
+    fn spawn_sh(script: &str) -> i32 {
+        Command::new("sh")
+            .args(["-c", script])
             .stdin(Stdio::null())
             .spawn()
             .expect("sh")
-            .id() as i32;
+            .id() as i32
+    }
+
+    /// The next thing `reap_one` reports about child `pid` (a report of another child of this
+    /// thread is dropped), polling for up to 10 s.
+    fn next_report(pid: i32) -> Option<Waited> {
         let until = Instant::now() + Duration::from_secs(10);
-        let mut seen = None;
-        while seen.is_none() && Instant::now() < until {
+        while Instant::now() < until {
             match reap_one().expect("wait4") {
-                Some(Waited::Exited(r)) if r.pid == pid => seen = Some(r.exit),
+                Some(Waited::Exited(r)) if r.pid == pid => return Some(Waited::Exited(r)),
+                Some(stopped @ Waited::Stopped { pid: p, .. }) if p == pid => return Some(stopped),
                 _ => std::thread::yield_now(),
             }
         }
-        assert_eq!(seen, Some(ExitKind::Code(5)));
+        None
+    }
+
+    fn exit_of(report: Option<Waited>) -> Option<ExitKind> {
+        match report {
+            Some(Waited::Exited(r)) => Some(r.exit),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_child_of_this_thread_is_reaped_with_its_exit() {
+        let pid = spawn_sh("exit 5");
+        assert_eq!(exit_of(next_report(pid)), Some(ExitKind::Code(5)));
     }
 
     #[test]
     fn a_child_stopped_by_a_signal_is_reported_and_then_reaped_once_killed() {
-        let pid = Command::new("sh")
-            .args(["-c", "kill -STOP $$; exit 0"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sh")
-            .id() as i32;
-        let until = Instant::now() + Duration::from_secs(10);
-        let mut stopped = None;
-        while stopped.is_none() && Instant::now() < until {
-            match reap_one().expect("wait4") {
-                Some(Waited::Stopped { pid: p, signal }) if p == pid => stopped = Some(signal),
-                _ => std::thread::yield_now(),
-            }
-        }
+        let pid = spawn_sh("kill -STOP $$; exit 0");
+        let stopped = match next_report(pid) {
+            Some(Waited::Stopped { signal, .. }) => Some(signal),
+            _ => None,
+        };
         assert_eq!(stopped, Some(libc::SIGSTOP));
         // SAFETY: kill(2) touches no memory; `pid` is this test's own child, still unreaped.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        let mut seen = None;
-        while seen.is_none() && Instant::now() < until {
-            match reap_one().expect("wait4") {
-                Some(Waited::Exited(r)) if r.pid == pid => seen = Some(r.exit),
-                _ => std::thread::yield_now(),
-            }
-        }
-        assert_eq!(seen, Some(ExitKind::Signal(libc::SIGKILL)));
+        assert_eq!(
+            exit_of(next_report(pid)),
+            Some(ExitKind::Signal(libc::SIGKILL))
+        );
     }
 }
