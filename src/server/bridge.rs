@@ -34,8 +34,8 @@ const STREAM_READ_THRESHOLD: u64 = 64 * 1024;
 
 /// Opens a stream on `worker` for `client`'s request (of a function with `profile`) and
 /// writes its head. With `splice`, a large Content-Length body arriving on a TCP socket is to
-/// be spliced to the worker (`splice_body`). `None` when the request is not the connection's current one any more;
-/// an error when its head cannot be encoded (the caller answers it).
+/// be spliced to the worker (`splice_body`). `None` when the request is not the connection's
+/// current one any more; an error when its head cannot be encoded (the caller answers it).
 pub(super) fn open_stream(
     conn: &mut Conn,
     client: ConnRef,
