@@ -728,3 +728,23 @@ fn a_request_pipelined_right_behind_a_spliced_body_is_answered_after_it() {
     assert_eq!(second.json()["status"], "ok", "{}", second.brief());
     writer.join().unwrap();
 }
+
+#[test]
+fn concurrent_spliced_uploads_on_one_worker_take_turns_with_its_body_pipe_and_all_arrive() {
+    // One worker, one body pipe, sixteen bodies at once: each piece waits for the pipe to empty,
+    // and every body is driven on when it does.
+    let mut p = profile("bytes", "bytes");
+    p["worker"]["maxActivateRequests"] = json!(16);
+    p["worker"]["replicaCountLimit"] = json!(1);
+    let ns = Noslate::start(&json!([p]));
+    thread::scope(|scope| {
+        for seed in 0..16u32 {
+            let ns = &ns;
+            scope.spawn(move || {
+                let mut c = ns.client();
+                let (answer, crc) = post_pattern(&mut c, "/upload", "sink", 100 + seed, 2 * MIB);
+                assert_sink(&answer, 2 * MIB, crc);
+            });
+        }
+    });
+}
