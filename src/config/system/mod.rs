@@ -1108,6 +1108,16 @@ mod tests {
     }
 
     #[test]
+    fn request_bodies_are_spliced_unless_turned_off() {
+        assert!(SystemConfig::default().data_plane.splice_request_bodies);
+        let cfg = load_json(r#"{"dataPlane": {"spliceRequestBodies": false}}"#).unwrap();
+        assert!(!cfg.data_plane.splice_request_bodies);
+        let problems = load_json(r#"{"dataPlane": {"spliceRequestBodies": "no"}}"#).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "dataPlane.spliceRequestBodies");
+    }
+
+    #[test]
     fn busy_polling_defaults_on_for_few_requests_and_is_bounded() {
         let dp = SystemConfig::default().data_plane;
         assert_eq!(dp.busy_poll_micros, 100);
