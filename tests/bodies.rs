@@ -677,24 +677,23 @@ fn spliced_uploads_cut_off_or_whole_leave_no_descriptor_behind() {
         .functions(&json!([profile("bytes", "bytes")]))
         .config(&json!({ "turf": { "spareWorkers": 0 } }))
         .start();
-    let mut c = ns.client();
-    let (answer, crc) = post_pattern(&mut c, "/upload", "sink", 5, MIB);
+    // One keep-alive client stays connected throughout, so that the runtime holds the same
+    // connections when the count is taken and when it is compared.
+    let mut kept = ns.client();
+    let (answer, crc) = post_pattern(&mut kept, "/upload", "sink", 5, MIB);
     assert_sink(&answer, MIB, crc);
-    drop(c);
     // The worker's body pipe now exists; everything after this must give back what it takes.
     let settled = common::proc_fd_count(ns.pid()).expect("the runtime's fds");
     for round in 0..4 {
         let mut c = ns.client();
-        let head = sink_upload_head(MIB);
-        c.send(&head);
+        c.send(&sink_upload_head(MIB));
         c.stream().write_all(&vec![b'z'; 200 * 1024]).unwrap();
         if round % 2 == 0 {
             c.reset();
         } else {
             drop(c);
         }
-        let mut c = ns.client();
-        let (answer, crc) = post_pattern(&mut c, "/upload", "sink", round, MIB);
+        let (answer, crc) = post_pattern(&mut kept, "/upload", "sink", round, MIB);
         assert_sink(&answer, MIB, crc);
     }
     wait_until(
