@@ -157,6 +157,23 @@ fn thirty_two_mib_request_body_spliced_and_copied() {
 }
 
 #[test]
+fn a_function_keeping_every_chunk_of_a_large_upload_holds_at_most_twice_its_size() {
+    // The worker reads a large body in buffers of its own, up to 1 MiB, and hands the chunks
+    // on as views of them: a read that filled less than half of its buffer is copied out, so
+    // that what the chunks pin is never more than twice what they carry.
+    for (ns, seed) in [(bytes_fn(), 34), (bytes_fn_copying(), 35)] {
+        let mut c = ns.client();
+        let (answer, crc) = post_pattern(&mut c, "/upload", "hold", seed, 16 * MIB);
+        assert_sink(&answer, 16 * MIB, crc);
+        let held = answer["held"].as_u64().expect("held");
+        assert!(
+            held <= 2 * 16 * MIB as u64 + MIB as u64,
+            "the chunks of a 16 MiB body pin {held} bytes: {answer}"
+        );
+    }
+}
+
+#[test]
 fn chunked_request_body() {
     let ns = bytes_fn();
     let mut c = ns.client();
