@@ -413,7 +413,7 @@ run([
 
   ['a large answer nobody reads is held back at the socket, then arrives whole', async () => {
     // 32 MiB of pseudo-random bytes by length, written as fast as the socket takes them: the
-    // SDK reads into buffers of its own once a read fills one, and stops reading while its
+    // SDK reads into larger buffers of its own once a read fills one, and stops reading while its
     // response stream is full, so the runtime's writes wait instead of piling up in the SDK.
     const size = 32 << 20;
     // A prime length, so that no read lines up with a repeat of the pattern.
@@ -447,6 +447,40 @@ run([
     for (let at = 0; at < size; at += piece.length) {
       const n = Math.min(piece.length, size - at);
       assert.ok(body.subarray(at, at + n).equals(piece.subarray(0, n)), `the bytes at ${at} arrived as written`);
+    }
+  }],
+
+  ['the chunks of an answer that comes in bursts and trickles pin at most twice its size', async () => {
+    // Each burst grows the SDK's reads to buffers of 1 MiB, handed on without a copy; the
+    // trickle after it comes back in reads that fill little of such a buffer, which must be
+    // copied out rather than pin a MiB each for as long as the caller keeps its chunks.
+    const burst = Buffer.alloc(2 << 20);
+    for (let i = 0; i < burst.length; i++) burst[i] = (i * 31 + (i >> 10)) & 0xff;
+    const drop = Buffer.alloc(2048, 0x5a);
+    const rounds = 4;
+    const drops = 50;
+    const size = rounds * (burst.length + drops * drop.length);
+    script = async (socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${size}\r\n\r\n`);
+      for (let r = 0; r < rounds; r++) {
+        if (!socket.write(burst)) await new Promise((resolve) => socket.once('drain', resolve));
+        for (let d = 0; d < drops; d++) {
+          socket.write(drop);
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+      }
+    };
+    const res = await agent.invoke('f', 'x', { url: '/' });
+    const chunks = [];
+    for await (const chunk of res) chunks.push(chunk);
+    let held = 0;
+    for (const buffer of new Set(chunks.map((chunk) => chunk.buffer))) held += buffer.byteLength;
+    assert.ok(held <= 2 * size + (1 << 20), `the chunks of a ${size}-byte answer pin ${held} bytes`);
+    const body = Buffer.concat(chunks);
+    assert.equal(body.length, size);
+    const round = Buffer.concat([burst, ...Array(drops).fill(drop)]);
+    for (let r = 0; r < rounds; r++) {
+      assert.ok(body.subarray(r * round.length, (r + 1) * round.length).equals(round), `round ${r} arrived as written`);
     }
   }],
 

@@ -20,9 +20,13 @@ const ignore = () => {};
 // Reads land in one buffer that every connection shares: each read is handled before the next
 // one happens, so a read costs no allocation and no trip through the socket's own stream, and
 // what an exchange keeps of it (a body chunk, an unfinished head) is copied out. A read that
-// fills the buffer is a large body under way: that connection's reads get buffers of their
-// own, handed on without a copy, until its exchange ends.
+// fills its buffer is a large body under way: that connection's next read takes a buffer of its
+// own twice as large, up to 1 MiB, handed on without a copy; one that comes back less than half
+// full is copied out at its size and halves the next, down to the shared buffer again. A large
+// response is then read in a few large pieces, and a caller that keeps its chunks holds at most
+// twice their size.
 const READ_BYTES = 64 * 1024;
+const BULK_READ_BYTES = 1024 * 1024;
 const SHARED_READ_BUFFER = Buffer.allocUnsafe(READ_BYTES);
 const kept = (chunk) => (chunk.buffer === SHARED_READ_BUFFER.buffer ? Buffer.from(chunk) : chunk);
 
@@ -192,8 +196,9 @@ class Response extends Readable {
 class Connection {
   constructor(pool, exchange, attempt) {
     this.pool = pool;
-    // Whether its reads get buffers of their own (see SHARED_READ_BUFFER).
-    this.ownReadBuffers = false;
+    // The size of its next read: above READ_BYTES, into a buffer of its own (see
+    // SHARED_READ_BUFFER).
+    this.readBytes = READ_BYTES;
     this.socket = net.connect({
       path: pool.socketPath,
       onread: { buffer: () => this.nextReadBuffer(), callback: (n, buf) => this.onRead(n, buf) },
@@ -227,14 +232,20 @@ class Connection {
   }
 
   nextReadBuffer() {
-    return this.ownReadBuffers ? Buffer.allocUnsafe(READ_BYTES) : SHARED_READ_BUFFER;
+    return this.readBytes > READ_BYTES ? Buffer.allocUnsafe(this.readBytes) : SHARED_READ_BUFFER;
   }
 
   // `n` bytes were read into `buf`: they belong to the exchange under way. An idle connection
   // that reads anything leaves the pool.
   onRead(n, buf) {
-    if (n === buf.length) this.ownReadBuffers = true;
-    if (this.exchange) this.exchange.onData(buf.subarray(0, n));
+    let chunk = buf.subarray(0, n);
+    if (n === buf.length) {
+      this.readBytes = Math.min(buf.length * 2, BULK_READ_BYTES);
+    } else if (n * 2 < buf.length) {
+      this.readBytes = Math.max(buf.length / 2, READ_BYTES);
+      if (buf !== SHARED_READ_BUFFER) chunk = Buffer.from(chunk);
+    }
+    if (this.exchange) this.exchange.onData(chunk);
     else this.pool.drop(this);
   }
 }
@@ -591,7 +602,7 @@ class Pool {
 
   release(connection) {
     connection.exchange = null;
-    connection.ownReadBuffers = false;
+    connection.readBytes = READ_BYTES;
     if (this.closed || connection.socket.destroyed) {
       connection.socket.destroy();
       return;
