@@ -236,9 +236,46 @@ pub(super) struct Effects {
     reads_next_iteration: Vec<WorkerKey>,
     /// Loop iterations so far (`noslate metrics`).
     iterations: u64,
+    /// The fewest client events in one batch at which it is handled in two halves
+    /// (`dataPlane.halveBatchesFrom`; 0: never).
+    halve_from: usize,
+    /// Client events of the current batch in its first half (0: the batch is handled whole),
+    /// and those handled so far.
+    first_half: usize,
+    handled: usize,
 }
 
 impl Effects {
+    /// A queue whose batches of at least `halve_from` client events are handled in two halves
+    /// (0: never).
+    pub(super) fn with_halved_batches_from(halve_from: usize) -> Self {
+        Effects {
+            halve_from,
+            ..Effects::default()
+        }
+    }
+
+    /// The batch about to be handled has `client_events` client events (readiness of client
+    /// connections). With enough of them, the work the first half records is carried out before
+    /// the second half is handled: a worker then starts on the first half's requests while the
+    /// loop reads the rest, instead of waiting for the whole batch and then leaving the loop to
+    /// wait for all of its answers.
+    pub(super) fn begin_batch(&mut self, client_events: usize) {
+        self.handled = 0;
+        self.first_half = if self.halve_from > 0 && client_events >= self.halve_from {
+            client_events.div_ceil(2)
+        } else {
+            0
+        };
+    }
+
+    /// Counts one client event of the batch; true when it ends the batch's first half, and the
+    /// work recorded so far is to be carried out before the next event.
+    pub(super) fn client_event_ends_half(&mut self) -> bool {
+        self.handled += 1;
+        self.first_half > 0 && self.handled == self.first_half
+    }
+
     /// Records `effect`, once: a piece of work already waiting is not recorded twice.
     pub(super) fn push(&mut self, effect: Effect) {
         match effect {
@@ -311,6 +348,29 @@ mod tests {
 
     fn drain(effects: &mut Effects) -> Vec<Effect> {
         std::iter::from_fn(|| effects.pop()).collect()
+    }
+
+    #[test]
+    fn a_batch_of_enough_client_events_is_handled_in_two_halves() {
+        let mut effects = Effects::with_halved_batches_from(8);
+        let halves = |effects: &mut Effects, n: usize| -> Vec<usize> {
+            effects.begin_batch(n);
+            (1..=n)
+                .filter(|_| effects.client_event_ends_half())
+                .collect()
+        };
+        // The first half ends after its last event; an odd batch's first half is the larger.
+        assert_eq!(halves(&mut effects, 64), [32]);
+        assert_eq!(halves(&mut effects, 9), [5]);
+        assert_eq!(halves(&mut effects, 8), [4]);
+        // Smaller batches are handled whole.
+        assert_eq!(halves(&mut effects, 7), Vec::<usize>::new());
+        assert_eq!(halves(&mut effects, 1), Vec::<usize>::new());
+        // Each batch is counted afresh.
+        assert_eq!(halves(&mut effects, 16), [8]);
+        // 0: never halved.
+        let mut whole = Effects::with_halved_batches_from(0);
+        assert_eq!(halves(&mut whole, 1000), Vec::<usize>::new());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use super::console;
 use super::effects::Effect;
-use super::{Server, ServerOptions};
+use super::{ClientReadiness, Server, ServerOptions};
 use crate::config::{SystemConfig, parse_functions};
 use crate::ids::ConnRef;
 use crate::ids::{FunctionId, WorkerKey};
@@ -2357,4 +2357,80 @@ fn request_bodies_are_copied_when_splicing_is_off() {
         .get(worker)
         .map(Worker::spliced_held);
     assert_eq!(held, Some(0));
+}
+
+/// Bytes the runtime wrote to the first worker's input pipe since the last call.
+fn drain_worker_input(h: &mut Harness) -> usize {
+    let mut total = 0;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match h.worker_inputs[0].read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return total,
+            Err(err) => panic!("reading the worker's input: {err}"),
+        }
+    }
+}
+
+/// Ten clients, each with a request sent, handled as one batch of readiness events the way the
+/// loop does; returns, after each event, the bytes the worker was handed by then.
+fn hand_offs_during_a_batch_of_ten(halve_from: usize) -> Vec<usize> {
+    let mut h = harness_with(ONE_FUNCTION, |config| {
+        config.data_plane.halve_batches_from = halve_from;
+    });
+    let (worker, _out) = h.ready_worker(0);
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let (mut client, key) = h.connect();
+            client.write_all(INVOKE).expect("write");
+            wait_readable(&h.server, key);
+            (client, key)
+        })
+        .collect();
+    h.server.effects.begin_iteration();
+    h.server.effects.begin_batch(clients.len());
+    let readable = ClientReadiness {
+        readable: true,
+        ..ClientReadiness::default()
+    };
+    let mut handed = Vec::new();
+    for (_, key) in &clients {
+        h.server.on_client_event(*key, readable);
+        handed.push(drain_worker_input(&mut h));
+    }
+    h.run_effects_but_scale();
+    handed.push(drain_worker_input(&mut h));
+    assert_eq!(
+        h.active(worker),
+        Some(10),
+        "every request went to the worker"
+    );
+    handed
+}
+
+#[test]
+fn a_worker_gets_the_first_half_of_a_batch_before_the_loop_reads_the_second() {
+    let handed = hand_offs_during_a_batch_of_ten(8);
+    // Nothing until the fifth event ends the first half; then its five requests at once, and
+    // the other five at the end of the batch.
+    assert!(handed[..4].iter().all(|&n| n == 0), "{handed:?}");
+    assert!(handed[4] > 0, "{handed:?}");
+    assert!(handed[5..10].iter().all(|&n| n == 0), "{handed:?}");
+    assert_eq!(
+        handed[10], handed[4],
+        "two halves of equal requests: {handed:?}"
+    );
+}
+
+#[test]
+fn a_batch_below_the_halving_size_is_handed_over_whole() {
+    for halve_from in [0, 11] {
+        let handed = hand_offs_during_a_batch_of_ten(halve_from);
+        assert!(
+            handed[..10].iter().all(|&n| n == 0),
+            "{halve_from}: {handed:?}"
+        );
+        assert!(handed[10] > 0, "{halve_from}: {handed:?}");
+    }
 }

@@ -70,6 +70,30 @@ use std::time::{Duration, Instant};
 
 /// Events handled per poll call.
 const EVENTS_CAPACITY: usize = 1024;
+
+/// What a poll event says about a client connection: a value the loop's handling of it takes,
+/// so that tests can give it events the poller never made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ClientReadiness {
+    readable: bool,
+    writable: bool,
+    read_closed: bool,
+    write_closed: bool,
+    error: bool,
+}
+
+impl ClientReadiness {
+    fn of(event: &mio::event::Event) -> Self {
+        ClientReadiness {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            read_closed: event.is_read_closed(),
+            write_closed: event.is_write_closed(),
+            error: event.is_error(),
+        }
+    }
+}
+
 /// Framed request-body bytes for one worker above which they are written to its pipe at once
 /// rather than at the end of the iteration: a quarter of the default window.
 const WORKER_WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -381,7 +405,7 @@ impl Server {
                 BusyPoll::available_cpus(),
             )
             .with_max_cpu_pressure(config.data_plane.busy_poll_max_cpu_pressure),
-            effects: Effects::default(),
+            effects: Effects::with_halved_batches_from(config.data_plane.halve_batches_from),
             splice_bodies: config.data_plane.splice_request_bodies,
             config,
             lifecycle: lifecycle::LifecycleState::default(),
@@ -462,6 +486,12 @@ impl Server {
             }
             self.clock.tick();
             self.effects.begin_iteration();
+            self.effects.begin_batch(
+                events
+                    .iter()
+                    .filter(|event| matches!(token::source(event.token()), Some(Source::Conn(_))))
+                    .count(),
+            );
             // Worker and signal events first: a worker that died before a request arrived in
             // the same batch must be out of service before that request is dispatched.
             for event in events.iter() {
@@ -493,17 +523,7 @@ impl Server {
                         }
                     }
                     Some(Source::Conn(key)) => {
-                        if event.is_writable() {
-                            self.mark_conn_dirty(key);
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Some(conn) = self.front.conn_mut(key) {
-                                conn.maybe_readable = true;
-                                conn.hung_up |= event.is_read_closed() || event.is_error();
-                                conn.reset |= event.is_error() || event.is_write_closed();
-                            }
-                            self.drive_conn(key);
-                        }
+                        self.on_client_event(key, ClientReadiness::of(event));
                     }
                     Some(
                         Source::Signals
@@ -1038,6 +1058,26 @@ impl Server {
     }
 
     // ---- Connections (the front end's) and where their requests go ----
+
+    /// A readiness event of client connection `key`. When it ends the first half of a batch
+    /// that is handled in two (`dataPlane.halveBatchesFrom`), the work recorded so far is
+    /// carried out before the next event is handled.
+    fn on_client_event(&mut self, key: Key, ready: ClientReadiness) {
+        if ready.writable {
+            self.mark_conn_dirty(key);
+        }
+        if ready.readable || ready.read_closed || ready.error {
+            if let Some(conn) = self.front.conn_mut(key) {
+                conn.maybe_readable = true;
+                conn.hung_up |= ready.read_closed || ready.error;
+                conn.reset |= ready.error || ready.write_closed;
+            }
+            self.drive_conn(key);
+        }
+        if self.effects.client_event_ends_half() {
+            self.drain_effects();
+        }
+    }
 
     /// Makes all the progress a connection can make: parse requests, forward body bytes,
     /// finish requests, and read more when (and only when) the current state can use more

@@ -370,6 +370,7 @@ fn apply_data_plane(
         &mut dp.splice_request_bodies,
         s.boolean("spliceRequestBodies", p),
     );
+    set(&mut dp.halve_batches_from, s.int("halveBatchesFrom", 0, p));
     ignore(
         s,
         &[
