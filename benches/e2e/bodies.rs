@@ -5,7 +5,11 @@
 //! and `turf.workerChannel: "pipe"` is held to it); and through noslate with the native reference worker
 //! (`examples/native_worker.rs`, which is not the bottleneck), so the runtime's own throughput
 //! shows. Each transfer is timed from its first byte sent to its last byte received; the four
-//! sides alternate, `BENCH_BODY_RUNS` times, and medians are reported. Before that, each side
+//! sides alternate, `BENCH_BODY_RUNS` times in each of `BENCH_BODY_ROUNDS` rounds with fresh
+//! servers, and medians over all rounds are reported. A Node.js process keeps the speed it
+//! settles into for its whole life: with one Node direct process for all runs, its 32 MiB echo
+//! came out at 1885 MB/s in one bench run and 2471 in the next, with noslate's alike in both.
+//! Before its timed runs, each round's every side
 //! makes `BENCH_BODY_WARMUP` untimed transfers of each mode: a fresh Node.js process runs its
 //! stream code, and the worker its frame code, unoptimised for the first few transfers (a 32
 //! MiB echo through noslate took 72, 69, 44, 47 and 39 ms in its first five and 22 to 29 ms from
@@ -203,8 +207,35 @@ fn send_bytes(out: &mut impl Write, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the rows: one runtime and one Node.js server for all runs.
-pub fn measure_bodies(tmp: &Path, runs: usize, warmup: usize) -> BodyRows {
+/// Runs the rows: `rounds` rounds, each with a fresh runtime and Node.js server (a Node.js
+/// process keeps the speed it settles into for its whole life, so one pair of processes would
+/// make the ratio one draw), `warmup` untimed transfers, then `runs` timed ones per side and
+/// mode. The medians pool the transfers of every round.
+pub fn measure_bodies(tmp: &Path, rounds: usize, runs: usize, warmup: usize) -> BodyRows {
+    let mut modes: Vec<(&'static str, ModeRuns)> = Mode::ALL
+        .iter()
+        .map(|m| (m.name(), ModeRuns::default()))
+        .collect();
+    for round in 0..rounds.max(1) {
+        if let Err(e) = measure_round(tmp, round, runs, warmup, &mut modes) {
+            return BodyRows {
+                modes: Vec::new(),
+                note: Some(e),
+            };
+        }
+        eprintln!("bench: large bodies, round {} of {rounds} done", round + 1);
+    }
+    BodyRows { modes, note: None }
+}
+
+/// Round `round` of [`measure_bodies`], on servers (and work directories) of its own.
+fn measure_round(
+    tmp: &Path,
+    round: usize,
+    runs: usize,
+    warmup: usize,
+    modes: &mut [(&'static str, ModeRuns)],
+) -> Result<(), String> {
     let functions = json!([{
         "name": "bodies",
         "runtime": "nodejs",
@@ -214,28 +245,30 @@ pub fn measure_bodies(tmp: &Path, runs: usize, warmup: usize) -> BodyRows {
         "worker": one_worker(),
     }]);
     let config = json!({"http": {"maxRequestBodySize": "64mb"}});
-    let noslate = start_noslate_with(tmp, "bodies", &functions, Some(&config), true);
-    let node = start_node_serving(&code_dir(), "node_direct[bodies]");
-    let native = native_worker_bin().and_then(|bin| {
-        let functions = json!([{
-            "name": "bodies-native",
-            "runtime": "native",
-            "url": bin.parent().unwrap_or(Path::new("/")),
-            "sourceFile": "native_worker",
-            "signature": "bench",
-            "worker": one_worker(),
-        }]);
-        start_noslate_with(tmp, "bodies-native", &functions, Some(&config), true)
-    });
-    let (noslate, node, native) = match (noslate, node, native) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            return BodyRows {
-                modes: Vec::new(),
-                note: Some(e),
-            };
-        }
-    };
+    let noslate = start_noslate_with(
+        tmp,
+        &format!("bodies-{round}"),
+        &functions,
+        Some(&config),
+        true,
+    )?;
+    let node = start_node_serving(&code_dir(), "node_direct[bodies]")?;
+    let bin = native_worker_bin()?;
+    let functions = json!([{
+        "name": "bodies-native",
+        "runtime": "native",
+        "url": bin.parent().unwrap_or(Path::new("/")),
+        "sourceFile": "native_worker",
+        "signature": "bench",
+        "worker": one_worker(),
+    }]);
+    let native = start_noslate_with(
+        tmp,
+        &format!("bodies-native-{round}"),
+        &functions,
+        Some(&config),
+        true,
+    )?;
     for _ in 0..warmup {
         for mode in Mode::ALL {
             // Errors show in the timed runs that follow.
@@ -244,10 +277,6 @@ pub fn measure_bodies(tmp: &Path, runs: usize, warmup: usize) -> BodyRows {
             let _ = http_transfer(native.1, mode);
         }
     }
-    let mut modes: Vec<(&'static str, ModeRuns)> = Mode::ALL
-        .iter()
-        .map(|m| (m.name(), ModeRuns::default()))
-        .collect();
     for run in 0..runs.max(1) {
         for (i, mode) in Mode::ALL.into_iter().enumerate() {
             let runs = &mut modes[i].1;
@@ -277,12 +306,8 @@ pub fn measure_bodies(tmp: &Path, runs: usize, warmup: usize) -> BodyRows {
                 }
             }
         }
-        eprintln!("bench: large bodies, run {} of {runs} done", run + 1);
     }
-    drop(noslate);
-    drop(node);
-    drop(native);
-    BodyRows { modes, note: None }
+    Ok(())
 }
 
 fn mb_per_s(secs: Option<f64>) -> Option<f64> {

@@ -25,7 +25,9 @@ pub struct Config {
     pub mem_small_conns: usize,
     /// `GET /healthz` requests each stalled connection pipelines.
     pub mem_pipeline: usize,
-    /// Transfers per side and mode of the large-body rows.
+    /// Rounds of the large-body rows, each with fresh servers.
+    pub body_rounds: usize,
+    /// Transfers per side and mode of the large-body rows in each round.
     pub body_runs: usize,
     /// Untimed transfers per side and mode before them.
     pub body_warmup: usize,
@@ -53,6 +55,7 @@ impl Config {
             mem_conns: env_num("BENCH_MEM_CONNS", 2000usize).max(1),
             mem_small_conns: env_num("BENCH_MEM_SMALL_CONNS", 500usize).max(1),
             mem_pipeline: env_num("BENCH_MEM_PIPELINE", 2000usize).max(1),
+            body_rounds: env_num("BENCH_BODY_ROUNDS", 5usize).max(1),
             body_runs: env_num("BENCH_BODY_RUNS", 5usize).max(1),
             body_warmup: env_num("BENCH_BODY_WARMUP", 3usize),
             package_files: env_num("BENCH_PACKAGE_FILES", 3000usize),

@@ -97,8 +97,10 @@
 //!   through noslate with one Node.js worker, through Node's own `http` serving the same
 //!   handler (`benches/bodies/index.js`), and through `cat` over pipes (the floor of this
 //!   machine); each transfer on a fresh connection, from the first byte sent to the last
-//!   received, after `BENCH_BODY_WARMUP` untimed transfers per side and mode (default 3);
-//!   medians of `BENCH_BODY_RUNS` (default 5); target echo noslate/node >= 0.9.
+//!   received, in `BENCH_BODY_ROUNDS` rounds with fresh servers (default 5), each with
+//!   `BENCH_BODY_WARMUP` untimed transfers per side and mode (default 3) and then
+//!   `BENCH_BODY_RUNS` timed ones (default 5); medians over all rounds; target echo
+//!   noslate/node >= 0.9.
 //! - **SDK gateway** (`BENCH_TARGETS` letter `g`): Node's `http` + `NoslatedClient` + noslate
 //!   (`benches/sdk_gateway.js`), the runtime's direct FC port, Node direct, and the gateway
 //!   with invocations answered in its own process (the bound of any transport), fresh servers
@@ -146,8 +148,9 @@
 //! `BENCH_WARMUP` (seconds of warm-up of a target in each fresh round, default 0.5; with
 //! `BENCH_FRESH=0` later rounds re-warm for a quarter of it), `BENCH_TARGETS` (which rows: `a`-`f` and `w`
 //! the round targets, `s` the spawn rows, `r` the per-runtime rows, `z` the burst, `m` memory per
-//! connection, `l` large bodies, `g` the SDK gateway, `p` package unpacking; default `abcdefwxysrzmlgp`), `BENCH_BODY_RUNS` (transfers per side and
-//! mode of the large-body rows, default 5), `BENCH_BODY_WARMUP` (untimed transfers before them,
+//! connection, `l` large bodies, `g` the SDK gateway, `p` package unpacking; default `abcdefwxysrzmlgp`), `BENCH_BODY_ROUNDS` (rounds of the
+//! large-body rows, each with fresh servers, default 5), `BENCH_BODY_RUNS` (transfers per side and
+//! mode in each, default 5), `BENCH_BODY_WARMUP` (untimed transfers before them,
 //! default 3), `BENCH_PACKAGE_FILES` and `BENCH_PACKAGE_RUNS` (the `p`
 //! rows' package size and unpackings per tool, default 3000 and 5), `BENCH_SPAWNS` (Node.js, default 60), `BENCH_NATIVE_SPAWNS`
 //! (default 200), `BENCH_RUNTIME_SPAWNS` (starts per runtime of the `r` rows, default 100),
@@ -323,7 +326,7 @@ fn main() {
     let bodies = cfg
         .targets
         .contains('l')
-        .then(|| bodies::measure_bodies(&tmp.0, cfg.body_runs, cfg.body_warmup));
+        .then(|| bodies::measure_bodies(&tmp.0, cfg.body_rounds, cfg.body_runs, cfg.body_warmup));
     let gateway =
         (have_example && cfg.targets.contains('g')).then(|| gateway::measure_gateway(&cfg, &tmp.0));
     let packages = (have_example && cfg.targets.contains('p'))
