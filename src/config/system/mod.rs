@@ -950,6 +950,14 @@ mod tests {
         p.finish(cfg)
     }
 
+    /// The one problem config `json` has, which names `path`.
+    fn only_problem(json: &str, path: &str) -> Problem {
+        let mut problems = load_json(json).unwrap_err();
+        assert_eq!(problems.len(), 1, "{json}: {problems:?}");
+        assert_eq!(problems[0].path, path, "{json}");
+        problems.remove(0)
+    }
+
     fn shown(problems: &[Problem]) -> Vec<String> {
         problems.iter().map(ToString::to_string).collect()
     }
@@ -1095,11 +1103,11 @@ mod tests {
         assert_eq!(SystemConfig::default().turf.worker_channel, Channel::Socket);
         let cfg = load_json(r#"{"turf": {"workerChannel": "pipe"}}"#).unwrap();
         assert_eq!(cfg.turf.worker_channel, Channel::Pipe);
-        let problems = load_json(r#"{"turf": {"workerChannel": "shm"}}"#).unwrap_err();
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].path, "turf.workerChannel");
-        let message = &problems[0].reason;
-        assert!(message.contains("\"socket\""), "{message}");
+        let problem = only_problem(
+            r#"{"turf": {"workerChannel": "shm"}}"#,
+            "turf.workerChannel",
+        );
+        assert!(problem.reason.contains("\"socket\""), "{}", problem.reason);
     }
 
     #[test]
@@ -1113,9 +1121,7 @@ mod tests {
             r#"{"turf": {"spareWorkers": 17}}"#,
             r#"{"turf": {"spareWorkers": -1}}"#,
         ] {
-            let problems = load_json(bad).unwrap_err();
-            assert_eq!(problems.len(), 1, "{bad}");
-            assert_eq!(problems[0].path, "turf.spareWorkers", "{bad}");
+            only_problem(bad, "turf.spareWorkers");
         }
     }
 
@@ -1124,9 +1130,10 @@ mod tests {
         assert!(SystemConfig::default().data_plane.splice_request_bodies);
         let cfg = load_json(r#"{"dataPlane": {"spliceRequestBodies": false}}"#).unwrap();
         assert!(!cfg.data_plane.splice_request_bodies);
-        let problems = load_json(r#"{"dataPlane": {"spliceRequestBodies": "no"}}"#).unwrap_err();
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].path, "dataPlane.spliceRequestBodies");
+        only_problem(
+            r#"{"dataPlane": {"spliceRequestBodies": "no"}}"#,
+            "dataPlane.spliceRequestBodies",
+        );
     }
 
     #[test]
@@ -1138,9 +1145,7 @@ mod tests {
         assert_eq!(cfg.data_plane.halve_batches_from, 64);
         for bad in [r#"-1"#, r#"1.5"#, r#""8""#] {
             let json = format!(r#"{{"dataPlane": {{"halveBatchesFrom": {bad}}}}}"#);
-            let problems = load_json(&json).unwrap_err();
-            assert_eq!(problems.len(), 1, "{bad}");
-            assert_eq!(problems[0].path, "dataPlane.halveBatchesFrom", "{bad}");
+            only_problem(&json, "dataPlane.halveBatchesFrom");
         }
     }
 
@@ -1184,9 +1189,7 @@ mod tests {
                 "dataPlane.busyPollMaxCpuPressure",
             ),
         ] {
-            let problems = load_json(bad).unwrap_err();
-            assert_eq!(problems.len(), 1, "{bad}");
-            assert_eq!(problems[0].path, path, "{bad}");
+            only_problem(bad, path);
         }
     }
 
@@ -1201,9 +1204,7 @@ mod tests {
             r#"{"dataPlane": {"streamWindow": "17mb"}}"#,
             r#"{"dataPlane": {"streamWindow": "lots"}}"#,
         ] {
-            let problems = load_json(bad).unwrap_err();
-            assert_eq!(problems.len(), 1, "{bad}");
-            assert_eq!(problems[0].path, "dataPlane.streamWindow", "{bad}");
+            only_problem(bad, "dataPlane.streamWindow");
         }
     }
 
