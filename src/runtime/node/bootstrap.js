@@ -485,7 +485,94 @@ let exiting = false;
 // Promises handed to waitUntil() that have not settled: shutdown waits for them.
 let backgroundTasks = 0;
 // Open streams by id; the Response object carries the stream's state.
-const streams = new Map();
+//
+// An open-addressing table of its own rather than a Map. A Map that takes a stream and drops one per
+// request is rehashed over and over, and V8 links each table it leaves behind to the one that
+// replaces it, for live iterators. Once a full collection has moved the live table into the old
+// generation, the next table is reachable from that dead one at every young-generation
+// collection, is kept and promoted, and so is the one after it, with the requests they hold: a
+// worker that got there promoted about 1 MB per scavenge instead of about 30 KB, ran a full
+// collection every 80 ms and spent about 40 % more CPU per request from then on (5.4 µs instead
+// of 3.1 under a c=64 load, which one fresh worker in five to ten met). This table allocates only
+// when it grows: ids in a Uint32Array (0 is never a stream id), linear probing (the runtime hands
+// out ids in sequence, so they rarely collide), and deletion by shifting the entries behind back,
+// so that no tombstone ever calls for a rehash. None of 34 fresh workers met it with this table,
+// and their CPU per request was that of the Map's good draws.
+class StreamTable {
+  constructor() {
+    this.ids = new Uint32Array(64);
+    this.slots = new Array(64).fill(undefined);
+    this.mask = 63;
+    this.size = 0;
+  }
+
+  indexOf(id) {
+    for (let i = id & this.mask; ; i = (i + 1) & this.mask) {
+      const key = this.ids[i];
+      if (key === id) return i;
+      if (key === 0) return -1;
+    }
+  }
+
+  get(id) {
+    const i = this.indexOf(id);
+    return i < 0 ? undefined : this.slots[i];
+  }
+
+  has(id) {
+    return this.indexOf(id) >= 0;
+  }
+
+  set(id, res) {
+    let i = id & this.mask;
+    while (this.ids[i] !== 0 && this.ids[i] !== id) i = (i + 1) & this.mask;
+    if (this.ids[i] === 0) {
+      this.ids[i] = id;
+      this.size++;
+    }
+    this.slots[i] = res;
+    if (this.size * 2 > this.ids.length) this.resize(this.ids.length * 2);
+  }
+
+  delete(id) {
+    let hole = this.indexOf(id);
+    if (hole < 0) return;
+    this.size--;
+    // Entries after the hole whose probe from their home slot passed through it move back into
+    // it, so that every entry stays reachable from its home without a marker in the hole.
+    for (let j = (hole + 1) & this.mask; this.ids[j] !== 0; j = (j + 1) & this.mask) {
+      const home = this.ids[j] & this.mask;
+      const passes = hole <= j ? home <= hole || home > j : home <= hole && home > j;
+      if (passes) {
+        this.ids[hole] = this.ids[j];
+        this.slots[hole] = this.slots[j];
+        hole = j;
+      }
+    }
+    this.ids[hole] = 0;
+    this.slots[hole] = undefined;
+  }
+
+  resize(capacity) {
+    const { ids, slots } = this;
+    this.ids = new Uint32Array(capacity);
+    this.slots = new Array(capacity).fill(undefined);
+    this.mask = capacity - 1;
+    this.size = 0;
+    for (let i = 0; i < ids.length; i++) if (ids[i] !== 0) this.set(ids[i], slots[i]);
+  }
+
+  values() {
+    return this.slots.filter((res) => res !== undefined);
+  }
+
+  clear() {
+    this.ids.fill(0);
+    this.slots.fill(undefined);
+    this.size = 0;
+  }
+}
+const streams = new StreamTable();
 
 function logWorker(message) {
   process.stderr.write(`${new Date().toISOString()} [noslate worker ${workerId}] ${message}\n`);
