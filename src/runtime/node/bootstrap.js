@@ -507,6 +507,7 @@ class StreamTable {
   }
 
   indexOf(id) {
+    if (id === 0) return -1; // an empty slot's key: no stream has it
     for (let i = id & this.mask; ; i = (i + 1) & this.mask) {
       const key = this.ids[i];
       if (key === id) return i;
