@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::report::rows_or_why;
+use crate::report::{cpu_times, rows_or_why};
+use crate::rounds::process_cpu_ns;
 use crate::servers::{one_worker, start_node_serving};
 use crate::spawn::native_worker_bin;
 
@@ -66,7 +67,7 @@ impl Mode {
     }
 }
 
-/// One mode's timings, in seconds, per side.
+/// One mode's timings, in seconds, per side, and what the two HTTP sides cost in CPU.
 #[derive(Default)]
 pub struct ModeRuns {
     noslate: Vec<f64>,
@@ -74,6 +75,103 @@ pub struct ModeRuns {
     cat: Vec<f64>,
     native: Vec<f64>,
     errors: Vec<String>,
+    noslate_cpu: CpuSpent,
+    node_cpu: CpuSpent,
+}
+
+/// The CPU that one side's timed transfers used, summed over them. Both CPUs of this machine
+/// are shared by the client, the server and (through noslate) the worker, so a side whose
+/// processes together need more CPU per transfer is slower, whatever each one does.
+#[derive(Default, Clone, Copy)]
+struct CpuSpent {
+    /// The server process: noslate's runtime, or Node's own process.
+    server_ns: u64,
+    /// The server's descendants: noslate's worker (none for Node direct).
+    workers_ns: u64,
+    /// This process, the client that sends and reads the bodies.
+    client_ns: u64,
+    /// The machine's busy and idle time over all CPUs, in clock ticks (/proc/stat).
+    busy_ticks: u64,
+    idle_ticks: u64,
+    transfers: u32,
+}
+
+/// The counters [`CpuSpent`] is the difference of.
+struct CpuSample {
+    server_ns: u64,
+    workers_ns: u64,
+    client_ns: u64,
+    machine: [u64; 3],
+}
+
+impl CpuSample {
+    fn take(server: u32) -> CpuSample {
+        let workers_ns = descendants(server)
+            .iter()
+            .filter_map(|&(pid, _)| process_cpu_ns(pid))
+            .sum();
+        CpuSample {
+            server_ns: process_cpu_ns(server).unwrap_or(0),
+            workers_ns,
+            client_ns: own_cpu_ns(),
+            machine: cpu_times().unwrap_or_default(),
+        }
+    }
+}
+
+impl CpuSpent {
+    /// Adds one transfer: what was used between `before` and now.
+    fn add(&mut self, server: u32, before: &CpuSample) {
+        let after = CpuSample::take(server);
+        self.server_ns += after.server_ns.saturating_sub(before.server_ns);
+        self.workers_ns += after.workers_ns.saturating_sub(before.workers_ns);
+        self.client_ns += after.client_ns.saturating_sub(before.client_ns);
+        self.busy_ticks += after.machine[0].saturating_sub(before.machine[0]);
+        self.idle_ticks += after.machine[1].saturating_sub(before.machine[1]);
+        self.transfers += 1;
+    }
+
+    /// Milliseconds per transfer: server, workers, client, and their total.
+    fn per_transfer_ms(&self) -> Option<[f64; 4]> {
+        let n = f64::from(self.transfers);
+        let ms = |ns: u64| ns as f64 / 1e6 / n;
+        let (s, w, c) = (ms(self.server_ns), ms(self.workers_ns), ms(self.client_ns));
+        (self.transfers > 0).then_some([s, w, c, s + w + c])
+    }
+
+    /// The share of the machine's CPU time that was busy while the transfers ran, percent.
+    fn busy_percent(&self) -> Option<f64> {
+        let all = self.busy_ticks + self.idle_ticks;
+        (all > 0).then(|| 100.0 * self.busy_ticks as f64 / all as f64)
+    }
+
+    fn json(&self) -> Value {
+        let ms = self.per_transfer_ms();
+        json!({
+            "transfers": self.transfers,
+            "server_ms_per_transfer": ms.map(|m| m[0]),
+            "workers_ms_per_transfer": ms.map(|m| m[1]),
+            "client_ms_per_transfer": ms.map(|m| m[2]),
+            "total_ms_per_transfer": ms.map(|m| m[3]),
+            "machine_busy_percent": self.busy_percent(),
+        })
+    }
+}
+
+/// CPU time this process has used, every thread it has had included, in nanoseconds.
+#[allow(unsafe_code)]
+fn own_cpu_ns() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given, which is zeroed and owned here.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF needs no other argument.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| {
+        u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(t.tv_usec).unwrap_or(0) * 1_000
+    };
+    ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
 /// The large-body rows.
@@ -287,9 +385,20 @@ fn measure_round(
                 [3, 2, 1, 0]
             };
             for side in order {
+                let (noslate_pid, node_pid) = (noslate.0.pid(), node.0.pid());
                 let result = match side {
-                    0 => http_transfer(noslate.1, mode),
-                    1 => http_transfer(node.1, mode),
+                    0 => {
+                        let before = CpuSample::take(noslate_pid);
+                        let result = http_transfer(noslate.1, mode);
+                        runs.noslate_cpu.add(noslate_pid, &before);
+                        result
+                    }
+                    1 => {
+                        let before = CpuSample::take(node_pid);
+                        let result = http_transfer(node.1, mode);
+                        runs.node_cpu.add(node_pid, &before);
+                        result
+                    }
                     2 => cat_transfer(mode),
                     _ => http_transfer(native.1, mode),
                 };
@@ -355,6 +464,8 @@ impl BodyRows {
                 "node_mb_per_s": mb_per_s(median(m.node.clone())),
                 "cat_mb_per_s": mb_per_s(median(m.cat.clone())),
                 "native_mb_per_s": mb_per_s(median(m.native.clone())),
+                "noslate_cpu": m.noslate_cpu.json(),
+                "node_cpu": m.node_cpu.json(),
                 "errors": m.errors,
             })).collect::<Vec<_>>(),
             "echo_noslate_over_node": self.echo_ratio(),
@@ -363,6 +474,31 @@ impl BodyRows {
             "pass": self.pass(),
         })
     }
+}
+
+/// CPU per transfer of one mode, noslate's beside Node direct's: where the time of a transfer
+/// that both CPUs carry goes.
+fn cpu_line(out: &mut String, m: &ModeRuns) {
+    let (Some(n), Some(d)) = (
+        m.noslate_cpu.per_transfer_ms(),
+        m.node_cpu.per_transfer_ms(),
+    ) else {
+        return;
+    };
+    let busy = |c: &CpuSpent| c.busy_percent().map_or("-".into(), |b| format!("{b:.0}%"));
+    let _ = writeln!(
+        out,
+        "           CPU ms per transfer: noslate {:.1} (runtime {:.1}, worker {:.1}, client {:.1}; machine busy {}), node direct {:.1} (node {:.1}, client {:.1}; machine busy {})",
+        n[3],
+        n[0],
+        n[1],
+        n[2],
+        busy(&m.noslate_cpu),
+        d[3],
+        d[0],
+        d[2],
+        busy(&m.node_cpu),
+    );
 }
 
 /// The report's lines for the rows.
@@ -398,6 +534,7 @@ pub fn body_lines(out: &mut String, rows: Option<&BodyRows>) {
                 format!("; {} failed: {}", m.errors.len(), m.errors[0])
             }
         );
+        cpu_line(out, m);
     }
     let _ = writeln!(
         out,
