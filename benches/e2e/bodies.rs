@@ -375,6 +375,7 @@ fn measure_round(
             let _ = http_transfer(native.1, mode);
         }
     }
+    let (noslate_pid, node_pid) = (noslate.0.pid(), node.0.pid());
     for run in 0..runs.max(1) {
         for (i, mode) in Mode::ALL.into_iter().enumerate() {
             let runs = &mut modes[i].1;
@@ -385,7 +386,6 @@ fn measure_round(
                 [3, 2, 1, 0]
             };
             for side in order {
-                let (noslate_pid, node_pid) = (noslate.0.pid(), node.0.pid());
                 let result = match side {
                     0 => {
                         let before = CpuSample::take(noslate_pid);
